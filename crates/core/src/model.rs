@@ -1,0 +1,454 @@
+//! The pipeline as written: what the YAML, the API and the card editor agree on
+//! (DESIGN.md §8). String fields keep their `${…}` text; they are resolved per run.
+//!
+//! A [`Pipeline`] that exists has passed validation (`wharf-pipeline` is the only way
+//! to build one from text), so the engine trusts names to be unique and references
+//! to point backwards.
+
+use crate::duration::Duration;
+use crate::names::{PipelineName, StepName, VarName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The stages a pipeline created from scratch starts with (seed 002).
+pub const DEFAULT_STAGES: [&str; 4] = ["Source", "Build", "Test", "Deploy"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub name: PipelineName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Static variables with their values, in the order written.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<Variable>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parameters: Vec<Parameter>,
+    /// Whole-run limit of running time. `None` in the YAML (or 0) means the 14-day cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub concurrency: Concurrency,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorKind>,
+    /// Image for `script` tasks that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub triggers: Vec<Trigger>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notification>,
+    pub stages: Vec<Stage>,
+    /// Stages run when a stage with `on_error: rollback` fails (seed 001: "roll back to
+    /// the initial node"); the run then ends `failed`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub on_failure: Vec<Stage>,
+}
+
+impl Pipeline {
+    /// The effective whole-run timeout: the 14-day cap when unset or 0.
+    pub fn effective_timeout(&self) -> Duration {
+        match self.timeout {
+            Some(t) if !t.is_zero() => t,
+            _ => crate::duration::MAX,
+        }
+    }
+
+    /// Every stage, the rollback stages last.
+    pub fn all_stages(&self) -> impl Iterator<Item = &Stage> {
+        self.stages.iter().chain(&self.on_failure)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    /// A git URL: `https://…`, `ssh://…`, `git@host:path`, `file:///…`.
+    pub repo: String,
+    /// The branch to check out; the repository's default branch when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binding: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub name: VarName,
+    pub value: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parameter {
+    pub name: VarName,
+    /// A parameter without a default must be given when the run starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Concurrency {
+    Allow,
+    #[default]
+    Queue,
+    CancelPrevious,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    Host,
+    Docker,
+    Kubernetes,
+}
+
+impl ExecutorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Host => "host",
+            ExecutorKind::Docker => "docker",
+            ExecutorKind::Kubernetes => "kubernetes",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    pub name: StepName,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub on_error: ErrorPolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    #[default]
+    Sequential,
+    Parallel,
+}
+
+/// What a failed stage does to the run (seed 001's error handling).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorPolicy {
+    /// The run fails; later stages are skipped.
+    #[default]
+    Stop,
+    /// The stage is marked failed and the run carries on.
+    Ignore,
+    /// The pipeline's `on_failure` stages run, then the run fails.
+    Rollback,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    pub name: StepName,
+    #[serde(flatten)]
+    pub kind: TaskKind,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Names of stored secrets, given to the task as environment variables and masked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<VarName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    /// Extra attempts after a failure (not after a stop or a timeout of the run).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Output keys this task promises to write to `$WHARF_OUTPUT`; later tasks may then
+    /// use `${KEY}`. Undeclared keys are still reachable as `${tasks.<task>.<KEY>}`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<VarName>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The seven task types of DESIGN.md §2, each with its own fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum TaskKind {
+    Script(ScriptTask),
+    Image(ImageTask),
+    DeployYaml(DeployYamlTask),
+    ChartPublish(ChartPublishTask),
+    ChartDeploy(ChartDeployTask),
+    Approval(ApprovalTask),
+    Canary(CanaryTask),
+}
+
+impl TaskKind {
+    /// The YAML `type:` value.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            TaskKind::Script(_) => "script",
+            TaskKind::Image(_) => "image",
+            TaskKind::DeployYaml(_) => "deploy-yaml",
+            TaskKind::ChartPublish(_) => "chart-publish",
+            TaskKind::ChartDeploy(_) => "chart-deploy",
+            TaskKind::Approval(_) => "approval",
+            TaskKind::Canary(_) => "canary",
+        }
+    }
+}
+
+pub const TASK_TYPES: [&str; 7] = [
+    "script",
+    "image",
+    "deploy-yaml",
+    "chart-publish",
+    "chart-deploy",
+    "approval",
+    "canary",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptTask {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageTask {
+    /// Path of the Dockerfile inside the checkout; case-sensitive.
+    pub dockerfile: String,
+    pub context: String,
+    pub image: String,
+    pub tag: String,
+    pub workspace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_args: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeployYamlTask {
+    pub file: String,
+    pub cluster: String,
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartPublishTask {
+    pub chart_dir: String,
+    pub chart: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    pub workspace: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChartDeployTask {
+    pub release: String,
+    pub chart: String,
+    pub version: String,
+    pub cluster: String,
+    pub namespace: String,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalTask {
+    /// Users or `role:<name>` entries allowed to decide.
+    pub approvers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryTask {
+    pub deployment: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub image: String,
+    /// Traffic percentages, rising, ending at 100.
+    pub steps: Vec<u8>,
+    /// Wait between steps; `None` with `approval: true` waits for a person instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<Duration>,
+    #[serde(default)]
+    pub approval: bool,
+}
+
+/// What starts a pipeline by itself (DESIGN.md §4). Parsed and validated now; fired by
+/// the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    #[serde(flatten)]
+    pub kind: TriggerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// What to do with due times missed while the server was down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missed: Option<Missed>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    Events { events: Vec<GitEvent>, branches: Vec<String> },
+    EveryMinutes { every_minutes: u32 },
+    EveryHours { every_hours: u32, at_minute: u32 },
+    Daily { daily: ClockTime },
+    Weekly { weekly: Vec<Weekday>, at: ClockTime },
+    Monthly { monthly: u32, at: ClockTime },
+    Cron { cron: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GitEvent {
+    Push,
+    Merge,
+    Tag,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Missed {
+    /// Run once for the missed times, within the grace window (the default).
+    Once,
+    Skip,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Weekday {
+    Mon,
+    Tue,
+    Wed,
+    Thu,
+    Fri,
+    Sat,
+    Sun,
+}
+
+/// A wall-clock time `HH:MM`, 00:00 to 23:59.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClockTime {
+    pub hour: u8,
+    pub minute: u8,
+}
+
+impl TryFrom<String> for ClockTime {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        ClockTime::parse(&s).ok_or_else(|| format!("`{s}` is not a time of day: expected HH:MM, 00:00 to 23:59"))
+    }
+}
+
+impl From<ClockTime> for String {
+    fn from(t: ClockTime) -> String {
+        format!("{:02}:{:02}", t.hour, t.minute)
+    }
+}
+
+impl ClockTime {
+    pub fn parse(s: &str) -> Option<ClockTime> {
+        let (h, m) = s.split_once(':')?;
+        if h.is_empty() || h.len() > 2 || m.len() != 2 {
+            return None;
+        }
+        let hour: u8 = h.parse().ok()?;
+        let minute: u8 = m.parse().ok()?;
+        (hour < 24 && minute < 60).then_some(ClockTime { hour, minute })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    pub on: Vec<NotifyOn>,
+    #[serde(flatten)]
+    pub target: NotifyTarget,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyOn {
+    Success,
+    Failure,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NotifyTarget {
+    Webhook(Webhook),
+    Channel(String),
+    Email(Vec<String>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Webhook {
+    pub url: String,
+    pub method: HttpMethod,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    Get,
+    Post,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_times() {
+        assert_eq!(ClockTime::parse("02:30"), Some(ClockTime { hour: 2, minute: 30 }));
+        assert_eq!(ClockTime::parse("9:05"), Some(ClockTime { hour: 9, minute: 5 }));
+        for bad in ["24:00", "12:60", "1230", "12:5", ":30", "aa:bb", "-1:30"] {
+            assert_eq!(ClockTime::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn zero_or_no_timeout_means_the_cap() {
+        let mut p = Pipeline {
+            name: PipelineName::new("p").unwrap(),
+            description: None,
+            project: None,
+            source: None,
+            variables: vec![],
+            parameters: vec![],
+            timeout: None,
+            concurrency: Concurrency::Queue,
+            executor: None,
+            default_image: None,
+            triggers: vec![],
+            notify: vec![],
+            stages: vec![],
+            on_failure: vec![],
+        };
+        assert_eq!(p.effective_timeout(), crate::duration::MAX);
+        p.timeout = Some(Duration::ZERO);
+        assert_eq!(p.effective_timeout(), crate::duration::MAX);
+        p.timeout = Some(Duration::from_secs(60));
+        assert_eq!(p.effective_timeout(), Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,216 @@
+//! The record of one run: its status and every transition with its time, for the run,
+//! the source checkout, each stage and each task. The stored record is the truth; the
+//! engine changes it only through [`Progress::advance`].
+
+use crate::status::{InvalidTransition, Status};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One status change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    pub status: Status,
+    pub at: Timestamp,
+}
+
+/// A status with its history. Starts `queued` at creation time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub status: Status,
+    pub history: Vec<Transition>,
+}
+
+impl Progress {
+    pub fn new(at: Timestamp) -> Self {
+        Progress { status: Status::Queued, history: vec![Transition { status: Status::Queued, at }] }
+    }
+
+    /// Moves to `to` at `at`; refuses a change the state machine does not allow.
+    pub fn advance(&mut self, to: Status, at: Timestamp) -> Result<(), InvalidTransition> {
+        self.status = self.status.transition(to)?;
+        self.history.push(Transition { status: to, at });
+        Ok(())
+    }
+
+    /// When it first started running.
+    pub fn started_at(&self) -> Option<Timestamp> {
+        self.history.iter().find(|t| t.status == Status::Running).map(|t| t.at)
+    }
+
+    /// When it reached its terminal status.
+    pub fn finished_at(&self) -> Option<Timestamp> {
+        self.history.last().filter(|t| t.status.is_terminal()).map(|t| t.at)
+    }
+
+    /// Time spent `running` (what timeouts count), up to `now` if still running.
+    pub fn running_time(&self, now: Timestamp) -> std::time::Duration {
+        let mut total = std::time::Duration::ZERO;
+        for (i, t) in self.history.iter().enumerate() {
+            if t.status != Status::Running {
+                continue;
+            }
+            let end = self.history.get(i + 1).map_or(now, |next| next.at);
+            total += end.duration_since(t.at).unsigned_abs();
+        }
+        total
+    }
+
+    /// Wall time from first start to finish (or `now`).
+    pub fn wall_time(&self, now: Timestamp) -> Option<std::time::Duration> {
+        let start = self.started_at()?;
+        let end = self.finished_at().unwrap_or(now);
+        Some(end.duration_since(start).unsigned_abs())
+    }
+}
+
+/// What started a run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Cause {
+    /// `wharf run` on a workstation.
+    Local { user: String },
+    /// A person through the UI, API or CLI.
+    Manual { user: String },
+    /// A timer trigger, with the due time it fired for.
+    Timer { due: Timestamp },
+    /// A git event.
+    Event { provider: String, delivery: String, sender: String, commit: String },
+    /// A re-run of record #`of` with its version, parameters and commit.
+    Rerun { of: u64 },
+    /// A retry of record #`of` from its failed stage.
+    Retry { of: u64 },
+}
+
+impl Cause {
+    /// The `RUN_CAUSE` variable's value.
+    pub fn describe(&self) -> String {
+        match self {
+            Cause::Local { user } => format!("local run by {user}"),
+            Cause::Manual { user } => format!("started by {user}"),
+            Cause::Timer { due } => format!("timer due {due}"),
+            Cause::Event { provider, sender, commit, .. } => {
+                format!("{provider} event by {sender} at {commit}")
+            }
+            Cause::Rerun { of } => format!("re-run of #{of}"),
+            Cause::Retry { of } => format!("retry of #{of}"),
+        }
+    }
+}
+
+/// One run of a pipeline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub pipeline: String,
+    /// `BUILD_ID`: 1, 2, 3… per pipeline.
+    pub number: u64,
+    pub cause: Cause,
+    pub parameters: BTreeMap<String, String>,
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Why the run ended as it did, in words, when it did not succeed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout: Option<CheckoutRecord>,
+    pub stages: Vec<StageRecord>,
+}
+
+/// The source checkout before the first stage (the seed's `Scm_Clone_<branch>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutRecord {
+    pub repo: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(flatten)]
+    pub progress: Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageRecord {
+    pub name: String,
+    /// True for the pipeline's `on_failure` stages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    #[serde(flatten)]
+    pub progress: Progress,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub tasks: Vec<TaskRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub task_type: String,
+    #[serde(flatten)]
+    pub progress: Progress,
+    /// Attempts started so far (1 + retries used).
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub outputs: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    #[test]
+    fn only_running_time_counts() {
+        let mut p = Progress::new(at(0));
+        p.advance(Status::Pending, at(10)).unwrap();
+        p.advance(Status::Running, at(30)).unwrap();
+        p.advance(Status::Pending, at(35)).unwrap(); // retry waits for a slot
+        p.advance(Status::Running, at(100)).unwrap();
+        assert_eq!(p.running_time(at(102)).as_secs(), 7);
+        p.advance(Status::Succeeded, at(103)).unwrap();
+        assert_eq!(p.running_time(at(999)).as_secs(), 8);
+        assert_eq!(p.started_at(), Some(at(30)));
+        assert_eq!(p.finished_at(), Some(at(103)));
+        assert_eq!(p.wall_time(at(999)).unwrap().as_secs(), 73);
+    }
+
+    #[test]
+    fn advance_refuses_what_the_machine_refuses_and_keeps_history_intact() {
+        let mut p = Progress::new(at(0));
+        p.advance(Status::Running, at(1)).unwrap();
+        p.advance(Status::Failed, at(2)).unwrap();
+        let err = p.advance(Status::Running, at(3)).unwrap_err();
+        assert_eq!(err.from, Status::Failed);
+        assert_eq!(p.status, Status::Failed);
+        assert_eq!(p.history.len(), 3);
+    }
+
+    #[test]
+    fn records_serialise_with_flat_status() {
+        let mut task = TaskRecord {
+            name: "unit".into(),
+            task_type: "script".into(),
+            progress: Progress::new(at(0)),
+            attempts: 1,
+            exit_code: Some(0),
+            outputs: BTreeMap::from([("V".into(), "1".into())]),
+            reason: None,
+        };
+        task.progress.advance(Status::Running, at(1)).unwrap();
+        let json = serde_json::to_value(&task).unwrap();
+        assert_eq!(json["status"], "running");
+        assert_eq!(json["type"], "script");
+        assert_eq!(json["history"][1]["status"], "running");
+        let back: TaskRecord = serde_json::from_value(json).unwrap();
+        assert_eq!(back, task);
+    }
+}
