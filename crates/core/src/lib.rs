@@ -5,6 +5,7 @@
 //! (the record of one execution). Every other crate speaks these types.
 
 pub mod duration;
+pub mod git;
 pub mod model;
 pub mod names;
 pub mod run;
