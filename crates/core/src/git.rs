@@ -1,169 +1,287 @@
-//! The grammar of what a pipeline may name in git: branch names and repository URLs.
-//! Pure checks, shared by validation (before a run) and checkout (at run time, on
-//! the resolved values). Anything refused here never reaches a `git` command line.
+//! The grammar of what a pipeline may name in git: branch names and repository
+//! addresses. Pure checks, shared by validation (before a run) and checkout (at run
+//! time, on resolved values). They are the security boundary: pipeline authors choose
+//! these strings, and git interprets some forms (`ext::`, a leading `-`,
+//! `ssh://-oProxyCommand=…`) as commands or options.
 
-/// A branch name as `git check-ref-format --branch` accepts it, minus the characters
-/// a shell would treat specially (defence in depth: we never use a shell, but a
-/// branch name is also shown in logs, paths and other people's scripts).
+/// Schemes Wharf lets git use; kept in step with `GIT_ALLOW_PROTOCOL` in `git.rs`.
+const ALLOWED_SCHEMES: [&str; 5] = ["http", "https", "ssh", "git", "file"];
+
+/// Characters git refuses in ref names (`git check-ref-format`).
+const GIT_FORBIDDEN: [char; 8] = [' ', '~', '^', ':', '?', '*', '[', '\\'];
+
+/// Characters git accepts but Wharf refuses, so that a branch name pasted into a shell
+/// by some script further down the line cannot run anything.
+const SHELL_FORBIDDEN: [char; 11] = ['$', '(', ')', '`', ';', '|', '&', '<', '>', '\'', '"'];
+
+const MAX_BRANCH_BYTES: usize = 255;
+
+/// Checks `name` against git's branch-name rules (`git check-ref-format --branch`) plus
+/// shell metacharacters; `Err` holds the reason for a human.
 pub fn validate_branch_name(name: &str) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("`{}` is not a valid branch name: {why}", name.escape_debug()));
     if name.is_empty() {
-        return refuse("it is empty");
+        return Err("it is empty".into());
     }
-    if name.len() > 255 {
-        return refuse("it is longer than 255 bytes");
+    if name.len() > MAX_BRANCH_BYTES {
+        return Err(format!("it is longer than {MAX_BRANCH_BYTES} bytes"));
     }
-    if name == "@" {
-        return refuse("`@` alone is reserved");
+    if name.chars().any(|c| c.is_ascii_control()) {
+        return Err("it contains a control character (newline, tab, …)".into());
+    }
+    if let Some(c) = name.chars().find(|c| GIT_FORBIDDEN.contains(c)) {
+        let shown = if c == ' ' {
+            "a space".to_string()
+        } else {
+            format!("`{c}`")
+        };
+        return Err(format!(
+            "it contains {shown}, which git does not allow in branch names"
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| SHELL_FORBIDDEN.contains(c)) {
+        return Err(format!(
+            "it contains `{c}`, which Wharf does not allow in branch names"
+        ));
+    }
+    if name == "@" || name == "HEAD" {
+        return Err(format!("`{name}` is a git keyword, not a branch name"));
     }
     if name.starts_with('-') {
-        return refuse("it starts with `-`");
+        return Err("it starts with `-`".into());
     }
-    if name.starts_with('/') || name.ends_with('/') || name.contains("//") {
-        return refuse("it has an empty path component (leading, trailing or double `/`)");
+    if name.starts_with('/') || name.ends_with('/') {
+        return Err("it starts or ends with `/`".into());
     }
-    if name.ends_with('.') || name.ends_with(".lock") {
-        return refuse("it ends with `.` or `.lock`");
+    if name.contains("//") {
+        return Err("it contains `//`".into());
     }
     if name.contains("..") {
-        return refuse("it contains `..`");
+        return Err("it contains `..`".into());
     }
     if name.contains("@{") {
-        return refuse("it contains `@{`");
+        return Err("it contains `@{`".into());
     }
-    if name.split('/').any(|part| part.starts_with('.')) {
-        return refuse("a component starts with `.`");
+    if name.ends_with('.') {
+        return Err("it ends with `.`".into());
     }
-    if let Some(c) = name.chars().find(|c| {
-        c.is_control()
-            || matches!(
-                c,
-                ' ' | '~' | '^' | ':' | '?' | '*' | '[' | '\\' | '$' | '(' | ')' | '`' | ';' | '|' | '&' | '<' | '>'
-                    | '\'' | '"'
-            )
-    }) {
-        return refuse(&format!("it contains `{}`", c.escape_debug()));
+    for component in name.split('/') {
+        if component.starts_with('.') {
+            return Err(format!("its part `{component}` starts with `.`"));
+        }
+        if component.ends_with(".lock") {
+            return Err(format!("its part `{component}` ends with `.lock`"));
+        }
     }
     Ok(())
 }
 
-/// A repository location git may be pointed at: `https://`, `http://`, `ssh://`,
-/// `git://`, `file://`, scp-like `user@host:path`, or an absolute path. Transports that
-/// run commands (`ext::`, `fd::`) and anything git could read as an option are refused.
+/// Checks that `url` is a repository address git will treat as data, not as a command or
+/// an option; `Err` holds the reason for a human.
+///
+/// Accepted: `http`, `https`, `ssh`, `git` and `file:///` URLs, scp-like
+/// `[user@]host:path`, and absolute paths.
 pub fn validate_repo_url(url: &str) -> Result<(), String> {
-    let refuse = |why: &str| Err(format!("`{}` is not a usable repository URL: {why}", url.escape_debug()));
     if url.is_empty() {
-        return refuse("it is empty");
+        return Err("the repository address is empty".into());
     }
     if url.starts_with('-') {
-        return refuse("it starts with `-`");
+        return Err("it starts with `-`, which git would read as an option".into());
     }
-    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return refuse("it contains whitespace or control characters");
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("it contains spaces or control characters".into());
     }
-    if url.contains("::") {
-        return refuse("`<transport>::` addresses are not allowed (they can run commands)");
+    if let Some(helper) = transport_helper(url) {
+        return Err(format!(
+            "the `{helper}::` transport syntax is not accepted (it can run commands); \
+             use an http, https, ssh, git or file URL"
+        ));
     }
     if let Some((scheme, rest)) = url.split_once("://") {
-        return match scheme {
-            "http" | "https" | "ssh" | "git" => {
-                if rest.is_empty() || rest.starts_with('/') {
-                    refuse("it has no host")
-                } else {
-                    Ok(())
-                }
-            }
-            "file" => {
-                if rest.starts_with('/') {
-                    Ok(())
-                } else {
-                    refuse("a file:// URL needs an absolute path (file:///srv/git/app.git)")
-                }
-            }
-            _ => refuse("the scheme must be https, http, ssh, git or file"),
-        };
+        if !ALLOWED_SCHEMES.contains(&scheme) {
+            return Err(format!(
+                "the scheme `{scheme}` is not accepted; use one of {}",
+                ALLOWED_SCHEMES.join(", ")
+            ));
+        }
+        if scheme == "file" {
+            return if rest.starts_with('/') {
+                Ok(())
+            } else {
+                Err("a file URL must name an absolute path and no host, like \
+                     file:///srv/git/app.git"
+                    .into())
+            };
+        }
+        let authority = rest.split('/').next().unwrap_or_default();
+        return check_host(authority);
     }
     if url.starts_with('/') {
         return Ok(());
     }
-    // scp-like: [user@]host:path, where host has no slash before the colon.
-    if let Some((host, path)) = url.split_once(':')
-        && !host.is_empty()
-        && !host.contains('/')
-        && !path.is_empty()
+    // Git reads `host:path` as ssh when a `:` comes before any `/`.
+    if let Some((user_host, path)) = url.split_once(':')
+        && !user_host.contains('/')
     {
-        return Ok(());
+        if path.is_empty() {
+            return Err("it names no path after `:`".into());
+        }
+        return check_host(user_host);
     }
-    refuse("a relative path is ambiguous; use file:// with an absolute path")
+    Err(
+        "relative paths are not accepted; use file:// with an absolute path, like \
+         file:///srv/git/app.git"
+            .into(),
+    )
+}
+
+/// `[user@]host[:port]` must name a host, and neither part may look like an option,
+/// since git hands it to `ssh` as an argument.
+fn check_host(authority: &str) -> Result<(), String> {
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    if host.is_empty() {
+        return Err("it names no host".into());
+    }
+    if authority.starts_with('-') || host.starts_with('-') {
+        return Err("its user or host starts with `-`, which ssh would read as an option".into());
+    }
+    Ok(())
+}
+
+/// The `<transport>` of git's `<transport>::<address>` syntax, which runs the helper
+/// program `git-remote-<transport>` (`ext::` runs any command). Same scan as git's
+/// `transport_get`: a letter, then letters, digits, `+`, `-` or `.`, then `::`.
+fn transport_helper(url: &str) -> Option<&str> {
+    let end = url
+        .char_indices()
+        .find(|&(i, c)| {
+            let scheme_char = if i == 0 {
+                c.is_ascii_alphabetic()
+            } else {
+                c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.')
+            };
+            !scheme_char
+        })
+        .map_or(url.len(), |(i, _)| i);
+    (end > 0 && url[end..].starts_with("::")).then(|| &url[..end])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn branch_names_follow_git_and_refuse_shell_syntax() {
-        for ok in ["main", "release/1.2", "feature-x", "v1.0.0", "user@x", "a.b/c_d"] {
-            assert_eq!(validate_branch_name(ok), Ok(()), "{ok}");
+    fn branch_refused(name: &str, reason_contains: &str) {
+        match validate_branch_name(name) {
+            Ok(()) => panic!("`{name}` was accepted"),
+            Err(reason) => assert!(
+                reason.contains(reason_contains),
+                "`{name}`: reason `{reason}` does not mention `{reason_contains}`"
+            ),
         }
-        for (bad, why) in [
-            ("", "empty"),
-            ("-rf", "starts with `-`"),
-            ("a..b", "`..`"),
-            ("a b", "` `"),
-            ("$(touch /tmp/pwned)", "`$`"),
-            ("`id`", "`` ` ``"),
-            ("a;b", "`;`"),
-            ("x.lock", ".lock"),
-            ("x/", "empty path component"),
-            ("/x", "empty path component"),
-            ("a//b", "empty path component"),
-            (".hidden", "starts with `.`"),
-            ("a/.b", "starts with `.`"),
-            ("a@{1}", "`@{`"),
-            ("@", "reserved"),
-            ("a~1", "`~`"),
-            ("a^", "`^`"),
-            ("a:b", "`:`"),
-            ("a?", "`?`"),
-            ("a*", "`*`"),
-            ("a[b", "`[`"),
-            ("a\\b", "`\\\\`"),
-            ("a\nb", "`\\n`"),
-            ("end.", "ends with `.`"),
-        ] {
-            let err = validate_branch_name(bad).unwrap_err();
-            assert!(err.contains(why), "{bad:?}: {err}");
-        }
-        assert!(validate_branch_name(&"a".repeat(256)).is_err());
     }
 
     #[test]
-    fn repo_urls() {
-        for ok in [
-            "https://gitlab.example.com/qa/jack-2048.git",
-            "http://127.0.0.1:8080/x.git",
-            "ssh://git@host/x.git",
-            "git@github.com:org/repo.git",
-            "file:///srv/git/app.git",
-            "/srv/git/app.git",
-            "git://host/x",
+    fn ordinary_branch_names_are_accepted() {
+        for name in [
+            "main",
+            "feature/x",
+            "release-1.2",
+            "a.b",
+            "user/fix_42",
+            "é",
+            "a{b}",
+            "v1.0-rc1",
+            "x@y",
+            &"a".repeat(255),
         ] {
-            assert_eq!(validate_repo_url(ok), Ok(()), "{ok}");
+            assert_eq!(validate_branch_name(name), Ok(()), "{name}");
         }
-        for bad in [
-            "",
-            "-uhelp",
-            "ext::sh -c touch% /tmp/x",
-            "ext::sh",
-            "fd::3",
-            "ftp://x/y",
-            "file://relative",
-            "relative/path",
-            "https://x/ y",
-            "https://",
+    }
+
+    #[test]
+    fn each_git_rule_is_enforced() {
+        branch_refused("", "empty");
+        branch_refused(&"a".repeat(256), "255 bytes");
+        branch_refused("a..b", "`..`");
+        branch_refused("a\u{7}b", "control");
+        branch_refused("a\tb", "control");
+        branch_refused("a\u{7f}b", "control");
+        branch_refused("a b", "a space");
+        for c in ['~', '^', ':', '?', '*', '[', '\\'] {
+            branch_refused(&format!("a{c}b"), &format!("`{c}`"));
+        }
+        branch_refused("-b", "starts with `-`");
+        branch_refused("/b", "`/`");
+        branch_refused("b/", "`/`");
+        branch_refused("b.lock", "`.lock`");
+        branch_refused("a.lock/b", "`.lock`");
+        branch_refused("b.", "ends with `.`");
+        branch_refused("a//b", "`//`");
+        branch_refused("a@{1}", "`@{`");
+        branch_refused("@", "keyword");
+        branch_refused("HEAD", "keyword");
+        branch_refused(".b", "starts with `.`");
+        branch_refused("a/.b", "starts with `.`");
+    }
+
+    #[test]
+    fn shell_metacharacters_are_refused() {
+        for c in ['$', '(', ')', '`', ';', '|', '&', '<', '>', '\'', '"'] {
+            branch_refused(&format!("a{c}b"), "Wharf does not allow");
+        }
+        branch_refused("a\nb", "control");
+        branch_refused("$(touch /tmp/pwned)", "");
+    }
+
+    #[test]
+    fn accepted_repository_addresses() {
+        for url in [
+            "https://github.com/acme/app.git",
+            "http://gitlab.internal:8080/acme/app",
+            "https://user:token@github.com/acme/app.git",
+            "ssh://git@github.com/acme/app.git",
+            "ssh://git@[::1]:2222/app.git",
+            "git://example.com/app.git",
+            "file:///srv/git/app.git",
+            "git@github.com:acme/app.git",
+            "host:app.git",
+            "/srv/git/app.git",
         ] {
-            assert!(validate_repo_url(bad).is_err(), "{bad}");
+            assert_eq!(validate_repo_url(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn refused_repository_addresses() {
+        for (url, reason) in [
+            ("", "empty"),
+            ("-uhttps://x", "`-`"),
+            ("--upload-pack=touch /tmp/x", "`-`"),
+            ("ext::sh -c touch% /tmp/x", "spaces"),
+            ("ext::sh", "`ext::`"),
+            ("fd::17", "`fd::`"),
+            ("remote-x::whatever", "`remote-x::`"),
+            ("https://a/b\nc", "control"),
+            ("ftp://example.com/app.git", "`ftp`"),
+            ("HTTPS://example.com/app.git", "`HTTPS`"),
+            ("git+ssh://example.com/app.git", "`git+ssh`"),
+            ("file://host/srv/app.git", "absolute path"),
+            ("file://srv/app.git", "absolute path"),
+            ("ssh://-oProxyCommand=touch%20x/app", "`-`"),
+            ("ssh://git@-oProxyCommand=x/app", "`-`"),
+            ("https:///app.git", "no host"),
+            ("git@-oProxyCommand=x:app", "`-`"),
+            ("git@host:", "no path"),
+            ("@:app", "no host"),
+            ("app.git", "relative"),
+            ("./app", "file://"),
+            ("../app", "file://"),
+        ] {
+            match validate_repo_url(url) {
+                Ok(()) => panic!("`{url}` was accepted"),
+                Err(got) => assert!(got.contains(reason), "`{url}`: `{got}` lacks `{reason}`"),
+            }
         }
     }
 }

@@ -85,9 +85,9 @@ impl Template {
             literal.push_str(&rest[..dollar]);
             let after = &rest[dollar..];
             let at = offset + dollar;
-            if after.starts_with("$${") {
+            if let Some(escaped) = after.strip_prefix("$${") {
                 literal.push_str("${");
-                rest = &after[3..];
+                rest = escaped;
                 offset = at + 3;
                 continue;
             }

@@ -1,1 +1,180 @@
-//! placeholder
+//! The engine drives one run of a pipeline from `queued` to a terminal status: source
+//! checkout, stages in order, tasks on an [`Executor`], timeouts that count only
+//! running time, stop, retries, task outputs, secret masking. It owns the
+//! [`RunRecord`] while the run lasts and tells an [`Observer`] about every change and
+//! every log line; it knows nothing about terminals, HTTP or databases.
+//!
+//! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops).
+
+mod clock;
+pub mod mask;
+pub mod outputs;
+mod run;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use wharf_core::model::{Pipeline, TaskKind};
+use wharf_core::run::{Cause, RunRecord};
+use wharf_executor::{Executor, LogLine, StopRequest};
+
+pub use wharf_executor::StopReason;
+
+/// Engine-wide settings.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Executor slots: tasks running at once across all runs of this engine.
+    pub max_parallel_tasks: usize,
+    /// Time between the polite stop (SIGTERM) and the forced one (SIGKILL) when a
+    /// timeout ends a task. A person's stop brings its own grace.
+    pub timeout_grace: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig { max_parallel_tasks: 8, timeout_grace: Duration::from_secs(10) }
+    }
+}
+
+/// Where tasks run.
+#[derive(Clone, Debug)]
+pub enum Workspace {
+    /// Clone the pipeline's `source` into `<dir>/src` (an empty `src` without a source).
+    Checkout { dir: PathBuf },
+    /// Use this directory as it is (`wharf run` on a working copy); outputs and
+    /// other run files go to `run_dir`.
+    Existing { src: PathBuf, run_dir: PathBuf },
+}
+
+/// One run to execute. Parameters must have been checked by [`Engine::prepare`].
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub pipeline: Arc<Pipeline>,
+    /// `BUILD_ID`.
+    pub number: u64,
+    /// `SYS_INCREMENT`.
+    pub increment: u64,
+    pub cause: Cause,
+    pub parameters: BTreeMap<String, String>,
+    /// Secret values by name, for the tasks that list them; all are masked in logs.
+    pub secrets: BTreeMap<String, String>,
+    pub workspace: Workspace,
+    /// Check out exactly this commit (re-runs, webhook events).
+    pub commit: Option<String>,
+}
+
+/// Which part of the record an [`Observer`] call is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Part {
+    Run,
+    Checkout,
+    Stage(usize),
+    /// (stage index, task index) in the record.
+    Task(usize, usize),
+}
+
+/// Receives the run as it happens. Calls come from several tasks at once; keep them
+/// short (hand heavy work to a channel).
+pub trait Observer: Send + Sync {
+    /// `part` changed; `record` is the whole record after the change.
+    fn changed(&self, record: &RunRecord, part: Part);
+    /// A log line of the checkout (`Part::Checkout`) or of a task (`Part::Task`),
+    /// already masked.
+    fn log(&self, part: Part, line: &LogLine);
+}
+
+/// A run that cannot start; nothing was recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    executor: Arc<dyn Executor>,
+    slots: Arc<Semaphore>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig, executor: Arc<dyn Executor>) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_parallel_tasks.max(1)));
+        Engine { config, executor, slots }
+    }
+
+    pub fn executor(&self) -> &dyn Executor {
+        self.executor.as_ref()
+    }
+
+    /// Checks that a run can start: every task type can run here, every secret a task
+    /// names is set, parameters are known and complete. Returns the full parameter set (defaults filled in, still
+    /// unresolved templates in defaults are left for the run).
+    pub fn prepare(
+        &self,
+        pipeline: &Pipeline,
+        given: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, PrepareError> {
+        let mut problems = Vec::new();
+        for stage in pipeline.all_stages() {
+            for task in &stage.tasks {
+                for secret in &task.secrets {
+                    if !secrets.contains_key(secret.as_str()) {
+                        problems.push(format!("{}/{}: the secret `{secret}` is not set", stage.name, task.name));
+                    }
+                }
+            }
+        }
+        for stage in pipeline.all_stages() {
+            for task in &stage.tasks {
+                let type_name = task.kind.type_name();
+                let verdict = match &task.kind {
+                    TaskKind::Script(_) | TaskKind::Image(_) => self.executor.supports(type_name).map_err(|e| e.to_string()),
+                    TaskKind::Approval(_) => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
+                    TaskKind::DeployYaml(_) | TaskKind::ChartPublish(_) | TaskKind::ChartDeploy(_) | TaskKind::Canary(_) => Err(format!(
+                        "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
+                    )),
+                };
+                if let Err(why) = verdict {
+                    problems.push(format!("{}/{}: {why}", stage.name, task.name));
+                }
+            }
+        }
+        let mut params = BTreeMap::new();
+        for name in given.keys() {
+            if !pipeline.parameters.iter().any(|p| p.name.as_str() == name) {
+                let known: Vec<&str> = pipeline.parameters.iter().map(|p| p.name.as_str()).collect();
+                problems.push(if known.is_empty() {
+                    format!("unknown parameter `{name}`: this pipeline takes no parameters")
+                } else {
+                    format!("unknown parameter `{name}`; the pipeline's parameters are: {}", known.join(", "))
+                });
+            }
+        }
+        for p in &pipeline.parameters {
+            match (given.get(p.name.as_str()), &p.default) {
+                (Some(value), _) => {
+                    params.insert(p.name.to_string(), value.clone());
+                }
+                (None, Some(default)) => {
+                    params.insert(p.name.to_string(), default.clone());
+                }
+                (None, None) => problems.push(format!("parameter `{}` has no default and was not given (-p {}=VALUE)", p.name, p.name)),
+            }
+        }
+        if problems.is_empty() { Ok(params) } else { Err(PrepareError::Invalid(problems)) }
+    }
+
+    /// Runs `request` to its end and returns the final record. Send a
+    /// [`StopRequest`] on `stop` to stop it (again with a shorter grace to hurry).
+    pub async fn run(
+        &self,
+        request: RunRequest,
+        observer: Arc<dyn Observer>,
+        stop: watch::Receiver<Option<StopRequest>>,
+    ) -> RunRecord {
+        run::execute(self, request, observer, stop).await
+    }
+}

@@ -1,1 +1,155 @@
-//! placeholder
+//! Executors run tasks. The engine hands one a [`TaskSpec`] and gets an [`Exit`]
+//! back; nothing else crosses this seam: executors never see the store, the engine
+//! never sees processes, containers or pods.
+//!
+//! Start with [`Executor`], then [`host`] (a process group per task in the run's
+//! workspace) and [`fake`] (scripted outcomes on tokio's clock, for engine tests).
+
+pub mod fake;
+pub mod host;
+
+use jiff::Timestamp;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Everything an executor needs to run one attempt of one task. Values are final:
+/// variables are already resolved, the script already rendered for the shell.
+#[derive(Clone, Debug)]
+pub struct TaskSpec {
+    /// `<pipeline>#<number>`, for labels and log lines.
+    pub run: String,
+    pub stage: String,
+    pub task: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The checked-out source; the task's working directory.
+    pub workdir: PathBuf,
+    /// Shell code run with `sh -e`.
+    pub script: String,
+    /// `image:tag` for container executors; the host executor says in the log that it
+    /// ignores it.
+    pub image: Option<String>,
+    /// Added to (and overriding) the executor's base environment, in this order.
+    pub env: Vec<(String, String)>,
+    /// The file the task appends `KEY=VALUE` lines to (`$WHARF_OUTPUT`). Exists, empty.
+    pub output_file: PathBuf,
+}
+
+/// Which stream a log line came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Written by Wharf itself (what it ran, which signal ended it, …).
+    System,
+}
+
+/// One line of task output, without its line ending, stamped when it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogLine {
+    pub at: Timestamp,
+    pub stream: Stream,
+    pub text: String,
+}
+
+/// Where an executor sends log lines. Called from any task, in the order lines were
+/// read per stream; must not block for long.
+pub trait LogSink: Send + Sync {
+    fn line(&self, line: LogLine);
+}
+
+/// Longest line kept as one; longer output is split at this many bytes (on a char
+/// boundary), so a binary blob without newlines cannot exhaust memory.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Why the engine wants a running task to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// A person stopped the run (or Ctrl-C in `wharf run`).
+    Stopped,
+    /// A task, stage or pipeline timeout ran out.
+    TimedOut,
+}
+
+/// A request to end a task: ask politely (SIGTERM or the equivalent), then after
+/// `grace` force it (SIGKILL, container kill, pod delete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StopRequest {
+    pub reason: StopReason,
+    pub grace: Duration,
+}
+
+/// The engine's side sends at most one meaningful request; later sends may shorten
+/// the grace (a second Ctrl-C means "now").
+pub type StopSignal = watch::Receiver<Option<StopRequest>>;
+
+/// How an attempt ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    /// The process's exit code, when it exited by itself.
+    pub code: Option<i32>,
+    /// The signal that ended it, when one did (15 = SIGTERM, 9 = SIGKILL).
+    pub signal: Option<i32>,
+    /// Set when the attempt ended because of a [`StopRequest`].
+    pub stopped: Option<StopReason>,
+}
+
+impl Exit {
+    pub fn succeeded(&self) -> bool {
+        self.code == Some(0) && self.stopped.is_none()
+    }
+}
+
+/// The executor could not run the task at all (as opposed to the task failing).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    /// The executor lacks something the task needs (a task type, a feature).
+    #[error("{0}")]
+    Unsupported(String),
+    /// Starting the process, container or pod failed; the message says what and why.
+    #[error("could not start the task: {message}")]
+    Start {
+        message: String,
+        #[source]
+        source: Option<std::io::Error>,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs tasks. Implementations: [`host::HostExecutor`], [`fake::FakeExecutor`].
+///
+/// Contract:
+/// - [`Executor::run`] runs one attempt to its end and returns its [`Exit`]. It may be
+///   called concurrently for tasks of a parallel stage; each call is independent.
+/// - Every line the task prints reaches `logs` before `run` returns.
+/// - When `stop` carries a request, `run` ends the task (gracefully, then forcibly
+///   after the grace) and returns promptly with `Exit::stopped` set. Nothing the task
+///   started may outlive `run`'s return (process group, container, pod).
+/// - `Err` means the task could not be run (the attempt failed without running); a task
+///   that ran and failed is `Ok` with a non-zero code.
+pub trait Executor: Send + Sync {
+    /// `host`, `docker`, `kubernetes`, `fake`.
+    fn name(&self) -> &'static str;
+
+    /// Whether this executor can run a task of this `type:` at all; the engine asks
+    /// before the run starts so that an impossible pipeline fails before doing work.
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError>;
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>>;
+}

@@ -451,13 +451,13 @@ impl<'s> Decoder<'s> {
             && let Err(why) = wharf_core::git::validate_repo_url(repo)
             && !repo.contains("${")
         {
-            self.error(node.pos, "source.repo", why);
+            self.error(node.pos, "source.repo", format!("`{repo}` is not a usable repository address: {why}"));
         }
         if let (Some(branch), Some(node)) = (&branch, f.get("branch"))
             && !branch.contains("${")
             && let Err(why) = wharf_core::git::validate_branch_name(branch)
         {
-            self.error(node.pos, "source.branch", why);
+            self.error(node.pos, "source.branch", format!("`{branch}` is not a valid branch name: {why}"));
         }
         Some(Source { repo: repo?, branch, binding })
     }

@@ -31,7 +31,7 @@ pub fn parse_with_limits(text: &str, limits: Limits) -> Result<Pipeline, Diagnos
     match pipeline {
         Some(pipeline) if diags.is_empty() => Ok(pipeline),
         _ => {
-            diags.sort_by(|a, b| a.pos.cmp(&b.pos));
+            diags.sort_by_key(|d| d.pos);
             diags.dedup();
             if diags.is_empty() {
                 diags.push(Diagnostic::new(Pos::START, "", "the pipeline is incomplete"));

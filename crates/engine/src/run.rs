@@ -1,0 +1,841 @@
+//! The run, stage and task loops.
+//!
+//! Stops flow down a tree of `watch` channels: the run's watchdog (a person's stop,
+//! the pipeline timeout) feeds each stage's channel, the stage's watchdog (its own
+//! timeout) feeds it too, and every task's supervisor forwards the stage's request (or
+//! its own timeout) to the executor. The first reason to end wins and is written into
+//! the record; executors only ever see "stop, with this grace".
+
+use crate::clock::RunningClock;
+use crate::mask::Masker;
+use crate::outputs;
+use crate::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+use wharf_core::model::{ErrorPolicy, Mode, Stage, Task, TaskKind};
+use wharf_core::run::{CheckoutRecord, Progress, RunRecord, StageRecord, TaskRecord};
+use wharf_core::status::Status;
+use wharf_core::vars::{Scope, Template, VarRef};
+use wharf_executor::{Executor, LogLine, LogSink, StopReason, StopRequest, Stream, TaskSpec};
+
+type StopRx = watch::Receiver<Option<StopRequest>>;
+type StopTx = watch::Sender<Option<StopRequest>>;
+
+struct RunState {
+    request: RunRequest,
+    config: EngineConfig,
+    executor: Arc<dyn Executor>,
+    slots: Arc<Semaphore>,
+    observer: Arc<dyn Observer>,
+    masker: Masker,
+    record: Mutex<RunRecord>,
+    scope: Mutex<Scope>,
+    /// Why the run as a whole is ending early (a stop, the pipeline timeout).
+    run_end: Mutex<Option<(Status, String)>>,
+    run_clock: RunningClock,
+    src: PathBuf,
+    run_dir: PathBuf,
+}
+
+pub(crate) async fn execute(engine: &Engine, request: RunRequest, observer: Arc<dyn Observer>, external: StopRx) -> RunRecord {
+    let now = Timestamp::now();
+    let (src, run_dir) = match &request.workspace {
+        Workspace::Checkout { dir } => (dir.join("src"), dir.clone()),
+        Workspace::Existing { src, run_dir } => (src.clone(), run_dir.clone()),
+    };
+    let record = RunRecord {
+        pipeline: request.pipeline.name.to_string(),
+        number: request.number,
+        cause: request.cause.clone(),
+        parameters: request.parameters.clone(),
+        progress: Progress::new(now),
+        reason: None,
+        checkout: match (&request.workspace, &request.pipeline.source) {
+            (Workspace::Checkout { .. }, Some(source)) => Some(CheckoutRecord {
+                repo: source.repo.clone(),
+                branch: source.branch.clone(),
+                commit: None,
+                progress: Progress::new(now),
+                reason: None,
+            }),
+            _ => None,
+        },
+        stages: request.pipeline.stages.iter().map(|s| stage_record(s, false, now)).collect(),
+    };
+    let state = Arc::new(RunState {
+        masker: Masker::new(request.secrets.values().map(String::as_str)),
+        config: engine.config.clone(),
+        executor: engine.executor.clone(),
+        slots: engine.slots.clone(),
+        observer,
+        record: Mutex::new(record),
+        scope: Mutex::new(Scope::default()),
+        run_end: Mutex::new(None),
+        run_clock: RunningClock::default(),
+        src,
+        run_dir,
+        request,
+    });
+    state.notify(Part::Run);
+    let (run_tx, run_rx) = watch::channel(None);
+    tokio::select! {
+        _ = state.clone().body(run_rx) => {}
+        _ = state.clone().watchdog(external, run_tx) => {}
+    }
+    state.record.lock().unwrap().clone()
+}
+
+fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> StageRecord {
+    StageRecord {
+        name: stage.name.to_string(),
+        rollback,
+        progress: Progress::new(now),
+        reason: None,
+        tasks: stage
+            .tasks
+            .iter()
+            .map(|t| TaskRecord {
+                name: t.name.to_string(),
+                task_type: t.kind.type_name().to_owned(),
+                progress: Progress::new(now),
+                attempts: 0,
+                exit_code: None,
+                outputs: BTreeMap::new(),
+                reason: None,
+            })
+            .collect(),
+    }
+}
+
+/// Waits until the channel carries a stop request; never returns if its sender is gone.
+async fn stop_requested(rx: &mut StopRx) -> StopRequest {
+    loop {
+        if let Some(request) = *rx.borrow_and_update() {
+            return request;
+        }
+        if rx.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+/// Forwards every request from `from` to `to` (a later one may shorten the grace).
+async fn forward(mut from: StopRx, to: &StopTx) {
+    loop {
+        let request = stop_requested(&mut from).await;
+        to.send_if_modified(|current| {
+            let changed = *current != Some(request);
+            *current = Some(request);
+            changed
+        });
+        if from.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
+fn ended_status(reason: StopReason) -> Status {
+    match reason {
+        StopReason::Stopped => Status::Stopped,
+        StopReason::TimedOut => Status::TimedOut,
+    }
+}
+
+impl RunState {
+    fn pipeline(&self) -> &wharf_core::model::Pipeline {
+        &self.request.pipeline
+    }
+
+    fn notify(&self, part: Part) {
+        let record = self.record.lock().unwrap();
+        self.observer.changed(&record, part);
+    }
+
+    /// Applies a status change to one part of the record and tells the observer.
+    fn set(&self, part: Part, status: Status, reason: Option<String>) {
+        let now = Timestamp::now();
+        let mut guard = self.record.lock().unwrap();
+        let record = &mut *guard;
+        let (progress, slot) = match part {
+            Part::Run => (&mut record.progress, &mut record.reason),
+            Part::Checkout => {
+                let Some(c) = record.checkout.as_mut() else { return };
+                (&mut c.progress, &mut c.reason)
+            }
+            Part::Stage(s) => {
+                let stage = &mut record.stages[s];
+                (&mut stage.progress, &mut stage.reason)
+            }
+            Part::Task(s, t) => {
+                let task = &mut record.stages[s].tasks[t];
+                (&mut task.progress, &mut task.reason)
+            }
+        };
+        if progress.status == status {
+            return;
+        }
+        if let Err(err) = progress.advance(status, now) {
+            // A bug, not a user error: keep the run going and leave a trace.
+            debug_assert!(false, "{err}");
+            return;
+        }
+        if let Some(reason) = reason {
+            *slot = Some(self.masker.mask(&reason));
+        }
+        self.observer.changed(record, part);
+    }
+
+    fn status_of(&self, part: Part) -> Status {
+        let record = self.record.lock().unwrap();
+        match part {
+            Part::Run => record.progress.status,
+            Part::Checkout => record.checkout.as_ref().map_or(Status::Skipped, |c| c.progress.status),
+            Part::Stage(s) => record.stages[s].progress.status,
+            Part::Task(s, t) => record.stages[s].tasks[t].progress.status,
+        }
+    }
+
+    fn system(&self, part: Part, text: impl Into<String>) {
+        let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text.into()) };
+        self.observer.log(part, &line);
+    }
+
+    /// Records why the whole run ends early; the first reason wins.
+    fn end_run(&self, status: Status, reason: String) -> bool {
+        let mut end = self.run_end.lock().unwrap();
+        if end.is_some() {
+            return false;
+        }
+        *end = Some((status, reason));
+        true
+    }
+
+    /// Turns a person's stop and the pipeline timeout into requests on `run_tx`.
+    async fn watchdog(self: Arc<Self>, mut external: StopRx, run_tx: StopTx) {
+        let limit = self.pipeline().effective_timeout().as_std();
+        let clock = self.run_clock.clone();
+        let timeout = clock.expired(limit);
+        tokio::pin!(timeout);
+        let mut timed_out = false;
+        loop {
+            tokio::select! {
+                request = stop_requested(&mut external) => {
+                    self.end_run(Status::Stopped, "stopped by user".to_owned());
+                    run_tx.send_replace(Some(request));
+                    if external.changed().await.is_err() {
+                        // No more requests can come; keep serving the timeout only.
+                        external = watch::channel(None).1;
+                    }
+                }
+                _ = &mut timeout, if !timed_out => {
+                    timed_out = true;
+                    let limit = wharf_core::Duration::from(limit);
+                    if self.end_run(Status::TimedOut, format!("timed out: the pipeline timeout of {limit} ran out")) {
+                        run_tx.send_replace(Some(StopRequest { reason: StopReason::TimedOut, grace: self.config.timeout_grace }));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn body(self: Arc<Self>, run_rx: StopRx) {
+        self.set(Part::Run, Status::Running, None);
+        let outcome = self.clone().prepare_workspace(run_rx.clone()).await;
+        let (status, reason) = match outcome {
+            Err((status, reason)) => {
+                self.skip_stages_from(0);
+                (status, Some(reason))
+            }
+            Ok(()) => self.clone().stages(run_rx).await,
+        };
+        let (status, reason) = match self.run_end.lock().unwrap().clone() {
+            Some((ended, why)) if status != Status::Succeeded || ended == Status::Stopped => (ended, Some(why)),
+            _ => (status, reason),
+        };
+        self.set(Part::Run, status, reason);
+    }
+
+    fn skip_stages_from(&self, first: usize) {
+        let count = self.record.lock().unwrap().stages.len();
+        for s in first..count {
+            self.skip_stage(s);
+        }
+    }
+
+    fn skip_stage(&self, s: usize) {
+        let tasks = self.record.lock().unwrap().stages[s].tasks.len();
+        for t in 0..tasks {
+            if !self.status_of(Part::Task(s, t)).is_terminal() {
+                self.set(Part::Task(s, t), Status::Skipped, None);
+            }
+        }
+        if !self.status_of(Part::Stage(s)).is_terminal() {
+            self.set(Part::Stage(s), Status::Skipped, None);
+        }
+    }
+
+    /// The built-in names, the checkout and the pipeline's variables.
+    async fn prepare_workspace(self: Arc<Self>, run_rx: StopRx) -> Result<(), (Status, String)> {
+        let pipeline = self.request.pipeline.clone();
+        {
+            let started = self.record.lock().unwrap().progress.history[0].at;
+            let stamp = started.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y%m%d%H%M%S").to_string();
+            let mut scope = self.scope.lock().unwrap();
+            let names = &mut scope.names;
+            names.insert("BUILD_ID".into(), self.request.number.to_string());
+            names.insert("SYS_TIMESTAMP".into(), stamp);
+            names.insert("SYS_INCREMENT".into(), self.request.increment.to_string());
+            names.insert("PIPELINE_NAME".into(), pipeline.name.to_string());
+            names.insert("RUN_CAUSE".into(), self.request.cause.describe());
+            for (k, v) in &self.request.parameters {
+                names.insert(k.clone(), v.clone());
+            }
+            for k in ["GIT_URL", "GIT_BRANCH", "GIT_TAG", "GIT_COMMIT"] {
+                names.insert(k.into(), String::new());
+            }
+        }
+        // Parameter defaults may use built-ins known at start.
+        for p in &pipeline.parameters {
+            if self.request.parameters.get(p.name.as_str()) == p.default.as_ref() {
+                let rendered = self.render(p.default.as_deref().unwrap_or(""));
+                let value = rendered.map_err(|why| (Status::Failed, format!("parameter `{}`: {why}", p.name)))?;
+                self.scope.lock().unwrap().names.insert(p.name.to_string(), value);
+            }
+        }
+        let fresh_dir = match &self.request.workspace {
+            Workspace::Checkout { dir } => Some(dir.clone()),
+            Workspace::Existing { .. } => None,
+        };
+        for dir in [Some(self.run_dir.join("outputs")), fresh_dir.as_ref().map(|_| self.src.clone())].into_iter().flatten() {
+            if pipeline.source.is_some() && dir == self.src {
+                continue; // git creates it
+            }
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| (Status::Failed, format!("cannot create the workspace {}: {e}", dir.display())))?;
+        }
+        if let (Some(source), Some(_)) = (&pipeline.source, fresh_dir) {
+            self.checkout(source, run_rx).await?;
+        }
+        for v in &pipeline.variables {
+            let value = self.render(&v.value).map_err(|why| (Status::Failed, format!("variable `{}`: {why}", v.name)))?;
+            self.scope.lock().unwrap().names.insert(v.name.to_string(), value);
+        }
+        Ok(())
+    }
+
+    fn render(&self, text: &str) -> Result<String, String> {
+        let template = Template::parse(text).map_err(|e| e.message)?;
+        let scope = self.scope.lock().unwrap();
+        scope.render(&template).map_err(|e| e.to_string())
+    }
+
+    async fn checkout(self: &Arc<Self>, source: &wharf_core::model::Source, mut run_rx: StopRx) -> Result<(), (Status, String)> {
+        let part = Part::Checkout;
+        let repo = self.render(&source.repo).map_err(|why| (Status::Failed, format!("source.repo: {why}")))?;
+        let branch = match &source.branch {
+            Some(b) => Some(self.render(b).map_err(|why| (Status::Failed, format!("source.branch: {why}")))?),
+            None => None,
+        };
+        if let Some(request) = *run_rx.borrow() {
+            self.set(part, Status::Skipped, None);
+            return Err((ended_status(request.reason), "ended before the checkout".into()));
+        }
+        self.set(part, Status::Running, None);
+        let _ticking = self.run_clock.start();
+        let req = wharf_scm::CheckoutRequest { repo, branch, commit: self.request.commit.clone(), dest: self.src.clone() };
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let log = |text: String| {
+            let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
+            self.observer.log(part, &line);
+        };
+        let checkout = wharf_scm::checkout(&req, &log, abort_rx);
+        tokio::pin!(checkout);
+        let result = tokio::select! {
+            result = &mut checkout => result,
+            _ = stop_requested(&mut run_rx) => {
+                abort_tx.send_replace(true);
+                (&mut checkout).await
+            }
+        };
+        match result {
+            Ok(done) => {
+                {
+                    let mut record = self.record.lock().unwrap();
+                    if let Some(c) = record.checkout.as_mut() {
+                        c.commit = Some(done.commit.clone());
+                        c.branch = done.branch.clone();
+                    }
+                }
+                self.system(part, format!("checked out {} at {} ({})", done.branch.as_deref().unwrap_or("HEAD"), done.commit, done.subject));
+                let mut scope = self.scope.lock().unwrap();
+                scope.names.insert("GIT_URL".into(), req.repo.clone());
+                scope.names.insert("GIT_BRANCH".into(), done.branch.unwrap_or_default());
+                scope.names.insert("GIT_COMMIT".into(), done.commit);
+                drop(scope);
+                self.set(part, Status::Succeeded, None);
+                Ok(())
+            }
+            Err(wharf_scm::CheckoutError::Stopped) => {
+                let (status, why) = self.run_end.lock().unwrap().clone().unwrap_or((Status::Stopped, "stopped".into()));
+                self.set(part, status, Some(why.clone()));
+                Err((status, why))
+            }
+            Err(err) => {
+                let why = format!("checkout failed: {err}");
+                self.system(part, &why);
+                self.set(part, Status::Failed, Some(why.clone()));
+                Err((Status::Failed, why))
+            }
+        }
+    }
+
+    /// Runs the stages in order with their error policies; returns the run's outcome.
+    async fn stages(self: Arc<Self>, run_rx: StopRx) -> (Status, Option<String>) {
+        let pipeline = self.request.pipeline.clone();
+        let mut outcome: (Status, Option<String>) = (Status::Succeeded, None);
+        let mut ignored = Vec::new();
+        for (s, stage) in pipeline.stages.iter().enumerate() {
+            if run_rx.borrow().is_some() {
+                self.skip_stages_from(s);
+                return (Status::Stopped, None);
+            }
+            let status = self.clone().stage(s, stage, run_rx.clone()).await;
+            if status == Status::Succeeded {
+                continue;
+            }
+            if matches!(status, Status::Stopped) || self.run_end.lock().unwrap().is_some() {
+                self.skip_stages_from(s + 1);
+                return (status, None);
+            }
+            let why = self.record.lock().unwrap().stages[s].reason.clone().unwrap_or_default();
+            match stage.on_error {
+                ErrorPolicy::Ignore => {
+                    self.system_run(format!("stage `{}` {status} and its error policy is `ignore`; carrying on", stage.name));
+                    ignored.push(stage.name.to_string());
+                }
+                ErrorPolicy::Stop => {
+                    self.skip_stages_from(s + 1);
+                    return (status, Some(format!("stage `{}` {status}: {why}", stage.name)));
+                }
+                ErrorPolicy::Rollback => {
+                    self.skip_stages_from(s + 1);
+                    outcome = (status, Some(format!("stage `{}` {status}: {why}; rolled back", stage.name)));
+                    let rollback = self.clone().rollback(run_rx.clone()).await;
+                    if let Some(problem) = rollback {
+                        outcome.1 = Some(format!("stage `{}` {status}: {why}; the rollback {problem}", stage.name));
+                    }
+                    return outcome;
+                }
+            }
+        }
+        if !ignored.is_empty() {
+            outcome.1 = Some(format!("succeeded with failed stages ignored: {}", ignored.join(", ")));
+        }
+        outcome
+    }
+
+    /// Log lines about the run itself go to the first task's log of no one; the
+    /// observer gets them as run-level system lines.
+    fn system_run(&self, text: String) {
+        let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
+        self.observer.log(Part::Run, &line);
+    }
+
+    /// Runs the `on_failure` stages; returns a description when they did not succeed.
+    async fn rollback(self: Arc<Self>, run_rx: StopRx) -> Option<String> {
+        let pipeline = self.request.pipeline.clone();
+        if pipeline.on_failure.is_empty() {
+            return None;
+        }
+        let first = {
+            let now = Timestamp::now();
+            let mut record = self.record.lock().unwrap();
+            let first = record.stages.len();
+            record.stages.extend(pipeline.on_failure.iter().map(|s| stage_record(s, true, now)));
+            first
+        };
+        self.notify(Part::Run);
+        for (i, stage) in pipeline.on_failure.iter().enumerate() {
+            let s = first + i;
+            if run_rx.borrow().is_some() {
+                self.skip_stages_from(s);
+                return Some("was stopped".into());
+            }
+            let status = self.clone().stage(s, stage, run_rx.clone()).await;
+            if status != Status::Succeeded && stage.on_error != ErrorPolicy::Ignore {
+                self.skip_stages_from(s + 1);
+                return Some(format!("stage `{}` {status}", stage.name));
+            }
+        }
+        None
+    }
+
+    async fn stage(self: Arc<Self>, s: usize, stage: &Stage, mut run_rx: StopRx) -> Status {
+        self.set(Part::Stage(s), Status::Running, None);
+        let (stage_tx, stage_rx) = watch::channel(*run_rx.borrow_and_update());
+        let clock = RunningClock::default();
+        let note: Arc<Mutex<Option<String>>> = Arc::default();
+        let watch_stage = {
+            let note = note.clone();
+            let clock = clock.clone();
+            let grace = self.config.timeout_grace;
+            let limit = stage.timeout;
+            let stage_tx = &stage_tx;
+            async move {
+                let timeout = async {
+                    if let Some(limit) = limit {
+                        clock.expired(limit.as_std()).await;
+                        *note.lock().unwrap() = Some(format!("timed out: the stage timeout of {limit} ran out"));
+                        stage_tx.send_if_modified(|current| {
+                            let idle = current.is_none();
+                            if idle {
+                                *current = Some(StopRequest { reason: StopReason::TimedOut, grace });
+                            }
+                            idle
+                        });
+                    }
+                    std::future::pending::<()>().await
+                };
+                tokio::join!(forward(run_rx, stage_tx), timeout);
+            }
+        };
+        let tasks = self.clone().stage_tasks(s, stage, stage_rx, clock, note.clone());
+        let statuses = tokio::select! {
+            statuses = tasks => statuses,
+            _ = watch_stage => unreachable!("the stage watchdog never ends"),
+        };
+        let worst = [Status::Stopped, Status::TimedOut, Status::Failed]
+            .into_iter()
+            .find(|bad| statuses.contains(bad))
+            .unwrap_or(Status::Succeeded);
+        let reason = match worst {
+            Status::Succeeded => None,
+            _ => note.lock().unwrap().clone().or_else(|| {
+                let record = self.record.lock().unwrap();
+                record.stages[s]
+                    .tasks
+                    .iter()
+                    .find(|t| t.progress.status == worst)
+                    .map(|t| format!("task `{}` {}{}", t.name, worst, t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()))
+            }),
+        };
+        self.set(Part::Stage(s), worst, reason);
+        worst
+    }
+
+    async fn stage_tasks(self: Arc<Self>, s: usize, stage: &Stage, stage_rx: StopRx, clock: RunningClock, note: Arc<Mutex<Option<String>>>) -> Vec<Status> {
+        match stage.mode {
+            Mode::Sequential => {
+                let mut statuses = Vec::new();
+                for (t, task) in stage.tasks.iter().enumerate() {
+                    let give_up = statuses.iter().any(|st: &Status| *st != Status::Succeeded) || stage_rx.borrow().is_some();
+                    if give_up {
+                        self.set(Part::Task(s, t), Status::Skipped, None);
+                        statuses.push(Status::Skipped);
+                        continue;
+                    }
+                    let status = self.clone().task(s, t, task.clone(), stage_rx.clone(), clock.clone(), note.clone()).await;
+                    statuses.push(status);
+                }
+                statuses
+            }
+            Mode::Parallel => {
+                let mut set = tokio::task::JoinSet::new();
+                for (t, task) in stage.tasks.iter().enumerate() {
+                    let future = self.clone().task(s, t, task.clone(), stage_rx.clone(), clock.clone(), note.clone());
+                    set.spawn(async move { (t, future.await) });
+                }
+                let mut statuses = vec![Status::Skipped; stage.tasks.len()];
+                while let Some(joined) = set.join_next().await {
+                    match joined {
+                        Ok((t, status)) => statuses[t] = status,
+                        Err(err) => {
+                            self.system_run(format!("a task of stage `{}` crashed: {err}", stage.name));
+                            statuses.push(Status::Failed);
+                        }
+                    }
+                }
+                statuses
+            }
+        }
+    }
+
+    fn stop_note(&self, reason: StopReason, stage_note: &Mutex<Option<String>>) -> String {
+        if let Some(note) = stage_note.lock().unwrap().clone() {
+            return note;
+        }
+        match self.run_end.lock().unwrap().clone() {
+            Some((_, why)) => why,
+            None => match reason {
+                StopReason::Stopped => "stopped by user".into(),
+                StopReason::TimedOut => "timed out".into(),
+            },
+        }
+    }
+
+    /// One task, with its retries; returns its final status.
+    async fn task(self: Arc<Self>, s: usize, t: usize, task: Task, mut stop: StopRx, stage_clock: RunningClock, stage_note: Arc<Mutex<Option<String>>>) -> Status {
+        let part = Part::Task(s, t);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Some(request) = *stop.borrow_and_update() {
+                let status = if attempt == 1 { Status::Skipped } else { ended_status(request.reason) };
+                let note = self.stop_note(request.reason, &stage_note);
+                self.set(part, status, Some(note));
+                return status;
+            }
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    self.set(part, Status::Pending, None);
+                    tokio::select! {
+                        permit = self.slots.clone().acquire_owned() => permit.expect("the engine never closes its slots"),
+                        request = stop_requested(&mut stop) => {
+                            let status = ended_status(request.reason);
+                            let note = self.stop_note(request.reason, &stage_note);
+                            self.set(part, status, Some(note));
+                            return status;
+                        }
+                    }
+                }
+            };
+            {
+                let mut record = self.record.lock().unwrap();
+                record.stages[s].tasks[t].attempts = attempt;
+            }
+            self.set(part, Status::Running, None);
+            let ticking = (self.run_clock.start(), stage_clock.start());
+            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note).await;
+            drop(ticking);
+            drop(permit);
+            let (status, reason, exit_code) = outcome;
+            {
+                let mut record = self.record.lock().unwrap();
+                record.stages[s].tasks[t].exit_code = exit_code;
+            }
+            let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
+            if retry {
+                self.system(part, format!(
+                    "attempt {attempt} failed ({}); retrying ({} of {})",
+                    reason.as_deref().unwrap_or("failed"),
+                    attempt + 1,
+                    task.retries + 1
+                ));
+                self.set(part, Status::Pending, None);
+                continue;
+            }
+            self.set(part, status, reason);
+            return status;
+        }
+    }
+
+    /// Runs one attempt on the executor; returns (status, reason, exit code).
+    async fn attempt(self: &Arc<Self>, s: usize, t: usize, task: &Task, attempt: u32, stop: &mut StopRx, stage_note: &Mutex<Option<String>>) -> (Status, Option<String>, Option<i32>) {
+        let part = Part::Task(s, t);
+        let output_file = self.run_dir.join("outputs").join(format!("{s}-{t}-{attempt}.env"));
+        let spec = match self.task_spec(s, task, attempt, &output_file) {
+            Ok(spec) => spec,
+            Err(why) => {
+                self.system(part, &why);
+                return (Status::Failed, Some(why), None);
+            }
+        };
+        if let Err(e) = std::fs::write(&output_file, b"") {
+            let why = format!("cannot create {}: {e}", output_file.display());
+            return (Status::Failed, Some(why), None);
+        }
+        let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
+        let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part });
+        let run = self.executor.run(spec, sink, task_rx);
+        tokio::pin!(run);
+        let deadline = tokio::time::sleep(task.timeout.map_or(Duration::MAX / 4, |d| d.as_std()));
+        tokio::pin!(deadline);
+        let mut own_timeout = false;
+        let mut stop_open = true;
+        let result = loop {
+            tokio::select! {
+                result = &mut run => break result,
+                _ = &mut deadline, if task.timeout.is_some() && !own_timeout => {
+                    own_timeout = true;
+                    task_tx.send_if_modified(|current| {
+                        let idle = current.is_none();
+                        if idle {
+                            *current = Some(StopRequest { reason: StopReason::TimedOut, grace: self.config.timeout_grace });
+                        }
+                        idle
+                    });
+                }
+                changed = stop.changed(), if stop_open => {
+                    match changed {
+                        Ok(()) => {
+                            if let Some(request) = *stop.borrow_and_update() {
+                                task_tx.send_replace(Some(request));
+                            }
+                        }
+                        Err(_) => stop_open = false,
+                    }
+                }
+            }
+        };
+        match result {
+            Err(err) => (Status::Failed, Some(err.to_string()), None),
+            Ok(exit) => {
+                if let Some(reason) = exit.stopped {
+                    let note = if own_timeout && reason == StopReason::TimedOut {
+                        format!("timed out: the task timeout of {} ran out", task.timeout.unwrap_or_default_display())
+                    } else {
+                        self.stop_note(reason, stage_note)
+                    };
+                    return (ended_status(reason), Some(note), exit.code);
+                }
+                if !exit.succeeded() {
+                    let why = match (exit.code, exit.signal) {
+                        (Some(code), _) => format!("exit code {code}"),
+                        (None, Some(signal)) => format!("killed by signal {signal}"),
+                        _ => "ended without an exit code".to_owned(),
+                    };
+                    return (Status::Failed, Some(why), exit.code);
+                }
+                match self.collect_outputs(s, t, task, &output_file) {
+                    Ok(()) => (Status::Succeeded, None, exit.code),
+                    Err(why) => {
+                        self.system(part, &why);
+                        (Status::Failed, Some(why), exit.code)
+                    }
+                }
+            }
+        }
+    }
+
+    fn task_spec(&self, s: usize, task: &Task, attempt: u32, output_file: &Path) -> Result<TaskSpec, String> {
+        let TaskKind::Script(script) = &task.kind else {
+            return Err(format!("`{}` tasks cannot run yet", task.kind.type_name()));
+        };
+        let scope = self.scope.lock().unwrap().clone();
+        let render = |field: &str, text: &str| -> Result<String, String> {
+            let template = Template::parse(text).map_err(|e| format!("{field}: {}", e.message))?;
+            scope.render(&template).map_err(|e| format!("{field}: {e}"))
+        };
+        let stage_name = self.record.lock().unwrap().stages[s].name.clone();
+        let mut env: Vec<(String, String)> = vec![("CI".into(), "true".into()), ("WHARF".into(), "true".into())];
+        env.extend(scope.names.iter().map(|(k, v)| (k.clone(), v.clone())));
+        env.push(("WHARF_OUTPUT".into(), output_file.display().to_string()));
+        env.push(("WHARF_WORKSPACE".into(), self.src.display().to_string()));
+        env.push(("WHARF_RUN".into(), format!("{}#{}", self.pipeline().name, self.request.number)));
+        env.push(("WHARF_STAGE".into(), stage_name.clone()));
+        env.push(("WHARF_TASK".into(), task.name.to_string()));
+        let template = Template::parse(&script.script).map_err(|e| format!("script: {}", e.message))?;
+        let task_index = self.task_index();
+        for r in template.refs() {
+            if let VarRef::TaskOutput { task: producer, key } = r {
+                let value = scope
+                    .outputs
+                    .get(producer)
+                    .and_then(|o| o.get(key))
+                    .ok_or_else(|| format!("script: task `{producer}` did not write the output `{key}`"))?;
+                let (ps, pt) = task_index.get(producer.as_str()).copied().unwrap_or((usize::MAX, usize::MAX));
+                env.push((output_env_name(ps, pt, key), value.clone()));
+            }
+        }
+        let script_text = template.render_for_shell(|producer, key| {
+            let (ps, pt) = task_index.get(producer).copied().unwrap_or((usize::MAX, usize::MAX));
+            output_env_name(ps, pt, key)
+        });
+        for (k, v) in &task.env {
+            env.push((k.clone(), render(&format!("env.{k}"), v)?));
+        }
+        for secret in &task.secrets {
+            let value = self.request.secrets.get(secret.as_str()).ok_or_else(|| format!("the secret `{secret}` is not set"))?;
+            env.push((secret.to_string(), value.clone()));
+        }
+        let image = match (&script.image, &script.tag) {
+            (Some(image), Some(tag)) => Some(format!("{}:{}", render("image", image)?, render("tag", tag)?)),
+            (Some(image), None) => Some(render("image", image)?),
+            _ => self.pipeline().default_image.clone(),
+        };
+        Ok(TaskSpec {
+            run: format!("{}#{}", self.pipeline().name, self.request.number),
+            stage: stage_name,
+            task: task.name.to_string(),
+            attempt,
+            workdir: self.src.clone(),
+            script: script_text,
+            image,
+            env,
+            output_file: output_file.to_path_buf(),
+        })
+    }
+
+    /// Task name → (stage, task) indices, rollback stages after the main ones.
+    fn task_index(&self) -> BTreeMap<&str, (usize, usize)> {
+        let pipeline = self.pipeline();
+        pipeline
+            .all_stages()
+            .enumerate()
+            .flat_map(|(s, stage)| stage.tasks.iter().enumerate().map(move |(t, task)| (task.name.as_str(), (s, t))))
+            .collect()
+    }
+
+    fn collect_outputs(&self, s: usize, t: usize, task: &Task, file: &Path) -> Result<(), String> {
+        let part = Part::Task(s, t);
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+        if size > outputs::MAX_OUTPUT_FILE_BYTES {
+            return Err(format!("$WHARF_OUTPUT holds {size} bytes; outputs may be at most {} bytes", outputs::MAX_OUTPUT_FILE_BYTES));
+        }
+        let text = match std::fs::read(file) {
+            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Err(_) => String::new(), // the task removed it: no outputs
+        };
+        let parsed = outputs::parse(&text);
+        for warning in &parsed.warnings {
+            self.system(part, warning);
+        }
+        let missing: Vec<&str> = task.outputs.iter().map(|o| o.as_str()).filter(|o| !parsed.values.contains_key(*o)).collect();
+        if !missing.is_empty() {
+            return Err(format!("declared output{} {} not written to $WHARF_OUTPUT", if missing.len() == 1 { " was" } else { "s were" }, missing.join(", ")));
+        }
+        {
+            let mut scope = self.scope.lock().unwrap();
+            for declared in &task.outputs {
+                let value = parsed.values[declared.as_str()].clone();
+                scope.names.insert(declared.to_string(), value);
+            }
+            scope.outputs.insert(task.name.to_string(), parsed.values.clone());
+        }
+        let mut record = self.record.lock().unwrap();
+        record.stages[s].tasks[t].outputs = parsed.values.iter().map(|(k, v)| (k.clone(), self.masker.mask(v))).collect();
+        Ok(())
+    }
+}
+
+trait DisplayOr {
+    fn unwrap_or_default_display(self) -> String;
+}
+
+impl DisplayOr for Option<wharf_core::Duration> {
+    fn unwrap_or_default_display(self) -> String {
+        self.map(|d| d.to_string()).unwrap_or_default()
+    }
+}
+
+/// The environment name a task output reference becomes in a later script.
+fn output_env_name(stage: usize, task: usize, key: &str) -> String {
+    format!("WHARF_OUT_{stage}_{task}_{key}")
+}
+
+struct TaskSink {
+    state: Arc<RunState>,
+    part: Part,
+}
+
+impl LogSink for TaskSink {
+    fn line(&self, mut line: LogLine) {
+        line.text = self.state.masker.mask(&line.text);
+        self.state.observer.log(self.part, &line);
+    }
+}

@@ -1,0 +1,125 @@
+//! An executor whose tasks do what a test says, on tokio's clock, so engine tests run
+//! on a paused clock in microseconds and never sleep for real.
+
+use crate::{BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, StopSignal, Stream, TaskSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What one attempt of a task does.
+#[derive(Clone, Debug, Default)]
+pub struct Behavior {
+    /// How long it runs before exiting by itself.
+    pub runs_for: Duration,
+    pub exit_code: i32,
+    /// Printed on stdout at the start.
+    pub lines: Vec<String>,
+    /// Appended to `$WHARF_OUTPUT` as `KEY=VALUE` lines.
+    pub outputs: Vec<(String, String)>,
+    /// Ignores the polite stop and needs the forced one after the grace.
+    pub ignores_term: bool,
+    /// `run` returns an executor error instead of running.
+    pub cannot_start: bool,
+}
+
+/// One `run` call as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    pub spec: TaskSpec,
+    pub started: tokio::time::Instant,
+    pub ended: tokio::time::Instant,
+}
+
+#[derive(Default)]
+pub struct FakeExecutor {
+    /// Behaviours per task name, one per attempt; the last repeats.
+    behaviors: Mutex<HashMap<String, Vec<Behavior>>>,
+    calls: Mutex<Vec<Call>>,
+    /// Task types it claims to support; empty means only `script`.
+    pub types: Vec<&'static str>,
+}
+
+impl FakeExecutor {
+    pub fn new() -> Arc<Self> {
+        Arc::new(FakeExecutor::default())
+    }
+
+    /// Sets what attempts of `task` do, in order.
+    pub fn on(&self, task: &str, attempts: Vec<Behavior>) {
+        self.behaviors.lock().unwrap().insert(task.to_owned(), attempts);
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.calls.lock().unwrap().clone()
+    }
+
+    pub fn calls_of(&self, task: &str) -> Vec<Call> {
+        self.calls().into_iter().filter(|c| c.spec.task == task).collect()
+    }
+
+    fn behavior(&self, task: &str, attempt: u32) -> Behavior {
+        let map = self.behaviors.lock().unwrap();
+        match map.get(task) {
+            Some(list) if !list.is_empty() => list[(attempt as usize - 1).min(list.len() - 1)].clone(),
+            _ => Behavior::default(),
+        }
+    }
+}
+
+impl Executor for FakeExecutor {
+    fn name(&self) -> &'static str {
+        "fake"
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        if task_type == "script" || self.types.contains(&task_type) {
+            Ok(())
+        } else {
+            Err(ExecutorError::Unsupported(format!("the fake executor does not run `{task_type}` tasks")))
+        }
+    }
+
+    fn run<'a>(&'a self, spec: TaskSpec, logs: Arc<dyn LogSink>, mut stop: StopSignal) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        Box::pin(async move {
+            let behavior = self.behavior(&spec.task, spec.attempt);
+            let started = tokio::time::Instant::now();
+            if behavior.cannot_start {
+                return Err(ExecutorError::Start { message: format!("fake: {} cannot start", spec.task), source: None });
+            }
+            for text in &behavior.lines {
+                logs.line(LogLine { at: jiff::Timestamp::now(), stream: Stream::Stdout, text: text.clone() });
+            }
+            if !behavior.outputs.is_empty() {
+                let body: String = behavior.outputs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+                std::fs::write(&spec.output_file, body)
+                    .map_err(|source| ExecutorError::Io { context: "fake: writing outputs".into(), source })?;
+            }
+            let finished = tokio::time::sleep(behavior.runs_for);
+            tokio::pin!(finished);
+            let exit = loop {
+                let request = *stop.borrow_and_update();
+                if let Some(request) = request {
+                    if behavior.ignores_term {
+                        tokio::select! {
+                            _ = &mut finished => break Exit { code: Some(behavior.exit_code), signal: None, stopped: Some(request.reason) },
+                            _ = tokio::time::sleep(request.grace) => break Exit { code: None, signal: Some(9), stopped: Some(request.reason) },
+                        }
+                    }
+                    break Exit { code: None, signal: Some(15), stopped: Some(request.reason) };
+                }
+                tokio::select! {
+                    _ = &mut finished => break Exit { code: Some(behavior.exit_code), signal: None, stopped: None },
+                    changed = stop.changed() => {
+                        if changed.is_err() {
+                            // The engine dropped its side: nobody can stop us any more.
+                            (&mut finished).await;
+                            break Exit { code: Some(behavior.exit_code), signal: None, stopped: None };
+                        }
+                    }
+                }
+            };
+            self.calls.lock().unwrap().push(Call { spec, started, ended: tokio::time::Instant::now() });
+            Ok(exit)
+        })
+    }
+}

@@ -1,0 +1,515 @@
+//! The host executor: runs a `script` task as `sh -e -c <script>` directly on this
+//! machine, in the run's workspace, with nothing installed beyond a POSIX shell. Each
+//! attempt gets a process group of its own; that group is the unit Wharf signals on
+//! stop and kills when the shell exits, so nothing a task starts outlives it. Start
+//! with [`HostExecutor::new`]; the lifecycle of one attempt is in `run_script`, the
+//! stop/kill rules in `supervise`, the line splitting in `pump`.
+
+use crate::{
+    BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason,
+    StopRequest, StopSignal, Stream, TaskSpec,
+};
+use jiff::Timestamp;
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::fmt;
+use std::io;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::pin::pin;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::time::Instant;
+
+/// How long output is still read after the process group was killed. Only a process
+/// that left the group (`setsid`, a double fork into a new session) can still hold the
+/// pipes open by then; Wharf cannot kill it and must not wait for it forever.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much output one read asks for at most.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How the host executor starts shells.
+#[derive(Clone)]
+pub struct HostConfig {
+    /// The POSIX shell run as `<shell> -e -c <script>`. Default `/bin/sh`.
+    pub shell: PathBuf,
+    /// The environment every task starts from (the task's `env` is applied on top).
+    /// The binary passes the environment it inherited; this library never reads the
+    /// environment itself, so an empty list means an empty environment.
+    pub base_env: Vec<(String, String)>,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        Self {
+            shell: PathBuf::from("/bin/sh"),
+            base_env: Vec::new(),
+        }
+    }
+}
+
+/// Values of the inherited environment may be tokens; `Debug` shows only the names.
+impl fmt::Debug for HostConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostConfig")
+            .field("shell", &self.shell)
+            .field(
+                "base_env",
+                &self.base_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// Runs `script` tasks as shell processes on this machine. Cheap to share: one
+/// instance serves concurrent `run` calls.
+#[derive(Debug)]
+pub struct HostExecutor {
+    config: HostConfig,
+}
+
+impl HostExecutor {
+    pub fn new(config: HostConfig) -> Self {
+        Self { config }
+    }
+
+    async fn run_script(
+        &self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+    ) -> Result<Exit, ExecutorError> {
+        let logs = &*logs;
+        // Marks the current value seen, so `changed()` below fires only for later ones.
+        let already = *stop.borrow_and_update();
+        if let Some(req) = already {
+            system(
+                logs,
+                format!("not started: {} before it began", reason_text(req.reason)),
+            );
+            return Ok(Exit {
+                code: None,
+                signal: None,
+                stopped: Some(req.reason),
+            });
+        }
+        if let Some(image) = &spec.image {
+            system(
+                logs,
+                format!(
+                    "the host executor ignores image {image}; the script runs directly on this machine"
+                ),
+            );
+        }
+
+        let mut command = Command::new(&self.config.shell);
+        command
+            .arg("-e")
+            .arg("-c")
+            .arg(&spec.script)
+            .current_dir(&spec.workdir)
+            .env_clear()
+            .envs(self.config.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|source| self.start_error(&spec, source))?;
+        let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+            return Err(ExecutorError::Start {
+                message: format!(
+                    "the shell {} started without a usable process id",
+                    self.config.shell.display()
+                ),
+                source: None,
+            });
+        };
+        // `process_group(0)` made the shell the leader of a new group named by its pid.
+        let mut group = ProcessGroup::new(Pid::from_raw(pid));
+
+        let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
+        let mut output = pin!(async {
+            tokio::join!(
+                pump(stdout, Stream::Stdout, logs),
+                pump(stderr, Stream::Stderr, logs),
+            )
+        });
+        let mut output_done = false;
+        let outcome = {
+            let mut supervised = pin!(supervise(&mut child, &mut group, &mut stop, logs));
+            loop {
+                tokio::select! {
+                    outcome = &mut supervised => break outcome,
+                    _ = &mut output, if !output_done => output_done = true,
+                }
+            }
+        };
+        // The group is dead by now, so the pipes reach EOF as soon as the kernel has
+        // torn its members down; only an escaped process can make this time out.
+        if !output_done
+            && tokio::time::timeout(DRAIN_TIMEOUT, &mut output)
+                .await
+                .is_err()
+        {
+            system(
+                logs,
+                format!(
+                    "stopped reading output {DRAIN_TIMEOUT:?} after the task ended: a process \
+                     outside its process group still holds its stdout or stderr open"
+                ),
+            );
+        }
+        let (status, stopped) = outcome?;
+        Ok(Exit {
+            code: status.code(),
+            signal: status.signal(),
+            stopped,
+        })
+    }
+
+    /// `spawn` reports a missing working directory and a missing shell with the same
+    /// `ENOENT`; look which one it was so the message names the right path.
+    fn start_error(&self, spec: &TaskSpec, source: io::Error) -> ExecutorError {
+        let workdir = spec.workdir.display();
+        let message = match std::fs::metadata(&spec.workdir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                format!("the working directory {workdir} does not exist")
+            }
+            Err(_) => format!("the working directory {workdir} is not accessible"),
+            Ok(meta) if !meta.is_dir() => {
+                format!("the working directory {workdir} is not a directory")
+            }
+            Ok(_) => format!(
+                "could not run the shell {} in {workdir}",
+                self.config.shell.display()
+            ),
+        };
+        ExecutorError::Start {
+            message,
+            source: Some(source),
+        }
+    }
+}
+
+impl Executor for HostExecutor {
+    fn name(&self) -> &'static str {
+        "host"
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        let needs = match task_type {
+            "script" => return Ok(()),
+            "image" | "chart-publish" => "needs the docker executor, which is not built yet",
+            "deploy-yaml" | "chart-deploy" | "canary" => {
+                "needs the kubernetes executor, which is not built yet"
+            }
+            "approval" => "is handled by the engine, not by an executor",
+            _ => "is not a task type Wharf knows",
+        };
+        Err(ExecutorError::Unsupported(format!(
+            "task type `{task_type}` {needs}; the host executor runs only `script` tasks"
+        )))
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        Box::pin(self.run_script(spec, logs, stop))
+    }
+}
+
+/// A stop being carried out: SIGTERM went out at `term_sent`, SIGKILL follows at
+/// `kill_at` (`None` once it went out).
+struct Stopping {
+    reason: StopReason,
+    term_sent: Instant,
+    kill_at: Option<Instant>,
+}
+
+/// Waits for the shell to exit while acting on stop requests, then kills whatever it
+/// left in its process group.
+///
+/// The rule: the task is the shell. It ends when the shell exits, and at that moment
+/// every process still in its group (`sleep 100 &`, a daemon the script forgot) is
+/// SIGKILLed. Waiting for them instead would let a stray background job hold the task
+/// (and, through the inherited pipes, the log drain) open forever.
+async fn supervise(
+    child: &mut Child,
+    group: &mut ProcessGroup,
+    stop: &mut StopSignal,
+    logs: &dyn LogSink,
+) -> Result<(ExitStatus, Option<StopReason>), ExecutorError> {
+    let mut stopping: Option<Stopping> = None;
+    let mut watching = true;
+    let waited = loop {
+        let kill_at = stopping.as_ref().and_then(|s| s.kill_at);
+        tokio::select! {
+            // An exit that raced a stop request wins: the task ended by itself.
+            biased;
+            waited = child.wait() => break waited,
+            changed = stop.changed(), if watching => match changed {
+                Ok(()) => {
+                    let request = *stop.borrow_and_update();
+                    if let Some(request) = request {
+                        begin_or_hurry_stop(request, &mut stopping, group, logs);
+                    }
+                }
+                // The engine dropped its sender: no stop can come any more.
+                Err(_) => watching = false,
+            },
+            () = tokio::time::sleep_until(kill_at.unwrap_or_else(Instant::now)),
+                if kill_at.is_some() =>
+            {
+                if let Some(s) = stopping.as_mut()
+                    && let Some(planned) = s.kill_at.take()
+                {
+                    // The planned grace, not the measured one: "10s", not "10.000213s".
+                    let waited = round_to_millis(planned - s.term_sent);
+                    match group.signal(Signal::SIGKILL) {
+                        Ok(()) => system(
+                            logs,
+                            format!("did not exit within {waited:?} of SIGTERM; sent SIGKILL"),
+                        ),
+                        Err(e) => system(logs, format!("could not send SIGKILL: {e}")),
+                    }
+                }
+            }
+        }
+    };
+    let reap_error = group.kill_after_exit().err();
+    let status = waited.map_err(|source| ExecutorError::Io {
+        context: "waiting for the task's shell".to_owned(),
+        source,
+    })?;
+    if let Some(e) = reap_error {
+        system(
+            logs,
+            format!("could not kill what the script left in its process group: {e}"),
+        );
+    }
+    Ok((status, stopping.map(|s| s.reason)))
+}
+
+/// The first request sends SIGTERM and starts the grace; a later one can only bring
+/// the SIGKILL closer (a second Ctrl-C with a zero grace means now).
+fn begin_or_hurry_stop(
+    request: StopRequest,
+    stopping: &mut Option<Stopping>,
+    group: &ProcessGroup,
+    logs: &dyn LogSink,
+) {
+    let now = Instant::now();
+    let reason = reason_text(request.reason);
+    match stopping {
+        None => {
+            match group.signal(Signal::SIGTERM) {
+                Ok(()) => system(
+                    logs,
+                    format!("stopping: sent SIGTERM to the process group (reason: {reason})"),
+                ),
+                Err(e) => system(
+                    logs,
+                    format!("stopping (reason: {reason}): could not send SIGTERM: {e}"),
+                ),
+            }
+            *stopping = Some(Stopping {
+                reason: request.reason,
+                term_sent: now,
+                kill_at: Some(now + request.grace),
+            });
+        }
+        Some(Stopping {
+            kill_at: Some(kill_at),
+            ..
+        }) => {
+            let sooner = now + request.grace;
+            if sooner < *kill_at {
+                *kill_at = sooner;
+                let when = if request.grace.is_zero() {
+                    "now".to_owned()
+                } else {
+                    format!("in {:?}", request.grace)
+                };
+                system(
+                    logs,
+                    format!("stop requested again (reason: {reason}); SIGKILL {when}"),
+                );
+            }
+        }
+        // SIGKILL already went out; nothing is left to hurry.
+        Some(_) => {}
+    }
+}
+
+/// The task's process group. Dropping it (when `run`'s future is dropped mid-task)
+/// SIGKILLs the group, so cancelling `run` leaves nothing behind either.
+struct ProcessGroup {
+    id: Pid,
+    done: bool,
+}
+
+impl ProcessGroup {
+    fn new(id: Pid) -> Self {
+        Self { id, done: false }
+    }
+
+    /// Signals every process in the group; a group that is already gone is fine.
+    fn signal(&self, signal: Signal) -> nix::Result<()> {
+        match killpg(self.id, signal) {
+            Err(Errno::ESRCH) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Called right after the shell (the group leader) was reaped. Its pid, and so the
+    /// group id, could in principle be reused once the last member is gone, but pids
+    /// are handed out cyclically and this runs microseconds later, so the window is
+    /// negligible; afterwards the group is never signalled again.
+    fn kill_after_exit(&mut self) -> nix::Result<()> {
+        self.done = true;
+        self.signal(Signal::SIGKILL)
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if !self.done {
+            // Nothing to report to: the caller gave up on this task.
+            let _ = self.signal(Signal::SIGKILL);
+        }
+    }
+}
+
+/// Reads one pipe to EOF and sends it to `logs` line by line. Memory stays bounded: a
+/// line longer than [`MAX_LINE_BYTES`] is sent in pieces as it arrives, so at most
+/// about `MAX_LINE_BYTES + READ_CHUNK` bytes are buffered.
+async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dyn LogSink) {
+    let Some(mut reader) = reader else { return };
+    let mut pending: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // `pending[..scanned]` is known to hold no '\n'.
+    let mut scanned = 0;
+    loop {
+        pending.reserve(READ_CHUNK);
+        let read = match reader.read_buf(&mut pending).await {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let at = Timestamp::now();
+                if !pending.is_empty() {
+                    send(logs, stream, at, strip_cr(&pending));
+                }
+                let name = match stream {
+                    Stream::Stdout => "stdout",
+                    Stream::Stderr => "stderr",
+                    Stream::System => "log",
+                };
+                system(logs, format!("reading the task's {name} failed: {e}"));
+                return;
+            }
+        };
+        let at = Timestamp::now();
+        if read == 0 {
+            // A last line without a newline is still a line.
+            if !pending.is_empty() {
+                send(logs, stream, at, strip_cr(&pending));
+            }
+            return;
+        }
+        let mut start = 0;
+        while let Some(i) = pending[scanned..].iter().position(|&b| b == b'\n') {
+            let end = scanned + i;
+            send(logs, stream, at, strip_cr(&pending[start..end]));
+            start = end + 1;
+            scanned = start;
+        }
+        scanned = pending.len();
+        // One byte of slack past the limit, so a line of exactly MAX_LINE_BYTES whose
+        // "\r\n" arrives in a later read is not split into itself and an empty line.
+        while pending.len() - start > MAX_LINE_BYTES + 1 {
+            let cut = start + utf8_cut(&pending[start..], MAX_LINE_BYTES);
+            send(logs, stream, at, &pending[start..cut]);
+            start = cut;
+        }
+        pending.drain(..start);
+        scanned -= start;
+    }
+}
+
+/// Sends one line, decoding it lossily and splitting it on char boundaries into pieces
+/// of at most [`MAX_LINE_BYTES`] (invalid bytes become U+FFFD, which is longer).
+fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    if text.len() <= MAX_LINE_BYTES {
+        logs.line(LogLine {
+            at,
+            stream,
+            text: text.into_owned(),
+        });
+        return;
+    }
+    let mut rest = &*text;
+    while !rest.is_empty() {
+        let cut = match rest.floor_char_boundary(MAX_LINE_BYTES) {
+            0 => rest.len().min(MAX_LINE_BYTES),
+            cut => cut,
+        };
+        let (piece, tail) = rest.split_at(cut);
+        logs.line(LogLine {
+            at,
+            stream,
+            text: piece.to_owned(),
+        });
+        rest = tail;
+    }
+}
+
+/// Where to cut `bytes` (longer than `max`) at or below `max` without splitting a
+/// UTF-8 sequence: back off over at most three continuation bytes; if there are more,
+/// the bytes are not UTF-8 there anyway and `max` will do.
+fn utf8_cut(bytes: &[u8], max: usize) -> usize {
+    let is_continuation = |b: u8| b & 0xC0 == 0x80;
+    let mut cut = max;
+    while cut > 0 && max - cut < 3 && is_continuation(bytes[cut]) {
+        cut -= 1;
+    }
+    if cut == 0 || is_continuation(bytes[cut]) {
+        max
+    } else {
+        cut
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+fn system(logs: &dyn LogSink, text: String) {
+    logs.line(LogLine {
+        at: Timestamp::now(),
+        stream: Stream::System,
+        text,
+    });
+}
+
+fn reason_text(reason: StopReason) -> &'static str {
+    match reason {
+        StopReason::Stopped => "stopped by user",
+        StopReason::TimedOut => "timed out",
+    }
+}
+
+fn round_to_millis(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

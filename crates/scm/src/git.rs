@@ -1,0 +1,262 @@
+//! Running one git process: a fixed environment, its own process group so that a stop
+//! also reaches the helpers git spawns (`git-remote-https`, `ssh`, `upload-pack`), and
+//! stderr streamed line by line to the task log.
+
+use std::collections::VecDeque;
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use crate::CheckoutError;
+use crate::validate::redact_url;
+
+/// Transports git may use: blocks `ext::` and `fd::`, which run commands, even if a
+/// `url.<base>.insteadOf` in the server's git config rewrites a URL into one.
+const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
+
+/// Variables that would point git at another repository than the one we name, should
+/// the server itself run inside a git hook or a developer's shell.
+const INHERITED_REPO_VARS: [&str; 5] = [
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+];
+
+/// How long git may clean up (it removes a half-made clone on SIGTERM) before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// Lines of stderr kept for error messages.
+const STDERR_TAIL_LINES: usize = 12;
+
+/// What a finished git process left behind.
+pub(crate) struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    /// The last non-empty stderr lines, joined by newlines.
+    pub stderr: String,
+}
+
+impl Output {
+    /// The `Git` error for this output, for failures without a more precise variant.
+    pub fn into_error(self, action: &str) -> CheckoutError {
+        CheckoutError::Git {
+            action: action.to_string(),
+            status: self.status,
+            stderr: self.stderr,
+        }
+    }
+}
+
+/// Runs git commands for one checkout, sharing its log and stop signal.
+pub(crate) struct Git<'a> {
+    log: &'a (dyn Fn(String) + Send + Sync),
+    stop: watch::Receiver<bool>,
+}
+
+impl<'a> Git<'a> {
+    pub fn new(log: &'a (dyn Fn(String) + Send + Sync), stop: watch::Receiver<bool>) -> Self {
+        Self { log, stop }
+    }
+
+    pub fn log(&self, line: String) {
+        (self.log)(line);
+    }
+
+    /// Runs `git -C <repo> <args>`; see [`Git::run`].
+    pub async fn run_in(
+        &mut self,
+        repo: &Path,
+        args: &[&str],
+        echo: bool,
+    ) -> Result<Output, CheckoutError> {
+        let mut all: Vec<OsString> = vec!["-C".into(), repo.into()];
+        all.extend(args.iter().map(OsString::from));
+        self.run(&all, echo).await
+    }
+
+    /// Runs git with `args` and waits for it. With `echo`, the command line and git's
+    /// stderr go to the task log. A non-zero exit is not an error here: callers decide
+    /// what it means. Errors are only `GitMissing`, `Io` and `Stopped`.
+    pub async fn run(&mut self, args: &[OsString], echo: bool) -> Result<Output, CheckoutError> {
+        if *self.stop.borrow() {
+            return Err(CheckoutError::Stopped);
+        }
+        if echo {
+            self.log(format!("$ git {}", shown(args)));
+        }
+        let mut command = Command::new("git");
+        command
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in INHERITED_REPO_VARS {
+            command.env_remove(var);
+        }
+        let mut child = command.spawn().map_err(|source| match source.kind() {
+            ErrorKind::NotFound => CheckoutError::GitMissing,
+            _ => CheckoutError::Io {
+                context: "cannot start git".into(),
+                source,
+            },
+        })?;
+        // Declared after `child` so it is dropped first, while git is still unreaped and
+        // its process group id cannot have been reused.
+        let mut group = ProcessGroup::of(&child);
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let log = echo.then_some(self.log);
+
+        let finished =
+            async { tokio::join!(read_all(stdout), forward_lines(stderr, log), child.wait()) };
+        let outcome = tokio::select! {
+            outcome = finished => Some(outcome),
+            () = stop_requested(&mut self.stop) => None,
+        };
+        let Some((stdout, stderr, status)) = outcome else {
+            group.signal(Signal::SIGTERM);
+            if tokio::time::timeout(STOP_GRACE, child.wait())
+                .await
+                .is_err()
+            {
+                group.signal(Signal::SIGKILL);
+                let _ = child.wait().await;
+            }
+            group.disarm();
+            if echo {
+                self.log("git was stopped".into());
+            }
+            return Err(CheckoutError::Stopped);
+        };
+        group.disarm();
+        let io_error = |context: &str, source| CheckoutError::Io {
+            context: context.into(),
+            source,
+        };
+        Ok(Output {
+            status: status.map_err(|e| io_error("cannot wait for git", e))?,
+            stdout: stdout.map_err(|e| io_error("cannot read git's output", e))?,
+            stderr: stderr.map_err(|e| io_error("cannot read git's errors", e))?,
+        })
+    }
+}
+
+/// Resolves once `stop` holds `true`; never, if its sender is gone.
+async fn stop_requested(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|&stop| stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Git's process group, killed when dropped unless disarmed, so that dropping a
+/// checkout future leaves no git helpers behind.
+struct ProcessGroup(Option<Pid>);
+
+impl ProcessGroup {
+    fn of(child: &Child) -> Self {
+        let pid = child.id().and_then(|pid| i32::try_from(pid).ok());
+        Self(pid.map(Pid::from_raw))
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pgid) = self.0 {
+            // ESRCH just means everyone in the group has exited already.
+            let _ = killpg(pgid, signal);
+        }
+    }
+
+    /// Called once git has been reaped, after which its group id may be reused.
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+async fn read_all(mut stdout: impl AsyncRead + Unpin) -> std::io::Result<String> {
+    let mut bytes = Vec::new();
+    stdout.read_to_end(&mut bytes).await?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Splits stderr on `\r` and `\n` (git redraws progress with `\r`), sends each
+/// non-empty line to `log` if given, and returns the last few lines.
+async fn forward_lines(
+    mut stderr: impl AsyncRead + Unpin,
+    log: Option<&(dyn Fn(String) + Send + Sync)>,
+) -> std::io::Result<String> {
+    let mut tail = VecDeque::with_capacity(STDERR_TAIL_LINES);
+    let mut emit = |raw: &[u8]| {
+        let line = String::from_utf8_lossy(raw);
+        let line = line.trim_end();
+        if line.is_empty() {
+            return;
+        }
+        if tail.len() == STDERR_TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line.to_string());
+        if let Some(log) = log {
+            log(line.to_string());
+        }
+    };
+    let mut pending = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let read = stderr.read(&mut chunk).await?;
+        if read == 0 {
+            break;
+        }
+        pending.extend_from_slice(&chunk[..read]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\r' || b == b'\n') {
+            emit(&pending[..end]);
+            pending.drain(..=end);
+        }
+    }
+    emit(&pending);
+    Ok(Vec::from(tail).join("\n"))
+}
+
+/// The command line as shown in the task log: passwords redacted, odd arguments quoted.
+fn shown(args: &[OsString]) -> String {
+    args.iter()
+        .map(|arg| quoted(&redact_url(&arg.to_string_lossy())))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn quoted(arg: &str) -> String {
+    let plain = !arg.is_empty()
+        && arg
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,%~".contains(c));
+    if plain {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r"'\''"))
+    }
+}
+
+/// Convenience for building argument lists that mix strings and paths.
+pub(crate) fn arg(value: impl AsRef<OsStr>) -> OsString {
+    value.as_ref().to_os_string()
+}
