@@ -43,9 +43,11 @@ struct RunState {
 
 pub(crate) async fn execute(engine: &Engine, request: RunRequest, observer: Arc<dyn Observer>, external: StopRx) -> RunRecord {
     let now = Timestamp::now();
+    // Tasks run in `src`, so every path handed to them must be absolute.
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     let (src, run_dir) = match &request.workspace {
-        Workspace::Checkout { dir } => (dir.join("src"), dir.clone()),
-        Workspace::Existing { src, run_dir } => (src.clone(), run_dir.clone()),
+        Workspace::Checkout { dir } => (absolute(dir).join("src"), absolute(dir)),
+        Workspace::Existing { src, run_dir } => (absolute(src), absolute(run_dir)),
     };
     let record = RunRecord {
         pipeline: request.pipeline.name.to_string(),
@@ -370,7 +372,6 @@ impl RunState {
                         c.branch = done.branch.clone();
                     }
                 }
-                self.system(part, format!("checked out {} at {} ({})", done.branch.as_deref().unwrap_or("HEAD"), done.commit, done.subject));
                 let mut scope = self.scope.lock().unwrap();
                 scope.names.insert("GIT_URL".into(), req.repo.clone());
                 scope.names.insert("GIT_BRANCH".into(), done.branch.unwrap_or_default());

@@ -198,8 +198,9 @@ async fn read_all(mut stdout: impl AsyncRead + Unpin) -> std::io::Result<String>
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
-/// Splits stderr on `\r` and `\n` (git redraws progress with `\r`), sends each
-/// non-empty line to `log` if given, and returns the last few lines.
+/// Splits stderr into lines and sends each non-empty one to `log` if given; returns
+/// the last few lines. Git redraws progress with `\r`: only the final state of a
+/// progress line (ended by `\n`, ", done.") reaches the log, not every percent.
 async fn forward_lines(
     mut stderr: impl AsyncRead + Unpin,
     log: Option<&(dyn Fn(String) + Send + Sync)>,
@@ -228,7 +229,9 @@ async fn forward_lines(
         }
         pending.extend_from_slice(&chunk[..read]);
         while let Some(end) = pending.iter().position(|&b| b == b'\r' || b == b'\n') {
-            emit(&pending[..end]);
+            if pending[end] == b'\n' {
+                emit(&pending[..end]);
+            }
             pending.drain(..=end);
         }
     }
