@@ -1,0 +1,187 @@
+//! `wharf-bench`: engine overhead per task against the floor of spawning the same
+//! processes bare, measured in the same run on the same machine.
+//!
+//! ```text
+//! cargo build --release -p wharf -p wharf-bench
+//! target/release/wharf-bench [--tasks 200] [--reps 5] [--wharf target/release/wharf]
+//! ```
+//!
+//! Three measurements per repetition, in random-free fixed order:
+//! 1. floor: `sh -c true` spawned and waited for `--tasks` times in a row;
+//! 2. engine: a pipeline of `--tasks` sequential `true` script tasks run in-process by
+//!    the engine on the host executor; the per-task figure is the time from one
+//!    task's start to the next one's (so the engine's own work between tasks counts);
+//! 3. cli: `wharf run --quiet` of the same pipeline as a fresh process, records and
+//!    log files included.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wharf_core::run::{Cause, RunRecord};
+use wharf_core::status::Status;
+use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
+use wharf_executor::host::{HostConfig, HostExecutor};
+use wharf_executor::LogLine;
+
+struct Args {
+    tasks: usize,
+    reps: usize,
+    wharf: PathBuf,
+}
+
+fn args() -> Args {
+    let mut args = Args { tasks: 200, reps: 5, wharf: PathBuf::from("target/release/wharf") };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--tasks" => args.tasks = value.parse().expect("--tasks N"),
+            "--reps" => args.reps = value.parse().expect("--reps N"),
+            "--wharf" => args.wharf = PathBuf::from(value),
+            other => panic!("unknown flag {other}; flags: --tasks N --reps N --wharf PATH"),
+        }
+    }
+    args
+}
+
+fn pipeline_yaml(tasks: usize) -> String {
+    let mut yaml = String::from("name: bench\nstages:\n  - name: Trivial\n    tasks:\n");
+    for i in 0..tasks {
+        yaml.push_str(&format!("      - {{name: t{i}, type: script, script: 'true'}}\n"));
+    }
+    yaml
+}
+
+/// Records when each task started running.
+#[derive(Default)]
+struct StartTimes(Mutex<Vec<Instant>>);
+
+impl Observer for StartTimes {
+    fn changed(&self, record: &RunRecord, part: Part) {
+        if let Part::Task(s, t) = part
+            && record.stages[s].tasks[t].progress.status == Status::Running
+        {
+            self.0.lock().unwrap().push(Instant::now());
+        }
+    }
+    fn log(&self, _: Part, _: &LogLine) {}
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+fn floor(tasks: usize) -> (Duration, Vec<Duration>) {
+    let started = Instant::now();
+    let mut each = Vec::with_capacity(tasks);
+    for _ in 0..tasks {
+        let t = Instant::now();
+        let status = std::process::Command::new("sh").arg("-c").arg("true").status().expect("spawn sh");
+        assert!(status.success());
+        each.push(t.elapsed());
+    }
+    (started.elapsed(), each)
+}
+
+fn engine_run(runtime: &tokio::runtime::Runtime, pipeline: Arc<wharf_core::model::Pipeline>, dir: &std::path::Path, number: u64) -> (Duration, Vec<Duration>) {
+    let executor = Arc::new(HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() }));
+    let engine = Engine::new(EngineConfig::default(), executor);
+    let observer = Arc::new(StartTimes::default());
+    let request = RunRequest {
+        pipeline,
+        number,
+        increment: number,
+        cause: Cause::Local { user: "bench".into() },
+        parameters: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        workspace: Workspace::Existing { src: dir.to_path_buf(), run_dir: dir.join(format!("run{number}")) },
+        commit: None,
+    };
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    let started = Instant::now();
+    let record = runtime.block_on(engine.run(request, observer.clone(), stop_rx));
+    let total = started.elapsed();
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    let starts = observer.0.lock().unwrap().clone();
+    let end = started + total;
+    let cycles = starts.windows(2).map(|w| w[1] - w[0]).chain(starts.last().map(|s| end - *s)).collect();
+    (total, cycles)
+}
+
+fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> Duration {
+    let started = Instant::now();
+    let out = std::process::Command::new(wharf)
+        .args(["run", "--quiet", "--data-dir"])
+        .arg(data)
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e} (build it: cargo build --release -p wharf)", wharf.display()));
+    let took = started.elapsed();
+    assert!(out.status.success(), "wharf run failed:\n{}", String::from_utf8_lossy(&out.stdout));
+    took
+}
+
+fn main() {
+    let args = args();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = pipeline_yaml(args.tasks);
+    let file = dir.path().join("bench.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let pipeline = Arc::new(wharf_pipeline::parse(&yaml).expect("bench pipeline parses"));
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let cli_available = args.wharf.exists();
+
+    // Warm up caches (sh, the page cache) before measuring.
+    floor(20);
+    let mut rows = Vec::new();
+    for rep in 1..=args.reps {
+        let (floor_total, floor_each) = floor(args.tasks);
+        let (engine_total, engine_each) = engine_run(&runtime, pipeline.clone(), dir.path(), rep as u64);
+        let cli_total = cli_available.then(|| cli_run(&args.wharf, &file, &dir.path().join("data")));
+        rows.push((floor_total, median(floor_each), engine_total, median(engine_each), cli_total));
+    }
+
+    let n = args.tasks as u32;
+    println!("tasks per run: {}, repetitions: {}, cores: {}", args.tasks, args.reps, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!();
+    println!("| rep | floor total ms | floor median/task ms | engine total ms | engine median/task ms | overhead median/task ms | engine/floor | cli total ms | cli/floor |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, (ft, fm, et, em, ct)) in rows.iter().enumerate() {
+        let overhead = em.as_secs_f64() - fm.as_secs_f64();
+        let cli = ct.map(|c| (ms(c), format!("{:.2}", c.as_secs_f64() / ft.as_secs_f64()))).unwrap_or(("-".into(), "-".into()));
+        println!(
+            "| {} | {} | {} | {} | {} | {:.3} | {:.2} | {} | {} |",
+            i + 1,
+            ms(*ft),
+            ms(*fm),
+            ms(*et),
+            ms(*em),
+            overhead * 1000.0,
+            et.as_secs_f64() / ft.as_secs_f64(),
+            cli.0,
+            cli.1
+        );
+    }
+    let overheads: Vec<f64> = rows.iter().map(|r| r.3.as_secs_f64() - r.1.as_secs_f64()).collect();
+    let mut sorted = overheads.clone();
+    sorted.sort_by(f64::total_cmp);
+    let ratio: Vec<f64> = rows.iter().map(|r| r.2.as_secs_f64() / r.0.as_secs_f64()).collect();
+    let mut ratio_sorted = ratio.clone();
+    ratio_sorted.sort_by(f64::total_cmp);
+    println!();
+    println!(
+        "median over repetitions: overhead per task {:.3} ms (goal < 2 ms), engine/floor {:.2} (goal < 1.5), per-task floor {:.3} ms over {n} tasks",
+        sorted[sorted.len() / 2] * 1000.0,
+        ratio_sorted[ratio_sorted.len() / 2],
+        rows.iter().map(|r| r.1.as_secs_f64()).sum::<f64>() / rows.len() as f64 * 1000.0
+    );
+    if !cli_available {
+        println!("(cli column skipped: {} not found; build it with cargo build --release -p wharf)", args.wharf.display());
+    }
+}
