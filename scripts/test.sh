@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what the tests need (when missing and allowed),
+# then runs every test of the workspace. `.ci/run` calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v git >/dev/null || need_apt+=(git)
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing ${need_apt[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "missing: ${need_apt[*]} (install them, or run as root on Debian to have this script do it)" >&2
+    exit 1
+  fi
+fi
+
+# Snapshots are compared, never rewritten, when tests run here.
+export INSTA_UPDATE=no
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast "$@"
+else
+  echo "(cargo-nextest not found; using cargo test)"
+  cargo test --workspace --no-fail-fast "$@"
+fi
+# Doc tests (nextest does not run them).
+cargo test --workspace --doc --quiet
