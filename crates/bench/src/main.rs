@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_core::status::Status;
 use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
-use wharf_executor::host::{HostConfig, HostExecutor};
 use wharf_executor::LogLine;
+use wharf_executor::host::{HostConfig, HostExecutor};
 
 struct Args {
     tasks: usize,
@@ -89,8 +89,14 @@ fn floor(tasks: usize) -> (Duration, Vec<Duration>) {
     (started.elapsed(), each)
 }
 
-fn engine_run(runtime: &tokio::runtime::Runtime, pipeline: Arc<wharf_core::model::Pipeline>, dir: &std::path::Path, number: u64) -> (Duration, Vec<Duration>) {
-    let executor = Arc::new(HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() }));
+fn engine_run(
+    runtime: &tokio::runtime::Runtime,
+    pipeline: Arc<wharf_core::model::Pipeline>,
+    dir: &std::path::Path,
+    number: u64,
+) -> (Duration, Vec<Duration>) {
+    let executor =
+        Arc::new(HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() }));
     let engine = Engine::new(EngineConfig::default(), executor);
     let observer = Arc::new(StartTimes::default());
     let request = RunRequest {
@@ -148,13 +154,22 @@ fn main() {
     }
 
     let n = args.tasks as u32;
-    println!("tasks per run: {}, repetitions: {}, cores: {}", args.tasks, args.reps, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "tasks per run: {}, repetitions: {}, cores: {}",
+        args.tasks,
+        args.reps,
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!();
-    println!("| rep | floor total ms | floor median/task ms | engine total ms | engine median/task ms | overhead median/task ms | engine/floor | cli total ms | cli/floor |");
+    println!(
+        "| rep | floor total ms | floor median/task ms | engine total ms | engine median/task ms | overhead median/task ms | engine/floor | cli total ms | cli/floor |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|");
     for (i, (ft, fm, et, em, ct)) in rows.iter().enumerate() {
         let overhead = em.as_secs_f64() - fm.as_secs_f64();
-        let cli = ct.map(|c| (ms(c), format!("{:.2}", c.as_secs_f64() / ft.as_secs_f64()))).unwrap_or(("-".into(), "-".into()));
+        let cli = ct
+            .map(|c| (ms(c), format!("{:.2}", c.as_secs_f64() / ft.as_secs_f64())))
+            .unwrap_or(("-".into(), "-".into()));
         println!(
             "| {} | {} | {} | {} | {} | {:.3} | {:.2} | {} | {} |",
             i + 1,
@@ -182,6 +197,9 @@ fn main() {
         rows.iter().map(|r| r.1.as_secs_f64()).sum::<f64>() / rows.len() as f64 * 1000.0
     );
     if !cli_available {
-        println!("(cli column skipped: {} not found; build it with cargo build --release -p wharf)", args.wharf.display());
+        println!(
+            "(cli column skipped: {} not found; build it with cargo build --release -p wharf)",
+            args.wharf.display()
+        );
     }
 }

@@ -33,7 +33,8 @@ pub struct NewRun {
 
 impl LocalStore {
     pub fn open(root: &Path) -> Result<Self> {
-        fs::create_dir_all(root.join("pipelines")).with_context(|| format!("cannot create the data directory {}", root.display()))?;
+        fs::create_dir_all(root.join("pipelines"))
+            .with_context(|| format!("cannot create the data directory {}", root.display()))?;
         Ok(LocalStore { root: root.to_path_buf() })
     }
 
@@ -56,8 +57,9 @@ impl LocalStore {
         let counters_path = dir.join("counters.json");
         let (mut last, mut increment) = match fs::read(&counters_path) {
             Ok(bytes) => {
-                let v: serde_json::Value = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("{} is damaged; delete it to restart numbering", counters_path.display()))?;
+                let v: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+                    format!("{} is damaged; delete it to restart numbering", counters_path.display())
+                })?;
                 (v["last_number"].as_u64().unwrap_or(0), v["increment"].as_u64().unwrap_or(0))
             }
             Err(_) => (0, 0),

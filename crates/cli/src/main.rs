@@ -8,7 +8,7 @@
 mod local;
 mod report;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -176,7 +176,12 @@ fn runs(pipeline: &str, data_dir: &Path, limit: usize) -> Result<ExitCode> {
     for r in records.iter().take(limit) {
         let started = r.progress.started_at().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
         let took = r.progress.wall_time(now).map(report::human).unwrap_or_default();
-        println!("#{:<5} {:<10} {started}  {took:>8}  {}", r.number, r.progress.status, r.reason.as_deref().unwrap_or(""));
+        println!(
+            "#{:<5} {:<10} {started}  {took:>8}  {}",
+            r.number,
+            r.progress.status,
+            r.reason.as_deref().unwrap_or("")
+        );
     }
     if records.len() > limit {
         println!("… {} older runs not shown (--limit)", records.len() - limit);
@@ -214,7 +219,8 @@ fn secrets(args: &RunArgs) -> Result<BTreeMap<String, String>> {
         match item.split_once('=') {
             Some((k, v)) => out.insert(k.to_owned(), v.to_owned()),
             None => {
-                let value = std::env::var(item).with_context(|| format!("--secret {item}: the environment variable {item} is not set"))?;
+                let value = std::env::var(item)
+                    .with_context(|| format!("--secret {item}: the environment variable {item} is not set"))?;
                 out.insert(item.clone(), value)
             }
         };
@@ -242,7 +248,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let base_env: Vec<(String, String)> = std::env::vars().collect();
     let executor = Arc::new(HostExecutor::new(HostConfig { base_env, ..HostConfig::default() }));
     let grace = Duration::from_secs(args.grace);
-    let engine = Engine::new(EngineConfig { max_parallel_tasks: args.max_parallel.max(1), timeout_grace: grace }, executor);
+    let engine =
+        Engine::new(EngineConfig { max_parallel_tasks: args.max_parallel.max(1), timeout_grace: grace }, executor);
     let parameters = match engine.prepare(&pipeline, &given, &secrets) {
         Ok(p) => p,
         Err(err) => {
@@ -255,7 +262,10 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     let new_run = store.new_run(&pipeline.name)?;
     let file_dir = args.file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
     let workspace = match (&args.workdir, &pipeline.source) {
-        (Some(dir), _) => Workspace::Existing { src: dir.canonicalize().with_context(|| format!("--workdir {}", dir.display()))?, run_dir: new_run.dir.clone() },
+        (Some(dir), _) => Workspace::Existing {
+            src: dir.canonicalize().with_context(|| format!("--workdir {}", dir.display()))?,
+            run_dir: new_run.dir.clone(),
+        },
         (None, Some(_)) => Workspace::Checkout { dir: new_run.dir.clone() },
         (None, None) => Workspace::Existing { src: file_dir.canonicalize()?, run_dir: new_run.dir.clone() },
     };

@@ -91,7 +91,8 @@ struct Reporter {
 
 impl Reporter {
     fn new(run_dir: PathBuf, options: Options) -> Self {
-        let multi = std::io::stdout().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
+        let multi =
+            std::io::stdout().is_terminal().then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout()));
         Reporter {
             run_dir,
             options,
@@ -154,7 +155,12 @@ impl Reporter {
                         c.branch.as_deref().map(|b| format!("({b})")).unwrap_or_default()
                     )),
                     status if status.is_terminal() => {
-                        let detail = c.commit.as_deref().map(|s| s.get(..12).unwrap_or(s).to_owned()).or(c.reason.clone()).unwrap_or_default();
+                        let detail = c
+                            .commit
+                            .as_deref()
+                            .map(|s| s.get(..12).unwrap_or(s).to_owned())
+                            .or(c.reason.clone())
+                            .unwrap_or_default();
                         self.say(format!("{} checkout {status} {detail}", mark(status)));
                         self.flush_log(&self.run_dir.join("logs").join("checkout.log"));
                     }
@@ -233,7 +239,10 @@ impl Reporter {
             Some(multi) => {
                 let bar = self.bars.entry((s, t)).or_insert_with(|| {
                     let bar = multi.add(ProgressBar::new_spinner());
-                    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    bar.set_style(
+                        ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     bar.enable_steady_tick(Duration::from_millis(120));
                     bar
                 });
@@ -244,7 +253,12 @@ impl Reporter {
     }
 
     fn task_log_path(&self, s: usize, task: &str) -> PathBuf {
-        let stage = self.record.as_ref().and_then(|r| r.stages.get(s)).map(|st| st.name.clone()).unwrap_or_else(|| s.to_string());
+        let stage = self
+            .record
+            .as_ref()
+            .and_then(|r| r.stages.get(s))
+            .map(|st| st.name.clone())
+            .unwrap_or_else(|| s.to_string());
         // Stage and task names cannot contain path separators or start with a dot.
         self.run_dir.join("logs").join(stage).join(format!("{task}.log"))
     }
@@ -336,7 +350,12 @@ pub fn table(record: &RunRecord) -> String {
     let mut rows: Vec<[String; 4]> = vec![["STAGE".into(), "TASK".into(), "STATUS".into(), "DURATION".into()]];
     if let Some(c) = &record.checkout {
         let branch = c.branch.clone().unwrap_or_else(|| "HEAD".into());
-        rows.push([format!("Scm_Clone_{branch}"), "checkout".into(), c.progress.status.to_string(), c.progress.wall_time(now).map(human).unwrap_or_default()]);
+        rows.push([
+            format!("Scm_Clone_{branch}"),
+            "checkout".into(),
+            c.progress.status.to_string(),
+            c.progress.wall_time(now).map(human).unwrap_or_default(),
+        ]);
     }
     for stage in &record.stages {
         let name = if stage.rollback { format!("{} (rollback)", stage.name) } else { stage.name.clone() };
@@ -345,13 +364,19 @@ pub fn table(record: &RunRecord) -> String {
             if task.attempts > 1 {
                 status.push_str(&format!(" ({} attempts)", task.attempts));
             }
-            rows.push([name.clone(), task.name.clone(), status, task.progress.wall_time(now).map(human).unwrap_or_else(|| "-".into())]);
+            rows.push([
+                name.clone(),
+                task.name.clone(),
+                status,
+                task.progress.wall_time(now).map(human).unwrap_or_else(|| "-".into()),
+            ]);
         }
     }
     let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for row in rows {
-        let line: Vec<String> = row.iter().enumerate().map(|(i, cell)| format!("{cell:<width$}", width = widths[i])).collect();
+        let line: Vec<String> =
+            row.iter().enumerate().map(|(i, cell)| format!("{cell:<width$}", width = widths[i])).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }

@@ -29,19 +29,11 @@ pub fn validate_branch_name(name: &str) -> Result<(), String> {
         return Err("it contains a control character (newline, tab, …)".into());
     }
     if let Some(c) = name.chars().find(|c| GIT_FORBIDDEN.contains(c)) {
-        let shown = if c == ' ' {
-            "a space".to_string()
-        } else {
-            format!("`{c}`")
-        };
-        return Err(format!(
-            "it contains {shown}, which git does not allow in branch names"
-        ));
+        let shown = if c == ' ' { "a space".to_string() } else { format!("`{c}`") };
+        return Err(format!("it contains {shown}, which git does not allow in branch names"));
     }
     if let Some(c) = name.chars().find(|c| SHELL_FORBIDDEN.contains(c)) {
-        return Err(format!(
-            "it contains `{c}`, which Wharf does not allow in branch names"
-        ));
+        return Err(format!("it contains `{c}`, which Wharf does not allow in branch names"));
     }
     if name == "@" || name == "HEAD" {
         return Err(format!("`{name}` is a git keyword, not a branch name"));
@@ -98,10 +90,7 @@ pub fn validate_repo_url(url: &str) -> Result<(), String> {
     }
     if let Some((scheme, rest)) = url.split_once("://") {
         if !ALLOWED_SCHEMES.contains(&scheme) {
-            return Err(format!(
-                "the scheme `{scheme}` is not accepted; use one of {}",
-                ALLOWED_SCHEMES.join(", ")
-            ));
+            return Err(format!("the scheme `{scheme}` is not accepted; use one of {}", ALLOWED_SCHEMES.join(", ")));
         }
         if scheme == "file" {
             return if rest.starts_with('/') {
@@ -127,19 +116,15 @@ pub fn validate_repo_url(url: &str) -> Result<(), String> {
         }
         return check_host(user_host);
     }
-    Err(
-        "relative paths are not accepted; use file:// with an absolute path, like \
+    Err("relative paths are not accepted; use file:// with an absolute path, like \
          file:///srv/git/app.git"
-            .into(),
-    )
+        .into())
 }
 
 /// `[user@]host[:port]` must name a host, and neither part may look like an option,
 /// since git hands it to `ssh` as an argument.
 fn check_host(authority: &str) -> Result<(), String> {
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     if host.is_empty() {
         return Err("it names no host".into());
     }
@@ -183,18 +168,9 @@ mod tests {
 
     #[test]
     fn ordinary_branch_names_are_accepted() {
-        for name in [
-            "main",
-            "feature/x",
-            "release-1.2",
-            "a.b",
-            "user/fix_42",
-            "é",
-            "a{b}",
-            "v1.0-rc1",
-            "x@y",
-            &"a".repeat(255),
-        ] {
+        for name in
+            ["main", "feature/x", "release-1.2", "a.b", "user/fix_42", "é", "a{b}", "v1.0-rc1", "x@y", &"a".repeat(255)]
+        {
             assert_eq!(validate_branch_name(name), Ok(()), "{name}");
         }
     }

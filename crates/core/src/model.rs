@@ -203,15 +203,8 @@ impl TaskKind {
     }
 }
 
-pub const TASK_TYPES: [&str; 7] = [
-    "script",
-    "image",
-    "deploy-yaml",
-    "chart-publish",
-    "chart-deploy",
-    "approval",
-    "canary",
-];
+pub const TASK_TYPES: [&str; 7] =
+    ["script", "image", "deploy-yaml", "chart-publish", "chart-deploy", "approval", "canary"];
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScriptTask {

@@ -65,10 +65,7 @@ impl Status {
 
     /// True once the status can never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            Status::Succeeded | Status::Failed | Status::Stopped | Status::TimedOut | Status::Skipped
-        )
+        matches!(self, Status::Succeeded | Status::Failed | Status::Stopped | Status::TimedOut | Status::Skipped)
     }
 
     /// True for terminal statuses that count as "it did not work".
@@ -92,11 +89,7 @@ impl Status {
 
     /// Moves to `to`, or says why it cannot.
     pub fn transition(self, to: Status) -> Result<Status, InvalidTransition> {
-        if self.can_become(to) {
-            Ok(to)
-        } else {
-            Err(InvalidTransition { from: self, to })
-        }
+        if self.can_become(to) { Ok(to) } else { Err(InvalidTransition { from: self, to }) }
     }
 
     /// The stored and displayed spelling (`timed_out`, …).
@@ -129,10 +122,7 @@ pub struct UnknownStatus(pub String);
 impl FromStr for Status {
     type Err = UnknownStatus;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| UnknownStatus(s.to_owned()))
+        Status::ALL.into_iter().find(|status| status.as_str() == s).ok_or_else(|| UnknownStatus(s.to_owned()))
     }
 }
 
@@ -186,10 +176,7 @@ mod tests {
             let json = serde_json::to_string(&status).unwrap();
             assert_eq!(json, format!("\"{}\"", status.as_str()));
         }
-        assert_eq!(
-            "done".parse::<Status>(),
-            Err(UnknownStatus("done".to_owned()))
-        );
+        assert_eq!("done".parse::<Status>(), Err(UnknownStatus("done".to_owned())));
         assert_eq!(TimedOut.to_string(), "timed_out");
     }
 }

@@ -177,10 +177,8 @@ fn parse_ref(inner: &str) -> Option<VarRef> {
     }
     let path = inner.strip_prefix("tasks.")?;
     let (task, key) = path.rsplit_once('.')?;
-    (!task.is_empty() && crate::names::is_var_name(key)).then(|| VarRef::TaskOutput {
-        task: task.to_owned(),
-        key: key.to_owned(),
-    })
+    (!task.is_empty() && crate::names::is_var_name(key))
+        .then(|| VarRef::TaskOutput { task: task.to_owned(), key: key.to_owned() })
 }
 
 /// Values known to a run at one point: names and task outputs.
@@ -230,10 +228,7 @@ mod tests {
         let t = Template::parse("alpha-${BUILD_ID} v${tasks.build.V} $${BUILD_ID} $$ $x").unwrap();
         assert_eq!(scope.render(&t).unwrap(), "alpha-7 v1.2 ${BUILD_ID} $$ $x");
         let missing = Template::parse("${NOPE}").unwrap();
-        assert_eq!(
-            scope.render(&missing).unwrap_err().to_string(),
-            "${NOPE} has no value"
-        );
+        assert_eq!(scope.render(&missing).unwrap_err().to_string(), "${NOPE} has no value");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use wharf_core::model::{Pipeline, TaskKind};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_executor::{Executor, LogLine, StopRequest};
@@ -161,7 +161,8 @@ impl Engine {
                 (None, Some(default)) => {
                     params.insert(p.name.to_string(), default.clone());
                 }
-                (None, None) => problems.push(format!("parameter `{}` has no default and was not given (-p {}=VALUE)", p.name, p.name)),
+                (None, None) => problems
+                    .push(format!("parameter `{}` has no default and was not given (-p {}=VALUE)", p.name, p.name)),
             }
         }
         if problems.is_empty() { Ok(params) } else { Err(PrepareError::Invalid(problems)) }

@@ -25,10 +25,9 @@ pub fn parse(text: &str) -> Parsed {
             Some((key, value)) if wharf_core::names::VarName::new(key).is_ok() => {
                 parsed.values.insert(key.to_owned(), value.to_owned());
             }
-            _ => parsed.warnings.push(format!(
-                "$WHARF_OUTPUT line {}: expected KEY=VALUE with KEY a variable name; ignored",
-                i + 1
-            )),
+            _ => parsed
+                .warnings
+                .push(format!("$WHARF_OUTPUT line {}: expected KEY=VALUE with KEY a variable name; ignored", i + 1)),
         }
     }
     parsed

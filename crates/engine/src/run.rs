@@ -14,8 +14,9 @@ use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{Semaphore, watch};
 use wharf_core::model::{ErrorPolicy, Mode, Stage, Task, TaskKind};
 use wharf_core::run::{CheckoutRecord, Progress, RunRecord, StageRecord, TaskRecord};
 use wharf_core::status::Status;
@@ -39,9 +40,16 @@ struct RunState {
     run_clock: RunningClock,
     src: PathBuf,
     run_dir: PathBuf,
+    /// Task name → (stage, task) indices, rollback stages after the main ones.
+    task_index: BTreeMap<String, (usize, usize)>,
 }
 
-pub(crate) async fn execute(engine: &Engine, request: RunRequest, observer: Arc<dyn Observer>, external: StopRx) -> RunRecord {
+pub(crate) async fn execute(
+    engine: &Engine,
+    request: RunRequest,
+    observer: Arc<dyn Observer>,
+    external: StopRx,
+) -> RunRecord {
     let now = Timestamp::now();
     // Tasks run in `src`, so every path handed to them must be absolute.
     let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
@@ -80,13 +88,22 @@ pub(crate) async fn execute(engine: &Engine, request: RunRequest, observer: Arc<
         run_clock: RunningClock::default(),
         src,
         run_dir,
+        task_index: request
+            .pipeline
+            .all_stages()
+            .enumerate()
+            .flat_map(|(s, stage)| stage.tasks.iter().enumerate().map(move |(t, task)| (task.name.to_string(), (s, t))))
+            .collect(),
         request,
     });
     state.notify(Part::Run);
     let (run_tx, run_rx) = watch::channel(None);
     tokio::select! {
-        _ = state.clone().body(run_rx) => {}
+        // The watchdog first: a stop sent before the run began must reach `run_rx`
+        // before the body starts work, not after a coin toss.
+        biased;
         _ = state.clone().watchdog(external, run_tx) => {}
+        _ = state.clone().body(run_rx) => {}
     }
     state.record.lock().unwrap().clone()
 }
@@ -312,7 +329,9 @@ impl RunState {
             Workspace::Checkout { dir } => Some(dir.clone()),
             Workspace::Existing { .. } => None,
         };
-        for dir in [Some(self.run_dir.join("outputs")), fresh_dir.as_ref().map(|_| self.src.clone())].into_iter().flatten() {
+        for dir in
+            [Some(self.run_dir.join("outputs")), fresh_dir.as_ref().map(|_| self.src.clone())].into_iter().flatten()
+        {
             if pipeline.source.is_some() && dir == self.src {
                 continue; // git creates it
             }
@@ -323,7 +342,8 @@ impl RunState {
             self.checkout(source, run_rx).await?;
         }
         for v in &pipeline.variables {
-            let value = self.render(&v.value).map_err(|why| (Status::Failed, format!("variable `{}`: {why}", v.name)))?;
+            let value =
+                self.render(&v.value).map_err(|why| (Status::Failed, format!("variable `{}`: {why}", v.name)))?;
             self.scope.lock().unwrap().names.insert(v.name.to_string(), value);
         }
         Ok(())
@@ -335,7 +355,11 @@ impl RunState {
         scope.render(&template).map_err(|e| e.to_string())
     }
 
-    async fn checkout(self: &Arc<Self>, source: &wharf_core::model::Source, mut run_rx: StopRx) -> Result<(), (Status, String)> {
+    async fn checkout(
+        self: &Arc<Self>,
+        source: &wharf_core::model::Source,
+        mut run_rx: StopRx,
+    ) -> Result<(), (Status, String)> {
         let part = Part::Checkout;
         let repo = self.render(&source.repo).map_err(|why| (Status::Failed, format!("source.repo: {why}")))?;
         let branch = match &source.branch {
@@ -348,7 +372,8 @@ impl RunState {
         }
         self.set(part, Status::Running, None);
         let _ticking = self.run_clock.start();
-        let req = wharf_scm::CheckoutRequest { repo, branch, commit: self.request.commit.clone(), dest: self.src.clone() };
+        let req =
+            wharf_scm::CheckoutRequest { repo, branch, commit: self.request.commit.clone(), dest: self.src.clone() };
         let (abort_tx, abort_rx) = watch::channel(false);
         let log = |text: String| {
             let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
@@ -415,7 +440,10 @@ impl RunState {
             let why = self.record.lock().unwrap().stages[s].reason.clone().unwrap_or_default();
             match stage.on_error {
                 ErrorPolicy::Ignore => {
-                    self.system_run(format!("stage `{}` {status} and its error policy is `ignore`; carrying on", stage.name));
+                    self.system_run(format!(
+                        "stage `{}` {status} and its error policy is `ignore`; carrying on",
+                        stage.name
+                    ));
                     ignored.push(stage.name.to_string());
                 }
                 ErrorPolicy::Stop => {
@@ -478,18 +506,35 @@ impl RunState {
     async fn stage(self: Arc<Self>, s: usize, stage: &Stage, mut run_rx: StopRx) -> Status {
         self.set(Part::Stage(s), Status::Running, None);
         let (stage_tx, stage_rx) = watch::channel(*run_rx.borrow_and_update());
-        let clock = RunningClock::default();
+        // A stage's running time is what it would take with enough executor slots. In a
+        // sequential stage that is the running time of its tasks together (one shared
+        // clock); in a parallel stage it is the longest running time of any one task (a
+        // clock per task), so a task that waits `pending` for the slot a sibling holds
+        // is not charged for the sibling's running time (DESIGN.md §3).
+        let clocks: Vec<RunningClock> = match stage.mode {
+            Mode::Sequential => vec![RunningClock::default(); stage.tasks.len()],
+            Mode::Parallel => stage.tasks.iter().map(|_| RunningClock::default()).collect(),
+        };
         let note: Arc<Mutex<Option<String>>> = Arc::default();
         let watch_stage = {
             let note = note.clone();
-            let clock = clock.clone();
+            let clocks = clocks.clone();
             let grace = self.config.timeout_grace;
             let limit = stage.timeout;
             let stage_tx = &stage_tx;
             async move {
                 let timeout = async {
                     if let Some(limit) = limit {
-                        clock.expired(limit.as_std()).await;
+                        let mut expiries: Vec<_> =
+                            clocks.iter().map(|clock| Box::pin(clock.expired(limit.as_std()))).collect();
+                        std::future::poll_fn(|cx| {
+                            if expiries.iter_mut().any(|e| e.as_mut().poll(cx).is_ready()) {
+                                Poll::Ready(())
+                            } else {
+                                Poll::Pending
+                            }
+                        })
+                        .await;
                         *note.lock().unwrap() = Some(format!("timed out: the stage timeout of {limit} ran out"));
                         stage_tx.send_if_modified(|current| {
                             let idle = current.is_none();
@@ -504,42 +549,60 @@ impl RunState {
                 tokio::join!(forward(run_rx, stage_tx), timeout);
             }
         };
-        let tasks = self.clone().stage_tasks(s, stage, stage_rx, clock, note.clone());
+        let seen = stage_rx.clone();
+        let tasks = self.clone().stage_tasks(s, stage, stage_rx, clocks, note.clone());
         let statuses = tokio::select! {
             statuses = tasks => statuses,
             _ = watch_stage => unreachable!("the stage watchdog never ends"),
         };
+        let ended_early = statuses.iter().all(|st| *st == Status::Skipped) && !statuses.is_empty();
         let worst = [Status::Stopped, Status::TimedOut, Status::Failed]
             .into_iter()
             .find(|bad| statuses.contains(bad))
-            .unwrap_or(Status::Succeeded);
+            .unwrap_or(match (*seen.borrow(), ended_early) {
+                // Every task was skipped because the run ended as the stage began.
+                (Some(request), true) => ended_status(request.reason),
+                _ => Status::Succeeded,
+            });
         let reason = match worst {
             Status::Succeeded => None,
             _ => note.lock().unwrap().clone().or_else(|| {
                 let record = self.record.lock().unwrap();
-                record.stages[s]
-                    .tasks
-                    .iter()
-                    .find(|t| t.progress.status == worst)
-                    .map(|t| format!("task `{}` {}{}", t.name, worst, t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()))
+                record.stages[s].tasks.iter().find(|t| t.progress.status == worst).map(|t| {
+                    format!(
+                        "task `{}` {}{}",
+                        t.name,
+                        worst,
+                        t.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                    )
+                })
             }),
         };
         self.set(Part::Stage(s), worst, reason);
         worst
     }
 
-    async fn stage_tasks(self: Arc<Self>, s: usize, stage: &Stage, stage_rx: StopRx, clock: RunningClock, note: Arc<Mutex<Option<String>>>) -> Vec<Status> {
+    async fn stage_tasks(
+        self: Arc<Self>,
+        s: usize,
+        stage: &Stage,
+        stage_rx: StopRx,
+        clocks: Vec<RunningClock>,
+        note: Arc<Mutex<Option<String>>>,
+    ) -> Vec<Status> {
         match stage.mode {
             Mode::Sequential => {
                 let mut statuses = Vec::new();
                 for (t, task) in stage.tasks.iter().enumerate() {
-                    let give_up = statuses.iter().any(|st: &Status| *st != Status::Succeeded) || stage_rx.borrow().is_some();
+                    let give_up =
+                        statuses.iter().any(|st: &Status| *st != Status::Succeeded) || stage_rx.borrow().is_some();
                     if give_up {
                         self.set(Part::Task(s, t), Status::Skipped, None);
                         statuses.push(Status::Skipped);
                         continue;
                     }
-                    let status = self.clone().task(s, t, task.clone(), stage_rx.clone(), clock.clone(), note.clone()).await;
+                    let status =
+                        self.clone().task(s, t, task.clone(), stage_rx.clone(), clocks[t].clone(), note.clone()).await;
                     statuses.push(status);
                 }
                 statuses
@@ -547,7 +610,8 @@ impl RunState {
             Mode::Parallel => {
                 let mut set = tokio::task::JoinSet::new();
                 for (t, task) in stage.tasks.iter().enumerate() {
-                    let future = self.clone().task(s, t, task.clone(), stage_rx.clone(), clock.clone(), note.clone());
+                    let future =
+                        self.clone().task(s, t, task.clone(), stage_rx.clone(), clocks[t].clone(), note.clone());
                     set.spawn(async move { (t, future.await) });
                 }
                 let mut statuses = vec![Status::Skipped; stage.tasks.len()];
@@ -579,7 +643,15 @@ impl RunState {
     }
 
     /// One task, with its retries; returns its final status.
-    async fn task(self: Arc<Self>, s: usize, t: usize, task: Task, mut stop: StopRx, stage_clock: RunningClock, stage_note: Arc<Mutex<Option<String>>>) -> Status {
+    async fn task(
+        self: Arc<Self>,
+        s: usize,
+        t: usize,
+        task: Task,
+        mut stop: StopRx,
+        stage_clock: RunningClock,
+        stage_note: Arc<Mutex<Option<String>>>,
+    ) -> Status {
         let part = Part::Task(s, t);
         let mut attempt = 0;
         loop {
@@ -595,13 +667,16 @@ impl RunState {
                 Err(_) => {
                     self.set(part, Status::Pending, None);
                     tokio::select! {
-                        permit = self.slots.clone().acquire_owned() => permit.expect("the engine never closes its slots"),
+                        // A stop frees the slot a stopped sibling held at the same
+                        // moment; the stop must win, or a task starts after it.
+                        biased;
                         request = stop_requested(&mut stop) => {
                             let status = ended_status(request.reason);
                             let note = self.stop_note(request.reason, &stage_note);
                             self.set(part, status, Some(note));
                             return status;
                         }
+                        permit = self.slots.clone().acquire_owned() => permit.expect("the engine never closes its slots"),
                     }
                 }
             };
@@ -621,12 +696,15 @@ impl RunState {
             }
             let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
             if retry {
-                self.system(part, format!(
-                    "attempt {attempt} failed ({}); retrying ({} of {})",
-                    reason.as_deref().unwrap_or("failed"),
-                    attempt + 1,
-                    task.retries + 1
-                ));
+                self.system(
+                    part,
+                    format!(
+                        "attempt {attempt} failed ({}); retrying ({} of {})",
+                        reason.as_deref().unwrap_or("failed"),
+                        attempt + 1,
+                        task.retries + 1
+                    ),
+                );
                 self.set(part, Status::Pending, None);
                 continue;
             }
@@ -636,7 +714,15 @@ impl RunState {
     }
 
     /// Runs one attempt on the executor; returns (status, reason, exit code).
-    async fn attempt(self: &Arc<Self>, s: usize, t: usize, task: &Task, attempt: u32, stop: &mut StopRx, stage_note: &Mutex<Option<String>>) -> (Status, Option<String>, Option<i32>) {
+    async fn attempt(
+        self: &Arc<Self>,
+        s: usize,
+        t: usize,
+        task: &Task,
+        attempt: u32,
+        stop: &mut StopRx,
+        stage_note: &Mutex<Option<String>>,
+    ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output_file = self.run_dir.join("outputs").join(format!("{s}-{t}-{attempt}.env"));
         let spec = match self.task_spec(s, task, attempt, &output_file) {
@@ -731,7 +817,7 @@ impl RunState {
         env.push(("WHARF_STAGE".into(), stage_name.clone()));
         env.push(("WHARF_TASK".into(), task.name.to_string()));
         let template = Template::parse(&script.script).map_err(|e| format!("script: {}", e.message))?;
-        let task_index = self.task_index();
+        let task_index = &self.task_index;
         for r in template.refs() {
             if let VarRef::TaskOutput { task: producer, key } = r {
                 let value = scope
@@ -751,7 +837,8 @@ impl RunState {
             env.push((k.clone(), render(&format!("env.{k}"), v)?));
         }
         for secret in &task.secrets {
-            let value = self.request.secrets.get(secret.as_str()).ok_or_else(|| format!("the secret `{secret}` is not set"))?;
+            let value =
+                self.request.secrets.get(secret.as_str()).ok_or_else(|| format!("the secret `{secret}` is not set"))?;
             env.push((secret.to_string(), value.clone()));
         }
         let image = match (&script.image, &script.tag) {
@@ -772,21 +859,14 @@ impl RunState {
         })
     }
 
-    /// Task name → (stage, task) indices, rollback stages after the main ones.
-    fn task_index(&self) -> BTreeMap<&str, (usize, usize)> {
-        let pipeline = self.pipeline();
-        pipeline
-            .all_stages()
-            .enumerate()
-            .flat_map(|(s, stage)| stage.tasks.iter().enumerate().map(move |(t, task)| (task.name.as_str(), (s, t))))
-            .collect()
-    }
-
     fn collect_outputs(&self, s: usize, t: usize, task: &Task, file: &Path) -> Result<(), String> {
         let part = Part::Task(s, t);
         let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
         if size > outputs::MAX_OUTPUT_FILE_BYTES {
-            return Err(format!("$WHARF_OUTPUT holds {size} bytes; outputs may be at most {} bytes", outputs::MAX_OUTPUT_FILE_BYTES));
+            return Err(format!(
+                "$WHARF_OUTPUT holds {size} bytes; outputs may be at most {} bytes",
+                outputs::MAX_OUTPUT_FILE_BYTES
+            ));
         }
         let text = match std::fs::read(file) {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
@@ -796,9 +876,11 @@ impl RunState {
         for warning in &parsed.warnings {
             self.system(part, warning);
         }
-        let missing: Vec<&str> = task.outputs.iter().map(|o| o.as_str()).filter(|o| !parsed.values.contains_key(*o)).collect();
+        let missing: Vec<&str> =
+            task.outputs.iter().map(|o| o.as_str()).filter(|o| !parsed.values.contains_key(*o)).collect();
         if !missing.is_empty() {
-            return Err(format!("declared output{} {} not written to $WHARF_OUTPUT", if missing.len() == 1 { " was" } else { "s were" }, missing.join(", ")));
+            let (noun, verb) = if missing.len() == 1 { ("output", "was") } else { ("outputs", "were") };
+            return Err(format!("declared {noun} {} {verb} not written to $WHARF_OUTPUT", missing.join(", ")));
         }
         {
             let mut scope = self.scope.lock().unwrap();
@@ -809,7 +891,8 @@ impl RunState {
             scope.outputs.insert(task.name.to_string(), parsed.values.clone());
         }
         let mut record = self.record.lock().unwrap();
-        record.stages[s].tasks[t].outputs = parsed.values.iter().map(|(k, v)| (k.clone(), self.masker.mask(v))).collect();
+        record.stages[s].tasks[t].outputs =
+            parsed.values.iter().map(|(k, v)| (k.clone(), self.masker.mask(v))).collect();
         Ok(())
     }
 }

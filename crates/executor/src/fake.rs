@@ -79,12 +79,20 @@ impl Executor for FakeExecutor {
         }
     }
 
-    fn run<'a>(&'a self, spec: TaskSpec, logs: Arc<dyn LogSink>, mut stop: StopSignal) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
         Box::pin(async move {
             let behavior = self.behavior(&spec.task, spec.attempt);
             let started = tokio::time::Instant::now();
             if behavior.cannot_start {
-                return Err(ExecutorError::Start { message: format!("fake: {} cannot start", spec.task), source: None });
+                return Err(ExecutorError::Start {
+                    message: format!("fake: {} cannot start", spec.task),
+                    source: None,
+                });
             }
             for text in &behavior.lines {
                 logs.line(LogLine { at: jiff::Timestamp::now(), stream: Stream::Stdout, text: text.clone() });

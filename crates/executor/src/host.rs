@@ -6,8 +6,8 @@
 //! stop/kill rules in `supervise`, the line splitting in `pump`.
 
 use crate::{
-    BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason,
-    StopRequest, StopSignal, Stream, TaskSpec,
+    BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest, StopSignal,
+    Stream, TaskSpec,
 };
 use jiff::Timestamp;
 use nix::errno::Errno;
@@ -46,10 +46,7 @@ pub struct HostConfig {
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self {
-            shell: PathBuf::from("/bin/sh"),
-            base_env: Vec::new(),
-        }
+        Self { shell: PathBuf::from("/bin/sh"), base_env: Vec::new() }
     }
 }
 
@@ -58,10 +55,7 @@ impl fmt::Debug for HostConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostConfig")
             .field("shell", &self.shell)
-            .field(
-                "base_env",
-                &self.base_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("base_env", &self.base_env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -88,23 +82,11 @@ impl HostExecutor {
         // Marks the current value seen, so `changed()` below fires only for later ones.
         let already = *stop.borrow_and_update();
         if let Some(req) = already {
-            system(
-                logs,
-                format!("not started: {} before it began", reason_text(req.reason)),
-            );
-            return Ok(Exit {
-                code: None,
-                signal: None,
-                stopped: Some(req.reason),
-            });
+            system(logs, format!("not started: {} before it began", reason_text(req.reason)));
+            return Ok(Exit { code: None, signal: None, stopped: Some(req.reason) });
         }
         if let Some(image) = &spec.image {
-            system(
-                logs,
-                format!(
-                    "the host executor ignores image {image}; the script runs directly on this machine"
-                ),
-            );
+            system(logs, format!("the host executor ignores image {image}; the script runs directly on this machine"));
         }
 
         let mut command = Command::new(&self.config.shell);
@@ -121,15 +103,10 @@ impl HostExecutor {
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = command
-            .spawn()
-            .map_err(|source| self.start_error(&spec, source))?;
+        let mut child = command.spawn().map_err(|source| self.start_error(&spec, source))?;
         let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
             return Err(ExecutorError::Start {
-                message: format!(
-                    "the shell {} started without a usable process id",
-                    self.config.shell.display()
-                ),
+                message: format!("the shell {} started without a usable process id", self.config.shell.display()),
                 source: None,
             });
         };
@@ -137,12 +114,8 @@ impl HostExecutor {
         let mut group = ProcessGroup::new(Pid::from_raw(pid));
 
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-        let mut output = pin!(async {
-            tokio::join!(
-                pump(stdout, Stream::Stdout, logs),
-                pump(stderr, Stream::Stderr, logs),
-            )
-        });
+        let mut output =
+            pin!(async { tokio::join!(pump(stdout, Stream::Stdout, logs), pump(stderr, Stream::Stderr, logs),) });
         let mut output_done = false;
         let outcome = {
             let mut supervised = pin!(supervise(&mut child, &mut group, &mut stop, logs));
@@ -155,11 +128,7 @@ impl HostExecutor {
         };
         // The group is dead by now, so the pipes reach EOF as soon as the kernel has
         // torn its members down; only an escaped process can make this time out.
-        if !output_done
-            && tokio::time::timeout(DRAIN_TIMEOUT, &mut output)
-                .await
-                .is_err()
-        {
+        if !output_done && tokio::time::timeout(DRAIN_TIMEOUT, &mut output).await.is_err() {
             system(
                 logs,
                 format!(
@@ -169,11 +138,7 @@ impl HostExecutor {
             );
         }
         let (status, stopped) = outcome?;
-        Ok(Exit {
-            code: status.code(),
-            signal: status.signal(),
-            stopped,
-        })
+        Ok(Exit { code: status.code(), signal: status.signal(), stopped })
     }
 
     /// `spawn` reports a missing working directory and a missing shell with the same
@@ -188,15 +153,9 @@ impl HostExecutor {
             Ok(meta) if !meta.is_dir() => {
                 format!("the working directory {workdir} is not a directory")
             }
-            Ok(_) => format!(
-                "could not run the shell {} in {workdir}",
-                self.config.shell.display()
-            ),
+            Ok(_) => format!("could not run the shell {} in {workdir}", self.config.shell.display()),
         };
-        ExecutorError::Start {
-            message,
-            source: Some(source),
-        }
+        ExecutorError::Start { message, source: Some(source) }
     }
 }
 
@@ -209,9 +168,7 @@ impl Executor for HostExecutor {
         let needs = match task_type {
             "script" => return Ok(()),
             "image" | "chart-publish" => "needs the docker executor, which is not built yet",
-            "deploy-yaml" | "chart-deploy" | "canary" => {
-                "needs the kubernetes executor, which is not built yet"
-            }
+            "deploy-yaml" | "chart-deploy" | "canary" => "needs the kubernetes executor, which is not built yet",
             "approval" => "is handled by the engine, not by an executor",
             _ => "is not a task type Wharf knows",
         };
@@ -289,15 +246,10 @@ async fn supervise(
         }
     };
     let reap_error = group.kill_after_exit().err();
-    let status = waited.map_err(|source| ExecutorError::Io {
-        context: "waiting for the task's shell".to_owned(),
-        source,
-    })?;
+    let status =
+        waited.map_err(|source| ExecutorError::Io { context: "waiting for the task's shell".to_owned(), source })?;
     if let Some(e) = reap_error {
-        system(
-            logs,
-            format!("could not kill what the script left in its process group: {e}"),
-        );
+        system(logs, format!("could not kill what the script left in its process group: {e}"));
     }
     Ok((status, stopping.map(|s| s.reason)))
 }
@@ -315,37 +267,17 @@ fn begin_or_hurry_stop(
     match stopping {
         None => {
             match group.signal(Signal::SIGTERM) {
-                Ok(()) => system(
-                    logs,
-                    format!("stopping: sent SIGTERM to the process group (reason: {reason})"),
-                ),
-                Err(e) => system(
-                    logs,
-                    format!("stopping (reason: {reason}): could not send SIGTERM: {e}"),
-                ),
+                Ok(()) => system(logs, format!("stopping: sent SIGTERM to the process group (reason: {reason})")),
+                Err(e) => system(logs, format!("stopping (reason: {reason}): could not send SIGTERM: {e}")),
             }
-            *stopping = Some(Stopping {
-                reason: request.reason,
-                term_sent: now,
-                kill_at: Some(now + request.grace),
-            });
+            *stopping = Some(Stopping { reason: request.reason, term_sent: now, kill_at: Some(now + request.grace) });
         }
-        Some(Stopping {
-            kill_at: Some(kill_at),
-            ..
-        }) => {
+        Some(Stopping { kill_at: Some(kill_at), .. }) => {
             let sooner = now + request.grace;
             if sooner < *kill_at {
                 *kill_at = sooner;
-                let when = if request.grace.is_zero() {
-                    "now".to_owned()
-                } else {
-                    format!("in {:?}", request.grace)
-                };
-                system(
-                    logs,
-                    format!("stop requested again (reason: {reason}); SIGKILL {when}"),
-                );
+                let when = if request.grace.is_zero() { "now".to_owned() } else { format!("in {:?}", request.grace) };
+                system(logs, format!("stop requested again (reason: {reason}); SIGKILL {when}"));
             }
         }
         // SIGKILL already went out; nothing is left to hurry.
@@ -452,11 +384,7 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dy
 fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
     let text = String::from_utf8_lossy(bytes);
     if text.len() <= MAX_LINE_BYTES {
-        logs.line(LogLine {
-            at,
-            stream,
-            text: text.into_owned(),
-        });
+        logs.line(LogLine { at, stream, text: text.into_owned() });
         return;
     }
     let mut rest = &*text;
@@ -466,11 +394,7 @@ fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
             cut => cut,
         };
         let (piece, tail) = rest.split_at(cut);
-        logs.line(LogLine {
-            at,
-            stream,
-            text: piece.to_owned(),
-        });
+        logs.line(LogLine { at, stream, text: piece.to_owned() });
         rest = tail;
     }
 }
@@ -484,11 +408,7 @@ fn utf8_cut(bytes: &[u8], max: usize) -> usize {
     while cut > 0 && max - cut < 3 && is_continuation(bytes[cut]) {
         cut -= 1;
     }
-    if cut == 0 || is_continuation(bytes[cut]) {
-        max
-    } else {
-        cut
-    }
+    if cut == 0 || is_continuation(bytes[cut]) { max } else { cut }
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -496,11 +416,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 fn system(logs: &dyn LogSink, text: String) {
-    logs.line(LogLine {
-        at: Timestamp::now(),
-        stream: Stream::System,
-        text,
-    });
+    logs.line(LogLine { at: Timestamp::now(), stream: Stream::System, text });
 }
 
 fn reason_text(reason: StopReason) -> &'static str {

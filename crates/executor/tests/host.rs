@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use wharf_executor::host::{HostConfig, HostExecutor};
 use wharf_executor::{
-    Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
-    Stream, TaskSpec,
+    Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest, Stream, TaskSpec,
 };
 
 /// Collects every line and wakes waiters on each one.
@@ -30,11 +29,7 @@ impl LogSink for Collect {
 impl Collect {
     fn texts(&self, stream: Stream) -> Vec<String> {
         let lines = self.lines.lock().unwrap();
-        lines
-            .iter()
-            .filter(|l| l.stream == stream)
-            .map(|l| l.text.clone())
-            .collect()
+        lines.iter().filter(|l| l.stream == stream).map(|l| l.text.clone()).collect()
     }
 
     /// Waits (at most 10 s) until a line of `stream` contains `needle`.
@@ -77,10 +72,7 @@ fn spec(dir: &Path, script: &str) -> TaskSpec {
     }
 }
 
-fn no_stop() -> (
-    watch::Sender<Option<StopRequest>>,
-    watch::Receiver<Option<StopRequest>>,
-) {
+fn no_stop() -> (watch::Sender<Option<StopRequest>>, watch::Receiver<Option<StopRequest>>) {
     watch::channel(None)
 }
 
@@ -96,20 +88,14 @@ async fn run(dir: &Path, script: &str) -> (Exit, Arc<Collect>) {
 }
 
 fn exited(code: i32) -> Exit {
-    Exit {
-        code: Some(code),
-        signal: None,
-        stopped: None,
-    }
+    Exit { code: Some(code), signal: None, stopped: None }
 }
 
 /// Whether `pid` is still a live process (a zombie awaiting its reaper counts as dead).
 fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name.
-        Ok(stat) => !stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
 }
@@ -141,11 +127,7 @@ async fn task_env_overrides_base_env_in_order() {
         ..HostConfig::default()
     });
     let mut task = spec(dir.path(), r#"echo "$A $B $C""#);
-    task.env = vec![
-        ("B".into(), "task-b".into()),
-        ("C".into(), "first".into()),
-        ("C".into(), "last".into()),
-    ];
+    task.env = vec![("B".into(), "task-b".into()), ("C".into(), "first".into()), ("C".into(), "last".into())];
     let (exit, logs) = run_with(&exec, task).await;
     assert_eq!(exit, exited(0));
     assert_eq!(logs.texts(Stream::Stdout), ["base-a task-b last"]);
@@ -155,14 +137,7 @@ async fn task_env_overrides_base_env_in_order() {
 async fn the_host_environment_is_not_inherited() {
     let dir = tempfile::tempdir().unwrap();
     let exec = HostExecutor::new(HostConfig::default());
-    let (exit, logs) = run_with(
-        &exec,
-        spec(
-            dir.path(),
-            r#"echo "${HOME-unset} ${CARGO_MANIFEST_DIR-unset}""#,
-        ),
-    )
-    .await;
+    let (exit, logs) = run_with(&exec, spec(dir.path(), r#"echo "${HOME-unset} ${CARGO_MANIFEST_DIR-unset}""#)).await;
     assert_eq!(exit, exited(0));
     assert_eq!(logs.texts(Stream::Stdout), ["unset unset"]);
 }
@@ -173,14 +148,8 @@ async fn stdout_and_stderr_are_separate_and_ordered() {
     let script = "for i in 1 2 3 4 5; do echo out$i; echo err$i >&2; done";
     let (exit, logs) = run(dir.path(), script).await;
     assert_eq!(exit, exited(0));
-    assert_eq!(
-        logs.texts(Stream::Stdout),
-        ["out1", "out2", "out3", "out4", "out5"]
-    );
-    assert_eq!(
-        logs.texts(Stream::Stderr),
-        ["err1", "err2", "err3", "err4", "err5"]
-    );
+    assert_eq!(logs.texts(Stream::Stdout), ["out1", "out2", "out3", "out4", "out5"]);
+    assert_eq!(logs.texts(Stream::Stderr), ["err1", "err2", "err3", "err4", "err5"]);
     assert!(logs.texts(Stream::System).is_empty());
 }
 
@@ -231,10 +200,7 @@ async fn the_workdir_is_the_current_directory_and_writable() {
     let dir = tempfile::tempdir().unwrap();
     let mut task = spec(dir.path(), r#"pwd; echo KEY=value >> "$WHARF_OUTPUT""#);
     std::fs::write(&task.output_file, "").unwrap();
-    task.env = vec![(
-        "WHARF_OUTPUT".into(),
-        task.output_file.display().to_string(),
-    )];
+    task.env = vec![("WHARF_OUTPUT".into(), task.output_file.display().to_string())];
     let output_file = task.output_file.clone();
     let (exit, logs) = run_with(&executor(), task).await;
     assert_eq!(exit, exited(0));
@@ -252,10 +218,7 @@ async fn an_ignored_image_is_mentioned_first() {
     assert_eq!(exit, exited(0));
     let lines = logs.lines.lock().unwrap();
     assert_eq!(lines[0].stream, Stream::System);
-    assert!(
-        lines[0].text.contains("ignores image alpine:3.20"),
-        "{lines:?}"
-    );
+    assert!(lines[0].text.contains("ignores image alpine:3.20"), "{lines:?}");
     assert_eq!(lines[1].text, "hi");
 }
 
@@ -264,10 +227,7 @@ async fn background_processes_do_not_outlive_the_task() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let (exit, logs) = run(dir.path(), "sleep 1000 &\necho $!\necho done").await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "run waited for the background job"
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "run waited for the background job");
     assert_eq!(exit, exited(0));
     let stdout = logs.texts(Stream::Stdout);
     assert_eq!(stdout[1], "done");
@@ -299,17 +259,10 @@ async fn dropping_run_kills_the_process_group() {
     while alive(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(
-        !alive(pid),
-        "background sleep {pid} survived the dropped run"
-    );
+    assert!(!alive(pid), "background sleep {pid} survived the dropped run");
 }
 
-async fn run_and_stop(
-    script: &str,
-    first: StopRequest,
-    second: Option<StopRequest>,
-) -> (Exit, Arc<Collect>, Duration) {
+async fn run_and_stop(script: &str, first: StopRequest, second: Option<StopRequest>) -> (Exit, Arc<Collect>, Duration) {
     let dir = tempfile::tempdir().unwrap();
     let exec = executor();
     let logs = Arc::new(Collect::default());
@@ -330,90 +283,47 @@ async fn run_and_stop(
 
 #[tokio::test]
 async fn stop_sends_sigterm_and_a_trapping_script_exits_cleanly() {
-    let request = StopRequest {
-        reason: StopReason::Stopped,
-        grace: Duration::from_secs(30),
-    };
+    let request = StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(30) };
     let script = "trap 'echo caught; exit 0' TERM\necho ready\nsleep 30 &\nwait";
     let (exit, logs, took) = run_and_stop(script, request, None).await;
     assert!(took < Duration::from_secs(10), "took {took:?}");
-    assert_eq!(
-        exit,
-        Exit {
-            code: Some(0),
-            signal: None,
-            stopped: Some(StopReason::Stopped),
-        }
-    );
+    assert_eq!(exit, Exit { code: Some(0), signal: None, stopped: Some(StopReason::Stopped) });
     assert!(!exit.succeeded());
     assert_eq!(logs.texts(Stream::Stdout), ["ready", "caught"]);
     let system = logs.texts(Stream::System);
-    assert_eq!(
-        system,
-        ["stopping: sent SIGTERM to the process group (reason: stopped by user)"]
-    );
+    assert_eq!(system, ["stopping: sent SIGTERM to the process group (reason: stopped by user)"]);
 }
 
 #[tokio::test]
 async fn a_script_ignoring_sigterm_is_killed_after_the_grace() {
-    let request = StopRequest {
-        reason: StopReason::Stopped,
-        grace: Duration::from_millis(300),
-    };
-    let (exit, logs, took) =
-        run_and_stop("trap '' TERM\necho ready\nsleep 30", request, None).await;
+    let request = StopRequest { reason: StopReason::Stopped, grace: Duration::from_millis(300) };
+    let (exit, logs, took) = run_and_stop("trap '' TERM\necho ready\nsleep 30", request, None).await;
     assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert_eq!(
-        exit,
-        Exit {
-            code: None,
-            signal: Some(9),
-            stopped: Some(StopReason::Stopped),
-        }
-    );
+    assert_eq!(exit, Exit { code: None, signal: Some(9), stopped: Some(StopReason::Stopped) });
     let system = logs.texts(Stream::System);
     assert_eq!(system.len(), 2, "{system:?}");
-    assert_eq!(
-        system[1],
-        "did not exit within 300ms of SIGTERM; sent SIGKILL"
-    );
+    assert_eq!(system[1], "did not exit within 300ms of SIGTERM; sent SIGKILL");
 }
 
 #[tokio::test]
 async fn a_second_request_with_a_shorter_grace_kills_now() {
-    let slow = StopRequest {
-        reason: StopReason::Stopped,
-        grace: Duration::from_secs(60),
-    };
-    let now = StopRequest {
-        grace: Duration::ZERO,
-        ..slow
-    };
-    let (exit, logs, took) =
-        run_and_stop("trap '' TERM\necho ready\nsleep 30", slow, Some(now)).await;
+    let slow = StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(60) };
+    let now = StopRequest { grace: Duration::ZERO, ..slow };
+    let (exit, logs, took) = run_and_stop("trap '' TERM\necho ready\nsleep 30", slow, Some(now)).await;
     assert!(took < Duration::from_secs(10), "took {took:?}");
     assert_eq!(exit.signal, Some(9));
     assert_eq!(exit.stopped, Some(StopReason::Stopped));
     let system = logs.texts(Stream::System);
-    assert!(
-        system.last().unwrap().contains("sent SIGKILL"),
-        "{system:?}"
-    );
+    assert!(system.last().unwrap().contains("sent SIGKILL"), "{system:?}");
 }
 
 #[tokio::test]
 async fn a_timeout_is_reported_as_such() {
-    let request = StopRequest {
-        reason: StopReason::TimedOut,
-        grace: Duration::from_secs(10),
-    };
+    let request = StopRequest { reason: StopReason::TimedOut, grace: Duration::from_secs(10) };
     let (exit, logs, _) = run_and_stop("echo ready\nsleep 30", request, None).await;
     assert_eq!(exit.stopped, Some(StopReason::TimedOut));
     // sh -e exits with the status of the SIGTERMed sleep, or dies of SIGTERM itself.
-    assert!(
-        exit.signal == Some(15) || exit.code == Some(143),
-        "{exit:?}"
-    );
+    assert!(exit.signal == Some(15) || exit.code == Some(143), "{exit:?}");
     assert!(logs.texts(Stream::System)[0].contains("(reason: timed out)"));
 }
 
@@ -421,22 +331,9 @@ async fn a_timeout_is_reported_as_such() {
 async fn a_task_stopped_before_it_starts_does_not_run() {
     let dir = tempfile::tempdir().unwrap();
     let logs = Arc::new(Collect::default());
-    let (_tx, rx) = watch::channel(Some(StopRequest {
-        reason: StopReason::Stopped,
-        grace: Duration::from_secs(10),
-    }));
-    let exit = executor()
-        .run(spec(dir.path(), "touch ran"), logs.clone(), rx)
-        .await
-        .expect("run");
-    assert_eq!(
-        exit,
-        Exit {
-            code: None,
-            signal: None,
-            stopped: Some(StopReason::Stopped),
-        }
-    );
+    let (_tx, rx) = watch::channel(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(10) }));
+    let exit = executor().run(spec(dir.path(), "touch ran"), logs.clone(), rx).await.expect("run");
+    assert_eq!(exit, Exit { code: None, signal: None, stopped: Some(StopReason::Stopped) });
     assert!(!dir.path().join("ran").exists());
     assert!(logs.texts(Stream::System)[0].contains("not started"));
 }
@@ -446,17 +343,9 @@ async fn a_missing_workdir_fails_to_start_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope");
     let (_tx, rx) = no_stop();
-    let err = executor()
-        .run(spec(&missing, "true"), Arc::new(Collect::default()), rx)
-        .await
-        .unwrap_err();
-    let ExecutorError::Start { message, source } = &err else {
-        panic!("{err:?}")
-    };
-    assert!(
-        message.contains(&missing.display().to_string()),
-        "{message}"
-    );
+    let err = executor().run(spec(&missing, "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
+    let ExecutorError::Start { message, source } = &err else { panic!("{err:?}") };
+    assert!(message.contains(&missing.display().to_string()), "{message}");
     assert!(message.contains("does not exist"), "{message}");
     assert!(source.is_some());
 }
@@ -464,19 +353,10 @@ async fn a_missing_workdir_fails_to_start_and_names_it() {
 #[tokio::test]
 async fn a_missing_shell_fails_to_start_and_names_it() {
     let dir = tempfile::tempdir().unwrap();
-    let exec = HostExecutor::new(HostConfig {
-        shell: "/no/such/shell".into(),
-        ..HostConfig::default()
-    });
+    let exec = HostExecutor::new(HostConfig { shell: "/no/such/shell".into(), ..HostConfig::default() });
     let (_tx, rx) = no_stop();
-    let err = exec
-        .run(spec(dir.path(), "true"), Arc::new(Collect::default()), rx)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(&err, ExecutorError::Start { message, .. } if message.contains("/no/such/shell")),
-        "{err:?}"
-    );
+    let err = exec.run(spec(dir.path(), "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
+    assert!(matches!(&err, ExecutorError::Start { message, .. } if message.contains("/no/such/shell")), "{err:?}");
 }
 
 #[test]
@@ -502,30 +382,17 @@ async fn measure_host_executor_overhead() {
     const N: u32 = 200;
     let dir = tempfile::tempdir().unwrap();
     // The inherited environment, as `wharf` passes it, so both sides exec the same env.
-    let exec = HostExecutor::new(HostConfig {
-        base_env: std::env::vars().collect(),
-        ..HostConfig::default()
-    });
+    let exec = HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() });
 
     // Warm up both paths (page cache, lazy runtime setup).
     for _ in 0..10 {
         run_with(&exec, spec(dir.path(), "true")).await;
-        tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg("true")
-            .status()
-            .await
-            .unwrap();
+        tokio::process::Command::new("sh").arg("-c").arg("true").status().await.unwrap();
     }
 
     let started = Instant::now();
     for _ in 0..N {
-        let status = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg("true")
-            .status()
-            .await
-            .unwrap();
+        let status = tokio::process::Command::new("sh").arg("-c").arg("true").status().await.unwrap();
         assert!(status.success());
     }
     let bare = started.elapsed();

@@ -7,10 +7,10 @@
 //! stage), never those of a parallel sibling.
 
 use crate::decode::{Declared, Index, Place};
-use crate::diag::{did_you_mean, Diagnostic};
+use crate::diag::{Diagnostic, did_you_mean};
 use std::collections::{BTreeMap, BTreeSet};
 use wharf_core::model::{Mode, Pipeline};
-use wharf_core::vars::{is_builtin, VarRef, BUILTINS};
+use wharf_core::vars::{BUILTINS, VarRef, is_builtin};
 
 /// Built-ins known before the checkout.
 const AT_START: &[&str] = &["BUILD_ID", "SYS_TIMESTAMP", "SYS_INCREMENT", "PIPELINE_NAME", "RUN_CAUSE"];
@@ -39,7 +39,11 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
         .chain(index.outputs.iter().map(|(_, d)| ("output", d)));
     for (kind, decl) in named {
         if is_builtin(&decl.name) {
-            out.push(Diagnostic::new(decl.pos, &decl.path, format!("`{}` is a built-in variable; choose another {kind} name", decl.name)));
+            out.push(Diagnostic::new(
+                decl.pos,
+                &decl.path,
+                format!("`{}` is a built-in variable; choose another {kind} name", decl.name),
+            ));
         } else if let Some(first) = seen.get(decl.name.as_str()) {
             out.push(Diagnostic::new(
                 decl.pos,
@@ -52,7 +56,11 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
     }
     for decl in &index.secrets {
         if is_builtin(&decl.name) {
-            out.push(Diagnostic::new(decl.pos, &decl.path, format!("`{}` is a built-in variable; a secret cannot replace it", decl.name)));
+            out.push(Diagnostic::new(
+                decl.pos,
+                &decl.path,
+                format!("`{}` is a built-in variable; a secret cannot replace it", decl.name),
+            ));
         }
     }
 
@@ -78,7 +86,10 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
         match (before.rollback, at.rollback) {
             (false, true) => true,
             (true, false) => false,
-            _ => before.stage < at.stage || (before.stage == at.stage && mode(at) == Mode::Sequential && before.task < at.task),
+            _ => {
+                before.stage < at.stage
+                    || (before.stage == at.stage && mode(at) == Mode::Sequential && before.task < at.task)
+            }
         }
     };
 
@@ -94,16 +105,20 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
                 let (mut known, after_checkout): (Vec<&str>, bool) = match use_.place {
                     Place::ParameterDefault => (AT_START.to_vec(), false),
                     Place::Source => (AT_START.iter().chain(&parameters).copied().collect(), false),
-                    Place::Variable(i) => (
-                        AT_START.iter().chain(&parameters).chain(variables.iter().take(i)).copied().collect(),
-                        true,
-                    ),
-                    Place::Task { .. } => (
-                        BUILTINS.iter().chain(&parameters).chain(&variables).copied().collect(),
-                        true,
-                    ),
+                    Place::Variable(i) => {
+                        (AT_START.iter().chain(&parameters).chain(variables.iter().take(i)).copied().collect(), true)
+                    }
+                    Place::Task { .. } => {
+                        (BUILTINS.iter().chain(&parameters).chain(&variables).copied().collect(), true)
+                    }
                     Place::Notify => (
-                        BUILTINS.iter().filter(|b| !PER_TASK.contains(b)).chain(&parameters).chain(&variables).copied().collect(),
+                        BUILTINS
+                            .iter()
+                            .filter(|b| !PER_TASK.contains(b))
+                            .chain(&parameters)
+                            .chain(&variables)
+                            .copied()
+                            .collect(),
                         true,
                     ),
                 };
@@ -157,7 +172,9 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
                         None => matches!(use_.place, Place::Notify),
                     };
                     if !ordered {
-                        Some(format!("task `{task}` does not finish before this point, so its outputs are not known here"))
+                        Some(format!(
+                            "task `{task}` does not finish before this point, so its outputs are not known here"
+                        ))
                     } else if let Some(keys) = declared_outputs.get(task.as_str())
                         && !keys.contains(key.as_str())
                     {
@@ -185,7 +202,10 @@ fn duplicates(decls: &[Declared], kind: &str, out: &mut Vec<Diagnostic>) {
             Some(earlier) => out.push(Diagnostic::new(
                 decl.pos,
                 &decl.path,
-                format!("duplicate {kind} name `{}` (also at line {}); {kind} names must be unique in a pipeline", decl.name, earlier.pos.line),
+                format!(
+                    "duplicate {kind} name `{}` (also at line {}); {kind} names must be unique in a pipeline",
+                    decl.name, earlier.pos.line
+                ),
             )),
             None => {
                 first.insert(&decl.name, decl);

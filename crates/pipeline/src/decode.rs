@@ -5,13 +5,13 @@
 //! `${…}` reference was written, so that [`crate::check`] can report cross-references
 //! (unknown variables, duplicate names) at the right line and column.
 
-use crate::diag::{did_you_mean, Diagnostic, Pos};
+use crate::diag::{Diagnostic, Pos, did_you_mean};
 use crate::yaml::{Kind, Node, Style};
 use std::collections::BTreeMap;
+use wharf_core::Duration;
 use wharf_core::model::*;
 use wharf_core::names::{PipelineName, StepName, VarName};
 use wharf_core::vars::{Template, VarRef};
-use wharf_core::Duration;
 
 /// Where a template is used, which decides the names it may refer to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,17 +228,11 @@ impl<'s> Decoder<'s> {
             }
             Style::Literal => {
                 // The span starts at the `|` indicator or at the content, by parser version.
-                let at_indicator = self
-                    .source_lines
-                    .get(node.pos.line - 1)
-                    .and_then(|l| l.chars().nth(node.pos.col - 1))
-                    == Some('|');
+                let at_indicator =
+                    self.source_lines.get(node.pos.line - 1).and_then(|l| l.chars().nth(node.pos.col - 1)) == Some('|');
                 let line = node.pos.line + usize::from(at_indicator) + before.matches('\n').count();
                 let in_line = before.rsplit('\n').next().unwrap_or("");
-                let indent = self
-                    .source_lines
-                    .get(line - 1)
-                    .map_or(0, |l| l.chars().take_while(|c| *c == ' ').count());
+                let indent = self.source_lines.get(line - 1).map_or(0, |l| l.chars().take_while(|c| *c == ' ').count());
                 Pos { line, col: indent + 1 + in_line.chars().count() }
             }
             _ => node.pos,
@@ -505,7 +499,8 @@ impl<'s> Decoder<'s> {
                 let Some(f) = self.fields(item, &path, PARAMETER_FIELDS, "a parameter (`name`, `default`)") else {
                     continue;
                 };
-                let default = f.get("default").and_then(|n| self.template(n, &f.path("default"), Place::ParameterDefault));
+                let default =
+                    f.get("default").and_then(|n| self.template(n, &f.path("default"), Place::ParameterDefault));
                 let description = f.get("description").and_then(|n| self.string(n, &f.path("description")));
                 (self.required(&f, "name"), default, description)
             };
@@ -572,7 +567,11 @@ impl<'s> Decoder<'s> {
             })
         });
         if rollback && on_error == Some(ErrorPolicy::Rollback) {
-            self.error(f.get("on_error").map_or(f.pos, |n| n.pos), &f.path("on_error"), "an `on_failure` stage cannot itself roll back");
+            self.error(
+                f.get("on_error").map_or(f.pos, |n| n.pos),
+                &f.path("on_error"),
+                "an `on_failure` stage cannot itself roll back",
+            );
         }
         let timeout = self.limit(&f, "timeout");
         let mut tasks = Vec::new();
@@ -607,29 +606,34 @@ impl<'s> Decoder<'s> {
     fn task(&mut self, node: &Node, path: &str, stage: usize, index: usize, rollback: bool) -> Option<Task> {
         // The type decides the allowed fields, so read it before checking the rest.
         let task_type = match &node.kind {
-            Kind::Map(entries) => entries
-                .iter()
-                .find(|(k, _)| matches!(&k.kind, Kind::Scalar(s) if s.text == "type"))
-                .map(|(_, v)| v),
+            Kind::Map(entries) => {
+                entries.iter().find(|(k, _)| matches!(&k.kind, Kind::Scalar(s) if s.text == "type")).map(|(_, v)| v)
+            }
             _ => None,
         };
         let task_type = match task_type {
             Some(t) => Some(self.one_of(t, &join(path, "type"), &TASK_TYPES)?),
             None => None,
         };
-        let allowed: Vec<&str> = TASK_COMMON
-            .iter()
-            .chain(task_fields(task_type.as_deref().unwrap_or("")))
-            .copied()
-            .collect();
+        let allowed: Vec<&str> =
+            TASK_COMMON.iter().chain(task_fields(task_type.as_deref().unwrap_or(""))).copied().collect();
         let f = self.fields(node, path, &allowed, "a task (`name`, `type`, …)")?;
         let name = self.step_name(&f);
         let task_name = name.as_ref().map(|(n, _)| n.to_string()).unwrap_or_default();
         if let Some((name, pos)) = &name {
-            self.index.tasks.push((stage, rollback, index, Declared { name: name.to_string(), pos: *pos, path: f.path("name") }));
+            self.index.tasks.push((
+                stage,
+                rollback,
+                index,
+                Declared { name: name.to_string(), pos: *pos, path: f.path("name") },
+            ));
         }
         if task_type.is_none() {
-            self.error(f.pos, path, format!("missing required field `type`; expected one of: {}", TASK_TYPES.join(", ")));
+            self.error(
+                f.pos,
+                path,
+                format!("missing required field `type`; expected one of: {}", TASK_TYPES.join(", ")),
+            );
         }
         let place = Place::Task { stage, task: index, rollback, script: false };
         let env = f.get("env").map(|n| self.string_map(n, &f.path("env"), Some(place))).unwrap_or_default();
@@ -653,7 +657,9 @@ impl<'s> Decoder<'s> {
             None => Vec::new(),
         };
         for (output, pos) in &outputs {
-            self.index.outputs.push((task_name.clone(), Declared { name: output.to_string(), pos: *pos, path: f.path("outputs") }));
+            self.index
+                .outputs
+                .push((task_name.clone(), Declared { name: output.to_string(), pos: *pos, path: f.path("outputs") }));
         }
         let kind = self.task_kind(&f, task_type.as_deref()?, place)?;
         Some(Task {
@@ -679,7 +685,11 @@ impl<'s> Decoder<'s> {
                 let image = opt(self, "image");
                 let tag = opt(self, "tag");
                 if image.is_none() {
-                    self.index.script_without_image.push(Declared { name: String::new(), pos: f.pos, path: f.path.clone() });
+                    self.index.script_without_image.push(Declared {
+                        name: String::new(),
+                        pos: f.pos,
+                        path: f.path.clone(),
+                    });
                 }
                 if tag.is_some() && image.is_none() {
                     self.error(f.get("tag").map_or(f.pos, |n| n.pos), &f.path("tag"), "`tag` needs `image`");
@@ -704,8 +714,10 @@ impl<'s> Decoder<'s> {
                 let tag = req(self, "tag");
                 let workspace = req(self, "workspace");
                 let registry = f.get("registry").and_then(|n| self.string(n, &f.path("registry")));
-                let build_args =
-                    f.get("build_args").map(|n| self.string_map(n, &f.path("build_args"), Some(place))).unwrap_or_default();
+                let build_args = f
+                    .get("build_args")
+                    .map(|n| self.string_map(n, &f.path("build_args"), Some(place)))
+                    .unwrap_or_default();
                 TaskKind::Image(ImageTask {
                     dockerfile,
                     context,
@@ -882,7 +894,9 @@ impl<'s> Decoder<'s> {
                         "push" => events.push(GitEvent::Push),
                         "merge" => events.push(GitEvent::Merge),
                         "tag" => events.push(GitEvent::Tag),
-                        other => self.error(pos, &vpath, format!("`{other}` is not an event; expected push, merge or tag")),
+                        other => {
+                            self.error(pos, &vpath, format!("`{other}` is not an event; expected push, merge or tag"))
+                        }
                     }
                 }
                 if events.is_empty() {
@@ -909,7 +923,11 @@ impl<'s> Decoder<'s> {
                 for (text, pos) in self.strings(value, &vpath) {
                     match weekday(&text) {
                         Some(day) => days.push(day),
-                        None => self.error(pos, &vpath, format!("`{text}` is not a weekday; expected mon, tue, wed, thu, fri, sat or sun")),
+                        None => self.error(
+                            pos,
+                            &vpath,
+                            format!("`{text}` is not a weekday; expected mon, tue, wed, thu, fri, sat or sun"),
+                        ),
                     }
                 }
                 if days.is_empty() {
@@ -934,7 +952,11 @@ impl<'s> Decoder<'s> {
             match jiff::tz::TimeZone::get(&zone) {
                 Ok(_) => Some(zone),
                 Err(_) => {
-                    self.error(n.pos, &f.path("timezone"), format!("`{zone}` is not a known IANA time zone (e.g. `Asia/Shanghai`, `UTC`)"));
+                    self.error(
+                        n.pos,
+                        &f.path("timezone"),
+                        format!("`{zone}` is not a known IANA time zone (e.g. `Asia/Shanghai`, `UTC`)"),
+                    );
                     None
                 }
             }
@@ -952,7 +974,11 @@ impl<'s> Decoder<'s> {
         let text = self.string(node, path)?;
         let time = ClockTime::parse(&text);
         if time.is_none() {
-            self.error(node.pos, path, format!("`{text}` is not a time of day: expected HH:MM, 00:00 to 23:59 (quote it: \"02:30\")"));
+            self.error(
+                node.pos,
+                path,
+                format!("`{text}` is not a time of day: expected HH:MM, 00:00 to 23:59 (quote it: \"02:30\")"),
+            );
         }
         time
     }
@@ -974,7 +1000,11 @@ impl<'s> Decoder<'s> {
                     match text.as_str() {
                         "success" => on.push(NotifyOn::Success),
                         "failure" => on.push(NotifyOn::Failure),
-                        other => self.error(pos, &f.path("on"), format!("`{other}` is not an outcome; expected success or failure")),
+                        other => self.error(
+                            pos,
+                            &f.path("on"),
+                            format!("`{other}` is not an outcome; expected success or failure"),
+                        ),
                     }
                 }
             } else {
@@ -990,26 +1020,26 @@ impl<'s> Decoder<'s> {
     fn notify_target(&mut self, f: &Fields<'_>, path: &str) -> Option<NotifyTarget> {
         let targets: Vec<&str> = ["webhook", "channel", "email"].into_iter().filter(|k| f.has(k)).collect();
         match targets.as_slice() {
-                ["webhook"] => self.webhook(f.get("webhook")?, &f.path("webhook")).map(NotifyTarget::Webhook),
-                ["channel"] => self.string(f.get("channel")?, &f.path("channel")).map(NotifyTarget::Channel),
-                ["email"] => {
-                    let n = f.get("email")?;
-                    let list: Vec<String> = self.strings(n, &f.path("email")).into_iter().map(|(s, _)| s).collect();
-                    for address in &list {
-                        if !address.contains('@') || address.chars().any(char::is_whitespace) {
-                            self.error(n.pos, &f.path("email"), format!("`{address}` is not an email address"));
-                        }
+            ["webhook"] => self.webhook(f.get("webhook")?, &f.path("webhook")).map(NotifyTarget::Webhook),
+            ["channel"] => self.string(f.get("channel")?, &f.path("channel")).map(NotifyTarget::Channel),
+            ["email"] => {
+                let n = f.get("email")?;
+                let list: Vec<String> = self.strings(n, &f.path("email")).into_iter().map(|(s, _)| s).collect();
+                for address in &list {
+                    if !address.contains('@') || address.chars().any(char::is_whitespace) {
+                        self.error(n.pos, &f.path("email"), format!("`{address}` is not an email address"));
                     }
-                    Some(NotifyTarget::Email(list))
                 }
-                [] => {
-                    self.error(f.pos, path, "a notification needs one of: webhook, channel, email");
-                    None
-                }
-                _ => {
-                    self.error(f.pos, path, "a notification has exactly one of: webhook, channel, email");
-                    None
-                }
+                Some(NotifyTarget::Email(list))
+            }
+            [] => {
+                self.error(f.pos, path, "a notification needs one of: webhook, channel, email");
+                None
+            }
+            _ => {
+                self.error(f.pos, path, "a notification has exactly one of: webhook, channel, email");
+                None
+            }
         }
     }
 
@@ -1017,7 +1047,11 @@ impl<'s> Decoder<'s> {
         let f = self.fields(node, path, WEBHOOK_FIELDS, "a webhook (`url`, `method`, …)")?;
         let url = self.req_template(&f, "url", Place::Notify)?;
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            self.error(f.get("url").map_or(f.pos, |n| n.pos), &f.path("url"), "a webhook URL starts with http:// or https://");
+            self.error(
+                f.get("url").map_or(f.pos, |n| n.pos),
+                &f.path("url"),
+                "a webhook URL starts with http:// or https://",
+            );
         }
         let method = match f.get("method") {
             Some(n) => match self.one_of(n, &f.path("method"), &["GET", "POST"])?.as_str() {
@@ -1026,8 +1060,10 @@ impl<'s> Decoder<'s> {
             },
             None => HttpMethod::Post,
         };
-        let headers = f.get("headers").map(|n| self.string_map(n, &f.path("headers"), Some(Place::Notify))).unwrap_or_default();
-        let params = f.get("params").map(|n| self.string_map(n, &f.path("params"), Some(Place::Notify))).unwrap_or_default();
+        let headers =
+            f.get("headers").map(|n| self.string_map(n, &f.path("headers"), Some(Place::Notify))).unwrap_or_default();
+        let params =
+            f.get("params").map(|n| self.string_map(n, &f.path("params"), Some(Place::Notify))).unwrap_or_default();
         let body = self.opt_template(&f, "body", Place::Notify);
         Some(Webhook { url, method, headers, params, body })
     }
@@ -1106,7 +1142,9 @@ pub fn check_cron(expr: &str) -> Result<(), String> {
             let idx = names.iter().position(|n| n.eq_ignore_ascii_case(s))? as u32;
             Some(if name == "month" { idx + 1 } else { idx })
         };
-        let bad = || format!("`{field}` is not a valid {name} field (values {lo} to {hi}; `*`, `a-b`, `*/n`, lists with `,`)");
+        let bad = || {
+            format!("`{field}` is not a valid {name} field (values {lo} to {hi}; `*`, `a-b`, `*/n`, lists with `,`)")
+        };
         for part in field.split(',') {
             let (range, step) = match part.split_once('/') {
                 Some((r, s)) => (r, Some(s)),

@@ -53,11 +53,8 @@ impl Diagnostics {
             if let Some(line) = lines.get(d.pos.line.wrapping_sub(1)) {
                 let shown: String = line.chars().take(160).collect();
                 let gutter = d.pos.line.to_string().len();
-                let caret_col = line
-                    .char_indices()
-                    .take_while(|(i, _)| *i < d.pos.col.saturating_sub(1))
-                    .count()
-                    .min(160);
+                let caret_col =
+                    line.char_indices().take_while(|(i, _)| *i < d.pos.col.saturating_sub(1)).count().min(160);
                 out.push_str(&format!("{:gutter$} |\n", ""));
                 out.push_str(&format!("{} | {shown}\n", d.pos.line));
                 out.push_str(&format!("{:gutter$} | {:caret_col$}^\n", "", ""));

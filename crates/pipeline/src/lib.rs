@@ -12,8 +12,8 @@ pub mod starter;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
-pub use yaml::Limits;
 use wharf_core::model::Pipeline;
+pub use yaml::Limits;
 
 /// Parses and validates a pipeline file with the default [`Limits`].
 pub fn parse(text: &str) -> Result<Pipeline, Diagnostics> {

@@ -85,27 +85,30 @@ pub fn parse(text: &str, limits: Limits) -> Result<Node, Diagnostic> {
         return Err(Diagnostic::new(
             Pos::START,
             "",
-            format!(
-                "the file is {} bytes; a pipeline file may be at most {} bytes",
-                text.len(),
-                limits.max_bytes
-            ),
+            format!("the file is {} bytes; a pipeline file may be at most {} bytes", text.len(), limits.max_bytes),
         ));
     }
-    let mut builder = Builder { limits, nodes: 0, anchors: HashMap::new(), stack: Vec::new(), root: None, documents: 0 };
+    let mut builder =
+        Builder { limits, nodes: 0, anchors: HashMap::new(), stack: Vec::new(), root: None, documents: 0 };
     for event in Parser::new_from_str(text) {
         let (event, span) = event.map_err(|err| {
             let m = err.marker();
             let pos = Pos { line: m.line(), col: m.col() + 1 };
             let info = err.info();
             if info.contains("recursion limit") {
-                return Diagnostic::new(pos, "", format!("values are nested more than {} levels deep", limits.max_depth.min(64)));
+                return Diagnostic::new(
+                    pos,
+                    "",
+                    format!("values are nested more than {} levels deep", limits.max_depth.min(64)),
+                );
             }
             Diagnostic::new(pos, "", format!("invalid YAML: {info}"))
         })?;
         builder.event(event, span)?;
     }
-    builder.root.ok_or_else(|| Diagnostic::new(Pos::START, "", "the file is empty: expected a pipeline mapping with `name` and `stages`"))
+    builder.root.ok_or_else(|| {
+        Diagnostic::new(Pos::START, "", "the file is empty: expected a pipeline mapping with `name` and `stages`")
+    })
 }
 
 enum Open {
@@ -159,7 +162,11 @@ impl Builder {
             Event::DocumentStart(..) => {
                 self.documents += 1;
                 if self.documents > 1 {
-                    return Err(Diagnostic::new(pos, "", "a pipeline file holds one YAML document; found a second `---`"));
+                    return Err(Diagnostic::new(
+                        pos,
+                        "",
+                        "a pipeline file holds one YAML document; found a second `---`",
+                    ));
                 }
                 Ok(())
             }
@@ -175,7 +182,11 @@ impl Builder {
                     Some(tag) if tag.is_yaml_core_schema_tag("str") => Style::Quoted,
                     Some(tag) if tag.is_yaml_core_schema() => style,
                     Some(tag) => {
-                        return Err(Diagnostic::new(pos, "", format!("the YAML tag `{}` is not supported", tag.original())));
+                        return Err(Diagnostic::new(
+                            pos,
+                            "",
+                            format!("the YAML tag `{}` is not supported", tag.original()),
+                        ));
                     }
                 };
                 self.count(1, pos)?;
@@ -188,9 +199,7 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
                     Some(Open::Seq { pos, anchor, items }) => (Node { pos, kind: Kind::Seq(items) }, anchor),
-                    Some(Open::Map { pos, anchor, entries, .. }) => {
-                        (Node { pos, kind: Kind::Map(entries) }, anchor)
-                    }
+                    Some(Open::Map { pos, anchor, entries, .. }) => (Node { pos, kind: Kind::Map(entries) }, anchor),
                     None => return Ok(()),
                 };
                 self.place(node, anchor)

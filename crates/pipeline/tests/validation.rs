@@ -1,8 +1,8 @@
 //! Every validation error a person can meet, rendered as the CLI shows it and
 //! snapshotted, so a change in wording or position is a reviewed diff.
 
-use wharf_core::model::{ErrorPolicy, Mode, TaskKind, TriggerKind};
 use wharf_core::Duration;
+use wharf_core::model::{ErrorPolicy, Mode, TaskKind, TriggerKind};
 
 fn errors(yaml: &str) -> String {
     match wharf_pipeline::parse(yaml) {
@@ -89,7 +89,9 @@ fn no_stages_at_all() {
 fn bad_durations() {
     insta::assert_snapshot!(errors(&format!(
         "name: p\ntimeout: forever\n{}",
-        &with_task("      - {name: a, type: script, script: x, timeout: 0}\n      - {name: b, type: script, script: x, timeout: -3}\n      - {name: c, type: script, script: x, timeout: 15d}\n      - {name: d, type: script, script: x, timeout: 5x}\n")[8..]
+        &with_task(
+            "      - {name: a, type: script, script: x, timeout: 0}\n      - {name: b, type: script, script: x, timeout: -3}\n      - {name: c, type: script, script: x, timeout: 15d}\n      - {name: d, type: script, script: x, timeout: 5x}\n"
+        )[8..]
     )));
 }
 
@@ -191,8 +193,14 @@ fn notifications_and_the_other_task_types() {
 
 #[test]
 fn container_executors_need_an_image_for_scripts() {
-    insta::assert_snapshot!(errors(&format!("executor: docker\n{}", with_task("      - {name: t, type: script, script: make}\n"))));
-    let ok = format!("executor: docker\ndefault_image: busybox\n{}", with_task("      - {name: t, type: script, script: make}\n"));
+    insta::assert_snapshot!(errors(&format!(
+        "executor: docker\n{}",
+        with_task("      - {name: t, type: script, script: make}\n")
+    )));
+    let ok = format!(
+        "executor: docker\ndefault_image: busybox\n{}",
+        with_task("      - {name: t, type: script, script: make}\n")
+    );
     wharf_pipeline::parse(&ok).unwrap();
 }
 
@@ -248,5 +256,8 @@ fn hostile_documents_fail_fast_and_clearly() {
     assert!(errors(&bomb).contains("expands to more than"));
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     // Invalid UTF-8 never reaches the parser: the CLI reads files as UTF-8 first.
-    assert!(errors("name: p\nstages: [{name: \"\\u0000\", tasks: [{name: t, type: script, script: x}]}]\n").contains("not a valid stage or task name"));
+    assert!(
+        errors("name: p\nstages: [{name: \"\\u0000\", tasks: [{name: t, type: script, script: x}]}]\n")
+            .contains("not a valid stage or task name")
+    );
 }

@@ -49,24 +49,17 @@ pub async fn checkout(
     stop: watch::Receiver<bool>,
 ) -> Result<CheckedOut, CheckoutError> {
     let repo = redact_url(&req.repo);
-    validate_repo_url(&req.repo).map_err(|reason| CheckoutError::InvalidRepo {
-        repo: repo.clone(),
-        reason,
-    })?;
+    validate_repo_url(&req.repo).map_err(|reason| CheckoutError::InvalidRepo { repo: repo.clone(), reason })?;
     if let Some(branch) = &req.branch {
-        validate_branch_name(branch).map_err(|reason| CheckoutError::InvalidBranch {
-            branch: branch.clone(),
-            reason,
-        })?;
+        validate_branch_name(branch)
+            .map_err(|reason| CheckoutError::InvalidBranch { branch: branch.clone(), reason })?;
     }
     let commit = req
         .commit
         .as_deref()
         .map(|commit| {
-            normalize_commit(commit).map_err(|reason| CheckoutError::InvalidCommit {
-                commit: commit.to_string(),
-                reason,
-            })
+            normalize_commit(commit)
+                .map_err(|reason| CheckoutError::InvalidCommit { commit: commit.to_string(), reason })
         })
         .transpose()?;
     ensure_empty(&req.dest).await?;
@@ -74,9 +67,7 @@ pub async fn checkout(
     let mut git = Git::new(log, stop);
     let dest = req.dest.as_path();
     clone(&mut git, req, &repo).await?;
-    let head = git
-        .run_in(dest, &["rev-parse", "--verify", "--quiet", "HEAD"], false)
-        .await?;
+    let head = git.run_in(dest, &["rev-parse", "--verify", "--quiet", "HEAD"], false).await?;
     if !head.status.success() {
         return Err(CheckoutError::EmptyRepo { repo });
     }
@@ -91,20 +82,9 @@ pub async fn checkout(
         None => current_branch(&mut git, dest).await?,
     };
     let commit = stdout_of(&mut git, dest, &["rev-parse", "HEAD"], "rev-parse").await?;
-    let details = stdout_of(
-        &mut git,
-        dest,
-        &["log", "-1", "--format=%an <%ae>%n%s", "HEAD"],
-        "log",
-    )
-    .await?;
+    let details = stdout_of(&mut git, dest, &["log", "-1", "--format=%an <%ae>%n%s", "HEAD"], "log").await?;
     let (author, subject) = details.split_once('\n').unwrap_or((&details, ""));
-    let checked_out = CheckedOut {
-        commit,
-        branch,
-        subject: subject.to_string(),
-        author: author.to_string(),
-    };
+    let checked_out = CheckedOut { commit, branch, subject: subject.to_string(), author: author.to_string() };
     git.log(format!(
         "checked out {} at {}: {}",
         checked_out.branch.as_deref().unwrap_or("detached HEAD"),
@@ -117,15 +97,11 @@ pub async fn checkout(
 /// Git refuses to clone into a non-empty directory with a message that does not say
 /// which run's workspace it is; say it ourselves, before any network traffic.
 async fn ensure_empty(dest: &Path) -> Result<(), CheckoutError> {
-    let io_error = |source| CheckoutError::Io {
-        context: format!("cannot read checkout directory `{}`", dest.display()),
-        source,
-    };
+    let io_error =
+        |source| CheckoutError::Io { context: format!("cannot read checkout directory `{}`", dest.display()), source };
     match tokio::fs::read_dir(dest).await {
         Ok(mut entries) => match entries.next_entry().await.map_err(io_error)? {
-            Some(_) => Err(CheckoutError::DestNotEmpty {
-                dest: dest.to_path_buf(),
-            }),
+            Some(_) => Err(CheckoutError::DestNotEmpty { dest: dest.to_path_buf() }),
             None => Ok(()),
         },
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -136,17 +112,8 @@ async fn ensure_empty(dest: &Path) -> Result<(), CheckoutError> {
 /// One round trip: the clone itself tells a missing branch ("Remote branch X not found
 /// in upstream origin") from an unreachable repository.
 async fn clone(git: &mut Git<'_>, req: &CheckoutRequest, repo: &str) -> Result<(), CheckoutError> {
-    let mut args: Vec<OsString> = [
-        "-c",
-        "advice.detachedHead=false",
-        "clone",
-        "--progress",
-        "--depth",
-        "1",
-        "--single-branch",
-    ]
-    .map(arg)
-    .into();
+    let mut args: Vec<OsString> =
+        ["-c", "advice.detachedHead=false", "clone", "--progress", "--depth", "1", "--single-branch"].map(arg).into();
     if let Some(branch) = &req.branch {
         args.extend([arg("--branch"), arg(branch)]);
     }
@@ -160,58 +127,29 @@ async fn clone(git: &mut Git<'_>, req: &CheckoutRequest, repo: &str) -> Result<(
         && output.stderr.contains("Remote branch ")
         && output.stderr.contains(" not found in upstream ")
     {
-        return Err(CheckoutError::BranchNotFound {
-            repo: repo.to_string(),
-            branch: branch.clone(),
-        });
+        return Err(CheckoutError::BranchNotFound { repo: repo.to_string(), branch: branch.clone() });
     }
     if UNREACHABLE.iter().any(|text| output.stderr.contains(text)) {
-        return Err(CheckoutError::RepoNotFound {
-            repo: repo.to_string(),
-            detail: fatal_lines(&output),
-        });
+        return Err(CheckoutError::RepoNotFound { repo: repo.to_string(), detail: fatal_lines(&output) });
     }
     Err(output.into_error("clone"))
 }
 
 /// Git's `fatal:` lines, which say why; the rest of stderr is progress and advice.
 fn fatal_lines(output: &Output) -> String {
-    let fatal: Vec<&str> = output
-        .stderr
-        .lines()
-        .filter_map(|line| line.strip_prefix("fatal: "))
-        .collect();
-    if fatal.is_empty() {
-        output.stderr.clone()
-    } else {
-        fatal.join("; ")
-    }
+    let fatal: Vec<&str> = output.stderr.lines().filter_map(|line| line.strip_prefix("fatal: ")).collect();
+    if fatal.is_empty() { output.stderr.clone() } else { fatal.join("; ") }
 }
 
-async fn move_to_commit(
-    git: &mut Git<'_>,
-    dest: &Path,
-    repo: &str,
-    commit: &str,
-) -> Result<(), CheckoutError> {
+async fn move_to_commit(git: &mut Git<'_>, dest: &Path, repo: &str, commit: &str) -> Result<(), CheckoutError> {
     // Only a full sha can be fetched by name, and only from servers that allow it
     // (protocol v2 servers do by default).
     if commit.len() == 40 {
-        let fetch = [
-            "fetch",
-            "--progress",
-            "--no-tags",
-            "--depth",
-            "1",
-            "origin",
-            commit,
-        ];
+        let fetch = ["fetch", "--progress", "--no-tags", "--depth", "1", "origin", commit];
         if git.run_in(dest, &fetch, true).await?.status.success() {
             return reset_to(git, dest, commit).await;
         }
-        git.log(format!(
-            "could not fetch {commit} by itself; fetching more history"
-        ));
+        git.log(format!("could not fetch {commit} by itself; fetching more history"));
     }
     let deepen = format!("--deepen={DEEPEN_COMMITS}");
     for how in [deepen.as_str(), "--unshallow"] {
@@ -219,13 +157,7 @@ async fn move_to_commit(
         if stdout_of(git, dest, &shallow, "rev-parse").await? != "true" {
             break;
         }
-        let fetched = git
-            .run_in(
-                dest,
-                &["fetch", "--progress", "--no-tags", how, "origin"],
-                true,
-            )
-            .await?;
+        let fetched = git.run_in(dest, &["fetch", "--progress", "--no-tags", how, "origin"], true).await?;
         if !fetched.status.success() {
             return Err(fetched.into_error("fetch"));
         }
@@ -233,23 +165,14 @@ async fn move_to_commit(
             return reset_to(git, dest, &full).await;
         }
     }
-    Err(CheckoutError::CommitNotFound {
-        repo: repo.to_string(),
-        commit: commit.to_string(),
-    })
+    Err(CheckoutError::CommitNotFound { repo: repo.to_string(), commit: commit.to_string() })
 }
 
 /// The full sha `commit` abbreviates, if the clone has it. A ref that happens to be
 /// named like a sha would win in `rev-parse`, hence the prefix check.
-async fn resolve_commit(
-    git: &mut Git<'_>,
-    dest: &Path,
-    commit: &str,
-) -> Result<Option<String>, CheckoutError> {
+async fn resolve_commit(git: &mut Git<'_>, dest: &Path, commit: &str) -> Result<Option<String>, CheckoutError> {
     let spec = format!("{commit}^{{commit}}");
-    let output = git
-        .run_in(dest, &["rev-parse", "--verify", "--quiet", &spec], false)
-        .await?;
+    let output = git.run_in(dest, &["rev-parse", "--verify", "--quiet", &spec], false).await?;
     let full = output.stdout.trim();
     Ok((output.status.success() && full.starts_with(commit)).then(|| full.to_string()))
 }
@@ -257,37 +180,20 @@ async fn resolve_commit(
 /// Moves the checked-out branch itself to the commit, so that tools in the workspace
 /// still see the branch name rather than a detached HEAD.
 async fn reset_to(git: &mut Git<'_>, dest: &Path, commit: &str) -> Result<(), CheckoutError> {
-    let output = git
-        .run_in(dest, &["reset", "--hard", "--quiet", commit, "--"], true)
-        .await?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(output.into_error("reset"))
-    }
+    let output = git.run_in(dest, &["reset", "--hard", "--quiet", commit, "--"], true).await?;
+    if output.status.success() { Ok(()) } else { Err(output.into_error("reset")) }
 }
 
 /// The branch the clone checked out, i.e. the remote's default branch; `None` if the
 /// remote's HEAD is detached.
 async fn current_branch(git: &mut Git<'_>, dest: &Path) -> Result<Option<String>, CheckoutError> {
-    let output = git
-        .run_in(dest, &["symbolic-ref", "--quiet", "--short", "HEAD"], false)
-        .await?;
+    let output = git.run_in(dest, &["symbolic-ref", "--quiet", "--short", "HEAD"], false).await?;
     let branch = output.stdout.trim();
     Ok((output.status.success() && !branch.is_empty()).then(|| branch.to_string()))
 }
 
 /// The trimmed stdout of a git command that must succeed.
-async fn stdout_of(
-    git: &mut Git<'_>,
-    dest: &Path,
-    args: &[&str],
-    action: &str,
-) -> Result<String, CheckoutError> {
+async fn stdout_of(git: &mut Git<'_>, dest: &Path, args: &[&str], action: &str) -> Result<String, CheckoutError> {
     let output = git.run_in(dest, args, false).await?;
-    if output.status.success() {
-        Ok(output.stdout.trim().to_string())
-    } else {
-        Err(output.into_error(action))
-    }
+    if output.status.success() { Ok(output.stdout.trim().to_string()) } else { Err(output.into_error(action)) }
 }

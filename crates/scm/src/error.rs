@@ -60,11 +60,7 @@ pub enum CheckoutError {
 
     /// Any other git failure; `stderr` holds its last lines.
     #[error("git {action} failed ({status}): {stderr}")]
-    Git {
-        action: String,
-        status: ExitStatus,
-        stderr: String,
-    },
+    Git { action: String, status: ExitStatus, stderr: String },
 
     /// An I/O error outside git, e.g. while inspecting the destination.
     #[error("{context}: {source}")]

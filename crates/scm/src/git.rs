@@ -24,13 +24,8 @@ const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
 
 /// Variables that would point git at another repository than the one we name, should
 /// the server itself run inside a git hook or a developer's shell.
-const INHERITED_REPO_VARS: [&str; 5] = [
-    "GIT_DIR",
-    "GIT_WORK_TREE",
-    "GIT_INDEX_FILE",
-    "GIT_OBJECT_DIRECTORY",
-    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
-];
+const INHERITED_REPO_VARS: [&str; 5] =
+    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"];
 
 /// How long git may clean up (it removes a half-made clone on SIGTERM) before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -49,11 +44,7 @@ pub(crate) struct Output {
 impl Output {
     /// The `Git` error for this output, for failures without a more precise variant.
     pub fn into_error(self, action: &str) -> CheckoutError {
-        CheckoutError::Git {
-            action: action.to_string(),
-            status: self.status,
-            stderr: self.stderr,
-        }
+        CheckoutError::Git { action: action.to_string(), status: self.status, stderr: self.stderr }
     }
 }
 
@@ -73,12 +64,7 @@ impl<'a> Git<'a> {
     }
 
     /// Runs `git -C <repo> <args>`; see [`Git::run`].
-    pub async fn run_in(
-        &mut self,
-        repo: &Path,
-        args: &[&str],
-        echo: bool,
-    ) -> Result<Output, CheckoutError> {
+    pub async fn run_in(&mut self, repo: &Path, args: &[&str], echo: bool) -> Result<Output, CheckoutError> {
         let mut all: Vec<OsString> = vec!["-C".into(), repo.into()];
         all.extend(args.iter().map(OsString::from));
         self.run(&all, echo).await
@@ -110,10 +96,7 @@ impl<'a> Git<'a> {
         }
         let mut child = command.spawn().map_err(|source| match source.kind() {
             ErrorKind::NotFound => CheckoutError::GitMissing,
-            _ => CheckoutError::Io {
-                context: "cannot start git".into(),
-                source,
-            },
+            _ => CheckoutError::Io { context: "cannot start git".into(), source },
         })?;
         // Declared after `child` so it is dropped first, while git is still unreaped and
         // its process group id cannot have been reused.
@@ -122,18 +105,14 @@ impl<'a> Git<'a> {
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = echo.then_some(self.log);
 
-        let finished =
-            async { tokio::join!(read_all(stdout), forward_lines(stderr, log), child.wait()) };
+        let finished = async { tokio::join!(read_all(stdout), forward_lines(stderr, log), child.wait()) };
         let outcome = tokio::select! {
             outcome = finished => Some(outcome),
             () = stop_requested(&mut self.stop) => None,
         };
         let Some((stdout, stderr, status)) = outcome else {
             group.signal(Signal::SIGTERM);
-            if tokio::time::timeout(STOP_GRACE, child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(STOP_GRACE, child.wait()).await.is_err() {
                 group.signal(Signal::SIGKILL);
                 let _ = child.wait().await;
             }
@@ -144,10 +123,7 @@ impl<'a> Git<'a> {
             return Err(CheckoutError::Stopped);
         };
         group.disarm();
-        let io_error = |context: &str, source| CheckoutError::Io {
-            context: context.into(),
-            source,
-        };
+        let io_error = |context: &str, source| CheckoutError::Io { context: context.into(), source };
         Ok(Output {
             status: status.map_err(|e| io_error("cannot wait for git", e))?,
             stdout: stdout.map_err(|e| io_error("cannot read git's output", e))?,
@@ -241,22 +217,12 @@ async fn forward_lines(
 
 /// The command line as shown in the task log: passwords redacted, odd arguments quoted.
 fn shown(args: &[OsString]) -> String {
-    args.iter()
-        .map(|arg| quoted(&redact_url(&arg.to_string_lossy())))
-        .collect::<Vec<_>>()
-        .join(" ")
+    args.iter().map(|arg| quoted(&redact_url(&arg.to_string_lossy()))).collect::<Vec<_>>().join(" ")
 }
 
 fn quoted(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,%~".contains(c));
-    if plain {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r"'\''"))
-    }
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@=+,%~".contains(c));
+    if plain { arg.to_string() } else { format!("'{}'", arg.replace('\'', r"'\''")) }
 }
 
 /// Convenience for building argument lists that mix strings and paths.

@@ -17,11 +17,7 @@ pub(crate) fn normalize_commit(commit: &str) -> Result<String, String> {
 /// The address handed to git: absolute paths become `file://` URLs, because git ignores
 /// `--depth` for plain local paths (it hard-links the whole object store instead).
 pub(crate) fn git_url(url: &str) -> String {
-    if url.starts_with('/') {
-        format!("file://{url}")
-    } else {
-        url.to_string()
-    }
+    if url.starts_with('/') { format!("file://{url}") } else { url.to_string() }
 }
 
 /// `url` as shown in logs and errors: the password of `scheme://user:password@host`
@@ -31,9 +27,8 @@ pub(crate) fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some((userinfo, host_and_path)) = rest[..authority_end]
-        .rsplit_once('@')
-        .map(|(userinfo, _)| (userinfo, &rest[userinfo.len() + 1..]))
+    let Some((userinfo, host_and_path)) =
+        rest[..authority_end].rsplit_once('@').map(|(userinfo, _)| (userinfo, &rest[userinfo.len() + 1..]))
     else {
         return url.to_string();
     };
@@ -67,22 +62,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(
-            redact_url("https://bob:s3cret@example.com/a@b.git"),
-            "https://bob:***@example.com/a@b.git"
-        );
-        assert_eq!(
-            redact_url("https://tok@example.com/a"),
-            "https://***@example.com/a"
-        );
-        assert_eq!(
-            redact_url("ssh://git@example.com/a"),
-            "ssh://git@example.com/a"
-        );
-        assert_eq!(
-            redact_url("https://example.com/a@b"),
-            "https://example.com/a@b"
-        );
+        assert_eq!(redact_url("https://bob:s3cret@example.com/a@b.git"), "https://bob:***@example.com/a@b.git");
+        assert_eq!(redact_url("https://tok@example.com/a"), "https://***@example.com/a");
+        assert_eq!(redact_url("ssh://git@example.com/a"), "ssh://git@example.com/a");
+        assert_eq!(redact_url("https://example.com/a@b"), "https://example.com/a@b");
         assert_eq!(redact_url("git@example.com:a"), "git@example.com:a");
     }
 }

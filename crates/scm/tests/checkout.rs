@@ -20,11 +20,7 @@ fn git(dir: &Path, args: &[&str]) -> String {
         .env("LC_ALL", "C")
         .output()
         .expect("git runs");
-    assert!(
-        output.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
@@ -56,12 +52,7 @@ impl Fixture {
         let feature = commit(&repo, "g", "feature work");
         git(&repo, &["checkout", "--quiet", "trunk"]);
         let c3 = commit(&repo, "f", "c3\n\nbody line");
-        Self {
-            _tmp: tmp,
-            repo,
-            trunk: vec![c1, c2, c3],
-            feature,
-        }
+        Self { _tmp: tmp, repo, trunk: vec![c1, c2, c3], feature }
     }
 
     fn url(&self) -> String {
@@ -88,10 +79,7 @@ async fn run(req: &CheckoutRequest) -> (Result<CheckedOut, CheckoutError>, Vec<S
 }
 
 fn unique(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     std::env::temp_dir().join(format!("{name}-{}-{nanos}", std::process::id()))
 }
 
@@ -106,20 +94,12 @@ async fn clones_the_default_branch_at_depth_one() {
     assert_eq!(out.branch.as_deref(), Some("trunk"));
     assert_eq!(out.subject, "c3");
     assert_eq!(out.author, "t <t@example.com>");
-    assert_eq!(
-        std::fs::read_to_string(dest.path().join("f")).unwrap(),
-        "c3\n\nbody line"
-    );
+    assert_eq!(std::fs::read_to_string(dest.path().join("f")).unwrap(), "c3\n\nbody line");
     assert_eq!(git(dest.path(), &["rev-list", "--count", "HEAD"]), "1");
-    let clone_line = format!(
-        "$ git -c advice.detachedHead=false clone --progress --depth 1 --single-branch -- {}",
-        fx.url()
-    );
+    let clone_line =
+        format!("$ git -c advice.detachedHead=false clone --progress --depth 1 --single-branch -- {}", fx.url());
     assert!(log.iter().any(|l| l.starts_with(&clone_line)), "{log:#?}");
-    assert!(
-        log.iter().all(|l| !l.is_empty() && !l.contains('\r')),
-        "{log:#?}"
-    );
+    assert!(log.iter().all(|l| !l.is_empty() && !l.contains('\r')), "{log:#?}");
 }
 
 #[tokio::test]
@@ -132,11 +112,7 @@ async fn clones_a_named_branch() {
     assert_eq!(out.commit, fx.feature);
     assert_eq!(out.branch.as_deref(), Some("feature-x"));
     assert_eq!(out.subject, "feature work");
-    assert!(
-        log.iter()
-            .any(|l| l.contains("--branch feature-x -- file://")),
-        "{log:#?}"
-    );
+    assert!(log.iter().any(|l| l.contains("--branch feature-x -- file://")), "{log:#?}");
 }
 
 #[tokio::test]
@@ -144,45 +120,24 @@ async fn an_absolute_path_is_cloned_shallow_through_file_url() {
     let fx = Fixture::new();
     let dest = TempDir::new().unwrap();
     let repo = fx.repo.to_str().unwrap();
-    let (result, _) = run(&request(
-        repo,
-        Some("trunk"),
-        None,
-        &dest.path().join("sub"),
-    ))
-    .await;
+    let (result, _) = run(&request(repo, Some("trunk"), None, &dest.path().join("sub"))).await;
 
     assert_eq!(result.unwrap().commit, fx.trunk[2]);
-    assert_eq!(
-        git(&dest.path().join("sub"), &["rev-list", "--count", "HEAD"]),
-        "1"
-    );
+    assert_eq!(git(&dest.path().join("sub"), &["rev-list", "--count", "HEAD"]), "1");
 }
 
 #[tokio::test]
 async fn checks_out_an_exact_commit_given_in_full() {
     let fx = Fixture::new();
     let dest = TempDir::new().unwrap();
-    let (result, _) = run(&request(
-        &fx.url(),
-        Some("trunk"),
-        Some(&fx.trunk[0]),
-        dest.path(),
-    ))
-    .await;
+    let (result, _) = run(&request(&fx.url(), Some("trunk"), Some(&fx.trunk[0]), dest.path())).await;
     let out = result.unwrap();
 
     assert_eq!(out.commit, fx.trunk[0]);
     assert_eq!(out.branch.as_deref(), Some("trunk"));
     assert_eq!(out.subject, "c1");
-    assert_eq!(
-        std::fs::read_to_string(dest.path().join("f")).unwrap(),
-        "c1"
-    );
-    assert_eq!(
-        git(dest.path(), &["symbolic-ref", "--short", "HEAD"]),
-        "trunk"
-    );
+    assert_eq!(std::fs::read_to_string(dest.path().join("f")).unwrap(), "c1");
+    assert_eq!(git(dest.path(), &["symbolic-ref", "--short", "HEAD"]), "trunk");
 }
 
 #[tokio::test]
@@ -190,13 +145,7 @@ async fn checks_out_an_abbreviated_commit() {
     let fx = Fixture::new();
     let dest = TempDir::new().unwrap();
     let short = fx.trunk[1][..7].to_uppercase();
-    let (result, _) = run(&request(
-        &fx.url(),
-        Some("trunk"),
-        Some(&short),
-        dest.path(),
-    ))
-    .await;
+    let (result, _) = run(&request(&fx.url(), Some("trunk"), Some(&short), dest.path())).await;
     let out = result.unwrap();
 
     assert_eq!(out.commit, fx.trunk[1]);
@@ -218,13 +167,7 @@ async fn an_unknown_commit_is_commit_not_found() {
     let fx = Fixture::new();
     for unknown in ["0123456789abcdef0123456789abcdef01234567", "0123456"] {
         let dest = TempDir::new().unwrap();
-        let (result, _) = run(&request(
-            &fx.url(),
-            Some("trunk"),
-            Some(unknown),
-            dest.path(),
-        ))
-        .await;
+        let (result, _) = run(&request(&fx.url(), Some("trunk"), Some(unknown), dest.path())).await;
         match result {
             Err(CheckoutError::CommitNotFound { repo, commit }) => {
                 assert_eq!(repo, fx.url());
@@ -239,17 +182,8 @@ async fn an_unknown_commit_is_commit_not_found() {
 async fn a_commit_that_is_not_hex_is_refused() {
     let fx = Fixture::new();
     let dest = TempDir::new().unwrap();
-    let (result, log) = run(&request(
-        &fx.url(),
-        None,
-        Some("--upload-pack=x"),
-        dest.path(),
-    ))
-    .await;
-    assert!(
-        matches!(result, Err(CheckoutError::InvalidCommit { .. })),
-        "{result:?}"
-    );
+    let (result, log) = run(&request(&fx.url(), None, Some("--upload-pack=x"), dest.path())).await;
+    assert!(matches!(result, Err(CheckoutError::InvalidCommit { .. })), "{result:?}");
     assert!(log.is_empty());
 }
 
@@ -260,10 +194,7 @@ async fn a_missing_branch_names_branch_and_repository() {
     let (result, _) = run(&request(&fx.url(), Some("feature-gone"), None, dest.path())).await;
     let error = result.unwrap_err();
 
-    assert!(
-        matches!(error, CheckoutError::BranchNotFound { .. }),
-        "{error:?}"
-    );
+    assert!(matches!(error, CheckoutError::BranchNotFound { .. }), "{error:?}");
     assert_eq!(
         error.to_string(),
         format!(
@@ -279,17 +210,11 @@ async fn a_missing_repository_is_repo_not_found() {
     let tmp = TempDir::new().unwrap();
     let not_a_repo = tmp.path().join("plain");
     std::fs::create_dir(&not_a_repo).unwrap();
-    for repo in [
-        format!("file://{}/nowhere.git", tmp.path().display()),
-        not_a_repo.display().to_string(),
-    ] {
+    for repo in [format!("file://{}/nowhere.git", tmp.path().display()), not_a_repo.display().to_string()] {
         let dest = TempDir::new().unwrap();
         let (result, _) = run(&request(&repo, Some("main"), None, dest.path())).await;
         let error = result.unwrap_err();
-        assert!(
-            matches!(error, CheckoutError::RepoNotFound { .. }),
-            "{error:?}"
-        );
+        assert!(matches!(error, CheckoutError::RepoNotFound { .. }), "{error:?}");
         assert!(error.to_string().contains(&format!("`{repo}`")), "{error}");
     }
 }
@@ -301,10 +226,7 @@ async fn an_empty_repository_is_a_clear_error() {
     let repo = format!("file://{}/empty.git", tmp.path().display());
     let dest = TempDir::new().unwrap();
     let (result, _) = run(&request(&repo, None, None, dest.path())).await;
-    assert!(
-        matches!(result, Err(CheckoutError::EmptyRepo { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(CheckoutError::EmptyRepo { .. })), "{result:?}");
 }
 
 #[tokio::test]
@@ -313,10 +235,7 @@ async fn a_non_empty_destination_is_refused() {
     let dest = TempDir::new().unwrap();
     std::fs::write(dest.path().join("left-over"), "x").unwrap();
     let (result, log) = run(&request(&fx.url(), None, None, dest.path())).await;
-    assert!(
-        matches!(result, Err(CheckoutError::DestNotEmpty { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(CheckoutError::DestNotEmpty { .. })), "{result:?}");
     assert!(log.is_empty());
 }
 
@@ -329,9 +248,7 @@ async fn a_branch_name_with_a_command_substitution_is_refused() {
     let (result, log) = run(&request(&fx.url(), Some(&branch), None, dest.path())).await;
 
     match result {
-        Err(CheckoutError::InvalidBranch {
-            branch: refused, ..
-        }) => assert_eq!(refused, branch),
+        Err(CheckoutError::InvalidBranch { branch: refused, .. }) => assert_eq!(refused, branch),
         other => panic!("{other:?}"),
     }
     assert!(log.is_empty(), "git must not run: {log:#?}");
@@ -392,21 +309,13 @@ async fn stop_kills_a_hanging_clone() {
 
     // The connection was held by `git-remote-http`, a child of git: it must be gone too.
     let mut socket = conn_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = Vec::new();
     let closed = socket.read_to_end(&mut buf);
-    assert!(
-        closed.is_ok(),
-        "git's helper still holds the connection: {closed:?}"
-    );
+    assert!(closed.is_ok(), "git's helper still holds the connection: {closed:?}");
 
     let lines = lines.into_inner().unwrap();
-    assert!(
-        lines.iter().any(|l| l.contains("http://bob:***@127.0.0.1")),
-        "{lines:#?}"
-    );
+    assert!(lines.iter().any(|l| l.contains("http://bob:***@127.0.0.1")), "{lines:#?}");
     assert!(lines.iter().all(|l| !l.contains("s3cret")), "{lines:#?}");
 }
 

@@ -1,0 +1,343 @@
+//! End-to-end facts with real shells (the host executor) and real git: outputs through
+//! `$WHARF_OUTPUT`, variables in the environment, secret masking, stops and timeouts
+//! that end real processes, and the source checkout. These run on the real clock;
+//! each takes well under a few seconds.
+
+mod common;
+
+use common::{Dirs, GitRepo, Recorder, host_engine, pipeline, request, secs, statuses, stop_request, task_record};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use wharf_core::status::Status;
+use wharf_engine::{Engine, EngineConfig, Part};
+use wharf_executor::host::{HostConfig, HostExecutor};
+
+/// A name no other test run uses, for files under /tmp.
+fn unique(prefix: &str) -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    std::env::temp_dir().join(format!("{prefix}-{}-{nanos}", std::process::id()))
+}
+
+/// Whether the process is gone (or a zombie nobody reaped yet, which runs no more).
+fn is_dead(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn outputs_written_to_wharf_output_reach_later_scripts() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        r#"name: outputs
+stages:
+  - name: Build
+    tasks:
+      - name: version
+        type: script
+        outputs: [VERSION]
+        script: |
+          echo "VERSION=1.2.3" >> "$WHARF_OUTPUT"
+          echo "NOTE=built on ${BUILD_ID}" >> "$WHARF_OUTPUT"
+  - name: Publish
+    tasks:
+      - name: publish
+        type: script
+        script: |
+          echo "publishing ${VERSION} (${tasks.version.VERSION})"
+"#,
+    );
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    assert_eq!(
+        task_record(&record, "version").outputs,
+        BTreeMap::from([("NOTE".into(), "built on 7".into()), ("VERSION".into(), "1.2.3".into())])
+    );
+    assert_eq!(recorder.output(Part::Task(1, 0)), ["publishing 1.2.3 (1.2.3)"]);
+}
+
+#[tokio::test]
+async fn a_declared_output_the_script_did_not_write_fails_the_task() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'echo OTHER=1 >> \"$WHARF_OUTPUT\"', outputs: [VERSION]}\n",
+    );
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    let t = task_record(&record, "t");
+    assert_eq!((t.progress.status, t.exit_code), (Status::Failed, Some(0)));
+    assert_eq!(t.reason.as_deref(), Some("declared output VERSION was not written to $WHARF_OUTPUT"));
+    assert!(
+        recorder
+            .lines(Part::Task(0, 0))
+            .contains(&"declared output VERSION was not written to $WHARF_OUTPUT".to_owned())
+    );
+}
+
+#[tokio::test]
+async fn variables_parameters_env_and_escapes_reach_the_shell() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        r#"name: vars
+variables:
+  greeting: hello
+parameters:
+  - {name: WHO, default: world}
+stages:
+  - name: S
+    tasks:
+      - name: t
+        type: script
+        env: {LABEL: "run-${BUILD_ID}"}
+        script: |
+          echo "${greeting} ${WHO} #${BUILD_ID} inc ${SYS_INCREMENT} ${LABEL} in ${PIPELINE_NAME}"
+          X=from-the-shell
+          echo "escaped: $${X}"
+          pwd
+"#,
+    );
+    let mut req = request(p, dirs.existing());
+    req.parameters =
+        engine.prepare(&req.pipeline, &BTreeMap::from([("WHO".into(), "wharf".into())]), &BTreeMap::new()).unwrap();
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    let src = dirs.src().canonicalize().unwrap();
+    assert_eq!(
+        recorder.output(Part::Task(0, 0)),
+        [
+            "hello wharf #7 inc 42 run-7 in vars".to_owned(),
+            "escaped: from-the-shell".to_owned(),
+            src.display().to_string()
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_parameter_holding_shell_code_stays_data() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let marker = unique("pwned-param");
+    let p = pipeline(
+        "name: p\nparameters: [MSG]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'echo \"got ${MSG}\"'}\n",
+    );
+    let hostile = format!("$(touch {}) `touch {}`", marker.display(), marker.display());
+    let mut req = request(p, dirs.existing());
+    req.parameters =
+        engine.prepare(&req.pipeline, &BTreeMap::from([("MSG".into(), hostile.clone())]), &BTreeMap::new()).unwrap();
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded);
+    assert_eq!(recorder.output(Part::Task(0, 0)), [format!("got {hostile}")]);
+    assert!(!marker.exists(), "the parameter ran as code");
+}
+
+#[tokio::test]
+async fn a_secret_echoed_by_a_script_is_masked_everywhere() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        r#"name: secrets
+stages:
+  - name: S
+    tasks:
+      - name: leak
+        type: script
+        secrets: [API_TOKEN]
+        script: |
+          echo "token is $API_TOKEN"
+          echo "to stderr: ${API_TOKEN}" >&2
+          echo "LEAKED=x${API_TOKEN}x" >> "$WHARF_OUTPUT"
+      - name: again
+        type: script
+        script: |
+          echo "copied: ${tasks.leak.LEAKED}"
+          exit 3
+"#,
+    );
+    let secret = "tok-8d1f0c2e9b";
+    let mut req = request(p, dirs.existing());
+    req.secrets = BTreeMap::from([("API_TOKEN".into(), secret.into())]);
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Failed);
+    let mut leak = recorder.output(Part::Task(0, 0));
+    leak.sort();
+    assert_eq!(leak, ["to stderr: ***", "token is ***"]);
+    assert_eq!(recorder.output(Part::Task(0, 1)), ["copied: x***x"]);
+    assert_eq!(task_record(&record, "leak").outputs["LEAKED"], "x***x");
+    for (part, line) in recorder.all_lines() {
+        assert!(!line.contains(secret), "{part:?}: {line}");
+    }
+    assert!(!format!("{record:?}").contains(secret), "the record holds the secret");
+}
+
+#[tokio::test]
+async fn a_stop_kills_the_running_process_group_and_keeps_the_log() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let pid_file = dirs.path().join("sleeper.pid");
+    let p = pipeline(&format!(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - name: t\n        type: script\n        script: |\n          sleep 30 &\n          echo $! > {}\n          echo started\n          wait\n          echo never\n      - {{name: after, type: script, script: 'echo after'}}\n",
+        pid_file.display()
+    ));
+    let recorder = Recorder::new();
+    let started = Instant::now();
+    let waiter = recorder.clone();
+    let record = common::run_stopped_when(
+        &engine,
+        request(p, dirs.existing()),
+        recorder.clone(),
+        async move { waiter.wait_for_line(Part::Task(0, 0), "started").await },
+        stop_request(secs(5)),
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(record.progress.status, Status::Stopped);
+    assert_eq!(common::history(&record, Part::Task(0, 0)), statuses("queued running stopped"));
+    assert_eq!(common::history(&record, Part::Task(0, 1)), statuses("queued skipped"));
+    assert_eq!(recorder.output(Part::Task(0, 0)), ["started"]);
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(is_dead(pid), "the task's background `sleep` ({pid}) outlived the stop");
+}
+
+#[tokio::test]
+async fn a_second_stop_with_a_shorter_grace_hurries_a_process_that_ignores_sigterm() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: \"trap '' TERM; echo ready; sleep 30\"}\n",
+    );
+    let recorder = Recorder::new();
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let started = Instant::now();
+    let run = engine.run(request(p, dirs.existing()), recorder.clone(), stop_rx);
+    let hurry = async {
+        recorder.wait_for_line(Part::Task(0, 0), "ready").await;
+        stop_tx.send_replace(stop_request(secs(60)));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop_tx.send_replace(stop_request(Duration::ZERO));
+        std::future::pending::<()>().await
+    };
+    let record = tokio::select! {
+        record = run => record,
+        () = hurry => unreachable!(),
+    };
+    recorder.assert_consistent_with(&record);
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert_eq!(record.progress.status, Status::Stopped);
+    let lines = recorder.lines(Part::Task(0, 0));
+    assert!(lines.iter().any(|l| l.contains("SIGKILL now")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn a_task_timeout_kills_a_process_that_ignores_sigterm_after_the_timeout_grace() {
+    let host = HostExecutor::new(HostConfig {
+        base_env: vec![("PATH".into(), std::env::var("PATH").unwrap_or_default())],
+        ..HostConfig::default()
+    });
+    let engine = Engine::new(
+        EngineConfig { timeout_grace: Duration::from_millis(500), ..EngineConfig::default() },
+        Arc::new(host),
+    );
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: \"trap '' TERM; sleep 30\", timeout: 1s}\n",
+    );
+    let started = Instant::now();
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(record.progress.status, Status::TimedOut);
+    assert_eq!(task_record(&record, "t").reason.as_deref(), Some("timed out: the task timeout of 1s ran out"));
+    let lines = recorder.lines(Part::Task(0, 0));
+    assert!(lines.iter().any(|l| l.contains("did not exit within 500ms of SIGTERM; sent SIGKILL")), "{lines:?}");
+}
+
+#[tokio::test]
+async fn prepare_refuses_task_types_the_host_executor_cannot_run() {
+    let engine = host_engine();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: Build\n    tasks:\n      - {name: img, type: image, dockerfile: Dockerfile, context: ., image: app, tag: '1', workspace: devops}\n      - {name: ok, type: script, script: x}\n",
+    );
+    let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "Build/img: task type `image` needs the docker executor, which is not built yet; the host executor runs only `script` tasks"
+    );
+}
+
+#[tokio::test]
+async fn the_checkout_comes_first_and_scripts_see_the_commit_and_branch() {
+    let repo = GitRepo::new();
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(&format!(
+        "name: p\nsource: {{repo: '{}', branch: main}}\nstages:\n  - name: S\n    tasks:\n      - {{name: t, type: script, script: 'echo \"${{GIT_BRANCH}} ${{GIT_COMMIT}} ${{GIT_URL}}\"; cat README'}}\n",
+        repo.url()
+    ));
+    let (record, recorder) = common::run(&engine, request(p, dirs.checkout())).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    let checkout = record.checkout.as_ref().unwrap();
+    assert_eq!(common::history(&record, Part::Checkout), statuses("queued running succeeded"));
+    assert_eq!(checkout.commit.as_deref(), Some(repo.commit.as_str()));
+    assert_eq!(checkout.branch.as_deref(), Some("main"));
+    assert_eq!(
+        recorder.output(Part::Task(0, 0)),
+        [format!("main {} {}", repo.commit, repo.url()), "hello from the repo".to_owned()]
+    );
+    // The checkout finished before the first stage began.
+    let changes = recorder.changes();
+    let checked_out = changes.iter().position(|c| *c == (Part::Checkout, Status::Succeeded)).unwrap();
+    let stage_began = changes.iter().position(|c| *c == (Part::Stage(0), Status::Running)).unwrap();
+    assert!(checked_out < stage_began);
+    assert!(recorder.lines(Part::Checkout).iter().any(|l| l.contains(&repo.commit)));
+}
+
+#[tokio::test]
+async fn a_missing_branch_fails_the_run_naming_branch_and_repository() {
+    let repo = GitRepo::new();
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(&format!(
+        "name: p\nsource: {{repo: '{}', branch: no-such-branch}}\nstages:\n  - name: S\n    tasks:\n      - {{name: t, type: script, script: 'echo ran'}}\n  - name: T\n    tasks:\n      - {{name: u, type: script, script: 'echo ran'}}\n",
+        repo.url()
+    ));
+    let (record, recorder) = common::run(&engine, request(p, dirs.checkout())).await;
+    assert_eq!(record.progress.status, Status::Failed);
+    let want = format!(
+        "checkout failed: branch `no-such-branch` does not exist in repository `{}` (it may have been deleted or renamed; edit the pipeline's source branch)",
+        repo.url()
+    );
+    assert_eq!(record.reason.as_deref(), Some(want.as_str()));
+    assert_eq!(common::history(&record, Part::Checkout), statuses("queued running failed"));
+    for part in [Part::Stage(0), Part::Task(0, 0), Part::Stage(1), Part::Task(1, 0)] {
+        assert_eq!(common::history(&record, part), statuses("queued skipped"), "{part:?}");
+    }
+    assert!(recorder.output(Part::Task(0, 0)).is_empty());
+}
+
+#[tokio::test]
+async fn a_branch_parameter_holding_shell_code_fails_cleanly_and_runs_nothing() {
+    let repo = GitRepo::new();
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let marker = unique("pwned-branch");
+    let p = pipeline(&format!(
+        "name: p\nparameters: [{{name: BRANCH, default: main}}]\nsource: {{repo: '{}', branch: '${{BRANCH}}'}}\nstages:\n  - name: S\n    tasks:\n      - {{name: t, type: script, script: 'echo ran'}}\n",
+        repo.url()
+    ));
+    let branch = format!("$(touch {})", marker.display());
+    let mut req = request(p, dirs.checkout());
+    req.parameters =
+        engine.prepare(&req.pipeline, &BTreeMap::from([("BRANCH".into(), branch.clone())]), &BTreeMap::new()).unwrap();
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Failed);
+    let reason = record.reason.clone().unwrap();
+    assert!(reason.starts_with(&format!("checkout failed: branch name `{branch}` is not valid")), "{reason}");
+    assert_eq!(common::history(&record, Part::Task(0, 0)), statuses("queued skipped"));
+    assert!(recorder.output(Part::Task(0, 0)).is_empty());
+    assert!(!marker.exists(), "the branch name ran as code");
+}

@@ -1,0 +1,446 @@
+//! Engine behaviour that a scenario file cannot state: the order of observer calls,
+//! when the executor was called, what it was handed (environment, rendered script),
+//! several runs sharing one engine's slots, and `Engine::prepare`. All on the fake
+//! executor and a paused clock.
+
+mod common;
+
+use common::{
+    Dirs, Recorder, fail_after, ok_after, pipeline, request, secs, statuses, stop_request, task, task_record,
+};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use wharf_core::status::Status;
+use wharf_engine::{Engine, EngineConfig, Part};
+use wharf_executor::fake::{Behavior, FakeExecutor};
+
+fn env_of(spec: &wharf_executor::TaskSpec) -> BTreeMap<String, String> {
+    // Later entries override earlier ones, as the executor applies them.
+    spec.env.iter().cloned().collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_observer_hears_every_change_in_the_order_it_happened() {
+    let fake = FakeExecutor::new();
+    fake.on("a", vec![ok_after(1)]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p
+stages:
+  - name: One
+    tasks:
+      - {name: a, type: script, script: x}
+      - {name: b, type: script, script: x}
+  - name: Two
+    tasks:
+      - {name: c, type: script, script: x}
+",
+    );
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    use Part::*;
+    use Status::*;
+    assert_eq!(
+        recorder.changes(),
+        [
+            (Run, Queued),
+            (Run, Running),
+            (Stage(0), Running),
+            (Task(0, 0), Running),
+            (Task(0, 0), Succeeded),
+            (Task(0, 1), Running),
+            (Task(0, 1), Succeeded),
+            (Stage(0), Succeeded),
+            (Stage(1), Running),
+            (Task(1, 0), Running),
+            (Task(1, 0), Succeeded),
+            (Stage(1), Succeeded),
+            (Run, Succeeded),
+        ]
+    );
+    // The record keeps the same story with times that never go backwards.
+    for part in common::parts(&record) {
+        let progress = match part {
+            Run => &record.progress,
+            Stage(s) => &record.stages[s].progress,
+            Task(s, t) => &record.stages[s].tasks[t].progress,
+            Checkout => unreachable!("no source, no checkout"),
+        };
+        assert!(progress.history.windows(2).all(|w| w[0].at <= w[1].at), "{part:?}");
+    }
+    assert!(record.checkout.is_none());
+    assert_eq!(task_record(&record, "a").exit_code, Some(0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn parallel_tasks_run_at_the_same_time_and_stages_one_after_another() {
+    let fake = FakeExecutor::new();
+    fake.on("unit", vec![ok_after(10)]);
+    fake.on("lint", vec![ok_after(4)]);
+    fake.on("e2e", vec![ok_after(7)]);
+    fake.on("deploy", vec![ok_after(2)]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p
+stages:
+  - name: Test
+    mode: parallel
+    tasks:
+      - {name: unit, type: script, script: x}
+      - {name: lint, type: script, script: x}
+      - {name: e2e, type: script, script: x}
+  - name: Deploy
+    tasks:
+      - {name: deploy, type: script, script: x}
+",
+    );
+    let t0 = Instant::now();
+    let (record, _) = common::run(&engine, request(p, dirs.existing())).await;
+    assert_eq!(record.progress.status, Status::Succeeded);
+    let call = |name: &str| {
+        let calls = fake.calls_of(name);
+        assert_eq!(calls.len(), 1, "{name}");
+        (calls[0].started - t0, calls[0].ended - t0)
+    };
+    assert_eq!(call("unit"), (secs(0), secs(10)));
+    assert_eq!(call("lint"), (secs(0), secs(4)));
+    assert_eq!(call("e2e"), (secs(0), secs(7)));
+    // The next stage waits for the slowest task of the previous one.
+    assert_eq!(call("deploy"), (secs(10), secs(12)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_slot_serialises_a_parallel_stage_and_the_waiting_task_is_pending_meanwhile() {
+    let fake = FakeExecutor::new();
+    fake.on("a", vec![ok_after(10)]);
+    fake.on("b", vec![ok_after(10)]);
+    let engine = common::fake_engine(&fake, EngineConfig { max_parallel_tasks: 1, ..EngineConfig::default() });
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    mode: parallel\n    tasks:\n      - {name: a, type: script, script: x}\n      - {name: b, type: script, script: x}\n",
+    );
+    let t0 = Instant::now();
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    assert_eq!(fake.calls_of("b")[0].started - t0, secs(10));
+    assert_eq!(recorder.transitions(task(&record, "b")), statuses("queued pending running succeeded"));
+    // b was pending before a finished: the waiting shows while it happens.
+    let changes = recorder.changes();
+    let b_pending = changes.iter().position(|c| *c == (Part::Task(0, 1), Status::Pending)).unwrap();
+    let a_done = changes.iter().position(|c| *c == (Part::Task(0, 0), Status::Succeeded)).unwrap();
+    assert!(b_pending < a_done, "{changes:?}");
+}
+
+/// The slot is held by another run on the same engine: the waiting run's stage and
+/// pipeline timeouts count only its own running time.
+#[tokio::test(start_paused = true)]
+async fn time_waiting_for_a_slot_held_by_another_run_counts_against_no_timeout() {
+    let fake = FakeExecutor::new();
+    fake.on("hog", vec![ok_after(50)]);
+    fake.on("work", vec![ok_after(40)]);
+    let engine = common::fake_engine(&fake, EngineConfig { max_parallel_tasks: 1, ..EngineConfig::default() });
+    let (d1, d2) = (Dirs::new(), Dirs::new());
+    let first =
+        pipeline("name: first\nstages:\n  - name: S\n    tasks:\n      - {name: hog, type: script, script: x}\n");
+    let second = pipeline(
+        "name: second\ntimeout: 1\nstages:\n  - name: S\n    timeout: 45s\n    tasks:\n      - {name: work, type: script, script: x, timeout: 41s}\n",
+    );
+    let t0 = Instant::now();
+    let ((r1, _), (r2, rec2)) = tokio::join!(
+        common::run(&engine, request(first, d1.existing())),
+        common::run(&engine, request(second, d2.existing())),
+    );
+    assert_eq!(r1.progress.status, Status::Succeeded);
+    assert_eq!(r2.progress.status, Status::Succeeded, "{:?}", r2.reason);
+    assert_eq!(rec2.transitions(Part::Task(0, 0)), statuses("queued pending running succeeded"));
+    assert_eq!(t0.elapsed(), secs(90), "50s pending, then 40s running");
+}
+
+/// Without the watchdog going first, the engine tossed a coin between starting the
+/// first task and seeing the stop; many runs make a lost toss certain to show.
+#[tokio::test(start_paused = true)]
+async fn a_stop_sent_before_the_run_starts_never_reaches_the_executor() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    for mode in ["sequential", "parallel"] {
+        let p = pipeline(&format!(
+            "name: p\nstages:\n  - name: S\n    mode: {mode}\n    tasks:\n      - {{name: a, type: script, script: x}}\n      - {{name: b, type: script, script: x}}\n"
+        ));
+        for _ in 0..25 {
+            let dirs = Dirs::new();
+            let recorder = Recorder::new();
+            let (_tx, rx) = watch::channel(stop_request(secs(1)));
+            let record = engine.run(request(p.clone(), dirs.existing()), recorder.clone(), rx).await;
+            recorder.assert_consistent_with(&record);
+            assert_eq!(record.progress.status, Status::Stopped);
+            assert_eq!(common::history(&record, Part::Task(0, 0)), statuses("queued skipped"), "{mode}");
+            assert_eq!(common::history(&record, Part::Task(0, 1)), statuses("queued skipped"), "{mode}");
+        }
+    }
+    assert!(fake.calls().is_empty(), "{} attempts started after the stop", fake.calls().len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_ends_the_running_task_at_once_and_keeps_what_it_printed() {
+    let fake = FakeExecutor::new();
+    fake.on(
+        "build",
+        vec![Behavior { runs_for: secs(3600), lines: vec!["step 1".into(), "step 2".into()], ..Behavior::default() }],
+    );
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: build, type: script, script: x}\n      - {name: after, type: script, script: x}\n",
+    );
+    let recorder = Recorder::new();
+    let t0 = Instant::now();
+    let record = common::run_stopped_when(
+        &engine,
+        request(p, dirs.existing()),
+        recorder.clone(),
+        tokio::time::sleep(secs(30)),
+        stop_request(secs(5)),
+    )
+    .await;
+    assert_eq!(record.progress.status, Status::Stopped);
+    assert_eq!(record.reason.as_deref(), Some("stopped by user"));
+    let call = &fake.calls_of("build")[0];
+    assert_eq!(call.ended - t0, secs(30), "the fake obeys SIGTERM at once");
+    assert_eq!(recorder.output(Part::Task(0, 0)), ["step 1", "step 2"]);
+    assert!(fake.calls_of("after").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_run_the_task_again_with_a_new_attempt_number_and_output_file() {
+    let fake = FakeExecutor::new();
+    fake.on("flaky", vec![fail_after(1), fail_after(1), ok_after(1)]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: flaky, type: script, script: x, retries: 2}\n",
+    );
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    let calls = fake.calls_of("flaky");
+    assert_eq!(calls.iter().map(|c| c.spec.attempt).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(calls.iter().map(|c| c.spec.output_file.clone()).collect::<std::collections::BTreeSet<_>>().len(), 3);
+    let rec = task_record(&record, "flaky");
+    assert_eq!((rec.progress.status, rec.attempts, rec.exit_code), (Status::Succeeded, 3, Some(0)));
+    let lines = recorder.lines(Part::Task(0, 0));
+    assert_eq!(
+        lines,
+        ["attempt 1 failed (exit code 1); retrying (2 of 3)", "attempt 2 failed (exit code 1); retrying (3 of 3)"]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn scripts_get_builtins_variables_parameters_and_outputs() {
+    let fake = FakeExecutor::new();
+    fake.on(
+        "version",
+        vec![Behavior {
+            outputs: vec![("VERSION".into(), "1.2.3".into()), ("EXTRA".into(), "x y".into())],
+            ..Behavior::default()
+        }],
+    );
+    fake.on("meta", vec![Behavior { outputs: vec![("EXTRA".into(), "x y".into())], ..Behavior::default() }]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: vars
+variables:
+  reponame: jack-2048
+  image: ${reponame}:${BUILD_ID}
+parameters:
+  - name: TARGET
+    default: staging-${SYS_INCREMENT}
+  - name: REGION
+stages:
+  - name: Build
+    tasks:
+      - {name: version, type: script, script: make, outputs: [VERSION]}
+      - {name: meta, type: script, script: make}
+  - name: Use
+    tasks:
+      - name: use
+        type: script
+        env: {TAG: 'v${VERSION}-${BUILD_ID}', WHERE: '${TARGET}/${REGION}'}
+        script: |
+          echo ${BUILD_ID} ${image} ${VERSION} ${tasks.meta.EXTRA} ${tasks.version.VERSION}
+          echo $${HOME} $HOME
+",
+    );
+    let given = BTreeMap::from([("REGION".to_owned(), "eu".to_owned())]);
+    let params = engine.prepare(&p, &given, &BTreeMap::new()).unwrap();
+    assert_eq!(
+        params,
+        BTreeMap::from([("REGION".into(), "eu".into()), ("TARGET".into(), "staging-${SYS_INCREMENT}".into())])
+    );
+    let mut req = request(p, dirs.existing());
+    req.parameters = params;
+    let (record, _) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    assert_eq!(
+        task_record(&record, "version").outputs,
+        BTreeMap::from([("EXTRA".into(), "x y".into()), ("VERSION".into(), "1.2.3".into())])
+    );
+
+    let spec = fake.calls_of("use")[0].spec.clone();
+    // Values are never pasted into the script: the shell expands them from the
+    // environment, task outputs through generated names; `$${HOME}` reaches it as `${HOME}`.
+    assert_eq!(
+        spec.script,
+        "echo ${BUILD_ID} ${image} ${VERSION} ${WHARF_OUT_0_1_EXTRA} ${WHARF_OUT_0_0_VERSION}\necho ${HOME} $HOME\n"
+    );
+    let env = env_of(&spec);
+    for (key, want) in [
+        ("BUILD_ID", "7"),
+        ("SYS_INCREMENT", "42"),
+        ("PIPELINE_NAME", "vars"),
+        ("RUN_CAUSE", "local run by tester"),
+        ("reponame", "jack-2048"),
+        ("image", "jack-2048:7"),
+        ("TARGET", "staging-42"),
+        ("REGION", "eu"),
+        ("VERSION", "1.2.3"),
+        ("WHARF_OUT_0_1_EXTRA", "x y"),
+        ("WHARF_OUT_0_0_VERSION", "1.2.3"),
+        ("TAG", "v1.2.3-7"),
+        ("WHERE", "staging-42/eu"),
+        ("WHARF_STAGE", "Use"),
+        ("WHARF_TASK", "use"),
+        ("WHARF_RUN", "vars#7"),
+        ("GIT_COMMIT", ""),
+        ("CI", "true"),
+    ] {
+        assert_eq!(env.get(key).map(String::as_str), Some(want), "{key}");
+    }
+    assert_eq!(env["WHARF_OUTPUT"], spec.output_file.display().to_string());
+    assert_eq!(env["WHARF_WORKSPACE"], dirs.src().display().to_string());
+    assert_eq!(spec.workdir, dirs.src());
+    assert!(spec.output_file.starts_with(dirs.path().join("run/outputs")));
+    let stamp = &env["SYS_TIMESTAMP"];
+    assert!(stamp.len() == 14 && stamp.bytes().all(|b| b.is_ascii_digit()), "{stamp}");
+    // Only declared outputs become plain names; the rest are recorded all the same.
+    assert!(!env.contains_key("EXTRA"));
+    assert_eq!(task_record(&record, "meta").outputs["EXTRA"], "x y");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_given_parameter_is_data_not_a_template() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nparameters: [{name: MSG, default: '${BUILD_ID}'}]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'echo ${MSG}', env: {COPY: 'm=${MSG}'}}\n",
+    );
+    let given = BTreeMap::from([("MSG".to_owned(), "${PIPELINE_NAME} $(id)".to_owned())]);
+    let mut req = request(p, dirs.existing());
+    req.parameters = engine.prepare(&req.pipeline, &given, &BTreeMap::new()).unwrap();
+    let (record, _) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded);
+    let env = env_of(&fake.calls_of("t")[0].spec);
+    assert_eq!(env["MSG"], "${PIPELINE_NAME} $(id)");
+    assert_eq!(env["COPY"], "m=${PIPELINE_NAME} $(id)");
+    assert_eq!(record.parameters["MSG"], "${PIPELINE_NAME} $(id)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn secrets_reach_their_task_and_are_masked_in_logs_reasons_and_outputs() {
+    let fake = FakeExecutor::new();
+    fake.on(
+        "login",
+        vec![Behavior {
+            lines: vec!["password is hunter2!".into(), "no secret here".into()],
+            outputs: vec![("TOKEN_COPY".into(), "pre-hunter2!-post".into())],
+            ..Behavior::default()
+        }],
+    );
+    fake.on("later", vec![Behavior { lines: vec!["hunter2!hunter2!".into()], exit_code: 1, ..Behavior::default() }]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: login, type: script, script: x, secrets: [PASSWORD]}\n      - {name: later, type: script, script: 'echo ${tasks.login.TOKEN_COPY}'}\n",
+    );
+    let mut req = request(p, dirs.existing());
+    req.secrets = BTreeMap::from([("PASSWORD".into(), "hunter2!".into())]);
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(env_of(&fake.calls_of("login")[0].spec)["PASSWORD"], "hunter2!");
+    assert!(!env_of(&fake.calls_of("later")[0].spec).contains_key("PASSWORD"), "only tasks that list a secret get it");
+    assert_eq!(recorder.output(Part::Task(0, 0)), ["password is ***", "no secret here"]);
+    assert_eq!(recorder.output(Part::Task(0, 1)), ["******"]);
+    assert_eq!(task_record(&record, "login").outputs["TOKEN_COPY"], "pre-***-post");
+    // The next task still gets the real value to work with.
+    assert_eq!(env_of(&fake.calls_of("later")[0].spec)["WHARF_OUT_0_0_TOKEN_COPY"], "pre-hunter2!-post");
+    for (part, line) in recorder.all_lines() {
+        assert!(!line.contains("hunter2"), "{part:?}: {line}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepare_fills_defaults_and_refuses_unknown_or_missing_parameters_and_secrets() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let p = pipeline(
+        "name: p
+parameters:
+  - {name: TARGET, default: staging}
+  - {name: REGION}
+stages:
+  - name: Build
+    tasks:
+      - {name: push, type: script, script: x, secrets: [TOKEN, KEY]}
+",
+    );
+    let none = BTreeMap::new();
+    let secrets = BTreeMap::from([("TOKEN".to_owned(), "t".to_owned()), ("KEY".to_owned(), "k".to_owned())]);
+    let given = BTreeMap::from([("REGION".to_owned(), "eu".to_owned())]);
+    assert_eq!(
+        engine.prepare(&p, &given, &secrets).unwrap(),
+        BTreeMap::from([("REGION".into(), "eu".into()), ("TARGET".into(), "staging".into())])
+    );
+    let given = BTreeMap::from([("REGION".to_owned(), "eu".to_owned()), ("TARGET".to_owned(), "prod".to_owned())]);
+    assert_eq!(engine.prepare(&p, &given, &secrets).unwrap()["TARGET"], "prod");
+
+    let wrong = BTreeMap::from([("REGOIN".to_owned(), "eu".to_owned())]);
+    let only_token = BTreeMap::from([("TOKEN".to_owned(), "t".to_owned())]);
+    let err = engine.prepare(&p, &wrong, &only_token).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "Build/push: the secret `KEY` is not set\n\
+         unknown parameter `REGOIN`; the pipeline's parameters are: TARGET, REGION\n\
+         parameter `REGION` has no default and was not given (-p REGION=VALUE)"
+    );
+    let bare = pipeline("name: p\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: x}\n");
+    let err =
+        engine.prepare(&bare, &BTreeMap::from([("X".to_owned(), "1".to_owned())]), &none).unwrap_err().to_string();
+    assert_eq!(err, "unknown parameter `X`: this pipeline takes no parameters");
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepare_refuses_task_types_that_cannot_run_here() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let p = pipeline(
+        "name: p
+stages:
+  - name: Build
+    tasks:
+      - {name: img, type: image, dockerfile: Dockerfile, context: ., image: app, tag: '1', workspace: devops}
+      - {name: ok, type: script, script: x}
+      - {name: sign, type: approval, approvers: [admin]}
+",
+    );
+    let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "Build/img: the fake executor does not run `image` tasks\n\
+         Build/sign: `approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet"
+    );
+    let mut image_capable = FakeExecutor::default();
+    image_capable.types = vec!["image"];
+    let engine = Engine::new(EngineConfig::default(), Arc::new(image_capable));
+    let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
+    assert!(!err.contains("img"), "{err}");
+}
