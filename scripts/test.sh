@@ -27,5 +27,3 @@ else
   echo "(cargo-nextest not found; using cargo test)"
   cargo test --workspace --no-fail-fast "$@"
 fi
-# Doc tests (nextest does not run them).
-cargo test --workspace --doc --quiet

@@ -53,16 +53,18 @@ fn pipeline_yaml(tasks: usize) -> String {
     yaml
 }
 
-/// Records when each task started running.
+/// Records when each task started running, and when each one ended.
 #[derive(Default)]
-struct StartTimes(Mutex<Vec<Instant>>);
+struct StartTimes(Mutex<Vec<Instant>>, Mutex<Vec<Instant>>);
 
 impl Observer for StartTimes {
     fn changed(&self, record: &RunRecord, part: Part) {
-        if let Part::Task(s, t) = part
-            && record.stages[s].tasks[t].progress.status == Status::Running
-        {
-            self.0.lock().unwrap().push(Instant::now());
+        if let Part::Task(s, t) = part {
+            match record.stages[s].tasks[t].progress.status {
+                Status::Running => self.0.lock().unwrap().push(Instant::now()),
+                Status::Succeeded => self.1.lock().unwrap().push(Instant::now()),
+                _ => {}
+            }
         }
     }
     fn log(&self, _: Part, _: &LogLine) {}
@@ -115,9 +117,48 @@ fn engine_run(
     let total = started.elapsed();
     assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
     let starts = observer.0.lock().unwrap().clone();
+    let ends = observer.1.lock().unwrap().clone();
+    if std::env::var("BENCH_SPLIT").is_ok() {
+        let running: Vec<Duration> = starts.iter().zip(&ends).map(|(s, e)| *e - *s).collect();
+        let between: Vec<Duration> = ends.iter().zip(starts.iter().skip(1)).map(|(e, s)| *s - *e).collect();
+        eprintln!("split: running median {:?}, between tasks median {:?}", median(running), median(between));
+    }
     let end = started + total;
     let cycles = starts.windows(2).map(|w| w[1] - w[0]).chain(starts.last().map(|s| end - *s)).collect();
     (total, cycles)
+}
+
+/// The host executor alone: the same tasks without the engine around them.
+fn executor_run(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, tasks: usize) -> Duration {
+    use wharf_executor::{Executor, LogSink, TaskSpec};
+    struct Discard;
+    impl LogSink for Discard {
+        fn line(&self, _: LogLine) {}
+    }
+    let executor = HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() });
+    let output_file = dir.join("executor-only.env");
+    std::fs::write(&output_file, b"").unwrap();
+    let sink: Arc<dyn LogSink> = Arc::new(Discard);
+    runtime.block_on(async {
+        let started = Instant::now();
+        for i in 0..tasks {
+            let spec = TaskSpec {
+                run: "bench#0".into(),
+                stage: "Trivial".into(),
+                task: format!("t{i}"),
+                attempt: 1,
+                workdir: dir.to_path_buf(),
+                script: "true".into(),
+                image: None,
+                env: vec![],
+                output_file: output_file.clone(),
+            };
+            let (_tx, rx) = tokio::sync::watch::channel(None);
+            let exit = executor.run(spec, sink.clone(), rx).await.expect("host executor runs");
+            assert!(exit.succeeded());
+        }
+        started.elapsed()
+    })
 }
 
 fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> Duration {
@@ -140,7 +181,11 @@ fn main() {
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let pipeline = Arc::new(wharf_pipeline::parse(&yaml).expect("bench pipeline parses"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = if std::env::var("BENCH_CURRENT").is_ok() {
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+    };
     let cli_available = args.wharf.exists();
 
     // Warm up caches (sh, the page cache) before measuring.
@@ -148,9 +193,10 @@ fn main() {
     let mut rows = Vec::new();
     for rep in 1..=args.reps {
         let (floor_total, floor_each) = floor(args.tasks);
+        let executor_total = executor_run(&runtime, dir.path(), args.tasks);
         let (engine_total, engine_each) = engine_run(&runtime, pipeline.clone(), dir.path(), rep as u64);
         let cli_total = cli_available.then(|| cli_run(&args.wharf, &file, &dir.path().join("data")));
-        rows.push((floor_total, median(floor_each), engine_total, median(engine_each), cli_total));
+        rows.push((floor_total, median(floor_each), executor_total, engine_total, median(engine_each), cli_total));
     }
 
     let n = args.tasks as u32;
@@ -162,19 +208,20 @@ fn main() {
     );
     println!();
     println!(
-        "| rep | floor total ms | floor median/task ms | engine total ms | engine median/task ms | overhead median/task ms | engine/floor | cli total ms | cli/floor |"
+        "| rep | floor total ms | floor median/task ms | executor-only total ms | engine total ms | engine median/task ms | overhead median/task ms | engine/floor | cli total ms | cli/floor |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for (i, (ft, fm, et, em, ct)) in rows.iter().enumerate() {
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, (ft, fm, xt, et, em, ct)) in rows.iter().enumerate() {
         let overhead = em.as_secs_f64() - fm.as_secs_f64();
         let cli = ct
             .map(|c| (ms(c), format!("{:.2}", c.as_secs_f64() / ft.as_secs_f64())))
             .unwrap_or(("-".into(), "-".into()));
         println!(
-            "| {} | {} | {} | {} | {} | {:.3} | {:.2} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.2} | {} | {} |",
             i + 1,
             ms(*ft),
             ms(*fm),
+            ms(*xt),
             ms(*et),
             ms(*em),
             overhead * 1000.0,
@@ -183,10 +230,10 @@ fn main() {
             cli.1
         );
     }
-    let overheads: Vec<f64> = rows.iter().map(|r| r.3.as_secs_f64() - r.1.as_secs_f64()).collect();
+    let overheads: Vec<f64> = rows.iter().map(|r| r.4.as_secs_f64() - r.1.as_secs_f64()).collect();
     let mut sorted = overheads.clone();
     sorted.sort_by(f64::total_cmp);
-    let ratio: Vec<f64> = rows.iter().map(|r| r.2.as_secs_f64() / r.0.as_secs_f64()).collect();
+    let ratio: Vec<f64> = rows.iter().map(|r| r.3.as_secs_f64() / r.0.as_secs_f64()).collect();
     let mut ratio_sorted = ratio.clone();
     ratio_sorted.sort_by(f64::total_cmp);
     println!();

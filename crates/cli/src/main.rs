@@ -137,7 +137,11 @@ fn load(file: &Path) -> Result<Result<Pipeline, String>> {
 fn validate(files: &[PathBuf]) -> Result<ExitCode> {
     let mut ok = true;
     for file in files {
-        match load(file)? {
+        let loaded = match load(file) {
+            Ok(loaded) => loaded,
+            Err(err) => Err(format!("error: {err:#}\n")),
+        };
+        match loaded {
             Ok(p) => {
                 let tasks: usize = p.all_stages().map(|s| s.tasks.len()).sum();
                 println!("{}: ok (pipeline `{}`, {} stages, {tasks} tasks)", file.display(), p.name, p.stages.len());
@@ -245,7 +249,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
     }
     let given = key_values(&args.params, "parameter")?;
     let secrets = secrets(&args)?;
-    let base_env: Vec<(String, String)> = std::env::vars().collect();
+    // A secret taken from the environment reaches only the tasks that list it.
+    let base_env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !secrets.contains_key(k)).collect();
     let executor = Arc::new(HostExecutor::new(HostConfig { base_env, ..HostConfig::default() }));
     let grace = Duration::from_secs(args.grace);
     let engine =

@@ -146,7 +146,8 @@ pub enum ErrorPolicy {
     Stop,
     /// The stage is marked failed and the run carries on.
     Ignore,
-    /// The pipeline's `on_failure` stages run, then the run fails.
+    /// The pipeline's `on_failure` stages run, then the run ends with the stage's status
+    /// (`failed` or `timed_out`).
     Rollback,
 }
 
@@ -166,7 +167,8 @@ pub struct Task {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub retries: u32,
     /// Output keys this task promises to write to `$WHARF_OUTPUT`; later tasks may then
-    /// use `${KEY}`. Undeclared keys are still reachable as `${tasks.<task>.<KEY>}`.
+    /// use `${KEY}`. A task that declares none may write any keys, reachable as
+    /// `${tasks.<task>.<KEY>}`; one that declares some must write those and is held to them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<VarName>,
 }

@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// Names every run defines. `WHARF_OUTPUT` and `WHARF_WORKSPACE` are per task.
+/// Names every run defines. `WHARF_*` and `CI` are per task (set in task fields and
+/// scripts only).
 pub const BUILTINS: &[&str] = &[
     "BUILD_ID",
     "SYS_TIMESTAMP",
@@ -26,6 +27,10 @@ pub const BUILTINS: &[&str] = &[
     "RUN_CAUSE",
     "WHARF_OUTPUT",
     "WHARF_WORKSPACE",
+    "WHARF_RUN",
+    "WHARF_STAGE",
+    "WHARF_TASK",
+    "CI",
 ];
 
 pub fn is_builtin(name: &str) -> bool {

@@ -1,15 +1,30 @@
 //! Timeouts count only `running` time (DESIGN.md §3): a [`RunningClock`] advances
 //! while at least one of the things it watches is running and stands still while
 //! they all wait for a slot.
+//!
+//! Starting and stopping never wakes anyone: [`RunningClock::expired`] sleeps for the
+//! time that is left as if the clock ran all along (running time never exceeds wall
+//! time, so it can only wake early), then looks again. That keeps the per-task cost of
+//! timeouts at two short lock operations.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
+#[derive(Default)]
+struct Inner {
+    running: usize,
+    /// Running time accumulated before `since`.
+    used: Duration,
+    /// When the current running spell began, while `running > 0`.
+    since: Option<Instant>,
+}
+
 /// Counts how many watched things run; [`RunningClock::expired`] waits for the limit.
-#[derive(Clone)]
+/// Clones share the same clock.
+#[derive(Clone, Default)]
 pub struct RunningClock {
-    running: watch::Sender<usize>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 /// Keeps the clock advancing while held.
@@ -19,39 +34,41 @@ pub struct Ticking {
 
 impl Drop for Ticking {
     fn drop(&mut self) {
-        self.clock.running.send_modify(|n| *n -= 1);
-    }
-}
-
-impl Default for RunningClock {
-    fn default() -> Self {
-        RunningClock { running: watch::Sender::new(0) }
+        let mut inner = self.clock.inner.lock().unwrap();
+        inner.running -= 1;
+        if inner.running == 0
+            && let Some(since) = inner.since.take()
+        {
+            inner.used += since.elapsed();
+        }
     }
 }
 
 impl RunningClock {
     pub fn start(&self) -> Ticking {
-        self.running.send_modify(|n| *n += 1);
+        let mut inner = self.inner.lock().unwrap();
+        if inner.running == 0 {
+            inner.since = Some(Instant::now());
+        }
+        inner.running += 1;
+        drop(inner);
         Ticking { clock: self.clone() }
+    }
+
+    /// Running time so far.
+    pub fn used(&self) -> Duration {
+        let inner = self.inner.lock().unwrap();
+        inner.used + inner.since.map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     /// Resolves once the clock has advanced by `limit`.
     pub async fn expired(&self, limit: Duration) {
-        let mut rx = self.running.subscribe();
-        let mut used = Duration::ZERO;
         loop {
-            if *rx.borrow_and_update() > 0 {
-                let since = Instant::now();
-                tokio::select! {
-                    _ = tokio::time::sleep(limit.saturating_sub(used)) => return,
-                    _ = rx.changed() => used += since.elapsed(),
-                }
-                if used >= limit {
-                    return;
-                }
-            } else if rx.changed().await.is_err() {
-                return std::future::pending().await;
+            let used = self.used();
+            if used >= limit {
+                return;
             }
+            tokio::time::sleep(limit - used).await;
         }
     }
 }
@@ -78,6 +95,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(2)).await;
         drop(a);
         drop(b);
+        assert_eq!(clock.used(), Duration::from_secs(6));
         tokio::time::sleep(Duration::from_secs(50)).await; // pending again
         let _c = clock.start();
         let fired = watcher.await.unwrap();

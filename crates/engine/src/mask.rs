@@ -24,6 +24,11 @@ impl Masker {
         Masker { values }
     }
 
+    /// The length of the longest value masked, in bytes.
+    pub fn longest(&self) -> usize {
+        self.values.first().map_or(0, String::len)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.values.is_empty()
     }

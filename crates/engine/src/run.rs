@@ -219,7 +219,12 @@ impl RunState {
     }
 
     fn system(&self, part: Part, text: impl Into<String>) {
-        let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text.into()) };
+        let line = LogLine {
+            continued: false,
+            at: Timestamp::now(),
+            stream: Stream::System,
+            text: self.masker.mask(&text.into()),
+        };
         self.observer.log(part, &line);
     }
 
@@ -370,13 +375,26 @@ impl RunState {
             self.set(part, Status::Skipped, None);
             return Err((ended_status(request.reason), "ended before the checkout".into()));
         }
+        {
+            // The record names what is actually cloned, not the templates.
+            let mut record = self.record.lock().unwrap();
+            if let Some(c) = record.checkout.as_mut() {
+                c.repo = repo.clone();
+                c.branch = branch.clone();
+            }
+        }
         self.set(part, Status::Running, None);
         let _ticking = self.run_clock.start();
         let req =
             wharf_scm::CheckoutRequest { repo, branch, commit: self.request.commit.clone(), dest: self.src.clone() };
         let (abort_tx, abort_rx) = watch::channel(false);
         let log = |text: String| {
-            let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
+            let line = LogLine {
+                continued: false,
+                at: Timestamp::now(),
+                stream: Stream::System,
+                text: self.masker.mask(&text),
+            };
             self.observer.log(part, &line);
         };
         let checkout = wharf_scm::checkout(&req, &log, abort_rx);
@@ -470,7 +488,8 @@ impl RunState {
     /// Log lines about the run itself go to the first task's log of no one; the
     /// observer gets them as run-level system lines.
     fn system_run(&self, text: String) {
-        let line = LogLine { at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
+        let line =
+            LogLine { continued: false, at: Timestamp::now(), stream: Stream::System, text: self.masker.mask(&text) };
         self.observer.log(Part::Run, &line);
     }
 
@@ -737,7 +756,7 @@ impl RunState {
             return (Status::Failed, Some(why), None);
         }
         let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
-        let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part });
+        let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part, carry: Mutex::default() });
         let run = self.executor.run(spec, sink, task_rx);
         tokio::pin!(run);
         let deadline = tokio::time::sleep(task.timeout.map_or(Duration::MAX / 4, |d| d.as_std()));
@@ -803,20 +822,38 @@ impl RunState {
         let TaskKind::Script(script) = &task.kind else {
             return Err(format!("`{}` tasks cannot run yet", task.kind.type_name()));
         };
-        let scope = self.scope.lock().unwrap().clone();
+        let mut scope = self.scope.lock().unwrap().clone();
+        let stage_name = self.record.lock().unwrap().stages[s].name.clone();
+        let per_task = [
+            ("CI", "true".to_owned()),
+            ("WHARF", "true".to_owned()),
+            ("WHARF_OUTPUT", output_file.display().to_string()),
+            ("WHARF_WORKSPACE", self.src.display().to_string()),
+            ("WHARF_RUN", format!("{}#{}", self.pipeline().name, self.request.number)),
+            ("WHARF_STAGE", stage_name.clone()),
+            ("WHARF_TASK", task.name.to_string()),
+        ];
+        for (k, v) in per_task {
+            scope.names.insert(k.to_owned(), v);
+        }
         let render = |field: &str, text: &str| -> Result<String, String> {
             let template = Template::parse(text).map_err(|e| format!("{field}: {}", e.message))?;
             scope.render(&template).map_err(|e| format!("{field}: {e}"))
         };
-        let stage_name = self.record.lock().unwrap().stages[s].name.clone();
-        let mut env: Vec<(String, String)> = vec![("CI".into(), "true".into()), ("WHARF".into(), "true".into())];
-        env.extend(scope.names.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.push(("WHARF_OUTPUT".into(), output_file.display().to_string()));
-        env.push(("WHARF_WORKSPACE".into(), self.src.display().to_string()));
-        env.push(("WHARF_RUN".into(), format!("{}#{}", self.pipeline().name, self.request.number)));
-        env.push(("WHARF_STAGE".into(), stage_name.clone()));
-        env.push(("WHARF_TASK".into(), task.name.to_string()));
+        let mut env: Vec<(String, String)> = scope.names.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let template = Template::parse(&script.script).map_err(|e| format!("script: {}", e.message))?;
+        for r in template.refs() {
+            // The shell would expand a missing output to an empty string; say so instead.
+            if let VarRef::Name(name) = r
+                && !scope.names.contains_key(name)
+                && !task.env.contains_key(name)
+                && !task.secrets.iter().any(|s| s.as_str() == name)
+            {
+                return Err(format!(
+                    "script: `${{{name}}}` has no value (the task that writes it did not run or did not write it)"
+                ));
+            }
+        }
         let task_index = &self.task_index;
         for r in template.refs() {
             if let VarRef::TaskOutput { task: producer, key } = r {
@@ -872,6 +909,8 @@ impl RunState {
             Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
             Err(_) => String::new(), // the task removed it: no outputs
         };
+        // The file may hold secrets in clear; the record keeps the masked values.
+        let _ = std::fs::remove_file(file);
         let parsed = outputs::parse(&text);
         for warning in &parsed.warnings {
             self.system(part, warning);
@@ -915,11 +954,34 @@ fn output_env_name(stage: usize, task: usize, key: &str) -> String {
 struct TaskSink {
     state: Arc<RunState>,
     part: Part,
+    /// Per stream (stdout, stderr): the end of a cut line, held back until the rest
+    /// arrives, so that a secret cut in two is still masked whole.
+    carry: Mutex<[String; 2]>,
 }
 
 impl LogSink for TaskSink {
     fn line(&self, mut line: LogLine) {
-        line.text = self.state.masker.mask(&line.text);
+        let masker = &self.state.masker;
+        let slot = match line.stream {
+            wharf_executor::Stream::Stdout => Some(0),
+            wharf_executor::Stream::Stderr => Some(1),
+            wharf_executor::Stream::System => None,
+        };
+        if let Some(slot) = slot
+            && !masker.is_empty()
+        {
+            let mut carry = self.carry.lock().unwrap();
+            let mut text = std::mem::take(&mut carry[slot]);
+            text.push_str(&line.text);
+            if line.continued {
+                // A secret that crosses the cut starts within its length - 1 bytes of it.
+                let keep = masker.longest().saturating_sub(1);
+                let at = text.floor_char_boundary(text.len().saturating_sub(keep));
+                carry[slot] = text.split_off(at);
+            }
+            line.text = text;
+        }
+        line.text = masker.mask(&line.text);
         self.state.observer.log(self.part, &line);
     }
 }

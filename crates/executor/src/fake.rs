@@ -95,7 +95,12 @@ impl Executor for FakeExecutor {
                 });
             }
             for text in &behavior.lines {
-                logs.line(LogLine { at: jiff::Timestamp::now(), stream: Stream::Stdout, text: text.clone() });
+                logs.line(LogLine {
+                    continued: false,
+                    at: jiff::Timestamp::now(),
+                    stream: Stream::Stdout,
+                    text: text.clone(),
+                });
             }
             if !behavior.outputs.is_empty() {
                 let body: String = behavior.outputs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();

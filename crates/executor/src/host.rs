@@ -371,7 +371,7 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dy
         // "\r\n" arrives in a later read is not split into itself and an empty line.
         while pending.len() - start > MAX_LINE_BYTES + 1 {
             let cut = start + utf8_cut(&pending[start..], MAX_LINE_BYTES);
-            send(logs, stream, at, &pending[start..cut]);
+            send_piece(logs, stream, at, &pending[start..cut], true);
             start = cut;
         }
         pending.drain(..start);
@@ -382,9 +382,14 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dy
 /// Sends one line, decoding it lossily and splitting it on char boundaries into pieces
 /// of at most [`MAX_LINE_BYTES`] (invalid bytes become U+FFFD, which is longer).
 fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
+    send_piece(logs, stream, at, bytes, false);
+}
+
+/// Like [`send`]; `continued` says the line goes on in the next piece.
+fn send_piece(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8], continued: bool) {
     let text = String::from_utf8_lossy(bytes);
     if text.len() <= MAX_LINE_BYTES {
-        logs.line(LogLine { at, stream, text: text.into_owned() });
+        logs.line(LogLine { continued, at, stream, text: text.into_owned() });
         return;
     }
     let mut rest = &*text;
@@ -394,7 +399,7 @@ fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
             cut => cut,
         };
         let (piece, tail) = rest.split_at(cut);
-        logs.line(LogLine { at, stream, text: piece.to_owned() });
+        logs.line(LogLine { continued: continued || !tail.is_empty(), at, stream, text: piece.to_owned() });
         rest = tail;
     }
 }
@@ -416,7 +421,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 fn system(logs: &dyn LogSink, text: String) {
-    logs.line(LogLine { at: Timestamp::now(), stream: Stream::System, text });
+    logs.line(LogLine { continued: false, at: Timestamp::now(), stream: Stream::System, text });
 }
 
 fn reason_text(reason: StopReason) -> &'static str {

@@ -56,6 +56,9 @@ pub struct LogLine {
     pub at: Timestamp,
     pub stream: Stream,
     pub text: String,
+    /// The line was longer than [`MAX_LINE_BYTES`] and goes on in the next line of the
+    /// same stream. Masking uses it to catch a secret cut in two.
+    pub continued: bool,
 }
 
 /// Where an executor sends log lines. Called from any task, in the order lines were

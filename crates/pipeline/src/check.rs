@@ -14,7 +14,7 @@ use wharf_core::vars::{BUILTINS, VarRef, is_builtin};
 
 /// Built-ins known before the checkout.
 const AT_START: &[&str] = &["BUILD_ID", "SYS_TIMESTAMP", "SYS_INCREMENT", "PIPELINE_NAME", "RUN_CAUSE"];
-const PER_TASK: &[&str] = &["WHARF_OUTPUT", "WHARF_WORKSPACE"];
+const PER_TASK: &[&str] = &["WHARF_OUTPUT", "WHARF_WORKSPACE", "WHARF_RUN", "WHARF_STAGE", "WHARF_TASK", "CI"];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 struct At {
@@ -60,6 +60,15 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
                 decl.pos,
                 &decl.path,
                 format!("`{}` is a built-in variable; a secret cannot replace it", decl.name),
+            ));
+        } else if let Some(other) = seen.get(decl.name.as_str()) {
+            out.push(Diagnostic::new(
+                decl.pos,
+                &decl.path,
+                format!(
+                    "the secret `{}` would hide the one defined at line {} ({})",
+                    decl.name, other.pos.line, other.path
+                ),
             ));
         }
     }

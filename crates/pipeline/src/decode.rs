@@ -20,7 +20,8 @@ pub enum Place {
     Variable(usize),
     /// `parameters[i].default`: built-ins known at start only.
     ParameterDefault,
-    /// `source.*`: built-ins known at start, variables, parameters.
+    /// `source.*`: built-ins known at start and parameters (variables are resolved after
+    /// the checkout, so they cannot name what to check out).
     Source,
     /// A task field; `script` is true for the shell code.
     Task { stage: usize, task: usize, rollback: bool, script: bool },
@@ -57,6 +58,8 @@ pub struct Index {
     pub secrets: Vec<Declared>,
     pub stages_pos: Pos,
     pub script_without_image: Vec<Declared>,
+    /// Where `on_error: rollback` was written.
+    pub rollback_policies: Vec<(Pos, String)>,
 }
 
 pub struct Decoder<'s> {
@@ -403,6 +406,15 @@ impl<'s> Decoder<'s> {
             None => Vec::new(),
         };
         let on_failure = f.get("on_failure").map(|n| self.stages(n, "on_failure", true)).unwrap_or_default();
+        if on_failure.is_empty() {
+            for (pos, path) in std::mem::take(&mut self.index.rollback_policies) {
+                self.error(
+                    pos,
+                    &path,
+                    "`on_error: rollback` runs the pipeline's `on_failure` stages, and there are none",
+                );
+            }
+        }
 
         if let (Some(executor), None) = (executor, &default_image)
             && executor != ExecutorKind::Host
@@ -566,6 +578,9 @@ impl<'s> Decoder<'s> {
                 _ => ErrorPolicy::Stop,
             })
         });
+        if on_error == Some(ErrorPolicy::Rollback) && !rollback {
+            self.index.rollback_policies.push((f.get("on_error").map_or(f.pos, |n| n.pos), f.path("on_error")));
+        }
         if rollback && on_error == Some(ErrorPolicy::Rollback) {
             self.error(
                 f.get("on_error").map_or(f.pos, |n| n.pos),
@@ -638,9 +653,11 @@ impl<'s> Decoder<'s> {
         let place = Place::Task { stage, task: index, rollback, script: false };
         let env = f.get("env").map(|n| self.string_map(n, &f.path("env"), Some(place))).unwrap_or_default();
         for key in env.keys() {
+            let pos = f.get("env").map_or(f.pos, |n| n.pos);
             if VarName::new(key.clone()).is_err() {
-                let pos = f.get("env").map_or(f.pos, |n| n.pos);
                 self.error(pos, &f.path("env"), format!("`{key}` is not a valid environment variable name"));
+            } else if wharf_core::vars::is_builtin(key) || key.starts_with("WHARF_") {
+                self.error(pos, &f.path("env"), format!("`{key}` is set by Wharf; choose another name"));
             }
         }
         let secrets = match f.get("secrets") {

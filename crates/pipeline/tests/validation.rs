@@ -261,3 +261,10 @@ fn hostile_documents_fail_fast_and_clearly() {
             .contains("not a valid stage or task name")
     );
 }
+
+#[test]
+fn reserved_env_names_secret_clashes_and_rollback_without_on_failure() {
+    insta::assert_snapshot!(errors(
+        "name: p\nvariables:\n  TOKEN: x\nstages:\n  - name: S\n    on_error: rollback\n    tasks:\n      - name: t\n        type: script\n        env: {WHARF_OUTPUT: /tmp/x, BUILD_ID: '1', OK: fine}\n        secrets: [TOKEN]\n        script: echo ${WHARF_TASK} ${CI} ${OK}\n"
+    ));
+}
