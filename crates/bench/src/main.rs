@@ -13,6 +13,10 @@
 //!    task's start to the next one's (so the engine's own work between tasks counts);
 //! 3. cli: `wharf run --quiet` of the same pipeline as a fresh process, records and
 //!    log files included.
+//!
+//! Also the host executor alone (no engine) as a column, to tell the executor's cost
+//! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
+//! spends `running` and the median gap between one task's end and the next's start.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -181,11 +185,7 @@ fn main() {
     let file = dir.path().join("bench.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let pipeline = Arc::new(wharf_pipeline::parse(&yaml).expect("bench pipeline parses"));
-    let runtime = if std::env::var("BENCH_CURRENT").is_ok() {
-        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
-    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let cli_available = args.wharf.exists();
 
     // Warm up caches (sh, the page cache) before measuring.
