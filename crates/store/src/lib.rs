@@ -1,0 +1,505 @@
+//! Durable storage for the server: pipelines and their immutable versions, runs with
+//! their full records (every transition with its time), the per-pipeline counters
+//! (`BUILD_ID`, `SYS_INCREMENT`), and task logs as append-only files ([`logs`]).
+//!
+//! One [`Store`] type with the database behind it; SQLite (WAL) today. The SQL is
+//! plain and portable and the times are epoch milliseconds, so a PostgreSQL backend
+//! is a second set of migrations and a second pool variant, not a redesign.
+//!
+//! Start with [`Store::open`], then the pipeline methods, then the run methods.
+
+pub mod logs;
+mod migrate;
+
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+use wharf_core::run::RunRecord;
+use wharf_core::status::Status;
+
+/// What went wrong in storage. `NotFound` and `Conflict` are for callers to turn into
+/// 404 and 409; `Database` and `Corrupt` are server faults.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A stored record does not parse any more (a bug or a hand edit).
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A pipeline's row, with its latest version number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PipelineRow {
+    pub id: i64,
+    pub project: String,
+    pub name: String,
+    pub active: bool,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VersionRow {
+    pub version: i64,
+    pub source: String,
+    pub created_at: i64,
+}
+
+/// A run as listed: what a table row needs, without the record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub number: i64,
+    pub version: i64,
+    pub status: Status,
+    pub retry_of: Option<i64>,
+    pub commit: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A run with its full record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRow {
+    pub summary: RunSummary,
+    pub pipeline: String,
+    pub record: RunRecord,
+}
+
+/// A new run's identity, allocated atomically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewRun {
+    pub id: i64,
+    pub number: i64,
+    pub increment: i64,
+}
+
+pub fn now_ms() -> i64 {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or a path) and
+    /// brings its schema up to date.
+    pub async fn open(url: &str) -> Result<Store> {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses nothing when the process dies (only on power loss).
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        migrate::run(&pool).await?;
+        Ok(Store { pool })
+    }
+
+    pub async fn setting(&self, key: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(key)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- pipelines ----
+
+    /// Creates a pipeline with its first version. A name already used in the project is
+    /// a `Conflict`.
+    pub async fn create_pipeline(&self, project: &str, name: &str, source: &str) -> Result<PipelineRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO pipelines (project, name, active, version, created_at, updated_at) VALUES (?, ?, 1, 1, ?, ?)",
+        )
+        .bind(project)
+        .bind(name)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await;
+        let id = match inserted {
+            Ok(done) => done.last_insert_rowid(),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!(
+                    "a pipeline named `{name}` already exists in project `{project}`"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        sqlx::query("INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) VALUES (?, 1, ?, ?)")
+            .bind(id)
+            .bind(source)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.pipeline(id).await
+    }
+
+    /// Saves a new version; renaming to a name in use is a `Conflict`.
+    pub async fn add_version(&self, id: i64, name: &str, source: &str) -> Result<PipelineRow> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let renamed = sqlx::query("UPDATE pipelines SET version = version + 1, name = ?, updated_at = ? WHERE id = ?")
+            .bind(name)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await;
+        match renamed {
+            Ok(done) if done.rows_affected() == 0 => return Err(StoreError::NotFound(format!("pipeline {id}"))),
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("a pipeline named `{name}` already exists")));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        sqlx::query(
+            "INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) \
+             SELECT id, version, ?, ? FROM pipelines WHERE id = ?",
+        )
+        .bind(source)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.pipeline(id).await
+    }
+
+    pub async fn pipeline(&self, id: i64) -> Result<PipelineRow> {
+        let row = sqlx::query(
+            "SELECT id, project, name, active, version, created_at, updated_at FROM pipelines WHERE id = ?",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {id}")))?;
+        Ok(pipeline_row(&row))
+    }
+
+    /// Finds a pipeline by name; `project` narrows it down when names repeat.
+    pub async fn pipeline_by_name(&self, name: &str, project: Option<&str>) -> Result<PipelineRow> {
+        let rows = sqlx::query(
+            "SELECT id, project, name, active, version, created_at, updated_at FROM pipelines \
+             WHERE name = ? AND (? IS NULL OR project = ?) ORDER BY id LIMIT 2",
+        )
+        .bind(name)
+        .bind(project)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        match rows.as_slice() {
+            [one] => Ok(pipeline_row(one)),
+            [] => Err(StoreError::NotFound(format!("pipeline `{name}`"))),
+            _ => Err(StoreError::Conflict(format!(
+                "several projects have a pipeline named `{name}`; use its id or name the project"
+            ))),
+        }
+    }
+
+    /// A page of pipelines, by name, with the total count.
+    pub async fn pipelines(&self, limit: i64, offset: i64) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
+        let rows = sqlx::query(
+            "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, \
+                    r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at \
+             FROM pipelines p LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
+             ORDER BY p.project, p.name LIMIT ? OFFSET ?",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&self.pool).await?.get(0);
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let last = match row.get::<Option<i64>, _>(7) {
+                Some(_) => Some(summary_at(row, 7)?),
+                None => None,
+            };
+            out.push((pipeline_row(row), last));
+        }
+        Ok((out, total))
+    }
+
+    pub async fn versions(&self, id: i64) -> Result<Vec<VersionRow>> {
+        let rows = sqlx::query(
+            "SELECT version, source, created_at FROM pipeline_versions WHERE pipeline_id = ? ORDER BY version DESC",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| VersionRow { version: r.get(0), source: r.get(1), created_at: r.get(2) }).collect())
+    }
+
+    pub async fn version(&self, id: i64, version: i64) -> Result<VersionRow> {
+        let row = sqlx::query(
+            "SELECT version, source, created_at FROM pipeline_versions WHERE pipeline_id = ? AND version = ?",
+        )
+        .bind(id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("version {version} of pipeline {id}")))?;
+        Ok(VersionRow { version: row.get(0), source: row.get(1), created_at: row.get(2) })
+    }
+
+    pub async fn set_active(&self, id: i64, active: bool) -> Result<PipelineRow> {
+        let done = sqlx::query("UPDATE pipelines SET active = ?, updated_at = ? WHERE id = ?")
+            .bind(active)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pipeline {id}")));
+        }
+        self.pipeline(id).await
+    }
+
+    /// Deletes a pipeline with its versions and runs; refuses while a run is not over.
+    pub async fn delete_pipeline(&self, id: i64) -> Result<Vec<i64>> {
+        let mut tx = self.pool.begin().await?;
+        let active: i64 = sqlx::query(
+            "SELECT COUNT(*) FROM runs WHERE pipeline_id = ? AND status IN ('queued', 'pending', 'running', 'waiting')",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?
+        .get(0);
+        if active > 0 {
+            return Err(StoreError::Conflict(format!(
+                "the pipeline has {active} run(s) in progress; stop them before deleting it"
+            )));
+        }
+        let runs: Vec<i64> = sqlx::query("SELECT id FROM runs WHERE pipeline_id = ?")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let done = sqlx::query("DELETE FROM pipelines WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("pipeline {id}")));
+        }
+        tx.commit().await?;
+        Ok(runs)
+    }
+
+    // ---- runs ----
+
+    /// Allocates the next `BUILD_ID` and `SYS_INCREMENT` of a pipeline and stores the
+    /// run's first record, in one transaction. `make_record` builds the record from the
+    /// allocated numbers.
+    pub async fn create_run(
+        &self,
+        pipeline_id: i64,
+        version: i64,
+        retry_of: Option<i64>,
+        make_record: impl FnOnce(NewRun) -> RunRecord,
+    ) -> Result<(NewRun, RunRecord)> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE pipelines SET last_number = last_number + 1, increment = increment + 1 WHERE id = ? \
+             RETURNING last_number, increment",
+        )
+        .bind(pipeline_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id}")))?;
+        let (number, increment): (i64, i64) = (row.get(0), row.get(1));
+        // The id is allocated by the insert; the record is written with it right after.
+        let placeholder = sqlx::query(
+            "INSERT INTO runs (pipeline_id, number, version, status, retry_of, record, created_at, updated_at) \
+             VALUES (?, ?, ?, 'queued', ?, '{}', ?, ?)",
+        )
+        .bind(pipeline_id)
+        .bind(number)
+        .bind(version)
+        .bind(retry_of)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let new = NewRun { id: placeholder.last_insert_rowid(), number, increment };
+        let record = make_record(new);
+        let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        sqlx::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
+            .bind(json)
+            .bind(record.progress.status.as_str())
+            .bind(new.id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((new, record))
+    }
+
+    /// Writes a run's record (and the columns derived from it).
+    pub async fn save_record(&self, run_id: i64, record: &RunRecord) -> Result<()> {
+        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let commit = record.checkout.as_ref().and_then(|c| c.commit.clone());
+        sqlx::query(
+            "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? WHERE id = ?",
+        )
+        .bind(json)
+        .bind(record.progress.status.as_str())
+        .bind(commit)
+        .bind(now_ms())
+        .bind(run_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, id: i64) -> Result<RunRow> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.id = ?")))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("run {id}")))?;
+        run_row(&row)
+    }
+
+    /// A page of a pipeline's runs, newest first, with the total count.
+    pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, pipeline_id, number, version, status, retry_of, commit_sha, created_at, updated_at \
+             FROM runs WHERE pipeline_id = ? ORDER BY number DESC LIMIT ? OFFSET ?",
+        )
+        .bind(pipeline_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let runs = rows.iter().map(|r| summary_at(r, 0)).collect::<Result<Vec<_>>>()?;
+        // Numbers may have gaps after retention; the total is of the runs kept.
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM runs WHERE pipeline_id = ?")
+            .bind(pipeline_id)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok((runs, total))
+    }
+
+    /// Runs in any of `statuses`, oldest first (recovery, the queue).
+    pub async fn runs_with_status(&self, statuses: &[Status]) -> Result<Vec<RunRow>> {
+        let list: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        // The status strings are our own constants, never user input.
+        let sql = format!("{RUN_SELECT} WHERE r.status IN ({}) ORDER BY r.id", list.join(", "));
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(run_row).collect()
+    }
+
+    /// Counts runs by status (for metrics).
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Finished runs beyond the newest `keep` of a pipeline, or older than
+    /// `before_ms`: what a retention policy would delete.
+    pub async fn expired_runs(&self, pipeline_id: i64, keep: Option<i64>, before_ms: Option<i64>) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE pipeline_id = ? \
+               AND status NOT IN ('queued', 'pending', 'running', 'waiting') \
+               AND ((? IS NOT NULL AND number <= (SELECT MAX(number) FROM runs WHERE pipeline_id = ?) - ?) \
+                 OR (? IS NOT NULL AND updated_at < ?)) \
+             ORDER BY id",
+        )
+        .bind(pipeline_id)
+        .bind(keep)
+        .bind(pipeline_id)
+        .bind(keep)
+        .bind(before_ms)
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn delete_runs(&self, ids: &[i64]) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for id in ids {
+            sqlx::query("DELETE FROM runs WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every pipeline id (for retention sweeps).
+    pub async fn pipeline_ids(&self) -> Result<Vec<i64>> {
+        let rows = sqlx::query("SELECT id FROM pipelines ORDER BY id").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Direct access for bulk loading in benchmarks and tests.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \
+     r.created_at, r.updated_at, p.name, r.record FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
+
+fn pipeline_row(row: &sqlx::sqlite::SqliteRow) -> PipelineRow {
+    PipelineRow {
+        id: row.get(0),
+        project: row.get(1),
+        name: row.get(2),
+        active: row.get(3),
+        version: row.get(4),
+        created_at: row.get(5),
+        updated_at: row.get(6),
+    }
+}
+
+fn summary_at(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<RunSummary> {
+    let status: String = row.get(at + 4);
+    Ok(RunSummary {
+        id: row.get(at),
+        pipeline_id: row.get(at + 1),
+        number: row.get(at + 2),
+        version: row.get(at + 3),
+        status: status.parse().map_err(|e: wharf_core::status::UnknownStatus| StoreError::Corrupt(e.to_string()))?,
+        retry_of: row.get(at + 5),
+        commit: row.get(at + 6),
+        created_at: row.get(at + 7),
+        updated_at: row.get(at + 8),
+    })
+}
+
+fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+    let summary = summary_at(row, 0)?;
+    let json: String = row.get(10);
+    let record = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("the record of run {}: {e}", summary.id)))?;
+    Ok(RunRow { summary, pipeline: row.get(9), record })
+}

@@ -1,0 +1,41 @@
+//! Schema migrations, embedded in the binary and applied in order at start, each in
+//! its own transaction. A database newer than this binary is refused rather than
+//! guessed at.
+
+use crate::{Result, StoreError};
+use sqlx::{Row, SqlitePool};
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+
+pub async fn run(pool: &SqlitePool) -> Result<()> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let current: i64 =
+        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(pool).await?.get(0);
+    let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+    if current > newest {
+        return Err(StoreError::Corrupt(format!(
+            "the database has schema version {current}, newer than this Wharf knows ({newest}); use a newer Wharf"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        let mut tx = pool.begin().await?;
+        for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment_only(s)) {
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut *tx).await?;
+        }
+        sqlx::query("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)")
+            .bind(version)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn is_comment_only(statement: &str) -> bool {
+    statement.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with("--"))
+}
