@@ -114,6 +114,8 @@ fn engine_run(
         secrets: BTreeMap::new(),
         workspace: Workspace::Existing { src: dir.to_path_buf(), run_dir: dir.join(format!("run{number}")) },
         commit: None,
+        resume: None,
+        created_at: None,
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();

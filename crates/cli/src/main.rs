@@ -7,6 +7,7 @@
 
 mod local;
 mod report;
+mod serve;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -32,6 +33,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the Wharf server: REST API, live logs, the run queue.
+    Serve(serve::ServeArgs),
     /// Run a pipeline here and now, without a server.
     Run(RunArgs),
     /// Check pipeline files and report every problem with its line and column.
@@ -101,6 +104,13 @@ fn main() -> ExitCode {
         Command::Validate { files } => validate(&files),
         Command::Init { name, output } => init(&name, &output),
         Command::Runs { pipeline, data_dir, limit } => runs(&pipeline, &data_dir, limit),
+        Command::Serve(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+            match runtime {
+                Ok(runtime) => runtime.block_on(serve::serve(args)).map(|()| ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Run(args) => {
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
             match runtime {
@@ -284,6 +294,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         secrets,
         workspace,
         commit: None,
+        resume: None,
+        created_at: None,
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

@@ -46,6 +46,24 @@ pub struct Pipeline {
     /// the initial node"); the run then ends `failed`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub on_failure: Vec<Stage>,
+    /// Start the run again (as a new record) when the server restarts under it,
+    /// instead of failing it with "interrupted by server restart".
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_on_restart: bool,
+    /// How many finished runs (and for how long) the server keeps; the server's global
+    /// policy applies where this says nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<Retention>,
+}
+
+/// A retention policy: finished runs beyond `runs` (newest kept) or older than `days`
+/// are deleted with their logs and workspaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
 }
 
 impl Pipeline {
@@ -439,6 +457,8 @@ mod tests {
             notify: vec![],
             stages: vec![],
             on_failure: vec![],
+            retry_on_restart: false,
+            retention: None,
         };
         assert_eq!(p.effective_timeout(), crate::duration::MAX);
         p.timeout = Some(Duration::ZERO);

@@ -11,6 +11,8 @@ pub mod mask;
 pub mod outputs;
 mod run;
 
+pub use run::initial_record;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -63,6 +65,32 @@ pub struct RunRequest {
     pub workspace: Workspace,
     /// Check out exactly this commit (re-runs, webhook events).
     pub commit: Option<String>,
+    /// Retry from the failed stage of an earlier run (its workspace is `workspace`).
+    pub resume: Option<Resume>,
+    /// When the run was accepted (its `queued` time); now when `None`.
+    pub created_at: Option<jiff::Timestamp>,
+}
+
+/// What a retry takes over from the run it retries: the stages before `from_stage`
+/// are not run again; they are recorded as skipped ("succeeded in run #N") and their
+/// outputs are available as if they had just run. The checkout is not repeated.
+#[derive(Clone, Debug)]
+pub struct Resume {
+    pub previous: RunRecord,
+    pub from_stage: usize,
+}
+
+impl Resume {
+    /// Where to retry `previous` from: its first main stage that did not succeed.
+    /// `None` when every stage succeeded (nothing to retry).
+    pub fn from_failed_stage(previous: RunRecord) -> Option<Resume> {
+        let from_stage = previous
+            .stages
+            .iter()
+            .filter(|s| !s.rollback)
+            .position(|s| s.progress.status != wharf_core::status::Status::Succeeded)?;
+        Some(Resume { previous, from_stage })
+    }
 }
 
 /// Which part of the record an [`Observer`] call is about.

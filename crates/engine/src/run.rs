@@ -50,32 +50,13 @@ pub(crate) async fn execute(
     observer: Arc<dyn Observer>,
     external: StopRx,
 ) -> RunRecord {
-    let now = Timestamp::now();
     // Tasks run in `src`, so every path handed to them must be absolute.
     let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
     let (src, run_dir) = match &request.workspace {
         Workspace::Checkout { dir } => (absolute(dir).join("src"), absolute(dir)),
         Workspace::Existing { src, run_dir } => (absolute(src), absolute(run_dir)),
     };
-    let record = RunRecord {
-        pipeline: request.pipeline.name.to_string(),
-        number: request.number,
-        cause: request.cause.clone(),
-        parameters: request.parameters.clone(),
-        progress: Progress::new(now),
-        reason: None,
-        checkout: match (&request.workspace, &request.pipeline.source) {
-            (Workspace::Checkout { .. }, Some(source)) => Some(CheckoutRecord {
-                repo: source.repo.clone(),
-                branch: source.branch.clone(),
-                commit: None,
-                progress: Progress::new(now),
-                reason: None,
-            }),
-            _ => None,
-        },
-        stages: request.pipeline.stages.iter().map(|s| stage_record(s, false, now)).collect(),
-    };
+    let record = initial_record(&request);
     let state = Arc::new(RunState {
         masker: Masker::new(request.secrets.values().map(String::as_str)),
         config: engine.config.clone(),
@@ -106,6 +87,37 @@ pub(crate) async fn execute(
         _ = state.clone().body(run_rx) => {}
     }
     state.record.lock().unwrap().clone()
+}
+
+/// The record of a run that has not started: `queued` at `request.created_at`, every
+/// stage and task `queued`. The server stores it when a run is accepted; the engine
+/// starts from it.
+pub fn initial_record(request: &RunRequest) -> RunRecord {
+    let now = request.created_at.unwrap_or_else(Timestamp::now);
+    RunRecord {
+        pipeline: request.pipeline.name.to_string(),
+        number: request.number,
+        cause: request.cause.clone(),
+        parameters: request.parameters.clone(),
+        progress: Progress::new(now),
+        reason: None,
+        checkout: match (&request.workspace, &request.pipeline.source, &request.resume) {
+            (_, Some(_), Some(resume)) => resume.previous.checkout.clone().map(|c| CheckoutRecord {
+                progress: Progress::new(now),
+                reason: None,
+                ..c
+            }),
+            (Workspace::Checkout { .. }, Some(source), None) => Some(CheckoutRecord {
+                repo: source.repo.clone(),
+                branch: source.branch.clone(),
+                commit: None,
+                progress: Progress::new(now),
+                reason: None,
+            }),
+            _ => None,
+        },
+        stages: request.pipeline.stages.iter().map(|s| stage_record(s, false, now)).collect(),
+    }
 }
 
 fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> StageRecord {
@@ -330,6 +342,19 @@ impl RunState {
                 self.scope.lock().unwrap().names.insert(p.name.to_string(), value);
             }
         }
+        if let Some(resume) = &self.request.resume
+            && let Some(previous) = &resume.previous.checkout
+        {
+            let mut scope = self.scope.lock().unwrap();
+            scope.names.insert("GIT_URL".into(), previous.repo.clone());
+            scope.names.insert("GIT_BRANCH".into(), previous.branch.clone().unwrap_or_default());
+            scope.names.insert("GIT_COMMIT".into(), previous.commit.clone().unwrap_or_default());
+            drop(scope);
+            if self.record.lock().unwrap().checkout.is_some() {
+                let why = format!("reused the workspace of run #{}", resume.previous.number);
+                self.set(Part::Checkout, Status::Skipped, Some(why));
+            }
+        }
         let fresh_dir = match &self.request.workspace {
             Workspace::Checkout { dir } => Some(dir.clone()),
             Workspace::Existing { .. } => None,
@@ -343,7 +368,7 @@ impl RunState {
             std::fs::create_dir_all(&dir)
                 .map_err(|e| (Status::Failed, format!("cannot create the workspace {}: {e}", dir.display())))?;
         }
-        if let (Some(source), Some(_)) = (&pipeline.source, fresh_dir) {
+        if let (Some(source), Some(_), None) = (&pipeline.source, fresh_dir, &self.request.resume) {
             self.checkout(source, run_rx).await?;
         }
         for v in &pipeline.variables {
@@ -443,6 +468,12 @@ impl RunState {
         let mut outcome: (Status, Option<String>) = (Status::Succeeded, None);
         let mut ignored = Vec::new();
         for (s, stage) in pipeline.stages.iter().enumerate() {
+            if let Some(resume) = &self.request.resume
+                && s < resume.from_stage
+            {
+                self.reuse_stage(s, &resume.previous);
+                continue;
+            }
             if run_rx.borrow().is_some() {
                 self.skip_stages_from(s);
                 return (Status::Stopped, None);
@@ -483,6 +514,33 @@ impl RunState {
             outcome.1 = Some(format!("succeeded with failed stages ignored: {}", ignored.join(", ")));
         }
         outcome
+    }
+
+    /// Takes over a stage that succeeded in the run being retried: recorded as skipped,
+    /// its outputs restored into the record and the scope.
+    fn reuse_stage(&self, s: usize, previous: &RunRecord) {
+        let why = format!("succeeded in run #{}", previous.number);
+        let tasks = self.request.pipeline.stages[s].tasks.clone();
+        for (t, task) in tasks.iter().enumerate() {
+            let outputs = previous
+                .stages
+                .get(s)
+                .and_then(|st| st.tasks.iter().find(|pt| pt.name == task.name.as_str()))
+                .map(|pt| pt.outputs.clone())
+                .unwrap_or_default();
+            {
+                let mut scope = self.scope.lock().unwrap();
+                for declared in &task.outputs {
+                    if let Some(value) = outputs.get(declared.as_str()) {
+                        scope.names.insert(declared.to_string(), value.clone());
+                    }
+                }
+                scope.outputs.insert(task.name.to_string(), outputs.clone());
+            }
+            self.record.lock().unwrap().stages[s].tasks[t].outputs = outputs;
+            self.set(Part::Task(s, t), Status::Skipped, Some(why.clone()));
+        }
+        self.set(Part::Stage(s), Status::Skipped, Some(why));
     }
 
     /// Log lines about the run itself go to the first task's log of no one; the

@@ -109,6 +109,8 @@ const PIPELINE_FIELDS: &[&str] = &[
     "notify",
     "stages",
     "on_failure",
+    "retry_on_restart",
+    "retention",
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description"];
@@ -406,6 +408,14 @@ impl<'s> Decoder<'s> {
             None => Vec::new(),
         };
         let on_failure = f.get("on_failure").map(|n| self.stages(n, "on_failure", true)).unwrap_or_default();
+        let retry_on_restart =
+            f.get("retry_on_restart").and_then(|n| self.bool(n, "retry_on_restart")).unwrap_or(false);
+        let retention = f.get("retention").and_then(|n| {
+            let r = self.fields(n, "retention", &["runs", "days"], "a retention policy (`runs`, `days`)")?;
+            let runs = r.get("runs").and_then(|v| self.uint(v, "retention.runs", 1..=1_000_000));
+            let days = r.get("days").and_then(|v| self.uint(v, "retention.days", 1..=36_500));
+            Some(Retention { runs, days })
+        });
         if on_failure.is_empty() {
             for (pos, path) in std::mem::take(&mut self.index.rollback_policies) {
                 self.error(
@@ -445,6 +455,8 @@ impl<'s> Decoder<'s> {
             notify,
             stages,
             on_failure,
+            retry_on_restart,
+            retention,
         })
     }
 

@@ -72,6 +72,8 @@ pub struct RunSummary {
     pub commit: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `SYS_INCREMENT` of this run.
+    pub increment: i64,
 }
 
 /// A run with its full record.
@@ -228,7 +230,8 @@ impl Store {
     pub async fn pipelines(&self, limit: i64, offset: i64) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
         let rows = sqlx::query(
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, \
-                    r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at \
+                    r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
+                    r.increment \
              FROM pipelines p LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
              ORDER BY p.project, p.name LIMIT ? OFFSET ?",
         )
@@ -323,6 +326,7 @@ impl Store {
         pipeline_id: i64,
         version: i64,
         retry_of: Option<i64>,
+        commit: Option<&str>,
         make_record: impl FnOnce(NewRun) -> RunRecord,
     ) -> Result<(NewRun, RunRecord)> {
         let now = now_ms();
@@ -338,13 +342,15 @@ impl Store {
         let (number, increment): (i64, i64) = (row.get(0), row.get(1));
         // The id is allocated by the insert; the record is written with it right after.
         let placeholder = sqlx::query(
-            "INSERT INTO runs (pipeline_id, number, version, status, retry_of, record, created_at, updated_at) \
-             VALUES (?, ?, ?, 'queued', ?, '{}', ?, ?)",
+            "INSERT INTO runs (pipeline_id, number, increment, version, status, retry_of, commit_sha, record, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?)",
         )
         .bind(pipeline_id)
         .bind(number)
+        .bind(increment)
         .bind(version)
         .bind(retry_of)
+        .bind(commit)
         .bind(now)
         .bind(now)
         .execute(&mut *tx)
@@ -391,7 +397,7 @@ impl Store {
     /// A page of a pipeline's runs, newest first, with the total count.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
         let rows = sqlx::query(
-            "SELECT id, pipeline_id, number, version, status, retry_of, commit_sha, created_at, updated_at \
+            "SELECT id, pipeline_id, number, version, status, retry_of, commit_sha, created_at, updated_at, increment \
              FROM runs WHERE pipeline_id = ? ORDER BY number DESC LIMIT ? OFFSET ?",
         )
         .bind(pipeline_id)
@@ -467,7 +473,7 @@ impl Store {
 }
 
 const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \
-     r.created_at, r.updated_at, p.name, r.record FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
+     r.created_at, r.updated_at, r.increment, p.name, r.record FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
 
 fn pipeline_row(row: &sqlx::sqlite::SqliteRow) -> PipelineRow {
     PipelineRow {
@@ -493,13 +499,14 @@ fn summary_at(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<RunSummary> {
         commit: row.get(at + 6),
         created_at: row.get(at + 7),
         updated_at: row.get(at + 8),
+        increment: row.get(at + 9),
     })
 }
 
 fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
     let summary = summary_at(row, 0)?;
-    let json: String = row.get(10);
+    let json: String = row.get(11);
     let record = serde_json::from_str(&json)
         .map_err(|e| StoreError::Corrupt(format!("the record of run {}: {e}", summary.id)))?;
-    Ok(RunRow { summary, pipeline: row.get(9), record })
+    Ok(RunRow { summary, pipeline: row.get(10), record })
 }

@@ -55,7 +55,7 @@ async fn run_numbers_and_increments_are_allocated_once_even_concurrently() {
     for _ in 0..20 {
         let store = store.clone();
         handles.push(tokio::spawn(async move {
-            store.create_run(p.id, 1, None, |new| record("app", new.number)).await.unwrap().0
+            store.create_run(p.id, 1, None, None, |new| record("app", new.number)).await.unwrap().0
         }));
     }
     let mut numbers = Vec::new();
@@ -77,7 +77,7 @@ async fn run_numbers_and_increments_are_allocated_once_even_concurrently() {
 async fn records_round_trip_and_drive_status_and_deletion_rules() {
     let (_dir, store) = store().await;
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
-    let (new, mut rec) = store.create_run(p.id, 1, None, |n| record("app", n.number)).await.unwrap();
+    let (new, mut rec) = store.create_run(p.id, 1, None, None, |n| record("app", n.number)).await.unwrap();
     rec.progress.advance(Status::Running, jiff::Timestamp::now()).unwrap();
     store.save_record(new.id, &rec).await.unwrap();
     let row = store.run(new.id).await.unwrap();
@@ -100,7 +100,7 @@ async fn retention_finds_runs_beyond_the_count_or_older_than_the_age() {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..5 {
-        let (new, mut rec) = store.create_run(p.id, 1, None, |n| record("app", n.number)).await.unwrap();
+        let (new, mut rec) = store.create_run(p.id, 1, None, None, |n| record("app", n.number)).await.unwrap();
         rec.progress.advance(Status::Running, jiff::Timestamp::now()).unwrap();
         rec.progress.advance(Status::Failed, jiff::Timestamp::now()).unwrap();
         store.save_record(new.id, &rec).await.unwrap();

@@ -243,6 +243,8 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         secrets: BTreeMap::new(),
         workspace,
         commit: None,
+        resume: None,
+        created_at: None,
     }
 }
 

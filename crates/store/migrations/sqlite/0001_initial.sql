@@ -27,7 +27,8 @@ CREATE TABLE runs (
     version     INTEGER NOT NULL,
     status      TEXT    NOT NULL,
     retry_of    INTEGER,
-    commit_sha  TEXT,
+    commit_sha  TEXT,                       -- the commit asked for (re-runs), then the one checked out
+    increment   INTEGER NOT NULL DEFAULT 0, -- SYS_INCREMENT of this run
     record      TEXT    NOT NULL,           -- the RunRecord as JSON: every transition with its time
     created_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,

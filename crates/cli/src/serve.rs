@@ -1,0 +1,160 @@
+//! `wharf serve`: configuration layered as built-in defaults, then the config file
+//! (TOML), then `WHARF_*` environment variables, then flags; unknown config keys are
+//! warned about, not ignored silently.
+
+use anyhow::{Context, Result, bail};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wharf_server::{Server, ServerConfig};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// A TOML config file (keys: listen, data_dir, database_url, executor,
+    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, [retention] runs, days,
+    /// workspaces).
+    #[arg(long, env = "WHARF_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "WHARF_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the database, logs and workspaces live [default: ./wharf-data].
+    #[arg(long, env = "WHARF_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `sqlite://PATH` [default: sqlite://<data-dir>/wharf.db].
+    #[arg(long, env = "WHARF_DATABASE_URL")]
+    database_url: Option<String>,
+    /// host | docker | kubernetes [default: docker when a Docker socket answers, else host].
+    #[arg(long, env = "WHARF_EXECUTOR")]
+    executor: Option<String>,
+    /// Tasks running at once across all runs [default: 8].
+    #[arg(long, env = "WHARF_MAX_PARALLEL_TASKS")]
+    max_parallel_tasks: Option<usize>,
+    /// Grace between SIGTERM and SIGKILL when stopping, e.g. `10s` [default: 10s].
+    #[arg(long, env = "WHARF_STOP_GRACE")]
+    stop_grace: Option<String>,
+    /// Per-task log cap in MB [default: 100].
+    #[arg(long, env = "WHARF_LOG_CAP_MB")]
+    log_cap_mb: Option<u64>,
+    /// text | json [default: text].
+    #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "text")]
+    log_format: String,
+}
+
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "executor",
+    "max_parallel_tasks",
+    "stop_grace",
+    "log_cap_mb",
+    "admin_token",
+    "retention",
+];
+
+fn file_config(path: &Path) -> Result<toml::Table> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let table: toml::Table = text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?;
+    for key in table.keys() {
+        if !KEYS.contains(&key.as_str()) {
+            eprintln!("warning: {}: unknown key `{key}` ignored (known: {})", path.display(), KEYS.join(", "));
+        }
+    }
+    Ok(table)
+}
+
+fn duration(text: &str, what: &str) -> Result<Duration> {
+    // Durations here are seconds when bare (unlike pipeline timeouts, which are minutes).
+    if let Ok(secs) = text.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    Ok(wharf_core::Duration::parse(text).with_context(|| format!("{what}: `{text}`"))?.as_std())
+}
+
+pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
+    let file = match &args.config {
+        Some(path) => file_config(path)?,
+        None => toml::Table::new(),
+    };
+    let s = |key: &str| file.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let n = |key: &str| file.get(key).and_then(|v| v.as_integer());
+    let data_dir =
+        args.data_dir.clone().or(s("data_dir").map(PathBuf::from)).unwrap_or_else(|| PathBuf::from("wharf-data"));
+    let mut config = ServerConfig::new(data_dir);
+    if let Some(listen) = args.listen.or(s("listen").map(|l| l.parse()).transpose().context("listen")?) {
+        config.listen = listen;
+    }
+    config.database_url = args.database_url.clone().or(s("database_url"));
+    if let Some(url) = &config.database_url
+        && !url.starts_with("sqlite:")
+    {
+        bail!(
+            "database_url `{url}`: only sqlite:// is supported in this build (PostgreSQL comes with the replicas issue)"
+        );
+    }
+    match args.executor.clone().or(s("executor")).as_deref() {
+        None | Some("host") => {}
+        Some(other @ ("docker" | "kubernetes")) => {
+            bail!("the {other} executor is not built yet; run with --executor host")
+        }
+        Some(other) => bail!("unknown executor `{other}`: expected host, docker or kubernetes"),
+    }
+    if let Some(n) = args.max_parallel_tasks.or(n("max_parallel_tasks").map(|v| v as usize)) {
+        config.max_parallel_tasks = n.max(1);
+    }
+    if let Some(grace) = args.stop_grace.clone().or(s("stop_grace")).or(n("stop_grace").map(|v| v.to_string())) {
+        config.stop_grace = duration(&grace, "stop_grace")?;
+    }
+    if let Some(mb) = args.log_cap_mb.or(n("log_cap_mb").map(|v| v as u64)) {
+        config.log_cap_bytes = mb.max(1) * 1_000_000;
+    }
+    config.admin_token = std::env::var("WHARF_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(s("admin_token"));
+    if let Some(retention) = file.get("retention").and_then(|v| v.as_table()) {
+        let get = |k: &str| retention.get(k).and_then(|v| v.as_integer()).map(|v| v as u32);
+        config.keep_runs = get("runs");
+        config.keep_days = get("days");
+        if let Some(w) = get("workspaces") {
+            config.keep_workspaces = w;
+        }
+    }
+    for (var, slot) in [("WHARF_KEEP_RUNS", &mut config.keep_runs), ("WHARF_KEEP_DAYS", &mut config.keep_days)] {
+        if let Ok(v) = std::env::var(var) {
+            *slot = Some(v.parse().with_context(|| format!("{var}=`{v}` is not a number"))?);
+        }
+    }
+    config.host_env = std::env::vars().filter(|(k, _)| k != "WHARF_ADMIN_TOKEN").collect();
+    Ok(config)
+}
+
+fn init_logging(format: &str) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("WHARF_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        "json" => builder.json().init(),
+        "text" => builder.init(),
+        other => bail!("--log-format `{other}`: expected text or json"),
+    }
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> Result<()> {
+    init_logging(&args.log_format)?;
+    let config = config(&args)?;
+    let server = Server::start(config).await?;
+    if let Some(token) = &server.generated_token {
+        eprintln!(
+            "\nwharf: first start — the admin API token is shown once, store it now:\n\n    {token}\n\n\
+             (set WHARF_ADMIN_TOKEN to choose your own)\n"
+        );
+    }
+    println!("wharf listening on http://{}", server.addr);
+    server.wait().await?;
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Task logs over HTTP: the whole run as one text download, a plain tail from a byte
+//! offset (for scripts), and a live Server-Sent Events stream whose event ids are byte
+//! offsets, so a client that reconnects with `Last-Event-ID` gets every line exactly
+//! once. `{task}` is a task's name, or `@checkout` / `@run` for those logs.
+
+use super::AppStateRef;
+use crate::AppState;
+use crate::error::{ApiResult, AppError};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use wharf_core::status::Status;
+use wharf_store::RunRow;
+use wharf_store::logs::LogKey;
+
+/// The most one tail or one read of the stream returns.
+const CHUNK: usize = 1024 * 1024;
+
+fn parse_run(id: &str) -> ApiResult<i64> {
+    id.parse::<i64>().map_err(|_| AppError::NotFound(format!("run `{id}`")))
+}
+
+/// Which log `{task}` names, and the status of what writes it.
+fn resolve(row: &RunRow, task: &str) -> ApiResult<(LogKey, Status)> {
+    match task {
+        "@run" => Ok((LogKey::Run, row.record.progress.status)),
+        "@checkout" => {
+            let status = row.record.checkout.as_ref().map_or(Status::Skipped, |c| c.progress.status);
+            Ok((LogKey::Checkout, status))
+        }
+        name => row
+            .record
+            .stages
+            .iter()
+            .enumerate()
+            .find_map(|(s, stage)| {
+                stage
+                    .tasks
+                    .iter()
+                    .position(|t| t.name == name)
+                    .map(|t| (LogKey::Task(s, t), stage.tasks[t].progress.status))
+            })
+            .ok_or_else(|| AppError::NotFound(format!("task `{name}` in run #{}", row.summary.number))),
+    }
+}
+
+/// `GET /runs/{id}/tasks/{task}/log?offset=N`: whole lines from byte N. Headers:
+/// `X-Log-Size` (bytes so far), `X-Next-Offset`, `X-More-Data: true` while the task
+/// may still write or more is stored than this answer holds.
+pub async fn tail(
+    State(state): AppStateRef,
+    Path((id, task)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let row = state.store.run(parse_run(&id)?).await?;
+    let (key, status) = resolve(&row, &task)?;
+    let offset = match query.get("offset") {
+        None => 0,
+        Some(text) => text
+            .parse::<u64>()
+            .map_err(|_| AppError::invalid("bad offset", "offset", format!("`{text}` is not a byte offset")))?,
+    };
+    let run_id = row.summary.id;
+    let size = state.logs.size(run_id, key);
+    let bytes = state.logs.read_from(run_id, key, offset, CHUNK).map_err(|e| AppError::Internal(e.to_string()))?;
+    let next = offset + bytes.len() as u64;
+    let more = !status.is_terminal() || next < size;
+    let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-log-size", HeaderValue::from(size));
+    headers.insert("x-next-offset", HeaderValue::from(next));
+    headers.insert("x-more-data", HeaderValue::from_static(if more { "true" } else { "false" }));
+    Ok(response)
+}
+
+/// `GET /runs/{id}/log`: every log of the run, in order, as one text file.
+pub async fn whole_run(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let row = state.store.run(parse_run(&id)?).await?;
+    let run_id = row.summary.id;
+    let mut out = Vec::new();
+    let mut section = |title: String, key: LogKey| {
+        out.extend_from_slice(format!("===== {title} =====\n").as_bytes());
+        let mut offset = 0;
+        loop {
+            let chunk = state.logs.read_from(run_id, key, offset, CHUNK).unwrap_or_default();
+            if chunk.is_empty() {
+                break;
+            }
+            offset += chunk.len() as u64;
+            out.extend_from_slice(&chunk);
+        }
+    };
+    let record = &row.record;
+    section(format!("{} #{} {}", record.pipeline, record.number, record.progress.status), LogKey::Run);
+    if let Some(c) = &record.checkout {
+        section(format!("checkout {} {}", c.repo, c.progress.status), LogKey::Checkout);
+    }
+    for (s, stage) in record.stages.iter().enumerate() {
+        for (t, task) in stage.tasks.iter().enumerate() {
+            section(format!("{}/{} {}", stage.name, task.name, task.progress.status), LogKey::Task(s, t));
+        }
+    }
+    let disposition = format!("attachment; filename=\"{}-{}.log\"", record.pipeline, record.number);
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
+        out,
+    )
+        .into_response())
+}
+
+struct Follow {
+    state: Arc<AppState>,
+    run_id: i64,
+    key: LogKey,
+    task: String,
+    offset: u64,
+    lines: VecDeque<(u64, String)>,
+    ended: bool,
+}
+
+impl Follow {
+    /// The next event: a line (id = the byte offset after it), or `end` once the log
+    /// is complete.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some((id, line)) = self.lines.pop_front() {
+                // CR would end the SSE field early; the stored log keeps it.
+                return Some(Event::default().id(id.to_string()).data(line.replace('\r', " ")));
+            }
+            if self.ended {
+                return None;
+            }
+            let chunk = self.state.logs.read_from(self.run_id, self.key, self.offset, CHUNK).unwrap_or_default();
+            if !chunk.is_empty() {
+                let mut at = self.offset;
+                for line in chunk.split_inclusive(|b| *b == b'\n') {
+                    at += line.len() as u64;
+                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    self.lines.push_back((at, text));
+                }
+                self.offset = at;
+                continue;
+            }
+            // Nothing new on disk: wait for the writer, or finish if it is done.
+            match self.state.live.subscribe(self.run_id, self.key) {
+                Some(mut rx) => {
+                    let state = *rx.borrow_and_update();
+                    if state.closed && state.size <= self.offset {
+                        self.ended = true;
+                    } else if state.size <= self.offset {
+                        let _ = tokio::time::timeout(Duration::from_secs(5), rx.changed()).await;
+                    }
+                }
+                None => {
+                    // Not being written by this process: over, or not started yet.
+                    let done = match self.state.store.run(self.run_id).await {
+                        Ok(row) => resolve(&row, &self.task).map_or(true, |(_, status)| status.is_terminal()),
+                        Err(_) => true,
+                    };
+                    if done && self.state.logs.size(self.run_id, self.key) <= self.offset {
+                        self.ended = true;
+                    } else if !done {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+            if self.ended {
+                return Some(Event::default().event("end").data(""));
+            }
+        }
+    }
+}
+
+/// `GET /runs/{id}/tasks/{task}/log/stream`: the log as Server-Sent Events, live.
+pub async fn stream(
+    State(state): AppStateRef,
+    Path((id, task)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let row = state.store.run(parse_run(&id)?).await?;
+    let (key, _) = resolve(&row, &task)?;
+    let resume =
+        headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(query.get("offset").cloned());
+    let offset = match resume {
+        None => 0,
+        Some(text) => text.trim().parse::<u64>().map_err(|_| {
+            AppError::invalid("bad resume point", "Last-Event-ID", format!("`{text}` is not a byte offset"))
+        })?,
+    };
+    let follow = Follow {
+        state: state.clone(),
+        run_id: row.summary.id,
+        key,
+        task,
+        offset,
+        lines: VecDeque::new(),
+        ended: false,
+    };
+    let events = futures_util::stream::unfold(follow, |mut follow| async move {
+        follow.next().await.map(|event| (Ok::<_, Infallible>(event), follow))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response())
+}

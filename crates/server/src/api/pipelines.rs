@@ -1,0 +1,262 @@
+//! `/api/v1/pipelines`: create (YAML or JSON, or from scratch), list, show with
+//! versions, update (a new version), copy, activate/deactivate, delete, and the
+//! stored YAML. `?run=true` on create and update is "save and run".
+
+use super::{AppStateRef, Page, Paged, created, json_body, text_body};
+use crate::AppState;
+use crate::error::{ApiResult, AppError};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use wharf_core::run::Cause;
+use wharf_store::{PipelineRow, RunSummary};
+
+pub const DEFAULT_PROJECT: &str = "admin";
+
+/// Finds a pipeline by id (digits) or by name (`?project=` when names repeat).
+pub async fn find(state: &AppState, key: &str, query: &HashMap<String, String>) -> ApiResult<PipelineRow> {
+    match key.parse::<i64>() {
+        Ok(id) => Ok(state.store.pipeline(id).await?),
+        Err(_) => Ok(state.store.pipeline_by_name(key, query.get("project").map(String::as_str)).await?),
+    }
+}
+
+#[derive(Serialize)]
+struct Saved {
+    id: i64,
+    name: String,
+    project: String,
+    version: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<crate::dispatch::Accepted>,
+}
+
+fn wants_run(query: &HashMap<String, String>) -> ApiResult<bool> {
+    match query.get("run").map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(AppError::invalid("bad query", "run", format!("`{other}`: expected true or false"))),
+    }
+}
+
+async fn save_and_maybe_run(state: &AppState, row: PipelineRow, run: bool) -> ApiResult<Saved> {
+    let run = if run {
+        let cause = Cause::Manual { user: "admin".into() };
+        Some(state.dispatcher.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?)
+    } else {
+        None
+    };
+    Ok(Saved { id: row.id, name: row.name, project: row.project, version: row.version, run })
+}
+
+fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, String>) -> ApiResult<String> {
+    match (pipeline.project.as_deref(), query.get("project")) {
+        (Some(a), Some(b)) if a != b => Err(AppError::invalid(
+            "conflicting projects",
+            "project",
+            format!("the pipeline says project `{a}` but the request says `{b}`"),
+        )),
+        (Some(p), _) => Ok(p.to_owned()),
+        (None, Some(p)) => Ok(p.clone()),
+        (None, None) => Ok(DEFAULT_PROJECT.to_owned()),
+    }
+}
+
+/// `POST /pipelines`: the body is pipeline YAML, or the same fields as JSON (JSON is
+/// YAML, so one parser reports positions for both).
+pub async fn create(
+    State(state): AppStateRef,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let text = text_body(&body)?;
+    let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
+    let project = project_of(&pipeline, &query)?;
+    let row = state.store.create_pipeline(&project, pipeline.name.as_str(), text).await?;
+    Ok(created(save_and_maybe_run(&state, row, wants_run(&query)?).await?))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Scratch {
+    name: String,
+    project: Option<String>,
+}
+
+/// `POST /pipelines/scratch {"name"}`: a new pipeline with the four default stages.
+pub async fn create_from_scratch(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+    let request: Scratch = json_body(&body)?;
+    let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
+        .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
+    let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
+    let row = state.store.create_pipeline(&project, &request.name, &yaml).await?;
+    Ok(created(save_and_maybe_run(&state, row, false).await?))
+}
+
+#[derive(Serialize)]
+struct Listed {
+    #[serde(flatten)]
+    pipeline: PipelineRow,
+    last_run: Option<RunSummary>,
+}
+
+pub async fn list(State(state): AppStateRef, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let page = Page::from_query(&query)?;
+    let (rows, total) = state.store.pipelines(page.limit, page.offset()).await?;
+    let items = rows.into_iter().map(|(pipeline, last_run)| Listed { pipeline, last_run }).collect();
+    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
+}
+
+#[derive(Serialize)]
+struct VersionInfo {
+    version: i64,
+    created_at: i64,
+}
+
+#[derive(Serialize)]
+struct Shown {
+    #[serde(flatten)]
+    pipeline: PipelineRow,
+    description: Option<String>,
+    definition: serde_json::Value,
+    versions: Vec<VersionInfo>,
+    active_runs: Vec<i64>,
+    last_run: Option<RunSummary>,
+}
+
+pub async fn show(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let row = find(&state, &key, &query).await?;
+    let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    let versions = state.store.versions(row.id).await?;
+    let (last, _) = state.store.runs(row.id, 1, 0).await?;
+    let shown = Shown {
+        description: model.description.clone(),
+        definition: serde_json::to_value(&*model).map_err(|e| AppError::Internal(e.to_string()))?,
+        versions: versions.into_iter().map(|v| VersionInfo { version: v.version, created_at: v.created_at }).collect(),
+        active_runs: state.dispatcher.active_numbers(row.id),
+        last_run: last.into_iter().next(),
+        pipeline: row,
+    };
+    Ok(axum::Json(shown).into_response())
+}
+
+/// `PUT /pipelines/{key}`: a new version (the old ones stay, and runs keep theirs).
+pub async fn update(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let row = find(&state, &key, &query).await?;
+    let text = text_body(&body)?;
+    let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
+    if let Some(project) = &pipeline.project
+        && project != &row.project
+    {
+        return Err(AppError::invalid(
+            "a pipeline cannot move between projects",
+            "project",
+            format!("the pipeline is in project `{}`; copy it to create one in `{project}`", row.project),
+        ));
+    }
+    let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
+    let saved = save_and_maybe_run(&state, row, wants_run(&query)?).await?;
+    Ok(axum::Json(saved).into_response())
+}
+
+pub async fn delete(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let row = find(&state, &key, &query).await?;
+    if !state.dispatcher.active_numbers(row.id).is_empty() {
+        return Err(AppError::Conflict(format!(
+            "pipeline `{}` has runs in progress; stop them before deleting it",
+            row.name
+        )));
+    }
+    let runs = state.store.delete_pipeline(row.id).await?;
+    for run in runs {
+        let _ = state.logs.remove_run(run);
+        let _ = std::fs::remove_dir_all(state.config.data_dir.join("workspaces").join(run.to_string()));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CopyRequest {
+    name: String,
+}
+
+/// `POST /pipelines/{key}/copy {"name"}`: the same definition (stages, timeout, all of
+/// it) under a new name, in the same project.
+pub async fn copy(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: CopyRequest = json_body(&body)?;
+    if request.name.is_empty() {
+        return Err(AppError::invalid("the copy needs a name", "name", "give the new pipeline's name"));
+    }
+    let row = find(&state, &key, &query).await?;
+    let source = state.store.version(row.id, row.version).await?.source;
+    let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
+    let copy = state.store.create_pipeline(&row.project, &request.name, &text).await?;
+    Ok(created(save_and_maybe_run(&state, copy, false).await?))
+}
+
+async fn set_active(
+    state: Arc<AppState>,
+    key: String,
+    query: HashMap<String, String>,
+    active: bool,
+) -> ApiResult<Response> {
+    let row = find(&state, &key, &query).await?;
+    let row = state.store.set_active(row.id, active).await?;
+    Ok(axum::Json(row).into_response())
+}
+
+pub async fn activate(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    set_active(state, key, query, true).await
+}
+
+pub async fn deactivate(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    set_active(state, key, query, false).await
+}
+
+/// `GET /pipelines/{key}/yaml[?version=N]`: the definition as it was saved.
+pub async fn yaml(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let row = find(&state, &key, &query).await?;
+    let version = match query.get("version") {
+        None => row.version,
+        Some(v) => v
+            .parse::<i64>()
+            .map_err(|_| AppError::invalid("bad query", "version", format!("`{v}` is not a version number")))?,
+    };
+    let source = state.store.version(row.id, version).await?.source;
+    Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], source).into_response())
+}

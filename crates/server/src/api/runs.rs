@@ -1,0 +1,151 @@
+//! Runs: start (with parameters), list (newest first, paginated), detail, stop,
+//! re-run (the record's own version, parameters and commit) and retry from the failed
+//! stage (a new record that skips what succeeded and reuses its outputs and workspace).
+
+use super::pipelines::find;
+use super::{AppStateRef, Page, Paged, created, json_body};
+use crate::error::{ApiResult, AppError};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use wharf_core::run::{Cause, Progress};
+use wharf_store::RunRow;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct StartRequest {
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+}
+
+pub async fn start(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let request: StartRequest = json_body(&body)?;
+    let row = find(&state, &key, &query).await?;
+    let cause = Cause::Manual { user: "admin".into() };
+    let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
+    Ok(created(accepted))
+}
+
+pub async fn list(
+    State(state): AppStateRef,
+    Path(key): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let page = Page::from_query(&query)?;
+    let row = find(&state, &key, &query).await?;
+    let (items, total) = state.store.runs(row.id, page.limit, page.offset()).await?;
+    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
+}
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse::<i64>().map_err(|_| AppError::NotFound(format!("run `{id}`")))
+}
+
+/// Timestamps a person reads: start, end and duration beside the full history.
+fn times(progress: &Progress) -> Value {
+    let now = jiff::Timestamp::now();
+    json!({
+        "started_at": progress.started_at(),
+        "finished_at": progress.finished_at(),
+        "duration_ms": progress.wall_time(now).map(|d| d.as_millis() as u64),
+    })
+}
+
+fn merge(target: &mut Value, extra: Value) {
+    if let (Value::Object(t), Value::Object(e)) = (target, extra) {
+        t.extend(e);
+    }
+}
+
+/// The run as the API shows it: the stored record, with ids and per-part times.
+pub fn view(row: &RunRow, log_size: impl Fn(usize, usize) -> u64) -> ApiResult<Value> {
+    let mut value = serde_json::to_value(&row.record).map_err(|e| AppError::Internal(e.to_string()))?;
+    merge(&mut value, times(&row.record.progress));
+    merge(
+        &mut value,
+        json!({
+            "id": row.summary.id,
+            "pipeline_id": row.summary.pipeline_id,
+            "version": row.summary.version,
+            "retry_of": row.summary.retry_of,
+            "commit": row.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(row.summary.commit.clone()),
+            "increment": row.summary.increment,
+        }),
+    );
+    if let (Some(checkout), Some(v)) = (&row.record.checkout, value.get_mut("checkout")) {
+        merge(v, times(&checkout.progress));
+    }
+    if let Some(Value::Array(stages)) = value.get_mut("stages") {
+        for (s, (stage_value, stage)) in stages.iter_mut().zip(&row.record.stages).enumerate() {
+            merge(stage_value, times(&stage.progress));
+            if let Some(Value::Array(tasks)) = stage_value.get_mut("tasks") {
+                for (t, (task_value, task)) in tasks.iter_mut().zip(&stage.tasks).enumerate() {
+                    merge(task_value, times(&task.progress));
+                    merge(task_value, json!({ "log_size": log_size(s, t) }));
+                }
+            }
+        }
+    }
+    Ok(value)
+}
+
+pub async fn show(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let row = state.store.run(parse_id(&id)?).await?;
+    let logs = &state.logs;
+    let run_id = row.summary.id;
+    let value = view(&row, |s, t| logs.size(run_id, wharf_store::logs::LogKey::Task(s, t)))?;
+    Ok(axum::Json(value).into_response())
+}
+
+pub async fn stop(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    state.dispatcher.stop(id).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "status": "stopping" }))).into_response())
+}
+
+/// `POST /runs/{id}/rerun`: the record's version, parameters and commit, again.
+pub async fn rerun(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let previous = state.store.run(parse_id(&id)?).await?;
+    let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
+    let commit = previous.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(previous.summary.commit.clone());
+    let cause = Cause::Rerun { of: previous.summary.number as u64 };
+    let accepted = state
+        .dispatcher
+        .enqueue(&pipeline, previous.summary.version, cause, previous.record.parameters.clone(), commit, None)
+        .await?;
+    Ok(created(accepted))
+}
+
+/// `POST /runs/{id}/retry`: a new record linked to this one, from its failed stage.
+pub async fn retry(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
+    let previous = state.store.run(parse_id(&id)?).await?;
+    if !previous.summary.status.is_terminal() {
+        return Err(AppError::Conflict(format!(
+            "run #{} is still {}; wait for it to end or stop it",
+            previous.summary.number, previous.summary.status
+        )));
+    }
+    let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
+    let cause = Cause::Retry { of: previous.summary.number as u64 };
+    let accepted = state
+        .dispatcher
+        .enqueue(
+            &pipeline,
+            previous.summary.version,
+            cause,
+            previous.record.parameters.clone(),
+            previous.summary.commit.clone(),
+            Some(&previous),
+        )
+        .await?;
+    Ok(created(accepted))
+}

@@ -1,0 +1,655 @@
+//! The run dispatcher: accepts runs (stored `queued` before the API answers), starts
+//! them on the engine as each pipeline's `concurrency` allows, persists every change
+//! and log line as it happens, applies retention when runs end, and after a restart
+//! settles the runs the previous process left behind.
+//!
+//! Executor slots are the engine's: a started run whose tasks wait for a slot shows
+//! them `pending`, which no timeout counts.
+
+use crate::error::{ApiResult, AppError, Detail};
+use crate::{AppState, ServerConfig, ServerError};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use tokio::sync::{Notify, mpsc, watch};
+use wharf_core::model::{Concurrency, Pipeline};
+use wharf_core::run::{Cause, RunRecord};
+use wharf_core::status::Status;
+use wharf_engine::{Engine, EngineConfig, Observer, Part, Resume, RunRequest, StopReason, Workspace};
+use wharf_executor::host::{HostConfig, HostExecutor};
+use wharf_executor::{LogLine, StopRequest, Stream};
+use wharf_store::logs::{LogKey, LogWriter};
+use wharf_store::{PipelineRow, RunRow};
+
+/// The reason given to runs a restart cut short.
+pub const INTERRUPTED: &str = "interrupted by server restart";
+
+/// A run accepted and not started yet.
+#[derive(Clone, Debug)]
+struct Queued {
+    run_id: i64,
+    pipeline_id: i64,
+    version: i64,
+    number: i64,
+    increment: i64,
+    cause: Cause,
+    parameters: BTreeMap<String, String>,
+    commit: Option<String>,
+    retry_of: Option<i64>,
+    created_at: jiff::Timestamp,
+}
+
+struct Active {
+    pipeline_id: i64,
+    number: i64,
+    stop: watch::Sender<Option<StopRequest>>,
+    /// Set when another run superseded this one (`cancel-previous`).
+    superseded_by: Option<i64>,
+}
+
+pub struct Dispatcher {
+    state: Weak<AppState>,
+    engine: Engine,
+    queue: Mutex<VecDeque<Queued>>,
+    active: Mutex<HashMap<i64, Active>>,
+    /// Parsed pipeline versions, which never change once saved.
+    pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
+    wake: Arc<Notify>,
+    stop_grace: std::time::Duration,
+}
+
+/// What `enqueue` answers: the new run's id and number.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct Accepted {
+    pub id: i64,
+    pub number: i64,
+}
+
+impl Dispatcher {
+    pub fn new(state: Weak<AppState>, config: &ServerConfig) -> Self {
+        let executor =
+            Arc::new(HostExecutor::new(HostConfig { base_env: config.host_env.clone(), ..HostConfig::default() }));
+        let engine = Engine::new(
+            EngineConfig { max_parallel_tasks: config.max_parallel_tasks.max(1), timeout_grace: config.stop_grace },
+            executor,
+        );
+        Dispatcher {
+            state,
+            engine,
+            queue: Mutex::default(),
+            active: Mutex::default(),
+            pipelines: Mutex::default(),
+            wake: Arc::new(Notify::new()),
+            stop_grace: config.stop_grace,
+        }
+    }
+
+    fn state(&self) -> Arc<AppState> {
+        self.state.upgrade().expect("the dispatcher lives inside the app state")
+    }
+
+    pub fn queued(&self) -> usize {
+        self.queue.lock().unwrap().len()
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.lock().unwrap().len()
+    }
+
+    pub fn is_active(&self, run_id: i64) -> bool {
+        self.active.lock().unwrap().contains_key(&run_id)
+    }
+
+    /// A saved version of a pipeline, parsed (and cached: versions are immutable).
+    pub async fn pipeline_version(&self, pipeline_id: i64, version: i64) -> ApiResult<Arc<Pipeline>> {
+        if let Some(p) = self.pipelines.lock().unwrap().get(&(pipeline_id, version)) {
+            return Ok(p.clone());
+        }
+        let row = self.state().store.version(pipeline_id, version).await?;
+        let parsed = wharf_pipeline::parse(&row.source).map_err(|d| {
+            AppError::Internal(format!("stored version {version} of pipeline {pipeline_id} no longer validates: {d}"))
+        })?;
+        let parsed = Arc::new(parsed);
+        self.pipelines.lock().unwrap().insert((pipeline_id, version), parsed.clone());
+        Ok(parsed)
+    }
+
+    fn workspace_dir(&self, run_id: i64) -> PathBuf {
+        self.state().config.data_dir.join("workspaces").join(run_id.to_string())
+    }
+
+    /// Accepts a run: checks it can start, stores it `queued`, and queues it. The
+    /// answer comes after the run is stored, so an accepted run survives a crash.
+    pub async fn enqueue(
+        &self,
+        pipeline: &PipelineRow,
+        version: i64,
+        cause: Cause,
+        given: BTreeMap<String, String>,
+        commit: Option<String>,
+        retry_of: Option<&RunRow>,
+    ) -> ApiResult<Accepted> {
+        if !pipeline.active {
+            return Err(AppError::Conflict(format!(
+                "pipeline `{}` is inactive; activate it to start runs (its history is kept)",
+                pipeline.name
+            )));
+        }
+        let model = self.pipeline_version(pipeline.id, version).await?;
+        let parameters = self.engine.prepare(&model, &given, &BTreeMap::new()).map_err(
+            |wharf_engine::PrepareError::Invalid(problems)| AppError::Invalid {
+                message: "the run cannot start".into(),
+                details: problems
+                    .into_iter()
+                    .map(|p| Detail { path: "parameters".into(), line: None, column: None, message: p })
+                    .collect(),
+            },
+        )?;
+        if let Some(previous) = retry_of {
+            if Resume::from_failed_stage(previous.record.clone()).is_none() {
+                return Err(AppError::Conflict(format!(
+                    "run #{} has no failed stage to retry from",
+                    previous.summary.number
+                )));
+            }
+            if !self.workspace_dir(previous.summary.id).join("src").exists() {
+                return Err(AppError::Conflict(format!(
+                    "the workspace of run #{} is no longer kept; re-run it instead",
+                    previous.summary.number
+                )));
+            }
+        }
+        let state = self.state();
+        let created_at = jiff::Timestamp::now();
+        let (new, _) = state
+            .store
+            .create_run(pipeline.id, version, retry_of.map(|r| r.summary.id), commit.as_deref(), |new| {
+                wharf_engine::initial_record(&RunRequest {
+                    pipeline: model.clone(),
+                    number: new.number as u64,
+                    increment: new.increment as u64,
+                    cause: cause.clone(),
+                    parameters: parameters.clone(),
+                    secrets: BTreeMap::new(),
+                    workspace: Workspace::Checkout { dir: PathBuf::new() },
+                    commit: commit.clone(),
+                    resume: None,
+                    created_at: Some(created_at),
+                })
+            })
+            .await?;
+        tracing::info!(run = new.id, pipeline = %pipeline.name, number = new.number, "run queued");
+        self.queue.lock().unwrap().push_back(Queued {
+            run_id: new.id,
+            pipeline_id: pipeline.id,
+            version,
+            number: new.number,
+            increment: new.increment,
+            cause,
+            parameters,
+            commit,
+            retry_of: retry_of.map(|r| r.summary.id),
+            created_at,
+        });
+        self.wake.notify_one();
+        Ok(Accepted { id: new.id, number: new.number })
+    }
+
+    /// Stops a run: a started one gets SIGTERM then SIGKILL after the grace; a queued
+    /// one never starts. A finished run is a conflict.
+    pub async fn stop(&self, run_id: i64) -> ApiResult<()> {
+        if let Some(active) = self.active.lock().unwrap().get(&run_id) {
+            active.stop.send_replace(Some(StopRequest { reason: StopReason::Stopped, grace: self.stop_grace }));
+            return Ok(());
+        }
+        let was_queued = {
+            let mut queue = self.queue.lock().unwrap();
+            let before = queue.len();
+            queue.retain(|q| q.run_id != run_id);
+            queue.len() != before
+        };
+        let state = self.state();
+        let row = state.store.run(run_id).await?;
+        if !was_queued {
+            return Err(AppError::Conflict(format!(
+                "run #{} of `{}` is already {}",
+                row.summary.number, row.pipeline, row.summary.status
+            )));
+        }
+        let mut record = row.record;
+        end_unstarted(&mut record, Status::Stopped, "stopped by user before it started");
+        state.store.save_record(run_id, &record).await?;
+        Ok(())
+    }
+
+    /// Settles what a previous server process left: runs it had started are failed
+    /// ("interrupted by server restart") or started again when their pipeline says
+    /// `retry_on_restart: true`; queued runs go back in the queue. Then starts the
+    /// scheduler.
+    pub async fn recover(state: &Arc<AppState>) -> Result<(), ServerError> {
+        let this = &state.dispatcher;
+        let interrupted = state.store.runs_with_status(&[Status::Pending, Status::Running, Status::Waiting]).await?;
+        for row in interrupted {
+            let mut record = row.record.clone();
+            end_interrupted(&mut record);
+            let pipeline = state.store.pipeline(row.summary.pipeline_id).await;
+            let again = match &pipeline {
+                Ok(p) => match this.pipeline_version(p.id, row.summary.version).await {
+                    Ok(model) if model.retry_on_restart => Some(p.clone()),
+                    _ => None,
+                },
+                Err(_) => None,
+            };
+            if let Some(p) = again {
+                let cause = Cause::Rerun { of: row.summary.number as u64 };
+                match this
+                    .enqueue(
+                        &p,
+                        row.summary.version,
+                        cause,
+                        row.record.parameters.clone(),
+                        row.summary.commit.clone(),
+                        None,
+                    )
+                    .await
+                {
+                    Ok(new) => record.reason = Some(format!("{INTERRUPTED}; started again as run #{}", new.number)),
+                    Err(e) => record.reason = Some(format!("{INTERRUPTED}; could not start it again: {e:?}")),
+                }
+            }
+            if let Ok(mut w) = state.logs.writer(row.summary.id, LogKey::Run) {
+                let _ = w.append(&log_line(
+                    jiff::Timestamp::now(),
+                    Stream::System,
+                    record.reason.as_deref().unwrap_or(INTERRUPTED),
+                ));
+            }
+            state.store.save_record(row.summary.id, &record).await?;
+            tracing::warn!(run = row.summary.id, "{}", record.reason.as_deref().unwrap_or(INTERRUPTED));
+        }
+        let queued = state.store.runs_with_status(&[Status::Queued]).await?;
+        {
+            let mut queue = this.queue.lock().unwrap();
+            for row in queued {
+                if queue.iter().any(|q| q.run_id == row.summary.id) {
+                    continue;
+                }
+                queue.push_back(Queued {
+                    run_id: row.summary.id,
+                    pipeline_id: row.summary.pipeline_id,
+                    version: row.summary.version,
+                    number: row.summary.number,
+                    increment: row.summary.increment,
+                    cause: row.record.cause.clone(),
+                    parameters: row.record.parameters.clone(),
+                    commit: row.summary.commit.clone(),
+                    retry_of: row.summary.retry_of,
+                    created_at: row.record.progress.history.first().map_or_else(jiff::Timestamp::now, |t| t.at),
+                });
+            }
+        }
+        let weak = Arc::downgrade(state);
+        tokio::spawn(async move {
+            loop {
+                let Some(state) = weak.upgrade() else { return };
+                state.dispatcher.schedule(&state).await;
+                let wake = state.dispatcher.wake.clone();
+                // Hold no strong reference while idle, so the state can be dropped.
+                drop(state);
+                wake.notified().await;
+            }
+        });
+        let weak = Arc::downgrade(state);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            loop {
+                tick.tick().await;
+                let Some(state) = weak.upgrade() else { return };
+                if let Ok(ids) = state.store.pipeline_ids().await {
+                    for id in ids {
+                        state.dispatcher.apply_retention(&state, id).await;
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Starts every queued run its pipeline's concurrency allows.
+    async fn schedule(&self, state: &Arc<AppState>) {
+        let waiting: Vec<Queued> = self.queue.lock().unwrap().iter().cloned().collect();
+        let mut starting_pipelines: Vec<i64> = Vec::new();
+        for entry in waiting {
+            let model = match self.pipeline_version(entry.pipeline_id, entry.version).await {
+                Ok(model) => model,
+                Err(e) => {
+                    self.queue.lock().unwrap().retain(|q| q.run_id != entry.run_id);
+                    self.fail_unstarted(state, entry.run_id, &format!("cannot load the pipeline: {e:?}")).await;
+                    continue;
+                }
+            };
+            let busy = starting_pipelines.contains(&entry.pipeline_id)
+                || self
+                    .active
+                    .lock()
+                    .unwrap()
+                    .values()
+                    .any(|a| a.pipeline_id == entry.pipeline_id && a.superseded_by.is_none());
+            let start = match model.concurrency {
+                Concurrency::Allow => true,
+                Concurrency::Queue => !busy,
+                Concurrency::CancelPrevious => {
+                    // The newest queued run wins; older queued ones are superseded too.
+                    let newer_queued = self
+                        .queue
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|q| q.pipeline_id == entry.pipeline_id && q.run_id > entry.run_id);
+                    if newer_queued {
+                        self.queue.lock().unwrap().retain(|q| q.run_id != entry.run_id);
+                        let row = state.store.run(entry.run_id).await;
+                        if let Ok(row) = row {
+                            let mut record = row.record;
+                            end_unstarted(&mut record, Status::Stopped, "superseded by a newer run before it started");
+                            let _ = state.store.save_record(entry.run_id, &record).await;
+                        }
+                        continue;
+                    }
+                    for active in self.active.lock().unwrap().values_mut() {
+                        if active.pipeline_id == entry.pipeline_id && active.superseded_by.is_none() {
+                            active.superseded_by = Some(entry.number);
+                            active.stop.send_replace(Some(StopRequest {
+                                reason: StopReason::Stopped,
+                                grace: self.stop_grace,
+                            }));
+                        }
+                    }
+                    true
+                }
+            };
+            if !start {
+                continue;
+            }
+            self.queue.lock().unwrap().retain(|q| q.run_id != entry.run_id);
+            starting_pipelines.push(entry.pipeline_id);
+            self.start(state, entry, model).await;
+        }
+    }
+
+    async fn fail_unstarted(&self, state: &Arc<AppState>, run_id: i64, why: &str) {
+        if let Ok(row) = state.store.run(run_id).await {
+            let mut record = row.record;
+            end_unstarted(&mut record, Status::Failed, why);
+            let _ = state.store.save_record(run_id, &record).await;
+        }
+    }
+
+    async fn start(&self, state: &Arc<AppState>, entry: Queued, model: Arc<Pipeline>) {
+        let dir = self.workspace_dir(entry.run_id);
+        let (workspace, resume) = match entry.retry_of {
+            Some(previous_id) => {
+                let previous = match state.store.run(previous_id).await {
+                    Ok(row) => row,
+                    Err(e) => {
+                        return self
+                            .fail_unstarted(state, entry.run_id, &format!("the retried run is gone: {e}"))
+                            .await;
+                    }
+                };
+                let Some(resume) = Resume::from_failed_stage(previous.record) else {
+                    return self.fail_unstarted(state, entry.run_id, "the retried run has no failed stage").await;
+                };
+                // The retry works in the earlier run's checkout; a link keeps it
+                // reachable from this run's directory, for a retry of the retry.
+                let src = std::fs::canonicalize(self.workspace_dir(previous_id).join("src"));
+                let Ok(src) = src else {
+                    return self
+                        .fail_unstarted(state, entry.run_id, "the retried run's workspace is no longer kept")
+                        .await;
+                };
+                let _ = std::fs::create_dir_all(&dir);
+                let _ = std::os::unix::fs::symlink(&src, dir.join("src"));
+                (Workspace::Existing { src, run_dir: dir }, Some(resume))
+            }
+            None => (Workspace::Checkout { dir }, None),
+        };
+        let request = RunRequest {
+            pipeline: model,
+            number: entry.number as u64,
+            increment: entry.increment as u64,
+            cause: entry.cause,
+            parameters: entry.parameters,
+            secrets: BTreeMap::new(),
+            workspace,
+            commit: entry.commit,
+            resume,
+            created_at: Some(entry.created_at),
+        };
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.active.lock().unwrap().insert(
+            entry.run_id,
+            Active { pipeline_id: entry.pipeline_id, number: entry.number, stop: stop_tx, superseded_by: None },
+        );
+        let observer = Arc::new(Persist::new(state.clone(), entry.run_id));
+        let state = state.clone();
+        tracing::info!(run = entry.run_id, number = entry.number, "run started");
+        tokio::spawn(async move {
+            let mut record = state.dispatcher.engine.run(request, observer.clone(), stop_rx).await;
+            let active = state.dispatcher.active.lock().unwrap().remove(&entry.run_id);
+            if let Some(Active { superseded_by: Some(newer), .. }) = active
+                && record.progress.status == Status::Stopped
+            {
+                record.reason = Some(format!("superseded by run #{newer} (concurrency: cancel-previous)"));
+            }
+            observer.finish(&record).await;
+            tracing::info!(run = entry.run_id, status = %record.progress.status, "run finished");
+            state.dispatcher.wake.notify_one();
+            state.dispatcher.apply_retention(&state, entry.pipeline_id).await;
+        });
+    }
+
+    /// Deletes what the retention policy no longer keeps: finished runs beyond the
+    /// count or the age (pipeline's policy, else the server's), with their logs and
+    /// workspaces; and workspaces beyond the newest `keep_workspaces` runs.
+    pub async fn apply_retention(&self, state: &Arc<AppState>, pipeline_id: i64) {
+        let Ok(pipeline) = state.store.pipeline(pipeline_id).await else { return };
+        let policy = self.pipeline_version(pipeline.id, pipeline.version).await.ok().and_then(|m| m.retention);
+        let keep = policy.and_then(|p| p.runs).or(state.config.keep_runs).map(i64::from);
+        let days = policy.and_then(|p| p.days).or(state.config.keep_days).map(i64::from);
+        let before = days.map(|d| wharf_store::now_ms() - d * 86_400_000);
+        if keep.is_some() || before.is_some() {
+            if let Ok(ids) = state.store.expired_runs(pipeline_id, keep, before).await
+                && !ids.is_empty()
+            {
+                for id in &ids {
+                    let _ = state.logs.remove_run(*id);
+                    let _ = std::fs::remove_dir_all(self.workspace_dir(*id));
+                }
+                let _ = state.store.delete_runs(&ids).await;
+            }
+        }
+        let keep_ws = i64::from(state.config.keep_workspaces);
+        if let Ok((old, _)) = state.store.runs(pipeline_id, 10_000, keep_ws).await {
+            for run in old.iter().filter(|r| r.status.is_terminal()) {
+                let src = self.workspace_dir(run.id).join("src");
+                if src.is_symlink() {
+                    let _ = std::fs::remove_file(&src);
+                } else if src.exists() {
+                    let _ = std::fs::remove_dir_all(&src);
+                }
+            }
+        }
+    }
+
+    /// The number of the run that superseded `run_id`, if any (for tests and the API).
+    pub fn superseded_by(&self, run_id: i64) -> Option<i64> {
+        self.active.lock().unwrap().get(&run_id).and_then(|a| a.superseded_by)
+    }
+
+    /// Numbers of the active runs of a pipeline.
+    pub fn active_numbers(&self, pipeline_id: i64) -> Vec<i64> {
+        self.active.lock().unwrap().values().filter(|a| a.pipeline_id == pipeline_id).map(|a| a.number).collect()
+    }
+}
+
+/// Ends a run that never started: the run and every part `status` (tasks `skipped`).
+fn end_unstarted(record: &mut RunRecord, status: Status, why: &str) {
+    let now = jiff::Timestamp::now();
+    for stage in &mut record.stages {
+        for task in &mut stage.tasks {
+            let _ = task.progress.advance(Status::Skipped, now);
+        }
+        let _ = stage.progress.advance(Status::Skipped, now);
+    }
+    if let Some(c) = record.checkout.as_mut() {
+        let _ = c.progress.advance(Status::Skipped, now);
+    }
+    if record.progress.advance(status, now).is_ok() {
+        record.reason = Some(why.to_owned());
+    }
+}
+
+/// Ends a run whose server died under it: what was running or waiting failed, what
+/// had not started is skipped.
+fn end_interrupted(record: &mut RunRecord) {
+    let now = jiff::Timestamp::now();
+    let settle = |progress: &mut wharf_core::run::Progress, reason: &mut Option<String>| match progress.status {
+        Status::Running | Status::Pending | Status::Waiting => {
+            if progress.advance(Status::Failed, now).is_ok() {
+                *reason = Some(INTERRUPTED.to_owned());
+            }
+        }
+        Status::Queued => {
+            let _ = progress.advance(Status::Skipped, now);
+        }
+        _ => {}
+    };
+    if let Some(c) = record.checkout.as_mut() {
+        settle(&mut c.progress, &mut c.reason);
+    }
+    for stage in &mut record.stages {
+        for task in &mut stage.tasks {
+            settle(&mut task.progress, &mut task.reason);
+        }
+        settle(&mut stage.progress, &mut stage.reason);
+    }
+    settle(&mut record.progress, &mut record.reason);
+}
+
+/// The stored form of a log line: `<RFC 3339 time> <out|err|sys> <text>`.
+pub fn log_line(at: jiff::Timestamp, stream: Stream, text: &str) -> String {
+    let tag = match stream {
+        Stream::Stdout => "out",
+        Stream::Stderr => "err",
+        Stream::System => "sys",
+    };
+    format!("{} {tag} {text}", at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
+}
+
+fn log_key(part: Part) -> LogKey {
+    match part {
+        Part::Run | Part::Stage(_) => LogKey::Run,
+        Part::Checkout => LogKey::Checkout,
+        Part::Task(s, t) => LogKey::Task(s, t),
+    }
+}
+
+/// The engine's observer for one run on the server: log lines go to their files at
+/// once (one write each) and wake live readers; record changes go to a writer task
+/// that stores the latest record, so a burst of changes costs one database write.
+struct Persist {
+    state: Arc<AppState>,
+    run_id: i64,
+    writers: Mutex<HashMap<LogKey, LogWriter>>,
+    records: Mutex<Option<mpsc::UnboundedSender<RunRecord>>>,
+    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Persist {
+    fn new(state: Arc<AppState>, run_id: i64) -> Self {
+        let (tx, mut rx) = mpsc::unbounded_channel::<RunRecord>();
+        let store = state.store.clone();
+        let saver = tokio::spawn(async move {
+            while let Some(mut record) = rx.recv().await {
+                while let Ok(newer) = rx.try_recv() {
+                    record = newer;
+                }
+                if let Err(e) = store.save_record(run_id, &record).await {
+                    tracing::error!(run = run_id, error = %e, "cannot save the run record");
+                }
+            }
+        });
+        Persist {
+            state,
+            run_id,
+            writers: Mutex::default(),
+            records: Mutex::new(Some(tx)),
+            saver: Mutex::new(Some(saver)),
+        }
+    }
+
+    /// Writes the final record after every earlier one, and closes the logs.
+    async fn finish(&self, record: &RunRecord) {
+        drop(self.records.lock().unwrap().take());
+        let saver = self.saver.lock().unwrap().take();
+        if let Some(saver) = saver {
+            let _ = saver.await;
+        }
+        if let Err(e) = self.state.store.save_record(self.run_id, record).await {
+            tracing::error!(run = self.run_id, error = %e, "cannot save the final run record");
+        }
+        self.state.live.forget_run(self.run_id);
+    }
+}
+
+impl Observer for Persist {
+    fn changed(&self, record: &RunRecord, part: Part) {
+        if let Some(tx) = self.records.lock().unwrap().as_ref() {
+            let _ = tx.send(record.clone());
+        }
+        match part {
+            Part::Task(s, t) => {
+                let task = &record.stages[s].tasks[t];
+                if task.progress.status == Status::Running {
+                    self.state.live.open(self.run_id, LogKey::Task(s, t));
+                }
+                if task.progress.status.is_terminal() {
+                    if let Some(took) = task.progress.wall_time(jiff::Timestamp::now()) {
+                        self.state.metrics.task_finished(took.as_secs_f64());
+                    }
+                    self.state.live.close(self.run_id, LogKey::Task(s, t));
+                }
+            }
+            Part::Checkout => {
+                let status = record.checkout.as_ref().map(|c| c.progress.status);
+                if status == Some(Status::Running) {
+                    self.state.live.open(self.run_id, LogKey::Checkout);
+                } else if status.is_some_and(Status::is_terminal) {
+                    self.state.live.close(self.run_id, LogKey::Checkout);
+                }
+            }
+            Part::Run | Part::Stage(_) => {}
+        }
+    }
+
+    fn log(&self, part: Part, line: &LogLine) {
+        let key = log_key(part);
+        let mut writers = self.writers.lock().unwrap();
+        let writer = match writers.get_mut(&key) {
+            Some(w) => w,
+            None => match self.state.logs.writer(self.run_id, key) {
+                Ok(w) => writers.entry(key).or_insert(w),
+                Err(e) => {
+                    tracing::error!(run = self.run_id, error = %e, "cannot open a log file");
+                    return;
+                }
+            },
+        };
+        if let Err(e) = writer.append(&log_line(line.at, line.stream, &line.text)) {
+            tracing::error!(run = self.run_id, error = %e, "cannot write a log line");
+            return;
+        }
+        self.state.live.grew(self.run_id, key, writer.size());
+    }
+}

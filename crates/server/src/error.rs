@@ -1,0 +1,109 @@
+//! How failures become HTTP answers. The policy, in one place:
+//!
+//! | error | status | when |
+//! | --- | --- | --- |
+//! | `BadRequest` | 400 | the request cannot be read at all (bad query string, wrong content type) |
+//! | `Unauthorized` | 401 | no or a wrong bearer token |
+//! | `NotFound` | 404 | the pipeline, run, task or version does not exist |
+//! | `Conflict` | 409 | the request clashes with the current state (name taken, run in progress, already finished) |
+//! | `Invalid` | 422 | the body was read but is wrong; `details` lists each problem with its field path (and line/column for pipeline YAML) |
+//! | `Internal` | 500 | our fault (database, disk); the message is logged, the answer says only that it happened |
+//!
+//! The body is always `{"error": {"status", "message", "details": [...]}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use wharf_store::StoreError;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Detail {
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub enum AppError {
+    BadRequest(String),
+    Unauthorized,
+    NotFound(String),
+    Conflict(String),
+    Invalid { message: String, details: Vec<Detail> },
+    Internal(String),
+}
+
+impl AppError {
+    pub fn invalid(message: impl Into<String>, path: &str, problem: impl Into<String>) -> Self {
+        AppError::Invalid {
+            message: message.into(),
+            details: vec![Detail { path: path.to_owned(), line: None, column: None, message: problem.into() }],
+        }
+    }
+
+    /// A pipeline that does not validate: every diagnostic as a detail.
+    pub fn pipeline(diags: wharf_pipeline::Diagnostics) -> Self {
+        let details: Vec<Detail> = diags
+            .0
+            .iter()
+            .map(|d| Detail {
+                path: d.path.clone(),
+                line: Some(d.pos.line),
+                column: Some(d.pos.col),
+                message: d.message.clone(),
+            })
+            .collect();
+        AppError::Invalid { message: format!("the pipeline is not valid ({} problem(s))", details.len()), details }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(what) => AppError::NotFound(what),
+            StoreError::Conflict(why) => AppError::Conflict(why),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    status: u16,
+    message: &'a str,
+    details: &'a [Detail],
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, message, details) = match &self {
+            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str(), &[][..]),
+            AppError::Unauthorized => {
+                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer <token>)", &[][..])
+            }
+            AppError::NotFound(what) => (StatusCode::NOT_FOUND, what.as_str(), &[][..]),
+            AppError::Conflict(why) => (StatusCode::CONFLICT, why.as_str(), &[][..]),
+            AppError::Invalid { message, details } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, message.as_str(), details.as_slice())
+            }
+            AppError::Internal(why) => {
+                tracing::error!(error = %why, "internal error");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the server log has the details", &[][..])
+            }
+        };
+        let message =
+            if let AppError::NotFound(what) = &self { format!("{what} not found") } else { message.to_owned() };
+        let body = Body { error: Inner { status: status.as_u16(), message: &message, details } };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+pub type ApiResult<T> = Result<T, AppError>;

@@ -1,0 +1,231 @@
+//! The OpenAPI 3.1 document, built from [`ROUTES`] — the one list of the API's
+//! operations. A test calls every route in it against a running server, so a route
+//! listed here and missing from the router (or the other way round) fails the build.
+
+use serde_json::{Map, Value, json};
+
+/// One operation: method, path under `/api/v1`, summary, request body kind, success status.
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub body: Body,
+    pub status: u16,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    None,
+    Json(&'static str),
+    /// Pipeline YAML (or the same as JSON).
+    Pipeline,
+}
+
+pub const ROUTES: &[Route] = &[
+    Route {
+        method: "get",
+        path: "/pipelines",
+        summary: "List pipelines with their last run (?limit, ?page)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines",
+        summary: "Create a pipeline from YAML or JSON (?project, ?run=true to save and run)",
+        body: Body::Pipeline,
+        status: 201,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines/scratch",
+        summary: "Create a pipeline with the default stages Source, Build, Test, Deploy",
+        body: Body::Json("Scratch"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/pipelines/{key}",
+        summary: "A pipeline (by id or name) with its definition and versions",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "put",
+        path: "/pipelines/{key}",
+        summary: "Save a new version (?run=true to save and run)",
+        body: Body::Pipeline,
+        status: 200,
+    },
+    Route {
+        method: "delete",
+        path: "/pipelines/{key}",
+        summary: "Delete a pipeline with its runs (409 while runs are in progress)",
+        body: Body::None,
+        status: 204,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines/{key}/copy",
+        summary: "Copy a pipeline under a new name",
+        body: Body::Json("Copy"),
+        status: 201,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines/{key}/activate",
+        summary: "Let the pipeline start runs",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines/{key}/deactivate",
+        summary: "Stop the pipeline from starting runs; history is kept",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/pipelines/{key}/yaml",
+        summary: "The saved definition (?version=N)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/pipelines/{key}/runs",
+        summary: "Runs of a pipeline, newest first (?limit=50, ?page)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/pipelines/{key}/runs",
+        summary: "Start a run",
+        body: Body::Json("StartRun"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/runs/{id}",
+        summary: "A run with its checkout, stages and tasks",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/runs/{id}/stop",
+        summary: "Stop a run (SIGTERM, then SIGKILL after the grace)",
+        body: Body::None,
+        status: 202,
+    },
+    Route {
+        method: "post",
+        path: "/runs/{id}/rerun",
+        summary: "Run again with the record's version, parameters and commit",
+        body: Body::None,
+        status: 201,
+    },
+    Route {
+        method: "post",
+        path: "/runs/{id}/retry",
+        summary: "Retry from the failed stage, reusing what succeeded",
+        body: Body::None,
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/runs/{id}/log",
+        summary: "Every log of the run as one text file",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/runs/{id}/tasks/{task}/log",
+        summary: "A task's log from a byte offset (?offset=N; X-Log-Size, X-More-Data)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/runs/{id}/tasks/{task}/log/stream",
+        summary: "A task's log live, as Server-Sent Events (resumes from Last-Event-ID)",
+        body: Body::None,
+        status: 200,
+    },
+    Route { method: "get", path: "/openapi.json", summary: "This document", body: Body::None, status: 200 },
+];
+
+fn schemas() -> Value {
+    json!({
+        "Error": {
+            "type": "object",
+            "properties": { "error": { "type": "object", "properties": {
+                "status": { "type": "integer" },
+                "message": { "type": "string" },
+                "details": { "type": "array", "items": { "type": "object", "properties": {
+                    "path": { "type": "string" }, "line": { "type": "integer" },
+                    "column": { "type": "integer" }, "message": { "type": "string" } } } } } } }
+        },
+        "Scratch": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" }, "project": { "type": "string" } } },
+        "Copy": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" } } },
+        "StartRun": { "type": "object", "additionalProperties": false,
+            "properties": { "parameters": { "type": "object", "additionalProperties": { "type": "string" } } } },
+        "Status": { "type": "string", "enum": ["queued", "pending", "running", "waiting", "succeeded", "failed", "stopped", "timed_out", "skipped"] }
+    })
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for route in ROUTES {
+        let mut op = json!({
+            "summary": route.summary,
+            "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}'], "_")),
+            "responses": {
+                route.status.to_string(): { "description": "success" },
+                "401": { "description": "missing or wrong token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "404": { "description": "not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "409": { "description": "conflicts with the current state", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "422": { "description": "invalid body or query; details carry field paths", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
+            }
+        });
+        let mut params = Vec::new();
+        for name in ["key", "id", "task"] {
+            if route.path.contains(&format!("{{{name}}}")) {
+                params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
+            }
+        }
+        if !params.is_empty() {
+            op["parameters"] = Value::Array(params);
+        }
+        match route.body {
+            Body::None => {}
+            Body::Json(schema) => {
+                op["requestBody"] = json!({ "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+            }
+            Body::Pipeline => {
+                op["requestBody"] = json!({ "required": true, "content": {
+                    "application/yaml": { "schema": { "type": "string" } },
+                    "application/json": { "schema": { "type": "object" } } } });
+            }
+        }
+        let entry = paths.entry(route.path.to_owned()).or_insert_with(|| json!({}));
+        entry[route.method] = op;
+    }
+    json!({
+        "openapi": "3.1.0",
+        "info": { "title": "Wharf API", "version": env!("CARGO_PKG_VERSION"),
+                  "description": "Pipelines, runs and logs. Authorization: Bearer <token>." },
+        "servers": [ { "url": "/api/v1" } ],
+        "components": {
+            "schemas": schemas(),
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": paths
+    })
+}
