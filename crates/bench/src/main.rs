@@ -116,6 +116,7 @@ fn engine_run(
         commit: None,
         resume: None,
         created_at: None,
+        labels: vec![],
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();
@@ -158,6 +159,7 @@ fn executor_run(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, tasks:
                 image: None,
                 env: vec![],
                 output_file: output_file.clone(),
+                labels: vec![],
             };
             let (_tx, rx) = tokio::sync::watch::channel(None);
             let exit = executor.run(spec, sink.clone(), rx).await.expect("host executor runs");

@@ -296,6 +296,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         commit: None,
         resume: None,
         created_at: None,
+        labels: vec![],
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

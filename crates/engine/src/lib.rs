@@ -69,6 +69,8 @@ pub struct RunRequest {
     pub resume: Option<Resume>,
     /// When the run was accepted (its `queued` time); now when `None`.
     pub created_at: Option<jiff::Timestamp>,
+    /// Given to every task's executor (see `TaskSpec::labels`).
+    pub labels: Vec<(String, String)>,
 }
 
 /// What a retry takes over from the run it retries: the stages before `from_stage`

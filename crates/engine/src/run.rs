@@ -951,6 +951,7 @@ impl RunState {
             image,
             env,
             output_file: output_file.to_path_buf(),
+            labels: self.request.labels.clone(),
         })
     }
 

@@ -98,6 +98,7 @@ impl HostExecutor {
             .env_clear()
             .envs(self.config.base_env.iter().map(|(k, v)| (k, v)))
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
+            .envs(spec.labels.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -39,6 +39,10 @@ pub struct TaskSpec {
     pub env: Vec<(String, String)>,
     /// The file the task appends `KEY=VALUE` lines to (`$WHARF_OUTPUT`). Exists, empty.
     pub output_file: PathBuf,
+    /// Identify what runs the task, for finding it again (after a restart of the
+    /// server): environment variables on the host executor, container labels on
+    /// Docker. Keys are variable names.
+    pub labels: Vec<(String, String)>,
 }
 
 /// Which stream a log line came from.

@@ -69,6 +69,7 @@ fn spec(dir: &Path, script: &str) -> TaskSpec {
         image: None,
         env: Vec::new(),
         output_file: dir.join(".wharf-output"),
+        labels: vec![],
     }
 }
 

@@ -24,6 +24,11 @@ use wharf_store::{PipelineRow, RunRow};
 /// The reason given to runs a restart cut short.
 pub const INTERRUPTED: &str = "interrupted by server restart";
 
+/// The label (an environment variable on the host executor) that ties a task's
+/// processes to this server's data directory and run, so that a restarted server can
+/// find and kill what its previous life left running.
+pub const RUN_LABEL: &str = "WHARF_SERVER_RUN";
+
 /// A run accepted and not started yet.
 #[derive(Clone, Debug)]
 struct Queued {
@@ -114,6 +119,13 @@ impl Dispatcher {
         Ok(parsed)
     }
 
+    /// `<hash of the data directory>/<run id>`.
+    fn run_label(&self, run_id: i64) -> String {
+        let dir = self.state().config.data_dir.clone();
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        format!("{}/{run_id}", &crate::auth::sha256_hex(dir.as_os_str().as_encoded_bytes())[..16])
+    }
+
     fn workspace_dir(&self, run_id: i64) -> PathBuf {
         self.state().config.data_dir.join("workspaces").join(run_id.to_string())
     }
@@ -175,6 +187,7 @@ impl Dispatcher {
                     commit: commit.clone(),
                     resume: None,
                     created_at: Some(created_at),
+                    labels: vec![],
                 })
             })
             .await?;
@@ -230,6 +243,14 @@ impl Dispatcher {
         let this = &state.dispatcher;
         let interrupted = state.store.runs_with_status(&[Status::Pending, Status::Running, Status::Waiting]).await?;
         for row in interrupted {
+            let killed = kill_leftovers(&this.run_label(row.summary.id));
+            if killed > 0 {
+                tracing::warn!(
+                    run = row.summary.id,
+                    processes = killed,
+                    "killed task processes left by the previous server"
+                );
+            }
             let mut record = row.record.clone();
             end_interrupted(&mut record);
             let pipeline = state.store.pipeline(row.summary.pipeline_id).await;
@@ -425,6 +446,7 @@ impl Dispatcher {
             commit: entry.commit,
             resume,
             created_at: Some(entry.created_at),
+            labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
         };
         let (stop_tx, stop_rx) = watch::channel(None);
         self.active.lock().unwrap().insert(
@@ -458,16 +480,15 @@ impl Dispatcher {
         let keep = policy.and_then(|p| p.runs).or(state.config.keep_runs).map(i64::from);
         let days = policy.and_then(|p| p.days).or(state.config.keep_days).map(i64::from);
         let before = days.map(|d| wharf_store::now_ms() - d * 86_400_000);
-        if keep.is_some() || before.is_some() {
-            if let Ok(ids) = state.store.expired_runs(pipeline_id, keep, before).await
-                && !ids.is_empty()
-            {
-                for id in &ids {
-                    let _ = state.logs.remove_run(*id);
-                    let _ = std::fs::remove_dir_all(self.workspace_dir(*id));
-                }
-                let _ = state.store.delete_runs(&ids).await;
+        if (keep.is_some() || before.is_some())
+            && let Ok(ids) = state.store.expired_runs(pipeline_id, keep, before).await
+            && !ids.is_empty()
+        {
+            for id in &ids {
+                let _ = state.logs.remove_run(*id);
+                let _ = std::fs::remove_dir_all(self.workspace_dir(*id));
             }
+            let _ = state.store.delete_runs(&ids).await;
         }
         let keep_ws = i64::from(state.config.keep_workspaces);
         if let Ok((old, _)) = state.store.runs(pipeline_id, 10_000, keep_ws).await {
@@ -516,9 +537,8 @@ fn end_interrupted(record: &mut RunRecord) {
     let now = jiff::Timestamp::now();
     let settle = |progress: &mut wharf_core::run::Progress, reason: &mut Option<String>| match progress.status {
         Status::Running | Status::Pending | Status::Waiting => {
-            if progress.advance(Status::Failed, now).is_ok() {
-                *reason = Some(INTERRUPTED.to_owned());
-            }
+            let _ = progress.advance(Status::Failed, now);
+            *reason = Some(INTERRUPTED.to_owned());
         }
         Status::Queued => {
             let _ = progress.advance(Status::Skipped, now);
@@ -652,4 +672,30 @@ impl Observer for Persist {
         }
         self.state.live.grew(self.run_id, key, writer.size());
     }
+}
+
+/// Kills (SIGKILL, whole process groups) the processes whose environment carries
+/// `WHARF_SERVER_RUN=<label>`: what a killed server's host tasks left running.
+/// Returns how many processes matched. Linux only (reads /proc); elsewhere a no-op.
+fn kill_leftovers(label: &str) -> usize {
+    let needle = format!("{RUN_LABEL}={label}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut found = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+            found += 1;
+            let pid = nix::unistd::Pid::from_raw(pid);
+            match nix::unistd::getpgid(Some(pid)) {
+                Ok(group) if group.as_raw() > 1 => {
+                    let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                }
+                _ => {
+                    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    found
 }

@@ -245,6 +245,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         commit: None,
         resume: None,
         created_at: None,
+        labels: vec![],
     }
 }
 
