@@ -268,3 +268,18 @@ fn reserved_env_names_secret_clashes_and_rollback_without_on_failure() {
         "name: p\nvariables:\n  TOKEN: x\nstages:\n  - name: S\n    on_error: rollback\n    tasks:\n      - name: t\n        type: script\n        env: {WHARF_OUTPUT: /tmp/x, BUILD_ID: '1', OK: fine}\n        secrets: [TOKEN]\n        script: echo ${WHARF_TASK} ${CI} ${OK}\n"
     ));
 }
+
+#[test]
+fn server_settings_retry_on_restart_and_retention() {
+    let ok = format!(
+        "retry_on_restart: true\nretention: {{runs: 20, days: 7}}\n{}",
+        with_task("      - {name: t, type: script, script: x}\n")
+    );
+    let p = wharf_pipeline::parse(&ok).unwrap();
+    assert!(p.retry_on_restart);
+    assert_eq!(p.retention, Some(wharf_core::model::Retention { runs: Some(20), days: Some(7) }));
+    insta::assert_snapshot!(errors(&format!(
+        "retry_on_restart: yes\nretention: {{runs: 0, weeks: 2}}\n{}",
+        with_task("      - {name: t, type: script, script: x}\n")
+    )));
+}
