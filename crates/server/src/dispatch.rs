@@ -148,6 +148,15 @@ impl Dispatcher {
             )));
         }
         let model = self.pipeline_version(pipeline.id, version).await?;
+        if let Some(kind) = model.executor
+            && kind != wharf_core::model::ExecutorKind::Host
+        {
+            return Err(AppError::invalid(
+                "the run cannot start",
+                "executor",
+                format!("the pipeline asks for the {} executor; this server runs the host executor only", kind.as_str()),
+            ));
+        }
         let parameters = self.engine.prepare(&model, &given, &BTreeMap::new()).map_err(
             |wharf_engine::PrepareError::Invalid(problems)| AppError::Invalid {
                 message: "the run cannot start".into(),
