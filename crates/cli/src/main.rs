@@ -3,8 +3,10 @@
 //! (running them) and `wharf-executor` (running tasks).
 //!
 //! Exit codes: 0 succeeded, 1 failed, 2 the pipeline or the command line is invalid,
-//! 124 timed out, 130 stopped (Ctrl-C).
+//! 124 timed out, 130 stopped (Ctrl-C). The client commands (`pipelines`, `runs`, `logs`)
+//! add: 1 when the server fails or cannot be reached, 2 when it refuses the request.
 
+mod client;
 mod local;
 mod report;
 mod serve;
@@ -51,16 +53,13 @@ enum Command {
         #[arg(short, long, default_value = "wharf.yaml")]
         output: PathBuf,
     },
-    /// List the local runs of a pipeline, newest first.
-    Runs {
-        /// The pipeline's name.
-        pipeline: String,
-        #[arg(long, default_value = ".wharf", env = "WHARF_DATA_DIR")]
-        data_dir: PathBuf,
-        /// How many runs to show.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-    },
+    /// Pipelines on a server: apply, list, show, copy, delete, activate, deactivate, yaml.
+    Pipelines(client::PipelinesArgs),
+    /// Runs on a server: start, stop, rerun, retry, list, show (`list` also lists the
+    /// runs `wharf run` kept locally).
+    Runs(client::RunsArgs),
+    /// A run's log on a server, or one task's; `-f` follows it live.
+    Logs(client::LogsArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,29 +102,26 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate { files } => validate(&files),
         Command::Init { name, output } => init(&name, &output),
-        Command::Runs { pipeline, data_dir, limit } => runs(&pipeline, &data_dir, limit),
-        Command::Serve(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(serve::serve(args)).map(|()| ExitCode::SUCCESS),
-                Err(e) => Err(e.into()),
-            }
-        }
-        Command::Run(args) => {
-            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
-            match runtime {
-                Ok(runtime) => runtime.block_on(run(args)),
-                Err(e) => Err(e.into()),
-            }
-        }
+        Command::Runs(args) => match args.local_listing() {
+            Some((pipeline, data_dir, limit, page)) => runs(pipeline, data_dir, limit, page),
+            None => on_runtime(client::runs(args)),
+        },
+        Command::Pipelines(args) => on_runtime(client::pipelines(args)),
+        Command::Logs(args) => on_runtime(client::logs(args)),
+        Command::Serve(args) => on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) }),
+        Command::Run(args) => on_runtime(run(args)),
     };
     match result {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(2)
+            ExitCode::from(client::exit_code(&err))
         }
     }
+}
+
+fn on_runtime(work: impl Future<Output = Result<ExitCode>>) -> Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(work)
 }
 
 /// Reads and validates a pipeline file, printing the problems the way compilers do.
@@ -179,7 +175,8 @@ fn init(name: &str, output: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn runs(pipeline: &str, data_dir: &Path, limit: usize) -> Result<ExitCode> {
+/// `wharf runs list` of the runs `wharf run` kept in `data_dir`.
+fn runs(pipeline: &str, data_dir: &Path, limit: usize, page: u64) -> Result<ExitCode> {
     let name = wharf_core::names::PipelineName::new(pipeline)?;
     let store = local::LocalStore::open(data_dir)?;
     let records = store.list(&name);
@@ -187,7 +184,8 @@ fn runs(pipeline: &str, data_dir: &Path, limit: usize) -> Result<ExitCode> {
         println!("no runs of `{pipeline}` in {}", data_dir.display());
     }
     let now = jiff::Timestamp::now();
-    for r in records.iter().take(limit) {
+    let skip = usize::try_from(page.saturating_sub(1)).unwrap_or(usize::MAX).saturating_mul(limit);
+    for r in records.iter().skip(skip).take(limit) {
         let started = r.progress.started_at().map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
         let took = r.progress.wall_time(now).map(report::human).unwrap_or_default();
         println!(
@@ -197,8 +195,9 @@ fn runs(pipeline: &str, data_dir: &Path, limit: usize) -> Result<ExitCode> {
             r.reason.as_deref().unwrap_or("")
         );
     }
-    if records.len() > limit {
-        println!("… {} older runs not shown (--limit)", records.len() - limit);
+    let shown_to = skip.saturating_add(limit);
+    if records.len() > shown_to {
+        println!("… {} older runs not shown (--limit, --page)", records.len() - shown_to);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -549,7 +549,7 @@ fn runs_are_numbered_and_listed_newest_first() {
     assert_eq!(counters["last_number"], 3);
 
     let data = sb.data();
-    let out = sb.wharf(&["runs", "numbered", "--data-dir", data.to_str().unwrap()]);
+    let out = sb.wharf(&["runs", "list", "numbered", "--data-dir", data.to_str().unwrap()]);
     out.expect_code(0);
     let listed: Vec<(u64, String)> = out
         .stdout
@@ -568,12 +568,12 @@ fn runs_are_numbered_and_listed_newest_first() {
         out.stdout
     );
 
-    let out = sb.wharf(&["runs", "numbered", "--data-dir", data.to_str().unwrap(), "--limit", "1"]);
+    let out = sb.wharf(&["runs", "list", "numbered", "--data-dir", data.to_str().unwrap(), "--limit", "1"]);
     out.expect_code(0);
     assert_eq!(out.stdout.lines().filter(|l| l.starts_with('#')).count(), 1, "{}", out.stdout);
     assert!(out.stdout.lines().next().unwrap().starts_with("#3"), "{}", out.stdout);
 
-    let out = sb.wharf(&["runs", "never-ran", "--data-dir", data.to_str().unwrap()]);
+    let out = sb.wharf(&["runs", "list", "never-ran", "--local", "--data-dir", data.to_str().unwrap()]);
     out.expect_code(0).stdout_has("no runs of `never-ran`");
 }
 
@@ -1500,7 +1500,7 @@ fn runs_listing_columns_line_up() {
     sb.run("mixed.yaml", &[]).expect_code(0);
     sb.run("mixed.yaml", &["-p", "CODE=1"]).expect_code(1);
     let data = sb.data();
-    let out = sb.wharf(&["runs", "mixed", "--data-dir", data.to_str().unwrap()]);
+    let out = sb.wharf(&["runs", "list", "mixed", "--data-dir", data.to_str().unwrap()]);
     out.expect_code(0);
     let starts: Vec<usize> = out
         .stdout

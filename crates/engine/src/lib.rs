@@ -86,14 +86,23 @@ impl Resume {
     /// Where to retry `previous` from: its first main stage that did not succeed.
     /// `None` when every stage succeeded (nothing to retry).
     pub fn from_failed_stage(previous: RunRecord) -> Option<Resume> {
-        let from_stage = previous
-            .stages
-            .iter()
-            .filter(|s| !s.rollback)
-            .position(|s| s.progress.status != wharf_core::status::Status::Succeeded)?;
+        let from_stage = previous.stages.iter().filter(|s| !s.rollback).position(|s| !Self::done(s))?;
         Some(Resume { previous, from_stage })
     }
+
+    /// A stage that succeeded, or that a retry took over from a run where it did.
+    fn done(stage: &wharf_core::run::StageRecord) -> bool {
+        use wharf_core::status::Status;
+        match stage.progress.status {
+            Status::Succeeded => true,
+            Status::Skipped => stage.reason.as_deref().is_some_and(|r| r.starts_with(REUSED)),
+            _ => false,
+        }
+    }
 }
+
+/// The start of the reason given to stages a retry took over ("succeeded in run #3").
+pub const REUSED: &str = "succeeded in run #";
 
 /// Which part of the record an [`Observer`] call is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

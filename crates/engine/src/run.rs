@@ -519,7 +519,13 @@ impl RunState {
     /// Takes over a stage that succeeded in the run being retried: recorded as skipped,
     /// its outputs restored into the record and the scope.
     fn reuse_stage(&self, s: usize, previous: &RunRecord) {
-        let why = format!("succeeded in run #{}", previous.number);
+        // A stage the earlier run itself took over names the run where it ran.
+        let why = previous
+            .stages
+            .get(s)
+            .and_then(|st| st.reason.clone())
+            .filter(|r| r.starts_with(crate::REUSED))
+            .unwrap_or_else(|| format!("{}{}", crate::REUSED, previous.number));
         let tasks = self.request.pipeline.stages[s].tasks.clone();
         for (t, task) in tasks.iter().enumerate() {
             let outputs = previous
