@@ -42,7 +42,11 @@ impl Auth {
 
     /// Checks an `Authorization` header value (`Bearer <token>`).
     pub fn check(&self, header: Option<&str>) -> bool {
-        let Some(token) = header.and_then(|h| h.strip_prefix("Bearer ")) else { return false };
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let Some((scheme, token)) = header.and_then(|h| h.split_once(' ')) else { return false };
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return false;
+        }
         let hash = sha256_hex(token.trim().as_bytes());
         // Compare without an early exit, so timing says nothing about the hash.
         hash.len() == self.admin_hash.len()

@@ -89,6 +89,47 @@ impl Dispatcher {
         }
     }
 
+    /// Whether a run of `model` could start now with no parameters given (the check
+    /// behind "save and run", made before saving).
+    pub fn check_startable(&self, model: &Pipeline, active: bool) -> ApiResult<()> {
+        self.prepare(model, active, &BTreeMap::new()).map(|_| ())
+    }
+
+    fn prepare(
+        &self,
+        model: &Pipeline,
+        active: bool,
+        given: &BTreeMap<String, String>,
+    ) -> ApiResult<BTreeMap<String, String>> {
+        if !active {
+            return Err(AppError::Conflict(format!(
+                "pipeline `{}` is inactive; activate it to start runs (its history is kept)",
+                model.name
+            )));
+        }
+        if let Some(kind) = model.executor
+            && kind != wharf_core::model::ExecutorKind::Host
+        {
+            return Err(AppError::invalid(
+                "the run cannot start",
+                "executor",
+                format!(
+                    "the pipeline asks for the {} executor; this server runs the host executor only",
+                    kind.as_str()
+                ),
+            ));
+        }
+        self.engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+            AppError::Invalid {
+                message: "the run cannot start".into(),
+                details: problems
+                    .into_iter()
+                    .map(|p| Detail { path: "parameters".into(), line: None, column: None, message: p })
+                    .collect(),
+            }
+        })
+    }
+
     fn state(&self) -> Arc<AppState> {
         self.state.upgrade().expect("the dispatcher lives inside the app state")
     }
@@ -141,31 +182,8 @@ impl Dispatcher {
         commit: Option<String>,
         retry_of: Option<&RunRow>,
     ) -> ApiResult<Accepted> {
-        if !pipeline.active {
-            return Err(AppError::Conflict(format!(
-                "pipeline `{}` is inactive; activate it to start runs (its history is kept)",
-                pipeline.name
-            )));
-        }
         let model = self.pipeline_version(pipeline.id, version).await?;
-        if let Some(kind) = model.executor
-            && kind != wharf_core::model::ExecutorKind::Host
-        {
-            return Err(AppError::invalid(
-                "the run cannot start",
-                "executor",
-                format!("the pipeline asks for the {} executor; this server runs the host executor only", kind.as_str()),
-            ));
-        }
-        let parameters = self.engine.prepare(&model, &given, &BTreeMap::new()).map_err(
-            |wharf_engine::PrepareError::Invalid(problems)| AppError::Invalid {
-                message: "the run cannot start".into(),
-                details: problems
-                    .into_iter()
-                    .map(|p| Detail { path: "parameters".into(), line: None, column: None, message: p })
-                    .collect(),
-            },
-        )?;
+        let parameters = self.prepare(&model, pipeline.active, &given)?;
         if let Some(previous) = retry_of {
             if Resume::from_failed_stage(previous.record.clone()).is_none() {
                 return Err(AppError::Conflict(format!(
@@ -220,12 +238,15 @@ impl Dispatcher {
     /// Stops a run: a started one gets SIGTERM then SIGKILL after the grace; a queued
     /// one never starts. A finished run is a conflict.
     pub async fn stop(&self, run_id: i64) -> ApiResult<()> {
-        if let Some(active) = self.active.lock().unwrap().get(&run_id) {
-            active.stop.send_replace(Some(StopRequest { reason: StopReason::Stopped, grace: self.stop_grace }));
-            return Ok(());
-        }
+        // Both locks at once (queue first, as `schedule` takes them), so a run moving
+        // from the queue to `active` is always found in one or the other.
         let was_queued = {
             let mut queue = self.queue.lock().unwrap();
+            let active = self.active.lock().unwrap();
+            if let Some(active) = active.get(&run_id) {
+                active.stop.send_replace(Some(StopRequest { reason: StopReason::Stopped, grace: self.stop_grace }));
+                return Ok(());
+            }
             let before = queue.len();
             queue.retain(|q| q.run_id != run_id);
             queue.len() != before
@@ -401,13 +422,27 @@ impl Dispatcher {
             if !start {
                 continue;
             }
-            self.queue.lock().unwrap().retain(|q| q.run_id != entry.run_id);
+            let (stop_tx, stop_rx) = watch::channel(None);
+            {
+                let mut queue = self.queue.lock().unwrap();
+                let mut active = self.active.lock().unwrap();
+                let before = queue.len();
+                queue.retain(|q| q.run_id != entry.run_id);
+                if queue.len() == before {
+                    continue; // stopped while we looked at it
+                }
+                active.insert(
+                    entry.run_id,
+                    Active { pipeline_id: entry.pipeline_id, number: entry.number, stop: stop_tx, superseded_by: None },
+                );
+            }
             starting_pipelines.push(entry.pipeline_id);
-            self.start(state, entry, model).await;
+            self.start(state, entry, model, stop_rx).await;
         }
     }
 
     async fn fail_unstarted(&self, state: &Arc<AppState>, run_id: i64, why: &str) {
+        self.active.lock().unwrap().remove(&run_id);
         if let Ok(row) = state.store.run(run_id).await {
             let mut record = row.record;
             end_unstarted(&mut record, Status::Failed, why);
@@ -415,7 +450,15 @@ impl Dispatcher {
         }
     }
 
-    async fn start(&self, state: &Arc<AppState>, entry: Queued, model: Arc<Pipeline>) {
+    /// Starts a run already moved into `active` (so a stop reaches it from the first
+    /// moment); failures before the engine starts end it `failed`.
+    async fn start(
+        &self,
+        state: &Arc<AppState>,
+        entry: Queued,
+        model: Arc<Pipeline>,
+        stop_rx: watch::Receiver<Option<StopRequest>>,
+    ) {
         let dir = self.workspace_dir(entry.run_id);
         let (workspace, resume) = match entry.retry_of {
             Some(previous_id) => {
@@ -457,11 +500,6 @@ impl Dispatcher {
             created_at: Some(entry.created_at),
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
         };
-        let (stop_tx, stop_rx) = watch::channel(None);
-        self.active.lock().unwrap().insert(
-            entry.run_id,
-            Active { pipeline_id: entry.pipeline_id, number: entry.number, stop: stop_tx, superseded_by: None },
-        );
         let observer = Arc::new(Persist::new(state.clone(), entry.run_id));
         let state = state.clone();
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
@@ -471,7 +509,22 @@ impl Dispatcher {
             if let Some(Active { superseded_by: Some(newer), .. }) = active
                 && record.progress.status == Status::Stopped
             {
-                record.reason = Some(format!("superseded by run #{newer} (concurrency: cancel-previous)"));
+                let why = format!("superseded by run #{newer} (concurrency: cancel-previous)");
+                let rewrite = |reason: &mut Option<String>| {
+                    if reason.as_deref() == Some("stopped by user") {
+                        *reason = Some(why.clone());
+                    }
+                };
+                for stage in &mut record.stages {
+                    for task in &mut stage.tasks {
+                        rewrite(&mut task.reason);
+                    }
+                    rewrite(&mut stage.reason);
+                    if let Some(r) = stage.reason.as_mut() {
+                        *r = r.replace("(stopped by user)", &format!("({why})"));
+                    }
+                }
+                record.reason = Some(why.clone());
             }
             observer.finish(&record).await;
             tracing::info!(run = entry.run_id, status = %record.progress.status, "run finished");
@@ -634,7 +687,11 @@ impl Persist {
 
 impl Observer for Persist {
     fn changed(&self, record: &RunRecord, part: Part) {
-        if let Some(tx) = self.records.lock().unwrap().as_ref() {
+        // The terminal record is written by `finish`, after the dispatcher has had its
+        // say (a superseded run's reason), so nobody reads a premature final word.
+        if !record.progress.status.is_terminal()
+            && let Some(tx) = self.records.lock().unwrap().as_ref()
+        {
             let _ = tx.send(record.clone());
         }
         match part {

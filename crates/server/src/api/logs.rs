@@ -67,6 +67,13 @@ pub async fn tail(
     };
     let run_id = row.summary.id;
     let size = state.logs.size(run_id, key);
+    if offset > size {
+        return Err(AppError::invalid(
+            "bad offset",
+            "offset",
+            format!("{offset} is past the end of the log ({size} bytes so far)"),
+        ));
+    }
     let bytes = state.logs.read_from(run_id, key, offset, CHUNK).map_err(|e| AppError::Internal(e.to_string()))?;
     let next = offset + bytes.len() as u64;
     let more = !status.is_terminal() || next < size;

@@ -43,6 +43,14 @@ fn wants_run(query: &HashMap<String, String>) -> ApiResult<bool> {
     }
 }
 
+/// Before saving with `?run=true`: the run must be able to start, or nothing is saved.
+fn check_run(state: &AppState, pipeline: &wharf_core::model::Pipeline, active: bool, run: bool) -> ApiResult<()> {
+    if run {
+        state.dispatcher.check_startable(pipeline, active)?;
+    }
+    Ok(())
+}
+
 async fn save_and_maybe_run(state: &AppState, row: PipelineRow, run: bool) -> ApiResult<Saved> {
     let run = if run {
         let cause = Cause::Manual { user: "admin".into() };
@@ -73,11 +81,13 @@ pub async fn create(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let run = wants_run(&query)?;
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
     let project = project_of(&pipeline, &query)?;
+    check_run(&state, &pipeline, true, run)?;
     let row = state.store.create_pipeline(&project, pipeline.name.as_str(), text).await?;
-    Ok(created(save_and_maybe_run(&state, row, wants_run(&query)?).await?))
+    Ok(created(save_and_maybe_run(&state, row, run).await?))
 }
 
 #[derive(Deserialize, Default)]
@@ -155,9 +165,11 @@ pub async fn update(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let run = wants_run(&query)?;
     let row = find(&state, &key, &query).await?;
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
+    check_run(&state, &pipeline, row.active, run)?;
     if let Some(project) = &pipeline.project
         && project != &row.project
     {
@@ -168,7 +180,7 @@ pub async fn update(
         ));
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
-    let saved = save_and_maybe_run(&state, row, wants_run(&query)?).await?;
+    let saved = save_and_maybe_run(&state, row, run).await?;
     Ok(axum::Json(saved).into_response())
 }
 

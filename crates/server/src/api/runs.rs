@@ -90,7 +90,7 @@ pub fn view(row: &RunRow, log_size: impl Fn(usize, usize) -> u64) -> ApiResult<V
             if let Some(Value::Array(tasks)) = stage_value.get_mut("tasks") {
                 for (t, (task_value, task)) in tasks.iter_mut().zip(&stage.tasks).enumerate() {
                     merge(task_value, times(&task.progress));
-                    merge(task_value, json!({ "log_size": log_size(s, t) }));
+                    merge(task_value, json!({ "log_size": log_size(s, t), "outputs": task.outputs }));
                 }
             }
         }
