@@ -14,6 +14,8 @@
 //! 3. cli: `wharf run --quiet` of the same pipeline as a fresh process, records and
 //!    log files included.
 //!
+//! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`.
+//!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
 //! spends `running` and the median gap between one task's end and the next's start.
@@ -27,6 +29,8 @@ use wharf_core::status::Status;
 use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
+
+mod server;
 
 struct Args {
     tasks: usize,
@@ -183,6 +187,9 @@ fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> D
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("server") {
+        return server::main(std::env::args().skip(2));
+    }
     let args = args();
     let dir = tempfile::tempdir().expect("tempdir");
     let yaml = pipeline_yaml(args.tasks);
