@@ -29,6 +29,9 @@ pub const INTERRUPTED: &str = "interrupted by server restart";
 /// find and kill what its previous life left running.
 pub const RUN_LABEL: &str = "WHARF_SERVER_RUN";
 
+/// Parsed pipeline versions kept in memory at most.
+const PARSED_CACHE: usize = 1024;
+
 /// A run accepted and not started yet.
 #[derive(Clone, Debug)]
 struct Queued {
@@ -156,15 +159,25 @@ impl Dispatcher {
             AppError::Internal(format!("stored version {version} of pipeline {pipeline_id} no longer validates: {d}"))
         })?;
         let parsed = Arc::new(parsed);
-        self.pipelines.lock().unwrap().insert((pipeline_id, version), parsed.clone());
+        let mut cache = self.pipelines.lock().unwrap();
+        if cache.len() >= PARSED_CACHE {
+            // Crude but bounded: versions are cheap to parse again.
+            cache.clear();
+        }
+        cache.insert((pipeline_id, version), parsed.clone());
         Ok(parsed)
     }
 
     /// `<hash of the data directory>/<run id>`.
     fn run_label(&self, run_id: i64) -> String {
+        format!("{}{run_id}", self.label_prefix())
+    }
+
+    /// `<hash of the data directory>/`: what every task label of this server starts with.
+    fn label_prefix(&self) -> String {
         let dir = self.state().config.data_dir.clone();
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        format!("{}/{run_id}", &crate::auth::sha256_hex(dir.as_os_str().as_encoded_bytes())[..16])
+        format!("{}/", &crate::auth::sha256_hex(dir.as_os_str().as_encoded_bytes())[..16])
     }
 
     fn workspace_dir(&self, run_id: i64) -> PathBuf {
@@ -272,15 +285,14 @@ impl Dispatcher {
     pub async fn recover(state: &Arc<AppState>) -> Result<(), ServerError> {
         let this = &state.dispatcher;
         let interrupted = state.store.runs_with_status(&[Status::Pending, Status::Running, Status::Waiting]).await?;
+        // At start nothing of ours runs yet, so every process labelled with this data
+        // directory is a leftover of the previous process (whatever its run's stored
+        // status says: a run cut before its start was saved still looks queued).
+        let killed = kill_leftovers(&this.label_prefix());
+        if killed > 0 {
+            tracing::warn!(processes = killed, "killed task processes left by the previous server");
+        }
         for row in interrupted {
-            let killed = kill_leftovers(&this.run_label(row.summary.id));
-            if killed > 0 {
-                tracing::warn!(
-                    run = row.summary.id,
-                    processes = killed,
-                    "killed task processes left by the previous server"
-                );
-            }
             let mut record = row.record.clone();
             end_interrupted(&mut record);
             let pipeline = state.store.pipeline(row.summary.pipeline_id).await;
@@ -352,7 +364,10 @@ impl Dispatcher {
         });
         let weak = Arc::downgrade(state);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
+            // Age-based retention needs a sweep now and then; runs ending apply the
+            // count-based part themselves. Not at start: a restart should be quick.
+            let period = std::time::Duration::from_secs(600);
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
                 let Some(state) = weak.upgrade() else { return };
@@ -505,8 +520,8 @@ impl Dispatcher {
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
         tokio::spawn(async move {
             let mut record = state.dispatcher.engine.run(request, observer.clone(), stop_rx).await;
-            let active = state.dispatcher.active.lock().unwrap().remove(&entry.run_id);
-            if let Some(Active { superseded_by: Some(newer), .. }) = active
+            let superseded = state.dispatcher.superseded_by(entry.run_id);
+            if let Some(newer) = superseded
                 && record.progress.status == Status::Stopped
             {
                 let why = format!("superseded by run #{newer} (concurrency: cancel-previous)");
@@ -527,6 +542,8 @@ impl Dispatcher {
                 record.reason = Some(why.clone());
             }
             observer.finish(&record).await;
+            // Only now, with the final record stored, does the run stop being active.
+            state.dispatcher.active.lock().unwrap().remove(&entry.run_id);
             tracing::info!(run = entry.run_id, status = %record.progress.status, "run finished");
             state.dispatcher.wake.notify_one();
             state.dispatcher.apply_retention(&state, entry.pipeline_id).await;
@@ -538,7 +555,7 @@ impl Dispatcher {
     /// workspaces; and workspaces beyond the newest `keep_workspaces` runs.
     pub async fn apply_retention(&self, state: &Arc<AppState>, pipeline_id: i64) {
         let Ok(pipeline) = state.store.pipeline(pipeline_id).await else { return };
-        let policy = self.pipeline_version(pipeline.id, pipeline.version).await.ok().and_then(|m| m.retention);
+        let policy = self.retention_policy(pipeline.id, pipeline.version).await;
         let keep = policy.and_then(|p| p.runs).or(state.config.keep_runs).map(i64::from);
         let days = policy.and_then(|p| p.days).or(state.config.keep_days).map(i64::from);
         let before = days.map(|d| wharf_store::now_ms() - d * 86_400_000);
@@ -552,8 +569,10 @@ impl Dispatcher {
             }
             let _ = state.store.delete_runs(&ids).await;
         }
+        // Only the runs just past the newest `keep_workspaces` (each run's end looks,
+        // so older ones were handled already; the window covers a few ending at once).
         let keep_ws = i64::from(state.config.keep_workspaces);
-        if let Ok((old, _)) = state.store.runs(pipeline_id, 10_000, keep_ws).await {
+        if let Ok((old, _)) = state.store.runs(pipeline_id, 16, keep_ws).await {
             for run in old.iter().filter(|r| r.status.is_terminal()) {
                 let src = self.workspace_dir(run.id).join("src");
                 if src.is_symlink() {
@@ -563,6 +582,16 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// A version's retention policy, from the parse cache when it is there, without
+    /// filling the cache (a sweep over every pipeline would keep them all in memory).
+    async fn retention_policy(&self, pipeline_id: i64, version: i64) -> Option<wharf_core::model::Retention> {
+        if let Some(model) = self.pipelines.lock().unwrap().get(&(pipeline_id, version)) {
+            return model.retention;
+        }
+        let source = self.state().store.version(pipeline_id, version).await.ok()?.source;
+        wharf_pipeline::parse(&source).ok()?.retention
     }
 
     /// The number of the run that superseded `run_id`, if any (for tests and the API).
@@ -741,16 +770,16 @@ impl Observer for Persist {
 }
 
 /// Kills (SIGKILL, whole process groups) the processes whose environment carries
-/// `WHARF_SERVER_RUN=<label>`: what a killed server's host tasks left running.
+/// `WHARF_SERVER_RUN=<prefix>…`: what a killed server's host tasks left running.
 /// Returns how many processes matched. Linux only (reads /proc); elsewhere a no-op.
-fn kill_leftovers(label: &str) -> usize {
-    let needle = format!("{RUN_LABEL}={label}");
+fn kill_leftovers(prefix: &str) -> usize {
+    let needle = format!("{RUN_LABEL}={prefix}");
     let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
     let mut found = 0;
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
         let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) {
+        if environ.split(|b| *b == 0).any(|var| var.starts_with(needle.as_bytes())) {
             found += 1;
             let pid = nix::unistd::Pid::from_raw(pid);
             match nix::unistd::getpgid(Some(pid)) {

@@ -39,6 +39,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: SqlitePool,
+    /// SQLite takes one writer at a time; queueing writers here instead of in SQLite's
+    /// busy handler (which sleeps and retries) keeps bursts of small writes fast.
+    writer: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A pipeline's row, with its latest version number.
@@ -110,7 +113,7 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         migrate::run(&pool).await?;
-        Ok(Store { pool })
+        Ok(Store { pool, writer: Default::default() })
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -119,6 +122,7 @@ impl Store {
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
         sqlx::query(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
@@ -134,6 +138,7 @@ impl Store {
     /// Creates a pipeline with its first version. A name already used in the project is
     /// a `Conflict`.
     pub async fn create_pipeline(&self, project: &str, name: &str, source: &str) -> Result<PipelineRow> {
+        let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
@@ -166,6 +171,7 @@ impl Store {
 
     /// Saves a new version; renaming to a name in use is a `Conflict`.
     pub async fn add_version(&self, id: i64, name: &str, source: &str) -> Result<PipelineRow> {
+        let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let renamed = sqlx::query("UPDATE pipelines SET version = version + 1, name = ?, updated_at = ? WHERE id = ?")
@@ -232,8 +238,9 @@ impl Store {
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
                     r.increment \
-             FROM pipelines p LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
-             ORDER BY p.project, p.name LIMIT ? OFFSET ?",
+             FROM (SELECT * FROM pipelines ORDER BY project, name LIMIT ? OFFSET ?) p \
+             LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
+             ORDER BY p.project, p.name",
         )
         .bind(limit)
         .bind(offset)
@@ -274,6 +281,7 @@ impl Store {
     }
 
     pub async fn set_active(&self, id: i64, active: bool) -> Result<PipelineRow> {
+        let _write = self.writer.lock().await;
         let done = sqlx::query("UPDATE pipelines SET active = ?, updated_at = ? WHERE id = ?")
             .bind(active)
             .bind(now_ms())
@@ -288,6 +296,7 @@ impl Store {
 
     /// Deletes a pipeline with its versions and runs; refuses while a run is not over.
     pub async fn delete_pipeline(&self, id: i64) -> Result<Vec<i64>> {
+        let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         let active: i64 = sqlx::query(
             "SELECT COUNT(*) FROM runs WHERE pipeline_id = ? AND status IN ('queued', 'pending', 'running', 'waiting')",
@@ -329,6 +338,7 @@ impl Store {
         commit: Option<&str>,
         make_record: impl FnOnce(NewRun) -> RunRecord,
     ) -> Result<(NewRun, RunRecord)> {
+        let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
@@ -370,6 +380,7 @@ impl Store {
 
     /// Writes a run's record (and the columns derived from it).
     pub async fn save_record(&self, run_id: i64, record: &RunRecord) -> Result<()> {
+        let _write = self.writer.lock().await;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let commit = record.checkout.as_ref().and_then(|c| c.commit.clone());
         sqlx::query(
@@ -452,6 +463,7 @@ impl Store {
     }
 
     pub async fn delete_runs(&self, ids: &[i64]) -> Result<()> {
+        let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         for id in ids {
             sqlx::query("DELETE FROM runs WHERE id = ?").bind(id).execute(&mut *tx).await?;
