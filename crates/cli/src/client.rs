@@ -489,21 +489,6 @@ fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
 // Output helpers
 // ---------------------------------------------------------------------------------
 
-/// Rows as aligned columns, two spaces apart.
-fn columns(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> =
-        (0..n).map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> =
-            row.iter().enumerate().map(|(i, cell)| format!("{cell:<width$}", width = widths[i])).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// Milliseconds since the epoch as local time.
 fn when(ms: Option<i64>) -> String {
     let Some(ms) = ms else { return "-".into() };
@@ -711,7 +696,7 @@ async fn list_pipelines(client: &Client) -> Result<ExitCode> {
             run_brief(&item["last_run"]),
         ]);
     }
-    print!("{}", columns(&rows));
+    print!("{}", report::columns(&rows));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -741,7 +726,7 @@ fn stage_lines(out: &mut String, stages: &[wharf_core::model::Stage]) {
                 vec![format!("    - {}", task.name), kind, extra.join(", ")]
             })
             .collect();
-        out.push_str(&columns(&rows));
+        out.push_str(&report::columns(&rows));
     }
 }
 
@@ -790,7 +775,7 @@ async fn show_pipeline(client: &Client, pipeline: &str) -> Result<ExitCode> {
         let numbers: Vec<String> = active_runs.iter().map(|n| format!("#{}", text(n))).collect();
         facts.push(vec!["  in progress".into(), numbers.join(", ")]);
     }
-    out.push_str(&columns(&facts));
+    out.push_str(&report::columns(&facts));
     match &model {
         Some(m) => {
             out.push_str("stages\n");
@@ -817,7 +802,7 @@ async fn show_pipeline(client: &Client, pipeline: &str) -> Result<ExitCode> {
     for v in &versions {
         rows.push(vec![format!("  {}", text(&v["version"])), when(v["created_at"].as_i64())]);
     }
-    out.push_str(&columns(&rows));
+    out.push_str(&report::columns(&rows));
     print!("{out}");
     Ok(ExitCode::SUCCESS)
 }
@@ -912,7 +897,7 @@ async fn list_runs(client: &Client, pipeline: &str, limit: Option<usize>, page: 
             note.join(", "),
         ]);
     }
-    print!("{}", columns(&rows));
+    print!("{}", report::columns(&rows));
     let shown_to = (page - 1) * limit as u64 + items.len() as u64;
     if shown_to < total {
         println!("… {} older runs (--page {})", total - shown_to, page + 1);

@@ -372,11 +372,19 @@ pub fn table(record: &RunRecord) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..4).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    columns(&rows)
+}
+
+/// Rows as aligned columns, two spaces apart.
+pub fn columns<R: AsRef<[String]>>(rows: &[R]) -> String {
+    let n = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..n)
+        .map(|i| rows.iter().filter_map(|r| r.as_ref().get(i)).map(|c| c.chars().count()).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> =
-            row.iter().enumerate().map(|(i, cell)| format!("{cell:<width$}", width = widths[i])).collect();
+            row.as_ref().iter().enumerate().map(|(i, cell)| format!("{cell:<width$}", width = widths[i])).collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
