@@ -378,7 +378,7 @@ fn only_script_tasks_are_supported() {
 /// Not a test: the per-task cost of the host executor over a bare spawn. Run with
 /// `cargo test -p wharf-executor --release --test host -- --ignored --nocapture`.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore]
+#[ignore = "a measurement, not a check: run with --ignored --nocapture to print the timings"]
 async fn measure_host_executor_overhead() {
     const N: u32 = 200;
     let dir = tempfile::tempdir().unwrap();
