@@ -3,7 +3,8 @@
 //! branch at depth 1 (or one exact commit) by running the `git` binary; `validate.rs`
 //! holds the checks every repository address and branch name passes before git ever
 //! sees them, `git.rs` how one git process is run (environment, process group, stop),
-//! and `error.rs` what each failure means.
+//! and `error.rs` what each failure means. [`webhook`] verifies and parses GitHub,
+//! GitLab and Gitee webhook deliveries.
 //!
 //! Git runs as a separate program, never through a shell, and never with user data in
 //! an option position, so a pipeline's source cannot make the server run commands.
@@ -12,6 +13,7 @@ mod checkout;
 mod error;
 mod git;
 mod validate;
+pub mod webhook;
 
 pub use checkout::checkout;
 pub use error::CheckoutError;
