@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v git >/dev/null || need_apt+=(git)
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+# Time zone rules for timer and validation tests (jiff reads the system database).
+[ -f /usr/share/zoneinfo/Europe/Berlin ] || need_apt+=(tzdata)
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "==> installing ${need_apt[*]}"
