@@ -8,6 +8,7 @@
 //!
 //! Start with [`Store::open`], then the pipeline methods, then the run methods.
 
+pub mod bindings;
 pub mod logs;
 mod migrate;
 

@@ -5,7 +5,10 @@
 use crate::{Result, StoreError};
 use sqlx::{Row, SqlitePool};
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_initial.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_initial.sql")),
+    (2, include_str!("../migrations/sqlite/0002_triggers.sql")),
+];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {
     sqlx::query(

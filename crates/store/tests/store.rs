@@ -125,3 +125,24 @@ async fn reopening_keeps_everything_and_migrations_run_once() {
     assert_eq!(store.pipeline_by_name("app", None).await.unwrap().version, 1);
     assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
 }
+
+#[tokio::test]
+async fn bindings_keep_secrets_out_of_their_json() {
+    let (_dir, store) = store().await;
+    let new = wharf_store::bindings::NewBinding {
+        name: "gh".into(),
+        provider: "github".into(),
+        token: Some("ghp_secret".into()),
+        webhook_secret: Some("hook-secret".into()),
+        ..Default::default()
+    };
+    let b = store.create_binding(&new).await.unwrap();
+    assert!(b.has_token && b.has_webhook_secret && !b.has_client_secret);
+    let json = serde_json::to_string(&b).unwrap();
+    assert!(!json.contains("ghp_secret") && !json.contains("hook-secret"), "{json}");
+    assert!(matches!(store.create_binding(&new).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.set_binding_token("gh", Some("new")).await.unwrap().token.as_deref(), Some("new"));
+    assert_eq!(store.bindings().await.unwrap().len(), 1);
+    store.delete_binding("gh").await.unwrap();
+    assert!(matches!(store.binding("gh").await, Err(StoreError::NotFound(_))));
+}
