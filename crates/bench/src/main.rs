@@ -118,6 +118,7 @@ fn engine_run(
         secrets: BTreeMap::new(),
         workspace: Workspace::Existing { src: dir.to_path_buf(), run_dir: dir.join(format!("run{number}")) },
         commit: None,
+        git_ref: None,
         resume: None,
         created_at: None,
         labels: vec![],

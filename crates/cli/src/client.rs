@@ -93,6 +93,14 @@ pub enum PipelinesCommand {
         /// The pipeline's name or id.
         pipeline: String,
     },
+    /// The next fire times of each of a pipeline's timer triggers.
+    Schedule {
+        /// The pipeline's name or id.
+        pipeline: String,
+        /// How many times per trigger, 1 to 50.
+        #[arg(long, value_name = "N", default_value_t = 5)]
+        count: u32,
+    },
     /// Print a pipeline's saved YAML.
     #[command(disable_version_flag = true)]
     Yaml {
@@ -579,6 +587,7 @@ pub async fn pipelines(args: PipelinesArgs) -> Result<ExitCode> {
         }
         PipelinesCommand::Activate { pipeline } => set_active(&client, &pipeline, true).await,
         PipelinesCommand::Deactivate { pipeline } => set_active(&client, &pipeline, false).await,
+        PipelinesCommand::Schedule { pipeline, count } => schedule(&client, &pipeline, count).await,
         PipelinesCommand::Yaml { pipeline, version } => {
             let url = client.url(&["pipelines", key(&pipeline)?, "yaml"]);
             let url = with_query(url, &version.map(|v| ("version", v.to_string())).into_iter().collect::<Vec<_>>());
@@ -587,6 +596,55 @@ pub async fn pipelines(args: PipelinesArgs) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn schedule(client: &Client, pipeline: &str, count: u32) -> Result<ExitCode> {
+    let url = with_query(client.url(&["pipelines", key(pipeline)?, "schedule"]), &[("count", count.to_string())]);
+    let shown = client.call(Method::GET, url, None).await?;
+    print!("{}", schedule_text(&shown));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `trigger 1: every_hours: 2, at_minute: 28 (Asia/Shanghai)` and its times, one a line.
+fn schedule_text(shown: &Value) -> String {
+    let name = text(&shown["name"]);
+    let triggers = shown["triggers"].as_array().cloned().unwrap_or_default();
+    if triggers.is_empty() {
+        return format!("pipeline {name} has no timer triggers\n");
+    }
+    let mut out = format!("pipeline {name}: next fire times\n");
+    if shown["active"] == false {
+        out.push_str("(inactive: its timers fire nothing until it is activated)\n");
+    }
+    for trigger in &triggers {
+        let kind = text(&trigger["kind"]);
+        let brief = |v: &Value| match v {
+            Value::Array(items) => format!("[{}]", items.iter().map(text).collect::<Vec<_>>().join(", ")),
+            other => text(other),
+        };
+        let mut fields = vec![format!("{kind}: {}", brief(&trigger["trigger"][&kind]))];
+        if let Some(map) = trigger["trigger"].as_object() {
+            fields.extend(map.iter().filter(|(k, _)| **k != kind).map(|(k, v)| format!("{k}: {}", brief(v))));
+        }
+        out.push_str(&format!(
+            "trigger {}: {} ({})\n",
+            text(&trigger["index"]),
+            fields.join(", "),
+            text(&trigger["timezone"])
+        ));
+        for time in trigger["next"].as_array().into_iter().flatten() {
+            // 2021-03-25T14:54:00+08:00 → 2021-03-25 14:54:00 +08:00
+            let time = text(time);
+            let shown = match (time.get(..10), time.get(11..19), time.get(19..)) {
+                (Some(day), Some(clock), Some(offset)) if time.as_bytes()[10] == b'T' => {
+                    format!("{day} {clock} {}", if offset == "Z" { "+00:00" } else { offset })
+                }
+                _ => time.clone(),
+            };
+            out.push_str(&format!("  {shown}\n"));
+        }
+    }
+    out
 }
 
 async fn set_active(client: &Client, pipeline: &str, active: bool) -> Result<ExitCode> {
@@ -1310,6 +1368,27 @@ mod tests {
         assert_eq!(shown_line("2025-01-02T03:04:05.678Z sys exit code 0"), "· exit code 0");
         assert_eq!(shown_line("2025-01-02T03:04:05.678Z out "), "");
         assert_eq!(shown_line("[wharf] log truncated"), "[wharf] log truncated");
+    }
+
+    #[test]
+    fn the_schedule_shows_each_trigger_as_written_and_its_times() {
+        let shown = json!({
+            "name": "nightly", "active": true,
+            "triggers": [
+                { "index": 1, "kind": "every_hours", "trigger": { "every_hours": 2, "at_minute": 28 },
+                  "timezone": "Asia/Shanghai", "next": ["2021-03-25T16:28:00+08:00", "2021-03-25T18:28:00+08:00"] },
+                { "index": 2, "kind": "weekly", "trigger": { "weekly": ["mon", "thu"], "at": "09:00" },
+                  "timezone": "UTC", "next": ["2021-03-29T09:00:00Z"] }
+            ]
+        });
+        assert_eq!(
+            super::schedule_text(&shown),
+            "pipeline nightly: next fire times\n\
+             trigger 1: every_hours: 2, at_minute: 28 (Asia/Shanghai)\n  2021-03-25 16:28:00 +08:00\n  2021-03-25 18:28:00 +08:00\n\
+             trigger 2: weekly: [mon, thu], at: 09:00 (UTC)\n  2021-03-29 09:00:00 +00:00\n"
+        );
+        let none = json!({ "name": "plain", "active": false, "triggers": [] });
+        assert_eq!(super::schedule_text(&none), "pipeline plain has no timer triggers\n");
     }
 
     #[test]

@@ -53,7 +53,7 @@ enum Command {
         #[arg(short, long, default_value = "wharf.yaml")]
         output: PathBuf,
     },
-    /// Pipelines on a server: apply, list, show, copy, delete, activate, deactivate, yaml.
+    /// Pipelines on a server: apply, list, show, copy, delete, activate, deactivate, schedule, yaml.
     Pipelines(client::PipelinesArgs),
     /// Runs on a server: start, stop, rerun, retry, list, show (`list` also lists the
     /// runs `wharf run` kept locally).
@@ -293,6 +293,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         secrets,
         workspace,
         commit: None,
+        git_ref: None,
         resume: None,
         created_at: None,
         labels: vec![],

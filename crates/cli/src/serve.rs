@@ -11,8 +11,8 @@ use wharf_server::{Server, ServerConfig};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor,
-    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, [retention] runs, days,
-    /// workspaces).
+    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, timer_grace, [retention] runs,
+    /// days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -33,6 +33,10 @@ pub struct ServeArgs {
     /// Grace between SIGTERM and SIGKILL when stopping, e.g. `10s` [default: 10s].
     #[arg(long, env = "WHARF_STOP_GRACE")]
     stop_grace: Option<String>,
+    /// How old a due time missed while the server was down may be and still get its one
+    /// catch-up run (timers with `missed: once`), e.g. `30m`, `2h` [default: 1h].
+    #[arg(long, env = "WHARF_TIMER_GRACE")]
+    timer_grace: Option<String>,
     /// Per-task log cap in MB [default: 100].
     #[arg(long, env = "WHARF_LOG_CAP_MB")]
     log_cap_mb: Option<u64>,
@@ -50,6 +54,7 @@ const KEYS: &[&str] = &[
     "stop_grace",
     "log_cap_mb",
     "admin_token",
+    "timer_grace",
     "retention",
 ];
 
@@ -106,6 +111,9 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(grace) = args.stop_grace.clone().or(s("stop_grace")).or(n("stop_grace").map(|v| v.to_string())) {
         config.stop_grace = duration(&grace, "stop_grace")?;
+    }
+    if let Some(grace) = args.timer_grace.clone().or(s("timer_grace")).or(n("timer_grace").map(|v| v.to_string())) {
+        config.timer_grace = duration(&grace, "timer_grace")?;
     }
     if let Some(mb) = args.log_cap_mb.or(n("log_cap_mb").map(|v| v as u64)) {
         config.log_cap_bytes = mb.max(1) * 1_000_000;

@@ -122,6 +122,9 @@ pub struct CheckoutRecord {
     pub repo: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The tag checked out instead of a branch (a tag event); `GIT_TAG`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
     #[serde(flatten)]

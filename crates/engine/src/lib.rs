@@ -65,12 +65,46 @@ pub struct RunRequest {
     pub workspace: Workspace,
     /// Check out exactly this commit (re-runs, webhook events).
     pub commit: Option<String>,
+    /// Clone this branch or tag instead of the pipeline's `source.branch` (webhook
+    /// events: the pushed branch or tag, a merge request's branch). `None`: the
+    /// pipeline's own branch.
+    pub git_ref: Option<GitRef>,
     /// Retry from the failed stage of an earlier run (its workspace is `workspace`).
     pub resume: Option<Resume>,
     /// When the run was accepted (its `queued` time); now when `None`.
     pub created_at: Option<jiff::Timestamp>,
     /// Given to every task's executor (see `TaskSpec::labels`).
     pub labels: Vec<(String, String)>,
+}
+
+/// A branch or a tag to check out in place of the pipeline's `source.branch`. The name
+/// is used as it is (no `${…}`); the checkout checks it like any branch name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GitRef {
+    /// Sets `GIT_BRANCH`.
+    Branch(String),
+    /// Cloned with `git clone --branch <tag>` (a detached HEAD); sets `GIT_TAG` and
+    /// leaves `GIT_BRANCH` empty.
+    Tag(String),
+}
+
+impl GitRef {
+    /// The name given to `git clone --branch`.
+    pub fn name(&self) -> &str {
+        match self {
+            GitRef::Branch(name) | GitRef::Tag(name) => name,
+        }
+    }
+
+    /// The ref a checkout record says was asked for: its tag when it has one, else
+    /// its branch (what a recovered or re-run event run must clone again).
+    pub fn from_checkout(checkout: &wharf_core::run::CheckoutRecord) -> Option<GitRef> {
+        match (&checkout.tag, &checkout.branch) {
+            (Some(tag), _) => Some(GitRef::Tag(tag.clone())),
+            (None, Some(branch)) => Some(GitRef::Branch(branch.clone())),
+            (None, None) => None,
+        }
+    }
 }
 
 /// What a retry takes over from the run it retries: the stages before `from_stage`

@@ -9,7 +9,7 @@
 use crate::clock::RunningClock;
 use crate::mask::Masker;
 use crate::outputs;
-use crate::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
+use crate::{Engine, EngineConfig, GitRef, Observer, Part, RunRequest, Workspace};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,7 +109,15 @@ pub fn initial_record(request: &RunRequest) -> RunRecord {
             }),
             (Workspace::Checkout { .. }, Some(source), None) => Some(CheckoutRecord {
                 repo: source.repo.clone(),
-                branch: source.branch.clone(),
+                branch: match &request.git_ref {
+                    Some(GitRef::Branch(branch)) => Some(branch.clone()),
+                    Some(GitRef::Tag(_)) => None,
+                    None => source.branch.clone(),
+                },
+                tag: match &request.git_ref {
+                    Some(GitRef::Tag(tag)) => Some(tag.clone()),
+                    _ => None,
+                },
                 commit: None,
                 progress: Progress::new(now),
                 reason: None,
@@ -348,6 +356,7 @@ impl RunState {
             let mut scope = self.scope.lock().unwrap();
             scope.names.insert("GIT_URL".into(), previous.repo.clone());
             scope.names.insert("GIT_BRANCH".into(), previous.branch.clone().unwrap_or_default());
+            scope.names.insert("GIT_TAG".into(), previous.tag.clone().unwrap_or_default());
             scope.names.insert("GIT_COMMIT".into(), previous.commit.clone().unwrap_or_default());
             drop(scope);
             if self.record.lock().unwrap().checkout.is_some() {
@@ -392,9 +401,16 @@ impl RunState {
     ) -> Result<(), (Status, String)> {
         let part = Part::Checkout;
         let repo = self.render(&source.repo).map_err(|why| (Status::Failed, format!("source.repo: {why}")))?;
-        let branch = match &source.branch {
-            Some(b) => Some(self.render(b).map_err(|why| (Status::Failed, format!("source.branch: {why}")))?),
-            None => None,
+        // An event's branch or tag replaces the pipeline's branch, as it is.
+        let (branch, tag) = match &self.request.git_ref {
+            Some(GitRef::Branch(branch)) => (Some(branch.clone()), None),
+            Some(GitRef::Tag(tag)) => (None, Some(tag.clone())),
+            None => match &source.branch {
+                Some(b) => {
+                    (Some(self.render(b).map_err(|why| (Status::Failed, format!("source.branch: {why}")))?), None)
+                }
+                None => (None, None),
+            },
         };
         if let Some(request) = *run_rx.borrow() {
             self.set(part, Status::Skipped, None);
@@ -406,12 +422,18 @@ impl RunState {
             if let Some(c) = record.checkout.as_mut() {
                 c.repo = repo.clone();
                 c.branch = branch.clone();
+                c.tag = tag.clone();
             }
         }
         self.set(part, Status::Running, None);
         let _ticking = self.run_clock.start();
-        let req =
-            wharf_scm::CheckoutRequest { repo, branch, commit: self.request.commit.clone(), dest: self.src.clone() };
+        // `git clone --branch` takes a tag as well as a branch.
+        let req = wharf_scm::CheckoutRequest {
+            repo,
+            branch: branch.or_else(|| tag.clone()),
+            commit: self.request.commit.clone(),
+            dest: self.src.clone(),
+        };
         let (abort_tx, abort_rx) = watch::channel(false);
         let log = |text: String| {
             let line = LogLine {
@@ -433,16 +455,19 @@ impl RunState {
         };
         match result {
             Ok(done) => {
+                // A tag is checked out on a detached HEAD: no branch.
+                let branch = if tag.is_some() { None } else { done.branch };
                 {
                     let mut record = self.record.lock().unwrap();
                     if let Some(c) = record.checkout.as_mut() {
                         c.commit = Some(done.commit.clone());
-                        c.branch = done.branch.clone();
+                        c.branch = branch.clone();
                     }
                 }
                 let mut scope = self.scope.lock().unwrap();
                 scope.names.insert("GIT_URL".into(), req.repo.clone());
-                scope.names.insert("GIT_BRANCH".into(), done.branch.unwrap_or_default());
+                scope.names.insert("GIT_BRANCH".into(), branch.unwrap_or_default());
+                scope.names.insert("GIT_TAG".into(), tag.unwrap_or_default());
                 scope.names.insert("GIT_COMMIT".into(), done.commit);
                 drop(scope);
                 self.set(part, Status::Succeeded, None);

@@ -354,3 +354,72 @@ async fn a_branch_parameter_holding_shell_code_fails_cleanly_and_runs_nothing() 
     assert!(recorder.output(Part::Task(0, 0)).is_empty());
     assert!(!marker.exists(), "the branch name ran as code");
 }
+
+/// Runs git in `dir` and returns its trimmed stdout.
+fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@e"])
+        .args(args)
+        .env("LC_ALL", "C")
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test]
+async fn an_event_ref_replaces_the_pipeline_branch_and_sets_git_branch_or_git_tag() {
+    use wharf_engine::GitRef;
+    let repo = GitRepo::new();
+    let dir = repo.tmp.path();
+    // main: first commit; feature/x: one more; the annotated tag v1.0 on a third one,
+    // reachable from no branch.
+    git_in(dir, &["checkout", "--quiet", "-b", "feature/x"]);
+    std::fs::write(dir.join("README"), "feature\n").unwrap();
+    git_in(dir, &["commit", "--quiet", "-am", "feature commit"]);
+    let feature = git_in(dir, &["rev-parse", "HEAD"]);
+    std::fs::write(dir.join("README"), "tagged\n").unwrap();
+    git_in(dir, &["commit", "--quiet", "-am", "tagged commit"]);
+    let tagged = git_in(dir, &["rev-parse", "HEAD"]);
+    git_in(dir, &["tag", "-a", "v1.0", "-m", "release"]);
+    git_in(dir, &["reset", "--quiet", "--hard", &feature]);
+    git_in(dir, &["checkout", "--quiet", "main"]);
+
+    let engine = host_engine();
+    let script = "echo \"branch=${GIT_BRANCH} tag=${GIT_TAG} commit=${GIT_COMMIT}\"; cat README";
+    let p = pipeline(&format!(
+        "name: p\nsource: {{repo: '{}', branch: main}}\nstages:\n  - name: S\n    tasks:\n      - {{name: t, type: script, script: '{script}'}}\n",
+        repo.url()
+    ));
+
+    let dirs = Dirs::new();
+    let mut req = request(p.clone(), dirs.checkout());
+    req.git_ref = Some(GitRef::Branch("feature/x".into()));
+    req.commit = Some(feature.clone());
+    assert_eq!(wharf_engine::initial_record(&req).checkout.unwrap().branch.as_deref(), Some("feature/x"));
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    let checkout = record.checkout.as_ref().unwrap();
+    assert_eq!((checkout.branch.as_deref(), checkout.tag.as_deref()), (Some("feature/x"), None));
+    assert_eq!(checkout.commit.as_deref(), Some(feature.as_str()));
+    assert_eq!(
+        recorder.output(Part::Task(0, 0)),
+        [format!("branch=feature/x tag= commit={feature}"), "feature".into()]
+    );
+
+    let dirs = Dirs::new();
+    let mut req = request(p, dirs.checkout());
+    req.git_ref = Some(GitRef::Tag("v1.0".into()));
+    req.commit = Some(tagged.clone());
+    let initial = wharf_engine::initial_record(&req).checkout.unwrap();
+    assert_eq!((initial.branch, initial.tag.as_deref()), (None, Some("v1.0")));
+    let (record, recorder) = common::run(&engine, req).await;
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    let checkout = record.checkout.as_ref().unwrap();
+    assert_eq!((checkout.branch.as_deref(), checkout.tag.as_deref()), (None, Some("v1.0")));
+    assert_eq!(checkout.commit.as_deref(), Some(tagged.as_str()));
+    assert_eq!(recorder.output(Part::Task(0, 0)), [format!("branch= tag=v1.0 commit={tagged}"), "tagged".into()]);
+    assert_eq!(GitRef::from_checkout(checkout), Some(GitRef::Tag("v1.0".into())));
+}

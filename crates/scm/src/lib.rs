@@ -4,7 +4,8 @@
 //! holds the checks every repository address and branch name passes before git ever
 //! sees them, `git.rs` how one git process is run (environment, process group, stop),
 //! and `error.rs` what each failure means. [`webhook`] verifies and parses GitHub,
-//! GitLab and Gitee webhook deliveries.
+//! GitLab and Gitee webhook deliveries; [`provider`] calls their REST APIs for a
+//! repository binding (OAuth, repositories, branches, installing webhooks).
 //!
 //! Git runs as a separate program, never through a shell, and never with user data in
 //! an option position, so a pipeline's source cannot make the server run commands.
@@ -12,6 +13,8 @@
 mod checkout;
 mod error;
 mod git;
+/// The GitHub, GitLab and Gitee REST APIs a repository binding uses: OAuth, repositories, branches, webhooks.
+pub mod provider;
 mod validate;
 pub mod webhook;
 

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use wharf_core::model::{Concurrency, Pipeline};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_core::status::Status;
-use wharf_engine::{Engine, EngineConfig, Observer, Part, Resume, RunRequest, StopReason, Workspace};
+use wharf_engine::{Engine, EngineConfig, GitRef, Observer, Part, Resume, RunRequest, StopReason, Workspace};
 use wharf_executor::host::{HostConfig, HostExecutor};
 use wharf_executor::{LogLine, StopRequest, Stream};
 use wharf_store::logs::{LogKey, LogWriter};
@@ -43,6 +43,8 @@ struct Queued {
     cause: Cause,
     parameters: BTreeMap<String, String>,
     commit: Option<String>,
+    /// The event's branch or tag, cloned instead of the pipeline's branch.
+    git_ref: Option<GitRef>,
     retry_of: Option<i64>,
     created_at: jiff::Timestamp,
 }
@@ -195,6 +197,23 @@ impl Dispatcher {
         commit: Option<String>,
         retry_of: Option<&RunRow>,
     ) -> ApiResult<Accepted> {
+        self.enqueue_at(pipeline, version, cause, given, commit, None, retry_of).await
+    }
+
+    /// [`enqueue`](Self::enqueue) with the branch or tag to clone instead of the
+    /// pipeline's `source.branch` (a webhook event's, or a re-run's). The ref goes into
+    /// the stored record's checkout (`branch` or `tag`), whence a restart takes it.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn enqueue_at(
+        &self,
+        pipeline: &PipelineRow,
+        version: i64,
+        cause: Cause,
+        given: BTreeMap<String, String>,
+        commit: Option<String>,
+        git_ref: Option<GitRef>,
+        retry_of: Option<&RunRow>,
+    ) -> ApiResult<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
         let parameters = self.prepare(&model, pipeline.active, &given)?;
         if let Some(previous) = retry_of {
@@ -225,6 +244,7 @@ impl Dispatcher {
                     secrets: BTreeMap::new(),
                     workspace: Workspace::Checkout { dir: PathBuf::new() },
                     commit: commit.clone(),
+                    git_ref: git_ref.clone(),
                     resume: None,
                     created_at: Some(created_at),
                     labels: vec![],
@@ -241,6 +261,7 @@ impl Dispatcher {
             cause,
             parameters,
             commit,
+            git_ref,
             retry_of: retry_of.map(|r| r.summary.id),
             created_at,
         });
@@ -306,12 +327,13 @@ impl Dispatcher {
             if let Some(p) = again {
                 let cause = Cause::Rerun { of: row.summary.number as u64 };
                 match this
-                    .enqueue(
+                    .enqueue_at(
                         &p,
                         row.summary.version,
                         cause,
                         row.record.parameters.clone(),
                         row.summary.commit.clone(),
+                        pinned_ref(&row.record),
                         None,
                     )
                     .await
@@ -346,6 +368,7 @@ impl Dispatcher {
                     cause: row.record.cause.clone(),
                     parameters: row.record.parameters.clone(),
                     commit: row.summary.commit.clone(),
+                    git_ref: pinned_ref(&row.record),
                     retry_of: row.summary.retry_of,
                     created_at: row.record.progress.history.first().map_or_else(jiff::Timestamp::now, |t| t.at),
                 });
@@ -511,6 +534,7 @@ impl Dispatcher {
             secrets: BTreeMap::new(),
             workspace,
             commit: entry.commit,
+            git_ref: entry.git_ref,
             resume,
             created_at: Some(entry.created_at),
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
@@ -602,6 +626,18 @@ impl Dispatcher {
     /// Numbers of the active runs of a pipeline.
     pub fn active_numbers(&self, pipeline_id: i64) -> Vec<i64> {
         self.active.lock().unwrap().values().filter(|a| a.pipeline_id == pipeline_id).map(|a| a.number).collect()
+    }
+}
+
+/// The branch or tag a record's checkout names, to clone again when the run is
+/// rebuilt (a queued run after a restart, a re-run): its tag, or its branch when that
+/// is literal text. A branch still holding `${…}` is the pipeline's own template,
+/// which the engine renders itself (`None`).
+pub fn pinned_ref(record: &RunRecord) -> Option<GitRef> {
+    let checkout = record.checkout.as_ref()?;
+    match GitRef::from_checkout(checkout)? {
+        GitRef::Branch(branch) if branch.contains('$') => None,
+        pinned => Some(pinned),
     }
 }
 

@@ -10,9 +10,11 @@ pub mod api;
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod hooks;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod timers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +47,9 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// The environment tasks start from on the host executor.
     pub host_env: Vec<(String, String)>,
+    /// How old a due time missed while the server was down may be and still get its
+    /// one catch-up run (timers with `missed: once`).
+    pub timer_grace: Duration,
 }
 
 impl ServerConfig {
@@ -61,6 +66,7 @@ impl ServerConfig {
             keep_workspaces: 5,
             admin_token: None,
             host_env: Vec::new(),
+            timer_grace: Duration::from_secs(3600),
         }
     }
 
@@ -78,6 +84,9 @@ pub struct AppState {
     pub dispatcher: dispatch::Dispatcher,
     pub metrics: metrics::Metrics,
     pub auth: auth::Auth,
+    /// OAuth `state` values of authorizations in progress (repository bindings).
+    pub(crate) oauth: api::providers::OAuthStates,
+    pub timers: timers::Timers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +122,7 @@ impl Server {
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
         let live = live::LiveLogs::default();
         let metrics = metrics::Metrics::default();
+        let store_for_timers = store.clone();
         let state = Arc::new_cyclic(|weak| AppState {
             dispatcher: dispatch::Dispatcher::new(weak.clone(), &config),
             config: config.clone(),
@@ -121,8 +131,12 @@ impl Server {
             live,
             metrics,
             auth,
+            oauth: Default::default(),
+            timers: timers::Timers::new(store_for_timers, jiff::tz::TimeZone::system(), config.timer_grace),
         });
         dispatch::Dispatcher::recover(&state).await?;
+        hooks::resume(&state).await;
+        timers::start(&state).await;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("cannot listen on {}", config.listen)))?;
@@ -131,6 +145,14 @@ impl Server {
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "wharf server listening");
         Ok(Server { addr, state, generated_token, task })
+    }
+
+    /// Stops serving and stops the timer loop (runs in progress go on until they end
+    /// or the process exits); a second server may then start on the same data directory.
+    pub async fn shutdown(self) {
+        self.state.timers.stop();
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     /// Serves until the process ends.

@@ -10,6 +10,8 @@ const BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 30
 #[derive(Default)]
 pub struct Metrics {
     tasks: Mutex<Histogram>,
+    /// Webhook deliveries by final verdict, in `Verdict::ALL` order.
+    webhooks: Mutex<[u64; 5]>,
 }
 
 #[derive(Default)]
@@ -29,6 +31,13 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+    }
+
+    /// A webhook delivery got its final verdict.
+    pub fn webhook(&self, verdict: wharf_store::deliveries::Verdict) {
+        if let Some(i) = wharf_store::deliveries::Verdict::ALL.iter().position(|v| *v == verdict) {
+            self.webhooks.lock().unwrap()[i] += 1;
+        }
     }
 
     pub fn render(&self, runs_by_status: &[(String, i64)], queued: usize, active: usize) -> String {
@@ -51,6 +60,13 @@ impl Metrics {
         let _ = writeln!(out, "wharf_task_duration_seconds_bucket{{le=\"+Inf\"}} {}", h.count);
         let _ = writeln!(out, "wharf_task_duration_seconds_sum {}", h.sum);
         let _ = writeln!(out, "wharf_task_duration_seconds_count {}", h.count);
+        drop(h);
+        out.push_str("# HELP wharf_webhook_deliveries_total Webhook deliveries handled, by verdict.\n");
+        out.push_str("# TYPE wharf_webhook_deliveries_total counter\n");
+        let webhooks = *self.webhooks.lock().unwrap();
+        for (verdict, n) in wharf_store::deliveries::Verdict::ALL.iter().zip(webhooks) {
+            let _ = writeln!(out, "wharf_webhook_deliveries_total{{verdict=\"{verdict}\"}} {n}");
+        }
         out
     }
 }

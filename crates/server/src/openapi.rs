@@ -94,6 +94,13 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/pipelines/{key}/schedule",
+        summary: "The next fire times of each timer trigger (?count=5, 1 to 50; ?after=RFC 3339)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
         path: "/pipelines/{key}/runs",
         summary: "Runs of a pipeline, newest first (?limit=50, ?page)",
         body: Body::None,
@@ -155,6 +162,83 @@ pub const ROUTES: &[Route] = &[
         body: Body::None,
         status: 200,
     },
+    Route {
+        method: "get",
+        path: "/bindings",
+        summary: "Repository bindings (secrets never shown; has_token, has_webhook_secret… say which are set)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/bindings",
+        summary: "Create a repository binding (github, gitlab, gitee or git)",
+        body: Body::Json("Binding"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/bindings/{name}",
+        summary: "A repository binding, with its webhook path",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "delete",
+        path: "/bindings/{name}",
+        summary: "Delete (log out of) a binding; 409 naming the pipelines that still use it",
+        body: Body::None,
+        status: 204,
+    },
+    Route {
+        method: "get",
+        path: "/bindings/{name}/repos",
+        summary: "The repositories the binding's token can see at its provider",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/bindings/{name}/repos/{repo}/branches",
+        summary: "A repository's branches ({repo} is the full name; its slashes as they are or as %2F)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/bindings/{name}/authorize",
+        summary: "The provider's OAuth authorize address, with a state valid 10 minutes (?redirect_uri)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "put",
+        path: "/bindings/{name}/token",
+        summary: "Set a personal access token as the binding's token",
+        body: Body::Json("Token"),
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/deliveries",
+        summary: "Webhook deliveries, newest first, with their verdict and the runs they started (?limit, ?page)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/deliveries/{delivery}",
+        summary: "A webhook delivery with its headers (secrets redacted) and body",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/deliveries/{delivery}/replay",
+        summary: "Handle a stored delivery again (not re-verified; 409 for a rejected one), as a new delivery",
+        body: Body::None,
+        status: 201,
+    },
     Route { method: "get", path: "/openapi.json", summary: "This document", body: Body::None, status: 200 },
 ];
 
@@ -173,6 +257,15 @@ fn schemas() -> Value {
             "properties": { "name": { "type": "string" }, "project": { "type": "string" } } },
         "Copy": { "type": "object", "required": ["name"], "additionalProperties": false,
             "properties": { "name": { "type": "string" } } },
+        "Binding": { "type": "object", "required": ["name", "provider"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" },
+                "provider": { "type": "string", "enum": ["github", "gitlab", "gitee", "git"] },
+                "url": { "type": "string" }, "client_id": { "type": "string" },
+                "client_secret": { "type": "string", "writeOnly": true },
+                "token": { "type": "string", "writeOnly": true },
+                "webhook_secret": { "type": "string", "writeOnly": true } } },
+        "Token": { "type": "object", "required": ["token"], "additionalProperties": false,
+            "properties": { "token": { "type": "string", "writeOnly": true } } },
         "StartRun": { "type": "object", "additionalProperties": false,
             "properties": { "parameters": { "type": "object", "additionalProperties": { "type": "string" } } } },
         "Status": { "type": "string", "enum": ["queued", "pending", "running", "waiting", "succeeded", "failed", "stopped", "timed_out", "skipped"] }
@@ -194,7 +287,7 @@ pub fn document() -> Value {
             }
         });
         let mut params = Vec::new();
-        for name in ["key", "id", "task"] {
+        for name in ["key", "id", "task", "name", "delivery", "repo"] {
             if route.path.contains(&format!("{{{name}}}")) {
                 params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
             }

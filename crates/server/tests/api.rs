@@ -1564,6 +1564,25 @@ async fn every_documented_route_is_routed() {
     assert_eq!(s.wait_run(failed).await["status"], "failed");
     let sleeping = id_of(&s.start_run("sleeper", json!({})).await);
     s.wait_task_running(sleeping, "main").await;
+    for binding in ["main-binding", "doomed-binding"] {
+        s.post("/bindings", json!({ "name": binding, "provider": "gitlab", "webhook_secret": "s" })).await.expect(201);
+    }
+    let delivery = common::deliver(
+        &s,
+        "gitlab",
+        "main-binding",
+        &[("x-gitlab-token", "s"), ("x-gitlab-event", "Note Hook")],
+        b"{}",
+    )
+    .await
+    .expect(200)
+    .json["delivery"]
+        .as_i64()
+        .unwrap();
+    // Routes that call the binding's provider use a binding pointed at a local stand-in.
+    let provider = common::provider_mock::MockProvider::start().await;
+    let pat = Some(common::provider_mock::PAT);
+    common::provider_mock::bind(&s, "provider-binding", "gitlab", Some(&provider.base), pat).await;
 
     let mut problems = Vec::new();
     for route in ROUTES {
@@ -1573,13 +1592,25 @@ async fn every_documented_route_is_routed() {
             _ => main,
         };
         let id = if route.path == "/runs/{id}/stop" { sleeping } else { failed };
-        let path =
-            route.path.replace("{key}", &key.to_string()).replace("{id}", &id.to_string()).replace("{task}", "main");
+        let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
+        let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
+        let path = route
+            .path
+            .replace("{key}", &key.to_string())
+            .replace("{id}", &id.to_string())
+            .replace("{task}", "main")
+            .replace("{name}", binding)
+            .replace("{delivery}", &delivery.to_string());
+        let path = path.replace("{repo}", "diaspora/infra/deploy");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
         let answer = match route.body {
             Body::None => s.call(method, &path, None).await,
             Body::Json("Scratch") => s.call(method, &path, Some(json!({ "name": "from-scratch" }))).await,
             Body::Json("Copy") => s.call(method, &path, Some(json!({ "name": "copied" }))).await,
+            Body::Json("Binding") => {
+                s.call(method, &path, Some(json!({ "name": "created-binding", "provider": "github" }))).await
+            }
+            Body::Json("Token") => s.call(method, &path, Some(json!({ "token": common::provider_mock::PAT }))).await,
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,
             Body::Pipeline => {
                 let name = if route.method == "post" { "created" } else { "main-pipeline" };

@@ -9,8 +9,10 @@
 //! Start with [`Store::open`], then the pipeline methods, then the run methods.
 
 pub mod bindings;
+pub mod deliveries;
 pub mod logs;
 mod migrate;
+pub mod timers;
 
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};

@@ -146,3 +146,148 @@ async fn bindings_keep_secrets_out_of_their_json() {
     store.delete_binding("gh").await.unwrap();
     assert!(matches!(store.binding("gh").await, Err(StoreError::NotFound(_))));
 }
+
+fn delivery(delivery_id: &str, verdict: wharf_store::deliveries::Verdict) -> wharf_store::deliveries::NewDelivery {
+    wharf_store::deliveries::NewDelivery {
+        binding: "gh".into(),
+        provider: "github".into(),
+        delivery_id: delivery_id.into(),
+        event: "push".into(),
+        headers: serde_json::json!({ "x-github-event": "push", "x-github-delivery": delivery_id }),
+        body: Some(b"{\"ref\":\"refs/heads/main\"}".to_vec()),
+        body_sha256: "ab".repeat(32),
+        verdict,
+        reason: None,
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_stored_updated_listed_and_found_again() {
+    use wharf_store::deliveries::Verdict;
+    let (_dir, store) = store().await;
+    let first = store.insert_delivery(&delivery("d-1", Verdict::Received)).await.unwrap();
+    assert_eq!(store.earlier_delivery("github", "gh", "d-1", first).await.unwrap(), None, "nothing before it");
+    store.update_delivery(first, Verdict::Started, None, &[7, 9]).await.unwrap();
+
+    // The same id again is a repeat of the first; another binding or provider is not.
+    let again = store.insert_delivery(&delivery("d-1", Verdict::Received)).await.unwrap();
+    assert_eq!(store.earlier_delivery("github", "gh", "d-1", again).await.unwrap(), Some(first));
+    assert_eq!(store.earlier_delivery("github", "other", "d-1", again).await.unwrap(), None);
+    assert_eq!(store.earlier_delivery("gitlab", "gh", "d-1", again).await.unwrap(), None);
+    store.update_delivery(again, Verdict::Duplicate, Some("a repeat of delivery 1"), &[]).await.unwrap();
+
+    // A rejected delivery (say, a forged one) does not make the real one a repeat.
+    let forged = store.insert_delivery(&delivery("d-2", Verdict::Rejected)).await.unwrap();
+    let real = store.insert_delivery(&delivery("d-2", Verdict::Received)).await.unwrap();
+    assert!(forged < real);
+    assert_eq!(store.earlier_delivery("github", "gh", "d-2", real).await.unwrap(), None);
+
+    let row = store.delivery(first).await.unwrap();
+    assert_eq!(row.summary.verdict, Verdict::Started);
+    assert_eq!(row.summary.runs, [7, 9]);
+    assert_eq!(row.body.as_deref(), Some(&b"{\"ref\":\"refs/heads/main\"}"[..]));
+    assert_eq!(row.headers["x-github-delivery"], "d-1");
+    assert!(row.summary.received_at > 0);
+    assert!(matches!(store.delivery(999).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.update_delivery(999, Verdict::Ignored, None, &[]).await, Err(StoreError::NotFound(_))));
+
+    // Newest first, paginated, with the total.
+    let (page, total) = store.deliveries(2, 0).await.unwrap();
+    assert_eq!(total, 4);
+    assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [real, forged]);
+    let (page, _) = store.deliveries(2, 2).await.unwrap();
+    assert_eq!(page.iter().map(|d| d.id).collect::<Vec<_>>(), [again, first]);
+    assert_eq!(page[0].reason.as_deref(), Some("a repeat of delivery 1"));
+    let json = serde_json::to_value(&page[0]).unwrap();
+    assert_eq!(json["verdict"], "duplicate");
+    assert!(json.get("headers").is_none() && json.get("body").is_none(), "{json}");
+
+    let received = store.deliveries_with_verdict(Verdict::Received).await.unwrap();
+    assert_eq!(received.iter().map(|d| d.summary.id).collect::<Vec<_>>(), [real]);
+}
+
+// ---- timers ----
+
+use wharf_store::timers::{NewTimer, TimerRow};
+
+fn timer(index: i64, next: Option<i64>) -> NewTimer {
+    NewTimer { trigger_index: index, next_run_at: next, last_due: None }
+}
+
+#[tokio::test]
+async fn timer_rows_are_replaced_per_pipeline_and_listed_when_due() {
+    let (_dir, store) = store().await;
+    let a = store.create_pipeline("admin", "a", "name: a\n").await.unwrap();
+    let b = store.create_pipeline("admin", "b", "name: b\n").await.unwrap();
+    store.replace_timers(a.id, 1, &[timer(0, Some(1_000)), timer(2, Some(5_000))]).await.unwrap();
+    store.replace_timers(b.id, 1, &[timer(1, Some(3_000)), timer(3, None)]).await.unwrap();
+    assert_eq!(store.timers().await.unwrap().len(), 4);
+    let due: Vec<(i64, i64)> =
+        store.due_timers(3_000).await.unwrap().iter().map(|t| (t.pipeline_id, t.trigger_index)).collect();
+    assert_eq!(due, [(a.id, 0), (b.id, 1)], "earliest first, a NULL next_run_at is never due");
+    assert_eq!(store.next_timer_at().await.unwrap(), Some(1_000));
+
+    // A new version replaces every row of that pipeline, and only of that one.
+    store.add_version(a.id, "a", "name: a\n# v2\n").await.unwrap();
+    store.replace_timers(a.id, 2, &[timer(1, Some(9_000))]).await.unwrap();
+    let rows = store.pipeline_timers(a.id).await.unwrap();
+    assert_eq!(
+        rows,
+        [TimerRow { pipeline_id: a.id, trigger_index: 1, version: 2, next_run_at: Some(9_000), last_due: None }]
+    );
+    assert_eq!(store.pipeline_timers(b.id).await.unwrap().len(), 2);
+
+    // An inactive pipeline keeps its rows, but they are never due.
+    store.set_active(b.id, false).await.unwrap();
+    assert!(store.due_timers(i64::MAX).await.unwrap().iter().all(|t| t.pipeline_id == a.id));
+    assert_eq!(store.next_timer_at().await.unwrap(), Some(9_000));
+    assert_eq!(store.pipeline_timers(b.id).await.unwrap().len(), 2);
+
+    // No timers: no rows. Unknown pipelines are NotFound.
+    store.replace_timers(a.id, 2, &[]).await.unwrap();
+    assert!(store.pipeline_timers(a.id).await.unwrap().is_empty());
+    assert!(matches!(store.replace_timers(999, 1, &[timer(0, Some(1))]).await, Err(StoreError::NotFound(_))));
+    store.delete_timers(b.id).await.unwrap();
+    assert!(store.timers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_timer_is_claimed_once_even_by_racing_schedulers() {
+    let (_dir, store) = store().await;
+    let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
+    store.replace_timers(p.id, 1, &[timer(0, Some(60_000))]).await.unwrap();
+    let read = store.due_timers(60_000).await.unwrap().remove(0);
+    // Twenty schedulers read the same row and all try to claim its due time.
+    let mut handles = Vec::new();
+    for _ in 0..20 {
+        let (store, read) = (store.clone(), read.clone());
+        handles.push(tokio::spawn(async move { store.claim_timer(&read, Some(120_000), Some(60_000)).await.unwrap() }));
+    }
+    let mut won = 0;
+    for h in handles {
+        won += usize::from(h.await.unwrap());
+    }
+    assert_eq!(won, 1, "exactly one claim wins");
+    let now = store.pipeline_timers(p.id).await.unwrap().remove(0);
+    assert_eq!((now.next_run_at, now.last_due), (Some(120_000), Some(60_000)));
+    // The stale read loses; the fresh one wins.
+    assert!(!store.claim_timer(&read, Some(180_000), Some(120_000)).await.unwrap());
+    assert!(store.claim_timer(&now, Some(180_000), Some(120_000)).await.unwrap());
+
+    // A row replaced in between (an edit, even to the same next_run_at) is not claimed.
+    let read = store.pipeline_timers(p.id).await.unwrap().remove(0);
+    store.add_version(p.id, "app", "name: app\n# v2\n").await.unwrap();
+    store
+        .replace_timers(
+            p.id,
+            2,
+            &[NewTimer { trigger_index: 0, next_run_at: read.next_run_at, last_due: read.last_due }],
+        )
+        .await
+        .unwrap();
+    assert!(!store.claim_timer(&read, Some(240_000), Some(180_000)).await.unwrap());
+
+    // Deleting the pipeline deletes its timers.
+    store.delete_pipeline(p.id).await.unwrap();
+    assert!(store.timers().await.unwrap().is_empty());
+}

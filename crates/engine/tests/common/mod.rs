@@ -243,6 +243,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         secrets: BTreeMap::new(),
         workspace,
         commit: None,
+        git_ref: None,
         resume: None,
         created_at: None,
         labels: vec![],

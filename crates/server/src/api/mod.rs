@@ -1,10 +1,15 @@
-//! The HTTP surface: `/api/v1` (bearer token), `/healthz`, `/metrics`. Every route
+//! The HTTP surface: `/api/v1` (bearer token), `/healthz`, `/metrics`, and the
+//! webhook endpoint `/hooks/{provider}/{binding}` (signed, see [`crate::hooks`]). Every route
 //! is listed once in [`crate::openapi::ROUTES`], which also builds the OpenAPI
 //! document, so the two cannot drift (a test checks that each documented route exists).
 
+mod bindings;
+mod deliveries;
 mod logs;
 mod pipelines;
+pub(crate) mod providers;
 mod runs;
+mod schedule;
 
 use crate::AppState;
 use crate::error::{ApiResult, AppError, Detail};
@@ -14,7 +19,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -31,6 +36,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/pipelines/{key}/activate", post(pipelines::activate))
         .route("/pipelines/{key}/deactivate", post(pipelines::deactivate))
         .route("/pipelines/{key}/yaml", get(pipelines::yaml))
+        .route("/pipelines/{key}/schedule", get(schedule::show))
         .route("/pipelines/{key}/runs", get(runs::list).post(runs::start))
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/stop", post(runs::stop))
@@ -39,12 +45,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/log", get(logs::whole_run))
         .route("/runs/{id}/tasks/{task}/log", get(logs::tail))
         .route("/runs/{id}/tasks/{task}/log/stream", get(logs::stream))
+        .route("/bindings", get(bindings::list).post(bindings::create))
+        .route("/bindings/{name}", get(bindings::show).delete(bindings::delete))
+        .route("/bindings/{name}/repos", get(providers::repos))
+        // `{repo}/branches`, where the repository's full name may hold slashes.
+        .route("/bindings/{name}/repos/{*rest}", get(providers::branches))
+        .route("/bindings/{name}/authorize", get(providers::authorize))
+        .route("/bindings/{name}/token", put(providers::set_token))
+        .route("/deliveries", get(deliveries::list))
+        .route("/deliveries/{delivery}", get(deliveries::show))
+        .route("/deliveries/{delivery}/replay", post(deliveries::replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
+        // Webhooks prove themselves with the binding's secret, not a bearer token.
+        .route("/hooks/{provider}/{binding}", post(crate::hooks::receive))
         .route("/metrics", get(metrics))
+        // The OAuth callback: a browser coming back from the provider, proven by `state`.
+        .route("/devops/repository/{provider}/redirect", get(providers::callback))
         .fallback(|| async {
             AppError::NotFound("no such route; the API is under /api/v1 (see /api/v1/openapi.json)".into())
         })

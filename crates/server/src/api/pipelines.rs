@@ -87,6 +87,7 @@ pub async fn create(
     let project = project_of(&pipeline, &query)?;
     check_run(&state, &pipeline, true, run)?;
     let row = state.store.create_pipeline(&project, pipeline.name.as_str(), text).await?;
+    state.timers.changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, row, run).await?))
 }
 
@@ -104,6 +105,7 @@ pub async fn create_from_scratch(State(state): AppStateRef, body: Bytes) -> ApiR
         .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
     let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
     let row = state.store.create_pipeline(&project, &request.name, &yaml).await?;
+    state.timers.changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, row, false).await?))
 }
 
@@ -180,6 +182,7 @@ pub async fn update(
         ));
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
+    state.timers.changed(row.id).await;
     let saved = save_and_maybe_run(&state, row, run).await?;
     Ok(axum::Json(saved).into_response())
 }
@@ -197,6 +200,7 @@ pub async fn delete(
         )));
     }
     let runs = state.store.delete_pipeline(row.id).await?;
+    state.timers.changed(row.id).await;
     for run in runs {
         let _ = state.logs.remove_run(run);
         let _ = std::fs::remove_dir_all(state.config.data_dir.join("workspaces").join(run.to_string()));
@@ -226,6 +230,7 @@ pub async fn copy(
     let source = state.store.version(row.id, row.version).await?.source;
     let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
     let copy = state.store.create_pipeline(&row.project, &request.name, &text).await?;
+    state.timers.changed(copy.id).await;
     Ok(created(save_and_maybe_run(&state, copy, false).await?))
 }
 
@@ -237,6 +242,7 @@ async fn set_active(
 ) -> ApiResult<Response> {
     let row = find(&state, &key, &query).await?;
     let row = state.store.set_active(row.id, active).await?;
+    state.timers.changed(row.id).await;
     Ok(axum::Json(row).into_response())
 }
 

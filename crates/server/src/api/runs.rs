@@ -118,9 +118,19 @@ pub async fn rerun(State(state): AppStateRef, Path(id): Path<String>) -> ApiResu
     let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
     let commit = previous.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(previous.summary.commit.clone());
     let cause = Cause::Rerun { of: previous.summary.number as u64 };
+    // The branch or tag it cloned, too (an event's, which the pipeline may not name).
+    let git_ref = crate::dispatch::pinned_ref(&previous.record);
     let accepted = state
         .dispatcher
-        .enqueue(&pipeline, previous.summary.version, cause, previous.record.parameters.clone(), commit, None)
+        .enqueue_at(
+            &pipeline,
+            previous.summary.version,
+            cause,
+            previous.record.parameters.clone(),
+            commit,
+            git_ref,
+            None,
+        )
         .await?;
     Ok(created(accepted))
 }

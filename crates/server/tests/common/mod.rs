@@ -9,6 +9,9 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use wharf_server::{Server, ServerConfig};
 
+/// A stand-in for GitHub, GitLab and Gitee's APIs on loopback (repository bindings).
+pub mod provider_mock;
+
 pub const TOKEN: &str = "test-token";
 
 /// How long a test waits for a run to reach a status before failing.
@@ -323,4 +326,33 @@ impl SseReader {
             }
         }
     }
+}
+
+/// Posts a webhook delivery to `/hooks/{provider}/{binding}` as a code host would:
+/// no bearer token, the given headers and raw body.
+pub async fn deliver(s: &TestServer, provider: &str, binding: &str, headers: &[(&str, &str)], body: &[u8]) -> Answer {
+    let mut request = reqwest::Client::new()
+        .post(format!("{}/hooks/{provider}/{binding}", s.base))
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    Answer::read(request.send().await.expect("the server answers")).await
+}
+
+/// Starts a server like [`start`], on the data directory `<dir>/data` (which may hold
+/// what an earlier server left, as after a restart).
+pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+    let mut config = ServerConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(TOKEN.to_owned());
+    config.host_env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
+    config.stop_grace = Duration::from_secs(2);
+    let server = Server::start(config).await.expect("the server starts");
+    let base = format!("http://{}", server.addr);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    TestServer { server, base, client, dir }
 }

@@ -1,0 +1,159 @@
+//! `/api/v1/bindings`: repository bindings (an account at GitHub, GitLab, Gitee or a
+//! plain git host, with its credentials). Create, list, show, and delete ("log out"),
+//! refused while a pipeline's latest version names the binding. Secrets (client
+//! secret, token, webhook secret) are stored and never answered; `has_*` says which
+//! are set. Listing repositories and branches and the OAuth routes are in
+//! `providers.rs`.
+
+use super::{AppStateRef, created, json_body};
+use crate::AppState;
+use crate::error::{ApiResult, AppError, Detail};
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use wharf_core::names::PipelineName;
+use wharf_store::bindings::{Binding, NewBinding};
+
+pub const PROVIDERS: [&str; 4] = ["github", "gitlab", "gitee", "git"];
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBinding {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    provider: String,
+    url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    token: Option<String>,
+    webhook_secret: Option<String>,
+}
+
+/// A binding as answered: its stored fields without the secrets, and where its
+/// provider sends webhooks.
+fn view(binding: &Binding) -> ApiResult<Value> {
+    let mut value = serde_json::to_value(binding).map_err(|e| AppError::Internal(e.to_string()))?;
+    let hook = (binding.provider != "git").then(|| format!("/hooks/{}/{}", binding.provider, binding.name));
+    value["webhook_path"] = json!(hook);
+    Ok(value)
+}
+
+fn detail(path: &str, message: impl Into<String>) -> Detail {
+    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
+}
+
+/// An optional text field: blank is absent.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// `POST /bindings`: `201` with the binding; `409` when the name is taken; `422` for
+/// a bad name, provider or instance URL.
+pub async fn create(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+    let request: CreateBinding = json_body(&body)?;
+    let mut problems = Vec::new();
+    if let Err(e) = PipelineName::new(request.name.clone()) {
+        problems.push(detail("name", format!("`{}` is not a valid binding name: {}", e.value, PipelineName::RULE)));
+    }
+    if !PROVIDERS.contains(&request.provider.as_str()) {
+        problems.push(detail(
+            "provider",
+            format!("`{}` is not a provider Wharf knows; use one of {}", request.provider, PROVIDERS.join(", ")),
+        ));
+    }
+    let url = given(request.url);
+    if let Some(url) = &url
+        && let Err(why) = check_instance_url(url)
+    {
+        problems.push(detail("url", why));
+    }
+    for (path, value) in [
+        ("client_id", &request.client_id),
+        ("client_secret", &request.client_secret),
+        ("token", &request.token),
+        ("webhook_secret", &request.webhook_secret),
+    ] {
+        if value.as_deref().is_some_and(|v| v.len() > 4096 || v.chars().any(char::is_control)) {
+            problems.push(detail(path, "at most 4096 characters, without control characters"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Invalid { message: "the binding is not valid".into(), details: problems });
+    }
+    let binding = state
+        .store
+        .create_binding(&NewBinding {
+            name: request.name,
+            provider: request.provider,
+            url,
+            client_id: given(request.client_id),
+            client_secret: given(request.client_secret),
+            token: given(request.token),
+            webhook_secret: given(request.webhook_secret),
+        })
+        .await?;
+    Ok(created(view(&binding)?))
+}
+
+/// A private instance's address: `http(s)://host[:port][/path]`.
+fn check_instance_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    match rest {
+        Some(rest)
+            if !rest.is_empty()
+                && !rest.starts_with('/')
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control()) =>
+        {
+            Ok(())
+        }
+        _ => {
+            Err(format!("`{url}` is not an instance address; expected http(s)://host, like https://gitlab.example.com"))
+        }
+    }
+}
+
+/// `GET /bindings`: every binding, by name.
+pub async fn list(State(state): AppStateRef) -> ApiResult<Response> {
+    let items = state.store.bindings().await?.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
+    let total = items.len();
+    Ok(axum::Json(json!({ "items": items, "total": total })).into_response())
+}
+
+/// `GET /bindings/{name}`.
+pub async fn show(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+    let binding = state.store.binding(&name).await?;
+    Ok(axum::Json(view(&binding)?).into_response())
+}
+
+/// The names of the pipelines whose latest version's `source.binding` is `name`.
+pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
+    let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
+    let mut users = Vec::new();
+    for (row, _) in rows {
+        let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+        if model.source.as_ref().and_then(|s| s.binding.as_deref()) == Some(name) {
+            users.push(row.name);
+        }
+    }
+    Ok(users)
+}
+
+/// `DELETE /bindings/{name}` ("log out"): `204`; `409` naming the pipelines that
+/// still use it.
+pub async fn delete(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+    let binding = state.store.binding(&name).await?;
+    let users = users(&state, &binding.name).await?;
+    if !users.is_empty() {
+        let list: Vec<String> = users.iter().map(|n| format!("`{n}`")).collect();
+        return Err(AppError::Conflict(format!(
+            "binding `{name}` is used by pipeline(s) {}; change their source.binding (or delete them) first",
+            list.join(", ")
+        )));
+    }
+    state.store.delete_binding(&binding.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

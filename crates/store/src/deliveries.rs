@@ -1,0 +1,241 @@
+//! Webhook deliveries: every request to `/hooks/{provider}/{binding}`, stored before
+//! the server answers it, with the headers (secret-bearing ones redacted by the
+//! caller), the body (kept for replay), its SHA-256, the verdict and the runs it
+//! started. A repeated provider delivery id is found with [`Store::earlier_delivery`].
+
+use crate::{Result, Store, StoreError, now_ms};
+use serde::Serialize;
+use sqlx::Row;
+use std::fmt;
+use std::str::FromStr;
+
+/// What became of a delivery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Authentic and readable, being handled; a delivery still `received` after a
+    /// restart was cut short and is handled again when the server starts.
+    Received,
+    /// It started at least one run.
+    Started,
+    /// Authentic, but it starts nothing (a ping, a deletion, no matching pipeline…).
+    Ignored,
+    /// The provider's delivery id was seen before: nothing started.
+    Duplicate,
+    /// Refused: unknown binding, bad signature, unreadable payload, too large.
+    Rejected,
+}
+
+impl Verdict {
+    pub const ALL: [Verdict; 5] =
+        [Verdict::Received, Verdict::Started, Verdict::Ignored, Verdict::Duplicate, Verdict::Rejected];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Received => "received",
+            Verdict::Started => "started",
+            Verdict::Ignored => "ignored",
+            Verdict::Duplicate => "duplicate",
+            Verdict::Rejected => "rejected",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self> {
+        Verdict::ALL
+            .into_iter()
+            .find(|v| v.as_str() == text)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown delivery verdict `{text}`")))
+    }
+}
+
+/// What storing a delivery writes.
+#[derive(Clone, Debug)]
+pub struct NewDelivery {
+    /// The binding name from the URL (stored even when no such binding exists).
+    pub binding: String,
+    /// The provider from the URL: `github`, `gitlab`, `gitee`.
+    pub provider: String,
+    /// The provider's delivery id; empty when it could not be read.
+    pub delivery_id: String,
+    /// The event header as sent; empty when absent.
+    pub event: String,
+    /// The headers as a JSON object, secret-bearing ones already redacted.
+    pub headers: serde_json::Value,
+    /// The body (possibly cut short for rejected deliveries); `None` when not kept.
+    pub body: Option<Vec<u8>>,
+    /// Lower-case hex SHA-256 of the whole body as received; empty when the body was
+    /// not read whole (too large).
+    pub body_sha256: String,
+    pub verdict: Verdict,
+    pub reason: Option<String>,
+}
+
+/// A delivery as listed: everything but the headers and the body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DeliverySummary {
+    pub id: i64,
+    pub binding: String,
+    pub provider: String,
+    pub delivery_id: String,
+    pub event: String,
+    pub verdict: Verdict,
+    pub reason: Option<String>,
+    /// Ids of the runs it started.
+    pub runs: Vec<i64>,
+    pub body_sha256: String,
+    /// Epoch milliseconds.
+    pub received_at: i64,
+}
+
+/// A delivery with its headers and body (for the detail view and replay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeliveryRow {
+    pub summary: DeliverySummary,
+    pub headers: serde_json::Value,
+    pub body: Option<Vec<u8>>,
+}
+
+const SUMMARY: &str = "id, binding, provider, delivery_id, event, verdict, reason, runs, body_sha256, received_at";
+
+fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<DeliverySummary> {
+    let id: i64 = row.get(0);
+    let verdict: String = row.get(5);
+    let runs: String = row.get(7);
+    Ok(DeliverySummary {
+        id,
+        binding: row.get(1),
+        provider: row.get(2),
+        delivery_id: row.get(3),
+        event: row.get(4),
+        verdict: verdict.parse()?,
+        reason: row.get(6),
+        runs: serde_json::from_str(&runs)
+            .map_err(|e| StoreError::Corrupt(format!("the runs of delivery {id}: {e}")))?,
+        body_sha256: row.get(8),
+        received_at: row.get(9),
+    })
+}
+
+fn full(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow> {
+    let summary = summary(row)?;
+    let headers: String = row.get(10);
+    let headers = serde_json::from_str(&headers)
+        .map_err(|e| StoreError::Corrupt(format!("the headers of delivery {}: {e}", summary.id)))?;
+    Ok(DeliveryRow { summary, headers, body: row.get(11) })
+}
+
+impl Store {
+    /// Stores a delivery and returns its id. Deliveries being handled are stored
+    /// [`Verdict::Received`] and updated with [`Store::update_delivery`]; refused ones
+    /// are stored with their final verdict at once.
+    pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<i64> {
+        let headers = serde_json::to_string(&new.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _write = self.writer.lock().await;
+        let done = sqlx::query(
+            "INSERT INTO deliveries (binding, provider, delivery_id, event, headers, body, body_sha256, verdict, \
+             reason, runs, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)",
+        )
+        .bind(&new.binding)
+        .bind(&new.provider)
+        .bind(&new.delivery_id)
+        .bind(&new.event)
+        .bind(headers)
+        .bind(&new.body)
+        .bind(&new.body_sha256)
+        .bind(new.verdict.as_str())
+        .bind(&new.reason)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.last_insert_rowid())
+    }
+
+    /// Sets a delivery's verdict, reason and the runs it started (all of them, not
+    /// only the new ones).
+    pub async fn update_delivery(&self, id: i64, verdict: Verdict, reason: Option<&str>, runs: &[i64]) -> Result<()> {
+        let runs = serde_json::to_string(runs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _write = self.writer.lock().await;
+        let done = sqlx::query("UPDATE deliveries SET verdict = ?, reason = ?, runs = ? WHERE id = ?")
+            .bind(verdict.as_str())
+            .bind(reason)
+            .bind(runs)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("delivery {id}")));
+        }
+        Ok(())
+    }
+
+    /// The id of an earlier delivery (a smaller id than `before`) with the same
+    /// provider, binding and provider delivery id that was not rejected: `Some` means
+    /// the delivery `before` repeats it. Two copies stored at once both see the first
+    /// one stored, so exactly one of them goes ahead.
+    pub async fn earlier_delivery(
+        &self,
+        provider: &str,
+        binding: &str,
+        delivery_id: &str,
+        before: i64,
+    ) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT id FROM deliveries WHERE provider = ? AND binding = ? AND delivery_id = ? AND id < ? \
+             AND verdict <> 'rejected' ORDER BY id LIMIT 1",
+        )
+        .bind(provider)
+        .bind(binding)
+        .bind(delivery_id)
+        .bind(before)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// A page of deliveries, newest first, with the total count.
+    pub async fn deliveries(&self, limit: i64, offset: i64) -> Result<(Vec<DeliverySummary>, i64)> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY} FROM deliveries ORDER BY id DESC LIMIT ? OFFSET ?"
+        )))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(summary).collect::<Result<Vec<_>>>()?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM deliveries").fetch_one(&self.pool).await?.get(0);
+        Ok((items, total))
+    }
+
+    /// One delivery with its headers and body.
+    pub async fn delivery(&self, id: i64) -> Result<DeliveryRow> {
+        let row =
+            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SUMMARY}, headers, body FROM deliveries WHERE id = ?")))
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("delivery {id}")))?;
+        full(&row)
+    }
+
+    /// Deliveries with `verdict`, oldest first, with headers and bodies (after a
+    /// restart: the ones still `received`).
+    pub async fn deliveries_with_verdict(&self, verdict: Verdict) -> Result<Vec<DeliveryRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {SUMMARY}, headers, body FROM deliveries WHERE verdict = ? ORDER BY id"
+        )))
+        .bind(verdict.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(full).collect()
+    }
+}

@@ -1,0 +1,142 @@
+//! Timer state: one row per timer trigger of a pipeline (its position in the version's
+//! `triggers`), with the version it was computed from, the stored `next_run_at` and the
+//! due time of the last run it started. Times are epoch milliseconds.
+//!
+//! A due time is claimed with [`Store::claim_timer`], a compare-and-set on the row as it
+//! was read: of several schedulers (tasks, or later replicas) that read the same row,
+//! exactly one moves it on, and only that one starts the run.
+
+use crate::{Result, Store};
+use serde::Serialize;
+use sqlx::Row;
+
+/// A stored timer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TimerRow {
+    pub pipeline_id: i64,
+    /// The trigger's position in the version's `triggers` (event triggers count too).
+    pub trigger_index: i64,
+    /// The pipeline version the row was computed from.
+    pub version: i64,
+    /// When it fires next; `None` when it never fires again.
+    pub next_run_at: Option<i64>,
+    /// The due time of the last run it started; `None` before the first.
+    pub last_due: Option<i64>,
+}
+
+/// One timer of a pipeline version, as [`Store::replace_timers`] writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewTimer {
+    pub trigger_index: i64,
+    pub next_run_at: Option<i64>,
+    pub last_due: Option<i64>,
+}
+
+const SELECT: &str = "SELECT t.pipeline_id, t.trigger_index, t.version, t.next_run_at, t.last_due FROM timers t";
+
+fn timer(row: &sqlx::sqlite::SqliteRow) -> TimerRow {
+    TimerRow {
+        pipeline_id: row.get(0),
+        trigger_index: row.get(1),
+        version: row.get(2),
+        next_run_at: row.get(3),
+        last_due: row.get(4),
+    }
+}
+
+impl Store {
+    /// Replaces every timer row of a pipeline with `timers`, computed from `version`
+    /// (none: the pipeline has no timers any more). One transaction: a reader sees the
+    /// old rows or the new ones. A pipeline that does not exist is `NotFound`.
+    pub async fn replace_timers(&self, pipeline_id: i64, version: i64, timers: &[NewTimer]) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let exists =
+            sqlx::query("SELECT 1 FROM pipelines WHERE id = ?").bind(pipeline_id).fetch_optional(&mut *tx).await?;
+        if exists.is_none() {
+            return Err(crate::StoreError::NotFound(format!("pipeline {pipeline_id}")));
+        }
+        sqlx::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&mut *tx).await?;
+        for t in timers {
+            sqlx::query(
+                "INSERT INTO timers (pipeline_id, trigger_index, version, next_run_at, last_due) VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(pipeline_id)
+            .bind(t.trigger_index)
+            .bind(version)
+            .bind(t.next_run_at)
+            .bind(t.last_due)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every timer row, by pipeline and trigger.
+    pub async fn timers(&self) -> Result<Vec<TimerRow>> {
+        let sql = format!("{SELECT} ORDER BY t.pipeline_id, t.trigger_index");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(timer).collect())
+    }
+
+    /// A pipeline's timer rows, by trigger.
+    pub async fn pipeline_timers(&self, pipeline_id: i64) -> Result<Vec<TimerRow>> {
+        let sql = format!("{SELECT} WHERE t.pipeline_id = ? ORDER BY t.trigger_index");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pipeline_id).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(timer).collect())
+    }
+
+    /// The timers of **active** pipelines due at `at_ms` (`next_run_at <= at_ms`), the
+    /// earliest first. An inactive pipeline's rows are kept but never due.
+    pub async fn due_timers(&self, at_ms: i64) -> Result<Vec<TimerRow>> {
+        let sql = format!(
+            "{SELECT} JOIN pipelines p ON p.id = t.pipeline_id \
+             WHERE p.active = 1 AND t.next_run_at IS NOT NULL AND t.next_run_at <= ? \
+             ORDER BY t.next_run_at, t.pipeline_id, t.trigger_index"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at_ms).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(timer).collect())
+    }
+
+    /// The earliest `next_run_at` of an active pipeline's timer: when a scheduler
+    /// should look again.
+    pub async fn next_timer_at(&self) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MIN(t.next_run_at) FROM timers t JOIN pipelines p ON p.id = t.pipeline_id WHERE p.active = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.get(0))
+    }
+
+    /// Compare-and-set: moves the timer `read` to `next_run_at` and `last_due` only if
+    /// its row still is exactly as read (same version, `next_run_at` and `last_due`).
+    /// `true` when this call moved it — the caller then owns the due time it claimed;
+    /// `false` when another scheduler, an edit or a deletion got there first.
+    pub async fn claim_timer(&self, read: &TimerRow, next_run_at: Option<i64>, last_due: Option<i64>) -> Result<bool> {
+        let _write = self.writer.lock().await;
+        // `IS` compares NULLs as equal (PostgreSQL: IS NOT DISTINCT FROM).
+        let done = sqlx::query(
+            "UPDATE timers SET next_run_at = ?, last_due = ? \
+             WHERE pipeline_id = ? AND trigger_index = ? AND version = ? AND next_run_at IS ? AND last_due IS ?",
+        )
+        .bind(next_run_at)
+        .bind(last_due)
+        .bind(read.pipeline_id)
+        .bind(read.trigger_index)
+        .bind(read.version)
+        .bind(read.next_run_at)
+        .bind(read.last_due)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Deletes a pipeline's timer rows (deleting the pipeline does it too).
+    pub async fn delete_timers(&self, pipeline_id: i64) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&self.pool).await?;
+        Ok(())
+    }
+}
