@@ -30,18 +30,7 @@ pub struct TestServer {
 
 /// Starts a server on `127.0.0.1:0` with a fresh data directory.
 pub async fn start() -> TestServer {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let mut config = ServerConfig::new(dir.path().join("data"));
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin_token = Some(TOKEN.to_owned());
-    config.host_env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
-    config.stop_grace = Duration::from_secs(2);
-    let server = Server::start(config).await.expect("the server starts");
-    let base = format!("http://{}", server.addr);
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
-    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
-    TestServer { server, base, client, dir }
+    start_in(tempfile::tempdir().expect("a temporary directory")).await
 }
 
 /// A response read whole: status, headers, body text and the body as JSON (Null when
