@@ -13,14 +13,7 @@ use serde_json::Value;
 const SCOPE: &str = "user_info projects hook";
 
 pub(super) fn authorize_url(web: &Url, client_id: &str, redirect_uri: &str, state: &str) -> Url {
-    let mut url = join(web, &["oauth", "authorize"]);
-    url.query_pairs_mut()
-        .append_pair("client_id", client_id)
-        .append_pair("redirect_uri", redirect_uri)
-        .append_pair("response_type", "code")
-        .append_pair("state", state)
-        .append_pair("scope", SCOPE);
-    url
+    super::standard_authorize_url(web, client_id, redirect_uri, state, SCOPE)
 }
 
 /// `POST /oauth/token?grant_type=authorization_code&code=…&client_id=…&redirect_uri=…`

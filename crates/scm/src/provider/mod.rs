@@ -527,6 +527,19 @@ fn extend<'a>(url: &mut Url, segments: impl IntoIterator<Item = &'a str>) {
 }
 
 /// A copy of `base` with `segments` appended.
+/// The authorize page of a standard OAuth 2 code flow (`/oauth/authorize` with
+/// `response_type=code`), as GitLab and Gitee serve it.
+fn standard_authorize_url(web: &Url, client_id: &str, redirect_uri: &str, state: &str, scope: &str) -> Url {
+    let mut url = join(web, &["oauth", "authorize"]);
+    url.query_pairs_mut()
+        .append_pair("client_id", client_id)
+        .append_pair("redirect_uri", redirect_uri)
+        .append_pair("response_type", "code")
+        .append_pair("state", state)
+        .append_pair("scope", scope);
+    url
+}
+
 fn join(base: &Url, segments: &[&str]) -> Url {
     let mut url = base.clone();
     extend(&mut url, segments.iter().copied());
