@@ -19,6 +19,15 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
+# The Docker Engine, a registry with htpasswd auth and the local busybox image for
+# the container tests. Tests run this script themselves too (it is idempotent); here
+# it runs first so that CI's log shows what was installed or why it could not be.
+if env_out="$(bash scripts/test-env.sh)"; then
+  echo "==> container test environment ready: $(echo "$env_out" | tr '\n' ' ')"
+else
+  echo "==> no container test environment (see the reason above); container tests will say they skip"
+fi
+
 # Snapshots are compared, never rewritten, when tests run here.
 export INSTA_UPDATE=no
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
