@@ -8,10 +8,12 @@
 pub mod check;
 pub mod decode;
 pub mod diag;
+pub mod emit;
 pub mod starter;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Diagnostics, Pos};
+pub use emit::to_yaml;
 use wharf_core::model::Pipeline;
 pub use yaml::Limits;
 

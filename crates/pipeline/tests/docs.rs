@@ -58,7 +58,16 @@ fn yaml_examples_in_the_reference_are_true() {
         let label = format!("docs/pipeline-yaml.md, the yaml block at line {}", block.line);
         let result = wharf_pipeline::parse(&block.text);
         match (is_invalid(block), result) {
-            (false, Ok(_)) => {}
+            (false, Ok(pipeline)) => {
+                // What the card editor shows and saves reads back as the same pipeline.
+                let emitted = wharf_pipeline::to_yaml(&pipeline);
+                match wharf_pipeline::parse(&emitted) {
+                    Ok(back) if back == pipeline => {}
+                    Ok(_) => failures.push(format!("{label}: to_yaml reads back differently:\n{emitted}")),
+                    Err(d) => failures
+                        .push(format!("{label}: to_yaml does not validate:\n{}", d.render("emitted.yaml", &emitted))),
+                }
+            }
             (false, Err(diags)) => {
                 failures.push(format!("{label} does not validate:\n{}", diags.render("pipeline.yaml", &block.text)))
             }

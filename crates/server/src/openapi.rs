@@ -44,6 +44,13 @@ pub const ROUTES: &[Route] = &[
         status: 201,
     },
     Route {
+        method: "post",
+        path: "/pipelines/validate",
+        summary: "Validate YAML, or write a model (`{\"definition\"}`) as YAML and validate it; nothing is stored",
+        body: Body::Pipeline,
+        status: 200,
+    },
+    Route {
         method: "get",
         path: "/pipelines/{key}",
         summary: "A pipeline (by id or name) with its definition and versions",

@@ -31,6 +31,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let api = Router::new()
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
         .route("/pipelines/scratch", post(pipelines::create_from_scratch))
+        .route("/pipelines/validate", post(pipelines::validate))
         .route("/pipelines/{key}", get(pipelines::show).put(pipelines::update).delete(pipelines::delete))
         .route("/pipelines/{key}/copy", post(pipelines::copy))
         .route("/pipelines/{key}/activate", post(pipelines::activate))
@@ -59,6 +60,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/v1", api)
+        // The web UI: its pages and assets (no token; the pages call the API with one).
+        .merge(wharf_web::router())
         .route("/healthz", get(healthz))
         // Webhooks prove themselves with the binding's secret, not a bearer token.
         .route("/hooks/{provider}/{binding}", post(crate::hooks::receive))

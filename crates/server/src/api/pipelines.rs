@@ -113,13 +113,20 @@ pub async fn create_from_scratch(State(state): AppStateRef, body: Bytes) -> ApiR
 struct Listed {
     #[serde(flatten)]
     pipeline: PipelineRow,
+    /// The latest version's `source` (repository and branch), for the list's column.
+    source: Option<wharf_core::model::Source>,
     last_run: Option<RunSummary>,
 }
 
 pub async fn list(State(state): AppStateRef, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let page = Page::from_query(&query)?;
     let (rows, total) = state.store.pipelines(page.limit, page.offset()).await?;
-    let items = rows.into_iter().map(|(pipeline, last_run)| Listed { pipeline, last_run }).collect();
+    let mut items = Vec::with_capacity(rows.len());
+    for (pipeline, last_run) in rows {
+        // Parsed versions are cached by the dispatcher, so a page costs little.
+        let source = state.dispatcher.pipeline_version(pipeline.id, pipeline.version).await?.source.clone();
+        items.push(Listed { pipeline, source, last_run });
+    }
     Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
 }
 
@@ -277,4 +284,75 @@ pub async fn yaml(
     };
     let source = state.store.version(row.id, version).await?.source;
     Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], source).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+enum ValidateRequest {
+    #[serde(rename = "yaml")]
+    Yaml(String),
+    #[serde(rename = "definition")]
+    Definition(serde_json::Value),
+}
+
+#[derive(Serialize)]
+struct Validated {
+    valid: bool,
+    /// The model as JSON (as in `GET /pipelines/{key}`), when valid.
+    definition: Option<serde_json::Value>,
+    /// The text: as given, or written from the definition (`wharf_pipeline::to_yaml`).
+    yaml: String,
+    diagnostics: Vec<crate::error::Detail>,
+}
+
+/// `POST /pipelines/validate`: the card editor's two views in one place. The body is
+/// pipeline YAML (or `{"yaml": "…"}`), or `{"definition": <model JSON>}`, which is
+/// written as YAML first. Either way the text goes through the same parser as a save,
+/// and the answer is `200 {valid, definition, yaml, diagnostics}`: the parsed model,
+/// or every problem with its line and column in `yaml`. Nothing is stored.
+pub async fn validate(headers: axum::http::HeaderMap, body: Bytes) -> ApiResult<Response> {
+    let text = text_body(&body)?;
+    let request = if super::content_type(&headers).starts_with("application/json") {
+        serde_json::from_str::<ValidateRequest>(text).ok()
+    } else {
+        None
+    };
+    let yaml = match request {
+        None => text.to_owned(),
+        Some(ValidateRequest::Yaml(yaml)) => yaml,
+        Some(ValidateRequest::Definition(value)) => {
+            match serde_json::from_value::<wharf_core::model::Pipeline>(value) {
+                Ok(model) => wharf_pipeline::to_yaml(&model),
+                Err(e) => {
+                    let detail =
+                        crate::error::Detail { path: String::new(), line: None, column: None, message: e.to_string() };
+                    let answer =
+                        Validated { valid: false, definition: None, yaml: String::new(), diagnostics: vec![detail] };
+                    return Ok(axum::Json(answer).into_response());
+                }
+            }
+        }
+    };
+    let answer = match wharf_pipeline::parse(&yaml) {
+        Ok(model) => Validated {
+            valid: true,
+            definition: Some(serde_json::to_value(&model).map_err(|e| AppError::Internal(e.to_string()))?),
+            yaml,
+            diagnostics: Vec::new(),
+        },
+        Err(diags) => {
+            let details = diags
+                .0
+                .into_iter()
+                .map(|d| crate::error::Detail {
+                    path: d.path,
+                    line: Some(d.pos.line),
+                    column: Some(d.pos.col),
+                    message: d.message,
+                })
+                .collect();
+            Validated { valid: false, definition: None, yaml, diagnostics: details }
+        }
+    };
+    Ok(axum::Json(answer).into_response())
 }

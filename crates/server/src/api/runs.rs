@@ -43,7 +43,30 @@ pub async fn list(
     let page = Page::from_query(&query)?;
     let row = find(&state, &key, &query).await?;
     let (items, total) = state.store.runs(row.id, page.limit, page.offset()).await?;
-    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
+    if query.get("full").map(String::as_str) != Some("true") {
+        return Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response());
+    }
+    // `?full=true` (the run records of the details page): each row with its cause,
+    // branch and times from the record.
+    let mut full = Vec::with_capacity(items.len());
+    for summary in items {
+        let mut value = serde_json::to_value(&summary).map_err(|e| AppError::Internal(e.to_string()))?;
+        if let Ok(run) = state.store.run(summary.id).await {
+            let checkout = run.record.checkout.as_ref();
+            merge(&mut value, times(&run.record.progress));
+            merge(
+                &mut value,
+                json!({
+                    "cause": run.record.cause,
+                    "branch": checkout.and_then(|c| c.branch.clone()),
+                    "tag": checkout.and_then(|c| c.tag.clone()),
+                    "commit": checkout.and_then(|c| c.commit.clone()).or(summary.commit.clone()),
+                }),
+            );
+        }
+        full.push(value);
+    }
+    Ok(axum::Json(Paged { items: full, page: page.page, limit: page.limit, total }).into_response())
 }
 
 fn parse_id(id: &str) -> ApiResult<i64> {

@@ -1,0 +1,98 @@
+// The client-side router: every page path is served the same shell; this picks the
+// page module, renders it into <main>, and stops the previous page's live updates.
+import { login, loggedIn, logout, userName } from './auth.js';
+import { h, field, errorText } from './ui.js';
+
+const routes = [
+  [/^\/login$/, () => ({ render: renderLogin })],
+  [/^\/pipelines\/?$/, () => import('./pipelines.js')],
+  [/^\/pipelines\/new$/, () => import('./editor.js')],
+  [/^\/pipelines\/([^/]+)\/edit$/, () => import('./editor.js')],
+  [/^\/pipelines\/([^/]+)$/, () => import('./details.js')],
+  [/^\/runs\/([^/]+)$/, () => import('./run.js')],
+];
+
+let cleanup = null;
+
+export function navigate(url, replace = false) {
+  if (replace) history.replaceState(null, '', url);
+  else history.pushState(null, '', url);
+  render();
+}
+
+async function render() {
+  if (cleanup) { try { cleanup(); } catch { /* the old page is gone anyway */ } cleanup = null; }
+  const main = document.getElementById('main');
+  const path = location.pathname;
+  if (path !== '/login' && !loggedIn()) {
+    location.replace('/login?next=' + encodeURIComponent(path + location.search));
+    return;
+  }
+  document.getElementById('logout').hidden = !loggedIn();
+  document.getElementById('user').textContent = loggedIn() ? userName() : '';
+  for (const link of document.querySelectorAll('#nav a')) {
+    link.toggleAttribute('aria-current', path.startsWith(link.getAttribute('href')));
+  }
+  for (const [pattern, load] of routes) {
+    const match = path.match(pattern);
+    if (!match) continue;
+    main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
+    try {
+      const page = await load();
+      const params = match.slice(1).map(decodeURIComponent);
+      main.replaceChildren();
+      cleanup = (await page.render(main, params, new URLSearchParams(location.search))) || null;
+    } catch (e) {
+      main.replaceChildren(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'This page could not be shown'), h('pre', {}, errorText(e))));
+    }
+    return;
+  }
+  main.replaceChildren(h('h1', {}, 'Not found'), h('p', {}, 'There is no page here. ', h('a', { href: '/pipelines' }, 'Go to the pipelines.')));
+}
+
+function renderLogin(main, _params, query) {
+  document.title = 'Log in · Wharf';
+  const name = h('input', { name: 'username', autocomplete: 'username', value: 'admin', required: true });
+  const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
+  const message = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const submit = h('button', { type: 'submit', class: 'primary' }, 'Log in');
+  const form = h('form', { class: 'login', 'aria-labelledby': 'login-title' },
+    h('h1', { id: 'login-title' }, 'Log in to Wharf'),
+    field('User name', name),
+    field('Password', password, 'For now, the password is an API token: the server’s WHARF_ADMIN_TOKEN.'),
+    message, submit);
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    submit.disabled = true;
+    try {
+      await login(name.value.trim(), password.value.trim());
+      const next = query.get('next');
+      navigate(next && next.startsWith('/') && !next.startsWith('//') ? next : '/pipelines', true);
+    } catch (e) {
+      message.hidden = false;
+      message.textContent = errorText(e);
+      password.focus();
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  main.append(form);
+  (loggedIn() ? submit : password).focus();
+}
+
+// Links inside the app navigate without a reload.
+document.addEventListener('click', (ev) => {
+  const a = ev.target.closest && ev.target.closest('a[href]');
+  if (!a || ev.defaultPrevented || ev.button !== 0 || ev.metaKey || ev.ctrlKey || ev.shiftKey || ev.altKey) return;
+  if (a.target || a.hasAttribute('download')) return;
+  const url = new URL(a.href, location.href);
+  if (url.origin !== location.origin || url.pathname.startsWith('/api/')) return;
+  ev.preventDefault();
+  navigate(url.pathname + url.search);
+});
+window.addEventListener('popstate', render);
+document.getElementById('logout').addEventListener('click', () => {
+  logout();
+  navigate('/login', true);
+});
+render();

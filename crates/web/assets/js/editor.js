@@ -1,0 +1,590 @@
+// The card editor (create and edit). One model — the pipeline as the API's
+// `definition` JSON — drawn two ways: as cards (Source, then the stages left to right,
+// tasks top to bottom) and as YAML. The YAML is written from the model by the server
+// (`POST /pipelines/validate {definition}`), and YAML typed in the tab goes back
+// through the same parser (`{yaml}`) to become the model; so the views cannot differ.
+// Every change goes through `change()`, which keeps undo/redo and the initial state
+// for reset.
+import { api, h, field, formDialog, menu, toast, errorText, ApiError } from './ui.js';
+import { navigate } from './app.js';
+
+const TASK_TYPES = {
+  script: 'Run a script',
+  image: 'Build and push an image',
+  'deploy-yaml': 'Deploy with YAML',
+  'chart-publish': 'Build and publish a chart',
+  'chart-deploy': 'Deploy a chart',
+  approval: 'Approval',
+};
+
+function starter() {
+  const task = (stage) => ({ name: stage.toLowerCase(), type: 'script', script: `echo "${stage} of run \${BUILD_ID}"\n` });
+  return {
+    name: '', description: 'A new pipeline', timeout: 60 * 60000, concurrency: 'queue',
+    stages: ['Build', 'Test', 'Deploy'].map((s) => ({ name: s, mode: 'sequential', on_error: 'stop', tasks: [task(s)] })),
+  };
+}
+
+function newTask(type, name) {
+  const base = { name, type };
+  switch (type) {
+    case 'script': return { ...base, script: 'echo hello\n' };
+    case 'image': return { ...base, dockerfile: 'Dockerfile', context: '.', image: '', tag: 'alpha-${BUILD_ID}', workspace: '' };
+    case 'deploy-yaml': return { ...base, file: '', cluster: '', namespace: '' };
+    case 'chart-publish': return { ...base, chart_dir: '', chart: '', version: '', workspace: '' };
+    case 'chart-deploy': return { ...base, release: '', chart: '', version: '', cluster: '', namespace: '' };
+    case 'approval': return { ...base, approvers: ['admin'] };
+    default: return base;
+  }
+}
+
+const clone = (x) => JSON.parse(JSON.stringify(x));
+
+/// A name not used yet among `taken`: `base`, `base-2`, …
+function freeName(base, taken) {
+  if (!taken.includes(base)) return base;
+  for (let i = 2; ; i++) if (!taken.includes(`${base}-${i}`)) return `${base}-${i}`;
+}
+
+export async function render(main, params, query) {
+  const editing = params.length ? params[0] : null;
+  let model;
+  let original = null;
+  try {
+    if (editing) {
+      original = await api(`/pipelines/${encodeURIComponent(editing)}`);
+      model = original.definition;
+    } else if (query.get('copy')) {
+      const from = await api(`/pipelines/${encodeURIComponent(query.get('copy'))}`);
+      model = from.definition;
+      model.name = from.name + '-copy';
+    } else {
+      model = starter();
+    }
+  } catch (e) {
+    main.append(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'The pipeline could not be loaded.'), h('pre', {}, errorText(e))));
+    return;
+  }
+  document.title = (editing ? `Edit ${original.name}` : 'Create pipeline') + ' · Wharf';
+
+  const initial = JSON.stringify(model);
+  const undo = [];
+  const redo = [];
+  let yamlState = { text: '', valid: true, diagnostics: [], dirty: false };
+  let tab = 'cards';
+
+  const nameInput = h('input', { id: 'pipeline-name', value: model.name, placeholder: 'my-app', required: true, 'aria-describedby': 'name-hint' });
+  nameInput.addEventListener('change', () => change((m) => { m.name = nameInput.value.trim(); }));
+  const undoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'undo', onclick: () => history(undo, redo) }, 'Undo');
+  const redoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'redo', onclick: () => history(redo, undo) }, 'Redo');
+  const resetBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'reset', onclick: reset }, 'Reset');
+  const saveBtn = h('button', { type: 'button', class: 'primary', 'data-action': 'save', onclick: save }, 'Save');
+  const cardsTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-cards', 'aria-controls': 'panel-cards', onclick: () => showTab('cards') }, 'Cards');
+  const yamlTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-yaml', 'aria-controls': 'panel-yaml', onclick: () => showTab('yaml') }, 'YAML');
+  const canvas = h('div', { class: 'canvas', id: 'panel-cards', role: 'tabpanel', 'aria-labelledby': 'tab-cards' });
+  const banner = h('p', { class: 'banner', role: 'status', hidden: true });
+  const yamlText = h('textarea', { class: 'yaml-text', spellcheck: 'false', 'aria-label': 'Pipeline YAML', wrap: 'off', id: 'yaml-text' });
+  const gutter = h('div', { class: 'gutter', 'aria-hidden': 'true' });
+  const problems = h('ul', { class: 'problems', 'aria-live': 'polite', id: 'yaml-problems' });
+  const yamlPanel = h('div', { class: 'yaml-panel', id: 'panel-yaml', role: 'tabpanel', 'aria-labelledby': 'tab-yaml', hidden: true },
+    h('div', { class: 'yaml-editor' }, gutter, yamlText), problems);
+
+  main.append(
+    h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/pipelines' }, 'Pipelines'), ' / ', editing ? `Edit ${original.name}` : 'Create pipeline'),
+    h('div', { class: 'editor-head' },
+      h('div', { class: 'field inline' }, h('label', { for: 'pipeline-name' }, 'Pipeline name'), nameInput,
+        h('small', { id: 'name-hint', class: 'hint' }, 'Letters, digits, _ . -')),
+      h('span', { class: 'spacer' }),
+      h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Editor' }, undoBtn, redoBtn, resetBtn, saveBtn)),
+    h('div', { role: 'tablist', class: 'tabs', 'aria-label': 'View' }, cardsTab, yamlTab),
+    banner, canvas, yamlPanel);
+
+  // --- the model and its history -------------------------------------------------
+  function change(mutate) {
+    const before = JSON.stringify(model);
+    const next = clone(model);
+    mutate(next);
+    if (JSON.stringify(next) === before) return;
+    undo.push(before);
+    redo.length = 0;
+    model = next;
+    redraw();
+  }
+  function history(from, to) {
+    if (!from.length) return;
+    to.push(JSON.stringify(model));
+    model = JSON.parse(from.pop());
+    redraw();
+  }
+  function reset() {
+    if (JSON.stringify(model) === initial) return;
+    undo.push(JSON.stringify(model));
+    redo.length = 0;
+    model = JSON.parse(initial);
+    redraw();
+  }
+  function redraw() {
+    nameInput.value = model.name;
+    undoBtn.disabled = !undo.length;
+    redoBtn.disabled = !redo.length;
+    resetBtn.disabled = JSON.stringify(model) === initial;
+    drawCards();
+    if (tab === 'yaml' && !yamlState.dirty) loadYaml();
+  }
+
+  // --- the cards -----------------------------------------------------------------
+  let drag = null; // {kind: 'stage', index} or {kind: 'task', stage, index}
+
+  function drawCards() {
+    const cols = [sourceCard(), plus(0)];
+    model.stages.forEach((stage, i) => cols.push(stageCard(stage, i), plus(i + 1)));
+    canvas.replaceChildren(...cols);
+  }
+
+  function plus(at) {
+    return h('button', { type: 'button', class: 'add-stage', 'data-action': 'add-stage', 'aria-label': at === 0 ? 'Add a stage at the start' : `Add a stage after ${model.stages[at - 1].name}`, onclick: () => addStage(at) }, '+');
+  }
+
+  function sourceCard() {
+    const s = model.source;
+    return h('section', { class: 'card stage source', 'aria-label': 'Source' },
+      h('header', {}, h('h3', {}, 'Source'),
+        s ? h('button', { type: 'button', class: 'icon', 'data-action': 'edit-source', 'aria-label': 'Edit the source', onclick: editSource }, '✎') : null,
+        s ? menu('⋯', [{ label: 'Remove source', action: 'remove-source', danger: true, run: () => change((m) => { delete m.source; }) }], 'More for the source') : null),
+      s ? h('div', { class: 'task source-info' }, h('div', { class: 'repo' }, s.repo), h('div', { class: 'muted' }, 'Branch: ', s.branch || 'default'))
+        : h('button', { type: 'button', class: 'secondary', 'data-action': 'add-source', onclick: editSource }, 'Add source'));
+  }
+
+  function stageCard(stage, i) {
+    const el = h('section', { class: 'card stage', 'data-stage': stage.name, 'aria-label': `Stage ${stage.name}` });
+    const handle = h('span', { class: 'handle', title: 'Drag to move the stage', 'aria-hidden': 'true' }, '⠿');
+    const head = h('header', { draggable: 'true' }, handle, h('h3', {}, stage.name),
+      h('span', { class: 'mode' }, stage.mode === 'parallel' ? 'parallel' : 'sequential'),
+      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-stage', 'aria-label': `Edit stage ${stage.name}`, onclick: () => editStage(i) }, '✎'),
+      menu('⋯', [
+        { label: 'Copy stage', action: 'copy-stage', run: () => copyStage(i) },
+        i > 0 ? { label: 'Move left', action: 'stage-left', run: () => moveStage(i, i - 1) } : null,
+        i < model.stages.length - 1 ? { label: 'Move right', action: 'stage-right', run: () => moveStage(i, i + 1) } : null,
+        { label: 'Delete stage', action: 'delete-stage', danger: true, run: () => change((m) => { m.stages.splice(i, 1); }) },
+      ], `More for stage ${stage.name}`));
+    head.addEventListener('dragstart', (ev) => { drag = { kind: 'stage', index: i }; ev.dataTransfer.effectAllowed = 'move'; ev.dataTransfer.setData('text/plain', stage.name); el.classList.add('dragging'); });
+    head.addEventListener('dragend', () => { drag = null; el.classList.remove('dragging'); });
+    el.addEventListener('dragover', (ev) => { if (drag && drag.kind === 'stage' && drag.index !== i) { ev.preventDefault(); el.classList.add('drop'); } });
+    el.addEventListener('dragleave', () => el.classList.remove('drop'));
+    el.addEventListener('drop', (ev) => {
+      el.classList.remove('drop');
+      if (drag && drag.kind === 'stage') { ev.preventDefault(); moveStage(drag.index, i); }
+    });
+    const tasks = h('ol', { class: 'tasks' }, stage.tasks.map((t, j) => taskCard(t, i, j)));
+    const meta = [];
+    if (stage.on_error && stage.on_error !== 'stop') meta.push(`on error: ${stage.on_error}`);
+    if (stage.timeout) meta.push(`timeout ${Math.round(stage.timeout / 60000)} min`);
+    el.append(head, meta.length ? h('p', { class: 'muted meta' }, meta.join(' · ')) : null, tasks,
+      h('button', { type: 'button', class: 'secondary add-task', 'data-action': 'add-task', onclick: () => editTask(i, null) }, 'Add task'));
+    return el;
+  }
+
+  function taskCard(task, i, j) {
+    const stage = model.stages[i];
+    const el = h('li', { class: 'task', draggable: 'true', 'data-task': task.name },
+      h('span', { class: 'handle', 'aria-hidden': 'true' }, '⠿'),
+      h('div', { class: 'task-main' }, h('div', { class: 'task-name' }, task.name), h('div', { class: 'muted' }, TASK_TYPES[task.type] || task.type)),
+      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-task', 'aria-label': `Edit task ${task.name}`, onclick: () => editTask(i, j) }, '✎'),
+      menu('⋯', [
+        { label: 'Copy task', action: 'copy-task', run: () => change((m) => {
+          const c = clone(task);
+          c.name = freeName(task.name + '-copy', allTaskNames(m));
+          m.stages[i].tasks.splice(j + 1, 0, c);
+        }) },
+        j > 0 ? { label: 'Move up', action: 'task-up', run: () => moveTask(i, j, j - 1) } : null,
+        j < stage.tasks.length - 1 ? { label: 'Move down', action: 'task-down', run: () => moveTask(i, j, j + 1) } : null,
+        { label: 'Delete task', action: 'delete-task', danger: true, run: () => change((m) => { m.stages[i].tasks.splice(j, 1); }) },
+      ], `More for task ${task.name}`));
+    el.addEventListener('dragstart', (ev) => { ev.stopPropagation(); drag = { kind: 'task', stage: i, index: j }; ev.dataTransfer.effectAllowed = 'move'; ev.dataTransfer.setData('text/plain', task.name); el.classList.add('dragging'); });
+    el.addEventListener('dragend', () => { drag = null; el.classList.remove('dragging'); });
+    // Within the stage only, as in the seed: other stages do not accept the drop.
+    el.addEventListener('dragover', (ev) => { if (drag && drag.kind === 'task' && drag.stage === i && drag.index !== j) { ev.preventDefault(); ev.stopPropagation(); el.classList.add('drop'); } });
+    el.addEventListener('dragleave', () => el.classList.remove('drop'));
+    el.addEventListener('drop', (ev) => {
+      el.classList.remove('drop');
+      if (drag && drag.kind === 'task' && drag.stage === i) { ev.preventDefault(); ev.stopPropagation(); moveTask(i, drag.index, j); }
+    });
+    return el;
+  }
+
+  const allTaskNames = (m) => m.stages.flatMap((s) => s.tasks.map((t) => t.name));
+  const moveStage = (from, to) => change((m) => { const [s] = m.stages.splice(from, 1); m.stages.splice(to, 0, s); });
+  const moveTask = (i, from, to) => change((m) => { const [t] = m.stages[i].tasks.splice(from, 1); m.stages[i].tasks.splice(to, 0, t); });
+
+  function copyStage(i) {
+    change((m) => {
+      const c = clone(m.stages[i]);
+      const taken = m.stages.map((s) => s.name).concat(allTaskNames(m));
+      c.name = freeName(c.name + '-copy', taken);
+      for (const t of c.tasks) { t.name = freeName(t.name + '-copy', taken.concat(allTaskNames(m))); taken.push(t.name); }
+      m.stages.splice(i + 1, 0, c);
+    });
+  }
+
+  async function addStage(at) {
+    const name = freeName('Stage', model.stages.map((s) => s.name));
+    const stage = { name, mode: 'sequential', on_error: 'stop', tasks: [newTask('script', freeName(name.toLowerCase() + '-task', allTaskNames(model)))] };
+    const edited = await stageDialog(stage, 'Add stage');
+    if (edited) change((m) => { m.stages.splice(at, 0, edited); });
+  }
+
+  async function editStage(i) {
+    const edited = await stageDialog(clone(model.stages[i]), 'Edit stage', i);
+    if (edited) change((m) => { m.stages[i] = edited; });
+  }
+
+  function stageDialog(stage, title, index = -1) {
+    const name = h('input', { name: 'stage-name', value: stage.name, required: true });
+    const mode = h('select', { name: 'mode' }, h('option', { value: 'sequential' }, 'One after another (sequential)'), h('option', { value: 'parallel' }, 'At the same time (parallel)'));
+    mode.value = stage.mode || 'sequential';
+    const onError = h('select', { name: 'on_error' }, h('option', { value: 'stop' }, 'Stop the run'), h('option', { value: 'ignore' }, 'Ignore and continue'), h('option', { value: 'rollback' }, 'Roll back (run the on_failure stages)'));
+    onError.value = stage.on_error || 'stop';
+    const timeout = h('input', { name: 'stage-timeout', type: 'number', min: 0, step: 1, value: stage.timeout ? Math.round(stage.timeout / 60000) : '' });
+    return formDialog(title, (form) => form.append(field('Stage name', name), field('Tasks run', mode), field('When a task fails', onError),
+      field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
+      submit: () => {
+        const n = name.value.trim();
+        if (!n) throw new Error('Give the stage a name.');
+        if (model.stages.some((s, k) => k !== index && s.name === n)) throw new Error(`A stage called “${n}” exists already.`);
+        const out = { ...stage, name: n, mode: mode.value, on_error: onError.value };
+        if (timeout.value === '' || Number(timeout.value) === 0) delete out.timeout; else out.timeout = Math.round(Number(timeout.value) * 60000);
+        return out;
+      },
+    });
+  }
+
+  async function editSource() {
+    const s = model.source || { repo: '', branch: 'master' };
+    const repo = h('input', { name: 'repo', value: s.repo, required: true, placeholder: 'https://git.example.com/team/app.git' });
+    const branch = h('input', { name: 'branch', value: s.branch || '', placeholder: 'master' });
+    const binding = h('input', { name: 'binding', value: s.binding || '', placeholder: 'optional' });
+    const out = await formDialog(model.source ? 'Edit source' : 'Add source', (form) => form.append(
+      field('Repository', repo, 'A git URL: https://…, ssh://…, git@host:path or file:///…'),
+      field('Branch', branch, 'Empty: the repository’s default branch.'),
+      field('Repository binding', binding, 'The credentials to use (see Bindings); optional for public repositories.')), {
+      submit: () => {
+        if (!repo.value.trim()) throw new Error('Give the repository’s URL.');
+        const o = { repo: repo.value.trim() };
+        if (branch.value.trim()) o.branch = branch.value.trim();
+        if (binding.value.trim()) o.binding = binding.value.trim();
+        return o;
+      },
+    });
+    if (out) change((m) => { m.source = out; });
+  }
+
+  // --- the task dialog: fields follow the type ------------------------------------
+  async function editTask(i, j) {
+    const stage = model.stages[i];
+    const task = j === null ? newTask('script', freeName('task', allTaskNames(model))) : clone(stage.tasks[j]);
+    const others = allTaskNames(model).filter((n) => j === null || n !== stage.tasks[j].name);
+    const name = h('input', { name: 'task-name', value: task.name, required: true });
+    const type = h('select', { name: 'task-type' }, Object.entries(TASK_TYPES).map(([v, l]) => h('option', { value: v }, l)));
+    if (!TASK_TYPES[task.type]) type.append(h('option', { value: task.type }, task.type));
+    type.value = task.type;
+    const timeout = h('input', { name: 'task-timeout', type: 'number', min: 0, step: 1, value: task.timeout ? Math.round(task.timeout / 60000) : '' });
+    const specific = h('div', { class: 'specific' });
+    let read = () => ({});
+    const byType = {}; // fields kept per type while switching
+    const draw = () => {
+      const t = type.value;
+      const current = byType[t] || (t === task.type ? task : newTask(t, name.value));
+      ({ element: specificEl, read } = taskFields(t, current, model, i));
+      specific.replaceChildren(specificEl);
+    };
+    let specificEl = null;
+    type.addEventListener('change', () => { byType[task.type] = { ...task, ...read() }; draw(); });
+    draw();
+    const out = await formDialog(j === null ? `Add task to ${stage.name}` : `Edit task ${task.name}`, (form) => form.append(
+      field('Task name', name), field('Task type', type), specific, field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
+      wide: true,
+      submit: () => {
+        const n = name.value.trim();
+        if (!n) throw new Error('Give the task a name.');
+        if (others.includes(n)) throw new Error(`A task called “${n}” exists already; task names are unique in a pipeline.`);
+        const keep = {};
+        for (const k of ['env', 'secrets', 'retries', 'outputs']) if (task[k] !== undefined) keep[k] = task[k];
+        const o = { ...keep, name: n, type: type.value, ...read() };
+        if (timeout.value !== '' && Number(timeout.value) > 0) o.timeout = Math.round(Number(timeout.value) * 60000);
+        return o;
+      },
+    });
+    if (out) change((m) => { if (j === null) m.stages[i].tasks.push(out); else m.stages[i].tasks[j] = out; });
+  }
+
+  // --- YAML -------------------------------------------------------------------------
+  async function loadYaml() {
+    try {
+      const r = await api('/pipelines/validate', { method: 'POST', body: { definition: model } });
+      yamlState = { text: r.yaml, valid: r.valid, diagnostics: r.diagnostics, dirty: false };
+      yamlText.value = r.yaml;
+      drawProblems();
+    } catch (e) { toast(errorText(e), 'error'); }
+  }
+
+  let yamlTimer = 0;
+  let yamlSeq = 0;
+  yamlText.addEventListener('input', () => {
+    yamlState.dirty = true;
+    drawGutter();
+    clearTimeout(yamlTimer);
+    yamlTimer = setTimeout(checkYaml, 400);
+  });
+  yamlText.addEventListener('scroll', () => { gutter.scrollTop = yamlText.scrollTop; });
+
+  async function checkYaml() {
+    const seq = ++yamlSeq;
+    const text = yamlText.value;
+    let r;
+    try { r = await api('/pipelines/validate', { method: 'POST', body: { yaml: text } }); } catch (e) { toast(errorText(e), 'error'); return; }
+    if (seq !== yamlSeq) return; // a newer edit is being checked
+    yamlState = { text, valid: r.valid, diagnostics: r.diagnostics, dirty: !r.valid };
+    if (r.valid) {
+      // The typed YAML is the model now; the cards follow.
+      const before = JSON.stringify(model);
+      if (JSON.stringify(r.definition) !== before) {
+        undo.push(before);
+        redo.length = 0;
+        model = r.definition;
+        nameInput.value = model.name;
+        undoBtn.disabled = false;
+        redoBtn.disabled = true;
+        resetBtn.disabled = JSON.stringify(model) === initial;
+        drawCards();
+      }
+      yamlState.dirty = false;
+    }
+    drawProblems();
+  }
+
+  function drawGutter() {
+    const n = yamlText.value.split('\n').length;
+    const bad = new Set(yamlState.diagnostics.map((d) => d.line));
+    const frag = document.createDocumentFragment();
+    for (let i = 1; i <= n; i++) frag.append(h('div', { class: bad.has(i) ? 'bad' : '', 'data-line': i }, String(i)));
+    gutter.replaceChildren(frag);
+    gutter.scrollTop = yamlText.scrollTop;
+  }
+
+  function drawProblems() {
+    drawGutter();
+    banner.hidden = yamlState.valid;
+    banner.textContent = yamlState.valid ? '' : 'The YAML has problems: the cards show the last valid pipeline, and saving waits until they are fixed.';
+    problems.replaceChildren(...yamlState.diagnostics.map((d) => h('li', { class: 'problem', 'data-line': d.line || '' },
+      h('button', { type: 'button', class: 'link', onclick: () => goToLine(d.line, d.column) }, d.line ? `Line ${d.line}${d.column ? ', column ' + d.column : ''}` : 'Problem'),
+      ': ', d.path ? h('code', {}, d.path) : null, d.path ? ' ' : null, d.message)));
+  }
+
+  function goToLine(line, column) {
+    if (!line) return;
+    const lines = yamlText.value.split('\n');
+    let at = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) at += lines[i].length + 1;
+    at += Math.max(0, (column || 1) - 1);
+    yamlText.focus();
+    yamlText.setSelectionRange(at, at);
+    const lineHeight = parseFloat(getComputedStyle(yamlText).lineHeight) || 18;
+    yamlText.scrollTop = Math.max(0, (line - 5) * lineHeight);
+  }
+
+  function showTab(which) {
+    tab = which;
+    cardsTab.setAttribute('aria-selected', String(which === 'cards'));
+    yamlTab.setAttribute('aria-selected', String(which === 'yaml'));
+    canvas.hidden = which !== 'cards';
+    yamlPanel.hidden = which !== 'yaml';
+    if (which === 'yaml' && !yamlState.dirty) loadYaml();
+  }
+
+  // --- saving -------------------------------------------------------------------------
+  async function save() {
+    if (yamlState.dirty && !yamlState.valid) {
+      showTab('yaml');
+      toast('Fix the problems in the YAML before saving.', 'error');
+      return;
+    }
+    if (nameInput.value.trim() !== model.name) change((m) => { m.name = nameInput.value.trim(); });
+    const only = h('input', { type: 'radio', name: 'save-how', value: 'only', checked: true });
+    const andRun = h('input', { type: 'radio', name: 'save-how', value: 'run' });
+    const saved = await formDialog('Save', (form) => form.append(
+      h('label', { class: 'choice' }, only, h('span', {}, h('strong', {}, 'Save only'), h('small', {}, 'Keep the configuration; nothing runs.'))),
+      h('label', { class: 'choice' }, andRun, h('span', {}, h('strong', {}, 'Save and run'), h('small', {}, 'Keep the configuration and start a run now.')))), {
+      submit: async () => {
+        const checked = await api('/pipelines/validate', { method: 'POST', body: { definition: model } });
+        if (!checked.valid) throw new ApiError(422, 'The pipeline is not valid yet:', checked.diagnostics);
+        const run = andRun.checked ? '?run=true' : '';
+        return editing
+          ? api(`/pipelines/${original.id}${run}`, { method: 'PUT', body: checked.yaml })
+          : api(`/pipelines${run}`, { method: 'POST', body: checked.yaml });
+      },
+    });
+    if (!saved) return;
+    toast(`${saved.name} saved (version ${saved.version}).`);
+    undo.length = 0; // saved: leaving is safe
+    navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
+  }
+
+  const beforeUnload = (ev) => { if (undo.length) { ev.preventDefault(); ev.returnValue = ''; } };
+  window.addEventListener('beforeunload', beforeUnload);
+  showTab('cards');
+  redraw();
+  if (!model.name) nameInput.focus();
+  return () => window.removeEventListener('beforeunload', beforeUnload);
+}
+
+/// The fields of one task type: an element and a function that reads them back.
+function taskFields(type, task, model, stageIndex) {
+  const el = h('div', { class: 'type-fields' });
+  const inputs = {};
+  const text = (key, label, hint, attrs = {}) => {
+    const input = h('input', { name: key, value: task[key] ?? '', ...attrs });
+    inputs[key] = input;
+    el.append(field(label, input, hint));
+  };
+  const optional = (o, key) => { const v = inputs[key].value.trim(); if (v) o[key] = v; else delete o[key]; };
+  switch (type) {
+    case 'script': {
+      text('image', 'Image', 'The image the script runs in (container executors); empty: the pipeline’s default.');
+      text('tag', 'Image tag', 'e.g. 1.36');
+      const script = h('textarea', { name: 'script', rows: 8, class: 'code', spellcheck: 'false' });
+      script.value = task.script || '';
+      el.append(field('Script', script, 'Shell commands; ${NAME} variables are replaced before the run.'));
+      const env = envTable(task.env || {});
+      el.append(env.element);
+      return {
+        element: el,
+        read: () => {
+          const o = { script: script.value };
+          optional(o, 'image'); optional(o, 'tag');
+          const e = env.read();
+          if (Object.keys(e).length) o.env = e;
+          if (!o.script.trim()) throw new Error('The script is empty.');
+          return o;
+        },
+      };
+    }
+    case 'image':
+      text('dockerfile', 'Dockerfile path', 'Path in the repository; case-sensitive.', { required: true });
+      text('context', 'Build context', 'Directory sent to the build.', { required: true });
+      text('image', 'Image name', '', { required: true });
+      text('tag', 'Image tag', 'A fixed value, or ${} variables: alpha-${BUILD_ID}.', { required: true });
+      text('workspace', 'Workspace', 'Where the image is kept in the registry (e.g. devops).', { required: true });
+      el.append(h('p', { class: 'hint' }, 'No workspace yet? Workspaces are created in the registry (see the registries page once available).'));
+      text('registry', 'Registry', 'A registered registry; empty: the default.');
+      return { element: el, read: () => { const o = { ...pick(inputs, ['dockerfile', 'context', 'image', 'tag', 'workspace']) }; optional(o, 'registry'); if (task.build_args) o.build_args = task.build_args; return o; } };
+    case 'deploy-yaml':
+      text('file', 'YAML file path', 'Path of the manifest in the repository.', { required: true });
+      text('cluster', 'Cluster', '', { required: true });
+      text('namespace', 'Namespace', '', { required: true });
+      return { element: el, read: () => pick(inputs, ['file', 'cluster', 'namespace']) };
+    case 'chart-publish':
+      text('chart_dir', 'Chart directory', 'Where Chart.yaml is in the repository.', { required: true });
+      text('chart', 'Chart name', '', { required: true });
+      text('version', 'Chart version', '${} variables may be used: 6.0.1-alpha.${BUILD_ID}.', { required: true });
+      text('workspace', 'Workspace', '', { required: true });
+      text('registry', 'Registry', 'Empty: the default.');
+      return { element: el, read: () => { const o = pick(inputs, ['chart_dir', 'chart', 'version', 'workspace']); optional(o, 'registry'); return o; } };
+    case 'chart-deploy': {
+      text('release', 'Release name', 'The name of the deployed instance.', { required: true });
+      // "Select" offers the charts that earlier stages of this pipeline publish;
+      // "Type" takes any name and version.
+      const published = model.stages.slice(0, stageIndex + 1).flatMap((s) => s.tasks).filter((t) => t.type === 'chart-publish');
+      const how = h('select', { name: 'chart-how', 'aria-label': 'How to give the chart' }, h('option', { value: 'type' }, 'Type'), h('option', { value: 'select' }, 'Select'));
+      const pickChart = h('select', { name: 'chart-select' }, published.map((t, k) => h('option', { value: k }, `${t.chart} ${t.version}`)));
+      if (!published.length) { how.querySelector('[value=select]').disabled = true; }
+      const selectRow = field('Published chart', pickChart, 'Charts published by chart-publish tasks of this pipeline.');
+      const chartRow = h('div', {});
+      el.append(field('Chart and version', how));
+      el.append(selectRow, chartRow);
+      text('chart', 'Chart name', '', { required: true });
+      text('version', 'Chart version', '${} variables may be used.', { required: true });
+      chartRow.append(el.lastChild.previousSibling, el.lastChild);
+      const sync = () => { selectRow.hidden = how.value !== 'select'; chartRow.hidden = how.value === 'select'; };
+      how.addEventListener('change', sync);
+      sync();
+      text('cluster', 'Cluster', '', { required: true });
+      text('namespace', 'Namespace', '', { required: true });
+      const values = h('textarea', { name: 'values', rows: 4, class: 'code' });
+      values.value = task.values ? JSON.stringify(task.values, null, 2) : '';
+      el.append(field('Values (JSON)', values, 'Parameters for the chart, e.g. {"replicaCount": 2}.'));
+      return {
+        element: el,
+        read: () => {
+          const o = pick(inputs, ['release', 'chart', 'version', 'cluster', 'namespace']);
+          if (how.value === 'select') { const t = published[Number(pickChart.value)]; o.chart = t.chart; o.version = t.version; }
+          if (values.value.trim()) {
+            let v;
+            try { v = JSON.parse(values.value); } catch (e) { throw new Error('Values: not valid JSON (' + e.message + ').'); }
+            if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('Values: a JSON object, like {"replicaCount": 2}.');
+            o.values = v;
+          }
+          return o;
+        },
+      };
+    }
+    case 'approval': {
+      const approvers = h('input', { name: 'approvers', value: (task.approvers || []).join(', '), required: true });
+      el.append(field('Approvers', approvers, 'User names or role:<name>, separated by commas.'));
+      text('message', 'Message', 'Shown to the approvers.');
+      return {
+        element: el,
+        read: () => {
+          const o = { approvers: approvers.value.split(',').map((s) => s.trim()).filter(Boolean) };
+          if (!o.approvers.length) throw new Error('Name at least one approver.');
+          optional(o, 'message');
+          return o;
+        },
+      };
+    }
+    default: {
+      // A type without a form here (canary): its fields as JSON.
+      const { name: _n, type: _t, env: _e, secrets: _s, timeout: _o, retries: _r, outputs: _u, ...rest } = task;
+      const raw = h('textarea', { name: 'fields', rows: 8, class: 'code' });
+      raw.value = JSON.stringify(rest, null, 2);
+      el.append(field('Fields (JSON)', raw));
+      return { element: el, read: () => { try { return JSON.parse(raw.value); } catch (e) { throw new Error('Fields: not valid JSON (' + e.message + ').'); } } };
+    }
+  }
+}
+
+function pick(inputs, keys) {
+  const o = {};
+  for (const k of keys) {
+    const v = inputs[k].value.trim();
+    if (!v) throw new Error(`${inputs[k].closest('.field').querySelector('label').textContent} is required.`);
+    o[k] = v;
+  }
+  return o;
+}
+
+/// Environment variables as rows of name and value.
+function envTable(env) {
+  const body = h('tbody', {});
+  const addRow = (k = '', v = '') => {
+    const key = h('input', { class: 'env-key', value: k, 'aria-label': 'Variable name' });
+    const value = h('input', { class: 'env-value', value: v, 'aria-label': 'Value' });
+    const row = h('tr', {}, h('td', {}, key), h('td', {}, value),
+      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': 'Remove this variable', onclick: () => row.remove() }, '×')));
+    body.append(row);
+  };
+  for (const [k, v] of Object.entries(env)) addRow(k, v);
+  const element = h('fieldset', { class: 'env' }, h('legend', {}, 'Environment variables'),
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Value'), h('th', {}, ''))), body),
+    h('button', { type: 'button', class: 'secondary small', 'data-action': 'add-env', onclick: () => addRow() }, 'Add variable'));
+  return {
+    element,
+    read: () => {
+      const out = {};
+      for (const row of body.rows) {
+        const k = row.querySelector('.env-key').value.trim();
+        if (k) out[k] = row.querySelector('.env-value').value;
+      }
+      return out;
+    },
+  };
+}

@@ -1,0 +1,189 @@
+// A task's log, live. The stream is the API's Server-Sent Events endpoint read with
+// fetch (so the Authorization header goes with it) and parsed here; a dropped
+// connection resumes from the last event id with nothing lost or repeated.
+//
+// Keeping up with thousands of lines a second: lines are queued as they arrive and
+// put on the page once per animation frame in one fragment; at most `window` lines
+// are in the DOM (the newest), with "Show earlier" to widen it. All lines stay in
+// memory (up to MAX_KEPT) for search and for "Show earlier".
+import { apiFetch } from './auth.js';
+import { appendAnsi } from './ansi.js';
+import { h } from './ui.js';
+
+const WINDOW = 2000;
+const MAX_KEPT = 500000;
+
+export function logView(url, { onEnd } = {}) {
+  const lines = [];
+  let dropped = 0; // lines forgotten because MAX_KEPT was reached
+  let pending = [];
+  let rendered = 0; // lines (of `lines`) already on the page, counted from the end
+  let windowSize = WINDOW;
+  let follow = true;
+  let filter = '';
+  let ended = false;
+  let aborted = false;
+  let controller = null;
+  let lastId = null;
+  let frame = 0;
+
+  const out = h('div', { class: 'log-lines', role: 'log', 'aria-live': 'off', tabindex: '0', 'aria-label': 'Task log' });
+  const earlier = h('button', { type: 'button', class: 'link earlier', hidden: true, onclick: () => { windowSize += WINDOW; rerender(); } }, 'Show earlier lines');
+  const state = h('span', { class: 'log-state muted', 'aria-live': 'polite' }, 'Connecting…');
+  const followBox = h('input', { type: 'checkbox', checked: true, id: 'log-follow' });
+  const search = h('input', { type: 'search', placeholder: 'Search the log', 'aria-label': 'Search the log', id: 'log-search' });
+  const count = h('span', { class: 'muted match-count' });
+  followBox.addEventListener('change', () => { follow = followBox.checked; if (follow) scrollEnd(); });
+  let searchTimer = 0;
+  search.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(() => { filter = search.value.toLowerCase(); rerender(); }, 150);
+  });
+  out.addEventListener('scroll', () => {
+    const atEnd = out.scrollHeight - out.scrollTop - out.clientHeight < 30;
+    if (!atEnd && follow && !programmatic) { follow = false; followBox.checked = false; }
+  });
+  let programmatic = false;
+
+  const root = h('section', { class: 'log' },
+    h('div', { class: 'log-tools' },
+      h('label', { class: 'check' }, followBox, ' Follow'), search, count, h('span', { class: 'spacer' }), state),
+    earlier, out);
+
+  function lineEl(raw) {
+    // Stored lines: `2026-11-22T00:41:39.892Z out text`.
+    const div = document.createElement('div');
+    div.className = 'line';
+    const m = /^(\d{4}-\d\d-\d\dT[\d:.]+Z) (out|err|sys) ?(.*)$/s.exec(raw);
+    if (m) {
+      const t = document.createElement('time');
+      t.dateTime = m[1];
+      const d = new Date(m[1]);
+      t.textContent = isNaN(d) ? m[1] : d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+      div.append(t);
+      if (m[2] !== 'out') div.classList.add(m[2]);
+      const text = document.createElement('span');
+      text.className = 'text';
+      appendAnsi(text, m[3]);
+      div.append(text);
+    } else {
+      appendAnsi(div, raw);
+    }
+    return div;
+  }
+
+  const matches = (raw) => !filter || raw.toLowerCase().includes(filter);
+
+  function scrollEnd() {
+    programmatic = true;
+    out.scrollTop = out.scrollHeight;
+    requestAnimationFrame(() => { programmatic = false; });
+  }
+
+  function rerender() {
+    pending = [];
+    const shown = filter ? lines.filter(matches) : lines;
+    const start = Math.max(0, shown.length - windowSize);
+    const frag = document.createDocumentFragment();
+    for (let i = start; i < shown.length; i++) frag.append(lineEl(shown[i]));
+    out.replaceChildren(frag);
+    rendered = lines.length;
+    earlier.hidden = start === 0;
+    count.textContent = filter ? `${shown.length} matching line${shown.length === 1 ? '' : 's'}` : '';
+    root.dataset.rendered = String(rendered + dropped);
+    if (follow) scrollEnd();
+  }
+
+  function flush() {
+    frame = 0;
+    const batch = pending;
+    pending = [];
+    const frag = document.createDocumentFragment();
+    let added = 0;
+    // Only the newest `windowSize` of a big batch can stay on the page anyway.
+    const from = Math.max(0, batch.length - windowSize);
+    for (let i = from; i < batch.length; i++) {
+      if (matches(batch[i])) { frag.append(lineEl(batch[i])); added++; }
+    }
+    out.append(frag);
+    let excess = out.childElementCount - windowSize;
+    if (excess > 0) { earlier.hidden = false; }
+    while (excess-- > 0) out.firstElementChild.remove();
+    rendered = lines.length;
+    root.dataset.rendered = String(rendered + dropped);
+    if (filter) count.textContent = `${out.childElementCount} matching lines shown`;
+    if (follow && added) scrollEnd();
+  }
+
+  function receive(line) {
+    lines.push(line);
+    if (lines.length > MAX_KEPT) { const n = lines.length - MAX_KEPT; lines.splice(0, n); dropped += n; }
+    pending.push(line);
+    root.dataset.received = String(lines.length + dropped);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+
+  async function connect() {
+    while (!aborted && !ended) {
+      controller = new AbortController();
+      const headers = lastId !== null ? { 'Last-Event-ID': lastId } : {};
+      try {
+        const response = await apiFetch(url, { headers, signal: controller.signal });
+        if (!response.ok) {
+          state.textContent = `The log could not be read (${response.status}).`;
+          return;
+        }
+        state.textContent = 'Live';
+        root.dataset.state = 'live';
+        await readEvents(response.body);
+      } catch (e) {
+        if (aborted) return;
+        state.textContent = 'Connection lost; reconnecting…';
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  async function readEvents(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += value;
+      let at;
+      while ((at = buffer.indexOf('\n\n')) >= 0) {
+        const block = buffer.slice(0, at);
+        buffer = buffer.slice(at + 2);
+        let event = 'message';
+        let id = null;
+        const data = [];
+        for (const field of block.split('\n')) {
+          if (field.startsWith(':')) continue; // keep-alive comment
+          const colon = field.indexOf(':');
+          const name = colon < 0 ? field : field.slice(0, colon);
+          let v = colon < 0 ? '' : field.slice(colon + 1);
+          if (v.startsWith(' ')) v = v.slice(1);
+          if (name === 'data') data.push(v);
+          else if (name === 'event') event = v;
+          else if (name === 'id') id = v;
+        }
+        if (event === 'end') {
+          ended = true;
+          state.textContent = 'End of log';
+          root.dataset.state = 'ended';
+          if (onEnd) onEnd();
+          return;
+        }
+        if (id !== null) lastId = id;
+        if (data.length) receive(data.join('\n'));
+      }
+    }
+  }
+
+  connect();
+  return {
+    element: root,
+    close() { aborted = true; if (controller) controller.abort(); if (frame) cancelAnimationFrame(frame); },
+  };
+}

@@ -1,0 +1,117 @@
+// The run page: header (number, status, start, duration, cause), a row per stage and
+// task updating live, and the selected task's log streaming live.
+import { api, h, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText } from './ui.js';
+import { apiFetch } from './auth.js';
+import { logView } from './log.js';
+import { rerun, stopRun } from './dialogs.js';
+import { navigate } from './app.js';
+
+export async function render(main, [id], query) {
+  let run;
+  try {
+    run = await api(`/runs/${encodeURIComponent(id)}`);
+  } catch (e) {
+    main.append(errorBox(e, `Run ${id} could not be loaded.`));
+    return;
+  }
+  const header = h('div', { class: 'run-head' });
+  const steps = h('div', { class: 'steps' });
+  const logBox = h('div', { class: 'log-box' });
+  main.append(header, h('div', { class: 'run-body' }, steps, logBox));
+
+  let selected = query.get('task') || firstTask(run);
+  let view = null;
+  let poll = null;
+  let stopped = false;
+
+  function select(name) {
+    if (view) view.close();
+    selected = name;
+    const url = new URL(location.href);
+    url.searchParams.set('task', name);
+    history.replaceState(null, '', url.pathname + url.search);
+    view = logView(`/api/v1/runs/${run.id}/tasks/${encodeURIComponent(name)}/log/stream`);
+    logBox.replaceChildren(h('h2', { class: 'log-title' }, 'Log: ', name), view.element);
+    drawSteps();
+  }
+
+  function drawHeader() {
+    document.title = `#${run.number} ${run.pipeline} · Wharf`;
+    const running = !isTerminal(run.status);
+    header.replaceChildren(
+      h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/pipelines' }, 'Pipelines'), ' / ',
+        h('a', { href: `/pipelines/${run.pipeline_id}` }, run.pipeline), ' / run'),
+      h('div', { class: 'page-head' },
+        h('h1', {}, `Run #${run.number}`), badge(run.status), h('span', { class: 'spacer' }),
+        h('button', { type: 'button', class: 'secondary', 'data-action': 'download', onclick: download }, 'Download full log'),
+        running ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', onclick: () => stopRun(run).then(refresh).catch(fail) }, 'Stop') : null,
+        h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', onclick: () => rerun(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Re-run')),
+      h('dl', { class: 'facts' },
+        fact('Status', badge(run.status)), fact('Started', fmtTime(run.started_at || null)),
+        fact('Duration', fmtDuration(run.duration_ms)), fact('Cause', describeCause(run.cause)),
+        run.commit ? fact('Commit', h('code', {}, run.commit.slice(0, 12))) : null,
+        run.reason ? fact('Reason', run.reason) : null));
+  }
+
+  function drawSteps() {
+    const rows = [];
+    if (run.checkout) rows.push(stepRow('Source', '@checkout', `Check out ${run.checkout.branch || run.checkout.tag || ''}`.trim(), run.checkout));
+    run.stages.forEach((stage, i) => {
+      stage.tasks.forEach((task, j) => rows.push(stepRow(j === 0 ? `${i + 1} ${stage.name}` : '', task.name, task.name, task, stage)));
+      if (!stage.tasks.length) rows.push(h('tr', {}, h('td', {}, `${i + 1} ${stage.name}`), h('td', {}, '—'), h('td', {}, badge(stage.status)), h('td', {}, fmtDuration(stage.duration_ms))));
+    });
+    steps.replaceChildren(h('table', { class: 'list steps-table' },
+      h('caption', { class: 'visually-hidden' }, 'Stages and tasks'),
+      h('thead', {}, h('tr', {}, ['Stage', 'Task', 'Status', 'Duration'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('tbody', {}, rows)));
+  }
+
+  function stepRow(stageLabel, key, label, part) {
+    const current = key === selected;
+    return h('tr', { class: current ? 'selected' : '', 'data-task': key },
+      h('td', {}, stageLabel),
+      h('td', {}, h('button', { type: 'button', class: 'link', 'aria-pressed': current ? 'true' : 'false', onclick: () => select(key) }, label)),
+      h('td', {}, badge(part.status)),
+      h('td', {}, fmtDuration(part.duration_ms)));
+  }
+
+  async function download() {
+    try {
+      const response = await apiFetch(`/api/v1/runs/${run.id}/log`);
+      if (!response.ok) throw new Error(`the server answered ${response.status}`);
+      saveText(`${run.pipeline}-${run.number}.log`, await response.blob());
+    } catch (e) { fail(e); }
+  }
+
+  async function refresh() {
+    try {
+      run = await api(`/runs/${run.id}`);
+      drawHeader();
+      drawSteps();
+    } catch (e) { fail(e); }
+  }
+
+  async function tick() {
+    if (stopped) return;
+    await refresh();
+    if (!stopped && !isTerminal(run.status)) poll = setTimeout(tick, 1000);
+  }
+
+  drawHeader();
+  if (selected) select(selected); else drawSteps();
+  if (!isTerminal(run.status)) poll = setTimeout(tick, 1000);
+  return () => { stopped = true; clearTimeout(poll); if (view) view.close(); };
+}
+
+function firstTask(run) {
+  for (const s of run.stages) for (const t of s.tasks) if (t.status !== 'skipped' && t.status !== 'queued' && t.status !== 'pending') return t.name;
+  return run.stages[0] && run.stages[0].tasks[0] ? run.stages[0].tasks[0].name : null;
+}
+
+function fact(label, value) {
+  return h('div', {}, h('dt', {}, label), h('dd', {}, value));
+}
+
+function fail(e) {
+  toast(errorText(e), 'error');
+}

@@ -1,0 +1,227 @@
+// Small DOM helpers shared by the pages. Data always goes in as text (textContent),
+// never as HTML, so names and log lines cannot inject markup.
+import { apiFetch } from './auth.js';
+
+/// h('button', {class: 'x', onclick: f}, 'text', child…): an element.
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on')) el.addEventListener(key.slice(2), value);
+    else if (key === 'class') el.className = value;
+    else if (key === 'text') el.textContent = value;
+    else if (key === 'value') el.value = value;
+    else if (key === 'checked') el.checked = !!value;
+    else el.setAttribute(key, value === true ? '' : value);
+  }
+  append(el, children);
+  return el;
+}
+
+function append(el, children) {
+  for (const child of children) {
+    if (child === undefined || child === null || child === false) continue;
+    if (Array.isArray(child)) append(el, child);
+    else el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+/// An error answered by the API: status, message and the details with their positions.
+export class ApiError extends Error {
+  constructor(status, message, details) {
+    super(message);
+    this.status = status;
+    this.details = details || [];
+  }
+  describe() {
+    const parts = this.details.map((d) =>
+      (d.line ? `line ${d.line}${d.column ? ':' + d.column : ''}: ` : '') + (d.path ? d.path + ': ' : '') + d.message);
+    return [this.message, ...parts].join('\n');
+  }
+}
+
+/// JSON from the API, or an ApiError with the server's own words.
+export async function api(path, { method = 'GET', body, type } = {}) {
+  const init = { method, headers: {} };
+  if (body !== undefined) {
+    if (typeof body === 'string') {
+      init.body = body;
+      init.headers['Content-Type'] = type || 'application/yaml';
+    } else {
+      init.body = JSON.stringify(body);
+      init.headers['Content-Type'] = 'application/json';
+    }
+  }
+  const response = await apiFetch('/api/v1' + path, init);
+  if (response.status === 204) return null;
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = null; }
+  if (!response.ok) {
+    const e = data && data.error;
+    throw new ApiError(response.status, e ? e.message : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`, e && e.details);
+  }
+  return data ?? text;
+}
+
+export function errorText(e) {
+  return e instanceof ApiError ? e.describe() : (e && e.message) || String(e);
+}
+
+export function toast(message, kind = 'info') {
+  const box = document.getElementById('toast');
+  const item = h('div', { class: 'toast ' + kind, role: kind === 'error' ? 'alert' : 'status' }, message);
+  box.append(item);
+  setTimeout(() => item.remove(), kind === 'error' ? 8000 : 4000);
+}
+
+/// A panel that says what went wrong, with the server's message.
+export function errorBox(e, what) {
+  return h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, what), h('pre', {}, errorText(e)));
+}
+
+const TERMINAL = new Set(['succeeded', 'failed', 'stopped', 'timed_out', 'skipped']);
+export const isTerminal = (status) => TERMINAL.has(status);
+
+const STATUS_TEXT = {
+  queued: 'Queued', pending: 'Pending', running: 'Running', waiting: 'Waiting', succeeded: 'Succeeded',
+  failed: 'Failed', stopped: 'Stopped', timed_out: 'Timed out', skipped: 'Skipped',
+};
+
+export function badge(status) {
+  return h('span', { class: 'badge s-' + (status || 'none'), 'data-status': status || '' }, STATUS_TEXT[status] || status || '—');
+}
+
+/// Epoch milliseconds or RFC 3339 → `2026-11-22 10:41:39` in the browser's zone.
+export function fmtTime(t) {
+  if (t === null || t === undefined || t === '') return '—';
+  const d = new Date(t);
+  if (isNaN(d)) return String(t);
+  const p = (n) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+}
+
+export function fmtDuration(ms) {
+  if (ms === null || ms === undefined) return '—';
+  const s = Math.round(ms / 1000);
+  if (s < 60) return s + 's';
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m ${s % 60}s`;
+  const hr = Math.floor(m / 60);
+  return `${hr}h ${m % 60}m`;
+}
+
+export function describeCause(c) {
+  if (!c) return '—';
+  switch (c.kind) {
+    case 'manual': return `Manual (${c.user})`;
+    case 'local': return `Local (${c.user})`;
+    case 'timer': return 'Timer';
+    case 'event': return `${c.provider} event by ${c.sender}`;
+    case 'rerun': return `Re-run of #${c.of}`;
+    case 'retry': return `Retry of #${c.of}`;
+    default: return c.kind || '—';
+  }
+}
+
+/// A modal dialog with a form. `build(form)` fills it; resolves with the value
+/// `submit(form)` returns (throw to keep it open with the message), or null on cancel.
+export function formDialog(title, build, { submitLabel = 'Save', submit = () => true, wide = false } = {}) {
+  return new Promise((resolve) => {
+    const message = h('p', { class: 'form-error', role: 'alert', hidden: true });
+    const form = h('form', { method: 'dialog', class: 'dialog-form' });
+    const titleId = 'dlg-' + Math.random().toString(36).slice(2);
+    const dialog = h('dialog', { class: wide ? 'wide' : '', 'aria-labelledby': titleId },
+      h('h2', { id: titleId }, title), form);
+    build(form);
+    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close('cancel') }, 'Cancel');
+    const ok = h('button', { type: 'submit', class: 'primary' }, submitLabel);
+    form.append(message, h('div', { class: 'dialog-buttons' }, cancel, ok));
+    let result = null;
+    form.addEventListener('submit', async (ev) => {
+      ev.preventDefault();
+      ok.disabled = true;
+      try {
+        result = await submit(form);
+        dialog.close('ok');
+      } catch (e) {
+        message.hidden = false;
+        message.textContent = errorText(e);
+      } finally {
+        ok.disabled = false;
+      }
+    });
+    dialog.addEventListener('close', () => {
+      dialog.remove();
+      resolve(dialog.returnValue === 'ok' ? result : null);
+    });
+    document.body.append(dialog);
+    dialog.showModal();
+  });
+}
+
+export async function confirmDialog(title, text, label, danger = false) {
+  const answer = await formDialog(title, (form) => form.append(h('p', {}, text)), {
+    submitLabel: label,
+    submit: () => true,
+  });
+  void danger;
+  return answer === true;
+}
+
+/// A labelled field: label + input (or given control), with an optional hint.
+export function field(label, control, hint) {
+  const id = control.id || 'f-' + Math.random().toString(36).slice(2);
+  control.id = id;
+  const hintEl = hint ? h('small', { class: 'hint', id: id + '-hint' }, hint) : null;
+  if (hintEl) control.setAttribute('aria-describedby', hintEl.id);
+  return h('div', { class: 'field' }, h('label', { for: id }, label), control, hintEl);
+}
+
+/// A "More" menu: a button that opens a list of actions; Escape or a click outside
+/// closes it, arrow keys move between items.
+export function menu(label, items, accessibleName) {
+  const list = h('div', { class: 'menu-list', role: 'menu', hidden: true });
+  const button = h('button', {
+    type: 'button', class: 'secondary menu-button', 'aria-haspopup': 'menu', 'aria-expanded': 'false',
+    'aria-label': accessibleName || label,
+  }, label);
+  const close = () => {
+    list.hidden = true;
+    button.setAttribute('aria-expanded', 'false');
+    document.removeEventListener('click', outside, true);
+  };
+  const outside = (ev) => { if (!wrap.contains(ev.target)) close(); };
+  for (const item of items) {
+    if (!item) continue;
+    list.append(h('button', {
+      type: 'button', role: 'menuitem', class: item.danger ? 'danger' : '', 'data-action': item.action || '',
+      onclick: () => { close(); item.run(); },
+    }, item.label));
+  }
+  button.addEventListener('click', () => {
+    if (!list.hidden) return close();
+    list.hidden = false;
+    button.setAttribute('aria-expanded', 'true');
+    document.addEventListener('click', outside, true);
+    list.querySelector('button')?.focus();
+  });
+  list.addEventListener('keydown', (ev) => {
+    const buttons = [...list.querySelectorAll('button')];
+    const i = buttons.indexOf(document.activeElement);
+    if (ev.key === 'Escape') { close(); button.focus(); }
+    else if (ev.key === 'ArrowDown') { ev.preventDefault(); buttons[(i + 1) % buttons.length].focus(); }
+    else if (ev.key === 'ArrowUp') { ev.preventDefault(); buttons[(i - 1 + buttons.length) % buttons.length].focus(); }
+  });
+  const wrap = h('div', { class: 'menu' }, button, list);
+  return wrap;
+}
+
+/// Saves a text as a file the browser downloads.
+export function saveText(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const a = h('a', { href: url, download: name, hidden: true });
+  document.body.append(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(url); a.remove(); }, 1000);
+}
