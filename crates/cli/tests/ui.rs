@@ -1,0 +1,362 @@
+//! The web UI in a real headless Chromium (over WebDriver) against a real `wharf serve`
+//! on loopback with the host executor: what a person does in the browser, end to end.
+//! Screenshots of each page land in `target/ui-screenshots/` (not committed).
+//!
+//! Without Chromium and chromedriver the test says why and passes, unless `CI=true`,
+//! where it fails (scripts/test.sh installs them as root).
+
+mod webdriver;
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use webdriver::Chrome;
+
+const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
+const TOKEN: &str = "ui-test-token";
+
+struct Server {
+    child: Child,
+    url: String,
+    root: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    async fn start(root: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let listen = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(root.join("server.log")).unwrap();
+        let mut cmd = Command::new(WHARF);
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WHARF_") {
+                cmd.env_remove(key);
+            }
+        }
+        let data = root.join("data");
+        cmd.args(["serve", "--listen", &listen, "--executor", "host", "--data-dir"])
+            .arg(&data)
+            .env("WHARF_ADMIN_TOKEN", TOKEN)
+            .env("WHARF_STOP_GRACE", "2s")
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        let child = cmd.spawn().expect("start wharf serve");
+        let server = Server { child, url: format!("http://{listen}"), root: root.to_owned() };
+        let until = Instant::now() + Duration::from_secs(30);
+        while reqwest::get(format!("{}/healthz", server.url)).await.is_err() {
+            assert!(Instant::now() < until, "wharf serve was not ready within 30 s:\n{}", server.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        server
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default()
+    }
+
+    async fn api(&self, method: reqwest::Method, path: &str, body: Option<&str>) -> Value {
+        let mut request =
+            reqwest::Client::new().request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/yaml").body(body.to_owned());
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+}
+
+fn screenshots() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots")
+}
+
+/// Clicks the item `action` of the "More" menu labelled `menu_label`.
+async fn menu_item(chrome: &Chrome, menu_label: &str, action: &str) {
+    chrome.click(&format!("button[aria-label={}]", json!(menu_label))).await;
+    let item = format!("button[aria-label={}] + .menu-list [data-action={action}]", json!(menu_label));
+    chrome.click(&item).await;
+}
+
+async fn confirm(chrome: &Chrome) {
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome.wait("the dialog to close", "!document.querySelector('dialog[open]')").await;
+}
+
+async fn task_order(chrome: &Chrome, stage: &str) -> Vec<String> {
+    let v = chrome
+        .js(
+            "return [...document.querySelectorAll(`[data-stage='${arguments[0]}'] li.task`)].map(t => t.dataset.task)",
+            json!([stage]),
+        )
+        .await;
+    serde_json::from_value(v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
+    let (browser, driver) = match webdriver::find_browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and {why}"),
+        Err(why) => {
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let downloads = root.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let server = Server::start(&root).await;
+    let chrome = Chrome::start(&browser, &driver, &downloads, 1280, 800).await;
+    let shots = screenshots();
+    let base = &server.url;
+
+    // Logging in: the page asks for a user name and (for now) the API token.
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.wait("the login page", "location.pathname === '/login'").await;
+    chrome.screenshot(&shots.join("01-login.png")).await;
+    chrome.type_into("input[name=password]", "wrong").await;
+    chrome.click("form.login button[type=submit]").await;
+    chrome
+        .wait("a login error", "document.querySelector('.form-error:not([hidden])')?.textContent.includes('Wrong')")
+        .await;
+    chrome.type_into("input[name=password]", TOKEN).await;
+    chrome.click("form.login button[type=submit]").await;
+    chrome
+        .wait("the empty pipeline list", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")
+        .await;
+    chrome.screenshot(&shots.join("02-pipelines-empty.png")).await;
+
+    // Create from scratch: the editor starts with Build, Test and Deploy.
+    chrome.click("[data-action=create]").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome
+        .wait("the editor", "location.pathname === '/pipelines/new' && document.querySelector('[data-stage=Deploy]')")
+        .await;
+    chrome.type_into("#pipeline-name", "ui-demo").await;
+    chrome.js("document.querySelector('#pipeline-name').dispatchEvent(new Event('change'))", json!([])).await;
+    // One stage with two tasks: delete Test and Deploy, add a second task to Build.
+    menu_item(&chrome, "More for stage Deploy", "delete-stage").await;
+    menu_item(&chrome, "More for stage Test", "delete-stage").await;
+    chrome.wait("one stage left", "document.querySelectorAll('.card.stage[data-stage]').length === 1").await;
+    chrome.click("[data-stage=Build] [data-action=add-task]").await;
+    chrome.type_into("dialog[open] input[name=task-name]", "second").await;
+    chrome
+        .type_into(
+            "dialog[open] textarea[name=script]",
+            "for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do echo \"line $i\"; sleep 0.15; done\nprintf '\\033[32mgreen\\033[0m <b>not bold</b>\\n'\n",
+        )
+        .await;
+    chrome.click("dialog[open] [data-action=add-env]").await;
+    chrome.type_into("dialog[open] .env-key", "GREETING").await;
+    chrome.type_into("dialog[open] .env-value", "hi").await;
+    confirm(&chrome).await;
+    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"]);
+    chrome.screenshot(&shots.join("03-editor-cards.png")).await;
+
+    // Reorder with the keyboard alternative, then with drag and drop (synthetic drag
+    // events: WebDriver cannot drive HTML5 drag and drop in Chromium).
+    menu_item(&chrome, "More for task second", "task-up").await;
+    assert_eq!(task_order(&chrome, "Build").await, ["second", "build"]);
+    chrome
+        .js(
+            "const [a, b] = document.querySelectorAll('[data-stage=Build] li.task');
+             const dt = new DataTransfer();
+             a.dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));
+             b.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+             b.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));",
+            json!([]),
+        )
+        .await;
+    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "drag and drop moves the task");
+    chrome.click("[data-action=undo]").await;
+    assert_eq!(task_order(&chrome, "Build").await, ["second", "build"], "undo");
+    chrome.click("[data-action=redo]").await;
+    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "redo");
+    chrome.click("[data-action=reset]").await;
+    chrome
+        .wait("the starter's three stages again", "document.querySelectorAll('.card.stage[data-stage]').length === 3")
+        .await;
+    chrome.click("[data-action=undo]").await;
+    chrome.wait("the edited pipeline again", "document.querySelectorAll('.card.stage[data-stage]').length === 1").await;
+    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "undo of reset");
+
+    // The YAML tab shows the same pipeline; an edit there changes the cards.
+    chrome.click("#tab-yaml").await;
+    let yaml = chrome.wait("the YAML", "document.querySelector('#yaml-text').value.includes('name: ui-demo')").await;
+    let _ = yaml;
+    let text = chrome.js("return document.querySelector('#yaml-text').value", json!([])).await;
+    let text = text.as_str().unwrap().to_owned();
+    assert!(text.contains("- name: second") && text.contains("GREETING: hi"), "{text}");
+    let with_third = text.replace(
+        "      - name: build\n",
+        "      - name: third\n        type: script\n        script: echo third\n      - name: build\n",
+    );
+    assert_ne!(with_third, text, "the build task is in the YAML:\n{text}");
+    set_yaml(&chrome, &with_third).await;
+    chrome.wait("the new task's card", "document.querySelector('[data-stage=Build] li.task[data-task=third]')").await;
+    // Invalid YAML: the error is shown at its line, and the cards keep the last valid model.
+    let broken =
+        with_third.replace("type: script\n        script: echo third", "type: scrpt\n        script: echo third");
+    set_yaml(&chrome, &broken).await;
+    let line = broken.lines().position(|l| l.contains("type: scrpt")).unwrap() + 1;
+    chrome
+        .wait(
+            "the problem at its line",
+            &format!(
+                "document.querySelector('#yaml-problems li[data-line=\"{line}\"]')?.textContent.includes('did you mean `script`') && document.querySelector('.gutter [data-line=\"{line}\"]').classList.contains('bad')"
+            ),
+        )
+        .await;
+    chrome.screenshot(&shots.join("04-editor-yaml-error.png")).await;
+    set_yaml(&chrome, &with_third).await;
+    chrome.wait("no problems", "document.querySelectorAll('#yaml-problems li').length === 0").await;
+    chrome.click("#tab-cards").await;
+    assert_eq!(task_order(&chrome, "Build").await, ["third", "build", "second"]);
+
+    // Save and run; the run page follows the run to its end.
+    chrome.click("[data-action=save]").await;
+    chrome.click("dialog[open] input[value=run]").await;
+    confirm(&chrome).await;
+    chrome.wait("the run page", "location.pathname.startsWith('/runs/')").await;
+    chrome.click("tr[data-task=second] button").await;
+    chrome.wait("the log streaming", "document.querySelector('.log')?.dataset.state === 'live'").await;
+    // Lines arrive while the task runs (one every 150 ms), not all at the end.
+    chrome.wait("the first lines", "Number(document.querySelector('.log').dataset.received || 0) >= 2").await;
+    let early = chrome.js("return Number(document.querySelector('.log').dataset.received)", json!([])).await;
+    let early = early.as_f64().unwrap();
+    let ended_early = chrome.js("return document.querySelector('.log').dataset.state", json!([])).await;
+    assert!(early < 21.0 && ended_early != "ended", "lines should arrive live; saw {early} at once");
+    chrome.screenshot(&shots.join("05-run-live.png")).await;
+    chrome
+        .wait("the run to succeed", "document.querySelector('.run-head .badge')?.dataset.status === 'succeeded'")
+        .await;
+    chrome.wait("the end of the log", "document.querySelector('.log').dataset.state === 'ended'").await;
+    // ANSI colours as spans, and markup in a log line stays text.
+    let shown = chrome
+        .js(
+            "const l = document.querySelector('.log-lines');
+             return {green: l.querySelector('span.a32')?.textContent, bold: l.querySelectorAll('b').length,
+                     text: l.textContent.includes('<b>not bold</b>'), lines: l.querySelectorAll('.line').length}",
+            json!([]),
+        )
+        .await;
+    assert_eq!(shown["green"], "green", "{shown}");
+    assert_eq!(shown["bold"], 0, "{shown}");
+    assert_eq!(shown["text"], true, "{shown}");
+    assert!(shown["lines"].as_u64().unwrap() >= 21, "{shown}");
+    chrome.screenshot(&shots.join("06-run-succeeded.png")).await;
+
+    // Download the full log.
+    chrome.click("[data-action=download]").await;
+    let file = downloads.join("ui-demo-1.log");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !file.exists() {
+        assert!(Instant::now() < until, "the log was not downloaded to {}", file.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = std::fs::read_to_string(&file).unwrap();
+    assert!(log.contains("line 20") && log.contains("third"), "{log}");
+
+    // Re-run from the run page, then from the details page's records.
+    chrome.click("[data-action=rerun]").await;
+    confirm(&chrome).await;
+    chrome.wait("run #2", "document.querySelector('.run-head h1')?.textContent === 'Run #2'").await;
+    let pipeline = server.api(reqwest::Method::GET, "/pipelines/ui-demo", None).await;
+    let id = pipeline["id"].as_i64().unwrap();
+    chrome.goto(&format!("{base}/pipelines/{id}")).await;
+    chrome.wait("two records", "document.querySelectorAll('table.runs tr[data-run]').length === 2").await;
+    chrome.screenshot(&shots.join("07-details.png")).await;
+    chrome.click("tr[data-run='1'] [data-action=rerun]").await;
+    confirm(&chrome).await;
+    chrome.wait("run #3", "document.querySelector('.run-head h1')?.textContent === 'Run #3'").await;
+    let run3 = chrome.url().await;
+    chrome
+        .wait("run #3 to succeed", "document.querySelector('.run-head .badge')?.dataset.status === 'succeeded'")
+        .await;
+    assert!(run3.contains("/runs/"), "{run3}");
+
+    // A task printing 5,000 lines a second: every line is received and rendered, the
+    // page holds a bounded window, and long tasks (main-thread blocks > 50 ms) are counted.
+    let flood = "name: flood\nstages:\n  - name: Flood\n    tasks:\n      - name: flood\n        type: script\n        script: |\n          awk 'BEGIN { for (s = 0; s < 4; s++) { for (i = 0; i < 5000; i++) printf \"%d \\033[32mok\\033[0m line %d of the flood\\n\", s, i; fflush(); system(\"sleep 1\") } }'\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(flood)).await;
+    let run = server.api(reqwest::Method::POST, "/pipelines/flood/runs", Some("{}")).await;
+    chrome.goto(&format!("{base}/runs/{}?task=flood", run["id"])).await;
+    chrome
+        .js(
+            "window.__long = []; new PerformanceObserver(l => window.__long.push(...l.getEntries().map(e => e.duration))).observe({type: 'longtask', buffered: true});",
+            json!([]),
+        )
+        .await;
+    chrome.wait("the flood to end", "document.querySelector('.log')?.dataset.state === 'ended'").await;
+    chrome.wait("every line rendered", "document.querySelector('.log').dataset.rendered === '20000'").await;
+    let m = chrome
+        .js(
+            "const l = document.querySelector('.log');
+             return {received: Number(l.dataset.received), rendered: Number(l.dataset.rendered),
+                     in_dom: l.querySelectorAll('.line').length, long_tasks: window.__long.length,
+                     longest_ms: Math.max(0, ...window.__long), total_long_ms: window.__long.reduce((a, b) => a + b, 0)}",
+            json!([]),
+        )
+        .await;
+    eprintln!("5,000 lines/s for 4 s in the run page: {m}");
+    assert_eq!(m["received"], 20000, "{m}");
+    assert!(m["in_dom"].as_u64().unwrap() <= 2000, "the page keeps a bounded window: {m}");
+    chrome.screenshot(&shots.join("08-run-flood.png")).await;
+
+    // The list: copy, deactivate, delete — all through the "More" menu.
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.wait("the list", "document.querySelector('tr[data-pipeline=ui-demo]')").await;
+    chrome.screenshot(&shots.join("09-pipelines.png")).await;
+    menu_item(&chrome, "More actions for ui-demo", "copy").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-demo-copy").await;
+    confirm(&chrome).await;
+    chrome.wait("the copy in the list", "document.querySelector('tr[data-pipeline=ui-demo-copy]')").await;
+    menu_item(&chrome, "More actions for ui-demo-copy", "deactivate").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the copy inactive",
+            "document.querySelector('tr[data-pipeline=ui-demo-copy] .pill')?.textContent === 'Inactive'",
+        )
+        .await;
+    assert_eq!(
+        server.api(reqwest::Method::GET, "/pipelines/ui-demo-copy", None).await["active"],
+        false,
+        "deactivated on the server"
+    );
+    menu_item(&chrome, "More actions for ui-demo-copy", "delete").await;
+    confirm(&chrome).await;
+    chrome.wait("the copy gone", "!document.querySelector('tr[data-pipeline=ui-demo-copy]')").await;
+
+    // A narrow window.
+    chrome.set_size(420, 800).await;
+    chrome.screenshot(&shots.join("10-pipelines-narrow.png")).await;
+    chrome.goto(&format!("{base}{}", run3.trim_start_matches(base.as_str()))).await;
+    chrome.wait("the run page", "document.querySelector('.run-head h1')").await;
+    chrome.screenshot(&shots.join("11-run-narrow.png")).await;
+
+    chrome.quit().await;
+}
+
+/// Replaces the YAML tab's text as a person typing would (an input event).
+async fn set_yaml(chrome: &Chrome, text: &str) {
+    chrome
+        .js(
+            "const t = document.querySelector('#yaml-text'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            json!([text]),
+        )
+        .await;
+}
