@@ -10,8 +10,9 @@ import { apiFetch } from './auth.js';
 import { appendAnsi } from './ansi.js';
 import { h } from './ui.js';
 
-const WINDOW = 2000;
+const WINDOW = 1000;
 const MAX_KEPT = 500000;
+const FRAME_BUDGET = 250;
 
 export function logView(url, { onEnd } = {}) {
   const lines = [];
@@ -58,8 +59,7 @@ export function logView(url, { onEnd } = {}) {
     if (m) {
       const t = document.createElement('time');
       t.dateTime = m[1];
-      const d = new Date(m[1]);
-      t.textContent = isNaN(d) ? m[1] : d.toLocaleTimeString(undefined, { hour12: false }) + '.' + String(d.getMilliseconds()).padStart(3, '0');
+      t.textContent = localTime(m[1]);
       div.append(t);
       if (m[2] !== 'out') div.classList.add(m[2]);
       const text = document.createElement('span');
@@ -70,6 +70,21 @@ export function logView(url, { onEnd } = {}) {
       appendAnsi(div, raw);
     }
     return div;
+  }
+
+  // Local HH:MM:SS.mmm; the zone conversion is done once per second of log, not per line.
+  let lastSecond = '';
+  let lastLocal = '';
+  function localTime(iso) {
+    const second = iso.slice(0, 19);
+    if (second !== lastSecond) {
+      const d = new Date(second + 'Z');
+      const p = (n) => (n < 10 ? '0' : '') + n;
+      lastSecond = second;
+      lastLocal = isNaN(d) ? second : `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    }
+    const dot = iso.indexOf('.', 19);
+    return lastLocal + (dot > 0 ? iso.slice(dot, dot + 4) : '');
   }
 
   const matches = (raw) => !filter || raw.toLowerCase().includes(filter);
@@ -95,21 +110,35 @@ export function logView(url, { onEnd } = {}) {
   }
 
   function flush() {
+    if (frame) cancelAnimationFrame(frame);
     frame = 0;
-    const batch = pending;
-    pending = [];
+    root.dataset.received = String(received);
+    // Lines older than the newest `windowSize` would be removed at once: skip them
+    // (they stay in `lines` for "Show earlier" and search).
+    const skipped = Math.max(0, pending.length - windowSize);
+    // At most FRAME_BUDGET new lines per frame, so no frame blocks the page; the rest
+    // go in the next frames.
+    const take = Math.min(pending.length - skipped, FRAME_BUDGET);
+    const batch = pending.slice(skipped, skipped + take);
+    pending = pending.slice(skipped + take);
+    if (pending.length) frame = requestAnimationFrame(flush);
+    const from = skipped;
     const frag = document.createDocumentFragment();
     let added = 0;
-    // Only the newest `windowSize` of a big batch can stay on the page anyway.
-    const from = Math.max(0, batch.length - windowSize);
-    for (let i = from; i < batch.length; i++) {
+    for (let i = 0; i < batch.length; i++) {
       if (matches(batch[i])) { frag.append(lineEl(batch[i])); added++; }
     }
     out.append(frag);
-    let excess = out.childElementCount - windowSize;
-    if (excess > 0) { earlier.hidden = false; }
-    while (excess-- > 0) out.firstElementChild.remove();
-    rendered = lines.length;
+    const excess = out.childElementCount - windowSize;
+    if (excess > 0) {
+      // One range deletion instead of `excess` removals.
+      const range = document.createRange();
+      range.setStartBefore(out.firstChild);
+      range.setEndAfter(out.children[excess - 1]);
+      range.deleteContents();
+    }
+    if (from > 0 || out.childElementCount >= windowSize) earlier.hidden = false;
+    rendered = lines.length - pending.length;
     root.dataset.rendered = String(rendered + dropped);
     if (filter) count.textContent = `${out.childElementCount} matching lines shown`;
     if (follow && added) scrollEnd();
@@ -119,9 +148,9 @@ export function logView(url, { onEnd } = {}) {
     lines.push(line);
     if (lines.length > MAX_KEPT) { const n = lines.length - MAX_KEPT; lines.splice(0, n); dropped += n; }
     pending.push(line);
-    root.dataset.received = String(lines.length + dropped);
-    if (!frame) frame = requestAnimationFrame(flush);
+    received++;
   }
+  let received = 0;
 
   async function connect() {
     while (!aborted && !ended) {
@@ -151,34 +180,46 @@ export function logView(url, { onEnd } = {}) {
       const { value, done } = await reader.read();
       if (done) break;
       buffer += value;
-      let at;
-      while ((at = buffer.indexOf('\n\n')) >= 0) {
-        const block = buffer.slice(0, at);
-        buffer = buffer.slice(at + 2);
-        let event = 'message';
-        let id = null;
-        const data = [];
-        for (const field of block.split('\n')) {
-          if (field.startsWith(':')) continue; // keep-alive comment
-          const colon = field.indexOf(':');
-          const name = colon < 0 ? field : field.slice(0, colon);
-          let v = colon < 0 ? '' : field.slice(colon + 1);
-          if (v.startsWith(' ')) v = v.slice(1);
-          if (name === 'data') data.push(v);
-          else if (name === 'event') event = v;
-          else if (name === 'id') id = v;
-        }
-        if (event === 'end') {
-          ended = true;
-          state.textContent = 'End of log';
-          root.dataset.state = 'ended';
-          if (onEnd) onEnd();
-          return;
-        }
-        if (id !== null) lastId = id;
-        if (data.length) receive(data.join('\n'));
+      if (buffer.indexOf('\n\n') < 0) continue;
+      // Whole events only; the unfinished tail waits for the next chunk.
+      const blocks = buffer.split('\n\n');
+      buffer = blocks.pop();
+      for (const block of blocks) {
+        if (parseEvent(block)) return;
       }
+      if (pending.length && !frame) frame = requestAnimationFrame(flush);
     }
+  }
+
+  /// One SSE event; true at `event: end`.
+  function parseEvent(block) {
+    let event = 'message';
+    let data = null;
+    let start = 0;
+    while (start <= block.length) {
+      let end = block.indexOf('\n', start);
+      if (end < 0) end = block.length;
+      const field = block.slice(start, end);
+      start = end + 1;
+      if (!field || field.charCodeAt(0) === 58) continue; // empty, or a `:` keep-alive comment
+      const colon = field.indexOf(':');
+      const name = colon < 0 ? field : field.slice(0, colon);
+      let v = colon < 0 ? '' : field.slice(colon + 1);
+      if (v.charCodeAt(0) === 32) v = v.slice(1);
+      if (name === 'data') data = data === null ? v : data + '\n' + v;
+      else if (name === 'id') lastId = v;
+      else if (name === 'event') event = v;
+    }
+    if (event === 'end') {
+      ended = true;
+      if (pending.length && !frame) frame = requestAnimationFrame(flush);
+      state.textContent = 'End of log';
+      root.dataset.state = 'ended';
+      if (onEnd) onEnd();
+      return true;
+    }
+    if (data !== null) receive(data);
+    return false;
   }
 
   connect();
