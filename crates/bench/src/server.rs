@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use wharf_core::run::{Cause, Progress, RunRecord, StageRecord, TaskRecord};
 use wharf_core::status::Status;
 
-const TOKEN: &str = "wharf-bench-admin-token";
+pub(crate) const TOKEN: &str = "wharf-bench-admin-token";
 
 struct Args {
     pipelines: usize,
@@ -96,16 +96,16 @@ fn args(mut it: impl Iterator<Item = String>) -> Args {
 // The server process and the client
 // ---------------------------------------------------------------------------------
 
-struct Wharf {
+pub(crate) struct Wharf {
     child: Child,
-    base: String,
-    client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     /// From spawning the process to the first `200` from `/healthz`.
     started_in: Duration,
 }
 
 impl Wharf {
-    async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Wharf {
+    pub(crate) async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Wharf {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
@@ -171,7 +171,7 @@ impl Wharf {
 
     /// Waits until the server uses no CPU for 2 s (at most `limit`); returns when it
     /// went quiet (since the start) and the CPU time it had used by then.
-    async fn settle(&self, limit: Duration) -> (Duration, Duration) {
+    pub(crate) async fn settle(&self, limit: Duration) -> (Duration, Duration) {
         let t = Instant::now();
         let (mut last, mut quiet_since) = (self.cpu(), Instant::now());
         let mut busy_until = t;
@@ -187,11 +187,11 @@ impl Wharf {
         (busy_until - t + self.started_in, last)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let r = self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
@@ -207,7 +207,7 @@ impl Wharf {
         self.post("/pipelines", yaml.to_owned()).await["id"].as_i64().unwrap()
     }
 
-    async fn healthz(&self) -> Duration {
+    pub(crate) async fn healthz(&self) -> Duration {
         let t = Instant::now();
         let r = self.client.get(format!("{}/healthz", self.base)).send().await.unwrap();
         assert!(r.status().is_success());
@@ -245,12 +245,12 @@ impl Rng {
 }
 
 /// The value at quantile `q` (0..=1) of `xs`, sorted in place.
-fn quantile(xs: &mut [Duration], q: f64) -> Duration {
+pub(crate) fn quantile(xs: &mut [Duration], q: f64) -> Duration {
     xs.sort();
     xs[((xs.len() - 1) as f64 * q).round() as usize]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
@@ -495,7 +495,7 @@ async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) 
 
 /// Writes `pipelines` pipelines (one version each) and `runs` succeeded runs spread
 /// evenly over them straight into the database, in one transaction.
-async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
+pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
     let t = Instant::now();
     let store = wharf_store::Store::open(&format!("sqlite://{}", db.display())).await.expect("open the store");
     let pool = store.pool();

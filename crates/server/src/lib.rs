@@ -141,6 +141,11 @@ impl Server {
             .await
             .map_err(io(format!("cannot listen on {}", config.listen)))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address".into()))?;
+        // Without TCP_NODELAY a streamed answer's second small write (the next log line
+        // of a live log, or its end) waits for the client's delayed ACK: 40 ms each.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let app = api::router(state.clone());
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "wharf server listening");

@@ -179,7 +179,7 @@ export async function render(main, params, query) {
     const meta = [];
     if (stage.on_error && stage.on_error !== 'stop') meta.push(`on error: ${stage.on_error}`);
     if (stage.timeout) meta.push(`timeout ${Math.round(stage.timeout / 60000)} min`);
-    el.append(head, meta.length ? h('p', { class: 'muted meta' }, meta.join(' · ')) : null, tasks,
+    el.append(head, h('p', { class: 'muted meta', hidden: !meta.length }, meta.join(' · ')), tasks,
       h('button', { type: 'button', class: 'secondary add-task', 'data-action': 'add-task', onclick: () => editTask(i, null) }, 'Add task'));
     return el;
   }

@@ -70,7 +70,7 @@ function table(data, reload) {
           : h('button', { type: 'button', class: 'secondary', 'data-action': 'run', 'aria-label': `Run ${p.name}`, disabled: !p.active, title: p.active ? '' : 'Inactive: activate it to run', onclick: act1(act.runPipeline, p) }, 'Run'),
         more));
   });
-  return h('div', { class: 'table-wrap' }, h('table', { class: 'list' },
+  return h('div', { class: 'table-wrap' }, h('table', { class: 'list pipelines' },
     h('thead', {}, h('tr', {}, ['Name', 'Status', 'Source', 'Last run', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, rows)));
 }

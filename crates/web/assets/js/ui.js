@@ -202,8 +202,14 @@ export function menu(label, items, accessibleName) {
   button.addEventListener('click', () => {
     if (!list.hidden) return close();
     list.hidden = false;
+    // Fixed to the viewport, so a scrolling table around the button cannot clip it.
+    const r = button.getBoundingClientRect();
+    const below = innerHeight - r.bottom > list.offsetHeight + 8;
+    list.style.top = below ? `${r.bottom + 2}px` : `${Math.max(4, r.top - list.offsetHeight - 2)}px`;
+    list.style.left = `${Math.max(4, Math.min(r.right - list.offsetWidth, innerWidth - list.offsetWidth - 4))}px`;
     button.setAttribute('aria-expanded', 'true');
     document.addEventListener('click', outside, true);
+    addEventListener('scroll', close, { once: true, capture: true });
     list.querySelector('button')?.focus();
   });
   list.addEventListener('keydown', (ev) => {
