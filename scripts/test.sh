@@ -19,6 +19,17 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
+# Headless Chromium and its WebDriver for the web UI's browser test (crates/cli/tests/ui.rs).
+# Optional: without them that test says why and skips, except under CI=true.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "==> installing chromium chromium-driver (for the browser test)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "==> no chromium/chromedriver (apt-get install chromium chromium-driver): the browser test will skip"
+  fi
+fi
+
 # The Docker Engine, a registry with htpasswd auth and the local busybox image for
 # the container tests. Tests run this script themselves too (it is idempotent); here
 # it runs first so that CI's log shows what was installed or why it could not be.
