@@ -1630,3 +1630,57 @@ async fn every_documented_route_is_routed() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     s.wait_run(sleeping).await;
 }
+
+/// The card editor's round trip: YAML → model, model → YAML, with the same parser and
+/// the same diagnostics as a save; nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_turns_yaml_into_the_model_and_the_model_into_yaml() {
+    let s = common::start().await;
+    let yaml = "name: app\ntimeout: 90s\nvariables: {B: two, A: one}\nstages:\n  - name: Build\n    mode: parallel\n    tasks:\n      - {name: a, type: script, script: \"echo ${A}\\necho ${B}\\n\"}\n";
+    let answer = s.send_yaml(Method::POST, "/pipelines/validate", yaml).await.expect(200);
+    assert_eq!(answer.json["valid"], true, "{}", answer.text);
+    assert_eq!(answer.json["yaml"], yaml, "YAML is answered as given");
+    let definition = answer.json["definition"].clone();
+    assert_eq!(definition["stages"][0]["mode"], "parallel");
+    assert_eq!(definition["timeout"], 90_000, "the model's durations are milliseconds");
+
+    // The model (as the editor changes it) written back as YAML that parses to it.
+    let mut changed = definition.clone();
+    changed["stages"][0]["tasks"][0]["name"] = json!("renamed");
+    let answer = s.post("/pipelines/validate", json!({ "definition": changed })).await.expect(200);
+    assert_eq!(answer.json["valid"], true, "{}", answer.text);
+    let written = answer.json["yaml"].as_str().unwrap();
+    assert!(written.contains("- name: renamed") && written.contains("timeout: 1m30s"), "{written}");
+    assert!(
+        written.find("B: two").unwrap() < written.find("A: one").unwrap(),
+        "variables keep their order:\n{written}"
+    );
+    assert_eq!(answer.json["definition"], changed, "the written YAML reads back as the same model");
+    let again = s.post("/pipelines/validate", json!({ "yaml": written })).await.expect(200);
+    assert_eq!(again.json["definition"], changed);
+
+    // Problems: 200 with every diagnostic at its line and column in the YAML.
+    let bad = "name: app\nstages:\n  - name: Build\n    tasks:\n      - name: a\n        type: scrpt\n";
+    let answer = s.post("/pipelines/validate", json!({ "yaml": bad })).await.expect(200);
+    assert_eq!(answer.json["valid"], false);
+    assert!(answer.json["definition"].is_null());
+    let d = &answer.json["diagnostics"][0];
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(6), Some(15)), "{}", answer.text);
+    assert_eq!(d["path"], "stages[0].tasks[0].type");
+    // A model that breaks a rule (a duplicate task name) is caught by the same checks,
+    // at its line in the written YAML.
+    let mut dup = definition.clone();
+    let task = dup["stages"][0]["tasks"][0].clone();
+    dup["stages"][0]["tasks"].as_array_mut().unwrap().push(task);
+    let answer = s.post("/pipelines/validate", json!({ "definition": dup })).await.expect(200);
+    assert_eq!(answer.json["valid"], false, "{}", answer.text);
+    let line = answer.json["diagnostics"][0]["line"].as_u64().unwrap() as usize;
+    let yaml_lines: Vec<&str> = answer.json["yaml"].as_str().unwrap().lines().collect();
+    assert!(yaml_lines[line - 1].contains("name: a"), "line {line} of:\n{}", answer.json["yaml"]);
+    // Something that is not a model at all.
+    let answer = s.post("/pipelines/validate", json!({ "definition": { "stages": 3 } })).await.expect(200);
+    assert_eq!(answer.json["valid"], false);
+    assert!(!answer.json["diagnostics"][0]["message"].as_str().unwrap().is_empty());
+
+    assert_eq!(s.get("/pipelines").await.expect(200).json["total"], 0, "nothing stored");
+}
