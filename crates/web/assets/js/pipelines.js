@@ -71,7 +71,7 @@ function table(data, reload) {
         more));
   });
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list pipelines' },
-    h('thead', {}, h('tr', {}, ['Name', 'Status', 'Source', 'Last run', 'Started', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, ['Name', 'Status', 'Source', 'Last run', 'Last run time', ''].map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, rows)));
 }
 
