@@ -146,6 +146,25 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         .await;
     chrome.type_into("#pipeline-name", "ui-demo").await;
     chrome.js("document.querySelector('#pipeline-name').dispatchEvent(new Event('change'))", json!([])).await;
+    // The Source card: a local git repository (a binding would offer a picker).
+    let repo = root.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    std::fs::write(repo.join("hello.txt"), "hello from the repository\n").unwrap();
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &["-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "first"],
+    ] {
+        let ok = Command::new("git").args(args).current_dir(&repo).status().unwrap().success();
+        assert!(ok, "git {args:?}");
+    }
+    chrome.click("[data-action=add-source]").await;
+    chrome.type_into("dialog[open] input[name=repo]", &format!("file://{}", repo.display())).await;
+    chrome.type_into("dialog[open] input[name=branch]", "main").await;
+    confirm(&chrome).await;
+    chrome
+        .wait("the source card", "document.querySelector('.source-info .repo')?.textContent.startsWith('file://')")
+        .await;
     // One stage with two tasks: delete Test and Deploy, add a second task to Build.
     menu_item(&chrome, "More for stage Deploy", "delete-stage").await;
     menu_item(&chrome, "More for stage Test", "delete-stage").await;
@@ -241,6 +260,12 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.screenshot(&shots.join("05-run-live.png")).await;
     chrome
         .wait("the run to succeed", "document.querySelector('.run-head .badge')?.dataset.status === 'succeeded'")
+        .await;
+    chrome
+        .wait(
+            "the checkout row",
+            "document.querySelector('tr[data-task=\"@checkout\"] .badge')?.dataset.status === 'succeeded'",
+        )
         .await;
     chrome.wait("the end of the log", "document.querySelector('.log').dataset.state === 'ended'").await;
     // ANSI colours as spans, and markup in a log line stays text.

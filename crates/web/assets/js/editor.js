@@ -261,17 +261,62 @@ export async function render(main, params, query) {
   async function editSource() {
     const s = model.source || { repo: '', branch: 'master' };
     const repo = h('input', { name: 'repo', value: s.repo, required: true, placeholder: 'https://git.example.com/team/app.git' });
-    const branch = h('input', { name: 'branch', value: s.branch || '', placeholder: 'master' });
-    const binding = h('input', { name: 'binding', value: s.binding || '', placeholder: 'optional' });
+    const branchList = h('datalist', { id: 'branch-options' });
+    const branch = h('input', { name: 'branch', value: s.branch || '', placeholder: 'master', list: 'branch-options' });
+    const binding = h('select', { name: 'binding' }, h('option', { value: '' }, 'None (a public repository, or file://)'));
+    const pickRepo = h('select', { name: 'repo-pick', disabled: true }, h('option', { value: '' }, 'Choose a binding first'));
+    const status = h('p', { class: 'hint', 'aria-live': 'polite' });
+    let repos = [];
+    // The picker is a help, never a requirement: any URL and branch may be typed.
+    try {
+      const bindings = await api('/bindings');
+      for (const b of bindings.items || []) binding.append(h('option', { value: b.name }, `${b.name} (${b.provider})`));
+    } catch (e) { status.textContent = 'Bindings could not be listed: ' + errorText(e); }
+    if (s.binding && ![...binding.options].some((o) => o.value === s.binding)) binding.append(h('option', { value: s.binding }, s.binding));
+    binding.value = s.binding || '';
+    const loadBranches = async (fullName) => {
+      branchList.replaceChildren();
+      try {
+        const r = await api(`/bindings/${encodeURIComponent(binding.value)}/repos/${fullName.split('/').map(encodeURIComponent).join('/')}/branches`);
+        for (const b of r.items) branchList.append(h('option', { value: b }));
+        status.textContent = `${r.items.length} branch${r.items.length === 1 ? '' : 'es'} in ${fullName}.`;
+      } catch (e) { status.textContent = 'Branches could not be listed: ' + errorText(e); }
+    };
+    const loadRepos = async () => {
+      pickRepo.replaceChildren(h('option', { value: '' }, binding.value ? 'Loading…' : 'Choose a binding first'));
+      pickRepo.disabled = true;
+      if (!binding.value) return;
+      try {
+        repos = (await api(`/bindings/${encodeURIComponent(binding.value)}/repos`)).items;
+        pickRepo.replaceChildren(h('option', { value: '' }, repos.length ? 'Choose a repository' : 'No repositories'),
+          ...repos.map((r, k) => h('option', { value: k }, r.full_name)));
+        pickRepo.disabled = !repos.length;
+        const current = repos.findIndex((r) => r.clone_url === repo.value || r.ssh_url === repo.value);
+        if (current >= 0) { pickRepo.value = String(current); loadBranches(repos[current].full_name); }
+      } catch (e) {
+        pickRepo.replaceChildren(h('option', { value: '' }, 'Not available'));
+        status.textContent = 'Repositories could not be listed: ' + errorText(e);
+      }
+    };
+    binding.addEventListener('change', loadRepos);
+    pickRepo.addEventListener('change', () => {
+      const r = repos[Number(pickRepo.value)];
+      if (!pickRepo.value || !r) return;
+      repo.value = r.clone_url;
+      if (r.default_branch) branch.value = r.default_branch;
+      loadBranches(r.full_name);
+    });
+    if (binding.value) loadRepos();
     const out = await formDialog(model.source ? 'Edit source' : 'Add source', (form) => form.append(
+      field('Repository binding', binding, 'The account whose credentials clone the repository (see the bindings API).'),
+      field('Pick a repository', pickRepo),
       field('Repository', repo, 'A git URL: https://…, ssh://…, git@host:path or file:///…'),
-      field('Branch', branch, 'Empty: the repository’s default branch.'),
-      field('Repository binding', binding, 'The credentials to use (see Bindings); optional for public repositories.')), {
+      field('Branch', branch, 'Empty: the repository’s default branch.'), branchList, status), {
       submit: () => {
         if (!repo.value.trim()) throw new Error('Give the repository’s URL.');
         const o = { repo: repo.value.trim() };
         if (branch.value.trim()) o.branch = branch.value.trim();
-        if (binding.value.trim()) o.binding = binding.value.trim();
+        if (binding.value) o.binding = binding.value;
         return o;
       },
     });
