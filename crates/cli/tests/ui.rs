@@ -93,14 +93,14 @@ async fn confirm(chrome: &Chrome) {
     chrome.wait("the dialog to close", "!document.querySelector('dialog[open]')").await;
 }
 
-async fn task_order(chrome: &Chrome, stage: &str) -> Vec<String> {
-    let v = chrome
-        .js(
-            "return [...document.querySelectorAll(`[data-stage='${arguments[0]}'] li.task`)].map(t => t.dataset.task)",
-            json!([stage]),
-        )
-        .await;
-    serde_json::from_value(v).unwrap()
+/// Waits until the stage's task cards are in this order (a dialog's answer is applied
+/// a moment after it closes).
+async fn expect_order(chrome: &Chrome, stage: &str, order: &[&str]) {
+    let expression = format!(
+        "[...document.querySelectorAll(`[data-stage='{stage}'] li.task`)].map(t => t.dataset.task).join(',') === {}",
+        json!(order.join(","))
+    );
+    chrome.wait(&format!("the tasks of {stage} in the order {order:?}"), &expression).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,13 +181,13 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.type_into("dialog[open] .env-key", "GREETING").await;
     chrome.type_into("dialog[open] .env-value", "hi").await;
     confirm(&chrome).await;
-    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"]);
+    expect_order(&chrome, "Build", &["build", "second"]).await;
     chrome.screenshot(&shots.join("03-editor-cards.png")).await;
 
     // Reorder with the keyboard alternative, then with drag and drop (synthetic drag
     // events: WebDriver cannot drive HTML5 drag and drop in Chromium).
     menu_item(&chrome, "More for task second", "task-up").await;
-    assert_eq!(task_order(&chrome, "Build").await, ["second", "build"]);
+    expect_order(&chrome, "Build", &["second", "build"]).await;
     chrome
         .js(
             "const [a, b] = document.querySelectorAll('[data-stage=Build] li.task');
@@ -198,18 +198,18 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
             json!([]),
         )
         .await;
-    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "drag and drop moves the task");
+    expect_order(&chrome, "Build", &["build", "second"]).await;
     chrome.click("[data-action=undo]").await;
-    assert_eq!(task_order(&chrome, "Build").await, ["second", "build"], "undo");
+    expect_order(&chrome, "Build", &["second", "build"]).await;
     chrome.click("[data-action=redo]").await;
-    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "redo");
+    expect_order(&chrome, "Build", &["build", "second"]).await;
     chrome.click("[data-action=reset]").await;
     chrome
         .wait("the starter's three stages again", "document.querySelectorAll('.card.stage[data-stage]').length === 3")
         .await;
     chrome.click("[data-action=undo]").await;
     chrome.wait("the edited pipeline again", "document.querySelectorAll('.card.stage[data-stage]').length === 1").await;
-    assert_eq!(task_order(&chrome, "Build").await, ["build", "second"], "undo of reset");
+    expect_order(&chrome, "Build", &["build", "second"]).await;
 
     // The YAML tab shows the same pipeline; an edit there changes the cards.
     chrome.click("#tab-yaml").await;
@@ -242,12 +242,13 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     set_yaml(&chrome, &with_third).await;
     chrome.wait("no problems", "document.querySelectorAll('#yaml-problems li').length === 0").await;
     chrome.click("#tab-cards").await;
-    assert_eq!(task_order(&chrome, "Build").await, ["third", "build", "second"]);
+    expect_order(&chrome, "Build", &["third", "build", "second"]).await;
 
     // Save and run; the run page follows the run to its end.
     chrome.click("[data-action=save]").await;
     chrome.click("dialog[open] input[value=run]").await;
     confirm(&chrome).await;
+    no_js_errors(&chrome, "the editor").await;
     chrome.wait("the run page", "location.pathname.startsWith('/runs/')").await;
     chrome.click("tr[data-task=second] button").await;
     chrome.wait("the log streaming", "document.querySelector('.log')?.dataset.state === 'live'").await;
@@ -298,6 +299,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     // Re-run from the run page, then from the details page's records.
     chrome.click("[data-action=rerun]").await;
     confirm(&chrome).await;
+    no_js_errors(&chrome, "the first run page").await;
     chrome.wait("run #2", "document.querySelector('.run-head h1')?.textContent === 'Run #2'").await;
     let pipeline = server.api(reqwest::Method::GET, "/pipelines/ui-demo", None).await;
     let id = pipeline["id"].as_i64().unwrap();
@@ -318,6 +320,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     let flood = "name: flood\nstages:\n  - name: Flood\n    tasks:\n      - name: flood\n        type: script\n        script: |\n          awk 'BEGIN { for (s = 0; s < 4; s++) { for (i = 0; i < 5000; i++) printf \"%d \\033[32mok\\033[0m line %d of the flood\\n\", s, i; fflush(); system(\"sleep 1\") } }'\n";
     server.api(reqwest::Method::POST, "/pipelines", Some(flood)).await;
     let run = server.api(reqwest::Method::POST, "/pipelines/flood/runs", Some("{}")).await;
+    no_js_errors(&chrome, "the details page").await;
     chrome.goto(&format!("{base}/runs/{}?task=flood", run["id"])).await;
     chrome
         .js(
@@ -366,6 +369,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     confirm(&chrome).await;
     chrome.wait("the copy gone", "!document.querySelector('tr[data-pipeline=ui-demo-copy]')").await;
 
+    no_js_errors(&chrome, "the list").await;
     // A narrow window.
     chrome.set_size(420, 800).await;
     chrome.screenshot(&shots.join("10-pipelines-narrow.png")).await;
@@ -373,7 +377,19 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.wait("the run page", "document.querySelector('.run-head h1')").await;
     chrome.screenshot(&shots.join("11-run-narrow.png")).await;
 
+    no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
+}
+
+/// No uncaught error or rejected promise in the page so far.
+async fn no_js_errors(chrome: &Chrome, at: &str) {
+    let v = chrome
+        .js(
+            "const d = document.documentElement.dataset; return d.jsErrors ? d.jsErrors + ': ' + d.lastJsError : null",
+            json!([]),
+        )
+        .await;
+    assert!(v.is_null(), "{at}: the page had JavaScript errors: {v}");
 }
 
 /// Replaces the YAML tab's text as a person typing would (an input event).

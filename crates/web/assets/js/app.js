@@ -1,7 +1,7 @@
 // The client-side router: every page path is served the same shell; this picks the
 // page module, renders it into <main>, and stops the previous page's live updates.
 import { login, loggedIn, logout, userName } from './auth.js';
-import { h, field, errorText } from './ui.js';
+import { h, field, errorText, toast } from './ui.js';
 
 const routes = [
   [/^\/login$/, () => ({ render: renderLogin })],
@@ -13,14 +13,25 @@ const routes = [
 ];
 
 let cleanup = null;
+let leaveGuard = null;
+
+/// A page with unsaved work sets a function that says so; leaving then asks first.
+export function setLeaveGuard(fn) {
+  leaveGuard = fn;
+}
 
 export function navigate(url, replace = false) {
+  if (leaveGuard && leaveGuard() && !confirm('Leave this page? Your unsaved changes will be lost.')) return;
+  leaveGuard = null;
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
   render();
 }
 
+let currentUrl = location.pathname + location.search;
+
 async function render() {
+  currentUrl = location.pathname + location.search;
   if (cleanup) { try { cleanup(); } catch { /* the old page is gone anyway */ } cleanup = null; }
   const main = document.getElementById('main');
   const path = location.pathname;
@@ -80,6 +91,17 @@ function renderLogin(main, _params, query) {
   (loggedIn() ? submit : password).focus();
 }
 
+// A bug in a page should say so, not leave a button that silently does nothing. The
+// count is also what the browser test checks.
+function reportBug(message) {
+  const root = document.documentElement;
+  root.dataset.jsErrors = String(Number(root.dataset.jsErrors || 0) + 1);
+  root.dataset.lastJsError = String(message).slice(0, 300);
+  toast('Something went wrong in this page: ' + message, 'error');
+}
+window.addEventListener('error', (ev) => reportBug(ev.message));
+window.addEventListener('unhandledrejection', (ev) => reportBug(errorText(ev.reason)));
+
 // Links inside the app navigate without a reload.
 document.addEventListener('click', (ev) => {
   const a = ev.target.closest && ev.target.closest('a[href]');
@@ -90,7 +112,14 @@ document.addEventListener('click', (ev) => {
   ev.preventDefault();
   navigate(url.pathname + url.search);
 });
-window.addEventListener('popstate', render);
+window.addEventListener('popstate', () => {
+  if (leaveGuard && leaveGuard() && !confirm('Leave this page? Your unsaved changes will be lost.')) {
+    history.pushState(null, '', currentUrl);
+    return;
+  }
+  leaveGuard = null;
+  render();
+});
 document.getElementById('logout').addEventListener('click', () => {
   logout();
   navigate('/login', true);

@@ -6,7 +6,7 @@
 // Every change goes through `change()`, which keeps undo/redo and the initial state
 // for reset.
 import { api, h, field, formDialog, menu, toast, errorText, ApiError } from './ui.js';
-import { navigate } from './app.js';
+import { navigate, setLeaveGuard } from './app.js';
 
 const TASK_TYPES = {
   script: 'Run a script',
@@ -470,12 +470,15 @@ export async function render(main, params, query) {
     });
     if (!saved) return;
     toast(`${saved.name} saved (version ${saved.version}).`);
-    undo.length = 0; // saved: leaving is safe
+    isSaved = true; // leaving is safe now
     navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
   }
 
-  const beforeUnload = (ev) => { if (undo.length) { ev.preventDefault(); ev.returnValue = ''; } };
+  let isSaved = false;
+  const unsaved = () => !isSaved && JSON.stringify(model) !== initial;
+  const beforeUnload = (ev) => { if (unsaved()) { ev.preventDefault(); ev.returnValue = ''; } };
   window.addEventListener('beforeunload', beforeUnload);
+  setLeaveGuard(unsaved);
   showTab('cards');
   redraw();
   if (!model.name) nameInput.focus();

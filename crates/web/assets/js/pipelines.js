@@ -1,5 +1,5 @@
 // The pipeline list: name, status, source, last run; run / stop; the "More" menu.
-import { api, h, badge, fmtTime, menu, errorBox, toast, errorText, isTerminal } from './ui.js';
+import { api, h, badge, fmtTime, menu, errorBox, toast, errorText, isTerminal, keepFocus, busyUi } from './ui.js';
 import * as act from './dialogs.js';
 import { navigate } from './app.js';
 
@@ -16,6 +16,8 @@ export async function render(main, _params, query) {
   let timer = null;
   let stopped = false;
   async function load() {
+    clearTimeout(timer);
+    if (busyUi()) { timer = setTimeout(load, 1000); return; }
     let data;
     try {
       data = await api(`/pipelines?limit=${PAGE}&page=${page}`);
@@ -23,7 +25,7 @@ export async function render(main, _params, query) {
       body.replaceChildren(errorBox(e, 'The pipelines could not be loaded.'));
       return;
     }
-    body.replaceChildren(table(data, load), pager(data, page));
+    keepFocus(body, () => body.replaceChildren(table(data, load), pager(data, page)));
     // Keep the last-run column fresh while something runs.
     const busy = data.items.some((p) => p.last_run && !isTerminal(p.last_run.status));
     clearTimeout(timer);

@@ -1,6 +1,6 @@
 // The run page: header (number, status, start, duration, cause), a row per stage and
 // task updating live, and the selected task's log streaming live.
-import { api, h, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText } from './ui.js';
+import { api, h, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText, keepFocus } from './ui.js';
 import { apiFetch } from './auth.js';
 import { logView } from './log.js';
 import { rerun, stopRun } from './dialogs.js';
@@ -86,8 +86,8 @@ export async function render(main, [id], query) {
   async function refresh() {
     try {
       run = await api(`/runs/${run.id}`);
-      drawHeader();
-      drawSteps();
+      keepFocus(header, drawHeader);
+      keepFocus(steps, drawSteps);
     } catch (e) { fail(e); }
   }
 

@@ -231,3 +231,21 @@ export function saveText(name, blob) {
   a.click();
   setTimeout(() => { URL.revokeObjectURL(url); a.remove(); }, 1000);
 }
+
+/// Runs `redraw` (which replaces elements inside `container`) and gives the focus back
+/// to the equivalent element, so live refreshes never throw a keyboard user out.
+export function keepFocus(container, redraw) {
+  const active = document.activeElement;
+  if (!active || !container.contains(active)) return redraw();
+  const row = active.closest('[data-pipeline],[data-task],[data-run]');
+  const rowSel = row ? ['pipeline', 'task', 'run'].filter((k) => row.dataset[k] !== undefined).map((k) => `[data-${k}="${CSS.escape(row.dataset[k])}"]`)[0] : '';
+  const own = active.dataset.action ? `[data-action="${CSS.escape(active.dataset.action)}"]` : active.tagName.toLowerCase();
+  redraw();
+  const again = container.querySelector(rowSel ? `${rowSel} ${own}` : own);
+  if (again) again.focus();
+}
+
+/// True while a dialog or a menu is open: live refreshes wait then.
+export function busyUi() {
+  return !!document.querySelector('dialog[open], [aria-expanded="true"]');
+}
