@@ -348,6 +348,71 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.goto(&format!("{base}/pipelines")).await;
     chrome.wait("the list", "document.querySelector('tr[data-pipeline=ui-demo]')").await;
     chrome.screenshot(&shots.join("09-pipelines.png")).await;
+    // Advanced settings and triggers change the definition (a new version).
+    menu_item(&chrome, "More actions for ui-demo", "advanced").await;
+    chrome.type_into("dialog[open] input[name=timeout]", "30").await;
+    confirm(&chrome).await;
+    menu_item(&chrome, "More actions for ui-demo", "triggers").await;
+    chrome.click("dialog[open] input[name=event-push]").await;
+    chrome.type_into("dialog[open] input[name=branches]", "main, release/*").await;
+    chrome
+        .js(
+            "const k = document.querySelector('dialog[open] select[name=timer-kind]'); k.value = 'every_minutes'; k.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    chrome.type_into("dialog[open] input[name=n]", "5").await;
+    chrome.screenshot(&shots.join("10-edit-triggers.png")).await;
+    confirm(&chrome).await;
+    let until = Instant::now() + Duration::from_secs(20);
+    let definition = loop {
+        let shown = server.api(reqwest::Method::GET, "/pipelines/ui-demo", None).await;
+        if shown["version"] == 3 {
+            break shown["definition"].clone();
+        }
+        assert!(Instant::now() < until, "the two dialogs did not save two versions: {shown}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(definition["timeout"], 30 * 60_000, "{definition}");
+    assert_eq!(
+        definition["triggers"],
+        json!([{"events": {"events": ["push"], "branches": ["main", "release/*"]}}, {"every_minutes": {"every_minutes": 5}}]),
+        "{definition}"
+    );
+    let yaml = reqwest::Client::new()
+        .get(format!("{base}/api/v1/pipelines/ui-demo/yaml"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(yaml.contains("every_minutes: 5") && yaml.contains("timeout: 30"), "{yaml}");
+
+    // "Create pipeline" → "copy an existing pipeline" opens the editor on a copy.
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.click("[data-action=create]").await;
+    chrome.click("dialog[open] input[value=copy]").await;
+    chrome
+        .js(
+            "const s = document.querySelector('dialog[open] select[name=source]'); s.value = [...s.options].find(o => o.textContent === 'ui-demo').value;",
+            json!([]),
+        )
+        .await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome.wait("the copy in the editor", "document.querySelector('#pipeline-name')?.value === 'ui-demo-copy'").await;
+    chrome.type_into("#pipeline-name", "ui-demo-clone").await;
+    chrome.click("[data-action=save]").await;
+    confirm(&chrome).await;
+    chrome.wait("the clone's details", "document.querySelector('h1')?.textContent === 'ui-demo-clone'").await;
+    let clone = server.api(reqwest::Method::GET, "/pipelines/ui-demo-clone", None).await;
+    let mut expected = definition.clone();
+    expected["name"] = json!("ui-demo-clone");
+    assert_eq!(clone["definition"], expected, "the clone has the original's stages, tasks and settings");
+
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.wait("the list", "document.querySelector('tr[data-pipeline=ui-demo-clone]')").await;
     menu_item(&chrome, "More actions for ui-demo", "copy").await;
     chrome.type_into("dialog[open] input[name=name]", "ui-demo-copy").await;
     confirm(&chrome).await;
@@ -372,10 +437,10 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     no_js_errors(&chrome, "the list").await;
     // A narrow window.
     chrome.set_size(420, 800).await;
-    chrome.screenshot(&shots.join("10-pipelines-narrow.png")).await;
+    chrome.screenshot(&shots.join("11-pipelines-narrow.png")).await;
     chrome.goto(&format!("{base}{}", run3.trim_start_matches(base.as_str()))).await;
     chrome.wait("the run page", "document.querySelector('.run-head h1')").await;
-    chrome.screenshot(&shots.join("11-run-narrow.png")).await;
+    chrome.screenshot(&shots.join("12-run-narrow.png")).await;
 
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;

@@ -184,8 +184,14 @@ export function logView(url, { onEnd } = {}) {
       // Whole events only; the unfinished tail waits for the next chunk.
       const blocks = buffer.split('\n\n');
       buffer = blocks.pop();
-      for (const block of blocks) {
-        if (parseEvent(block)) return;
+      for (let i = 0; i < blocks.length; i++) {
+        if (parseEvent(blocks[i])) return;
+        // A big chunk (a burst read at once) is parsed in slices, letting the page
+        // draw and answer in between.
+        if (i % 1000 === 999) {
+          if (!frame) frame = requestAnimationFrame(flush);
+          await new Promise((r) => setTimeout(r, 0));
+        }
       }
       if (pending.length && !frame) frame = requestAnimationFrame(flush);
     }
