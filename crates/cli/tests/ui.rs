@@ -234,7 +234,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         .wait(
             "the problem at its line",
             &format!(
-                "document.querySelector('#yaml-problems li[data-line=\"{line}\"]')?.textContent.includes('did you mean `script`') && document.querySelector('.gutter [data-line=\"{line}\"]').classList.contains('bad')"
+                "document.querySelector('#yaml-problems li[data-line=\"{line}\"]')?.textContent.includes('did you mean `script`') && document.querySelector('.gutter [data-line=\"{line}\"]').classList.contains('bad') && document.querySelector('#panel-cards').inert"
             ),
         )
         .await;

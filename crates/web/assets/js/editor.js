@@ -124,6 +124,14 @@ export async function render(main, params, query) {
     redraw();
   }
   function redraw() {
+    if (yamlState.dirty) {
+      // The model changed (undo, redo, reset) while the YAML tab held an edit: the
+      // model wins, so the two views agree again.
+      clearTimeout(yamlTimer);
+      yamlSeq++;
+      yamlState = { text: '', valid: true, diagnostics: [], dirty: false };
+      drawProblems();
+    }
     nameInput.value = model.name;
     undoBtn.disabled = !undo.length;
     redoBtn.disabled = !redo.length;
@@ -418,8 +426,12 @@ export async function render(main, params, query) {
 
   function drawProblems() {
     drawGutter();
+    // While the YAML does not parse, the cards show the last valid pipeline and cannot
+    // be edited (an edit there would make the two views disagree).
+    canvas.inert = !yamlState.valid;
+    nameInput.disabled = !yamlState.valid;
     banner.hidden = yamlState.valid;
-    banner.textContent = yamlState.valid ? '' : 'The YAML has problems: the cards show the last valid pipeline, and saving waits until they are fixed.';
+    banner.textContent = yamlState.valid ? '' : 'The YAML has problems: the cards show the last valid pipeline (read-only until the YAML is fixed, or undo), and saving waits until they are fixed.';
     problems.replaceChildren(...yamlState.diagnostics.map((d) => h('li', { class: 'problem', 'data-line': d.line || '' },
       h('button', { type: 'button', class: 'link', onclick: () => goToLine(d.line, d.column) }, d.line ? `Line ${d.line}${d.column ? ', column ' + d.column : ''}` : 'Problem'),
       ': ', d.path ? h('code', {}, d.path) : null, d.path ? ' ' : null, d.message)));
@@ -448,6 +460,11 @@ export async function render(main, params, query) {
 
   // --- saving -------------------------------------------------------------------------
   async function save() {
+    if (tab === 'yaml' && (yamlState.dirty || yamlText.value !== yamlState.text)) {
+      // Keystrokes not checked yet: check them first, so the save has them.
+      clearTimeout(yamlTimer);
+      await checkYaml();
+    }
     if (yamlState.dirty && !yamlState.valid) {
       showTab('yaml');
       toast('Fix the problems in the YAML before saving.', 'error');
