@@ -1684,3 +1684,32 @@ async fn validate_turns_yaml_into_the_model_and_the_model_into_yaml() {
 
     assert_eq!(s.get("/pipelines").await.expect(200).json["total"], 0, "nothing stored");
 }
+
+/// The web UI is served by the same server: page paths get the HTML shell with a strict
+/// Content-Security-Policy, assets their types, and the API is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_is_served_beside_the_api() {
+    let s = common::start().await;
+    let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let root = plain.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(root.status(), 303, "/ sends the browser to the pipeline list");
+    assert_eq!(root.headers()["location"], "/pipelines");
+    for page in ["/login", "/pipelines", "/pipelines/new", "/pipelines/7", "/pipelines/7/edit", "/runs/3"] {
+        let r = plain.get(format!("{}{page}", s.base)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{page}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{page}");
+        let csp = r.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{page}: {csp}");
+        assert!(r.text().await.unwrap().contains("/ui/js/app.js"), "{page}");
+    }
+    let js = plain.get(format!("{}/ui/js/log.js", s.base)).send().await.unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(js.headers()["content-type"].to_str().unwrap().starts_with("text/javascript"));
+    let css = plain.get(format!("{}/ui/app.css", s.base)).send().await.unwrap();
+    assert!(css.headers()["content-type"].to_str().unwrap().starts_with("text/css"));
+    let missing = plain.get(format!("{}/ui/js/nope.js", s.base)).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    // The pages need no token; the API still does, and its routes are not shadowed.
+    assert_eq!(plain.get(s.url("/pipelines")).send().await.unwrap().status(), 401);
+    s.get("/pipelines").await.expect(200);
+}

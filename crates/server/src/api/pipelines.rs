@@ -123,8 +123,10 @@ pub async fn list(State(state): AppStateRef, Query(query): Query<HashMap<String,
     let (rows, total) = state.store.pipelines(page.limit, page.offset()).await?;
     let mut items = Vec::with_capacity(rows.len());
     for (pipeline, last_run) in rows {
-        // Parsed versions are cached by the dispatcher, so a page costs little.
-        let source = state.dispatcher.pipeline_version(pipeline.id, pipeline.version).await?.source.clone();
+        // Parsed versions are cached by the dispatcher, so a page costs little; a
+        // version that no longer parses shows no source rather than failing the list.
+        let parsed = state.dispatcher.pipeline_version(pipeline.id, pipeline.version).await;
+        let source = parsed.ok().and_then(|p| p.source.clone());
         items.push(Listed { pipeline, source, last_run });
     }
     Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
