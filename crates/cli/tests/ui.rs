@@ -211,6 +211,46 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.wait("the edited pipeline again", "document.querySelectorAll('.card.stage[data-stage]').length === 1").await;
     expect_order(&chrome, "Build", &["build", "second"]).await;
 
+    // The task dialog's fields follow the task type (then cancelled: nothing changes).
+    chrome.click("[data-stage=Build] [data-action=add-task]").await;
+    let select_type = |t: &str| {
+        format!(
+            "const k = document.querySelector('dialog[open] select[name=task-type]'); k.value = '{t}'; k.dispatchEvent(new Event('change'));"
+        )
+    };
+    for (task_type, fields) in [
+        ("image", &["dockerfile", "context", "image", "tag", "workspace", "registry"][..]),
+        ("deploy-yaml", &["file", "cluster", "namespace"]),
+        ("chart-publish", &["chart_dir", "chart", "version", "workspace"]),
+        ("chart-deploy", &["release", "chart-how", "chart", "version", "cluster", "namespace", "values"]),
+        ("approval", &["approvers", "message"]),
+        ("script", &["image", "tag", "script"]),
+    ] {
+        chrome.js(&select_type(task_type), json!([])).await;
+        for f in fields {
+            chrome.find(&format!("dialog[open] [name={f}]")).await;
+        }
+        if task_type == "image" {
+            let hint = chrome.js("return document.querySelector('dialog[open]').textContent", json!([])).await;
+            assert!(hint.as_str().unwrap().contains("${BUILD_ID}"), "the tag hint names ${{}} variables");
+            chrome.screenshot(&shots.join("04-task-dialog-image.png")).await;
+        }
+    }
+    chrome.click("dialog[open] [data-action=cancel]").await;
+    chrome.wait("the dialog to close", "!document.querySelector('dialog[open]')").await;
+    expect_order(&chrome, "Build", &["build", "second"]).await;
+    // The stage dialog: parallel, then undone.
+    chrome.click("[data-stage=Build] [data-action=edit-stage]").await;
+    chrome.js("document.querySelector('dialog[open] select[name=mode]').value = 'parallel'", json!([])).await;
+    confirm(&chrome).await;
+    chrome
+        .wait("a parallel stage", "document.querySelector('[data-stage=Build] .mode')?.textContent === 'parallel'")
+        .await;
+    chrome.click("[data-action=undo]").await;
+    chrome
+        .wait("sequential again", "document.querySelector('[data-stage=Build] .mode')?.textContent === 'sequential'")
+        .await;
+
     // The YAML tab shows the same pipeline; an edit there changes the cards.
     chrome.click("#tab-yaml").await;
     let yaml = chrome.wait("the YAML", "document.querySelector('#yaml-text').value.includes('name: ui-demo')").await;
@@ -238,7 +278,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
             ),
         )
         .await;
-    chrome.screenshot(&shots.join("04-editor-yaml-error.png")).await;
+    chrome.screenshot(&shots.join("05-editor-yaml-error.png")).await;
     set_yaml(&chrome, &with_third).await;
     chrome.wait("no problems", "document.querySelectorAll('#yaml-problems li').length === 0").await;
     chrome.click("#tab-cards").await;

@@ -351,7 +351,14 @@ export async function render(main, params, query) {
       specific.replaceChildren(specificEl);
     };
     let specificEl = null;
-    type.addEventListener('change', () => { byType[task.type] = { ...task, ...read() }; draw(); });
+    let shownType = task.type;
+    type.addEventListener('change', () => {
+      // Keep what was typed for the type left behind, when it reads back (a half-filled
+      // form does not: switching back then starts from its defaults).
+      try { byType[shownType] = { ...task, type: shownType, ...read() }; } catch { /* incomplete */ }
+      shownType = type.value;
+      draw();
+    });
     draw();
     const out = await formDialog(j === null ? `Add task to ${stage.name}` : `Edit task ${task.name}`, (form) => form.append(
       field('Task name', name), field('Task type', type), specific, field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {

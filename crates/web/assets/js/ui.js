@@ -134,7 +134,7 @@ export function formDialog(title, build, { submitLabel = 'Save', submit = () => 
     const dialog = h('dialog', { class: wide ? 'wide' : '', 'aria-labelledby': titleId },
       h('h2', { id: titleId }, title), form);
     build(form);
-    const cancel = h('button', { type: 'button', class: 'secondary', onclick: () => dialog.close('cancel') }, 'Cancel');
+    const cancel = h('button', { type: 'button', class: 'secondary', 'data-action': 'cancel', onclick: () => dialog.close('cancel') }, 'Cancel');
     const ok = h('button', { type: 'submit', class: 'primary' }, submitLabel);
     form.append(message, h('div', { class: 'dialog-buttons' }, cancel, ok));
     let result = null;
