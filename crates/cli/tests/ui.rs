@@ -355,6 +355,23 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         .await;
     assert!(run3.contains("/runs/"), "{run3}");
 
+    // A failed run offers "Retry failed stage": a new run that skips what succeeded.
+    let flaky = "name: flaky\nstages:\n  - name: One\n    tasks: [{name: one, type: script, script: echo one}]\n  - name: Two\n    tasks: [{name: two, type: script, script: 'test -f marker || { touch marker; exit 3; }'}]\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(flaky)).await;
+    let failed = server.api(reqwest::Method::POST, "/pipelines/flaky/runs", Some("{}")).await;
+    chrome.goto(&format!("{base}/runs/{}", failed["id"])).await;
+    chrome.wait("the run to fail", "document.querySelector('.run-head .badge')?.dataset.status === 'failed'").await;
+    chrome.click("[data-action=retry]").await;
+    confirm(&chrome).await;
+    chrome.wait("the retry", "document.querySelector('.run-head h1')?.textContent === 'Run #2'").await;
+    chrome
+        .wait(
+            "stage One skipped and the run succeeded",
+            "document.querySelector('tr[data-task=one] .badge')?.dataset.status === 'skipped' && document.querySelector('.run-head .badge')?.dataset.status === 'succeeded'",
+        )
+        .await;
+    no_js_errors(&chrome, "the retry").await;
+
     // A task printing 5,000 lines a second: every line is received and rendered, the
     // page holds a bounded window, and long tasks (main-thread blocks > 50 ms) are counted.
     let flood = "name: flood\nstages:\n  - name: Flood\n    tasks:\n      - name: flood\n        type: script\n        script: |\n          awk 'BEGIN { for (s = 0; s < 4; s++) { for (i = 0; i < 5000; i++) printf \"%d \\033[32mok\\033[0m line %d of the flood\\n\", s, i; fflush(); system(\"sleep 1\") } }'\n";

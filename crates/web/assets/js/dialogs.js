@@ -48,6 +48,13 @@ export async function rerun(run) {
   return started;
 }
 
+export async function retry(run) {
+  if (!await confirmDialog('Retry', `Start a new run from the stage where run #${run.number} failed, reusing what succeeded?`, 'Retry')) return false;
+  const started = await api(`/runs/${run.id}/retry`, { method: 'POST' });
+  toast(`Run #${started.number} started (retry of #${run.number}).`);
+  return started;
+}
+
 export async function setActive(p, active) {
   const verb = active ? 'Activate' : 'Deactivate';
   const text = active ? `Activate “${p.name}”? It will start runs again.` : `Deactivate “${p.name}”? It starts no runs until activated; its history is kept.`;

@@ -3,7 +3,7 @@
 import { api, h, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText, keepFocus } from './ui.js';
 import { apiFetch } from './auth.js';
 import { logView } from './log.js';
-import { rerun, stopRun } from './dialogs.js';
+import { rerun, retry, stopRun } from './dialogs.js';
 import { navigate } from './app.js';
 
 export async function render(main, [id], query) {
@@ -45,7 +45,10 @@ export async function render(main, [id], query) {
         h('h1', {}, `Run #${run.number}`), badge(run.status), h('span', { class: 'spacer' }),
         h('button', { type: 'button', class: 'secondary', 'data-action': 'download', onclick: download }, 'Download full log'),
         running ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', onclick: () => stopRun(run).then(refresh).catch(fail) }, 'Stop') : null,
-        h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', onclick: () => rerun(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Re-run')),
+        h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', onclick: () => rerun(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Re-run'),
+        ['failed', 'timed_out', 'stopped'].includes(run.status)
+          ? h('button', { type: 'button', class: 'secondary', 'data-action': 'retry', title: 'A new run from the failed stage, reusing what succeeded', onclick: () => retry(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Retry failed stage')
+          : null),
       h('dl', { class: 'facts' },
         fact('Status', badge(run.status)), fact('Started', fmtTime(run.started_at || null)),
         fact('Duration', fmtDuration(run.duration_ms)), fact('Cause', describeCause(run.cause)),
