@@ -146,6 +146,30 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         .await;
     chrome.type_into("#pipeline-name", "ui-demo").await;
     chrome.js("document.querySelector('#pipeline-name').dispatchEvent(new Event('change'))", json!([])).await;
+    // Stages move with the keyboard alternative ("Move right") or by dragging the
+    // header (synthetic drag events, as for tasks below); undo brings them back.
+    let stage_order = |order: &str| {
+        format!(
+            "[...document.querySelectorAll('.card.stage[data-stage]')].map(c => c.dataset.stage).join(',') === '{order}'"
+        )
+    };
+    menu_item(&chrome, "More for stage Build", "stage-right").await;
+    chrome.wait("Test, Build, Deploy", &stage_order("Test,Build,Deploy")).await;
+    chrome
+        .js(
+            "const dt = new DataTransfer();
+             document.querySelector('[data-stage=Deploy] header').dispatchEvent(new DragEvent('dragstart', {dataTransfer: dt, bubbles: true}));
+             const target = document.querySelector('[data-stage=Test]');
+             target.dispatchEvent(new DragEvent('dragover', {dataTransfer: dt, bubbles: true, cancelable: true}));
+             target.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true, cancelable: true}));",
+            json!([]),
+        )
+        .await;
+    chrome.wait("Deploy, Test, Build", &stage_order("Deploy,Test,Build")).await;
+    chrome.click("[data-action=undo]").await;
+    chrome.click("[data-action=undo]").await;
+    chrome.wait("Build, Test, Deploy", &stage_order("Build,Test,Deploy")).await;
+
     // The Source card: a local git repository (a binding would offer a picker).
     let repo = root.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
