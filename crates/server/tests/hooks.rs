@@ -801,24 +801,30 @@ async fn a_repeated_delivery_id_is_a_duplicate_and_starts_nothing() {
     assert!(reason.contains(&format!("delivery {}", first.json["delivery"])), "{reason}");
     assert!(!reason.contains(&format!("delivery {}", forged.json["delivery"])), "{reason}");
 
+    // (Each provider pushes another commit: one commit on one branch starts a
+    // pipeline once, whichever delivery brings it; see one_commit_runs_once.)
     let gitlab_push = edited(
         "gitlab/push",
-        &[("/after", json!(repo.m1)), ("/checkout_sha", json!(repo.m1)), ("/project/git_http_url", json!(repo.url))],
+        &[("/after", json!(repo.m2)), ("/checkout_sha", json!(repo.m2)), ("/project/git_http_url", json!(repo.url))],
     );
     send(&s, "gitlab", "gl", "Push Hook", "uuid-1", &gitlab_push).await.expect(202);
     let again = send(&s, "gitlab", "gl", "Push Hook", "uuid-1", &gitlab_push).await.expect(200);
     assert_eq!(again.json["verdict"], "duplicate");
     // The same id through another binding is another delivery.
     binding(&s, "gl2", "gitlab").await;
-    send(&s, "gitlab", "gl2", "Push Hook", "uuid-1", &gitlab_push).await.expect(202);
+    let other_push = edited(
+        "gitlab/push",
+        &[("/after", json!(repo.f1)), ("/checkout_sha", json!(repo.f1)), ("/project/git_http_url", json!(repo.url))],
+    );
+    send(&s, "gitlab", "gl2", "Push Hook", "uuid-1", &other_push).await.expect(202);
 
     // Gitee sends no id: the same body again is the same delivery.
     let gitee_push = edited(
         "gitee/push",
         &[
             ("/ref", json!("refs/heads/main")),
-            ("/after", json!(repo.m1)),
-            ("/head_commit/id", json!(repo.m1)),
+            ("/after", json!(repo.k1)),
+            ("/head_commit/id", json!(repo.k1)),
             ("/repository/clone_url", json!(repo.url)),
         ],
     );
@@ -1064,6 +1070,7 @@ async fn a_delivery_a_restart_cut_short_is_finished_without_starting_twice() {
             body_sha256: hex(&Sha256::digest(&push)),
             verdict: Verdict::Received,
             reason: None,
+            signature_sha256: None,
         })
         .await
         .unwrap();
@@ -1103,6 +1110,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
             delivery: "d-1".into(),
             sender: "meilin".into(),
             commit: repo.t1.clone(),
+            fork: false,
         };
         store
             .create_run(row.id, row.version, None, Some(&repo.t1), |new| {

@@ -408,6 +408,20 @@ impl Store {
         run_row(&row)
     }
 
+    /// A pipeline's runs at `commit` created at or after `since_ms`, oldest first (to
+    /// find a run an earlier event already started for the same commit).
+    pub async fn runs_at_commit(&self, pipeline_id: i64, commit: &str, since_ms: i64) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{RUN_SELECT} WHERE r.pipeline_id = ? AND r.commit_sha = ? AND r.created_at >= ? ORDER BY r.id"
+        )))
+        .bind(pipeline_id)
+        .bind(commit)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_row).collect()
+    }
+
     /// A page of a pipeline's runs, newest first, with the total count.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
         let rows = sqlx::query(

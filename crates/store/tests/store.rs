@@ -158,6 +158,7 @@ fn delivery(delivery_id: &str, verdict: wharf_store::deliveries::Verdict) -> wha
         body_sha256: "ab".repeat(32),
         verdict,
         reason: None,
+        signature_sha256: None,
     }
 }
 
