@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 use wharf_core::run::{Cause, Progress, RunRecord, StageRecord, TaskRecord};
 use wharf_core::status::Status;
 
-const TOKEN: &str = "wharf-bench-admin-token";
+pub(crate) const TOKEN: &str = "wharf-bench-admin-token";
 
 struct Args {
     pipelines: usize,
@@ -96,16 +96,16 @@ fn args(mut it: impl Iterator<Item = String>) -> Args {
 // The server process and the client
 // ---------------------------------------------------------------------------------
 
-struct Wharf {
+pub(crate) struct Wharf {
     child: Child,
-    base: String,
-    client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     /// From spawning the process to the first `200` from `/healthz`.
     started_in: Duration,
 }
 
 impl Wharf {
-    async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Wharf {
+    pub(crate) async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Wharf {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::create_dir_all(data).unwrap();
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
@@ -187,27 +187,27 @@ impl Wharf {
         (busy_until - t + self.started_in, last)
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}/api/v1{path}", self.base)
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let r = self.client.get(self.url(path)).bearer_auth(TOKEN).send().await.unwrap();
         assert!(r.status().is_success(), "GET {path}: {}", r.status());
         r.json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: String) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: String) -> Value {
         let r = self.client.post(self.url(path)).bearer_auth(TOKEN).body(body).send().await.unwrap();
         assert!(r.status().is_success(), "POST {path}: {}", r.status());
         r.json().await.unwrap()
     }
 
-    async fn create_pipeline(&self, yaml: &str) -> i64 {
+    pub(crate) async fn create_pipeline(&self, yaml: &str) -> i64 {
         self.post("/pipelines", yaml.to_owned()).await["id"].as_i64().unwrap()
     }
 
-    async fn healthz(&self) -> Duration {
+    pub(crate) async fn healthz(&self) -> Duration {
         let t = Instant::now();
         let r = self.client.get(format!("{}/healthz", self.base)).send().await.unwrap();
         assert!(r.status().is_success());
@@ -215,7 +215,7 @@ impl Wharf {
         t.elapsed()
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -245,12 +245,12 @@ impl Rng {
 }
 
 /// The value at quantile `q` (0..=1) of `xs`, sorted in place.
-fn quantile(xs: &mut [Duration], q: f64) -> Duration {
+pub(crate) fn quantile(xs: &mut [Duration], q: f64) -> Duration {
     xs.sort();
     xs[((xs.len() - 1) as f64 * q).round() as usize]
 }
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
@@ -258,7 +258,7 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn since(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
+pub(crate) fn since(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
     to.duration_since(from).unsigned_abs()
 }
 
@@ -269,12 +269,12 @@ fn spawn_true() -> Duration {
     t.elapsed()
 }
 
-fn is_terminal(status: &str) -> bool {
+pub(crate) fn is_terminal(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "stopped" | "timed_out" | "skipped")
 }
 
 /// When `progress` (a record part as JSON) first reached `status`.
-fn at(progress: &Value, status: &str) -> Option<jiff::Timestamp> {
+pub(crate) fn at(progress: &Value, status: &str) -> Option<jiff::Timestamp> {
     progress["history"].as_array()?.iter().find(|t| t["status"] == status)?["at"].as_str()?.parse().ok()
 }
 
