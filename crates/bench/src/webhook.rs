@@ -181,10 +181,7 @@ fn task_running(record: &Value, sent: jiff::Timestamp) -> (Duration, [Duration; 
     let checkout = &record["checkout"];
     let cloned = at(checkout, "succeeded").unwrap();
     let task = at(task, "running").unwrap();
-    (
-        since(sent, task),
-        [since(sent, queued), since(queued, running), since(running, cloned), since(cloned, task)],
-    )
+    (since(sent, task), [since(sent, queued), since(queued, running), since(running, cloned), since(cloned, task)])
 }
 
 fn bare_clone(repo: &str, branch: &str, into: &Path) -> Duration {

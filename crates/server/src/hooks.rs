@@ -820,14 +820,11 @@ async fn start_runs(
 /// commit within [`SAME_COMMIT_WINDOW_MS`], if any.
 async fn earlier_run(state: &AppState, pipeline_id: i64, target: &Target) -> Result<Option<i64>, AppError> {
     let since = wharf_store::now_ms() - SAME_COMMIT_WINDOW_MS;
-    let runs = state.store.runs_at_commit(pipeline_id, &target.commit, since).await?;
-    Ok(runs
-        .iter()
-        .find(|run| {
-            matches!(run.record.cause, Cause::Event { .. })
-                && crate::dispatch::pinned_ref(&run.record).as_ref() == Some(&target.git_ref)
-        })
-        .map(|run| run.summary.number))
+    let (branch, tag) = match &target.git_ref {
+        GitRef::Branch(branch) => (Some(branch.as_str()), None),
+        GitRef::Tag(tag) => (None, Some(tag.as_str())),
+    };
+    Ok(state.store.event_run_at(pipeline_id, &target.commit, branch, tag, since).await?)
 }
 
 /// `stage/task: SECRET` for every secret a task of `pipeline` names.

@@ -408,18 +408,35 @@ impl Store {
         run_row(&row)
     }
 
-    /// A pipeline's runs at `commit` created at or after `since_ms`, oldest first (to
-    /// find a run an earlier event already started for the same commit).
-    pub async fn runs_at_commit(&self, pipeline_id: i64, commit: &str, since_ms: i64) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{RUN_SELECT} WHERE r.pipeline_id = ? AND r.commit_sha = ? AND r.created_at >= ? ORDER BY r.id"
-        )))
+    /// The number of the first run of `pipeline_id` that an event started at `commit` on
+    /// `branch` (or `tag`) at or after `since_ms`, if any: how a second event for the
+    /// same commit finds that the pipeline already ran for it. One indexed lookup by
+    /// pipeline and commit; the cause and ref are read from the stored record.
+    pub async fn event_run_at(
+        &self,
+        pipeline_id: i64,
+        commit: &str,
+        branch: Option<&str>,
+        tag: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Option<i64>> {
+        // json_extract is SQLite's; a PostgreSQL backend reads the same paths with `->>`.
+        let row = sqlx::query(
+            "SELECT number FROM runs WHERE pipeline_id = ? AND commit_sha = ? AND created_at >= ? \
+             AND json_extract(record, '$.cause.kind') = 'event' \
+             AND json_extract(record, '$.checkout.tag') IS ? \
+             AND (? IS NOT NULL OR json_extract(record, '$.checkout.branch') = ?) \
+             ORDER BY id LIMIT 1",
+        )
         .bind(pipeline_id)
         .bind(commit)
         .bind(since_ms)
-        .fetch_all(&self.pool)
+        .bind(tag)
+        .bind(tag)
+        .bind(branch)
+        .fetch_optional(&self.pool)
         .await?;
-        rows.iter().map(run_row).collect()
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// A page of a pipeline's runs, newest first, with the total count.
