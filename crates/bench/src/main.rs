@@ -16,6 +16,7 @@
 //!
 //! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`;
 //! `wharf-bench ui …` the web UI's first render (issue 7): see `ui.rs`.
+//! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -33,6 +34,7 @@ use wharf_executor::host::{HostConfig, HostExecutor};
 
 mod server;
 mod ui;
+mod webhook;
 
 struct Args {
     tasks: usize,
@@ -190,11 +192,12 @@ fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> D
 }
 
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("server") {
-        return server::main(std::env::args().skip(2));
-    }
-    if std::env::args().nth(1).as_deref() == Some("ui") {
-        return ui::main(std::env::args().skip(2));
+    let rest = || std::env::args().skip(2);
+    match std::env::args().nth(1).as_deref() {
+        Some("server") => return server::main(rest()),
+        Some("ui") => return ui::main(rest()),
+        Some("webhook") => return webhook::main(rest()),
+        _ => {}
     }
     let args = args();
     let dir = tempfile::tempdir().expect("tempdir");

@@ -197,13 +197,13 @@ impl Wharf {
         r.json().await.unwrap()
     }
 
-    async fn post(&self, path: &str, body: String) -> Value {
+    pub(crate) async fn post(&self, path: &str, body: String) -> Value {
         let r = self.client.post(self.url(path)).bearer_auth(TOKEN).body(body).send().await.unwrap();
         assert!(r.status().is_success(), "POST {path}: {}", r.status());
         r.json().await.unwrap()
     }
 
-    async fn create_pipeline(&self, yaml: &str) -> i64 {
+    pub(crate) async fn create_pipeline(&self, yaml: &str) -> i64 {
         self.post("/pipelines", yaml.to_owned()).await["id"].as_i64().unwrap()
     }
 
@@ -215,7 +215,7 @@ impl Wharf {
         t.elapsed()
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -258,7 +258,7 @@ fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
-fn since(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
+pub(crate) fn since(from: jiff::Timestamp, to: jiff::Timestamp) -> Duration {
     to.duration_since(from).unsigned_abs()
 }
 
@@ -269,12 +269,12 @@ fn spawn_true() -> Duration {
     t.elapsed()
 }
 
-fn is_terminal(status: &str) -> bool {
+pub(crate) fn is_terminal(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "stopped" | "timed_out" | "skipped")
 }
 
 /// When `progress` (a record part as JSON) first reached `status`.
-fn at(progress: &Value, status: &str) -> Option<jiff::Timestamp> {
+pub(crate) fn at(progress: &Value, status: &str) -> Option<jiff::Timestamp> {
     progress["history"].as_array()?.iter().find(|t| t["status"] == status)?["at"].as_str()?.parse().ok()
 }
 

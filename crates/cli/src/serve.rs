@@ -11,8 +11,8 @@ use wharf_server::{Server, ServerConfig};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor,
-    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, timer_grace, [retention] runs,
-    /// days, workspaces).
+    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, timer_grace, timezone,
+    /// public_url, ca_file, [retention] runs, days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -37,6 +37,18 @@ pub struct ServeArgs {
     /// catch-up run (timers with `missed: once`), e.g. `30m`, `2h` [default: 1h].
     #[arg(long, env = "WHARF_TIMER_GRACE")]
     timer_grace: Option<String>,
+    /// The default time zone of timer triggers, an IANA name like `Europe/Berlin` or
+    /// `UTC` [default: the system's].
+    #[arg(long, env = "WHARF_TIMEZONE")]
+    timezone: Option<String>,
+    /// Where code hosts reach this server, e.g. `https://ci.example.com`: the base of
+    /// the webhook addresses Wharf installs [default: none; webhooks are installed by hand].
+    #[arg(long, env = "WHARF_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// A PEM file of extra CA certificates to trust for HTTPS to code hosts (private
+    /// GitLab, Gitee or GitHub Enterprise instances with their own CA).
+    #[arg(long, env = "WHARF_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Per-task log cap in MB [default: 100].
     #[arg(long, env = "WHARF_LOG_CAP_MB")]
     log_cap_mb: Option<u64>,
@@ -55,6 +67,9 @@ const KEYS: &[&str] = &[
     "log_cap_mb",
     "admin_token",
     "timer_grace",
+    "timezone",
+    "public_url",
+    "ca_file",
     "retention",
 ];
 
@@ -68,6 +83,18 @@ fn file_config(path: &Path) -> Result<toml::Table> {
         }
     }
     Ok(table)
+}
+
+/// An IANA time zone name, checked against the time zone database now rather than
+/// when the first timer fires.
+fn time_zone(name: &str) -> Result<jiff::tz::TimeZone> {
+    let name = name.trim();
+    jiff::tz::TimeZone::get(name).map_err(|e| {
+        anyhow::anyhow!(
+            "timezone `{name}` is not a time zone this system knows ({e}); use an IANA name like Europe/Berlin, \
+             Asia/Shanghai or UTC"
+        )
+    })
 }
 
 fn duration(text: &str, what: &str) -> Result<Duration> {
@@ -114,6 +141,18 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
     }
     if let Some(grace) = args.timer_grace.clone().or(s("timer_grace")).or(n("timer_grace").map(|v| v.to_string())) {
         config.timer_grace = duration(&grace, "timer_grace")?;
+    }
+    if let Some(zone) = args.timezone.clone().or(s("timezone")) {
+        config.timezone = time_zone(&zone)?;
+    }
+    if let Some(url) = args.public_url.clone().or(s("public_url")).filter(|u| !u.trim().is_empty()) {
+        config.public_url = Some(wharf_server::forges::check_public_url(url.trim()).map_err(anyhow::Error::msg)?);
+    }
+    config.ca_file = args.ca_file.clone().or(s("ca_file").map(PathBuf::from));
+    if let Some(path) = &config.ca_file
+        && !path.is_file()
+    {
+        bail!("ca_file {}: no such file (a PEM bundle of CA certificates)", path.display());
     }
     if let Some(mb) = args.log_cap_mb.or(n("log_cap_mb").map(|v| v as u64)) {
         config.log_cap_bytes = mb.max(1) * 1_000_000;
@@ -165,4 +204,17 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     println!("wharf listening on http://{}", server.addr);
     server.wait().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zones_are_checked_at_start() {
+        assert_eq!(time_zone("Asia/Shanghai").unwrap().iana_name(), Some("Asia/Shanghai"));
+        assert_eq!(time_zone(" UTC ").unwrap().iana_name(), Some("UTC"));
+        let err = time_zone("Mars/Olympus_Mons").unwrap_err().to_string();
+        assert!(err.contains("timezone `Mars/Olympus_Mons` is not a time zone") && err.contains("IANA"), "{err}");
+    }
 }

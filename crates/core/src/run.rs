@@ -74,8 +74,16 @@ pub enum Cause {
     Manual { user: String },
     /// A timer trigger, with the due time it fired for.
     Timer { due: Timestamp },
-    /// A git event.
-    Event { provider: String, delivery: String, sender: String, commit: String },
+    /// A git event. `fork`: a pull/merge request from a fork, whose code nobody with
+    /// rights on the repository has vetted: such a run gets no secrets.
+    Event {
+        provider: String,
+        delivery: String,
+        sender: String,
+        commit: String,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        fork: bool,
+    },
     /// A re-run of record #`of` with its version, parameters and commit.
     Rerun { of: u64 },
     /// A retry of record #`of` from its failed stage.
@@ -83,14 +91,23 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Whether the run may be given secrets: not when a fork's pull request started
+    /// it (its code could print them). Whoever supplies secrets to runs asks this.
+    pub fn gets_secrets(&self) -> bool {
+        !matches!(self, Cause::Event { fork: true, .. })
+    }
+
     /// The `RUN_CAUSE` variable's value.
     pub fn describe(&self) -> String {
         match self {
             Cause::Local { user } => format!("local run by {user}"),
             Cause::Manual { user } => format!("started by {user}"),
             Cause::Timer { due } => format!("timer due {due}"),
-            Cause::Event { provider, sender, commit, .. } => {
+            Cause::Event { provider, sender, commit, fork: false, .. } => {
                 format!("{provider} event by {sender} at {commit}")
+            }
+            Cause::Event { provider, sender, commit, fork: true, .. } => {
+                format!("{provider} event by {sender} at {commit}, from a fork (no secrets)")
             }
             Cause::Rerun { of } => format!("re-run of #{of}"),
             Cause::Retry { of } => format!("retry of #{of}"),

@@ -67,24 +67,22 @@ pub async fn checkout(
     let mut git = Git::new(log, stop);
     let dest = req.dest.as_path();
     clone(&mut git, req, &repo).await?;
-    let head = git.run_in(dest, &["rev-parse", "--verify", "--quiet", "HEAD"], false).await?;
-    if !head.status.success() {
-        return Err(CheckoutError::EmptyRepo { repo });
-    }
+    // One `git log` tells the commit, its author and subject, or that there is none
+    // (every process counts: a checkout is most of the time from an event to a task).
+    let mut head = head_of(&mut git, dest).await?.ok_or_else(|| CheckoutError::EmptyRepo { repo: repo.clone() })?;
     if let Some(commit) = commit
-        && !head.stdout.trim().starts_with(&commit)
+        && !head.0.starts_with(&commit)
     {
         move_to_commit(&mut git, dest, &repo, &commit).await?;
+        head = head_of(&mut git, dest).await?.ok_or_else(|| CheckoutError::EmptyRepo { repo: repo.clone() })?;
     }
 
     let branch = match &req.branch {
         Some(branch) => Some(branch.clone()),
         None => current_branch(&mut git, dest).await?,
     };
-    let commit = stdout_of(&mut git, dest, &["rev-parse", "HEAD"], "rev-parse").await?;
-    let details = stdout_of(&mut git, dest, &["log", "-1", "--format=%an <%ae>%n%s", "HEAD"], "log").await?;
-    let (author, subject) = details.split_once('\n').unwrap_or((&details, ""));
-    let checked_out = CheckedOut { commit, branch, subject: subject.to_string(), author: author.to_string() };
+    let (commit, author, subject) = head;
+    let checked_out = CheckedOut { commit, branch, subject, author };
     git.log(format!(
         "checked out {} at {}: {}",
         checked_out.branch.as_deref().unwrap_or("detached HEAD"),
@@ -190,6 +188,23 @@ async fn current_branch(git: &mut Git<'_>, dest: &Path) -> Result<Option<String>
     let output = git.run_in(dest, &["symbolic-ref", "--quiet", "--short", "HEAD"], false).await?;
     let branch = output.stdout.trim();
     Ok((output.status.success() && !branch.is_empty()).then(|| branch.to_string()))
+}
+
+/// `(commit, "author <email>", subject)` of HEAD; `None` when HEAD names no commit
+/// (an empty repository).
+async fn head_of(git: &mut Git<'_>, dest: &Path) -> Result<Option<(String, String, String)>, CheckoutError> {
+    let output = git.run_in(dest, &["log", "-1", "--format=%H%n%an <%ae>%n%s", "HEAD", "--"], false).await?;
+    if !output.status.success() {
+        return Ok(None);
+    }
+    let mut lines = output.stdout.lines();
+    let commit = lines.next().unwrap_or("").trim().to_string();
+    if commit.len() < 40 {
+        return Ok(None);
+    }
+    let author = lines.next().unwrap_or("").to_string();
+    let subject = lines.next().unwrap_or("").to_string();
+    Ok(Some((commit, author, subject)))
 }
 
 /// The trimmed stdout of a git command that must succeed.

@@ -260,7 +260,8 @@ async fn github_token_exchange_posts_the_form_and_reads_the_json() {
     let mock = Mock::start(github_router).await;
     let client = mock.client(Provider::GitHub, None);
     let token = client.exchange_code(CLIENT_ID, CLIENT_SECRET, CODE, REDIRECT).await.unwrap();
-    assert_eq!(token, NEW_TOKEN);
+    assert_eq!(token.access_token, NEW_TOKEN);
+    assert_eq!((token.refresh_token, token.expires_in), (None, None), "an OAuth app's token does not expire");
     let seen = mock.seen();
     assert_eq!(seen.len(), 1);
     let request = &seen[0];
@@ -530,6 +531,24 @@ fn gitlab_router(_base: String) -> Router {
             post(|request: Request| async move {
                 let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
                 let form = decode_form(std::str::from_utf8(&body).unwrap());
+                let field = |k: &str| form.get(k).map(String::as_str);
+                if field("grant_type") == Some("refresh_token") {
+                    // GitLab: a refresh token works once and comes back renewed.
+                    return if field("refresh_token") == Some("8257e65c97202ed1726cf9571600918f3bffb2544b26e00a61df9897668c33a1")
+                        && field("client_id") == Some(CLIENT_ID)
+                        && field("client_secret") == Some(CLIENT_SECRET)
+                        && field("redirect_uri") == Some(REDIRECT)
+                    {
+                        answer(200, &[], json!({
+                            "access_token": "c97d1fe52119f38c7f67f0a14db68d60caa35ddc86fd12401718b649dcfa9c68",
+                            "token_type": "bearer", "expires_in": 7200,
+                            "refresh_token": "803c1fd487fec35562c205dac93e9d8e08f9d3652a24079d704df3039df1158f",
+                            "created_at": 1628711391
+                        }))
+                    } else {
+                        answer(400, &[], json!({ "error": "invalid_grant", "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client." }))
+                    };
+                }
                 if form.get("code").map(String::as_str) == Some(CODE) {
                     answer(200, &[], json!({
                         "access_token": "de6780bc506a0446309bd9362820ba8aed28aa506c71eedbe1c5c4f9dd350e54",
@@ -621,7 +640,7 @@ async fn gitlab_authorize_and_token_exchange() {
     );
 
     let token = client.exchange_code(CLIENT_ID, CLIENT_SECRET, CODE, REDIRECT).await.unwrap();
-    assert_eq!(token, "de6780bc506a0446309bd9362820ba8aed28aa506c71eedbe1c5c4f9dd350e54");
+    assert_eq!(token.access_token, "de6780bc506a0446309bd9362820ba8aed28aa506c71eedbe1c5c4f9dd350e54");
     let seen = mock.seen();
     assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/oauth/token"));
     let form = seen[0].form();
@@ -761,6 +780,17 @@ fn gitee_router(_base: String) -> Router {
             post(|Query(query): Query<HashMap<String, String>>, request: Request| async move {
                 let body = axum::body::to_bytes(request.into_body(), 1 << 20).await.unwrap();
                 let form = decode_form(std::str::from_utf8(&body).unwrap());
+                if query.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                    return if query.get("refresh_token").map(String::as_str) == Some("f6e5d4c3b2a1f6e5d4c3b2a1f6e5d4c3b2a1") {
+                        answer(200, &[], json!({
+                            "access_token": "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "token_type": "bearer", "expires_in": 86400,
+                            "refresh_token": "9a8b7c6d5e4f9a8b7c6d5e4f9a8b7c6d5e4f", "scope": "user_info projects hook",
+                            "created_at": 1700086400
+                        }))
+                    } else {
+                        answer(401, &[], json!({ "error": "invalid_grant", "error_description": "授权方式无效，或者登录回调地址无效、过期或已被撤销" }))
+                    };
+                }
                 if query.get("code").map(String::as_str) == Some(CODE)
                     && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
                 {
@@ -824,7 +854,7 @@ async fn gitee_token_exchange_keeps_the_secret_in_the_body() {
     assert_eq!((query["response_type"].as_str(), query["state"].as_str()), ("code", "st-3"));
 
     let token = client.exchange_code(CLIENT_ID, CLIENT_SECRET, CODE, REDIRECT).await.unwrap();
-    assert_eq!(token, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6");
+    assert_eq!(token.access_token, "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6");
     let seen = mock.seen();
     assert_eq!((seen[0].method.as_str(), seen[0].path.as_str()), ("POST", "/oauth/token"));
     assert_eq!(seen[0].query["grant_type"], "authorization_code");
@@ -906,4 +936,44 @@ async fn https_without_tls_support_says_so() {
     let text = err.to_string();
     assert!(text.contains("no TLS support") || text.contains("refused"), "{text}");
     assert!(!text.contains(TOKEN));
+}
+
+#[tokio::test]
+async fn gitlab_grants_expire_and_refresh_with_the_redirect_uri() {
+    let mock = Mock::start(gitlab_router).await;
+    let client = mock.client(Provider::GitLab, None);
+    let grant = client.exchange_code(CLIENT_ID, CLIENT_SECRET, CODE, REDIRECT).await.unwrap();
+    assert_eq!(grant.expires_in, Some(7200));
+    let refresh = grant.refresh_token.clone().expect("GitLab issues a refresh token");
+    assert!(!format!("{grant:?}").contains(&refresh), "Debug hides the tokens");
+    let renewed = client.refresh(CLIENT_ID, CLIENT_SECRET, &refresh, REDIRECT).await.unwrap();
+    assert_eq!(renewed.access_token, "c97d1fe52119f38c7f67f0a14db68d60caa35ddc86fd12401718b649dcfa9c68");
+    assert_eq!(
+        renewed.refresh_token.as_deref(),
+        Some("803c1fd487fec35562c205dac93e9d8e08f9d3652a24079d704df3039df1158f")
+    );
+    let form = mock.seen()[1].form();
+    assert_eq!(form["grant_type"], "refresh_token");
+    assert_eq!(form["refresh_token"], refresh);
+    assert_eq!(form["redirect_uri"], REDIRECT);
+    // A used (or revoked) refresh token is an OAuth error that shows neither token.
+    let err = client.refresh(CLIENT_ID, CLIENT_SECRET, "revoked-refresh-token", REDIRECT).await.unwrap_err();
+    assert!(matches!(err, ProviderError::OAuth { .. }), "{err:?}");
+    assert!(err.to_string().contains("invalid_grant") && !err.to_string().contains("revoked-refresh-token"));
+}
+
+#[tokio::test]
+async fn gitee_refresh_sends_only_the_refresh_token() {
+    let mock = Mock::start(gitee_router).await;
+    let client = mock.client(Provider::Gitee, None);
+    let grant = client.exchange_code(CLIENT_ID, CLIENT_SECRET, CODE, REDIRECT).await.unwrap();
+    assert_eq!(grant.expires_in, Some(86400));
+    let renewed =
+        client.refresh(CLIENT_ID, CLIENT_SECRET, grant.refresh_token.as_deref().unwrap(), REDIRECT).await.unwrap();
+    assert_eq!(renewed.access_token, "0f1e2d3c4b5a69788796a5b4c3d2e1f0");
+    let seen = &mock.seen()[1];
+    assert_eq!((seen.method.as_str(), seen.path.as_str()), ("POST", "/oauth/token"));
+    assert_eq!(seen.query["grant_type"], "refresh_token");
+    assert_eq!(seen.query["refresh_token"], "f6e5d4c3b2a1f6e5d4c3b2a1f6e5d4c3b2a1");
+    assert!(!seen.body.contains(CLIENT_SECRET) && !seen.query.contains_key("client_secret"));
 }

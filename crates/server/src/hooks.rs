@@ -155,6 +155,7 @@ impl Received {
             body_sha256: sha,
             verdict,
             reason,
+            signature_sha256: None,
         }
     }
 }
@@ -187,9 +188,10 @@ pub async fn receive(
             return reject(&state, &received, refusal, Some(kept), sha).await;
         }
     };
-    let (provider, delivery) = checked;
+    let Checked { provider, delivery, signature_sha256 } = checked;
     let mut row = received.row(Verdict::Received, None, Some(stored_body(Some(provider), &body)), sha);
     row.delivery_id = delivery.id.clone();
+    row.signature_sha256 = signature_sha256;
     let target = match Target::of(&delivery.event) {
         Ok(target) => target,
         // Nothing to start: stored with its verdict at once.
@@ -215,7 +217,7 @@ pub async fn receive(
             reason: Some(format!("a repeat of delivery {earlier} (same delivery id `{}`)", delivery.id)),
             runs: Vec::new(),
         },
-        Ok(None) => start_runs(&state, id, provider, &received.binding, &delivery, &target, &[]).await,
+        Ok(None) => start_runs(&state, id, provider, &received.binding, &delivery, &target, &[], Fresh::Only).await,
         Err(e) => return AppError::from(e).into_response(),
     };
     if handled.verdict == Verdict::Received {
@@ -294,8 +296,16 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Refusal> {
     if seen > MAX_BODY_BYTES { Err(too_large(&seen.to_string())) } else { Ok(kept) }
 }
 
+/// What [`check`] established.
+struct Checked {
+    provider: Provider,
+    delivery: Delivery,
+    /// Gitee's signature mode: SHA-256 of the signature, good for one body only.
+    signature_sha256: Option<String>,
+}
+
 /// Provider, binding, secret, signature and payload, in that order.
-async fn check(state: &AppState, received: &Received, body: &[u8]) -> Result<(Provider, Delivery), Refusal> {
+async fn check(state: &AppState, received: &Received, body: &[u8]) -> Result<Checked, Refusal> {
     let provider =
         received.provider_text.parse::<Provider>().map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
     let binding = match state.store.binding(&received.binding).await {
@@ -328,8 +338,46 @@ async fn check(state: &AppState, received: &Received, body: &[u8]) -> Result<(Pr
     };
     verify(provider, &received.pairs, body, secret, wharf_store::now_ms(), GITEE_MAX_SKEW)
         .map_err(|e| Refusal::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
+    let signature_sha256 = match provider {
+        Provider::Gitee => gitee_signature(state, received, body, secret).await?,
+        _ => None,
+    };
     let delivery = parse(provider, &received.pairs, body, MAX_BODY_BYTES).map_err(parse_refusal)?;
-    Ok((provider, delivery))
+    Ok(Checked { provider, delivery, signature_sha256 })
+}
+
+/// Gitee signs a timestamp, not the body: a signature seen on the way could carry
+/// another body for an hour. So a signature is accepted with the body it first came
+/// with only (a retry of the same delivery is a duplicate, not a forgery). Password
+/// mode sends the secret itself in every delivery: accepted, with a warning in the log.
+async fn gitee_signature(
+    state: &AppState,
+    received: &Received,
+    body: &[u8],
+    secret: &str,
+) -> Result<Option<String>, Refusal> {
+    let token = received.pairs.iter().find(|(n, _)| n == "x-gitee-token").map(|(_, v)| v.trim()).unwrap_or("");
+    if token == secret {
+        tracing::warn!(
+            binding = %received.binding,
+            "Gitee webhook in password mode: the secret travels in clear in every delivery; switch the hook to \
+             signature mode"
+        );
+        return Ok(None);
+    }
+    let signature = crate::auth::sha256_hex(token.as_bytes());
+    let body_sha = crate::auth::sha256_hex(body);
+    match state.store.signature_reused(&signature, &body_sha).await {
+        Ok(None) => Ok(Some(signature)),
+        Ok(Some(earlier)) => Err(Refusal::new(
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "this X-Gitee-Token signature came before with another body (delivery {earlier}); Gitee's \
+                 signature does not cover the body, so Wharf accepts each signature with one body only"
+            ),
+        )),
+        Err(e) => Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot check the signature: {e}"))),
+    }
 }
 
 /// 422 for a payload value Wharf refuses, 400 for a request that is no delivery.
@@ -423,6 +471,9 @@ pub struct Target {
     /// merge commit once merged (the head when the provider gives none).
     pub commit: String,
     pub sender: String,
+    /// A pull/merge request from a fork, not merged yet: its runs get no secrets, and
+    /// a pipeline whose tasks need secrets is not started (see [`start_runs`]).
+    pub from_fork: bool,
 }
 
 impl Target {
@@ -443,6 +494,7 @@ impl Target {
                     git_ref,
                     commit: commit.clone(),
                     sender: sender.clone(),
+                    from_fork: false,
                 })
             }
             Event::Merge {
@@ -456,6 +508,9 @@ impl Target {
                 sender,
                 ..
             } => {
+                // Merged code was vetted by whoever merged it; an open request from
+                // another repository (or from a fork since deleted) was not.
+                let from_fork = *action != MergeAction::Merged && !same_repository(repo_urls, source_repo_urls);
                 let (git_ref, commit) = if *action == MergeAction::Merged {
                     (GitRef::Branch(target_branch.clone()), merge_commit.clone().unwrap_or_else(|| commit.clone()))
                 } else if same_repository(repo_urls, source_repo_urls) {
@@ -473,6 +528,7 @@ impl Target {
                     git_ref,
                     commit,
                     sender: sender.clone(),
+                    from_fork,
                 })
             }
             Event::Ping | Event::Unsupported(_) => Err(why_nothing(event)),
@@ -503,6 +559,14 @@ impl Target {
             }
             _ => false,
         })
+    }
+
+    /// `branch `main`` or `tag `v1``: what a run of this target checks out.
+    fn ref_name(&self) -> String {
+        match &self.git_ref {
+            GitRef::Branch(branch) => format!("branch `{branch}`"),
+            GitRef::Tag(tag) => format!("tag `{tag}`"),
+        }
     }
 
     fn describe(&self) -> String {
@@ -594,7 +658,7 @@ pub fn repo_key(url: &str) -> Option<(String, String)> {
 }
 
 /// `[user[:password]@]host[:port]` → `host`, lower-case (IPv6 brackets kept).
-fn host_of(authority: &str) -> String {
+pub(crate) fn host_of(authority: &str) -> String {
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
     let host = if host.starts_with('[') {
         host.split_once(']').map_or(host.to_owned(), |(h, _)| format!("{h}]"))
@@ -604,9 +668,34 @@ fn host_of(authority: &str) -> String {
     host.to_ascii_lowercase()
 }
 
+/// How long a run an event started at a commit keeps another event for the same
+/// pipeline, ref and commit from starting it again (a merged request's merge event and
+/// its push arrive within seconds of each other, in either order).
+pub const SAME_COMMIT_WINDOW_MS: i64 = 3_600_000;
+
+/// Whether a pipeline that already ran for this ref and commit because of an event
+/// (within [`SAME_COMMIT_WINDOW_MS`]) is started again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fresh {
+    /// No: deliveries as they arrive (and finished after a restart).
+    Only,
+    /// Yes: an admin's replay asks for the runs again.
+    Any,
+}
+
 /// Queues a run of every pipeline `target` starts, skipping the pipelines of
 /// `already` (runs the delivery started before a restart cut it short). The runs are
 /// written to the delivery as they are queued, so a restart does not start them twice.
+///
+/// Two policies, each noted in the delivery's reason when it keeps a pipeline from
+/// starting:
+/// - **one run per commit**: with [`Fresh::Only`], a pipeline that an event already
+///   started at the same ref and commit (a merged request's merge event and its push;
+///   a request opened on a branch just pushed) is not started again;
+/// - **forks get no secrets**: a fork's open request starts its runs with
+///   `fork: true` in the cause (no secrets, said in the run's log); a pipeline whose
+///   tasks name secrets is not started at all.
+#[allow(clippy::too_many_arguments)]
 async fn start_runs(
     state: &Arc<AppState>,
     id: i64,
@@ -615,6 +704,7 @@ async fn start_runs(
     delivery: &Delivery,
     target: &Target,
     already: &[i64],
+    fresh: Fresh,
 ) -> Handled {
     let mut runs: Vec<StartedRun> = Vec::new();
     let mut skip: HashSet<i64> = HashSet::new();
@@ -636,12 +726,52 @@ async fn start_runs(
         delivery: delivery.id.clone(),
         sender: target.sender.clone(),
         commit: target.commit.clone(),
+        fork: target.from_fork,
     };
     let startable: Vec<&PipelineRow> = matched.iter().filter(|row| !skip.contains(&row.id)).collect();
+    // Checking for an earlier run and starting one happen under one lock, so that
+    // two events for one commit arriving together start one run.
+    let _gate = state.forges.event_gate.lock().await;
     for (i, row) in startable.iter().enumerate() {
         if !row.active {
             notes.push(format!("pipeline `{}` matches but is inactive", row.name));
             continue;
+        }
+        if target.from_fork {
+            let needs = match state.dispatcher.pipeline_version(row.id, row.version).await {
+                Ok(model) => secrets_named(&model),
+                Err(e) => {
+                    notes.push(format!("pipeline `{}` could not start: {}", row.name, app_error_text(&e)));
+                    continue;
+                }
+            };
+            if !needs.is_empty() {
+                notes.push(format!(
+                    "pipeline `{}` not started: the request comes from a fork, whose runs get no secrets, and its \
+                     tasks need {}",
+                    row.name,
+                    needs.join(", ")
+                ));
+                continue;
+            }
+        }
+        if fresh == Fresh::Only {
+            match earlier_run(state, row.id, target).await {
+                Ok(Some(number)) => {
+                    notes.push(format!(
+                        "pipeline `{}` already ran for commit {} on {} (run #{number}): not started again",
+                        row.name,
+                        short(&target.commit),
+                        target.ref_name()
+                    ));
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    notes.push(format!("pipeline `{}` could not start: {}", row.name, app_error_text(&e)));
+                    continue;
+                }
+            }
         }
         let queued = state
             .dispatcher
@@ -657,6 +787,13 @@ async fn start_runs(
             .await;
         match queued {
             Ok(accepted) => {
+                if target.from_fork {
+                    note_in_run_log(
+                        state,
+                        accepted.id,
+                        "started by a pull/merge request from a fork: this run gets no secrets",
+                    );
+                }
                 runs.push(StartedRun { id: accepted.id, number: accepted.number, pipeline: row.name.clone() });
                 if i + 1 < startable.len() {
                     let ids: Vec<i64> = runs.iter().map(|r| r.id).collect();
@@ -677,6 +814,47 @@ async fn start_runs(
     } else {
         Handled::ignored(reason.unwrap_or_else(|| "no pipeline started".into()))
     }
+}
+
+/// The number of a run of `pipeline_id` that an event started at `target`'s ref and
+/// commit within [`SAME_COMMIT_WINDOW_MS`], if any.
+async fn earlier_run(state: &AppState, pipeline_id: i64, target: &Target) -> Result<Option<i64>, AppError> {
+    let since = wharf_store::now_ms() - SAME_COMMIT_WINDOW_MS;
+    let (branch, tag) = match &target.git_ref {
+        GitRef::Branch(branch) => (Some(branch.as_str()), None),
+        GitRef::Tag(tag) => (None, Some(tag.as_str())),
+    };
+    Ok(state.store.event_run_at(pipeline_id, &target.commit, branch, tag, since).await?)
+}
+
+/// `stage/task: SECRET` for every secret a task of `pipeline` names.
+fn secrets_named(pipeline: &Pipeline) -> Vec<String> {
+    let mut named = Vec::new();
+    for stage in pipeline.all_stages() {
+        for task in &stage.tasks {
+            for secret in &task.secrets {
+                named.push(format!("`{secret}` ({}/{})", stage.name, task.name));
+            }
+        }
+    }
+    named
+}
+
+/// Appends a line to a run's own log (what the run page shows above its stages).
+fn note_in_run_log(state: &AppState, run: i64, text: &str) {
+    match state.logs.writer(run, wharf_store::logs::LogKey::Run) {
+        Ok(mut writer) => {
+            let line = crate::dispatch::log_line(jiff::Timestamp::now(), wharf_executor::Stream::System, text);
+            if let Err(e) = writer.append(&line) {
+                tracing::error!(run, error = %e, "cannot write to a run's log");
+            }
+        }
+        Err(e) => tracing::error!(run, error = %e, "cannot open a run's log"),
+    }
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
 }
 
 /// Every pipeline whose latest version `target` starts (see [`Target::starts`]),
@@ -743,10 +921,11 @@ pub async fn replay(state: &Arc<AppState>, original: DeliveryRow) -> Result<(i64
         body_sha256: summary.body_sha256.clone(),
         verdict: Verdict::Received,
         reason: Some(replay_of.clone()),
+        signature_sha256: None,
     };
     let id = state.store.insert_delivery(&row).await?;
     let mut handled = match Target::of(&delivery.event) {
-        Ok(target) => start_runs(state, id, provider, &summary.binding, &delivery, &target, &[]).await,
+        Ok(target) => start_runs(state, id, provider, &summary.binding, &delivery, &target, &[], Fresh::Any).await,
         Err(why) => Handled::ignored(why),
     };
     if handled.verdict == Verdict::Received {
@@ -790,7 +969,17 @@ pub async fn resume(state: &Arc<AppState>) {
         let handled = match parsed {
             Some((provider, delivery)) => match Target::of(&delivery.event) {
                 Ok(target) => {
-                    start_runs(state, summary.id, provider, &summary.binding, &delivery, &target, &summary.runs).await
+                    start_runs(
+                        state,
+                        summary.id,
+                        provider,
+                        &summary.binding,
+                        &delivery,
+                        &target,
+                        &summary.runs,
+                        Fresh::Only,
+                    )
+                    .await
                 }
                 Err(why) => Handled::ignored(why),
             },

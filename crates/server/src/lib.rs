@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod dispatch;
 pub mod error;
+pub mod forges;
 pub mod hooks;
 pub mod live;
 pub mod metrics;
@@ -50,6 +51,14 @@ pub struct ServerConfig {
     /// How old a due time missed while the server was down may be and still get its
     /// one catch-up run (timers with `missed: once`).
     pub timer_grace: Duration,
+    /// The default zone of timer triggers that name none.
+    pub timezone: jiff::tz::TimeZone,
+    /// Where code hosts reach this server (`https://ci.example.com`): the base of the
+    /// webhook addresses Wharf installs. Without it, webhooks are installed by hand.
+    pub public_url: Option<String>,
+    /// A PEM bundle of extra CA certificates trusted for HTTPS to code hosts (private
+    /// GitLab/Gitee/GitHub Enterprise instances with their own CA).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -67,6 +76,9 @@ impl ServerConfig {
             admin_token: None,
             host_env: Vec::new(),
             timer_grace: Duration::from_secs(3600),
+            timezone: jiff::tz::TimeZone::system(),
+            public_url: None,
+            ca_file: None,
         }
     }
 
@@ -84,8 +96,8 @@ pub struct AppState {
     pub dispatcher: dispatch::Dispatcher,
     pub metrics: metrics::Metrics,
     pub auth: auth::Auth,
-    /// OAuth `state` values of authorizations in progress (repository bindings).
-    pub(crate) oauth: api::providers::OAuthStates,
+    /// The code hosts' APIs: the shared HTTP client, token refresh, webhook installs.
+    pub forges: forges::Forges,
     pub timers: timers::Timers,
 }
 
@@ -93,6 +105,8 @@ pub struct AppState {
 pub enum ServerError {
     #[error("cannot open the database: {0}")]
     Store(#[from] wharf_store::StoreError),
+    #[error("{0}")]
+    Config(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -117,6 +131,7 @@ impl Server {
         let io = |context: String| move |source| ServerError::Io { context, source };
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+        let forges = forges::Forges::new(&config)?;
         let store = Store::open(&config.database_url()).await?;
         let (auth, generated_token) = auth::Auth::init(&store, config.admin_token.as_deref()).await?;
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
@@ -131,8 +146,8 @@ impl Server {
             live,
             metrics,
             auth,
-            oauth: Default::default(),
-            timers: timers::Timers::new(store_for_timers, jiff::tz::TimeZone::system(), config.timer_grace),
+            forges,
+            timers: timers::Timers::new(store_for_timers, config.timezone.clone(), config.timer_grace),
         });
         dispatch::Dispatcher::recover(&state).await?;
         hooks::resume(&state).await;

@@ -32,7 +32,8 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/pipelines",
-        summary: "Create a pipeline from YAML or JSON (?project, ?run=true to save and run)",
+        summary: "Create a pipeline from YAML or JSON (?project, ?run=true to save and run); with an events \
+                  trigger, the answer's `webhook` says whether its repository's webhook was installed",
         body: Body::Pipeline,
         status: 201,
     },
@@ -60,7 +61,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "put",
         path: "/pipelines/{key}",
-        summary: "Save a new version (?run=true to save and run)",
+        summary: "Save a new version (?run=true to save and run); `webhook` as for create",
         body: Body::Pipeline,
         status: 200,
     },

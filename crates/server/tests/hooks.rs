@@ -801,24 +801,30 @@ async fn a_repeated_delivery_id_is_a_duplicate_and_starts_nothing() {
     assert!(reason.contains(&format!("delivery {}", first.json["delivery"])), "{reason}");
     assert!(!reason.contains(&format!("delivery {}", forged.json["delivery"])), "{reason}");
 
+    // (Each provider pushes another commit: one commit on one branch starts a
+    // pipeline once, whichever delivery brings it; see one_commit_runs_once.)
     let gitlab_push = edited(
         "gitlab/push",
-        &[("/after", json!(repo.m1)), ("/checkout_sha", json!(repo.m1)), ("/project/git_http_url", json!(repo.url))],
+        &[("/after", json!(repo.m2)), ("/checkout_sha", json!(repo.m2)), ("/project/git_http_url", json!(repo.url))],
     );
     send(&s, "gitlab", "gl", "Push Hook", "uuid-1", &gitlab_push).await.expect(202);
     let again = send(&s, "gitlab", "gl", "Push Hook", "uuid-1", &gitlab_push).await.expect(200);
     assert_eq!(again.json["verdict"], "duplicate");
     // The same id through another binding is another delivery.
     binding(&s, "gl2", "gitlab").await;
-    send(&s, "gitlab", "gl2", "Push Hook", "uuid-1", &gitlab_push).await.expect(202);
+    let other_push = edited(
+        "gitlab/push",
+        &[("/after", json!(repo.f1)), ("/checkout_sha", json!(repo.f1)), ("/project/git_http_url", json!(repo.url))],
+    );
+    send(&s, "gitlab", "gl2", "Push Hook", "uuid-1", &other_push).await.expect(202);
 
     // Gitee sends no id: the same body again is the same delivery.
     let gitee_push = edited(
         "gitee/push",
         &[
             ("/ref", json!("refs/heads/main")),
-            ("/after", json!(repo.m1)),
-            ("/head_commit/id", json!(repo.m1)),
+            ("/after", json!(repo.k1)),
+            ("/head_commit/id", json!(repo.k1)),
             ("/repository/clone_url", json!(repo.url)),
         ],
     );
@@ -1064,6 +1070,7 @@ async fn a_delivery_a_restart_cut_short_is_finished_without_starting_twice() {
             body_sha256: hex(&Sha256::digest(&push)),
             verdict: Verdict::Received,
             reason: None,
+            signature_sha256: None,
         })
         .await
         .unwrap();
@@ -1103,6 +1110,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
             delivery: "d-1".into(),
             sender: "meilin".into(),
             commit: repo.t1.clone(),
+            fork: false,
         };
         store
             .create_run(row.id, row.version, None, Some(&repo.t1), |new| {
@@ -1217,4 +1225,141 @@ async fn webhook_verdicts_are_counted_in_the_metrics() {
     let metrics = s.metrics().await;
     assert!(metrics.contains("wharf_webhook_deliveries_total{verdict=\"ignored\"} 1"), "{metrics}");
     assert!(metrics.contains("wharf_webhook_deliveries_total{verdict=\"rejected\"} 1"), "{metrics}");
+}
+
+// ---------------------------------------------------------------------------------
+// Policies: one run per commit, forks get no secrets, Gitee signatures once
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merged_request_and_its_push_start_one_run_whichever_comes_first() {
+    let s = common::start().await;
+    let repo = Repo::new();
+    let url = json!(repo.url);
+    binding(&s, "gh", "github").await;
+    binding(&s, "gl", "gitlab").await;
+    s.create(&pipeline("both", &repo.url, "push, merge", "main", "")).await;
+
+    // GitHub: the merge event first, then the push of the merge commit.
+    let merged = edited(
+        "github/pull_request_closed_merged",
+        &[("/pull_request/merge_commit_sha", json!(repo.m2)), ("/repository/clone_url", url.clone())],
+    );
+    let first = send(&s, "github", "gh", "pull_request", "merged-1", &merged).await.expect(202);
+    let (_, run) = started(&first).remove(0);
+    let push = edited(
+        "github/push",
+        &[("/after", json!(repo.m2)), ("/head_commit/id", json!(repo.m2)), ("/repository/clone_url", url.clone())],
+    );
+    let second = send(&s, "github", "gh", "push", "push-1", &push).await.expect(200);
+    assert_eq!(second.json["verdict"], "ignored", "{}", second.text);
+    let reason = second.json["reason"].as_str().unwrap();
+    assert!(reason.contains("pipeline `both` already ran for commit") && reason.contains("run #1"), "{reason}");
+    assert_eq!(git_line(&s, run).await, expect_line(&repo.m2, "main", ""));
+
+    // GitLab: the push first (of another commit), then the merge event for it.
+    let push = edited(
+        "gitlab/push",
+        &[("/after", json!(repo.m1)), ("/checkout_sha", json!(repo.m1)), ("/project/git_http_url", url.clone())],
+    );
+    send(&s, "gitlab", "gl", "Push Hook", "gl-push", &push).await.expect(202);
+    let merged = edited(
+        "gitlab/merge_request_merge",
+        &[
+            ("/object_attributes/merge_commit_sha", json!(repo.m1)),
+            ("/object_attributes/target/git_http_url", url.clone()),
+            ("/project/git_http_url", url.clone()),
+        ],
+    );
+    let later = send(&s, "gitlab", "gl", "Merge Request Hook", "gl-merge", &merged).await.expect(200);
+    assert!(later.json["reason"].as_str().unwrap().contains("already ran"), "{}", later.text);
+
+    // An admin's replay asks for the run again: it runs.
+    assert_eq!(run_count(&s).await, 2);
+    let replayed = s.post_empty(&format!("/deliveries/{}/replay", second.json["delivery"])).await.expect(201);
+    assert_eq!(replayed.json["verdict"], "started", "{}", replayed.text);
+    assert_eq!(run_count(&s).await, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_requests_from_forks_get_no_secrets() {
+    let s = common::start().await;
+    let repo = Repo::new();
+    let url = json!(repo.url);
+    binding(&s, "gh", "github").await;
+    s.create(&pipeline("reviews", &repo.url, "merge", "main", "")).await;
+    s.create(&format!(
+        "name: needs-secrets\nsource: {{repo: '{}', branch: main}}\ntriggers:\n  - events: [merge]\nstages:\n  - name: \
+         Publish\n    tasks:\n      - {{name: push, type: script, script: 'true', secrets: [registryPassword]}}\n",
+        repo.url
+    ))
+    .await;
+
+    // The fixture's request comes from a fork (`head.repo` is another repository).
+    let fork = edited(
+        "github/pull_request_synchronize",
+        &[("/pull_request/head/sha", json!(repo.k1)), ("/repository/clone_url", url.clone())],
+    );
+    let answer = send(&s, "github", "gh", "pull_request", "fork-1", &fork).await.expect(202);
+    assert_eq!(names(&started(&answer)), ["reviews"], "{}", answer.text);
+    let reason = answer.json["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("pipeline `needs-secrets` not started: the request comes from a fork")
+            && reason.contains("`registryPassword` (Publish/push)"),
+        "{reason}"
+    );
+    let run = started(&answer)[0].1;
+    let record = s.run(run).await;
+    assert_eq!(record["cause"]["fork"], true, "{record:#}");
+    assert_eq!(git_line(&s, run).await, expect_line(&repo.k1, "main", ""));
+    let log = s.get(&format!("/runs/{run}/log")).await.expect(200).text;
+    assert!(log.contains("from a fork: this run gets no secrets"), "{log}");
+
+    // A request from a branch of the same repository is trusted.
+    let own = edited(
+        "github/pull_request_opened",
+        &[
+            ("/pull_request/head/ref", json!("feature/login")),
+            ("/pull_request/head/sha", json!(repo.f1)),
+            ("/pull_request/head/repo/clone_url", url.clone()),
+            ("/pull_request/base/ref", json!("main")),
+            ("/repository/clone_url", url.clone()),
+        ],
+    );
+    let answer = send(&s, "github", "gh", "pull_request", "own-1", &own).await.expect(202);
+    let run = started(&answer).into_iter().find(|(n, _)| n == "reviews").unwrap().1;
+    assert!(s.run(run).await["cause"].get("fork").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitee_signature_is_good_for_one_body_only() {
+    let s = common::start().await;
+    let repo = Repo::new();
+    binding(&s, "ge", "gitee").await;
+    s.create(&pipeline("builds", &repo.url, "push", "", "")).await;
+    let body = |commit: &str| {
+        edited(
+            "gitee/push",
+            &[
+                ("/ref", json!("refs/heads/main")),
+                ("/after", json!(commit)),
+                ("/head_commit/id", json!(commit)),
+                ("/repository/clone_url", json!(repo.url)),
+            ],
+        )
+    };
+    let timestamp = now_ms();
+    let signature = gitee_signature(&timestamp);
+    let headers = [
+        ("x-gitee-event", "Push Hook"),
+        ("x-gitee-timestamp", timestamp.as_str()),
+        ("x-gitee-token", signature.as_str()),
+    ];
+    deliver(&s, "gitee", "ge", &headers, &body(&repo.m1)).await.expect(202);
+    // Gitee retrying the same delivery: a duplicate, not a forgery.
+    let again = deliver(&s, "gitee", "ge", &headers, &body(&repo.m1)).await.expect(200);
+    assert_eq!(again.json["verdict"], "duplicate");
+    // The captured signature with a body of someone else's choosing.
+    let forged = deliver(&s, "gitee", "ge", &headers, &body(&repo.m2)).await.expect(401);
+    assert!(forged.error_text().contains("came before with another body"), "{}", forged.text);
+    assert_eq!(run_count(&s).await, 1);
 }

@@ -347,3 +347,63 @@ async fn an_unreachable_provider_is_502() {
     assert!(answer.error_text().contains("cannot reach Gitee at 127.0.0.1"), "{}", answer.text);
     assert!(!answer.text.contains(PAT), "{}", answer.text);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth_states_survive_a_restart_and_expiring_tokens_are_refreshed_before_use() {
+    use common::provider_mock::{REFRESH_TOKEN, REFRESHED_TOKEN};
+    let mock = MockProvider::start().await;
+    let browser = browser();
+    for provider in ["gitlab", "gitee"] {
+        let s = common::start().await;
+        let name = format!("{provider}-expiring");
+        provider_mock::bind(&s, &name, provider, Some(&mock.base), None).await;
+        let auth = s.get(&format!("/bindings/{name}/authorize")).await.expect(200).json;
+        let approved = browser.get(auth["url"].as_str().unwrap()).send().await.unwrap();
+        let back = approved.headers()["location"].to_str().unwrap().replace(&s.base, "");
+
+        // The server stops and starts again between the authorization and the callback.
+        let TestServer { server, dir, .. } = s;
+        server.shutdown().await;
+        let s = common::start_in(dir).await;
+        let page = open(&browser, &format!("{}{back}", s.base)).await.expect(200);
+        assert!(page.text.contains("Connected"), "{}", page.text);
+        let stored = s.server.state.store.binding(&name).await.unwrap();
+        assert_eq!(stored.token.as_deref(), Some(OAUTH_TOKEN));
+        assert_eq!(stored.refresh_token.as_deref(), Some(REFRESH_TOKEN));
+        let expires = stored.token_expires_at.expect("GitLab and Gitee tokens expire");
+        let in_two_hours = jiff::Timestamp::now().as_millisecond() + 7_200_000;
+        assert!((in_two_hours - expires).abs() < 60_000, "expires_in 7200 s: {expires}");
+        // The state worked once, restart or not.
+        open(&browser, &format!("{}{back}", s.base)).await.expect(400);
+
+        // The token expires: the next use refreshes it first.
+        let expired = wharf_store::bindings::StoredGrant {
+            token: OAUTH_TOKEN.into(),
+            expires_at: Some(jiff::Timestamp::now().as_millisecond() - 1000),
+            ..Default::default()
+        };
+        s.server.state.store.set_binding_grant(&name, &expired).await.unwrap();
+        mock.clear();
+        s.get(&format!("/bindings/{name}/repos")).await.expect(200);
+        let seen = mock.seen();
+        let refresh = &seen[0];
+        let mut params = refresh.form();
+        params.extend(refresh.query.clone());
+        assert_eq!((refresh.path.as_str(), params["grant_type"].as_str()), ("/oauth/token", "refresh_token"));
+        assert_eq!(params["refresh_token"], REFRESH_TOKEN);
+        if provider == "gitlab" {
+            assert_eq!(params["client_id"], CLIENT_ID);
+            assert_eq!(params["client_secret"], CLIENT_SECRET);
+            assert_eq!(params["redirect_uri"], auth["redirect_uri"].as_str().unwrap(), "the authorization's");
+        }
+        assert!(seen[1..].iter().all(|r| r.token().as_deref() == Some(REFRESHED_TOKEN)), "{seen:?}");
+        let stored = s.server.state.store.binding(&name).await.unwrap();
+        assert_eq!(stored.token.as_deref(), Some(REFRESHED_TOKEN));
+        assert_eq!(stored.refresh_token.as_deref(), Some("refresh-2"));
+        assert!(stored.token_expires_at.unwrap() > jiff::Timestamp::now().as_millisecond());
+        // Fresh now: no second refresh.
+        mock.clear();
+        s.get(&format!("/bindings/{name}/repos")).await.expect(200);
+        assert!(mock.seen().iter().all(|r| r.path != "/oauth/token"));
+    }
+}

@@ -539,3 +539,18 @@ async fn a_server_restart_catches_up_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(timer_runs(&third, "nightly").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggers_without_a_zone_use_the_servers_configured_zone() {
+    for (zone, first) in [("Asia/Shanghai", "2026-01-16T02:30:00+08:00"), ("America/New_York", "2026-01-15T02:30:00-05:00")]
+    {
+        let s = common::start_with(tempfile::tempdir().unwrap(), |config| {
+            config.timezone = jiff::tz::TimeZone::get(zone).unwrap();
+        })
+        .await;
+        s.create(&pipeline("zoned", "  - daily: \"02:30\"\n")).await;
+        let shown = s.get("/pipelines/zoned/schedule?after=2026-01-15T06:00:00Z&count=1").await.expect(200).json;
+        assert_eq!(shown["triggers"][0]["timezone"], zone, "{shown:#}");
+        assert_eq!(shown["triggers"][0]["next"], serde_json::json!([first]), "{shown:#}");
+    }
+}

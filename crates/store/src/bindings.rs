@@ -19,6 +19,15 @@ pub struct Binding {
     pub token: Option<String>,
     #[serde(skip)]
     pub webhook_secret: Option<String>,
+    /// From an OAuth grant of a provider with expiring tokens; traded for a new token.
+    #[serde(skip)]
+    pub refresh_token: Option<String>,
+    /// When the token expires (epoch ms); `None` when it does not (personal access
+    /// tokens, GitHub OAuth apps).
+    pub token_expires_at: Option<i64>,
+    /// The `redirect_uri` of the authorization that gave the token (GitLab wants it on refresh).
+    #[serde(skip)]
+    pub oauth_redirect_uri: Option<String>,
     /// Which secrets are set, without their values.
     pub has_token: bool,
     pub has_webhook_secret: bool,
@@ -40,7 +49,32 @@ pub struct NewBinding {
 }
 
 const SELECT: &str = "SELECT id, name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
-     updated_at FROM bindings";
+     updated_at, refresh_token, token_expires_at, oauth_redirect_uri FROM bindings";
+
+/// What an OAuth code exchange or refresh gave, as stored on the binding.
+#[derive(Clone, Default)]
+pub struct StoredGrant {
+    pub token: String,
+    pub refresh_token: Option<String>,
+    /// Epoch ms.
+    pub expires_at: Option<i64>,
+    pub redirect_uri: Option<String>,
+}
+
+impl std::fmt::Debug for StoredGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredGrant").field("expires_at", &self.expires_at).finish_non_exhaustive()
+    }
+}
+
+/// An OAuth authorization in progress: what its `state` stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OAuthState {
+    pub binding: String,
+    pub provider: String,
+    pub redirect_uri: String,
+    pub expires_at: i64,
+}
 
 fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
     let client_secret: Option<String> = row.get(5);
@@ -60,6 +94,9 @@ fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
         webhook_secret,
         created_at: row.get(8),
         updated_at: row.get(9),
+        refresh_token: row.get(10),
+        token_expires_at: row.get(11),
+        oauth_redirect_uri: row.get(12),
     }
 }
 
@@ -108,20 +145,79 @@ impl Store {
         Ok(rows.iter().map(binding).collect())
     }
 
-    /// Replaces a binding's token (after an OAuth code exchange, or a new PAT).
+    /// Replaces a binding's token with one that does not expire (a personal access
+    /// token); any refresh token goes.
     pub async fn set_binding_token(&self, name: &str, token: Option<&str>) -> Result<Binding> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("UPDATE bindings SET token = ?, updated_at = ? WHERE name = ?")
-            .bind(token)
-            .bind(now_ms())
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE bindings SET token = ?, refresh_token = NULL, token_expires_at = NULL, \
+             oauth_redirect_uri = NULL, updated_at = ? WHERE name = ?",
+        )
+        .bind(token)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("binding `{name}`")));
         }
         drop(_write);
         self.binding(name).await
+    }
+
+    /// Stores what an OAuth code exchange or a refresh granted. A grant without a
+    /// refresh token keeps the one stored (GitHub may not send a new one).
+    pub async fn set_binding_grant(&self, name: &str, grant: &StoredGrant) -> Result<Binding> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query(
+            "UPDATE bindings SET token = ?, refresh_token = COALESCE(?, refresh_token), token_expires_at = ?, \
+             oauth_redirect_uri = COALESCE(?, oauth_redirect_uri), updated_at = ? WHERE name = ?",
+        )
+        .bind(&grant.token)
+        .bind(&grant.refresh_token)
+        .bind(grant.expires_at)
+        .bind(&grant.redirect_uri)
+        .bind(now_ms())
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("binding `{name}`")));
+        }
+        drop(_write);
+        self.binding(name).await
+    }
+
+    /// Remembers an OAuth `state` (by its SHA-256) until `expires_at`; expired ones go.
+    pub async fn put_oauth_state(&self, state_sha256: &str, pending: &OAuthState) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let now = now_ms();
+        sqlx::query("DELETE FROM oauth_states WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO oauth_states (state_sha256, binding, provider, redirect_uri, expires_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(state_sha256)
+        .bind(&pending.binding)
+        .bind(&pending.provider)
+        .bind(&pending.redirect_uri)
+        .bind(pending.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes an OAuth `state` out: it works once. `None` when unknown, used or expired.
+    pub async fn take_oauth_state(&self, state_sha256: &str) -> Result<Option<OAuthState>> {
+        let _write = self.writer.lock().await;
+        let row = sqlx::query(
+            "DELETE FROM oauth_states WHERE state_sha256 = ? RETURNING binding, provider, redirect_uri, expires_at",
+        )
+        .bind(state_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|r| OAuthState { binding: r.get(0), provider: r.get(1), redirect_uri: r.get(2), expires_at: r.get(3) })
+            .filter(|s| s.expires_at > now_ms()))
     }
 
     /// Deletes a binding. The caller checks first that no pipeline uses it.

@@ -78,6 +78,9 @@ pub struct NewDelivery {
     pub body_sha256: String,
     pub verdict: Verdict,
     pub reason: Option<String>,
+    /// Gitee's signature mode: SHA-256 (hex) of the `X-Gitee-Token` signature, so that
+    /// one signature is accepted with one body only ([`Store::signature_reused`]).
+    pub signature_sha256: Option<String>,
 }
 
 /// A delivery as listed: everything but the headers and the body.
@@ -143,7 +146,7 @@ impl Store {
         let _write = self.writer.lock().await;
         let done = sqlx::query(
             "INSERT INTO deliveries (binding, provider, delivery_id, event, headers, body, body_sha256, verdict, \
-             reason, runs, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)",
+             reason, runs, received_at, signature_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
         )
         .bind(&new.binding)
         .bind(&new.provider)
@@ -155,6 +158,7 @@ impl Store {
         .bind(new.verdict.as_str())
         .bind(&new.reason)
         .bind(now_ms())
+        .bind(&new.signature_sha256)
         .execute(&self.pool)
         .await?;
         Ok(done.last_insert_rowid())
@@ -197,6 +201,20 @@ impl Store {
         .bind(binding)
         .bind(delivery_id)
         .bind(before)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// The id of an earlier accepted delivery that carried the same signature
+    /// (`signature_sha256`) with another body: a signature that does not cover the body
+    /// (Gitee's) is good for the body it first came with only.
+    pub async fn signature_reused(&self, signature_sha256: &str, body_sha256: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT id FROM deliveries WHERE signature_sha256 = ? AND body_sha256 <> ? AND verdict <> 'rejected'              ORDER BY id LIMIT 1",
+        )
+        .bind(signature_sha256)
+        .bind(body_sha256)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row.map(|r| r.get(0)))

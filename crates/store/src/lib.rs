@@ -408,6 +408,37 @@ impl Store {
         run_row(&row)
     }
 
+    /// The number of the first run of `pipeline_id` that an event started at `commit` on
+    /// `branch` (or `tag`) at or after `since_ms`, if any: how a second event for the
+    /// same commit finds that the pipeline already ran for it. One indexed lookup by
+    /// pipeline and commit; the cause and ref are read from the stored record.
+    pub async fn event_run_at(
+        &self,
+        pipeline_id: i64,
+        commit: &str,
+        branch: Option<&str>,
+        tag: Option<&str>,
+        since_ms: i64,
+    ) -> Result<Option<i64>> {
+        // json_extract is SQLite's; a PostgreSQL backend reads the same paths with `->>`.
+        let row = sqlx::query(
+            "SELECT number FROM runs WHERE pipeline_id = ? AND commit_sha = ? AND created_at >= ? \
+             AND json_extract(record, '$.cause.kind') = 'event' \
+             AND json_extract(record, '$.checkout.tag') IS ? \
+             AND (? IS NOT NULL OR json_extract(record, '$.checkout.branch') = ?) \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(pipeline_id)
+        .bind(commit)
+        .bind(since_ms)
+        .bind(tag)
+        .bind(tag)
+        .bind(branch)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
     /// A page of a pipeline's runs, newest first, with the total count.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
         let rows = sqlx::query(

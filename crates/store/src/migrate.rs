@@ -8,6 +8,7 @@ use sqlx::{Row, SqlitePool};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_triggers.sql")),
+    (3, include_str!("../migrations/sqlite/0003_oauth_and_hooks.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

@@ -158,6 +158,7 @@ fn delivery(delivery_id: &str, verdict: wharf_store::deliveries::Verdict) -> wha
         body_sha256: "ab".repeat(32),
         verdict,
         reason: None,
+        signature_sha256: None,
     }
 }
 
@@ -290,4 +291,53 @@ async fn a_timer_is_claimed_once_even_by_racing_schedulers() {
     // Deleting the pipeline deletes its timers.
     store.delete_pipeline(p.id).await.unwrap();
     assert!(store.timers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn oauth_states_work_once_survive_reopening_and_expire() {
+    use wharf_store::bindings::OAuthState;
+    let (dir, store) = store().await;
+    let now = wharf_store::now_ms();
+    let pending = |expires_at| OAuthState {
+        binding: "gl".into(),
+        provider: "gitlab".into(),
+        redirect_uri: "https://ci.example.com/devops/repository/gitlab/redirect".into(),
+        expires_at,
+    };
+    store.put_oauth_state("aa", &pending(now + 600_000)).await.unwrap();
+    store.put_oauth_state("bb", &pending(now - 1)).await.unwrap();
+    drop(store);
+    let store = Store::open(dir.path().join("wharf.db").to_str().unwrap()).await.unwrap();
+    assert_eq!(store.take_oauth_state("aa").await.unwrap(), Some(pending(now + 600_000)));
+    assert_eq!(store.take_oauth_state("aa").await.unwrap(), None, "a state works once");
+    assert_eq!(store.take_oauth_state("bb").await.unwrap(), None, "an expired state works never");
+    assert_eq!(store.take_oauth_state("cc").await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn grants_keep_their_refresh_token_and_a_pat_drops_it() {
+    use wharf_store::bindings::{NewBinding, StoredGrant};
+    let (_dir, store) = store().await;
+    let new = NewBinding { name: "gl".into(), provider: "gitlab".into(), ..Default::default() };
+    store.create_binding(&new).await.unwrap();
+    let grant = StoredGrant {
+        token: "t1".into(),
+        refresh_token: Some("r1".into()),
+        expires_at: Some(42),
+        redirect_uri: Some("https://ci/cb".into()),
+    };
+    let b = store.set_binding_grant("gl", &grant).await.unwrap();
+    assert_eq!(
+        (b.token.as_deref(), b.refresh_token.as_deref(), b.token_expires_at),
+        (Some("t1"), Some("r1"), Some(42))
+    );
+    // A refresh that sends no new refresh token keeps the old one and the redirect_uri.
+    let refreshed = StoredGrant { token: "t2".into(), expires_at: Some(99), ..Default::default() };
+    let b = store.set_binding_grant("gl", &refreshed).await.unwrap();
+    assert_eq!((b.token.as_deref(), b.refresh_token.as_deref()), (Some("t2"), Some("r1")));
+    assert_eq!((b.token_expires_at, b.oauth_redirect_uri.as_deref()), (Some(99), Some("https://ci/cb")));
+    let json = serde_json::to_string(&b).unwrap();
+    assert!(!json.contains("r1") && !json.contains("t2") && json.contains("\"token_expires_at\":99"), "{json}");
+    let b = store.set_binding_token("gl", Some("pat")).await.unwrap();
+    assert_eq!((b.refresh_token, b.token_expires_at, b.oauth_redirect_uri), (None, None, None));
 }

@@ -24,14 +24,22 @@ pub(super) fn token_request<'a>(
     client_secret: &'a str,
     code: &'a str,
     redirect_uri: &'a str,
-) -> (Url, Vec<(&'a str, &'a str)>, bool) {
+) -> (Url, Vec<(&'a str, &'a str)>) {
     let mut url = join(web, &["oauth", "token"]);
     url.query_pairs_mut()
         .append_pair("grant_type", "authorization_code")
         .append_pair("code", code)
         .append_pair("client_id", client_id)
         .append_pair("redirect_uri", redirect_uri);
-    (url, vec![("client_secret", client_secret)], true)
+    (url, vec![("client_secret", client_secret)])
+}
+
+/// `POST /oauth/token?grant_type=refresh_token&refresh_token=…`, as Gitee documents it
+/// (no client credentials). Access tokens live one day.
+pub(super) fn refresh_request<'a>(web: &Url, refresh_token: &'a str) -> (Url, Vec<(&'a str, &'a str)>) {
+    let mut url = join(web, &["oauth", "token"]);
+    url.query_pairs_mut().append_pair("grant_type", "refresh_token").append_pair("refresh_token", refresh_token);
+    (url, Vec::new())
 }
 
 /// `GET /user/repos`: the user's repositories.

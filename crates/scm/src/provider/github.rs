@@ -33,7 +33,7 @@ pub(super) fn token_request<'a>(
     client_secret: &'a str,
     code: &'a str,
     redirect_uri: &'a str,
-) -> (Url, Vec<(&'a str, &'a str)>, bool) {
+) -> (Url, Vec<(&'a str, &'a str)>) {
     let url = join(web, &["login", "oauth", "access_token"]);
     let form = vec![
         ("client_id", client_id),
@@ -41,7 +41,25 @@ pub(super) fn token_request<'a>(
         ("code", code),
         ("redirect_uri", redirect_uri),
     ];
-    (url, form, true)
+    (url, form)
+}
+
+/// The same endpoint with `grant_type=refresh_token` (GitHub apps with expiring user
+/// tokens: 8 hours, refresh tokens 6 months).
+pub(super) fn refresh_request<'a>(
+    web: &Url,
+    client_id: &'a str,
+    client_secret: &'a str,
+    refresh_token: &'a str,
+) -> (Url, Vec<(&'a str, &'a str)>) {
+    let url = join(web, &["login", "oauth", "access_token"]);
+    let form = vec![
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    (url, form)
 }
 
 /// `GET /user/repos`: repositories the user owns, collaborates on or sees through an

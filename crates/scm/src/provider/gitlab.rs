@@ -23,7 +23,7 @@ pub(super) fn token_request<'a>(
     client_secret: &'a str,
     code: &'a str,
     redirect_uri: &'a str,
-) -> (Url, Vec<(&'a str, &'a str)>, bool) {
+) -> (Url, Vec<(&'a str, &'a str)>) {
     let url = join(web, &["oauth", "token"]);
     let form = vec![
         ("client_id", client_id),
@@ -32,7 +32,27 @@ pub(super) fn token_request<'a>(
         ("grant_type", "authorization_code"),
         ("redirect_uri", redirect_uri),
     ];
-    (url, form, true)
+    (url, form)
+}
+
+/// `POST /oauth/token` with `grant_type=refresh_token`; GitLab asks for the
+/// authorization's `redirect_uri` again. Access tokens live two hours.
+pub(super) fn refresh_request<'a>(
+    web: &Url,
+    client_id: &'a str,
+    client_secret: &'a str,
+    refresh_token: &'a str,
+    redirect_uri: &'a str,
+) -> (Url, Vec<(&'a str, &'a str)>) {
+    let url = join(web, &["oauth", "token"]);
+    let form = vec![
+        ("client_id", client_id),
+        ("client_secret", client_secret),
+        ("refresh_token", refresh_token),
+        ("grant_type", "refresh_token"),
+        ("redirect_uri", redirect_uri),
+    ];
+    (url, form)
 }
 
 /// `GET /projects?membership=true`: projects the user is a member of.

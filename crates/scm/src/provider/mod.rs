@@ -88,6 +88,64 @@ impl HookEvent {
     pub const ALL: [HookEvent; 3] = [HookEvent::Push, HookEvent::TagPush, HookEvent::MergeRequest];
 }
 
+/// What the token endpoint granted: an access token, and for providers that issue
+/// expiring tokens (GitLab, Gitee, GitHub apps with expiring user tokens) a refresh
+/// token and the lifetime in seconds.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenGrant {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    pub expires_in: Option<u64>,
+}
+
+impl fmt::Debug for TokenGrant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenGrant")
+            .field("access_token", &"[redacted]")
+            .field("refresh_token", &self.refresh_token.as_ref().map(|_| "[redacted]"))
+            .field("expires_in", &self.expires_in)
+            .finish()
+    }
+}
+
+/// A webhook found on a repository (see [`ProviderClient::webhooks`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hook {
+    /// The provider's id of the hook, as text.
+    pub id: String,
+    /// Where it delivers.
+    pub url: String,
+}
+
+/// The HTTP client the provider clients share: connection pooling, rustls with the
+/// platform's trust store (aws-lc-rs as the only crypto provider), plus extra CA
+/// certificates for private instances whose certificates a private CA signed.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+}
+
+impl HttpClient {
+    /// `extra_ca_pem`: a PEM bundle of CA certificates trusted besides the system's.
+    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<HttpClient, ProviderError> {
+        let mut builder = reqwest::Client::builder().timeout(TIMEOUT).connect_timeout(CONNECT_TIMEOUT);
+        if let Some(pem) = extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ProviderError::Invalid(format!("the CA bundle is not PEM certificates: {}", chain(&e))))?;
+            if certs.is_empty() {
+                return Err(ProviderError::Invalid(
+                    "the CA bundle holds no certificate (expected `-----BEGIN CERTIFICATE-----` blocks)".into(),
+                ));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let inner = builder
+            .build()
+            .map_err(|e| ProviderError::Invalid(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        Ok(HttpClient { inner })
+    }
+}
+
 /// A client for one binding: a provider, its instance and (for most calls) a token.
 #[derive(Clone)]
 pub struct ProviderClient {
@@ -149,13 +207,21 @@ impl ProviderClient {
                 (web, api)
             }
         };
-        let http = reqwest::Client::builder()
-            .timeout(TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .map_err(|e| ProviderError::Invalid(format!("cannot set up the HTTP client: {}", chain(&e))))?;
+        let http = HttpClient::new(None)?.inner;
         let token = token.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
         Ok(ProviderClient { provider, web, api, token, http, per_page: DEFAULT_PER_PAGE, max_pages: DEFAULT_MAX_PAGES })
+    }
+
+    /// Sends through `http` (shared, with the server's extra CA certificates).
+    pub fn with_http(mut self, http: &HttpClient) -> Self {
+        self.http = http.inner.clone();
+        self
+    }
+
+    /// The same client with another token (`None`: none).
+    pub fn with_token(mut self, token: Option<&str>) -> Self {
+        self.token = token.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
+        self
     }
 
     /// Changes the page size and the number of pages followed (at least 1 each).
@@ -198,40 +264,72 @@ impl ProviderClient {
         client_secret: &str,
         code: &str,
         redirect_uri: &str,
-    ) -> Result<String, ProviderError> {
-        let secrets = [client_secret, code];
-        let (url, form, accept_json): (Url, Vec<(&str, &str)>, bool) = match self.provider {
+    ) -> Result<TokenGrant, ProviderError> {
+        let (url, form): (Url, Vec<(&str, &str)>) = match self.provider {
             Provider::GitHub => github::token_request(&self.web, client_id, client_secret, code, redirect_uri),
             Provider::GitLab => gitlab::token_request(&self.web, client_id, client_secret, code, redirect_uri),
             Provider::Gitee => gitee::token_request(&self.web, client_id, client_secret, code, redirect_uri),
         };
-        let mut request = self.http.post(url).form(&form);
-        if accept_json {
-            request = request.header(ACCEPT, "application/json");
-        }
-        let answer = self.send(request.header(USER_AGENT, user_agent()), &secrets).await?;
+        self.token_call(url, &form, &[client_secret, code]).await
+    }
+
+    /// Trades a refresh token for a new access token (and, as GitLab and Gitee do, a
+    /// new refresh token: the old one stops working). GitLab wants the `redirect_uri`
+    /// of the authorization again; Gitee wants only the refresh token.
+    pub async fn refresh(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        refresh_token: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenGrant, ProviderError> {
+        let (url, form): (Url, Vec<(&str, &str)>) = match self.provider {
+            Provider::GitHub => github::refresh_request(&self.web, client_id, client_secret, refresh_token),
+            Provider::GitLab => {
+                gitlab::refresh_request(&self.web, client_id, client_secret, refresh_token, redirect_uri)
+            }
+            Provider::Gitee => gitee::refresh_request(&self.web, refresh_token),
+        };
+        self.token_call(url, &form, &[client_secret, refresh_token]).await
+    }
+
+    /// POSTs a form to a token endpoint and reads the grant (RFC 6749 §5).
+    async fn token_call(&self, url: Url, form: &[(&str, &str)], secrets: &[&str]) -> Result<TokenGrant, ProviderError> {
+        let request = self.http.post(url).form(form).header(ACCEPT, "application/json");
+        let answer = self.send(request.header(USER_AGENT, user_agent()), secrets).await?;
         let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
         // OAuth errors (RFC 6749 §5.2): GitHub answers them with 200, the others with 400/401.
         if let Some(error) = json.as_ref().and_then(|j| j.get("error")).filter(|e| !e.is_null()) {
             let description = json.as_ref().and_then(|j| j["error_description"].as_str()).unwrap_or("");
             let error = error.as_str().map(str::to_owned).unwrap_or_else(|| error.to_string());
             let message = if description.is_empty() { error } else { format!("{error}: {description}") };
-            return Err(ProviderError::OAuth { provider: self.provider, message: self.clean(&message, &secrets) });
+            return Err(ProviderError::OAuth { provider: self.provider, message: self.clean(&message, secrets) });
         }
         if !answer.status.is_success() {
-            let message = format!("{}: {}", answer.status.as_u16(), self.message_of(&answer, &secrets));
+            let message = format!("{}: {}", answer.status.as_u16(), self.message_of(&answer, secrets));
             return Err(ProviderError::OAuth { provider: self.provider, message });
         }
         let Some(json) = json else {
-            return Err(self.unexpected("the token endpoint's answer is not JSON", &answer, &secrets));
+            return Err(self.unexpected("the token endpoint's answer is not JSON", &answer, secrets));
         };
-        match json.get("access_token").and_then(Value::as_str).map(str::trim) {
-            Some(token) if !token.is_empty() => Ok(token.to_owned()),
-            _ => Err(ProviderError::Unexpected {
+        let text = |key: &str| json.get(key).and_then(Value::as_str).map(str::trim).filter(|t| !t.is_empty());
+        let Some(access_token) = text("access_token") else {
+            return Err(ProviderError::Unexpected {
                 provider: self.provider,
                 message: "the token endpoint answered without an `access_token`".into(),
-            }),
-        }
+            });
+        };
+        // `expires_in` is a number of seconds; some servers send it as text.
+        let expires_in = match json.get("expires_in") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        };
+        Ok(TokenGrant {
+            access_token: access_token.to_owned(),
+            refresh_token: text("refresh_token").map(str::to_owned),
+            expires_in: expires_in.filter(|&s| s > 0),
+        })
     }
 
     /// Every repository the token can see (following pages, see the module docs).
@@ -288,7 +386,7 @@ impl ProviderClient {
         url: &str,
         secret: &str,
         events: &[HookEvent],
-    ) -> Result<(), ProviderError> {
+    ) -> Result<Option<String>, ProviderError> {
         if events.is_empty() {
             return Err(ProviderError::Invalid("a webhook needs at least one event".into()));
         }
@@ -304,8 +402,27 @@ impl ProviderClient {
             Provider::GitLab => (gitlab::hooks_url(&self.api, repo)?, gitlab::hook_body(url, secret, events)),
             Provider::Gitee => (gitee::hooks_url(&self.api, repo)?, gitee::hook_body(url, secret, events)),
         };
-        self.call(Method::POST, hooks, Body::Json(body), &format!("repository `{repo}`"), &[secret]).await?;
-        Ok(())
+        let answer =
+            self.call(Method::POST, hooks, Body::Json(body), &format!("repository `{repo}`"), &[secret]).await?;
+        Ok(serde_json::from_slice::<Value>(&answer.body).ok().and_then(|j| id_text(&j["id"])))
+    }
+
+    /// The webhooks installed on `repo` (all pages), with where each delivers.
+    pub async fn webhooks(&self, repo: &str) -> Result<Vec<Hook>, ProviderError> {
+        let url = match self.provider {
+            Provider::GitHub => github::hooks_url(&self.api, repo)?,
+            Provider::GitLab => gitlab::hooks_url(&self.api, repo)?,
+            Provider::Gitee => gitee::hooks_url(&self.api, repo)?,
+        };
+        let items = self.pages(url, &format!("the webhooks of repository `{repo}`")).await?;
+        Ok(items
+            .iter()
+            .filter_map(|item| {
+                // GitHub keeps the address in `config.url`; GitLab and Gitee in `url`.
+                let url = item["config"]["url"].as_str().or_else(|| item["url"].as_str())?;
+                Some(Hook { id: id_text(&item["id"]).unwrap_or_default(), url: url.to_owned() })
+            })
+            .collect())
     }
 
     // -----------------------------------------------------------------------------
@@ -476,6 +593,15 @@ impl ProviderClient {
             text = text.chars().take(MAX_MESSAGE_CHARS).collect::<String>() + "…";
         }
         text
+    }
+}
+
+/// An id as text, whether the provider sent a number or a string.
+fn id_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
     }
 }
 

@@ -7,7 +7,7 @@ use crate::AppState;
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +33,10 @@ struct Saved {
     version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     run: Option<crate::dispatch::Accepted>,
+    /// For a pipeline with an `events` trigger: what became of its repository's
+    /// webhook (see [`crate::forges`]). The pipeline is saved whatever it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook: Option<crate::forges::HookInstall>,
 }
 
 fn wants_run(query: &HashMap<String, String>) -> ApiResult<bool> {
@@ -58,7 +62,21 @@ async fn save_and_maybe_run(state: &AppState, row: PipelineRow, run: bool) -> Ap
     } else {
         None
     };
-    Ok(Saved { id: row.id, name: row.name, project: row.project, version: row.version, run })
+    Ok(Saved { id: row.id, name: row.name, project: row.project, version: row.version, run, webhook: None })
+}
+
+/// The webhook of a saved pipeline's repository (installed now, found, or what a
+/// person must do), for the save's answer.
+async fn install_webhook(
+    state: &AppState,
+    pipeline: &wharf_core::model::Pipeline,
+    headers: &HeaderMap,
+) -> Option<crate::forges::HookInstall> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)));
+    state.forges.install_webhook(state, pipeline, host).await
 }
 
 fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, String>) -> ApiResult<String> {
@@ -79,6 +97,7 @@ fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, St
 pub async fn create(
     State(state): AppStateRef,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let run = wants_run(&query)?;
@@ -88,7 +107,9 @@ pub async fn create(
     check_run(&state, &pipeline, true, run)?;
     let row = state.store.create_pipeline(&project, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
-    Ok(created(save_and_maybe_run(&state, row, run).await?))
+    let mut saved = save_and_maybe_run(&state, row, run).await?;
+    saved.webhook = install_webhook(&state, &pipeline, &headers).await;
+    Ok(created(saved))
 }
 
 #[derive(Deserialize, Default)]
@@ -174,6 +195,7 @@ pub async fn update(
     State(state): AppStateRef,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let run = wants_run(&query)?;
@@ -192,7 +214,8 @@ pub async fn update(
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
-    let saved = save_and_maybe_run(&state, row, run).await?;
+    let mut saved = save_and_maybe_run(&state, row, run).await?;
+    saved.webhook = install_webhook(&state, &pipeline, &headers).await;
     Ok(axum::Json(saved).into_response())
 }
 

@@ -5,13 +5,16 @@
 //! The OAuth flow, with the binding's OAuth app (`client_id`, `client_secret`):
 //!
 //! 1. `GET /api/v1/bindings/{name}/authorize?redirect_uri=…` (bearer) answers the
-//!    provider's authorize address with a fresh random `state`, kept in memory for
-//!    [`OAuthStates::TTL`] and usable once.
+//!    provider's authorize address with a fresh random `state`, stored (hashed) for
+//!    [`STATE_TTL`] and usable once, across restarts too.
 //! 2. The person's browser goes there, approves, and the provider sends it to
 //!    `redirect_uri` — `/devops/repository/{github|gitlab|gitee}/redirect?code&state`,
 //!    which needs no bearer token (a browser follows it): the state names the binding,
 //!    the code is exchanged for a token with the binding's client id and secret, and
-//!    the token is stored. The answer is a small HTML page.
+//!    the token is stored, with the refresh token and expiry when the provider issues
+//!    expiring tokens (GitLab, Gitee; GitHub apps may). The answer is a small HTML page.
+//!
+//! An expiring token is refreshed before it is used (see [`crate::forges`]).
 //!
 //! A state that is unknown, expired, already used or issued for another provider is
 //! `400`. No answer contains the token, the client secret or the code.
@@ -29,59 +32,33 @@ use axum::response::{Html, IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wharf_scm::provider::{Provider, ProviderClient, ProviderError, title};
-use wharf_store::bindings::Binding;
+use wharf_store::bindings::{Binding, OAuthState};
 
-/// OAuth `state` values handed out and not yet used.
-#[derive(Default)]
-pub struct OAuthStates {
-    pending: Mutex<HashMap<String, Pending>>,
-}
+/// How long an authorize address stays usable.
+pub const STATE_TTL: Duration = Duration::from_secs(600);
 
-/// What a `state` stands for.
-#[derive(Clone, Debug)]
-struct Pending {
-    binding: String,
+/// Hands out a fresh random `state` for `binding`, stored (as its SHA-256, so the
+/// database never holds a usable value) until [`STATE_TTL`] passes: it survives a
+/// restart and works once.
+async fn issue_state(
+    store: &wharf_store::Store,
+    binding: &str,
     provider: Provider,
-    /// The exchange must name the same `redirect_uri` as the authorization.
-    redirect_uri: String,
-    expires: Instant,
-}
-
-impl OAuthStates {
-    /// How long an authorize address stays usable.
-    pub const TTL: Duration = Duration::from_secs(600);
-    /// States kept at most; the oldest go first (each is one click on "connect").
-    const MAX: usize = 1000;
-
-    fn issue(&self, binding: &str, provider: Provider, redirect_uri: &str) -> String {
-        let mut bytes = [0u8; 24];
-        getrandom::fill(&mut bytes).expect("the operating system's random source works");
-        let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let now = Instant::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.expires > now);
-        while pending.len() >= Self::MAX {
-            let Some(oldest) = pending.iter().min_by_key(|(_, p)| p.expires).map(|(k, _)| k.clone()) else { break };
-            pending.remove(&oldest);
-        }
-        let entry = Pending {
-            binding: binding.to_owned(),
-            provider,
-            redirect_uri: redirect_uri.to_owned(),
-            expires: now + Self::TTL,
-        };
-        pending.insert(state.clone(), entry);
-        state
-    }
-
-    /// Takes a state out (it works once); `None` when unknown or expired.
-    fn take(&self, state: &str) -> Option<Pending> {
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.remove(state).filter(|p| p.expires > Instant::now())
-    }
+    redirect_uri: &str,
+) -> ApiResult<String> {
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| AppError::Internal(format!("no random source: {e}")))?;
+    let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let pending = OAuthState {
+        binding: binding.to_owned(),
+        provider: provider.as_str().to_owned(),
+        redirect_uri: redirect_uri.to_owned(),
+        expires_at: wharf_store::now_ms() + STATE_TTL.as_millis() as i64,
+    };
+    store.put_oauth_state(&crate::auth::sha256_hex(state.as_bytes()), &pending).await?;
+    Ok(state)
 }
 
 /// The provider of a binding, or `409` for a plain git binding.
@@ -95,10 +72,17 @@ fn provider_of(binding: &Binding) -> ApiResult<Provider> {
     })
 }
 
-/// A client for the binding's provider and instance (`url`), with its token.
-fn client_for(binding: &Binding, provider: Provider, token: Option<&str>) -> ApiResult<ProviderClient> {
-    ProviderClient::new(provider, binding.url.as_deref(), token)
+/// A client for the binding's provider and instance (`url`), without a token.
+fn client_for(state: &crate::AppState, binding: &Binding, provider: Provider) -> ApiResult<ProviderClient> {
+    state
+        .forges
+        .bare_client(binding, provider)
         .map_err(|e| AppError::Conflict(format!("binding `{}`: {e}", binding.name)))
+}
+
+/// A client with the binding's token, refreshed first when it expires.
+async fn client_with_token(state: &crate::AppState, binding: &Binding) -> Result<ProviderClient, Failure> {
+    state.forges.client(&state.store, binding).await.map_err(|e| provider_error(binding, e))
 }
 
 /// A failed route here: an [`AppError`], or `502 Bad Gateway` when the provider
@@ -160,8 +144,8 @@ fn provider_error(binding: &Binding, e: ProviderError) -> Failure {
 /// "default_branch", "private"}], "total"}`.
 pub async fn repos(State(state): AppStateRef, Path(name): Path<String>) -> Answer {
     let binding = state.store.binding(&name).await?;
-    let provider = provider_of(&binding)?;
-    let client = client_for(&binding, provider, binding.token.as_deref())?;
+    provider_of(&binding)?;
+    let client = client_with_token(&state, &binding).await?;
     let repos = client.repositories().await.map_err(|e| provider_error(&binding, e))?;
     Ok(axum::Json(json!({ "items": repos, "total": repos.len() })).into_response())
 }
@@ -177,8 +161,8 @@ pub async fn branches(State(state): AppStateRef, Path((name, rest)): Path<(Strin
         .into());
     };
     let binding = state.store.binding(&name).await?;
-    let provider = provider_of(&binding)?;
-    let client = client_for(&binding, provider, binding.token.as_deref())?;
+    provider_of(&binding)?;
+    let client = client_with_token(&state, &binding).await?;
     let branches = client.branches(repo).await.map_err(|e| provider_error(&binding, e))?;
     Ok(axum::Json(json!({ "repository": repo, "items": branches, "total": branches.len() })).into_response())
 }
@@ -207,10 +191,10 @@ pub async fn authorize(
         Some(uri) => check_redirect_uri(uri)?,
         None => own_callback(&headers, provider)?,
     };
-    let client = client_for(&binding, provider, None)?;
-    let oauth_state = state.oauth.issue(&binding.name, provider, &redirect_uri);
+    let client = client_for(&state, &binding, provider)?;
+    let oauth_state = issue_state(&state.store, &binding.name, provider, &redirect_uri).await?;
     let url = client.authorize_url(client_id.trim(), &redirect_uri, &oauth_state);
-    Ok(axum::Json(json!({ "url": url, "redirect_uri": redirect_uri, "expires_in": OAuthStates::TTL.as_secs() }))
+    Ok(axum::Json(json!({ "url": url, "redirect_uri": redirect_uri, "expires_in": STATE_TTL.as_secs() }))
         .into_response())
 }
 
@@ -297,18 +281,36 @@ pub async fn callback(
     };
     let name = title(provider);
     let again = "Start again from Wharf: an authorization link works once, for 10 minutes.";
-    let Some(pending) = query.get("state").and_then(|s| state.oauth.take(s)) else {
-        return page(
-            StatusCode::BAD_REQUEST,
-            "Not connected",
-            &format!("This {name} authorization is unknown, expired or already used. {again}"),
-        );
+    let taken = match query.get("state").filter(|s| !s.is_empty() && s.len() <= 200) {
+        Some(s) => state.store.take_oauth_state(&crate::auth::sha256_hex(s.as_bytes())).await,
+        None => Ok(None),
     };
-    if pending.provider != provider {
+    let pending = match taken {
+        Ok(Some(pending)) => pending,
+        Ok(None) => {
+            return page(
+                StatusCode::BAD_REQUEST,
+                "Not connected",
+                &format!("This {name} authorization is unknown, expired or already used. {again}"),
+            );
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the OAuth state");
+            return page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Not connected",
+                "Internal error; the server log has the details.",
+            );
+        }
+    };
+    if pending.provider != provider.as_str() {
         return page(
             StatusCode::BAD_REQUEST,
             "Not connected",
-            &format!("This authorization was started for {}, not {name}. {again}", title(pending.provider)),
+            &format!(
+                "This authorization was started for {}, not {name}. {again}",
+                pending.provider.parse::<Provider>().map(title).unwrap_or(pending.provider.as_str())
+            ),
         );
     }
     if let Some(error) = query.get("error") {
@@ -322,7 +324,7 @@ pub async fn callback(
     let Some(code) = query.get("code").filter(|c| !c.is_empty() && c.len() <= 4096) else {
         return page(StatusCode::BAD_REQUEST, "Not connected", &format!("{name} sent no authorization code. {again}"));
     };
-    match connect(&state, &pending, code).await {
+    match connect(&state, provider, &pending, code).await {
         Ok(()) => page(
             StatusCode::OK,
             "Connected",
@@ -333,7 +335,12 @@ pub async fn callback(
 }
 
 /// Exchanges the code with the binding's OAuth app and stores the token.
-async fn connect(state: &crate::AppState, pending: &Pending, code: &str) -> Result<(), (StatusCode, String)> {
+async fn connect(
+    state: &crate::AppState,
+    provider: Provider,
+    pending: &OAuthState,
+    code: &str,
+) -> Result<(), (StatusCode, String)> {
     let name = &pending.binding;
     let binding = match state.store.binding(name).await {
         Ok(b) => b,
@@ -346,25 +353,26 @@ async fn connect(state: &crate::AppState, pending: &Pending, code: &str) -> Resu
         }
     };
     let conflict = |why: String| (StatusCode::CONFLICT, why);
-    if binding.provider != pending.provider.as_str() {
-        return Err(conflict(format!("Binding `{name}` is no longer a {} binding.", title(pending.provider))));
+    if binding.provider != provider.as_str() {
+        return Err(conflict(format!("Binding `{name}` is no longer a {} binding.", title(provider))));
     }
     let (Some(client_id), Some(client_secret)) = (binding.client_id.as_deref(), binding.client_secret.as_deref())
     else {
         return Err(conflict(format!("Binding `{name}` no longer has an OAuth app (client id and secret).")));
     };
-    let client = client_for(&binding, pending.provider, None)
+    let client = client_for(state, &binding, provider)
         .map_err(|_| conflict(format!("Binding `{name}` has an instance URL that is not usable; fix the binding.")))?;
-    let token =
+    let grant =
         client.exchange_code(client_id.trim(), client_secret, code, &pending.redirect_uri).await.map_err(|e| {
             tracing::warn!(binding = %name, error = %e, "OAuth code exchange failed");
             (StatusCode::BAD_GATEWAY, format!("Binding `{name}` is not connected: {e}"))
         })?;
-    state.store.set_binding_token(name, Some(&token)).await.map_err(|e| {
+    let stored = crate::forges::stored_grant(&grant, Some(&pending.redirect_uri));
+    state.store.set_binding_grant(name, &stored).await.map_err(|e| {
         tracing::error!(binding = %name, error = %e, "cannot store the binding's token");
         (StatusCode::INTERNAL_SERVER_ERROR, "Internal error; the server log has the details.".to_owned())
     })?;
-    tracing::info!(binding = %name, provider = %pending.provider, "binding connected through OAuth");
+    tracing::info!(binding = %name, %provider, expires = ?stored.expires_at, "binding connected through OAuth");
     Ok(())
 }
 
@@ -390,33 +398,11 @@ fn page(status: StatusCode, heading: &str, message: &str) -> Response {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_state_works_once_and_only_before_it_expires() {
-        let states = OAuthStates::default();
-        let s = states.issue("gh", Provider::GitHub, "http://x/cb");
-        assert_eq!(s.len(), 48);
-        assert_eq!(states.take(&s).map(|p| p.binding), Some("gh".to_owned()));
-        assert!(states.take(&s).is_none());
-        let s = states.issue("gh", Provider::GitHub, "http://x/cb");
-        states.pending.lock().unwrap().get_mut(&s).unwrap().expires = Instant::now() - Duration::from_secs(1);
-        assert!(states.take(&s).is_none());
-        assert!(states.take("made-up").is_none());
-    }
-
     #[tokio::test]
     async fn the_page_escapes_what_it_shows() {
         let response = page(StatusCode::OK, "Connected", "Binding `<b>&\"x'` is connected.");
         let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
         let text = String::from_utf8(body.to_vec()).unwrap();
         assert!(text.contains("Binding `&lt;b&gt;&amp;&quot;x&#39;` is connected."), "{text}");
-    }
-
-    #[test]
-    fn states_are_capped() {
-        let states = OAuthStates::default();
-        for _ in 0..OAuthStates::MAX + 10 {
-            states.issue("gh", Provider::GitHub, "http://x/cb");
-        }
-        assert_eq!(states.pending.lock().unwrap().len(), OAuthStates::MAX);
     }
 }

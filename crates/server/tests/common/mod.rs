@@ -333,11 +333,17 @@ pub async fn deliver(s: &TestServer, provider: &str, binding: &str, headers: &[(
 /// Starts a server like [`start`], on the data directory `<dir>/data` (which may hold
 /// what an earlier server left, as after a restart).
 pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
+    start_with(dir, |_| {}).await
+}
+
+/// Starts a server like [`start_in`], with `adjust` applied to its configuration.
+pub async fn start_with(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
     let mut config = ServerConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(TOKEN.to_owned());
     config.host_env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
     config.stop_grace = Duration::from_secs(2);
+    adjust(&mut config);
     let server = Server::start(config).await.expect("the server starts");
     let base = format!("http://{}", server.addr);
     let mut headers = reqwest::header::HeaderMap::new();

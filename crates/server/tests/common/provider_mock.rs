@@ -23,6 +23,10 @@ use wharf_store::bindings::{Binding, NewBinding};
 pub const PAT: &str = "pat-0a1b2c3d4e5f60718293";
 /// The token the mock issues for [`CODE`].
 pub const OAUTH_TOKEN: &str = "oauth-9f8e7d6c5b4a39281706";
+/// What GitLab and Gitee's token endpoints issue on a refresh (accepted like the others).
+pub const REFRESHED_TOKEN: &str = "oauth-refreshed-4a5b6c7d8e9f";
+/// The refresh token issued with [`OAUTH_TOKEN`].
+pub const REFRESH_TOKEN: &str = "refresh-1";
 /// The one authorization code the mock's token endpoints accept.
 pub const CODE: &str = "code-5e6f7a8b9c0d";
 pub const CLIENT_ID: &str = "client-id-1234";
@@ -170,7 +174,76 @@ fn token_of(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<Stri
 }
 
 fn accepted(headers: &HeaderMap, query: &HashMap<String, String>) -> bool {
-    matches!(token_of(headers, query).as_deref(), Some(PAT) | Some(OAUTH_TOKEN))
+    matches!(token_of(headers, query).as_deref(), Some(PAT) | Some(OAUTH_TOKEN) | Some(REFRESHED_TOKEN))
+}
+
+/// The repositories whose hooks the mock keeps, as each provider names them in paths.
+const HOOKED: [&str; 3] = ["octocat/Hello-World", "diaspora/infra/deploy", "oschina/git-osc"];
+
+type Hooks = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// `GET` lists the repository's hooks, `POST` adds one (checking the fields each
+/// provider requires) and answers it as the provider documents.
+async fn hooks(hooks: Hooks, provider: &'static str, repo: String, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let query = decode_form(parts.uri.query().unwrap_or(""));
+    if !accepted(&parts.headers, &query) {
+        return answer(401, &[], json!({ "message": "401 Unauthorized" }));
+    }
+    if !HOOKED.contains(&repo.as_str()) {
+        return answer(404, &[], json!({ "message": "404 Project Not Found" }));
+    }
+    if parts.method == axum::http::Method::GET {
+        let list: Vec<Value> =
+            hooks.lock().unwrap().iter().filter(|(r, _)| *r == repo).map(|(_, h)| h.clone()).collect();
+        return answer(200, &[], Value::Array(list));
+    }
+    let bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
+    let Ok(sent) = serde_json::from_slice::<Value>(&bytes) else {
+        return answer(400, &[], json!({ "message": "Problems parsing JSON" }));
+    };
+    let id = 1000 + hooks.lock().unwrap().len() as u64;
+    let hook = match provider {
+        "github" => {
+            if sent["config"]["url"].as_str().is_none() || sent["name"] != "web" {
+                return answer(
+                    422,
+                    &[],
+                    json!({ "message": "Validation Failed", "errors": [{ "resource": "Hook", "code": "custom", "message": "Config must have a url" }] }),
+                );
+            }
+            json!({
+                "type": "Repository", "id": id, "name": "web", "active": true, "events": sent["events"],
+                "config": { "content_type": "json", "insecure_ssl": "0", "url": sent["config"]["url"] },
+                "url": format!("https://api.github.com/repos/{repo}/hooks/{id}"),
+                "created_at": "2026-11-22T02:00:00Z", "updated_at": "2026-11-22T02:00:00Z",
+                "last_response": { "code": null, "status": "unused", "message": null }
+            })
+        }
+        "gitlab" => {
+            if sent["url"].as_str().is_none() {
+                return answer(400, &[], json!({ "error": "url is missing" }));
+            }
+            json!({
+                "id": id, "url": sent["url"], "project_id": 5, "push_events": sent["push_events"],
+                "tag_push_events": sent["tag_push_events"], "merge_requests_events": sent["merge_requests_events"],
+                "enable_ssl_verification": sent["enable_ssl_verification"], "created_at": "2026-11-22T02:00:00Z"
+            })
+        }
+        _ => {
+            if sent["url"].as_str().is_none() || sent["password"].as_str().is_none() {
+                return answer(400, &[], json!({ "message": "url is missing" }));
+            }
+            json!({
+                "id": id, "url": sent["url"], "password": "", "project_id": 1234567, "result": null,
+                "result_code": null, "push_events": sent["push_events"], "tag_push_events": sent["tag_push_events"],
+                "issues_events": false, "note_events": false, "merge_requests_events": sent["merge_requests_events"],
+                "created_at": "2026-11-22T10:00:00+08:00"
+            })
+        }
+    };
+    hooks.lock().unwrap().push((repo, hook.clone()));
+    answer(201, &[], hook)
 }
 
 fn page_of(query: &HashMap<String, String>) -> usize {
@@ -237,8 +310,26 @@ fn router(base: String) -> Router {
     let branch = |name: &str| json!({ "name": name, "commit": { "sha": "c5b97d5ae6c19d5c5df71a34c7fbeeda2479ccbc" }, "protected": false });
     let branches = json!([branch("main"), branch("feature/login")]);
     let (b1, b2, b3) = (branches.clone(), branches.clone(), branches);
+    let hooked: Hooks = Arc::default();
+    let (h1, h2, h3) = (hooked.clone(), hooked.clone(), hooked);
 
     Router::new()
+        .route(
+            "/api/v3/repos/{owner}/{repo}/hooks",
+            axum::routing::any(move |Path((owner, repo)): Path<(String, String)>, request: Request| {
+                hooks(h1.clone(), "github", format!("{owner}/{repo}"), request)
+            }),
+        )
+        .route(
+            "/api/v4/projects/{id}/hooks",
+            axum::routing::any(move |Path(id): Path<String>, request: Request| hooks(h2.clone(), "gitlab", id, request)),
+        )
+        .route(
+            "/api/v5/repos/{owner}/{repo}/hooks",
+            axum::routing::any(move |Path((owner, repo)): Path<(String, String)>, request: Request| {
+                hooks(h3.clone(), "gitee", format!("{owner}/{repo}"), request)
+            }),
+        )
         // OAuth
         .route("/login/oauth/authorize", get(approve))
         .route("/oauth/authorize", get(approve))
@@ -257,6 +348,14 @@ fn router(base: String) -> Router {
             post(|Query(query): Query<HashMap<String, String>>, body: String| async move {
                 let mut params = decode_form(&body);
                 params.extend(query);
+                if params.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                    // GitLab sends the client credentials with it, Gitee only the token.
+                    return if params.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN) {
+                        answer(200, &[], json!({ "access_token": REFRESHED_TOKEN, "token_type": "bearer", "expires_in": 7200, "refresh_token": "refresh-2", "created_at": 1607635748 }))
+                    } else {
+                        answer(400, &[], json!({ "error": "invalid_grant", "error_description": "The provided authorization grant is invalid, expired, revoked, does not match the redirection URI used in the authorization request, or was issued to another client." }))
+                    };
+                }
                 if params.get("grant_type").map(String::as_str) == Some("authorization_code") && oauth_ok(&params) {
                     answer(200, &[], json!({ "access_token": OAUTH_TOKEN, "token_type": "bearer", "expires_in": 7200, "refresh_token": "refresh-1", "created_at": 1607635748 }))
                 } else {
