@@ -297,6 +297,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         resume: None,
         created_at: None,
         labels: vec![],
+        registries: Default::default(),
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

@@ -248,6 +248,7 @@ impl Dispatcher {
                     resume: None,
                     created_at: Some(created_at),
                     labels: vec![],
+                    registries: Default::default(),
                 })
             })
             .await?;
