@@ -49,7 +49,7 @@ impl DockerBuilder {
         mut stop: StopSignal,
     ) -> Result<BuildExit, BuildError> {
         let log = |text: &str| {
-            for line in text.lines() {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 logs.line(LogLine {
                     at: jiff::Timestamp::now(),
                     stream: Stream::Stdout,

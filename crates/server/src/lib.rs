@@ -50,6 +50,11 @@ pub struct ServerConfig {
     /// How old a due time missed while the server was down may be and still get its
     /// one catch-up run (timers with `missed: once`).
     pub timer_grace: Duration,
+    /// The registry (by registered name) of `image` tasks that name none.
+    pub default_registry: Option<String>,
+    /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
+    /// `None`, or a socket that does not answer at start, leaves them refused.
+    pub docker_host: Option<String>,
 }
 
 impl ServerConfig {
@@ -67,6 +72,8 @@ impl ServerConfig {
             admin_token: None,
             host_env: Vec::new(),
             timer_grace: Duration::from_secs(3600),
+            default_registry: None,
+            docker_host: Some("unix:///var/run/docker.sock".to_owned()),
         }
     }
 
@@ -101,6 +108,32 @@ pub enum ServerError {
     },
 }
 
+/// The Docker Engine builder for `image` tasks, when the configured socket answers.
+async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::build::ImageBuilder>> {
+    let socket = config.docker_host.as_deref()?;
+    let builder = match wharf_image::DockerBuilder::connect(socket) {
+        Ok(builder) => builder,
+        Err(why) => {
+            tracing::warn!(%why, "`image` tasks are off");
+            return None;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), builder.ping()).await {
+        Ok(Ok(())) => {
+            tracing::info!(%socket, "`image` tasks build on the Docker Engine");
+            Some(Arc::new(builder))
+        }
+        Ok(Err(why)) => {
+            tracing::info!(%why, "`image` tasks are off");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%socket, "the Docker Engine did not answer within 5s; `image` tasks are off");
+            None
+        }
+    }
+}
+
 /// A started server: its address and a way to wait for it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -123,8 +156,9 @@ impl Server {
         let live = live::LiveLogs::default();
         let metrics = metrics::Metrics::default();
         let store_for_timers = store.clone();
+        let builder = image_builder(&config).await;
         let state = Arc::new_cyclic(|weak| AppState {
-            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config),
+            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, builder),
             config: config.clone(),
             store,
             logs,
