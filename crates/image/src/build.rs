@@ -161,7 +161,9 @@ impl DockerBuilder {
                         if let Some(d) = push_digest(status) {
                             digest = Some(d);
                         }
-                        if info.progress_detail.as_ref().is_none_or(|p| p.current.is_none()) {
+                        // Per-layer progress would flood the log; the outcome lines stay.
+                        let progress = info.progress_detail.as_ref().is_some_and(|p| p.current.is_some());
+                        if !progress && !matches!(status, "Preparing" | "Waiting" | "Pushing") {
                             log(status);
                         }
                     }
