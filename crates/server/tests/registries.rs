@@ -222,3 +222,35 @@ async fn an_image_task_builds_and_pushes_in_a_run_and_hostile_paths_fail_it() {
     assert_eq!(tags.json["total"], 1, "{}", tags.text);
     let _ = std::process::Command::new("docker").args(["rmi", &image]).output();
 }
+
+/// examples/2048 as it is: its app as a repository, its pipeline, a registry `local`
+/// with the workspace `devops`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_2048_example_builds_pushes_and_serves_its_page() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let s = common::start().await;
+    s.post("/registries", registry_body(&env, "local", &env.registry_password, &["devops"])).await.expect(201);
+    let example = wharf_testenv::repo_root().join("examples/2048");
+    let repo = s.dir.path().join("2048");
+    let copied = std::process::Command::new("cp").arg("-R").arg(example.join("app")).arg(&repo).status().unwrap();
+    assert!(copied.success());
+    for args in [
+        &["init", "-q", "-b", "master"][..],
+        &["add", "."],
+        &["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "2048"],
+    ] {
+        let out = std::process::Command::new("git").args(args).current_dir(&repo).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let yaml = std::fs::read_to_string(example.join("pipeline.yaml")).unwrap();
+    s.create(&yaml).await;
+    let parameters = json!({ "REPO": format!("file://{}", repo.display()), "BASE": env.busybox_image });
+    let run = common::id_of(&s.start_run("deploy-2048", parameters).await);
+    let done =
+        s.wait_run_until(run, "the end", |r| common::TERMINAL.contains(&r["status"].as_str().unwrap_or(""))).await;
+    let test_log = s.tail(run, "serve-page", None).await.text;
+    assert_eq!(done["status"], "succeeded", "{done}\n{test_log}");
+    assert!(test_log.contains("served the 2048 page and its script"), "{test_log}");
+    let image = task_of(&done, "build-2048-game").unwrap()["outputs"]["image"].as_str().unwrap().to_owned();
+    assert!(image.starts_with(&format!("{}/devops/jack-2048:alpha-", env.registry)), "{image}");
+}
