@@ -47,7 +47,7 @@ pub struct BuildSpec {
     /// The reference to build and push: `host/workspace/name:tag`.
     pub image: String,
     pub registry: RegistryLogin,
-    /// Put on the image as labels.
+    /// Put on the image as labels (its source and revision).
     pub labels: Vec<(String, String)>,
 }
 

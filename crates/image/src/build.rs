@@ -89,9 +89,19 @@ impl DockerBuilder {
             labels: Some(spec.labels.iter().cloned().collect::<HashMap<_, _>>()),
             ..Default::default()
         };
+        // The registry's credentials also serve `FROM` images in it.
+        let credentials = spec.registry.username.as_ref().map(|user| {
+            let login = DockerCredentials {
+                username: Some(user.clone()),
+                password: spec.registry.password.clone(),
+                serveraddress: Some(spec.registry.host.clone()),
+                ..Default::default()
+            };
+            HashMap::from([(spec.registry.host.clone(), login)])
+        });
         let mut built = false;
         {
-            let stream = self.docker.build_image(options, None, Some(body));
+            let stream = self.docker.build_image(options, credentials, Some(body));
             tokio::pin!(stream);
             loop {
                 let item = tokio::select! {
@@ -351,6 +361,51 @@ mod tests {
         for kept in ["a.log.txt", "src/a.log", "secret/keep.txt", "src/main.rs", "Dockerfile"] {
             assert!(!ignore.excludes(kept), "{kept}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_bad_reference_fails_before_the_daemon_is_asked() {
+        // No daemon listens there (a plain file): the reference is refused first.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        std::fs::write(&socket, "").unwrap();
+        let builder = DockerBuilder::connect(&format!("unix://{}", socket.display())).unwrap();
+        std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+        let registry = wharf_executor::build::RegistryLogin {
+            name: "local".into(),
+            host: "127.0.0.1:5055".into(),
+            username: None,
+            password: None,
+            insecure: true,
+        };
+        for (image, expected) in [
+            ("127.0.0.1:5055/devops/Jack:1", "must be lowercase"),
+            ("127.0.0.1:5055/devops/jack:alpha 1", "it contains ' '"),
+            ("127.0.0.1:5055/dev..ops/jack:1", "`..` is not a separator"),
+            ("127.0.0.1:5055/devops/jack:$(id)", "'$' is not allowed"),
+        ] {
+            let spec = BuildSpec {
+                run: "p#1".into(),
+                stage: "Build".into(),
+                task: "t".into(),
+                context: dir.path().to_path_buf(),
+                dockerfile: dir.path().join("Dockerfile"),
+                build_args: vec![],
+                image: image.into(),
+                registry: registry.clone(),
+                labels: vec![],
+            };
+            let (_tx, stop) = tokio::sync::watch::channel(None);
+            let logs: Arc<dyn LogSink> = Arc::new(Discard);
+            let err = builder.build(spec, logs, stop).await.unwrap_err().to_string();
+            assert!(err.contains(expected), "{image}: {err}");
+        }
+    }
+
+    struct Discard;
+
+    impl LogSink for Discard {
+        fn line(&self, _: LogLine) {}
     }
 
     #[test]

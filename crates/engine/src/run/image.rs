@@ -78,7 +78,17 @@ impl RunState {
             build_args,
             image: format!("{}/{workspace}/{name}:{tag}", target.login.host),
             registry: target.login.clone(),
-            labels: self.request.labels.clone(),
+            // Where the image came from; nothing run-specific, so that building the same
+            // commit again gives the same image.
+            labels: [
+                ("org.opencontainers.image.source", "GIT_URL"),
+                ("org.opencontainers.image.revision", "GIT_COMMIT"),
+            ]
+            .into_iter()
+            .filter_map(|(label, name)| {
+                scope.names.get(name).filter(|v| !v.is_empty()).map(|v| (label.to_owned(), v.clone()))
+            })
+            .collect(),
         })
     }
 
