@@ -279,7 +279,9 @@ mod tests {
     #[test]
     fn good_references_parse_into_their_parts() {
         let digest = format!("sha256:{}", "a".repeat(64));
-        let cases: &[(&str, Option<&str>, &str, Option<&str>, Option<&str>)] = &[
+        // input, registry, repository, tag, digest
+        type Case<'a> = (&'a str, Option<&'a str>, &'a str, Option<&'a str>, Option<&'a str>);
+        let cases: &[Case] = &[
             ("busybox", None, "busybox", None, None),
             ("busybox:1.35", None, "busybox", Some("1.35"), None),
             ("wharf-test/busybox:1.35", None, "wharf-test/busybox", Some("1.35"), None),
