@@ -86,7 +86,8 @@ impl RunState {
             ]
             .into_iter()
             .filter_map(|(label, name)| {
-                scope.names.get(name).filter(|v| !v.is_empty()).map(|v| (label.to_owned(), v.clone()))
+                let value = scope.names.get(name).filter(|v| !v.is_empty())?;
+                Some((label.to_owned(), without_userinfo(value)))
             })
             .collect(),
         })
@@ -119,6 +120,17 @@ impl RunState {
             }
         }
     }
+}
+
+/// A URL without the `user:token@` part a clone URL may carry (labels are public).
+fn without_userinfo(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let host_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..host_end].rfind('@') {
+            return format!("{scheme}://{}", &rest[at + 1..]);
+        }
+    }
+    url.to_owned()
 }
 
 /// `path` (relative to the checkout `root`, already canonical) as an absolute path
@@ -167,5 +179,19 @@ fn not_found(root: &Path, given: &Path, path: &str, field: &str) -> String {
             format!("{field}: `{path}` does not exist in the checkout (names are case-sensitive; there is `{other}`)")
         }
         None => format!("{field}: `{path}` does not exist in the checkout"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_never_carry_credentials() {
+        use super::without_userinfo;
+        assert_eq!(
+            without_userinfo("https://oauth2:tok@gitlab.example.com/a/b.git"),
+            "https://gitlab.example.com/a/b.git"
+        );
+        assert_eq!(without_userinfo("https://gitlab.example.com/a@b"), "https://gitlab.example.com/a@b");
+        assert_eq!(without_userinfo("file:///srv/git/app.git"), "file:///srv/git/app.git");
     }
 }
