@@ -162,15 +162,23 @@ async fn paths_that_leave_the_checkout_fail_before_anything_is_built() {
         ),
         ("context: nowhere", "X", "", "context: `nowhere` does not exist"),
         ("dockerfile: web", "X", "", "dockerfile: `web` is not a file"),
+        ("tag: '${T}'", "T", "alpha 1", "tag: `alpha 1` is not a valid tag: ' ' is not allowed"),
+        ("workspace: '${T}'", "T", "../etc", "workspace: `../etc` is not a valid path component"),
     ];
     for (field, param, value, expected) in cases {
+        let key = field.split(':').next().unwrap();
+        let defaults: Vec<&str> = ["image: app", "tag: '1'", "workspace: devops"]
+            .into_iter()
+            .filter(|d| !d.starts_with(&format!("{key}:")))
+            .collect();
+        let defaults = defaults.join(", ");
         let yaml = format!(
             "name: app
 parameters: [{{name: {param}, default: '{value}'}}]
 stages:
   - name: Build
     tasks:
-      - {{name: build, type: image, {field}, image: app, tag: '1', workspace: devops, registry: local}}
+      - {{name: build, type: image, {field}, {defaults}, registry: local}}
 "
         );
         let mut request = request_with(&dirs, &yaml, registries(None));

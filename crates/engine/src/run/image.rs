@@ -30,6 +30,12 @@ impl RunState {
             .map(|(k, v)| Ok((k.clone(), render(&format!("build_args.{k}"), v)?)))
             .collect::<Result<Vec<_>, String>>()?;
 
+        // Rendered names must still fit the OCI reference grammar.
+        use wharf_core::reference::{check_component, check_tag};
+        check_component(&name).map_err(|e| format!("image: {e}"))?;
+        check_tag(&tag).map_err(|e| format!("tag: {e}"))?;
+        check_component(&workspace).map_err(|e| format!("workspace: {e}"))?;
+
         let root = std::fs::canonicalize(&self.src)
             .map_err(|e| format!("the checkout {} is not there: {e}", self.src.display()))?;
         let context = inside(&root, &context, "context")?;
