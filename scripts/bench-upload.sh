@@ -57,3 +57,4 @@ echo "server RSS peak:     $((peak_kb / 1024)) MiB (during the upload)"
 echo "wharf upload:        ${upload_s} s"
 echo "docker push (floor): ${push_s} s"
 echo "ratio:               $(echo "scale=2; $upload_s / $push_s" | bc)"
+grep -o "tarball blobs pushed.*\|read=[^ ]* push=[^ ]*" "$work/server.log" | head -1 || true

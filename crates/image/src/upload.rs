@@ -88,9 +88,11 @@ pub async fn upload_tarball(client: &RegistryClient, path: &Path, workspace: &st
     check_component(workspace).map_err(|e| not_image_or_invalid(e.to_string()))?;
     let path = path.to_path_buf();
     let workspace = workspace.to_owned();
+    let started = std::time::Instant::now();
     let (tar_path, _spool, images) = tokio::task::spawn_blocking(move || read_tarball(&path, &workspace))
         .await
         .map_err(|e| UploadError::Io { context: "reading the tarball".into(), source: std::io::Error::other(e) })??;
+    let read = started.elapsed();
     // Blobs first (all images), manifests last.
     for image in &images {
         for blob in std::iter::once(&image.config).chain(&image.layers) {
@@ -99,6 +101,7 @@ pub async fn upload_tarball(client: &RegistryClient, path: &Path, workspace: &st
                 .await?;
         }
     }
+    tracing::info!(?read, push = ?(started.elapsed() - read), images = images.len(), "tarball blobs pushed");
     let mut pushed = Vec::new();
     for image in &images {
         let digest = client.put_manifest(&image.repository, &image.tag, &image.media_type, &image.manifest).await?;
