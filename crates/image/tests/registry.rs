@@ -248,3 +248,55 @@ async fn a_failing_build_reports_the_daemons_error_and_pushes_nothing() {
     let err = client.tags(&format!("{workspace}/app")).await.unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_stopped_build_ends_promptly_and_leaves_no_container() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let builder = DockerBuilder::connect(&env.docker).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let marker = unique("stopme");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {}\nRUN echo {marker} && sleep 60\n", env.busybox_image),
+    )
+    .unwrap();
+    let image = format!("{}/{}/app:1", env.registry, unique("stop"));
+    let logs = Arc::new(Lines::default());
+    let (stop_tx, stop) = tokio::sync::watch::channel(None);
+    let build = builder.build(spec(&env, dir.path(), &image, &env.registry_password), logs.clone(), stop);
+    tokio::pin!(build);
+    // Wait until the RUN step is running, then stop.
+    let started = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            exit = &mut build => panic!("the build ended by itself: {exit:?}"),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+        }
+        if logs.0.lock().unwrap().iter().any(|l| l.contains(&marker) && !l.contains("RUN")) {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 30, "the RUN step never started: {:?}", logs.0.lock().unwrap());
+    }
+    let containers = || {
+        let out = docker(&["ps", "-a", "--no-trunc", "--format", "{{.Command}}"]);
+        out.lines().filter(|l| l.contains(&marker)).count()
+    };
+    assert_eq!(containers(), 1, "the RUN step runs in a container");
+    let asked = std::time::Instant::now();
+    stop_tx.send_replace(Some(wharf_executor::StopRequest {
+        reason: wharf_executor::StopReason::Stopped,
+        grace: std::time::Duration::from_secs(1),
+    }));
+    let exit = build.await.unwrap();
+    assert_eq!(exit, BuildExit::Stopped(wharf_executor::StopReason::Stopped));
+    assert!(asked.elapsed().as_secs() < 5, "took {:?}", asked.elapsed());
+    // The daemon cancels the build when its client goes away and removes the container.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while containers() > 0 {
+        assert!(std::time::Instant::now() < until, "the build container outlived the stop");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let repository = image.split_once('/').unwrap().1.rsplit_once(':').unwrap().0.to_owned();
+    assert!(matches!(client.tags(&repository).await, Err(RegistryError::NotFound { .. })), "nothing pushed");
+}

@@ -58,6 +58,15 @@ async fn stand_in() -> (String, Seen) {
                     ("200 OK", link, r#"{"repositories":["devops/a"]}"#.to_owned())
                 } else if path == "/v2/_catalog?last=devops%2Fa&n=1000" {
                     ("200 OK", String::new(), r#"{"repositories":["devops/b"]}"#.to_owned())
+                } else if path == "/v2/devops/a/manifests/v1" {
+                    // HEAD and GET of a tag; DELETE (by digest) is switched off.
+                    let digest = format!("Docker-Content-Digest: sha256:{}\r\n", "1".repeat(64));
+                    ("200 OK", digest, "{}".to_owned())
+                } else if path == "/v2/devops/a/tags/list?n=1000" {
+                    ("200 OK", String::new(), r#"{"name":"devops/a","tags":["v1"]}"#.to_owned())
+                } else if path.starts_with("/v2/devops/a/manifests/sha256:") {
+                    let body = r#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#;
+                    ("405 Method Not Allowed", String::new(), body.to_owned())
                 } else {
                     ("404 Not Found", String::new(), "{}".to_owned())
                 };
@@ -105,4 +114,18 @@ async fn a_token_service_that_refuses_the_password_is_named() {
     let text = err.to_string();
     assert!(text.contains(&format!("registry {host} refused the credentials of user `wharf`")), "{text}");
     assert!(text.contains("token service") && text.contains("401"), "{text}");
+}
+
+#[tokio::test]
+async fn a_registry_with_deletes_switched_off_says_how_to_switch_them_on() {
+    let (host, seen) = stand_in().await;
+    let err = client(&host, "pass").delete_tag("devops/a", "v1").await.unwrap_err();
+    assert!(matches!(err, RegistryError::DeleteDisabled { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("does not allow deleting images") && text.contains("REGISTRY_STORAGE_DELETE_ENABLED"),
+        "{text}"
+    );
+    let deleted = format!("/v2/devops/a/manifests/sha256:{}", "1".repeat(64));
+    assert!(seen.lock().unwrap().iter().any(|(path, _)| *path == deleted), "the DELETE went to the digest");
 }
