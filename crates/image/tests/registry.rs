@@ -300,3 +300,88 @@ async fn a_stopped_build_ends_promptly_and_leaves_no_container() {
     let repository = image.split_once('/').unwrap().1.rsplit_once(':').unwrap().0.to_owned();
     assert!(matches!(client.tags(&repository).await, Err(RegistryError::NotFound { .. })), "nothing pushed");
 }
+
+/// The OCI image layout newer Docker writes (`index.json`, `blobs/sha256/…`), made here
+/// from a legacy `docker save` of the busybox image (dockerd 20.10 writes the legacy one).
+fn oci_layout_tarball(legacy: &std::path::Path, name: &str) -> (Vec<u8>, String) {
+    let mut files = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(legacy).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.header().entry_type().is_file() {
+            let path = entry.path().unwrap().to_string_lossy().into_owned();
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut entry, &mut bytes).unwrap();
+            files.insert(path, bytes);
+        }
+    }
+    let manifest: serde_json::Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let config = files[manifest[0]["Config"].as_str().unwrap()].clone();
+    let layers: Vec<Vec<u8>> =
+        manifest[0]["Layers"].as_array().unwrap().iter().map(|l| files[l.as_str().unwrap()].clone()).collect();
+    let digest = wharf_image::registry::sha256_digest;
+    let descriptor =
+        |media: &str, b: &[u8]| serde_json::json!({ "mediaType": media, "digest": digest(b), "size": b.len() });
+    let oci_manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", &config),
+        "layers": layers.iter().map(|l| descriptor("application/vnd.oci.image.layer.v1.tar", l)).collect::<Vec<_>>(),
+    }))
+    .unwrap();
+    let mut index_entry = descriptor("application/vnd.oci.image.manifest.v1+json", &oci_manifest);
+    index_entry["annotations"] = serde_json::json!({ "io.containerd.image.name": format!("docker.io/library/{name}:v1"), "org.opencontainers.image.ref.name": "v1" });
+    let index = serde_json::to_vec(&serde_json::json!({ "schemaVersion": 2, "manifests": [index_entry] })).unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_ustar();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        out.append_data(&mut header, path, bytes).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", &index);
+    for blob in std::iter::once(&config).chain(&layers).chain(std::iter::once(&oci_manifest)) {
+        add(&format!("blobs/sha256/{}", &digest(blob)[7..]), blob);
+    }
+    (out.into_inner().unwrap(), digest(&oci_manifest))
+}
+
+#[tokio::test]
+async fn an_oci_layout_tarball_goes_up_as_it_is() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = dir.path().join("legacy.tar");
+    docker(&["save", &env.busybox_image, "-o", legacy.to_str().unwrap()]);
+    let name = unique("oci");
+    let (tarball, manifest_digest) = oci_layout_tarball(&legacy, &name);
+    let path = dir.path().join("oci.tar");
+    std::fs::write(&path, tarball).unwrap();
+
+    let workspace = unique("ociws");
+    let pushed = upload_tarball(&client, &path, &workspace).await.unwrap();
+    assert_eq!(pushed.len(), 1);
+    assert_eq!(pushed[0].image, format!("{}/{workspace}/{name}:v1", env.registry));
+    // The manifest went up byte for byte: the registry serves the same digest.
+    assert_eq!(pushed[0].digest, manifest_digest);
+    assert_eq!(client.resolve(&format!("{workspace}/{name}"), "v1").await.unwrap(), manifest_digest);
+    let config = dir.path().join("docker-config");
+    let config = config.to_str().unwrap();
+    let login = Command::new("docker")
+        .args(["--config", config, "login", "-u", &env.registry_user, "--password-stdin", &env.registry])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(env.registry_password.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(login.success());
+    docker(&["--config", config, "pull", &pushed[0].image]);
+    let out = docker(&["run", "--rm", "--network", "none", &pushed[0].image, "sh", "-c", "echo oci-ran"]);
+    assert_eq!(out.trim(), "oci-ran");
+    docker(&["rmi", &pushed[0].image]);
+}
