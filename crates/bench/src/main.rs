@@ -126,6 +126,7 @@ fn engine_run(
         resume: None,
         created_at: None,
         labels: vec![],
+        registries: Default::default(),
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();

@@ -370,7 +370,7 @@ impl Client {
     }
 
     /// `<server>/api/v1/<segments…>`, each segment percent-encoded.
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         {
             let mut path = url.path_segments_mut().expect("checked in Client::new");
@@ -408,7 +408,7 @@ impl Client {
     }
 
     /// A JSON call with an optional JSON body; `Value::Null` for an empty answer.
-    async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value> {
         let mut request = self.request(method, url).timeout(Duration::from_secs(120));
         if let Some(body) = body {
             request = request.json(&body);
@@ -422,12 +422,26 @@ impl Client {
         serde_json::from_slice(&bytes).context("the server's answer is not the JSON expected")
     }
 
-    async fn get(&self, segments: &[&str]) -> Result<Value> {
+    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value> {
         self.call(Method::GET, self.url(segments), None).await
     }
 
-    async fn post(&self, segments: &[&str], body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn post(&self, segments: &[&str], body: Option<Value>) -> Result<Value> {
         self.call(Method::POST, self.url(segments), body).await
+    }
+
+    /// Sends a streamed body; the answer as JSON.
+    pub(crate) async fn send_json(
+        &self,
+        method: Method,
+        url: Url,
+        body: reqwest::Body,
+        timeout: Duration,
+    ) -> Result<Value> {
+        let response = self.send(self.request(method, url).timeout(timeout).body(body)).await?;
+        let bytes =
+            response.bytes().await.map_err(|e| Unreachable { server: self.shown.clone(), cause: root_cause(&e) })?;
+        serde_json::from_slice(&bytes).context("the server's answer is not the JSON expected")
     }
 
     /// `GET`, or `None` when the server says 404.
@@ -498,7 +512,7 @@ fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
 // ---------------------------------------------------------------------------------
 
 /// Milliseconds since the epoch as local time.
-fn when(ms: Option<i64>) -> String {
+pub(crate) fn when(ms: Option<i64>) -> String {
     let Some(ms) = ms else { return "-".into() };
     match jiff::Timestamp::from_millisecond(ms) {
         Ok(t) => t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string(),
@@ -506,7 +520,7 @@ fn when(ms: Option<i64>) -> String {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

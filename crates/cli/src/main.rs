@@ -8,6 +8,7 @@
 
 mod client;
 mod local;
+mod registries;
 mod report;
 mod serve;
 
@@ -60,6 +61,9 @@ enum Command {
     Runs(client::RunsArgs),
     /// A run's log on a server, or one task's; `-f` follows it live.
     Logs(client::LogsArgs),
+    /// Registries on a server: add, list, add-workspace, remove, repos, tags,
+    /// delete-tag, upload (a `docker save` tarball).
+    Registries(registries::RegistriesArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         },
         Command::Pipelines(args) => on_runtime(client::pipelines(args)),
         Command::Logs(args) => on_runtime(client::logs(args)),
+        Command::Registries(args) => on_runtime(registries::registries(args)),
         Command::Serve(args) => on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Run(args) => on_runtime(run(args)),
     };
@@ -297,6 +302,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         resume: None,
         created_at: None,
         labels: vec![],
+        registries: Default::default(),
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

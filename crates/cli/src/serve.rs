@@ -12,7 +12,7 @@ use wharf_server::{Server, ServerConfig};
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor,
     /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, timer_grace, timezone,
-    /// public_url, ca_file, [retention] runs, days, workspaces).
+    /// public_url, ca_file, default_registry, [retention] runs, days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -52,6 +52,9 @@ pub struct ServeArgs {
     /// Per-task log cap in MB [default: 100].
     #[arg(long, env = "WHARF_LOG_CAP_MB")]
     log_cap_mb: Option<u64>,
+    /// The registry (by registered name) of `image` tasks that name none.
+    #[arg(long, env = "WHARF_DEFAULT_REGISTRY")]
+    default_registry: Option<String>,
     /// text | json [default: text].
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -71,6 +74,7 @@ const KEYS: &[&str] = &[
     "public_url",
     "ca_file",
     "retention",
+    "default_registry",
 ];
 
 fn file_config(path: &Path) -> Result<toml::Table> {
@@ -170,6 +174,14 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
         if let Ok(v) = std::env::var(var) {
             *slot = Some(v.parse().with_context(|| format!("{var}=`{v}` is not a number"))?);
         }
+    }
+    config.default_registry = args.default_registry.clone().or(s("default_registry")).filter(|r| !r.is_empty());
+    // `image` tasks build on the Docker Engine of DOCKER_HOST (a unix socket), else
+    // of /var/run/docker.sock, when it answers at start.
+    if let Ok(host) = std::env::var("DOCKER_HOST")
+        && host.starts_with("unix://")
+    {
+        config.docker_host = Some(host);
     }
     config.host_env = std::env::vars().filter(|(k, _)| k != "WHARF_ADMIN_TOKEN").collect();
     Ok(config)

@@ -788,3 +788,65 @@ fn a_server_that_is_down_is_named() {
     let out = finish(clean_command(dir.path(), &["pipelines", "list", "--server", "not a url"]), DEADLINE);
     out.expect_code(2).stderr_has("is not a URL");
 }
+
+#[test]
+fn registries_add_list_upload_tags_and_delete_a_tag() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let server = Server::start();
+    let workspace = format!("cli{}", std::process::id());
+    let add = |password: &str| {
+        let mut cmd = server.command(&[
+            "registries",
+            "add",
+            "local",
+            "--url",
+            &env.registry_url,
+            "--insecure",
+            "--username",
+            &env.registry_user,
+            "--workspace",
+            &workspace,
+        ]);
+        cmd.env("WHARF_REGISTRY_PASSWORD", password);
+        finish(cmd, DEADLINE)
+    };
+    add("wrong").expect_code(2).stderr_has(&format!("registry {} refused the credentials", env.registry));
+    add(&env.registry_password).expect_code(0).stdout_has("registered registry local at http://");
+    server.wharf(&["registries", "list"]).expect_code(0).stdout_has(&format!("workspaces: {workspace}"));
+
+    // A docker save tarball of the busybox image under a name of this test's own.
+    let image = format!("up{}", std::process::id());
+    let tag = format!("wharf-cli/{image}:v1");
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let tarball = server.work().join("image.tar");
+    docker(&["tag", &env.busybox_image, &tag]);
+    docker(&["save", &tag, "-o", tarball.to_str().unwrap()]);
+    docker(&["rmi", &tag]);
+
+    server
+        .wharf(&["registries", "upload", "local", "image.tar", "--workspace", "nowhere"])
+        .expect_code(2)
+        .stderr_has(&format!("`nowhere` is not a workspace of registry local (registered: {workspace})"));
+    let reference = format!("{}/{workspace}/{image}:v1", env.registry);
+    server
+        .wharf(&["registries", "upload", "local", "image.tar", "--workspace", &workspace])
+        .expect_code(0)
+        .stdout_has(&format!("pushed {reference} (sha256:"));
+    server
+        .wharf(&["registries", "repos", "local", "--workspace", &workspace])
+        .expect_code(0)
+        .stdout_has(&format!("{workspace}/{image}\n"));
+    let tags = server.wharf(&["registries", "tags", "local", &format!("{workspace}/{image}")]);
+    tags.expect_code(0).stdout_has("v1").stdout_has(&reference).stdout_has(" MiB");
+    server
+        .wharf(&["registries", "delete-tag", "local", &format!("{workspace}/{image}:v1")])
+        .expect_code(0)
+        .stdout_has(&format!("deleted {reference}"));
+    server
+        .wharf(&["registries", "delete-tag", "local", &format!("{workspace}/{image}:v1")])
+        .expect_code(2)
+        .stderr_has("not found");
+}

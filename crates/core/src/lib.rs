@@ -8,6 +8,7 @@ pub mod duration;
 pub mod git;
 pub mod model;
 pub mod names;
+pub mod reference;
 pub mod run;
 pub mod status;
 pub mod vars;

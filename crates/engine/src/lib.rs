@@ -20,9 +20,11 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use wharf_core::model::{Pipeline, TaskKind};
 use wharf_core::run::{Cause, RunRecord};
+use wharf_executor::build::ImageBuilder;
 use wharf_executor::{Executor, LogLine, StopRequest};
 
 pub use wharf_executor::StopReason;
+pub use wharf_executor::build::RegistryLogin;
 
 /// Engine-wide settings.
 #[derive(Clone, Debug)]
@@ -75,6 +77,24 @@ pub struct RunRequest {
     pub created_at: Option<jiff::Timestamp>,
     /// Given to every task's executor (see `TaskSpec::labels`).
     pub labels: Vec<(String, String)>,
+    /// Where `image` tasks may push, with credentials (the engine never sees the store).
+    pub registries: Registries,
+}
+
+/// The registries a run's `image` tasks may push to, by registered name.
+#[derive(Clone, Debug, Default)]
+pub struct Registries {
+    pub by_name: BTreeMap<String, RegistryTarget>,
+    /// The registry of `image` tasks that name none.
+    pub default: Option<String>,
+}
+
+/// One registry: how to log in and which workspaces are registered in it.
+#[derive(Clone, Debug)]
+pub struct RegistryTarget {
+    pub login: RegistryLogin,
+    /// `None`: any workspace; `Some`: only these (the server's registered ones).
+    pub workspaces: Option<Vec<String>>,
 }
 
 /// A branch or a tag to check out in place of the pipeline's `source.branch`. The name
@@ -169,12 +189,19 @@ pub struct Engine {
     config: EngineConfig,
     executor: Arc<dyn Executor>,
     slots: Arc<Semaphore>,
+    builder: Option<Arc<dyn ImageBuilder>>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, executor: Arc<dyn Executor>) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_parallel_tasks.max(1)));
-        Engine { config, executor, slots }
+        Engine { config, executor, slots, builder: None }
+    }
+
+    /// Lets `image` tasks run: they are built and pushed by `builder`.
+    pub fn with_builder(mut self, builder: Arc<dyn ImageBuilder>) -> Self {
+        self.builder = Some(builder);
+        self
     }
 
     pub fn executor(&self) -> &dyn Executor {
@@ -204,7 +231,9 @@ impl Engine {
             for task in &stage.tasks {
                 let type_name = task.kind.type_name();
                 let verdict = match &task.kind {
-                    TaskKind::Script(_) | TaskKind::Image(_) => self.executor.supports(type_name).map_err(|e| e.to_string()),
+                    TaskKind::Script(_) => self.executor.supports(type_name).map_err(|e| e.to_string()),
+                    TaskKind::Image(_) if self.builder.is_some() => Ok(()),
+                    TaskKind::Image(_) => Err("`image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)".to_owned()),
                     TaskKind::Approval(_) => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
                     TaskKind::DeployYaml(_) | TaskKind::ChartPublish(_) | TaskKind::ChartDeploy(_) | TaskKind::Canary(_) => Err(format!(
                         "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"

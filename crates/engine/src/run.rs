@@ -6,6 +6,8 @@
 //! its own timeout) to the executor. The first reason to end wins and is written into
 //! the record; executors only ever see "stop, with this grace".
 
+mod image;
+
 use crate::clock::RunningClock;
 use crate::mask::Masker;
 use crate::outputs;
@@ -30,6 +32,7 @@ struct RunState {
     request: RunRequest,
     config: EngineConfig,
     executor: Arc<dyn Executor>,
+    builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
     slots: Arc<Semaphore>,
     observer: Arc<dyn Observer>,
     masker: Masker,
@@ -58,9 +61,17 @@ pub(crate) async fn execute(
     };
     let record = initial_record(&request);
     let state = Arc::new(RunState {
-        masker: Masker::new(request.secrets.values().map(String::as_str)),
+        // Registry passwords are secrets too: a build log must not show them.
+        masker: Masker::new(
+            request
+                .secrets
+                .values()
+                .chain(request.registries.by_name.values().filter_map(|r| r.login.password.as_ref()))
+                .map(String::as_str),
+        ),
         config: engine.config.clone(),
         executor: engine.executor.clone(),
+        builder: engine.builder.clone(),
         slots: engine.slots.clone(),
         observer,
         record: Mutex::new(record),
@@ -833,8 +844,13 @@ impl RunState {
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output_file = self.run_dir.join("outputs").join(format!("{s}-{t}-{attempt}.env"));
-        let spec = match self.task_spec(s, task, attempt, &output_file) {
-            Ok(spec) => spec,
+        // `image` tasks go to the builder, everything else to the executor.
+        let job = match &task.kind {
+            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build),
+            _ => self.task_spec(s, task, attempt, &output_file).map(Job::Exec),
+        };
+        let job = match job {
+            Ok(job) => job,
             Err(why) => {
                 self.system(part, &why);
                 return (Status::Failed, Some(why), None);
@@ -846,7 +862,12 @@ impl RunState {
         }
         let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
         let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part, carry: Mutex::default() });
-        let run = self.executor.run(spec, sink, task_rx);
+        let run: wharf_executor::BoxFuture<'_, Result<wharf_executor::Exit, String>> = match job {
+            Job::Exec(spec) => {
+                Box::pin(async move { self.executor.run(spec, sink, task_rx).await.map_err(|e| e.to_string()) })
+            }
+            Job::Build(spec) => Box::pin(self.build(part, spec, sink, task_rx, output_file.clone())),
+        };
         tokio::pin!(run);
         let deadline = tokio::time::sleep(task.timeout.map_or(Duration::MAX / 4, |d| d.as_std()));
         tokio::pin!(deadline);
@@ -878,7 +899,7 @@ impl RunState {
             }
         };
         match result {
-            Err(err) => (Status::Failed, Some(err.to_string()), None),
+            Err(err) => (Status::Failed, Some(err), None),
             Ok(exit) => {
                 if let Some(reason) = exit.stopped {
                     let note = if own_timeout && reason == StopReason::TimedOut {
@@ -1034,6 +1055,12 @@ impl DisplayOr for Option<wharf_core::Duration> {
     fn unwrap_or_default_display(self) -> String {
         self.map(|d| d.to_string()).unwrap_or_default()
     }
+}
+
+/// What one attempt runs.
+enum Job {
+    Exec(TaskSpec),
+    Build(wharf_executor::build::BuildSpec),
 }
 
 /// The environment name a task output reference becomes in a later script.

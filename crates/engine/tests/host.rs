@@ -278,7 +278,7 @@ async fn prepare_refuses_task_types_the_host_executor_cannot_run() {
     let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
     assert_eq!(
         err,
-        "Build/img: task type `image` needs the docker executor, which is not built yet; the host executor runs only `script` tasks"
+        "Build/img: `image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)"
     );
 }
 

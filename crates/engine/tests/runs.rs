@@ -9,11 +9,11 @@ use common::{
     Dirs, Recorder, fail_after, ok_after, pipeline, request, secs, statuses, stop_request, task, task_record,
 };
 use std::collections::BTreeMap;
-use std::sync::Arc;
+
 use tokio::sync::watch;
 use tokio::time::Instant;
 use wharf_core::status::Status;
-use wharf_engine::{Engine, EngineConfig, Part};
+use wharf_engine::{EngineConfig, Part};
 use wharf_executor::fake::{Behavior, FakeExecutor};
 
 fn env_of(spec: &wharf_executor::TaskSpec) -> BTreeMap<String, String> {
@@ -435,12 +435,8 @@ stages:
     let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
     assert_eq!(
         err,
-        "Build/img: the fake executor does not run `image` tasks\n\
+        "Build/img: `image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)\n\
          Build/sign: `approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet"
     );
-    let mut image_capable = FakeExecutor::default();
-    image_capable.types = vec!["image"];
-    let engine = Engine::new(EngineConfig::default(), Arc::new(image_capable));
-    let err = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap_err().to_string();
-    assert!(!err.contains("img"), "{err}");
+    // With a builder, `image` tasks pass: see tests/image.rs.
 }

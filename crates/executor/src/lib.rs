@@ -5,6 +5,7 @@
 //! Start with [`Executor`], then [`host`] (a process group per task in the run's
 //! workspace) and [`fake`] (scripted outcomes on tokio's clock, for engine tests).
 
+pub mod build;
 pub mod fake;
 pub mod host;
 

@@ -742,6 +742,22 @@ impl<'s> Decoder<'s> {
                 let image = req(self, "image");
                 let tag = req(self, "tag");
                 let workspace = req(self, "workspace");
+                // Names without `${…}` are checked against the OCI reference grammar
+                // now; templated ones once rendered, before anything is built.
+                type Check = fn(&str) -> Result<(), wharf_core::reference::ReferenceError>;
+                let checks: [(&str, &Option<String>, Check); 3] = [
+                    ("image", &image, wharf_core::reference::check_component),
+                    ("tag", &tag, wharf_core::reference::check_tag),
+                    ("workspace", &workspace, wharf_core::reference::check_component),
+                ];
+                for (key, value, check) in checks {
+                    if let (Some(value), Some(node)) = (value, f.get(key))
+                        && !value.contains("${")
+                        && let Err(e) = check(value)
+                    {
+                        self.error(node.pos, &f.path(key), e.to_string());
+                    }
+                }
                 let registry = f.get("registry").and_then(|n| self.string(n, &f.path("registry")));
                 let build_args = f
                     .get("build_args")

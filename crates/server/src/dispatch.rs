@@ -76,13 +76,20 @@ pub struct Accepted {
 }
 
 impl Dispatcher {
-    pub fn new(state: Weak<AppState>, config: &ServerConfig) -> Self {
+    pub fn new(
+        state: Weak<AppState>,
+        config: &ServerConfig,
+        builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
+    ) -> Self {
         let executor =
             Arc::new(HostExecutor::new(HostConfig { base_env: config.host_env.clone(), ..HostConfig::default() }));
-        let engine = Engine::new(
+        let mut engine = Engine::new(
             EngineConfig { max_parallel_tasks: config.max_parallel_tasks.max(1), timeout_grace: config.stop_grace },
             executor,
         );
+        if let Some(builder) = builder {
+            engine = engine.with_builder(builder);
+        }
         Dispatcher {
             state,
             engine,
@@ -248,6 +255,7 @@ impl Dispatcher {
                     resume: None,
                     created_at: Some(created_at),
                     labels: vec![],
+                    registries: Default::default(),
                 })
             })
             .await?;
@@ -525,6 +533,12 @@ impl Dispatcher {
             }
             None => (Workspace::Checkout { dir }, None),
         };
+        let registries = match crate::api::registries::for_runs(state).await {
+            Ok(registries) => registries,
+            Err(e) => {
+                return self.fail_unstarted(state, entry.run_id, &format!("cannot read the registries: {e}")).await;
+            }
+        };
         let request = RunRequest {
             pipeline: model,
             number: entry.number as u64,
@@ -538,6 +552,7 @@ impl Dispatcher {
             resume,
             created_at: Some(entry.created_at),
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
+            registries,
         };
         let observer = Arc::new(Persist::new(state.clone(), entry.run_id));
         let state = state.clone();

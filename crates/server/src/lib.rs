@@ -59,6 +59,11 @@ pub struct ServerConfig {
     /// A PEM bundle of extra CA certificates trusted for HTTPS to code hosts (private
     /// GitLab/Gitee/GitHub Enterprise instances with their own CA).
     pub ca_file: Option<PathBuf>,
+    /// The registry (by registered name) of `image` tasks that name none.
+    pub default_registry: Option<String>,
+    /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
+    /// `None`, or a socket that does not answer at start, leaves them refused.
+    pub docker_host: Option<String>,
 }
 
 impl ServerConfig {
@@ -79,6 +84,8 @@ impl ServerConfig {
             timezone: jiff::tz::TimeZone::system(),
             public_url: None,
             ca_file: None,
+            default_registry: None,
+            docker_host: Some("unix:///var/run/docker.sock".to_owned()),
         }
     }
 
@@ -115,6 +122,32 @@ pub enum ServerError {
     },
 }
 
+/// The Docker Engine builder for `image` tasks, when the configured socket answers.
+async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::build::ImageBuilder>> {
+    let socket = config.docker_host.as_deref()?;
+    let builder = match wharf_image::DockerBuilder::connect(socket) {
+        Ok(builder) => builder,
+        Err(why) => {
+            tracing::warn!(%why, "`image` tasks are off");
+            return None;
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), builder.ping()).await {
+        Ok(Ok(())) => {
+            tracing::info!(%socket, "`image` tasks build on the Docker Engine");
+            Some(Arc::new(builder))
+        }
+        Ok(Err(why)) => {
+            tracing::info!(%why, "`image` tasks are off");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%socket, "the Docker Engine did not answer within 5s; `image` tasks are off");
+            None
+        }
+    }
+}
+
 /// A started server: its address and a way to wait for it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -138,8 +171,9 @@ impl Server {
         let live = live::LiveLogs::default();
         let metrics = metrics::Metrics::default();
         let store_for_timers = store.clone();
+        let builder = image_builder(&config).await;
         let state = Arc::new_cyclic(|weak| AppState {
-            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config),
+            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, builder),
             config: config.clone(),
             store,
             logs,

@@ -19,6 +19,8 @@ pub enum Body {
     Json(&'static str),
     /// Pipeline YAML (or the same as JSON).
     Pipeline,
+    /// A `docker save` tarball (tar or tar.gz), streamed.
+    Tarball,
 }
 
 pub const ROUTES: &[Route] = &[
@@ -247,6 +249,76 @@ pub const ROUTES: &[Route] = &[
         body: Body::None,
         status: 201,
     },
+    Route {
+        method: "get",
+        path: "/registries",
+        summary: "Registries with their workspaces (the password is never shown; has_password says whether one is set)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/registries",
+        summary: "Register a registry; its credentials are checked against it unless ?verify=false",
+        body: Body::Json("Registry"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/registries/{name}",
+        summary: "A registry with its workspaces",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/registries/{name}/workspaces",
+        summary: "Register a workspace (a repository namespace such as devops)",
+        body: Body::Json("Workspace"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/registries/{name}/repositories",
+        summary: "The registry's repositories (workspace/image), from its catalog (?workspace)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/registries/{name}/upload",
+        summary: "Push a docker save tarball (tar or tar.gz, up to 2 GB) to ?workspace=W; an existing tag is overwritten",
+        body: Body::Tarball,
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/registries/{name}/repositories/{workspace}/{image}/tags",
+        summary: "An image's tags with digest, size and creation time, newest first",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "delete",
+        path: "/registries/{name}/repositories/{workspace}/{image}/tags/{tag}",
+        summary: "Delete a tag (its manifest: other tags of the same digest go too, and are named)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "delete",
+        path: "/registries/{name}/workspaces/{workspace}",
+        summary: "Forget a workspace (its images stay in the registry)",
+        body: Body::None,
+        status: 204,
+    },
+    Route {
+        method: "delete",
+        path: "/registries/{name}",
+        summary: "Forget a registry (409 naming the pipelines that push to it; its images stay)",
+        body: Body::None,
+        status: 204,
+    },
     Route { method: "get", path: "/openapi.json", summary: "This document", body: Body::None, status: 200 },
 ];
 
@@ -274,6 +346,14 @@ fn schemas() -> Value {
                 "webhook_secret": { "type": "string", "writeOnly": true } } },
         "Token": { "type": "object", "required": ["token"], "additionalProperties": false,
             "properties": { "token": { "type": "string", "writeOnly": true } } },
+        "Registry": { "type": "object", "required": ["name", "url"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" },
+                "url": { "type": "string", "description": "host[:port], or with http:// (needs insecure) or https://" },
+                "username": { "type": "string" }, "password": { "type": "string", "writeOnly": true },
+                "insecure": { "type": "boolean", "description": "plain HTTP (a local registry)" },
+                "workspaces": { "type": "array", "items": { "type": "string" } } } },
+        "Workspace": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" } } },
         "StartRun": { "type": "object", "additionalProperties": false,
             "properties": { "parameters": { "type": "object", "additionalProperties": { "type": "string" } } } },
         "Status": { "type": "string", "enum": ["queued", "pending", "running", "waiting", "succeeded", "failed", "stopped", "timed_out", "skipped"] }
@@ -295,7 +375,7 @@ pub fn document() -> Value {
             }
         });
         let mut params = Vec::new();
-        for name in ["key", "id", "task", "name", "delivery", "repo"] {
+        for name in ["key", "id", "task", "name", "delivery", "repo", "workspace", "image", "tag"] {
             if route.path.contains(&format!("{{{name}}}")) {
                 params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
             }
@@ -307,6 +387,11 @@ pub fn document() -> Value {
             Body::None => {}
             Body::Json(schema) => {
                 op["requestBody"] = json!({ "content": { "application/json": { "schema": { "$ref": format!("#/components/schemas/{schema}") } } } });
+            }
+            Body::Tarball => {
+                op["requestBody"] = json!({ "required": true, "content": {
+                    "application/x-tar": { "schema": { "type": "string", "format": "binary" } },
+                    "application/gzip": { "schema": { "type": "string", "format": "binary" } } } });
             }
             Body::Pipeline => {
                 op["requestBody"] = json!({ "required": true, "content": {

@@ -1584,8 +1584,42 @@ async fn every_documented_route_is_routed() {
     let pat = Some(common::provider_mock::PAT);
     common::provider_mock::bind(&s, "provider-binding", "gitlab", Some(&provider.base), pat).await;
 
+    // Registry routes talk to the real test registry; the upload sends a real image.
+    let registry_env = wharf_testenv::containers_or_fail_in_ci();
+    let image_name = format!("routes{}", std::process::id());
+    let mut tarball = Vec::new();
+    if let Some(env) = &registry_env {
+        let registry = |name: &str| {
+            json!({ "name": name, "url": env.registry_url, "insecure": true, "username": env.registry_user,
+                    "password": env.registry_password, "workspaces": ["ws-main"] })
+        };
+        s.post("/registries", registry("main-registry")).await.expect(201);
+        s.post("/registries", registry("doomed-registry")).await.expect(201);
+        tarball = common::saved_image(&env.busybox_image, &format!("wharf-routes/{image_name}:v1"));
+    }
+
     let mut problems = Vec::new();
     for route in ROUTES {
+        if route.path.starts_with("/registries") && registry_env.is_none() {
+            continue;
+        }
+        let registry = if route.method == "delete" && route.path == "/registries/{name}" {
+            "doomed-registry"
+        } else {
+            "main-registry"
+        };
+        let route_path = if route.path.starts_with("/registries/") {
+            route
+                .path
+                .replace("{name}", registry)
+                .replace("/workspaces/{workspace}", "/workspaces/added-ws")
+                .replace("{workspace}", "ws-main")
+                .replace("{image}", &image_name)
+                .replace("{tag}", "v1")
+                .replace("/upload", "/upload?workspace=ws-main")
+        } else {
+            route.path.to_owned()
+        };
         let key = match route.path {
             "/pipelines/{key}" if route.method == "delete" => doomed,
             "/pipelines/{key}/activate" | "/pipelines/{key}/deactivate" => switch,
@@ -1594,8 +1628,7 @@ async fn every_documented_route_is_routed() {
         let id = if route.path == "/runs/{id}/stop" { sleeping } else { failed };
         let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
         let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
-        let path = route
-            .path
+        let path = route_path
             .replace("{key}", &key.to_string())
             .replace("{id}", &id.to_string())
             .replace("{task}", "main")
@@ -1611,6 +1644,17 @@ async fn every_documented_route_is_routed() {
                 s.call(method, &path, Some(json!({ "name": "created-binding", "provider": "github" }))).await
             }
             Body::Json("Token") => s.call(method, &path, Some(json!({ "token": common::provider_mock::PAT }))).await,
+            Body::Json("Registry") => {
+                let env = registry_env.as_ref().expect("registry routes run with the container environment");
+                let body = json!({ "name": "created-registry", "url": env.registry_url, "insecure": true,
+                                   "username": env.registry_user, "password": env.registry_password });
+                s.call(method, &path, Some(body)).await
+            }
+            Body::Json("Workspace") => s.call(method, &path, Some(json!({ "name": "added-ws" }))).await,
+            Body::Tarball => {
+                let response = s.client.request(method, s.url(&path)).body(tarball.clone()).send().await.unwrap();
+                common::Answer::read(response).await
+            }
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,
             Body::Pipeline => {
                 let name = if route.method == "post" { "created" } else { "main-pipeline" };

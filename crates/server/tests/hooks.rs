@@ -1127,6 +1127,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
                     resume: None,
                     created_at: None,
                     labels: vec![],
+                    registries: Default::default(),
                 })
             })
             .await

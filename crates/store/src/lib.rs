@@ -12,6 +12,7 @@ pub mod bindings;
 pub mod deliveries;
 pub mod logs;
 mod migrate;
+pub mod registries;
 pub mod timers;
 
 use serde::Serialize;

@@ -341,3 +341,36 @@ async fn grants_keep_their_refresh_token_and_a_pat_drops_it() {
     let b = store.set_binding_token("gl", Some("pat")).await.unwrap();
     assert_eq!((b.refresh_token, b.token_expires_at, b.oauth_redirect_uri), (None, None, None));
 }
+
+#[tokio::test]
+async fn registries_keep_their_workspaces_and_hide_the_password() {
+    use wharf_store::registries::NewRegistry;
+    let (_dir, store) = store().await;
+    let new = NewRegistry {
+        name: "local".into(),
+        host: "127.0.0.1:5055".into(),
+        username: Some("wharf".into()),
+        password: Some("s3cret".into()),
+        insecure: true,
+        workspaces: vec!["devops".into(), "apps".into()],
+    };
+    let r = store.create_registry(&new).await.unwrap();
+    assert_eq!(r.workspaces, vec!["apps".to_owned(), "devops".to_owned()]);
+    assert_eq!(r.password.as_deref(), Some("s3cret"));
+    assert!(r.has_password && r.insecure);
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(!json.contains("s3cret"), "{json}");
+    let err = store.create_registry(&new).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(ref m) if m.contains("`local` already exists")), "{err}");
+
+    let r = store.add_workspace("local", "qa").await.unwrap();
+    assert_eq!(r.workspaces, vec!["apps".to_owned(), "devops".to_owned(), "qa".to_owned()]);
+    assert!(matches!(store.add_workspace("local", "qa").await, Err(StoreError::Conflict(_))));
+    store.delete_workspace("local", "apps").await.unwrap();
+    assert!(matches!(store.delete_workspace("local", "apps").await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.registries().await.unwrap()[0].workspaces, vec!["devops".to_owned(), "qa".to_owned()]);
+
+    store.delete_registry("local").await.unwrap();
+    assert!(matches!(store.registry("local").await, Err(StoreError::NotFound(_))));
+    assert!(store.registries().await.unwrap().is_empty());
+}

@@ -247,6 +247,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         resume: None,
         created_at: None,
         labels: vec![],
+        registries: Default::default(),
     }
 }
 

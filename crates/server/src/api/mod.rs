@@ -8,6 +8,7 @@ mod deliveries;
 mod logs;
 mod pipelines;
 pub(crate) mod providers;
+pub mod registries;
 mod runs;
 mod schedule;
 
@@ -53,6 +54,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/bindings/{name}/repos/{*rest}", get(providers::branches))
         .route("/bindings/{name}/authorize", get(providers::authorize))
         .route("/bindings/{name}/token", put(providers::set_token))
+        .route("/registries", get(registries::list).post(registries::create))
+        .route("/registries/{name}", get(registries::show).delete(registries::delete))
+        .route("/registries/{name}/workspaces", post(registries::add_workspace))
+        .route("/registries/{name}/workspaces/{workspace}", axum::routing::delete(registries::delete_workspace))
+        .route("/registries/{name}/repositories", get(registries::repositories))
+        .route("/registries/{name}/repositories/{workspace}/{image}/tags", get(registries::tags))
+        .route(
+            "/registries/{name}/repositories/{workspace}/{image}/tags/{tag}",
+            axum::routing::delete(registries::delete_tag),
+        )
+        // The body is streamed to disk; the limit is the seed's 2 GB (checked there too).
+        .route(
+            "/registries/{name}/upload",
+            post(registries::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(wharf_image::upload::MAX_TARBALL_BYTES as usize + 1)),
+        )
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery}", get(deliveries::show))
         .route("/deliveries/{delivery}/replay", post(deliveries::replay))

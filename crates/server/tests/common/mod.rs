@@ -351,3 +351,16 @@ pub async fn start_with(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerC
     let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
     TestServer { server, base, client, dir }
 }
+
+/// `docker save` of `source` re-tagged as `tag` (the tag is removed again afterwards).
+pub fn saved_image(source: &str, tag: &str) -> Vec<u8> {
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker").args(args).output().expect("docker runs");
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    };
+    docker(&["tag", source, tag]);
+    let bytes = docker(&["save", tag]);
+    docker(&["rmi", tag]);
+    bytes
+}

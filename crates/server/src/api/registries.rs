@@ -1,0 +1,421 @@
+//! `/api/v1/registries`: OCI registries and their workspaces (the seed's "container
+//! image service"). Register one (the credentials are checked against it unless
+//! `?verify=false`), list and show them (never the password), register workspaces,
+//! list its repositories and a repository's tags with size and creation time, delete
+//! a tag, and upload a `docker save` tarball (tar or tar.gz, up to 2 GB, streamed to
+//! disk) into a workspace — an existing tag is overwritten.
+//!
+//! A registry that is down, refuses the stored credentials or refuses the operation
+//! is `502 Bad Gateway` with what it answered; a tarball that is not an image is `422`.
+
+use super::providers::Failure;
+use super::{AppStateRef, created, json_body};
+use crate::AppState;
+use crate::error::{ApiResult, AppError, Detail};
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use tokio::io::AsyncWriteExt;
+use wharf_core::model::TaskKind;
+use wharf_core::names::PipelineName;
+use wharf_image::reference::{check_component, check_tag};
+use wharf_image::upload::MAX_TARBALL_BYTES;
+use wharf_image::{RegistryAccess, RegistryClient, RegistryError, UploadError};
+use wharf_store::registries::{NewRegistry, Registry};
+
+type Answer = Result<Response, Failure>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRegistry {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    url: String,
+    username: Option<String>,
+    password: Option<String>,
+    #[serde(default)]
+    insecure: bool,
+    #[serde(default)]
+    workspaces: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    #[serde(default)]
+    name: String,
+}
+
+fn detail(path: &str, message: impl Into<String>) -> Detail {
+    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
+}
+
+/// A registry as answered: its stored fields without the password, and its URL.
+fn view(registry: &Registry) -> ApiResult<Value> {
+    let mut value = serde_json::to_value(registry).map_err(|e| AppError::Internal(e.to_string()))?;
+    value["url"] = json!(access(registry).base_url());
+    Ok(value)
+}
+
+pub fn access(registry: &Registry) -> RegistryAccess {
+    RegistryAccess {
+        host: registry.host.clone(),
+        username: registry.username.clone(),
+        password: registry.password.clone(),
+        insecure: registry.insecure,
+    }
+}
+
+fn client(registry: &Registry) -> Result<RegistryClient, Failure> {
+    RegistryClient::new(access(registry)).map_err(|e| Failure::App(AppError::Internal(e.to_string())))
+}
+
+/// How a registry failure is answered: our input 422, a missing repository or tag
+/// 404, anything the registry did (down, refused, deletes disabled) 502.
+fn registry_error(registry: &Registry, e: RegistryError) -> Failure {
+    let name = &registry.name;
+    match e {
+        RegistryError::NotFound { what, .. } => {
+            Failure::App(AppError::NotFound(format!("{what} in registry `{name}`")))
+        }
+        RegistryError::Invalid(message) => Failure::App(AppError::invalid("the request is not valid", "", message)),
+        RegistryError::Io { .. } => Failure::App(AppError::Internal(e.to_string())),
+        other => {
+            tracing::warn!(registry = %name, error = %other, "registry call failed");
+            Failure::BadGateway(format!("registry `{name}`: {other}"))
+        }
+    }
+}
+
+/// An optional text field: blank is absent.
+fn given(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// `POST /registries` `{name, url, username, password, insecure, workspaces}`: `201`;
+/// `409` when the name is taken; `422` for a bad name, URL or workspace, or
+/// credentials the registry refuses; `502` when it cannot be reached (`?verify=false`
+/// registers without asking it).
+pub async fn create(State(state): AppStateRef, Query(query): Query<HashMap<String, String>>, body: Bytes) -> Answer {
+    let request: CreateRegistry = json_body(&body)?;
+    let mut problems = Vec::new();
+    if let Err(e) = PipelineName::new(request.name.clone()) {
+        problems.push(detail("name", format!("`{}` is not a valid registry name: {}", e.value, PipelineName::RULE)));
+    }
+    let host = match RegistryAccess::from_url(&request.url, request.insecure) {
+        Ok(host) => host,
+        Err(why) => {
+            problems.push(detail("url", why));
+            String::new()
+        }
+    };
+    for (i, workspace) in request.workspaces.iter().enumerate() {
+        if let Err(e) = check_component(workspace) {
+            problems.push(detail(&format!("workspaces[{i}]"), format!("not a workspace name: {e}")));
+        }
+    }
+    for (path, value) in [("username", &request.username), ("password", &request.password)] {
+        if value.as_deref().is_some_and(|v| v.len() > 4096 || v.chars().any(char::is_control)) {
+            problems.push(detail(path, "at most 4096 characters, without control characters"));
+        }
+    }
+    let username = given(request.username);
+    let password = given(request.password);
+    if password.is_some() && username.is_none() {
+        problems.push(detail("username", "a password needs a username"));
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Invalid { message: "the registry is not valid".into(), details: problems }.into());
+    }
+    let new = NewRegistry {
+        name: request.name,
+        host,
+        username,
+        password,
+        insecure: request.insecure,
+        workspaces: request.workspaces,
+    };
+    if query.get("verify").map(String::as_str) != Some("false") {
+        let probe = Registry {
+            id: 0,
+            name: new.name.clone(),
+            host: new.host.clone(),
+            username: new.username.clone(),
+            password: new.password.clone(),
+            has_password: new.password.is_some(),
+            insecure: new.insecure,
+            workspaces: vec![],
+            created_at: 0,
+            updated_at: 0,
+        };
+        match client(&probe)?.ping().await {
+            Ok(()) => {}
+            Err(e @ RegistryError::Unauthorized { .. }) => {
+                return Err(AppError::invalid("the registry refused the credentials", "password", e.to_string()).into());
+            }
+            Err(e) => return Err(registry_error(&probe, e)),
+        }
+    }
+    let registry = state.store.create_registry(&new).await?;
+    Ok(created(view(&registry)?))
+}
+
+/// `GET /registries`: every registry, by name.
+pub async fn list(State(state): AppStateRef) -> ApiResult<Response> {
+    let items = state.store.registries().await?.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
+    let total = items.len();
+    Ok(axum::Json(json!({ "items": items, "total": total, "default": state.config.default_registry })).into_response())
+}
+
+/// `GET /registries/{name}`.
+pub async fn show(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+    let registry = state.store.registry(&name).await?;
+    Ok(axum::Json(view(&registry)?).into_response())
+}
+
+/// The names of the pipelines whose latest version has an `image` task pushing to
+/// `name` (by name, or by having none while `name` is the server's default).
+pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
+    let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
+    let default = state.config.default_registry.as_deref();
+    let mut users = Vec::new();
+    for (row, _) in rows {
+        let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+        let uses = model.all_stages().flat_map(|s| &s.tasks).any(|t| match &t.kind {
+            TaskKind::Image(image) => image.registry.as_deref().or(default) == Some(name),
+            _ => false,
+        });
+        if uses {
+            users.push(row.name);
+        }
+    }
+    Ok(users)
+}
+
+/// `DELETE /registries/{name}`: `204`; `409` naming the pipelines that push to it.
+/// The images in the registry stay.
+pub async fn delete(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+    let registry = state.store.registry(&name).await?;
+    let users = users(&state, &registry.name).await?;
+    if !users.is_empty() {
+        let list: Vec<String> = users.iter().map(|n| format!("`{n}`")).collect();
+        return Err(AppError::Conflict(format!(
+            "registry `{name}` is used by pipeline(s) {}; change their `image` tasks' registry (or delete them) first",
+            list.join(", ")
+        )));
+    }
+    state.store.delete_registry(&registry.name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /registries/{name}/workspaces` `{name}`: `201` with the registry.
+pub async fn add_workspace(State(state): AppStateRef, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+    let request: CreateWorkspace = json_body(&body)?;
+    check_component(&request.name)
+        .map_err(|e| AppError::invalid("the workspace is not valid", "name", format!("not a workspace name: {e}")))?;
+    let registry = state.store.add_workspace(&name, &request.name).await?;
+    Ok(created(view(&registry)?))
+}
+
+/// `DELETE /registries/{name}/workspaces/{workspace}`: `204`; the images stay.
+pub async fn delete_workspace(
+    State(state): AppStateRef,
+    Path((name, workspace)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    state.store.delete_workspace(&name, &workspace).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /registries/{name}/repositories[?workspace=W]` → `{"items": [{"name":
+/// "devops/jack-2048", "workspace", "image"}], "total"}`.
+pub async fn repositories(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Answer {
+    let registry = state.store.registry(&name).await?;
+    let all = client(&registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
+    let items: Vec<Value> = all
+        .iter()
+        .filter_map(|repo| {
+            let (workspace, image) = repo.split_once('/').unwrap_or(("", repo));
+            let wanted = query.get("workspace").is_none_or(|w| w == workspace);
+            wanted.then(|| json!({ "name": repo, "workspace": workspace, "image": image }))
+        })
+        .collect();
+    Ok(axum::Json(json!({ "items": items, "total": items.len() })).into_response())
+}
+
+/// `GET /registries/{name}/repositories/{workspace}/{image}/tags` → `{"repository",
+/// "items": [{"tag", "image", "digest", "media_type", "size", "created"}], "total"}`,
+/// newest first.
+pub async fn tags(State(state): AppStateRef, Path((name, workspace, image)): Path<(String, String, String)>) -> Answer {
+    let registry = state.store.registry(&name).await?;
+    let repository = repository(&workspace, &image)?;
+    let client = client(&registry)?;
+    let tags = client.tags(&repository).await.map_err(|e| registry_error(&registry, e))?;
+    let (client, repository_ref) = (&client, &repository);
+    let infos: Vec<Result<wharf_image::TagInfo, RegistryError>> = futures_util::stream::iter(tags)
+        .map(|tag| async move { client.tag_info(repository_ref, &tag).await })
+        .buffered(8)
+        .collect()
+        .await;
+    let mut items = Vec::with_capacity(infos.len());
+    for info in infos {
+        match info {
+            Ok(info) => {
+                let mut value = serde_json::to_value(&info).map_err(|e| AppError::Internal(e.to_string()))?;
+                value["image"] = json!(format!("{}/{repository}:{}", registry.host, info.tag));
+                items.push(value);
+            }
+            // Deleted between the listing and now.
+            Err(RegistryError::NotFound { .. }) => {}
+            Err(e) => return Err(registry_error(&registry, e)),
+        }
+    }
+    items.sort_by(|a, b| {
+        b["created"].as_str().cmp(&a["created"].as_str()).then(a["tag"].as_str().cmp(&b["tag"].as_str()))
+    });
+    Ok(axum::Json(json!({ "repository": repository, "items": items, "total": items.len() })).into_response())
+}
+
+fn repository(workspace: &str, image: &str) -> ApiResult<String> {
+    check_component(workspace).map_err(|e| AppError::invalid("the path is not valid", "workspace", e.to_string()))?;
+    check_component(image).map_err(|e| AppError::invalid("the path is not valid", "image", e.to_string()))?;
+    Ok(format!("{workspace}/{image}"))
+}
+
+/// `DELETE /registries/{name}/repositories/{workspace}/{image}/tags/{tag}` → `200`
+/// `{"deleted", "digest", "also_removed": [...]}`: the registry deletes the manifest,
+/// so other tags of the same digest go with it, and are named.
+pub async fn delete_tag(
+    State(state): AppStateRef,
+    Path((name, workspace, image, tag)): Path<(String, String, String, String)>,
+) -> Answer {
+    let registry = state.store.registry(&name).await?;
+    let repository = repository(&workspace, &image)?;
+    check_tag(&tag).map_err(|e| AppError::invalid("the path is not valid", "tag", e.to_string()))?;
+    let client = client(&registry)?;
+    let digest = client.resolve(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
+    let also = client.delete_tag(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
+    Ok(axum::Json(json!({
+        "deleted": format!("{}/{repository}:{tag}", registry.host),
+        "digest": digest,
+        "also_removed": also,
+    }))
+    .into_response())
+}
+
+/// `POST /registries/{name}/upload?workspace=W` (body: a `docker save` tarball, tar or
+/// tar.gz) → `201` `{"items": [{"image", "digest", "size"}]}`. The body goes to a
+/// temp file in the data directory as it arrives; more than 2 GB is `413`.
+pub async fn upload(
+    State(state): AppStateRef,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Body,
+) -> Answer {
+    let checked = upload_target(&state, &name, query.get("workspace")).await;
+    let (registry, workspace) = match checked {
+        Ok(target) => target,
+        Err(e) => {
+            // Read the body to its end before answering: a client still sending would
+            // otherwise see a broken connection instead of the reason.
+            let mut stream = body.into_data_stream();
+            let mut drained: u64 = 0;
+            while let Some(Ok(chunk)) = stream.next().await {
+                drained += chunk.len() as u64;
+                if drained > MAX_TARBALL_BYTES {
+                    break;
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    let dir = state.config.data_dir.join("uploads");
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| AppError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+    let spool = tempfile::NamedTempFile::new_in(&dir)
+        .map_err(|e| AppError::Internal(format!("cannot create a file in {}: {e}", dir.display())))?
+        .into_temp_path();
+    let mut file = tokio::fs::File::create(&spool).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut stream = body.into_data_stream();
+    let mut size: u64 = 0;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| AppError::BadRequest(format!("the upload broke off: {e}")))?;
+        size += chunk.len() as u64;
+        if size > MAX_TARBALL_BYTES {
+            let message = format!("the tarball is larger than {MAX_TARBALL_BYTES} bytes (2 GB)");
+            let body = json!({ "error": { "status": 413, "message": message, "details": [] } });
+            return Ok((StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response());
+        }
+        file.write_all(&chunk).await.map_err(|e| AppError::Internal(format!("writing the upload: {e}")))?;
+    }
+    file.flush().await.map_err(|e| AppError::Internal(format!("writing the upload: {e}")))?;
+    drop(file);
+    if size == 0 {
+        return Err(AppError::invalid("the upload is empty", "body", "send a `docker save` tarball as the body").into());
+    }
+    let client = client(&registry)?;
+    match wharf_image::upload_tarball(&client, &spool, &workspace).await {
+        Ok(pushed) => {
+            tracing::info!(registry = %name, %workspace, images = pushed.len(), "tarball uploaded");
+            Ok(created(json!({ "items": pushed, "total": pushed.len() })))
+        }
+        Err(UploadError::NotAnImage(why)) => {
+            Err(AppError::invalid("the upload is not an image tarball", "body", format!("not an image tarball: {why}"))
+                .into())
+        }
+        Err(UploadError::Registry(e)) => Err(registry_error(&registry, e)),
+        Err(e @ UploadError::Io { .. }) => Err(AppError::Internal(e.to_string()).into()),
+    }
+}
+
+/// The registry and registered workspace an upload goes to.
+async fn upload_target(state: &AppState, name: &str, workspace: Option<&String>) -> ApiResult<(Registry, String)> {
+    let registry = state.store.registry(name).await?;
+    let workspace = workspace.cloned().unwrap_or_default();
+    if workspace.is_empty() {
+        return Err(AppError::invalid("the upload needs a workspace", "workspace", "give ?workspace=NAME"));
+    }
+    if !registry.workspaces.contains(&workspace) {
+        let known = if registry.workspaces.is_empty() { "none".to_owned() } else { registry.workspaces.join(", ") };
+        return Err(AppError::invalid(
+            "the workspace is not registered",
+            "workspace",
+            format!("`{workspace}` is not a workspace of registry `{name}` (registered: {known})"),
+        ));
+    }
+    Ok((registry, workspace))
+}
+
+/// The registries runs may push to, with credentials, for [`wharf_engine::RunRequest`].
+pub async fn for_runs(state: &AppState) -> wharf_store::Result<wharf_engine::Registries> {
+    let by_name = state
+        .store
+        .registries()
+        .await?
+        .into_iter()
+        .map(|r| {
+            let target = wharf_engine::RegistryTarget {
+                login: wharf_engine::RegistryLogin {
+                    name: r.name.clone(),
+                    host: r.host.clone(),
+                    username: r.username.clone(),
+                    password: r.password.clone(),
+                    insecure: r.insecure,
+                },
+                workspaces: Some(r.workspaces.clone()),
+            };
+            (r.name, target)
+        })
+        .collect();
+    Ok(wharf_engine::Registries { by_name, default: state.config.default_registry.clone() })
+}
