@@ -11,8 +11,9 @@
 //! Setup: a bare git repository on disk (`file://`) with one commit and a branch per
 //! delivery (`b0`, `b1`, …: one commit pushed to many branches, so every delivery is
 //! a new ref and starts a run), a `github` binding with a webhook secret, and a
-//! pipeline with `events: [push]` on that repository, `concurrency: allow`, one
-//! `script: 'true'` task. Each delivery is the documented push payload (the scm
+//! pipeline with `events: [push]` on that repository, one `script: 'true'` task and
+//! `concurrency: queue` (the default): what a burst of pushes gets in practice, runs
+//! that wait their turn while every delivery is taken at once. Each delivery is the documented push payload (the scm
 //! fixture) with its own `ref` and `X-GitHub-Delivery`, signed with
 //! `X-Hub-Signature-256` as GitHub signs it.
 //!
@@ -25,9 +26,10 @@
 //!    (`POST /pipelines/{id}/runs`, the trigger-via-API path, also with its checkout),
 //!    and a bare `git clone --depth 1 --branch <b>` of the repository.
 //! 2. **Sustained** (`--deliveries` deliveries from `--clients` concurrent clients):
-//!    deliveries per second from the first send to the last answer; then every
-//!    delivery must be stored `started` with exactly one run, every run must end
-//!    `succeeded`, and the run count must equal the delivery count.
+//!    deliveries per second from the first send to the last answer (each answer comes
+//!    after the delivery and its queued run are stored); then every delivery must be
+//!    stored `started` with exactly one run, every run must end `succeeded` (they run
+//!    one after another), and the run count must equal the delivery count.
 
 use crate::server::{Wharf, at, is_terminal, ms, quantile, since};
 use hmac::{KeyInit, Mac};
@@ -336,7 +338,7 @@ pub fn main(args_iter: impl Iterator<Item = String>) {
         let binding = json!({ "name": "gh", "provider": "github", "webhook_secret": SECRET });
         wharf.post("/bindings", binding.to_string()).await;
         let yaml = format!(
-            "name: hooked\nconcurrency: allow\nsource:\n  repo: '{repo}'\n  branch: main\ntriggers:\n  - events: [push]\n\
+            "name: hooked\nconcurrency: queue\nsource:\n  repo: '{repo}'\n  branch: main\ntriggers:\n  - events: [push]\n\
              stages:\n  - name: Build\n    tasks:\n      - {{name: t, type: script, script: 'true'}}\n"
         );
         let pipeline = wharf.create_pipeline(&yaml).await;

@@ -436,6 +436,23 @@ impl RunState {
                 c.tag = tag.clone();
             }
         }
+        // A checkout is work on this machine like a task: it takes an executor slot, so
+        // a burst of runs clones `max_parallel_tasks` repositories at a time, not all at
+        // once (measured: 2,000 webhook runs cloning together starved the server).
+        let _slot = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                self.set(part, Status::Pending, None);
+                tokio::select! {
+                    biased;
+                    request = stop_requested(&mut run_rx) => {
+                        self.set(part, Status::Skipped, None);
+                        return Err((ended_status(request.reason), "ended before the checkout".into()));
+                    }
+                    permit = self.slots.clone().acquire_owned() => permit.expect("the engine never closes its slots"),
+                }
+            }
+        };
         self.set(part, Status::Running, None);
         let _ticking = self.run_clock.start();
         // `git clone --branch` takes a tag as well as a branch.

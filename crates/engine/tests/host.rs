@@ -423,3 +423,30 @@ async fn an_event_ref_replaces_the_pipeline_branch_and_sets_git_branch_or_git_ta
     assert_eq!(recorder.output(Part::Task(0, 0)), [format!("branch= tag=v1.0 commit={tagged}"), "tagged".into()]);
     assert_eq!(GitRef::from_checkout(checkout), Some(GitRef::Tag("v1.0".into())));
 }
+
+#[tokio::test]
+async fn a_checkout_waits_for_an_executor_slot_like_a_task() {
+    let repo = GitRepo::new();
+    let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
+    let host = HostExecutor::new(HostConfig { base_env: vec![("PATH".into(), path)], ..HostConfig::default() });
+    let config = EngineConfig { max_parallel_tasks: 1, timeout_grace: secs(2), ..EngineConfig::default() };
+    let engine = Engine::new(config, Arc::new(host));
+    let (busy_dirs, dirs) = (Dirs::new(), Dirs::new());
+    let busy =
+        pipeline("name: busy\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'sleep 1'}\n");
+    let cloning = pipeline(&format!(
+        "name: cloning\nsource: {{repo: '{}', branch: main}}\nstages:\n  - name: S\n    tasks:\n      - {{name: t, type: script, script: 'true'}}\n",
+        repo.url()
+    ));
+    let (first, second) = tokio::join!(common::run(&engine, request(busy, busy_dirs.checkout())), async {
+        // The busy run holds the one slot by now.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        common::run(&engine, request(cloning, dirs.checkout())).await
+    });
+    let (busy, cloned) = (first.0, second.0);
+    assert_eq!(cloned.progress.status, Status::Succeeded, "{:?}", cloned.reason);
+    assert_eq!(common::history(&cloned, Part::Checkout), statuses("queued pending running succeeded"));
+    let slot_freed = busy.stages[0].tasks[0].progress.finished_at().unwrap();
+    let clone_began = cloned.checkout.as_ref().unwrap().progress.started_at().unwrap();
+    assert!(clone_began >= slot_freed, "the clone began at {clone_began}, before the slot was free at {slot_freed}");
+}
