@@ -218,6 +218,13 @@ impl Engine {
         Engine { config, executor, slots }
     }
 
+    /// An engine on another executor that shares this one's slots and settings: a
+    /// server whose pipelines choose their executor still runs at most
+    /// `max_parallel_tasks` tasks in all.
+    pub fn sharing_slots(&self, executor: Arc<dyn Executor>) -> Engine {
+        Engine { config: self.config.clone(), executor, slots: self.slots.clone() }
+    }
+
     pub fn executor(&self) -> &dyn Executor {
         self.executor.as_ref()
     }
