@@ -14,7 +14,8 @@
 //! 3. cli: `wharf run --quiet` of the same pipeline as a fresh process, records and
 //!    log files included.
 //!
-//! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`.
+//! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`;
+//! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -30,6 +31,7 @@ use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
+mod docker;
 mod server;
 
 struct Args {
@@ -190,6 +192,9 @@ fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> D
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("server") {
         return server::main(std::env::args().skip(2));
+    }
+    if std::env::args().nth(1).as_deref() == Some("docker") {
+        return docker::main(std::env::args().skip(2));
     }
     let args = args();
     let dir = tempfile::tempdir().expect("tempdir");
