@@ -62,10 +62,11 @@ const REQUEST_TIMEOUT_SECS: u64 = 120;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Registry credentials by host (`registry.example.com`, `127.0.0.1:5000`,
-/// `docker.io`): the server fills them from its registered registries.
+/// `docker.io`): the server answers from its registered registries. Asked only when
+/// an image has to be pulled, so a lookup may read a database.
 pub trait Credentials: Send + Sync {
     /// `(username, password)` for pulling from `host`, if any are known.
-    fn for_host(&self, host: &str) -> Option<(String, String)>;
+    fn for_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<(String, String)>>;
 }
 
 /// Credentials from a fixed table.
@@ -73,8 +74,9 @@ pub trait Credentials: Send + Sync {
 pub struct StaticCredentials(pub BTreeMap<String, (String, String)>);
 
 impl Credentials for StaticCredentials {
-    fn for_host(&self, host: &str) -> Option<(String, String)> {
-        self.0.get(host).cloned()
+    fn for_host<'a>(&'a self, host: &'a str) -> BoxFuture<'a, Option<(String, String)>> {
+        let found = self.0.get(host).cloned();
+        Box::pin(async move { found })
     }
 }
 
@@ -220,7 +222,20 @@ impl DockerExecutor {
             let _ = self.discard_container(&extra.id).await;
         }
         let mut container = Container::new(self.docker.clone(), first.id.clone());
-        system(&*logs, "the server restarted; taking over the running container and resuming its log".to_owned());
+        // Created but never started (the server died in between): start it now; its
+        // attempt had not begun.
+        let inspected = self.docker.inspect_container(&container.id, None).await;
+        let never_started = inspected.as_ref().ok().and_then(|i| i.state.as_ref()).and_then(|s| s.status)
+            == Some(bollard::models::ContainerStateStatusEnum::CREATED);
+        if never_started {
+            system(&*logs, "the server restarted before the container started; starting it now".to_owned());
+            if let Err(e) = self.docker.start_container(&container.id, None).await {
+                container.remove().await;
+                return Err(start_error(format!("cannot start container {}: {}", container.id, reason(&e))));
+            }
+        } else {
+            system(&*logs, "the server restarted; took over the container and resumed its log".to_owned());
+        }
         let exit = self.supervise(&container, &*logs, &mut stop, resume).await;
         container.remove().await;
         exit.map(Some)
@@ -268,13 +283,15 @@ impl DockerExecutor {
     /// Pulls `image`, with the credentials of its registry when there are some.
     async fn pull(&self, image: &str, logs: &dyn LogSink) -> Result<(), ExecutorError> {
         let host = registry_host(image);
-        let credentials = self.config.credentials.as_ref().and_then(|c| c.for_host(&host)).map(|(user, password)| {
-            DockerCredentials {
-                username: Some(user),
-                password: Some(password),
-                serveraddress: Some(host.clone()),
-                ..DockerCredentials::default()
-            }
+        let found = match &self.config.credentials {
+            Some(lookup) => lookup.for_host(&host).await,
+            None => None,
+        };
+        let credentials = found.map(|(user, password)| DockerCredentials {
+            username: Some(user),
+            password: Some(password),
+            serveraddress: Some(host.clone()),
+            ..DockerCredentials::default()
         });
         let auth = if credentials.is_some() { format!(" with the credentials for {host}") } else { String::new() };
         system(logs, format!("pulling {image}{auth}"));

@@ -286,3 +286,123 @@ async fn parallel_attempts_run_at_once() {
     }
     assert_eq!(f.containers().await, 0);
 }
+
+#[tokio::test]
+async fn images_are_pulled_with_the_registry_credentials() {
+    use futures_util::StreamExt;
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let Some(f) = fixture("pull") else { return };
+    let docker = f.executor.client();
+    // Put the busybox image into the htpasswd registry under a name of this test's own,
+    // then drop it locally, so that running it needs a pull with credentials.
+    let repo = format!("{}/wharf-docker-test/bb", env.registry);
+    let tag = f.label.1.replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let image = format!("{repo}:{tag}");
+    docker
+        .tag_image(
+            &f.image,
+            Some(bollard::query_parameters::TagImageOptionsBuilder::new().repo(&repo).tag(&tag).build()),
+        )
+        .await
+        .unwrap();
+    let credentials = bollard::auth::DockerCredentials {
+        username: Some(env.registry_user.clone()),
+        password: Some(env.registry_password.clone()),
+        serveraddress: Some(env.registry.clone()),
+        ..Default::default()
+    };
+    let pushed: Vec<_> = docker
+        .push_image(
+            &repo,
+            Some(bollard::query_parameters::PushImageOptionsBuilder::new().tag(&tag).build()),
+            Some(credentials),
+        )
+        .collect()
+        .await;
+    assert!(pushed.iter().all(Result::is_ok), "push: {pushed:?}");
+    let remove = || async {
+        let _ = docker.remove_image(&image, None::<bollard::query_parameters::RemoveImageOptions>, None).await;
+    };
+    remove().await;
+
+    // Without credentials the registry refuses: the error names the image and says why.
+    let mut spec = f.spec("pull", "echo pulled and ran");
+    spec.image = Some(image.clone());
+    let (_tx, rx) = no_stop();
+    let err = f.executor.run(spec.clone(), Arc::new(Collect::default()), rx).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("cannot pull image {image}")), "{err}");
+    assert!(err.contains("no basic auth credentials") || err.contains("unauthorized"), "{err}");
+
+    // A wrong password: refused too.
+    let executor = DockerExecutor::new(DockerConfig {
+        socket: Some(env.docker.clone()),
+        network: Some("none".into()),
+        credentials: Some(Arc::new(wharf_docker::StaticCredentials(std::collections::BTreeMap::from([(
+            env.registry.clone(),
+            (env.registry_user.clone(), "wrong-password".to_owned()),
+        )])))),
+        ..DockerConfig::default()
+    })
+    .unwrap();
+    let (_tx, rx) = no_stop();
+    let err = executor.run(spec.clone(), Arc::new(Collect::default()), rx).await.unwrap_err().to_string();
+    assert!(err.contains(&format!("cannot pull image {image}")), "{err}");
+
+    // With the registry's credentials it is pulled and runs.
+    let executor = DockerExecutor::new(DockerConfig {
+        socket: Some(env.docker.clone()),
+        network: Some("none".into()),
+        credentials: Some(Arc::new(wharf_docker::StaticCredentials(std::collections::BTreeMap::from([(
+            env.registry.clone(),
+            (env.registry_user.clone(), env.registry_password.clone()),
+        )])))),
+        ..DockerConfig::default()
+    })
+    .unwrap();
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = executor.run(spec, logs.clone(), rx).await.unwrap();
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert_eq!(logs.texts(Stream::Stdout), ["pulled and ran"]);
+    assert!(
+        logs.texts(Stream::System).iter().any(|l| l.contains(&format!("with the credentials for {}", env.registry)))
+    );
+    remove().await;
+    assert_eq!(f.containers().await, 0);
+}
+
+#[tokio::test]
+async fn a_container_created_but_never_started_is_started_when_adopted() {
+    let Some(f) = fixture("created") else { return };
+    let spec = f.spec("created", "echo ran after all; echo OK=1 >> \"$WHARF_OUTPUT\"");
+    let mut labels: HashMap<String, String> = spec.labels.iter().cloned().collect();
+    for (k, v) in [
+        ("wharf.run", spec.run.clone()),
+        ("wharf.stage", spec.stage.clone()),
+        ("wharf.task", spec.task.clone()),
+        ("wharf.attempt", "1".to_owned()),
+    ] {
+        labels.insert(k.to_owned(), v);
+    }
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(f.image.clone()),
+        entrypoint: Some(vec!["/bin/sh".into()]),
+        cmd: Some(vec!["-e".into(), "-c".into(), spec.script.clone()]),
+        env: Some(vec![format!("WHARF_OUTPUT={}", spec.output_file.display())]),
+        labels: Some(labels),
+        host_config: Some(bollard::models::HostConfig {
+            network_mode: Some("none".into()),
+            binds: Some(vec![format!("{0}:{0}", spec.output_file.parent().unwrap().display())]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    f.executor.client().create_container(None, body).await.unwrap();
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = f.executor.adopt(spec.clone(), logs.clone(), rx, LogResume::default()).await.unwrap().unwrap();
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert_eq!(logs.texts(Stream::Stdout), ["ran after all"]);
+    assert_eq!(std::fs::read_to_string(&spec.output_file).unwrap(), "OK=1\n");
+    assert_eq!(f.containers().await, 0);
+}
