@@ -9,8 +9,10 @@
 //! Per repetition, in this order:
 //! 1. floor: `docker run --rm --network none <image> sh -e -c true`, `--tasks` times in
 //!    a row (the docker CLI: create, attach, start, wait, remove);
-//! 2. executor-only: the same scripts through the Docker executor alone, no engine;
-//! 3. engine: a pipeline of `--tasks` sequential `script: 'true'` tasks in the image
+//! 2. api-bare: the same containers over the Engine API with nothing else: create
+//!    (no mounts, no init, no labels), start, wait, remove — what any API client pays;
+//! 3. executor-only: the same scripts through the Docker executor alone, no engine;
+//! 4. engine: a pipeline of `--tasks` sequential `script: 'true'` tasks in the image
 //!    (`default_image`), run in-process by the engine on the Docker executor: one
 //!    container per task with the workspace mounted, logs read back with timestamps,
 //!    the container removed, statuses and outputs recorded.
@@ -66,6 +68,31 @@ fn cli_floor(image: &str, tasks: usize) -> Duration {
         assert!(out.status.success(), "docker run failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     started.elapsed()
+}
+
+fn api_bare(runtime: &tokio::runtime::Runtime, executor: &DockerExecutor, tasks: usize, image: &str) -> Duration {
+    use futures_util::StreamExt;
+    let docker = executor.client();
+    runtime.block_on(async {
+        let started = Instant::now();
+        for _ in 0..tasks {
+            let body = bollard::models::ContainerCreateBody {
+                image: Some(image.to_owned()),
+                cmd: Some(vec!["sh".into(), "-e".into(), "-c".into(), "true".into()]),
+                host_config: Some(bollard::models::HostConfig {
+                    network_mode: Some("none".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            let id = docker.create_container(None, body).await.expect("create").id;
+            docker.start_container(&id, None).await.expect("start");
+            let waited: Vec<_> = docker.wait_container(&id, None).collect().await;
+            assert!(waited.iter().all(Result::is_ok), "{waited:?}");
+            docker.remove_container(&id, None).await.expect("remove");
+        }
+        started.elapsed()
+    })
 }
 
 fn executor_only(
@@ -157,9 +184,10 @@ pub fn main(argv: impl Iterator<Item = String>) {
     let mut rows = Vec::new();
     for rep in 1..=args.reps {
         let floor = cli_floor(&args.image, args.tasks);
+        let bare = api_bare(&runtime, &executor, args.tasks, &args.image);
         let alone = executor_only(&runtime, &executor, dir.path(), args.tasks, &args.image);
         let engine = engine_run(&runtime, &engine, pipeline.clone(), dir.path(), rep as u64);
-        rows.push((floor, alone, engine));
+        rows.push([floor, bare, alone, engine]);
     }
     println!(
         "tasks per run: {}, repetitions: {}, image: {}, cores: {}",
@@ -170,22 +198,26 @@ pub fn main(argv: impl Iterator<Item = String>) {
     );
     println!();
     println!(
-        "| rep | floor: docker run --rm ms | executor-only ms | engine ms | engine per task ms | executor/floor | engine/floor |"
+        "| rep | floor: docker run --rm ms | api-bare ms | executor-only ms | engine ms | engine per task ms | \
+         api-bare/floor | executor/floor | engine/floor |"
     );
-    println!("|---|---|---|---|---|---|---|");
-    for (i, (floor, alone, engine)) in rows.iter().enumerate() {
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (i, [floor, bare, alone, engine]) in rows.iter().enumerate() {
+        let ratio = |d: &Duration| d.as_secs_f64() / floor.as_secs_f64();
         println!(
-            "| {} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} |",
             i + 1,
             ms(*floor),
+            ms(*bare),
             ms(*alone),
             ms(*engine),
             ms(*engine / args.tasks as u32),
-            alone.as_secs_f64() / floor.as_secs_f64(),
-            engine.as_secs_f64() / floor.as_secs_f64()
+            ratio(bare),
+            ratio(alone),
+            ratio(engine)
         );
     }
-    let mut ratios: Vec<f64> = rows.iter().map(|(f, _, e)| e.as_secs_f64() / f.as_secs_f64()).collect();
+    let mut ratios: Vec<f64> = rows.iter().map(|[f, _, _, e]| e.as_secs_f64() / f.as_secs_f64()).collect();
     ratios.sort_by(f64::total_cmp);
     println!();
     println!("median over repetitions: engine/floor {:.2} (goal < 1.2)", ratios[ratios.len() / 2]);
