@@ -71,6 +71,8 @@ pub struct Dispatcher {
     pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
     wake: Arc<Notify>,
     stop_grace: std::time::Duration,
+    /// Docker server: whether image-less `script` tasks may run on the host.
+    allow_host: bool,
 }
 
 /// What `enqueue` answers: the new run's id and number.
@@ -102,6 +104,7 @@ impl Dispatcher {
             pipelines: Mutex::default(),
             wake: Arc::new(Notify::new()),
             stop_grace: config.stop_grace,
+            allow_host: config.allow_host,
         }
     }
 
@@ -125,6 +128,28 @@ impl Dispatcher {
         }
         let engine =
             self.engine_for(model).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
+        if !self.allow_host && self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker)) {
+            let imageless: Vec<String> = model
+                .all_stages()
+                .flat_map(|stage| stage.tasks.iter().map(move |task| (stage, task)))
+                .filter(|(_, task)| {
+                    matches!(&task.kind, wharf_core::model::TaskKind::Script(s) if s.image.is_none())
+                        && model.default_image.is_none()
+                })
+                .map(|(stage, task)| format!("{}/{}", stage.name, task.name))
+                .collect();
+            if !imageless.is_empty() {
+                return Err(AppError::invalid(
+                    "the run cannot start",
+                    "executor",
+                    format!(
+                        "this server runs scripts only in containers and {} name no image; give them `image:` \
+                         or the pipeline `default_image:`",
+                        imageless.join(", ")
+                    ),
+                ));
+            }
+        }
         engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
