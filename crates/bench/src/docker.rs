@@ -6,7 +6,7 @@
 //! target/release/wharf-bench docker [--tasks 20] [--reps 5] [--image wharf-test/busybox:1.35]
 //! ```
 //!
-//! Per repetition, in this order:
+//! Per repetition (odd ones in this order, even ones in the reverse order):
 //! 1. floor: `docker run --rm --network none <image> sh -e -c true`, `--tasks` times in
 //!    a row (the docker CLI: create, attach, start, wait, remove);
 //! 2. api-bare: the same containers over the Engine API with nothing else: create
@@ -183,11 +183,20 @@ pub fn main(argv: impl Iterator<Item = String>) {
     executor_only(&runtime, &executor, dir.path(), 3, &args.image);
     let mut rows = Vec::new();
     for rep in 1..=args.reps {
-        let floor = cli_floor(&args.image, args.tasks);
-        let bare = api_bare(&runtime, &executor, args.tasks, &args.image);
-        let alone = executor_only(&runtime, &executor, dir.path(), args.tasks, &args.image);
-        let engine = engine_run(&runtime, &engine, pipeline.clone(), dir.path(), rep as u64);
-        rows.push([floor, bare, alone, engine]);
+        // Odd repetitions measure in one order, even ones in the reverse order, so a
+        // machine getting busier or quieter during a repetition favours neither side.
+        let measure = |which: usize| match which {
+            0 => cli_floor(&args.image, args.tasks),
+            1 => api_bare(&runtime, &executor, args.tasks, &args.image),
+            2 => executor_only(&runtime, &executor, dir.path(), args.tasks, &args.image),
+            _ => engine_run(&runtime, &engine, pipeline.clone(), dir.path(), rep as u64),
+        };
+        let mut row = [Duration::ZERO; 4];
+        let order: Vec<usize> = if rep % 2 == 1 { vec![0, 1, 2, 3] } else { vec![3, 2, 1, 0] };
+        for which in order {
+            row[which] = measure(which);
+        }
+        rows.push(row);
     }
     println!(
         "tasks per run: {}, repetitions: {}, image: {}, cores: {}",
