@@ -902,7 +902,7 @@ impl RunState {
 
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
     /// run's attempt that was running); returns (status, reason, exit code).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
     async fn attempt(
         self: &Arc<Self>,
         s: usize,
