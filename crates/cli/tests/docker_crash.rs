@@ -244,10 +244,10 @@ async fn kill_9_mid_task_then_the_restarted_server_finishes_the_runs() {
 
     // ---- first life ----
     let mut server = Server::start(&root, port, 1).await;
-    // 80 lines 50 ms apart (4 s): still running after the restart.
-    let long_run = server.start_run(&pipeline("dc-long", &image, 80)).await;
-    // 40 lines (2 s): ends while no server watches.
-    let quick_run = server.start_run(&pipeline("dc-quick", &image, 40)).await;
+    // 140 lines 50 ms apart (7 s): still running after the restart.
+    let long_run = server.start_run(&pipeline("dc-long", &image, 140)).await;
+    // 60 lines (3 s): ends while no server watches.
+    let quick_run = server.start_run(&pipeline("dc-quick", &image, 60)).await;
 
     let mut seen = Vec::new();
     for id in [quick_run, long_run] {
@@ -292,7 +292,7 @@ async fn kill_9_mid_task_then_the_restarted_server_finishes_the_runs() {
 
     // ---- second life ----
     let server = Server::start(&root, port, 2).await;
-    for (id, before, lines) in [(quick_run, &seen[0], 40), (long_run, &seen[1], 80)] {
+    for (id, before, lines) in [(quick_run, &seen[0], 60), (long_run, &seen[1], 140)] {
         let run = server.wait_run(id, Duration::from_secs(30), "an end", ended).await;
         assert_eq!(status(&run), "succeeded", "run {id}: {run:#}\nserver log:\n{}", server.log_text());
         let result = task(&run, "long")["outputs"]["RESULT"].as_str().unwrap_or("").to_owned();
