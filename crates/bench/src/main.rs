@@ -17,6 +17,7 @@
 //! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`;
 //! `wharf-bench ui …` the web UI's first render (issue 7): see `ui.rs`.
 //! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
+//! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -32,6 +33,7 @@ use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
+mod docker;
 mod server;
 mod ui;
 mod webhook;
@@ -198,6 +200,7 @@ fn main() {
         Some("server") => return server::main(rest()),
         Some("ui") => return ui::main(rest()),
         Some("webhook") => return webhook::main(rest()),
+        Some("docker") => return docker::main(rest()),
         _ => {}
     }
     let args = args();

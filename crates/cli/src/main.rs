@@ -87,9 +87,16 @@ struct RunArgs {
     /// Without a `source:` the default is the pipeline file's directory.
     #[arg(long, value_name = "DIR")]
     workdir: Option<PathBuf>,
-    /// The executor (only `host` is built so far); overrides the pipeline's.
+    /// `host` or `docker`; overrides the pipeline's `executor:`. Default: the
+    /// pipeline's, else `host` (a local run starts no containers unless asked to).
     #[arg(long, value_name = "NAME")]
     executor: Option<String>,
+    /// The Docker Engine's socket for `--executor docker` [default: unix:///var/run/docker.sock].
+    #[arg(long, env = "WHARF_DOCKER_SOCKET", value_name = "SOCKET")]
+    docker_socket: Option<String>,
+    /// Network mode of task containers for `--executor docker` (bridge, host, none, …).
+    #[arg(long, env = "WHARF_DOCKER_NETWORK", value_name = "MODE")]
+    docker_network: Option<String>,
     /// Tasks running at once.
     #[arg(long, default_value_t = 4)]
     max_parallel: usize,
@@ -254,18 +261,40 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
-    match args.executor.as_deref().or(pipeline.executor.map(ExecutorKind::as_str)) {
-        None | Some("host") => {}
-        Some(other) => bail!(
+    let use_docker = match args.executor.as_deref().or(pipeline.executor.map(ExecutorKind::as_str)) {
+        None | Some("host") => false,
+        Some("docker") => true,
+        Some(other @ "kubernetes") => bail!(
             "the pipeline asks for the {other} executor, which this build of Wharf does not have yet; \
-             run with --executor host to run its scripts on this machine"
+             run with --executor host (or docker) to run its scripts here"
         ),
-    }
+        Some(other) => bail!("unknown executor `{other}`: expected host or docker"),
+    };
     let given = key_values(&args.params, "parameter")?;
     let secrets = secrets(&args)?;
     // A secret taken from the environment reaches only the tasks that list it.
     let base_env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !secrets.contains_key(k)).collect();
-    let executor = Arc::new(HostExecutor::new(HostConfig { base_env, ..HostConfig::default() }));
+    let host: Arc<dyn wharf_executor::Executor> =
+        Arc::new(HostExecutor::new(HostConfig { base_env, ..HostConfig::default() }));
+    let executor: Arc<dyn wharf_executor::Executor> = if use_docker {
+        let socket = args.docker_socket.clone();
+        if !wharf_docker::docker_available(socket.as_deref()).await {
+            bail!(
+                "--executor docker: no Docker Engine answers at {}",
+                socket.as_deref().unwrap_or(wharf_docker::DEFAULT_SOCKET)
+            );
+        }
+        let config = wharf_docker::DockerConfig {
+            socket,
+            network: args.docker_network.clone(),
+            ..wharf_docker::DockerConfig::default()
+        };
+        let docker = Arc::new(wharf_docker::DockerExecutor::new(config)?);
+        // Tasks without an image run on this machine, as they would without docker.
+        Arc::new(wharf_executor::routed::ByImage::new(docker, Some(host)))
+    } else {
+        host
+    };
     let grace = Duration::from_secs(args.grace);
     let engine =
         Engine::new(EngineConfig { max_parallel_tasks: args.max_parallel.max(1), timeout_grace: grace }, executor);

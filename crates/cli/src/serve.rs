@@ -6,13 +6,15 @@ use anyhow::{Context, Result, bail};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use wharf_core::model::ExecutorKind;
 use wharf_server::{Server, ServerConfig};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// A TOML config file (keys: listen, data_dir, database_url, executor,
-    /// max_parallel_tasks, stop_grace, log_cap_mb, admin_token, timer_grace, timezone,
-    /// public_url, ca_file, default_registry, [retention] runs, days, workspaces).
+    /// A TOML config file (keys: listen, data_dir, database_url, executor, docker_socket,
+    /// docker_network, docker_default_image, allow_host, max_parallel_tasks, stop_grace,
+    /// log_cap_mb, admin_token, timer_grace, timezone, public_url, ca_file,
+    /// default_registry, [retention] runs, days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -27,6 +29,13 @@ pub struct ServeArgs {
     /// host | docker | kubernetes [default: docker when a Docker socket answers, else host].
     #[arg(long, env = "WHARF_EXECUTOR")]
     executor: Option<String>,
+    /// The Docker Engine's socket [default: unix:///var/run/docker.sock].
+    #[arg(long, env = "WHARF_DOCKER_SOCKET")]
+    docker_socket: Option<String>,
+    /// Network mode of task containers (bridge, host, none, a network name)
+    /// [default: the daemon's].
+    #[arg(long, env = "WHARF_DOCKER_NETWORK")]
+    docker_network: Option<String>,
     /// Tasks running at once across all runs [default: 8].
     #[arg(long, env = "WHARF_MAX_PARALLEL_TASKS")]
     max_parallel_tasks: Option<usize>,
@@ -65,6 +74,10 @@ const KEYS: &[&str] = &[
     "data_dir",
     "database_url",
     "executor",
+    "docker_socket",
+    "docker_network",
+    "docker_default_image",
+    "allow_host",
     "max_parallel_tasks",
     "stop_grace",
     "log_cap_mb",
@@ -109,7 +122,9 @@ fn duration(text: &str, what: &str) -> Result<Duration> {
     Ok(wharf_core::Duration::parse(text).with_context(|| format!("{what}: `{text}`"))?.as_std())
 }
 
-pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
+/// The configuration, with the executor still to be decided when none was given
+/// (`None`: docker when a Docker socket answers, else host; see [`serve`]).
+pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> {
     let file = match &args.config {
         Some(path) => file_config(path)?,
         None => toml::Table::new(),
@@ -130,12 +145,21 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
             "database_url `{url}`: only sqlite:// is supported in this build (PostgreSQL comes with the replicas issue)"
         );
     }
-    match args.executor.clone().or(s("executor")).as_deref() {
-        None | Some("host") => {}
-        Some(other @ ("docker" | "kubernetes")) => {
-            bail!("the {other} executor is not built yet; run with --executor host")
-        }
+    let executor = match args.executor.clone().or(s("executor")).as_deref() {
+        None => None,
+        Some("host") => Some(ExecutorKind::Host),
+        Some("docker") => Some(ExecutorKind::Docker),
+        Some("kubernetes") => bail!("the kubernetes executor is not built yet; run with --executor host or docker"),
         Some(other) => bail!("unknown executor `{other}`: expected host, docker or kubernetes"),
+    };
+    config.docker.socket = args.docker_socket.clone().or(s("docker_socket"));
+    config.docker.network = args.docker_network.clone().or(s("docker_network"));
+    config.docker.default_image = std::env::var("WHARF_DOCKER_DEFAULT_IMAGE").ok().or(s("docker_default_image"));
+    if let Some(allow) = file.get("allow_host") {
+        config.allow_host = allow.as_bool().context("allow_host: expected true or false")?;
+    }
+    if let Ok(allow) = std::env::var("WHARF_ALLOW_HOST") {
+        config.allow_host = matches!(allow.as_str(), "1" | "true" | "yes");
     }
     if let Some(n) = args.max_parallel_tasks.or(n("max_parallel_tasks").map(|v| v as usize)) {
         config.max_parallel_tasks = n.max(1);
@@ -184,7 +208,7 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
         config.docker_host = Some(host);
     }
     config.host_env = std::env::vars().filter(|(k, _)| k != "WHARF_ADMIN_TOKEN").collect();
-    Ok(config)
+    Ok((config, executor))
 }
 
 fn init_logging(format: &str) -> Result<()> {
@@ -205,7 +229,20 @@ fn init_logging(format: &str) -> Result<()> {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     init_logging(&args.log_format)?;
-    let config = config(&args)?;
+    let (mut config, executor) = config(&args)?;
+    config.executor = match executor {
+        Some(kind) => kind,
+        None if wharf_docker::docker_available(config.docker.socket.as_deref()).await => ExecutorKind::Docker,
+        None => ExecutorKind::Host,
+    };
+    if config.executor == ExecutorKind::Docker && !wharf_docker::docker_available(config.docker.socket.as_deref()).await
+    {
+        bail!(
+            "--executor docker: no Docker Engine answers at {}",
+            config.docker.socket.as_deref().unwrap_or(wharf_docker::DEFAULT_SOCKET)
+        );
+    }
+    tracing::info!(executor = config.executor.as_str(), "executor");
     let server = Server::start(config).await?;
     if let Some(token) = &server.generated_token {
         eprintln!(

@@ -127,21 +127,62 @@ impl GitRef {
     }
 }
 
-/// What a retry takes over from the run it retries: the stages before `from_stage`
-/// are not run again; they are recorded as skipped ("succeeded in run #N") and their
-/// outputs are available as if they had just run. The checkout is not repeated.
+/// What a run takes over from an earlier one.
+///
+/// A **retry** (`reattach: None`) is a new run of a failed one: the stages before
+/// `from_stage` are not run again; they are recorded as skipped ("succeeded in run
+/// #N") and their outputs are available as if they had just run. The checkout is not
+/// repeated.
+///
+/// A **re-attach** (`reattach: Some`) is the same run, continued by a restarted
+/// server: `previous` is its stored record and stays its record. Finished stages and
+/// tasks keep their status and outputs; tasks that were running are taken over from
+/// the executor ([`Executor::adopt`](wharf_executor::Executor::adopt)) with their log
+/// resumed where the stored one ends, or fail as interrupted when there is nothing to
+/// take over; tasks that had not started run as usual. The checkout is not repeated.
 #[derive(Clone, Debug)]
 pub struct Resume {
     pub previous: RunRecord,
     pub from_stage: usize,
+    pub reattach: Option<Reattach>,
 }
+
+/// The running tasks of a re-attached run and where their stored logs end, by
+/// (stage index, task index) in the record.
+#[derive(Clone, Debug, Default)]
+pub struct Reattach {
+    pub logs: BTreeMap<(usize, usize), wharf_executor::LogResume>,
+}
+
+/// The reason an attempt gets when a restart lost it (nothing to take over).
+pub const INTERRUPTED: &str = "interrupted by server restart";
 
 impl Resume {
     /// Where to retry `previous` from: its first main stage that did not succeed.
     /// `None` when every stage succeeded (nothing to retry).
     pub fn from_failed_stage(previous: RunRecord) -> Option<Resume> {
         let from_stage = previous.stages.iter().filter(|s| !s.rollback).position(|s| !Self::done(s))?;
-        Some(Resume { previous, from_stage })
+        Some(Resume { previous, from_stage, reattach: None })
+    }
+
+    /// Continues `record` (a run a server process left `running`) after a restart.
+    /// `None` when the engine cannot continue it: it is not running, or it was in its
+    /// rollback stages.
+    pub fn reattach(record: RunRecord, logs: BTreeMap<(usize, usize), wharf_executor::LogResume>) -> Option<Resume> {
+        use wharf_core::status::Status;
+        if record.progress.status != Status::Running || record.stages.iter().any(|s| s.rollback) {
+            return None;
+        }
+        if record
+            .checkout
+            .as_ref()
+            .is_some_and(|c| c.progress.status != Status::Succeeded && c.progress.status != Status::Skipped)
+        {
+            return None;
+        }
+        let from_stage =
+            record.stages.iter().position(|s| !s.progress.status.is_terminal()).unwrap_or(record.stages.len());
+        Some(Resume { previous: record, from_stage, reattach: Some(Reattach { logs }) })
     }
 
     /// A stage that succeeded, or that a retry took over from a run where it did.
@@ -202,6 +243,13 @@ impl Engine {
     pub fn with_builder(mut self, builder: Arc<dyn ImageBuilder>) -> Self {
         self.builder = Some(builder);
         self
+    }
+
+    /// An engine on another executor that shares this one's slots, settings and image
+    /// builder: a server whose pipelines choose their executor still runs at most
+    /// `max_parallel_tasks` tasks in all.
+    pub fn sharing_slots(&self, executor: Arc<dyn Executor>) -> Engine {
+        Engine { config: self.config.clone(), executor, slots: self.slots.clone(), builder: self.builder.clone() }
     }
 
     pub fn executor(&self) -> &dyn Executor {

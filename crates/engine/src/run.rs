@@ -104,6 +104,11 @@ pub(crate) async fn execute(
 /// stage and task `queued`. The server stores it when a run is accepted; the engine
 /// starts from it.
 pub fn initial_record(request: &RunRequest) -> RunRecord {
+    if let Some(resume) = &request.resume
+        && resume.reattach.is_some()
+    {
+        return resume.previous.clone();
+    }
     let now = request.created_at.unwrap_or_else(Timestamp::now);
     RunRecord {
         pipeline: request.pipeline.name.to_string(),
@@ -370,7 +375,7 @@ impl RunState {
             scope.names.insert("GIT_TAG".into(), previous.tag.clone().unwrap_or_default());
             scope.names.insert("GIT_COMMIT".into(), previous.commit.clone().unwrap_or_default());
             drop(scope);
-            if self.record.lock().unwrap().checkout.is_some() {
+            if resume.reattach.is_none() && self.record.lock().unwrap().checkout.is_some() {
                 let why = format!("reused the workspace of run #{}", resume.previous.number);
                 self.set(Part::Checkout, Status::Skipped, Some(why));
             }
@@ -521,17 +526,32 @@ impl RunState {
         let mut outcome: (Status, Option<String>) = (Status::Succeeded, None);
         let mut ignored = Vec::new();
         for (s, stage) in pipeline.stages.iter().enumerate() {
-            if let Some(resume) = &self.request.resume
-                && s < resume.from_stage
-            {
-                self.reuse_stage(s, &resume.previous);
-                continue;
-            }
-            if run_rx.borrow().is_some() {
-                self.skip_stages_from(s);
-                return (Status::Stopped, None);
-            }
-            let status = self.clone().stage(s, stage, run_rx.clone()).await;
+            let finished_before = match &self.request.resume {
+                Some(resume) if s < resume.from_stage => {
+                    if resume.reattach.is_none() {
+                        self.reuse_stage(s, &resume.previous);
+                        continue;
+                    }
+                    true
+                }
+                _ => false,
+            };
+            let status = if finished_before {
+                // A re-attached run: this stage ended before the restart.
+                for t in 0..stage.tasks.len() {
+                    self.restore_outputs(s, t, &stage.tasks[t]);
+                }
+                match self.status_of(Part::Stage(s)) {
+                    Status::Skipped => Status::Succeeded,
+                    status => status,
+                }
+            } else {
+                if run_rx.borrow().is_some() {
+                    self.skip_stages_from(s);
+                    return (Status::Stopped, None);
+                }
+                self.clone().stage(s, stage, run_rx.clone()).await
+            };
             if status == Status::Succeeded {
                 continue;
             }
@@ -600,6 +620,18 @@ impl RunState {
             self.set(Part::Task(s, t), Status::Skipped, Some(why.clone()));
         }
         self.set(Part::Stage(s), Status::Skipped, Some(why));
+    }
+
+    /// Puts the outputs a task recorded before a restart back into the scope.
+    fn restore_outputs(&self, s: usize, t: usize, task: &Task) {
+        let outputs = self.record.lock().unwrap().stages[s].tasks[t].outputs.clone();
+        let mut scope = self.scope.lock().unwrap();
+        for declared in &task.outputs {
+            if let Some(value) = outputs.get(declared.as_str()) {
+                scope.names.insert(declared.to_string(), value.clone());
+            }
+        }
+        scope.outputs.insert(task.name.to_string(), outputs);
     }
 
     /// Log lines about the run itself go to the first task's log of no one; the
@@ -790,8 +822,39 @@ impl RunState {
     ) -> Status {
         let part = Part::Task(s, t);
         let mut attempt = 0;
+        // A re-attached run: what this task was doing when the server stopped.
+        let mut adopt = None;
+        if let Some(reattach) = self.request.resume.as_ref().and_then(|r| r.reattach.as_ref()) {
+            let (status, attempts) = {
+                let record = self.record.lock().unwrap();
+                let task = &record.stages[s].tasks[t];
+                (task.progress.status, task.attempts)
+            };
+            if status.is_terminal() {
+                self.restore_outputs(s, t, &task);
+                return status;
+            }
+            attempt = attempts;
+            if status == Status::Running && attempts > 0 {
+                attempt -= 1;
+                adopt = Some(reattach.logs.get(&(s, t)).copied().unwrap_or_default());
+            }
+        }
         loop {
             attempt += 1;
+            if let Some(resume) = adopt.take() {
+                // The attempt runs already and holds a slot of its own; take one when
+                // free, never wait (it would show `pending` while it runs).
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let ticking = (self.run_clock.start(), stage_clock.start());
+                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, Some(resume)).await;
+                drop(ticking);
+                drop(permit);
+                match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
+                    Some(status) => return status,
+                    None => continue,
+                }
+            }
             if let Some(request) = *stop.borrow_and_update() {
                 let status = if attempt == 1 { Status::Skipped } else { ended_status(request.reason) };
                 let note = self.stop_note(request.reason, &stage_note);
@@ -822,34 +885,52 @@ impl RunState {
             }
             self.set(part, Status::Running, None);
             let ticking = (self.run_clock.start(), stage_clock.start());
-            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note).await;
+            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None).await;
             drop(ticking);
             drop(permit);
-            let (status, reason, exit_code) = outcome;
-            {
-                let mut record = self.record.lock().unwrap();
-                record.stages[s].tasks[t].exit_code = exit_code;
+            if let Some(status) = self.after_attempt(s, t, &task, attempt, &stop, outcome) {
+                return status;
             }
-            let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
-            if retry {
-                self.system(
-                    part,
-                    format!(
-                        "attempt {attempt} failed ({}); retrying ({} of {})",
-                        reason.as_deref().unwrap_or("failed"),
-                        attempt + 1,
-                        task.retries + 1
-                    ),
-                );
-                self.set(part, Status::Pending, None);
-                continue;
-            }
-            self.set(part, status, reason);
-            return status;
         }
     }
 
-    /// Runs one attempt on the executor; returns (status, reason, exit code).
+    /// Records how an attempt ended; `None` when the task goes on with a retry.
+    fn after_attempt(
+        &self,
+        s: usize,
+        t: usize,
+        task: &Task,
+        attempt: u32,
+        stop: &StopRx,
+        outcome: (Status, Option<String>, Option<i32>),
+    ) -> Option<Status> {
+        let part = Part::Task(s, t);
+        let (status, reason, exit_code) = outcome;
+        {
+            let mut record = self.record.lock().unwrap();
+            record.stages[s].tasks[t].exit_code = exit_code;
+        }
+        let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
+        if retry {
+            self.system(
+                part,
+                format!(
+                    "attempt {attempt} failed ({}); retrying ({} of {})",
+                    reason.as_deref().unwrap_or("failed"),
+                    attempt + 1,
+                    task.retries + 1
+                ),
+            );
+            self.set(part, Status::Pending, None);
+            return None;
+        }
+        self.set(part, status, reason);
+        Some(status)
+    }
+
+    /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
+    /// run's attempt that was running); returns (status, reason, exit code).
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
     async fn attempt(
         self: &Arc<Self>,
         s: usize,
@@ -858,6 +939,7 @@ impl RunState {
         attempt: u32,
         stop: &mut StopRx,
         stage_note: &Mutex<Option<String>>,
+        adopt: Option<wharf_executor::LogResume>,
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output_file = self.run_dir.join("outputs").join(format!("{s}-{t}-{attempt}.env"));
@@ -873,20 +955,49 @@ impl RunState {
                 return (Status::Failed, Some(why), None);
             }
         };
-        if let Err(e) = std::fs::write(&output_file, b"") {
+        // An adopted attempt has been writing its outputs already.
+        if adopt.is_none()
+            && let Err(e) = std::fs::write(&output_file, b"")
+        {
             let why = format!("cannot create {}: {e}", output_file.display());
             return (Status::Failed, Some(why), None);
         }
         let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
         let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part, carry: Mutex::default() });
-        let run: wharf_executor::BoxFuture<'_, Result<wharf_executor::Exit, String>> = match job {
-            Job::Exec(spec) => {
-                Box::pin(async move { self.executor.run(spec, sink, task_rx).await.map_err(|e| e.to_string()) })
+        // The time an adopted attempt already ran counts against its timeout.
+        let ran_before = match adopt {
+            Some(_) => {
+                let since = self.record.lock().unwrap().stages[s].tasks[t]
+                    .progress
+                    .history
+                    .iter()
+                    .rev()
+                    .find(|tr| tr.status == Status::Running)
+                    .map(|tr| tr.at);
+                since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default()
             }
-            Job::Build(spec) => Box::pin(self.build(part, spec, sink, task_rx, output_file.clone())),
+            None => Duration::ZERO,
+        };
+        let run: wharf_executor::BoxFuture<'_, Result<Option<wharf_executor::Exit>, String>> = match (job, adopt) {
+            (Job::Exec(spec), Some(resume)) => {
+                let adopted = self.executor.adopt(spec, sink, task_rx, resume);
+                Box::pin(async move { adopted.await.map_err(|e| e.to_string()) })
+            }
+            (Job::Exec(spec), None) => {
+                let run = self.executor.run(spec, sink, task_rx);
+                Box::pin(async move { run.await.map(Some).map_err(|e| e.to_string()) })
+            }
+            // A build cut off by a restart is not taken over: it counts as interrupted
+            // (and is retried when the task allows it).
+            (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
+            (Job::Build(spec), None) => {
+                let output_file = output_file.clone();
+                Box::pin(async move { self.build(part, spec, sink, task_rx, output_file).await.map(Some) })
+            }
         };
         tokio::pin!(run);
-        let deadline = tokio::time::sleep(task.timeout.map_or(Duration::MAX / 4, |d| d.as_std()));
+        let limit = task.timeout.map_or(Duration::MAX / 4, |d| d.as_std().saturating_sub(ran_before));
+        let deadline = tokio::time::sleep(limit);
         tokio::pin!(deadline);
         let mut own_timeout = false;
         let mut stop_open = true;
@@ -917,7 +1028,11 @@ impl RunState {
         };
         match result {
             Err(err) => (Status::Failed, Some(err), None),
-            Ok(exit) => {
+            Ok(None) => {
+                self.system(part, format!("attempt {attempt}: {}; nothing left to take over", crate::INTERRUPTED));
+                (Status::Failed, Some(crate::INTERRUPTED.to_owned()), None)
+            }
+            Ok(Some(exit)) => {
                 if let Some(reason) = exit.stopped {
                     let note = if own_timeout && reason == StopReason::TimedOut {
                         format!("timed out: the task timeout of {} ran out", task.timeout.unwrap_or_default_display())

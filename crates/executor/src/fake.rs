@@ -1,7 +1,7 @@
 //! An executor whose tasks do what a test says, on tokio's clock, so engine tests run
 //! on a paused clock in microseconds and never sleep for real.
 
-use crate::{BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, StopSignal, Stream, TaskSpec};
+use crate::{BoxFuture, Executor, ExecutorError, Exit, LogLine, LogResume, LogSink, StopSignal, Stream, TaskSpec};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +35,9 @@ pub struct FakeExecutor {
     /// Behaviours per task name, one per attempt; the last repeats.
     behaviors: Mutex<HashMap<String, Vec<Behavior>>>,
     calls: Mutex<Vec<Call>>,
+    /// What `adopt` finds per task name (taken once), and the resume points it was given.
+    adoptable: Mutex<HashMap<String, Behavior>>,
+    adopted: Mutex<Vec<(TaskSpec, LogResume)>>,
     /// Task types it claims to support; empty means only `script`.
     pub types: Vec<&'static str>,
 }
@@ -47,6 +50,16 @@ impl FakeExecutor {
     /// Sets what attempts of `task` do, in order.
     pub fn on(&self, task: &str, attempts: Vec<Behavior>) {
         self.behaviors.lock().unwrap().insert(task.to_owned(), attempts);
+    }
+
+    /// Makes `adopt` find a still running attempt of `task` that goes on as `behavior`.
+    pub fn on_adopt(&self, task: &str, behavior: Behavior) {
+        self.adoptable.lock().unwrap().insert(task.to_owned(), behavior);
+    }
+
+    /// The `adopt` calls that found something, with the resume point each was given.
+    pub fn adopted(&self) -> Vec<(TaskSpec, LogResume)> {
+        self.adopted.lock().unwrap().clone()
     }
 
     pub fn calls(&self) -> Vec<Call> {
@@ -83,10 +96,37 @@ impl Executor for FakeExecutor {
         &'a self,
         spec: TaskSpec,
         logs: Arc<dyn LogSink>,
-        mut stop: StopSignal,
+        stop: StopSignal,
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        let behavior = self.behavior(&spec.task, spec.attempt);
+        Box::pin(self.play(spec, behavior, logs, stop))
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        let found = self.adoptable.lock().unwrap().remove(&spec.task);
         Box::pin(async move {
-            let behavior = self.behavior(&spec.task, spec.attempt);
+            let Some(behavior) = found else { return Ok(None) };
+            self.adopted.lock().unwrap().push((spec.clone(), resume));
+            self.play(spec, behavior, logs, stop).await.map(Some)
+        })
+    }
+}
+
+impl FakeExecutor {
+    async fn play(
+        &self,
+        spec: TaskSpec,
+        behavior: Behavior,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+    ) -> Result<Exit, ExecutorError> {
+        {
             let started = tokio::time::Instant::now();
             if behavior.cannot_start {
                 return Err(ExecutorError::Start {
@@ -133,6 +173,6 @@ impl Executor for FakeExecutor {
             };
             self.calls.lock().unwrap().push(Call { spec, started, ended: tokio::time::Instant::now() });
             Ok(exit)
-        })
+        }
     }
 }

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod fake;
 pub mod host;
+pub mod routed;
 
 use jiff::Timestamp;
 use std::future::Future;
@@ -135,6 +136,36 @@ pub enum ExecutorError {
     },
 }
 
+/// Where the stored log of a task taken over after a restart ends (see
+/// [`Executor::adopt`]): the output lines already stored are exactly the task's first
+/// lines up to this point, in the order the executor reads them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LogResume {
+    /// Output lines stamped before this second (Unix seconds, the executor's own
+    /// timestamps as stored) are all stored already; 0: nothing is stored.
+    pub since_second: i64,
+    /// How many of the task's output lines (stdout and stderr, not `System`) stamped at
+    /// or after `since_second` are stored already.
+    pub skip_lines: u64,
+}
+
+/// Something an executor started for a task and that may outlive the process that
+/// started it (a container), found again by its labels after a restart.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The executor's handle (a container id).
+    pub id: String,
+    /// Every label it carries: the `TaskSpec::labels` pairs and the executor's own
+    /// (`wharf.run`, `wharf.stage`, `wharf.task`, `wharf.attempt` on Docker).
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl Leftover {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
 /// Runs tasks. Implementations: [`host::HostExecutor`], [`fake::FakeExecutor`].
 ///
 /// Contract:
@@ -160,4 +191,37 @@ pub trait Executor: Send + Sync {
         logs: Arc<dyn LogSink>,
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>>;
+
+    /// Takes over an attempt that an earlier process of the server started with this
+    /// same `spec` (same labels, stage, task and attempt) and that may still be
+    /// running: resumes its log after `resume` (no line twice, none lost), then behaves
+    /// like [`Executor::run`] until it ends (stop, cleanup, every line in `logs` first).
+    /// `Ok(None)`: there is nothing to take over (never started, already cleaned up,
+    /// or an executor whose tasks die with the server, like the host's); the engine then
+    /// counts the attempt as interrupted. Default: `Ok(None)`.
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        let _ = (spec, logs, stop, resume);
+        Box::pin(async { Ok(None) })
+    }
+
+    /// What earlier processes left behind whose labels include the key `label` (any
+    /// value), for the server to adopt or [`discard`](Executor::discard) at start.
+    /// Default: nothing.
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        let _ = label;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Ends and removes a leftover nobody will adopt. Idempotent: one already gone is
+    /// fine. Default: nothing to do.
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        let _ = leftover;
+        Box::pin(async { Ok(()) })
+    }
 }

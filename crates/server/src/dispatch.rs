@@ -12,12 +12,13 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use tokio::sync::{Notify, mpsc, watch};
+use wharf_core::model::ExecutorKind;
 use wharf_core::model::{Concurrency, Pipeline};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_core::status::Status;
 use wharf_engine::{Engine, EngineConfig, GitRef, Observer, Part, Resume, RunRequest, StopReason, Workspace};
 use wharf_executor::host::{HostConfig, HostExecutor};
-use wharf_executor::{LogLine, StopRequest, Stream};
+use wharf_executor::{Executor, Leftover, LogLine, LogResume, StopRequest, Stream};
 use wharf_store::logs::{LogKey, LogWriter};
 use wharf_store::{PipelineRow, RunRow};
 
@@ -59,13 +60,19 @@ struct Active {
 
 pub struct Dispatcher {
     state: Weak<AppState>,
-    engine: Engine,
+    /// Runs pipelines that say `executor: host` (and every pipeline on a host server).
+    host: Engine,
+    /// Runs the pipelines of a docker server (images in containers, imageless tasks
+    /// on the host where allowed); shares the host engine's slots.
+    docker: Option<Engine>,
     queue: Mutex<VecDeque<Queued>>,
     active: Mutex<HashMap<i64, Active>>,
     /// Parsed pipeline versions, which never change once saved.
     pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
     wake: Arc<Notify>,
     stop_grace: std::time::Duration,
+    /// Docker server: whether image-less `script` tasks may run on the host.
+    allow_host: bool,
 }
 
 /// What `enqueue` answers: the new run's id and number.
@@ -76,28 +83,37 @@ pub struct Accepted {
 }
 
 impl Dispatcher {
+    /// `docker`: the docker executor when the server's default executor is docker;
+    /// `builder`: what builds `image` tasks, when the Docker Engine answers.
     pub fn new(
         state: Weak<AppState>,
         config: &ServerConfig,
+        docker: Option<Arc<dyn Executor>>,
         builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
     ) -> Self {
-        let executor =
+        let host_executor: Arc<dyn Executor> =
             Arc::new(HostExecutor::new(HostConfig { base_env: config.host_env.clone(), ..HostConfig::default() }));
-        let mut engine = Engine::new(
+        let mut host = Engine::new(
             EngineConfig { max_parallel_tasks: config.max_parallel_tasks.max(1), timeout_grace: config.stop_grace },
-            executor,
+            host_executor.clone(),
         );
-        if let Some(builder) = builder {
-            engine = engine.with_builder(builder);
+        if let Some(builder) = &builder {
+            host = host.with_builder(builder.clone());
         }
+        let docker = docker.map(|docker| {
+            let fallback = config.allow_host.then_some(host_executor);
+            host.sharing_slots(Arc::new(wharf_executor::routed::ByImage::new(docker, fallback)))
+        });
         Dispatcher {
             state,
-            engine,
+            host,
+            docker,
             queue: Mutex::default(),
             active: Mutex::default(),
             pipelines: Mutex::default(),
             wake: Arc::new(Notify::new()),
             stop_grace: config.stop_grace,
+            allow_host: config.allow_host,
         }
     }
 
@@ -119,19 +135,31 @@ impl Dispatcher {
                 model.name
             )));
         }
-        if let Some(kind) = model.executor
-            && kind != wharf_core::model::ExecutorKind::Host
-        {
-            return Err(AppError::invalid(
-                "the run cannot start",
-                "executor",
-                format!(
-                    "the pipeline asks for the {} executor; this server runs the host executor only",
-                    kind.as_str()
-                ),
-            ));
+        let engine =
+            self.engine_for(model).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
+        if !self.allow_host && self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker)) {
+            let imageless: Vec<String> = model
+                .all_stages()
+                .flat_map(|stage| stage.tasks.iter().map(move |task| (stage, task)))
+                .filter(|(_, task)| {
+                    matches!(&task.kind, wharf_core::model::TaskKind::Script(s) if s.image.is_none())
+                        && model.default_image.is_none()
+                })
+                .map(|(stage, task)| format!("{}/{}", stage.name, task.name))
+                .collect();
+            if !imageless.is_empty() {
+                return Err(AppError::invalid(
+                    "the run cannot start",
+                    "executor",
+                    format!(
+                        "this server runs scripts only in containers and {} name no image; give them `image:` \
+                         or the pipeline `default_image:`",
+                        imageless.join(", ")
+                    ),
+                ));
+            }
         }
-        self.engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+        engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
                 details: problems
@@ -140,6 +168,28 @@ impl Dispatcher {
                     .collect(),
             }
         })
+    }
+
+    /// The engine that runs `model`: its `executor:` when it names one, else the
+    /// server's default.
+    fn engine_for(&self, model: &Pipeline) -> Result<&Engine, String> {
+        match (model.executor, &self.docker) {
+            (Some(ExecutorKind::Host), _) | (None, None) => Ok(&self.host),
+            (Some(ExecutorKind::Docker) | None, Some(docker)) => Ok(docker),
+            (Some(ExecutorKind::Docker), None) => {
+                Err("the pipeline asks for the docker executor; this server runs the host executor \
+                 (start it with --executor docker where a Docker Engine answers)"
+                    .to_owned())
+            }
+            (Some(kind @ ExecutorKind::Kubernetes), _) => {
+                Err(format!("the pipeline asks for the {} executor, which this server does not have", kind.as_str()))
+            }
+        }
+    }
+
+    /// The name of the server's default executor (`host` or `docker`).
+    pub fn default_executor(&self) -> &'static str {
+        if self.docker.is_some() { "docker" } else { "host" }
     }
 
     fn state(&self) -> Arc<AppState> {
@@ -321,7 +371,27 @@ impl Dispatcher {
         if killed > 0 {
             tracing::warn!(processes = killed, "killed task processes left by the previous server");
         }
+        // Containers are different: they may still run, or have ended with their exit
+        // code and log kept; the runs they belong to are continued where they were.
+        let prefix = this.label_prefix();
+        let mut containers: Vec<Leftover> = match &this.docker {
+            Some(engine) => match engine.executor().leftovers(RUN_LABEL).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list the containers the previous server left");
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        // Other servers may share the daemon: only this data directory's are ours.
+        containers.retain(|c| c.label(RUN_LABEL).is_some_and(|v| v.starts_with(&prefix)));
+        let mut adopted: std::collections::HashSet<String> = std::collections::HashSet::new();
         for row in interrupted {
+            if let Some(ids) = this.reattach(state, &row, &containers).await {
+                adopted.extend(ids);
+                continue;
+            }
             let mut record = row.record.clone();
             end_interrupted(&mut record);
             let pipeline = state.store.pipeline(row.summary.pipeline_id).await;
@@ -359,6 +429,20 @@ impl Dispatcher {
             }
             state.store.save_record(row.summary.id, &record).await?;
             tracing::warn!(run = row.summary.id, "{}", record.reason.as_deref().unwrap_or(INTERRUPTED));
+        }
+        if let Some(engine) = &this.docker {
+            for container in containers.iter().filter(|c| !adopted.contains(&c.id)) {
+                match engine.executor().discard(container).await {
+                    Ok(()) => tracing::warn!(
+                        container = %container.id,
+                        run = container.label(RUN_LABEL).unwrap_or_default(),
+                        "removed a container the previous server left (its run is not continued)"
+                    ),
+                    Err(e) => {
+                        tracing::error!(container = %container.id, error = %e, "cannot remove a leftover container")
+                    }
+                }
+            }
         }
         let queued = state.store.runs_with_status(&[Status::Queued]).await?;
         {
@@ -554,12 +638,35 @@ impl Dispatcher {
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
             registries,
         };
-        let observer = Arc::new(Persist::new(state.clone(), entry.run_id));
-        let state = state.clone();
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
+        self.launch(state, entry.run_id, entry.pipeline_id, request, stop_rx);
+    }
+
+    /// Runs `request` on its engine in the background; stores the final record, then
+    /// lets the run go from `active`.
+    fn launch(
+        &self,
+        state: &Arc<AppState>,
+        run_id: i64,
+        pipeline_id: i64,
+        request: RunRequest,
+        stop_rx: watch::Receiver<Option<StopRequest>>,
+    ) {
+        let observer = Arc::new(Persist::new(state.clone(), run_id));
+        let state = state.clone();
         tokio::spawn(async move {
-            let mut record = state.dispatcher.engine.run(request, observer.clone(), stop_rx).await;
-            let superseded = state.dispatcher.superseded_by(entry.run_id);
+            let engine = match state.dispatcher.engine_for(&request.pipeline) {
+                Ok(engine) => engine,
+                // Checked when the run was accepted; the server's executor changed since.
+                Err(why) => {
+                    drop(observer);
+                    state.dispatcher.fail_unstarted(&state, run_id, &why).await;
+                    state.dispatcher.wake.notify_one();
+                    return;
+                }
+            };
+            let mut record = engine.run(request, observer.clone(), stop_rx).await;
+            let superseded = state.dispatcher.superseded_by(run_id);
             if let Some(newer) = superseded
                 && record.progress.status == Status::Stopped
             {
@@ -582,11 +689,103 @@ impl Dispatcher {
             }
             observer.finish(&record).await;
             // Only now, with the final record stored, does the run stop being active.
-            state.dispatcher.active.lock().unwrap().remove(&entry.run_id);
-            tracing::info!(run = entry.run_id, status = %record.progress.status, "run finished");
+            state.dispatcher.active.lock().unwrap().remove(&run_id);
+            tracing::info!(run = run_id, status = %record.progress.status, "run finished");
             state.dispatcher.wake.notify_one();
-            state.dispatcher.apply_retention(&state, entry.pipeline_id).await;
+            state.dispatcher.apply_retention(&state, pipeline_id).await;
         });
+    }
+
+    /// Continues a run the previous server process left running when containers of
+    /// its running tasks are still there (DESIGN.md §3, Durability): the engine adopts
+    /// them, resuming their logs where the stored ones end. Returns the ids of the
+    /// containers it takes over; `None` leaves the run to the interrupted-run rules.
+    async fn reattach(&self, state: &Arc<AppState>, row: &RunRow, containers: &[Leftover]) -> Option<Vec<String>> {
+        let label = self.run_label(row.summary.id);
+        let theirs: Vec<&Leftover> = containers.iter().filter(|c| c.label(RUN_LABEL) == Some(label.as_str())).collect();
+        if theirs.is_empty() {
+            return None;
+        }
+        let pipeline = state.store.pipeline(row.summary.pipeline_id).await.ok()?;
+        let model = self.pipeline_version(pipeline.id, row.summary.version).await.ok()?;
+        let engine = self.engine_for(&model).ok()?;
+        if !std::ptr::eq(engine, self.docker.as_ref()?) {
+            return None;
+        }
+        let record = &row.record;
+        let mut ids = Vec::new();
+        let mut logs = BTreeMap::new();
+        for (s, stage) in record.stages.iter().enumerate() {
+            for (t, task) in stage.tasks.iter().enumerate() {
+                if task.progress.status != Status::Running {
+                    continue;
+                }
+                let attempt = task.attempts.to_string();
+                let found = theirs.iter().find(|c| {
+                    c.label(wharf_docker::LABEL_STAGE) == Some(stage.name.as_str())
+                        && c.label(wharf_docker::LABEL_TASK) == Some(task.name.as_str())
+                        && c.label(wharf_docker::LABEL_ATTEMPT) == Some(attempt.as_str())
+                });
+                if let Some(container) = found {
+                    ids.push(container.id.clone());
+                    let started = task.progress.history.iter().rev().find(|h| h.status == Status::Running);
+                    let path = state.logs.path(row.summary.id, LogKey::Task(s, t));
+                    logs.insert((s, t), log_resume(&path, started.map(|h| h.at)));
+                }
+            }
+        }
+        if ids.is_empty() {
+            return None;
+        }
+        let resume = Resume::reattach(record.clone(), logs.clone())?;
+        let dir = self.workspace_dir(row.summary.id);
+        let workspace = match std::fs::canonicalize(dir.join("src")) {
+            // A retry works in the checkout of the run it retries, linked from its own.
+            Ok(src) if dir.join("src").is_symlink() => Workspace::Existing { src, run_dir: dir },
+            _ => Workspace::Checkout { dir },
+        };
+        let request = RunRequest {
+            pipeline: model,
+            number: row.summary.number as u64,
+            increment: row.summary.increment as u64,
+            cause: record.cause.clone(),
+            parameters: record.parameters.clone(),
+            secrets: BTreeMap::new(),
+            workspace,
+            commit: row.summary.commit.clone(),
+            git_ref: pinned_ref(record),
+            resume: Some(resume),
+            created_at: record.progress.history.first().map(|h| h.at),
+            labels: vec![(RUN_LABEL.to_owned(), label)],
+            registries: crate::api::registries::for_runs(state).await.ok()?,
+        };
+        let (stop_tx, stop_rx) = watch::channel(None);
+        self.active.lock().unwrap().insert(
+            row.summary.id,
+            Active {
+                pipeline_id: row.summary.pipeline_id,
+                number: row.summary.number,
+                stop: stop_tx,
+                superseded_by: None,
+            },
+        );
+        for (s, t) in logs.keys() {
+            state.live.open(row.summary.id, LogKey::Task(*s, *t));
+        }
+        if let Ok(mut w) = state.logs.writer(row.summary.id, LogKey::Run) {
+            let _ = w.append(&log_line(
+                jiff::Timestamp::now(),
+                Stream::System,
+                &format!("the server restarted; continuing the run with {} running container(s)", ids.len()),
+            ));
+        }
+        tracing::warn!(
+            run = row.summary.id,
+            containers = ids.len(),
+            "re-attached to a run the previous server left running"
+        );
+        self.launch(state, row.summary.id, row.summary.pipeline_id, request, stop_rx);
+        Some(ids)
     }
 
     /// Deletes what the retention policy no longer keeps: finished runs beyond the
@@ -653,6 +852,35 @@ pub fn pinned_ref(record: &RunRecord) -> Option<GitRef> {
     match GitRef::from_checkout(checkout)? {
         GitRef::Branch(branch) if branch.contains('$') => None,
         pinned => Some(pinned),
+    }
+}
+
+/// Where the stored log of a task's attempt (which started running at `started`)
+/// ends, in the executor's terms: the last second its stored output lines reach and
+/// how many of them are stamped in or after it. Lines of earlier attempts (before
+/// `started`) and Wharf's own (`sys`) lines do not count.
+fn log_resume(path: &std::path::Path, started: Option<jiff::Timestamp>) -> LogResume {
+    use std::io::BufRead;
+    let Ok(file) = std::fs::File::open(path) else { return LogResume::default() };
+    let from_ms = started.map_or(i64::MIN, |t| t.as_millisecond());
+    let mut seconds: Vec<i64> = Vec::new();
+    for line in std::io::BufReader::new(file).split(b'\n').map_while(Result::ok) {
+        let mut fields = line.splitn(3, |b| *b == b' ');
+        let (Some(at), Some(tag)) = (fields.next(), fields.next()) else { continue };
+        if tag != b"out" && tag != b"err" {
+            continue;
+        }
+        let Some(at) = std::str::from_utf8(at).ok().and_then(|t| t.parse::<jiff::Timestamp>().ok()) else { continue };
+        if at.as_millisecond() >= from_ms {
+            seconds.push(at.as_second());
+        }
+    }
+    match seconds.last() {
+        None => LogResume::default(),
+        Some(&last) => LogResume {
+            since_second: last,
+            skip_lines: seconds.iter().rev().take_while(|s| **s >= last).count() as u64,
+        },
     }
 }
 

@@ -48,6 +48,14 @@ pub struct ServerConfig {
     pub admin_token: Option<String>,
     /// The environment tasks start from on the host executor.
     pub host_env: Vec<(String, String)>,
+    /// The executor of pipelines that name none: `Host` or `Docker` (the binary picks
+    /// docker when a Docker socket answers, DESIGN.md §3).
+    pub executor: wharf_core::model::ExecutorKind,
+    /// How the docker executor reaches the daemon and sets up containers.
+    pub docker: wharf_docker::DockerConfig,
+    /// Whether `script` tasks without an image may run on the host when the docker
+    /// executor is the default (a single-node install); when not, they are refused.
+    pub allow_host: bool,
     /// How old a due time missed while the server was down may be and still get its
     /// one catch-up run (timers with `missed: once`).
     pub timer_grace: Duration,
@@ -80,6 +88,9 @@ impl ServerConfig {
             keep_workspaces: 5,
             admin_token: None,
             host_env: Vec::new(),
+            executor: wharf_core::model::ExecutorKind::Host,
+            docker: wharf_docker::DockerConfig::default(),
+            allow_host: true,
             timer_grace: Duration::from_secs(3600),
             timezone: jiff::tz::TimeZone::system(),
             public_url: None,
@@ -114,6 +125,10 @@ pub enum ServerError {
     Store(#[from] wharf_store::StoreError),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Docker(wharf_docker::ConnectError),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -172,8 +187,19 @@ impl Server {
         let metrics = metrics::Metrics::default();
         let store_for_timers = store.clone();
         let builder = image_builder(&config).await;
+        let docker: Option<Arc<dyn wharf_executor::Executor>> = match config.executor {
+            wharf_core::model::ExecutorKind::Host => None,
+            wharf_core::model::ExecutorKind::Docker => {
+                Some(Arc::new(wharf_docker::DockerExecutor::new(config.docker.clone()).map_err(ServerError::Docker)?))
+            }
+            wharf_core::model::ExecutorKind::Kubernetes => {
+                return Err(ServerError::Unsupported(
+                    "the kubernetes executor is not built yet; run with --executor host or docker".to_owned(),
+                ));
+            }
+        };
         let state = Arc::new_cyclic(|weak| AppState {
-            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, builder),
+            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, docker, builder),
             config: config.clone(),
             store,
             logs,

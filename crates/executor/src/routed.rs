@@ -1,0 +1,75 @@
+//! One executor in front of two: tasks that name an image go to a container executor
+//! (Docker), tasks without one to the host executor where the server allows host
+//! execution (DESIGN.md §3: "a `script` task without `image` uses the pipeline's
+//! `default_image` when one is set; otherwise it runs on the host executor where the
+//! server allows host execution"), or fail with a clear error where it does not.
+
+use crate::{BoxFuture, Executor, ExecutorError, Exit, Leftover, LogResume, LogSink, StopSignal, TaskSpec};
+use std::sync::Arc;
+
+pub struct ByImage {
+    containers: Arc<dyn Executor>,
+    host: Option<Arc<dyn Executor>>,
+}
+
+impl ByImage {
+    /// `host: None` refuses tasks without an image.
+    pub fn new(containers: Arc<dyn Executor>, host: Option<Arc<dyn Executor>>) -> Self {
+        ByImage { containers, host }
+    }
+
+    fn pick(&self, spec: &TaskSpec) -> Result<&dyn Executor, ExecutorError> {
+        match (&spec.image, &self.host) {
+            (Some(_), _) => Ok(self.containers.as_ref()),
+            (None, Some(host)) => Ok(host.as_ref()),
+            (None, None) => Err(ExecutorError::Unsupported(format!(
+                "task `{}` names no image and this server does not run scripts on the host; \
+                 give the task an `image` or the pipeline a `default_image`",
+                spec.task
+            ))),
+        }
+    }
+}
+
+impl Executor for ByImage {
+    fn name(&self) -> &'static str {
+        self.containers.name()
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        self.containers.supports(task_type)
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        match self.pick(&spec) {
+            Ok(executor) => executor.run(spec, logs, stop),
+            Err(e) => Box::pin(async { Err(e) }),
+        }
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        match self.pick(&spec) {
+            Ok(executor) => executor.adopt(spec, logs, stop, resume),
+            Err(_) => Box::pin(async { Ok(None) }),
+        }
+    }
+
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        self.containers.leftovers(label)
+    }
+
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        self.containers.discard(leftover)
+    }
+}

@@ -1,0 +1,106 @@
+//! Which executor runs a pipeline on the server: a pipeline's `executor:` wins over the
+//! server's default; `executor: docker` on a host server is refused when the run is
+//! started; on a docker server a task with an image runs in a container, one without
+//! runs on the host where `allow_host` says so and fails asking for an image where it
+//! does not.
+
+mod common;
+
+use common::*;
+use reqwest::header::AUTHORIZATION;
+use serde_json::json;
+use std::time::Duration;
+use wharf_core::model::ExecutorKind;
+use wharf_server::{Server, ServerConfig};
+
+async fn docker_server(allow_host: bool) -> Option<TestServer> {
+    let env = wharf_testenv::containers_or_fail_in_ci()?;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(dir.path().join("data"));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_token = Some(TOKEN.to_owned());
+    config.host_env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
+    config.stop_grace = Duration::from_secs(2);
+    config.executor = ExecutorKind::Docker;
+    config.docker.socket = Some(env.docker.clone());
+    config.docker.network = Some("none".into());
+    config.allow_host = allow_host;
+    let server = Server::start(config).await.expect("the server starts");
+    let base = format!("http://{}", server.addr);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(AUTHORIZATION, format!("Bearer {TOKEN}").parse().unwrap());
+    let client = reqwest::Client::builder().default_headers(headers).build().unwrap();
+    Some(TestServer { server, base, client, dir })
+}
+
+fn image() -> String {
+    wharf_testenv::containers().map(|e| e.busybox_image).unwrap_or_else(|| "wharf-test/busybox:1.35".into())
+}
+
+async fn log_of(s: &TestServer, run: i64, task: &str) -> String {
+    s.tail(run, task, None).await.expect(200).text
+}
+
+#[tokio::test]
+async fn a_host_server_refuses_docker_pipelines_when_they_start() {
+    let s = start().await;
+    let yaml = format!(
+        "name: wants-docker\nexecutor: docker\ndefault_image: {}\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: t, type: script, script: echo hi}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let answer = s.post("/pipelines/wants-docker/runs", json!({})).await.expect_error(422);
+    assert!(answer.error_text().contains("asks for the docker executor"), "{}", answer.error_text());
+}
+
+#[tokio::test]
+async fn a_docker_server_runs_images_in_containers_and_the_rest_on_the_host() {
+    let Some(s) = docker_server(true).await else { return };
+    // Inside a container the hostname is the container's id, not this machine's.
+    let host_name = std::fs::read_to_string("/etc/hostname").unwrap_or_default().trim().to_owned();
+    let yaml = format!(
+        "name: mixed\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: boxed, type: script, image: {}, script: 'echo \"in $(hostname)\"'}}\n      \
+         - {{name: bare, type: script, script: 'echo \"in $(hostname)\"'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("mixed", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let boxed = log_of(&s, run, "boxed").await;
+    let bare = log_of(&s, run, "bare").await;
+    assert!(boxed.contains(" out in ") && !boxed.contains(&format!("in {host_name}\n")), "{boxed}");
+    assert!(bare.contains(&format!("out in {host_name}")), "{bare}");
+
+    // `executor: host` wins: the image is ignored and said so.
+    let yaml = format!(
+        "name: on-host\nexecutor: host\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: t, type: script, image: {}, script: 'echo \"in $(hostname)\"'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("on-host", json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "succeeded");
+    let log = log_of(&s, run, "t").await;
+    assert!(log.contains("ignores image") && log.contains(&format!("out in {host_name}")), "{log}");
+}
+
+#[tokio::test]
+async fn without_host_execution_a_task_without_image_is_refused_at_start() {
+    let Some(s) = docker_server(false).await else { return };
+    s.create("name: bare\nstages:\n  - name: A\n    tasks:\n      - {name: t, type: script, script: echo hi}\n").await;
+    let answer = s.post("/pipelines/bare/runs", json!({})).await.expect_error(422);
+    let why = answer.error_text();
+    assert!(why.contains("A/t name no image") && why.contains("default_image"), "{why}");
+    // With a default image it runs, in a container.
+    let yaml = format!(
+        "name: boxed\ndefault_image: {}\nstages:\n  - name: A\n    tasks:\n      - {{name: t, type: script, script: echo hi}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("boxed", json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "succeeded");
+    assert!(log_of(&s, run, "t").await.contains("out hi"));
+}
