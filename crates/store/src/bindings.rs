@@ -1,6 +1,7 @@
 //! Repository bindings: an account on GitHub, GitLab, Gitee (or plain git) with the
 //! credentials Wharf uses to list repositories, clone and install webhooks. The secret
-//! fields are stored but never part of [`Binding`]'s serialised form.
+//! fields are stored sealed ([`crate::secretbox`]) and never part of [`Binding`]'s
+//! serialised form.
 
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
@@ -23,6 +24,8 @@ pub struct Binding {
     pub has_token: bool,
     pub has_webhook_secret: bool,
     pub has_client_secret: bool,
+    /// The user who set it up; only they see and change it (seed 002 §2.5).
+    pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -37,16 +40,22 @@ pub struct NewBinding {
     pub client_secret: Option<String>,
     pub token: Option<String>,
     pub webhook_secret: Option<String>,
+    /// The user setting it up.
+    pub created_by: String,
 }
 
 const SELECT: &str = "SELECT id, name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
-     updated_at FROM bindings";
+     updated_at, created_by FROM bindings";
 
-fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
-    let client_secret: Option<String> = row.get(5);
-    let token: Option<String> = row.get(6);
-    let webhook_secret: Option<String> = row.get(7);
-    Binding {
+fn binding(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Binding> {
+    let open = |at: usize| -> Result<Option<String>> {
+        let stored: Option<String> = row.get(at);
+        Ok(stored.map(|s| store.secret_box.open(&s)).transpose()?)
+    };
+    let client_secret = open(5)?;
+    let token = open(6)?;
+    let webhook_secret = open(7)?;
+    Ok(Binding {
         id: row.get(0),
         name: row.get(1),
         provider: row.get(2),
@@ -60,27 +69,33 @@ fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
         webhook_secret,
         created_at: row.get(8),
         updated_at: row.get(9),
-    }
+        created_by: row.get(10),
+    })
 }
 
 impl Store {
+    fn seal(&self, plain: Option<&str>) -> Option<String> {
+        plain.map(|p| self.secret_box.seal(p))
+    }
+
     /// Creates a binding; a name in use is a `Conflict`.
     pub async fn create_binding(&self, new: &NewBinding) -> Result<Binding> {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let done = sqlx::query(
             "INSERT INTO bindings (name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             updated_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&new.name)
         .bind(&new.provider)
         .bind(&new.url)
         .bind(&new.client_id)
-        .bind(&new.client_secret)
-        .bind(&new.token)
-        .bind(&new.webhook_secret)
+        .bind(self.seal(new.client_secret.as_deref()))
+        .bind(self.seal(new.token.as_deref()))
+        .bind(self.seal(new.webhook_secret.as_deref()))
         .bind(now)
         .bind(now)
+        .bind(if new.created_by.is_empty() { "admin" } else { new.created_by.as_str() })
         .execute(&self.pool)
         .await;
         match done {
@@ -100,19 +115,19 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("binding `{name}`")))?;
-        Ok(binding(&row))
+        binding(self, &row)
     }
 
     pub async fn bindings(&self) -> Result<Vec<Binding>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(binding).collect())
+        rows.iter().map(|r| binding(self, r)).collect()
     }
 
     /// Replaces a binding's token (after an OAuth code exchange, or a new PAT).
     pub async fn set_binding_token(&self, name: &str, token: Option<&str>) -> Result<Binding> {
         let _write = self.writer.lock().await;
         let done = sqlx::query("UPDATE bindings SET token = ?, updated_at = ? WHERE name = ?")
-            .bind(token)
+            .bind(self.seal(token))
             .bind(now_ms())
             .bind(name)
             .execute(&self.pool)

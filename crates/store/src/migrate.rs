@@ -8,6 +8,7 @@ use sqlx::{Row, SqlitePool};
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_initial.sql")),
     (2, include_str!("../migrations/sqlite/0002_triggers.sql")),
+    (6, include_str!("../migrations/sqlite/0006_tenancy.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {
@@ -16,15 +17,18 @@ pub async fn run(pool: &SqlitePool) -> Result<()> {
     )
     .execute(pool)
     .await?;
-    let current: i64 =
-        sqlx::query("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetch_one(pool).await?.get(0);
+    let applied: Vec<i64> =
+        sqlx::query("SELECT version FROM schema_migrations").fetch_all(pool).await?.iter().map(|r| r.get(0)).collect();
+    let current = applied.iter().copied().max().unwrap_or(0);
     let newest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
     if current > newest {
         return Err(StoreError::Corrupt(format!(
             "the database has schema version {current}, newer than this Wharf knows ({newest}); use a newer Wharf"
         )));
     }
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+    // Every migration not applied yet, in order: numbers are reserved per feature, so a
+    // lower one may arrive (in a later build) after a higher one was applied.
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| !applied.contains(v)) {
         let mut tx = pool.begin().await?;
         for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty() && !is_comment_only(s)) {
             sqlx::query(sqlx::AssertSqlSafe(statement.to_owned())).execute(&mut *tx).await?;
