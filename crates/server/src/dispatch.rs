@@ -96,8 +96,9 @@ impl Dispatcher {
 
     /// Whether a run of `model` could start now with no parameters given (the check
     /// behind "save and run", made before saving).
-    pub fn check_startable(&self, model: &Pipeline, active: bool) -> ApiResult<()> {
-        self.prepare(model, active, &BTreeMap::new()).map(|_| ())
+    /// `secrets`: the project's (a task naming one that is not set cannot start).
+    pub fn check_startable(&self, model: &Pipeline, active: bool, secrets: &BTreeMap<String, String>) -> ApiResult<()> {
+        self.prepare(model, active, &BTreeMap::new(), secrets).map(|_| ())
     }
 
     fn prepare(
@@ -105,6 +106,7 @@ impl Dispatcher {
         model: &Pipeline,
         active: bool,
         given: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
     ) -> ApiResult<BTreeMap<String, String>> {
         if !active {
             return Err(AppError::Conflict(format!(
@@ -124,7 +126,7 @@ impl Dispatcher {
                 ),
             ));
         }
-        self.engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+        self.engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
                 details: problems
@@ -215,7 +217,8 @@ impl Dispatcher {
         retry_of: Option<&RunRow>,
     ) -> ApiResult<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
-        let parameters = self.prepare(&model, pipeline.active, &given)?;
+        let secrets = self.state().store.secret_values(&pipeline.project).await?;
+        let parameters = self.prepare(&model, pipeline.active, &given, &secrets)?;
         if let Some(previous) = retry_of {
             if Resume::from_failed_stage(previous.record.clone()).is_none() {
                 return Err(AppError::Conflict(format!(
@@ -525,13 +528,25 @@ impl Dispatcher {
             }
             None => (Workspace::Checkout { dir }, None),
         };
+        // The project's secrets, opened now (tasks get those they name; logs mask all).
+        let secrets = match state.store.pipeline(entry.pipeline_id).await {
+            Ok(pipeline) => state.store.secret_values(&pipeline.project).await,
+            Err(e) => Err(e),
+        };
+        let secrets = match secrets {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                let why = format!("cannot read the project's secrets: {e}");
+                return self.fail_unstarted(state, entry.run_id, &why).await;
+            }
+        };
         let request = RunRequest {
             pipeline: model,
             number: entry.number as u64,
             increment: entry.increment as u64,
             cause: entry.cause,
             parameters: entry.parameters,
-            secrets: BTreeMap::new(),
+            secrets,
             workspace,
             commit: entry.commit,
             git_ref: entry.git_ref,

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// A stored record does not parse any more (a bug or a hand edit).
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// Creating one more would pass the pipeline limit (the licence's).
+    #[error("the limit of {0} pipelines is reached")]
+    Limit(i64),
     /// A sealed secret cannot be opened (unknown key, damaged).
     #[error(transparent)]
     Secret(#[from] secretbox::SecretError),
@@ -211,20 +214,29 @@ impl Store {
     /// Creates a pipeline with its first version. A name already used in the project is
     /// a `Conflict`.
     pub async fn create_pipeline(&self, project: &str, name: &str, source: &str) -> Result<PipelineRow> {
-        self.create_pipeline_by(project, name, source, "admin").await
+        self.create_pipeline_by(project, name, source, "admin", None).await
     }
 
-    /// [`create_pipeline`](Self::create_pipeline), recording who created it.
+    /// [`create_pipeline`](Self::create_pipeline), recording who created it, and
+    /// refusing with `Limit` when `limit` pipelines exist already (checked in the same
+    /// transaction, so concurrent creates cannot pass it).
     pub async fn create_pipeline_by(
         &self,
         project: &str,
         name: &str,
         source: &str,
         created_by: &str,
+        limit: Option<i64>,
     ) -> Result<PipelineRow> {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        if let Some(limit) = limit {
+            let count: i64 = sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&mut *tx).await?.get(0);
+            if count >= limit {
+                return Err(StoreError::Limit(limit));
+            }
+        }
         let inserted = sqlx::query(
             "INSERT INTO pipelines (project, name, active, version, created_at, updated_at, created_by) \
              VALUES (?, ?, 1, 1, ?, ?, ?)",
