@@ -85,7 +85,7 @@ fn base64_forms(secret: &str) -> Vec<String> {
     }
     // Embedded at byte offset k (mod 3): the groups made of the secret's bytes only.
     let bytes = secret.as_bytes();
-    for k in 1..3usize {
+    for k in 0..3usize {
         let mut padded = vec![0u8; k];
         padded.extend_from_slice(bytes);
         let encoded = STANDARD.encode(&padded);
@@ -111,7 +111,9 @@ mod tests {
         use base64::engine::general_purpose::STANDARD;
         let secret = "s3cr3t-Value-0123456789";
         let m = Masker::new([secret]);
-        for text in [secret.to_owned(), format!("{secret}\n"), format!("token={secret}&x=1"), format!("ab{secret}")] {
+        let embedded =
+            [format!("token={secret}&x=1"), format!("ab{secret}"), format!("a{secret}b"), format!("{secret}&more")];
+        for text in [secret.to_owned(), format!("{secret}\n")].into_iter().chain(embedded) {
             let encoded = STANDARD.encode(text.as_bytes());
             let masked = m.mask(&encoded);
             assert!(masked.contains("***"), "{text:?} -> {encoded} -> {masked}");
