@@ -347,10 +347,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     base: Url,
     /// The server as given, for messages.
-    shown: String,
+    pub(crate) shown: String,
     token: Option<String>,
 }
 
@@ -370,7 +370,7 @@ impl Client {
     }
 
     /// `<server>/api/v1/<segments…>`, each segment percent-encoded.
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         {
             let mut path = url.path_segments_mut().expect("checked in Client::new");
@@ -408,7 +408,7 @@ impl Client {
     }
 
     /// A JSON call with an optional JSON body; `Value::Null` for an empty answer.
-    async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn call(&self, method: Method, url: Url, body: Option<Value>) -> Result<Value> {
         let mut request = self.request(method, url).timeout(Duration::from_secs(120));
         if let Some(body) = body {
             request = request.json(&body);
@@ -422,11 +422,11 @@ impl Client {
         serde_json::from_slice(&bytes).context("the server's answer is not the JSON expected")
     }
 
-    async fn get(&self, segments: &[&str]) -> Result<Value> {
+    pub(crate) async fn get(&self, segments: &[&str]) -> Result<Value> {
         self.call(Method::GET, self.url(segments), None).await
     }
 
-    async fn post(&self, segments: &[&str], body: Option<Value>) -> Result<Value> {
+    pub(crate) async fn post(&self, segments: &[&str], body: Option<Value>) -> Result<Value> {
         self.call(Method::POST, self.url(segments), body).await
     }
 
@@ -483,7 +483,7 @@ fn key(text: &str) -> Result<&str> {
     Ok(text)
 }
 
-fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
+pub(crate) fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
     if !pairs.is_empty() {
         let mut query = url.query_pairs_mut();
         for (k, v) in pairs {
@@ -506,7 +506,7 @@ fn when(ms: Option<i64>) -> String {
     }
 }
 
-fn text(v: &Value) -> String {
+pub(crate) fn text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),

@@ -10,6 +10,7 @@ mod client;
 mod local;
 mod report;
 mod serve;
+mod tenancy;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -60,6 +61,14 @@ enum Command {
     Runs(client::RunsArgs),
     /// A run's log on a server, or one task's; `-f` follows it live.
     Logs(client::LogsArgs),
+    /// Users on a server: add, list (admins).
+    Users(tenancy::UsersArgs),
+    /// API tokens on a server: create (shown once), list, revoke.
+    Tokens(tenancy::TokensArgs),
+    /// Project secrets on a server: set (value from standard input), list (names), delete.
+    Secrets(tenancy::SecretsArgs),
+    /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
+    Login(tenancy::LoginArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -108,6 +117,10 @@ fn main() -> ExitCode {
         },
         Command::Pipelines(args) => on_runtime(client::pipelines(args)),
         Command::Logs(args) => on_runtime(client::logs(args)),
+        Command::Users(args) => on_runtime(tenancy::users(args)),
+        Command::Tokens(args) => on_runtime(tenancy::tokens(args)),
+        Command::Secrets(args) => on_runtime(tenancy::secrets(args)),
+        Command::Login(args) => on_runtime(tenancy::login(args)),
         Command::Serve(args) => on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Run(args) => on_runtime(run(args)),
     };
