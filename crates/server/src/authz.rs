@@ -371,16 +371,12 @@ pub fn check(caller: &Caller, action: Action, object: &Object<'_>) -> Result<(),
             Joined => format!("the {role} role may {action} only in projects it joined"),
             Own => format!("the {role} role may {action} only for objects it created"),
             Yourself => format!("the {role} role may {action} only for itself"),
-            All => unreachable_all(),
+            // `All` always allows; a denial never comes from it.
+            All => "denied".into(),
         };
         format!("user `{}` may not {action} on {}: {why}", caller.name, object.describe())
     };
     Err(Denied { action, hidden, message })
-}
-
-fn unreachable_all() -> String {
-    // `All` always allows, so a denial never has it; say something true anyway.
-    "denied".into()
 }
 
 /// Whether `caller` may view pipelines of `project` created by `created_by` (for lists).

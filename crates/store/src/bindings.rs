@@ -48,13 +48,9 @@ const SELECT: &str = "SELECT id, name, provider, url, client_id, client_secret, 
      updated_at, created_by FROM bindings";
 
 fn binding(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Binding> {
-    let open = |at: usize| -> Result<Option<String>> {
-        let stored: Option<String> = row.get(at);
-        Ok(stored.map(|s| store.secret_box.open(&s)).transpose()?)
-    };
-    let client_secret = open(5)?;
-    let token = open(6)?;
-    let webhook_secret = open(7)?;
+    let client_secret = store.open_secret(row.get(5))?;
+    let token = store.open_secret(row.get(6))?;
+    let webhook_secret = store.open_secret(row.get(7))?;
     Ok(Binding {
         id: row.get(0),
         name: row.get(1),
@@ -74,10 +70,6 @@ fn binding(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Binding> {
 }
 
 impl Store {
-    fn seal(&self, plain: Option<&str>) -> Option<String> {
-        plain.map(|p| self.secret_box.seal(p))
-    }
-
     /// Creates a binding; a name in use is a `Conflict`.
     pub async fn create_binding(&self, new: &NewBinding) -> Result<Binding> {
         let _write = self.writer.lock().await;
@@ -90,9 +82,9 @@ impl Store {
         .bind(&new.provider)
         .bind(&new.url)
         .bind(&new.client_id)
-        .bind(self.seal(new.client_secret.as_deref()))
-        .bind(self.seal(new.token.as_deref()))
-        .bind(self.seal(new.webhook_secret.as_deref()))
+        .bind(self.seal_secret(new.client_secret.as_deref()))
+        .bind(self.seal_secret(new.token.as_deref()))
+        .bind(self.seal_secret(new.webhook_secret.as_deref()))
         .bind(now)
         .bind(now)
         .bind(if new.created_by.is_empty() { "admin" } else { new.created_by.as_str() })
@@ -127,7 +119,7 @@ impl Store {
     pub async fn set_binding_token(&self, name: &str, token: Option<&str>) -> Result<Binding> {
         let _write = self.writer.lock().await;
         let done = sqlx::query("UPDATE bindings SET token = ?, updated_at = ? WHERE name = ?")
-            .bind(self.seal(token))
+            .bind(self.seal_secret(token))
             .bind(now_ms())
             .bind(name)
             .execute(&self.pool)

@@ -154,6 +154,16 @@ impl Store {
         &self.secret_box
     }
 
+    /// A secret on its way into a column: sealed (`None` stays `None`).
+    pub fn seal_secret(&self, plain: Option<&str>) -> Option<String> {
+        plain.map(|p| self.secret_box.seal(p))
+    }
+
+    /// A secret column's value on its way out: opened (`None` stays `None`).
+    pub fn open_secret(&self, stored: Option<String>) -> Result<Option<String>> {
+        Ok(stored.map(|s| self.secret_box.open(&s)).transpose()?)
+    }
+
     /// Seals again, with the current key, every stored secret that is plain (from
     /// before encryption) or sealed with an older key: every column of
     /// [`secretbox::SEALED_COLUMNS`]. Returns how many values changed.

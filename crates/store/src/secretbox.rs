@@ -10,8 +10,10 @@
 //! [`Store::reseal_all`](crate::Store::reseal_all) re-seals every stored secret with the
 //! current key.
 //!
-//! To store a new kind of secret: `.bind(store.secret_box().seal(&plain))` on the way
-//! in, `store.secret_box().open(&stored)?` on the way out, and one line in
+//! To store a new kind of secret: `.bind(self.seal_secret(value.as_deref()))` on the
+//! way in, `self.open_secret(row.get(i))?` on the way out
+//! ([`Store::seal_secret`](crate::Store::seal_secret),
+//! [`Store::open_secret`](crate::Store::open_secret)), and one line in
 //! [`SEALED_COLUMNS`] so rotation re-seals it too.
 
 use base64::Engine;

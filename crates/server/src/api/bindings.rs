@@ -174,10 +174,26 @@ pub async fn delete(State(state): AppStateRef, caller: Caller, Path(name): Path<
     let binding = find_for(&state, &caller, &name, Action::LogOutRepository).await?;
     let users = users(&state, &binding.name).await?;
     if !users.is_empty() {
-        let list: Vec<String> = users.iter().map(|n| format!("`{n}`")).collect();
+        // Name only the pipelines the caller may see; count the others.
+        let mut seen = Vec::new();
+        for name in &users {
+            let visible = state.store.pipeline_by_name(name, None).await.ok().is_some_and(|row| {
+                authz::check(&caller, Action::ViewPipeline, &super::pipelines::object(&row)).is_ok()
+            });
+            if visible {
+                seen.push(format!("`{name}`"));
+            }
+        }
+        let hidden = users.len() - seen.len();
+        let mut list = seen.join(", ");
+        if hidden > 0 {
+            list.push_str(&format!(
+                "{}{hidden} pipeline(s) you cannot see",
+                if list.is_empty() { "" } else { " and " }
+            ));
+        }
         return Err(AppError::Conflict(format!(
-            "binding `{name}` is used by pipeline(s) {}; change their source.binding (or delete them) first",
-            list.join(", ")
+            "binding `{name}` is used by pipeline(s) {list}; change their source.binding (or delete them) first"
         )));
     }
     state.store.delete_binding(&binding.name).await?;
