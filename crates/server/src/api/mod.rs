@@ -36,6 +36,9 @@ use std::sync::Arc;
 pub type AppStateRef = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // Every route of `api` needs a caller (the layer below authenticates, audits, and
+    // puts the `Caller` into the request); only `public` goes without.
+    let public = Router::new().route("/login", post(tenancy::login)).route("/openapi.json", get(openapi));
     let api = Router::new()
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
         .route("/pipelines/scratch", post(pipelines::create_from_scratch))
@@ -72,10 +75,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/logout", post(tenancy::logout))
         .route("/audit", get(tenancy::audit))
         .route("/secrets", get(secrets::list))
-        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .route("/login", post(tenancy::login))
-        .route("/openapi.json", get(openapi));
+        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete));
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate)).merge(public);
     Router::new()
         .nest("/api/v1", api)
         .route("/healthz", get(healthz))
