@@ -164,6 +164,11 @@ pub enum Action {
     AddCluster,
     RemoveCluster,
     // Beyond the seed.
+    /// See registries, their workspaces, repositories and tags (everyone who builds
+    /// images names them).
+    ViewRegistry,
+    /// Add and remove registries and workspaces, upload images, delete tags.
+    ManageRegistry,
     /// List a project's secret names.
     ViewSecrets,
     /// Set or delete a project's secrets.
@@ -194,6 +199,8 @@ impl Action {
             Action::ViewCluster => "view cluster",
             Action::AddCluster => "add cluster",
             Action::RemoveCluster => "remove cluster",
+            Action::ViewRegistry => "view registries",
+            Action::ManageRegistry => "manage registries",
             Action::ViewSecrets => "view secrets",
             Action::ManageSecrets => "manage secrets",
             Action::ManageTenancy => "manage departments, projects and users",
@@ -245,6 +252,10 @@ pub enum Object<'a> {
         name: &'a str,
         project: &'a str,
     },
+    /// An OCI registry (installation-wide, like the registry service of seed 002 §2.7).
+    Registry {
+        name: &'a str,
+    },
     /// A user, as the owner of API tokens.
     User(&'a str),
     /// The installation itself (tenancy administration, audit).
@@ -274,6 +285,7 @@ impl Object<'_> {
             Object::Project(p) => format!("project `{p}`"),
             Object::Repository { name, .. } => format!("binding `{name}`"),
             Object::Cluster { name, .. } => format!("cluster `{name}`"),
+            Object::Registry { name } => format!("registry `{name}`"),
             Object::User(u) => format!("user `{u}`"),
             Object::System => "the installation".into(),
         }
@@ -317,7 +329,10 @@ pub const MATRIX: &[(Action, [Scope; 3])] = &[
     (Action::ViewCluster, [DefaultAdmin, Joined, Never]),
     (Action::AddCluster, [DefaultAdmin, Joined, Never]),
     (Action::RemoveCluster, [DefaultAdmin, Joined, Never]),
-    // Beyond the seed: secrets go with running pipelines; administration with the admin.
+    // Beyond the seed: registries are shared infrastructure; secrets go with running
+    // pipelines; administration with the admin.
+    (Action::ViewRegistry, [All, All, All]),
+    (Action::ManageRegistry, [All, Never, Never]),
     (Action::ViewSecrets, [All, Joined, Never]),
     (Action::ManageSecrets, [All, Joined, Never]),
     (Action::ManageTenancy, [All, Never, Never]),
@@ -439,5 +454,9 @@ mod tests {
         assert!(check(&user, Action::ViewCluster, &Object::Cluster { name: "c", project: "web" }).is_err());
         assert!(check(&user, Action::ManageTokens, &Object::User("me")).is_ok());
         assert!(check(&user, Action::ManageTokens, &Object::User("ann")).is_err());
+        let registry = Object::Registry { name: "hub" };
+        assert!(check(&user, Action::ViewRegistry, &registry).is_ok());
+        assert!(check(&manager, Action::ManageRegistry, &registry).is_err());
+        assert!(check(&admin, Action::ManageRegistry, &registry).is_ok());
     }
 }
