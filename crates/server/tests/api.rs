@@ -1633,6 +1633,7 @@ async fn every_documented_route_is_routed() {
                 let user = json!({ "name": "route-user", "role": "user", "projects": ["route-project"] });
                 s.call(method, &path, Some(user)).await
             }
+            Body::Json("UserUpdate") => s.call(method, &path, Some(json!({ "projects": ["route-project"] }))).await,
             Body::Json("NewToken") => s.call(method, &path, Some(json!({ "name": "route-token" }))).await,
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,

@@ -228,6 +228,26 @@ async fn lists_runs_and_logs_follow_the_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_take_effect_at_once() {
+    let s = common::start().await;
+    let p = people(&s).await;
+    let beta_pipeline = fixture(&s, &p, "manager", Kind::OtherProject, "in-beta").await;
+    let manager = &p.by_role["manager"];
+    manager.get(&format!("/pipelines/{beta_pipeline}")).await.expect_error(404);
+    let joined = s.call(Method::PUT, "/users/mia", Some(json!({ "projects": ["alpha", "beta"] }))).await;
+    assert_eq!(joined.expect(200).json["projects"], json!(["alpha", "beta"]));
+    manager.get(&format!("/pipelines/{beta_pipeline}")).await.expect(200);
+    manager.post(&format!("/pipelines/{beta_pipeline}/deactivate"), json!({})).await.expect(200);
+    // Demoted to a normal user: only what it created.
+    s.call(Method::PUT, "/users/mia", Some(json!({ "role": "user" }))).await.expect(200);
+    manager.get(&format!("/pipelines/{beta_pipeline}")).await.expect_error(404);
+    // Only admins change users; the built-in admin stays an admin.
+    manager.call(Method::PUT, "/users/mia", Some(json!({ "role": "admin" }))).await.expect_error(403);
+    s.call(Method::PUT, "/users/admin", Some(json!({ "role": "user" }))).await.expect_error(422);
+    s.call(Method::PUT, "/users/mia", Some(json!({ "projects": ["ghost"] }))).await.expect_error(422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn code_repositories_are_their_creators_only_for_every_role() {
     let s = common::start().await;
     let p = people(&s).await;
@@ -689,4 +709,3 @@ async fn rotating_the_key_reseals_every_secret_and_drops_the_old_key() {
     rotated.shutdown().await;
     drop(dir);
 }
-

@@ -230,6 +230,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Changes a user's role and/or the projects they joined (each must exist).
+    pub async fn update_user(&self, name: &str, role: Option<&str>, projects: Option<&[String]>) -> Result<UserRow> {
+        let _write = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET role = COALESCE(?, role), updated_at = ? WHERE name = ?")
+            .bind(role)
+            .bind(now_ms())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{name}`")));
+        }
+        if let Some(projects) = projects {
+            sqlx::query("DELETE FROM memberships WHERE user_name = ?").bind(name).execute(&mut *tx).await?;
+            for project in projects {
+                let done = sqlx::query("INSERT OR IGNORE INTO memberships (user_name, project) VALUES (?, ?)")
+                    .bind(name)
+                    .bind(project)
+                    .execute(&mut *tx)
+                    .await;
+                unique(done, || format!("project `{project}`"))?;
+            }
+        }
+        tx.commit().await?;
+        drop(_write);
+        self.user(name).await
+    }
+
     pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<()> {
         let _write = self.writer.lock().await;
         let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?")

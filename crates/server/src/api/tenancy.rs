@@ -140,6 +140,64 @@ pub async fn create_user(State(state): AppStateRef, caller: Caller, body: Bytes)
     Ok(created(user))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    role: Option<String>,
+    projects: Option<Vec<String>>,
+    password: Option<String>,
+}
+
+/// `PUT /users/{name} {"role", "projects", "password"}` (admins): each field given
+/// replaces what the user had (`projects`: the whole list). The built-in `admin` stays
+/// an admin.
+pub async fn update_user(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: UserUpdate = json_body(&body)?;
+    state.store.user(&name).await?;
+    let mut problems = Vec::new();
+    let role = match request.role.as_deref() {
+        None => None,
+        Some(text) => match Role::parse(text) {
+            Some(role) if name == auth::ADMIN_USER && role != Role::Admin => {
+                problems.push(detail("role", "the built-in user `admin` stays an admin"));
+                None
+            }
+            Some(role) => Some(role),
+            None => {
+                problems.push(detail("role", format!("`{text}` is not a role; use admin, manager or user")));
+                None
+            }
+        },
+    };
+    for (i, project) in request.projects.iter().flatten().enumerate() {
+        if !state.store.project_exists(project).await? {
+            problems.push(detail(&format!("projects[{i}]"), format!("project `{project}` does not exist")));
+        }
+    }
+    if let Some(p) = &request.password
+        && (p.chars().count() < 8 || p.len() > 1024)
+    {
+        problems.push(detail("password", "from 8 to 1024 characters"));
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Invalid { message: "the change is not valid".into(), details: problems });
+    }
+    if let Some(password) = request.password {
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        state.store.set_password_hash(&name, &hash).await?;
+    }
+    let user = state.store.update_user(&name, role.map(Role::as_str), request.projects.as_deref()).await?;
+    Ok(axum::Json(user).into_response())
+}
+
 /// `GET /users` (admins).
 pub async fn users(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
     admin_only(&caller)?;
