@@ -4,7 +4,10 @@
 //!
 //! Reading order: [`ServerConfig`], [`Server::start`] (opening the store, recovery,
 //! binding), [`dispatch`] (the run queue and what happens to a run's events),
-//! [`api`] (the routes) and [`error`] (how failures become HTTP answers).
+//! [`api`] (the routes), [`auth`] (who is calling: tokens, sessions, bootstrap),
+//! [`authz`] (what they may do: the permission matrix, one check for every route),
+//! [`keys`] and [`licence`] (secrets at rest, the pipeline quota) and [`error`] (how
+//! failures become HTTP answers).
 
 pub mod api;
 pub mod auth;
