@@ -160,21 +160,21 @@ pub async fn caller_from_token(
     token: &str,
     client_ip: Option<String>,
 ) -> Result<Option<Caller>, StoreError> {
-    let Some(row) = store.token_by_hash(&sha256_hex(token.as_bytes())).await? else { return Ok(None) };
+    let Some((row, role, projects)) = store.token_with_user(&sha256_hex(token.as_bytes())).await? else {
+        return Ok(None);
+    };
     let now = now_ms();
     if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
         return Ok(None);
     }
-    let Some(scope) = TokenScope::parse(&row.scope) else { return Ok(None) };
-    let Some(user) = store.find_user(&row.user).await? else { return Ok(None) };
-    let Some(role) = Role::parse(&user.role) else { return Ok(None) };
+    let (Some(scope), Some(role)) = (TokenScope::parse(&row.scope), Role::parse(&role)) else { return Ok(None) };
     if row.last_used_at.is_none_or(|at| at < now - 60_000) {
         store.touch_token(row.id, now).await?;
     }
     Ok(Some(Caller {
-        name: user.name,
+        name: row.user,
         role,
-        projects: user.projects.into_iter().collect(),
+        projects: projects.into_iter().collect(),
         via: Via::Token { scope },
         client_ip,
     }))

@@ -333,6 +333,25 @@ impl Store {
         Ok(row.as_ref().map(token_row))
     }
 
+    /// The token with this hash with its user's role and projects, in one query (every
+    /// API call asks this).
+    pub async fn token_with_user(&self, token_sha256: &str) -> Result<Option<(TokenRow, String, Vec<String>)>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.user_name, t.name, t.scope, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, \
+                    u.role, (SELECT json_group_array(m.project) FROM memberships m WHERE m.user_name = u.name) \
+             FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_sha256 = ?",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let projects: String = row.get(9);
+        let mut projects: Vec<String> =
+            serde_json::from_str(&projects).map_err(|e| StoreError::Corrupt(format!("memberships: {e}")))?;
+        projects.sort();
+        Ok(Some((token_row(&row), row.get(8), projects)))
+    }
+
     pub async fn tokens(&self, user: &str) -> Result<Vec<TokenRow>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE user_name = ? ORDER BY name")))
             .bind(user)
