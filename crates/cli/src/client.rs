@@ -347,10 +347,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 #[derive(Clone)]
 pub struct Client {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     base: Url,
     /// The server as given, for messages.
-    shown: String,
+    pub(crate) shown: String,
     token: Option<String>,
 }
 
@@ -497,7 +497,7 @@ fn key(text: &str) -> Result<&str> {
     Ok(text)
 }
 
-fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
+pub(crate) fn with_query(mut url: Url, pairs: &[(&str, String)]) -> Url {
     if !pairs.is_empty() {
         let mut query = url.query_pairs_mut();
         for (k, v) in pairs {

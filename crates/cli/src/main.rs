@@ -11,6 +11,7 @@ mod local;
 mod registries;
 mod report;
 mod serve;
+mod tenancy;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -64,6 +65,14 @@ enum Command {
     /// Registries on a server: add, list, add-workspace, remove, repos, tags,
     /// delete-tag, upload (a `docker save` tarball).
     Registries(registries::RegistriesArgs),
+    /// Users on a server: add, list (admins).
+    Users(tenancy::UsersArgs),
+    /// API tokens on a server: create (shown once), list, revoke.
+    Tokens(tenancy::TokensArgs),
+    /// Project secrets on a server: set (value from standard input), list (names), delete.
+    Secrets(tenancy::SecretsArgs),
+    /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
+    Login(tenancy::LoginArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -120,6 +129,10 @@ fn main() -> ExitCode {
         Command::Pipelines(args) => on_runtime(client::pipelines(args)),
         Command::Logs(args) => on_runtime(client::logs(args)),
         Command::Registries(args) => on_runtime(registries::registries(args)),
+        Command::Users(args) => on_runtime(tenancy::users(args)),
+        Command::Tokens(args) => on_runtime(tenancy::tokens(args)),
+        Command::Secrets(args) => on_runtime(tenancy::secrets(args)),
+        Command::Login(args) => on_runtime(tenancy::login(args)),
         Command::Serve(args) => on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) }),
         Command::Run(args) => on_runtime(run(args)),
     };

@@ -13,8 +13,9 @@ use wharf_server::{Server, ServerConfig};
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor, docker_socket,
     /// docker_network, docker_default_image, allow_host, max_parallel_tasks, stop_grace,
-    /// log_cap_mb, admin_token, timer_grace, timezone, public_url, ca_file,
-    /// default_registry, [retention] runs, days, workspaces).
+    /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
+    /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
+    /// ca_file, default_registry, [retention] runs, days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -67,6 +68,13 @@ pub struct ServeArgs {
     /// text | json [default: text].
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "text")]
     log_format: String,
+    /// A signed licence file that raises the pipeline limit (trial: 10).
+    #[arg(long, env = "WHARF_LICENCE_FILE")]
+    licence_file: Option<PathBuf>,
+    /// Make a new key for secrets at rest (key file only), re-seal every stored secret
+    /// with it at start, and drop the old key.
+    #[arg(long)]
+    rotate_secret_key: bool,
 }
 
 const KEYS: &[&str] = &[
@@ -82,6 +90,13 @@ const KEYS: &[&str] = &[
     "stop_grace",
     "log_cap_mb",
     "admin_token",
+    "admin_password",
+    "secret_key",
+    "old_secret_keys",
+    "licence_file",
+    "licence_public_key",
+    "session_hours",
+    "cookie_secure",
     "timer_grace",
     "timezone",
     "public_url",
@@ -185,7 +200,27 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     if let Some(mb) = args.log_cap_mb.or(n("log_cap_mb").map(|v| v as u64)) {
         config.log_cap_bytes = mb.max(1) * 1_000_000;
     }
-    config.admin_token = std::env::var("WHARF_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()).or(s("admin_token"));
+    let env = |var: &str| std::env::var(var).ok().filter(|t| !t.is_empty());
+    config.admin_token = env("WHARF_ADMIN_TOKEN").or(s("admin_token"));
+    config.admin_password = env("WHARF_ADMIN_PASSWORD").or(s("admin_password"));
+    config.secret_key = env("WHARF_SECRET_KEY").or(s("secret_key"));
+    config.old_secret_keys = match env("WHARF_OLD_SECRET_KEYS") {
+        Some(list) => list.split(',').map(|k| k.trim().to_owned()).filter(|k| !k.is_empty()).collect(),
+        None => file
+            .get("old_secret_keys")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default(),
+    };
+    config.rotate_secret_key = args.rotate_secret_key;
+    config.licence_file = args.licence_file.clone().or(s("licence_file").map(PathBuf::from));
+    config.licence_public_key = env("WHARF_LICENCE_PUBLIC_KEY").or(s("licence_public_key"));
+    if let Some(hours) = n("session_hours") {
+        config.session_ttl = Duration::from_secs(hours.clamp(1, 24 * 30) as u64 * 3600);
+    }
+    if let Some(secure) = file.get("cookie_secure").and_then(|v| v.as_bool()) {
+        config.cookie_secure = secure;
+    }
     if let Some(retention) = file.get("retention").and_then(|v| v.as_table()) {
         let get = |k: &str| retention.get(k).and_then(|v| v.as_integer()).map(|v| v as u32);
         config.keep_runs = get("runs");
@@ -207,7 +242,10 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     {
         config.docker_host = Some(host);
     }
-    config.host_env = std::env::vars().filter(|(k, _)| k != "WHARF_ADMIN_TOKEN").collect();
+    // The server's own secrets never reach the tasks it runs.
+    const PRIVATE: [&str; 4] =
+        ["WHARF_ADMIN_TOKEN", "WHARF_ADMIN_PASSWORD", "WHARF_SECRET_KEY", "WHARF_OLD_SECRET_KEYS"];
+    config.host_env = std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect();
     Ok((config, executor))
 }
 
@@ -248,6 +286,12 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         eprintln!(
             "\nwharf: first start — the admin API token is shown once, store it now:\n\n    {token}\n\n\
              (set WHARF_ADMIN_TOKEN to choose your own)\n"
+        );
+    }
+    if let Some(password) = &server.generated_password {
+        eprintln!(
+            "\nwharf: first start — the password of user `admin` (UI login at /login) is shown once:\n\n    \
+             {password}\n\n(set WHARF_ADMIN_PASSWORD to choose your own)\n"
         );
     }
     println!("wharf listening on http://{}", server.addr);

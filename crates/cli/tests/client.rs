@@ -150,6 +150,7 @@ impl Server {
         let log = std::fs::File::create(root.join("server.log")).unwrap();
         let mut cmd = clean_command(&root, &["serve", "--listen", &listen, "--data-dir", data.to_str().unwrap()]);
         cmd.env("WHARF_ADMIN_TOKEN", TOKEN)
+            .env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("WHARF_STOP_GRACE", "2s")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -197,6 +198,25 @@ impl Server {
 
     fn wharf(&self, args: &[&str]) -> Outcome {
         finish(self.command(args), DEADLINE)
+    }
+
+    /// `wharf ARGS…` with `input` on standard input (passwords, secret values).
+    fn wharf_with_input(&self, args: &[&str], input: &str, token: Option<&str>) -> Outcome {
+        use std::io::Write;
+        let mut cmd = clean_command(&self.work(), args);
+        cmd.env("WHARF_SERVER", &self.url).stdin(Stdio::piped());
+        if let Some(token) = token {
+            cmd.env("WHARF_TOKEN", token);
+        }
+        let mut child = cmd.spawn().expect("start wharf");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            args: args.join(" "),
+        }
     }
 
     /// `wharf pipelines apply` of `yaml` written to `<name>.yaml`.
@@ -737,6 +757,46 @@ fn logs_follow_resumes_after_a_dropped_connection_without_losing_or_repeating_li
 // ---------------------------------------------------------------------------------
 // errors
 // ---------------------------------------------------------------------------------
+
+const ADMIN_PASSWORD: &str = "cli-admin-password";
+
+#[test]
+fn login_users_tokens_and_secrets_from_the_command_line() {
+    let server = Server::start();
+    // `wharf login`: a password in, a token out.
+    let login = server.wharf_with_input(&["login", "admin"], &format!("{ADMIN_PASSWORD}\n"), None);
+    login.expect_code(0).stdout_has("export WHARF_TOKEN=wharf_");
+    let token = login.stdout.trim().strip_prefix("export WHARF_TOKEN=").unwrap().to_owned();
+    server.wharf_with_input(&["login", "admin"], "wrong-password\n", None).expect_code(2);
+
+    // Users: add (password from stdin), list.
+    server.wharf(&["users", "add", "ann", "--role", "manager", "--project", "admin"]).expect_code(0);
+    let out = server.wharf_with_input(&["users", "add", "bo", "--password-stdin"], "bo-password-1\n", Some(&token));
+    out.expect_code(0).stdout_has("created user bo (user)");
+    server.wharf(&["users", "list"]).expect_code(0).stdout_has("ann").stdout_has("manager");
+
+    // Tokens: create (printed once), list (never the token), revoke.
+    let made = server.wharf(&["tokens", "create", "ci", "--user", "ann", "--scope", "read", "--expires-in-days", "7"]);
+    made.expect_code(0);
+    let ci = made.stdout.trim().to_owned();
+    assert!(ci.starts_with("wharf_"), "{}", made.stdout);
+    let list = server.wharf(&["tokens", "list", "--user", "ann"]);
+    list.expect_code(0).stdout_has("ci").stdout_has("read").stdout_has("active");
+    assert!(!list.stdout.contains(&ci));
+    server.wharf(&["tokens", "revoke", "ci", "--user", "ann"]).expect_code(0);
+    server.wharf(&["tokens", "list", "--user", "ann"]).expect_code(0).stdout_has("revoked");
+    let refused = server.wharf_with_input(&["pipelines", "list"], "", Some(&ci));
+    refused.expect_code(2).stderr_has("refused the token");
+
+    // Secrets: the value from stdin, never printed; list shows names.
+    let set = server.wharf_with_input(&["secrets", "set", "DEPLOY_KEY"], "cli-secret-value-42\n", Some(&token));
+    set.expect_code(0);
+    let listed = server.wharf(&["secrets", "list"]);
+    listed.expect_code(0).stdout_has("admin/DEPLOY_KEY");
+    assert!(!listed.stdout.contains("cli-secret-value-42"));
+    server.wharf(&["secrets", "delete", "DEPLOY_KEY"]).expect_code(0);
+    assert!(!server.wharf(&["secrets", "list"]).stdout.contains("DEPLOY_KEY"));
+}
 
 #[test]
 fn a_wrong_or_missing_token_is_refused_with_a_hint() {

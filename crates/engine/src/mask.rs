@@ -1,4 +1,15 @@
 //! Secret values never reach a log: every line passes through a [`Masker`].
+//!
+//! What is masked: each secret as it is; each line of a multi-line secret; and the
+//! secret as base64 (standard alphabet, what `base64` and `openssl base64` print):
+//! alone, with the newline `echo` adds, wrapped at 76 columns, and embedded in longer
+//! base64'd text at any of the three byte alignments (the part of the encoding that
+//! depends only on the secret's bytes, when that part is at least 8 characters).
+//!
+//! What is not, and cannot be in general: other encodings (hex, URL encoding,
+//! compression, encryption), a secret printed in pieces on separate lines or
+//! interleaved with other text, and the up to 4 base64 characters at either end of an
+//! embedded secret that also carry neighbouring bytes.
 
 /// Replaces every occurrence of any secret value with `***`.
 #[derive(Clone, Debug, Default)]
@@ -17,6 +28,9 @@ impl Masker {
             }
             if !secret.is_empty() && !values.iter().any(|v| v == secret) && !secret.contains('\n') {
                 values.push(secret.to_owned());
+            }
+            if !secret.is_empty() {
+                values.extend(base64_forms(secret));
             }
         }
         values.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -47,9 +61,74 @@ impl Masker {
     }
 }
 
+/// The base64 forms of a secret that a script's output may hold (see the module doc).
+fn base64_forms(secret: &str) -> Vec<String> {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let mut out = Vec::new();
+    for whole in [secret.to_owned(), format!("{secret}\n")] {
+        let encoded = STANDARD.encode(whole.as_bytes());
+        let trimmed = encoded.trim_end_matches('=');
+        if trimmed.len() >= 8 {
+            out.push(trimmed.to_owned());
+        }
+        // `base64` wraps its output at 76 columns: each full line on its own.
+        if encoded.len() > 76 {
+            out.extend(
+                encoded
+                    .as_bytes()
+                    .chunks(76)
+                    .filter(|c| c.len() >= 8)
+                    .map(|c| String::from_utf8_lossy(c).trim_end_matches('=').to_owned()),
+            );
+        }
+    }
+    // Embedded at byte offset k (mod 3): the groups made of the secret's bytes only.
+    let bytes = secret.as_bytes();
+    for k in 0..3usize {
+        let mut padded = vec![0u8; k];
+        padded.extend_from_slice(bytes);
+        let encoded = STANDARD.encode(&padded);
+        let first = k.div_ceil(3);
+        let last = (k + bytes.len()) / 3;
+        if last > first {
+            let stable = &encoded[first * 4..last * 4];
+            if stable.len() >= 8 {
+                out.push(stable.to_owned());
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::Masker;
+
+    #[test]
+    fn base64_of_a_secret_is_masked_alone_with_a_newline_and_embedded() {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
+        let secret = "s3cr3t-Value-0123456789";
+        let m = Masker::new([secret]);
+        let embedded =
+            [format!("token={secret}&x=1"), format!("ab{secret}"), format!("a{secret}b"), format!("{secret}&more")];
+        for text in [secret.to_owned(), format!("{secret}\n")].into_iter().chain(embedded) {
+            let encoded = STANDARD.encode(text.as_bytes());
+            let masked = m.mask(&encoded);
+            assert!(masked.contains("***"), "{text:?} -> {encoded} -> {masked}");
+            // No stretch of 8 characters of the secret's own encoding is left.
+            let own = STANDARD.encode(secret.as_bytes());
+            assert!(!masked.contains(&own[4..12]), "{text:?}: {masked}");
+        }
+        // A long secret wrapped at 76 columns by `base64`.
+        let long = "x".repeat(40) + &"y".repeat(40) + "z";
+        let m = Masker::new([long.as_str()]);
+        let encoded = STANDARD.encode(long.as_bytes());
+        for line in encoded.as_bytes().chunks(76) {
+            assert_eq!(m.mask(std::str::from_utf8(line).unwrap()).trim_end_matches('='), "***");
+        }
+    }
 
     #[test]
     fn masks_every_occurrence_longest_first() {

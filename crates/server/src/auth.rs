@@ -1,55 +1,334 @@
-//! Bearer tokens. Until users and scoped tokens arrive (the tenancy issue), there is
-//! one admin token: `WHARF_ADMIN_TOKEN` (or the config's `admin_token`) when set,
-//! otherwise one generated at first start and shown once. Only its SHA-256 is stored.
+//! Authentication: who is calling. Two ways in, both ending in an
+//! [`authz::Caller`](crate::authz::Caller):
+//!
+//! - **API tokens** (`Authorization: Bearer wharf_…`): 32 random bytes, base64url,
+//!   shown once; only their SHA-256 is stored. Named per user, scoped (`read` = GET
+//!   only, `write`), optionally expiring, revocable.
+//! - **UI sessions** (`POST /login`): a random session id in a `Secure; HttpOnly;
+//!   SameSite=Strict` cookie (its SHA-256 is the stored row), a fresh id at every login
+//!   (no fixation), and a CSRF token that every state-changing request on the cookie
+//!   must echo in `X-CSRF-Token`. Bearer calls are exempt (a browser never adds them
+//!   by itself).
+//!
+//! Passwords are Argon2id PHC strings. Failed logins are counted per user and client
+//! address; after [`LoginLimiter::MAX_FAILURES`] within the window the pair is locked
+//! out (429 with `Retry-After`), even for the right password.
+//!
+//! [`bootstrap`] makes the built-in `admin` user at first start: `WHARF_ADMIN_TOKEN`
+//! becomes its API token and `WHARF_ADMIN_PASSWORD` its password when set; otherwise a
+//! one-time token and password are generated and shown once.
 
+use crate::authz::{Caller, Role, TokenScope, Via};
+use argon2::Argon2;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
-use wharf_store::{Store, StoreError};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use wharf_store::{Store, StoreError, now_ms};
 
-const SETTING: &str = "admin_token_sha256";
-
-#[derive(Clone, Debug)]
-pub struct Auth {
-    admin_hash: String,
-}
+/// The settings key where a Wharf from before users kept the admin token's hash.
+const LEGACY_SETTING: &str = "admin_token_sha256";
+/// The built-in administrator.
+pub const ADMIN_USER: &str = "admin";
+/// The name of the admin token made at bootstrap (and replaced by `WHARF_ADMIN_TOKEN`).
+pub const BOOTSTRAP_TOKEN: &str = "bootstrap";
+pub const SESSION_COOKIE: &str = "wharf_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
 
 pub fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A new random token: `wharf_` and 64 hex digits.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
+fn random_b64(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
     getrandom::fill(&mut bytes).expect("the operating system's random source works");
-    format!("wharf_{}", bytes.iter().map(|b| format!("{b:02x}")).collect::<String>())
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-impl Auth {
-    /// Returns the verifier and, when one was just made up, the new token to show.
-    pub async fn init(store: &Store, configured: Option<&str>) -> Result<(Auth, Option<String>), StoreError> {
-        if let Some(token) = configured {
-            let hash = sha256_hex(token.as_bytes());
-            store.set_setting(SETTING, &hash).await?;
-            return Ok((Auth { admin_hash: hash }, None));
+/// A new API token: `wharf_` and 32 random bytes as base64url.
+pub fn new_token() -> String {
+    format!("wharf_{}", random_b64(32))
+}
+
+/// A one-time password for the built-in admin: 18 random bytes as base64url.
+pub fn new_password() -> String {
+    random_b64(18)
+}
+
+/// Hashes a password as an Argon2id PHC string (slow on purpose; call off the async threads).
+pub fn hash_password(password: &str) -> String {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .expect("Argon2 hashes any password with a random salt")
+        .to_string()
+}
+
+/// Checks a password against a stored PHC string; a damaged string never matches.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|hash| Argon2::default().verify_password(password.as_bytes(), &hash).is_ok())
+}
+
+/// Constant-time comparison of two strings.
+pub fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// What first start made up and must be shown once.
+#[derive(Debug, Default, Clone)]
+pub struct Generated {
+    pub token: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Makes sure the built-in `admin` user exists with a way in.
+pub async fn bootstrap(
+    store: &Store,
+    admin_token: Option<&str>,
+    admin_password: Option<&str>,
+) -> Result<Generated, StoreError> {
+    let mut generated = Generated::default();
+    let existing = store.find_user(ADMIN_USER).await?;
+    let first_start = existing.is_none();
+    if first_start {
+        let password = match admin_password {
+            Some(p) => p.to_owned(),
+            None => {
+                let p = new_password();
+                generated.password = Some(p.clone());
+                p
+            }
+        };
+        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("password hashing failed: {e}")))?;
+        store.create_user(ADMIN_USER, Role::Admin.as_str(), Some(&hash), &[]).await?;
+    } else if let Some(password) = admin_password {
+        let current = existing.as_ref().and_then(|u| u.password_hash.clone());
+        let password = password.to_owned();
+        let hash = tokio::task::spawn_blocking(move || {
+            // Re-hash only when the configured password changed.
+            match current {
+                Some(h) if verify_password(&password, &h) => None,
+                _ => Some(hash_password(&password)),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("password hashing failed: {e}")))?;
+        if let Some(hash) = hash {
+            store.set_password_hash(ADMIN_USER, &hash).await?;
         }
-        if let Some(hash) = store.setting(SETTING).await? {
-            return Ok((Auth { admin_hash: hash }, None));
+    }
+    match admin_token {
+        Some(token) => {
+            store.put_token(ADMIN_USER, BOOTSTRAP_TOKEN, &sha256_hex(token.as_bytes()), "write").await?;
         }
-        let token = new_token();
-        let hash = sha256_hex(token.as_bytes());
-        store.set_setting(SETTING, &hash).await?;
-        Ok((Auth { admin_hash: hash }, Some(token)))
+        None if first_start => {
+            // A Wharf from before users had one admin token; it keeps working.
+            if let Some(hash) = store.setting(LEGACY_SETTING).await? {
+                store.put_token(ADMIN_USER, BOOTSTRAP_TOKEN, &hash, "write").await?;
+            } else {
+                let token = new_token();
+                store.put_token(ADMIN_USER, BOOTSTRAP_TOKEN, &sha256_hex(token.as_bytes()), "write").await?;
+                generated.token = Some(token);
+            }
+        }
+        None => {}
+    }
+    Ok(generated)
+}
+
+/// The token from an `Authorization` header value (`Bearer <token>`; the scheme is
+/// case-insensitive, RFC 9110 §11.1).
+pub fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The value of cookie `name` in a `Cookie` header.
+pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header.split(';').filter_map(|kv| kv.trim().split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
+/// Resolves a bearer token to its caller; `None` when unknown, expired, revoked or
+/// its user is gone.
+pub async fn caller_from_token(
+    store: &Store,
+    token: &str,
+    client_ip: Option<String>,
+) -> Result<Option<Caller>, StoreError> {
+    let Some((row, role, projects)) = store.token_with_user(&sha256_hex(token.as_bytes())).await? else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    if row.revoked_at.is_some() || row.expires_at.is_some_and(|at| at <= now) {
+        return Ok(None);
+    }
+    let (Some(scope), Some(role)) = (TokenScope::parse(&row.scope), Role::parse(&role)) else { return Ok(None) };
+    if row.last_used_at.is_none_or(|at| at < now - 60_000) {
+        store.touch_token(row.id, now).await?;
+    }
+    Ok(Some(Caller {
+        name: row.user,
+        role,
+        projects: projects.into_iter().collect(),
+        via: Via::Token { scope },
+        client_ip,
+    }))
+}
+
+/// Resolves a session cookie to its caller and the session's CSRF token.
+pub async fn caller_from_session(
+    store: &Store,
+    session_id: &str,
+    client_ip: Option<String>,
+) -> Result<Option<(Caller, String)>, StoreError> {
+    let id_sha256 = sha256_hex(session_id.as_bytes());
+    let Some(session) = store.session(&id_sha256, now_ms()).await? else { return Ok(None) };
+    let Some(user) = store.find_user(&session.user).await? else { return Ok(None) };
+    let Some(role) = Role::parse(&user.role) else { return Ok(None) };
+    let caller = Caller {
+        name: user.name,
+        role,
+        projects: user.projects.into_iter().collect(),
+        via: Via::Session { id_sha256 },
+        client_ip,
+    };
+    Ok(Some((caller, session.csrf)))
+}
+
+/// A new session: the cookie value (shown only in `Set-Cookie`) and its CSRF token.
+pub struct NewSession {
+    pub id: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}
+
+pub async fn create_session(
+    store: &Store,
+    user: &str,
+    client_ip: Option<&str>,
+    ttl: Duration,
+) -> Result<NewSession, StoreError> {
+    let id = random_b64(32);
+    let csrf = random_b64(32);
+    let expires_at = now_ms() + ttl.as_millis() as i64;
+    store.create_session(&sha256_hex(id.as_bytes()), user, &csrf, client_ip, expires_at).await?;
+    Ok(NewSession { id, csrf, expires_at })
+}
+
+/// The `Set-Cookie` value for a session (or, with `None`, one that clears it).
+pub fn session_cookie(session: Option<&NewSession>, ttl: Duration, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    match session {
+        Some(s) => {
+            format!("{SESSION_COOKIE}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{secure}", s.id, ttl.as_secs())
+        }
+        None => format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}"),
+    }
+}
+
+/// Failed logins per (user, client address).
+#[derive(Default)]
+pub struct LoginLimiter {
+    entries: Mutex<HashMap<(String, String), Failures>>,
+}
+
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: Instant,
+    locked_until: Option<Instant>,
+}
+
+impl LoginLimiter {
+    /// Failures allowed within [`WINDOW`](Self::WINDOW) before the lockout.
+    pub const MAX_FAILURES: u32 = 5;
+    pub const WINDOW: Duration = Duration::from_secs(15 * 60);
+    pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
+    /// Pairs remembered at most (the oldest go first).
+    const MAX_ENTRIES: usize = 10_000;
+
+    /// `Err(seconds to wait)` while the pair is locked out.
+    pub fn check(&self, user: &str, ip: &str) -> Result<(), u64> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match entries.get(&(user.to_owned(), ip.to_owned())).and_then(|f| f.locked_until) {
+            Some(until) if until > now => Err((until - now).as_secs().max(1)),
+            _ => Ok(()),
+        }
     }
 
-    /// Checks an `Authorization` header value (`Bearer <token>`).
-    pub fn check(&self, header: Option<&str>) -> bool {
-        // The scheme is case-insensitive (RFC 9110 §11.1).
-        let Some((scheme, token)) = header.and_then(|h| h.split_once(' ')) else { return false };
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return false;
+    /// Counts a failure; returns the lockout's length when this one starts it.
+    pub fn failed(&self, user: &str, ip: &str) -> Option<Duration> {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries
+                .retain(|_, f| now.duration_since(f.first) < Self::WINDOW || f.locked_until.is_some_and(|u| u > now));
         }
-        let hash = sha256_hex(token.trim().as_bytes());
-        // Compare without an early exit, so timing says nothing about the hash.
-        hash.len() == self.admin_hash.len()
-            && hash.bytes().zip(self.admin_hash.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        let entry = entries.entry((user.to_owned(), ip.to_owned())).or_insert(Failures {
+            count: 0,
+            first: now,
+            locked_until: None,
+        });
+        if now.duration_since(entry.first) >= Self::WINDOW || entry.locked_until.is_some_and(|u| u <= now) {
+            *entry = Failures { count: 0, first: now, locked_until: None };
+        }
+        entry.count += 1;
+        if entry.count >= Self::MAX_FAILURES {
+            entry.locked_until = Some(now + Self::LOCKOUT);
+            return Some(Self::LOCKOUT);
+        }
+        None
+    }
+
+    pub fn succeeded(&self, user: &str, ip: &str) {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(user.to_owned(), ip.to_owned()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_as_argon2id_and_verify() {
+        let hash = hash_password("correct horse");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(verify_password("correct horse", &hash));
+        assert!(!verify_password("wrong", &hash));
+        assert!(!verify_password("correct horse", "not a phc string"));
+    }
+
+    #[test]
+    fn tokens_are_32_random_bytes_base64url() {
+        let t = new_token();
+        let body = t.strip_prefix("wharf_").unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.decode(body).unwrap().len(), 32);
+        assert_ne!(new_token(), t);
+    }
+
+    #[test]
+    fn the_limiter_locks_after_the_maximum_and_per_address() {
+        let l = LoginLimiter::default();
+        for _ in 0..LoginLimiter::MAX_FAILURES - 1 {
+            assert!(l.failed("ann", "1.2.3.4").is_none());
+            assert!(l.check("ann", "1.2.3.4").is_ok());
+        }
+        assert!(l.failed("ann", "1.2.3.4").is_some());
+        assert!(l.check("ann", "1.2.3.4").is_err());
+        assert!(l.check("ann", "5.6.7.8").is_ok(), "another address is not locked");
+        assert!(l.check("bob", "1.2.3.4").is_ok(), "another user is not locked");
+    }
+
+    #[test]
+    fn headers_are_read() {
+        assert_eq!(bearer("bearer abc"), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(cookie("a=1; wharf_session=xyz; b=2", SESSION_COOKIE), Some("xyz"));
     }
 }

@@ -119,8 +119,9 @@ impl Dispatcher {
 
     /// Whether a run of `model` could start now with no parameters given (the check
     /// behind "save and run", made before saving).
-    pub fn check_startable(&self, model: &Pipeline, active: bool) -> ApiResult<()> {
-        self.prepare(model, active, &BTreeMap::new()).map(|_| ())
+    /// `secrets`: the project's (a task naming one that is not set cannot start).
+    pub fn check_startable(&self, model: &Pipeline, active: bool, secrets: &BTreeMap<String, String>) -> ApiResult<()> {
+        self.prepare(model, active, &BTreeMap::new(), secrets).map(|_| ())
     }
 
     fn prepare(
@@ -128,6 +129,7 @@ impl Dispatcher {
         model: &Pipeline,
         active: bool,
         given: &BTreeMap<String, String>,
+        secrets: &BTreeMap<String, String>,
     ) -> ApiResult<BTreeMap<String, String>> {
         if !active {
             return Err(AppError::Conflict(format!(
@@ -159,7 +161,7 @@ impl Dispatcher {
                 ));
             }
         }
-        engine.prepare(model, given, &BTreeMap::new()).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+        engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
                 details: problems
@@ -272,7 +274,8 @@ impl Dispatcher {
         retry_of: Option<&RunRow>,
     ) -> ApiResult<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
-        let parameters = self.prepare(&model, pipeline.active, &given)?;
+        let secrets = self.state().store.secret_values(&pipeline.project).await?;
+        let parameters = self.prepare(&model, pipeline.active, &given, &secrets)?;
         if let Some(previous) = retry_of {
             if Resume::from_failed_stage(previous.record.clone()).is_none() {
                 return Err(AppError::Conflict(format!(
@@ -623,13 +626,27 @@ impl Dispatcher {
                 return self.fail_unstarted(state, entry.run_id, &format!("cannot read the registries: {e}")).await;
             }
         };
+        // The project's secrets, opened now (tasks get those they name; logs mask all).
+        // A run a fork's pull request started gets none (its code is not trusted).
+        let secrets = match state.store.pipeline(entry.pipeline_id).await {
+            Ok(_) if !entry.cause.gets_secrets() => Ok(BTreeMap::new()),
+            Ok(pipeline) => state.store.secret_values(&pipeline.project).await,
+            Err(e) => Err(e),
+        };
+        let secrets = match secrets {
+            Ok(secrets) => secrets,
+            Err(e) => {
+                let why = format!("cannot read the project's secrets: {e}");
+                return self.fail_unstarted(state, entry.run_id, &why).await;
+            }
+        };
         let request = RunRequest {
             pipeline: model,
             number: entry.number as u64,
             increment: entry.increment as u64,
             cause: entry.cause,
             parameters: entry.parameters,
-            secrets: BTreeMap::new(),
+            secrets,
             workspace,
             commit: entry.commit,
             git_ref: entry.git_ref,
@@ -750,7 +767,11 @@ impl Dispatcher {
             increment: row.summary.increment as u64,
             cause: record.cause.clone(),
             parameters: record.parameters.clone(),
-            secrets: BTreeMap::new(),
+            secrets: if record.cause.gets_secrets() {
+                state.store.secret_values(&pipeline.project).await.ok()?
+            } else {
+                BTreeMap::new()
+            },
             workspace,
             commit: row.summary.commit.clone(),
             git_ref: pinned_ref(record),

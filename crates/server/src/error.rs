@@ -3,9 +3,12 @@
 //! | error | status | when |
 //! | --- | --- | --- |
 //! | `BadRequest` | 400 | the request cannot be read at all (bad query string, wrong content type) |
-//! | `Unauthorized` | 401 | no or a wrong bearer token |
-//! | `NotFound` | 404 | the pipeline, run, task or version does not exist |
+//! | `Unauthorized` | 401 | no, a wrong, an expired or a revoked bearer token, and no valid session; a wrong password at login |
+//! | `Forbidden` | 403 | the caller sees the object but the permission matrix does not let them do this (see `authz`); a read-only token on a change; a missing or wrong CSRF token |
+//! | `NotFound` | 404 | the pipeline, run, task or version does not exist, or the caller may not see it (`authz`: existence does not leak) |
 //! | `Conflict` | 409 | the request clashes with the current state (name taken, run in progress, already finished) |
+//! | `Quota` | 403 | the licence's pipeline limit is reached (the message says the limit and how to raise it) |
+//! | `TooManyRequests` | 429 | too many failed logins for this user from this address; `Retry-After` says when to try again |
 //! | `Invalid` | 422 | the body was read but is wrong; `details` lists each problem with its field path (and line/column for pipeline YAML) |
 //! | `Internal` | 500 | our fault (database, disk); the message is logged, the answer says only that it happened |
 //!
@@ -30,9 +33,19 @@ pub struct Detail {
 pub enum AppError {
     BadRequest(String),
     Unauthorized,
+    Forbidden(String),
+    /// A licence limit: 403 with the message.
+    Quota(String),
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
     NotFound(String),
     Conflict(String),
-    Invalid { message: String, details: Vec<Detail> },
+    Invalid {
+        message: String,
+        details: Vec<Detail>,
+    },
     Internal(String),
 }
 
@@ -86,9 +99,13 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, message, details) = match &self {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str(), &[][..]),
-            AppError::Unauthorized => {
-                (StatusCode::UNAUTHORIZED, "missing or wrong bearer token (Authorization: Bearer <token>)", &[][..])
-            }
+            AppError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "missing, wrong, expired or revoked bearer token (Authorization: Bearer <token>), and no login session",
+                &[][..],
+            ),
+            AppError::Forbidden(why) | AppError::Quota(why) => (StatusCode::FORBIDDEN, why.as_str(), &[][..]),
+            AppError::TooManyRequests { message, .. } => (StatusCode::TOO_MANY_REQUESTS, message.as_str(), &[][..]),
             AppError::NotFound(what) => (StatusCode::NOT_FOUND, what.as_str(), &[][..]),
             AppError::Conflict(why) => (StatusCode::CONFLICT, why.as_str(), &[][..]),
             AppError::Invalid { message, details } => {
@@ -102,7 +119,11 @@ impl IntoResponse for AppError {
         let message =
             if let AppError::NotFound(what) = &self { format!("{what} not found") } else { message.to_owned() };
         let body = Body { error: Inner { status: status.as_u16(), message: &message, details } };
-        (status, axum::Json(body)).into_response()
+        let mut response = (status, axum::Json(body)).into_response();
+        if let AppError::TooManyRequests { retry_after_secs, .. } = &self {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
+        }
+        response
     }
 }
 

@@ -430,6 +430,7 @@ mod tests {
             has_token: false,
             has_webhook_secret: false,
             has_client_secret: false,
+            created_by: "admin".into(),
             created_at: 0,
             updated_at: 0,
         };

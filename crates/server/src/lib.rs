@@ -4,14 +4,20 @@
 //!
 //! Reading order: [`ServerConfig`], [`Server::start`] (opening the store, recovery,
 //! binding), [`dispatch`] (the run queue and what happens to a run's events),
-//! [`api`] (the routes) and [`error`] (how failures become HTTP answers).
+//! [`api`] (the routes), [`auth`] (who is calling: tokens, sessions, bootstrap),
+//! [`authz`] (what they may do: the permission matrix, one check for every route),
+//! [`keys`] and [`licence`] (secrets at rest, the pipeline quota) and [`error`] (how
+//! failures become HTTP answers).
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod dispatch;
 pub mod error;
 pub mod forges;
 pub mod hooks;
+pub mod keys;
+pub mod licence;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
@@ -43,9 +49,28 @@ pub struct ServerConfig {
     pub keep_days: Option<u32>,
     /// Workspaces (checkouts) kept per pipeline, for retries.
     pub keep_workspaces: u32,
-    /// The admin's API token; when `None` and none is stored yet, one is generated and
-    /// printed once at first start.
+    /// The built-in admin's API token (`WHARF_ADMIN_TOKEN`); when `None` at first
+    /// start, one is generated and printed once.
     pub admin_token: Option<String>,
+    /// The built-in admin's password for the UI login (`WHARF_ADMIN_PASSWORD`); when
+    /// `None` at first start, a one-time password is generated and printed once.
+    pub admin_password: Option<String>,
+    /// The key sealing secrets at rest (base64, 32 bytes); `None`: the key file
+    /// `<data_dir>/secret.key`, made at first start (see [`keys`]).
+    pub secret_key: Option<String>,
+    /// Older keys, to open what they sealed until the start re-seals it.
+    pub old_secret_keys: Vec<String>,
+    /// Put a new key first in the key file at start (`--rotate-secret-key`).
+    pub rotate_secret_key: bool,
+    /// A signed licence file raising the pipeline limit (see [`licence`]).
+    pub licence_file: Option<PathBuf>,
+    /// Replaces the compiled-in licence public key: debug builds only (tests, development).
+    pub licence_public_key: Option<String>,
+    /// How long a UI session lasts.
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (browsers then send it over HTTPS and to
+    /// http://localhost only). Turn off only behind a plain-HTTP development setup.
+    pub cookie_secure: bool,
     /// The environment tasks start from on the host executor.
     pub host_env: Vec<(String, String)>,
     /// The executor of pipelines that name none: `Host` or `Docker` (the binary picks
@@ -87,6 +112,14 @@ impl ServerConfig {
             keep_days: None,
             keep_workspaces: 5,
             admin_token: None,
+            admin_password: None,
+            secret_key: None,
+            old_secret_keys: Vec::new(),
+            rotate_secret_key: false,
+            licence_file: None,
+            licence_public_key: None,
+            session_ttl: Duration::from_secs(12 * 3600),
+            cookie_secure: true,
             host_env: Vec::new(),
             executor: wharf_core::model::ExecutorKind::Host,
             docker: wharf_docker::DockerConfig::default(),
@@ -113,9 +146,12 @@ pub struct AppState {
     pub live: live::LiveLogs,
     pub dispatcher: dispatch::Dispatcher,
     pub metrics: metrics::Metrics,
-    pub auth: auth::Auth,
     /// The code hosts' APIs: the shared HTTP client, token refresh, webhook installs.
     pub forges: forges::Forges,
+    /// Failed logins per user and address.
+    pub logins: auth::LoginLimiter,
+    /// The pipeline limit in force.
+    pub quota: licence::Quota,
     pub timers: timers::Timers,
 }
 
@@ -123,6 +159,7 @@ pub struct AppState {
 pub enum ServerError {
     #[error("cannot open the database: {0}")]
     Store(#[from] wharf_store::StoreError),
+    /// A configuration value is wrong (keys, licence, time zone, CA file).
     #[error("{0}")]
     Config(String),
     #[error(transparent)]
@@ -169,6 +206,8 @@ pub struct Server {
     pub state: Arc<AppState>,
     /// A newly generated admin token, to show once.
     pub generated_token: Option<String>,
+    /// A newly generated admin password, to show once.
+    pub generated_password: Option<String>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -180,8 +219,16 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
         let forges = forges::Forges::new(&config)?;
-        let store = Store::open(&config.database_url()).await?;
-        let (auth, generated_token) = auth::Auth::init(&store, config.admin_token.as_deref()).await?;
+        let (secret_box, key_source) = keys::load(&config)?;
+        let quota = licence::load(&config)?;
+        let store = Store::open(&config.database_url()).await?.with_secret_box(secret_box);
+        let resealed = store.reseal_all().await?;
+        if resealed > 0 {
+            tracing::info!(count = resealed, key = store.secret_box().current_key_id(), "secrets re-sealed");
+        }
+        keys::forget_older(&key_source, store.secret_box())?;
+        let generated =
+            auth::bootstrap(&store, config.admin_token.as_deref(), config.admin_password.as_deref()).await?;
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
         let live = live::LiveLogs::default();
         let metrics = metrics::Metrics::default();
@@ -205,8 +252,9 @@ impl Server {
             logs,
             live,
             metrics,
-            auth,
             forges,
+            logins: Default::default(),
+            quota,
             timers: timers::Timers::new(store_for_timers, config.timezone.clone(), config.timer_grace),
         });
         dispatch::Dispatcher::recover(&state).await?;
@@ -222,9 +270,10 @@ impl Server {
             let _ = tcp.set_nodelay(true);
         });
         let app = api::router(state.clone());
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let task = tokio::spawn(async move { axum::serve(listener, app).await });
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "wharf server listening");
-        Ok(Server { addr, state, generated_token, task })
+        Ok(Server { addr, state, generated_token: generated.token, generated_password: generated.password, task })
     }
 
     /// Stops serving and stops the timer loop (runs in progress go on until they end

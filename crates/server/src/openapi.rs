@@ -320,6 +320,119 @@ pub const ROUTES: &[Route] = &[
         status: 204,
     },
     Route { method: "get", path: "/openapi.json", summary: "This document", body: Body::None, status: 200 },
+    Route {
+        method: "post",
+        path: "/login",
+        summary: "Log in (JSON or form): a session cookie (Secure, HttpOnly, SameSite=Strict) and its csrf_token; 429 after repeated failures",
+        body: Body::Json("Login"),
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/me",
+        summary: "Who the caller is: name, role, projects (and the session's csrf_token)",
+        body: Body::None,
+        status: 200,
+    },
+    Route { method: "get", path: "/departments", summary: "Departments (admins)", body: Body::None, status: 200 },
+    Route {
+        method: "post",
+        path: "/departments",
+        summary: "Create a department (admins)",
+        body: Body::Json("Department"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/projects",
+        summary: "Projects: all for admins, the joined ones for others",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/projects",
+        summary: "Create a project in a department (admins)",
+        body: Body::Json("Project"),
+        status: 201,
+    },
+    Route {
+        method: "get",
+        path: "/users",
+        summary: "Users with their roles and projects (admins)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/users",
+        summary: "Create a user: admin, manager or user, with the projects they join (admins)",
+        body: Body::Json("User"),
+        status: 201,
+    },
+    Route {
+        method: "put",
+        path: "/users/{name}",
+        summary: "Change a user's role, projects (the whole list) or password (admins)",
+        body: Body::Json("UserUpdate"),
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/users/{name}/tokens",
+        summary: "A user's API tokens: names, scopes, dates, never the tokens (admins, or the user)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "post",
+        path: "/users/{name}/tokens",
+        summary: "Create an API token, shown in this answer only (admins for anyone, users for themselves)",
+        body: Body::Json("NewToken"),
+        status: 201,
+    },
+    Route {
+        method: "delete",
+        path: "/users/{name}/tokens/{token}",
+        summary: "Revoke an API token at once",
+        body: Body::None,
+        status: 204,
+    },
+    Route {
+        method: "get",
+        path: "/audit",
+        summary: "The audit log, newest first: who, what, which object, outcome, when, from where (admins; ?actor, ?limit, ?page)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "get",
+        path: "/secrets",
+        summary: "Project secrets' names, never values (?project)",
+        body: Body::None,
+        status: 200,
+    },
+    Route {
+        method: "put",
+        path: "/secrets/{name}",
+        summary: "Set a project secret (?project, default admin); 201 new, 204 replaced; never readable back",
+        body: Body::Json("Secret"),
+        status: 201,
+    },
+    Route {
+        method: "delete",
+        path: "/secrets/{name}",
+        summary: "Delete a project secret (?project)",
+        body: Body::None,
+        status: 204,
+    },
+    Route {
+        method: "post",
+        path: "/logout",
+        summary: "End the login session and clear its cookie",
+        body: Body::None,
+        status: 204,
+    },
 ];
 
 fn schemas() -> Value {
@@ -354,6 +467,25 @@ fn schemas() -> Value {
                 "workspaces": { "type": "array", "items": { "type": "string" } } } },
         "Workspace": { "type": "object", "required": ["name"], "additionalProperties": false,
             "properties": { "name": { "type": "string" } } },
+        "Login": { "type": "object", "required": ["name", "password"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" }, "password": { "type": "string", "writeOnly": true } } },
+        "Department": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" } } },
+        "Project": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" }, "department": { "type": "string", "default": "Default" } } },
+        "User": { "type": "object", "required": ["name", "role"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" }, "password": { "type": "string", "writeOnly": true },
+                "role": { "type": "string", "enum": ["admin", "manager", "user"] },
+                "projects": { "type": "array", "items": { "type": "string" } } } },
+        "UserUpdate": { "type": "object", "additionalProperties": false,
+            "properties": { "role": { "type": "string", "enum": ["admin", "manager", "user"] },
+                "projects": { "type": "array", "items": { "type": "string" } },
+                "password": { "type": "string", "writeOnly": true } } },
+        "NewToken": { "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string" }, "scope": { "type": "string", "enum": ["read", "write"] },
+                "expires_in_days": { "type": "integer", "minimum": 1, "maximum": 3650 } } },
+        "Secret": { "type": "object", "required": ["value"], "additionalProperties": false,
+            "properties": { "value": { "type": "string", "writeOnly": true } } },
         "StartRun": { "type": "object", "additionalProperties": false,
             "properties": { "parameters": { "type": "object", "additionalProperties": { "type": "string" } } } },
         "Status": { "type": "string", "enum": ["queued", "pending", "running", "waiting", "succeeded", "failed", "stopped", "timed_out", "skipped"] }
@@ -368,14 +500,15 @@ pub fn document() -> Value {
             "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}'], "_")),
             "responses": {
                 route.status.to_string(): { "description": "success" },
-                "401": { "description": "missing or wrong token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "401": { "description": "missing, wrong, expired or revoked token, and no session", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
+                "403": { "description": "the permission matrix refuses this (or a read-only token, a missing CSRF token, the pipeline limit)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "404": { "description": "not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "409": { "description": "conflicts with the current state", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "422": { "description": "invalid body or query; details carry field paths", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } }
             }
         });
         let mut params = Vec::new();
-        for name in ["key", "id", "task", "name", "delivery", "repo", "workspace", "image", "tag"] {
+        for name in ["key", "id", "task", "name", "delivery", "repo", "workspace", "image", "tag", "token"] {
             if route.path.contains(&format!("{{{name}}}")) {
                 params.push(json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }));
             }
@@ -405,7 +538,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.1.0",
         "info": { "title": "Wharf API", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "Pipelines, runs and logs. Authorization: Bearer <token>." },
+                  "description": "Pipelines, runs and logs. Authorization: Bearer <token>, or the session cookie from POST /login with X-CSRF-Token on changes." },
         "servers": [ { "url": "/api/v1" } ],
         "components": {
             "schemas": schemas(),

@@ -162,12 +162,14 @@ async fn create_a_pipeline_from_yaml_or_json_and_get_it_by_id_or_name() {
     assert_eq!(stored.text, SIMPLE);
     assert!(stored.header("content-type").unwrap().starts_with("application/yaml"));
 
-    // `?project=` places it; a YAML `project:` that disagrees is refused.
+    // `?project=` places it (for a manager of that project: the cloud admin creates in
+    // project admin only); a YAML `project:` that disagrees is refused.
+    let manager = s.user("shopkeeper", "manager", &["shop"]).await;
     let other = SIMPLE.replace("from-yaml", "in-shop");
-    let placed = s.send_yaml(Method::POST, "/pipelines?project=shop", &other).await.expect(201).json;
+    let placed = manager.send_yaml(Method::POST, "/pipelines?project=shop", &other).await.expect(201).json;
     assert_eq!(placed["project"], "shop");
     let clash = format!("project: web\n{}", SIMPLE.replace("from-yaml", "clash"));
-    let refused = s.send_yaml(Method::POST, "/pipelines?project=shop", &clash).await.expect_error(422);
+    let refused = manager.send_yaml(Method::POST, "/pipelines?project=shop", &clash).await.expect_error(422);
     assert_eq!(refused.json["error"]["details"][0]["path"], "project");
     s.get("/pipelines/clash").await.expect_error(404);
 }
@@ -234,8 +236,9 @@ async fn a_pipeline_name_is_taken_once_per_project() {
     assert!(again.error_text().contains("from-yaml"), "{}", again.text);
     let as_json = json!({ "name": "from-yaml", "stages": [{ "name": "B", "tasks": [{ "name": "b", "type": "script", "script": "true" }] }] });
     s.post("/pipelines", as_json).await.expect_error(409);
-    // Another project may use the name.
-    s.send_yaml(Method::POST, "/pipelines?project=other", SIMPLE).await.expect(201);
+    // Another project may use the name (created by its manager).
+    let manager = s.user("other-manager", "manager", &["other"]).await;
+    manager.send_yaml(Method::POST, "/pipelines?project=other", SIMPLE).await.expect(201);
     // Then the name alone is ambiguous; the project settles it.
     s.get("/pipelines/from-yaml").await.expect_error(409);
     assert_eq!(s.get("/pipelines/from-yaml?project=other").await.expect(200).json["project"], "other");
@@ -317,9 +320,11 @@ async fn a_pipeline_from_scratch_has_the_four_default_stages_and_runs() {
     let log = task_log(&s, id_of(&run), build["name"].as_str().unwrap()).await;
     assert!(log.contains("hello from Build, run 1"), "{log}");
 
-    // Given a project.
-    let placed = s.post("/pipelines/scratch", json!({ "name": "fresh", "project": "web" })).await.expect(201).json;
-    assert_eq!(placed["project"], "web");
+    // Given a project (by its manager; the cloud admin creates in project admin only).
+    let manager = s.user("web-manager", "manager", &["web"]).await;
+    let placed = manager.post("/pipelines/scratch", json!({ "name": "fresh", "project": "web" })).await;
+    assert_eq!(placed.expect(201).json["project"], "web");
+    s.post("/pipelines/scratch", json!({ "name": "fresh2", "project": "web" })).await.expect_error(403);
 
     // Bad requests.
     let bad = s.post("/pipelines/scratch", json!({ "name": "../etc" })).await.expect_error(422);
@@ -1628,11 +1633,17 @@ async fn every_documented_route_is_routed() {
         let id = if route.path == "/runs/{id}/stop" { sleeping } else { failed };
         let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
         let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
+        let name = match route.path {
+            p if p.starts_with("/users/") => "admin",
+            p if p.starts_with("/secrets/") => "ROUTE_SECRET",
+            _ => binding,
+        };
         let path = route_path
             .replace("{key}", &key.to_string())
             .replace("{id}", &id.to_string())
             .replace("{task}", "main")
-            .replace("{name}", binding)
+            .replace("{name}", name)
+            .replace("{token}", "route-token")
             .replace("{delivery}", &delivery.to_string());
         let path = path.replace("{repo}", "diaspora/infra/deploy");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
@@ -1655,6 +1666,20 @@ async fn every_documented_route_is_routed() {
                 let response = s.client.request(method, s.url(&path)).body(tarball.clone()).send().await.unwrap();
                 common::Answer::read(response).await
             }
+            Body::Json("Login") => {
+                s.call(method, &path, Some(json!({ "name": "admin", "password": common::ADMIN_PASSWORD }))).await
+            }
+            Body::Json("Department") => s.call(method, &path, Some(json!({ "name": "Route" }))).await,
+            Body::Json("Project") => {
+                s.call(method, &path, Some(json!({ "name": "route-project", "department": "Route" }))).await
+            }
+            Body::Json("User") => {
+                let user = json!({ "name": "route-user", "role": "user", "projects": ["route-project"] });
+                s.call(method, &path, Some(user)).await
+            }
+            Body::Json("UserUpdate") => s.call(method, &path, Some(json!({ "projects": ["route-project"] }))).await,
+            Body::Json("NewToken") => s.call(method, &path, Some(json!({ "name": "route-token" }))).await,
+            Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,
             Body::Pipeline => {
                 let name = if route.method == "post" { "created" } else { "main-pipeline" };

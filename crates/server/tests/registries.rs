@@ -210,7 +210,10 @@ async fn an_image_task_builds_and_pushes_in_a_run_and_hostile_paths_fail_it() {
     let log = s.tail(run, "use", None).await.text;
     assert!(log.contains(&format!("image={image} digest={}", outputs["digest"].as_str().unwrap())), "{log}");
     let build_log = s.tail(run, "build", None).await.text;
-    assert!(build_log.contains(": RUN echo \"$GREETING\"") && !build_log.contains(&env.registry_password), "{build_log}");
+    assert!(
+        build_log.contains(": RUN echo \"$GREETING\"") && !build_log.contains(&env.registry_password),
+        "{build_log}"
+    );
 
     // `../../etc/passwd` as the Dockerfile: the run fails and says why; nothing pushed.
     let run = common::id_of(&s.start_run("build-2048", json!({ "DF": "../../etc/passwd" })).await);

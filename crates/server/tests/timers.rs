@@ -542,7 +542,8 @@ async fn a_server_restart_catches_up_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn triggers_without_a_zone_use_the_servers_configured_zone() {
-    for (zone, first) in [("Asia/Shanghai", "2026-01-16T02:30:00+08:00"), ("America/New_York", "2026-01-15T02:30:00-05:00")]
+    for (zone, first) in
+        [("Asia/Shanghai", "2026-01-16T02:30:00+08:00"), ("America/New_York", "2026-01-15T02:30:00-05:00")]
     {
         let s = common::start_with(tempfile::tempdir().unwrap(), |config| {
             config.timezone = jiff::tz::TimeZone::get(zone).unwrap();

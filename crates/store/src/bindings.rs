@@ -1,6 +1,7 @@
 //! Repository bindings: an account on GitHub, GitLab, Gitee (or plain git) with the
 //! credentials Wharf uses to list repositories, clone and install webhooks. The secret
-//! fields are stored but never part of [`Binding`]'s serialised form.
+//! fields are stored sealed ([`crate::secretbox`]) and never part of [`Binding`]'s
+//! serialised form.
 
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
@@ -32,6 +33,8 @@ pub struct Binding {
     pub has_token: bool,
     pub has_webhook_secret: bool,
     pub has_client_secret: bool,
+    /// The user who set it up; only they see and change it (seed 002 §2.5).
+    pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -46,10 +49,12 @@ pub struct NewBinding {
     pub client_secret: Option<String>,
     pub token: Option<String>,
     pub webhook_secret: Option<String>,
+    /// The user setting it up.
+    pub created_by: String,
 }
 
 const SELECT: &str = "SELECT id, name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
-     updated_at, refresh_token, token_expires_at, oauth_redirect_uri FROM bindings";
+     updated_at, created_by, refresh_token, token_expires_at, oauth_redirect_uri FROM bindings";
 
 /// What an OAuth code exchange or refresh gave, as stored on the binding.
 #[derive(Clone, Default)]
@@ -76,11 +81,11 @@ pub struct OAuthState {
     pub expires_at: i64,
 }
 
-fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
-    let client_secret: Option<String> = row.get(5);
-    let token: Option<String> = row.get(6);
-    let webhook_secret: Option<String> = row.get(7);
-    Binding {
+fn binding(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Binding> {
+    let client_secret = store.open_secret(row.get(5))?;
+    let token = store.open_secret(row.get(6))?;
+    let webhook_secret = store.open_secret(row.get(7))?;
+    Ok(Binding {
         id: row.get(0),
         name: row.get(1),
         provider: row.get(2),
@@ -94,10 +99,11 @@ fn binding(row: &sqlx::sqlite::SqliteRow) -> Binding {
         webhook_secret,
         created_at: row.get(8),
         updated_at: row.get(9),
-        refresh_token: row.get(10),
-        token_expires_at: row.get(11),
-        oauth_redirect_uri: row.get(12),
-    }
+        created_by: row.get(10),
+        refresh_token: store.open_secret(row.get(11))?,
+        token_expires_at: row.get(12),
+        oauth_redirect_uri: row.get(13),
+    })
 }
 
 impl Store {
@@ -107,17 +113,18 @@ impl Store {
         let now = now_ms();
         let done = sqlx::query(
             "INSERT INTO bindings (name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
-             updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             updated_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&new.name)
         .bind(&new.provider)
         .bind(&new.url)
         .bind(&new.client_id)
-        .bind(&new.client_secret)
-        .bind(&new.token)
-        .bind(&new.webhook_secret)
+        .bind(self.seal_secret(new.client_secret.as_deref()))
+        .bind(self.seal_secret(new.token.as_deref()))
+        .bind(self.seal_secret(new.webhook_secret.as_deref()))
         .bind(now)
         .bind(now)
+        .bind(if new.created_by.is_empty() { "admin" } else { new.created_by.as_str() })
         .execute(&self.pool)
         .await;
         match done {
@@ -137,12 +144,12 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("binding `{name}`")))?;
-        Ok(binding(&row))
+        binding(self, &row)
     }
 
     pub async fn bindings(&self) -> Result<Vec<Binding>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
-        Ok(rows.iter().map(binding).collect())
+        rows.iter().map(|r| binding(self, r)).collect()
     }
 
     /// Replaces a binding's token with one that does not expire (a personal access
@@ -153,7 +160,7 @@ impl Store {
             "UPDATE bindings SET token = ?, refresh_token = NULL, token_expires_at = NULL, \
              oauth_redirect_uri = NULL, updated_at = ? WHERE name = ?",
         )
-        .bind(token)
+        .bind(self.seal_secret(token))
         .bind(now_ms())
         .bind(name)
         .execute(&self.pool)
@@ -173,8 +180,8 @@ impl Store {
             "UPDATE bindings SET token = ?, refresh_token = COALESCE(?, refresh_token), token_expires_at = ?, \
              oauth_redirect_uri = COALESCE(?, oauth_redirect_uri), updated_at = ? WHERE name = ?",
         )
-        .bind(&grant.token)
-        .bind(&grant.refresh_token)
+        .bind(self.seal_secret(Some(&grant.token)))
+        .bind(self.seal_secret(grant.refresh_token.as_deref()))
         .bind(grant.expires_at)
         .bind(&grant.redirect_uri)
         .bind(now_ms())

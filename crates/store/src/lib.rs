@@ -13,6 +13,8 @@ pub mod deliveries;
 pub mod logs;
 mod migrate;
 pub mod registries;
+pub mod secretbox;
+pub mod tenancy;
 pub mod timers;
 
 use serde::Serialize;
@@ -36,6 +38,12 @@ pub enum StoreError {
     /// A stored record does not parse any more (a bug or a hand edit).
     #[error("stored data is damaged: {0}")]
     Corrupt(String),
+    /// Creating one more would pass the pipeline limit (the licence's).
+    #[error("the limit of {0} pipelines is reached")]
+    Limit(i64),
+    /// A sealed secret cannot be opened (unknown key, damaged).
+    #[error(transparent)]
+    Secret(#[from] secretbox::SecretError),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -46,6 +54,8 @@ pub struct Store {
     /// SQLite takes one writer at a time; queueing writers here instead of in SQLite's
     /// busy handler (which sleeps and retries) keeps bursts of small writes fast.
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Seals every secret before it is written (see [`secretbox`]).
+    secret_box: std::sync::Arc<secretbox::SecretBox>,
 }
 
 /// A pipeline's row, with its latest version number.
@@ -58,6 +68,19 @@ pub struct PipelineRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The user who created it (by hand or as a copy); rows from before users existed
+    /// say `admin`.
+    pub created_by: String,
+}
+
+/// Which pipelines a listing includes: the caller's view (seed 002 §2.5).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PipelineFilter {
+    All,
+    /// Pipelines in these projects.
+    Projects(Vec<String>),
+    /// Pipelines this user created.
+    CreatedBy(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,7 +140,67 @@ impl Store {
             .busy_timeout(Duration::from_secs(10));
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         migrate::run(&pool).await?;
-        Ok(Store { pool, writer: Default::default() })
+        let secret_box = std::sync::Arc::new(secretbox::SecretBox::ephemeral());
+        Ok(Store { pool, writer: Default::default(), secret_box })
+    }
+
+    /// The same store, sealing and opening secrets with `secret_box` (the server's
+    /// configured keys). Call before cloning the store around.
+    pub fn with_secret_box(mut self, secret_box: secretbox::SecretBox) -> Store {
+        self.secret_box = std::sync::Arc::new(secret_box);
+        self
+    }
+
+    pub fn secret_box(&self) -> &secretbox::SecretBox {
+        &self.secret_box
+    }
+
+    /// A secret on its way into a column: sealed (`None` stays `None`).
+    pub fn seal_secret(&self, plain: Option<&str>) -> Option<String> {
+        plain.map(|p| self.secret_box.seal(p))
+    }
+
+    /// A secret column's value on its way out: opened (`None` stays `None`).
+    pub fn open_secret(&self, stored: Option<String>) -> Result<Option<String>> {
+        Ok(stored.map(|s| self.secret_box.open(&s)).transpose()?)
+    }
+
+    /// Seals again, with the current key, every stored secret that is plain (from
+    /// before encryption) or sealed with an older key: every column of
+    /// [`secretbox::SEALED_COLUMNS`]. Returns how many values changed.
+    pub async fn reseal_all(&self) -> Result<usize> {
+        let _write = self.writer.lock().await;
+        let mut changed = 0;
+        let mut tx = self.pool.begin().await?;
+        for (table, key, columns) in secretbox::SEALED_COLUMNS {
+            for column in *columns {
+                // Table and column names are our own constants, never input.
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL"
+                )))
+                .fetch_all(&mut *tx)
+                .await?;
+                for row in rows {
+                    let id = row_key(&row);
+                    let stored: String = row.get(1);
+                    if !self.secret_box.needs_reseal(&stored) {
+                        continue;
+                    }
+                    let plain = self.secret_box.open(&stored)?;
+                    let sealed = self.secret_box.seal(&plain);
+                    let update = format!("UPDATE {table} SET {column} = ? WHERE {key} = ?");
+                    let query = sqlx::query(sqlx::AssertSqlSafe(update)).bind(sealed);
+                    let query = match &id {
+                        serde_json::Value::Number(n) => query.bind(n.as_i64()),
+                        other => query.bind(other.as_str().map(str::to_owned)),
+                    };
+                    query.execute(&mut *tx).await?;
+                    changed += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(changed)
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
@@ -142,16 +225,38 @@ impl Store {
     /// Creates a pipeline with its first version. A name already used in the project is
     /// a `Conflict`.
     pub async fn create_pipeline(&self, project: &str, name: &str, source: &str) -> Result<PipelineRow> {
+        self.create_pipeline_by(project, name, source, "admin", None).await
+    }
+
+    /// [`create_pipeline`](Self::create_pipeline), recording who created it, and
+    /// refusing with `Limit` when `limit` pipelines exist already (checked in the same
+    /// transaction, so concurrent creates cannot pass it).
+    pub async fn create_pipeline_by(
+        &self,
+        project: &str,
+        name: &str,
+        source: &str,
+        created_by: &str,
+        limit: Option<i64>,
+    ) -> Result<PipelineRow> {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        if let Some(limit) = limit {
+            let count: i64 = sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&mut *tx).await?.get(0);
+            if count >= limit {
+                return Err(StoreError::Limit(limit));
+            }
+        }
         let inserted = sqlx::query(
-            "INSERT INTO pipelines (project, name, active, version, created_at, updated_at) VALUES (?, ?, 1, 1, ?, ?)",
+            "INSERT INTO pipelines (project, name, active, version, created_at, updated_at, created_by) \
+             VALUES (?, ?, 1, 1, ?, ?, ?)",
         )
         .bind(project)
         .bind(name)
         .bind(now)
         .bind(now)
+        .bind(created_by)
         .execute(&mut *tx)
         .await;
         let id = match inserted {
@@ -207,7 +312,7 @@ impl Store {
 
     pub async fn pipeline(&self, id: i64) -> Result<PipelineRow> {
         let row = sqlx::query(
-            "SELECT id, project, name, active, version, created_at, updated_at FROM pipelines WHERE id = ?",
+            "SELECT id, project, name, active, version, created_at, updated_at, created_by FROM pipelines WHERE id = ?",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -219,7 +324,7 @@ impl Store {
     /// Finds a pipeline by name; `project` narrows it down when names repeat.
     pub async fn pipeline_by_name(&self, name: &str, project: Option<&str>) -> Result<PipelineRow> {
         let rows = sqlx::query(
-            "SELECT id, project, name, active, version, created_at, updated_at FROM pipelines \
+            "SELECT id, project, name, active, version, created_at, updated_at, created_by FROM pipelines \
              WHERE name = ? AND (? IS NULL OR project = ?) ORDER BY id LIMIT 2",
         )
         .bind(name)
@@ -238,28 +343,61 @@ impl Store {
 
     /// A page of pipelines, by name, with the total count.
     pub async fn pipelines(&self, limit: i64, offset: i64) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
-        let rows = sqlx::query(
-            "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, \
+        self.pipelines_filtered(&PipelineFilter::All, limit, offset).await
+    }
+
+    /// A page of the pipelines `filter` lets through, by project and name, with their
+    /// total count.
+    pub async fn pipelines_filtered(
+        &self,
+        filter: &PipelineFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
+        // `?1` is the kind of filter, `?2` the JSON list of projects, `?3` the creator.
+        let (kind, projects, creator) = match filter {
+            PipelineFilter::All => ("all", "[]".to_owned(), ""),
+            PipelineFilter::Projects(list) => ("projects", serde_json::json!(list).to_string(), ""),
+            PipelineFilter::CreatedBy(user) => ("creator", "[]".to_owned(), user.as_str()),
+        };
+        const WHERE: &str = "(?1 = 'all' OR (?1 = 'projects' AND project IN (SELECT value FROM json_each(?2))) \
+                              OR (?1 = 'creator' AND created_by = ?3))";
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, p.created_by, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
                     r.increment \
-             FROM (SELECT * FROM pipelines ORDER BY project, name LIMIT ? OFFSET ?) p \
+             FROM (SELECT * FROM pipelines WHERE {WHERE} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
              LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
-             ORDER BY p.project, p.name",
-        )
+             ORDER BY p.project, p.name"
+        )))
+        .bind(kind)
+        .bind(&projects)
+        .bind(creator)
         .bind(limit)
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&self.pool).await?.get(0);
+        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM pipelines WHERE {WHERE}")))
+            .bind(kind)
+            .bind(&projects)
+            .bind(creator)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let last = match row.get::<Option<i64>, _>(7) {
-                Some(_) => Some(summary_at(row, 7)?),
+            let last = match row.get::<Option<i64>, _>(8) {
+                Some(_) => Some(summary_at(row, 8)?),
                 None => None,
             };
             out.push((pipeline_row(row), last));
         }
         Ok((out, total))
+    }
+
+    /// How many pipelines exist (the licence counts them all).
+    pub async fn pipeline_count(&self) -> Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&self.pool).await?.get(0))
     }
 
     pub async fn versions(&self, id: i64) -> Result<Vec<VersionRow>> {
@@ -519,6 +657,14 @@ impl Store {
     }
 }
 
+/// The key column of a row read by [`Store::reseal_all`], as a number or text.
+fn row_key(row: &sqlx::sqlite::SqliteRow) -> serde_json::Value {
+    match row.try_get::<i64, _>(0) {
+        Ok(n) => serde_json::Value::from(n),
+        Err(_) => serde_json::Value::from(row.get::<String, _>(0)),
+    }
+}
+
 const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \
      r.created_at, r.updated_at, r.increment, p.name, r.record FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
 
@@ -531,6 +677,7 @@ fn pipeline_row(row: &sqlx::sqlite::SqliteRow) -> PipelineRow {
         version: row.get(4),
         created_at: row.get(5),
         updated_at: row.get(6),
+        created_by: row.get(7),
     }
 }
 

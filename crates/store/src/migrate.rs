@@ -10,6 +10,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_triggers.sql")),
     (3, include_str!("../migrations/sqlite/0003_oauth_and_hooks.sql")),
     (4, include_str!("../migrations/sqlite/0004_registries.sql")),
+    (6, include_str!("../migrations/sqlite/0006_tenancy.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

@@ -2,8 +2,8 @@
 //! their registered workspaces (repository namespaces such as `devops`). The password
 //! is stored but never part of [`Registry`]'s serialised form.
 //!
-//! The password is written only by [`Store::create_registry`] and read only by
-//! `registry_row`: the one place where encryption at rest goes (issue 6).
+//! The password is written only by [`Store::create_registry`], sealed, and opened only
+//! by `registry_row` ([`crate::secretbox`]).
 
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
@@ -41,9 +41,9 @@ pub struct NewRegistry {
 
 const SELECT: &str = "SELECT id, name, host, username, password, insecure, created_at, updated_at FROM registries";
 
-fn registry_row(row: &sqlx::sqlite::SqliteRow) -> Registry {
-    let password: Option<String> = row.get(4);
-    Registry {
+fn registry_row(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Registry> {
+    let password = store.open_secret(row.get(4))?;
+    Ok(Registry {
         id: row.get(0),
         name: row.get(1),
         host: row.get(2),
@@ -54,7 +54,7 @@ fn registry_row(row: &sqlx::sqlite::SqliteRow) -> Registry {
         workspaces: Vec::new(),
         created_at: row.get(6),
         updated_at: row.get(7),
-    }
+    })
 }
 
 impl Store {
@@ -70,7 +70,7 @@ impl Store {
         .bind(&new.name)
         .bind(&new.host)
         .bind(&new.username)
-        .bind(&new.password)
+        .bind(self.seal_secret(new.password.as_deref()))
         .bind(new.insecure as i64)
         .bind(now)
         .bind(now)
@@ -102,7 +102,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("registry `{name}`")))?;
-        let mut registry = registry_row(&row);
+        let mut registry = registry_row(self, &row)?;
         registry.workspaces = self.workspaces_of(registry.id).await?;
         Ok(registry)
     }
@@ -111,7 +111,7 @@ impl Store {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let mut registry = registry_row(row);
+            let mut registry = registry_row(self, row)?;
             registry.workspaces = self.workspaces_of(registry.id).await?;
             out.push(registry);
         }

@@ -4,9 +4,13 @@
 //! secret, token, webhook secret) are stored and never answered; `has_*` says which
 //! are set. Listing repositories and branches and the OAuth routes are in
 //! `providers.rs`.
+//!
+//! Seed 002 §2.5: every role sees, sets and logs out of only the bindings it created;
+//! another user's binding is "not found".
 
 use super::{AppStateRef, created, json_body};
 use crate::AppState;
+use crate::authz::{self, Action, Caller, Object};
 use crate::error::{ApiResult, AppError, Detail};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -53,8 +57,22 @@ fn given(value: Option<String>) -> Option<String> {
 
 /// `POST /bindings`: `201` with the binding; `409` when the name is taken; `422` for
 /// a bad name, provider or instance URL.
-pub async fn create(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+/// The facts [`authz::check`] needs about a binding.
+pub fn object(binding: &Binding) -> Object<'_> {
+    Object::Repository { name: &binding.name, created_by: &binding.created_by }
+}
+
+/// A binding by name, checked for `action` (hidden: "not found").
+pub async fn find_for(state: &AppState, caller: &Caller, name: &str, action: Action) -> ApiResult<Binding> {
+    let binding = state.store.binding(name).await?;
+    authz::check(caller, action, &object(&binding))?;
+    Ok(binding)
+}
+
+pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
     let request: CreateBinding = json_body(&body)?;
+    let new = Object::Repository { name: &request.name, created_by: &caller.name };
+    authz::check(&caller, Action::SetRepository, &new)?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
         problems.push(detail("name", format!("`{}` is not a valid binding name: {}", e.value, PipelineName::RULE)));
@@ -94,6 +112,7 @@ pub async fn create(State(state): AppStateRef, body: Bytes) -> ApiResult<Respons
             client_secret: given(request.client_secret),
             token: given(request.token),
             webhook_secret: given(request.webhook_secret),
+            created_by: caller.name.clone(),
         })
         .await?;
     Ok(created(view(&binding)?))
@@ -116,16 +135,23 @@ fn check_instance_url(url: &str) -> Result<(), String> {
     }
 }
 
-/// `GET /bindings`: every binding, by name.
-pub async fn list(State(state): AppStateRef) -> ApiResult<Response> {
-    let items = state.store.bindings().await?.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
+/// `GET /bindings`: the caller's bindings, by name.
+pub async fn list(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    let items = state
+        .store
+        .bindings()
+        .await?
+        .iter()
+        .filter(|b| authz::check(&caller, Action::ViewRepository, &object(b)).is_ok())
+        .map(view)
+        .collect::<ApiResult<Vec<_>>>()?;
     let total = items.len();
     Ok(axum::Json(json!({ "items": items, "total": total })).into_response())
 }
 
 /// `GET /bindings/{name}`.
-pub async fn show(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
-    let binding = state.store.binding(&name).await?;
+pub async fn show(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    let binding = find_for(&state, &caller, &name, Action::ViewRepository).await?;
     Ok(axum::Json(view(&binding)?).into_response())
 }
 
@@ -144,14 +170,30 @@ pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
 
 /// `DELETE /bindings/{name}` ("log out"): `204`; `409` naming the pipelines that
 /// still use it.
-pub async fn delete(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
-    let binding = state.store.binding(&name).await?;
+pub async fn delete(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    let binding = find_for(&state, &caller, &name, Action::LogOutRepository).await?;
     let users = users(&state, &binding.name).await?;
     if !users.is_empty() {
-        let list: Vec<String> = users.iter().map(|n| format!("`{n}`")).collect();
+        // Name only the pipelines the caller may see; count the others.
+        let mut seen = Vec::new();
+        for name in &users {
+            let visible = state.store.pipeline_by_name(name, None).await.ok().is_some_and(|row| {
+                authz::check(&caller, Action::ViewPipeline, &super::pipelines::object(&row)).is_ok()
+            });
+            if visible {
+                seen.push(format!("`{name}`"));
+            }
+        }
+        let hidden = users.len() - seen.len();
+        let mut list = seen.join(", ");
+        if hidden > 0 {
+            list.push_str(&format!(
+                "{}{hidden} pipeline(s) you cannot see",
+                if list.is_empty() { "" } else { " and " }
+            ));
+        }
         return Err(AppError::Conflict(format!(
-            "binding `{name}` is used by pipeline(s) {}; change their source.binding (or delete them) first",
-            list.join(", ")
+            "binding `{name}` is used by pipeline(s) {list}; change their source.binding (or delete them) first"
         )));
     }
     state.store.delete_binding(&binding.name).await?;

@@ -4,7 +4,9 @@
 //! once. `{task}` is a task's name, or `@checkout` / `@run` for those logs.
 
 use super::AppStateRef;
+use super::runs::run_for;
 use crate::AppState;
+use crate::authz::{Action, Caller};
 use crate::error::{ApiResult, AppError};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -54,10 +56,12 @@ fn resolve(row: &RunRow, task: &str) -> ApiResult<(LogKey, Status)> {
 /// may still write or more is stored than this answer holds.
 pub async fn tail(
     State(state): AppStateRef,
+    caller: Caller,
     Path((id, task)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let row = state.store.run(parse_run(&id)?).await?;
+    parse_run(&id)?;
+    let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let (key, status) = resolve(&row, &task)?;
     let offset = match query.get("offset") {
         None => 0,
@@ -86,8 +90,9 @@ pub async fn tail(
 }
 
 /// `GET /runs/{id}/log`: every log of the run, in order, as one text file.
-pub async fn whole_run(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
-    let row = state.store.run(parse_run(&id)?).await?;
+pub async fn whole_run(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    parse_run(&id)?;
+    let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let run_id = row.summary.id;
     let mut out = Vec::new();
     let mut section = |title: String, key: LogKey| {
@@ -186,11 +191,13 @@ impl Follow {
 /// `GET /runs/{id}/tasks/{task}/log/stream`: the log as Server-Sent Events, live.
 pub async fn stream(
     State(state): AppStateRef,
+    caller: Caller,
     Path((id, task)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let row = state.store.run(parse_run(&id)?).await?;
+    parse_run(&id)?;
+    let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let (key, _) = resolve(&row, &task)?;
     let resume =
         headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned).or(query.get("offset").cloned());

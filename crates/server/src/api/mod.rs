@@ -1,5 +1,8 @@
-//! The HTTP surface: `/api/v1` (bearer token), `/healthz`, `/metrics`, and the
-//! webhook endpoint `/hooks/{provider}/{binding}` (signed, see [`crate::hooks`]). Every route
+//! The HTTP surface: `/api/v1` (a bearer token or a login session, see
+//! [`crate::auth`]; every handler asks [`crate::authz::check`]), `/healthz`, `/metrics`,
+//! and the webhook endpoint `/hooks/{provider}/{binding}` (signed, see [`crate::hooks`]).
+//! Every state-changing API call is written to the audit log (who, what, which object,
+//! the status answered, when, from which address). Every route
 //! is listed once in [`crate::openapi::ROUTES`], which also builds the OpenAPI
 //! document, so the two cannot drift (a test checks that each documented route exists).
 
@@ -11,24 +14,32 @@ pub(crate) mod providers;
 pub mod registries;
 mod runs;
 mod schedule;
+pub(crate) mod secrets;
+pub(crate) mod tenancy;
 
 use crate::AppState;
+use crate::auth;
+use crate::authz::{Caller, TokenScope, Via};
 use crate::error::{ApiResult, AppError, Detail};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub type AppStateRef = State<Arc<AppState>>;
 
 pub fn router(state: Arc<AppState>) -> Router {
+    // Every route of `api` needs a caller (the layer below authenticates, audits, and
+    // puts the `Caller` into the request); only `public` goes without.
+    let public = Router::new().route("/login", post(tenancy::login)).route("/openapi.json", get(openapi));
     let api = Router::new()
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
         .route("/pipelines/scratch", post(pipelines::create_from_scratch))
@@ -73,13 +84,25 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery}", get(deliveries::show))
         .route("/deliveries/{delivery}/replay", post(deliveries::replay))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
-        .route("/openapi.json", get(openapi));
+        .route("/departments", get(tenancy::departments).post(tenancy::create_department))
+        .route("/projects", get(tenancy::projects).post(tenancy::create_project))
+        .route("/users", get(tenancy::users).post(tenancy::create_user))
+        .route("/users/{name}", put(tenancy::update_user))
+        .route("/users/{name}/tokens", get(tenancy::tokens).post(tenancy::create_token))
+        .route("/users/{name}/tokens/{token}", delete(tenancy::revoke_token))
+        .route("/me", get(tenancy::me))
+        .route("/logout", post(tenancy::logout))
+        .route("/audit", get(tenancy::audit))
+        .route("/secrets", get(secrets::list))
+        .route("/secrets/{name}", put(secrets::set).delete(secrets::delete));
+    let api = api.route_layer(middleware::from_fn_with_state(state.clone(), authenticate)).merge(public);
     Router::new()
         .nest("/api/v1", api)
         // The web UI: its pages and assets (no token; the pages call the API with one).
         .merge(wharf_web::router())
         .route("/healthz", get(healthz))
+        // The UI's login form posts here too.
+        .route("/login", post(tenancy::login))
         // Webhooks prove themselves with the binding's secret, not a bearer token.
         .route("/hooks/{provider}/{binding}", post(crate::hooks::receive))
         .route("/metrics", get(metrics))
@@ -91,9 +114,104 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-async fn require_token(State(state): AppStateRef, request: Request, next: Next) -> Response {
-    let header = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    if state.auth.check(header) { next.run(request).await } else { AppError::Unauthorized.into_response() }
+/// Whether a request changes state (and so needs CSRF proof on a session, a `write`
+/// token, and an audit line).
+pub fn changes_state(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
+/// The client's address as the connection shows it (no proxy headers are trusted).
+pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> {
+    request_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// Who is calling: a bearer token, else a session cookie (with its CSRF token on
+/// changes). `Err` is the answer to give.
+async fn resolve(state: &AppState, headers: &HeaderMap, ip: Option<String>, changes: bool) -> ApiResult<Caller> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(authorization) = header(header::AUTHORIZATION.as_str()) {
+        let token = auth::bearer(authorization).ok_or(AppError::Unauthorized)?;
+        let caller = auth::caller_from_token(&state.store, token, ip).await?.ok_or(AppError::Unauthorized)?;
+        if changes && caller.via == (Via::Token { scope: TokenScope::Read }) {
+            return Err(AppError::Forbidden(
+                "this token has the `read` scope: it may only read (GET); use a `write` token to change things".into(),
+            ));
+        }
+        return Ok(caller);
+    }
+    let session =
+        header(header::COOKIE.as_str()).and_then(|c| auth::cookie(c, auth::SESSION_COOKIE)).filter(|s| !s.is_empty());
+    let Some(session) = session else { return Err(AppError::Unauthorized) };
+    let (caller, csrf) = auth::caller_from_session(&state.store, session, ip).await?.ok_or(AppError::Unauthorized)?;
+    if changes {
+        let given = header(auth::CSRF_HEADER).unwrap_or("");
+        if !auth::same(given, &csrf) {
+            return Err(AppError::Forbidden(
+                "missing or wrong CSRF token: a change made with a login session must send the session's \
+                 csrf_token (from POST /login or GET /me) in the X-CSRF-Token header"
+                    .into(),
+            ));
+        }
+        cross_site_check(headers)?;
+    }
+    Ok(caller)
+}
+
+/// A browser's `Origin` (when it sends one) must be this server's own address.
+pub fn cross_site_check(headers: &HeaderMap) -> ApiResult<()> {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host)) if origin != "null" => {
+            let origin_host = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+            if origin_host.eq_ignore_ascii_case(host) {
+                Ok(())
+            } else {
+                Err(AppError::Forbidden(format!("cross-site request refused: Origin `{origin}` is not `{host}`")))
+            }
+        }
+        (Some(_), _) => Err(AppError::Forbidden("cross-site request refused (Origin: null)".into())),
+        _ => Ok(()),
+    }
+}
+
+/// Authenticates every `/api/v1` route (but login and the OpenAPI document), puts the
+/// [`Caller`] into the request, and writes state changes to the audit log.
+async fn authenticate(State(state): AppStateRef, mut request: Request, next: Next) -> Response {
+    let ip = client_ip(request.extensions());
+    let method = request.method().clone();
+    let changes = changes_state(&method);
+    let caller = match resolve(&state, request.headers(), ip.clone(), changes).await {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(),
+    };
+    let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
+    let object = request.uri().path().to_owned();
+    request.extensions_mut().insert(caller.clone());
+    let response = next.run(request).await;
+    if changes {
+        let route = route.as_deref().unwrap_or(&object);
+        let action = format!("{method} {}", route.strip_prefix("/api/v1").unwrap_or(route));
+        let object = object.strip_prefix("/api/v1").unwrap_or(&object);
+        audit(&state, &caller.name, &action, object, response.status().as_u16(), ip).await;
+    }
+    response
+}
+
+/// Writes one audit line; a failure to write is logged, not answered.
+pub async fn audit(state: &AppState, actor: &str, action: &str, object: &str, outcome: u16, ip: Option<String>) {
+    let entry = wharf_store::tenancy::AuditEntry {
+        id: None,
+        at: wharf_store::now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        object: object.to_owned(),
+        outcome: i64::from(outcome),
+        client_ip: ip,
+    };
+    if let Err(e) = state.store.audit(&entry).await {
+        tracing::error!(error = %e, "cannot write the audit log");
+    }
 }
 
 async fn healthz() -> &'static str {

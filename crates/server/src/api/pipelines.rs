@@ -1,9 +1,13 @@
 //! `/api/v1/pipelines`: create (YAML or JSON, or from scratch), list, show with
 //! versions, update (a new version), copy, activate/deactivate, delete, and the
 //! stored YAML. `?run=true` on create and update is "save and run".
+//!
+//! Every handler takes the [`Caller`] and asks [`authz::check`] before it changes
+//! anything; a pipeline the caller may not see answers 404 (see [`crate::authz`]).
 
 use super::{AppStateRef, Page, Paged, created, json_body, text_body};
 use crate::AppState;
+use crate::authz::{self, Action, Caller, Object, Role};
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -13,9 +17,90 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use wharf_core::run::Cause;
-use wharf_store::{PipelineRow, RunSummary};
+use wharf_store::{PipelineFilter, PipelineRow, RunSummary, StoreError};
 
 pub const DEFAULT_PROJECT: &str = "admin";
+
+/// The facts [`authz::check`] needs about a pipeline.
+pub fn object(row: &PipelineRow) -> Object<'_> {
+    Object::Pipeline { name: &row.name, project: &row.project, created_by: &row.created_by }
+}
+
+/// Finds a pipeline (as [`find`]) and checks that `caller` may do `action` to it.
+pub async fn find_for(
+    state: &AppState,
+    caller: &Caller,
+    key: &str,
+    query: &HashMap<String, String>,
+    action: Action,
+) -> ApiResult<PipelineRow> {
+    let row = find(state, key, query).await?;
+    authz::check(caller, action, &object(&row))?;
+    Ok(row)
+}
+
+/// Creates a pipeline for `caller` within the licence's limit.
+async fn create_row(
+    state: &AppState,
+    caller: &Caller,
+    project: &str,
+    name: &str,
+    source: &str,
+) -> ApiResult<PipelineRow> {
+    let limit = i64::try_from(state.quota.max_pipelines).unwrap_or(i64::MAX);
+    match state.store.create_pipeline_by(project, name, source, &caller.name, Some(limit)).await {
+        Ok(row) => Ok(row),
+        Err(StoreError::Limit(_)) => Err(AppError::Quota(state.quota.exceeded())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A pipeline's `source.binding` must be one the caller may use (sees).
+async fn check_binding(state: &AppState, caller: &Caller, pipeline: &wharf_core::model::Pipeline) -> ApiResult<()> {
+    let Some(name) = pipeline.source.as_ref().and_then(|s| s.binding.as_deref()) else { return Ok(()) };
+    let binding = match state.store.binding(name).await {
+        Ok(b) => b,
+        // An unknown binding is the run's problem to report, as before.
+        Err(StoreError::NotFound(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let repository = Object::Repository { name: &binding.name, created_by: &binding.created_by };
+    authz::check(caller, Action::ViewRepository, &repository).map_err(|_| {
+        AppError::invalid(
+            "the pipeline is not valid",
+            "source.binding",
+            format!("binding `{name}` is not one of yours; use a binding you set up"),
+        )
+    })
+}
+
+/// Which matrix rows a new version touches: triggers, advanced settings, and
+/// everything else (the definition).
+fn edit_actions(old: &wharf_core::model::Pipeline, new: &wharf_core::model::Pipeline) -> Vec<Action> {
+    let value = |p: &wharf_core::model::Pipeline| serde_json::to_value(p).unwrap_or_default();
+    let (mut old, mut new) = (value(old), value(new));
+    let mut actions = Vec::new();
+    let mut take = |keys: &[&str], action: Action| {
+        let mut differs = false;
+        for key in keys {
+            let (a, b) =
+                (old.as_object_mut().and_then(|o| o.remove(*key)), new.as_object_mut().and_then(|o| o.remove(*key)));
+            differs |= a != b;
+        }
+        if differs {
+            actions.push(action);
+        }
+    };
+    take(&["triggers"], Action::EditTriggers);
+    take(
+        &["timeout", "concurrency", "executor", "default_image", "notify", "retry_on_restart", "retention"],
+        Action::AdvancedSettings,
+    );
+    if old != new || actions.is_empty() {
+        actions.insert(0, Action::EditPipeline);
+    }
+    actions
+}
 
 /// Finds a pipeline by id (digits) or by name (`?project=` when names repeat).
 pub async fn find(state: &AppState, key: &str, query: &HashMap<String, String>) -> ApiResult<PipelineRow> {
@@ -48,16 +133,23 @@ fn wants_run(query: &HashMap<String, String>) -> ApiResult<bool> {
 }
 
 /// Before saving with `?run=true`: the run must be able to start, or nothing is saved.
-fn check_run(state: &AppState, pipeline: &wharf_core::model::Pipeline, active: bool, run: bool) -> ApiResult<()> {
+async fn check_run(
+    state: &AppState,
+    pipeline: &wharf_core::model::Pipeline,
+    project: &str,
+    active: bool,
+    run: bool,
+) -> ApiResult<()> {
     if run {
-        state.dispatcher.check_startable(pipeline, active)?;
+        let secrets = state.store.secret_values(project).await?;
+        state.dispatcher.check_startable(pipeline, active, &secrets)?;
     }
     Ok(())
 }
 
-async fn save_and_maybe_run(state: &AppState, row: PipelineRow, run: bool) -> ApiResult<Saved> {
+async fn save_and_maybe_run(state: &AppState, caller: &Caller, row: PipelineRow, run: bool) -> ApiResult<Saved> {
     let run = if run {
-        let cause = Cause::Manual { user: "admin".into() };
+        let cause = Cause::Manual { user: caller.name.clone() };
         Some(state.dispatcher.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?)
     } else {
         None
@@ -96,6 +188,7 @@ fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, St
 /// YAML, so one parser reports positions for both).
 pub async fn create(
     State(state): AppStateRef,
+    caller: Caller,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
@@ -104,10 +197,12 @@ pub async fn create(
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
     let project = project_of(&pipeline, &query)?;
-    check_run(&state, &pipeline, true, run)?;
-    let row = state.store.create_pipeline(&project, pipeline.name.as_str(), text).await?;
+    authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
+    check_binding(&state, &caller, &pipeline).await?;
+    check_run(&state, &pipeline, &project, true, run).await?;
+    let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
-    let mut saved = save_and_maybe_run(&state, row, run).await?;
+    let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &headers).await;
     Ok(created(saved))
 }
@@ -120,14 +215,15 @@ pub struct Scratch {
 }
 
 /// `POST /pipelines/scratch {"name"}`: a new pipeline with the four default stages.
-pub async fn create_from_scratch(State(state): AppStateRef, body: Bytes) -> ApiResult<Response> {
+pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
     let request: Scratch = json_body(&body)?;
+    let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
+    authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
     let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
         .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
-    let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
-    let row = state.store.create_pipeline(&project, &request.name, &yaml).await?;
+    let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
     state.timers.changed(row.id).await;
-    Ok(created(save_and_maybe_run(&state, row, false).await?))
+    Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
 }
 
 #[derive(Serialize)]
@@ -139,9 +235,20 @@ struct Listed {
     last_run: Option<RunSummary>,
 }
 
-pub async fn list(State(state): AppStateRef, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+/// `GET /pipelines`: the ones the caller may see (admins: all; managers: of the
+/// projects they joined; normal users: the ones they created).
+pub async fn list(
+    State(state): AppStateRef,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
     let page = Page::from_query(&query)?;
-    let (rows, total) = state.store.pipelines(page.limit, page.offset()).await?;
+    let filter = match caller.role {
+        Role::Admin => PipelineFilter::All,
+        Role::Manager => PipelineFilter::Projects(caller.projects.iter().cloned().collect()),
+        Role::User => PipelineFilter::CreatedBy(caller.name.clone()),
+    };
+    let (rows, total) = state.store.pipelines_filtered(&filter, page.limit, page.offset()).await?;
     let mut items = Vec::with_capacity(rows.len());
     for (pipeline, last_run) in rows {
         // Parsed versions are cached by the dispatcher, so a page costs little; a
@@ -172,10 +279,11 @@ struct Shown {
 
 pub async fn show(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let row = find(&state, &key, &query).await?;
+    let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
     let versions = state.store.versions(row.id).await?;
     let (last, _) = state.store.runs(row.id, 1, 0).await?;
@@ -193,16 +301,25 @@ pub async fn show(
 /// `PUT /pipelines/{key}`: a new version (the old ones stay, and runs keep theirs).
 pub async fn update(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let run = wants_run(&query)?;
-    let row = find(&state, &key, &query).await?;
+    let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
-    check_run(&state, &pipeline, row.active, run)?;
+    let current = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    for action in edit_actions(&current, &pipeline) {
+        authz::check(&caller, action, &object(&row))?;
+    }
+    if run {
+        authz::check(&caller, Action::RunPipeline, &object(&row))?;
+    }
+    check_binding(&state, &caller, &pipeline).await?;
+    check_run(&state, &pipeline, &row.project, row.active, run).await?;
     if let Some(project) = &pipeline.project
         && project != &row.project
     {
@@ -214,17 +331,18 @@ pub async fn update(
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
-    let mut saved = save_and_maybe_run(&state, row, run).await?;
+    let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &headers).await;
     Ok(axum::Json(saved).into_response())
 }
 
 pub async fn delete(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let row = find(&state, &key, &query).await?;
+    let row = find_for(&state, &caller, &key, &query, Action::DeletePipeline).await?;
     if !state.dispatcher.active_numbers(row.id).is_empty() {
         return Err(AppError::Conflict(format!(
             "pipeline `{}` has runs in progress; stop them before deleting it",
@@ -250,29 +368,31 @@ pub struct CopyRequest {
 /// it) under a new name, in the same project.
 pub async fn copy(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let row = find_for(&state, &caller, &key, &query, Action::CopyPipeline).await?;
     let request: CopyRequest = json_body(&body)?;
     if request.name.is_empty() {
         return Err(AppError::invalid("the copy needs a name", "name", "give the new pipeline's name"));
     }
-    let row = find(&state, &key, &query).await?;
     let source = state.store.version(row.id, row.version).await?.source;
     let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
-    let copy = state.store.create_pipeline(&row.project, &request.name, &text).await?;
+    let copy = create_row(&state, &caller, &row.project, &request.name, &text).await?;
     state.timers.changed(copy.id).await;
-    Ok(created(save_and_maybe_run(&state, copy, false).await?))
+    Ok(created(save_and_maybe_run(&state, &caller, copy, false).await?))
 }
 
 async fn set_active(
     state: Arc<AppState>,
+    caller: Caller,
     key: String,
     query: HashMap<String, String>,
     active: bool,
 ) -> ApiResult<Response> {
-    let row = find(&state, &key, &query).await?;
+    let row = find_for(&state, &caller, &key, &query, Action::ActivatePipeline).await?;
     let row = state.store.set_active(row.id, active).await?;
     state.timers.changed(row.id).await;
     Ok(axum::Json(row).into_response())
@@ -280,27 +400,30 @@ async fn set_active(
 
 pub async fn activate(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    set_active(state, key, query, true).await
+    set_active(state, caller, key, query, true).await
 }
 
 pub async fn deactivate(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    set_active(state, key, query, false).await
+    set_active(state, caller, key, query, false).await
 }
 
 /// `GET /pipelines/{key}/yaml[?version=N]`: the definition as it was saved.
 pub async fn yaml(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let row = find(&state, &key, &query).await?;
+    let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let version = match query.get("version") {
         None => row.version,
         Some(v) => v

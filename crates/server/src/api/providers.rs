@@ -23,7 +23,9 @@
 //! its slashes may be sent as they are (`/repos/octo/app/branches`,
 //! `/repos/group/sub/project/branches`) or encoded (`/repos/octo%2Fapp/branches`).
 
+use super::bindings::find_for;
 use super::{AppStateRef, json_body};
+use crate::authz::{Action, Caller};
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -142,8 +144,8 @@ fn provider_error(binding: &Binding, e: ProviderError) -> Failure {
 
 /// `GET /bindings/{name}/repos` → `{"items": [{"full_name", "clone_url", "ssh_url",
 /// "default_branch", "private"}], "total"}`.
-pub async fn repos(State(state): AppStateRef, Path(name): Path<String>) -> Answer {
-    let binding = state.store.binding(&name).await?;
+pub async fn repos(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> Answer {
+    let binding = find_for(&state, &caller, &name, Action::ViewRepository).await?;
     provider_of(&binding)?;
     let client = client_with_token(&state, &binding).await?;
     let repos = client.repositories().await.map_err(|e| provider_error(&binding, e))?;
@@ -153,14 +155,14 @@ pub async fn repos(State(state): AppStateRef, Path(name): Path<String>) -> Answe
 /// `GET /bindings/{name}/repos/{repo}/branches` → `{"repository", "items": ["main", …],
 /// "total"}`. Routed as `/bindings/{name}/repos/{*rest}` so that `{repo}` may hold
 /// slashes.
-pub async fn branches(State(state): AppStateRef, Path((name, rest)): Path<(String, String)>) -> Answer {
+pub async fn branches(State(state): AppStateRef, caller: Caller, Path((name, rest)): Path<(String, String)>) -> Answer {
     let Some(repo) = rest.strip_suffix("/branches") else {
         return Err(AppError::NotFound(format!(
             "no such route; branches are at /api/v1/bindings/{name}/repos/{{owner}}/{{repo}}/branches"
         ))
         .into());
     };
-    let binding = state.store.binding(&name).await?;
+    let binding = find_for(&state, &caller, &name, Action::ViewRepository).await?;
     provider_of(&binding)?;
     let client = client_with_token(&state, &binding).await?;
     let branches = client.branches(repo).await.map_err(|e| provider_error(&binding, e))?;
@@ -173,11 +175,12 @@ pub async fn branches(State(state): AppStateRef, Path((name, rest)): Path<(Strin
 /// proxy sets them).
 pub async fn authorize(
     State(state): AppStateRef,
+    caller: Caller,
     Path(name): Path<String>,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let binding = state.store.binding(&name).await?;
+    let binding = find_for(&state, &caller, &name, Action::SetRepository).await?;
     let provider = provider_of(&binding)?;
     let client_id = binding.client_id.as_deref().filter(|id| !id.trim().is_empty());
     let (Some(client_id), true) = (client_id, binding.client_secret.is_some()) else {
@@ -251,7 +254,13 @@ pub struct SetToken {
 /// `PUT /bindings/{name}/token {"token"}`: a personal access token (GitHub: `repo`
 /// scope; GitLab: `api`; Gitee: `projects`, `hook`) replaces the binding's token.
 /// Answers the binding, without its secrets.
-pub async fn set_token(State(state): AppStateRef, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn set_token(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let binding = find_for(&state, &caller, &name, Action::SetRepository).await?;
     let request: SetToken = json_body(&body)?;
     let token = request.token.as_deref().map(str::trim).unwrap_or("");
     if token.is_empty() {
@@ -264,7 +273,6 @@ pub async fn set_token(State(state): AppStateRef, Path(name): Path<String>, body
             "at most 4096 characters, without spaces or control characters",
         ));
     }
-    let binding = state.store.binding(&name).await?;
     let binding = state.store.set_binding_token(&binding.name, Some(token)).await?;
     Ok(axum::Json(binding).into_response())
 }

@@ -11,6 +11,7 @@
 use super::providers::Failure;
 use super::{AppStateRef, created, json_body};
 use crate::AppState;
+use crate::authz::{self, Action, Caller, Object};
 use crate::error::{ApiResult, AppError, Detail};
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -102,7 +103,13 @@ fn given(value: Option<String>) -> Option<String> {
 /// `409` when the name is taken; `422` for a bad name, URL or workspace, or
 /// credentials the registry refuses; `502` when it cannot be reached (`?verify=false`
 /// registers without asking it).
-pub async fn create(State(state): AppStateRef, Query(query): Query<HashMap<String, String>>, body: Bytes) -> Answer {
+pub async fn create(
+    State(state): AppStateRef,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Answer {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: "*" }).map_err(AppError::from)?;
     let request: CreateRegistry = json_body(&body)?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
@@ -167,14 +174,16 @@ pub async fn create(State(state): AppStateRef, Query(query): Query<HashMap<Strin
 }
 
 /// `GET /registries`: every registry, by name.
-pub async fn list(State(state): AppStateRef) -> ApiResult<Response> {
+pub async fn list(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: "*" })?;
     let items = state.store.registries().await?.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
     let total = items.len();
     Ok(axum::Json(json!({ "items": items, "total": total, "default": state.config.default_registry })).into_response())
 }
 
 /// `GET /registries/{name}`.
-pub async fn show(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn show(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
     Ok(axum::Json(view(&registry)?).into_response())
 }
@@ -200,7 +209,8 @@ pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
 
 /// `DELETE /registries/{name}`: `204`; `409` naming the pipelines that push to it.
 /// The images in the registry stay.
-pub async fn delete(State(state): AppStateRef, Path(name): Path<String>) -> ApiResult<Response> {
+pub async fn delete(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
     let users = users(&state, &registry.name).await?;
     if !users.is_empty() {
@@ -215,7 +225,13 @@ pub async fn delete(State(state): AppStateRef, Path(name): Path<String>) -> ApiR
 }
 
 /// `POST /registries/{name}/workspaces` `{name}`: `201` with the registry.
-pub async fn add_workspace(State(state): AppStateRef, Path(name): Path<String>, body: Bytes) -> ApiResult<Response> {
+pub async fn add_workspace(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name })?;
     let request: CreateWorkspace = json_body(&body)?;
     check_component(&request.name)
         .map_err(|e| AppError::invalid("the workspace is not valid", "name", format!("not a workspace name: {e}")))?;
@@ -226,8 +242,10 @@ pub async fn add_workspace(State(state): AppStateRef, Path(name): Path<String>, 
 /// `DELETE /registries/{name}/workspaces/{workspace}`: `204`; the images stay.
 pub async fn delete_workspace(
     State(state): AppStateRef,
+    caller: Caller,
     Path((name, workspace)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name })?;
     state.store.delete_workspace(&name, &workspace).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -236,9 +254,11 @@ pub async fn delete_workspace(
 /// "devops/jack-2048", "workspace", "image"}], "total"}`.
 pub async fn repositories(
     State(state): AppStateRef,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
     let all = client(&registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
     let items: Vec<Value> = all
@@ -255,7 +275,12 @@ pub async fn repositories(
 /// `GET /registries/{name}/repositories/{workspace}/{image}/tags` → `{"repository",
 /// "items": [{"tag", "image", "digest", "media_type", "size", "created"}], "total"}`,
 /// newest first.
-pub async fn tags(State(state): AppStateRef, Path((name, workspace, image)): Path<(String, String, String)>) -> Answer {
+pub async fn tags(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path((name, workspace, image)): Path<(String, String, String)>,
+) -> Answer {
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
     let client = client(&registry)?;
@@ -296,8 +321,10 @@ fn repository(workspace: &str, image: &str) -> ApiResult<String> {
 /// so other tags of the same digest go with it, and are named.
 pub async fn delete_tag(
     State(state): AppStateRef,
+    caller: Caller,
     Path((name, workspace, image, tag)): Path<(String, String, String, String)>,
 ) -> Answer {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
     check_tag(&tag).map_err(|e| AppError::invalid("the path is not valid", "tag", e.to_string()))?;
@@ -317,10 +344,12 @@ pub async fn delete_tag(
 /// temp file in the data directory as it arrives; more than 2 GB is `413`.
 pub async fn upload(
     State(state): AppStateRef,
+    caller: Caller,
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Answer {
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let checked = upload_target(&state, &name, query.get("workspace")).await;
     let (registry, workspace) = match checked {
         Ok(target) => target,

@@ -2,8 +2,10 @@
 //! re-run (the record's own version, parameters and commit) and retry from the failed
 //! stage (a new record that skips what succeeded and reuses its outputs and workspace).
 
-use super::pipelines::find;
+use super::pipelines::find_for;
 use super::{AppStateRef, Page, Paged, created, json_body};
+use crate::AppState;
+use crate::authz::{self, Action, Caller};
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -22,26 +24,38 @@ pub struct StartRequest {
     parameters: BTreeMap<String, String>,
 }
 
+/// A run, with its pipeline checked for `action` (runs follow their pipeline). A run
+/// of a pipeline the caller may not see is "not found", naming only the run.
+pub async fn run_for(state: &AppState, caller: &Caller, id: &str, action: Action) -> ApiResult<RunRow> {
+    let row = state.store.run(parse_id(id)?).await?;
+    let pipeline = state.store.pipeline(row.summary.pipeline_id).await?;
+    authz::check(caller, action, &super::pipelines::object(&pipeline))
+        .map_err(|denied| if denied.hidden { AppError::NotFound(format!("run `{id}`")) } else { denied.into() })?;
+    Ok(row)
+}
+
 pub async fn start(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> ApiResult<Response> {
+    let row = find_for(&state, &caller, &key, &query, Action::RunPipeline).await?;
     let request: StartRequest = json_body(&body)?;
-    let row = find(&state, &key, &query).await?;
-    let cause = Cause::Manual { user: "admin".into() };
+    let cause = Cause::Manual { user: caller.name.clone() };
     let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
     Ok(created(accepted))
 }
 
 pub async fn list(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let page = Page::from_query(&query)?;
-    let row = find(&state, &key, &query).await?;
     let (items, total) = state.store.runs(row.id, page.limit, page.offset()).await?;
     if query.get("full").map(String::as_str) != Some("true") {
         return Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response());
@@ -121,23 +135,23 @@ pub fn view(row: &RunRow, log_size: impl Fn(usize, usize) -> u64) -> ApiResult<V
     Ok(value)
 }
 
-pub async fn show(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
-    let row = state.store.run(parse_id(&id)?).await?;
+pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let logs = &state.logs;
     let run_id = row.summary.id;
     let value = view(&row, |s, t| logs.size(run_id, wharf_store::logs::LogKey::Task(s, t)))?;
     Ok(axum::Json(value).into_response())
 }
 
-pub async fn stop(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = parse_id(&id)?;
+pub async fn stop(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = run_for(&state, &caller, &id, Action::RunPipeline).await?.summary.id;
     state.dispatcher.stop(id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "status": "stopping" }))).into_response())
 }
 
 /// `POST /runs/{id}/rerun`: the record's version, parameters and commit, again.
-pub async fn rerun(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
-    let previous = state.store.run(parse_id(&id)?).await?;
+pub async fn rerun(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let previous = run_for(&state, &caller, &id, Action::RunPipeline).await?;
     let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
     let commit = previous.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(previous.summary.commit.clone());
     let cause = Cause::Rerun { of: previous.summary.number as u64 };
@@ -159,8 +173,8 @@ pub async fn rerun(State(state): AppStateRef, Path(id): Path<String>) -> ApiResu
 }
 
 /// `POST /runs/{id}/retry`: a new record linked to this one, from its failed stage.
-pub async fn retry(State(state): AppStateRef, Path(id): Path<String>) -> ApiResult<Response> {
-    let previous = state.store.run(parse_id(&id)?).await?;
+pub async fn retry(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let previous = run_for(&state, &caller, &id, Action::RunPipeline).await?;
     if !previous.summary.status.is_terminal() {
         return Err(AppError::Conflict(format!(
             "run #{} is still {}; wait for it to end or stop it",

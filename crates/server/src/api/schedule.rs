@@ -3,7 +3,8 @@
 //! RFC 3339 with the offset in force at each time (DST shows).
 
 use super::AppStateRef;
-use super::pipelines::find;
+use super::pipelines::find_for;
+use crate::authz::{Action, Caller};
 use crate::error::{ApiResult, AppError};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
@@ -93,12 +94,13 @@ fn after(query: &HashMap<String, String>) -> ApiResult<Timestamp> {
 
 pub async fn show(
     State(state): AppStateRef,
+    caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let count = count(&query)?;
     let after = after(&query)?;
-    let row = find(&state, &key, &query).await?;
     let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
     let zone = state.timers.zone();
     let mut triggers = Vec::new();

@@ -14,6 +14,33 @@ pub mod provider_mock;
 
 pub const TOKEN: &str = "test-token";
 
+/// The built-in admin's password in test servers (`WHARF_ADMIN_PASSWORD`).
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
+/// A licence for test servers: signed with a key pair made for this test process, whose
+/// public half the test config names (`licence_public_key`, honoured in debug builds
+/// only). Tests create many pipelines; the trial's 10 would not do.
+pub fn test_licence(dir: &std::path::Path, max_pipelines: u64) -> (std::path::PathBuf, String) {
+    use base64::Engine;
+    let key = test_signing_key();
+    let licence = wharf_server::licence::sign(&key, "Wharf tests", max_pipelines, None);
+    let path = dir.join("licence.json");
+    std::fs::write(&path, serde_json::to_string(&licence).unwrap()).unwrap();
+    let public = base64::engine::general_purpose::STANDARD.encode(key.verifying_key().to_bytes());
+    (path, public)
+}
+
+/// The licence-signing key of this test process.
+pub fn test_signing_key() -> ed25519_dalek::SigningKey {
+    static SEED: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+    let seed = SEED.get_or_init(|| {
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).unwrap();
+        seed
+    });
+    ed25519_dalek::SigningKey::from_bytes(seed)
+}
+
 /// How long a test waits for a run to reach a status before failing.
 pub const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -184,6 +211,66 @@ impl TestServer {
     }
 }
 
+/// A client acting as another user (with their bearer token).
+pub struct As<'a> {
+    pub s: &'a TestServer,
+    pub name: String,
+    pub token: String,
+}
+
+impl As<'_> {
+    pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Answer {
+        let mut request = reqwest::Client::new().request(method, self.s.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Answer::read(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn send_yaml(&self, method: Method, path: &str, yaml: &str) -> Answer {
+        let response = reqwest::Client::new()
+            .request(method, self.s.url(path))
+            .bearer_auth(&self.token)
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(yaml.to_owned())
+            .send()
+            .await
+            .expect("the server answers");
+        Answer::read(response).await
+    }
+}
+
+impl TestServer {
+    /// Makes sure project `name` exists (department `Default`), as the admin.
+    pub async fn project(&self, name: &str) {
+        let answer = self.post("/projects", json!({ "name": name })).await;
+        assert!(answer.status == 201 || answer.status == 409, "{}", answer.text);
+    }
+
+    /// Creates a user with `role` in `projects` (made first when missing) and a write
+    /// token for them; answers a client acting as them.
+    pub async fn user(&self, name: &str, role: &str, projects: &[&str]) -> As<'_> {
+        for p in projects {
+            self.project(p).await;
+        }
+        let user = json!({ "name": name, "role": role, "password": format!("{name}-password"), "projects": projects });
+        self.post("/users", user).await.expect(201);
+        let token = self.post(&format!("/users/{name}/tokens"), json!({ "name": "t" })).await.expect(201).json["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        As { s: self, name: name.to_owned(), token }
+    }
+}
+
 /// The task called `name` in a run's stages.
 pub fn task_of<'a>(run: &'a Value, name: &str) -> Option<&'a Value> {
     run["stages"]
@@ -336,14 +423,25 @@ pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
     start_with(dir, |_| {}).await
 }
 
-/// Starts a server like [`start_in`], with `adjust` applied to its configuration.
-pub async fn start_with(dir: tempfile::TempDir, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
-    let mut config = ServerConfig::new(dir.path().join("data"));
+/// The configuration [`start_in`] uses: loopback, the test token and password, a test
+/// licence for 1000 pipelines.
+pub fn test_config(dir: &std::path::Path) -> ServerConfig {
+    let mut config = ServerConfig::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(TOKEN.to_owned());
+    config.admin_password = Some(ADMIN_PASSWORD.to_owned());
+    let (licence, public) = test_licence(dir, 1000);
+    config.licence_file = Some(licence);
+    config.licence_public_key = Some(public);
+    config
+}
+
+/// [`start_in`] with a change to the configuration first.
+pub async fn start_with(dir: tempfile::TempDir, change: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let mut config = test_config(dir.path());
     config.host_env = vec![("PATH".to_owned(), std::env::var("PATH").unwrap_or_default())];
     config.stop_grace = Duration::from_secs(2);
-    adjust(&mut config);
+    change(&mut config);
     let server = Server::start(config).await.expect("the server starts");
     let base = format!("http://{}", server.addr);
     let mut headers = reqwest::header::HeaderMap::new();

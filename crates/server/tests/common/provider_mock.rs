@@ -123,6 +123,7 @@ pub async fn bind(
             client_secret: Some(CLIENT_SECRET.to_owned()),
             token: token.map(str::to_owned),
             webhook_secret: Some(WEBHOOK_SECRET.to_owned()),
+            created_by: "admin".to_owned(),
         })
         .await
         .expect("the binding is stored")

@@ -1,0 +1,266 @@
+//! Client commands for tenancy: `wharf users add|list`, `wharf tokens
+//! create|list|revoke`, `wharf secrets set|list|delete`, and `wharf login` (a
+//! password in, an API token out, for `WHARF_TOKEN`).
+
+use crate::client::{ApiError, Client, Conn, text, with_query};
+use anyhow::{Context, Result, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::io::{BufRead, IsTerminal};
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct UsersArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UsersCommand {
+    /// Create a user (admins): admin, manager or user, in the projects given.
+    Add {
+        name: String,
+        /// admin (cloud administrator), manager (department admin / project manager) or user.
+        #[arg(long, default_value = "user")]
+        role: String,
+        /// A project the user joins (repeatable).
+        #[arg(long = "project", value_name = "PROJECT")]
+        projects: Vec<String>,
+        /// Read the password from standard input (one line) for the UI login.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users with their roles and projects (admins).
+    List,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TokensArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub command: TokensCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokensCommand {
+    /// Create an API token; it is printed once.
+    Create {
+        /// The token's name (unique per user).
+        name: String,
+        /// Whose token [default: yourself].
+        #[arg(long)]
+        user: Option<String>,
+        /// read (GET only) or write.
+        #[arg(long, default_value = "write")]
+        scope: String,
+        /// Days until it stops working [default: never].
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
+    /// List API tokens (never the tokens themselves).
+    List {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke an API token at once.
+    Revoke {
+        name: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct SecretsArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The project [default: admin].
+    #[arg(long, global = true)]
+    pub project: Option<String>,
+    #[command(subcommand)]
+    pub command: SecretsCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum SecretsCommand {
+    /// Set a secret; the value is read from standard input (never an argument, which
+    /// would show in the shell history and the process list).
+    Set { name: String },
+    /// List the secrets' names (values are never readable back).
+    List,
+    /// Delete a secret.
+    Delete { name: String },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct LoginArgs {
+    #[command(flatten)]
+    pub conn: Conn,
+    /// The user name.
+    pub user: String,
+    /// The new token's name.
+    #[arg(long, default_value = "cli")]
+    pub token_name: String,
+    /// Days until the token stops working.
+    #[arg(long, default_value_t = 30)]
+    pub expires_in_days: u32,
+}
+
+fn read_line(what: &str) -> Result<String> {
+    if std::io::stdin().is_terminal() {
+        eprint!("{what}: ");
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).with_context(|| format!("cannot read the {what}"))?;
+    let line = line.trim_end_matches(['\n', '\r']).to_owned();
+    if line.is_empty() {
+        bail!("no {what} given on standard input");
+    }
+    Ok(line)
+}
+
+async fn whoami(client: &Client) -> Result<String> {
+    Ok(text(&client.get(&["me"]).await?["name"]))
+}
+
+pub async fn users(args: UsersArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.conn)?;
+    match args.command {
+        UsersCommand::Add { name, role, projects, password_stdin } => {
+            let password = if password_stdin { Some(read_line("password")?) } else { None };
+            let body = json!({ "name": name, "role": role, "projects": projects, "password": password });
+            let user = client.post(&["users"], Some(body)).await?;
+            println!("created user {} ({})", text(&user["name"]), text(&user["role"]));
+        }
+        UsersCommand::List => {
+            let users = client.get(&["users"]).await?;
+            println!("{:<24} {:<8} PROJECTS", "NAME", "ROLE");
+            for u in users["items"].as_array().into_iter().flatten() {
+                let projects: Vec<String> = u["projects"].as_array().into_iter().flatten().map(text).collect();
+                println!("{:<24} {:<8} {}", text(&u["name"]), text(&u["role"]), projects.join(", "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn tokens(args: TokensArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.conn)?;
+    let user = |given: &Option<String>| {
+        let client = client.clone();
+        let given = given.clone();
+        async move {
+            match given {
+                Some(u) => Ok::<String, anyhow::Error>(u),
+                None => whoami(&client).await,
+            }
+        }
+    };
+    match &args.command {
+        TokensCommand::Create { name, user: who, scope, expires_in_days } => {
+            let who = user(who).await?;
+            let body = json!({ "name": name, "scope": scope, "expires_in_days": expires_in_days });
+            let made = client.post(&["users", &who, "tokens"], Some(body)).await?;
+            eprintln!("token {name} of {who} ({scope}); shown once, store it now:");
+            println!("{}", text(&made["token"]));
+        }
+        TokensCommand::List { user: who } => {
+            let who = user(who).await?;
+            let list = client.get(&["users", &who, "tokens"]).await?;
+            println!("{:<20} {:<6} {:<10} STATE", "NAME", "SCOPE", "EXPIRES");
+            for t in list["items"].as_array().into_iter().flatten() {
+                let expires = t["expires_at"].as_i64().map_or("never".to_owned(), date);
+                let state = if t["revoked_at"].is_i64() { "revoked" } else { "active" };
+                println!("{:<20} {:<6} {:<10} {state}", text(&t["name"]), text(&t["scope"]), expires);
+            }
+        }
+        TokensCommand::Revoke { name, user: who } => {
+            let who = user(who).await?;
+            client.call(Method::DELETE, client.url(&["users", &who, "tokens", name]), None).await?;
+            println!("revoked token {name} of {who}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn date(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map(|t| t.strftime("%Y-%m-%d").to_string()).unwrap_or_default()
+}
+
+pub async fn secrets(args: SecretsArgs) -> Result<ExitCode> {
+    let client = Client::new(&args.conn)?;
+    let query: Vec<(&str, String)> = args.project.iter().map(|p| ("project", p.clone())).collect();
+    match args.command {
+        SecretsCommand::Set { name } => {
+            let value = read_line("secret value")?;
+            let url = with_query(client.url(&["secrets", &name]), &query);
+            client.call(Method::PUT, url, Some(json!({ "value": value }))).await?;
+            println!("secret {name} set in project {}", args.project.as_deref().unwrap_or("admin"));
+        }
+        SecretsCommand::List => {
+            let list = client.call(Method::GET, with_query(client.url(&["secrets"]), &query), None).await?;
+            for s in list["items"].as_array().into_iter().flatten() {
+                println!("{}/{}", text(&s["project"]), text(&s["name"]));
+            }
+        }
+        SecretsCommand::Delete { name } => {
+            let url = with_query(client.url(&["secrets", &name]), &query);
+            client.call(Method::DELETE, url, None).await?;
+            println!("deleted secret {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Logs in with a password (read from standard input), creates an API token with the
+/// session, ends the session, and prints the token.
+pub async fn login(args: LoginArgs) -> Result<ExitCode> {
+    let client = Client::new(&Conn { server: args.conn.server.clone(), token: None })?;
+    let password = read_line("password")?;
+    let url = client.url(&["login"]);
+    let response = client
+        .http
+        .post(url)
+        .json(&json!({ "name": args.user, "password": password }))
+        .send()
+        .await
+        .with_context(|| format!("cannot reach the server at {}", client.shown))?;
+    let status = response.status();
+    let cookie = response
+        .headers()
+        .get(reqwest::header::SET_COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|c| c.split(';').next())
+        .map(str::to_owned);
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let message = body["error"]["message"].as_str().unwrap_or("login refused").to_owned();
+        return Err(ApiError { status: status.as_u16(), message, details: vec![] }.into());
+    }
+    let (Some(cookie), Some(csrf)) = (cookie, body["csrf_token"].as_str()) else {
+        bail!("the server's login answer has no session");
+    };
+    let session = |method: Method, segments: &[&str]| {
+        client.http.request(method, client.url(segments)).header("cookie", &cookie).header("x-csrf-token", csrf)
+    };
+    let made = session(Method::POST, &["users", &args.user, "tokens"])
+        .json(&json!({ "name": args.token_name, "expires_in_days": args.expires_in_days }))
+        .send()
+        .await?;
+    let made_status = made.status();
+    let made: Value = made.json().await.unwrap_or(Value::Null);
+    let _ = session(Method::POST, &["logout"]).send().await;
+    if !made_status.is_success() {
+        let message = made["error"]["message"].as_str().unwrap_or("cannot create a token").to_owned();
+        return Err(ApiError { status: made_status.as_u16(), message, details: vec![] }.into());
+    }
+    eprintln!(
+        "logged in as {}; token {} (expires in {} days), shown once — export it:",
+        args.user, args.token_name, args.expires_in_days
+    );
+    println!("export WHARF_TOKEN={}", text(&made["token"]));
+    Ok(ExitCode::SUCCESS)
+}

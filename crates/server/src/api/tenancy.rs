@@ -1,0 +1,436 @@
+//! Tenancy routes: departments, projects, users and their API tokens (admins; users
+//! for their own tokens), `GET /me`, the audit log (admins), and the UI's login and
+//! logout. What each role may do is [`crate::authz`].
+
+use super::{AppStateRef, Page, Paged, created, json_body};
+use crate::auth;
+use crate::authz::{self, Action, Caller, Object, Role, TokenScope, Via};
+use crate::error::{ApiResult, AppError, Detail};
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::HashMap;
+use wharf_core::names::PipelineName;
+
+fn detail(path: &str, message: impl Into<String>) -> Detail {
+    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
+}
+
+/// Names of departments, projects, users and tokens follow the pipeline name rule.
+fn check_name(what: &str, name: &str) -> ApiResult<()> {
+    PipelineName::new(name.to_owned()).map(|_| ()).map_err(|e| {
+        AppError::invalid(
+            format!("the {what} is not valid"),
+            "name",
+            format!("`{}` is not a valid {what} name: {}", e.value, PipelineName::RULE),
+        )
+    })
+}
+
+fn admin_only(caller: &Caller) -> ApiResult<()> {
+    Ok(authz::check(caller, Action::ManageTenancy, &Object::System)?)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewDepartment {
+    #[serde(default)]
+    name: String,
+}
+
+/// `POST /departments {"name"}` (admins).
+pub async fn create_department(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: NewDepartment = json_body(&body)?;
+    check_name("department", &request.name)?;
+    state.store.create_department(&request.name).await?;
+    Ok(created(json!({ "name": request.name })))
+}
+
+/// `GET /departments` (admins).
+pub async fn departments(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let items = state.store.departments().await?;
+    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    #[serde(default)]
+    name: String,
+    department: Option<String>,
+}
+
+/// `POST /projects {"name", "department"}` (admins; department defaults to `Default`).
+pub async fn create_project(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: NewProject = json_body(&body)?;
+    check_name("project", &request.name)?;
+    let department = request.department.unwrap_or_else(|| authz::DEFAULT_DEPARTMENT.to_owned());
+    let project = state.store.create_project(&request.name, &department).await.map_err(|e| match e {
+        wharf_store::StoreError::NotFound(what) => {
+            AppError::invalid("the project is not valid", "department", format!("{what} does not exist"))
+        }
+        other => other.into(),
+    })?;
+    Ok(created(project))
+}
+
+/// `GET /projects`: admins see all; others the projects they joined.
+pub async fn projects(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    let all = state.store.projects().await?;
+    let items: Vec<_> = if caller.role == Role::Admin {
+        all
+    } else {
+        all.into_iter().filter(|p| caller.projects.contains(&p.name)).collect()
+    };
+    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    #[serde(default)]
+    name: String,
+    password: Option<String>,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    projects: Vec<String>,
+}
+
+/// `POST /users {"name", "password", "role", "projects"}` (admins).
+pub async fn create_user(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: NewUser = json_body(&body)?;
+    let mut problems = Vec::new();
+    if let Err(AppError::Invalid { details, .. }) = check_name("user", &request.name) {
+        problems.extend(details);
+    }
+    let Some(role) = Role::parse(&request.role) else {
+        problems.push(detail("role", format!("`{}` is not a role; use admin, manager or user", request.role)));
+        return Err(AppError::Invalid { message: "the user is not valid".into(), details: problems });
+    };
+    if let Some(p) = &request.password
+        && (p.chars().count() < 8 || p.len() > 1024)
+    {
+        problems.push(detail("password", "from 8 to 1024 characters"));
+    }
+    for (i, project) in request.projects.iter().enumerate() {
+        if !state.store.project_exists(project).await? {
+            problems.push(detail(&format!("projects[{i}]"), format!("project `{project}` does not exist")));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Invalid { message: "the user is not valid".into(), details: problems });
+    }
+    let hash = match request.password {
+        Some(p) => Some(
+            tokio::task::spawn_blocking(move || auth::hash_password(&p))
+                .await
+                .map_err(|e| AppError::Internal(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let user = state.store.create_user(&request.name, role.as_str(), hash.as_deref(), &request.projects).await?;
+    Ok(created(user))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    role: Option<String>,
+    projects: Option<Vec<String>>,
+    password: Option<String>,
+}
+
+/// `PUT /users/{name} {"role", "projects", "password"}` (admins): each field given
+/// replaces what the user had (`projects`: the whole list). The built-in `admin` stays
+/// an admin.
+pub async fn update_user(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: UserUpdate = json_body(&body)?;
+    state.store.user(&name).await?;
+    let mut problems = Vec::new();
+    let role = match request.role.as_deref() {
+        None => None,
+        Some(text) => match Role::parse(text) {
+            Some(role) if name == auth::ADMIN_USER && role != Role::Admin => {
+                problems.push(detail("role", "the built-in user `admin` stays an admin"));
+                None
+            }
+            Some(role) => Some(role),
+            None => {
+                problems.push(detail("role", format!("`{text}` is not a role; use admin, manager or user")));
+                None
+            }
+        },
+    };
+    for (i, project) in request.projects.iter().flatten().enumerate() {
+        if !state.store.project_exists(project).await? {
+            problems.push(detail(&format!("projects[{i}]"), format!("project `{project}` does not exist")));
+        }
+    }
+    if let Some(p) = &request.password
+        && (p.chars().count() < 8 || p.len() > 1024)
+    {
+        problems.push(detail("password", "from 8 to 1024 characters"));
+    }
+    if !problems.is_empty() {
+        return Err(AppError::Invalid { message: "the change is not valid".into(), details: problems });
+    }
+    if let Some(password) = request.password {
+        let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))?;
+        state.store.set_password_hash(&name, &hash).await?;
+    }
+    let user = state.store.update_user(&name, role.map(Role::as_str), request.projects.as_deref()).await?;
+    Ok(axum::Json(user).into_response())
+}
+
+/// `GET /users` (admins).
+pub async fn users(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let items = state.store.users().await?;
+    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+/// `GET /me`: who the caller is, and (on a session) the CSRF token to send back.
+pub async fn me(caller: Caller, State(state): AppStateRef, headers: HeaderMap) -> ApiResult<Response> {
+    let mut body = json!({
+        "name": caller.name,
+        "role": caller.role,
+        "projects": caller.projects,
+        "via": match &caller.via { Via::Token { .. } => "token", Via::Session { .. } => "session" },
+    });
+    if let Via::Token { scope } = caller.via {
+        body["scope"] = json!(scope.as_str());
+    }
+    if let Via::Session { .. } = caller.via {
+        let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
+        if let Some(id) = cookie.and_then(|c| auth::cookie(c, auth::SESSION_COOKIE))
+            && let Some((_, csrf)) = auth::caller_from_session(&state.store, id, None).await?
+        {
+            body["csrf_token"] = json!(csrf);
+        }
+    }
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    #[serde(default)]
+    name: String,
+    /// `read` or `write` (default).
+    scope: Option<String>,
+    /// Days until it stops working; none: it does not expire.
+    expires_in_days: Option<u32>,
+}
+
+/// `POST /users/{name}/tokens {"name", "scope", "expires_in_days"}` → `201 {"token", …}`:
+/// the token is in this answer only. Admins for anyone, others for themselves.
+pub async fn create_token(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(user): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageTokens, &Object::User(&user))?;
+    let request: NewToken = json_body(&body)?;
+    check_name("token", &request.name)?;
+    let scope = match request.scope.as_deref() {
+        None => TokenScope::Write,
+        Some(s) => TokenScope::parse(s).ok_or_else(|| {
+            AppError::invalid("the token is not valid", "scope", format!("`{s}` is not a scope; use read or write"))
+        })?,
+    };
+    let expires_at = match request.expires_in_days {
+        None => None,
+        Some(days @ 1..=3650) => Some(wharf_store::now_ms() + i64::from(days) * 86_400_000),
+        Some(days) => {
+            return Err(AppError::invalid(
+                "the token is not valid",
+                "expires_in_days",
+                format!("{days}: expected 1 to 3650 days (or leave it out for a token that does not expire)"),
+            ));
+        }
+    };
+    state.store.user(&user).await?;
+    let token = auth::new_token();
+    let row = state
+        .store
+        .create_token(&user, &request.name, &auth::sha256_hex(token.as_bytes()), scope.as_str(), expires_at)
+        .await?;
+    let mut body = serde_json::to_value(&row).map_err(|e| AppError::Internal(e.to_string()))?;
+    body["token"] = json!(token);
+    Ok(created(body))
+}
+
+/// `GET /users/{name}/tokens`: names, scopes and dates, never the tokens.
+pub async fn tokens(State(state): AppStateRef, caller: Caller, Path(user): Path<String>) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageTokens, &Object::User(&user))?;
+    state.store.user(&user).await?;
+    let items = state.store.tokens(&user).await?;
+    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+}
+
+/// `DELETE /users/{name}/tokens/{token}`: revokes it at once (it stays listed, revoked).
+pub async fn revoke_token(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path((user, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    authz::check(&caller, Action::ManageTokens, &Object::User(&user))?;
+    state.store.revoke_token(&user, &name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /audit?actor=&limit=&page=` (admins): newest first.
+pub async fn audit(
+    State(state): AppStateRef,
+    caller: Caller,
+    Query(query): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    authz::check(&caller, Action::ViewAudit, &Object::System)?;
+    let page = Page::from_query(&query)?;
+    let actor = query.get("actor").map(String::as_str);
+    let (items, total) = state.store.audit_log(actor, page.limit, page.offset()).await?;
+    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    #[serde(default, alias = "username")]
+    name: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// Decodes `application/x-www-form-urlencoded`.
+fn form(body: &[u8]) -> HashMap<String, String> {
+    fn decode(text: &str) -> String {
+        let bytes = text.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+            match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+                (b'+', _) => out.push(b' '),
+                (b'%', Some(b)) => {
+                    out.push(b);
+                    i += 2;
+                }
+                (b, _) => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// `POST /login` (JSON `{"name", "password"}` or a form with `name`/`username` and
+/// `password`): a new session in a `Secure; HttpOnly; SameSite=Strict` cookie, and
+/// `{"name", "role", "csrf_token", "expires_at"}`. Any session the browser presented is
+/// ended first (a fresh id every time: no fixation). Wrong name or password: 401 (the
+/// same answer for both); too many failures for this name from this address: 429.
+pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -> ApiResult<Response> {
+    let ip = super::client_ip(request.extensions());
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| AppError::BadRequest(format!("cannot read the body: {e}")))?;
+    let headers = &parts.headers;
+    super::cross_site_check(headers)?;
+    let credentials: Login = if super::content_type(headers).starts_with("application/x-www-form-urlencoded") {
+        let mut fields = form(&body);
+        Login {
+            name: fields.remove("name").or_else(|| fields.remove("username")).unwrap_or_default(),
+            password: fields.remove("password").unwrap_or_default(),
+        }
+    } else {
+        json_body(&body)?
+    };
+    let ip_key = ip.clone().unwrap_or_else(|| "-".into());
+    let name = credentials.name.trim().to_owned();
+    if let Err(wait) = state.logins.check(&name, &ip_key) {
+        super::audit(&state, &name, "login (locked out)", &format!("/users/{name}"), 429, ip).await;
+        return Err(AppError::TooManyRequests {
+            message: format!(
+                "too many failed logins for `{name}` from this address: try again in {wait} s (at most {} failures \
+                 in {} minutes)",
+                auth::LoginLimiter::MAX_FAILURES,
+                auth::LoginLimiter::WINDOW.as_secs() / 60
+            ),
+            retry_after_secs: wait,
+        });
+    }
+    let user = state.store.find_user(&name).await?;
+    let phc = user.as_ref().and_then(|u| u.password_hash.clone());
+    let password = credentials.password;
+    let ok = tokio::task::spawn_blocking(move || match phc {
+        Some(phc) => auth::verify_password(&password, &phc),
+        None => {
+            // Spend the same time for an unknown user, so timing does not tell.
+            let _ = auth::verify_password(&password, dummy_hash());
+            false
+        }
+    })
+    .await
+    .map_err(|e| AppError::Internal(e.to_string()))?;
+    let Some(user) = user.filter(|_| ok) else {
+        let locked = state.logins.failed(&name, &ip_key);
+        let outcome = if locked.is_some() { "login failed (now locked out)" } else { "login failed" };
+        super::audit(&state, &name, outcome, &format!("/users/{name}"), 401, ip).await;
+        return Err(AppError::Unauthorized);
+    };
+    state.logins.succeeded(&name, &ip_key);
+    // No fixation: whatever session the browser brought ends here; a new id is made.
+    if let Some(old) =
+        headers.get(header::COOKIE).and_then(|c| c.to_str().ok()).and_then(|c| auth::cookie(c, auth::SESSION_COOKIE))
+    {
+        state.store.delete_session(&auth::sha256_hex(old.as_bytes())).await?;
+    }
+    let ttl = state.config.session_ttl;
+    let session = auth::create_session(&state.store, &user.name, ip.as_deref(), ttl).await?;
+    super::audit(&state, &user.name, "login", &format!("/users/{}", user.name), 200, ip).await;
+    let cookie = auth::session_cookie(Some(&session), ttl, state.config.cookie_secure);
+    let body = json!({
+        "name": user.name,
+        "role": user.role,
+        "csrf_token": session.csrf,
+        "expires_at": session.expires_at,
+    });
+    Ok(([(header::SET_COOKIE, cookie)], axum::Json(body)).into_response())
+}
+
+/// An Argon2id hash of a random string, verified against for unknown users.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| auth::hash_password(&auth::new_password()))
+}
+
+/// `POST /logout`: ends the session (and clears the cookie); with a token, nothing to end.
+pub async fn logout(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
+    if let Via::Session { id_sha256 } = &caller.via {
+        state.store.delete_session(id_sha256).await?;
+    }
+    let cookie = auth::session_cookie(None, state.config.session_ttl, state.config.cookie_secure);
+    Ok(([(header::SET_COOKIE, cookie)], StatusCode::NO_CONTENT).into_response())
+}

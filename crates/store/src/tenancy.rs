@@ -1,0 +1,618 @@
+//! Who may do what (issue 6): departments, projects, users with their role and the
+//! projects they joined, API tokens (only their SHA-256 is stored), UI sessions (only
+//! the SHA-256 of the cookie), the audit log, and project secrets (sealed by the
+//! store's [`SecretBox`](crate::secretbox::SecretBox)). What a role may do is the
+//! server's business (`wharf_server::authz`); this module only keeps the facts.
+
+use crate::{Result, Store, StoreError, now_ms};
+use serde::Serialize;
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProjectRow {
+    pub name: String,
+    pub department: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UserRow {
+    pub name: String,
+    /// `admin`, `manager` or `user`.
+    pub role: String,
+    #[serde(skip)]
+    pub password_hash: Option<String>,
+    /// The projects the user joined, by name.
+    pub projects: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// An API token as listed (never the token itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRow {
+    pub id: i64,
+    pub user: String,
+    pub name: String,
+    /// `read` (GET only) or `write`.
+    pub scope: String,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRow {
+    pub user: String,
+    pub csrf: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// One line of the audit log: who did what to which object, when, from where.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub object: String,
+    /// The HTTP status answered.
+    pub outcome: i64,
+    pub client_ip: Option<String>,
+}
+
+/// A project secret as listed: its name, never its value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SecretName {
+    pub project: String,
+    pub name: String,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+fn unique<T>(done: std::result::Result<T, sqlx::Error>, what: impl FnOnce() -> String) -> Result<T> {
+    match done {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(what())),
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => Err(StoreError::NotFound(what())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+const TOKEN_SELECT: &str =
+    "SELECT id, user_name, name, scope, expires_at, revoked_at, last_used_at, created_at FROM api_tokens";
+
+fn token_row(row: &sqlx::sqlite::SqliteRow) -> TokenRow {
+    TokenRow {
+        id: row.get(0),
+        user: row.get(1),
+        name: row.get(2),
+        scope: row.get(3),
+        expires_at: row.get(4),
+        revoked_at: row.get(5),
+        last_used_at: row.get(6),
+        created_at: row.get(7),
+    }
+}
+
+impl Store {
+    // ---- departments and projects ----
+
+    pub async fn create_department(&self, name: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query("INSERT INTO departments (name, created_at) VALUES (?, ?)")
+            .bind(name)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await;
+        unique(done, || format!("a department named `{name}` already exists"))?;
+        Ok(())
+    }
+
+    pub async fn departments(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM departments ORDER BY name").fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Creates a project in a department; an unknown department is `NotFound`.
+    pub async fn create_project(&self, name: &str, department: &str) -> Result<ProjectRow> {
+        let _write = self.writer.lock().await;
+        let known =
+            sqlx::query("SELECT 1 FROM departments WHERE name = ?").bind(department).fetch_optional(&self.pool).await?;
+        if known.is_none() {
+            return Err(StoreError::NotFound(format!("department `{department}`")));
+        }
+        let now = now_ms();
+        let done = sqlx::query("INSERT INTO projects (name, department, created_at) VALUES (?, ?, ?)")
+            .bind(name)
+            .bind(department)
+            .bind(now)
+            .execute(&self.pool)
+            .await;
+        unique(done, || format!("a project named `{name}` already exists"))?;
+        Ok(ProjectRow { name: name.to_owned(), department: department.to_owned(), created_at: now })
+    }
+
+    pub async fn projects(&self) -> Result<Vec<ProjectRow>> {
+        let rows = sqlx::query("SELECT name, department, created_at FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| ProjectRow { name: r.get(0), department: r.get(1), created_at: r.get(2) }).collect())
+    }
+
+    pub async fn project_exists(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query("SELECT 1 FROM projects WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
+
+    // ---- users ----
+
+    /// Creates a user who joins `projects` (each must exist).
+    pub async fn create_user(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: Option<&str>,
+        projects: &[String],
+    ) -> Result<UserRow> {
+        let _write = self.writer.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done =
+            sqlx::query("INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+                .bind(name)
+                .bind(role)
+                .bind(password_hash)
+                .bind(now)
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+        unique(done, || format!("a user named `{name}` already exists"))?;
+        for project in projects {
+            let done = sqlx::query("INSERT OR IGNORE INTO memberships (user_name, project) VALUES (?, ?)")
+                .bind(name)
+                .bind(project)
+                .execute(&mut *tx)
+                .await;
+            unique(done, || format!("project `{project}`"))?;
+        }
+        tx.commit().await?;
+        drop(_write);
+        self.user(name).await
+    }
+
+    pub async fn user(&self, name: &str) -> Result<UserRow> {
+        self.find_user(name).await?.ok_or_else(|| StoreError::NotFound(format!("user `{name}`")))
+    }
+
+    pub async fn find_user(&self, name: &str) -> Result<Option<UserRow>> {
+        let Some(row) =
+            sqlx::query("SELECT name, role, password_hash, created_at, updated_at FROM users WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let projects = sqlx::query("SELECT project FROM memberships WHERE user_name = ? ORDER BY project")
+            .bind(name)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(Some(UserRow {
+            name: row.get(0),
+            role: row.get(1),
+            password_hash: row.get(2),
+            projects,
+            created_at: row.get(3),
+            updated_at: row.get(4),
+        }))
+    }
+
+    pub async fn users(&self) -> Result<Vec<UserRow>> {
+        let names: Vec<String> = sqlx::query("SELECT name FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            out.extend(self.find_user(&name).await?);
+        }
+        Ok(out)
+    }
+
+    /// Changes a user's role and/or the projects they joined (each must exist).
+    pub async fn update_user(&self, name: &str, role: Option<&str>, projects: Option<&[String]>) -> Result<UserRow> {
+        let _write = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("UPDATE users SET role = COALESCE(?, role), updated_at = ? WHERE name = ?")
+            .bind(role)
+            .bind(now_ms())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{name}`")));
+        }
+        if let Some(projects) = projects {
+            sqlx::query("DELETE FROM memberships WHERE user_name = ?").bind(name).execute(&mut *tx).await?;
+            for project in projects {
+                let done = sqlx::query("INSERT OR IGNORE INTO memberships (user_name, project) VALUES (?, ?)")
+                    .bind(name)
+                    .bind(project)
+                    .execute(&mut *tx)
+                    .await;
+                unique(done, || format!("project `{project}`"))?;
+            }
+        }
+        tx.commit().await?;
+        drop(_write);
+        self.user(name).await
+    }
+
+    pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?")
+            .bind(hash)
+            .bind(now_ms())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{name}`")));
+        }
+        Ok(())
+    }
+
+    // ---- API tokens ----
+
+    /// Stores a token's hash under a name unique per user.
+    pub async fn create_token(
+        &self,
+        user: &str,
+        name: &str,
+        token_sha256: &str,
+        scope: &str,
+        expires_at: Option<i64>,
+    ) -> Result<TokenRow> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query(
+            "INSERT INTO api_tokens (user_name, name, token_sha256, scope, expires_at, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(user)
+        .bind(name)
+        .bind(token_sha256)
+        .bind(scope)
+        .bind(expires_at)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await;
+        let id = unique(done, || format!("user `{user}` already has a token named `{name}`"))?.last_insert_rowid();
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE id = ?")))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(token_row(&row))
+    }
+
+    /// Replaces the hash of a user's named token (the bootstrap admin token follows
+    /// `WHARF_ADMIN_TOKEN` at every start), creating the token when missing.
+    pub async fn put_token(&self, user: &str, name: &str, token_sha256: &str, scope: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO api_tokens (user_name, name, token_sha256, scope, expires_at, created_at) \
+             VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT (user_name, name) DO UPDATE SET \
+             token_sha256 = excluded.token_sha256, scope = excluded.scope, revoked_at = NULL, expires_at = NULL",
+        )
+        .bind(user)
+        .bind(name)
+        .bind(token_sha256)
+        .bind(scope)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The token with this hash, whatever its state (the caller checks expiry and revocation).
+    pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE token_sha256 = ?")))
+            .bind(token_sha256)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    /// The token with this hash with its user's role and projects, in one query (every
+    /// API call asks this).
+    pub async fn token_with_user(&self, token_sha256: &str) -> Result<Option<(TokenRow, String, Vec<String>)>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.user_name, t.name, t.scope, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, \
+                    u.role, (SELECT json_group_array(m.project) FROM memberships m WHERE m.user_name = u.name) \
+             FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_sha256 = ?",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let projects: String = row.get(9);
+        let mut projects: Vec<String> =
+            serde_json::from_str(&projects).map_err(|e| StoreError::Corrupt(format!("memberships: {e}")))?;
+        projects.sort();
+        Ok(Some((token_row(&row), row.get(8), projects)))
+    }
+
+    pub async fn tokens(&self, user: &str) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE user_name = ? ORDER BY name")))
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    /// Revokes a user's named token (it stays listed, marked revoked).
+    pub async fn revoke_token(&self, user: &str, name: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let done =
+            sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE user_name = ? AND name = ?")
+                .bind(now_ms())
+                .bind(user)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("token `{name}` of user `{user}`")));
+        }
+        Ok(())
+    }
+
+    /// Notes a token's use (at most once a minute per token, to keep writes rare).
+    pub async fn touch_token(&self, id: i64, now: i64) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query(
+            "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    // ---- sessions ----
+
+    pub async fn create_session(
+        &self,
+        id_sha256: &str,
+        user: &str,
+        csrf: &str,
+        client_ip: Option<&str>,
+        expires_at: i64,
+    ) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query(
+            "INSERT INTO sessions (id_sha256, user_name, csrf, client_ip, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id_sha256)
+        .bind(user)
+        .bind(csrf)
+        .bind(client_ip)
+        .bind(now_ms())
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A session that has not expired.
+    pub async fn session(&self, id_sha256: &str, now: i64) -> Result<Option<SessionRow>> {
+        let row = sqlx::query(
+            "SELECT user_name, csrf, created_at, expires_at FROM sessions WHERE id_sha256 = ? AND expires_at > ?",
+        )
+        .bind(id_sha256)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| SessionRow { user: r.get(0), csrf: r.get(1), created_at: r.get(2), expires_at: r.get(3) }))
+    }
+
+    /// Ends a session (logout, or a new login replacing it); also drops expired ones.
+    pub async fn delete_session(&self, id_sha256: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at <= ?")
+            .bind(id_sha256)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- audit ----
+
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
+        let _write = self.writer.lock().await;
+        sqlx::query("INSERT INTO audit_log (at, actor, action, object, outcome, client_ip) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(entry.at)
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.object)
+            .bind(entry.outcome)
+            .bind(&entry.client_ip)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A page of the audit log, newest first, optionally of one actor, with the total.
+    pub async fn audit_log(&self, actor: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<AuditEntry>, i64)> {
+        let rows = sqlx::query(
+            "SELECT id, at, actor, action, object, outcome, client_ip FROM audit_log \
+             WHERE (?1 IS NULL OR actor = ?1) ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )
+        .bind(actor)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        let total: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE (?1 IS NULL OR actor = ?1)")
+            .bind(actor)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        let items = rows
+            .iter()
+            .map(|r| AuditEntry {
+                id: r.get(0),
+                at: r.get(1),
+                actor: r.get(2),
+                action: r.get(3),
+                object: r.get(4),
+                outcome: r.get(5),
+                client_ip: r.get(6),
+            })
+            .collect();
+        Ok((items, total))
+    }
+
+    // ---- project secrets ----
+
+    /// Sets (creates or replaces) a project secret; the value is sealed.
+    pub async fn put_secret(&self, project: &str, name: &str, value: &str, by: &str) -> Result<bool> {
+        let _write = self.writer.lock().await;
+        let now = now_ms();
+        let existed = sqlx::query("SELECT 1 FROM secrets WHERE project = ? AND name = ?")
+            .bind(project)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some();
+        let done = sqlx::query(
+            "INSERT INTO secrets (project, name, value, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (project, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        )
+        .bind(project)
+        .bind(name)
+        .bind(self.secret_box.seal(value))
+        .bind(by)
+        .bind(now)
+        .bind(now)
+        .execute(&self.pool)
+        .await;
+        unique(done, || format!("project `{project}`"))?;
+        Ok(!existed)
+    }
+
+    /// The names of a project's secrets (`None`: of every project).
+    pub async fn secret_names(&self, project: Option<&str>) -> Result<Vec<SecretName>> {
+        let rows = sqlx::query(
+            "SELECT project, name, created_by, created_at, updated_at FROM secrets \
+             WHERE (?1 IS NULL OR project = ?1) ORDER BY project, name",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| SecretName {
+                project: r.get(0),
+                name: r.get(1),
+                created_by: r.get(2),
+                created_at: r.get(3),
+                updated_at: r.get(4),
+            })
+            .collect())
+    }
+
+    pub async fn delete_secret(&self, project: &str, name: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM secrets WHERE project = ? AND name = ?")
+            .bind(project)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("secret `{name}` in project `{project}`")));
+        }
+        Ok(())
+    }
+
+    /// Every secret of a project with its value opened: what a run of one of its
+    /// pipelines gets (and masks).
+    pub async fn secret_values(&self, project: &str) -> Result<BTreeMap<String, String>> {
+        let rows = sqlx::query("SELECT name, value FROM secrets WHERE project = ?")
+            .bind(project)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = BTreeMap::new();
+        for row in rows {
+            let stored: String = row.get(1);
+            out.insert(row.get(0), self.secret_box.open(&stored)?);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db").display().to_string()).await.unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn the_default_department_and_project_exist_and_names_are_unique() {
+        let (_dir, s) = store().await;
+        assert_eq!(s.departments().await.unwrap(), vec!["Default"]);
+        assert!(s.project_exists("admin").await.unwrap());
+        assert!(matches!(s.create_project("web", "Nope").await, Err(StoreError::NotFound(_))));
+        s.create_department("Eng").await.unwrap();
+        s.create_project("web", "Eng").await.unwrap();
+        assert!(matches!(s.create_project("web", "Eng").await, Err(StoreError::Conflict(_))));
+        let u = s.create_user("ann", "manager", None, &["web".into()]).await.unwrap();
+        assert_eq!(u.projects, vec!["web"]);
+        assert!(matches!(s.create_user("bob", "user", None, &["ghost".into()]).await, Err(StoreError::NotFound(_))));
+        assert!(s.find_user("bob").await.unwrap().is_none(), "a failed create leaves nothing");
+    }
+
+    #[tokio::test]
+    async fn secrets_are_sealed_in_the_database_and_open_for_runs() {
+        let (dir, s) = store().await;
+        s.put_secret("admin", "API_KEY", "plain-value-123", "admin").await.unwrap();
+        let raw: String = sqlx::query("SELECT value FROM secrets").fetch_one(s.pool()).await.unwrap().get(0);
+        assert!(!raw.contains("plain-value-123"));
+        assert_eq!(s.secret_values("admin").await.unwrap()["API_KEY"], "plain-value-123");
+        drop(s);
+        let _ = dir;
+    }
+
+    #[tokio::test]
+    async fn reseal_all_seals_legacy_plain_binding_secrets() {
+        let (_dir, s) = store().await;
+        sqlx::query(
+            "INSERT INTO bindings (name, provider, token, webhook_secret, created_at, updated_at) \
+             VALUES ('gh', 'github', 'ghp_plain', 'hook-plain', 0, 0)",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(s.reseal_all().await.unwrap(), 2);
+        let raw: String = sqlx::query("SELECT token FROM bindings").fetch_one(s.pool()).await.unwrap().get(0);
+        assert!(crate::secretbox::SecretBox::is_sealed(&raw));
+        assert_eq!(s.binding("gh").await.unwrap().token.as_deref(), Some("ghp_plain"));
+        assert_eq!(s.reseal_all().await.unwrap(), 0, "nothing left to seal");
+    }
+}
