@@ -15,6 +15,7 @@ use webdriver::Chrome;
 
 const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const TOKEN: &str = "ui-test-token";
+const PASSWORD: &str = "ui-test-password";
 
 struct Server {
     child: Child,
@@ -44,6 +45,7 @@ impl Server {
         cmd.args(["serve", "--listen", &listen, "--executor", "host", "--data-dir"])
             .arg(&data)
             .env("WHARF_ADMIN_TOKEN", TOKEN)
+            .env("WHARF_ADMIN_PASSWORD", PASSWORD)
             .env("WHARF_STOP_GRACE", "2s")
             .current_dir(root)
             .stdin(Stdio::null())
@@ -122,7 +124,8 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     let shots = screenshots();
     let base = &server.url;
 
-    // Logging in: the page asks for a user name and (for now) the API token.
+    // Logging in: a user name and password make a session (the cookie is HttpOnly;
+    // every change the UI makes afterwards carries the CSRF token).
     chrome.goto(&format!("{base}/pipelines")).await;
     chrome.wait("the login page", "location.pathname === '/login'").await;
     chrome.screenshot(&shots.join("01-login.png")).await;
@@ -131,7 +134,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome
         .wait("a login error", "document.querySelector('.form-error:not([hidden])')?.textContent.includes('Wrong')")
         .await;
-    chrome.type_into("input[name=password]", TOKEN).await;
+    chrome.type_into("input[name=password]", PASSWORD).await;
     chrome.click("form.login button[type=submit]").await;
     chrome
         .wait("the empty pipeline list", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")

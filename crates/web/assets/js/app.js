@@ -70,7 +70,7 @@ function renderLogin(main, _params, query) {
   const form = h('form', { class: 'login', 'aria-labelledby': 'login-title' },
     h('h1', { id: 'login-title' }, 'Log in to Wharf'),
     field('User name', name),
-    field('Password', password, 'For now, the password is an API token: the server’s WHARF_ADMIN_TOKEN.'),
+    field('Password', password),
     message, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -120,8 +120,8 @@ window.addEventListener('popstate', () => {
   leaveGuard = null;
   render();
 });
-document.getElementById('logout').addEventListener('click', () => {
-  logout();
+document.getElementById('logout').addEventListener('click', async () => {
+  await logout();
   navigate('/login', true);
 });
 render();

@@ -1,51 +1,80 @@
 // How the UI proves who it is: the ONE module that knows. Everything else calls
 // `apiFetch`.
 //
-// Now (until users and sessions land, issue 6): the login page's password is an API
-// token (the server's WHARF_ADMIN_TOKEN), kept in sessionStorage for this tab and
-// sent as `Authorization: Bearer`.
-//
-// Later (cookie sessions): `login()` POSTs {name, password} to /login, the server sets
-// a session cookie and answers a CSRF token; `apiFetch` then sends
-// `credentials: 'same-origin'` and echoes the CSRF token in a header on writes;
-// `logout()` POSTs /logout. Only this file changes.
+// A login session (issue 6): `login()` POSTs {name, password} to /api/v1/login; the
+// server sets the session cookie (HttpOnly, SameSite=Strict: scripts never see it)
+// and answers a CSRF token, kept in sessionStorage for this tab. `apiFetch` sends the
+// cookie (`credentials: 'same-origin'`) and echoes the CSRF token in X-CSRF-Token on
+// every request that changes something; `logout()` POSTs /api/v1/logout.
 
-const TOKEN_KEY = 'wharf.token';
+const CSRF_KEY = 'wharf.csrf';
 const USER_KEY = 'wharf.user';
 
 export function loggedIn() {
-  return !!sessionStorage.getItem(TOKEN_KEY);
+  return !!sessionStorage.getItem(CSRF_KEY);
 }
 
 export function userName() {
   return sessionStorage.getItem(USER_KEY) || '';
 }
 
-/// Checks the credentials against the API and keeps them; throws with a message a
-/// person can act on.
+async function serverMessage(response) {
+  try {
+    const body = await response.json();
+    return body.message || body.error || '';
+  } catch (_) {
+    return '';
+  }
+}
+
+/// Logs in and keeps the session's CSRF token; throws with a message a person can act on.
 export async function login(name, password) {
-  if (!password) throw new Error('Enter the API token (the server’s WHARF_ADMIN_TOKEN) as the password.');
-  const response = await fetch('/api/v1/pipelines?limit=1', { headers: { Authorization: 'Bearer ' + password } });
-  if (response.status === 401) throw new Error('Wrong user name or API token.');
-  if (!response.ok) throw new Error(`The server answered ${response.status} ${response.statusText}; try again.`);
-  sessionStorage.setItem(TOKEN_KEY, password);
-  sessionStorage.setItem(USER_KEY, name || 'admin');
+  if (!name || !password) throw new Error('Enter your user name and password.');
+  const response = await fetch('/api/v1/login', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name, password }),
+    credentials: 'same-origin',
+  });
+  if (response.status === 401) throw new Error('Wrong user name or password.');
+  if (response.status === 429) {
+    throw new Error((await serverMessage(response)) || 'Too many failed logins; wait a while and try again.');
+  }
+  if (!response.ok) {
+    const why = await serverMessage(response);
+    throw new Error(`The server answered ${response.status} ${response.statusText}${why ? ': ' + why : ''}; try again.`);
+  }
+  const session = await response.json();
+  sessionStorage.setItem(CSRF_KEY, session.csrf_token);
+  sessionStorage.setItem(USER_KEY, session.name || name);
 }
 
-export function logout() {
-  sessionStorage.removeItem(TOKEN_KEY);
+/// Ends the session on the server (best effort) and forgets it here.
+export async function logout() {
+  const csrf = sessionStorage.getItem(CSRF_KEY);
+  sessionStorage.removeItem(CSRF_KEY);
   sessionStorage.removeItem(USER_KEY);
+  if (csrf) {
+    try {
+      await fetch('/api/v1/logout', { method: 'POST', headers: { 'X-CSRF-Token': csrf }, credentials: 'same-origin' });
+    } catch (_) {
+      // The session expires by itself.
+    }
+  }
 }
 
-/// `fetch` with the credentials. A 401 ends the session and goes to the login page,
+const SAFE = new Set(['GET', 'HEAD', 'OPTIONS']);
+
+/// `fetch` with the session. A 401 ends the session and goes to the login page,
 /// coming back here after it.
 export async function apiFetch(url, init = {}) {
   const headers = new Headers(init.headers || {});
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (token) headers.set('Authorization', 'Bearer ' + token);
+  const method = (init.method || 'GET').toUpperCase();
+  const csrf = sessionStorage.getItem(CSRF_KEY);
+  if (csrf && !SAFE.has(method)) headers.set('X-CSRF-Token', csrf);
   const response = await fetch(url, { ...init, headers, credentials: 'same-origin' });
   if (response.status === 401) {
-    logout();
+    sessionStorage.removeItem(CSRF_KEY);
     const next = location.pathname + location.search;
     location.assign('/login?next=' + encodeURIComponent(next));
   }

@@ -1,5 +1,5 @@
 // A task's log, live. The stream is the API's Server-Sent Events endpoint read with
-// fetch (so the Authorization header goes with it) and parsed here; a dropped
+// fetch (with the session, through apiFetch) and parsed here; a dropped
 // connection resumes from the last event id with nothing lost or repeated.
 //
 // Keeping up with thousands of lines a second: lines are queued as they arrive and
