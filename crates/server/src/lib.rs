@@ -175,6 +175,28 @@ pub enum ServerError {
 }
 
 /// The Docker Engine builder for `image` tasks, when the configured socket answers.
+/// Pull credentials from the registered registries: the first one (by name) whose host
+/// is the image's and that has a username.
+struct RegisteredCredentials(Store);
+
+impl wharf_docker::Credentials for RegisteredCredentials {
+    fn for_host<'a>(&'a self, host: &'a str) -> wharf_executor::BoxFuture<'a, Option<(String, String)>> {
+        Box::pin(async move {
+            let registries = match self.0.registries().await {
+                Ok(registries) => registries,
+                Err(why) => {
+                    tracing::warn!(%why, %host, "cannot read the registries for pull credentials");
+                    return None;
+                }
+            };
+            registries
+                .into_iter()
+                .filter(|r| r.host == host)
+                .find_map(|r| Some((r.username?, r.password.unwrap_or_default())))
+        })
+    }
+}
+
 async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::build::ImageBuilder>> {
     let socket = config.docker_host.as_deref()?;
     let builder = match wharf_image::DockerBuilder::connect(socket) {
@@ -237,7 +259,13 @@ impl Server {
         let docker: Option<Arc<dyn wharf_executor::Executor>> = match config.executor {
             wharf_core::model::ExecutorKind::Host => None,
             wharf_core::model::ExecutorKind::Docker => {
-                Some(Arc::new(wharf_docker::DockerExecutor::new(config.docker.clone()).map_err(ServerError::Docker)?))
+                // Images are pulled with the credentials of the registered registry
+                // serving their host, unless the configuration brings its own lookup.
+                let mut docker = config.docker.clone();
+                if docker.credentials.is_none() {
+                    docker.credentials = Some(Arc::new(RegisteredCredentials(store.clone())));
+                }
+                Some(Arc::new(wharf_docker::DockerExecutor::new(docker).map_err(ServerError::Docker)?))
             }
             wharf_core::model::ExecutorKind::Kubernetes => {
                 return Err(ServerError::Unsupported(

@@ -104,3 +104,34 @@ async fn without_host_execution_a_task_without_image_is_refused_at_start() {
     assert_eq!(s.wait_run(run).await["status"], "succeeded");
     assert!(log_of(&s, run, "t").await.contains("out hi"));
 }
+
+#[tokio::test]
+async fn a_docker_server_pulls_with_the_credentials_of_the_registered_registry() {
+    let Some(s) = docker_server(true).await else { return };
+    let env = wharf_testenv::containers().expect("docker_server checked it");
+    let registry = json!({ "name": "local", "url": env.registry_url, "insecure": true,
+                           "username": env.registry_user, "password": env.registry_password,
+                           "workspaces": ["pull"] });
+    s.post("/registries", registry).await.expect(201);
+    // The image exists only in the registry (uploaded there, never in this daemon), which
+    // answers nobody without the password.
+    let name = format!("bb{}", std::process::id());
+    let tarball = saved_image(&env.busybox_image, &format!("wharf-pull/{name}:v1"));
+    let upload = s.client.post(s.url("/registries/local/upload?workspace=pull")).body(tarball).send().await.unwrap();
+    assert_eq!(upload.status(), 201, "{}", upload.text().await.unwrap());
+    let image = format!("{}/pull/{name}", env.registry);
+    let _ = std::process::Command::new("docker").args(["rmi", &format!("{image}:v1")]).output();
+
+    let yaml = format!(
+        "name: pulls\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: t, type: script, image: {image}, tag: v1, script: 'echo pulled-and-ran'}}\n"
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("pulls", json!({})).await);
+    let done = s.wait_run(run).await;
+    let log = log_of(&s, run, "t").await;
+    let _ = std::process::Command::new("docker").args(["rmi", &format!("{image}:v1")]).output();
+    assert_eq!(done["status"], "succeeded", "{done:#}\n{log}");
+    assert!(log.contains("pulled-and-ran"), "{log}");
+    assert!(!log.contains(&env.registry_password), "{log}");
+}
