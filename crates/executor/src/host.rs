@@ -168,7 +168,8 @@ impl Executor for HostExecutor {
     fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
         let needs = match task_type {
             "script" => return Ok(()),
-            "image" | "chart-publish" => "needs the docker executor, which is not built yet",
+            "image" => "is built by the image builder on the Docker Engine, not by an executor",
+            "chart-publish" => "needs the registry support for charts, which is not built yet",
             "deploy-yaml" | "chart-deploy" | "canary" => "needs the kubernetes executor, which is not built yet",
             "approval" => "is handled by the engine, not by an executor",
             _ => "is not a task type Wharf knows",

@@ -369,7 +369,7 @@ fn only_script_tasks_are_supported() {
     assert!(matches!(err, ExecutorError::Unsupported(_)));
     assert_eq!(
         err.to_string(),
-        "task type `image` needs the docker executor, which is not built yet; \
+        "task type `image` is built by the image builder on the Docker Engine, not by an executor; \
          the host executor runs only `script` tasks"
     );
     assert!(exec.supports("canary").is_err());
