@@ -219,9 +219,9 @@ async fn latency(wharf: &Wharf, pipeline: i64, repo: &str, commits: &[String], n
     let template: Value = serde_json::from_str(PUSH).unwrap();
     let hook = format!("{}/hooks/github/gh", wharf.base);
     let mut l = Latency::default();
-    for i in 0..WARMUP + n {
+    for (i, commit) in commits.iter().enumerate().take(WARMUP + n) {
         let branch = format!("b{i}");
-        let body = push_body(&template, repo, &branch, &commits[i]);
+        let body = push_body(&template, repo, &branch, commit);
         let sent = jiff::Timestamp::now();
         let run = deliver(&wharf.client, &hook, &format!("latency-{i}"), body).await;
         let record = finished(wharf, run).await;
