@@ -8,9 +8,9 @@
 //!     [--slots 8] [--wharf target/release/wharf] [--dir PATH]
 //! ```
 //!
-//! Setup: a bare git repository on disk (`file://`) with one commit and a branch per
-//! delivery (`b0`, `b1`, …: one commit pushed to many branches, so every delivery is
-//! a new ref and starts a run), a `github` binding with a webhook secret, and a
+//! Setup: a bare git repository on disk (`file://`) with a branch per delivery (`b0`,
+//! `b1`, …), each with a commit of its own (so every delivery is a new commit and
+//! starts a run), a `github` binding with a webhook secret, and a
 //! pipeline with `events: [push]` on that repository, one `script: 'true'` task and
 //! `concurrency: queue` (the default): what a burst of pushes gets in practice, runs
 //! that wait their turn while every delivery is taken at once. Each delivery is the documented push payload (the scm
@@ -86,9 +86,10 @@ fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
-/// A bare repository with one commit on `main` and on branches `b0..b{branches}`.
-/// Returns its `file://` address and the commit.
-fn repository(dir: &Path, branches: usize) -> (String, String) {
+/// A bare repository with one commit on `main` and branches `b0..b{branches}`, each
+/// one commit of its own on top (as pushes are: a new commit each). Returns its
+/// `file://` address and the commit of each branch.
+fn repository(dir: &Path, branches: usize) -> (String, Vec<String>) {
     let work = dir.join("work");
     let bare = dir.join("repo.git");
     std::fs::create_dir_all(&work).unwrap();
@@ -96,20 +97,36 @@ fn repository(dir: &Path, branches: usize) -> (String, String) {
     std::fs::write(work.join("README"), "bench\n").unwrap();
     git(&work, &["add", "README"]);
     git(&work, &["-c", "user.name=bench", "-c", "user.email=bench@example.com", "commit", "--quiet", "-m", "one"]);
-    let commit = git(&work, &["rev-parse", "HEAD"]);
+    let base = git(&work, &["rev-parse", "HEAD"]);
     git(dir, &["clone", "--quiet", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()]);
-    let refs: String = (0..branches).map(|i| format!("create refs/heads/b{i} {commit}\n")).collect();
+    // One `git fast-import` makes every branch's commit (same tree, its own message).
+    let mut stream = String::new();
+    for i in 0..branches {
+        stream.push_str(&format!(
+            "commit refs/heads/b{i}\ncommitter bench <bench@example.com> 1700000000 +0000\ndata {}\nb{i}\n\nfrom {base}\n\n",
+            format!("b{i}\n").len()
+        ));
+    }
     let mut child = Command::new("git")
         .arg("-C")
         .arg(&bare)
-        .args(["update-ref", "--stdin"])
+        .args(["fast-import", "--quiet"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(refs.as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
     assert!(child.wait().unwrap().success());
-    (format!("file://{}", bare.display()), commit)
+    let listed = git(&bare, &["for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/"]);
+    let mut commits = vec![String::new(); branches];
+    for line in listed.lines() {
+        let (name, commit) = line.split_once(' ').unwrap();
+        if let Some(i) = name.strip_prefix('b').and_then(|n| n.parse::<usize>().ok()) {
+            commits[i] = commit.to_owned();
+        }
+    }
+    assert!(commits.iter().all(|c| c.len() == 40), "every branch has its commit");
+    (format!("file://{}", bare.display()), commits)
 }
 
 /// The documented push payload, pushing `commit` to branch `branch` of `repo`.
@@ -198,11 +215,11 @@ fn bare_clone(repo: &str, branch: &str, into: &Path) -> Duration {
     t.elapsed()
 }
 
-async fn latency(wharf: &Wharf, pipeline: i64, repo: &str, commit: &str, n: usize, scratch: &Path) -> Latency {
+async fn latency(wharf: &Wharf, pipeline: i64, repo: &str, commits: &[String], n: usize, scratch: &Path) -> Latency {
     let template: Value = serde_json::from_str(PUSH).unwrap();
     let hook = format!("{}/hooks/github/gh", wharf.base);
     let mut l = Latency::default();
-    for i in 0..WARMUP + n {
+    for (i, commit) in commits.iter().enumerate().take(WARMUP + n) {
         let branch = format!("b{i}");
         let body = push_body(&template, repo, &branch, commit);
         let sent = jiff::Timestamp::now();
@@ -242,7 +259,7 @@ async fn sustained(
     wharf: &Wharf,
     pipeline: i64,
     repo: &str,
-    commit: &str,
+    commits: &[String],
     first_branch: usize,
     n: usize,
     clients: usize,
@@ -253,7 +270,7 @@ async fn sustained(
         (0..n)
             .map(|k| {
                 let branch = format!("b{}", first_branch + k);
-                (format!("sustained-{k}"), push_body(&template, repo, &branch, commit))
+                (format!("sustained-{k}"), push_body(&template, repo, &branch, &commits[first_branch + k]))
             })
             .collect(),
     );
@@ -332,7 +349,7 @@ pub fn main(args_iter: impl Iterator<Item = String>) {
         let root = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
         std::fs::create_dir_all(&root).unwrap();
         let branches = WARMUP + args.latency + args.deliveries;
-        let (repo, commit) = repository(&root.join("git"), branches);
+        let (repo, commits) = repository(&root.join("git"), branches);
         let slots = args.slots.to_string();
         let wharf = Wharf::start(&args.wharf, &root.join("webhook"), &["--max-parallel-tasks", &slots]).await;
         let binding = json!({ "name": "gh", "provider": "github", "webhook_secret": SECRET });
@@ -343,7 +360,7 @@ pub fn main(args_iter: impl Iterator<Item = String>) {
         );
         let pipeline = wharf.create_pipeline(&yaml).await;
 
-        let mut l = latency(&wharf, pipeline, &repo, &commit, args.latency, &root).await;
+        let mut l = latency(&wharf, pipeline, &repo, &commits, args.latency, &root).await;
         let floor = quantile(&mut l.healthz.clone(), 0.5);
         println!("\n## Webhook delivery → first task running ({} deliveries, one at a time)\n", args.latency);
         println!("| measure | p50 ms | p99 ms | max ms | p50 / healthz |");
@@ -357,7 +374,7 @@ pub fn main(args_iter: impl Iterator<Item = String>) {
         row("floor: bare `git clone --depth 1` of the branch", &mut l.clone, floor);
         row("floor: `GET /healthz` round trip", &mut l.healthz, floor);
 
-        let s = sustained(&wharf, pipeline, &repo, &commit, WARMUP + args.latency, args.deliveries, args.clients).await;
+        let s = sustained(&wharf, pipeline, &repo, &commits, WARMUP + args.latency, args.deliveries, args.clients).await;
         let rate = args.deliveries as f64 / s.answered.as_secs_f64();
         println!(
             "\n## Sustained: {} signed deliveries from {} clients, {} task slots\n",

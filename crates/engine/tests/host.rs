@@ -429,7 +429,7 @@ async fn a_checkout_waits_for_an_executor_slot_like_a_task() {
     let repo = GitRepo::new();
     let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into());
     let host = HostExecutor::new(HostConfig { base_env: vec![("PATH".into(), path)], ..HostConfig::default() });
-    let config = EngineConfig { max_parallel_tasks: 1, timeout_grace: secs(2), ..EngineConfig::default() };
+    let config = EngineConfig { max_parallel_tasks: 1, timeout_grace: secs(2) };
     let engine = Engine::new(config, Arc::new(host));
     let (busy_dirs, dirs) = (Dirs::new(), Dirs::new());
     let busy =
