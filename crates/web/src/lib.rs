@@ -44,6 +44,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/ansi.js", JS),
     asset!("js/editor.js", JS),
     asset!("js/dialogs.js", JS),
+    asset!("js/registries.js", JS),
 ];
 
 const SHELL: &str = include_str!("../assets/index.html");
@@ -60,6 +61,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/pipelines", get(shell))
         .route("/pipelines/{*rest}", get(shell))
         .route("/runs/{*rest}", get(shell))
+        .route("/registries", get(shell))
+        .route("/registries/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
 

@@ -10,6 +10,8 @@ const routes = [
   [/^\/pipelines\/([^/]+)\/edit$/, () => import('./editor.js')],
   [/^\/pipelines\/([^/]+)$/, () => import('./details.js')],
   [/^\/runs\/([^/]+)$/, () => import('./run.js')],
+  [/^\/registries\/?$/, () => import('./registries.js')],
+  [/^\/registries\/([^/]+)$/, () => import('./registries.js')],
 ];
 
 let cleanup = null;
