@@ -682,6 +682,7 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
     // Its tags, with a size a person reads and the creation time; deleting one names
     // the other tag of the same digest, and both go.
     let repository = format!("{workspace}/{image}");
+    chrome.type_into("input[name=filter]", &image).await;
     chrome.click(&format!("li[data-repository='{repository}'] button")).await;
     let size =
         chrome.wait("the tag one", "document.querySelector('tr[data-tag=one] td:nth-child(2)')?.textContent").await;

@@ -137,11 +137,18 @@ async function renderRegistry(main, name) {
         h('p', {}, 'Upload a `docker save` tarball above, or push one from a pipeline.')));
       return;
     }
-    images.replaceChildren(h('ul', { class: 'image-list' }, data.items.map((r) => h('li', { 'data-repository': r.name },
-      h('button', { type: 'button', class: 'link', 'data-action': 'show-tags', onclick: () => loadTags(r) }, r.name)))));
+    const list = h('ul', { class: 'image-list' }, data.items.map((r) => h('li', { 'data-repository': r.name },
+      h('button', { type: 'button', class: 'link', 'data-action': 'show-tags', onclick: () => loadTags(r) }, r.name))));
+    const filter = h('input', { type: 'search', class: 'filter', name: 'filter', placeholder: `Filter ${data.total} images`, 'aria-label': 'Filter the images',
+      oninput: () => {
+        const q = filter.value.trim().toLowerCase();
+        for (const li of list.children) li.hidden = !!q && !li.dataset.repository.toLowerCase().includes(q);
+      } });
+    images.replaceChildren(filter, list);
   }
 
   async function loadTags(repo) {
+    for (const li of images.querySelectorAll('li')) li.toggleAttribute('aria-current', li.dataset.repository === repo.name);
     tags.replaceChildren(h('h2', {}, `Tags of ${repo.name}`), h('p', { class: 'loading' }, 'Loading…'));
     let data;
     try {
