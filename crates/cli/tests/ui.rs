@@ -716,3 +716,68 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_repository_binding_and_logs_it_out_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    chrome.click("#nav a[href='/repositories']").await;
+    chrome
+        .wait("no bindings yet", "document.querySelector('.empty')?.textContent.includes('No repository bindings yet')")
+        .await;
+    // A plain git binding: the provider-only fields hide when `git` is chosen.
+    chrome.click("[data-action=add-binding]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-git").await;
+    chrome
+        .js(
+            "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = 'git'; p.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    let hidden = chrome
+        .js("return document.querySelector('dialog[open] input[name=client_id]').offsetParent === null", json!([]))
+        .await;
+    assert_eq!(hidden, true, "no OAuth fields for a plain git binding");
+    chrome.type_into("dialog[open] input[name=token]", "s3cret-token").await;
+    chrome.screenshot(&shots.join("30-binding-dialog.png")).await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the binding with its token set",
+            "document.querySelector('tr[data-binding=ui-git] .secrets')?.textContent === 'token'",
+        )
+        .await;
+    let shown = server.api(reqwest::Method::GET, "/bindings/ui-git", None).await;
+    assert_eq!((shown["provider"].as_str(), shown["has_token"].as_bool()), (Some("git"), Some(true)), "{shown}");
+    chrome.screenshot(&shots.join("31-repositories.png")).await;
+
+    // A pipeline naming it keeps it: "log out" shows the 409 naming that pipeline.
+    let pipeline = "name: uses-binding\nsource:\n  repo: https://example.invalid/app.git\n  binding: ui-git\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    chrome.click("[data-action=delete-binding][aria-label='Log out ui-git']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the refusal naming the pipeline",
+            "[...document.querySelectorAll('.toast.error')].some(t => t.textContent.includes('uses-binding'))",
+        )
+        .await;
+    chrome.find("tr[data-binding=ui-git]").await;
+    server.api(reqwest::Method::DELETE, "/pipelines/uses-binding", None).await;
+    chrome.click("[data-action=delete-binding][aria-label='Log out ui-git']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the binding gone",
+            "document.querySelector('.empty')?.textContent.includes('No repository bindings yet')",
+        )
+        .await;
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}

@@ -45,6 +45,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/editor.js", JS),
     asset!("js/dialogs.js", JS),
     asset!("js/registries.js", JS),
+    asset!("js/repositories.js", JS),
 ];
 
 const SHELL: &str = include_str!("../assets/index.html");
@@ -62,6 +63,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/pipelines/{*rest}", get(shell))
         .route("/runs/{*rest}", get(shell))
         .route("/registries", get(shell))
+        .route("/repositories", get(shell))
         .route("/registries/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
