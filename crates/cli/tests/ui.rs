@@ -781,3 +781,96 @@ async fn a_person_adds_a_repository_binding_and_logs_it_out_in_the_browser() {
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    // The admin's pipeline, which a normal user must not see.
+    let pipeline = "name: admins-only\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    log_in(&chrome, base, "admin", PASSWORD).await;
+    chrome.wait("the admin's pipeline", "document.querySelector('tr[data-pipeline=admins-only]')").await;
+
+    chrome.click("#nav a[href='/users']").await;
+    chrome.wait("the users", "document.querySelector('tr[data-user=admin] .role')?.textContent === 'admin'").await;
+    chrome.click("[data-action=add-department]").await;
+    chrome.type_into("dialog[open] input[name=name]", "Platform").await;
+    confirm(&chrome).await;
+    chrome.wait("the department", "document.querySelector('li[data-department=Platform]')").await;
+    chrome.click("[data-action=add-project]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-team").await;
+    chrome.js("document.querySelector('dialog[open] select[name=department]').value = 'Platform'", json!([])).await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the project in its department",
+            "document.querySelector('li[data-department=Platform] li[data-project=ui-team]')",
+        )
+        .await;
+    chrome.click("[data-action=add-user]").await;
+    chrome.type_into("dialog[open] input[name=name]", "alice").await;
+    chrome.type_into("dialog[open] input[name=password]", "alice-password").await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a user in ui-team",
+            "document.querySelector('tr[data-user=alice] .role')?.textContent === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
+        )
+        .await;
+
+    // My API tokens: shown once with a copy button; it works; revoked, it stops.
+    chrome.click("[data-action=add-token]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-script").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    let token =
+        chrome.wait("the token, once", "document.querySelector('dialog[open] input[name=new-token]')?.value").await;
+    let token = token.as_str().unwrap().to_owned();
+    chrome.click("dialog[open] [data-action=copy-token]").await;
+    chrome.screenshot(&shots.join("40-token-once.png")).await;
+    confirm(&chrome).await;
+    let me = |token: String| async move {
+        reqwest::Client::new().get(format!("{base}/api/v1/me")).bearer_auth(token).send().await.unwrap().status()
+    };
+    assert_eq!(me(token.clone()).await, 200, "the new token works");
+    chrome
+        .wait("the token listed", "document.querySelector('tr[data-token=ui-script] .state')?.textContent === 'active'")
+        .await;
+    chrome.screenshot(&shots.join("41-users.png")).await;
+    chrome.click("[data-action=revoke][aria-label='Revoke ui-script']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the token revoked",
+            "document.querySelector('tr[data-token=ui-script] .state')?.textContent.startsWith('revoked')",
+        )
+        .await;
+    assert_eq!(me(token).await, 401, "a revoked token stops at once");
+
+    // Alice: the page refuses her, her pipeline list does not show the admin's.
+    chrome.click("#logout").await;
+    chrome.wait("the login page", "location.pathname === '/login'").await;
+    log_in(&chrome, base, "alice", "alice-password").await;
+    chrome
+        .wait("an empty list for alice", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")
+        .await;
+    chrome.click("#nav a[href='/users']").await;
+    let refused = chrome.wait("the refusal", "document.querySelector('.refused')?.textContent").await;
+    assert!(
+        refused.as_str().unwrap().contains("Only administrators") && refused.as_str().unwrap().contains("ui-team"),
+        "{refused}"
+    );
+    chrome.find("[data-action=add-token]").await;
+    let admin_parts =
+        chrome.js("return !!document.querySelector('[data-action=add-user], tr[data-user]')", json!([])).await;
+    assert_eq!(admin_parts, false, "no user list for a normal user");
+    chrome.set_size(420, 800).await;
+    chrome.screenshot(&shots.join("42-users-refused-narrow.png")).await;
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}

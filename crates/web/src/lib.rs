@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/dialogs.js", JS),
     asset!("js/registries.js", JS),
     asset!("js/repositories.js", JS),
+    asset!("js/users.js", JS),
 ];
 
 const SHELL: &str = include_str!("../assets/index.html");
@@ -64,6 +65,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/runs/{*rest}", get(shell))
         .route("/registries", get(shell))
         .route("/repositories", get(shell))
+        .route("/users", get(shell))
         .route("/registries/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
