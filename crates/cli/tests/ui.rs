@@ -682,6 +682,7 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
     // Its tags, with a size a person reads and the creation time; deleting one names
     // the other tag of the same digest, and both go.
     let repository = format!("{workspace}/{image}");
+    chrome.find(&format!("li[data-repository='{repository}']")).await;
     chrome.type_into("input[name=filter]", &image).await;
     chrome.click(&format!("li[data-repository='{repository}'] button")).await;
     let size =
@@ -712,7 +713,9 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
     assert!(status == 404 || !text.contains("\"one\""), "the tag is gone from the registry: {status} {text}");
 
     chrome.set_size(420, 800).await;
-    chrome.screenshot(&shots.join("24-registry-narrow.png")).await;
+    chrome.goto(&format!("{base}/registries")).await;
+    chrome.wait("the list, narrow", "document.querySelector('tr[data-registry=local] .workspaces')?.offsetParent").await;
+    chrome.screenshot(&shots.join("24-registries-narrow.png")).await;
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
 }

@@ -5,6 +5,7 @@
 //! Reading order: [`router`] (which paths are pages), then `assets/js/app.js` (the
 //! client-side router), `assets/js/auth.js` (the one place that knows how requests
 //! are authenticated), and one module per page: `pipelines.js`, `details.js`,
+//! `registries.js`, `repositories.js`, `users.js`,
 //! `run.js` (with the live log view `log.js`) and `editor.js` (the card editor).
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts and styles only from

@@ -215,6 +215,7 @@ function uploadForm(registry, done) {
     progress.hidden = false;
     progress.value = 0;
     status.className = 'upload-status';
+    delete status.dataset.done;
     status.textContent = `Uploading ${chosen.name}…`;
     try {
       const url = `/api/v1/registries/${encodeURIComponent(registry.name)}/upload?workspace=${encodeURIComponent(workspace.value)}`;
@@ -230,9 +231,9 @@ function uploadForm(registry, done) {
       }
       progress.value = 100;
       status.textContent = 'Pushed ' + data.items.map((i) => i.image).join(', ') + '.';
-      status.dataset.done = 'true';
       file.value = '';
-      done();
+      await done();
+      status.dataset.done = 'true';
     } catch (e) {
       status.className = 'upload-status form-error';
       status.textContent = 'The upload failed: ' + errorText(e);
