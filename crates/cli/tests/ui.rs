@@ -714,7 +714,9 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
 
     chrome.set_size(420, 800).await;
     chrome.goto(&format!("{base}/registries")).await;
-    chrome.wait("the list, narrow", "document.querySelector('tr[data-registry=local] .workspaces')?.offsetParent").await;
+    chrome
+        .wait("the list, narrow", "document.querySelector('tr[data-registry=local] .workspaces')?.offsetParent")
+        .await;
     chrome.screenshot(&shots.join("24-registries-narrow.png")).await;
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
