@@ -550,3 +550,332 @@ async fn set_yaml(chrome: &Chrome, text: &str) {
         )
         .await;
 }
+
+/// Logs in as `name` through the login page and waits for the pipeline list.
+async fn log_in(chrome: &Chrome, base: &str, name: &str, password: &str) {
+    chrome.goto(&format!("{base}/login")).await;
+    chrome.type_into("input[name=username]", name).await;
+    chrome.type_into("input[name=password]", password).await;
+    chrome.click("form.login button[type=submit]").await;
+    chrome
+        .wait("the pipeline list", "location.pathname === '/pipelines' && document.querySelector('.list-body > *')")
+        .await;
+}
+
+/// Starts the browser, or None (printed) where Chromium is missing outside CI.
+async fn browser(root: &Path, width: u32, height: u32) -> Option<Chrome> {
+    let (browser, driver) = match webdriver::find_browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and {why}"),
+        Err(why) => {
+            eprintln!("skipping the browser test: {why}");
+            return None;
+        }
+    };
+    let downloads = root.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    Some(Chrome::start(&browser, &driver, &downloads, width, height).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_the_browser() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    // The link in the shell leads to an empty list that says what to do.
+    chrome.click("#nav a[href='/registries']").await;
+    chrome
+        .wait("no registries yet", "document.querySelector('.empty')?.textContent.includes('No registries yet')")
+        .await;
+    chrome.screenshot(&shots.join("20-registries-empty.png")).await;
+
+    // A registry that is down: the dialog stays open with the server's words (502).
+    let workspace = format!("ui{}", std::process::id());
+    let fill = |url: String, password: String| {
+        let chrome = &chrome;
+        let env = &env;
+        let workspace = &workspace;
+        async move {
+            chrome.type_into("dialog[open] input[name=name]", "local").await;
+            chrome.type_into("dialog[open] input[name=url]", &url).await;
+            chrome.type_into("dialog[open] input[name=username]", &env.registry_user).await;
+            chrome.type_into("dialog[open] input[name=password]", &password).await;
+            chrome.type_into("dialog[open] input[name=workspaces]", workspace).await;
+        }
+    };
+    chrome.click("[data-action=add-registry]").await;
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    fill(dead_url.clone(), env.registry_password.clone()).await;
+    chrome.click("dialog[open] input[name=insecure]").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    let shown = chrome
+        .wait(
+            "the registry's failure in the dialog",
+            "document.querySelector('dialog[open] .form-error:not([hidden])')?.textContent",
+        )
+        .await;
+    let host = dead_url.trim_start_matches("http://");
+    assert!(shown.as_str().unwrap().contains(host), "the message names the registry that is down: {shown}");
+    chrome.screenshot(&shots.join("21-registry-down.png")).await;
+    fill(env.registry_url.clone(), env.registry_password.clone()).await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the registry in the list",
+            &format!("document.querySelector('tr[data-registry=local] .workspaces')?.textContent === '{workspace}'"),
+        )
+        .await;
+    chrome.screenshot(&shots.join("22-registries.png")).await;
+
+    // A second workspace through its dialog.
+    chrome.click("[data-action=add-workspace]").await;
+    chrome.type_into("dialog[open] input[name=workspace]", "second").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "two workspaces",
+            &format!(
+                "document.querySelector('tr[data-registry=local] .workspaces')?.textContent === 'second, {workspace}'"
+            ),
+        )
+        .await;
+
+    // A `docker save` tarball of busybox under two tags of one image.
+    let image = format!("uibox{}", std::process::id());
+    let docker = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let tarball = root.join("image.tar");
+    let (one, two) = (format!("wharf-ui/{image}:one"), format!("wharf-ui/{image}:two"));
+    docker(&["tag", &env.busybox_image, &one]);
+    docker(&["tag", &env.busybox_image, &two]);
+    docker(&["save", &one, &two, "-o", tarball.to_str().unwrap()]);
+    docker(&["rmi", &one, &two]);
+
+    chrome.click("tr[data-registry=local] a.name").await;
+    chrome.wait("the registry page", "document.querySelector('form.upload select[name=workspace]')").await;
+    chrome.choose_file("form.upload input[type=file]", &tarball).await;
+    chrome
+        .js(
+            "const s = document.querySelector('form.upload select[name=workspace]'); s.value = arguments[0];",
+            json!([workspace]),
+        )
+        .await;
+    chrome.click("[data-action=upload]").await;
+    let pushed =
+        chrome.wait("the upload to finish", "document.querySelector('.upload-status[data-done]')?.textContent").await;
+    let reference = format!("{}/{workspace}/{image}:one", env.registry);
+    assert!(pushed.as_str().unwrap().contains(&reference), "{pushed}");
+    let bar = chrome.js("return document.querySelector('form.upload progress').value", json!([])).await;
+    assert_eq!(bar, 100, "the progress bar ends full");
+    no_js_errors(&chrome, "the upload").await;
+
+    // Its tags, with a size a person reads and the creation time; deleting one names
+    // the other tag of the same digest, and both go.
+    let repository = format!("{workspace}/{image}");
+    chrome.find(&format!("li[data-repository='{repository}']")).await;
+    chrome.type_into("input[name=filter]", &image).await;
+    chrome.click(&format!("li[data-repository='{repository}'] button")).await;
+    let size =
+        chrome.wait("the tag one", "document.querySelector('tr[data-tag=one] td:nth-child(2)')?.textContent").await;
+    let size = size.as_str().unwrap();
+    assert!(size.ends_with(" kB") || size.ends_with(" MB"), "a human-readable size: {size}");
+    chrome.find("tr[data-tag=two]").await;
+    chrome.screenshot(&shots.join("23-registry-tags.png")).await;
+    chrome.click("[data-action=delete-tag][aria-label='Delete tag one']").await;
+    let text = chrome.wait("the confirmation", "document.querySelector('dialog[open] p')?.textContent").await;
+    assert!(text.as_str().unwrap().contains("together with the tags two"), "{text}");
+    confirm(&chrome).await;
+    let toast = chrome
+        .wait(
+            "both tags gone",
+            "!document.querySelector('tr[data-tag]') && [...document.querySelectorAll('.toast')].map(t => t.textContent).find(t => t.startsWith('Deleted'))",
+        )
+        .await;
+    assert!(toast.as_str().unwrap().contains("and two"), "the answer's also_removed is shown: {toast}");
+    let left = reqwest::Client::new()
+        .get(format!("{base}/api/v1/registries/local/repositories/{workspace}/{image}/tags"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = left.status();
+    let text = left.text().await.unwrap();
+    assert!(status == 404 || !text.contains("\"one\""), "the tag is gone from the registry: {status} {text}");
+
+    chrome.set_size(420, 800).await;
+    chrome.goto(&format!("{base}/registries")).await;
+    chrome
+        .wait("the list, narrow", "document.querySelector('tr[data-registry=local] .workspaces')?.offsetParent")
+        .await;
+    chrome.screenshot(&shots.join("24-registries-narrow.png")).await;
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_repository_binding_and_logs_it_out_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    chrome.click("#nav a[href='/repositories']").await;
+    chrome
+        .wait("no bindings yet", "document.querySelector('.empty')?.textContent.includes('No repository bindings yet')")
+        .await;
+    // A plain git binding: the provider-only fields hide when `git` is chosen.
+    chrome.click("[data-action=add-binding]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-git").await;
+    chrome
+        .js(
+            "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = 'git'; p.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    let hidden = chrome
+        .js("return document.querySelector('dialog[open] input[name=client_id]').offsetParent === null", json!([]))
+        .await;
+    assert_eq!(hidden, true, "no OAuth fields for a plain git binding");
+    chrome.type_into("dialog[open] input[name=token]", "s3cret-token").await;
+    chrome.screenshot(&shots.join("30-binding-dialog.png")).await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the binding with its token set",
+            "document.querySelector('tr[data-binding=ui-git] .secrets')?.textContent === 'token'",
+        )
+        .await;
+    let shown = server.api(reqwest::Method::GET, "/bindings/ui-git", None).await;
+    assert_eq!((shown["provider"].as_str(), shown["has_token"].as_bool()), (Some("git"), Some(true)), "{shown}");
+    chrome.screenshot(&shots.join("31-repositories.png")).await;
+
+    // A pipeline naming it keeps it: "log out" shows the 409 naming that pipeline.
+    let pipeline = "name: uses-binding\nsource:\n  repo: https://example.invalid/app.git\n  binding: ui-git\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    chrome.click("[data-action=delete-binding][aria-label='Log out ui-git']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the refusal naming the pipeline",
+            "[...document.querySelectorAll('.toast.error')].some(t => t.textContent.includes('uses-binding'))",
+        )
+        .await;
+    chrome.find("tr[data-binding=ui-git]").await;
+    server.api(reqwest::Method::DELETE, "/pipelines/uses-binding", None).await;
+    chrome.click("[data-action=delete-binding][aria-label='Log out ui-git']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the binding gone",
+            "document.querySelector('.empty')?.textContent.includes('No repository bindings yet')",
+        )
+        .await;
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    // The admin's pipeline, which a normal user must not see.
+    let pipeline = "name: admins-only\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    log_in(&chrome, base, "admin", PASSWORD).await;
+    chrome.wait("the admin's pipeline", "document.querySelector('tr[data-pipeline=admins-only]')").await;
+
+    chrome.click("#nav a[href='/users']").await;
+    chrome.wait("the users", "document.querySelector('tr[data-user=admin] .role')?.textContent === 'admin'").await;
+    chrome.click("[data-action=add-department]").await;
+    chrome.type_into("dialog[open] input[name=name]", "Platform").await;
+    confirm(&chrome).await;
+    chrome.wait("the department", "document.querySelector('li[data-department=Platform]')").await;
+    chrome.click("[data-action=add-project]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-team").await;
+    chrome.js("document.querySelector('dialog[open] select[name=department]').value = 'Platform'", json!([])).await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the project in its department",
+            "document.querySelector('li[data-department=Platform] li[data-project=ui-team]')",
+        )
+        .await;
+    chrome.click("[data-action=add-user]").await;
+    chrome.type_into("dialog[open] input[name=name]", "alice").await;
+    chrome.type_into("dialog[open] input[name=password]", "alice-password").await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a user in ui-team",
+            "document.querySelector('tr[data-user=alice] .role')?.textContent === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
+        )
+        .await;
+
+    // My API tokens: shown once with a copy button; it works; revoked, it stops.
+    chrome.click("[data-action=add-token]").await;
+    chrome.type_into("dialog[open] input[name=name]", "ui-script").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    let token =
+        chrome.wait("the token, once", "document.querySelector('dialog[open] input[name=new-token]')?.value").await;
+    let token = token.as_str().unwrap().to_owned();
+    chrome.click("dialog[open] [data-action=copy-token]").await;
+    chrome.screenshot(&shots.join("40-token-once.png")).await;
+    confirm(&chrome).await;
+    let me = |token: String| async move {
+        reqwest::Client::new().get(format!("{base}/api/v1/me")).bearer_auth(token).send().await.unwrap().status()
+    };
+    assert_eq!(me(token.clone()).await, 200, "the new token works");
+    chrome
+        .wait("the token listed", "document.querySelector('tr[data-token=ui-script] .state')?.textContent === 'active'")
+        .await;
+    chrome.screenshot(&shots.join("41-users.png")).await;
+    chrome.click("[data-action=revoke][aria-label='Revoke ui-script']").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the token revoked",
+            "document.querySelector('tr[data-token=ui-script] .state')?.textContent.startsWith('revoked')",
+        )
+        .await;
+    assert_eq!(me(token).await, 401, "a revoked token stops at once");
+
+    // Alice: the page refuses her, her pipeline list does not show the admin's.
+    chrome.click("#logout").await;
+    chrome.wait("the login page", "location.pathname === '/login'").await;
+    log_in(&chrome, base, "alice", "alice-password").await;
+    chrome
+        .wait("an empty list for alice", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")
+        .await;
+    chrome.click("#nav a[href='/users']").await;
+    let refused = chrome.wait("the refusal", "document.querySelector('.refused')?.textContent").await;
+    assert!(
+        refused.as_str().unwrap().contains("Only administrators") && refused.as_str().unwrap().contains("ui-team"),
+        "{refused}"
+    );
+    chrome.find("[data-action=add-token]").await;
+    let admin_parts =
+        chrome.js("return !!document.querySelector('[data-action=add-user], tr[data-user]')", json!([])).await;
+    assert_eq!(admin_parts, false, "no user list for a normal user");
+    chrome.set_size(420, 800).await;
+    chrome.screenshot(&shots.join("42-users-refused-narrow.png")).await;
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}

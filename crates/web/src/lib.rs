@@ -5,6 +5,7 @@
 //! Reading order: [`router`] (which paths are pages), then `assets/js/app.js` (the
 //! client-side router), `assets/js/auth.js` (the one place that knows how requests
 //! are authenticated), and one module per page: `pipelines.js`, `details.js`,
+//! `registries.js`, `repositories.js`, `users.js`,
 //! `run.js` (with the live log view `log.js`) and `editor.js` (the card editor).
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts and styles only from
@@ -44,6 +45,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/ansi.js", JS),
     asset!("js/editor.js", JS),
     asset!("js/dialogs.js", JS),
+    asset!("js/registries.js", JS),
+    asset!("js/repositories.js", JS),
+    asset!("js/users.js", JS),
 ];
 
 const SHELL: &str = include_str!("../assets/index.html");
@@ -60,6 +64,10 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/pipelines", get(shell))
         .route("/pipelines/{*rest}", get(shell))
         .route("/runs/{*rest}", get(shell))
+        .route("/registries", get(shell))
+        .route("/repositories", get(shell))
+        .route("/users", get(shell))
+        .route("/registries/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
 

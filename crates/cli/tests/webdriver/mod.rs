@@ -147,6 +147,13 @@ impl Chrome {
         self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({ "text": text }))).await;
     }
 
+    /// Chooses a file in an `<input type=file>` (WebDriver sends its path as keystrokes).
+    pub async fn choose_file(&self, css: &str, path: &Path) {
+        let el = self.find(css).await;
+        let text = path.to_str().expect("a UTF-8 path");
+        self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({ "text": text }))).await;
+    }
+
     pub async fn screenshot(&self, path: &Path) {
         let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
         let png = base64_decode(v.as_str().unwrap_or_default());

@@ -10,6 +10,10 @@ const routes = [
   [/^\/pipelines\/([^/]+)\/edit$/, () => import('./editor.js')],
   [/^\/pipelines\/([^/]+)$/, () => import('./details.js')],
   [/^\/runs\/([^/]+)$/, () => import('./run.js')],
+  [/^\/users\/?$/, () => import('./users.js')],
+  [/^\/repositories\/?$/, () => import('./repositories.js')],
+  [/^\/registries\/?$/, () => import('./registries.js')],
+  [/^\/registries\/([^/]+)$/, () => import('./registries.js')],
 ];
 
 let cleanup = null;
