@@ -47,7 +47,7 @@ impl LineBuffer {
                 }
             }
             while self.pending.len() > MAX_LINE_BYTES + 1 {
-                let cut = utf8_cut(&self.pending, MAX_LINE_BYTES);
+                let cut = wharf_executor::lines::utf8_cut(&self.pending, MAX_LINE_BYTES);
                 let tail = self.pending.split_off(cut);
                 self.emit(stream, true, out);
                 self.pending = tail;
@@ -67,33 +67,8 @@ impl LineBuffer {
         let bytes = std::mem::take(&mut self.pending);
         let bytes = if continued { &bytes[..] } else { bytes.strip_suffix(b"\r").unwrap_or(&bytes) };
         let at = self.started.take().unwrap_or_else(Timestamp::now);
-        let text = String::from_utf8_lossy(bytes);
-        if text.len() <= MAX_LINE_BYTES {
-            out(LogLine { at, stream, text: text.into_owned(), continued });
-            return;
-        }
-        // Invalid bytes became U+FFFD, which is longer: cut again on char boundaries.
-        let mut rest = &*text;
-        while !rest.is_empty() {
-            let cut = match rest.floor_char_boundary(MAX_LINE_BYTES) {
-                0 => rest.len().min(MAX_LINE_BYTES),
-                cut => cut,
-            };
-            let (piece, tail) = rest.split_at(cut);
-            out(LogLine { at, stream, text: piece.to_owned(), continued: continued || !tail.is_empty() });
-            rest = tail;
-        }
+        wharf_executor::lines::emit(out, stream, at, bytes, continued);
     }
-}
-
-/// Where to cut `bytes` at or below `max` without splitting a UTF-8 sequence.
-fn utf8_cut(bytes: &[u8], max: usize) -> usize {
-    let is_continuation = |b: u8| b & 0xC0 == 0x80;
-    let mut cut = max;
-    while cut > 0 && max - cut < 3 && is_continuation(bytes[cut]) {
-        cut -= 1;
-    }
-    if cut == 0 || is_continuation(bytes[cut]) { max } else { cut }
 }
 
 /// Forwards lines to the sink, dropping the first `skip` output lines: those a

@@ -372,7 +372,7 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dy
         // One byte of slack past the limit, so a line of exactly MAX_LINE_BYTES whose
         // "\r\n" arrives in a later read is not split into itself and an empty line.
         while pending.len() - start > MAX_LINE_BYTES + 1 {
-            let cut = start + utf8_cut(&pending[start..], MAX_LINE_BYTES);
+            let cut = start + crate::lines::utf8_cut(&pending[start..], MAX_LINE_BYTES);
             send_piece(logs, stream, at, &pending[start..cut], true);
             start = cut;
         }
@@ -381,41 +381,13 @@ async fn pump<R: AsyncRead + Unpin>(reader: Option<R>, stream: Stream, logs: &dy
     }
 }
 
-/// Sends one line, decoding it lossily and splitting it on char boundaries into pieces
-/// of at most [`MAX_LINE_BYTES`] (invalid bytes become U+FFFD, which is longer).
+/// Sends one whole line (see [`crate::lines::emit`]).
 fn send(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8]) {
     send_piece(logs, stream, at, bytes, false);
 }
 
-/// Like [`send`]; `continued` says the line goes on in the next piece.
 fn send_piece(logs: &dyn LogSink, stream: Stream, at: Timestamp, bytes: &[u8], continued: bool) {
-    let text = String::from_utf8_lossy(bytes);
-    if text.len() <= MAX_LINE_BYTES {
-        logs.line(LogLine { continued, at, stream, text: text.into_owned() });
-        return;
-    }
-    let mut rest = &*text;
-    while !rest.is_empty() {
-        let cut = match rest.floor_char_boundary(MAX_LINE_BYTES) {
-            0 => rest.len().min(MAX_LINE_BYTES),
-            cut => cut,
-        };
-        let (piece, tail) = rest.split_at(cut);
-        logs.line(LogLine { continued: continued || !tail.is_empty(), at, stream, text: piece.to_owned() });
-        rest = tail;
-    }
-}
-
-/// Where to cut `bytes` (longer than `max`) at or below `max` without splitting a
-/// UTF-8 sequence: back off over at most three continuation bytes; if there are more,
-/// the bytes are not UTF-8 there anyway and `max` will do.
-fn utf8_cut(bytes: &[u8], max: usize) -> usize {
-    let is_continuation = |b: u8| b & 0xC0 == 0x80;
-    let mut cut = max;
-    while cut > 0 && max - cut < 3 && is_continuation(bytes[cut]) {
-        cut -= 1;
-    }
-    if cut == 0 || is_continuation(bytes[cut]) { max } else { cut }
+    crate::lines::emit(&mut |line| logs.line(line), stream, at, bytes, continued);
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod fake;
 pub mod host;
+pub mod lines;
 pub mod routed;
 
 use jiff::Timestamp;
