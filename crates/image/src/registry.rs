@@ -334,48 +334,41 @@ impl RegistryClient {
 
     /// Every repository, following the registry's pagination.
     pub async fn catalog(&self) -> Result<Vec<String>, RegistryError> {
-        let mut out = Vec::new();
-        let mut next = Some("/v2/_catalog?n=1000".to_owned());
-        while let Some(path) = next.take() {
-            let url = self.url(&path);
-            let response = self.send("registry:catalog:*", &|http| Ok(http.get(&url))).await?;
-            let response = self.check(response, "GET /v2/_catalog", "the catalog").await?;
-            next = next_link(response.headers());
-            #[derive(Deserialize)]
-            struct Catalog {
-                #[serde(default)]
-                repositories: Option<Vec<String>>,
-            }
-            let page: Catalog = self.json(response, "the catalog").await?;
-            let page = page.repositories.unwrap_or_default();
-            if page.is_empty() {
-                break;
-            }
-            out.extend(page);
-        }
-        out.sort();
-        out.dedup();
-        Ok(out)
+        let pages = Listing {
+            scope: "registry:catalog:*",
+            request: "GET /v2/_catalog",
+            what: "the catalog",
+            body: "the catalog",
+        };
+        self.list_all("/v2/_catalog?n=1000".to_owned(), pages, |page| page.repositories).await
     }
 
     /// Every tag of `repository`, sorted.
     pub async fn tags(&self, repository: &str) -> Result<Vec<String>, RegistryError> {
         check_repository(repository).map_err(|e| RegistryError::Invalid(e.to_string()))?;
         let scope = format!("repository:{repository}:pull");
+        let what = format!("the repository `{repository}`");
+        let pages = Listing { scope: &scope, request: "a tag listing", what: &what, body: "the tag list" };
+        self.list_all(format!("/v2/{repository}/tags/list?n=1000"), pages, |page| page.tags).await
+    }
+
+    /// A paginated listing (`n`/`last` with `Link` headers), every page's names
+    /// together, sorted and without repeats.
+    async fn list_all(
+        &self,
+        first: String,
+        listing: Listing<'_>,
+        names: fn(ListPage) -> Option<Vec<String>>,
+    ) -> Result<Vec<String>, RegistryError> {
         let mut out = Vec::new();
-        let mut next = Some(format!("/v2/{repository}/tags/list?n=1000"));
+        let mut next = Some(first);
         while let Some(path) = next.take() {
             let url = self.url(&path);
-            let response = self.send(&scope, &|http| Ok(http.get(&url))).await?;
-            let response = self.check(response, "a tag listing", &format!("the repository `{repository}`")).await?;
+            let response = self.send(listing.scope, &|http| Ok(http.get(&url))).await?;
+            let response = self.check(response, listing.request, listing.what).await?;
             next = next_link(response.headers());
-            #[derive(Deserialize)]
-            struct Tags {
-                #[serde(default)]
-                tags: Option<Vec<String>>,
-            }
-            let page: Tags = self.json(response, "the tag list").await?;
-            let page = page.tags.unwrap_or_default();
+            let page: ListPage = self.json(response, listing.body).await?;
+            let page = names(page).unwrap_or_default();
             if page.is_empty() {
                 break;
             }
@@ -672,6 +665,25 @@ fn section_body(mut file: std::fs::File, offset: u64, len: u64) -> std::io::Resu
     file.seek(std::io::SeekFrom::Start(offset))?;
     let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
     Ok(reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)))
+}
+
+/// What a paginated listing asks for and how its errors name it.
+struct Listing<'a> {
+    scope: &'a str,
+    request: &'a str,
+    /// What a refusal names.
+    what: &'a str,
+    /// What an unreadable answer names.
+    body: &'a str,
+}
+
+/// One page of `_catalog` (`repositories`) or `tags/list` (`tags`).
+#[derive(Deserialize)]
+struct ListPage {
+    #[serde(default)]
+    repositories: Option<Vec<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
 }
 
 #[cfg(test)]
