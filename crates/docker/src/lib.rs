@@ -31,7 +31,6 @@ use bollard::query_parameters::{
     RemoveContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use jiff::Timestamp;
 use lines::{LineBuffer, Skipping, split_timestamp};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -169,7 +168,7 @@ impl DockerExecutor {
         let logs = &*logs;
         let already = *stop.borrow_and_update();
         if let Some(request) = already {
-            system(logs, format!("not started: {} before it began", reason_text(request.reason)));
+            system(logs, format!("not started: {} before it began", request.reason.as_text()));
             return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
         }
         let image = match spec.image.clone().or_else(|| self.config.default_image.clone()) {
@@ -468,7 +467,7 @@ impl DockerExecutor {
         logs: &dyn LogSink,
     ) {
         let now = Instant::now();
-        let reason = reason_text(request.reason);
+        let reason = request.reason.as_text();
         match stopping {
             None => {
                 match self.kill(container, "SIGTERM").await {
@@ -650,14 +649,7 @@ fn start_error(message: String) -> ExecutorError {
 }
 
 fn system(logs: &dyn LogSink, text: String) {
-    logs.line(LogLine { continued: false, at: Timestamp::now(), stream: Stream::System, text });
-}
-
-fn reason_text(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::Stopped => "stopped by user",
-        StopReason::TimedOut => "timed out",
-    }
+    logs.line(LogLine::system(text));
 }
 
 #[cfg(test)]

@@ -803,10 +803,7 @@ impl RunState {
         }
         match self.run_end.lock().unwrap().clone() {
             Some((_, why)) => why,
-            None => match reason {
-                StopReason::Stopped => "stopped by user".into(),
-                StopReason::TimedOut => "timed out".into(),
-            },
+            None => reason.as_text().to_owned(),
         }
     }
 

@@ -82,7 +82,7 @@ impl HostExecutor {
         // Marks the current value seen, so `changed()` below fires only for later ones.
         let already = *stop.borrow_and_update();
         if let Some(req) = already {
-            system(logs, format!("not started: {} before it began", reason_text(req.reason)));
+            system(logs, format!("not started: {} before it began", req.reason.as_text()));
             return Ok(Exit { code: None, signal: None, stopped: Some(req.reason) });
         }
         if let Some(image) = &spec.image {
@@ -265,7 +265,7 @@ fn begin_or_hurry_stop(
     logs: &dyn LogSink,
 ) {
     let now = Instant::now();
-    let reason = reason_text(request.reason);
+    let reason = request.reason.as_text();
     match stopping {
         None => {
             match group.signal(Signal::SIGTERM) {
@@ -395,14 +395,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 }
 
 fn system(logs: &dyn LogSink, text: String) {
-    logs.line(LogLine { continued: false, at: Timestamp::now(), stream: Stream::System, text });
-}
-
-fn reason_text(reason: StopReason) -> &'static str {
-    match reason {
-        StopReason::Stopped => "stopped by user",
-        StopReason::TimedOut => "timed out",
-    }
+    logs.line(LogLine::system(text));
 }
 
 fn round_to_millis(d: Duration) -> Duration {

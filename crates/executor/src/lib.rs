@@ -68,6 +68,13 @@ pub struct LogLine {
     pub continued: bool,
 }
 
+impl LogLine {
+    /// A line Wharf itself writes into a task's log, stamped now.
+    pub fn system(text: impl Into<String>) -> LogLine {
+        LogLine { at: Timestamp::now(), stream: Stream::System, text: text.into(), continued: false }
+    }
+}
+
 /// Where an executor sends log lines. Called from any task, in the order lines were
 /// read per stream; must not block for long.
 pub trait LogSink: Send + Sync {
@@ -85,6 +92,16 @@ pub enum StopReason {
     Stopped,
     /// A task, stage or pipeline timeout ran out.
     TimedOut,
+}
+
+impl StopReason {
+    /// How a log line or record says it: `stopped by user`, `timed out`.
+    pub fn as_text(self) -> &'static str {
+        match self {
+            StopReason::Stopped => "stopped by user",
+            StopReason::TimedOut => "timed out",
+        }
+    }
 }
 
 /// A request to end a task: ask politely (SIGTERM or the equivalent), then after

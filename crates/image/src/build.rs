@@ -59,7 +59,7 @@ impl DockerBuilder {
             }
         };
         let system = |text: String| {
-            logs.line(LogLine { at: jiff::Timestamp::now(), stream: Stream::System, text, continued: false });
+            logs.line(LogLine::system(text));
         };
         let reference = Reference::parse(&spec.image).map_err(|e| BuildError(e.to_string()))?;
         let tag = reference.tag.clone().ok_or_else(|| BuildError(format!("`{}` has no tag", spec.image)))?;
@@ -89,16 +89,14 @@ impl DockerBuilder {
             labels: Some(spec.labels.iter().cloned().collect::<HashMap<_, _>>()),
             ..Default::default()
         };
-        // The registry's credentials also serve `FROM` images in it.
-        let credentials = spec.registry.username.as_ref().map(|user| {
-            let login = DockerCredentials {
-                username: Some(user.clone()),
-                password: spec.registry.password.clone(),
-                serveraddress: Some(spec.registry.host.clone()),
-                ..Default::default()
-            };
-            HashMap::from([(spec.registry.host.clone(), login)])
+        // The registry's login pushes the image and also serves `FROM` images in it.
+        let login = spec.registry.username.as_ref().map(|user| DockerCredentials {
+            username: Some(user.clone()),
+            password: spec.registry.password.clone(),
+            serveraddress: Some(spec.registry.host.clone()),
+            ..Default::default()
         });
+        let credentials = login.clone().map(|login| HashMap::from([(spec.registry.host.clone(), login)]));
         let mut built = false;
         {
             let stream = self.docker.build_image(options, credentials, Some(body));
@@ -137,14 +135,8 @@ impl DockerBuilder {
         }
 
         system(format!("pushing {} to registry `{}` ({})", spec.image, spec.registry.name, spec.registry.host));
-        let credentials = spec.registry.username.as_ref().map(|user| DockerCredentials {
-            username: Some(user.clone()),
-            password: spec.registry.password.clone(),
-            serveraddress: Some(spec.registry.host.clone()),
-            ..Default::default()
-        });
         let options = PushImageOptions { tag: Some(tag.clone()), ..Default::default() };
-        let stream = self.docker.push_image(&repository, Some(options), credentials);
+        let stream = self.docker.push_image(&repository, Some(options), login);
         tokio::pin!(stream);
         let mut digest = None;
         let push_failed = |why: String| {
