@@ -27,15 +27,12 @@
 //! quiet one sleeps 25 s, so a recovery that does not kill them, or a stop that does
 //! not work, is visible. Whatever the test saw started is SIGKILLed when it ends.
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const TOKEN: &str = "crash-test-admin-token";
 const INTERRUPTED: &str = "interrupted by server restart";
 
@@ -69,100 +66,15 @@ const QUIET_PIPELINE: &str = "name: crash-quiet\nstages:\n  - name: Build\n    t
 // Harness
 // ---------------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod served;
+use served::{Server, free_port};
 
-/// A running `wharf serve`; dropped, it is killed.
-struct Server {
-    child: Option<Child>,
-    base: String,
-    client: reqwest::Client,
-    log: PathBuf,
+/// This test's `wharf serve`, life `life` on the data directory under `root`.
+async fn start_server(root: &Path, port: u16, life: u32) -> Server {
+    Server::start(root, port, life, TOKEN, &[], Duration::from_secs(10)).await
 }
 
 impl Server {
-    async fn start(root: &Path, port: u16, life: u32) -> Server {
-        let log = root.join(format!("server-{life}.log"));
-        let out = File::create(&log).unwrap();
-        let mut cmd = Command::new(WHARF);
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(root.join("data"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("WHARF_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("WHARF_ADMIN_TOKEN", TOKEN)
-            .env("WHARF_LOG", "info")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().expect("start wharf serve");
-        let mut server = Server {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
-            log,
-        };
-        let until = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(r) = server.client.get(format!("{}/healthz", server.base)).send().await
-                && r.status().is_success()
-            {
-                return server;
-            }
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("wharf serve ended ({status}) before answering /healthz:\n{}", server.log_text());
-            }
-            assert!(Instant::now() < until, "wharf serve did not answer /healthz within 10 s:\n{}", server.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.as_ref().unwrap().id() as i32
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGKILL, and reap it.
-    fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).expect("SIGKILL the server");
-        child.wait().unwrap();
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, String) {
-        let mut request = self.client.request(method.clone(), format!("{}/api/v1{path}", self.base)).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, text) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
-    async fn get_text(&self, path: &str) -> String {
-        let (status, text) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {text}");
-        text
-    }
-
-    async fn post(&self, path: &str, body: impl Into<String>, expect: u16) -> Value {
-        let (status, text) = self.send(reqwest::Method::POST, path, Some(body.into())).await;
-        assert_eq!(status, expect, "POST {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
     async fn create_pipeline(&self, yaml: &str) -> i64 {
         self.post("/pipelines", yaml, 201).await["id"].as_i64().unwrap()
     }
@@ -173,44 +85,6 @@ impl Server {
             .post(&format!("/pipelines/{pipeline}/runs"), json!({ "parameters": parameters }).to_string(), 201)
             .await;
         (accepted["id"].as_i64().unwrap(), accepted["number"].as_i64().unwrap())
-    }
-
-    async fn run(&self, id: i64) -> Value {
-        self.get(&format!("/runs/{id}")).await
-    }
-
-    /// The whole stored log of a task (from byte 0), as the plain tail returns it.
-    async fn task_log(&self, run: i64, task: &str) -> String {
-        let mut out = String::new();
-        loop {
-            let text = self.get_text(&format!("/runs/{run}/tasks/{task}/log?offset={}", out.len())).await;
-            if text.is_empty() {
-                return out;
-            }
-            out.push_str(&text);
-        }
-    }
-
-    /// Polls the run until `check` is satisfied, or panics after `within`.
-    async fn wait_run(&self, id: i64, within: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let run = self.run(id).await;
-            if check(&run) {
-                return run;
-            }
-            assert!(Instant::now() < until, "run {id}: {what} did not happen within {within:?}; run:\n{run:#}");
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -321,7 +195,7 @@ async fn kill_9_during_runs_loses_nothing_and_recovers_by_the_rules() {
     let mut groups = Groups::default();
 
     // ---- first life: pipelines, runs, then SIGKILL in the middle of them ----
-    let mut server = Server::start(&root, port, 1).await;
+    let mut server = start_server(&root, port, 1).await;
     let plain = server.create_pipeline(&long_pipeline("crash-plain", "")).await;
     let retry = server.create_pipeline(&long_pipeline("crash-retry", "retry_on_restart: true\n")).await;
     let queue = server.create_pipeline(&queue_pipeline()).await;
@@ -410,7 +284,7 @@ async fn kill_9_during_runs_loses_nothing_and_recovers_by_the_rules() {
     }
 
     // ---- second life ----
-    let server = Server::start(&root, port, 2).await;
+    let server = start_server(&root, port, 2).await;
     eprintln!("restarted {:?} after the kill", killed_at.elapsed());
 
     // Every record is still there.

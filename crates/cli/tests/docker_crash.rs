@@ -14,12 +14,10 @@
 //!   the API leaves none either.
 
 use serde_json::{Value, json};
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const WHARF: &str = env!("CARGO_BIN_EXE_wharf");
 const TOKEN: &str = "docker-crash-test-admin-token";
 
 fn pipeline(name: &str, image: &str, lines: u32) -> String {
@@ -33,143 +31,27 @@ fn pipeline(name: &str, image: &str, lines: u32) -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod served;
+use served::{Server, free_port};
 
-/// A running `wharf serve --executor docker`; dropped, it is killed.
-struct Server {
-    child: Option<Child>,
-    base: String,
-    client: reqwest::Client,
-    log: PathBuf,
+/// This test's `wharf serve`, life `life` on the data directory under `root`.
+async fn start_server(root: &Path, port: u16, life: u32) -> Server {
+    Server::start(
+        root,
+        port,
+        life,
+        TOKEN,
+        &["--executor", "docker", "--docker-network", "none"],
+        Duration::from_secs(15),
+    )
+    .await
 }
 
 impl Server {
-    async fn start(root: &Path, port: u16, life: u32) -> Server {
-        let log = root.join(format!("server-{life}.log"));
-        let out = File::create(&log).unwrap();
-        let mut cmd = Command::new(WHARF);
-        cmd.args([
-            "serve",
-            "--executor",
-            "docker",
-            "--docker-network",
-            "none",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(root.join("data"));
-        for (key, _) in std::env::vars() {
-            if key.starts_with("WHARF_") {
-                cmd.env_remove(key);
-            }
-        }
-        cmd.env("WHARF_ADMIN_TOKEN", TOKEN)
-            .env("WHARF_LOG", "info")
-            .current_dir(root)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().expect("start wharf serve");
-        let mut server = Server {
-            child: Some(child),
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap(),
-            log,
-        };
-        let until = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(r) = server.client.get(format!("{}/healthz", server.base)).send().await
-                && r.status().is_success()
-            {
-                return server;
-            }
-            if let Some(status) = server.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("wharf serve ended ({status}) before answering /healthz:\n{}", server.log_text());
-            }
-            assert!(Instant::now() < until, "wharf serve did not answer /healthz within 15 s:\n{}", server.log_text());
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        let mut child = self.child.take().unwrap();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
-            .expect("SIGKILL the server");
-        child.wait().unwrap();
-    }
-
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> (u16, String) {
-        let mut request = self.client.request(method.clone(), format!("{}/api/v1{path}", self.base)).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.body(body);
-        }
-        let response = request.send().await.unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status().as_u16();
-        (status, response.text().await.unwrap())
-    }
-
-    async fn get_text(&self, path: &str) -> String {
-        let (status, text) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {text}");
-        text
-    }
-
-    async fn run(&self, id: i64) -> Value {
-        serde_json::from_str(&self.get_text(&format!("/runs/{id}")).await).unwrap()
-    }
-
-    async fn post(&self, path: &str, body: impl Into<String>, expect: u16) -> Value {
-        let (status, text) = self.send(reqwest::Method::POST, path, Some(body.into())).await;
-        assert_eq!(status, expect, "POST {path}: {text}");
-        serde_json::from_str(&text).unwrap()
-    }
-
+    /// Saves the pipeline and starts a run of it; returns the run's id.
     async fn start_run(&self, yaml: &str) -> i64 {
         let pipeline = self.post("/pipelines", yaml, 201).await["id"].as_i64().unwrap();
         self.post(&format!("/pipelines/{pipeline}/runs"), json!({}).to_string(), 201).await["id"].as_i64().unwrap()
-    }
-
-    async fn task_log(&self, run: i64, task: &str) -> String {
-        let mut out = String::new();
-        loop {
-            let text = self.get_text(&format!("/runs/{run}/tasks/{task}/log?offset={}", out.len())).await;
-            if text.is_empty() {
-                return out;
-            }
-            out.push_str(&text);
-        }
-    }
-
-    async fn wait_run(&self, id: i64, within: Duration, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let until = Instant::now() + within;
-        loop {
-            let run = self.run(id).await;
-            if check(&run) {
-                return run;
-            }
-            assert!(
-                Instant::now() < until,
-                "run {id}: {what} did not happen within {within:?}; run:\n{run:#}\nserver log:\n{}",
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -243,7 +125,7 @@ async fn kill_9_mid_task_then_the_restarted_server_finishes_the_runs() {
     let mut cleanup = Cleanup(None);
 
     // ---- first life ----
-    let mut server = Server::start(&root, port, 1).await;
+    let mut server = start_server(&root, port, 1).await;
     // 140 lines 50 ms apart (7 s): still running after the restart.
     let long_run = server.start_run(&pipeline("dc-long", &image, 140)).await;
     // 60 lines (3 s): ends while no server watches.
@@ -291,7 +173,7 @@ async fn kill_9_mid_task_then_the_restarted_server_finishes_the_runs() {
     assert_eq!(docker(&["inspect", "-f", "{{.State.Running}}", &long_container[0]]).trim(), "true");
 
     // ---- second life ----
-    let server = Server::start(&root, port, 2).await;
+    let server = start_server(&root, port, 2).await;
     for (id, before, lines) in [(quick_run, &seen[0], 60), (long_run, &seen[1], 140)] {
         let run = server.wait_run(id, Duration::from_secs(30), "an end", ended).await;
         assert_eq!(status(&run), "succeeded", "run {id}: {run:#}\nserver log:\n{}", server.log_text());
