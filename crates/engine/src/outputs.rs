@@ -1,6 +1,15 @@
-//! Task outputs: the `KEY=VALUE` lines a task appends to `$WHARF_OUTPUT`.
+//! Task outputs: the `KEY=VALUE` lines a task appends to `$WHARF_OUTPUT`, and the
+//! one safe way for the server to touch that file ([`OutputFile`]).
 
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open, openat};
+use nix::sys::stat::Mode;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 
 /// The most a task may write to `$WHARF_OUTPUT`; outputs are small values, not files.
 pub const MAX_OUTPUT_FILE_BYTES: u64 = 1024 * 1024;
@@ -31,6 +40,106 @@ pub fn parse(text: &str) -> Parsed {
         }
     }
     parsed
+}
+
+/// One attempt's `$WHARF_OUTPUT` inside the run's outputs directory.
+///
+/// A task can write that directory (a container has it bind-mounted, a host task owns
+/// it), so it may have planted a symbolic link, a FIFO or a directory under the name
+/// of this or the next attempt's file, hoping the server (which may run as root) opens,
+/// truncates or reads whatever the link points to. Every operation here therefore goes
+/// through a handle on the directory opened without following links, opens the file
+/// with `O_NOFOLLOW | O_NONBLOCK` and reads only a regular file.
+#[derive(Clone, Debug)]
+pub struct OutputFile {
+    dir: PathBuf,
+    name: String,
+}
+
+impl OutputFile {
+    /// `dir` is the run's outputs directory (a path only the server chooses); `name`
+    /// one plain file name in it.
+    pub fn new(dir: PathBuf, name: String) -> Self {
+        debug_assert!(!name.contains('/') && name != ".." && name != ".");
+        Self { dir, name }
+    }
+
+    /// The path handed to the task as `$WHARF_OUTPUT`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// Makes the file exist, empty and new: whatever a task left under its name (a
+    /// link, a FIFO, an earlier file) is removed, never followed.
+    pub fn create(&self) -> io::Result<File> {
+        let dir = self.open_dir()?;
+        match unlinkat(&dir, self.name.as_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => {}
+            // A directory planted under the name: remove it if it is empty, else say so.
+            Err(Errno::EISDIR | Errno::EPERM) => unlinkat(&dir, self.name.as_str(), UnlinkatFlags::RemoveDir)
+                .map_err(|e| self.error(format!("a directory a task created stands in its way ({e})")))?,
+            Err(e) => return Err(self.error(format!("cannot remove what stands under its name ({e})"))),
+        }
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = openat(&dir, self.name.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(|e| self.error(format!("cannot create it ({e})")))?;
+        Ok(File::from(fd))
+    }
+
+    /// Creates the file (as [`OutputFile::create`]) holding `contents`.
+    pub fn write(&self, contents: &[u8]) -> io::Result<()> {
+        self.create()?.write_all(contents)
+    }
+
+    /// The file's bytes: `Ok(None)` when the task removed it, an error (saying what is
+    /// wrong, in the task's terms) when it is not a regular file or holds more than
+    /// `max` bytes. A link is never followed, a FIFO never waited on.
+    pub fn read(&self, max: u64) -> Result<Option<Vec<u8>>, String> {
+        let dir = self.open_dir().map_err(|e| e.to_string())?;
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+        let file = match openat(&dir, self.name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => {
+                return Err("$WHARF_OUTPUT was replaced by a symbolic link; write outputs to the file itself".into());
+            }
+            Err(e) => return Err(format!("$WHARF_OUTPUT cannot be opened: {e}")),
+        };
+        let meta = file.metadata().map_err(|e| format!("$WHARF_OUTPUT cannot be examined: {e}"))?;
+        if !meta.is_file() {
+            return Err("$WHARF_OUTPUT was replaced by something that is not a regular file".into());
+        }
+        if meta.len() > max {
+            return Err(format!("$WHARF_OUTPUT holds {} bytes; outputs may be at most {max} bytes", meta.len()));
+        }
+        // The size can still grow between the check and the read (a process the task
+        // left behind); never read more than the limit.
+        let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("$WHARF_OUTPUT cannot be read: {e}"))?;
+        if bytes.len() as u64 > max {
+            return Err(format!("$WHARF_OUTPUT holds more than {max} bytes; outputs may be at most {max} bytes"));
+        }
+        Ok(Some(bytes))
+    }
+
+    /// Removes the file (or whatever stands under its name) without following it. The
+    /// file may hold secrets in clear, so this runs after every attempt, whatever its
+    /// outcome; a file that is already gone is fine.
+    pub fn remove(&self) {
+        if let Ok(dir) = self.open_dir() {
+            let _ = unlinkat(&dir, self.name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    fn open_dir(&self) -> io::Result<OwnedFd> {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        open(self.dir.as_path(), flags, Mode::empty())
+            .map_err(|e| self.error(format!("its directory cannot be opened without following links ({e})")))
+    }
+
+    fn error(&self, what: String) -> io::Error {
+        io::Error::other(format!("{}: {what}", self.path().display()))
+    }
 }
 
 #[cfg(test)]

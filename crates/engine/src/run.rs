@@ -10,7 +10,7 @@ mod image;
 
 use crate::clock::RunningClock;
 use crate::mask::Masker;
-use crate::outputs;
+use crate::outputs::{self, OutputFile};
 use crate::{Engine, EngineConfig, GitRef, Observer, Part, RunRequest, Workspace};
 use jiff::Timestamp;
 use std::collections::BTreeMap;
@@ -97,6 +97,9 @@ pub(crate) async fn execute(
         _ = state.clone().watchdog(external, run_tx) => {}
         _ = state.clone().body(run_rx) => {}
     }
+    // Every attempt removed its own file; this takes what attempts cut off by a crash
+    // left (they may hold secrets in clear). Never follows a link a task planted.
+    let _ = std::fs::remove_dir_all(state.run_dir.join("outputs"));
     state.record.lock().unwrap().clone()
 }
 
@@ -939,11 +942,11 @@ impl RunState {
         adopt: Option<wharf_executor::LogResume>,
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
-        let output_file = self.run_dir.join("outputs").join(format!("{s}-{t}-{attempt}.env"));
+        let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
         // `image` tasks go to the builder, everything else to the executor.
         let job = match &task.kind {
             TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build),
-            _ => self.task_spec(s, task, attempt, &output_file).map(Job::Exec),
+            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec),
         };
         let job = match job {
             Ok(job) => job,
@@ -954,11 +957,32 @@ impl RunState {
         };
         // An adopted attempt has been writing its outputs already.
         if adopt.is_none()
-            && let Err(e) = std::fs::write(&output_file, b"")
+            && let Err(e) = output.create()
         {
-            let why = format!("cannot create {}: {e}", output_file.display());
+            let why = format!("cannot create $WHARF_OUTPUT: {e}");
             return (Status::Failed, Some(why), None);
         }
+        let result = self.attempt_with_output(s, t, task, attempt, stop, stage_note, adopt, job, &output).await;
+        // The file may hold secrets in clear: gone in every outcome, not only success.
+        output.remove();
+        result
+    }
+
+    /// [`RunState::attempt`] once the job is known and its output file exists.
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
+    async fn attempt_with_output(
+        self: &Arc<Self>,
+        s: usize,
+        t: usize,
+        task: &Task,
+        attempt: u32,
+        stop: &mut StopRx,
+        stage_note: &Mutex<Option<String>>,
+        adopt: Option<wharf_executor::LogResume>,
+        job: Job,
+        output: &OutputFile,
+    ) -> (Status, Option<String>, Option<i32>) {
+        let part = Part::Task(s, t);
         let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
         let sink: Arc<dyn LogSink> = Arc::new(TaskSink { state: self.clone(), part, carry: Mutex::default() });
         // The time an adopted attempt already ran counts against its timeout.
@@ -988,8 +1012,8 @@ impl RunState {
             // (and is retried when the task allows it).
             (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
             (Job::Build(spec), None) => {
-                let output_file = output_file.clone();
-                Box::pin(async move { self.build(part, spec, sink, task_rx, output_file).await.map(Some) })
+                let output = output.clone();
+                Box::pin(async move { self.build(part, spec, sink, task_rx, output).await.map(Some) })
             }
         };
         tokio::pin!(run);
@@ -1046,7 +1070,7 @@ impl RunState {
                     };
                     return (Status::Failed, Some(why), exit.code);
                 }
-                match self.collect_outputs(s, t, task, &output_file) {
+                match self.collect_outputs(s, t, task, output) {
                     Ok(()) => (Status::Succeeded, None, exit.code),
                     Err(why) => {
                         self.system(part, &why);
@@ -1136,21 +1160,11 @@ impl RunState {
         })
     }
 
-    fn collect_outputs(&self, s: usize, t: usize, task: &Task, file: &Path) -> Result<(), String> {
+    fn collect_outputs(&self, s: usize, t: usize, task: &Task, file: &OutputFile) -> Result<(), String> {
         let part = Part::Task(s, t);
-        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
-        if size > outputs::MAX_OUTPUT_FILE_BYTES {
-            return Err(format!(
-                "$WHARF_OUTPUT holds {size} bytes; outputs may be at most {} bytes",
-                outputs::MAX_OUTPUT_FILE_BYTES
-            ));
-        }
-        let text = match std::fs::read(file) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(_) => String::new(), // the task removed it: no outputs
-        };
-        // The file may hold secrets in clear; the record keeps the masked values.
-        let _ = std::fs::remove_file(file);
+        // A task that removed the file wrote no outputs.
+        let bytes = file.read(outputs::MAX_OUTPUT_FILE_BYTES)?.unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         let parsed = outputs::parse(&text);
         for warning in &parsed.warnings {
             self.system(part, warning);

@@ -450,3 +450,123 @@ async fn a_checkout_waits_for_an_executor_slot_like_a_task() {
     let clone_began = cloned.checkout.as_ref().unwrap().progress.started_at().unwrap();
     assert!(clone_began >= slot_freed, "the clone began at {clone_began}, before the slot was free at {slot_freed}");
 }
+
+/// A task (a container with the outputs directory mounted, as root) may leave links
+/// in that directory. The server, which may be root, must never follow them: not to
+/// read another file into the run record, not to truncate a host file that a link
+/// named like the next attempt's output file points to (issue 11, finding 2).
+#[tokio::test]
+async fn links_a_task_plants_in_the_outputs_directory_are_never_followed() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    // A host file the server can read and write, and the task is not meant to reach.
+    let precious = dirs.path().join("precious.key");
+    std::fs::write(&precious, "SECRET=server-only\n").unwrap();
+    let p = pipeline(&format!(
+        r#"name: links
+stages:
+  - name: S
+    mode: parallel
+    on_error: ignore
+    tasks:
+      - name: read
+        type: script
+        outputs: [SECRET]
+        script: ln -sf {precious} "$WHARF_OUTPUT"
+      - name: truncate
+        type: script
+        retries: 1
+        script: |
+          dir=$(dirname "$WHARF_OUTPUT")
+          case "$WHARF_OUTPUT" in
+            *-1.env) ln -s {precious} "$dir/0-1-2.env"; exit 1 ;;
+          esac
+          echo "second attempt: $(cat "$WHARF_OUTPUT" | wc -c) bytes"
+"#,
+        precious = precious.display()
+    ));
+    let (record, recorder) = common::run(&engine, request(p, dirs.existing())).await;
+    let read = task_record(&record, "read");
+    assert_eq!(read.progress.status, Status::Failed);
+    assert_eq!(
+        read.reason.as_deref(),
+        Some("$WHARF_OUTPUT was replaced by a symbolic link; write outputs to the file itself")
+    );
+    assert!(read.outputs.is_empty(), "{:?}", read.outputs);
+    assert!(!recorder.lines(Part::Task(0, 0)).iter().any(|l| l.contains("server-only")));
+
+    let truncate = task_record(&record, "truncate");
+    assert_eq!(truncate.progress.status, Status::Succeeded, "{:?}", truncate.reason);
+    assert_eq!(recorder.output(Part::Task(0, 1)), ["second attempt: 0 bytes"]);
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "SECRET=server-only\n", "the link was followed");
+}
+
+/// A FIFO under the output file's name would block a server that opens it for reading;
+/// a directory there would make the next attempt's file impossible to create.
+#[tokio::test]
+async fn a_fifo_or_directory_instead_of_the_output_file_fails_the_task_without_blocking() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        r#"name: fifo
+stages:
+  - name: S
+    mode: parallel
+    on_error: ignore
+    tasks:
+      - name: fifo
+        type: script
+        outputs: [X]
+        script: rm "$WHARF_OUTPUT" && mkfifo "$WHARF_OUTPUT"
+      - name: dir
+        type: script
+        retries: 1
+        script: |
+          case "$WHARF_OUTPUT" in
+            *-1.env) mkdir "$(dirname "$WHARF_OUTPUT")/0-1-2.env"; exit 1 ;;
+          esac
+          echo X=2 >> "$WHARF_OUTPUT"
+"#,
+    );
+    let run = common::run(&engine, request(p, dirs.existing()));
+    let (record, _) = tokio::time::timeout(Duration::from_secs(20), run).await.expect("the run must not block");
+    let fifo = task_record(&record, "fifo");
+    assert_eq!(fifo.progress.status, Status::Failed);
+    assert_eq!(fifo.reason.as_deref(), Some("$WHARF_OUTPUT was replaced by something that is not a regular file"));
+    // An empty directory planted under the next attempt's name is cleared away.
+    assert_eq!(task_record(&record, "dir").progress.status, Status::Succeeded);
+}
+
+/// Outputs files can hold secrets in clear: none is left once the run ends, whether
+/// its tasks succeeded, failed or wrote outputs they did not declare (finding 10).
+#[tokio::test]
+async fn no_output_file_is_left_behind_in_any_outcome() {
+    let engine = host_engine();
+    let dirs = Dirs::new();
+    let p = pipeline(
+        r#"name: clean
+stages:
+  - name: S
+    mode: parallel
+    on_error: ignore
+    tasks:
+      - name: fails
+        type: script
+        script: echo TOKEN=in-clear >> "$WHARF_OUTPUT"; exit 3
+      - name: undeclared
+        type: script
+        outputs: [MISSING]
+        script: echo TOKEN=in-clear >> "$WHARF_OUTPUT"
+      - name: fine
+        type: script
+        script: echo TOKEN=in-clear >> "$WHARF_OUTPUT"
+"#,
+    );
+    let (record, _) = common::run(&engine, request(p, dirs.existing())).await;
+    assert_eq!(task_record(&record, "fails").progress.status, Status::Failed);
+    assert_eq!(task_record(&record, "fine").progress.status, Status::Succeeded);
+    let outputs = dirs.path().join("run/outputs");
+    let left: Vec<_> =
+        std::fs::read_dir(&outputs).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "left in {}: {left:?}", outputs.display());
+}

@@ -4,6 +4,7 @@
 //! record `image` and `digest` as the task's outputs, like a script's.
 
 use super::{Part, RunState};
+use crate::outputs::OutputFile;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use wharf_core::model::{ImageTask, Task};
@@ -107,7 +108,7 @@ impl RunState {
         spec: BuildSpec,
         sink: Arc<dyn LogSink>,
         stop: StopSignal,
-        output_file: PathBuf,
+        output: OutputFile,
     ) -> Result<Exit, String> {
         let Some(builder) = self.builder.clone() else {
             return Err("`image` tasks need the Docker Engine, and none is configured here".to_owned());
@@ -115,8 +116,7 @@ impl RunState {
         match builder.build(spec, sink, stop).await {
             Ok(BuildExit::Built(built)) => {
                 let outputs = format!("image={}\ndigest={}\n", built.image, built.digest);
-                std::fs::write(&output_file, outputs)
-                    .map_err(|e| format!("cannot write {}: {e}", output_file.display()))?;
+                output.write(outputs.as_bytes()).map_err(|e| format!("cannot write the outputs: {e}"))?;
                 Ok(Exit { code: Some(0), signal: None, stopped: None })
             }
             Ok(BuildExit::Stopped(reason)) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
