@@ -95,14 +95,16 @@ fn walk(dir: OwnedFd, user: &TaskUser, depth: usize) -> Result<(), (String, Errn
     if depth > MAX_DEPTH {
         return Err((String::new(), Errno::ELOOP));
     }
-    let listing = Dir::from_fd(nix::unistd::dup(&dir).map_err(|e| (String::new(), e))?).map_err(|e| (String::new(), e))?;
+    let listing =
+        Dir::from_fd(nix::unistd::dup(&dir).map_err(|e| (String::new(), e))?).map_err(|e| (String::new(), e))?;
     for entry in listing {
         let entry = entry.map_err(|e| (String::new(), e))?;
         let name = entry.file_name();
         if name == c"." || name == c".." {
             continue;
         }
-        give_entry(dir.as_fd(), name, user, depth).map_err(|(at, e)| (format!("/{}{at}", name.to_string_lossy()), e))?;
+        give_entry(dir.as_fd(), name, user, depth)
+            .map_err(|(at, e)| (format!("/{}{at}", name.to_string_lossy()), e))?;
     }
     chown_fd(dir.as_fd(), &stat, user).map_err(|e| (String::new(), e))
 }

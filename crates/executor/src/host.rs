@@ -109,12 +109,7 @@ impl HostExecutor {
         if let Some(user) = &self.config.user {
             let home = hand_over(&spec, user.clone()).await?;
             // std drops the supplementary groups too when it switches from root.
-            command
-                .uid(user.uid)
-                .gid(user.gid)
-                .env("HOME", home)
-                .env("USER", &user.name)
-                .env("LOGNAME", &user.name);
+            command.uid(user.uid).gid(user.gid).env("HOME", home).env("USER", &user.name).env("LOGNAME", &user.name);
         }
         command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
@@ -228,7 +223,9 @@ async fn hand_over(spec: &TaskSpec, user: TaskUser) -> Result<PathBuf, ExecutorE
     match work.await {
         Ok(Ok(home)) => Ok(home),
         Ok(Err(message)) => Err(ExecutorError::Start { message, source: None }),
-        Err(e) => Err(ExecutorError::Start { message: format!("handing the workspace over failed: {e}"), source: None }),
+        Err(e) => {
+            Err(ExecutorError::Start { message: format!("handing the workspace over failed: {e}"), source: None })
+        }
     }
 }
 

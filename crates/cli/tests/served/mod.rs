@@ -38,6 +38,7 @@ impl Server {
         extra: &[&str],
         ready_within: Duration,
     ) -> Server {
+        wharf_testenv::server_root(root);
         let log = root.join(format!("server-{life}.log"));
         let out = File::create(&log).unwrap();
         let mut cmd = Command::new(WHARF);
