@@ -38,6 +38,19 @@ impl Server {
         extra: &[&str],
         ready_within: Duration,
     ) -> Server {
+        Server::start_with_env(root, port, life, token, extra, &[], ready_within).await
+    }
+
+    /// [`Server::start`] with more variables in the server's environment.
+    pub async fn start_with_env(
+        root: &Path,
+        port: u16,
+        life: u32,
+        token: &'static str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        ready_within: Duration,
+    ) -> Server {
         wharf_testenv::server_root(root);
         let log = root.join(format!("server-{life}.log"));
         let out = File::create(&log).unwrap();
@@ -51,6 +64,7 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         cmd.env("WHARF_ADMIN_TOKEN", token)
             .env("WHARF_LOG", "info")
             .current_dir(root)
