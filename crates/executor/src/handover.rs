@@ -10,7 +10,7 @@
 //! file with more than one hard link is left alone (it may be linked from outside the
 //! workspace, as `git clone` of a local path does with its objects).
 
-use nix::dir::Dir;
+use nix::dir::{Dir, Type};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
@@ -103,19 +103,33 @@ fn walk(dir: OwnedFd, user: &TaskUser, depth: usize) -> Result<(), (String, Errn
         if name == c"." || name == c".." {
             continue;
         }
-        give_entry(dir.as_fd(), name, user, depth)
+        // The entry's type as listed saves a system call per file; it is only a hint
+        // (the entry may change meanwhile): what is opened is checked again.
+        if entry.file_type() == Some(Type::Symlink) {
+            continue;
+        }
+        let maybe_dir = entry.file_type().is_none_or(|t| t == Type::Directory);
+        give_entry(dir.as_fd(), name, maybe_dir, user, depth)
             .map_err(|(at, e)| (format!("/{}{at}", name.to_string_lossy()), e))?;
     }
     chown_fd(dir.as_fd(), &stat, user).map_err(|e| (String::new(), e))
 }
 
-fn give_entry(parent: BorrowedFd<'_>, name: &CStr, user: &TaskUser, depth: usize) -> Result<(), (String, Errno)> {
-    match open_dir(Some(parent), name) {
-        Ok(sub) => return walk(sub, user, depth + 1),
-        // Not a directory (ELOOP: a symbolic link), or gone meanwhile.
-        Err(Errno::ENOTDIR | Errno::ELOOP) => {}
-        Err(Errno::ENOENT) => return Ok(()),
-        Err(e) => return Err((String::new(), e)),
+fn give_entry(
+    parent: BorrowedFd<'_>,
+    name: &CStr,
+    maybe_dir: bool,
+    user: &TaskUser,
+    depth: usize,
+) -> Result<(), (String, Errno)> {
+    if maybe_dir {
+        match open_dir(Some(parent), name) {
+            Ok(sub) => return walk(sub, user, depth + 1),
+            // Not a directory (ELOOP: a symbolic link), or gone meanwhile.
+            Err(Errno::ENOTDIR | Errno::ELOOP) => {}
+            Err(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err((String::new(), e)),
+        }
     }
     let fd = match openat(parent, name, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => fd,
