@@ -48,6 +48,7 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
         TOKEN,
         &["--executor", "host"],
         &[("SOME_OTHER_VAR", OTHER), ("LC_TIME", "C")],
+        None,
         Duration::from_secs(10),
     )
     .await;
@@ -107,4 +108,48 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
     assert_ne!(uid, 0, "the artefact was written by the task user");
     assert_eq!(std::fs::metadata(workspace.join("home/.cache/x")).unwrap().uid(), uid);
     assert_eq!(std::fs::metadata(&workspace).unwrap().uid(), 0, "the run directory stays the server's");
+}
+
+/// A single-user install (the server is not root): tasks run as the server's own
+/// user, and yet cannot read its environment through /proc (the server is not
+/// dumpable). As root, the server is started as `nobody` to be that install; not root,
+/// the test above already is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_same_user_task_cannot_read_the_servers_environ() {
+    if !wharf_testenv::root_or_skip("starting the server as another user") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let server = Server::start_with_env(
+        &root,
+        free_port(),
+        1,
+        TOKEN,
+        &["--executor", "host"],
+        &[("SOME_OTHER_VAR", OTHER)],
+        Some(65534),
+        Duration::from_secs(10),
+    )
+    .await;
+    let script = "echo user=$(id -u) parent=$(stat -c %u /proc/$PPID)\n\
+                  if cat /proc/$PPID/environ >/dev/null 2>&1; then echo environ=open; else echo environ=closed; fi\n\
+                  if cat /proc/$PPID/cmdline >/dev/null 2>&1; then echo cmdline=open; else echo cmdline=closed; fi\n";
+    let yaml = serde_json::to_string(&serde_json::json!({
+        "name": "same-user",
+        "stages": [{ "name": "Build", "tasks": [{ "name": "look", "type": "script", "script": script }] }]
+    }))
+    .unwrap();
+    let id = server.post("/pipelines?run=true", yaml, 201).await["run"]["id"].as_i64().expect("a run");
+    let run = server
+        .wait_run(id, Duration::from_secs(20), "the run ends", |r: &Value| {
+            r["status"].as_str().is_some_and(|s| ["succeeded", "failed"].contains(&s))
+        })
+        .await;
+    let log = server.task_log(id, "look").await;
+    assert_eq!(run["status"], "succeeded", "{run:#}\n{log}");
+    assert!(log.contains("out user=65534"), "the task runs as the server's user: {log}");
+    // Its cmdline stays readable (ps works); its environment does not.
+    assert!(log.contains("out cmdline=open") && log.contains("out environ=closed"), "{log}");
+    assert!(!log.contains(OTHER) && !log.contains(TOKEN), "{log}");
 }
