@@ -247,8 +247,13 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let io = |context: String| move |source| ServerError::Io { context, source };
         let run_as = hostexec::RunAs::resolve(&config);
-        if let hostexec::RunAs::Refused(why) = &run_as {
-            tracing::warn!("host tasks are refused: {why}");
+        match &run_as {
+            _ if !config.allow_host => tracing::info!("host tasks are refused (allow_host = false)"),
+            hostexec::RunAs::User(user) => {
+                tracing::info!(user = %user.name, uid = user.uid, "host tasks run as an unprivileged user")
+            }
+            hostexec::RunAs::Refused(why) => tracing::warn!("host tasks are refused: {why}"),
+            hostexec::RunAs::Server => {}
         }
         let database = datadir::database_path(&config.database_url());
         datadir::secure(&config.data_dir, database.as_deref(), run_as.user().is_some())?;

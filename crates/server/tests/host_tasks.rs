@@ -61,3 +61,21 @@ async fn on_a_multi_user_server_only_trusted_projects_run_host_tasks() {
     let run = id_of(&mia.post("/pipelines/hosted/runs", json!({})).await.expect(201).json);
     assert_eq!(s.wait_run(run).await["status"], "succeeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_root_server_without_its_task_user_refuses_host_tasks_and_says_how_to_create_it() {
+    if !wharf_testenv::root_or_skip("a missing task user matters only to a server running as root") {
+        return;
+    }
+    let s = start_with(tempfile::tempdir().unwrap(), |c| c.host_user = "wharf-no-such-user".into()).await;
+    s.create(&one_task("hosted", "")).await;
+    let why = s.post("/pipelines/hosted/runs", json!({})).await.expect_error(422).error_text();
+    assert!(why.contains("Main/main would run on the host executor"), "{why}");
+    assert!(why.contains("useradd --system") && why.contains("wharf-no-such-user"), "{why}");
+
+    // Never as root, even when named.
+    let s = start_with(tempfile::tempdir().unwrap(), |c| c.host_user = "root".into()).await;
+    s.create(&one_task("hosted", "")).await;
+    let why = s.post("/pipelines/hosted/runs", json!({})).await.expect_error(422).error_text();
+    assert!(why.contains("must not run as root"), "{why}");
+}
