@@ -5,7 +5,8 @@
 #   - an OCI registry (Debian `docker-registry`) on 127.0.0.1 with htpasswd auth and
 #     deletes enabled;
 #   - the local base image `FROM scratch` + Debian's static busybox (nothing can be
-#     pulled from the internet here).
+#     pulled from the internet here);
+#   - as root, the system user `wharf-task` host tasks of a root server run as.
 # Tests run it through their support code (once per test process); `scripts/test.sh`
 # runs it first so that its output shows in CI. Exits 3 with the reason on stderr when
 # something cannot be had (not root, no apt, dockerd refuses to start): tests then skip
@@ -25,6 +26,11 @@ cannot() { say "cannot: $*"; exit 3; }
 # One caller at a time: nextest runs test binaries in parallel.
 exec 9>"$state/lock"
 flock 9
+
+# The user a root server runs host tasks as (the server tests run as root in CI).
+if [ "$(id -u)" = 0 ]; then
+  bash "$(dirname "$0")/task-user.sh" wharf-task || cannot "creating the task user wharf-task failed"
+fi
 
 need_apt=()
 command -v dockerd >/dev/null || need_apt+=(docker.io)

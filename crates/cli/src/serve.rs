@@ -12,7 +12,7 @@ use wharf_server::{Server, ServerConfig};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor, docker_socket,
-    /// docker_network, docker_default_image, allow_host, max_parallel_tasks, stop_grace,
+    /// docker_network, docker_default_image, allow_host, host_user, max_parallel_tasks, stop_grace,
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
     /// ca_file, default_registry, [retention] runs, days, workspaces).
@@ -86,6 +86,7 @@ const KEYS: &[&str] = &[
     "docker_network",
     "docker_default_image",
     "allow_host",
+    "host_user",
     "max_parallel_tasks",
     "stop_grace",
     "log_cap_mb",
@@ -176,6 +177,9 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     if let Ok(allow) = std::env::var("WHARF_ALLOW_HOST") {
         config.allow_host = matches!(allow.as_str(), "1" | "true" | "yes");
     }
+    if let Some(user) = std::env::var("WHARF_HOST_USER").ok().or(s("host_user")).filter(|u| !u.trim().is_empty()) {
+        config.host_user = user.trim().to_owned();
+    }
     if let Some(n) = args.max_parallel_tasks.or(n("max_parallel_tasks").map(|v| v as usize)) {
         config.max_parallel_tasks = n.max(1);
     }
@@ -242,10 +246,9 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     {
         config.docker_host = Some(host);
     }
-    // The server's own secrets never reach the tasks it runs.
-    const PRIVATE: [&str; 4] =
-        ["WHARF_ADMIN_TOKEN", "WHARF_ADMIN_PASSWORD", "WHARF_SECRET_KEY", "WHARF_OLD_SECRET_KEYS"];
-    config.host_env = std::env::vars().filter(|(k, _)| !PRIVATE.contains(&k.as_str())).collect();
+    // Tasks get an allow-list of what the server inherited (PATH, HOME, locale, TZ),
+    // so its own secrets, and whatever else its environment holds, never reach them.
+    config.host_env = wharf_server::hostexec::task_env(std::env::vars());
     Ok((config, executor))
 }
 
@@ -267,6 +270,11 @@ fn init_logging(format: &str) -> Result<()> {
 
 pub async fn serve(args: ServeArgs) -> Result<()> {
     init_logging(&args.log_format)?;
+    // Not dumpable: no process of the same user (a host task on a single-user server)
+    // can read this one's /proc/<pid>/environ or memory (the admin token, the secret
+    // key) or attach a debugger. It also means no core dumps. Children get their own
+    // setting back when they exec.
+    nix::sys::prctl::set_dumpable(false).context("cannot make the server process non-dumpable")?;
     let (mut config, executor) = config(&args)?;
     config.executor = match executor {
         Some(kind) => kind,

@@ -143,6 +143,7 @@ impl Server {
     fn start() -> Server {
         let tmp = tempfile::tempdir().expect("create a tempdir");
         let root = tmp.path().canonicalize().unwrap();
+        wharf_testenv::server_root(&root);
         std::fs::create_dir_all(root.join("work")).unwrap();
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");

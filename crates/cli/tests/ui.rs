@@ -32,6 +32,7 @@ impl Drop for Server {
 
 impl Server {
     async fn start(root: &Path) -> Server {
+        wharf_testenv::server_root(root);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(root.join("server.log")).unwrap();

@@ -4,7 +4,12 @@
 //! stop and kills when the shell exits, so nothing a task starts outlives it. Start
 //! with [`HostExecutor::new`]; the lifecycle of one attempt is in `run_script`, the
 //! stop/kill rules in `supervise`, the line splitting in `pump`.
+//!
+//! With [`HostConfig::user`] (a server running as root) the shell runs as that
+//! unprivileged user instead: the workspace is handed to it first ([`handover`]),
+//! `HOME` is a directory of the run's own, and `USER`/`LOGNAME` name it.
 
+use crate::handover::{self, TaskUser};
 use crate::{
     BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest, StopSignal,
     Stream, TaskSpec,
@@ -42,11 +47,14 @@ pub struct HostConfig {
     /// The binary passes the environment it inherited; this library never reads the
     /// environment itself, so an empty list means an empty environment.
     pub base_env: Vec<(String, String)>,
+    /// Run tasks as this user (the process must be root to switch to it). `None`: as
+    /// the process's own user, with `base_env`'s `HOME`.
+    pub user: Option<TaskUser>,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { shell: PathBuf::from("/bin/sh"), base_env: Vec::new() }
+        Self { shell: PathBuf::from("/bin/sh"), base_env: Vec::new(), user: None }
     }
 }
 
@@ -56,6 +64,7 @@ impl fmt::Debug for HostConfig {
         f.debug_struct("HostConfig")
             .field("shell", &self.shell)
             .field("base_env", &self.base_env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field("user", &self.user)
             .finish()
     }
 }
@@ -96,7 +105,13 @@ impl HostExecutor {
             .arg(&spec.script)
             .current_dir(&spec.workdir)
             .env_clear()
-            .envs(self.config.base_env.iter().map(|(k, v)| (k, v)))
+            .envs(self.config.base_env.iter().map(|(k, v)| (k, v)));
+        if let Some(user) = &self.config.user {
+            let home = hand_over(&spec, user.clone()).await?;
+            // std drops the supplementary groups too when it switches from root.
+            command.uid(user.uid).gid(user.gid).env("HOME", home).env("USER", &user.name).env("LOGNAME", &user.name);
+        }
+        command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))
             .envs(spec.labels.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
@@ -186,6 +201,31 @@ impl Executor for HostExecutor {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
         Box::pin(self.run_script(spec, logs, stop))
+    }
+}
+
+/// Makes the workspace, the task's `$WHARF_OUTPUT` and a home directory for the run
+/// (`home` beside the workspace) the task user's. The checkout is handed over once: a
+/// workspace whose top the user owns was handed over whole before. Returns `HOME`.
+async fn hand_over(spec: &TaskSpec, user: TaskUser) -> Result<PathBuf, ExecutorError> {
+    let (workdir, output) = (spec.workdir.clone(), spec.output_file.clone());
+    let work = tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::MetadataExt;
+        let given = std::fs::symlink_metadata(&workdir).is_ok_and(|m| m.uid() == user.uid && m.gid() == user.gid);
+        if !given {
+            handover::give_tree(&workdir, &user)?;
+        }
+        handover::give_file(&output, &user)?;
+        let home = workdir.parent().unwrap_or(&workdir).join("home");
+        handover::give_dir(&home, &user)?;
+        Ok::<_, String>(home)
+    });
+    match work.await {
+        Ok(Ok(home)) => Ok(home),
+        Ok(Err(message)) => Err(ExecutorError::Start { message, source: None }),
+        Err(e) => {
+            Err(ExecutorError::Start { message: format!("handing the workspace over failed: {e}"), source: None })
+        }
     }
 }
 

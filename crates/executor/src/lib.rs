@@ -7,6 +7,7 @@
 
 pub mod build;
 pub mod fake;
+pub mod handover;
 pub mod host;
 pub mod lines;
 pub mod routed;

@@ -7,6 +7,7 @@
 //! them `pending`, which no timeout counts.
 
 use crate::error::{ApiResult, AppError, Detail};
+use crate::hostexec::{HostAccess, RunAs};
 use crate::{AppState, ServerConfig, ServerError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -71,8 +72,11 @@ pub struct Dispatcher {
     pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
     wake: Arc<Notify>,
     stop_grace: std::time::Duration,
-    /// Docker server: whether image-less `script` tasks may run on the host.
+    /// Whether tasks may run on the host at all (`executor: host`, a host server's
+    /// scripts, a docker server's image-less ones).
     allow_host: bool,
+    /// As whom host tasks run (decided at start).
+    run_as: RunAs,
 }
 
 /// What `enqueue` answers: the new run's id and number.
@@ -84,15 +88,20 @@ pub struct Accepted {
 
 impl Dispatcher {
     /// `docker`: the docker executor when the server's default executor is docker;
-    /// `builder`: what builds `image` tasks, when the Docker Engine answers.
+    /// `builder`: what builds `image` tasks, when the Docker Engine answers;
+    /// `run_as`: who host tasks run as ([`RunAs::resolve`]).
     pub fn new(
         state: Weak<AppState>,
         config: &ServerConfig,
         docker: Option<Arc<dyn Executor>>,
         builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
+        run_as: RunAs,
     ) -> Self {
-        let host_executor: Arc<dyn Executor> =
-            Arc::new(HostExecutor::new(HostConfig { base_env: config.host_env.clone(), ..HostConfig::default() }));
+        let host_executor: Arc<dyn Executor> = Arc::new(HostExecutor::new(HostConfig {
+            base_env: config.host_env.clone(),
+            user: run_as.user().cloned(),
+            ..HostConfig::default()
+        }));
         let mut host = Engine::new(
             EngineConfig { max_parallel_tasks: config.max_parallel_tasks.max(1), timeout_grace: config.stop_grace },
             host_executor.clone(),
@@ -114,14 +123,84 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             stop_grace: config.stop_grace,
             allow_host: config.allow_host,
+            run_as,
         }
     }
 
-    /// Whether a run of `model` could start now with no parameters given (the check
-    /// behind "save and run", made before saving).
+    /// Whether a run of `model` in `project` could start now with no parameters given
+    /// (the check behind "save and run", made before saving).
     /// `secrets`: the project's (a task naming one that is not set cannot start).
-    pub fn check_startable(&self, model: &Pipeline, active: bool, secrets: &BTreeMap<String, String>) -> ApiResult<()> {
-        self.prepare(model, active, &BTreeMap::new(), secrets).map(|_| ())
+    pub async fn check_startable(
+        &self,
+        model: &Pipeline,
+        project: &str,
+        active: bool,
+        secrets: &BTreeMap<String, String>,
+    ) -> ApiResult<()> {
+        let host = self.host_access(project).await?;
+        self.prepare(model, active, &BTreeMap::new(), secrets, &host).map(|_| ())
+    }
+
+    /// Whether tasks of `project` may run on the host executor now (see
+    /// [`crate::hostexec`] for the rules).
+    pub async fn host_access(&self, project: &str) -> ApiResult<HostAccess> {
+        if !self.allow_host {
+            return Ok(HostAccess::Refused("this server does not run tasks on the host (allow_host = false)".into()));
+        }
+        if let RunAs::Refused(why) = &self.run_as {
+            return Ok(HostAccess::Refused(why.clone()));
+        }
+        let store = &self.state().store;
+        if store.has_users_besides(crate::auth::ADMIN_USER).await? {
+            let trusted = match store.project(project).await {
+                Ok(project) => project.trusted,
+                Err(wharf_store::StoreError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !trusted {
+                return Ok(HostAccess::Refused(format!(
+                    "project `{project}` is not trusted, and on a server with several users only projects an \
+                     administrator marked trusted run tasks on the host (PATCH /api/v1/projects/{project} \
+                     {{\"trusted\": true}})"
+                )));
+            }
+        }
+        Ok(HostAccess::Allowed)
+    }
+
+    /// The tasks of `model` that would run on the host executor (`stage/task`).
+    fn host_tasks(&self, model: &Pipeline, engine: &Engine) -> Vec<String> {
+        let on_docker = self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker));
+        model
+            .all_stages()
+            .flat_map(|stage| stage.tasks.iter().map(move |task| (stage, task)))
+            .filter(|(_, task)| match &task.kind {
+                wharf_core::model::TaskKind::Script(s) => {
+                    !on_docker || (s.image.is_none() && model.default_image.is_none())
+                }
+                _ => false,
+            })
+            .map(|(stage, task)| format!("{}/{}", stage.name, task.name))
+            .collect()
+    }
+
+    /// Why a run of `model` cannot start with `host` as the project's host access:
+    /// tasks that would run on the host where that is refused.
+    fn host_refusal(&self, model: &Pipeline, host: &HostAccess) -> Result<(), String> {
+        let (Ok(engine), HostAccess::Refused(why)) = (self.engine_for(model), host) else { return Ok(()) };
+        let tasks = self.host_tasks(model, engine);
+        if tasks.is_empty() {
+            return Ok(());
+        }
+        if self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker)) {
+            Err(format!(
+                "{} name no image and would run on the host, but {why}; give them `image:` or the pipeline \
+                 `default_image:` to run them in containers",
+                tasks.join(", ")
+            ))
+        } else {
+            Err(format!("{} would run on the host executor, but {why}", tasks.join(", ")))
+        }
     }
 
     fn prepare(
@@ -130,6 +209,7 @@ impl Dispatcher {
         active: bool,
         given: &BTreeMap<String, String>,
         secrets: &BTreeMap<String, String>,
+        host: &HostAccess,
     ) -> ApiResult<BTreeMap<String, String>> {
         if !active {
             return Err(AppError::Conflict(format!(
@@ -139,28 +219,7 @@ impl Dispatcher {
         }
         let engine =
             self.engine_for(model).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
-        if !self.allow_host && self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker)) {
-            let imageless: Vec<String> = model
-                .all_stages()
-                .flat_map(|stage| stage.tasks.iter().map(move |task| (stage, task)))
-                .filter(|(_, task)| {
-                    matches!(&task.kind, wharf_core::model::TaskKind::Script(s) if s.image.is_none())
-                        && model.default_image.is_none()
-                })
-                .map(|(stage, task)| format!("{}/{}", stage.name, task.name))
-                .collect();
-            if !imageless.is_empty() {
-                return Err(AppError::invalid(
-                    "the run cannot start",
-                    "executor",
-                    format!(
-                        "this server runs scripts only in containers and {} name no image; give them `image:` \
-                         or the pipeline `default_image:`",
-                        imageless.join(", ")
-                    ),
-                ));
-            }
-        }
+        self.host_refusal(model, host).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
         engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
@@ -173,7 +232,7 @@ impl Dispatcher {
     }
 
     /// The engine that runs `model`: its `executor:` when it names one, else the
-    /// server's default.
+    /// server's default. Whether its tasks may run on the host is [`Self::host_refusal`]'s.
     fn engine_for(&self, model: &Pipeline) -> Result<&Engine, String> {
         match (model.executor, &self.docker) {
             (Some(ExecutorKind::Host), _) | (None, None) => Ok(&self.host),
@@ -242,7 +301,7 @@ impl Dispatcher {
     }
 
     fn workspace_dir(&self, run_id: i64) -> PathBuf {
-        self.state().config.data_dir.join("workspaces").join(run_id.to_string())
+        self.state().config.data_dir.join(crate::datadir::WORKSPACES).join(run_id.to_string())
     }
 
     /// Accepts a run: checks it can start, stores it `queued`, and queues it. The
@@ -275,7 +334,8 @@ impl Dispatcher {
     ) -> ApiResult<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
         let secrets = self.state().store.secret_values(&pipeline.project).await?;
-        let parameters = self.prepare(&model, pipeline.active, &given, &secrets)?;
+        let host = self.host_access(&pipeline.project).await?;
+        let parameters = self.prepare(&model, pipeline.active, &given, &secrets, &host)?;
         if let Some(previous) = retry_of {
             if Resume::from_failed_stage(previous.record.clone()).is_none() {
                 return Err(AppError::Conflict(format!(
@@ -626,11 +686,19 @@ impl Dispatcher {
                 return self.fail_unstarted(state, entry.run_id, &format!("cannot read the registries: {e}")).await;
             }
         };
+        // Checked when the run was accepted; a user added or trust withdrawn since counts.
+        let project = state.store.pipeline(entry.pipeline_id).await.map(|p| p.project);
+        if let Ok(project) = &project {
+            let host = self.host_access(project).await.unwrap_or_else(|e| HostAccess::Refused(format!("{e:?}")));
+            if let Err(why) = self.host_refusal(&model, &host) {
+                return self.fail_unstarted(state, entry.run_id, &why).await;
+            }
+        }
         // The project's secrets, opened now (tasks get those they name; logs mask all).
         // A run a fork's pull request started gets none (its code is not trusted).
-        let secrets = match state.store.pipeline(entry.pipeline_id).await {
+        let secrets = match project {
             Ok(_) if !entry.cause.gets_secrets() => Ok(BTreeMap::new()),
-            Ok(pipeline) => state.store.secret_values(&pipeline.project).await,
+            Ok(project) => state.store.secret_values(&project).await,
             Err(e) => Err(e),
         };
         let secrets = match secrets {

@@ -12,10 +12,12 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+pub mod datadir;
 pub mod dispatch;
 pub mod error;
 pub mod forges;
 pub mod hooks;
+pub mod hostexec;
 pub mod keys;
 pub mod licence;
 pub mod live;
@@ -71,15 +73,20 @@ pub struct ServerConfig {
     /// Mark the session cookie `Secure` (browsers then send it over HTTPS and to
     /// http://localhost only). Turn off only behind a plain-HTTP development setup.
     pub cookie_secure: bool,
-    /// The environment tasks start from on the host executor.
+    /// The environment tasks start from on the host executor (the binary passes its
+    /// own through [`hostexec::task_env`]'s allow-list on a server).
     pub host_env: Vec<(String, String)>,
+    /// The unprivileged user host tasks run as when the server runs as root (see
+    /// [`hostexec`]). Default `wharf-task`.
+    pub host_user: String,
     /// The executor of pipelines that name none: `Host` or `Docker` (the binary picks
     /// docker when a Docker socket answers, DESIGN.md §3).
     pub executor: wharf_core::model::ExecutorKind,
     /// How the docker executor reaches the daemon and sets up containers.
     pub docker: wharf_docker::DockerConfig,
-    /// Whether `script` tasks without an image may run on the host when the docker
-    /// executor is the default (a single-node install); when not, they are refused.
+    /// Whether tasks may run on the host at all: `executor: host` pipelines, every
+    /// script of a host server, image-less scripts of a docker server. When not, runs
+    /// that would put a task there are refused (422) saying which tasks.
     pub allow_host: bool,
     /// How old a due time missed while the server was down may be and still get its
     /// one catch-up run (timers with `missed: once`).
@@ -121,6 +128,7 @@ impl ServerConfig {
             session_ttl: Duration::from_secs(12 * 3600),
             cookie_secure: true,
             host_env: Vec::new(),
+            host_user: "wharf-task".to_owned(),
             executor: wharf_core::model::ExecutorKind::Host,
             docker: wharf_docker::DockerConfig::default(),
             allow_host: true,
@@ -238,8 +246,17 @@ impl Server {
     /// address and starts serving and dispatching.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let io = |context: String| move |source| ServerError::Io { context, source };
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(io(format!("cannot create {}", config.data_dir.display())))?;
+        let run_as = hostexec::RunAs::resolve(&config);
+        match &run_as {
+            _ if !config.allow_host => tracing::info!("host tasks are refused (allow_host = false)"),
+            hostexec::RunAs::User(user) => {
+                tracing::info!(user = %user.name, uid = user.uid, "host tasks run as an unprivileged user")
+            }
+            hostexec::RunAs::Refused(why) => tracing::warn!("host tasks are refused: {why}"),
+            hostexec::RunAs::Server => {}
+        }
+        let database = datadir::database_path(&config.database_url());
+        datadir::secure(&config.data_dir, database.as_deref(), run_as.user().is_some())?;
         let forges = forges::Forges::new(&config)?;
         let (secret_box, key_source) = keys::load(&config)?;
         let quota = licence::load(&config)?;
@@ -274,7 +291,7 @@ impl Server {
             }
         };
         let state = Arc::new_cyclic(|weak| AppState {
-            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, docker, builder),
+            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, docker, builder, run_as),
             config: config.clone(),
             store,
             logs,

@@ -357,6 +357,14 @@ pub const ROUTES: &[Route] = &[
         status: 201,
     },
     Route {
+        method: "patch",
+        path: "/projects/{name}",
+        summary: "Mark a project trusted or not: whether its tasks may run on the host on a server with several \
+                  users (admins)",
+        body: Body::Json("ProjectUpdate"),
+        status: 200,
+    },
+    Route {
         method: "get",
         path: "/users",
         summary: "Users with their roles and projects (admins)",
@@ -472,7 +480,10 @@ fn schemas() -> Value {
         "Department": { "type": "object", "required": ["name"], "additionalProperties": false,
             "properties": { "name": { "type": "string" } } },
         "Project": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "department": { "type": "string", "default": "Default" } } },
+            "properties": { "name": { "type": "string" }, "department": { "type": "string", "default": "Default" },
+                "trusted": { "type": "boolean", "default": false } } },
+        "ProjectUpdate": { "type": "object", "additionalProperties": false,
+            "properties": { "trusted": { "type": "boolean" } } },
         "User": { "type": "object", "required": ["name", "role"], "additionalProperties": false,
             "properties": { "name": { "type": "string" }, "password": { "type": "string", "writeOnly": true },
                 "role": { "type": "string", "enum": ["admin", "manager", "user"] },

@@ -1634,7 +1634,7 @@ async fn every_documented_route_is_routed() {
         let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
         let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
         let name = match route.path {
-            p if p.starts_with("/users/") => "admin",
+            p if p.starts_with("/users/") || p.starts_with("/projects/") => "admin",
             p if p.starts_with("/secrets/") => "ROUTE_SECRET",
             _ => binding,
         };
@@ -1677,6 +1677,7 @@ async fn every_documented_route_is_routed() {
                 let user = json!({ "name": "route-user", "role": "user", "projects": ["route-project"] });
                 s.call(method, &path, Some(user)).await
             }
+            Body::Json("ProjectUpdate") => s.call(method, &path, Some(json!({ "trusted": true }))).await,
             Body::Json("UserUpdate") => s.call(method, &path, Some(json!({ "projects": ["route-project"] }))).await,
             Body::Json("NewToken") => s.call(method, &path, Some(json!({ "name": "route-token" }))).await,
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,

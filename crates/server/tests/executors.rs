@@ -16,6 +16,7 @@ use wharf_server::{Server, ServerConfig};
 async fn docker_server(allow_host: bool) -> Option<TestServer> {
     let env = wharf_testenv::containers_or_fail_in_ci()?;
     let dir = tempfile::tempdir().unwrap();
+    wharf_testenv::server_root(dir.path());
     let mut config = ServerConfig::new(dir.path().join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(TOKEN.to_owned());

@@ -227,11 +227,17 @@ async fn an_image_task_builds_and_pushes_in_a_run_and_hostile_paths_fail_it() {
 }
 
 /// examples/2048 as it is: its app as a repository, its pipeline, a registry `local`
-/// with the workspace `devops`.
+/// with the workspace `devops`, on a docker server (the page is served in the built
+/// image; a host task of a server running as root cannot reach the Docker Engine,
+/// whose socket is root's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_2048_example_builds_pushes_and_serves_its_page() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
-    let s = common::start().await;
+    let s = common::start_with(tempfile::tempdir().unwrap(), |c| {
+        c.executor = wharf_core::model::ExecutorKind::Docker;
+        c.docker.socket = Some(env.docker.clone());
+    })
+    .await;
     s.post("/registries", registry_body(&env, "local", &env.registry_password, &["devops"])).await.expect(201);
     let example = wharf_testenv::repo_root().join("examples/2048");
     let repo = s.dir.path().join("2048");

@@ -402,6 +402,7 @@ async fn the_schedule_shows_the_next_times_with_their_offsets() {
 // A real server: the API keeps the rows, the loop fires, a restart catches up once
 
 fn config(dir: &std::path::Path) -> ServerConfig {
+    wharf_testenv::server_root(dir);
     let mut config = ServerConfig::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(common::TOKEN.to_owned());

@@ -14,6 +14,9 @@ pub struct ProjectRow {
     pub name: String,
     pub department: String,
     pub created_at: i64,
+    /// An administrator lets its tasks run on the server's machine (host executor) on
+    /// a server with several users.
+    pub trusted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -87,6 +90,10 @@ fn unique<T>(done: std::result::Result<T, sqlx::Error>, what: impl FnOnce() -> S
 const TOKEN_SELECT: &str =
     "SELECT id, user_name, name, scope, expires_at, revoked_at, last_used_at, created_at FROM api_tokens";
 
+fn project_row(row: &sqlx::sqlite::SqliteRow) -> ProjectRow {
+    ProjectRow { name: row.get(0), department: row.get(1), created_at: row.get(2), trusted: row.get(3) }
+}
+
 fn token_row(row: &sqlx::sqlite::SqliteRow) -> TokenRow {
     TokenRow {
         id: row.get(0),
@@ -120,7 +127,7 @@ impl Store {
     }
 
     /// Creates a project in a department; an unknown department is `NotFound`.
-    pub async fn create_project(&self, name: &str, department: &str) -> Result<ProjectRow> {
+    pub async fn create_project(&self, name: &str, department: &str, trusted: bool) -> Result<ProjectRow> {
         let _write = self.writer.lock().await;
         let known =
             sqlx::query("SELECT 1 FROM departments WHERE name = ?").bind(department).fetch_optional(&self.pool).await?;
@@ -128,21 +135,47 @@ impl Store {
             return Err(StoreError::NotFound(format!("department `{department}`")));
         }
         let now = now_ms();
-        let done = sqlx::query("INSERT INTO projects (name, department, created_at) VALUES (?, ?, ?)")
+        let done = sqlx::query("INSERT INTO projects (name, department, created_at, trusted) VALUES (?, ?, ?, ?)")
             .bind(name)
             .bind(department)
             .bind(now)
+            .bind(trusted)
             .execute(&self.pool)
             .await;
         unique(done, || format!("a project named `{name}` already exists"))?;
-        Ok(ProjectRow { name: name.to_owned(), department: department.to_owned(), created_at: now })
+        Ok(ProjectRow { name: name.to_owned(), department: department.to_owned(), created_at: now, trusted })
     }
 
     pub async fn projects(&self) -> Result<Vec<ProjectRow>> {
-        let rows = sqlx::query("SELECT name, department, created_at FROM projects ORDER BY name")
+        let rows = sqlx::query("SELECT name, department, created_at, trusted FROM projects ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.iter().map(|r| ProjectRow { name: r.get(0), department: r.get(1), created_at: r.get(2) }).collect())
+        Ok(rows.iter().map(project_row).collect())
+    }
+
+    /// One project; an unknown name is `NotFound`.
+    pub async fn project(&self, name: &str) -> Result<ProjectRow> {
+        let row = sqlx::query("SELECT name, department, created_at, trusted FROM projects WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(project_row).ok_or_else(|| StoreError::NotFound(format!("project `{name}`")))
+    }
+
+    /// Marks a project trusted or not; an unknown name is `NotFound`.
+    pub async fn set_project_trusted(&self, name: &str, trusted: bool) -> Result<ProjectRow> {
+        {
+            let _write = self.writer.lock().await;
+            let done = sqlx::query("UPDATE projects SET trusted = ? WHERE name = ?")
+                .bind(trusted)
+                .bind(name)
+                .execute(&self.pool)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("project `{name}`")));
+            }
+        }
+        self.project(name).await
     }
 
     pub async fn project_exists(&self, name: &str) -> Result<bool> {
@@ -151,6 +184,13 @@ impl Store {
     }
 
     // ---- users ----
+
+    /// Whether any user besides `builtin` exists (a multi-user server).
+    pub async fn has_users_besides(&self, builtin: &str) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM users WHERE name != ? LIMIT 1").bind(builtin).fetch_optional(&self.pool).await?;
+        Ok(row.is_some())
+    }
 
     /// Creates a user who joins `projects` (each must exist).
     pub async fn create_user(
@@ -578,14 +618,28 @@ mod tests {
         let (_dir, s) = store().await;
         assert_eq!(s.departments().await.unwrap(), vec!["Default"]);
         assert!(s.project_exists("admin").await.unwrap());
-        assert!(matches!(s.create_project("web", "Nope").await, Err(StoreError::NotFound(_))));
+        assert!(matches!(s.create_project("web", "Nope", false).await, Err(StoreError::NotFound(_))));
         s.create_department("Eng").await.unwrap();
-        s.create_project("web", "Eng").await.unwrap();
-        assert!(matches!(s.create_project("web", "Eng").await, Err(StoreError::Conflict(_))));
+        s.create_project("web", "Eng", false).await.unwrap();
+        assert!(matches!(s.create_project("web", "Eng", false).await, Err(StoreError::Conflict(_))));
         let u = s.create_user("ann", "manager", None, &["web".into()]).await.unwrap();
         assert_eq!(u.projects, vec!["web"]);
         assert!(matches!(s.create_user("bob", "user", None, &["ghost".into()]).await, Err(StoreError::NotFound(_))));
         assert!(s.find_user("bob").await.unwrap().is_none(), "a failed create leaves nothing");
+    }
+
+    #[tokio::test]
+    async fn only_the_admin_project_starts_trusted_and_trust_can_change() {
+        let (_dir, s) = store().await;
+        assert!(s.project("admin").await.unwrap().trusted);
+        assert!(!s.has_users_besides("admin").await.unwrap());
+        s.create_project("web", "Default", false).await.unwrap();
+        assert!(!s.project("web").await.unwrap().trusted);
+        assert!(s.set_project_trusted("web", true).await.unwrap().trusted);
+        assert!(s.projects().await.unwrap().iter().all(|p| p.trusted));
+        assert!(matches!(s.set_project_trusted("ghost", true).await, Err(StoreError::NotFound(_))));
+        s.create_user("ann", "user", None, &[]).await.unwrap();
+        assert!(s.has_users_besides("admin").await.unwrap());
     }
 
     #[tokio::test]

@@ -54,6 +54,62 @@ pub fn containers_or_fail_in_ci() -> Option<ContainerEnv> {
     env
 }
 
+/// When this process is root: makes sure the user a root server runs host tasks as
+/// exists (`scripts/task-user.sh`, once per test process) and returns its name. `None`
+/// when not root (host tasks then run as this user; nothing to create).
+pub fn task_user() -> Option<&'static str> {
+    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    if !is_root() {
+        return None;
+    }
+    let done = DONE.get_or_init(|| {
+        let script = repo_root().join("scripts/task-user.sh");
+        let out = Command::new("bash").arg(&script).output().map_err(|e| format!("{}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    });
+    if let Err(why) = done {
+        panic!("tests run as root need the task user: {why}");
+    }
+    Some("wharf-task")
+}
+
+/// Prepares a test's temporary directory to hold a server's data directory: as root,
+/// the task user exists ([`task_user`]) and may pass through `dir` (0711; `tempfile`
+/// makes it 0700) to reach the workspaces, as it may pass through `/var/lib` to a
+/// real install's. Not root: nothing to do.
+pub fn server_root(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if task_user().is_some() {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711))
+            .unwrap_or_else(|e| panic!("chmod 0711 {}: {e}", dir.display()));
+    }
+}
+
+/// Whether this process runs as root (`/proc/self/status`, so no libc is needed).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1)) == Some("0")
+    })
+}
+
+/// For tests that prove something only root can show: `true` when root; otherwise
+/// prints why the test skips, and fails under `CI=true` (CI runs as root).
+pub fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v != "true"),
+        "{what} needs root, and CI=true runs the tests as root"
+    );
+    eprintln!("SKIPPED: {what} needs root (host tasks run as another user only when the server is root)");
+    false
+}
+
 fn bring_up() -> Result<ContainerEnv, String> {
     let script = repo_root().join("scripts/test-env.sh");
     let out = Command::new("bash").arg(&script).output().map_err(|e| format!("running {}: {e}", script.display()))?;

@@ -38,6 +38,23 @@ impl Server {
         extra: &[&str],
         ready_within: Duration,
     ) -> Server {
+        Server::start_with_env(root, port, life, token, extra, &[], None, ready_within).await
+    }
+
+    /// [`Server::start`] with more variables in the server's environment and, when this
+    /// process is root, as the user `uid` (who then owns `root`).
+    #[expect(clippy::too_many_arguments, reason = "the start's settings, each used by some test")]
+    pub async fn start_with_env(
+        root: &Path,
+        port: u16,
+        life: u32,
+        token: &'static str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        uid: Option<u32>,
+        ready_within: Duration,
+    ) -> Server {
+        wharf_testenv::server_root(root);
         let log = root.join(format!("server-{life}.log"));
         let out = File::create(&log).unwrap();
         let mut cmd = Command::new(WHARF);
@@ -50,12 +67,18 @@ impl Server {
                 cmd.env_remove(key);
             }
         }
+        cmd.envs(env.iter().copied());
         cmd.env("WHARF_ADMIN_TOKEN", token)
             .env("WHARF_LOG", "info")
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        if let Some(uid) = uid {
+            std::os::unix::fs::chown(root, Some(uid), Some(uid)).unwrap();
+            std::os::unix::process::CommandExt::uid(&mut cmd, uid);
+            std::os::unix::process::CommandExt::gid(&mut cmd, uid);
+        }
         let child = cmd.spawn().expect("start wharf serve");
         let mut server = Server {
             child: Some(child),

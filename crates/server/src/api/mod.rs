@@ -27,7 +27,7 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -86,6 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/deliveries/{delivery}/replay", post(deliveries::replay))
         .route("/departments", get(tenancy::departments).post(tenancy::create_department))
         .route("/projects", get(tenancy::projects).post(tenancy::create_project))
+        .route("/projects/{name}", patch(tenancy::update_project))
         .route("/users", get(tenancy::users).post(tenancy::create_user))
         .route("/users/{name}", put(tenancy::update_user))
         .route("/users/{name}/tokens", get(tenancy::tokens).post(tenancy::create_token))

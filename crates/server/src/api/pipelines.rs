@@ -142,7 +142,7 @@ async fn check_run(
 ) -> ApiResult<()> {
     if run {
         let secrets = state.store.secret_values(project).await?;
-        state.dispatcher.check_startable(pipeline, active, &secrets)?;
+        state.dispatcher.check_startable(pipeline, project, active, &secrets).await?;
     }
     Ok(())
 }

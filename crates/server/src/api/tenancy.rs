@@ -63,21 +63,51 @@ pub struct NewProject {
     #[serde(default)]
     name: String,
     department: Option<String>,
+    /// Whether its tasks may run on the host on a multi-user server (default false).
+    #[serde(default)]
+    trusted: bool,
 }
 
-/// `POST /projects {"name", "department"}` (admins; department defaults to `Default`).
+/// `POST /projects {"name", "department", "trusted"}` (admins; department defaults to
+/// `Default`, trusted to false).
 pub async fn create_project(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
     admin_only(&caller)?;
     let request: NewProject = json_body(&body)?;
     check_name("project", &request.name)?;
     let department = request.department.unwrap_or_else(|| authz::DEFAULT_DEPARTMENT.to_owned());
-    let project = state.store.create_project(&request.name, &department).await.map_err(|e| match e {
-        wharf_store::StoreError::NotFound(what) => {
-            AppError::invalid("the project is not valid", "department", format!("{what} does not exist"))
-        }
-        other => other.into(),
-    })?;
+    let project =
+        state.store.create_project(&request.name, &department, request.trusted).await.map_err(|e| match e {
+            wharf_store::StoreError::NotFound(what) => {
+                AppError::invalid("the project is not valid", "department", format!("{what} does not exist"))
+            }
+            other => other.into(),
+        })?;
     Ok(created(project))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectUpdate {
+    trusted: Option<bool>,
+}
+
+/// `PATCH /projects/{name} {"trusted"}` (admins): whether the project's tasks may run
+/// on the server's machine (host executor) on a server with several users
+/// ([`crate::hostexec`]). Only administrators decide it: it gives the project's code
+/// the host's reach.
+pub async fn update_project(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    let request: ProjectUpdate = json_body(&body)?;
+    let project = match request.trusted {
+        Some(trusted) => state.store.set_project_trusted(&name, trusted).await?,
+        None => state.store.project(&name).await?,
+    };
+    Ok(axum::Json(project).into_response())
 }
 
 /// `GET /projects`: admins see all; others the projects they joined.

@@ -249,9 +249,11 @@ impl As<'_> {
 }
 
 impl TestServer {
-    /// Makes sure project `name` exists (department `Default`), as the admin.
+    /// Makes sure project `name` exists (department `Default`), as the admin; trusted:
+    /// the tests that use it are about permissions, and their pipelines' tasks run on
+    /// the host (the trust rule has tests of its own, `host_tasks.rs`).
     pub async fn project(&self, name: &str) {
-        let answer = self.post("/projects", json!({ "name": name })).await;
+        let answer = self.post("/projects", json!({ "name": name, "trusted": true })).await;
         assert!(answer.status == 201 || answer.status == 409, "{}", answer.text);
     }
 
@@ -426,6 +428,7 @@ pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
 /// The configuration [`start_in`] uses: loopback, the test token and password, a test
 /// licence for 1000 pipelines.
 pub fn test_config(dir: &std::path::Path) -> ServerConfig {
+    wharf_testenv::server_root(dir);
     let mut config = ServerConfig::new(dir.join("data"));
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(TOKEN.to_owned());
