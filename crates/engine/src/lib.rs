@@ -303,6 +303,11 @@ impl Engine {
                 });
             }
         }
+        for (name, value) in given {
+            if let Some(problem) = wharf_pipeline::limits::value_problem(value) {
+                problems.push(format!("parameter `{name}` {problem}"));
+            }
+        }
         for p in &pipeline.parameters {
             match (given.get(p.name.as_str()), &p.default) {
                 (Some(value), _) => {

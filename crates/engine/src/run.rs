@@ -1122,6 +1122,11 @@ impl RunState {
             (Some(image), None) => Some(render("image", image)?),
             _ => self.pipeline().default_image.clone(),
         };
+        // Literal references were checked at save; a rendered one is checked here,
+        // before any executor sees it (no shell syntax, no `--option`).
+        if let Some(image) = &image {
+            wharf_core::reference::Reference::parse(image).map_err(|e| format!("image: {e}"))?;
+        }
         Ok(TaskSpec {
             run: format!("{}#{}", self.pipeline().name, self.request.number),
             stage: stage_name,

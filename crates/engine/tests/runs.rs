@@ -440,3 +440,42 @@ stages:
     );
     // With a builder, `image` tasks pass: see tests/image.rs.
 }
+
+#[tokio::test(start_paused = true)]
+async fn prepare_refuses_parameter_values_no_process_could_be_given() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let p = pipeline(
+        "name: p\nparameters: [{name: MSG, default: x}]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: x}\n",
+    );
+    let nul = BTreeMap::from([("MSG".to_owned(), "a\0b".to_owned())]);
+    assert_eq!(
+        engine.prepare(&p, &nul, &BTreeMap::new()).unwrap_err().to_string(),
+        "parameter `MSG` contains a NUL byte, which no environment variable can carry"
+    );
+    let huge = BTreeMap::from([("MSG".to_owned(), "x".repeat(1_900_000))]);
+    assert_eq!(
+        engine.prepare(&p, &huge, &BTreeMap::new()).unwrap_err().to_string(),
+        "parameter `MSG` is 1900000 bytes long; a value may be at most 32768 bytes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_templated_image_that_renders_to_shell_syntax_fails_before_the_executor_sees_it() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nparameters: [{name: IMG, default: alpine}]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, image: '${IMG}', script: x}\n",
+    );
+    for (bad, why) in [("alpine;id", "`alpine;id`"), ("--privileged", "`--privileged`"), ("$(id)", "`$(id)`")] {
+        let mut req = request(p.clone(), dirs.existing());
+        let given = BTreeMap::from([("IMG".to_owned(), bad.to_owned())]);
+        req.parameters = engine.prepare(&req.pipeline, &given, &BTreeMap::new()).unwrap();
+        let (record, recorder) = common::run(&engine, req).await;
+        assert_eq!(record.progress.status, Status::Failed, "{bad}");
+        let said = recorder.lines(Part::Task(0, 0)).join("\n");
+        assert!(said.contains("image: ") && said.contains(why), "{bad}: {said}");
+    }
+    assert!(fake.calls_of("t").is_empty(), "the executor was never asked to run a bad image");
+}
