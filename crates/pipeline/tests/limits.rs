@@ -179,8 +179,7 @@ fn the_reference_lists_the_limits_as_they_are() {
         doc.lines()
             .find(|l| l.starts_with(&format!("| {what} |")))
             .unwrap_or_else(|| panic!("docs/pipeline-yaml.md: no Limits row for {what}"))
-            .replace('\u{a0}', "")
-            .replace(' ', "")
+            .replace(['\u{a0}', ' '], "")
     };
     assert!(row("stages").contains(&format!("|{MAX_STAGES}in`stages`")));
     assert!(row("tasks per stage").contains(&format!("|{MAX_TASKS_PER_STAGE}|")));

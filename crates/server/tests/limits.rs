@@ -51,7 +51,9 @@ async fn pipelines_over_a_limit_or_with_unusable_values_are_refused_at_save_with
             "name: p\nstages:\n  - name: b\n    tasks:\n      - name: t\n        type: script\n        script: 'true'\n{field}"
         )
     };
-    let cases: Vec<(&str, String, (&str, u64, u64, &str))> = vec![
+    // (what, the YAML, (path, line, column, a part of the message))
+    type Case<'a> = (&'a str, String, (&'a str, u64, u64, &'a str));
+    let cases: Vec<Case> = vec![
         ("stages", wide("p", &[1; 101], "true"), ("stages[100]", 403, 5, "101 stages; at most 100")),
         ("tasks per stage", wide("p", &[101], "true"), ("stages[0].tasks[100]", 106, 9, "at most 100")),
         (
