@@ -166,7 +166,7 @@ fn guard(pid: u32, limit_kib: u64, within: Duration) -> std::thread::JoinHandle<
 /// Runs one scenario on a fresh server; `stop`: stop once the slots are busy. A
 /// pipeline refused at save is an outcome too.
 async fn scenario(
-    binary: &PathBuf,
+    binary: &std::path::Path,
     data: PathBuf,
     yaml: &str,
     slots: usize,
@@ -264,7 +264,7 @@ pub fn main(args_iter: impl Iterator<Item = String>) {
             for (s, (name, yaml, stop)) in scenarios.iter().enumerate() {
                 let data = temp.path().join(format!("b{b}-s{s}"));
                 let f = scenario(binary, data, yaml, args.slots, *stop, (args.huge_rss_mib, args.huge_secs)).await;
-                let per_change = if f.changes > 0 { (f.written / f.changes).to_string() } else { "–".into() };
+                let per_change = f.written.checked_div(f.changes).map_or("–".to_owned(), |b| b.to_string());
                 let metrics = f.metrics.map_or("–".to_owned(), |(u, w, bytes)| format!("{u} / {w} / {bytes}"));
                 println!(
                     "| {} | {name} | {} | {:.2} | {:.1} | {:.2} | {} | {} | {per_change} | {metrics} |",
