@@ -18,6 +18,7 @@
 //! `wharf-bench ui …` the web UI's first render (issue 7): see `ui.rs`.
 //! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
 //! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
+//! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -34,6 +35,7 @@ use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
 mod docker;
+mod persist;
 mod server;
 mod ui;
 mod webhook;
@@ -201,6 +203,7 @@ fn main() {
         Some("ui") => return ui::main(rest()),
         Some("webhook") => return webhook::main(rest()),
         Some("docker") => return docker::main(rest()),
+        Some("persist") => return persist::main(rest()),
         _ => {}
     }
     let args = args();

@@ -143,12 +143,12 @@ impl Wharf {
         }
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// `VmRSS` and `VmHWM` (peak) in KiB.
-    fn rss(&self) -> (u64, u64) {
+    pub(crate) fn rss(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         let field = |name: &str| {
             status
@@ -161,7 +161,7 @@ impl Wharf {
     }
 
     /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
-    fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
         let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
         // utime and stime are fields 14 and 15 (1-based); after the command, 12 and 13.

@@ -214,6 +214,15 @@ pub enum Part {
 pub trait Observer: Send + Sync {
     /// `part` changed; `record` is the whole record after the change.
     fn changed(&self, record: &RunRecord, part: Part);
+    /// Several parts changed in one step (a stop ending every task of a stage that
+    /// waited for a slot, the skipped rest of a run), listed in the order they changed.
+    /// An observer that stores the record can take them as one update; by default
+    /// each is told to [`changed`](Self::changed).
+    fn changed_parts(&self, record: &RunRecord, parts: &[Part]) {
+        for part in parts {
+            self.changed(record, *part);
+        }
+    }
     /// A log line of the checkout (`Part::Checkout`) or of a task (`Part::Task`),
     /// already masked.
     fn log(&self, part: Part, line: &LogLine);
@@ -301,6 +310,11 @@ impl Engine {
                 } else {
                     format!("unknown parameter `{name}`; the pipeline's parameters are: {}", known.join(", "))
                 });
+            }
+        }
+        for (name, value) in given {
+            if let Some(problem) = wharf_pipeline::limits::value_problem(value) {
+                problems.push(format!("parameter `{name}` {problem}"));
             }
         }
         for p in &pipeline.parameters {

@@ -196,6 +196,15 @@ async fn forward(mut from: StopRx, to: &StopTx) {
     }
 }
 
+fn status_in(record: &RunRecord, part: Part) -> Status {
+    match part {
+        Part::Run => record.progress.status,
+        Part::Checkout => record.checkout.as_ref().map_or(Status::Skipped, |c| c.progress.status),
+        Part::Stage(s) => record.stages[s].progress.status,
+        Part::Task(s, t) => record.stages[s].tasks[t].progress.status,
+    }
+}
+
 fn ended_status(reason: StopReason) -> Status {
     match reason {
         StopReason::Stopped => Status::Stopped,
@@ -215,13 +224,19 @@ impl RunState {
 
     /// Applies a status change to one part of the record and tells the observer.
     fn set(&self, part: Part, status: Status, reason: Option<String>) {
-        let now = Timestamp::now();
         let mut guard = self.record.lock().unwrap();
-        let record = &mut *guard;
+        if self.apply(&mut guard, part, status, reason) {
+            self.observer.changed(&guard, part);
+        }
+    }
+
+    /// Applies a status change to one part of `record`; false when nothing changed.
+    fn apply(&self, record: &mut RunRecord, part: Part, status: Status, reason: Option<String>) -> bool {
+        let now = Timestamp::now();
         let (progress, slot) = match part {
             Part::Run => (&mut record.progress, &mut record.reason),
             Part::Checkout => {
-                let Some(c) = record.checkout.as_mut() else { return };
+                let Some(c) = record.checkout.as_mut() else { return false };
                 (&mut c.progress, &mut c.reason)
             }
             Part::Stage(s) => {
@@ -234,27 +249,37 @@ impl RunState {
             }
         };
         if progress.status == status {
-            return;
+            return false;
         }
         if let Err(err) = progress.advance(status, now) {
             // A bug, not a user error: keep the run going and leave a trace.
             debug_assert!(false, "{err}");
-            return;
+            return false;
         }
         if let Some(reason) = reason {
             *slot = Some(self.masker.mask(&reason));
         }
-        self.observer.changed(record, part);
+        true
+    }
+
+    /// Ends every task of stage `s` still waiting for a slot, in one change: a stop
+    /// of a stage of many tasks is one update, not one per task. Each waiting task
+    /// then finds its status already set.
+    fn end_waiting(&self, s: usize, status: Status, reason: &str) {
+        let mut guard = self.record.lock().unwrap();
+        let waiting: Vec<Part> = (0..guard.stages[s].tasks.len())
+            .filter(|t| guard.stages[s].tasks[*t].progress.status == Status::Pending)
+            .map(|t| Part::Task(s, t))
+            .collect();
+        let changed: Vec<Part> =
+            waiting.into_iter().filter(|part| self.apply(&mut guard, *part, status, Some(reason.to_owned()))).collect();
+        if !changed.is_empty() {
+            self.observer.changed_parts(&guard, &changed);
+        }
     }
 
     fn status_of(&self, part: Part) -> Status {
-        let record = self.record.lock().unwrap();
-        match part {
-            Part::Run => record.progress.status,
-            Part::Checkout => record.checkout.as_ref().map_or(Status::Skipped, |c| c.progress.status),
-            Part::Stage(s) => record.stages[s].progress.status,
-            Part::Task(s, t) => record.stages[s].tasks[t].progress.status,
-        }
+        status_in(&self.record.lock().unwrap(), part)
     }
 
     fn system(&self, part: Part, text: impl Into<String>) {
@@ -322,22 +347,20 @@ impl RunState {
         self.set(Part::Run, status, reason);
     }
 
+    /// Skips what has not ended in the stages from `first` on, as one change.
     fn skip_stages_from(&self, first: usize) {
-        let count = self.record.lock().unwrap().stages.len();
-        for s in first..count {
-            self.skip_stage(s);
-        }
-    }
-
-    fn skip_stage(&self, s: usize) {
-        let tasks = self.record.lock().unwrap().stages[s].tasks.len();
-        for t in 0..tasks {
-            if !self.status_of(Part::Task(s, t)).is_terminal() {
-                self.set(Part::Task(s, t), Status::Skipped, None);
+        let mut guard = self.record.lock().unwrap();
+        let mut changed = Vec::new();
+        for s in first..guard.stages.len() {
+            let parts = (0..guard.stages[s].tasks.len()).map(|t| Part::Task(s, t)).chain([Part::Stage(s)]);
+            for part in parts {
+                if !status_in(&guard, part).is_terminal() && self.apply(&mut guard, part, Status::Skipped, None) {
+                    changed.push(part);
+                }
             }
         }
-        if !self.status_of(Part::Stage(s)).is_terminal() {
-            self.set(Part::Stage(s), Status::Skipped, None);
+        if !changed.is_empty() {
+            self.observer.changed_parts(&guard, &changed);
         }
     }
 
@@ -872,6 +895,7 @@ impl RunState {
                         request = stop_requested(&mut stop) => {
                             let status = ended_status(request.reason);
                             let note = self.stop_note(request.reason, &stage_note);
+                            self.end_waiting(s, status, &note);
                             self.set(part, status, Some(note));
                             return status;
                         }
@@ -881,9 +905,16 @@ impl RunState {
             };
             {
                 let mut record = self.record.lock().unwrap();
+                let status = record.stages[s].tasks[t].progress.status;
+                if status.is_terminal() {
+                    // A stop ended the waiting tasks while this one took its slot.
+                    return status;
+                }
                 record.stages[s].tasks[t].attempts = attempt;
+                if self.apply(&mut record, part, Status::Running, None) {
+                    self.observer.changed(&record, part);
+                }
             }
-            self.set(part, Status::Running, None);
             let ticking = (self.run_clock.start(), stage_clock.start());
             let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None).await;
             drop(ticking);
@@ -1146,6 +1177,11 @@ impl RunState {
             (Some(image), None) => Some(render("image", image)?),
             _ => self.pipeline().default_image.clone(),
         };
+        // Literal references were checked at save; a rendered one is checked here,
+        // before any executor sees it (no shell syntax, no `--option`).
+        if let Some(image) = &image {
+            wharf_core::reference::Reference::parse(image).map_err(|e| format!("image: {e}"))?;
+        }
         Ok(TaskSpec {
             run: format!("{}#{}", self.pipeline().name, self.request.number),
             stage: stage_name,

@@ -440,3 +440,109 @@ stages:
     );
     // With a builder, `image` tasks pass: see tests/image.rs.
 }
+
+#[tokio::test(start_paused = true)]
+async fn prepare_refuses_parameter_values_no_process_could_be_given() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let p = pipeline(
+        "name: p\nparameters: [{name: MSG, default: x}]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: x}\n",
+    );
+    let nul = BTreeMap::from([("MSG".to_owned(), "a\0b".to_owned())]);
+    assert_eq!(
+        engine.prepare(&p, &nul, &BTreeMap::new()).unwrap_err().to_string(),
+        "parameter `MSG` contains a NUL byte, which no environment variable can carry"
+    );
+    let huge = BTreeMap::from([("MSG".to_owned(), "x".repeat(1_900_000))]);
+    assert_eq!(
+        engine.prepare(&p, &huge, &BTreeMap::new()).unwrap_err().to_string(),
+        "parameter `MSG` is 1900000 bytes long; a value may be at most 32768 bytes"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_templated_image_that_renders_to_shell_syntax_fails_before_the_executor_sees_it() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nparameters: [{name: IMG, default: alpine}]\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, image: '${IMG}', script: x}\n",
+    );
+    for (bad, why) in [("alpine;id", "`alpine;id`"), ("--privileged", "`--privileged`"), ("$(id)", "`$(id)`")] {
+        let mut req = request(p.clone(), dirs.existing());
+        let given = BTreeMap::from([("IMG".to_owned(), bad.to_owned())]);
+        req.parameters = engine.prepare(&req.pipeline, &given, &BTreeMap::new()).unwrap();
+        let (record, recorder) = common::run(&engine, req).await;
+        assert_eq!(record.progress.status, Status::Failed, "{bad}");
+        let said = recorder.lines(Part::Task(0, 0)).join("\n");
+        assert!(said.contains("image: ") && said.contains(why), "{bad}: {said}");
+    }
+    assert!(fake.calls_of("t").is_empty(), "the executor was never asked to run a bad image");
+}
+
+/// Counts how the engine announces changes: one part at a time, or several at once.
+#[derive(Default)]
+struct Announcements {
+    recorder: std::sync::Arc<Recorder>,
+    /// (part, status) of every one-part announcement.
+    singles: std::sync::Mutex<Vec<(Part, Status)>>,
+    /// The number of parts of every several-parts announcement.
+    batches: std::sync::Mutex<Vec<usize>>,
+}
+
+impl wharf_engine::Observer for Announcements {
+    fn changed(&self, record: &wharf_core::run::RunRecord, part: Part) {
+        self.singles.lock().unwrap().push((part, common::status_of(record, part)));
+        self.recorder.changed(record, part);
+    }
+    fn changed_parts(&self, record: &wharf_core::run::RunRecord, parts: &[Part]) {
+        self.batches.lock().unwrap().push(parts.len());
+        self.recorder.changed_parts(record, parts);
+    }
+    fn log(&self, part: Part, line: &wharf_executor::LogLine) {
+        self.recorder.log(part, line);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_ends_the_waiting_tasks_of_a_stage_and_skips_the_rest_in_one_change_each() {
+    let fake = FakeExecutor::new();
+    let mut yaml = String::from("name: p\nstages:\n  - name: Wide\n    mode: parallel\n    tasks:\n");
+    for t in 0..100 {
+        yaml.push_str(&format!("      - {{name: w{t}, type: script, script: x}}\n"));
+        fake.on(&format!("w{t}"), vec![ok_after(3600)]);
+    }
+    yaml.push_str("  - name: Later\n    tasks:\n");
+    for t in 0..50 {
+        yaml.push_str(&format!("      - {{name: l{t}, type: script, script: x}}\n"));
+    }
+    let engine = common::fake_engine(&fake, EngineConfig { max_parallel_tasks: 1, ..EngineConfig::default() });
+    let dirs = Dirs::new();
+    let seen = std::sync::Arc::new(Announcements::default());
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let run = engine.run(request(pipeline(&yaml), dirs.existing()), seen.clone(), stop_rx);
+    tokio::pin!(run);
+    let record = tokio::select! {
+        record = &mut run => record,
+        () = tokio::time::sleep(secs(30)) => {
+            stop_tx.send_replace(stop_request(secs(5)));
+            run.await
+        }
+    };
+    seen.recorder.assert_consistent_with(&record);
+    assert_eq!(record.progress.status, Status::Stopped);
+    let stopped = record.stages[0].tasks.iter().filter(|t| t.progress.status == Status::Stopped).count();
+    assert_eq!(stopped, 100, "the running task and the 99 waiting ones");
+    assert!(record.stages[1].tasks.iter().all(|t| t.progress.status == Status::Skipped));
+    // The 99 waiting tasks end in one announcement, the 50 later tasks and their stage
+    // are skipped in another; only the running task ends on its own.
+    assert_eq!(*seen.batches.lock().unwrap(), [99, 51]);
+    let single_ends = seen
+        .singles
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(part, status)| matches!(part, Part::Task(..)) && status.is_terminal())
+        .count();
+    assert_eq!(single_ends, 1);
+}

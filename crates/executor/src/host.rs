@@ -157,19 +157,43 @@ impl HostExecutor {
         Ok(Exit { code: status.code(), signal: status.signal(), stopped })
     }
 
-    /// `spawn` reports a missing working directory and a missing shell with the same
-    /// `ENOENT`; look which one it was so the message names the right path.
+    /// Says why `spawn` failed in the terms of the task: which value holds a NUL byte,
+    /// which entry made the arguments too long, or which path is missing (`spawn`
+    /// reports a missing working directory and a missing shell with the same `ENOENT`).
     fn start_error(&self, spec: &TaskSpec, source: io::Error) -> ExecutorError {
         let workdir = spec.workdir.display();
-        let message = match std::fs::metadata(&spec.workdir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                format!("the working directory {workdir} does not exist")
+        let env = || self.config.base_env.iter().chain(&spec.env).chain(&spec.labels);
+        let message = if source.kind() == io::ErrorKind::InvalidInput && spec.script.contains('\0') {
+            "the script contains a NUL byte".to_owned()
+        } else if let (io::ErrorKind::InvalidInput, Some((name, _))) =
+            (source.kind(), env().find(|(k, v)| k.contains('\0') || v.contains('\0')))
+        {
+            format!("the environment variable `{}` contains a NUL byte", name.replace('\0', "\\0"))
+        } else if source.raw_os_error() == Some(Errno::E2BIG as i32) {
+            let total: usize = spec.script.len() + env().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+            let (what, largest) = env()
+                .map(|(k, v)| (format!("the environment variable `{k}`"), k.len() + 1 + v.len()))
+                .chain([("the script".to_owned(), spec.script.len())])
+                .max_by_key(|(_, len)| *len)
+                .unwrap_or_default();
+            format!(
+                "the script and environment are too large for a process (E2BIG: argument list too long): \
+                 {total} bytes in all; the largest is {what}, {largest} bytes (Linux takes at most 131072 \
+                 bytes in one argument or variable)"
+            )
+        } else if source.kind() == io::ErrorKind::NotFound {
+            match std::fs::metadata(&spec.workdir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    format!("the working directory {workdir} does not exist")
+                }
+                Err(_) => format!("the working directory {workdir} is not accessible"),
+                Ok(meta) if !meta.is_dir() => {
+                    format!("the working directory {workdir} is not a directory")
+                }
+                Ok(_) => format!("the shell {} does not exist", self.config.shell.display()),
             }
-            Err(_) => format!("the working directory {workdir} is not accessible"),
-            Ok(meta) if !meta.is_dir() => {
-                format!("the working directory {workdir} is not a directory")
-            }
-            Ok(_) => format!("could not run the shell {} in {workdir}", self.config.shell.display()),
+        } else {
+            format!("could not run the shell {} in {workdir}: {source}", self.config.shell.display())
         };
         ExecutorError::Start { message, source: Some(source) }
     }

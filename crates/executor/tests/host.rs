@@ -413,3 +413,30 @@ async fn measure_host_executor_overhead() {
         host.saturating_sub(bare) / N
     );
 }
+
+/// What `run` says when the process cannot even be spawned, with the environment `env`
+/// and the script `script`.
+async fn start_error(env: Vec<(String, String)>, script: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec(dir.path(), script);
+    spec.env = env;
+    let (_tx, rx) = no_stop();
+    let err = executor().run(spec, Arc::new(Collect::default()), rx).await.unwrap_err();
+    let ExecutorError::Start { message, .. } = &err else { panic!("{err:?}") };
+    assert!(!message.contains("working directory"), "the directory is fine: {message}");
+    err.to_string()
+}
+
+#[tokio::test]
+async fn a_spawn_error_says_its_real_cause() {
+    assert_eq!(
+        start_error(vec![("TOKEN".into(), "a\0b".into())], "true").await,
+        "could not start the task: the environment variable `TOKEN` contains a NUL byte"
+    );
+    assert_eq!(start_error(vec![], "echo a\0b").await, "could not start the task: the script contains a NUL byte");
+    // Linux refuses one string over 128 KiB in a process's arguments or environment.
+    let big = "x".repeat(200_000);
+    let said = start_error(vec![("BIG".into(), big)], "true").await;
+    assert!(said.contains("argument list too long") && said.contains("E2BIG"), "{said}");
+    assert!(said.contains("200004 bytes"), "the size of the largest entry: {said}");
+}

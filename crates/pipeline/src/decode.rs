@@ -6,6 +6,7 @@
 //! (unknown variables, duplicate names) at the right line and column.
 
 use crate::diag::{Diagnostic, Pos, did_you_mean};
+use crate::limits::*;
 use crate::yaml::{Kind, Node, Style};
 use std::collections::BTreeMap;
 use wharf_core::Duration;
@@ -66,6 +67,8 @@ pub struct Decoder<'s> {
     source_lines: Vec<&'s str>,
     pub diags: Vec<Diagnostic>,
     pub index: Index,
+    /// Tasks decoded so far, `on_failure` included (for [`MAX_TASKS`]).
+    tasks_seen: usize,
 }
 
 /// A mapping whose keys were checked against the allowed fields.
@@ -137,7 +140,7 @@ pub const MAX_RETRIES: u32 = 10;
 
 impl<'s> Decoder<'s> {
     pub fn new(source: &'s str) -> Self {
-        Decoder { source_lines: source.lines().collect(), diags: Vec::new(), index: Index::default() }
+        Decoder { source_lines: source.lines().collect(), diags: Vec::new(), index: Index::default(), tasks_seen: 0 }
     }
 
     fn error(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
@@ -185,11 +188,61 @@ impl<'s> Decoder<'s> {
 
     fn string(&mut self, node: &Node, path: &str) -> Option<String> {
         match &node.kind {
+            Kind::Scalar(s) if s.text.contains('\0') => {
+                let pos = self.offset_pos(node, s.text.find('\0').unwrap_or(0));
+                self.error(
+                    pos,
+                    path,
+                    "contains a NUL byte (`\\0`), which no process argument or environment can carry",
+                );
+                None
+            }
             Kind::Scalar(s) => Some(s.text.clone()),
             _ => {
                 self.expected(node, path, "a string");
                 None
             }
+        }
+    }
+
+    /// Reports `text` (written at `node`) when it is longer than `max` bytes.
+    fn at_most(&mut self, node: &Node, path: &str, text: &str, max: usize) {
+        if text.len() > max {
+            self.error(node.pos, path, format!("is {} bytes long; at most {max} bytes", text.len()));
+        }
+    }
+
+    /// Reports the first item past `max` in a list of `what`.
+    fn at_most_items(&mut self, items: &[Node], path: &str, max: usize, what: &str) {
+        if let Some(first_over) = items.get(max) {
+            self.error(
+                first_over.pos,
+                &format!("{path}[{max}]"),
+                format!("{} {what}; at most {max} (see Limits in docs/pipeline-yaml.md)", items.len()),
+            );
+        }
+    }
+
+    /// Reports a map of more than `max` entries at its first entry past the limit.
+    fn at_most_entries(&mut self, entries: &[(Node, Node)], path: &str, max: usize, what: &str) {
+        if let Some((first_over, _)) = entries.get(max) {
+            self.error(
+                first_over.pos,
+                path,
+                format!("{} {what}; at most {max} (see Limits in docs/pipeline-yaml.md)", entries.len()),
+            );
+        }
+    }
+
+    /// A literal image reference (`image`, `image:tag`, `default_image`): it must be
+    /// one by the OCI grammar, which also keeps out shell syntax and `-` options.
+    /// Templated ones are checked once rendered, before the task starts.
+    fn image_reference(&mut self, node: &Node, path: &str, reference: &str) {
+        if reference.contains("${") {
+            return;
+        }
+        if let Err(e) = wharf_core::reference::Reference::parse(reference) {
+            self.error(node.pos, path, e.to_string());
         }
     }
 
@@ -356,14 +409,15 @@ impl<'s> Decoder<'s> {
             self.expected(node, path, "a mapping of names to values");
             return out;
         };
-        for (key, value) in entries {
+        for (key, value_node) in entries {
             let Kind::Scalar(k) = &key.kind else { continue };
             let field = join(path, &k.text);
             let value = match place {
-                Some(place) => self.template(value, &field, place),
-                None => self.string(value, &field),
+                Some(place) => self.template(value_node, &field, place),
+                None => self.string(value_node, &field),
             };
             if let Some(value) = value {
+                self.at_most(value_node, &field, &value, MAX_VALUE_BYTES);
                 out.insert(k.text.clone(), value);
             }
         }
@@ -396,7 +450,11 @@ impl<'s> Decoder<'s> {
                 _ => ExecutorKind::Kubernetes,
             })
         });
-        let default_image = f.get("default_image").and_then(|n| self.string(n, "default_image"));
+        let default_image = f.get("default_image").and_then(|n| {
+            let image = self.string(n, "default_image")?;
+            self.image_reference(n, "default_image", &image);
+            Some(image)
+        });
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
         let notify = f.get("notify").map(|n| self.notifications(n)).unwrap_or_default();
         self.index.stages_pos = f.pos;
@@ -485,6 +543,7 @@ impl<'s> Decoder<'s> {
             self.expected(node, "variables", "a mapping of variable names to values");
             return Vec::new();
         };
+        self.at_most_entries(entries, "variables", MAX_PARAMETERS, "variables");
         let mut out = Vec::new();
         for (key, value) in entries {
             let Kind::Scalar(k) = &key.kind else { continue };
@@ -497,13 +556,14 @@ impl<'s> Decoder<'s> {
                 }
             };
             self.index.variables.push(Declared { name: k.text.clone(), pos: key.pos, path: path.clone() });
-            let value = if value.is_null() {
+            let text = if value.is_null() {
                 Some(String::new())
             } else {
                 self.template(value, &path, Place::Variable(out.len()))
             };
-            if let Some(value) = value {
-                out.push(Variable { name, value });
+            if let Some(text) = text {
+                self.at_most(value, &path, &text, MAX_VALUE_BYTES);
+                out.push(Variable { name, value: text });
             }
         }
         out
@@ -514,6 +574,7 @@ impl<'s> Decoder<'s> {
             self.expected(node, "parameters", "a list of parameters (`- name: TARGET`)");
             return Vec::new();
         };
+        self.at_most_items(items, "parameters", MAX_PARAMETERS, "parameters");
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("parameters[{i}]");
@@ -523,8 +584,11 @@ impl<'s> Decoder<'s> {
                 let Some(f) = self.fields(item, &path, PARAMETER_FIELDS, "a parameter (`name`, `default`)") else {
                     continue;
                 };
-                let default =
-                    f.get("default").and_then(|n| self.template(n, &f.path("default"), Place::ParameterDefault));
+                let default = f.get("default").and_then(|n| {
+                    let text = self.template(n, &f.path("default"), Place::ParameterDefault)?;
+                    self.at_most(n, &f.path("default"), &text, MAX_VALUE_BYTES);
+                    Some(text)
+                });
                 let description = f.get("description").and_then(|n| self.string(n, &f.path("description")));
                 (self.required(&f, "name"), default, description)
             };
@@ -549,6 +613,7 @@ impl<'s> Decoder<'s> {
         if items.is_empty() && !rollback {
             self.error(node.pos, path, "a pipeline needs at least one stage");
         }
+        self.at_most_items(items, path, MAX_STAGES, "stages");
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             if let Some(stage) = self.stage(item, &format!("{path}[{i}]"), i, rollback) {
@@ -611,6 +676,7 @@ impl<'s> Decoder<'s> {
                     self.error(list.pos, &f.path("tasks"), "a stage needs at least one task");
                 }
                 Kind::Seq(items) => {
+                    self.at_most_items(items, &f.path("tasks"), MAX_TASKS_PER_STAGE, "tasks in this stage");
                     for (t, item) in items.iter().enumerate() {
                         let task_path = format!("{}[{t}]", f.path("tasks"));
                         if let Some(task) = self.task(item, &task_path, index, t, rollback) {
@@ -631,6 +697,18 @@ impl<'s> Decoder<'s> {
     }
 
     fn task(&mut self, node: &Node, path: &str, stage: usize, index: usize, rollback: bool) -> Option<Task> {
+        self.tasks_seen += 1;
+        if self.tasks_seen == MAX_TASKS + 1 {
+            self.error(
+                node.pos,
+                path,
+                format!(
+                    "this is task {} of the pipeline; a pipeline has at most {MAX_TASKS} tasks in all, \
+                     `on_failure` included (see Limits in docs/pipeline-yaml.md)",
+                    MAX_TASKS + 1
+                ),
+            );
+        }
         // The type decides the allowed fields, so read it before checking the rest.
         let task_type = match &node.kind {
             Kind::Map(entries) => {
@@ -664,6 +742,9 @@ impl<'s> Decoder<'s> {
         }
         let place = Place::Task { stage, task: index, rollback, script: false };
         let env = f.get("env").map(|n| self.string_map(n, &f.path("env"), Some(place))).unwrap_or_default();
+        if let Some(Kind::Map(entries)) = f.get("env").map(|n| &n.kind) {
+            self.at_most_entries(entries, &f.path("env"), MAX_ENV_ENTRIES, "variables in `env`");
+        }
         for key in env.keys() {
             let pos = f.get("env").map_or(f.pos, |n| n.pos);
             if VarName::new(key.clone()).is_err() {
@@ -723,7 +804,17 @@ impl<'s> Decoder<'s> {
                 if tag.is_some() && image.is_none() {
                     self.error(f.get("tag").map_or(f.pos, |n| n.pos), &f.path("tag"), "`tag` needs `image`");
                 }
+                if let (Some(image), Some(node)) = (&image, f.get("image")) {
+                    let reference = match &tag {
+                        Some(tag) => format!("{image}:{tag}"),
+                        None => image.clone(),
+                    };
+                    self.image_reference(node, &f.path("image"), &reference);
+                }
                 let script = self.req_template(f, "script", script_place);
+                if let (Some(script), Some(node)) = (&script, f.get("script")) {
+                    self.at_most(node, &f.path("script"), script, MAX_SCRIPT_BYTES);
+                }
                 TaskKind::Script(ScriptTask { image, tag, script: script? })
             }
             "image" => {
@@ -763,6 +854,9 @@ impl<'s> Decoder<'s> {
                     .get("build_args")
                     .map(|n| self.string_map(n, &f.path("build_args"), Some(place)))
                     .unwrap_or_default();
+                if let Some(Kind::Map(entries)) = f.get("build_args").map(|n| &n.kind) {
+                    self.at_most_entries(entries, &f.path("build_args"), MAX_ENV_ENTRIES, "entries in `build_args`");
+                }
                 TaskKind::Image(ImageTask {
                     dockerfile,
                     context,

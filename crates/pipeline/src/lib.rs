@@ -3,12 +3,14 @@
 //!
 //! Reading order: [`yaml`] (text → positioned tree, with the limits that keep hostile
 //! input cheap), [`decode`] (tree → model, field by field), [`check`] (names and
-//! `${…}` references across the whole pipeline). [`parse`] runs all three.
+//! `${…}` references across the whole pipeline). [`parse`] runs all three; [`limits`]
+//! holds the size limits they enforce.
 
 pub mod check;
 pub mod decode;
 pub mod diag;
 pub mod emit;
+pub mod limits;
 pub mod starter;
 pub mod yaml;
 

@@ -258,7 +258,7 @@ fn hostile_documents_fail_fast_and_clearly() {
     // Invalid UTF-8 never reaches the parser: the CLI reads files as UTF-8 first.
     assert!(
         errors("name: p\nstages: [{name: \"\\u0000\", tasks: [{name: t, type: script, script: x}]}]\n")
-            .contains("not a valid stage or task name")
+            .contains("stages[0].name: contains a NUL byte")
     );
 }
 

@@ -1,6 +1,6 @@
 //! The run dispatcher: accepts runs (stored `queued` before the API answers), starts
-//! them on the engine as each pipeline's `concurrency` allows, persists every change
-//! and log line as it happens, applies retention when runs end, and after a restart
+//! them on the engine as each pipeline's `concurrency` allows, persists changes and
+//! log lines as they happen ([`crate::persist`]), applies retention when runs end, and after a restart
 //! settles the runs the previous process left behind.
 //!
 //! Executor slots are the engine's: a started run whose tasks wait for a slot shows
@@ -8,19 +8,20 @@
 
 use crate::error::{ApiResult, AppError, Detail};
 use crate::hostexec::{HostAccess, RunAs};
+use crate::persist::Persist;
 use crate::{AppState, ServerConfig, ServerError};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 use wharf_core::model::ExecutorKind;
 use wharf_core::model::{Concurrency, Pipeline};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_core::status::Status;
-use wharf_engine::{Engine, EngineConfig, GitRef, Observer, Part, Resume, RunRequest, StopReason, Workspace};
+use wharf_engine::{Engine, EngineConfig, GitRef, Resume, RunRequest, StopReason, Workspace};
 use wharf_executor::host::{HostConfig, HostExecutor};
-use wharf_executor::{Executor, Leftover, LogLine, LogResume, StopRequest, Stream};
-use wharf_store::logs::{LogKey, LogWriter};
+use wharf_executor::{Executor, Leftover, LogResume, StopRequest, Stream};
+use wharf_store::logs::LogKey;
 use wharf_store::{PipelineRow, RunRow};
 
 /// The reason given to runs a restart cut short.
@@ -1024,117 +1025,6 @@ pub fn log_line(at: jiff::Timestamp, stream: Stream, text: &str) -> String {
         Stream::System => "sys",
     };
     format!("{} {tag} {text}", at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"))
-}
-
-fn log_key(part: Part) -> LogKey {
-    match part {
-        Part::Run | Part::Stage(_) => LogKey::Run,
-        Part::Checkout => LogKey::Checkout,
-        Part::Task(s, t) => LogKey::Task(s, t),
-    }
-}
-
-/// The engine's observer for one run on the server: log lines go to their files at
-/// once (one write each) and wake live readers; record changes go to a writer task
-/// that stores the latest record, so a burst of changes costs one database write.
-struct Persist {
-    state: Arc<AppState>,
-    run_id: i64,
-    writers: Mutex<HashMap<LogKey, LogWriter>>,
-    records: Mutex<Option<mpsc::UnboundedSender<RunRecord>>>,
-    saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-impl Persist {
-    fn new(state: Arc<AppState>, run_id: i64) -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<RunRecord>();
-        let store = state.store.clone();
-        let saver = tokio::spawn(async move {
-            while let Some(mut record) = rx.recv().await {
-                while let Ok(newer) = rx.try_recv() {
-                    record = newer;
-                }
-                if let Err(e) = store.save_record(run_id, &record).await {
-                    tracing::error!(run = run_id, error = %e, "cannot save the run record");
-                }
-            }
-        });
-        Persist {
-            state,
-            run_id,
-            writers: Mutex::default(),
-            records: Mutex::new(Some(tx)),
-            saver: Mutex::new(Some(saver)),
-        }
-    }
-
-    /// Writes the final record after every earlier one, and closes the logs.
-    async fn finish(&self, record: &RunRecord) {
-        drop(self.records.lock().unwrap().take());
-        let saver = self.saver.lock().unwrap().take();
-        if let Some(saver) = saver {
-            let _ = saver.await;
-        }
-        if let Err(e) = self.state.store.save_record(self.run_id, record).await {
-            tracing::error!(run = self.run_id, error = %e, "cannot save the final run record");
-        }
-        self.state.live.forget_run(self.run_id);
-    }
-}
-
-impl Observer for Persist {
-    fn changed(&self, record: &RunRecord, part: Part) {
-        // The terminal record is written by `finish`, after the dispatcher has had its
-        // say (a superseded run's reason), so nobody reads a premature final word.
-        if !record.progress.status.is_terminal()
-            && let Some(tx) = self.records.lock().unwrap().as_ref()
-        {
-            let _ = tx.send(record.clone());
-        }
-        match part {
-            Part::Task(s, t) => {
-                let task = &record.stages[s].tasks[t];
-                if task.progress.status == Status::Running {
-                    self.state.live.open(self.run_id, LogKey::Task(s, t));
-                }
-                if task.progress.status.is_terminal() {
-                    if let Some(took) = task.progress.wall_time(jiff::Timestamp::now()) {
-                        self.state.metrics.task_finished(took.as_secs_f64());
-                    }
-                    self.state.live.close(self.run_id, LogKey::Task(s, t));
-                }
-            }
-            Part::Checkout => {
-                let status = record.checkout.as_ref().map(|c| c.progress.status);
-                if status == Some(Status::Running) {
-                    self.state.live.open(self.run_id, LogKey::Checkout);
-                } else if status.is_some_and(Status::is_terminal) {
-                    self.state.live.close(self.run_id, LogKey::Checkout);
-                }
-            }
-            Part::Run | Part::Stage(_) => {}
-        }
-    }
-
-    fn log(&self, part: Part, line: &LogLine) {
-        let key = log_key(part);
-        let mut writers = self.writers.lock().unwrap();
-        let writer = match writers.get_mut(&key) {
-            Some(w) => w,
-            None => match self.state.logs.writer(self.run_id, key) {
-                Ok(w) => writers.entry(key).or_insert(w),
-                Err(e) => {
-                    tracing::error!(run = self.run_id, error = %e, "cannot open a log file");
-                    return;
-                }
-            },
-        };
-        if let Err(e) = writer.append(&log_line(line.at, line.stream, &line.text)) {
-            tracing::error!(run = self.run_id, error = %e, "cannot write a log line");
-            return;
-        }
-        self.state.live.grew(self.run_id, key, writer.size());
-    }
 }
 
 /// Kills (SIGKILL, whole process groups) the processes whose environment carries

@@ -23,6 +23,7 @@ pub mod licence;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
+pub mod persist;
 pub mod timers;
 
 use std::net::SocketAddr;

@@ -1,8 +1,9 @@
-//! Prometheus text-format metrics: runs by status (from the store), the queue, and a
-//! histogram of task durations.
+//! Prometheus text-format metrics: runs by status (from the store), the queue, a
+//! histogram of task durations, and what persisting run records costs.
 
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Upper bounds of the task duration buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
@@ -12,6 +13,12 @@ pub struct Metrics {
     tasks: Mutex<Histogram>,
     /// Webhook deliveries by final verdict, in `Verdict::ALL` order.
     webhooks: Mutex<[u64; 5]>,
+    /// Run record updates the engine announced, and the parts they changed.
+    record_updates: AtomicU64,
+    record_changes: AtomicU64,
+    /// Run record writes to the store, and their bytes.
+    record_writes: AtomicU64,
+    record_bytes: AtomicU64,
 }
 
 #[derive(Default)]
@@ -31,6 +38,18 @@ impl Metrics {
         }
         h.count += 1;
         h.sum += seconds;
+    }
+
+    /// The engine announced one update of a run record that changed `parts` parts.
+    pub fn record_changed(&self, parts: usize) {
+        self.record_updates.fetch_add(1, Ordering::Relaxed);
+        self.record_changes.fetch_add(parts as u64, Ordering::Relaxed);
+    }
+
+    /// A run record of `bytes` was written to the store.
+    pub fn record_written(&self, bytes: usize) {
+        self.record_writes.fetch_add(1, Ordering::Relaxed);
+        self.record_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     /// A webhook delivery got its final verdict.
@@ -66,6 +85,17 @@ impl Metrics {
         let webhooks = *self.webhooks.lock().unwrap();
         for (verdict, n) in wharf_store::deliveries::Verdict::ALL.iter().zip(webhooks) {
             let _ = writeln!(out, "wharf_webhook_deliveries_total{{verdict=\"{verdict}\"}} {n}");
+        }
+        let record = [
+            ("updates", "Run record updates the engine announced (one may change many parts).", &self.record_updates),
+            ("changes", "Run record parts (run, checkout, stages, tasks) the engine changed.", &self.record_changes),
+            ("writes", "Run record writes to the store (changes are coalesced).", &self.record_writes),
+            ("written_bytes", "Bytes of run records written to the store.", &self.record_bytes),
+        ];
+        for (name, help, counter) in record {
+            let _ = writeln!(out, "# HELP wharf_run_record_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE wharf_run_record_{name}_total counter");
+            let _ = writeln!(out, "wharf_run_record_{name}_total {}", counter.load(Ordering::Relaxed));
         }
         out
     }

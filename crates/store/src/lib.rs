@@ -521,9 +521,12 @@ impl Store {
     }
 
     /// Writes a run's record (and the columns derived from it).
-    pub async fn save_record(&self, run_id: i64, record: &RunRecord) -> Result<()> {
+    /// Stores a run's record (and its status and commit); returns the bytes of the
+    /// record written.
+    pub async fn save_record(&self, run_id: i64, record: &RunRecord) -> Result<usize> {
         let _write = self.writer.lock().await;
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let bytes = json.len();
         let commit = record.checkout.as_ref().and_then(|c| c.commit.clone());
         sqlx::query(
             "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? WHERE id = ?",
@@ -535,7 +538,7 @@ impl Store {
         .bind(run_id)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(bytes)
     }
 
     pub async fn run(&self, id: i64) -> Result<RunRow> {

@@ -46,6 +46,13 @@ pub async fn set(
     if value.len() > 64 * 1024 {
         return Err(AppError::invalid("the secret is not valid", "value", "at most 64 KiB"));
     }
+    if value.contains('\0') {
+        return Err(AppError::invalid(
+            "the secret is not valid",
+            "value",
+            "contains a NUL byte, which no environment variable can carry",
+        ));
+    }
     if !state.store.project_exists(&project).await? {
         return Err(AppError::NotFound(format!("project `{project}`")));
     }
