@@ -98,8 +98,9 @@ pub enum RegistryError {
         "registry {registry} does not allow deleting images (it answered 405 Method Not Allowed); enable deletes in its configuration (for the CNCF distribution registry: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true)"
     )]
     DeleteDisabled { registry: String },
-    /// Any other answer the registry should not have given.
-    #[error("registry {registry} answered {status} to {action}: {message}")]
+    /// Any other answer the registry should not have given (`message`: the status and
+    /// the Distribution API's error codes; never the registry's own text).
+    #[error("registry {registry} refused {action}: it answered {message} (the server log has its answer)")]
     Refused { registry: String, action: String, status: u16, message: String },
     /// The registry's answer could not be understood.
     #[error("registry {registry}: {message}")]
@@ -590,10 +591,33 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The registry's error text: the `errors[].message`s of its JSON, or its body.
+/// What Wharf says about a registry's error answer: the status, and the error codes
+/// of the Distribution API (`errors[].code`, e.g. `NAME_UNKNOWN`) when it uses ones
+/// the specification defines. The registry's own text (messages, details, a proxy's
+/// page) goes to the server log, never into an error a caller sees.
 async fn error_text(response: Response) -> String {
+    /// The error codes of the OCI Distribution Specification.
+    const SPEC_CODES: [&str; 14] = [
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    ];
     let status = response.status();
+    let url = response.url().clone();
     let text = response.text().await.unwrap_or_default();
+    let logged: String = text.chars().take(500).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    tracing::warn!(registry = %url.host_str().unwrap_or("?"), path = %url.path(), status = status.as_u16(), body = %logged, "registry error answer");
     #[derive(Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -602,16 +626,18 @@ async fn error_text(response: Response) -> String {
     struct ErrorItem {
         #[serde(default)]
         code: String,
-        #[serde(default)]
-        message: String,
     }
-    if let Ok(errors) = serde_json::from_str::<Errors>(&text)
-        && !errors.errors.is_empty()
-    {
-        return errors.errors.iter().map(|e| format!("{} ({})", e.message, e.code)).collect::<Vec<_>>().join("; ");
+    let mut codes: Vec<&str> = Vec::new();
+    if let Ok(errors) = serde_json::from_str::<Errors>(&text) {
+        for e in &errors.errors {
+            if let Some(code) = SPEC_CODES.iter().find(|c| **c == e.code)
+                && !codes.contains(code)
+            {
+                codes.push(code);
+            }
+        }
     }
-    let text: String = text.trim().chars().take(500).collect();
-    if text.is_empty() { status.to_string() } else { text }
+    if codes.is_empty() { status.to_string() } else { format!("{status} ({})", codes.join(", ")) }
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.

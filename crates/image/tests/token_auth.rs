@@ -62,6 +62,9 @@ async fn stand_in() -> (String, Seen) {
                     // HEAD and GET of a tag; DELETE (by digest) is switched off.
                     let digest = format!("Docker-Content-Digest: sha256:{}\r\n", "1".repeat(64));
                     ("200 OK", digest, "{}".to_owned())
+                } else if path == "/v2/devops/leaky/tags/list?n=1000" {
+                    let body = r#"{"errors":[{"code":"UNKNOWN","message":"database at 10.0.0.5:5432 refused"}]}"#;
+                    ("500 Internal Server Error", String::new(), body.to_owned())
                 } else if path == "/v2/devops/a/tags/list?n=1000" {
                     ("200 OK", String::new(), r#"{"name":"devops/a","tags":["v1"]}"#.to_owned())
                 } else if path.starts_with("/v2/devops/a/manifests/sha256:") {
@@ -114,6 +117,16 @@ async fn a_token_service_that_refuses_the_password_is_named() {
     let text = err.to_string();
     assert!(text.contains(&format!("registry {host} refused the credentials of user `wharf`")), "{text}");
     assert!(text.contains("token service") && text.contains("401"), "{text}");
+    assert!(!text.contains("bad credentials"), "the registry's own text is not repeated: {text}");
+}
+
+#[tokio::test]
+async fn a_registry_error_answer_is_its_status_not_its_text() {
+    let (host, _) = stand_in().await;
+    let err = client(&host, "pass").tags("devops/leaky").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("refused a tag listing: it answered 500 Internal Server Error"), "{text}");
+    assert!(!text.contains("10.0.0.5") && !text.contains("database"), "{text}");
 }
 
 #[tokio::test]
