@@ -2,8 +2,12 @@
 //! OCI, manifest lists and indexes), blob upload, tag deletion; Basic auth and the
 //! Bearer token challenge (`WWW-Authenticate: Bearer realm=…,service=…,scope=…`).
 //!
-//! Every error names the registry and says what it answered, so a person can tell a
-//! wrong password from a registry that is down.
+//! Every error names the registry and says what it answered (the status, and the
+//! Distribution API's error codes), so a person can tell a wrong password from a
+//! registry that is down; the registry's own text goes to the server log only.
+//!
+//! Registries are registered by admins, and the client calls the registry where the
+//! admin said (loopback included): it is not under `wharf_outbound`'s policy.
 
 use crate::reference::{check_digest, check_host, check_repository, check_tag};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
@@ -278,7 +282,7 @@ impl RegistryClient {
             let status = response.status();
             let body = error_text(response).await;
             return Err(if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                self.unauthorized(format!("its token service {realm} answered {status}: {body}"))
+                self.unauthorized(format!("its token service {realm} answered {body}"))
             } else {
                 RegistryError::Refused {
                     registry: self.registry(),
