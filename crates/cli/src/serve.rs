@@ -327,4 +327,26 @@ mod tests {
         let err = time_zone("Mars/Olympus_Mons").unwrap_err().to_string();
         assert!(err.contains("timezone `Mars/Olympus_Mons` is not a time zone") && err.contains("IANA"), "{err}");
     }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn outbound_allow_comes_from_the_file_or_the_flag() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.toml");
+        std::fs::write(&file, "outbound_allow = [\"git.internal\", \"10.0.0.0/8\"]\n").unwrap();
+        let path = file.to_str().unwrap();
+        let parsed = Serve::parse_from(["serve", "--config", path]);
+        assert_eq!(config(&parsed.args).unwrap().0.outbound_allow, ["git.internal", "10.0.0.0/8"]);
+        let parsed = Serve::parse_from(["serve", "--config", path, "--outbound-allow", "a.example, 192.168.0.0/16"]);
+        assert_eq!(config(&parsed.args).unwrap().0.outbound_allow, ["a.example", "192.168.0.0/16"]);
+        std::fs::write(&file, "outbound_allow = \"10.0.0.0/8\"\n").unwrap();
+        let err = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap_err().to_string();
+        assert!(err.contains("outbound_allow must be a list of strings"), "{err}");
+    }
 }
