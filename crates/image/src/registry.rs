@@ -7,7 +7,9 @@
 //! registry that is down; the registry's own text goes to the server log only.
 //!
 //! Registries are registered by admins, and the client calls the registry where the
-//! admin said (loopback included): it is not under `wharf_outbound`'s policy.
+//! admin said (loopback included); any other address the registry sends it to (a
+//! token realm, a redirect, an upload `Location`) is under the outbound policy
+//! ([`wharf_outbound::Policy`]).
 
 use crate::reference::{check_digest, check_host, check_repository, check_tag};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
@@ -19,6 +21,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
+use wharf_outbound::Policy;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -174,6 +177,8 @@ struct ConfigCreated {
 pub struct RegistryClient {
     access: RegistryAccess,
     http: reqwest::Client,
+    /// The outbound policy, with the registry's own host allowed.
+    policy: Policy,
     tokens: Mutex<HashMap<String, String>>,
 }
 
@@ -181,13 +186,29 @@ pub struct RegistryClient {
 type MakeRequest<'a> = &'a (dyn Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError> + Send + Sync);
 
 impl RegistryClient {
-    pub fn new(access: RegistryAccess) -> Result<RegistryClient, RegistryError> {
-        let http = reqwest::Client::builder()
+    /// A client for the registry `access` names. It calls that registry wherever it
+    /// is (an admin registered it); every other address it is sent to (a Bearer
+    /// token realm, a redirect, an upload `Location`) goes through `policy`.
+    pub fn new(access: RegistryAccess, policy: &Policy) -> Result<RegistryClient, RegistryError> {
+        let policy = policy.also_allowing(&access.host);
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")));
+        let http = policy
+            .apply(builder)
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot make an HTTP client: {e}")))?;
-        Ok(RegistryClient { access, http, tokens: Mutex::default() })
+        Ok(RegistryClient { access, http, policy, tokens: Mutex::default() })
+    }
+
+    /// Sends a request after checking its address against the policy (an IP-literal
+    /// address meets no resolver).
+    async fn execute(&self, request: RequestBuilder) -> Result<Response, RegistryError> {
+        let request = request.build().map_err(|e| self.unreachable(e))?;
+        if let Err(refused) = self.policy.check_url(request.url()) {
+            return Err(RegistryError::Unreachable { registry: self.registry(), message: refused.to_string() });
+        }
+        self.http.execute(request).await.map_err(|e| self.unreachable(e))
     }
 
     pub fn access(&self) -> &RegistryAccess {
@@ -218,7 +239,7 @@ impl RegistryClient {
     async fn send(&self, scope: &str, make: MakeRequest<'_>) -> Result<Response, RegistryError> {
         let cached = self.tokens.lock().unwrap().get(scope).cloned();
         let first = self.authorize(make(&self.http)?, cached.as_deref(), cached.is_none());
-        let response = first.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(first).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -237,7 +258,7 @@ impl RegistryClient {
             return Err(self.unauthorized(body));
         };
         let retry = self.authorize(make(&self.http)?, token.as_deref(), token.is_none());
-        let response = retry.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(retry).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let body = error_text(response).await;
             return Err(self.unauthorized(body));
@@ -277,7 +298,7 @@ impl RegistryClient {
         if let Some(user) = &self.access.username {
             request = request.basic_auth(user, self.access.password.as_deref());
         }
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(request).await?;
         if !response.status().is_success() {
             let status = response.status();
             let body = error_text(response).await;

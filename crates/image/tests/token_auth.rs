@@ -47,6 +47,10 @@ async fn stand_in() -> (String, Seen) {
                     } else {
                         ("401 Unauthorized", String::new(), r#"{"details":"bad credentials"}"#.to_owned())
                     }
+                } else if path == "/v2/devops/inward/tags/list?n=1000" {
+                    // A challenge whose realm is another internal address.
+                    let challenge = "WWW-Authenticate: Bearer realm=\"http://127.0.0.2:9/token\",service=\"x\"\r\n";
+                    ("401 Unauthorized", challenge.to_owned(), "{}".to_owned())
                 } else if auth != bearer {
                     let challenge = format!(
                         "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"stand-in\",scope=\"registry:catalog:*\"\r\n"
@@ -85,13 +89,14 @@ async fn stand_in() -> (String, Seen) {
 }
 
 fn client(host: &str, password: &str) -> RegistryClient {
-    RegistryClient::new(RegistryAccess {
+    let access = RegistryAccess {
         host: host.to_owned(),
         username: Some("wharf".into()),
         password: Some(password.into()),
         insecure: true,
-    })
-    .unwrap()
+    };
+    // The registry's own host is allowed (an admin registered it); nothing else inward.
+    RegistryClient::new(access, &wharf_outbound::Policy::default()).unwrap()
 }
 
 #[tokio::test]
@@ -118,6 +123,15 @@ async fn a_token_service_that_refuses_the_password_is_named() {
     assert!(text.contains(&format!("registry {host} refused the credentials of user `wharf`")), "{text}");
     assert!(text.contains("token service") && text.contains("401"), "{text}");
     assert!(!text.contains("bad credentials"), "the registry's own text is not repeated: {text}");
+}
+
+#[tokio::test]
+async fn a_token_realm_on_another_internal_address_is_refused() {
+    let (host, _) = stand_in().await;
+    let err = client(&host, "pass").tags("devops/inward").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.2 is a loopback address") && text.contains("outbound_allow"), "{text}");
+    assert!(!text.contains("Connection refused"), "refused before connecting: {text}");
 }
 
 #[tokio::test]

@@ -171,6 +171,25 @@ impl Policy {
         Ok(Policy { inner: Arc::new(allowed) })
     }
 
+    /// This policy, also allowing `host` (`name`, `name:port`, an IP address with or
+    /// without a port, `[v6]:port`; every port of it): for a client of one place an
+    /// admin chose, such as a registered registry, whose own redirects and token
+    /// services stay under the policy.
+    pub fn also_allowing(&self, host: &str) -> Policy {
+        let host = host.trim();
+        let bare = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None if host.matches(':').count() == 1 => host.split(':').next().unwrap_or(""),
+            None => host,
+        };
+        let mut allowed = Allowed { names: self.inner.names.clone(), nets: self.inner.nets.clone() };
+        match bare.parse::<IpAddr>() {
+            Ok(addr) => allowed.nets.push(Net { addr, prefix: if addr.is_ipv4() { 32 } else { 128 } }),
+            Err(_) => allowed.names.push(bare.trim_end_matches('.').to_ascii_lowercase()),
+        }
+        Policy { inner: Arc::new(allowed) }
+    }
+
     /// Whether `address`, reached through `host` (a name or the literal), may be called.
     pub fn check(&self, host: &str, address: IpAddr) -> Result<(), Refused> {
         let Some(kind) = internal(address) else { return Ok(()) };
@@ -352,6 +371,10 @@ mod tests {
 
     #[test]
     fn the_allow_list_names_hosts_addresses_and_networks() {
+        let also = Policy::default().also_allowing("registry.local:5000").also_allowing("127.0.0.1:5000");
+        assert!(also.check("registry.local", ip("10.9.9.9")).is_ok() && also.check("x", ip("127.0.0.1")).is_ok());
+        assert!(also.check("x", ip("127.0.0.2")).is_err());
+        assert!(Policy::default().also_allowing("[::1]:5000").check("x", ip("::1")).is_ok());
         let policy = Policy::new(&["git.internal.", "10.0.0.0/8", "::1", " ", "FD00::/8"]).unwrap();
         assert!(policy.check("Git.Internal", ip("192.168.9.9")).is_ok(), "a name allows what it resolves to");
         assert!(policy.check("other", ip("10.200.1.1")).is_ok());

@@ -37,6 +37,8 @@ const REFRESH_MARGIN_MS: i64 = 60_000;
 
 pub struct Forges {
     http: HttpClient,
+    /// The outbound policy (`outbound_allow`), for the other clients the server builds.
+    pub policy: wharf_outbound::Policy,
     public_url: Option<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while a webhook delivery decides which pipelines to start and starts
@@ -64,7 +66,7 @@ impl Forges {
             Some(url) => Some(check_public_url(url).map_err(ServerError::Config)?),
             None => None,
         };
-        Ok(Forges { http, public_url, locks: Mutex::default(), event_gate: tokio::sync::Mutex::new(()) })
+        Ok(Forges { http, policy, public_url, locks: Mutex::default(), event_gate: tokio::sync::Mutex::new(()) })
     }
 
     /// One lock per `key`, held until the guard drops.
