@@ -15,7 +15,7 @@ pub struct ServeArgs {
     /// docker_network, docker_default_image, allow_host, host_user, max_parallel_tasks, stop_grace,
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
-    /// ca_file, default_registry, [retention] runs, days, workspaces).
+    /// ca_file, outbound_allow, default_registry, [retention] runs, days, workspaces).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -59,6 +59,11 @@ pub struct ServeArgs {
     /// GitLab, Gitee or GitHub Enterprise instances with their own CA).
     #[arg(long, env = "WHARF_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Internal hosts and networks the server may call for code hosts and OAuth
+    /// (host names, IP addresses, CIDRs; comma-separated), e.g. `git.internal,10.0.0.0/8`.
+    /// Loopback, link-local and private addresses not named are refused [default: none].
+    #[arg(long, env = "WHARF_OUTBOUND_ALLOW", value_delimiter = ',')]
+    outbound_allow: Option<Vec<String>>,
     /// Per-task log cap in MB [default: 100].
     #[arg(long, env = "WHARF_LOG_CAP_MB")]
     log_cap_mb: Option<u64>,
@@ -102,6 +107,7 @@ const KEYS: &[&str] = &[
     "timezone",
     "public_url",
     "ca_file",
+    "outbound_allow",
     "retention",
     "default_registry",
 ];
@@ -201,6 +207,17 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     {
         bail!("ca_file {}: no such file (a PEM bundle of CA certificates)", path.display());
     }
+    config.outbound_allow = match (&args.outbound_allow, file.get("outbound_allow")) {
+        (Some(list), _) => list.iter().map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()).collect(),
+        (None, None) => Vec::new(),
+        (None, Some(value)) => value
+            .as_array()
+            .and_then(|a| a.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
+            .context(
+                "outbound_allow must be a list of strings: host names, IP addresses or CIDRs, like \
+                 outbound_allow = [\"git.internal\", \"10.0.0.0/8\"]",
+            )?,
+    };
     if let Some(mb) = args.log_cap_mb.or(n("log_cap_mb").map(|v| v as u64)) {
         config.log_cap_bytes = mb.max(1) * 1_000_000;
     }
@@ -317,5 +334,27 @@ mod tests {
         assert_eq!(time_zone(" UTC ").unwrap().iana_name(), Some("UTC"));
         let err = time_zone("Mars/Olympus_Mons").unwrap_err().to_string();
         assert!(err.contains("timezone `Mars/Olympus_Mons` is not a time zone") && err.contains("IANA"), "{err}");
+    }
+
+    #[derive(clap::Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn outbound_allow_comes_from_the_file_or_the_flag() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.toml");
+        std::fs::write(&file, "outbound_allow = [\"git.internal\", \"10.0.0.0/8\"]\n").unwrap();
+        let path = file.to_str().unwrap();
+        let parsed = Serve::parse_from(["serve", "--config", path]);
+        assert_eq!(config(&parsed.args).unwrap().0.outbound_allow, ["git.internal", "10.0.0.0/8"]);
+        let parsed = Serve::parse_from(["serve", "--config", path, "--outbound-allow", "a.example, 192.168.0.0/16"]);
+        assert_eq!(config(&parsed.args).unwrap().0.outbound_allow, ["a.example", "192.168.0.0/16"]);
+        std::fs::write(&file, "outbound_allow = \"10.0.0.0/8\"\n").unwrap();
+        let err = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap_err().to_string();
+        assert!(err.contains("outbound_allow must be a list of strings"), "{err}");
     }
 }

@@ -2,8 +2,14 @@
 //! OCI, manifest lists and indexes), blob upload, tag deletion; Basic auth and the
 //! Bearer token challenge (`WWW-Authenticate: Bearer realm=…,service=…,scope=…`).
 //!
-//! Every error names the registry and says what it answered, so a person can tell a
-//! wrong password from a registry that is down.
+//! Every error names the registry and says what it answered (the status, and the
+//! Distribution API's error codes), so a person can tell a wrong password from a
+//! registry that is down; the registry's own text goes to the server log only.
+//!
+//! Registries are registered by admins, and the client calls the registry where the
+//! admin said (loopback included); any other address the registry sends it to (a
+//! token realm, a redirect, an upload `Location`) is under the outbound policy
+//! ([`wharf_outbound::Policy`]).
 
 use crate::reference::{check_digest, check_host, check_repository, check_tag};
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
@@ -15,6 +21,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
+use wharf_outbound::Policy;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -98,8 +105,9 @@ pub enum RegistryError {
         "registry {registry} does not allow deleting images (it answered 405 Method Not Allowed); enable deletes in its configuration (for the CNCF distribution registry: `storage: delete: enabled: true`, or REGISTRY_STORAGE_DELETE_ENABLED=true)"
     )]
     DeleteDisabled { registry: String },
-    /// Any other answer the registry should not have given.
-    #[error("registry {registry} answered {status} to {action}: {message}")]
+    /// Any other answer the registry should not have given (`message`: the status and
+    /// the Distribution API's error codes; never the registry's own text).
+    #[error("registry {registry} refused {action}: it answered {message} (the server log has its answer)")]
     Refused { registry: String, action: String, status: u16, message: String },
     /// The registry's answer could not be understood.
     #[error("registry {registry}: {message}")]
@@ -169,6 +177,8 @@ struct ConfigCreated {
 pub struct RegistryClient {
     access: RegistryAccess,
     http: reqwest::Client,
+    /// The outbound policy, with the registry's own host allowed.
+    policy: Policy,
     tokens: Mutex<HashMap<String, String>>,
 }
 
@@ -176,13 +186,29 @@ pub struct RegistryClient {
 type MakeRequest<'a> = &'a (dyn Fn(&reqwest::Client) -> Result<RequestBuilder, RegistryError> + Send + Sync);
 
 impl RegistryClient {
-    pub fn new(access: RegistryAccess) -> Result<RegistryClient, RegistryError> {
-        let http = reqwest::Client::builder()
+    /// A client for the registry `access` names. It calls that registry wherever it
+    /// is (an admin registered it); every other address it is sent to (a Bearer
+    /// token realm, a redirect, an upload `Location`) goes through `policy`.
+    pub fn new(access: RegistryAccess, policy: &Policy) -> Result<RegistryClient, RegistryError> {
+        let policy = policy.also_allowing(&access.host);
+        let builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION")));
+        let http = policy
+            .apply(builder)
             .build()
             .map_err(|e| RegistryError::Invalid(format!("cannot make an HTTP client: {e}")))?;
-        Ok(RegistryClient { access, http, tokens: Mutex::default() })
+        Ok(RegistryClient { access, http, policy, tokens: Mutex::default() })
+    }
+
+    /// Sends a request after checking its address against the policy (an IP-literal
+    /// address meets no resolver).
+    async fn execute(&self, request: RequestBuilder) -> Result<Response, RegistryError> {
+        let request = request.build().map_err(|e| self.unreachable(e))?;
+        if let Err(refused) = self.policy.check_url(request.url()) {
+            return Err(RegistryError::Unreachable { registry: self.registry(), message: refused.to_string() });
+        }
+        self.http.execute(request).await.map_err(|e| self.unreachable(e))
     }
 
     pub fn access(&self) -> &RegistryAccess {
@@ -213,7 +239,7 @@ impl RegistryClient {
     async fn send(&self, scope: &str, make: MakeRequest<'_>) -> Result<Response, RegistryError> {
         let cached = self.tokens.lock().unwrap().get(scope).cloned();
         let first = self.authorize(make(&self.http)?, cached.as_deref(), cached.is_none());
-        let response = first.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(first).await?;
         if response.status() != StatusCode::UNAUTHORIZED {
             return Ok(response);
         }
@@ -232,7 +258,7 @@ impl RegistryClient {
             return Err(self.unauthorized(body));
         };
         let retry = self.authorize(make(&self.http)?, token.as_deref(), token.is_none());
-        let response = retry.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(retry).await?;
         if response.status() == StatusCode::UNAUTHORIZED {
             let body = error_text(response).await;
             return Err(self.unauthorized(body));
@@ -272,12 +298,12 @@ impl RegistryClient {
         if let Some(user) = &self.access.username {
             request = request.basic_auth(user, self.access.password.as_deref());
         }
-        let response = request.send().await.map_err(|e| self.unreachable(e))?;
+        let response = self.execute(request).await?;
         if !response.status().is_success() {
             let status = response.status();
             let body = error_text(response).await;
             return Err(if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                self.unauthorized(format!("its token service {realm} answered {status}: {body}"))
+                self.unauthorized(format!("its token service {realm} answered {body}"))
             } else {
                 RegistryError::Refused {
                     registry: self.registry(),
@@ -590,10 +616,33 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The registry's error text: the `errors[].message`s of its JSON, or its body.
+/// What Wharf says about a registry's error answer: the status, and the error codes
+/// of the Distribution API (`errors[].code`, e.g. `NAME_UNKNOWN`) when it uses ones
+/// the specification defines. The registry's own text (messages, details, a proxy's
+/// page) goes to the server log, never into an error a caller sees.
 async fn error_text(response: Response) -> String {
+    /// The error codes of the OCI Distribution Specification.
+    const SPEC_CODES: [&str; 14] = [
+        "BLOB_UNKNOWN",
+        "BLOB_UPLOAD_INVALID",
+        "BLOB_UPLOAD_UNKNOWN",
+        "DIGEST_INVALID",
+        "MANIFEST_BLOB_UNKNOWN",
+        "MANIFEST_INVALID",
+        "MANIFEST_UNKNOWN",
+        "NAME_INVALID",
+        "NAME_UNKNOWN",
+        "SIZE_INVALID",
+        "UNAUTHORIZED",
+        "DENIED",
+        "UNSUPPORTED",
+        "TOOMANYREQUESTS",
+    ];
     let status = response.status();
+    let url = response.url().clone();
     let text = response.text().await.unwrap_or_default();
+    let logged: String = text.chars().take(500).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    tracing::warn!(registry = %url.host_str().unwrap_or("?"), path = %url.path(), status = status.as_u16(), body = %logged, "registry error answer");
     #[derive(Deserialize)]
     struct Errors {
         errors: Vec<ErrorItem>,
@@ -602,16 +651,18 @@ async fn error_text(response: Response) -> String {
     struct ErrorItem {
         #[serde(default)]
         code: String,
-        #[serde(default)]
-        message: String,
     }
-    if let Ok(errors) = serde_json::from_str::<Errors>(&text)
-        && !errors.errors.is_empty()
-    {
-        return errors.errors.iter().map(|e| format!("{} ({})", e.message, e.code)).collect::<Vec<_>>().join("; ");
+    let mut codes: Vec<&str> = Vec::new();
+    if let Ok(errors) = serde_json::from_str::<Errors>(&text) {
+        for e in &errors.errors {
+            if let Some(code) = SPEC_CODES.iter().find(|c| **c == e.code)
+                && !codes.contains(code)
+            {
+                codes.push(code);
+            }
+        }
     }
-    let text: String = text.trim().chars().take(500).collect();
-    if text.is_empty() { status.to_string() } else { text }
+    if codes.is_empty() { status.to_string() } else { format!("{status} ({})", codes.join(", ")) }
 }
 
 /// `key="value"` pairs of a `WWW-Authenticate` challenge.

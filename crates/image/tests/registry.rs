@@ -30,7 +30,7 @@ fn docker(args: &[&str]) -> String {
 #[tokio::test]
 async fn a_docker_save_tarball_goes_up_and_comes_back_down() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A tag of our own, so that the tarball's RepoTag names this test's image.
     let local = format!("wharf-upload/{}:v1", unique("bb"));
@@ -91,7 +91,7 @@ async fn a_docker_save_tarball_goes_up_and_comes_back_down() {
 #[tokio::test]
 async fn a_gzipped_tarball_uploads_too_and_junk_pushes_nothing() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let local = format!("wharf-upload/{}:gz", unique("bb"));
     docker(&["tag", &env.busybox_image, &local]);
@@ -134,13 +134,17 @@ async fn a_gzipped_tarball_uploads_too_and_junk_pushes_nothing() {
 #[tokio::test]
 async fn wrong_credentials_and_a_registry_that_is_down_are_named() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
-    let client = RegistryClient::new(access(&env, "not-the-password")).unwrap();
+    let client = RegistryClient::new(access(&env, "not-the-password"), &wharf_outbound::Policy::default()).unwrap();
     let err = client.catalog().await.unwrap_err();
     assert!(matches!(err, RegistryError::Unauthorized { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains(&env.registry) && text.contains(&env.registry_user), "{text}");
 
-    let anonymous = RegistryClient::new(RegistryAccess { username: None, password: None, ..access(&env, "") }).unwrap();
+    let anonymous = RegistryClient::new(
+        RegistryAccess { username: None, password: None, ..access(&env, "") },
+        &wharf_outbound::Policy::default(),
+    )
+    .unwrap();
     let err = anonymous.tags("devops/x").await.unwrap_err().to_string();
     assert!(err.contains("needs credentials"), "{err}");
 
@@ -148,7 +152,11 @@ async fn wrong_credentials_and_a_registry_that_is_down_are_named() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     drop(listener);
-    let down = RegistryClient::new(RegistryAccess { host: format!("127.0.0.1:{port}"), ..access(&env, "x") }).unwrap();
+    let down = RegistryClient::new(
+        RegistryAccess { host: format!("127.0.0.1:{port}"), ..access(&env, "x") },
+        &wharf_outbound::Policy::default(),
+    )
+    .unwrap();
     let err = down.catalog().await.unwrap_err();
     assert!(matches!(err, RegistryError::Unreachable { .. }), "{err}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{port} is unreachable")), "{err}");
@@ -209,7 +217,7 @@ async fn an_image_is_built_and_pushed_with_auth() {
     assert!(lines.contains("Step 1/6"), "{lines}");
 
     // The digest is what the registry stores under the tag.
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let repository = format!("{workspace}/app");
     assert_eq!(client.resolve(&repository, "alpha-1").await.unwrap(), built.digest);
     let info = client.tag_info(&repository, "alpha-1").await.unwrap();
@@ -244,7 +252,7 @@ async fn a_failing_build_reports_the_daemons_error_and_pushes_nothing() {
     let err = err.to_string();
     assert!(err.contains("the Docker build failed") && err.contains("returned a non-zero code: 3"), "{err}");
     assert!(logs.0.lock().unwrap().iter().any(|l| l.contains("about to fail")));
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let err = client.tags(&format!("{workspace}/app")).await.unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 }
@@ -296,7 +304,7 @@ async fn a_stopped_build_ends_promptly_and_leaves_no_container() {
         assert!(std::time::Instant::now() < until, "the build container outlived the stop");
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let repository = image.split_once('/').unwrap().1.rsplit_once(':').unwrap().0.to_owned();
     assert!(matches!(client.tags(&repository).await, Err(RegistryError::NotFound { .. })), "nothing pushed");
 }
@@ -351,7 +359,7 @@ fn oci_layout_tarball(legacy: &std::path::Path, name: &str) -> (Vec<u8>, String)
 #[tokio::test]
 async fn an_oci_layout_tarball_goes_up_as_it_is() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
-    let client = RegistryClient::new(access(&env, &env.registry_password)).unwrap();
+    let client = RegistryClient::new(access(&env, &env.registry_password), &wharf_outbound::Policy::default()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let legacy = dir.path().join("legacy.tar");
     docker(&["save", &env.busybox_image, "-o", legacy.to_str().unwrap()]);

@@ -47,6 +47,10 @@ async fn stand_in() -> (String, Seen) {
                     } else {
                         ("401 Unauthorized", String::new(), r#"{"details":"bad credentials"}"#.to_owned())
                     }
+                } else if path == "/v2/devops/inward/tags/list?n=1000" {
+                    // A challenge whose realm is another internal address.
+                    let challenge = "WWW-Authenticate: Bearer realm=\"http://127.0.0.2:9/token\",service=\"x\"\r\n";
+                    ("401 Unauthorized", challenge.to_owned(), "{}".to_owned())
                 } else if auth != bearer {
                     let challenge = format!(
                         "WWW-Authenticate: Bearer realm=\"{realm}\",service=\"stand-in\",scope=\"registry:catalog:*\"\r\n"
@@ -62,6 +66,9 @@ async fn stand_in() -> (String, Seen) {
                     // HEAD and GET of a tag; DELETE (by digest) is switched off.
                     let digest = format!("Docker-Content-Digest: sha256:{}\r\n", "1".repeat(64));
                     ("200 OK", digest, "{}".to_owned())
+                } else if path == "/v2/devops/leaky/tags/list?n=1000" {
+                    let body = r#"{"errors":[{"code":"UNKNOWN","message":"database at 10.0.0.5:5432 refused"}]}"#;
+                    ("500 Internal Server Error", String::new(), body.to_owned())
                 } else if path == "/v2/devops/a/tags/list?n=1000" {
                     ("200 OK", String::new(), r#"{"name":"devops/a","tags":["v1"]}"#.to_owned())
                 } else if path.starts_with("/v2/devops/a/manifests/sha256:") {
@@ -82,13 +89,14 @@ async fn stand_in() -> (String, Seen) {
 }
 
 fn client(host: &str, password: &str) -> RegistryClient {
-    RegistryClient::new(RegistryAccess {
+    let access = RegistryAccess {
         host: host.to_owned(),
         username: Some("wharf".into()),
         password: Some(password.into()),
         insecure: true,
-    })
-    .unwrap()
+    };
+    // The registry's own host is allowed (an admin registered it); nothing else inward.
+    RegistryClient::new(access, &wharf_outbound::Policy::default()).unwrap()
 }
 
 #[tokio::test]
@@ -114,6 +122,25 @@ async fn a_token_service_that_refuses_the_password_is_named() {
     let text = err.to_string();
     assert!(text.contains(&format!("registry {host} refused the credentials of user `wharf`")), "{text}");
     assert!(text.contains("token service") && text.contains("401"), "{text}");
+    assert!(!text.contains("bad credentials"), "the registry's own text is not repeated: {text}");
+}
+
+#[tokio::test]
+async fn a_token_realm_on_another_internal_address_is_refused() {
+    let (host, _) = stand_in().await;
+    let err = client(&host, "pass").tags("devops/inward").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("127.0.0.2 is a loopback address") && text.contains("outbound_allow"), "{text}");
+    assert!(!text.contains("Connection refused"), "refused before connecting: {text}");
+}
+
+#[tokio::test]
+async fn a_registry_error_answer_is_its_status_not_its_text() {
+    let (host, _) = stand_in().await;
+    let err = client(&host, "pass").tags("devops/leaky").await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("refused a tag listing: it answered 500 Internal Server Error"), "{text}");
+    assert!(!text.contains("10.0.0.5") && !text.contains("database"), "{text}");
 }
 
 #[tokio::test]

@@ -52,7 +52,10 @@ async fn private_instance() -> String {
 #[tokio::test]
 async fn a_private_ca_is_trusted_only_when_its_bundle_is_given() {
     let base = private_instance().await;
-    let client = ProviderClient::new(Provider::GitLab, Some(&base), Some("tok-123456")).unwrap();
+    let loopback = wharf_outbound::Policy::new(&["127.0.0.1"]).unwrap();
+    let client = ProviderClient::new(Provider::GitLab, Some(&base), Some("tok-123456"))
+        .unwrap()
+        .with_http(&HttpClient::new(None, &loopback).unwrap());
     let err = client.repositories().await.unwrap_err();
     match &err {
         ProviderError::Network { message, .. } => {
@@ -61,13 +64,13 @@ async fn a_private_ca_is_trusted_only_when_its_bundle_is_given() {
         other => panic!("expected a network error, got {other:?}"),
     }
 
-    let http = HttpClient::new(Some(CA)).unwrap();
+    let http = HttpClient::new(Some(CA), &loopback).unwrap();
     let client = client.with_http(&http);
     assert_eq!(client.repositories().await.unwrap(), vec![]);
 }
 
 #[test]
 fn a_bundle_without_certificates_is_refused() {
-    let err = HttpClient::new(Some(b"not a certificate")).unwrap_err();
+    let err = HttpClient::new(Some(b"not a certificate"), &wharf_outbound::Policy::default()).unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");
 }

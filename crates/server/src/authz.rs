@@ -159,6 +159,10 @@ pub enum Action {
     SetRepository,
     /// 注销账户: delete (log out of) a binding.
     LogOutRepository,
+    /// Beyond the seed: give a binding an instance URL (a self-hosted GitLab, Gitee or
+    /// GitHub Enterprise), a place the server then calls with the binding's token and
+    /// OAuth client secret.
+    SetInstanceUrl,
     // Clusters (集群配置), for the Kubernetes issue.
     ViewCluster,
     AddCluster,
@@ -196,6 +200,7 @@ impl Action {
             Action::ViewRepository => "view code repository",
             Action::SetRepository => "set code repository",
             Action::LogOutRepository => "log out code repository",
+            Action::SetInstanceUrl => "set a binding's instance URL",
             Action::ViewCluster => "view cluster",
             Action::AddCluster => "add cluster",
             Action::RemoveCluster => "remove cluster",
@@ -332,6 +337,8 @@ pub const MATRIX: &[(Action, [Scope; 3])] = &[
     // Beyond the seed: registries are shared infrastructure; secrets go with running
     // pipelines; administration with the admin.
     (Action::ViewRegistry, [All, All, All]),
+    // Where the server sends tokens and client secrets is the admin's decision.
+    (Action::SetInstanceUrl, [All, Never, Never]),
     (Action::ManageRegistry, [All, Never, Never]),
     (Action::ViewSecrets, [All, Joined, Never]),
     (Action::ManageSecrets, [All, Joined, Never]),
@@ -360,12 +367,19 @@ impl From<Denied> for AppError {
 }
 
 fn allowed(caller: &Caller, action: Action, object: &Object<'_>) -> bool {
-    match scope(caller.role, action) {
+    user_may(&caller.name, caller.role, &caller.projects, action, object)
+}
+
+/// The matrix for a user who is not the caller of a request: the server acting for
+/// the creator of a pipeline (choosing the binding of its repository, starting it
+/// from a webhook), with the role and projects the user has now.
+pub fn user_may(name: &str, role: Role, projects: &BTreeSet<String>, action: Action, object: &Object<'_>) -> bool {
+    match scope(role, action) {
         All => true,
         DefaultAdmin => object.project() == Some(ADMIN_PROJECT),
-        Joined => object.project().is_some_and(|p| caller.projects.contains(p)),
-        Own => object.created_by() == Some(caller.name.as_str()),
-        Yourself => matches!(object, Object::User(u) if *u == caller.name),
+        Joined => object.project().is_some_and(|p| projects.contains(p)),
+        Own => object.created_by() == Some(name),
+        Yourself => matches!(object, Object::User(u) if *u == name),
         Never => false,
     }
 }

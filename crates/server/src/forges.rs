@@ -8,7 +8,9 @@
 //! 1. The pipeline needs an `events` trigger and a `source.repo` on a host.
 //! 2. The binding is `source.binding`, or else the one GitHub/GitLab/Gitee binding
 //!    whose instance serves the repository's host (none: nothing to do; several: the
-//!    answer asks for `source.binding`).
+//!    answer asks for `source.binding`). Either way only bindings the pipeline's
+//!    creator may view count ([`creator_sees`]): another user's binding is never used
+//!    for, nor named to, a pipeline that is not theirs.
 //! 3. Without `public_url`, without a token or a webhook secret, or for Gitee without
 //!    an `https` `public_url` (Gitee's signature does not cover the body, so it must
 //!    not travel in clear), the answer says `manual`, with the address and secret to
@@ -35,6 +37,8 @@ const REFRESH_MARGIN_MS: i64 = 60_000;
 
 pub struct Forges {
     http: HttpClient,
+    /// The outbound policy (`outbound_allow`), for the other clients the server builds.
+    pub policy: wharf_outbound::Policy,
     public_url: Option<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Held while a webhook delivery decides which pipelines to start and starts
@@ -52,7 +56,9 @@ impl Forges {
             })?),
             None => None,
         };
-        let http = HttpClient::new(pem.as_deref()).map_err(|e| match &config.ca_file {
+        let policy =
+            wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
+        let http = HttpClient::new(pem.as_deref(), &policy).map_err(|e| match &config.ca_file {
             Some(path) => ServerError::Config(format!("ca_file {}: {e}", path.display())),
             None => ServerError::Config(e.to_string()),
         })?;
@@ -60,7 +66,7 @@ impl Forges {
             Some(url) => Some(check_public_url(url).map_err(ServerError::Config)?),
             None => None,
         };
-        Ok(Forges { http, public_url, locks: Mutex::default(), event_gate: tokio::sync::Mutex::new(()) })
+        Ok(Forges { http, policy, public_url, locks: Mutex::default(), event_gate: tokio::sync::Mutex::new(()) })
     }
 
     /// One lock per `key`, held until the guard drops.
@@ -140,6 +146,7 @@ impl Forges {
         &self,
         state: &AppState,
         pipeline: &Pipeline,
+        creator: &str,
         request_host: Option<&str>,
     ) -> Option<HookInstall> {
         if !pipeline.triggers.iter().any(|t| matches!(t.kind, TriggerKind::Events { .. })) {
@@ -147,7 +154,7 @@ impl Forges {
         }
         let source = pipeline.source.as_ref()?;
         let (host, path) = crate::hooks::repo_key(&source.repo).filter(|(host, _)| !host.is_empty())?;
-        let binding = match self.binding_for(state, source.binding.as_deref(), &host).await {
+        let binding = match self.binding_for(state, source.binding.as_deref(), &host, creator).await {
             Ok(Some(binding)) => binding,
             Ok(None) => return None,
             Err(report) => return Some(*report),
@@ -249,12 +256,14 @@ impl Forges {
     }
 
     /// The binding whose webhook serves a repository on `host`: `named` when given,
-    /// else the one provider binding for that host. `Err` is a report to answer.
+    /// else the one provider binding for that host, among the bindings `creator` may
+    /// view. `Err` is a report to answer.
     async fn binding_for(
         &self,
         state: &AppState,
         named: Option<&str>,
         host: &str,
+        creator: &str,
     ) -> Result<Option<Binding>, Box<HookInstall>> {
         let failed = |binding: &str, message: String| {
             Box::new(HookInstall {
@@ -267,7 +276,15 @@ impl Forges {
             })
         };
         if let Some(name) = named {
-            return match state.store.binding(name).await {
+            let found = match state.store.binding(name).await {
+                Ok(binding) => match creator_sees(state, creator, &binding).await {
+                    Ok(true) => Ok(binding),
+                    Ok(false) => Err(wharf_store::StoreError::NotFound(format!("binding `{name}`"))),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            return match found {
                 Ok(binding) if binding.provider.parse::<Provider>().is_ok() => Ok(Some(binding)),
                 // A plain git binding has no API and no webhook endpoint.
                 Ok(_) => Ok(None),
@@ -282,10 +299,18 @@ impl Forges {
             Ok(bindings) => bindings,
             Err(e) => return Err(failed("", format!("the webhook was not installed: {e}"))),
         };
-        let mut serving: Vec<Binding> = bindings
-            .into_iter()
-            .filter(|b| b.provider.parse::<Provider>().is_ok_and(|p| instance_host(b, p).as_deref() == Some(host)))
-            .collect();
+        let mut serving: Vec<Binding> = Vec::new();
+        for binding in bindings {
+            if !binding.provider.parse::<Provider>().is_ok_and(|p| instance_host(&binding, p).as_deref() == Some(host))
+            {
+                continue;
+            }
+            match creator_sees(state, creator, &binding).await {
+                Ok(true) => serving.push(binding),
+                Ok(false) => {}
+                Err(e) => return Err(failed("", format!("the webhook was not installed: {e}"))),
+            }
+        }
         match serving.len() {
             0 => Ok(None),
             1 => Ok(serving.pop()),
@@ -301,6 +326,17 @@ impl Forges {
             }
         }
     }
+}
+
+/// Whether the user `creator` (of a pipeline) may view `binding`, by the permission
+/// matrix with the role and projects the user has now. A user who no longer exists
+/// sees nothing.
+pub async fn creator_sees(state: &AppState, creator: &str, binding: &Binding) -> Result<bool, wharf_store::StoreError> {
+    let Some(user) = state.store.find_user(creator).await? else { return Ok(false) };
+    let Some(role) = crate::authz::Role::parse(&user.role) else { return Ok(false) };
+    let projects = user.projects.into_iter().collect();
+    let object = crate::api::bindings::object(binding);
+    Ok(crate::authz::user_may(&user.name, role, &projects, crate::authz::Action::ViewRepository, &object))
 }
 
 /// What became of a pipeline's webhook when it was saved.

@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use wharf_core::model::{GitEvent, Pipeline, TriggerKind};
 use wharf_core::run::Cause;
@@ -858,15 +858,35 @@ fn short(commit: &str) -> &str {
 }
 
 /// Every pipeline whose latest version `target` starts (see [`Target::starts`]),
-/// active or not, by project and name.
+/// active or not, by project and name. A pipeline that names no binding is started
+/// only when its creator may view `binding` (see [`crate::forges::creator_sees`]):
+/// pushes to another user's repository binding never start, nor show, a pipeline that
+/// merely points at the same repository.
 async fn matching(state: &AppState, target: &Target, binding: &str) -> Result<Vec<PipelineRow>, AppError> {
     let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
+    let received = state.store.binding(binding).await?;
+    let mut creators: HashMap<String, bool> = HashMap::new();
     let mut matched = Vec::new();
     for (row, _) in rows {
-        match state.dispatcher.pipeline_version(row.id, row.version).await {
-            Ok(model) if target.starts(&model, binding) => matched.push(row),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(pipeline = row.id, error = ?e, "cannot read a pipeline while matching a webhook"),
+        let model = match state.dispatcher.pipeline_version(row.id, row.version).await {
+            Ok(model) if target.starts(&model, binding) => model,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::warn!(pipeline = row.id, error = ?e, "cannot read a pipeline while matching a webhook");
+                continue;
+            }
+        };
+        let names_it = model.source.as_ref().is_some_and(|s| s.binding.as_deref() == Some(binding));
+        let sees = match creators.get(&row.created_by) {
+            Some(sees) => *sees,
+            None => {
+                let sees = crate::forges::creator_sees(state, &row.created_by, &received).await?;
+                creators.insert(row.created_by.clone(), sees);
+                sees
+            }
+        };
+        if names_it || sees {
+            matched.push(row);
         }
     }
     Ok(matched)

@@ -100,6 +100,10 @@ pub struct ServerConfig {
     /// A PEM bundle of extra CA certificates trusted for HTTPS to code hosts (private
     /// GitLab/Gitee/GitHub Enterprise instances with their own CA).
     pub ca_file: Option<PathBuf>,
+    /// Internal hosts and networks the server may call on its own (code hosts' APIs,
+    /// OAuth token exchanges): names, IP addresses, CIDRs (see [`wharf_outbound`]).
+    /// Loopback, link-local and private addresses not named here are refused.
+    pub outbound_allow: Vec<String>,
     /// The registry (by registered name) of `image` tasks that name none.
     pub default_registry: Option<String>,
     /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
@@ -137,6 +141,7 @@ impl ServerConfig {
             timezone: jiff::tz::TimeZone::system(),
             public_url: None,
             ca_file: None,
+            outbound_allow: Vec::new(),
             default_registry: None,
             docker_host: Some("unix:///var/run/docker.sock".to_owned()),
         }

@@ -1364,3 +1364,44 @@ async fn a_gitee_signature_is_good_for_one_body_only() {
     assert!(forged.error_text().contains("came before with another body"), "{}", forged.text);
     assert_eq!(run_count(&s).await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_to_another_users_binding_does_not_start_a_pipeline_that_names_none() {
+    let s = common::start().await;
+    let repo = Repo::new();
+    // Vic's binding receives her repository's pushes; Mal's pipeline points at the same
+    // repository and names no binding.
+    let vic = s.user("vic", "user", &["web"]).await;
+    let binding = json!({ "name": "vic-gh", "provider": "github", "webhook_secret": SECRET });
+    vic.post("/bindings", binding).await.expect(201);
+    let mal = s.user("mal", "manager", &["web"]).await;
+    let yaml = format!("project: web\n{}", pipeline("mals", &repo.url, "push", "", ""));
+    mal.send_yaml(Method::POST, "/pipelines", &yaml).await.expect(201);
+
+    let push = |id: &'static str| {
+        let body = edited(
+            "github/push",
+            &[
+                ("/ref", json!("refs/heads/main")),
+                ("/after", json!(repo.m2)),
+                ("/head_commit/id", json!(repo.m2)),
+                ("/repository/clone_url", json!(repo.url)),
+            ],
+        );
+        (id, body)
+    };
+    let (id, body) = push("6a1d0c3e-0000-4000-8000-000000000001");
+    let answer = send(&s, "github", "vic-gh", "push", id, &body).await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text);
+    assert_eq!(answer.json["verdict"], "ignored", "{}", answer.text);
+    assert!(!answer.text.contains("mals"), "Mal's pipeline is not named: {}", answer.text);
+    assert_eq!(run_count(&s).await, 0);
+
+    // Through a binding of Mal's own, the same push starts it.
+    let binding = json!({ "name": "mal-gh", "provider": "github", "webhook_secret": SECRET });
+    mal.post("/bindings", binding).await.expect(201);
+    let (id, body) = push("6a1d0c3e-0000-4000-8000-000000000002");
+    let answer = send(&s, "github", "mal-gh", "push", id, &body).await;
+    assert_eq!(answer.json["verdict"], "started", "{}", answer.text);
+    assert_eq!(names(&started(&answer)), ["mals"]);
+}

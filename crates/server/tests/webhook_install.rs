@@ -149,3 +149,41 @@ async fn when_wharf_cannot_install_the_answer_says_how() {
     let saved = s.send_yaml(Method::POST, "/pipelines", plain).await.expect(201).json;
     assert!(saved.get("webhook").is_none(), "{saved:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_users_binding_is_neither_used_nor_named_for_a_pipeline_naming_none() {
+    let s = server(Some(PUBLIC)).await;
+    let mock = MockProvider::start().await;
+    // The admin's binding serves the mock's host; a manager's pipeline on a repository
+    // there names no binding.
+    provider_mock::bind(&s, "admins-gh", "github", Some(&mock.base), Some(PAT)).await;
+    let manager = s.user("mona", "manager", &["web"]).await;
+    let repo = format!("{}/octocat/Hello-World.git", mock.base);
+    let yaml = format!("project: web\n{}", pipeline("monas", &repo, ""));
+    let saved = manager.send_yaml(Method::POST, "/pipelines", &yaml).await.expect(201);
+    assert!(saved.json.get("webhook").is_none(), "no binding of hers serves the host: {:#}", saved.json);
+    assert!(!saved.text.contains("admins-gh"), "{}", saved.text);
+    assert!(mock.seen().is_empty(), "the admin's token was not used: {:?}", mock.seen());
+
+    // Her own binding for that host is the one used (created by the admin's hand in the
+    // store, as only admins set instance URLs).
+    s.server
+        .state
+        .store
+        .create_binding(&wharf_store::bindings::NewBinding {
+            name: "monas-gh".into(),
+            provider: "github".into(),
+            url: Some(mock.base.clone()),
+            token: Some(PAT.into()),
+            webhook_secret: Some(WEBHOOK_SECRET.into()),
+            created_by: "mona".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = common::id_of(&saved.json);
+    let again = manager.send_yaml(Method::PUT, &format!("/pipelines/{id}"), &yaml).await.expect(200).json;
+    assert_eq!(again["webhook"]["binding"], "monas-gh", "{again:#}");
+    assert_eq!(again["webhook"]["status"], "installed", "{again:#}");
+    assert!(!again.to_string().contains("admins-gh"), "{again:#}");
+}

@@ -2,9 +2,10 @@ use super::title;
 use crate::webhook::Provider;
 
 /// Why a call to a provider's API failed. No message contains the binding's token,
-/// the OAuth client secret or an authorization code: text that comes from the
-/// provider passes through a redaction of those values, and addresses (which carry
-/// Gitee's `access_token`) are never part of a message.
+/// the OAuth client secret or an authorization code, nor anything the provider
+/// answered: messages are Wharf's words for a status (the answer itself goes to the
+/// server log), and addresses (which carry Gitee's `access_token`) are never part of
+/// a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProviderError {
     /// The call needs the binding's token and the binding has none.
@@ -16,14 +17,14 @@ pub enum ProviderError {
 
     /// 401: the token is wrong, expired or revoked.
     #[error(
-        "the binding's token was refused by {} (401: {message}); connect the binding again or set a new token",
+        "the binding's token was refused by {} ({message}); connect the binding again or set a new token",
         title(*provider)
     )]
     Unauthorized { provider: Provider, message: String },
 
     /// 403 that is not a rate limit: the token lacks a scope or the user a role.
     #[error(
-        "{} refused the request (403: {message}); the token may lack a scope or the user the rights \
+        "{} refused the request ({message}); the token may lack a scope or the user the rights \
          (GitHub: repo; GitLab: api and Maintainer for webhooks; Gitee: projects, hook)",
         title(*provider)
     )]
@@ -41,13 +42,19 @@ pub enum ProviderError {
     #[error("{what} was not found at {} (or the binding's token cannot see it)", title(*provider))]
     NotFound { provider: Provider, what: String },
 
-    /// Any other answer that is not a success.
-    #[error("{} answered {status}: {message}", title(*provider))]
+    /// Any other answer that is not a success (`message`: the status's reason).
+    #[error("{} answered {status} {message} (the server log has its answer)", title(*provider))]
     Status { provider: Provider, status: u16, message: String },
 
     /// The OAuth token endpoint refused the code or the client credentials.
     #[error("{} refused the authorization: {message}", title(*provider))]
     OAuth { provider: Provider, message: String },
+
+    /// The address is internal (loopback, link-local, private…) and the outbound
+    /// policy does not allow it; nothing was sent. The message says which address
+    /// and how an admin allows it.
+    #[error("{message}")]
+    Refused { provider: Provider, message: String },
 
     /// No answer: connection refused, DNS, TLS, timeout.
     #[error("cannot reach {} at {host}: {message}", title(*provider))]

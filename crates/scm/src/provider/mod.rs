@@ -17,9 +17,14 @@
 //! Listing follows pages of [`DEFAULT_PER_PAGE`] items up to [`DEFAULT_MAX_PAGES`]
 //! pages, and stops early at an empty page.
 //!
-//! Secrets: the token is never part of an error message or of `Debug` output; text the
-//! provider sends back passes through a redaction of the token, the client secret and
-//! the code before it becomes a message.
+//! Secrets: the token is never part of an error message or of `Debug` output.
+//!
+//! What the provider answers is never part of an error: a caller learns the status and
+//! a reason Wharf wrote ("GitLab answered 401 Unauthorized: the binding's token was
+//! refused"); the provider's own text goes to the server log (redacted, shortened).
+//! An instance URL is a place an admin chose, and a URL a request could name: calls
+//! go through the outbound policy ([`wharf_outbound::Policy`], set on [`HttpClient`]),
+//! which refuses loopback, link-local and private addresses an admin did not allow.
 
 mod error;
 mod gitee;
@@ -33,6 +38,7 @@ use reqwest::header::{ACCEPT, HeaderMap, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde_json::Value;
+use wharf_outbound::Policy;
 
 pub use crate::webhook::Provider;
 pub use error::ProviderError;
@@ -119,16 +125,20 @@ pub struct Hook {
 
 /// The HTTP client the provider clients share: connection pooling, rustls with the
 /// platform's trust store (aws-lc-rs as the only crypto provider), plus extra CA
-/// certificates for private instances whose certificates a private CA signed.
+/// certificates for private instances whose certificates a private CA signed, and the
+/// outbound policy (internal addresses only where an admin allowed them).
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: reqwest::Client,
+    policy: Policy,
 }
 
 impl HttpClient {
-    /// `extra_ca_pem`: a PEM bundle of CA certificates trusted besides the system's.
-    pub fn new(extra_ca_pem: Option<&[u8]>) -> Result<HttpClient, ProviderError> {
-        let mut builder = reqwest::Client::builder().timeout(TIMEOUT).connect_timeout(CONNECT_TIMEOUT);
+    /// `extra_ca_pem`: a PEM bundle of CA certificates trusted besides the system's;
+    /// `policy`: which internal addresses may be called.
+    pub fn new(extra_ca_pem: Option<&[u8]>, policy: &Policy) -> Result<HttpClient, ProviderError> {
+        let builder = reqwest::Client::builder().timeout(TIMEOUT).connect_timeout(CONNECT_TIMEOUT);
+        let mut builder = policy.apply(builder);
         if let Some(pem) = extra_ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| ProviderError::Invalid(format!("the CA bundle is not PEM certificates: {}", chain(&e))))?;
@@ -142,7 +152,7 @@ impl HttpClient {
         let inner = builder
             .build()
             .map_err(|e| ProviderError::Invalid(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(HttpClient { inner })
+        Ok(HttpClient { inner, policy: policy.clone() })
     }
 }
 
@@ -155,7 +165,7 @@ pub struct ProviderClient {
     /// The REST API base.
     api: Url,
     token: Option<String>,
-    http: reqwest::Client,
+    http: HttpClient,
     per_page: u32,
     max_pages: u32,
 }
@@ -189,7 +199,9 @@ impl ProviderClient {
     /// (`https://gitlab.example.com`, a GitHub Enterprise Server's `https://github.corp`),
     /// `None` for the public service; the API base is derived from it (see the module
     /// table). An instance given with its API suffix (`…/api/v4`) is accepted too.
-    /// `token` is an OAuth access token or a personal access token.
+    /// `token` is an OAuth access token or a personal access token. The client calls
+    /// no internal address until [`ProviderClient::with_http`] gives it a policy that
+    /// allows one.
     pub fn new(provider: Provider, instance: Option<&str>, token: Option<&str>) -> Result<Self, ProviderError> {
         let (web, api) = match instance.map(str::trim).filter(|s| !s.is_empty()) {
             None => {
@@ -207,14 +219,15 @@ impl ProviderClient {
                 (web, api)
             }
         };
-        let http = HttpClient::new(None)?.inner;
+        let http = HttpClient::new(None, &Policy::default())?;
         let token = token.map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned);
         Ok(ProviderClient { provider, web, api, token, http, per_page: DEFAULT_PER_PAGE, max_pages: DEFAULT_MAX_PAGES })
     }
 
-    /// Sends through `http` (shared, with the server's extra CA certificates).
+    /// Sends through `http` (shared, with the server's extra CA certificates and
+    /// outbound policy).
     pub fn with_http(mut self, http: &HttpClient) -> Self {
-        self.http = http.inner.clone();
+        self.http = http.clone();
         self
     }
 
@@ -295,18 +308,18 @@ impl ProviderClient {
 
     /// POSTs a form to a token endpoint and reads the grant (RFC 6749 §5).
     async fn token_call(&self, url: Url, form: &[(&str, &str)], secrets: &[&str]) -> Result<TokenGrant, ProviderError> {
-        let request = self.http.post(url).form(form).header(ACCEPT, "application/json");
+        let request = self.http.inner.post(url).form(form).header(ACCEPT, "application/json");
         let answer = self.send(request.header(USER_AGENT, user_agent()), secrets).await?;
         let json: Option<Value> = serde_json::from_slice(&answer.body).ok();
         // OAuth errors (RFC 6749 §5.2): GitHub answers them with 200, the others with 400/401.
+        // Only a code Wharf knows is named; the provider's description goes to the log.
         if let Some(error) = json.as_ref().and_then(|j| j.get("error")).filter(|e| !e.is_null()) {
-            let description = json.as_ref().and_then(|j| j["error_description"].as_str()).unwrap_or("");
-            let error = error.as_str().map(str::to_owned).unwrap_or_else(|| error.to_string());
-            let message = if description.is_empty() { error } else { format!("{error}: {description}") };
-            return Err(ProviderError::OAuth { provider: self.provider, message: self.clean(&message, secrets) });
+            self.log_answer("the token endpoint refused", &answer, secrets);
+            return Err(ProviderError::OAuth { provider: self.provider, message: oauth_reason(error.as_str()) });
         }
         if !answer.status.is_success() {
-            let message = format!("{}: {}", answer.status.as_u16(), self.message_of(&answer, secrets));
+            self.log_answer("the token endpoint refused", &answer, secrets);
+            let message = format!("its token endpoint answered {}", status_text(answer.status));
             return Err(ProviderError::OAuth { provider: self.provider, message });
         }
         let Some(json) = json else {
@@ -475,7 +488,7 @@ impl ProviderClient {
         if self.provider == Provider::Gitee {
             set_query(&mut url, &[("access_token", token)]);
         }
-        let mut request = self.http.request(method, url).header(USER_AGENT, user_agent());
+        let mut request = self.http.inner.request(method, url).header(USER_AGENT, user_agent());
         request = match self.provider {
             Provider::GitHub => request
                 .bearer_auth(token)
@@ -495,9 +508,14 @@ impl ProviderClient {
         Err(self.status_error(&answer, what, secrets))
     }
 
-    /// Sends and reads the whole answer, whatever its status.
+    /// Sends and reads the whole answer, whatever its status. The address is checked
+    /// against the outbound policy first (an IP literal meets no resolver).
     async fn send(&self, request: reqwest::RequestBuilder, secrets: &[&str]) -> Result<Answer, ProviderError> {
-        let mut response = request.send().await.map_err(|e| self.network(e, secrets))?;
+        let request = request.build().map_err(|e| self.network(e, secrets))?;
+        if let Err(refused) = self.http.policy.check_url(request.url()) {
+            return Err(ProviderError::Refused { provider: self.provider, message: refused.to_string() });
+        }
+        let mut response = self.http.inner.execute(request).await.map_err(|e| self.network(e, secrets))?;
         let status = response.status();
         let headers = response.headers().clone();
         let mut body = Vec::new();
@@ -513,9 +531,12 @@ impl ProviderClient {
         Ok(Answer { status, headers, body })
     }
 
+    /// The error for an answer that is not a success: the status and Wharf's words
+    /// for it; what the provider said is logged, never answered.
     fn status_error(&self, answer: &Answer, what: &str, secrets: &[&str]) -> ProviderError {
+        self.log_answer(what, answer, secrets);
         let provider = self.provider;
-        let message = self.message_of(answer, secrets);
+        let message = status_text(answer.status);
         let header = |name: &str| answer.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
         let retry_after_secs = || {
             header("retry-after").and_then(|v| v.parse::<u64>().ok()).or_else(|| {
@@ -525,48 +546,42 @@ impl ProviderClient {
                 Some(reset.saturating_sub(now))
             })
         };
+        // GitHub's secondary rate limits are 403s that say so only in the body.
+        let says_rate_limit = || String::from_utf8_lossy(&answer.body).to_ascii_lowercase().contains("rate limit");
         match answer.status.as_u16() {
             401 => ProviderError::Unauthorized { provider, message },
             429 => ProviderError::RateLimited { provider, retry_after_secs: retry_after_secs(), message },
-            403 if header("x-ratelimit-remaining") == Some("0")
-                || message.to_ascii_lowercase().contains("rate limit") =>
-            {
+            403 if header("x-ratelimit-remaining") == Some("0") || says_rate_limit() => {
                 ProviderError::RateLimited { provider, retry_after_secs: retry_after_secs(), message }
             }
             403 => ProviderError::Forbidden { provider, message },
             404 => ProviderError::NotFound { provider, what: what.to_owned() },
-            status => ProviderError::Status { provider, status, message },
+            status => ProviderError::Status {
+                provider,
+                status,
+                message: answer.status.canonical_reason().unwrap_or("(no reason)").to_owned(),
+            },
         }
     }
 
-    /// The provider's explanation in an error answer: the JSON fields the providers
-    /// use (`message`, `error`, `error_description`, GitHub's `errors[]`), or the
-    /// title/text of a non-JSON answer, or the status's reason.
-    fn message_of(&self, answer: &Answer, secrets: &[&str]) -> String {
-        let text = match serde_json::from_slice::<Value>(&answer.body) {
-            Ok(json) => json_message(&json),
-            Err(_) => {
-                let text = String::from_utf8_lossy(&answer.body);
-                let text = text.trim();
-                if text.is_empty() { String::new() } else { format!("(not JSON) {}", plain_text(text)) }
-            }
-        };
-        let text = if text.trim().is_empty() {
-            answer.status.canonical_reason().unwrap_or("no explanation").to_owned()
-        } else {
-            text
-        };
-        self.clean(&text, secrets)
+    /// Logs what the provider answered (redacted, shortened): the only place it goes.
+    fn log_answer(&self, what: &str, answer: &Answer, secrets: &[&str]) {
+        let body = self.clean(&String::from_utf8_lossy(&answer.body), secrets);
+        tracing::warn!(provider = %self.provider, api = %self.api_base(), status = answer.status.as_u16(), %what, %body, "provider answer");
     }
 
     fn unexpected(&self, what: &str, answer: &Answer, secrets: &[&str]) -> ProviderError {
-        let text = String::from_utf8_lossy(&answer.body);
-        let snippet = plain_text(text.trim());
-        let message = if snippet.is_empty() { what.to_owned() } else { format!("{what}: {snippet}") };
-        ProviderError::Unexpected { provider: self.provider, message: self.clean(&message, secrets) }
+        self.log_answer(what, answer, secrets);
+        ProviderError::Unexpected {
+            provider: self.provider,
+            message: format!("{what} (the server log has the answer)"),
+        }
     }
 
     fn network(&self, e: reqwest::Error, secrets: &[&str]) -> ProviderError {
+        if let Some(refused) = wharf_outbound::refusal(&e) {
+            return ProviderError::Refused { provider: self.provider, message: refused.to_string() };
+        }
         let mut message =
             if e.is_timeout() { format!("no answer within {} s", TIMEOUT.as_secs()) } else { chain(&e.without_url()) };
         // Without a TLS feature, reqwest's connector refuses https before connecting.
@@ -707,67 +722,26 @@ fn path_segment_ok(segment: &str) -> bool {
         && segment.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The message fields of a JSON error answer.
-fn json_message(json: &Value) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let text = |v: &Value| match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
-    if let Some(m) = json.get("message").filter(|m| !m.is_null()) {
-        parts.push(text(m));
-    }
-    if let Some(e) = json.get("error").filter(|e| !e.is_null()) {
-        parts.push(text(e));
-    }
-    if let Some(d) = json.get("error_description").and_then(Value::as_str) {
-        parts.push(d.to_owned());
-    }
-    // GitHub's validation errors: `errors: [{"resource", "code", "message"?}]`.
-    for e in json.get("errors").and_then(Value::as_array).into_iter().flatten() {
-        match e {
-            Value::String(s) => parts.push(s.clone()),
-            Value::Object(o) => {
-                if let Some(m) = o.get("message").and_then(Value::as_str) {
-                    parts.push(m.to_owned());
-                } else if let Some(c) = o.get("code").and_then(Value::as_str) {
-                    let field = o.get("field").and_then(Value::as_str).unwrap_or("");
-                    parts.push(format!("{field} {c}").trim().to_owned());
-                }
-            }
-            _ => {}
-        }
-    }
-    if parts.is_empty() && !json.is_null() {
-        parts.push(json.to_string());
-    }
-    parts.join("; ")
+/// `401 Unauthorized`: a status as Wharf names it.
+fn status_text(status: StatusCode) -> String {
+    format!("{} {}", status.as_u16(), status.canonical_reason().unwrap_or("(no reason)"))
 }
 
-/// The gist of a non-JSON answer: an HTML page's `<title>`, else the text without tags
-/// and with whitespace collapsed.
-fn plain_text(text: &str) -> String {
-    let lower = text.to_ascii_lowercase();
-    if let (Some(start), Some(end)) = (lower.find("<title>"), lower.find("</title>"))
-        && start + 7 <= end
-    {
-        return text[start + 7..end].split_whitespace().collect::<Vec<_>>().join(" ");
-    }
-    let mut out = String::new();
-    let mut in_tag = false;
-    for c in text.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => {
-                in_tag = false;
-                out.push(' ');
-            }
-            _ if !in_tag => out.push(c),
-            _ => {}
+/// An OAuth error code (RFC 6749 §5.2, and GitHub's own) in Wharf's words; a code
+/// Wharf does not know is not repeated (it is the far side's text).
+fn oauth_reason(code: Option<&str>) -> String {
+    let code = code.unwrap_or("");
+    match code {
+        "invalid_grant" | "bad_verification_code" => {
+            format!("{code}: the authorization code or refresh token is invalid, expired or already used")
         }
+        "invalid_client" | "incorrect_client_credentials" | "unauthorized_client" => {
+            format!("{code}: the OAuth app's client id or secret was refused")
+        }
+        "redirect_uri_mismatch" => format!("{code}: the redirect_uri is not the one registered with the OAuth app"),
+        "invalid_request" | "unsupported_grant_type" | "invalid_scope" | "access_denied" => code.to_owned(),
+        _ => "an OAuth error Wharf does not know (the server log has the answer)".to_owned(),
     }
-    let collapsed = out.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed.chars().take(200).collect()
 }
 
 /// An error and its sources, joined by `: `.
@@ -829,11 +803,5 @@ mod tests {
     fn debug_output_hides_the_token() {
         let c = ProviderClient::new(Provider::GitHub, None, Some("ghp_secret")).unwrap();
         assert!(!format!("{c:?}").contains("ghp_secret"));
-    }
-
-    #[test]
-    fn messages_of_html_answers_are_their_title() {
-        assert_eq!(plain_text("<html><head><title>502 Bad\nGateway</title></head></html>"), "502 Bad Gateway");
-        assert_eq!(plain_text("<p>oops</p>  <b>x</b>"), "oops x");
     }
 }

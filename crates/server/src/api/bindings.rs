@@ -7,6 +7,11 @@
 //!
 //! Seed 002 §2.5: every role sees, sets and logs out of only the bindings it created;
 //! another user's binding is "not found".
+//!
+//! Only an admin gives a binding an instance `url` (a self-hosted GitLab, Gitee or
+//! GitHub Enterprise): the server sends the binding's token and OAuth client secret
+//! there, so where that is stays the admin's decision (`403` for anyone else, whose
+//! bindings use the provider's public service).
 
 use super::{AppStateRef, created, json_body};
 use crate::AppState;
@@ -84,6 +89,14 @@ pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> A
         ));
     }
     let url = given(request.url);
+    if url.is_some() && authz::check(&caller, Action::SetInstanceUrl, &Object::System).is_err() {
+        return Err(AppError::Forbidden(format!(
+            "only an admin may give a binding an instance URL (`url`): the server sends the binding's token and \
+             OAuth client secret there; leave `url` out to use the public {} service, or ask an admin to create \
+             the binding for a self-hosted instance",
+            if PROVIDERS.contains(&request.provider.as_str()) { request.provider.as_str() } else { "provider's" }
+        )));
+    }
     if let Some(url) = &url
         && let Err(why) = check_instance_url(url)
     {

@@ -6,7 +6,7 @@
 //! is listed once in [`crate::openapi::ROUTES`], which also builds the OpenAPI
 //! document, so the two cannot drift (a test checks that each documented route exists).
 
-mod bindings;
+pub(crate) mod bindings;
 mod deliveries;
 mod logs;
 mod pipelines;

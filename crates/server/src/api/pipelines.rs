@@ -162,13 +162,14 @@ async fn save_and_maybe_run(state: &AppState, caller: &Caller, row: PipelineRow,
 async fn install_webhook(
     state: &AppState,
     pipeline: &wharf_core::model::Pipeline,
+    creator: &str,
     headers: &HeaderMap,
 ) -> Option<crate::forges::HookInstall> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)));
-    state.forges.install_webhook(state, pipeline, host).await
+    state.forges.install_webhook(state, pipeline, creator, host).await
 }
 
 fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, String>) -> ApiResult<String> {
@@ -202,8 +203,9 @@ pub async fn create(
     check_run(&state, &pipeline, &project, true, run).await?;
     let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
+    let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
-    saved.webhook = install_webhook(&state, &pipeline, &headers).await;
+    saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
     Ok(created(saved))
 }
 
@@ -331,8 +333,9 @@ pub async fn update(
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
     state.timers.changed(row.id).await;
+    let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
-    saved.webhook = install_webhook(&state, &pipeline, &headers).await;
+    saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
     Ok(axum::Json(saved).into_response())
 }
 

@@ -123,7 +123,9 @@ impl IntoResponse for Failure {
 type Answer = Result<Response, Failure>;
 
 /// How a provider failure is answered: our own input is 422, a missing token 409, a
-/// repository the provider does not know 404, anything else the provider did 502.
+/// repository the provider does not know 404, an address the outbound policy refuses
+/// 403 (nothing was sent), anything else the provider did 502. No answer repeats what
+/// the provider said (see [`wharf_scm::provider`]).
 fn provider_error(binding: &Binding, e: ProviderError) -> Failure {
     let name = &binding.name;
     match e {
@@ -135,6 +137,10 @@ fn provider_error(binding: &Binding, e: ProviderError) -> Failure {
             Failure::App(AppError::NotFound(format!("{what} at {}", title(provider))))
         }
         ProviderError::Invalid(message) => Failure::App(AppError::invalid("the request is not valid", "repo", message)),
+        ProviderError::Refused { message, .. } => {
+            tracing::warn!(binding = %name, %message, "outbound call refused");
+            Failure::App(AppError::Forbidden(format!("binding `{name}`: {message}")))
+        }
         other => {
             tracing::warn!(binding = %name, error = %other, "provider call failed");
             Failure::BadGateway(format!("binding `{name}`: {other}"))
@@ -373,7 +379,12 @@ async fn connect(
     let grant =
         client.exchange_code(client_id.trim(), client_secret, code, &pending.redirect_uri).await.map_err(|e| {
             tracing::warn!(binding = %name, error = %e, "OAuth code exchange failed");
-            (StatusCode::BAD_GATEWAY, format!("Binding `{name}` is not connected: {e}"))
+            let status = if matches!(e, ProviderError::Refused { .. }) {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::BAD_GATEWAY
+            };
+            (status, format!("Binding `{name}` is not connected: {e}"))
         })?;
     let stored = crate::forges::stored_grant(&grant, Some(&pending.redirect_uri));
     state.store.set_binding_grant(name, &stored).await.map_err(|e| {

@@ -73,8 +73,11 @@ pub fn access(registry: &Registry) -> RegistryAccess {
     }
 }
 
-fn client(registry: &Registry) -> Result<RegistryClient, Failure> {
-    RegistryClient::new(access(registry)).map_err(|e| Failure::App(AppError::Internal(e.to_string())))
+/// A client for `registry`: the registry itself wherever it is (an admin registered
+/// it); its realms, redirects and upload addresses under the outbound policy.
+fn client(state: &crate::AppState, registry: &Registry) -> Result<RegistryClient, Failure> {
+    RegistryClient::new(access(registry), &state.forges.policy)
+        .map_err(|e| Failure::App(AppError::Internal(e.to_string())))
 }
 
 /// How a registry failure is answered: our input 422, a missing repository or tag
@@ -161,7 +164,7 @@ pub async fn create(
             created_at: 0,
             updated_at: 0,
         };
-        match client(&probe)?.ping().await {
+        match client(&state, &probe)?.ping().await {
             Ok(()) => {}
             Err(e @ RegistryError::Unauthorized { .. }) => {
                 return Err(AppError::invalid("the registry refused the credentials", "password", e.to_string()).into());
@@ -260,7 +263,7 @@ pub async fn repositories(
 ) -> Answer {
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
-    let all = client(&registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
+    let all = client(&state, &registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
     let items: Vec<Value> = all
         .iter()
         .filter_map(|repo| {
@@ -283,7 +286,7 @@ pub async fn tags(
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
-    let client = client(&registry)?;
+    let client = client(&state, &registry)?;
     let tags = client.tags(&repository).await.map_err(|e| registry_error(&registry, e))?;
     let (client, repository_ref) = (&client, &repository);
     let infos: Vec<Result<wharf_image::TagInfo, RegistryError>> = futures_util::stream::iter(tags)
@@ -328,7 +331,7 @@ pub async fn delete_tag(
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
     check_tag(&tag).map_err(|e| AppError::invalid("the path is not valid", "tag", e.to_string()))?;
-    let client = client(&registry)?;
+    let client = client(&state, &registry)?;
     let digest = client.resolve(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
     let also = client.delete_tag(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
     Ok(axum::Json(json!({
@@ -392,7 +395,7 @@ pub async fn upload(
     if size == 0 {
         return Err(AppError::invalid("the upload is empty", "body", "send a `docker save` tarball as the body").into());
     }
-    let client = client(&registry)?;
+    let client = client(&state, &registry)?;
     match wharf_image::upload_tarball(&client, &spool, &workspace).await {
         Ok(pushed) => {
             tracing::info!(registry = %name, %workspace, images = pushed.len(), "tarball uploaded");

@@ -426,10 +426,13 @@ pub async fn start_in(dir: tempfile::TempDir) -> TestServer {
 }
 
 /// The configuration [`start_in`] uses: loopback, the test token and password, a test
-/// licence for 1000 pipelines.
+/// licence for 1000 pipelines, and loopback allowed for the server's own calls (the
+/// mock provider and registries listen there: the admin's `outbound_allow` decision;
+/// tests of the refusal clear it).
 pub fn test_config(dir: &std::path::Path) -> ServerConfig {
     wharf_testenv::server_root(dir);
     let mut config = ServerConfig::new(dir.join("data"));
+    config.outbound_allow = vec!["127.0.0.1".to_owned()];
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.admin_token = Some(TOKEN.to_owned());
     config.admin_password = Some(ADMIN_PASSWORD.to_owned());
