@@ -136,3 +136,49 @@ async fn a_docker_server_pulls_with_the_credentials_of_the_registered_registry()
     assert!(log.contains("pulled-and-ran"), "{log}");
     assert!(!log.contains(&env.registry_password), "{log}");
 }
+
+/// A container has the run's outputs directory mounted (as root inside): links it
+/// plants there are never followed by the server — not to read the server's own
+/// environment into the record, not to truncate `secret.key` through a link named
+/// like the next attempt's output file (issue 11, finding 2).
+#[tokio::test]
+async fn links_a_container_plants_for_wharf_output_are_never_followed() {
+    let Some(s) = docker_server(false).await else { return };
+    let key = s.dir.path().join("data/secret.key");
+    let key_before = std::fs::read(&key).expect("the server made its key file");
+    let yaml = format!(
+        r#"name: links
+default_image: {image}
+stages:
+  - name: A
+    mode: parallel
+    on_error: ignore
+    tasks:
+      - name: environ
+        type: script
+        outputs: [CARGO_PKG_NAME]
+        script: ln -sf /proc/self/environ "$WHARF_OUTPUT"
+      - name: truncate
+        type: script
+        retries: 1
+        script: |
+          case "$WHARF_OUTPUT" in
+            *-1.env) ln -s {key} "$(dirname "$WHARF_OUTPUT")/0-1-2.env"; exit 1 ;;
+          esac
+          echo "attempt 2 found $(wc -c < "$WHARF_OUTPUT") bytes"
+"#,
+        image = image(),
+        key = key.display()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("links", json!({})).await);
+    let done = s.wait_run(run).await;
+    let tasks = &done["stages"][0]["tasks"];
+    assert_eq!(tasks[0]["status"], "failed", "{done:#}");
+    assert!(tasks[0]["reason"].as_str().unwrap_or("").contains("symbolic link"), "{done:#}");
+    // The test process (the server here) has CARGO_PKG_NAME=wharf-server in its environment.
+    assert!(!done.to_string().contains("wharf-server"), "the server's environment reached the record: {done:#}");
+    assert_eq!(tasks[1]["status"], "succeeded", "{done:#}");
+    assert!(log_of(&s, run, "truncate").await.contains("attempt 2 found 0 bytes"));
+    assert_eq!(std::fs::read(&key).unwrap(), key_before, "secret.key was written through the link");
+}
