@@ -1331,6 +1331,44 @@ stages:
     }
 }
 
+/// The whole-run download is streamed from the log files as the client reads it, not
+/// gathered in memory first: a line appended to the log after the download began (and
+/// far beyond what socket buffers hold) is in the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_run_log_is_streamed_from_the_files_as_it_is_read() {
+    use std::io::Write;
+    let s = common::start().await;
+    s.create("name: big\nstages:\n  - name: Build\n    tasks:\n      - name: main\n        type: script\n        script: echo small\n").await;
+    let id = id_of(&s.start_run("big", json!({})).await);
+    s.wait_run(id).await;
+    let path = s.dir.path().join("data/logs").join(id.to_string()).join("0-0.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let line = format!("2026-01-01T00:00:00.000Z out {}\n", "x".repeat(1000));
+    let block = line.repeat(1024);
+    const BLOCKS: usize = 64; // 64 MiB: far more than loopback socket buffers hold
+    for _ in 0..BLOCKS {
+        file.write_all(block.as_bytes()).unwrap();
+    }
+    let mut response = s.client.get(s.url(&format!("/runs/{id}/log"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut got = 0usize;
+    let mut tail = Vec::new();
+    while got < 1 << 20 {
+        got += response.chunk().await.unwrap().expect("more of the download").len();
+    }
+    let marker = "2026-01-01T00:00:01.000Z out appended after the download began\n";
+    file.write_all(marker.as_bytes()).unwrap();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        got += chunk.len();
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(200)..]);
+        let keep = tail.len().saturating_sub(400);
+        tail.drain(..keep);
+    }
+    assert!(got > BLOCKS * block.len(), "the download holds the whole log ({got} bytes)");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.ends_with(marker), "the line appended mid-download is in it; the download ends:\n{tail}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_of_a_task_that_never_ran_are_empty_and_complete() {
     let s = common::start().await;
