@@ -788,7 +788,10 @@ fn login_users_tokens_and_secrets_from_the_command_line() {
     let refused = server.wharf_with_input(&["pipelines", "list"], "", Some(&ci));
     refused.expect_code(2).stderr_has("refused the token");
 
-    // Secrets: the value from stdin, never printed; list shows names.
+    // Secrets: the value from stdin, never printed; list shows names. Short values are
+    // refused with the server's reason.
+    let short = server.wharf_with_input(&["secrets", "set", "DEPLOY_KEY"], "abc\n", Some(&token));
+    short.expect_code(2).stderr_has("`DEPLOY_KEY`").stderr_has("at least 8");
     let set = server.wharf_with_input(&["secrets", "set", "DEPLOY_KEY"], "cli-secret-value-42\n", Some(&token));
     set.expect_code(0);
     let listed = server.wharf(&["secrets", "list"]);

@@ -367,12 +367,29 @@ async fn secrets_never_show_in_answers_logs_or_the_database_file() {
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
+/// A one-character secret would mask that letter in every log of the project: values
+/// shorter than 8 characters are refused, naming the secret and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_shorter_than_eight_characters_are_refused() {
+    let s = common::start().await;
+    for short in ["e", "1234567", "ééééééé"] {
+        let answer = s.call(Method::PUT, "/secrets/SHORT", Some(json!({ "value": short }))).await.expect_error(422);
+        let text = answer.error_text();
+        assert!(text.contains("`SHORT`") && text.contains("value: ") && text.contains("at least 8"), "{text}");
+    }
+    assert_eq!(s.get("/secrets").await.json["total"], 0, "nothing stored");
+    s.call(Method::PUT, "/secrets/SHORT", Some(json!({ "value": "12345678" }))).await.expect(201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_per_project_and_for_admins_and_managers_only() {
     let s = common::start().await;
     let p = people(&s).await;
     let manager = &p.by_role["manager"];
-    manager.call(Method::PUT, "/secrets/TOKEN?project=alpha", Some(json!({ "value": "alpha-v" }))).await.expect(201);
+    manager
+        .call(Method::PUT, "/secrets/TOKEN?project=alpha", Some(json!({ "value": "alpha-value" })))
+        .await
+        .expect(201);
     manager.call(Method::PUT, "/secrets/TOKEN?project=beta", Some(json!({ "value": "x" }))).await.expect_error(403);
     p.by_role["user"]
         .call(Method::PUT, "/secrets/T?project=alpha", Some(json!({ "value": "x" })))
