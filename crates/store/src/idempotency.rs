@@ -8,6 +8,10 @@ use sqlx::Row;
 /// How long a key answers with its run: 24 hours.
 pub const KEPT_MS: i64 = 24 * 3600 * 1000;
 
+/// A claim whose run was never recorded (its server died mid-request) is forgotten
+/// after this long, so the key does not answer 409 for a day.
+pub const ABANDONED_MS: i64 = 60 * 1000;
+
 /// What a claim found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -21,7 +25,8 @@ pub enum Claim {
 
 impl Store {
     /// Claims `key` of `caller` on `pipeline_id` for a request whose fingerprint is
-    /// `body_sha256`, forgetting keys older than [`KEPT_MS`] first.
+    /// `body_sha256`, forgetting keys older than [`KEPT_MS`] (and claims abandoned for
+    /// [`ABANDONED_MS`]) first.
     pub async fn claim_run_request(
         &self,
         pipeline_id: i64,
@@ -32,7 +37,11 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM run_requests WHERE created_at < ?").bind(now - KEPT_MS).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM run_requests WHERE created_at < ? OR (run_id IS NULL AND created_at < ?)")
+            .bind(now - KEPT_MS)
+            .bind(now - ABANDONED_MS)
+            .execute(&mut *tx)
+            .await?;
         let existing = sqlx::query(
             "SELECT body_sha256, run_id, number FROM run_requests WHERE pipeline_id = ? AND caller = ? AND key = ?",
         )
@@ -114,6 +123,12 @@ mod tests {
         s.finish_run_request(1, "ann", "k1", (7, 3)).await.unwrap();
         let done = Claim::Used { body_sha256: "aa".into(), run: Some((7, 3)) };
         assert_eq!(s.claim_run_request(1, "ann", "k1", "aa").await.unwrap(), done);
+        sqlx::query("UPDATE run_requests SET created_at = created_at - ? WHERE caller = 'bob'")
+            .bind(ABANDONED_MS + 1)
+            .execute(s.pool())
+            .await
+            .unwrap();
+        assert_eq!(s.claim_run_request(1, "bob", "k1", "aa").await.unwrap(), Claim::New, "an abandoned claim");
         s.release_run_request(1, "bob", "k1").await.unwrap();
         assert_eq!(s.claim_run_request(1, "bob", "k1", "cc").await.unwrap(), Claim::New, "released");
         sqlx::query("UPDATE run_requests SET created_at = 0").execute(s.pool()).await.unwrap();
