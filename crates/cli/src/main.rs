@@ -250,18 +250,25 @@ fn secrets(args: &RunArgs) -> Result<BTreeMap<String, String>> {
             let (k, v) = line
                 .split_once('=')
                 .with_context(|| format!("{} line {}: expected NAME=VALUE", file.display(), i + 1))?;
+            if let Some(why) = wharf_engine::mask::refuse_short_secret(v) {
+                bail!("{} line {}: secret {}: {why}", file.display(), i + 1, k.trim());
+            }
             out.insert(k.trim().to_owned(), v.to_owned());
         }
     }
     for item in &args.secrets {
-        match item.split_once('=') {
-            Some((k, v)) => out.insert(k.to_owned(), v.to_owned()),
+        let (name, value) = match item.split_once('=') {
+            Some((k, v)) => (k.to_owned(), v.to_owned()),
             None => {
                 let value = std::env::var(item)
                     .with_context(|| format!("--secret {item}: the environment variable {item} is not set"))?;
-                out.insert(item.clone(), value)
+                (item.clone(), value)
             }
         };
+        if let Some(why) = wharf_engine::mask::refuse_short_secret(&value) {
+            bail!("--secret {name}: {why}");
+        }
+        out.insert(name, value);
     }
     Ok(out)
 }

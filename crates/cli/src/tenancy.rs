@@ -1,4 +1,4 @@
-//! Client commands for tenancy: `wharf users add|list`, `wharf tokens
+//! Client commands for tenancy: `wharf users add|list|disable|enable|delete`, `wharf tokens
 //! create|list|revoke`, `wharf secrets set|list|delete`, and `wharf login` (a
 //! password in, an API token out, for `WHARF_TOKEN`).
 
@@ -32,8 +32,15 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users with their roles and projects (admins).
+    /// List users with their roles, projects and whether they are disabled (admins).
     List,
+    /// Disable a user (admins): no login; their tokens and sessions stop working at once.
+    Disable { name: String },
+    /// Enable a disabled user again (their tokens work again; sessions were ended).
+    Enable { name: String },
+    /// Delete a user with their tokens, sessions and memberships (admins). What they
+    /// created (pipelines, bindings, secrets) stays, still naming them.
+    Delete { name: String },
 }
 
 #[derive(clap::Args, Debug)]
@@ -137,11 +144,21 @@ pub async fn users(args: UsersArgs) -> Result<ExitCode> {
         }
         UsersCommand::List => {
             let users = client.get(&["users"]).await?;
-            println!("{:<24} {:<8} PROJECTS", "NAME", "ROLE");
+            println!("{:<24} {:<8} {:<9} PROJECTS", "NAME", "ROLE", "STATE");
             for u in users["items"].as_array().into_iter().flatten() {
                 let projects: Vec<String> = u["projects"].as_array().into_iter().flatten().map(text).collect();
-                println!("{:<24} {:<8} {}", text(&u["name"]), text(&u["role"]), projects.join(", "));
+                let state = if u["disabled_at"].is_i64() { "disabled" } else { "enabled" };
+                println!("{:<24} {:<8} {state:<9} {}", text(&u["name"]), text(&u["role"]), projects.join(", "));
             }
+        }
+        UsersCommand::Disable { ref name } | UsersCommand::Enable { ref name } => {
+            let disabled = matches!(args.command, UsersCommand::Disable { .. });
+            client.call(Method::PUT, client.url(&["users", name]), Some(json!({ "disabled": disabled }))).await?;
+            println!("{} user {name}", if disabled { "disabled" } else { "enabled" });
+        }
+        UsersCommand::Delete { name } => {
+            client.call(Method::DELETE, client.url(&["users", &name]), None).await?;
+            println!("deleted user {name}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -896,7 +896,7 @@ stages:
 fn secrets_are_masked_everywhere() {
     let sb = Sandbox::new();
     sb.write("secrets.yaml", SECRETS);
-    let out = sb.run("secrets.yaml", &["-s", "TOKEN=hunter2"]);
+    let out = sb.run("secrets.yaml", &["-s", "TOKEN=hunter22"]);
     out.expect_code(0)
         .stdout_has("[Build/login] token=*** braces=***\n")
         .stdout_has("[Build/login] to stderr: ***\n")
@@ -904,7 +904,7 @@ fn secrets_are_masked_everywhere() {
         .stdout_has("[Build/other] other sees []\n")
         .stdout_has("[Build/other] output x***x\n");
     assert!(
-        !out.stdout.contains("hunter2") && !out.stderr.contains("hunter2"),
+        !out.stdout.contains("hunter22") && !out.stderr.contains("hunter22"),
         "secret in clear:\n{}\n{}",
         out.stdout,
         out.stderr
@@ -923,7 +923,7 @@ fn secrets_are_masked_everywhere() {
             continue;
         }
         let bytes = std::fs::read(&file).unwrap();
-        assert!(!String::from_utf8_lossy(&bytes).contains("hunter2"), "{} holds the secret in clear", file.display());
+        assert!(!String::from_utf8_lossy(&bytes).contains("hunter22"), "{} holds the secret in clear", file.display());
     }
 }
 
@@ -943,6 +943,13 @@ fn secrets_from_the_environment_and_from_a_file_are_masked_too() {
     out.expect_code(0).stdout_has("token=*** braces=***");
     assert!(!out.stdout.contains("file-s3cret"), "{}", out.stdout);
 
+    // Values shorter than 8 characters are refused, naming the secret and the rule.
+    let out = sb.run("secrets.yaml", &["-s", "TOKEN=abc"]);
+    out.expect_code(2).stderr_has("--secret TOKEN").stderr_has("at least 8");
+    sb.write("short.env", "TOKEN=x\n");
+    let out = sb.run("secrets.yaml", &["--secrets-file", "short.env"]);
+    out.expect_code(2).stderr_has("short.env line 1: secret TOKEN").stderr_has("at least 8");
+
     // `-s NAME` without the variable set is a command-line error.
     let out = sb.run("secrets.yaml", &["-s", "TOKEN"]);
     out.expect_code(2).stderr_has("TOKEN");
@@ -957,7 +964,7 @@ fn a_secret_that_was_not_given_stops_the_run_before_it_starts() {
     assert!(!out.stdout.contains("Run #"), "{}", out.stdout);
     sb.assert_no_runs("secrets");
     // Another secret does not stand in for it.
-    sb.run("secrets.yaml", &["-s", "OTHER=x"]).expect_code(2).stderr_has("`TOKEN`");
+    sb.run("secrets.yaml", &["-s", "OTHER=other-value"]).expect_code(2).stderr_has("`TOKEN`");
     sb.assert_no_runs("secrets");
 }
 
@@ -983,13 +990,13 @@ stages:
           echo " end"
 "#,
     );
-    let out = sb.run("long.yaml", &["-s", "TOKEN=hunter2", "--quiet"]);
+    let out = sb.run("long.yaml", &["-s", "TOKEN=hunter22", "--quiet"]);
     out.expect_code(0);
     let log = parse_log(&sb.task_log("long", 1, "Build", "leak"));
     let joined: String = log.iter().filter(|l| l.tag == "out").map(|l| l.text.as_str()).collect();
     assert!(joined.ends_with(" end"), "the whole output is kept");
     assert!(
-        !joined.contains("hunter2"),
+        !joined.contains("hunter22"),
         "the secret can be read back from the log: ...{}",
         &joined[joined.len().saturating_sub(20)..]
     );

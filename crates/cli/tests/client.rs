@@ -789,7 +789,22 @@ fn login_users_tokens_and_secrets_from_the_command_line() {
     let refused = server.wharf_with_input(&["pipelines", "list"], "", Some(&ci));
     refused.expect_code(2).stderr_has("refused the token");
 
-    // Secrets: the value from stdin, never printed; list shows names.
+    // Users: disable (their tokens refused at once), enable, delete; yourself refused.
+    let bo = server.wharf_with_input(&["tokens", "create", "bo-ci", "--user", "bo"], "", Some(&token));
+    let bo = bo.stdout.trim().to_owned();
+    server.wharf(&["users", "disable", "bo"]).expect_code(0).stdout_has("disabled user bo");
+    server.wharf(&["users", "list"]).expect_code(0).stdout_has("disabled");
+    server.wharf_with_input(&["pipelines", "list"], "", Some(&bo)).expect_code(2).stderr_has("refused the token");
+    server.wharf(&["users", "enable", "bo"]).expect_code(0);
+    server.wharf_with_input(&["pipelines", "list"], "", Some(&bo)).expect_code(0);
+    server.wharf(&["users", "delete", "bo"]).expect_code(0).stdout_has("deleted user bo");
+    server.wharf_with_input(&["pipelines", "list"], "", Some(&bo)).expect_code(2).stderr_has("refused the token");
+    server.wharf(&["users", "delete", "admin"]).expect_code(2).stderr_has("yourself");
+
+    // Secrets: the value from stdin, never printed; list shows names. Short values are
+    // refused with the server's reason.
+    let short = server.wharf_with_input(&["secrets", "set", "DEPLOY_KEY"], "abc\n", Some(&token));
+    short.expect_code(2).stderr_has("`DEPLOY_KEY`").stderr_has("at least 8");
     let set = server.wharf_with_input(&["secrets", "set", "DEPLOY_KEY"], "cli-secret-value-42\n", Some(&token));
     set.expect_code(0);
     let listed = server.wharf(&["secrets", "list"]);

@@ -407,3 +407,52 @@ async fn kill_9_during_runs_loses_nothing_and_recovers_by_the_rules() {
     eprintln!("crash test took {:?}", started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(40), "the crash test should stay under 40 s");
 }
+
+/// A run that was only waiting for a slot when the server was killed (its task
+/// `pending`, nothing executed) is queued again after the restart under its own
+/// number, and runs; the run that held the slot keeps the interrupted-run rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_for_a_slot_is_queued_again_after_kill_9() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let port = free_port();
+    let mut groups = Groups::default();
+    let one_slot = ["--max-parallel-tasks", "1"];
+    let mut server = Server::start(&root, port, 1, TOKEN, &one_slot, Duration::from_secs(10)).await;
+    let holder = server.create_pipeline(QUIET_PIPELINE).await;
+    let waiter = server
+        .create_pipeline(
+            "name: crash-waiter\nstages:\n  - name: Build\n    tasks:\n      - name: main\n        type: script\n        \
+             script: echo \"ran as $BUILD_ID\"\n",
+        )
+        .await;
+    let (holding, _) = server.start_run(holder, json!({})).await;
+    server.wait_run(holding, Duration::from_secs(10), "the slot taken", |r| status(task(r, 0, 0)) == "running").await;
+    let until = Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Some(pid) = pid_in(&server.task_log(holding, "long").await) {
+            break pid;
+        }
+        assert!(Instant::now() < until, "the slot holder printed no pid");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    groups.0.push(pid);
+    let (waiting, number) = server.start_run(waiter, json!({})).await;
+    assert_eq!(number, 1);
+    server
+        .wait_run(waiting, Duration::from_secs(10), "waiting for the slot", |r| status(task(r, 0, 0)) == "pending")
+        .await;
+    server.kill9();
+
+    let server = Server::start(&root, port, 2, TOKEN, &one_slot, Duration::from_secs(10)).await;
+    let held = server.wait_run(holding, Duration::from_secs(10), "an end", ended).await;
+    assert_eq!((status(&held), reason(&held)), ("failed", INTERRUPTED), "{held:#}");
+    let run = server.wait_run(waiting, Duration::from_secs(10), "an end", ended).await;
+    assert_eq!(status(&run), "succeeded", "the waiting run ran after the restart: {run:#}");
+    assert_eq!(run["number"], 1, "under its own number");
+    assert_eq!(texts(&server.task_log(waiting, "main").await), ["ran as 1"]);
+    let run_log = server.task_log(waiting, "@run").await;
+    assert!(run_log.contains("queued again"), "its run log says why:\n{run_log}");
+    let listed = server.get(&format!("/pipelines/{waiter}/runs")).await;
+    assert_eq!(listed["total"], 1, "no second run: {listed:#}");
+}

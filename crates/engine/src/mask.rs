@@ -11,6 +11,24 @@
 //! interleaved with other text, and the up to 4 base64 characters at either end of an
 //! embedded secret that also carry neighbouring bytes.
 
+/// The fewest characters a secret value may have (GitLab's rule for masked
+/// variables). A shorter value would be masked wherever its text appears: a one-letter
+/// secret turns that letter into `***` in every log of the project. Values stored
+/// before the rule stay masked as they are (no secret is ever shown); set them again
+/// with a longer value.
+pub const MIN_SECRET_CHARS: usize = 8;
+
+/// Why `value` cannot be a secret, if it cannot (the message says the rule).
+pub fn refuse_short_secret(value: &str) -> Option<String> {
+    let chars = value.chars().count();
+    (chars < MIN_SECRET_CHARS).then(|| {
+        format!(
+            "the value has {chars} character(s); a secret must have at least {MIN_SECRET_CHARS}, or its text would \
+             be masked as *** wherever it appears in the logs"
+        )
+    })
+}
+
 /// Replaces every occurrence of any secret value with `***`.
 #[derive(Clone, Debug, Default)]
 pub struct Masker {
@@ -135,6 +153,15 @@ mod tests {
         let m = Masker::new(["hunter2", "hunter2-extended", ""]);
         assert_eq!(m.mask("pw=hunter2 and hunter2-extended"), "pw=*** and ***");
         assert_eq!(m.mask("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn secrets_shorter_than_eight_characters_are_refused() {
+        let why = super::refuse_short_secret("abc").unwrap();
+        assert!(why.contains("3 character(s)") && why.contains("at least 8"), "{why}");
+        assert!(super::refuse_short_secret("").is_some());
+        assert!(super::refuse_short_secret("ééééééé").is_some(), "counted in characters, not bytes");
+        assert_eq!(super::refuse_short_secret("12345678"), None);
     }
 
     #[test]

@@ -154,7 +154,7 @@ pub fn cookie<'a>(header: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// Resolves a bearer token to its caller; `None` when unknown, expired, revoked or
-/// its user is gone.
+/// its user is gone or disabled.
 pub async fn caller_from_token(
     store: &Store,
     token: &str,
@@ -180,7 +180,8 @@ pub async fn caller_from_token(
     }))
 }
 
-/// Resolves a session cookie to its caller and the session's CSRF token.
+/// Resolves a session cookie to its caller and the session's CSRF token; `None` when
+/// unknown, expired, or its user is gone or disabled.
 pub async fn caller_from_session(
     store: &Store,
     session_id: &str,
@@ -188,7 +189,9 @@ pub async fn caller_from_session(
 ) -> Result<Option<(Caller, String)>, StoreError> {
     let id_sha256 = sha256_hex(session_id.as_bytes());
     let Some(session) = store.session(&id_sha256, now_ms()).await? else { return Ok(None) };
-    let Some(user) = store.find_user(&session.user).await? else { return Ok(None) };
+    let Some(user) = store.find_user(&session.user).await?.filter(|u| u.disabled_at.is_none()) else {
+        return Ok(None);
+    };
     let Some(role) = Role::parse(&user.role) else { return Ok(None) };
     let caller = Caller {
         name: user.name,

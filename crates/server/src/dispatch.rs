@@ -423,7 +423,8 @@ impl Dispatcher {
 
     /// Settles what a previous server process left: runs it had started are failed
     /// ("interrupted by server restart") or started again when their pipeline says
-    /// `retry_on_restart: true`; queued runs go back in the queue. Then starts the
+    /// `retry_on_restart: true`; runs that had executed nothing yet (waiting for a slot)
+    /// and queued runs go back in the queue, keeping their numbers. Then starts the
     /// scheduler.
     pub async fn recover(state: &Arc<AppState>) -> Result<(), ServerError> {
         let this = &state.dispatcher;
@@ -454,6 +455,9 @@ impl Dispatcher {
         for row in interrupted {
             if let Some(ids) = this.reattach(state, &row, &containers).await {
                 adopted.extend(ids);
+                continue;
+            }
+            if this.requeue_unstarted(state, &row).await {
                 continue;
             }
             let mut record = row.record.clone();
@@ -558,6 +562,45 @@ impl Dispatcher {
             }
         });
         Ok(())
+    }
+
+    /// Puts back in the queue, under its own number, a run the previous process had
+    /// taken from the queue but that had executed nothing yet (it waited for a slot):
+    /// its record is made afresh, `queued`, and the queue sweep of [`recover`](Self::recover)
+    /// picks it up. Retries of a failed stage, and runs that got further, are left to
+    /// the interrupted-run rules (`false`).
+    async fn requeue_unstarted(&self, state: &Arc<AppState>, row: &RunRow) -> bool {
+        if row.summary.retry_of.is_some() || !executed_nothing(&row.record) {
+            return false;
+        }
+        let Ok(model) = self.pipeline_version(row.summary.pipeline_id, row.summary.version).await else {
+            return false;
+        };
+        let record = wharf_engine::initial_record(&RunRequest {
+            pipeline: model,
+            number: row.summary.number as u64,
+            increment: row.summary.increment as u64,
+            cause: row.record.cause.clone(),
+            parameters: row.record.parameters.clone(),
+            secrets: BTreeMap::new(),
+            workspace: Workspace::Checkout { dir: PathBuf::new() },
+            commit: row.summary.commit.clone(),
+            git_ref: pinned_ref(&row.record),
+            resume: None,
+            created_at: row.record.progress.history.first().map(|t| t.at),
+            labels: vec![],
+            registries: Default::default(),
+        });
+        if let Err(e) = state.store.save_record(row.summary.id, &record).await {
+            tracing::error!(run = row.summary.id, error = %e, "cannot queue an unstarted run again");
+            return false;
+        }
+        let why = "the server restarted before this run had started any task; it is queued again";
+        if let Ok(mut w) = state.logs.writer(row.summary.id, LogKey::Run) {
+            let _ = w.append(&log_line(jiff::Timestamp::now(), Stream::System, why));
+        }
+        tracing::warn!(run = row.summary.id, "{why}");
+        true
     }
 
     /// Starts every queued run its pipeline's concurrency allows.
@@ -989,6 +1032,18 @@ fn end_unstarted(record: &mut RunRecord, status: Status, why: &str) {
     if record.progress.advance(status, now).is_ok() {
         record.reason = Some(why.to_owned());
     }
+}
+
+/// Whether a run had executed nothing: no checkout and no task past waiting for a
+/// slot (`pending`), no attempt made, nothing waiting for a person.
+fn executed_nothing(record: &RunRecord) -> bool {
+    let waiting_only = |status: Status| matches!(status, Status::Queued | Status::Pending);
+    matches!(record.progress.status, Status::Queued | Status::Pending | Status::Running)
+        && record.checkout.as_ref().is_none_or(|c| waiting_only(c.progress.status))
+        && record.stages.iter().all(|stage| {
+            matches!(stage.progress.status, Status::Queued | Status::Pending | Status::Running)
+                && stage.tasks.iter().all(|t| waiting_only(t.progress.status) && t.attempts == 0)
+        })
 }
 
 /// Ends a run whose server died under it: what was running or waiting failed, what

@@ -1331,6 +1331,79 @@ stages:
     }
 }
 
+/// The whole-run download is streamed from the log files as the client reads it, not
+/// gathered in memory first: a line appended to the log after the download began (and
+/// far beyond what socket buffers hold) is in the download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_run_log_is_streamed_from_the_files_as_it_is_read() {
+    use std::io::Write;
+    let s = common::start().await;
+    s.create("name: big\nstages:\n  - name: Build\n    tasks:\n      - name: main\n        type: script\n        script: echo small\n").await;
+    let id = id_of(&s.start_run("big", json!({})).await);
+    s.wait_run(id).await;
+    let path = s.dir.path().join("data/logs").join(id.to_string()).join("0-0.log");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    let line = format!("2026-01-01T00:00:00.000Z out {}\n", "x".repeat(1000));
+    let block = line.repeat(1024);
+    const BLOCKS: usize = 64; // 64 MiB: far more than loopback socket buffers hold
+    for _ in 0..BLOCKS {
+        file.write_all(block.as_bytes()).unwrap();
+    }
+    let mut response = s.client.get(s.url(&format!("/runs/{id}/log"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut got = 0usize;
+    let mut tail = Vec::new();
+    while got < 1 << 20 {
+        got += response.chunk().await.unwrap().expect("more of the download").len();
+    }
+    let marker = "2026-01-01T00:00:01.000Z out appended after the download began\n";
+    file.write_all(marker.as_bytes()).unwrap();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        got += chunk.len();
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(200)..]);
+        let keep = tail.len().saturating_sub(400);
+        tail.drain(..keep);
+    }
+    assert!(got > BLOCKS * block.len(), "the download holds the whole log ({got} bytes)");
+    let tail = String::from_utf8_lossy(&tail);
+    assert!(tail.ends_with(marker), "the line appended mid-download is in it; the download ends:\n{tail}");
+}
+
+/// `Idempotency-Key` on `POST …/runs`: a client that sends the same request again (a
+/// timeout, a retry) gets the run the first one started, not a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_answers_the_run_it_started() {
+    let s = common::start().await;
+    s.create(&one_task("idem", "parameters:\n  - name: X\n    default: a\n", "true")).await;
+    let server = &s;
+    let post = |key: &'static str, x: &'static str| async move {
+        let request = server.client.post(server.url("/pipelines/idem/runs")).header("idempotency-key", key);
+        Answer::read(request.json(&json!({ "parameters": { "X": x } })).send().await.unwrap()).await
+    };
+    let first = post("key-1", "a").await.expect(201);
+    assert_eq!(first.json["number"], 1);
+    assert_eq!(first.header("idempotent-replayed"), None);
+    let again = post("key-1", "a").await.expect(201);
+    assert_eq!(again.json, first.json, "the same run");
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(post("key-2", "a").await.expect(201).json["number"], 2, "another key, another run");
+    let reused = post("key-1", "b").await.expect_error(422);
+    let text = reused.error_text();
+    assert!(text.contains("Idempotency-Key") && text.contains("run #1") && text.contains("other parameters"), "{text}");
+    let bad = s
+        .client
+        .post(s.url("/pipelines/idem/runs"))
+        .header("idempotency-key", "has space")
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(Answer::read(bad).await.expect_error(422).error_text().contains("Idempotency-Key"));
+    // Without a key every POST starts a run.
+    assert_eq!(s.start_run("idem", json!({})).await["number"], 3);
+    assert_eq!(s.start_run("idem", json!({})).await["number"], 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_logs_of_a_task_that_never_ran_are_empty_and_complete() {
     let s = common::start().await;
@@ -1634,6 +1707,7 @@ async fn every_documented_route_is_routed() {
         let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
         let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
         let name = match route.path {
+            "/users/{name}" if route.method == "delete" => "route-user",
             p if p.starts_with("/users/") || p.starts_with("/projects/") => "admin",
             p if p.starts_with("/secrets/") => "ROUTE_SECRET",
             _ => binding,

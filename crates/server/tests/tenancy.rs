@@ -367,12 +367,29 @@ async fn secrets_never_show_in_answers_logs_or_the_database_file() {
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
 }
 
+/// A one-character secret would mask that letter in every log of the project: values
+/// shorter than 8 characters are refused, naming the secret and the rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_shorter_than_eight_characters_are_refused() {
+    let s = common::start().await;
+    for short in ["e", "1234567", "ééééééé"] {
+        let answer = s.call(Method::PUT, "/secrets/SHORT", Some(json!({ "value": short }))).await.expect_error(422);
+        let text = answer.error_text();
+        assert!(text.contains("`SHORT`") && text.contains("value: ") && text.contains("at least 8"), "{text}");
+    }
+    assert_eq!(s.get("/secrets").await.json["total"], 0, "nothing stored");
+    s.call(Method::PUT, "/secrets/SHORT", Some(json!({ "value": "12345678" }))).await.expect(201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secrets_are_per_project_and_for_admins_and_managers_only() {
     let s = common::start().await;
     let p = people(&s).await;
     let manager = &p.by_role["manager"];
-    manager.call(Method::PUT, "/secrets/TOKEN?project=alpha", Some(json!({ "value": "alpha-v" }))).await.expect(201);
+    manager
+        .call(Method::PUT, "/secrets/TOKEN?project=alpha", Some(json!({ "value": "alpha-value" })))
+        .await
+        .expect(201);
     manager.call(Method::PUT, "/secrets/TOKEN?project=beta", Some(json!({ "value": "x" }))).await.expect_error(403);
     p.by_role["user"]
         .call(Method::PUT, "/secrets/T?project=alpha", Some(json!({ "value": "x" })))
@@ -489,6 +506,115 @@ async fn login_sessions_are_strict_cookies_with_csrf_and_no_fixation() {
         .await
         .unwrap();
     Answer::read(cross).await.expect_error(403);
+}
+
+/// A new password or role ends the user's other sessions at once; the session that
+/// changed its own password stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_or_role_change_ends_the_users_other_sessions() {
+    let s = common::start().await;
+    s.user("ann", "admin", &[]).await;
+    let first = session_of(&set_cookie(&login(&s, "ann", "ann-password", None).await.expect(200)));
+    let second = login(&s, "ann", "ann-password", None).await.expect(200);
+    let second_csrf = second.json["csrf_token"].as_str().unwrap().to_owned();
+    let second = session_of(&set_cookie(&second));
+    with_cookie(&s, Method::GET, "/me", &first, None, None).await.expect(200);
+
+    // Ann changes her own password on her second session: the first one ends.
+    let change = json!({ "password": "ann-new-password" });
+    with_cookie(&s, Method::PUT, "/users/ann", &second, Some(&second_csrf), Some(change)).await.expect(200);
+    with_cookie(&s, Method::GET, "/me", &first, None, None).await.expect_error(401);
+    with_cookie(&s, Method::GET, "/me", &second, None, None).await.expect(200);
+    login(&s, "ann", "ann-password", None).await.expect_error(401);
+
+    // An admin's change ends every session of that user; so does a role change.
+    let third = session_of(&set_cookie(&login(&s, "ann", "ann-new-password", None).await.expect(200)));
+    s.call(Method::PUT, "/users/ann", Some(json!({ "password": "set-by-admin" }))).await.expect(200);
+    for cookie in [&second, &third] {
+        with_cookie(&s, Method::GET, "/me", cookie, None, None).await.expect_error(401);
+    }
+    let fourth = session_of(&set_cookie(&login(&s, "ann", "set-by-admin", None).await.expect(200)));
+    s.call(Method::PUT, "/users/ann", Some(json!({ "projects": [] }))).await.expect(200);
+    with_cookie(&s, Method::GET, "/me", &fourth, None, None).await.expect(200);
+    s.call(Method::PUT, "/users/ann", Some(json!({ "role": "manager" }))).await.expect(200);
+    with_cookie(&s, Method::GET, "/me", &fourth, None, None).await.expect_error(401);
+
+    let audit = s.get("/audit?actor=admin").await.json;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert!(actions.contains(&"end sessions (password changed): 2"), "{actions:?}");
+    assert!(actions.contains(&"end sessions (role changed): 1"), "{actions:?}");
+}
+
+/// A disabled user cannot log in, and their tokens and sessions stop working at once;
+/// enabled again, their tokens work again (their sessions are gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_user_is_refused_everywhere_at_once() {
+    let s = common::start().await;
+    let bob = s.user("bob", "user", &["alpha"]).await;
+    let session = session_of(&set_cookie(&login(&s, "bob", "bob-password", None).await.expect(200)));
+    bob.get("/me").await.expect(200);
+
+    let user = s.call(Method::PUT, "/users/bob", Some(json!({ "disabled": true }))).await.expect(200).json;
+    assert!(user["disabled_at"].is_i64(), "{user}");
+    bob.get("/me").await.expect_error(401);
+    bob.get("/pipelines").await.expect_error(401);
+    with_cookie(&s, Method::GET, "/me", &session, None, None).await.expect_error(401);
+    let refused = login(&s, "bob", "bob-password", None).await.expect_error(403);
+    assert!(refused.error_text().contains("disabled"), "{}", refused.text);
+    login(&s, "bob", "wrong-password", None).await.expect_error(401);
+    assert!(s.get("/users").await.text.contains("\"disabled_at\":"), "the list shows it");
+
+    s.call(Method::PUT, "/users/bob", Some(json!({ "disabled": false }))).await.expect(200);
+    bob.get("/me").await.expect(200);
+    with_cookie(&s, Method::GET, "/me", &session, None, None).await.expect_error(401);
+    login(&s, "bob", "bob-password", None).await.expect(200);
+
+    let audit = s.get("/audit?actor=admin").await.text;
+    assert!(audit.contains("disable user") && audit.contains("enable user"), "{audit}");
+}
+
+/// Deleting a user removes them, their tokens, sessions and memberships; what they
+/// created stays, naming them. Yourself, the built-in admin and the last enabled admin
+/// can be neither deleted nor disabled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_user_ends_their_tokens_and_sessions_and_keeps_their_pipelines() {
+    let s = common::start().await;
+    let cat = s.user("cat", "manager", &["alpha"]).await;
+    let session = session_of(&set_cookie(&login(&s, "cat", "cat-password", None).await.expect(200)));
+    let made = cat.send_yaml(Method::POST, "/pipelines?project=alpha", &pipeline_yaml("cats", "")).await.expect(201);
+    let pipeline = id_of(&made.json);
+
+    s.delete("/users/cat").await.expect(204);
+    cat.get("/me").await.expect_error(401);
+    with_cookie(&s, Method::GET, "/me", &session, None, None).await.expect_error(401);
+    login(&s, "cat", "cat-password", None).await.expect_error(401);
+    s.get("/users/cat/tokens").await.expect_error(404);
+    s.delete("/users/cat").await.expect_error(404);
+    assert!(!s.get("/users").await.text.contains("\"cat\""));
+    let kept = s.get(&format!("/pipelines/{pipeline}")).await.expect(200).json;
+    assert_eq!(kept["created_by"], "cat", "{kept}");
+    // The name is free again, without the old memberships or tokens.
+    let again = s.post("/users", json!({ "name": "cat", "role": "user" })).await.expect(201).json;
+    assert_eq!(again["projects"], json!([]));
+    assert_eq!(s.get("/users/cat/tokens").await.json["total"], 0);
+
+    // Who cannot go: yourself and the built-in admin; nor can the last enabled admin
+    // stop being one.
+    let dan = s.user("dan", "admin", &[]).await;
+    for body in [None, Some(json!({ "disabled": true }))] {
+        let method = if body.is_some() { Method::PUT } else { Method::DELETE };
+        let own = dan.call(method.clone(), "/users/dan", body.clone()).await.expect_error(409);
+        assert!(own.error_text().contains("yourself"), "{}", own.text);
+        let builtin = dan.call(method, "/users/admin", body).await.expect_error(409);
+        assert!(builtin.error_text().contains("built-in user `admin`"), "{}", builtin.text);
+    }
+    sqlx::query("UPDATE users SET disabled_at = 1 WHERE name = 'admin'")
+        .execute(s.server.state.store.pool())
+        .await
+        .unwrap();
+    let last = dan.call(Method::PUT, "/users/dan", Some(json!({ "role": "user" }))).await.expect_error(409);
+    assert!(last.error_text().contains("last enabled admin"), "{}", last.text);
+    s.get("/me").await.expect_error(401);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

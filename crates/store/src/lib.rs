@@ -10,6 +10,7 @@
 
 pub mod bindings;
 pub mod deliveries;
+pub mod idempotency;
 pub mod logs;
 mod migrate;
 pub mod registries;

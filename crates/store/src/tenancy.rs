@@ -30,6 +30,8 @@ pub struct UserRow {
     pub projects: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// When the user was disabled (no login; tokens and sessions refused); `None`: enabled.
+    pub disabled_at: Option<i64>,
 }
 
 /// An API token as listed (never the token itself).
@@ -231,11 +233,12 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: &str) -> Result<Option<UserRow>> {
-        let Some(row) =
-            sqlx::query("SELECT name, role, password_hash, created_at, updated_at FROM users WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
+        let Some(row) = sqlx::query(
+            "SELECT name, role, password_hash, created_at, updated_at, disabled_at FROM users WHERE name = ?",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
@@ -253,6 +256,7 @@ impl Store {
             projects,
             created_at: row.get(3),
             updated_at: row.get(4),
+            disabled_at: row.get(5),
         }))
     }
 
@@ -311,6 +315,61 @@ impl Store {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
         Ok(())
+    }
+
+    /// Disables a user (and ends their sessions, in the same transaction) or enables
+    /// them again. Their tokens are kept but refused while disabled
+    /// ([`token_with_user`](Self::token_with_user)).
+    pub async fn set_user_disabled(&self, name: &str, disabled: bool) -> Result<UserRow> {
+        let _write = self.writer.lock().await;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE users SET disabled_at = CASE WHEN ?1 THEN COALESCE(disabled_at, ?2) END, updated_at = ?2 \
+             WHERE name = ?3",
+        )
+        .bind(disabled)
+        .bind(now)
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{name}`")));
+        }
+        if disabled {
+            sqlx::query("DELETE FROM sessions WHERE user_name = ?").bind(name).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        drop(_write);
+        self.user(name).await
+    }
+
+    /// Deletes a user with their tokens, sessions and memberships. What they created
+    /// (pipelines, bindings, secrets) stays, still naming them as its creator.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        let mut tx = self.pool.begin().await?;
+        // Said out loud rather than left to ON DELETE CASCADE alone.
+        for table in ["api_tokens", "sessions", "memberships"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_name = ?")))
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let done = sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("user `{name}`")));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The names of the enabled administrators.
+    pub async fn enabled_admins(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT name FROM users WHERE role = 'admin' AND disabled_at IS NULL ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     // ---- API tokens ----
@@ -374,12 +433,13 @@ impl Store {
     }
 
     /// The token with this hash with its user's role and projects, in one query (every
-    /// API call asks this).
+    /// API call asks this). A disabled user's tokens are not found.
     pub async fn token_with_user(&self, token_sha256: &str) -> Result<Option<(TokenRow, String, Vec<String>)>> {
         let row = sqlx::query(
             "SELECT t.id, t.user_name, t.name, t.scope, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, \
                     u.role, (SELECT json_group_array(m.project) FROM memberships m WHERE m.user_name = u.name) \
-             FROM api_tokens t JOIN users u ON u.name = t.user_name WHERE t.token_sha256 = ?",
+             FROM api_tokens t JOIN users u ON u.name = t.user_name \
+             WHERE t.token_sha256 = ? AND u.disabled_at IS NULL",
         )
         .bind(token_sha256)
         .fetch_optional(&self.pool)
@@ -476,6 +536,18 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Ends every session of `user` but the one whose hash is `keep`; answers how many.
+    pub async fn end_sessions(&self, user: &str, keep: Option<&str>) -> Result<u64> {
+        let _write = self.writer.lock().await;
+        let done = sqlx::query("DELETE FROM sessions WHERE user_name = ? AND (? IS NULL OR id_sha256 != ?)")
+            .bind(user)
+            .bind(keep)
+            .bind(keep)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     // ---- audit ----

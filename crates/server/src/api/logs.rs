@@ -8,6 +8,7 @@ use super::runs::run_for;
 use crate::AppState;
 use crate::authz::{Action, Caller};
 use crate::error::{ApiResult, AppError};
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -18,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use wharf_core::status::Status;
 use wharf_store::RunRow;
-use wharf_store::logs::LogKey;
+use wharf_store::logs::{LogFiles, LogKey};
 
 /// The most one tail or one read of the stream returns.
 const CHUNK: usize = 1024 * 1024;
@@ -89,40 +90,69 @@ pub async fn tail(
     Ok(response)
 }
 
-/// `GET /runs/{id}/log`: every log of the run, in order, as one text file.
+/// `GET /runs/{id}/log`: every log of the run, in order, as one text file. Streamed:
+/// each log is read [`CHUNK`] by [`CHUNK`] as the client takes it, so a download holds
+/// about one chunk in memory however long the logs are.
 pub async fn whole_run(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     parse_run(&id)?;
     let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
-    let run_id = row.summary.id;
-    let mut out = Vec::new();
-    let mut section = |title: String, key: LogKey| {
-        out.extend_from_slice(format!("===== {title} =====\n").as_bytes());
-        let mut offset = 0;
-        loop {
-            let chunk = state.logs.read_from(run_id, key, offset, CHUNK).unwrap_or_default();
-            if chunk.is_empty() {
-                break;
-            }
-            offset += chunk.len() as u64;
-            out.extend_from_slice(&chunk);
-        }
-    };
     let record = &row.record;
-    section(format!("{} #{} {}", record.pipeline, record.number, record.progress.status), LogKey::Run);
+    let mut sections = VecDeque::new();
+    sections.push_back((format!("{} #{} {}", record.pipeline, record.number, record.progress.status), LogKey::Run));
     if let Some(c) = &record.checkout {
-        section(format!("checkout {} {}", c.repo, c.progress.status), LogKey::Checkout);
+        sections.push_back((format!("checkout {} {}", c.repo, c.progress.status), LogKey::Checkout));
     }
     for (s, stage) in record.stages.iter().enumerate() {
         for (t, task) in stage.tasks.iter().enumerate() {
-            section(format!("{}/{} {}", stage.name, task.name, task.progress.status), LogKey::Task(s, t));
+            sections.push_back((format!("{}/{} {}", stage.name, task.name, task.progress.status), LogKey::Task(s, t)));
         }
     }
+    let download = Download { logs: state.logs.clone(), run_id: row.summary.id, sections, reading: None };
+    let chunks = futures_util::stream::unfold(download, |mut download| async move {
+        download.next().await.map(|chunk| (Ok::<_, Infallible>(chunk), download))
+    });
     let disposition = format!("attachment; filename=\"{}-{}.log\"", record.pipeline, record.number);
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()), (header::CONTENT_DISPOSITION, disposition)],
-        out,
+        Body::from_stream(chunks),
     )
         .into_response())
+}
+
+/// The whole-run download, one piece at a time: a section's title line, then its log
+/// in whole lines of at most [`CHUNK`] bytes, then the next section.
+struct Download {
+    logs: LogFiles,
+    run_id: i64,
+    /// Sections not begun yet: title and log.
+    sections: VecDeque<(String, LogKey)>,
+    /// The log being read and the offset reached.
+    reading: Option<(LogKey, u64)>,
+}
+
+impl Download {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            let Some((key, offset)) = self.reading else {
+                let (title, key) = self.sections.pop_front()?;
+                self.reading = Some((key, 0));
+                return Some(Bytes::from(format!("===== {title} =====\n")));
+            };
+            let (logs, run_id) = (self.logs.clone(), self.run_id);
+            let read = tokio::task::spawn_blocking(move || logs.read_from(run_id, key, offset, CHUNK)).await;
+            match read {
+                Ok(Ok(chunk)) if !chunk.is_empty() => {
+                    self.reading = Some((key, offset + chunk.len() as u64));
+                    return Some(Bytes::from(chunk));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(run = run_id, ?key, error = %e, "cannot read a log for the download"),
+                Err(e) => tracing::warn!(run = run_id, ?key, error = %e, "reading a log for the download failed"),
+            }
+            // This log is done (or unreadable): on to the next section.
+            self.reading = None;
+        }
+    }
 }
 
 struct Follow {

@@ -88,7 +88,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/projects", get(tenancy::projects).post(tenancy::create_project))
         .route("/projects/{name}", patch(tenancy::update_project))
         .route("/users", get(tenancy::users).post(tenancy::create_user))
-        .route("/users/{name}", put(tenancy::update_user))
+        .route("/users/{name}", put(tenancy::update_user).delete(tenancy::delete_user))
         .route("/users/{name}/tokens", get(tenancy::tokens).post(tenancy::create_token))
         .route("/users/{name}/tokens/{token}", delete(tenancy::revoke_token))
         .route("/me", get(tenancy::me))

@@ -6,16 +6,18 @@ use super::pipelines::find_for;
 use super::{AppStateRef, Page, Paged, created, json_body};
 use crate::AppState;
 use crate::authz::{self, Action, Caller};
+use crate::dispatch::Accepted;
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use wharf_core::run::{Cause, Progress};
 use wharf_store::RunRow;
+use wharf_store::idempotency::Claim;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -34,18 +36,78 @@ pub async fn run_for(state: &AppState, caller: &Caller, id: &str, action: Action
     Ok(row)
 }
 
+/// The header that makes `POST /pipelines/{key}/runs` safe to send again.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` header, when given: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(AppError::invalid(
+            "bad Idempotency-Key",
+            "Idempotency-Key",
+            "expected 1 to 255 visible ASCII characters (a UUID, say)",
+        )),
+    }
+}
+
+/// `POST /pipelines/{key}/runs {"parameters"}` → `201 {"id", "number"}`. With an
+/// `Idempotency-Key` header, the same key from the same caller on the same pipeline
+/// within 24 hours answers the run it started (with `Idempotent-Replayed: true`)
+/// instead of starting another; the key with other parameters is a 422, and while the
+/// first request is still being served a 409.
 pub async fn start(
     State(state): AppStateRef,
     caller: Caller,
     Path(key): Path<String>,
     Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
     body: Bytes,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::RunPipeline).await?;
     let request: StartRequest = json_body(&body)?;
     let cause = Cause::Manual { user: caller.name.clone() };
-    let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
-    Ok(created(accepted))
+    let Some(idempotency) = idempotency_key(&headers)? else {
+        let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
+        return Ok(created(accepted));
+    };
+    let parameters = serde_json::to_string(&request.parameters).map_err(|e| AppError::Internal(e.to_string()))?;
+    let fingerprint = crate::auth::sha256_hex(parameters.as_bytes());
+    match state.store.claim_run_request(row.id, &caller.name, &idempotency, &fingerprint).await? {
+        Claim::Used { body_sha256, run } if body_sha256 != fingerprint => Err(AppError::invalid(
+            "Idempotency-Key reused with another request",
+            "Idempotency-Key",
+            format!(
+                "`{idempotency}` already started {} of this pipeline with other parameters (keys are kept 24 \
+                 hours); use a new key for a new run",
+                run.map_or("a run".to_owned(), |(_, number)| format!("run #{number}"))
+            ),
+        )),
+        Claim::Used { run: None, .. } => Err(AppError::Conflict(format!(
+            "a request with Idempotency-Key `{idempotency}` is still being served; send it again in a moment"
+        ))),
+        Claim::Used { run: Some((id, number)), .. } => {
+            let mut response = created(Accepted { id, number });
+            response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            Ok(response)
+        }
+        Claim::New => match state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await {
+            Ok(accepted) => {
+                state
+                    .store
+                    .finish_run_request(row.id, &caller.name, &idempotency, (accepted.id, accepted.number))
+                    .await?;
+                Ok(created(accepted))
+            }
+            Err(e) => {
+                state.store.release_run_request(row.id, &caller.name, &idempotency).await?;
+                Err(e)
+            }
+        },
+    }
 }
 
 pub async fn list(

@@ -1,7 +1,8 @@
 //! `/api/v1/secrets`: project secrets, given to the runs of the project's pipelines
 //! (tasks name them under `secrets:`) and masked in their logs. Sealed at rest
 //! ([`wharf_store::secretbox`]); no answer ever holds a value: `GET` lists names only.
-//! The project is `?project=` (default `admin`). Beyond the seed's matrix: admins for
+//! Values have at least [`MIN_SECRET_CHARS`](wharf_engine::mask::MIN_SECRET_CHARS)
+//! characters. The project is `?project=` (default `admin`). Beyond the seed's matrix: admins for
 //! every project, managers for the projects they joined, normal users not at all.
 
 use super::{AppStateRef, json_body};
@@ -43,6 +44,9 @@ pub async fn set(
     let Some(value) = request.value.filter(|v| !v.is_empty()) else {
         return Err(AppError::invalid("the secret is not valid", "value", "give the secret's value as `value`"));
     };
+    if let Some(why) = wharf_engine::mask::refuse_short_secret(&value) {
+        return Err(AppError::invalid(format!("the secret `{name}` is not valid"), "value", why));
+    }
     if value.len() > 64 * 1024 {
         return Err(AppError::invalid("the secret is not valid", "value", "at most 64 KiB"));
     }

@@ -3,6 +3,7 @@
 //! logout. What each role may do is [`crate::authz`].
 
 use super::{AppStateRef, Page, Paged, created, json_body};
+use crate::AppState;
 use crate::auth;
 use crate::authz::{self, Action, Caller, Object, Role, TokenScope, Via};
 use crate::error::{ApiResult, AppError, Detail};
@@ -176,11 +177,43 @@ pub struct UserUpdate {
     role: Option<String>,
     projects: Option<Vec<String>>,
     password: Option<String>,
+    disabled: Option<bool>,
 }
 
-/// `PUT /users/{name} {"role", "projects", "password"}` (admins): each field given
-/// replaces what the user had (`projects`: the whole list). The built-in `admin` stays
-/// an admin.
+/// Why `caller` may not disable or delete user `name` (`what`: "disable", "delete"):
+/// themselves, the built-in `admin`, or the last enabled admin, so that someone can
+/// always administer the server.
+async fn refuse_removal(state: &AppState, caller: &Caller, name: &str, what: &str) -> ApiResult<()> {
+    if name == caller.name {
+        return Err(AppError::Conflict(format!("you cannot {what} yourself (`{name}`); ask another admin")));
+    }
+    if name == auth::ADMIN_USER {
+        return Err(AppError::Conflict(format!("the built-in user `{name}` cannot be {what}d")));
+    }
+    if state.store.enabled_admins().await? == [name] {
+        return Err(AppError::Conflict(format!("`{name}` is the last enabled admin and cannot be {what}d")));
+    }
+    Ok(())
+}
+
+/// Ends the sessions of `name` but the caller's own (when the caller is `name` on a
+/// session: who just changed their own password stays logged in), with an audit line.
+async fn end_other_sessions(state: &AppState, caller: &Caller, name: &str, why: &str) -> ApiResult<()> {
+    let keep = match &caller.via {
+        Via::Session { id_sha256 } if caller.name == name => Some(id_sha256.as_str()),
+        _ => None,
+    };
+    let ended = state.store.end_sessions(name, keep).await?;
+    let action = format!("end sessions ({why}): {ended}");
+    super::audit(state, &caller.name, &action, &format!("/users/{name}"), 200, caller.client_ip.clone()).await;
+    Ok(())
+}
+
+/// `PUT /users/{name} {"role", "projects", "password", "disabled"}` (admins): each
+/// field given replaces what the user had (`projects`: the whole list). The built-in
+/// `admin` stays an admin. A new password or role ends the user's sessions (but the
+/// caller's own); `disabled: true` ends them all and refuses the user's tokens until
+/// `disabled: false` (see [`refuse_removal`] for who cannot be disabled).
 pub async fn update_user(
     State(state): AppStateRef,
     caller: Caller,
@@ -189,7 +222,7 @@ pub async fn update_user(
 ) -> ApiResult<Response> {
     admin_only(&caller)?;
     let request: UserUpdate = json_body(&body)?;
-    state.store.user(&name).await?;
+    let current = state.store.user(&name).await?;
     let mut problems = Vec::new();
     let role = match request.role.as_deref() {
         None => None,
@@ -218,14 +251,43 @@ pub async fn update_user(
     if !problems.is_empty() {
         return Err(AppError::Invalid { message: "the change is not valid".into(), details: problems });
     }
+    let role_changes = role.is_some_and(|r| r.as_str() != current.role);
+    if role_changes && current.role == Role::Admin.as_str() && state.store.enabled_admins().await? == [name.as_str()] {
+        return Err(AppError::Conflict(format!("`{name}` is the last enabled admin and stays an admin")));
+    }
+    if request.disabled == Some(true) {
+        refuse_removal(&state, &caller, &name, "disable").await?;
+    }
     if let Some(password) = request.password {
         let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
             .await
             .map_err(|e| AppError::Internal(e.to_string()))?;
         state.store.set_password_hash(&name, &hash).await?;
+        end_other_sessions(&state, &caller, &name, "password changed").await?;
     }
-    let user = state.store.update_user(&name, role.map(Role::as_str), request.projects.as_deref()).await?;
+    let mut user = state.store.update_user(&name, role.map(Role::as_str), request.projects.as_deref()).await?;
+    if role_changes {
+        end_other_sessions(&state, &caller, &name, "role changed").await?;
+    }
+    if let Some(disabled) = request.disabled
+        && disabled != current.disabled_at.is_some()
+    {
+        user = state.store.set_user_disabled(&name, disabled).await?;
+        let action = if disabled { "disable user (sessions ended, tokens refused)" } else { "enable user" };
+        super::audit(&state, &caller.name, action, &format!("/users/{name}"), 200, caller.client_ip.clone()).await;
+    }
     Ok(axum::Json(user).into_response())
+}
+
+/// `DELETE /users/{name}` (admins): the user goes with their tokens, sessions and
+/// memberships. What they created (pipelines, bindings, secrets) stays, still naming
+/// them as its creator. See [`refuse_removal`] for who cannot be deleted.
+pub async fn delete_user(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
+    admin_only(&caller)?;
+    state.store.user(&name).await?;
+    refuse_removal(&state, &caller, &name, "delete").await?;
+    state.store.delete_user(&name).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// `GET /users` (admins).
@@ -431,6 +493,10 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
         return Err(AppError::Unauthorized);
     };
     state.logins.succeeded(&name, &ip_key);
+    if user.disabled_at.is_some() {
+        super::audit(&state, &name, "login refused (user disabled)", &format!("/users/{name}"), 403, ip).await;
+        return Err(AppError::Forbidden(format!("the user `{name}` is disabled; ask an admin to enable it")));
+    }
     // No fixation: whatever session the browser brought ends here; a new id is made.
     if let Some(old) =
         headers.get(header::COOKIE).and_then(|c| c.to_str().ok()).and_then(|c| auth::cookie(c, auth::SESSION_COOKIE))

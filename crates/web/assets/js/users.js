@@ -28,7 +28,7 @@ export async function render(main) {
         return;
       }
       const [u, p, d] = data;
-      users.replaceChildren(...userSection(u.items, p.items, reload));
+      users.replaceChildren(...userSection(u.items, p.items, reload, me.name));
       projects.replaceChildren(...projectSection(p.items, d.items, reload));
     };
     await reload();
@@ -42,17 +42,32 @@ export async function render(main) {
   await tokenSection(tokens, me.name);
 }
 
-function userSection(users, projects, reload) {
+function userSection(users, projects, reload, me) {
+  // Disable, enable and delete; the server refuses yourself and the built-in admin.
+  const act = (u, action, title, text, request) => h('button', { type: 'button', class: 'secondary' + (action === 'enable' ? '' : ' danger'),
+    'data-action': `${action}-user`, 'aria-label': `${title} ${u.name}`,
+    onclick: async () => {
+      if (!await confirmDialog(`${title} ${u.name}?`, text, title)) return;
+      try { await api(`/users/${encodeURIComponent(u.name)}`, request); reload(); } catch (e) { toast(errorText(e), 'error'); }
+    } }, title);
+  const actions = (u) => (u.name === me || u.name === 'admin') ? null : [
+    u.disabled_at
+      ? act(u, 'enable', 'Enable', 'They can log in again and their API tokens work again.', { method: 'PUT', body: { disabled: false } })
+      : act(u, 'disable', 'Disable', 'They cannot log in; their sessions end and their API tokens stop working at once.', { method: 'PUT', body: { disabled: true } }),
+    act(u, 'delete', 'Delete', 'The user, their API tokens, sessions and memberships are removed. What they created stays.', { method: 'DELETE' }),
+  ];
   const rows = users.map((u) => h('tr', { 'data-user': u.name },
     h('td', { class: 'name' }, u.name),
     h('td', { class: 'role' }, u.role),
     h('td', { class: 'projects' }, u.projects.length ? u.projects.join(', ') : h('span', { class: 'muted' }, 'none')),
-    h('td', {}, fmtTime(u.created_at))));
+    h('td', {}, fmtTime(u.created_at)),
+    h('td', { class: 'state' }, u.disabled_at ? `disabled ${fmtTime(u.disabled_at)}` : 'enabled'),
+    h('td', { class: 'actions' }, actions(u))));
   return [
     h('div', { class: 'page-head' }, h('h2', {}, 'Users'), h('span', { class: 'spacer' }),
       h('button', { type: 'button', class: 'primary', 'data-action': 'add-user', onclick: () => addUser(projects).then((ok) => ok && reload()) }, 'Add a user')),
     h('div', { class: 'table-wrap' }, h('table', { class: 'list users' },
-      h('thead', {}, h('tr', {}, ['Name', 'Role', 'Projects', 'Created'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('thead', {}, h('tr', {}, ['Name', 'Role', 'Projects', 'Created', 'State', ''].map((t) => h('th', { scope: 'col' }, t)))),
       h('tbody', {}, rows))),
   ];
 }
