@@ -10,9 +10,10 @@
 //!   must echo in `X-CSRF-Token`. Bearer calls are exempt (a browser never adds them
 //!   by itself).
 //!
-//! Passwords are Argon2id PHC strings. Failed logins are counted per user and client
-//! address; after [`LoginLimiter::MAX_FAILURES`] within the window the pair is locked
-//! out (429 with `Retry-After`), even for the right password.
+//! Passwords are Argon2id PHC strings. Login attempts are counted per user and client
+//! address before the password is checked; after [`LoginLimiter::MAX_FAILURES`] within
+//! the window the pair is locked out (429 with `Retry-After`), even for the right
+//! password. At most one hash per core runs at a time ([`HashSlots`]).
 //!
 //! [`bootstrap`] makes the built-in `admin` user at first start: `WHARF_ADMIN_TOKEN`
 //! becomes its API token and `WHARF_ADMIN_PASSWORD` its password when set; otherwise a
@@ -231,7 +232,10 @@ pub fn session_cookie(session: Option<&NewSession>, ttl: Duration, secure: bool)
     }
 }
 
-/// Failed logins per (user, client address).
+/// Login attempts per (user, client address). An attempt is counted when it starts,
+/// before its password is hashed, so parallel attempts cannot pass the lock: at most
+/// [`MAX_FAILURES`](Self::MAX_FAILURES) passwords are checked per pair and window. A
+/// success forgets the pair.
 #[derive(Default)]
 pub struct LoginLimiter {
     entries: Mutex<HashMap<(String, String), Failures>>,
@@ -245,49 +249,84 @@ struct Failures {
 }
 
 impl LoginLimiter {
-    /// Failures allowed within [`WINDOW`](Self::WINDOW) before the lockout.
+    /// Attempts allowed within [`WINDOW`](Self::WINDOW) before the lockout.
     pub const MAX_FAILURES: u32 = 5;
     pub const WINDOW: Duration = Duration::from_secs(15 * 60);
     pub const LOCKOUT: Duration = Duration::from_secs(15 * 60);
-    /// Pairs remembered at most (the oldest go first).
-    const MAX_ENTRIES: usize = 10_000;
+    /// Pairs remembered at most (expired ones go first, then the oldest).
+    pub const MAX_ENTRIES: usize = 10_000;
 
+    /// Counts an attempt before its password is checked: `Ok(true)` when it is the
+    /// last one allowed (the pair is locked from now on unless it succeeds),
     /// `Err(seconds to wait)` while the pair is locked out.
-    pub fn check(&self, user: &str, ip: &str) -> Result<(), u64> {
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        match entries.get(&(user.to_owned(), ip.to_owned())).and_then(|f| f.locked_until) {
-            Some(until) if until > now => Err((until - now).as_secs().max(1)),
-            _ => Ok(()),
-        }
+    pub fn begin(&self, user: &str, ip: &str) -> Result<bool, u64> {
+        self.begin_at(user, ip, Instant::now())
     }
 
-    /// Counts a failure; returns the lockout's length when this one starts it.
-    pub fn failed(&self, user: &str, ip: &str) -> Option<Duration> {
+    fn begin_at(&self, user: &str, ip: &str, now: Instant) -> Result<bool, u64> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries
-                .retain(|_, f| now.duration_since(f.first) < Self::WINDOW || f.locked_until.is_some_and(|u| u > now));
+        let key = (user.to_owned(), ip.to_owned());
+        if !entries.contains_key(&key) && entries.len() >= Self::MAX_ENTRIES {
+            Self::evict(&mut entries, now);
         }
-        let entry = entries.entry((user.to_owned(), ip.to_owned())).or_insert(Failures {
-            count: 0,
-            first: now,
-            locked_until: None,
-        });
-        if now.duration_since(entry.first) >= Self::WINDOW || entry.locked_until.is_some_and(|u| u <= now) {
-            *entry = Failures { count: 0, first: now, locked_until: None };
+        let entry = entries.entry(key).or_insert(Failures { count: 0, first: now, locked_until: None });
+        match entry.locked_until {
+            Some(until) if until > now => return Err((until - now).as_secs().max(1)),
+            Some(_) => *entry = Failures { count: 0, first: now, locked_until: None },
+            None if now.duration_since(entry.first) >= Self::WINDOW => {
+                *entry = Failures { count: 0, first: now, locked_until: None }
+            }
+            None => {}
         }
         entry.count += 1;
-        if entry.count >= Self::MAX_FAILURES {
+        let last = entry.count >= Self::MAX_FAILURES;
+        if last {
             entry.locked_until = Some(now + Self::LOCKOUT);
-            return Some(Self::LOCKOUT);
         }
-        None
+        Ok(last)
+    }
+
+    fn evict(entries: &mut HashMap<(String, String), Failures>, now: Instant) {
+        entries.retain(|_, f| match f.locked_until {
+            Some(until) => until > now,
+            None => now.duration_since(f.first) < Self::WINDOW,
+        });
+        if entries.len() >= Self::MAX_ENTRIES
+            && let Some(oldest) = entries.iter().min_by_key(|(_, f)| f.first).map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
     }
 
     pub fn succeeded(&self, user: &str, ip: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(user.to_owned(), ip.to_owned()));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+}
+
+/// At most one Argon2 hash per core at a time: each takes its memory (19 MiB with the
+/// default parameters) for its whole run, so a flood of logins would otherwise take
+/// gigabytes. A login waits at most [`HASH_WAIT`] for its turn, then is answered 503.
+pub struct HashSlots(std::sync::Arc<tokio::sync::Semaphore>);
+
+/// How long a login waits for a free hashing slot.
+pub const HASH_WAIT: Duration = Duration::from_secs(3);
+
+impl Default for HashSlots {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        HashSlots(std::sync::Arc::new(tokio::sync::Semaphore::new(cores)))
+    }
+}
+
+impl HashSlots {
+    /// A slot, to hold while hashing; `None` when none freed up within [`HASH_WAIT`].
+    pub async fn acquire(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        tokio::time::timeout(HASH_WAIT, self.0.clone().acquire_owned()).await.ok()?.ok()
     }
 }
 
@@ -316,13 +355,24 @@ mod tests {
     fn the_limiter_locks_after_the_maximum_and_per_address() {
         let l = LoginLimiter::default();
         for _ in 0..LoginLimiter::MAX_FAILURES - 1 {
-            assert!(l.failed("ann", "1.2.3.4").is_none());
-            assert!(l.check("ann", "1.2.3.4").is_ok());
+            assert_eq!(l.begin("ann", "1.2.3.4"), Ok(false));
         }
-        assert!(l.failed("ann", "1.2.3.4").is_some());
-        assert!(l.check("ann", "1.2.3.4").is_err());
-        assert!(l.check("ann", "5.6.7.8").is_ok(), "another address is not locked");
-        assert!(l.check("bob", "1.2.3.4").is_ok(), "another user is not locked");
+        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(true), "the last attempt allowed");
+        assert!(l.begin("ann", "1.2.3.4").is_err(), "counted before the password is checked");
+        assert!(l.begin("ann", "5.6.7.8").is_ok(), "another address is not locked");
+        assert!(l.begin("bob", "1.2.3.4").is_ok(), "another user is not locked");
+        l.succeeded("bob", "1.2.3.4");
+        let later = Instant::now() + LoginLimiter::LOCKOUT + Duration::from_secs(1);
+        assert_eq!(l.begin_at("ann", "1.2.3.4", later), Ok(false), "the lockout ends");
+    }
+
+    #[test]
+    fn the_limiter_remembers_a_bounded_number_of_pairs() {
+        let l = LoginLimiter::default();
+        for i in 0..LoginLimiter::MAX_ENTRIES + 500 {
+            assert!(l.begin(&format!("user{i}"), "1.2.3.4").is_ok());
+        }
+        assert!(l.len() <= LoginLimiter::MAX_ENTRIES, "{}", l.len());
     }
 
     #[test]

@@ -11,6 +11,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_oauth_and_hooks.sql")),
     (4, include_str!("../migrations/sqlite/0004_registries.sql")),
     (6, include_str!("../migrations/sqlite/0006_tenancy.sql")),
+    (9, include_str!("../migrations/sqlite/0009_delivery_retention.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {
