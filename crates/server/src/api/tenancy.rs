@@ -402,28 +402,23 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
             });
         }
     };
-    let Some(slot) = state.hash_slots.acquire().await else {
+    let user = state.store.find_user(&name).await?;
+    let phc = user.as_ref().and_then(|u| u.password_hash.clone());
+    let password = credentials.password;
+    let checked = state.hash_slots.run(move || match phc {
+        Some(phc) => auth::verify_password(&password, &phc),
+        None => {
+            // Spend the same time for an unknown user, so timing does not tell.
+            let _ = auth::verify_password(&password, dummy_hash());
+            false
+        }
+    });
+    let Some(ok) = checked.await else {
         return Err(AppError::Unavailable {
             message: "too many logins are being checked right now: try again in a second".into(),
             retry_after_secs: 1,
         });
     };
-    let user = state.store.find_user(&name).await?;
-    let phc = user.as_ref().and_then(|u| u.password_hash.clone());
-    let password = credentials.password;
-    let ok = tokio::task::spawn_blocking(move || {
-        let _slot = slot;
-        match phc {
-            Some(phc) => auth::verify_password(&password, &phc),
-            None => {
-                // Spend the same time for an unknown user, so timing does not tell.
-                let _ = auth::verify_password(&password, dummy_hash());
-                false
-            }
-        }
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
     let Some(user) = user.filter(|_| ok) else {
         let outcome = if last_allowed { "login failed (now locked out)" } else { "login failed" };
         super::audit(&state, &name, outcome, &format!("/users/{name}"), 401, ip).await;
