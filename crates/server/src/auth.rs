@@ -323,6 +323,17 @@ impl LoginLimiter {
         }
     }
 
+    /// Takes back an attempt whose password was never checked (no hashing slot was free).
+    pub fn unchecked(&self, user: &str, ip: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = entries.get_mut(&(user.to_owned(), ip.to_owned())) {
+            entry.count = entry.count.saturating_sub(1);
+            if entry.count < Self::MAX_FAILURES {
+                entry.locked_until = None;
+            }
+        }
+    }
+
     pub fn succeeded(&self, user: &str, ip: &str) {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&(user.to_owned(), ip.to_owned()));
     }
@@ -438,6 +449,8 @@ mod tests {
         assert!(l.begin("ann", "1.2.3.4").is_err(), "counted before the password is checked");
         assert!(l.begin("ann", "5.6.7.8").is_ok(), "another address is not locked");
         assert!(l.begin("bob", "1.2.3.4").is_ok(), "another user is not locked");
+        l.unchecked("ann", "1.2.3.4");
+        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(true), "an attempt never checked is taken back");
         l.succeeded("bob", "1.2.3.4");
         let later = Instant::now() + LoginLimiter::LOCKOUT + Duration::from_secs(1);
         assert_eq!(l.begin_at("ann", "1.2.3.4", later), Ok(false), "the lockout ends");

@@ -414,6 +414,7 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
         }
     });
     let Some(ok) = checked.await else {
+        state.logins.unchecked(&name, &ip_key);
         return Err(AppError::Unavailable {
             message: "too many logins are being checked right now: try again in a second".into(),
             retry_after_secs: 1,
