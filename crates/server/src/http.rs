@@ -128,3 +128,22 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::i
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_limit_leaves_a_quarter_of_the_open_files_limit() {
+        assert_eq!(connection_limit(1024, Some(1_048_576)), 1024);
+        assert_eq!(connection_limit(1024, Some(1024)), 768);
+        assert_eq!(connection_limit(1024, None), 1024);
+        assert_eq!(connection_limit(0, Some(1024)), 1);
+    }
+
+    #[test]
+    fn running_out_of_descriptors_is_told_apart() {
+        assert!(out_of_descriptors(&std::io::Error::from_raw_os_error(nix::libc::EMFILE)));
+        assert!(!out_of_descriptors(&std::io::Error::from_raw_os_error(nix::libc::ECONNABORTED)));
+    }
+}

@@ -226,3 +226,28 @@ async fn answers_made_by_the_framework_have_the_documented_error_shape() {
         .send();
     Answer::read(answer.await.unwrap()).await.expect_error(413);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_log_stream_quieter_than_the_header_timeout_is_not_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::start_with(dir, |c| c.header_timeout = Duration::from_millis(300)).await;
+    let yaml = "name: quiet\nstages:\n  - name: Main\n    tasks:\n      - name: main\n        type: script\n        \
+                script: echo first; sleep 2; echo second\n";
+    s.create(yaml).await;
+    let run = common::id_of(&s.start_run("quiet", json!({})).await);
+    s.wait_task_running(run, "main").await;
+    let response = s.client.get(s.url(&format!("/runs/{run}/tasks/main/log/stream"))).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut reader = common::SseReader::new(response);
+    let mut data = Vec::new();
+    loop {
+        let events = reader.next_events().await;
+        assert!(!events.is_empty(), "the stream was cut before its end: {data:?}");
+        data.extend(events.iter().map(|e| e.data.clone()));
+        if events.iter().any(|e| e.event.as_deref() == Some("end")) {
+            break;
+        }
+    }
+    let text = data.join("\n");
+    assert!(text.contains("first") && text.contains("second"), "{text}");
+}
