@@ -58,8 +58,8 @@ impl FromStr for Verdict {
     }
 }
 
-/// How many deliveries are kept: the newest `keep` (but never one still
-/// [`Verdict::Received`], which is waiting to be handled), and of the refused ones
+/// How many deliveries are kept: those among the last `keep` received (but never one
+/// still [`Verdict::Received`], which is waiting to be handled), and of the refused ones
 /// ([`Verdict::Rejected`], sent by anyone) only the newest `keep_rejected`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Retention {
@@ -187,14 +187,14 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
-        sqlx::query(
-            "DELETE FROM deliveries WHERE verdict <> 'received' AND id <= (SELECT id FROM deliveries \
-             ORDER BY id DESC LIMIT 1 OFFSET ?)",
-        )
-        .bind(i64::from(keep))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.last_insert_rowid())
+        // Ids are never reused (AUTOINCREMENT): the newest `keep` received are the ids
+        // above this one's minus `keep` (a range on the primary key, however many are stored).
+        let id = done.last_insert_rowid();
+        sqlx::query("DELETE FROM deliveries WHERE id <= ? AND verdict <> 'received'")
+            .bind(id - i64::from(keep))
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
     }
 
     /// Sets a delivery's verdict, reason and the runs it started (all of them, not
