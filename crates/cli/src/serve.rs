@@ -15,7 +15,8 @@ pub struct ServeArgs {
     /// docker_network, docker_default_image, allow_host, host_user, max_parallel_tasks, stop_grace,
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
-    /// ca_file, outbound_allow, default_registry, [retention] runs, days, workspaces).
+    /// ca_file, outbound_allow, default_registry, max_connections, header_timeout,
+    /// [retention] runs, days, workspaces, deliveries).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -110,6 +111,8 @@ const KEYS: &[&str] = &[
     "outbound_allow",
     "retention",
     "default_registry",
+    "max_connections",
+    "header_timeout",
 ];
 
 fn file_config(path: &Path) -> Result<toml::Table> {
@@ -248,6 +251,27 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
         config.keep_days = get("days");
         if let Some(w) = get("workspaces") {
             config.keep_workspaces = w;
+        }
+        if let Some(d) = get("deliveries") {
+            config.keep_deliveries = d.max(1);
+        }
+    }
+    if let Some(d) = env("WHARF_KEEP_DELIVERIES") {
+        config.keep_deliveries =
+            d.parse::<u32>().with_context(|| format!("WHARF_KEEP_DELIVERIES=`{d}` is not a number"))?.max(1);
+    }
+    if let Some(n) = env("WHARF_MAX_CONNECTIONS")
+        .map(|v| v.parse::<usize>().with_context(|| format!("WHARF_MAX_CONNECTIONS=`{v}` is not a number")))
+        .transpose()?
+        .or(n("max_connections").map(|v| v as usize))
+    {
+        config.max_connections = n.max(1);
+    }
+    if let Some(t) = env("WHARF_HEADER_TIMEOUT").or(s("header_timeout")).or(n("header_timeout").map(|v| v.to_string()))
+    {
+        config.header_timeout = duration(&t, "header_timeout")?;
+        if config.header_timeout.is_zero() {
+            bail!("header_timeout must be more than 0 s");
         }
     }
     for (var, slot) in [("WHARF_KEEP_RUNS", &mut config.keep_runs), ("WHARF_KEEP_DAYS", &mut config.keep_days)] {

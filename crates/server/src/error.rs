@@ -8,11 +8,15 @@
 //! | `NotFound` | 404 | the pipeline, run, task or version does not exist, or the caller may not see it (`authz`: existence does not leak) |
 //! | `Conflict` | 409 | the request clashes with the current state (name taken, run in progress, already finished) |
 //! | `Quota` | 403 | the licence's pipeline limit is reached (the message says the limit and how to raise it) |
-//! | `TooManyRequests` | 429 | too many failed logins for this user from this address; `Retry-After` says when to try again |
+//! | `TooLarge` | 413 | the body is over the route's limit (the message says the limit) |
+//! | `TooManyRequests` | 429 | too many failed logins for this user from this address, or too many requests of a throttled kind from it; `Retry-After` says when to try again |
+//! | `Unavailable` | 503 | the server is saturated for this kind of request (login: every password-hashing slot busy); `Retry-After` says when to try again |
 //! | `Invalid` | 422 | the body was read but is wrong; `details` lists each problem with its field path (and line/column for pipeline YAML) |
 //! | `Internal` | 500 | our fault (database, disk); the message is logged, the answer says only that it happened |
 //!
-//! The body is always `{"error": {"status", "message", "details": [...]}}`.
+//! The body is always `{"error": {"status", "message", "details": [...]}}`; answers
+//! that axum makes itself (a rejected extractor, 405, a body over the limit) are put
+//! into the same shape by [`json_errors`].
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -36,7 +40,12 @@ pub enum AppError {
     Forbidden(String),
     /// A licence limit: 403 with the message.
     Quota(String),
+    TooLarge(String),
     TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    Unavailable {
         message: String,
         retry_after_secs: u64,
     },
@@ -50,6 +59,21 @@ pub enum AppError {
 }
 
 impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) | AppError::Quota(_) => StatusCode::FORBIDDEN,
+            AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
     pub fn invalid(message: impl Into<String>, path: &str, problem: impl Into<String>) -> Self {
         AppError::Invalid {
             message: message.into(),
@@ -97,30 +121,32 @@ struct Inner<'a> {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let (status, message, details) = match &self {
-            AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.as_str(), &[][..]),
+        let status = self.status();
+        let (message, details) = match &self {
+            AppError::BadRequest(m) | AppError::TooLarge(m) => (m.as_str(), &[][..]),
             AppError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
                 "missing, wrong, expired or revoked bearer token (Authorization: Bearer <token>), and no login session",
                 &[][..],
             ),
-            AppError::Forbidden(why) | AppError::Quota(why) => (StatusCode::FORBIDDEN, why.as_str(), &[][..]),
-            AppError::TooManyRequests { message, .. } => (StatusCode::TOO_MANY_REQUESTS, message.as_str(), &[][..]),
-            AppError::NotFound(what) => (StatusCode::NOT_FOUND, what.as_str(), &[][..]),
-            AppError::Conflict(why) => (StatusCode::CONFLICT, why.as_str(), &[][..]),
-            AppError::Invalid { message, details } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, message.as_str(), details.as_slice())
+            AppError::Forbidden(why) | AppError::Quota(why) => (why.as_str(), &[][..]),
+            AppError::TooManyRequests { message, .. } | AppError::Unavailable { message, .. } => {
+                (message.as_str(), &[][..])
             }
+            AppError::NotFound(what) => (what.as_str(), &[][..]),
+            AppError::Conflict(why) => (why.as_str(), &[][..]),
+            AppError::Invalid { message, details } => (message.as_str(), details.as_slice()),
             AppError::Internal(why) => {
                 tracing::error!(error = %why, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; the server log has the details", &[][..])
+                ("internal error; the server log has the details", &[][..])
             }
         };
         let message =
             if let AppError::NotFound(what) = &self { format!("{what} not found") } else { message.to_owned() };
         let body = Body { error: Inner { status: status.as_u16(), message: &message, details } };
         let mut response = (status, axum::Json(body)).into_response();
-        if let AppError::TooManyRequests { retry_after_secs, .. } = &self {
+        if let AppError::TooManyRequests { retry_after_secs, .. } | AppError::Unavailable { retry_after_secs, .. } =
+            &self
+        {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, (*retry_after_secs).into());
         }
         response
@@ -128,3 +154,37 @@ impl IntoResponse for AppError {
 }
 
 pub type ApiResult<T> = Result<T, AppError>;
+
+/// How much of a non-JSON error body [`json_errors`] reads to make its message.
+const PLAIN_ERROR_MAX: usize = 4096;
+
+/// Middleware for the whole router: an error answer (4xx, 5xx) that is not JSON — made
+/// by axum itself for a rejected extractor (a path that is not UTF-8, a body over the
+/// limit, a bad query), 405, or a plain-text 404 of the UI's files — is answered in the
+/// documented shape, its text as the message. JSON answers pass untouched.
+pub async fn json_errors(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = match axum::body::to_bytes(body, PLAIN_ERROR_MAX).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
+    let body = Body { error: Inner { status: status.as_u16(), message: &message, details: &[] } };
+    let mut answer = (status, axum::Json(body)).into_response();
+    for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
+        if let Some(value) = parts.headers.get(&name) {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}

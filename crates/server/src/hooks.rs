@@ -3,10 +3,16 @@
 //! binding's webhook secret (see [`wharf_scm::webhook::verify`]).
 //!
 //! Every request is stored in `deliveries` before it is answered, whatever becomes of
-//! it. In order:
+//! it, with its headers capped ([`MAX_STORED_HEADERS`], [`MAX_HEADER_VALUE`],
+//! [`MAX_STORED_HEADER_BYTES`]). Refused ones are kept in a ring of the newest
+//! [`REJECTED_KEPT`], their bodies cut to [`REJECTED_BODY_KEPT`]; all deliveries are
+//! kept up to the configured count (the store prunes as new ones arrive). An address
+//! whose deliveries were refused too often lately is answered 429 at once, its request
+//! neither read nor stored ([`AppState::hook_refusals`]). In order:
 //!
 //! | step | refused with |
 //! | --- | --- |
+//! | the address's recent refusals | 429 (not stored) |
 //! | read the body, at most [`MAX_BODY_BYTES`] | 413 |
 //! | the provider in the path | 404 |
 //! | the binding, of that provider | 404 |
@@ -48,7 +54,19 @@ use wharf_store::deliveries::{DeliveryRow, NewDelivery, Verdict};
 
 /// How much of a rejected delivery's body is kept: enough to see what was sent, not
 /// enough for anyone without the secret to fill the disk.
-pub const REJECTED_BODY_KEPT: usize = 64 * 1024;
+pub const REJECTED_BODY_KEPT: usize = 16 * 1024;
+
+/// Refused deliveries kept (the newest); older ones are deleted as new ones arrive.
+pub const REJECTED_KEPT: u32 = 1_000;
+
+/// Headers stored per delivery, at most (the rest are counted in one [`MORE_HEADERS`] entry).
+pub const MAX_STORED_HEADERS: usize = 64;
+/// A stored header value, at most, in bytes (longer ones are cut and end in `…[cut]`).
+pub const MAX_HEADER_VALUE: usize = 1024;
+/// All stored header values together, at most, in bytes.
+pub const MAX_STORED_HEADER_BYTES: usize = 16 * 1024;
+/// The stored header entry that counts the headers not stored.
+pub const MORE_HEADERS: &str = "…";
 
 /// What a too-large body is read to before the connection is given up on: the rest
 /// is read and dropped up to here, so a client still sending gets the 413.
@@ -164,9 +182,14 @@ impl Received {
 pub async fn receive(
     State(state): State<Arc<AppState>>,
     Path((provider_text, binding)): Path<(String, String)>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let address = crate::api::client_ip(&extensions).unwrap_or_else(|| "-".into());
+    if let Err(wait) = state.hook_refusals.peek(&address) {
+        return throttled(wait);
+    }
     let provider = provider_text.parse::<Provider>().ok();
     let received = Received {
         pairs: header_pairs(&headers),
@@ -177,7 +200,7 @@ pub async fn receive(
     };
     let body = match read_body(body).await {
         Ok(body) => body,
-        Err(refusal) => return reject(&state, &received, refusal, None, String::new()).await,
+        Err(refusal) => return reject(&state, &address, &received, refusal, None, String::new()).await,
     };
     let sha = crate::auth::sha256_hex(&body);
     let checked = match check(&state, &received, &body).await {
@@ -185,7 +208,7 @@ pub async fn receive(
         Err(refusal) => {
             let mut kept = stored_body(provider, &body);
             kept.truncate(REJECTED_BODY_KEPT);
-            return reject(&state, &received, refusal, Some(kept), sha).await;
+            return reject(&state, &address, &received, refusal, Some(kept), sha).await;
         }
     };
     let Checked { provider, delivery, signature_sha256 } = checked;
@@ -242,15 +265,31 @@ fn answer(id: i64, handled: &Handled) -> Response {
     (handled.status(), axum::Json(handled.body(id))).into_response()
 }
 
-/// Stores a refused delivery and answers its status. When even storing fails, the
-/// refusal is still answered (and the failure logged).
+/// 429 for an address past its share of refused deliveries: nothing read or stored.
+fn throttled(wait: u64) -> Response {
+    AppError::TooManyRequests {
+        message: format!(
+            "too many refused webhook deliveries from this address: try again in {wait} s (check the binding's \
+             address and webhook secret)"
+        ),
+        retry_after_secs: wait,
+    }
+    .into_response()
+}
+
+/// Stores a refused delivery (counted against `address`) and answers its status. When
+/// even storing fails, the refusal is still answered (and the failure logged).
 async fn reject(
     state: &AppState,
+    address: &str,
     received: &Received,
     refusal: Refusal,
     body: Option<Vec<u8>>,
     sha: String,
 ) -> Response {
+    if let Err(wait) = state.hook_refusals.take(address) {
+        return throttled(wait);
+    }
     let row = received.row(Verdict::Rejected, Some(refusal.message.clone()), body, sha);
     let id = match state.store.insert_delivery(&row).await {
         Ok(id) => Some(id),
@@ -400,25 +439,52 @@ fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
 }
 
 /// The headers as a JSON object for storage: a name sent once maps to its value, a
-/// repeated one to the list of its values; secret-bearing headers are redacted.
+/// repeated one to the list of its values; secret-bearing headers are redacted. At most
+/// [`MAX_STORED_HEADERS`] names and [`MAX_STORED_HEADER_BYTES`] of values are kept, each
+/// value cut to [`MAX_HEADER_VALUE`] bytes; what is left out is counted under
+/// [`MORE_HEADERS`].
 fn stored_headers(headers: &HeaderMap, provider: Option<Provider>) -> Value {
     let secret: Vec<&str> = match provider {
         Some(p) => p.secret_headers().to_vec(),
         None => Provider::ALL.iter().flat_map(|p| p.secret_headers().iter().copied()).collect(),
     };
     let mut out = Map::new();
+    let mut bytes = 0usize;
+    let mut left_out = 0usize;
     for name in headers.keys() {
         let name = name.as_str();
         let redact = secret.iter().chain(ALWAYS_REDACTED.iter()).any(|s| s.eq_ignore_ascii_case(name));
-        let values: Vec<Value> = headers
+        let values: Vec<String> = headers
             .get_all(name)
             .iter()
-            .map(|v| if redact { REDACTED.into() } else { String::from_utf8_lossy(v.as_bytes()).into_owned().into() })
+            .map(|v| if redact { REDACTED.to_owned() } else { cut_value(&String::from_utf8_lossy(v.as_bytes())) })
             .collect();
-        let value = if values.len() == 1 { values.into_iter().next().unwrap() } else { Value::Array(values) };
+        let size = name.len() + values.iter().map(String::len).sum::<usize>();
+        if out.len() >= MAX_STORED_HEADERS || bytes + size > MAX_STORED_HEADER_BYTES {
+            left_out += values.len();
+            continue;
+        }
+        bytes += size;
+        let mut values: Vec<Value> = values.into_iter().map(Value::from).collect();
+        let value = if values.len() == 1 { values.remove(0) } else { Value::Array(values) };
         out.insert(name.to_owned(), value);
     }
+    if left_out > 0 {
+        out.insert(MORE_HEADERS.into(), format!("{left_out} more header value(s) not stored").into());
+    }
     Value::Object(out)
+}
+
+/// A header value cut to [`MAX_HEADER_VALUE`] bytes (on a character boundary).
+fn cut_value(value: &str) -> String {
+    if value.len() <= MAX_HEADER_VALUE {
+        return value.to_owned();
+    }
+    let mut end = MAX_HEADER_VALUE;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…[cut]", &value[..end])
 }
 
 /// The body as stored: Gitee repeats the webhook secret in the payload's `password`

@@ -18,12 +18,14 @@ pub mod error;
 pub mod forges;
 pub mod hooks;
 pub mod hostexec;
+pub mod http;
 pub mod keys;
 pub mod licence;
 pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod persist;
+pub mod throttle;
 pub mod timers;
 
 use std::net::SocketAddr;
@@ -109,6 +111,15 @@ pub struct ServerConfig {
     /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
     /// `None`, or a socket that does not answer at start, leaves them refused.
     pub docker_host: Option<String>,
+    /// Client connections served at once; more wait in the listen backlog until one
+    /// closes (see [`http`]).
+    pub max_connections: usize,
+    /// How long a client may take to send a request's headers, and how long an idle
+    /// keep-alive connection stays open (a streaming answer is not idle).
+    pub header_timeout: Duration,
+    /// Webhook deliveries kept (the newest; refused ones have their own smaller ring,
+    /// [`hooks::REJECTED_KEPT`]).
+    pub keep_deliveries: u32,
 }
 
 impl ServerConfig {
@@ -144,6 +155,9 @@ impl ServerConfig {
             outbound_allow: Vec::new(),
             default_registry: None,
             docker_host: Some("unix:///var/run/docker.sock".to_owned()),
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            keep_deliveries: 10_000,
         }
     }
 
@@ -162,8 +176,18 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// The code hosts' APIs: the shared HTTP client, token refresh, webhook installs.
     pub forges: forges::Forges,
-    /// Failed logins per user and address.
+    /// Login attempts per user and address.
     pub logins: auth::LoginLimiter,
+    /// Password hashes running at once (one per core).
+    pub hash_slots: auth::HashSlots,
+    /// Logins per client address: a burst of 20, then one every 3 s.
+    pub login_rate: throttle::Throttle,
+    /// Refused webhook deliveries per client address: a burst of 30, then one every
+    /// 2 s; past that, the address's deliveries are answered 429 unread and unstored.
+    pub hook_refusals: throttle::Throttle,
+    /// Audit lines for refused requests (401, 403, invalid login names, lockouts) per
+    /// client address: a burst of 20, then one every 6 s.
+    pub refusal_audits: throttle::Throttle,
     /// The pipeline limit in force.
     pub quota: licence::Quota,
     pub timers: timers::Timers,
@@ -266,7 +290,10 @@ impl Server {
         let forges = forges::Forges::new(&config)?;
         let (secret_box, key_source) = keys::load(&config)?;
         let quota = licence::load(&config)?;
-        let store = Store::open(&config.database_url()).await?.with_secret_box(secret_box);
+        let store = Store::open(&config.database_url())
+            .await?
+            .with_secret_box(secret_box)
+            .with_delivery_retention(config.keep_deliveries.max(1), hooks::REJECTED_KEPT);
         let resealed = store.reseal_all().await?;
         if resealed > 0 {
             tracing::info!(count = resealed, key = store.secret_box().current_key_id(), "secrets re-sealed");
@@ -305,6 +332,10 @@ impl Server {
             metrics,
             forges,
             logins: Default::default(),
+            hash_slots: Default::default(),
+            login_rate: throttle::Throttle::new(20, Duration::from_secs(3)),
+            hook_refusals: throttle::Throttle::new(30, Duration::from_secs(2)),
+            refusal_audits: throttle::Throttle::new(20, Duration::from_secs(6)),
             quota,
             timers: timers::Timers::new(store_for_timers, config.timezone.clone(), config.timer_grace),
         });
@@ -315,14 +346,10 @@ impl Server {
             .await
             .map_err(io(format!("cannot listen on {}", config.listen)))?;
         let addr = listener.local_addr().map_err(io("cannot read the bound address".into()))?;
-        // Without TCP_NODELAY a streamed answer's second small write (the next log line
-        // of a live log, or its end) waits for the client's delayed ACK: 40 ms each.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
         let app = api::router(state.clone());
-        let app = app.into_make_service_with_connect_info::<SocketAddr>();
-        let task = tokio::spawn(async move { axum::serve(listener, app).await });
+        let max_connections = http::connection_limit(config.max_connections, http::raise_nofile_limit());
+        let limits = http::Limits { max_connections, header_timeout: config.header_timeout };
+        let task = tokio::spawn(http::serve(listener, app, limits));
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "wharf server listening");
         Ok(Server { addr, state, generated_token: generated.token, generated_password: generated.password, task })
     }

@@ -323,7 +323,7 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/login",
-        summary: "Log in (JSON or form): a session cookie (Secure, HttpOnly, SameSite=Strict) and its csrf_token; 429 after repeated failures",
+        summary: "Log in (JSON or form): a session cookie (Secure, HttpOnly, SameSite=Strict) and its csrf_token; 429 after repeated failures or too many logins from the address, 503 when every hashing slot is busy",
         body: Body::Json("Login"),
         status: 200,
     },

@@ -58,6 +58,21 @@ impl FromStr for Verdict {
     }
 }
 
+/// How many deliveries are kept: those among the last `keep` received (but never one
+/// still [`Verdict::Received`], which is waiting to be handled), and of the refused ones
+/// ([`Verdict::Rejected`], sent by anyone) only the newest `keep_rejected`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    pub keep: u32,
+    pub keep_rejected: u32,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention { keep: 10_000, keep_rejected: 1_000 }
+    }
+}
+
 /// What storing a delivery writes.
 #[derive(Clone, Debug)]
 pub struct NewDelivery {
@@ -140,7 +155,8 @@ fn full(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow> {
 impl Store {
     /// Stores a delivery and returns its id. Deliveries being handled are stored
     /// [`Verdict::Received`] and updated with [`Store::update_delivery`]; refused ones
-    /// are stored with their final verdict at once.
+    /// are stored with their final verdict at once. Older deliveries past the store's
+    /// [`Retention`] are deleted in the same write.
     pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<i64> {
         let headers = serde_json::to_string(&new.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _write = self.writer.lock().await;
@@ -161,7 +177,24 @@ impl Store {
         .bind(&new.signature_sha256)
         .execute(&self.pool)
         .await?;
-        Ok(done.last_insert_rowid())
+        let Retention { keep, keep_rejected } = self.delivery_retention;
+        if new.verdict == Verdict::Rejected {
+            sqlx::query(
+                "DELETE FROM deliveries WHERE verdict = 'rejected' AND id <= (SELECT id FROM deliveries \
+                 WHERE verdict = 'rejected' ORDER BY id DESC LIMIT 1 OFFSET ?)",
+            )
+            .bind(i64::from(keep_rejected))
+            .execute(&self.pool)
+            .await?;
+        }
+        // Ids are never reused (AUTOINCREMENT): the newest `keep` received are the ids
+        // above this one's minus `keep` (a range on the primary key, however many are stored).
+        let id = done.last_insert_rowid();
+        sqlx::query("DELETE FROM deliveries WHERE id <= ? AND verdict <> 'received'")
+            .bind(id - i64::from(keep))
+            .execute(&self.pool)
+            .await?;
+        Ok(id)
     }
 
     /// Sets a delivery's verdict, reason and the runs it started (all of them, not

@@ -57,6 +57,8 @@ pub struct Store {
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Seals every secret before it is written (see [`secretbox`]).
     secret_box: std::sync::Arc<secretbox::SecretBox>,
+    /// How many webhook deliveries [`Store::insert_delivery`] keeps.
+    delivery_retention: deliveries::Retention,
 }
 
 /// A pipeline's row, with its latest version number.
@@ -142,13 +144,20 @@ impl Store {
         let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
         migrate::run(&pool).await?;
         let secret_box = std::sync::Arc::new(secretbox::SecretBox::ephemeral());
-        Ok(Store { pool, writer: Default::default(), secret_box })
+        Ok(Store { pool, writer: Default::default(), secret_box, delivery_retention: Default::default() })
     }
 
     /// The same store, sealing and opening secrets with `secret_box` (the server's
     /// configured keys). Call before cloning the store around.
     pub fn with_secret_box(mut self, secret_box: secretbox::SecretBox) -> Store {
         self.secret_box = std::sync::Arc::new(secret_box);
+        self
+    }
+
+    /// The same store, keeping the newest `keep` webhook deliveries, of which at most
+    /// `keep_rejected` refused ones (see [`Store::insert_delivery`]).
+    pub fn with_delivery_retention(mut self, keep: u32, keep_rejected: u32) -> Store {
+        self.delivery_retention = deliveries::Retention { keep, keep_rejected };
         self
     }
 

@@ -12,6 +12,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_registries.sql")),
     (6, include_str!("../migrations/sqlite/0006_tenancy.sql")),
     (7, include_str!("../migrations/sqlite/0007_trusted_projects.sql")),
+    (9, include_str!("../migrations/sqlite/0009_delivery_retention.sql")),
     (11, include_str!("../migrations/sqlite/0011_users_and_idempotency.sql")),
 ];
 

@@ -56,6 +56,20 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
+/// The longest text an audit field keeps, in characters (the mark included).
+pub const AUDIT_FIELD_MAX: usize = 256;
+/// Ends a field that was cut.
+pub const CUT_MARK: &str = "…[cut]";
+
+/// `text`, or its start with [`CUT_MARK`] when it is longer than [`AUDIT_FIELD_MAX`].
+pub fn cut(text: &str) -> String {
+    if text.chars().count() <= AUDIT_FIELD_MAX {
+        return text.to_owned();
+    }
+    let keep = AUDIT_FIELD_MAX - CUT_MARK.chars().count();
+    text.chars().take(keep).chain(CUT_MARK.chars()).collect()
+}
+
 /// One line of the audit log: who did what to which object, when, from where.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
@@ -552,15 +566,17 @@ impl Store {
 
     // ---- audit ----
 
+    /// Writes one line; each text field is cut to [`AUDIT_FIELD_MAX`] characters (with
+    /// [`CUT_MARK`] at the end), whatever a client sent.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let _write = self.writer.lock().await;
         sqlx::query("INSERT INTO audit_log (at, actor, action, object, outcome, client_ip) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(entry.at)
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.object)
+            .bind(cut(&entry.actor))
+            .bind(cut(&entry.action))
+            .bind(cut(&entry.object))
             .bind(entry.outcome)
-            .bind(&entry.client_ip)
+            .bind(entry.client_ip.as_deref().map(cut))
             .execute(&self.pool)
             .await?;
         Ok(())

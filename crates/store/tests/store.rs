@@ -374,3 +374,27 @@ async fn registries_keep_their_workspaces_and_hide_the_password() {
     assert!(matches!(store.registry("local").await, Err(StoreError::NotFound(_))));
     assert!(store.registries().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn deliveries_past_the_retention_go_as_new_ones_arrive_and_refused_ones_sooner() {
+    use wharf_store::deliveries::Verdict;
+    let (_dir, store) = store().await;
+    let store = store.with_delivery_retention(6, 2);
+    // One still waiting to be handled is never pruned.
+    let waiting = store.insert_delivery(&delivery("w", Verdict::Received)).await.unwrap();
+    for i in 0..5 {
+        store.insert_delivery(&delivery(&format!("bad-{i}"), Verdict::Rejected)).await.unwrap();
+    }
+    let (all, _) = store.deliveries(100, 0).await.unwrap();
+    let rejected: Vec<_> =
+        all.iter().filter(|d| d.verdict == Verdict::Rejected).map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(rejected, ["bad-4", "bad-3"], "a ring of the newest refused ones");
+    for i in 0..8 {
+        store.insert_delivery(&delivery(&format!("ok-{i}"), Verdict::Ignored)).await.unwrap();
+    }
+    let (all, total) = store.deliveries(100, 0).await.unwrap();
+    let ids: Vec<_> = all.iter().map(|d| d.delivery_id.as_str()).collect();
+    assert_eq!(ids, ["ok-7", "ok-6", "ok-5", "ok-4", "ok-3", "ok-2", "w"], "the newest 6, and the waiting one");
+    assert_eq!(total, 7);
+    assert_eq!(store.delivery(waiting).await.unwrap().summary.verdict, Verdict::Received);
+}

@@ -112,6 +112,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .fallback(|| async {
             AppError::NotFound("no such route; the API is under /api/v1 (see /api/v1/openapi.json)".into())
         })
+        .layer(middleware::from_fn(crate::error::json_errors))
         .with_state(state)
 }
 
@@ -126,34 +127,61 @@ pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> 
     request_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
 }
 
+/// A refused caller: the answer to give, and who they proved to be when they got that
+/// far (a `read` token on a change, a session without its CSRF token).
+struct Refused {
+    error: AppError,
+    actor: Option<String>,
+}
+
+impl From<AppError> for Refused {
+    fn from(error: AppError) -> Self {
+        Refused { error, actor: None }
+    }
+}
+
+impl From<wharf_store::StoreError> for Refused {
+    fn from(error: wharf_store::StoreError) -> Self {
+        AppError::from(error).into()
+    }
+}
+
 /// Who is calling: a bearer token, else a session cookie (with its CSRF token on
-/// changes). `Err` is the answer to give.
-async fn resolve(state: &AppState, headers: &HeaderMap, ip: Option<String>, changes: bool) -> ApiResult<Caller> {
+/// changes).
+async fn resolve(state: &AppState, headers: &HeaderMap, ip: Option<String>, changes: bool) -> Result<Caller, Refused> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     if let Some(authorization) = header(header::AUTHORIZATION.as_str()) {
         let token = auth::bearer(authorization).ok_or(AppError::Unauthorized)?;
         let caller = auth::caller_from_token(&state.store, token, ip).await?.ok_or(AppError::Unauthorized)?;
         if changes && caller.via == (Via::Token { scope: TokenScope::Read }) {
-            return Err(AppError::Forbidden(
-                "this token has the `read` scope: it may only read (GET); use a `write` token to change things".into(),
-            ));
+            return Err(Refused {
+                error: AppError::Forbidden(
+                    "this token has the `read` scope: it may only read (GET); use a `write` token to change things"
+                        .into(),
+                ),
+                actor: Some(caller.name),
+            });
         }
         return Ok(caller);
     }
     let session =
         header(header::COOKIE.as_str()).and_then(|c| auth::cookie(c, auth::SESSION_COOKIE)).filter(|s| !s.is_empty());
-    let Some(session) = session else { return Err(AppError::Unauthorized) };
+    let Some(session) = session else { return Err(AppError::Unauthorized.into()) };
     let (caller, csrf) = auth::caller_from_session(&state.store, session, ip).await?.ok_or(AppError::Unauthorized)?;
     if changes {
         let given = header(auth::CSRF_HEADER).unwrap_or("");
-        if !auth::same(given, &csrf) {
-            return Err(AppError::Forbidden(
+        let checked = if auth::same(given, &csrf) {
+            cross_site_check(headers)
+        } else {
+            Err(AppError::Forbidden(
                 "missing or wrong CSRF token: a change made with a login session must send the session's \
                  csrf_token (from POST /login or GET /me) in the X-CSRF-Token header"
                     .into(),
-            ));
+            ))
+        };
+        if let Err(error) = checked {
+            return Err(Refused { error, actor: Some(caller.name) });
         }
-        cross_site_check(headers)?;
     }
     Ok(caller)
 }
@@ -177,29 +205,57 @@ pub fn cross_site_check(headers: &HeaderMap) -> ApiResult<()> {
 }
 
 /// Authenticates every `/api/v1` route (but login and the OpenAPI document), puts the
-/// [`Caller`] into the request, and writes state changes to the audit log.
+/// [`Caller`] into the request, and writes state changes and refusals (401, 403) to
+/// the audit log.
 async fn authenticate(State(state): AppStateRef, mut request: Request, next: Next) -> Response {
     let ip = client_ip(request.extensions());
     let method = request.method().clone();
     let changes = changes_state(&method);
-    let caller = match resolve(&state, request.headers(), ip.clone(), changes).await {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(),
-    };
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
     let object = request.uri().path().to_owned();
+    let route = route.as_deref().unwrap_or(&object);
+    let action = format!("{method} {}", route.strip_prefix("/api/v1").unwrap_or(route));
+    let object = object.strip_prefix("/api/v1").unwrap_or(&object).to_owned();
+    let caller = match resolve(&state, request.headers(), ip.clone(), changes).await {
+        Ok(caller) => caller,
+        Err(Refused { error, actor }) => {
+            let status = error.status();
+            if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                let actor = actor.as_deref().unwrap_or(UNAUTHENTICATED);
+                audit_refusal(&state, actor, &format!("refused: {action}"), &object, status.as_u16(), ip).await;
+            }
+            return error.into_response();
+        }
+    };
     request.extensions_mut().insert(caller.clone());
     let response = next.run(request).await;
     if changes {
-        let route = route.as_deref().unwrap_or(&object);
-        let action = format!("{method} {}", route.strip_prefix("/api/v1").unwrap_or(route));
-        let object = object.strip_prefix("/api/v1").unwrap_or(&object);
-        audit(&state, &caller.name, &action, object, response.status().as_u16(), ip).await;
+        audit(&state, &caller.name, &action, &object, response.status().as_u16(), ip).await;
     }
     response
 }
 
-/// Writes one audit line; a failure to write is logged, not answered.
+/// The audit log's actor for a caller who proved nobody.
+pub const UNAUTHENTICATED: &str = "-";
+
+/// Writes one audit line for a refused request, unless this address has had its share
+/// of such lines lately ([`AppState::refusal_audits`]): a flood of refused requests is
+/// written down at its start, not in full.
+pub async fn audit_refusal(
+    state: &AppState,
+    actor: &str,
+    action: &str,
+    object: &str,
+    outcome: u16,
+    ip: Option<String>,
+) {
+    if state.refusal_audits.take(ip.as_deref().unwrap_or(UNAUTHENTICATED)).is_ok() {
+        audit(state, actor, action, object, outcome, ip).await;
+    }
+}
+
+/// Writes one audit line; a failure to write is logged, not answered. The store cuts
+/// long fields.
 pub async fn audit(state: &AppState, actor: &str, action: &str, object: &str, outcome: u16, ip: Option<String>) {
     let entry = wharf_store::tenancy::AuditEntry {
         id: None,

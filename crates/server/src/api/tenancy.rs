@@ -437,17 +437,21 @@ fn form(body: &[u8]) -> HashMap<String, String> {
         .collect()
 }
 
+/// A login body is a name and a password.
+const LOGIN_BODY_MAX: usize = 16 * 1024;
+
 /// `POST /login` (JSON `{"name", "password"}` or a form with `name`/`username` and
 /// `password`): a new session in a `Secure; HttpOnly; SameSite=Strict` cookie, and
 /// `{"name", "role", "csrf_token", "expires_at"}`. Any session the browser presented is
 /// ended first (a fresh id every time: no fixation). Wrong name or password: 401 (the
-/// same answer for both); too many failures for this name from this address: 429.
+/// same answer for both); too many failures for this name from this address, or too
+/// many logins from this address: 429; no hashing slot free within a few seconds: 503.
 pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -> ApiResult<Response> {
     let ip = super::client_ip(request.extensions());
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, 64 * 1024)
+    let body = axum::body::to_bytes(body, LOGIN_BODY_MAX)
         .await
-        .map_err(|e| AppError::BadRequest(format!("cannot read the body: {e}")))?;
+        .map_err(|_| AppError::TooLarge(format!("a login body has at most {LOGIN_BODY_MAX} bytes")))?;
     let headers = &parts.headers;
     super::cross_site_check(headers)?;
     let credentials: Login = if super::content_type(headers).starts_with("application/x-www-form-urlencoded") {
@@ -460,35 +464,56 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
         json_body(&body)?
     };
     let ip_key = ip.clone().unwrap_or_else(|| "-".into());
-    let name = credentials.name.trim().to_owned();
-    if let Err(wait) = state.logins.check(&name, &ip_key) {
-        super::audit(&state, &name, "login (locked out)", &format!("/users/{name}"), 429, ip).await;
+    if let Err(wait) = state.login_rate.take(&ip_key) {
         return Err(AppError::TooManyRequests {
-            message: format!(
-                "too many failed logins for `{name}` from this address: try again in {wait} s (at most {} failures \
-                 in {} minutes)",
-                auth::LoginLimiter::MAX_FAILURES,
-                auth::LoginLimiter::WINDOW.as_secs() / 60
-            ),
+            message: format!("too many logins from this address: try again in {wait} s"),
             retry_after_secs: wait,
         });
     }
+    let name = credentials.name.trim().to_owned();
+    // A name no user can have is refused before anything is looked up, hashed or
+    // written down whole (the audit line has it cut, and is rate-limited).
+    if PipelineName::new(name.clone()).is_err() {
+        super::audit_refusal(&state, &name, "login refused (not a valid user name)", "/login", 401, ip).await;
+        return Err(AppError::Unauthorized);
+    }
+    // The attempt counts before the password is checked, so parallel attempts cannot
+    // get past the lock.
+    let last_allowed = match state.logins.begin(&name, &ip_key) {
+        Ok(last) => last,
+        Err(wait) => {
+            super::audit_refusal(&state, &name, "login (locked out)", &format!("/users/{name}"), 429, ip).await;
+            return Err(AppError::TooManyRequests {
+                message: format!(
+                    "too many failed logins for `{name}` from this address: try again in {wait} s (at most {} \
+                     failures in {} minutes)",
+                    auth::LoginLimiter::MAX_FAILURES,
+                    auth::LoginLimiter::WINDOW.as_secs() / 60
+                ),
+                retry_after_secs: wait,
+            });
+        }
+    };
     let user = state.store.find_user(&name).await?;
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = credentials.password;
-    let ok = tokio::task::spawn_blocking(move || match phc {
+    let checked = state.hash_slots.run(move || match phc {
         Some(phc) => auth::verify_password(&password, &phc),
         None => {
             // Spend the same time for an unknown user, so timing does not tell.
             let _ = auth::verify_password(&password, dummy_hash());
             false
         }
-    })
-    .await
-    .map_err(|e| AppError::Internal(e.to_string()))?;
+    });
+    let Some(ok) = checked.await else {
+        state.logins.unchecked(&name, &ip_key);
+        return Err(AppError::Unavailable {
+            message: "too many logins are being checked right now: try again in a second".into(),
+            retry_after_secs: 1,
+        });
+    };
     let Some(user) = user.filter(|_| ok) else {
-        let locked = state.logins.failed(&name, &ip_key);
-        let outcome = if locked.is_some() { "login failed (now locked out)" } else { "login failed" };
+        let outcome = if last_allowed { "login failed (now locked out)" } else { "login failed" };
         super::audit(&state, &name, outcome, &format!("/users/{name}"), 401, ip).await;
         return Err(AppError::Unauthorized);
     };
