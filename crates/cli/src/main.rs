@@ -133,7 +133,8 @@ fn main() -> ExitCode {
         Command::Tokens(args) => on_runtime(tenancy::tokens(args)),
         Command::Secrets(args) => on_runtime(tenancy::secrets(args)),
         Command::Login(args) => on_runtime(tenancy::login(args)),
-        Command::Serve(args) => on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) }),
+        Command::Serve(args) => serve::forbid_new_privileges()
+            .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),
     };
     match result {

@@ -12,7 +12,7 @@ use wharf_server::{Server, ServerConfig};
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
     /// A TOML config file (keys: listen, data_dir, database_url, executor, docker_socket,
-    /// docker_network, docker_default_image, allow_host, host_user, max_parallel_tasks, stop_grace,
+    /// docker_network, docker_default_image, allow_host, host_forks, host_user, max_parallel_tasks, stop_grace,
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
     /// ca_file, outbound_allow, default_registry, max_connections, header_timeout,
@@ -92,6 +92,7 @@ const KEYS: &[&str] = &[
     "docker_network",
     "docker_default_image",
     "allow_host",
+    "host_forks",
     "host_user",
     "max_parallel_tasks",
     "stop_grace",
@@ -185,6 +186,12 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     }
     if let Ok(allow) = std::env::var("WHARF_ALLOW_HOST") {
         config.allow_host = matches!(allow.as_str(), "1" | "true" | "yes");
+    }
+    if let Some(allow) = file.get("host_forks") {
+        config.host_forks = allow.as_bool().context("host_forks: expected true or false")?;
+    }
+    if let Ok(allow) = std::env::var("WHARF_HOST_FORKS") {
+        config.host_forks = matches!(allow.as_str(), "1" | "true" | "yes");
     }
     if let Some(user) = std::env::var("WHARF_HOST_USER").ok().or(s("host_user")).filter(|u| !u.trim().is_empty()) {
         config.host_user = user.trim().to_owned();
@@ -305,6 +312,19 @@ fn init_logging(format: &str) -> Result<()> {
         "json" => builder.json().init(),
         "text" => builder.init(),
         other => bail!("--log-format `{other}`: expected text or json"),
+    }
+    Ok(())
+}
+
+/// Called before any thread exists: "no new privileges" is a thread's attribute, which
+/// the threads and processes created afterwards inherit. A root server sets it, so no
+/// process it starts (a host task as the task user, git) gains privileges by executing
+/// a setuid-root or file-capability program — a container may have left one in a
+/// workspace, since container root is host root. Dropping privileges to the task user
+/// still works; `sudo` and `ping` in host tasks of a root server do not.
+pub fn forbid_new_privileges() -> Result<()> {
+    if nix::unistd::Uid::effective().is_root() {
+        nix::sys::prctl::set_no_new_privs().context("cannot set no_new_privs on the server process")?;
     }
     Ok(())
 }

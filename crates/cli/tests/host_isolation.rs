@@ -53,6 +53,14 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
     )
     .await;
     let as_root = wharf_testenv::is_root();
+    // What a container (root inside is root outside) could leave in a workspace: a
+    // setuid-root program. Executed by a host task, it must not make the task root.
+    let suid = root.join("suid-id");
+    if as_root {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::copy("/usr/bin/id", &suid).unwrap();
+        std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    }
 
     // The modes a fresh start leaves (0711 where the task user passes through).
     let pass = if as_root { 0o711 } else { 0o700 };
@@ -67,11 +75,14 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
         "echo user=$(id -un)\n\
          env\n\
          if cat /proc/$PPID/environ >/dev/null 2>&1; then echo environ=open; else echo environ=closed; fi\n\
+         grep NoNewPrivs /proc/self/status\n\
+         if [ -x '{suid}' ]; then echo euid=$('{suid}' -u); fi\n\
          {}\
          echo built > artefact.txt\n\
          mkdir -p \"$HOME/.cache\" && echo cached > \"$HOME/.cache/x\"\n\
          echo RESULT=done >> \"$WHARF_OUTPUT\"\n",
-        probe(&[&data.join("secret.key"), &data.join("wharf.db"), &data.join("logs"), &data])
+        probe(&[&data.join("secret.key"), &data.join("wharf.db"), &data.join("logs"), &data]),
+        suid = suid.display(),
     );
     let yaml = serde_json::to_string(&serde_json::json!({
         "name": "probe",
@@ -98,6 +109,9 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
         return;
     }
     assert!(log.contains("out user=wharf-task"), "{log}");
+    // A setuid-root program a container left in the workspace cannot make it root again.
+    assert!(log.contains("out NoNewPrivs:\t1"), "{log}");
+    assert!(log.contains("out euid=") && !log.contains("out euid=0\n"), "setuid root worked: {log}");
     for closed in ["secret.key", "wharf.db", "logs"] {
         assert!(log.contains(&format!("out closed={}", data.join(closed).display())), "{closed}: {log}");
     }
@@ -108,6 +122,8 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
     assert_ne!(uid, 0, "the artefact was written by the task user");
     assert_eq!(std::fs::metadata(workspace.join("home/.cache/x")).unwrap().uid(), uid);
     assert_eq!(std::fs::metadata(&workspace).unwrap().uid(), 0, "the run directory stays the server's");
+    // Only the task user's group passes through it: no other local account reads checkouts.
+    assert_eq!(mode(&workspace), 0o710, "the run directory");
 }
 
 /// A single-user install (the server is not root): tasks run as the server's own
@@ -134,6 +150,8 @@ async fn a_same_user_task_cannot_read_the_servers_environ() {
     .await;
     let script = "echo user=$(id -u) parent=$(stat -c %u /proc/$PPID)\n\
                   if cat /proc/$PPID/environ >/dev/null 2>&1; then echo environ=open; else echo environ=closed; fi\n\
+         grep NoNewPrivs /proc/self/status\n\
+         if [ -x '{suid}' ]; then echo euid=$('{suid}' -u); fi\n\
                   if cat /proc/$PPID/cmdline >/dev/null 2>&1; then echo cmdline=open; else echo cmdline=closed; fi\n";
     let yaml = serde_json::to_string(&serde_json::json!({
         "name": "same-user",

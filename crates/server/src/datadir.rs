@@ -64,6 +64,23 @@ fn database_files(db: &Path) -> [PathBuf; 3] {
     [db.to_path_buf(), with("-wal"), with("-shm")]
 }
 
+/// A run's directory (`workspaces/<run id>`): the server's, 0700; with a task user,
+/// 0710 with that user's group, so host tasks (and no other local account) pass
+/// through to the checkout and home handed to them. Containers do not need it: their
+/// workspace is bind-mounted by the daemon.
+pub fn make_run_dir(dir: &Path, task_gid: Option<u32>) -> Result<(), ServerError> {
+    match task_gid {
+        Some(gid) => {
+            make_dir(dir, 0o710)?;
+            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|source| ServerError::Io {
+                context: format!("cannot give {} to the task user's group", dir.display()),
+                source,
+            })
+        }
+        None => make_dir(dir, 0o700),
+    }
+}
+
 fn make_dir(dir: &Path, mode: u32) -> Result<(), ServerError> {
     std::fs::create_dir_all(dir)
         .map_err(|source| ServerError::Io { context: format!("cannot create {}", dir.display()), source })?;

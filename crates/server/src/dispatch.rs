@@ -76,6 +76,8 @@ pub struct Dispatcher {
     /// Whether tasks may run on the host at all (`executor: host`, a host server's
     /// scripts, a docker server's image-less ones).
     allow_host: bool,
+    /// Whether runs of forks' pull requests may use the host (`host_forks`).
+    host_forks: bool,
     /// As whom host tasks run (decided at start).
     run_as: RunAs,
 }
@@ -124,6 +126,7 @@ impl Dispatcher {
             wake: Arc::new(Notify::new()),
             stop_grace: config.stop_grace,
             allow_host: config.allow_host,
+            host_forks: config.host_forks,
             run_as,
         }
     }
@@ -138,15 +141,25 @@ impl Dispatcher {
         active: bool,
         secrets: &BTreeMap<String, String>,
     ) -> ApiResult<()> {
-        let host = self.host_access(project).await?;
+        let host = self.host_access(project, None).await?;
         self.prepare(model, active, &BTreeMap::new(), secrets, &host).map(|_| ())
     }
 
     /// Whether tasks of `project` may run on the host executor now (see
     /// [`crate::hostexec`] for the rules).
-    pub async fn host_access(&self, project: &str) -> ApiResult<HostAccess> {
+    /// `cause`: what starts the run (`None`: a person, now); a fork's pull request gets
+    /// the host only with `host_forks`, even in a trusted project (its code is an
+    /// outsider's, which is also why it gets no secrets).
+    pub async fn host_access(&self, project: &str, cause: Option<&Cause>) -> ApiResult<HostAccess> {
         if !self.allow_host {
             return Ok(HostAccess::Refused("this server does not run tasks on the host (allow_host = false)".into()));
+        }
+        if !self.host_forks && cause.is_some_and(|cause| !cause.gets_secrets()) {
+            return Ok(HostAccess::Refused(
+                "a pull request from a fork started this run, and code from forks runs on the host only where \
+                 an administrator allows it (host_forks = true)"
+                    .into(),
+            ));
         }
         if let RunAs::Refused(why) = &self.run_as {
             return Ok(HostAccess::Refused(why.clone()));
@@ -335,7 +348,7 @@ impl Dispatcher {
     ) -> ApiResult<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
         let secrets = self.state().store.secret_values(&pipeline.project).await?;
-        let host = self.host_access(&pipeline.project).await?;
+        let host = self.host_access(&pipeline.project, Some(&cause)).await?;
         let parameters = self.prepare(&model, pipeline.active, &given, &secrets, &host)?;
         if let Some(previous) = retry_of {
             if Resume::from_failed_stage(previous.record.clone()).is_none() {
@@ -697,6 +710,9 @@ impl Dispatcher {
         stop_rx: watch::Receiver<Option<StopRequest>>,
     ) {
         let dir = self.workspace_dir(entry.run_id);
+        if let Err(e) = crate::datadir::make_run_dir(&dir, self.run_as.user().map(|user| user.gid)) {
+            return self.fail_unstarted(state, entry.run_id, &e.to_string()).await;
+        }
         let (workspace, resume) = match entry.retry_of {
             Some(previous_id) => {
                 let previous = match state.store.run(previous_id).await {
@@ -733,7 +749,10 @@ impl Dispatcher {
         // Checked when the run was accepted; a user added or trust withdrawn since counts.
         let project = state.store.pipeline(entry.pipeline_id).await.map(|p| p.project);
         if let Ok(project) = &project {
-            let host = self.host_access(project).await.unwrap_or_else(|e| HostAccess::Refused(format!("{e:?}")));
+            let host = self
+                .host_access(project, Some(&entry.cause))
+                .await
+                .unwrap_or_else(|e| HostAccess::Refused(format!("cannot check host access: {e:?}")));
             if let Err(why) = self.host_refusal(&model, &host) {
                 return self.fail_unstarted(state, entry.run_id, &why).await;
             }

@@ -924,25 +924,25 @@ fn short(commit: &str) -> &str {
 }
 
 /// Every pipeline whose latest version `target` starts (see [`Target::starts`]),
-/// active or not, by project and name. A pipeline that names no binding is started
-/// only when its creator may view `binding` (see [`crate::forges::creator_sees`]):
-/// pushes to another user's repository binding never start, nor show, a pipeline that
-/// merely points at the same repository.
+/// active or not, by project and name. A pipeline is started only when its creator
+/// may view `binding` (see [`crate::forges::creator_sees`]), whether or not it names
+/// it: pushes to another user's repository binding never start, nor show, a pipeline
+/// that points at the same repository, or names a binding of that name it could not
+/// see when it was saved (one created later, or deleted and made again by another).
 async fn matching(state: &AppState, target: &Target, binding: &str) -> Result<Vec<PipelineRow>, AppError> {
     let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
     let received = state.store.binding(binding).await?;
     let mut creators: HashMap<String, bool> = HashMap::new();
     let mut matched = Vec::new();
     for (row, _) in rows {
-        let model = match state.dispatcher.pipeline_version(row.id, row.version).await {
-            Ok(model) if target.starts(&model, binding) => model,
+        match state.dispatcher.pipeline_version(row.id, row.version).await {
+            Ok(model) if target.starts(&model, binding) => {}
             Ok(_) => continue,
             Err(e) => {
                 tracing::warn!(pipeline = row.id, error = ?e, "cannot read a pipeline while matching a webhook");
                 continue;
             }
-        };
-        let names_it = model.source.as_ref().is_some_and(|s| s.binding.as_deref() == Some(binding));
+        }
         let sees = match creators.get(&row.created_by) {
             Some(sees) => *sees,
             None => {
@@ -951,7 +951,7 @@ async fn matching(state: &AppState, target: &Target, binding: &str) -> Result<Ve
                 sees
             }
         };
-        if names_it || sees {
+        if sees {
             matched.push(row);
         }
     }

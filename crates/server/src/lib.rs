@@ -91,6 +91,9 @@ pub struct ServerConfig {
     /// script of a host server, image-less scripts of a docker server. When not, runs
     /// that would put a task there are refused (422) saying which tasks.
     pub allow_host: bool,
+    /// Whether runs that a pull request from a fork started may put tasks on the host
+    /// (default: never; an outsider's code then runs only in containers).
+    pub host_forks: bool,
     /// How old a due time missed while the server was down may be and still get its
     /// one catch-up run (timers with `missed: once`).
     pub timer_grace: Duration,
@@ -148,6 +151,7 @@ impl ServerConfig {
             executor: wharf_core::model::ExecutorKind::Host,
             docker: wharf_docker::DockerConfig::default(),
             allow_host: true,
+            host_forks: false,
             timer_grace: Duration::from_secs(3600),
             timezone: jiff::tz::TimeZone::system(),
             public_url: None,
