@@ -31,6 +31,20 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use wharf_store::{Store, StoreError, now_ms};
 
+/// The key per-address limits count `ip` by: the address itself, or for IPv6 its /64
+/// prefix (an IPv4 address mapped into IPv6 counts as itself). A text that is no
+/// address is its own key.
+pub fn address_key(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>().map(|ip| ip.to_canonical()) {
+        Ok(std::net::IpAddr::V6(v6)) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        Ok(v4) => v4.to_string(),
+        Err(_) => ip.to_owned(),
+    }
+}
+
 /// The settings key where a Wharf from before users kept the admin token's hash.
 const LEGACY_SETTING: &str = "admin_token_sha256";
 /// The built-in administrator.
@@ -353,10 +367,14 @@ impl LoginLimiter {
 /// long-lived threads the allocator keeps reusing the same memory instead of growing
 /// an arena on every blocking thread that ever hashed. A login waits at most
 /// [`HASH_WAIT`] for its turn, then is answered 503.
+///
+/// A turn is held by the hash itself, not by the login waiting for it: a client that
+/// hangs up does not free its turn before its hash has run. So at most one job per
+/// thread is queued or running, and the queue is bounded to that.
 pub struct HashSlots {
     turns: std::sync::Arc<tokio::sync::Semaphore>,
     /// Dropping it ends the threads.
-    jobs: Mutex<std::sync::mpsc::Sender<Job>>,
+    jobs: Mutex<std::sync::mpsc::SyncSender<Job>>,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -367,7 +385,7 @@ pub const HASH_WAIT: Duration = Duration::from_secs(3);
 impl Default for HashSlots {
     fn default() -> Self {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<Job>(threads);
         let queue = std::sync::Arc::new(Mutex::new(queue));
         for i in 0..threads {
             let queue = queue.clone();
@@ -392,12 +410,14 @@ impl HashSlots {
     /// Runs `work` (a password check) on a hashing thread; `None` when no thread was
     /// free within [`HASH_WAIT`].
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let _turn = tokio::time::timeout(HASH_WAIT, self.turns.acquire()).await.ok()?.ok()?;
+        let turn = tokio::time::timeout(HASH_WAIT, self.turns.clone().acquire_owned()).await.ok()?.ok()?;
         let (done, result) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
             let _ = done.send(work());
+            drop(turn);
         });
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).send(job).ok()?;
+        // Never full: a job holds one of as many turns as the queue has places.
+        self.jobs.lock().unwrap_or_else(|e| e.into_inner()).try_send(job).ok()?;
         result.await.ok()
     }
 }
@@ -466,6 +486,37 @@ mod tests {
             assert!(l.begin(&format!("user{i}"), "1.2.3.4").is_ok());
         }
         assert!(l.len() <= LoginLimiter::MAX_ENTRIES, "{}", l.len());
+    }
+
+    #[tokio::test]
+    async fn a_login_that_hangs_up_keeps_its_hashing_turn_until_the_hash_ends() {
+        let slots = HashSlots::default();
+        let turns = slots.turns.available_permits();
+        let (started, hashing) = tokio::sync::oneshot::channel();
+        let (finish, gate) = std::sync::mpsc::channel::<()>();
+        let mut login = Box::pin(slots.run(move || {
+            let _ = started.send(());
+            let _ = gate.recv();
+        }));
+        tokio::select! {
+            _ = &mut login => panic!("the hash cannot end before the gate opens"),
+            _ = hashing => {}
+        }
+        drop(login);
+        assert_eq!(slots.turns.available_permits(), turns - 1, "the hash still runs, so its turn is taken");
+        finish.send(()).unwrap();
+        let all = tokio::time::timeout(Duration::from_secs(10), slots.turns.acquire_many(turns as u32)).await;
+        assert!(all.is_ok(), "the turn comes back when the hash ends");
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64() {
+        assert_eq!(address_key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
+        assert_eq!(address_key("2001:db8:1:2::1"), address_key("2001:db8:1:2:ffff::9"));
+        assert_ne!(address_key("2001:db8:1:2::1"), address_key("2001:db8:1:3::1"));
+        assert_eq!(address_key("127.0.0.1"), "127.0.0.1");
+        assert_eq!(address_key("::ffff:10.0.0.7"), "10.0.0.7", "an IPv4 address mapped into IPv6 is itself");
+        assert_eq!(address_key("-"), "-");
     }
 
     #[test]

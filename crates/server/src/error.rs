@@ -8,6 +8,7 @@
 //! | `NotFound` | 404 | the pipeline, run, task or version does not exist, or the caller may not see it (`authz`: existence does not leak) |
 //! | `Conflict` | 409 | the request clashes with the current state (name taken, run in progress, already finished) |
 //! | `Quota` | 403 | the licence's pipeline limit is reached (the message says the limit and how to raise it) |
+//! | `Timeout` | 408 | the request body did not arrive within the server's `header_timeout` (the connection is closed) |
 //! | `TooLarge` | 413 | the body is over the route's limit (the message says the limit) |
 //! | `TooManyRequests` | 429 | too many failed logins for this user from this address, or too many requests of a throttled kind from it; `Retry-After` says when to try again |
 //! | `Unavailable` | 503 | the server is saturated for this kind of request (login: every password-hashing slot busy); `Retry-After` says when to try again |
@@ -41,6 +42,8 @@ pub enum AppError {
     /// A licence limit: 403 with the message.
     Quota(String),
     TooLarge(String),
+    /// The request body was too slow: 408, and the connection closes.
+    Timeout(String),
     TooManyRequests {
         message: String,
         retry_after_secs: u64,
@@ -65,6 +68,7 @@ impl AppError {
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) | AppError::Quota(_) => StatusCode::FORBIDDEN,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -123,7 +127,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (message, details) = match &self {
-            AppError::BadRequest(m) | AppError::TooLarge(m) => (m.as_str(), &[][..]),
+            AppError::BadRequest(m) | AppError::TooLarge(m) | AppError::Timeout(m) => (m.as_str(), &[][..]),
             AppError::Unauthorized => (
                 "missing, wrong, expired or revoked bearer token (Authorization: Bearer <token>), and no login session",
                 &[][..],

@@ -186,7 +186,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let address = crate::api::client_ip(&extensions).unwrap_or_else(|| "-".into());
+    let address = crate::api::client_key(crate::api::client_ip(&extensions).as_deref());
     if let Err(wait) = state.hook_refusals.peek(&address) {
         return throttled(wait);
     }
@@ -312,7 +312,7 @@ async fn reject(
 }
 
 /// The body, whole, or 413 past [`MAX_BODY_BYTES`] (a declared `Content-Length` over
-/// it is refused before reading).
+/// it is refused before reading), or 408 when it is slower than the server allows.
 async fn read_body(body: Body) -> Result<Vec<u8>, Refusal> {
     let too_large = |size: &str| {
         Refusal::new(
@@ -324,7 +324,15 @@ async fn read_body(body: Body) -> Result<Vec<u8>, Refusal> {
     let mut kept: Vec<u8> = Vec::new();
     let mut seen = 0usize;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            // A body slower than the server's patience (see `http`): 408.
+            let status = if crate::http::BodyTimedOut::caused(&e) {
+                StatusCode::REQUEST_TIMEOUT
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            Refusal::new(status, format!("cannot read the body: {e}"))
+        })?;
         seen += chunk.len();
         if seen <= MAX_BODY_BYTES {
             kept.extend_from_slice(&chunk);

@@ -117,8 +117,10 @@ pub struct ServerConfig {
     /// Client connections served at once; more wait in the listen backlog until one
     /// closes (see [`http`]).
     pub max_connections: usize,
-    /// How long a client may take to send a request's headers, and how long an idle
-    /// keep-alive connection stays open (a streaming answer is not idle).
+    /// How long a client may take to send a request's headers, how long an idle
+    /// keep-alive connection stays open (a streaming answer is not idle), and how long
+    /// a request body may take to arrive (an image upload: between two chunks); see
+    /// [`http`].
     pub header_timeout: Duration,
     /// Webhook deliveries kept (the newest; refused ones have their own smaller ring,
     /// [`hooks::REJECTED_KEPT`]).

@@ -2,7 +2,8 @@
 //! floods (attempts counted before the hash, per-address throttle, invalid names
 //! refused first), refused webhook floods (throttled, capped headers), the audit log
 //! (refusals on record, a flood not in full, fields cut), slow and idle connections
-//! (header timeout, connection limit), and error answers in the documented JSON shape.
+//! (header timeout, connection limit), slow request bodies (408 after the same
+//! timeout), and error answers in the documented JSON shape.
 
 mod common;
 
@@ -180,6 +181,50 @@ async fn half_sent_requests_and_idle_connections_are_closed_after_the_header_tim
     let n = idle.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     assert!(closed_within(&mut idle, Duration::from_secs(5)).await.is_ok(), "an idle keep-alive connection is closed");
+}
+
+/// Reads the whole answer until the server closes the connection; `None` when it is
+/// still open after `limit`.
+async fn answer_until_closed(tcp: &mut TcpStream, limit: Duration) -> Option<String> {
+    let mut answer = Vec::new();
+    tokio::time::timeout(limit, tcp.read_to_end(&mut answer)).await.ok()?.ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_request_bodies_are_answered_408_and_free_their_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::start_with(dir, |c| {
+        c.max_connections = 4;
+        c.header_timeout = Duration::from_secs(1);
+    })
+    .await;
+    // Every connection slot taken by a request announcing 10000 bytes of body and
+    // sending one: the logins, a webhook, and an API route's JSON body.
+    let heads = [
+        "POST /login HTTP/1.1".to_owned(),
+        "POST /api/v1/login HTTP/1.1".to_owned(),
+        "POST /hooks/github/some-binding HTTP/1.1".to_owned(),
+        format!("POST /api/v1/pipelines/scratch HTTP/1.1\r\nAuthorization: Bearer {}", common::TOKEN),
+    ];
+    let mut slow = Vec::new();
+    for head in &heads {
+        let mut tcp = TcpStream::connect(s.server.addr).await.unwrap();
+        let request = format!("{head}\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10000\r\n\r\n{{");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        slow.push(tcp);
+    }
+    let started = std::time::Instant::now();
+    let health = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
+    let answer = health.get(format!("{}/healthz", s.base)).send().await.expect("/healthz is served once slots free");
+    assert_eq!(answer.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(8), "served after {:?}", started.elapsed());
+    for (head, tcp) in heads.iter().zip(&mut slow) {
+        let answer = answer_until_closed(tcp, Duration::from_secs(10)).await;
+        let answer = answer.unwrap_or_else(|| panic!("{head}: the connection is still open"));
+        assert!(answer.starts_with("HTTP/1.1 408"), "{head}: {answer}");
+        assert!(answer.contains(r#""status":408"#), "{head}: the documented error shape: {answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

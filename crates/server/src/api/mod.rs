@@ -75,11 +75,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/registries/{name}/repositories/{workspace}/{image}/tags/{tag}",
             axum::routing::delete(registries::delete_tag),
         )
-        // The body is streamed to disk; the limit is the seed's 2 GB (checked there too).
+        // The body is streamed to disk; the limit is the seed's 2 GB (checked there too),
+        // and it may take long as long as its chunks keep coming.
         .route(
             "/registries/{name}/upload",
             post(registries::upload)
-                .layer(axum::extract::DefaultBodyLimit::max(wharf_image::upload::MAX_TARBALL_BYTES as usize + 1)),
+                .layer(axum::extract::DefaultBodyLimit::max(wharf_image::upload::MAX_TARBALL_BYTES as usize + 1))
+                .layer(middleware::from_fn(crate::http::streamed_body)),
         )
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery}", get(deliveries::show))
@@ -125,6 +127,12 @@ pub fn changes_state(method: &Method) -> bool {
 /// The client's address as the connection shows it (no proxy headers are trusted).
 pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> {
     request_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// What per-address limits count a client by: its address, or for IPv6 its /64 (one
+/// site gets a whole /64, so its single addresses cost an attacker nothing).
+pub fn client_key(client_ip: Option<&str>) -> String {
+    client_ip.map_or_else(|| "-".to_owned(), crate::auth::address_key)
 }
 
 /// A refused caller: the answer to give, and who they proved to be when they got that
@@ -249,7 +257,7 @@ pub async fn audit_refusal(
     outcome: u16,
     ip: Option<String>,
 ) {
-    if state.refusal_audits.take(ip.as_deref().unwrap_or(UNAUTHENTICATED)).is_ok() {
+    if state.refusal_audits.take(&client_key(ip.as_deref())).is_ok() {
         audit(state, actor, action, object, outcome, ip).await;
     }
 }

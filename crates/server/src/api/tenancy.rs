@@ -445,13 +445,18 @@ const LOGIN_BODY_MAX: usize = 16 * 1024;
 /// `{"name", "role", "csrf_token", "expires_at"}`. Any session the browser presented is
 /// ended first (a fresh id every time: no fixation). Wrong name or password: 401 (the
 /// same answer for both); too many failures for this name from this address, or too
-/// many logins from this address: 429; no hashing slot free within a few seconds: 503.
+/// many logins from this address (for IPv6, its /64): 429; no hashing slot free within
+/// a few seconds: 503; a body slower than the server's `header_timeout`: 408.
 pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -> ApiResult<Response> {
     let ip = super::client_ip(request.extensions());
     let (parts, body) = request.into_parts();
-    let body = axum::body::to_bytes(body, LOGIN_BODY_MAX)
-        .await
-        .map_err(|_| AppError::TooLarge(format!("a login body has at most {LOGIN_BODY_MAX} bytes")))?;
+    let body = axum::body::to_bytes(body, LOGIN_BODY_MAX).await.map_err(|e| {
+        if crate::http::BodyTimedOut::caused(&e) {
+            AppError::Timeout(e.to_string())
+        } else {
+            AppError::TooLarge(format!("a login body has at most {LOGIN_BODY_MAX} bytes"))
+        }
+    })?;
     let headers = &parts.headers;
     super::cross_site_check(headers)?;
     let credentials: Login = if super::content_type(headers).starts_with("application/x-www-form-urlencoded") {
@@ -463,7 +468,7 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
     } else {
         json_body(&body)?
     };
-    let ip_key = ip.clone().unwrap_or_else(|| "-".into());
+    let ip_key = super::client_key(ip.as_deref());
     if let Err(wait) = state.login_rate.take(&ip_key) {
         return Err(AppError::TooManyRequests {
             message: format!("too many logins from this address: try again in {wait} s"),
