@@ -443,6 +443,15 @@ impl RunState {
     ) -> Result<(), (Status, String)> {
         let part = Part::Checkout;
         let repo = self.render(&source.repo).map_err(|why| (Status::Failed, format!("source.repo: {why}")))?;
+        if !self.request.local_sources && wharf_core::git::is_local_repo(&repo) {
+            return Err((
+                Status::Failed,
+                format!(
+                    "source.repo `{repo}` names a repository on the server's own disk, and only runs that may \
+                     run tasks on the host may clone one; use a remote address (https://, ssh://, git://)"
+                ),
+            ));
+        }
         // An event's branch or tag replaces the pipeline's branch, as it is.
         let (branch, tag) = match &self.request.git_ref {
             Some(GitRef::Branch(branch)) => (Some(branch.clone()), None),
