@@ -378,6 +378,7 @@ async fn a_run_without_local_sources_refuses_a_rendered_local_repo_before_git_ru
             reason.contains(&format!("source.repo `{given}` names a repository on the server's own disk")),
             "{reason}"
         );
+        assert_eq!(common::history(&record, Part::Checkout), statuses("queued failed"), "git never ran");
         assert_eq!(common::history(&record, Part::Task(0, 0)), statuses("queued skipped"));
         assert!(recorder.output(Part::Task(0, 0)).is_empty());
         assert!(!dirs.path().join("ws/src/README").exists(), "{given} was cloned");
