@@ -353,6 +353,8 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         created_at: None,
         labels: vec![],
         registries: Default::default(),
+        // `wharf run` runs on the user's own machine, as the user.
+        local_sources: true,
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

@@ -121,6 +121,29 @@ pub fn validate_repo_url(url: &str) -> Result<(), String> {
         .into())
 }
 
+/// Whether git would read `url` from this machine's filesystem rather than over the
+/// network: a `file://` URL, or a path (absolute or relative). Git's own rule
+/// (`url_is_local_not_ssh`): without `scheme://`, an address is ssh only when a `:`
+/// comes before any `/`; everything else is a path. Transport syntax (`ext::`) is not
+/// local here: [`validate_repo_url`] refuses it outright.
+///
+/// Reading a local repository means reading the server's disk with the server's
+/// rights, so the server allows it only where it allows host execution.
+pub fn is_local_repo(url: &str) -> bool {
+    if let Some((scheme, _)) = url.split_once("://")
+        && !scheme.contains('/')
+    {
+        return scheme.eq_ignore_ascii_case("file");
+    }
+    if transport_helper(url).is_some() {
+        return false;
+    }
+    match url.split_once(':') {
+        Some((user_host, _)) => user_host.contains('/') || user_host.is_empty(),
+        None => true,
+    }
+}
+
 /// `[user@]host[:port]` must name a host, and neither part may look like an option,
 /// since git hands it to `ssh` as an argument.
 fn check_host(authority: &str) -> Result<(), String> {
@@ -225,6 +248,25 @@ mod tests {
             "/srv/git/app.git",
         ] {
             assert_eq!(validate_repo_url(url), Ok(()), "{url}");
+        }
+    }
+
+    #[test]
+    fn local_repositories_are_told_from_remote_ones() {
+        for url in
+            ["/srv/git/app.git", "file:///srv/app.git", "FILE:///srv/app.git", "./app", "../app", "app.git", "a/b:c"]
+        {
+            assert!(is_local_repo(url), "{url} is local");
+        }
+        for url in [
+            "https://github.com/acme/app.git",
+            "ssh://git@github.com/acme/app.git",
+            "git://example.com/app.git",
+            "git@github.com:acme/app.git",
+            "host:app.git",
+            "ext::sh -c x",
+        ] {
+            assert!(!is_local_repo(url), "{url} is not local");
         }
     }
 

@@ -79,6 +79,11 @@ pub struct RunRequest {
     pub labels: Vec<(String, String)>,
     /// Where `image` tasks may push, with credentials (the engine never sees the store).
     pub registries: Registries,
+    /// Whether `source.repo` may name a repository on this machine (a path or `file://`,
+    /// see [`wharf_core::git::is_local_repo`]): cloning it reads this machine's disk with
+    /// the engine's rights. `wharf run` allows it; the server only where it allows host
+    /// execution. Checked on the rendered address, so a `${REPO}` parameter counts.
+    pub local_sources: bool,
 }
 
 /// The registries a run's `image` tasks may push to, by registered name.

@@ -467,6 +467,16 @@ impl RunState {
                 c.tag = tag.clone();
             }
         }
+        // A repository on this machine's disk would be read with the engine's rights.
+        if !self.request.local_sources && wharf_core::git::is_local_repo(&repo) {
+            let why = format!(
+                "checkout failed: source.repo `{repo}` names a repository on the server's own disk, and only runs \
+                 that may run tasks on the host may clone one; use a remote address (https://, ssh://, git://)"
+            );
+            self.system(part, &why);
+            self.set(part, Status::Failed, Some(why.clone()));
+            return Err((Status::Failed, why));
+        }
         // A checkout is work on this machine like a task: it takes an executor slot, so
         // a burst of runs clones `max_parallel_tasks` repositories at a time, not all at
         // once (measured: 2,000 webhook runs cloning together starved the server).

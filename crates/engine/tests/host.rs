@@ -355,6 +355,36 @@ async fn a_branch_parameter_holding_shell_code_fails_cleanly_and_runs_nothing() 
     assert!(!marker.exists(), "the branch name ran as code");
 }
 
+/// A run not allowed local sources (a server's untrusted project) clones no repository
+/// on this machine's disk, even when `source.repo` only becomes a path once rendered.
+#[tokio::test]
+async fn a_run_without_local_sources_refuses_a_rendered_local_repo_before_git_runs() {
+    let repo = GitRepo::new();
+    let engine = host_engine();
+    let path = repo.tmp.path().display().to_string();
+    for given in [path.clone(), format!("file://{path}"), repo.url()] {
+        let dirs = Dirs::new();
+        let p = pipeline(
+            "name: p\nparameters: [REPO]\nsource: {repo: '${REPO}'}\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'echo ran'}\n",
+        );
+        let mut req = request(p, dirs.checkout());
+        req.local_sources = false;
+        req.parameters =
+            engine.prepare(&req.pipeline, &BTreeMap::from([("REPO".into(), given.clone())]), &BTreeMap::new()).unwrap();
+        let (record, recorder) = common::run(&engine, req).await;
+        assert_eq!(record.progress.status, Status::Failed, "{given}");
+        let reason = record.reason.clone().unwrap();
+        assert!(
+            reason.contains(&format!("source.repo `{given}` names a repository on the server's own disk")),
+            "{reason}"
+        );
+        assert_eq!(common::history(&record, Part::Checkout), statuses("queued failed"), "git never ran");
+        assert_eq!(common::history(&record, Part::Task(0, 0)), statuses("queued skipped"));
+        assert!(recorder.output(Part::Task(0, 0)).is_empty());
+        assert!(!dirs.path().join("ws/src/README").exists(), "{given} was cloned");
+    }
+}
+
 /// Runs git in `dir` and returns its trimmed stdout.
 fn git_in(dir: &std::path::Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")

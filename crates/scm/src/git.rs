@@ -22,10 +22,52 @@ use crate::validate::redact_url;
 /// `url.<base>.insteadOf` in the server's git config rewrites a URL into one.
 const ALLOWED_PROTOCOLS: &str = "file:git:http:https:ssh";
 
-/// Variables that would point git at another repository than the one we name, should
-/// the server itself run inside a git hook or a developer's shell.
-const INHERITED_REPO_VARS: [&str; 5] =
-    ["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_ALTERNATE_OBJECT_DIRECTORIES"];
+/// The server's variables git gets; `LC_*` too. Nothing else the server inherited
+/// (`WHARF_ADMIN_TOKEN`, cloud credentials, `GIT_DIR`, `GIT_CONFIG_*`…) reaches git, whose
+/// environment another process of the same user could read in `/proc/<pid>/environ`.
+/// Proxies are kept (clones behind a proxy must work; curl reads both cases), and so
+/// are the operator's CA bundle and ssh agent, which clones of private remotes use.
+const GIT_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "LANG",
+    "LANGUAGE",
+    "TZ",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "all_proxy",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "SSH_AUTH_SOCK",
+];
+
+/// `PATH` when the server has none.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Git's whole environment, built from the server's (`parent`): the allow-list
+/// [`GIT_ENV`] and `LC_*`, then the settings Wharf itself gives every git process.
+fn git_env(parent: impl IntoIterator<Item = (OsString, OsString)>) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<(OsString, OsString)> = parent
+        .into_iter()
+        .filter(|(k, _)| k.to_str().is_some_and(|k| GIT_ENV.contains(&k) || k.starts_with("LC_")))
+        .collect();
+    if !env.iter().any(|(k, _)| k == "PATH") {
+        env.push(("PATH".into(), DEFAULT_PATH.into()));
+    }
+    env.retain(|(k, _)| k != "LC_ALL");
+    env.extend(
+        [("GIT_TERMINAL_PROMPT", "0"), ("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS), ("LC_ALL", "C")]
+            .map(|(k, v)| (k.into(), v.into())),
+    );
+    env
+}
 
 /// How long git may clean up (it removes a half-made clone on SIGTERM) before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -83,17 +125,13 @@ impl<'a> Git<'a> {
         let mut command = Command::new("git");
         command
             .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ALLOW_PROTOCOL", ALLOWED_PROTOCOLS)
-            .env("LC_ALL", "C")
+            .env_clear()
+            .envs(git_env(std::env::vars_os()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        for var in INHERITED_REPO_VARS {
-            command.env_remove(var);
-        }
         let mut child = command.spawn().map_err(|source| match source.kind() {
             ErrorKind::NotFound => CheckoutError::GitMissing,
             _ => CheckoutError::Io { context: "cannot start git".into(), source },
@@ -228,4 +266,47 @@ fn quoted(arg: &str) -> String {
 /// Convenience for building argument lists that mix strings and paths.
 pub(crate) fn arg(value: impl AsRef<OsStr>) -> OsString {
     value.as_ref().to_os_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn git_gets_only_the_allow_list_and_wharf_settings() {
+        let parent = [
+            ("PATH", "/bin"),
+            ("HOME", "/home/wharf"),
+            ("LC_TIME", "C"),
+            ("LC_ALL", "de_DE.UTF-8"),
+            ("https_proxy", "http://proxy:3128"),
+            ("NO_PROXY", "localhost"),
+            ("WHARF_ADMIN_TOKEN", "secret"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("GIT_DIR", "/elsewhere/.git"),
+            ("GIT_CONFIG_COUNT", "1"),
+            ("GIT_ALLOW_PROTOCOL", "ext"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let env = git_env(parent);
+        let get = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.to_str().unwrap());
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "PATH",
+                "HOME",
+                "LC_TIME",
+                "https_proxy",
+                "NO_PROXY",
+                "GIT_TERMINAL_PROMPT",
+                "GIT_ALLOW_PROTOCOL",
+                "LC_ALL"
+            ]
+        );
+        assert_eq!(get("GIT_ALLOW_PROTOCOL"), Some(ALLOWED_PROTOCOLS));
+        assert_eq!(get("LC_ALL"), Some("C"));
+        assert_eq!(get("https_proxy"), Some("http://proxy:3128"));
+        assert_eq!(git_env(Vec::new())[0], (OsString::from("PATH"), OsString::from(DEFAULT_PATH)));
+    }
 }

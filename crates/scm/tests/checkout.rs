@@ -330,3 +330,48 @@ async fn a_stop_before_the_start_runs_nothing() {
     assert!(matches!(result, Err(CheckoutError::Stopped)), "{result:?}");
     assert!(lines.into_inner().unwrap().is_empty());
 }
+
+/// Git gets the allow-listed part of the server's environment only (issue 11 review):
+/// `WHARF_ADMIN_TOKEN` and the like would be readable in `/proc/<git>/environ`. The
+/// test runs itself again as a child process (the "server") whose environment holds a
+/// secret and whose `HOME` has a git config installing a `post-checkout` hook that
+/// writes git's environment to a file.
+#[test]
+fn git_does_not_inherit_the_servers_environment() {
+    const OUT: &str = "WHARF_TEST_GIT_ENV_OUT";
+    const REPO: &str = "WHARF_TEST_GIT_ENV_REPO";
+    if let (Some(_), Some(repo)) = (std::env::var_os(OUT), std::env::var(REPO).ok()) {
+        let dest = TempDir::new().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (result, log) = runtime.block_on(run(&request(&repo, None, None, &dest.path().join("src"))));
+        assert!(result.is_ok(), "{result:?} {log:?}");
+        return;
+    }
+    let fixture = Fixture::new();
+    let tmp = TempDir::new().unwrap();
+    let (home, hooks, out) = (tmp.path().join("home"), tmp.path().join("hooks"), tmp.path().join("git-env"));
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::create_dir_all(&hooks).unwrap();
+    std::fs::write(home.join(".gitconfig"), format!("[core]\n\thooksPath = {}\n", hooks.display())).unwrap();
+    let hook = hooks.join("post-checkout");
+    std::fs::write(&hook, format!("#!/bin/sh\nenv > '{}'\n", out.display())).unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "git_does_not_inherit_the_servers_environment", "--nocapture"])
+        .env("HOME", &home)
+        .env("WHARF_ADMIN_TOKEN", "admin-secret-token")
+        .env("AWS_SECRET_ACCESS_KEY", "cloud-secret")
+        .env("https_proxy", "http://proxy.invalid:3128")
+        .env(OUT, &out)
+        .env(REPO, fixture.url())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child checkout failed");
+    let env = std::fs::read_to_string(&out).expect("the hook ran and wrote git's environment");
+    assert!(env.lines().any(|l| l == format!("HOME={}", home.display())), "{env}");
+    assert!(env.lines().any(|l| l == "https_proxy=http://proxy.invalid:3128"), "proxies are kept: {env}");
+    for leaked in ["admin-secret-token", "cloud-secret", OUT, REPO, "CARGO_"] {
+        assert!(!env.contains(leaked), "`{leaked}` reached git: {env}");
+    }
+}

@@ -198,22 +198,41 @@ impl Dispatcher {
             .collect()
     }
 
-    /// Why a run of `model` cannot start with `host` as the project's host access:
-    /// tasks that would run on the host where that is refused.
-    fn host_refusal(&self, model: &Pipeline, host: &HostAccess) -> Result<(), String> {
-        let (Ok(engine), HostAccess::Refused(why)) = (self.engine_for(model), host) else { return Ok(()) };
+    /// Why a run of `model` cannot start with `host` as the project's host access, and
+    /// the field at fault: tasks that would run on the host, or a `source.repo` on the
+    /// server's own disk (cloning it reads the disk with the server's rights, the same
+    /// trust as a host task), where host access is refused. A templated `source.repo`
+    /// is checked again once rendered, by the engine ([`RunRequest::local_sources`]).
+    fn host_refusal(&self, model: &Pipeline, host: &HostAccess) -> Result<(), (&'static str, String)> {
+        let HostAccess::Refused(why) = host else { return Ok(()) };
+        if let Some(source) = &model.source
+            && surely_local(&source.repo)
+        {
+            return Err((
+                "source.repo",
+                format!(
+                    "`{}` names a repository on the server's own disk, which only runs that may run tasks on \
+                     the host may clone, but {why}; use a remote address (https://, ssh://, git://)",
+                    source.repo
+                ),
+            ));
+        }
+        let Ok(engine) = self.engine_for(model) else { return Ok(()) };
         let tasks = self.host_tasks(model, engine);
         if tasks.is_empty() {
             return Ok(());
         }
         if self.docker.as_ref().is_some_and(|docker| std::ptr::eq(engine, docker)) {
-            Err(format!(
-                "{} name no image and would run on the host, but {why}; give them `image:` or the pipeline \
-                 `default_image:` to run them in containers",
-                tasks.join(", ")
+            Err((
+                "executor",
+                format!(
+                    "{} name no image and would run on the host, but {why}; give them `image:` or the pipeline \
+                     `default_image:` to run them in containers",
+                    tasks.join(", ")
+                ),
             ))
         } else {
-            Err(format!("{} would run on the host executor, but {why}", tasks.join(", ")))
+            Err(("executor", format!("{} would run on the host executor, but {why}", tasks.join(", "))))
         }
     }
 
@@ -233,7 +252,7 @@ impl Dispatcher {
         }
         let engine =
             self.engine_for(model).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
-        self.host_refusal(model, host).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
+        self.host_refusal(model, host).map_err(|(path, why)| AppError::invalid("the run cannot start", path, why))?;
         engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
             AppError::Invalid {
                 message: "the run cannot start".into(),
@@ -383,6 +402,7 @@ impl Dispatcher {
                     created_at: Some(created_at),
                     labels: vec![],
                     registries: Default::default(),
+                    local_sources: false,
                 })
             })
             .await?;
@@ -603,6 +623,7 @@ impl Dispatcher {
             created_at: row.record.progress.history.first().map(|t| t.at),
             labels: vec![],
             registries: Default::default(),
+            local_sources: false,
         });
         if let Err(e) = state.store.save_record(row.summary.id, &record).await {
             tracing::error!(run = row.summary.id, error = %e, "cannot queue an unstarted run again");
@@ -748,14 +769,16 @@ impl Dispatcher {
         };
         // Checked when the run was accepted; a user added or trust withdrawn since counts.
         let project = state.store.pipeline(entry.pipeline_id).await.map(|p| p.project);
+        let mut local_sources = false;
         if let Ok(project) = &project {
             let host = self
                 .host_access(project, Some(&entry.cause))
                 .await
                 .unwrap_or_else(|e| HostAccess::Refused(format!("cannot check host access: {e:?}")));
-            if let Err(why) = self.host_refusal(&model, &host) {
+            if let Err((_, why)) = self.host_refusal(&model, &host) {
                 return self.fail_unstarted(state, entry.run_id, &why).await;
             }
+            local_sources = matches!(host, HostAccess::Allowed);
         }
         // The project's secrets, opened now (tasks get those they name; logs mask all).
         // A run a fork's pull request started gets none (its code is not trusted).
@@ -785,6 +808,7 @@ impl Dispatcher {
             created_at: Some(entry.created_at),
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
             registries,
+            local_sources,
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
         self.launch(state, entry.run_id, entry.pipeline_id, request, stop_rx);
@@ -910,6 +934,8 @@ impl Dispatcher {
             created_at: record.progress.history.first().map(|h| h.at),
             labels: vec![(RUN_LABEL.to_owned(), label)],
             registries: crate::api::registries::for_runs(state).await.ok()?,
+            // A reattached run is past its checkout; it clones nothing.
+            local_sources: false,
         };
         let (stop_tx, stop_rx) = watch::channel(None);
         self.active.lock().unwrap().insert(
@@ -1055,6 +1081,16 @@ fn end_unstarted(record: &mut RunRecord, status: Status, why: &str) {
 
 /// Whether a run had executed nothing: no checkout and no task past waiting for a
 /// slot (`pending`), no attempt made, nothing waiting for a person.
+/// Whether `repo`, as written in the pipeline, names a repository on the server's disk
+/// whatever its `${…}` render to: untemplated and local, or a template starting with a
+/// path or `file:`. Others (`${REPO}`) are checked by the engine once rendered.
+fn surely_local(repo: &str) -> bool {
+    match repo.split_once("${") {
+        None => wharf_core::git::is_local_repo(repo),
+        Some((fixed, _)) => fixed.starts_with('/') || fixed.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("file:")),
+    }
+}
+
 fn executed_nothing(record: &RunRecord) -> bool {
     let waiting_only = |status: Status| matches!(status, Status::Queued | Status::Pending);
     matches!(record.progress.status, Status::Queued | Status::Pending | Status::Running)

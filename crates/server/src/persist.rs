@@ -260,6 +260,7 @@ mod tests {
             created_at: None,
             labels: vec![],
             registries: Default::default(),
+            local_sources: false,
         });
         let task = record.stages[0].tasks[0].clone();
         record.stages[0].tasks =
