@@ -289,6 +289,8 @@ fn internal_v4(ip: Ipv4Addr) -> Option<&'static str> {
         (169, 254, _) => "link-local",
         (100, 64..=127, _) => "shared (CGNAT)",
         (192, 0, 0) | (198, 18..=19, _) => "reserved",
+        // Documentation networks (TEST-NET-1, -2, -3): nothing real lives there.
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "reserved",
         (224..=239, ..) => "multicast",
         (240..=255, ..) => "reserved",
         _ => return None,
@@ -307,13 +309,17 @@ fn internal_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "link-local"
     } else if first & 0xff00 == 0xff00 {
         "multicast"
+    } else if first == 0x2001 && matches!(ip.segments()[1], 0 | 0xdb8) {
+        // Teredo tunnels (the client's IPv4 address hidden inside) and documentation.
+        "reserved"
     } else {
         return None;
     })
 }
 
 /// The IPv4 address an IPv6 address carries: mapped `::ffff:a.b.c.d`, compatible
-/// `::a.b.c.d`, NAT64 `64:ff9b::a.b.c.d`, 6to4 `2002:AABB:CCDD::`.
+/// `::a.b.c.d`, SIIT `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::a.b.c.d` and its local-use
+/// `64:ff9b:1::/48`, 6to4 `2002:AABB:CCDD::`.
 fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
     let s = ip.segments();
     let low = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
@@ -321,7 +327,8 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(low),
         // `::` and `::1` are IPv6's own unspecified and loopback.
         [0, 0, 0, 0, 0, 0, _, _] if !ip.is_unspecified() && !ip.is_loopback() => Some(low),
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(low),
+        [0, 0, 0, 0, 0xffff, 0, _, _] => Some(low),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 1, ..] => Some(low),
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
         _ => None,
     }
@@ -361,6 +368,13 @@ mod tests {
             ("::10.0.0.1", "private"),
             ("64:ff9b::7f00:1", "loopback"),
             ("2002:a00:1::", "private"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("64:ff9b:1::a00:1", "private"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "reserved"),
+            ("2001:db8::1", "reserved"),
+            ("192.0.2.1", "reserved"),
+            ("198.51.100.7", "reserved"),
+            ("203.0.113.9", "reserved"),
         ] {
             assert_eq!(internal(ip(text)), Some(kind), "{text}");
         }
