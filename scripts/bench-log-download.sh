@@ -12,6 +12,8 @@ clients=${CLIENTS:-6}
 root=$(cd "$(dirname "$0")/.." && pwd)
 [ $# -gt 0 ] || set -- "$root/target/release/wharf"
 work=$(mktemp -d)
+# A root server runs host tasks as its task user, who must pass through to the data dir.
+chmod 0711 "$work"
 server_pid=
 cleanup() {
   [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null || true
