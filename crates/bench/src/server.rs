@@ -108,6 +108,12 @@ impl Wharf {
     pub(crate) async fn start(binary: &Path, data: &Path, extra: &[&str]) -> Wharf {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         std::fs::create_dir_all(data).unwrap();
+        // A root server runs host tasks as its task user, who must pass through the
+        // directories above the data dir (a temp dir is 0700).
+        if let Some(parent) = data.parent() {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711));
+        }
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
         let mut cmd = Command::new(binary);
         cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(data).args(extra);
