@@ -8,8 +8,12 @@ use bollard::Docker;
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::{BuildImageOptions, PushImageOptions};
 use futures_util::StreamExt;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 use std::collections::HashMap;
 use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use wharf_executor::build::{BuildError, BuildExit, BuildSpec, Built, ImageBuilder};
@@ -223,8 +227,16 @@ fn push_digest(status: &str) -> Option<String> {
 /// Writes the context as a tar into a temp file; returns it and the Dockerfile's
 /// name inside it. Symlinks are stored as links (never followed), so nothing outside
 /// the context goes in; a Dockerfile outside the context is added as `.wharf.Dockerfile`.
+///
+/// The checkout is a task's to write while this runs (a parallel container task, as
+/// root), and the server reading it may be root: so the walk never resolves a path
+/// again. Each directory is opened relative to its parent's descriptor with
+/// `O_NOFOLLOW`, each file the same way, and the path to the context itself must hold
+/// no link (it is canonical), so swapping a directory for a link mid-walk makes the
+/// build fail instead of packing what the link points at.
 fn context_tar(context: &Path, dockerfile: &Path) -> std::io::Result<(tempfile::TempPath, String)> {
-    let ignore = DockerIgnore::read(context)?;
+    let root = open_dir_nofollow(context)?;
+    let ignore = DockerIgnore::parse(&read_dockerignore(&root)?);
     let mut out = tempfile::NamedTempFile::new()?;
     let dockerfile_name = match dockerfile.strip_prefix(context) {
         Ok(rel) => rel.to_string_lossy().into_owned(),
@@ -232,36 +244,97 @@ fn context_tar(context: &Path, dockerfile: &Path) -> std::io::Result<(tempfile::
     };
     {
         let mut tar = tar::Builder::new(std::io::BufWriter::new(out.as_file_mut()));
-        tar.follow_symlinks(false);
-        let mut stack: Vec<PathBuf> = vec![PathBuf::new()];
-        while let Some(rel) = stack.pop() {
-            let dir = context.join(&rel);
-            let mut names: Vec<_> = std::fs::read_dir(&dir)?.collect::<Result<Vec<_>, _>>()?;
-            names.sort_by_key(|e| e.file_name());
-            for entry in names {
-                let rel_path = rel.join(entry.file_name());
+        let mut stack: Vec<(PathBuf, OwnedFd)> = vec![(PathBuf::new(), root)];
+        while let Some((rel, dir)) = stack.pop() {
+            let mut names: Vec<std::ffi::OsString> = Vec::new();
+            for entry in nix::dir::Dir::from_fd(dir.try_clone()?).map_err(std::io::Error::from)?.into_iter() {
+                let entry = entry.map_err(std::io::Error::from)?;
+                let name = std::ffi::OsStr::from_bytes(entry.file_name().to_bytes());
+                if name != "." && name != ".." {
+                    names.push(name.to_owned());
+                }
+            }
+            names.sort();
+            for name in names {
+                let rel_path = rel.join(&name);
                 let rel_text = rel_path.to_string_lossy().replace('\\', "/");
                 let is_dockerfile = rel_text == dockerfile_name || rel_text == ".dockerignore";
                 if ignore.excludes(&rel_text) && !is_dockerfile {
                     continue;
                 }
-                let kind = entry.file_type()?;
-                if kind.is_dir() {
-                    tar.append_dir(&rel_path, entry.path())?;
-                    stack.push(rel_path);
-                } else if kind.is_file() || kind.is_symlink() {
-                    tar.append_path_with_name(entry.path(), &rel_path)?;
+                let stat = nix::sys::stat::fstatat(&dir, name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                let kind = nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode) & nix::sys::stat::SFlag::S_IFMT;
+                if kind == nix::sys::stat::SFlag::S_IFDIR {
+                    let sub = openat(&dir, name.as_os_str(), DIR_FLAGS, Mode::empty())?;
+                    let mut header = header_of(&std::fs::File::from(sub.try_clone()?).metadata()?);
+                    tar.append_data(&mut header, &rel_path, std::io::empty())?;
+                    stack.push((rel_path, sub));
+                } else if kind == nix::sys::stat::SFlag::S_IFREG {
+                    let file = std::fs::File::from(openat(&dir, name.as_os_str(), FILE_FLAGS, Mode::empty())?);
+                    let meta = file.metadata()?;
+                    if !meta.is_file() {
+                        return Err(std::io::Error::other(format!("{rel_text} changed while the context was read")));
+                    }
+                    tar.append_data(&mut header_of(&meta), &rel_path, file)?;
+                } else if kind == nix::sys::stat::SFlag::S_IFLNK {
+                    let target = nix::fcntl::readlinkat(&dir, name.as_os_str())?;
+                    let mut header = tar::Header::new_gnu();
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, &rel_path, &target)?;
                 }
             }
         }
         if dockerfile.strip_prefix(context).is_err() {
-            tar.append_path_with_name(dockerfile, &dockerfile_name)?;
+            let (parent, file_name) = match (dockerfile.parent(), dockerfile.file_name()) {
+                (Some(parent), Some(name)) => (parent, name),
+                _ => return Err(std::io::Error::other("the Dockerfile's path names no file")),
+            };
+            let file = std::fs::File::from(openat(&open_dir_nofollow(parent)?, file_name, FILE_FLAGS, Mode::empty())?);
+            tar.append_data(&mut header_of(&file.metadata()?), &dockerfile_name, file)?;
         } else if ignore.excludes(&dockerfile_name) && !context.join(&dockerfile_name).exists() {
             return Err(std::io::Error::other("the Dockerfile is missing"));
         }
         tar.into_inner()?.flush()?;
     }
     Ok((out.into_temp_path(), dockerfile_name))
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+const FILE_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_NOFOLLOW).union(OFlag::O_NONBLOCK).union(OFlag::O_CLOEXEC);
+
+/// Opens `path` one component at a time, none of them a link (`path` is canonical).
+fn open_dir_nofollow(path: &Path) -> std::io::Result<OwnedFd> {
+    let mut dir = nix::fcntl::open(if path.is_absolute() { "/" } else { "." }, DIR_FLAGS, Mode::empty())?;
+    for part in path.components() {
+        if let std::path::Component::Normal(name) = part {
+            dir = openat(&dir, name, DIR_FLAGS, Mode::empty()).map_err(|e| {
+                std::io::Error::other(format!(
+                    "{}: cannot open {name:?} without following a link ({e})",
+                    path.display()
+                ))
+            })?;
+        }
+    }
+    Ok(dir)
+}
+
+/// The context's `.dockerignore` (empty when there is none); a link there is refused.
+fn read_dockerignore(context: &OwnedFd) -> std::io::Result<String> {
+    match openat(context, ".dockerignore", FILE_FLAGS, Mode::empty()) {
+        Ok(fd) => std::io::read_to_string(std::fs::File::from(fd)),
+        Err(nix::errno::Errno::ENOENT) => Ok(String::new()),
+        Err(nix::errno::Errno::ELOOP) => Err(std::io::Error::other(".dockerignore is a symbolic link")),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A tar header with the mode, size, times and owner of what was opened.
+fn header_of(meta: &std::fs::Metadata) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_metadata(meta);
+    header
 }
 
 /// The simple part of `.dockerignore`: one pattern a line, `#` comments, `*`, `?`
@@ -272,15 +345,6 @@ struct DockerIgnore {
 }
 
 impl DockerIgnore {
-    fn read(context: &Path) -> std::io::Result<DockerIgnore> {
-        let text = match std::fs::read_to_string(context.join(".dockerignore")) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(DockerIgnore::parse(&text))
-    }
-
     fn parse(text: &str) -> DockerIgnore {
         let rules = text
             .lines()
@@ -406,6 +470,28 @@ mod tests {
         assert_eq!(push_digest(&format!("alpha-1: digest: {d} size: 527")), Some(d));
         assert_eq!(push_digest("Pushed"), None);
         assert_eq!(push_digest("x: digest: sha256:zz size: 1"), None);
+    }
+
+    /// A task may swap a directory of the checkout for a link while the context is
+    /// packed (issue 11 review): the walk neither follows a link inside the context nor
+    /// passes through one on the way to it.
+    #[test]
+    fn the_context_walk_never_passes_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("app")).unwrap();
+        std::fs::write(root.join("app/Dockerfile"), "FROM scratch\n").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("app/etc")).unwrap();
+        let (tar_path, _) = context_tar(&root.join("app"), &root.join("app/Dockerfile")).unwrap();
+        let mut archive = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+        let names: Vec<String> =
+            archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
+        assert!(names.contains(&"etc".to_owned()) && !names.iter().any(|n| n.starts_with("etc/")), "{names:?}");
+
+        // The context reached through a link (as after a swap): refused, nothing packed.
+        std::os::unix::fs::symlink(root.join("app"), root.join("swapped")).unwrap();
+        let err = context_tar(&root.join("swapped"), &root.join("swapped/Dockerfile")).unwrap_err();
+        assert!(err.to_string().contains("without following a link"), "{err}");
     }
 
     #[test]
