@@ -166,8 +166,12 @@ async fn a_stop_of_a_large_run_ends_its_waiting_tasks_in_one_update() {
     let updates = metric(&s, "wharf_run_record_updates_total").await - updates;
     let writes = metric(&s, "wharf_run_record_writes_total").await - writes;
     // The 4 running tasks end one by one; the 96 waiting ones in one update, the 100
-    // of the next stage in another; then the stage and the run.
-    assert!(updates <= 4 + 2 + 2, "{updates} updates for the stop");
+    // of the next stage in another; then the stage and the run: about 8. Without the
+    // batch it is one per task (103). A fresh CI run under full load once counted 24
+    // (waiting tasks woken by a freed slot before the batch reached them, each then
+    // ended on its own), so the bound is what separates batched from per-task, not the
+    // quiet-machine figure.
+    assert!(updates <= 50, "{updates} updates for the stop");
     let periods = (took.as_millis() / wharf_server::persist::SAVE_EVERY.as_millis()) as u64;
     assert!(writes <= periods + 2, "{writes} writes in {took:?} for the stop");
 }
