@@ -213,7 +213,7 @@ impl Lifecycle {
 
     /// `<hash of the data directory>/<run id>`: the value of [`RUN_LABEL`] on what the
     /// run's tasks run.
-    pub(crate) fn run_label(&self, run_id: i64) -> String {
+    pub fn run_label(&self, run_id: i64) -> String {
         format!("{}{run_id}", self.0.label_prefix)
     }
 
