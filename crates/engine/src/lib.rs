@@ -4,7 +4,8 @@
 //! [`RunRecord`] while the run lasts and tells an [`Observer`] about every change and
 //! every log line; it knows nothing about terminals, HTTP or databases.
 //!
-//! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops).
+//! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops; its opening
+//! comment gives the reading order of the phase files in `run/`).
 
 mod clock;
 pub mod mask;
