@@ -196,14 +196,11 @@ impl Resume {
         use wharf_core::status::Status;
         match stage.progress.status {
             Status::Succeeded => true,
-            Status::Skipped => stage.reason.as_deref().is_some_and(|r| r.starts_with(REUSED)),
+            Status::Skipped => stage.reused_from.is_some(),
             _ => false,
         }
     }
 }
-
-/// The start of the reason given to stages a retry took over ("succeeded in run #3").
-pub const REUSED: &str = "succeeded in run #";
 
 /// Which part of the record an [`Observer`] call is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -682,7 +682,7 @@ impl Dispatcher {
                         if active.pipeline_id == entry.pipeline_id && active.superseded_by.is_none() {
                             active.superseded_by = Some(entry.number);
                             active.stop.send_replace(Some(StopRequest {
-                                reason: StopReason::Stopped,
+                                reason: StopReason::Superseded { by: entry.number as u64 },
                                 grace: self.stop_grace,
                             }));
                         }
@@ -837,28 +837,7 @@ impl Dispatcher {
                     return;
                 }
             };
-            let mut record = engine.run(request, observer.clone(), stop_rx).await;
-            let superseded = state.dispatcher.superseded_by(run_id);
-            if let Some(newer) = superseded
-                && record.progress.status == Status::Stopped
-            {
-                let why = format!("superseded by run #{newer} (concurrency: cancel-previous)");
-                let rewrite = |reason: &mut Option<String>| {
-                    if reason.as_deref() == Some("stopped by user") {
-                        *reason = Some(why.clone());
-                    }
-                };
-                for stage in &mut record.stages {
-                    for task in &mut stage.tasks {
-                        rewrite(&mut task.reason);
-                    }
-                    rewrite(&mut stage.reason);
-                    if let Some(r) = stage.reason.as_mut() {
-                        *r = r.replace("(stopped by user)", &format!("({why})"));
-                    }
-                }
-                record.reason = Some(why.clone());
-            }
+            let record = engine.run(request, observer.clone(), stop_rx).await;
             observer.finish(&record).await;
             // Only now, with the final record stored, does the run stop being active.
             state.dispatcher.active.lock().unwrap().remove(&run_id);

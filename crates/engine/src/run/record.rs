@@ -59,6 +59,7 @@ pub(super) fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> Sta
         rollback,
         progress: Progress::new(now),
         reason: None,
+        reused_from: None,
         tasks: stage
             .tasks
             .iter()

@@ -4,7 +4,7 @@
 use super::RunState;
 use crate::Part;
 use wharf_core::model::{Stage, Task};
-use wharf_core::run::RunRecord;
+use wharf_core::run::{RunRecord, reused_reason};
 use wharf_core::status::Status;
 use wharf_executor::LogResume;
 
@@ -63,12 +63,8 @@ impl RunState {
     /// its outputs restored into the record and the scope.
     fn reuse_stage(&self, s: usize, previous: &RunRecord) {
         // A stage the earlier run itself took over names the run where it ran.
-        let why = previous
-            .stages
-            .get(s)
-            .and_then(|st| st.reason.clone())
-            .filter(|r| r.starts_with(crate::REUSED))
-            .unwrap_or_else(|| format!("{}{}", crate::REUSED, previous.number));
+        let from = previous.stages.get(s).and_then(|st| st.reused_from).unwrap_or(previous.number);
+        let why = reused_reason(from);
         let tasks = self.request.pipeline.stages[s].tasks.clone();
         for (t, task) in tasks.iter().enumerate() {
             let outputs = previous
@@ -89,6 +85,7 @@ impl RunState {
             self.record.lock().unwrap().stages[s].tasks[t].outputs = outputs;
             self.set(Part::Task(s, t), Status::Skipped, Some(why.clone()));
         }
+        self.record.lock().unwrap().stages[s].reused_from = Some(from);
         self.set(Part::Stage(s), Status::Skipped, Some(why));
     }
 

@@ -36,7 +36,7 @@ pub(super) async fn forward(mut from: StopRx, to: &StopTx) {
 
 pub(super) fn ended_status(reason: StopReason) -> Status {
     match reason {
-        StopReason::Stopped => Status::Stopped,
+        StopReason::Stopped | StopReason::Superseded { .. } => Status::Stopped,
         StopReason::TimedOut => Status::TimedOut,
     }
 }
@@ -62,7 +62,9 @@ impl RunState {
         loop {
             tokio::select! {
                 request = stop_requested(&mut external) => {
-                    self.end_run(Status::Stopped, "stopped by user".to_owned());
+                    // A person's stop or a newer run's: its words are the run's reason,
+                    // and every part it ends says the same.
+                    self.end_run(Status::Stopped, request.reason.to_string());
                     run_tx.send_replace(Some(request));
                     if external.changed().await.is_err() {
                         // No more requests can come; keep serving the timeout only.
@@ -86,7 +88,7 @@ impl RunState {
         }
         match self.run_end.lock().unwrap().clone() {
             Some((_, why)) => why,
-            None => reason.as_text().to_owned(),
+            None => reason.to_string(),
         }
     }
 }
