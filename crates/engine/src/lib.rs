@@ -280,6 +280,7 @@ pub trait Observer: Send + Sync {
 
 /// A run that cannot start; nothing was recorded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrepareError {
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),

@@ -141,6 +141,7 @@ impl Exit {
 
 /// The executor could not run the task at all (as opposed to the task failing).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecutorError {
     /// The executor lacks something the task needs (a task type, a feature).
     #[error("{0}")]

@@ -253,7 +253,11 @@ impl Dispatcher {
         let engine =
             self.engine_for(model).map_err(|why| AppError::invalid("the run cannot start", "executor", why))?;
         self.host_refusal(model, host).map_err(|(path, why)| AppError::invalid("the run cannot start", path, why))?;
-        engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+        engine.prepare(model, given, secrets).map_err(|e| {
+            let problems = match e {
+                wharf_engine::PrepareError::Invalid(problems) => problems,
+                other => vec![other.to_string()],
+            };
             AppError::Invalid {
                 message: "the run cannot start".into(),
                 details: problems
