@@ -135,9 +135,9 @@ impl RunState {
         self.set(Part::Run, Status::Running, None);
         let outcome = self.clone().prepare_workspace(run_rx.clone()).await;
         let (status, reason) = match outcome {
-            Err((status, reason)) => {
+            Err(err) => {
                 self.skip_stages_from(0);
-                (status, Some(reason))
+                (err.status(), Some(err.to_string()))
             }
             Ok(()) => self.clone().stages(run_rx).await,
         };

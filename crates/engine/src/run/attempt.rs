@@ -2,8 +2,10 @@
 //! builder, or an adopted attempt after a restart), the task timeout and the stop
 //! forwarded to it, and the status it ends with.
 
+use super::image::ImageError;
 use super::log::TaskSink;
 use super::stop::ended_status;
+use super::variables::SpecError;
 use super::{RunState, StopRx};
 use crate::Part;
 use crate::outputs::OutputFile;
@@ -13,7 +15,21 @@ use std::time::Duration;
 use tokio::sync::watch;
 use wharf_core::model::{Task, TaskKind};
 use wharf_core::status::Status;
-use wharf_executor::{LogSink, StopReason, StopRequest, TaskSpec};
+use wharf_executor::{BoxFuture, ExecutorError, Exit, LogSink, StopReason, StopRequest, TaskSpec};
+
+/// Why an attempt failed on the engine's side rather than by its task's exit.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot create $WHARF_OUTPUT: {0}")]
+    CreateOutput(#[source] std::io::Error),
+    /// The executor could not run (or take over) the attempt at all.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+}
 
 impl RunState {
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
@@ -33,12 +49,13 @@ impl RunState {
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
         // `image` tasks go to the builder, everything else to the executor.
         let job = match &task.kind {
-            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build),
-            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec),
+            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
+            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
         };
         let job = match job {
             Ok(job) => job,
-            Err(why) => {
+            Err(err) => {
+                let why = err.to_string();
                 self.system(part, &why);
                 return (Status::Failed, Some(why), None);
             }
@@ -47,8 +64,7 @@ impl RunState {
         if adopt.is_none()
             && let Err(e) = output.create()
         {
-            let why = format!("cannot create $WHARF_OUTPUT: {e}");
-            return (Status::Failed, Some(why), None);
+            return (Status::Failed, Some(AttemptError::CreateOutput(e).to_string()), None);
         }
         // The attempt's own `return`s end this block, so the file is removed after
         // every outcome; the file may hold secrets in clear.
@@ -70,21 +86,21 @@ impl RunState {
                 }
                 None => Duration::ZERO,
             };
-            let run: wharf_executor::BoxFuture<'_, Result<Option<wharf_executor::Exit>, String>> = match (job, adopt) {
+            let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
                 (Job::Exec(spec), Some(resume)) => {
                     let adopted = self.executor.adopt(spec, sink, task_rx, resume);
-                    Box::pin(async move { adopted.await.map_err(|e| e.to_string()) })
+                    Box::pin(async move { Ok(adopted.await?) })
                 }
                 (Job::Exec(spec), None) => {
                     let run = self.executor.run(spec, sink, task_rx);
-                    Box::pin(async move { run.await.map(Some).map_err(|e| e.to_string()) })
+                    Box::pin(async move { Ok(run.await.map(Some)?) })
                 }
                 // A build cut off by a restart is not taken over: it counts as interrupted
                 // (and is retried when the task allows it).
                 (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
                 (Job::Build(spec), None) => {
                     let output = output.clone();
-                    Box::pin(async move { self.build(part, spec, sink, task_rx, output).await.map(Some) })
+                    Box::pin(async move { Ok(self.build(part, spec, sink, task_rx, output).await.map(Some)?) })
                 }
             };
             tokio::pin!(run);
@@ -119,7 +135,7 @@ impl RunState {
                 }
             };
             match result {
-                Err(err) => (Status::Failed, Some(err), None),
+                Err(err) => (Status::Failed, Some(err.to_string()), None),
                 Ok(None) => {
                     self.system(part, format!("attempt {attempt}: {}; nothing left to take over", crate::INTERRUPTED));
                     (Status::Failed, Some(crate::INTERRUPTED.to_owned()), None)
@@ -143,7 +159,8 @@ impl RunState {
                     }
                     match self.collect_outputs(s, t, task, output) {
                         Ok(()) => (Status::Succeeded, None, exit.code),
-                        Err(why) => {
+                        Err(err) => {
+                            let why = err.to_string();
                             self.system(part, &why);
                             (Status::Failed, Some(why), exit.code)
                         }

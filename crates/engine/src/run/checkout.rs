@@ -2,17 +2,60 @@
 //! workspace directories and the source checkout (which takes an executor slot).
 
 use super::stop::{ended_status, stop_requested};
+use super::variables::RenderError;
 use super::{RunState, StopRx};
 use crate::{GitRef, Part, Workspace};
 use jiff::Timestamp;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use wharf_core::status::Status;
-use wharf_executor::{LogLine, Stream};
+use wharf_executor::{LogLine, StopReason, Stream};
+
+/// Why a run ends before its first stage, as its reason says it; the run ends
+/// [`status`](WorkspaceError::status).
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WorkspaceError {
+    #[error("parameter `{name}`: {source}")]
+    Parameter { name: String, source: RenderError },
+    #[error("variable `{name}`: {source}")]
+    Variable { name: String, source: RenderError },
+    #[error("cannot create the workspace {}: {source}", .path.display())]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("source.repo: {0}")]
+    Repo(#[source] RenderError),
+    #[error("source.branch: {0}")]
+    Branch(#[source] RenderError),
+    /// `source.repo` is a path or `file://` address, and the run may not read this
+    /// machine's disk.
+    #[error(
+        "checkout failed: source.repo `{0}` names a repository on the server's own disk, and only runs that may \
+         run tasks on the host may clone one; use a remote address (https://, ssh://, git://)"
+    )]
+    LocalRepo(String),
+    #[error("checkout failed: {0}")]
+    Checkout(#[source] wharf_scm::CheckoutError),
+    /// A stop or the pipeline timeout came before the checkout began.
+    #[error("ended before the checkout")]
+    EndedBefore(StopReason),
+    /// A stop or the pipeline timeout ended the checkout: the run's own reason.
+    #[error("{reason}")]
+    Ended { status: Status, reason: String },
+}
+
+impl WorkspaceError {
+    pub(super) fn status(&self) -> Status {
+        match self {
+            WorkspaceError::EndedBefore(reason) => ended_status(*reason),
+            WorkspaceError::Ended { status, .. } => *status,
+            _ => Status::Failed,
+        }
+    }
+}
 
 impl RunState {
     /// The built-in names, the checkout and the pipeline's variables.
-    pub(super) async fn prepare_workspace(self: Arc<Self>, run_rx: StopRx) -> Result<(), (Status, String)> {
+    pub(super) async fn prepare_workspace(self: Arc<Self>, run_rx: StopRx) -> Result<(), WorkspaceError> {
         let pipeline = self.request.pipeline.clone();
         {
             let started = self.record.lock().unwrap().progress.history[0].at;
@@ -35,7 +78,8 @@ impl RunState {
         for p in &pipeline.parameters {
             if self.request.parameters.get(p.name.as_str()) == p.default.as_ref() {
                 let rendered = self.render(p.default.as_deref().unwrap_or(""));
-                let value = rendered.map_err(|why| (Status::Failed, format!("parameter `{}`: {why}", p.name)))?;
+                let value =
+                    rendered.map_err(|source| WorkspaceError::Parameter { name: p.name.to_string(), source })?;
                 self.scope.lock().unwrap().names.insert(p.name.to_string(), value);
             }
         }
@@ -63,15 +107,15 @@ impl RunState {
             if pipeline.source.is_some() && dir == self.src {
                 continue; // git creates it
             }
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| (Status::Failed, format!("cannot create the workspace {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir).map_err(|source| WorkspaceError::CreateDir { path: dir.clone(), source })?;
         }
         if let (Some(source), Some(_), None) = (&pipeline.source, fresh_dir, &self.request.resume) {
             self.checkout(source, run_rx).await?;
         }
         for v in &pipeline.variables {
-            let value =
-                self.render(&v.value).map_err(|why| (Status::Failed, format!("variable `{}`: {why}", v.name)))?;
+            let value = self
+                .render(&v.value)
+                .map_err(|source| WorkspaceError::Variable { name: v.name.to_string(), source })?;
             self.scope.lock().unwrap().names.insert(v.name.to_string(), value);
         }
         Ok(())
@@ -81,23 +125,21 @@ impl RunState {
         self: &Arc<Self>,
         source: &wharf_core::model::Source,
         mut run_rx: StopRx,
-    ) -> Result<(), (Status, String)> {
+    ) -> Result<(), WorkspaceError> {
         let part = Part::Checkout;
-        let repo = self.render(&source.repo).map_err(|why| (Status::Failed, format!("source.repo: {why}")))?;
+        let repo = self.render(&source.repo).map_err(WorkspaceError::Repo)?;
         // An event's branch or tag replaces the pipeline's branch, as it is.
         let (branch, tag) = match &self.request.git_ref {
             Some(GitRef::Branch(branch)) => (Some(branch.clone()), None),
             Some(GitRef::Tag(tag)) => (None, Some(tag.clone())),
             None => match &source.branch {
-                Some(b) => {
-                    (Some(self.render(b).map_err(|why| (Status::Failed, format!("source.branch: {why}")))?), None)
-                }
+                Some(b) => (Some(self.render(b).map_err(WorkspaceError::Branch)?), None),
                 None => (None, None),
             },
         };
         if let Some(request) = *run_rx.borrow() {
             self.set(part, Status::Skipped, None);
-            return Err((ended_status(request.reason), "ended before the checkout".into()));
+            return Err(WorkspaceError::EndedBefore(request.reason));
         }
         {
             // The record names what is actually cloned, not the templates.
@@ -110,13 +152,10 @@ impl RunState {
         }
         // A repository on this machine's disk would be read with the engine's rights.
         if !self.request.local_sources && wharf_core::git::is_local_repo(&repo) {
-            let why = format!(
-                "checkout failed: source.repo `{repo}` names a repository on the server's own disk, and only runs \
-                 that may run tasks on the host may clone one; use a remote address (https://, ssh://, git://)"
-            );
-            self.system(part, &why);
-            self.set(part, Status::Failed, Some(why.clone()));
-            return Err((Status::Failed, why));
+            let err = WorkspaceError::LocalRepo(repo);
+            self.system(part, err.to_string());
+            self.set(part, Status::Failed, Some(err.to_string()));
+            return Err(err);
         }
         // A checkout is work on this machine like a task: it takes an executor slot, so
         // a burst of runs clones `max_parallel_tasks` repositories at a time, not all at
@@ -129,7 +168,7 @@ impl RunState {
                     biased;
                     request = stop_requested(&mut run_rx) => {
                         self.set(part, Status::Skipped, None);
-                        return Err((ended_status(request.reason), "ended before the checkout".into()));
+                        return Err(WorkspaceError::EndedBefore(request.reason));
                     }
                     permit = self.slots.clone().acquire_owned() => permit.expect("the engine never closes its slots"),
                 }
@@ -184,16 +223,52 @@ impl RunState {
                 Ok(())
             }
             Err(wharf_scm::CheckoutError::Stopped) => {
-                let (status, why) = self.run_end.lock().unwrap().clone().unwrap_or((Status::Stopped, "stopped".into()));
-                self.set(part, status, Some(why.clone()));
-                Err((status, why))
+                let (status, reason) =
+                    self.run_end.lock().unwrap().clone().unwrap_or((Status::Stopped, "stopped".into()));
+                self.set(part, status, Some(reason.clone()));
+                Err(WorkspaceError::Ended { status, reason })
             }
             Err(err) => {
-                let why = format!("checkout failed: {err}");
-                self.system(part, &why);
-                self.set(part, Status::Failed, Some(why.clone()));
-                Err((Status::Failed, why))
+                let err = WorkspaceError::Checkout(err);
+                self.system(part, err.to_string());
+                self.set(part, Status::Failed, Some(err.to_string()));
+                Err(err)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The words are the ones the record showed before these were types.
+    #[test]
+    fn workspace_errors_say_what_they_said_as_strings_and_end_the_run_as_before() {
+        let render = || super::super::variables::render_in(&Default::default(), "${X}").unwrap_err();
+        let cases = [
+            (WorkspaceError::Parameter { name: "P".into(), source: render() }, "parameter `P`: ${X} has no value"),
+            (WorkspaceError::Variable { name: "V".into(), source: render() }, "variable `V`: ${X} has no value"),
+            (
+                WorkspaceError::CreateDir { path: "/w".into(), source: std::io::Error::other("denied") },
+                "cannot create the workspace /w: denied",
+            ),
+            (WorkspaceError::Repo(render()), "source.repo: ${X} has no value"),
+            (WorkspaceError::Branch(render()), "source.branch: ${X} has no value"),
+            (
+                WorkspaceError::LocalRepo("/srv/git/app".into()),
+                "checkout failed: source.repo `/srv/git/app` names a repository on the server's own disk, and only \
+                 runs that may run tasks on the host may clone one; use a remote address (https://, ssh://, git://)",
+            ),
+            (WorkspaceError::EndedBefore(StopReason::Stopped), "ended before the checkout"),
+            (WorkspaceError::Ended { status: Status::TimedOut, reason: "timed out: …".into() }, "timed out: …"),
+        ];
+        for (err, words) in &cases {
+            assert_eq!(err.to_string(), *words);
+        }
+        let statuses: Vec<Status> = cases.iter().map(|(err, _)| err.status()).collect();
+        use Status::{Failed, Stopped, TimedOut};
+        assert_eq!(statuses, [Failed, Failed, Failed, Failed, Failed, Failed, Stopped, TimedOut]);
+        assert_eq!(WorkspaceError::EndedBefore(StopReason::TimedOut).status(), TimedOut);
     }
 }
