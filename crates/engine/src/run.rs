@@ -17,11 +17,15 @@
 //! 8. `record.rs` and `log.rs`: the one place that changes the record and tells the
 //!    observer, and the masked log lines.
 //!
-//! Stops flow down a tree of `watch` channels: the run's watchdog (a person's stop,
-//! the pipeline timeout) feeds each stage's channel, the stage's watchdog (its own
-//! timeout) feeds it too, and every task's supervisor forwards the stage's request (or
-//! its own timeout) to the executor. The first reason to end wins and is written into
-//! the record; executors only ever see "stop, with this grace".
+//! Each phase's error type lives in its file and says in its `Display` what the
+//! record and the log show; the record keeps the words.
+//!
+//! Stops flow down a tree of `watch` channels: the run's watchdog (a person's stop, a
+//! newer run superseding this one, the pipeline timeout) feeds each stage's channel,
+//! the stage's watchdog (its own timeout) feeds it too, and every task's supervisor
+//! forwards the stage's request (or its own timeout) to the executor. The first reason
+//! to end wins and is written into the record; executors only ever see "stop, with
+//! this grace" and the reason to say in their log.
 
 mod attempt;
 mod checkout;

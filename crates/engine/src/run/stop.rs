@@ -52,7 +52,8 @@ impl RunState {
         true
     }
 
-    /// Turns a person's stop and the pipeline timeout into requests on `run_tx`.
+    /// Turns a stop from outside (a person's, or a newer run's) and the pipeline
+    /// timeout into requests on `run_tx`.
     pub(super) async fn watchdog(self: Arc<Self>, mut external: StopRx, run_tx: StopTx) {
         let limit = self.pipeline().effective_timeout().as_std();
         let clock = self.run_clock.clone();
