@@ -112,6 +112,7 @@ mod tests {
                 progress: stage_progress,
                 reason: None,
                 tasks,
+                reused_from: None,
             }],
         }
     }
