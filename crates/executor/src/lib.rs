@@ -2,8 +2,11 @@
 //! back; nothing else crosses this seam: executors never see the store, the engine
 //! never sees processes, containers or pods.
 //!
-//! Start with [`Executor`], then [`host`] (a process group per task in the run's
-//! workspace) and [`fake`] (scripted outcomes on tokio's clock, for engine tests).
+//! Start with [`Executor`] (running an attempt, taking one over after a restart,
+//! reporting and discarding what an earlier server process left, whether a task runs
+//! on the host), then [`host`] (a process group per task in the run's workspace) and
+//! [`fake`] (scripted outcomes on tokio's clock, for engine and lifecycle tests).
+//! [`stored`] is the one format of a log line on disk.
 
 pub mod build;
 pub mod fake;
