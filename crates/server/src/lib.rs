@@ -12,6 +12,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+mod config;
 pub mod datadir;
 pub mod dispatch;
 pub mod error;
@@ -36,8 +37,8 @@ use wharf_store::Store;
 use wharf_store::logs::LogFiles;
 
 /// Everything the server is told; the binary layers defaults, the config file,
-/// `WHARF_*` variables and flags into it.
-#[derive(Clone, Debug)]
+/// `WHARF_*` variables and flags into it. Its `Debug` hides the secrets (see `config.rs`).
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
