@@ -1,14 +1,15 @@
-//! `Debug` of [`ServerConfig`] without its secrets: the configuration is logged and
-//! printed in panics, and the admin's token and password, the keys sealing secrets at
-//! rest and the host tasks' environment must never reach a log. Secret values print
-//! as [`HIDDEN`] (whether one is set stays visible), the environment by name only, and
-//! a password in `database_url` is hidden too.
+//! `Debug` of [`ServerConfig`] without its secrets: whoever logs the configuration or
+//! puts it in a panic message must not leak the admin's token and password, the keys
+//! sealing secrets at rest or the host tasks' environment. Secret values print as
+//! [`HIDDEN`] (whether one is set stays visible), the environment by name only, and a
+//! password in a URL (`database_url`, …) as git's command lines hide it ([`redact_url`]).
 //!
 //! The impl destructures the whole struct, so a new field does not compile until it
 //! is decided here whether it is secret.
 
 use crate::ServerConfig;
 use std::fmt;
+use wharf_scm::redact_url;
 
 /// What a secret value prints as.
 const HIDDEN: &str = "***";
@@ -56,7 +57,7 @@ impl fmt::Debug for ServerConfig {
         f.debug_struct("ServerConfig")
             .field("listen", listen)
             .field("data_dir", data_dir)
-            .field("database_url", &database_url.as_deref().map(without_password))
+            .field("database_url", &database_url.as_deref().map(redact_url))
             .field("max_parallel_tasks", max_parallel_tasks)
             .field("stop_grace", stop_grace)
             .field("log_cap_bytes", log_cap_bytes)
@@ -82,30 +83,15 @@ impl fmt::Debug for ServerConfig {
             .field("host_forks", host_forks)
             .field("timer_grace", timer_grace)
             .field("timezone", timezone)
-            .field("public_url", &public_url.as_deref().map(without_password))
+            .field("public_url", &public_url.as_deref().map(redact_url))
             .field("ca_file", ca_file)
             .field("outbound_allow", outbound_allow)
             .field("default_registry", default_registry)
-            .field("docker_host", &docker_host.as_deref().map(without_password))
+            .field("docker_host", &docker_host.as_deref().map(redact_url))
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("keep_deliveries", keep_deliveries)
             .finish()
-    }
-}
-
-/// `scheme://user:password@host/…` with the password hidden; anything else as it is.
-fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
-            let hidden = if userinfo.contains(':') { format!("{user}:{HIDDEN}") } else { user.to_owned() };
-            format!("{scheme}://{hidden}@{host}{tail}")
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -139,15 +125,5 @@ mod tests {
         assert!(text.contains("keep_deliveries: 10000"), "{text}");
         // The pretty form hides them too.
         assert!(!format!("{config:#?}").contains("SECRET"));
-    }
-
-    #[test]
-    fn passwords_in_urls_are_hidden() {
-        assert_eq!(without_password("sqlite:///data/wharf.db"), "sqlite:///data/wharf.db");
-        assert_eq!(without_password("postgres://u:p@h/db?x=1"), "postgres://u:***@h/db?x=1");
-        assert_eq!(without_password("https://user@h/"), "https://user@h/");
-        assert_eq!(without_password("https://u:p:q@h"), "https://u:***@h");
-        assert_eq!(without_password("unix:///var/run/docker.sock"), "unix:///var/run/docker.sock");
-        assert_eq!(without_password("not a url"), "not a url");
     }
 }
