@@ -117,7 +117,7 @@ struct Saved {
     project: String,
     version: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    run: Option<crate::dispatch::Accepted>,
+    run: Option<super::runs::Accepted>,
     /// For a pipeline with an `events` trigger: what became of its repository's
     /// webhook (see [`crate::forges`]). The pipeline is saved whatever it says.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,7 +142,7 @@ async fn check_run(
 ) -> ApiResult<()> {
     if run {
         let secrets = state.store.secret_values(project).await?;
-        state.dispatcher.check_startable(pipeline, project, active, &secrets).await?;
+        state.runs.check_startable(pipeline, project, active, &secrets).await?;
     }
     Ok(())
 }
@@ -150,7 +150,7 @@ async fn check_run(
 async fn save_and_maybe_run(state: &AppState, caller: &Caller, row: PipelineRow, run: bool) -> ApiResult<Saved> {
     let run = if run {
         let cause = Cause::Manual { user: caller.name.clone() };
-        Some(state.dispatcher.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?)
+        Some(state.runs.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?.into())
     } else {
         None
     };
@@ -202,7 +202,7 @@ pub async fn create(
     check_binding(&state, &caller, &pipeline).await?;
     check_run(&state, &pipeline, &project, true, run).await?;
     let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
@@ -224,7 +224,7 @@ pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body
     let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
         .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
     let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
 }
 
@@ -255,7 +255,7 @@ pub async fn list(
     for (pipeline, last_run) in rows {
         // Parsed versions are cached by the dispatcher, so a page costs little; a
         // version that no longer parses shows no source rather than failing the list.
-        let parsed = state.dispatcher.pipeline_version(pipeline.id, pipeline.version).await;
+        let parsed = state.runs.pipeline_version(pipeline.id, pipeline.version).await;
         let source = parsed.ok().and_then(|p| p.source.clone());
         items.push(Listed { pipeline, source, last_run });
     }
@@ -286,14 +286,14 @@ pub async fn show(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
-    let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    let model = state.runs.pipeline_version(row.id, row.version).await?;
     let versions = state.store.versions(row.id).await?;
     let (last, _) = state.store.runs(row.id, 1, 0).await?;
     let shown = Shown {
         description: model.description.clone(),
         definition: serde_json::to_value(&*model).map_err(|e| AppError::Internal(e.to_string()))?,
         versions: versions.into_iter().map(|v| VersionInfo { version: v.version, created_at: v.created_at }).collect(),
-        active_runs: state.dispatcher.active_numbers(row.id),
+        active_runs: state.runs.active_numbers(row.id),
         last_run: last.into_iter().next(),
         pipeline: row,
     };
@@ -313,7 +313,7 @@ pub async fn update(
     let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
-    let current = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    let current = state.runs.pipeline_version(row.id, row.version).await?;
     for action in edit_actions(&current, &pipeline) {
         authz::check(&caller, action, &object(&row))?;
     }
@@ -332,7 +332,7 @@ pub async fn update(
         ));
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
@@ -346,14 +346,14 @@ pub async fn delete(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::DeletePipeline).await?;
-    if !state.dispatcher.active_numbers(row.id).is_empty() {
+    if !state.runs.active_numbers(row.id).is_empty() {
         return Err(AppError::Conflict(format!(
             "pipeline `{}` has runs in progress; stop them before deleting it",
             row.name
         )));
     }
     let runs = state.store.delete_pipeline(row.id).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     for run in runs {
         let _ = state.logs.remove_run(run);
         let _ = std::fs::remove_dir_all(state.config.data_dir.join("workspaces").join(run.to_string()));
@@ -384,7 +384,7 @@ pub async fn copy(
     let source = state.store.version(row.id, row.version).await?.source;
     let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
     let copy = create_row(&state, &caller, &row.project, &request.name, &text).await?;
-    state.timers.changed(copy.id).await;
+    state.runs.timers().changed(copy.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, copy, false).await?))
 }
 
@@ -397,7 +397,7 @@ async fn set_active(
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::ActivatePipeline).await?;
     let row = state.store.set_active(row.id, active).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     Ok(axum::Json(row).into_response())
 }
 

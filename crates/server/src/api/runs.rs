@@ -6,13 +6,12 @@ use super::pipelines::find_for;
 use super::{AppStateRef, Page, Paged, created, json_body};
 use crate::AppState;
 use crate::authz::{self, Action, Caller};
-use crate::dispatch::Accepted;
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use wharf_core::run::{Cause, Progress};
@@ -59,6 +58,19 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// within 24 hours answers the run it started (with `Idempotent-Replayed: true`)
 /// instead of starting another; the key with other parameters is a 422, and while the
 /// first request is still being served a 409.
+/// The answer to a run started: its id and number.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Accepted {
+    pub id: i64,
+    pub number: i64,
+}
+
+impl From<wharf_lifecycle::Accepted> for Accepted {
+    fn from(a: wharf_lifecycle::Accepted) -> Self {
+        Accepted { id: a.id, number: a.number }
+    }
+}
+
 pub async fn start(
     State(state): AppStateRef,
     caller: Caller,
@@ -71,8 +83,8 @@ pub async fn start(
     let request: StartRequest = json_body(&body)?;
     let cause = Cause::Manual { user: caller.name.clone() };
     let Some(idempotency) = idempotency_key(&headers)? else {
-        let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
-        return Ok(created(accepted));
+        let accepted = state.runs.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
+        return Ok(created(Accepted::from(accepted)));
     };
     let parameters = serde_json::to_string(&request.parameters).map_err(|e| AppError::Internal(e.to_string()))?;
     let fingerprint = crate::auth::sha256_hex(parameters.as_bytes());
@@ -94,17 +106,17 @@ pub async fn start(
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        Claim::New => match state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await {
+        Claim::New => match state.runs.enqueue(&row, row.version, cause, request.parameters, None, None).await {
             Ok(accepted) => {
                 state
                     .store
                     .finish_run_request(row.id, &caller.name, &idempotency, (accepted.id, accepted.number))
                     .await?;
-                Ok(created(accepted))
+                Ok(created(Accepted::from(accepted)))
             }
             Err(e) => {
                 state.store.release_run_request(row.id, &caller.name, &idempotency).await?;
-                Err(e)
+                Err(e.into())
             }
         },
     }
@@ -207,7 +219,7 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<Stri
 
 pub async fn stop(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = run_for(&state, &caller, &id, Action::RunPipeline).await?.summary.id;
-    state.dispatcher.stop(id).await?;
+    state.runs.stop(id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({ "id": id, "status": "stopping" }))).into_response())
 }
 
@@ -218,9 +230,9 @@ pub async fn rerun(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
     let commit = previous.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(previous.summary.commit.clone());
     let cause = Cause::Rerun { of: previous.summary.number as u64 };
     // The branch or tag it cloned, too (an event's, which the pipeline may not name).
-    let git_ref = crate::dispatch::pinned_ref(&previous.record);
+    let git_ref = wharf_lifecycle::dispatch::pinned_ref(&previous.record);
     let accepted = state
-        .dispatcher
+        .runs
         .enqueue_at(
             &pipeline,
             previous.summary.version,
@@ -231,7 +243,7 @@ pub async fn rerun(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
             None,
         )
         .await?;
-    Ok(created(accepted))
+    Ok(created(Accepted::from(accepted)))
 }
 
 /// `POST /runs/{id}/retry`: a new record linked to this one, from its failed stage.
@@ -246,7 +258,7 @@ pub async fn retry(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
     let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
     let cause = Cause::Retry { of: previous.summary.number as u64 };
     let accepted = state
-        .dispatcher
+        .runs
         .enqueue(
             &pipeline,
             previous.summary.version,
@@ -256,5 +268,5 @@ pub async fn retry(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
             Some(&previous),
         )
         .await?;
-    Ok(created(accepted))
+    Ok(created(Accepted::from(accepted)))
 }
