@@ -87,21 +87,26 @@ pub trait LogSink: Send + Sync {
 /// boundary), so a binary blob without newlines cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Why the engine wants a running task to end.
+/// Why the engine wants a running task to end. Its `Display` is how a log line or
+/// record says it: `stopped by user`, `timed out`, `superseded by run #5
+/// (concurrency: cancel-previous)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// A person stopped the run (or Ctrl-C in `wharf run`).
     Stopped,
     /// A task, stage or pipeline timeout ran out.
     TimedOut,
+    /// A newer run of the same pipeline, run number `by`, took the run's place (the
+    /// pipeline's concurrency policy is `cancel-previous`).
+    Superseded { by: u64 },
 }
 
-impl StopReason {
-    /// How a log line or record says it: `stopped by user`, `timed out`.
-    pub fn as_text(self) -> &'static str {
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StopReason::Stopped => "stopped by user",
-            StopReason::TimedOut => "timed out",
+            StopReason::Stopped => f.write_str("stopped by user"),
+            StopReason::TimedOut => f.write_str("timed out"),
+            StopReason::Superseded { by } => write!(f, "superseded by run #{by} (concurrency: cancel-previous)"),
         }
     }
 }
@@ -137,6 +142,7 @@ impl Exit {
 
 /// The executor could not run the task at all (as opposed to the task failing).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecutorError {
     /// The executor lacks something the task needs (a task type, a feature).
     #[error("{0}")]
