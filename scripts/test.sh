@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need (when missing and allowed),
-# then runs every test of the workspace. `.ci/run` calls exactly this.
+# checks formatting and clippy (fails fast), then runs every test of the workspace
+# (among them the layering test, crates/testenv/tests/layering.rs). `.ci/run` calls
+# exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,31 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
     echo "missing: ${need_apt[*]} (install them, or run as root on Debian to have this script do it)" >&2
     exit 1
   fi
+fi
+
+# Formatting and lints first: they fail in seconds where the tests take minutes.
+# rustfmt and clippy are rustup components; added when missing (rustup needs the
+# network for that), else the script says what to install and stops.
+for pair in rustfmt:fmt clippy:clippy; do
+  component="${pair%%:*}" cmd="${pair#*:}"
+  if ! cargo "$cmd" --version >/dev/null 2>&1; then
+    if command -v rustup >/dev/null && rustup component add "$component" >/dev/null 2>&1; then
+      echo "==> installed the $component component"
+    else
+      echo "missing: the $component component (rustup component add $component)" >&2
+      exit 1
+    fi
+  fi
+done
+echo "==> cargo fmt --all --check"
+if ! cargo fmt --all --check; then
+  echo "formatting differs (the diff is above): run \`cargo fmt --all\` and commit the result" >&2
+  exit 1
+fi
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+if ! cargo clippy --workspace --all-targets --quiet -- -D warnings; then
+  echo "clippy found warnings (above): fix them; the suite runs once clippy is clean" >&2
+  exit 1
 fi
 
 # Headless Chromium and its WebDriver for the web UI's browser test (crates/cli/tests/ui.rs).

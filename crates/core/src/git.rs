@@ -3,6 +3,12 @@
 //! time, on resolved values). They are the security boundary: pipeline authors choose
 //! these strings, and git interprets some forms (`ext::`, a leading `-`,
 //! `ssh://-oProxyCommand=…`) as commands or options.
+//!
+//! Which repository an address names, for comparing two addresses, is [`GitUrl`].
+
+mod url;
+
+pub use url::{GitUrl, authority_host};
 
 /// Schemes Wharf lets git use; kept in step with `GIT_ALLOW_PROTOCOL` in `git.rs`.
 const ALLOWED_SCHEMES: [&str; 5] = ["http", "https", "ssh", "git", "file"];

@@ -20,7 +20,7 @@ pub mod webhook;
 
 pub use checkout::checkout;
 pub use error::CheckoutError;
-pub use validate::{validate_branch_name, validate_repo_url};
+pub use validate::{redact_url, validate_branch_name, validate_repo_url};
 
 use std::path::PathBuf;
 

@@ -22,7 +22,7 @@ pub(crate) fn git_url(url: &str) -> String {
 
 /// `url` as shown in logs and errors: the password of `scheme://user:password@host`
 /// becomes `***`, as does a bare http(s) user, which is how tokens are usually passed.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };

@@ -27,6 +27,7 @@ use crate::{AppState, ServerConfig, ServerError};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use wharf_core::git::GitUrl;
 use wharf_core::model::{Pipeline, TriggerKind};
 use wharf_scm::provider::{HookEvent, HttpClient, Provider, ProviderClient, ProviderError, TokenGrant, title};
 use wharf_store::bindings::{Binding, StoredGrant};
@@ -153,7 +154,8 @@ impl Forges {
             return None;
         }
         let source = pipeline.source.as_ref()?;
-        let (host, path) = crate::hooks::repo_key(&source.repo).filter(|(host, _)| !host.is_empty())?;
+        let repo = GitUrl::parse(&source.repo).filter(|repo| !repo.is_local())?;
+        let (host, path) = (repo.host().to_owned(), repo.path().to_owned());
         let binding = match self.binding_for(state, source.binding.as_deref(), &host, creator).await {
             Ok(Some(binding)) => binding,
             Ok(None) => return None,
@@ -406,7 +408,7 @@ fn instance(binding: &Binding, provider: Provider) -> Option<(String, String)> {
     let client = ProviderClient::new(provider, binding.url.as_deref(), None).ok()?;
     let rest = client.web_base().split_once("://")?.1.to_owned();
     let (authority, prefix) = rest.split_once('/').unwrap_or((&rest, ""));
-    Some((crate::hooks::host_of(authority), prefix.trim_matches('/').to_owned()))
+    Some((wharf_core::git::authority_host(authority), prefix.trim_matches('/').to_owned()))
 }
 
 fn instance_host(binding: &Binding, provider: Provider) -> Option<String> {

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod auth;
 pub mod authz;
+mod config;
 pub mod datadir;
 pub mod error;
 pub mod forges;
@@ -33,8 +34,8 @@ use wharf_store::Store;
 use wharf_store::logs::LogFiles;
 
 /// Everything the server is told; the binary layers defaults, the config file,
-/// `WHARF_*` variables and flags into it.
-#[derive(Clone, Debug)]
+/// `WHARF_*` variables and flags into it. Its `Debug` hides the secrets (see `config.rs`).
+#[derive(Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,

@@ -5,6 +5,9 @@
 //! ```ignore
 //! let Some(env) = wharf_testenv::containers() else { return }; // the skip is printed
 //! ```
+//!
+//! Its own test, `tests/layering.rs`, guards the workspace's layering: no crate
+//! depends on one listed below it in README.md's layout table.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
