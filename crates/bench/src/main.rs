@@ -61,9 +61,14 @@ fn args() -> Args {
     args
 }
 
+/// `tasks` sequential trivial tasks, in stages of at most the per-stage limit
+/// (stages run one after the other, so the tasks still run one at a time).
 fn pipeline_yaml(tasks: usize) -> String {
-    let mut yaml = String::from("name: bench\nstages:\n  - name: Trivial\n    tasks:\n");
+    let mut yaml = String::from("name: bench\nstages:\n");
     for i in 0..tasks {
+        if i % wharf_pipeline::limits::MAX_TASKS_PER_STAGE == 0 {
+            yaml.push_str(&format!("  - name: Trivial{i}\n    tasks:\n"));
+        }
         yaml.push_str(&format!("      - {{name: t{i}, type: script, script: 'true'}}\n"));
     }
     yaml
