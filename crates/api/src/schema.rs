@@ -2,9 +2,9 @@
 //! `wharf-core` types the answers carry (statuses from [`Status::ALL`], so a new
 //! status shows in the document by itself).
 
-use crate::{bindings, deliveries, pipelines, registries, runs, schedule, secrets, tenancy};
 use crate::{Error, Listed, Paged};
-use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, SchemaFormat, KnownFormat, Type};
+use crate::{bindings, deliveries, pipelines, registries, runs, schedule, secrets, tenancy};
+use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
@@ -40,7 +40,9 @@ fn transition_schema() -> Schema {
         .required("status")
         .property(
             "at",
-            ObjectBuilder::new().schema_type(Type::String).format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
         )
         .required("at")
         .into()
