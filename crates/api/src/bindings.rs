@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// A binding as answered, without its secrets.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = BindingInfo))]
 pub struct Binding {
     pub id: i64,
     pub name: String,
@@ -71,6 +72,7 @@ impl From<WebhookPath> for Option<String> {
 /// `POST /bindings`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Binding))]
 #[serde(deny_unknown_fields)]
 pub struct NewBinding {
     #[serde(default)]
@@ -97,6 +99,7 @@ pub struct NewBinding {
 /// `PUT /bindings/{name}/token`: a personal access token.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Token))]
 #[serde(deny_unknown_fields)]
 pub struct SetToken {
     #[cfg_attr(feature = "openapi", schema(write_only))]

@@ -85,6 +85,23 @@ pub struct Detail {
     pub message: String,
 }
 
+/// `path (line:col): message`, leaving out what is not known.
+impl std::fmt::Display for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let at = match (self.line, self.column) {
+            (Some(line), Some(col)) => format!("({line}:{col})"),
+            (Some(line), None) => format!("(line {line})"),
+            _ => String::new(),
+        };
+        match (self.path.is_empty(), at.is_empty()) {
+            (true, true) => write!(f, "{}", self.message),
+            (true, false) => write!(f, "{at}: {}", self.message),
+            (false, true) => write!(f, "{}: {}", self.path, self.message),
+            (false, false) => write!(f, "{} {at}: {}", self.path, self.message),
+        }
+    }
+}
+
 impl Detail {
     /// A problem at a field, without a position.
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Detail {

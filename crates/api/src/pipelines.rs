@@ -110,6 +110,7 @@ pub enum WebhookStatus {
 /// `POST /pipelines/scratch`: a new pipeline with the four default stages.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Scratch))]
 #[serde(deny_unknown_fields)]
 pub struct ScratchPipeline {
     pub name: String,
@@ -121,6 +122,7 @@ pub struct ScratchPipeline {
 /// `POST /pipelines/{key}/copy`: the new pipeline's name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Copy))]
 #[serde(deny_unknown_fields)]
 pub struct CopyPipeline {
     pub name: String,

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// A registry as answered, without its password.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = RegistryInfo))]
 pub struct Registry {
     pub id: i64,
     pub name: String,
@@ -37,6 +38,7 @@ pub struct Registries {
 /// `POST /registries`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Registry))]
 #[serde(deny_unknown_fields)]
 pub struct NewRegistry {
     #[serde(default)]
@@ -59,6 +61,7 @@ pub struct NewRegistry {
 /// `POST /registries/{name}/workspaces`: a repository namespace such as `devops`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Workspace))]
 #[serde(deny_unknown_fields)]
 pub struct NewWorkspace {
     #[serde(default)]

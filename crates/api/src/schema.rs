@@ -76,7 +76,11 @@ fn generic<T: ToSchema>(name: &str, out: &mut Vec<(String, RefOr<Schema>)>) {
     T::schemas(out);
 }
 
-/// Every schema of the API: name and schema, sorted by name.
+/// Every schema of the API: name and schema, sorted by name. Request bodies keep the
+/// names the document has always given them (`Binding`, `Registry`, `Project`, `User`,
+/// `Token`, `Scratch`, `Copy`, `Secret`…, which clients and tests name); the objects
+/// answered under those words are `BindingInfo`, `RegistryInfo`, `ProjectInfo`,
+/// `UserInfo` and `TokenInfo`.
 pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     let mut out = vec![
         ("Status".to_owned(), status_schema().into()),

@@ -16,6 +16,7 @@ pub struct SecretName {
 /// `PUT /secrets/{name}?project=P`: the value (never readable back).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Secret))]
 #[serde(deny_unknown_fields)]
 pub struct SetSecret {
     #[cfg_attr(feature = "openapi", schema(write_only))]

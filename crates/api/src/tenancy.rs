@@ -16,6 +16,7 @@ pub struct Department {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = ProjectInfo))]
 pub struct Project {
     pub name: String,
     pub department: String,
@@ -28,6 +29,7 @@ pub struct Project {
 /// `POST /projects` (admins).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = Project))]
 #[serde(deny_unknown_fields)]
 pub struct NewProject {
     #[serde(default)]
@@ -51,6 +53,7 @@ pub struct ProjectUpdate {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = UserInfo))]
 pub struct User {
     pub name: String,
     /// `admin`, `manager` or `user`.
@@ -66,6 +69,7 @@ pub struct User {
 /// `POST /users` (admins).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = User))]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     #[serde(default)]
@@ -100,6 +104,7 @@ pub struct UserUpdate {
 /// An API token as listed: never the token itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "openapi", schema(as = TokenInfo))]
 pub struct Token {
     pub id: i64,
     pub user: String,
