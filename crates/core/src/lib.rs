@@ -10,6 +10,7 @@ pub mod model;
 pub mod names;
 pub mod reference;
 pub mod run;
+pub mod settle;
 pub mod status;
 pub mod vars;
 

@@ -39,8 +39,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 use wharf_executor::{
-    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, StopReason, StopRequest,
-    StopSignal, Stream, TaskSpec,
+    AttemptId, BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, StopReason,
+    StopRequest, StopSignal, Stream, TaskSpec,
 };
 
 /// `<pipeline>#<number>`.
@@ -215,12 +215,12 @@ impl DockerExecutor {
         let mut filters: Vec<String> = spec.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         filters.extend(own_labels(&spec).into_iter().map(|(k, v)| format!("{k}={v}")));
         let found = self.list(filters).await?;
-        let Some(first) = found.first() else { return Ok(None) };
+        let Some((first, _)) = found.first() else { return Ok(None) };
         // Two containers for one attempt cannot come from Wharf; keep the first.
-        for extra in &found[1..] {
-            let _ = self.discard_container(&extra.id).await;
+        for (extra, _) in &found[1..] {
+            let _ = self.discard_container(extra).await;
         }
-        let mut container = Container::new(self.docker.clone(), first.id.clone());
+        let mut container = Container::new(self.docker.clone(), first.clone());
         // Created but never started (the server died in between): start it now; its
         // attempt had not begun.
         let inspected = self.docker.inspect_container(&container.id, None).await;
@@ -309,7 +309,9 @@ impl DockerExecutor {
         Ok(())
     }
 
-    async fn list(&self, label_filters: Vec<String>) -> Result<Vec<Leftover>, ExecutorError> {
+    /// The containers (any state) matching every `label` filter (`key` or
+    /// `key=value`): their ids and labels.
+    async fn list(&self, label_filters: Vec<String>) -> Result<Vec<(String, HashMap<String, String>)>, ExecutorError> {
         let filters = HashMap::from([("label".to_owned(), label_filters)]);
         let options = ListContainersOptionsBuilder::new().all(true).filters(&filters).build();
         let containers = self
@@ -317,9 +319,25 @@ impl DockerExecutor {
             .list_containers(Some(options))
             .await
             .map_err(|e| start_error(format!("cannot list containers: {}", reason(&e))))?;
-        Ok(containers
+        Ok(containers.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
+    }
+
+    /// The containers carrying the label `label`, owned by its value, with the attempt
+    /// their own labels name.
+    async fn leftover_containers(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let found = self.list(vec![label.to_owned()]).await?;
+        Ok(found
             .into_iter()
-            .filter_map(|c| Some(Leftover { id: c.id?, labels: c.labels.unwrap_or_default().into_iter().collect() }))
+            .filter_map(|(id, labels)| {
+                let attempt = (|| {
+                    Some(AttemptId {
+                        stage: labels.get(LABEL_STAGE)?.clone(),
+                        task: labels.get(LABEL_TASK)?.clone(),
+                        attempt: labels.get(LABEL_ATTEMPT)?.parse().ok()?,
+                    })
+                })();
+                Some(Leftover { id, owner: labels.get(label)?.clone(), attempt })
+            })
             .collect())
     }
 
@@ -535,7 +553,7 @@ impl Executor for DockerExecutor {
     }
 
     fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
-        Box::pin(self.list(vec![label.to_owned()]))
+        Box::pin(self.leftover_containers(label))
     }
 
     fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {

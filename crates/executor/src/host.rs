@@ -11,8 +11,8 @@
 
 use crate::handover::{self, TaskUser};
 use crate::{
-    BoxFuture, Executor, ExecutorError, Exit, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest, StopSignal,
-    Stream, TaskSpec,
+    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
+    StopSignal, Stream, TaskSpec,
 };
 use jiff::Timestamp;
 use nix::errno::Errno;
@@ -226,6 +226,60 @@ impl Executor for HostExecutor {
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
         Box::pin(self.run_script(spec, logs, stop))
     }
+
+    /// The process groups of tasks an earlier server process started: their processes
+    /// carry the label as an environment variable. They can only be discarded (their
+    /// output went to pipes that died with that process).
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        let found = labelled_groups(label);
+        Box::pin(async move { Ok(found) })
+    }
+
+    /// SIGKILL to the whole process group.
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        let result = match leftover.id.parse::<i32>() {
+            Ok(group) if group > 1 => match killpg(Pid::from_raw(group), Signal::SIGKILL) {
+                Ok(()) | Err(Errno::ESRCH) => Ok(()),
+                Err(e) => Err(ExecutorError::Io {
+                    context: format!("cannot kill the leftover process group {group}"),
+                    source: e.into(),
+                }),
+            },
+            _ => Err(ExecutorError::Unsupported(format!("`{}` is not a process group of this executor", leftover.id))),
+        };
+        Box::pin(async move { result })
+    }
+
+    fn runs_on_host(&self, _image: Option<&str>) -> bool {
+        true
+    }
+}
+
+/// The process groups whose processes' environment has `label=…` (one leftover per
+/// group, owned by the label's value). Linux only (reads /proc); elsewhere none.
+/// Every task runs in a group of its own (`process_group(0)`), so killing the group
+/// ends everything the task started and did not move to a new session.
+fn labelled_groups(label: &str) -> Vec<Leftover> {
+    let needle = format!("{label}=");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut groups: Vec<Leftover> = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        let Some(owner) = environ.split(|b| *b == 0).find_map(|var| var.strip_prefix(needle.as_bytes())) else {
+            continue;
+        };
+        // A process whose group is unknown (it ended meanwhile) or is init's is left alone.
+        let Ok(group) = nix::unistd::getpgid(Some(Pid::from_raw(pid))) else { continue };
+        if group.as_raw() <= 1 {
+            continue;
+        }
+        let id = group.as_raw().to_string();
+        if !groups.iter().any(|g| g.id == id) {
+            groups.push(Leftover { id, owner: String::from_utf8_lossy(owner).into_owned(), attempt: None });
+        }
+    }
+    groups
 }
 
 /// Makes the workspace, the task's `$WHARF_OUTPUT` and a home directory for the run

@@ -11,6 +11,7 @@ pub mod handover;
 pub mod host;
 pub mod lines;
 pub mod routed;
+pub mod stored;
 
 use jiff::Timestamp;
 use std::future::Future;
@@ -168,21 +169,28 @@ pub struct LogResume {
     pub skip_lines: u64,
 }
 
-/// Something an executor started for a task and that may outlive the process that
-/// started it (a container), found again by its labels after a restart.
+/// Which attempt of which task something was started for, as an executor records it
+/// on what it starts (container labels on Docker).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leftover {
-    /// The executor's handle (a container id).
-    pub id: String,
-    /// Every label it carries: the `TaskSpec::labels` pairs and the executor's own
-    /// (`wharf.run`, `wharf.stage`, `wharf.task`, `wharf.attempt` on Docker).
-    pub labels: std::collections::BTreeMap<String, String>,
+pub struct AttemptId {
+    pub stage: String,
+    pub task: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
 }
 
-impl Leftover {
-    pub fn label(&self, key: &str) -> Option<&str> {
-        self.labels.get(key).map(String::as_str)
-    }
+/// Something an earlier process of the server started for a task and that outlived
+/// it, found again after a restart by the value of one of its [`TaskSpec::labels`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leftover {
+    /// The executor's handle (a container id, a process group id).
+    pub id: String,
+    /// The value of the label it was asked for (which server and run it belongs to).
+    pub owner: String,
+    /// The attempt it runs, when the executor can take it over with
+    /// [`Executor::adopt`]; `None`: it can only be [discarded](Executor::discard) (host
+    /// processes, whose pipes died with the server).
+    pub attempt: Option<AttemptId>,
 }
 
 /// Runs tasks. Implementations: [`host::HostExecutor`], [`fake::FakeExecutor`].
@@ -229,8 +237,8 @@ pub trait Executor: Send + Sync {
         Box::pin(async { Ok(None) })
     }
 
-    /// What earlier processes left behind whose labels include the key `label` (any
-    /// value), for the server to adopt or [`discard`](Executor::discard) at start.
+    /// What earlier processes of the server left behind that carries the label `label`
+    /// (any value), for the server to adopt or [`discard`](Executor::discard) at start.
     /// Default: nothing.
     fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
         let _ = label;
@@ -242,5 +250,13 @@ pub trait Executor: Send + Sync {
     fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
         let _ = leftover;
         Box::pin(async { Ok(()) })
+    }
+
+    /// Whether a `script` task with this image (its own or the pipeline's default) runs
+    /// on the server's host, with the rights that gives: the server refuses such runs
+    /// where host execution is not allowed. Default: no.
+    fn runs_on_host(&self, image: Option<&str>) -> bool {
+        let _ = image;
+        false
     }
 }

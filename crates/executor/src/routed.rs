@@ -72,4 +72,9 @@ impl Executor for ByImage {
     fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
         self.containers.discard(leftover)
     }
+
+    /// Tasks without an image go to the host (or are refused there when it is off).
+    fn runs_on_host(&self, image: Option<&str>) -> bool {
+        image.is_none() || self.containers.runs_on_host(image)
+    }
 }

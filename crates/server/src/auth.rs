@@ -47,8 +47,7 @@ pub fn address_key(ip: &str) -> String {
 
 /// The settings key where a Wharf from before users kept the admin token's hash.
 const LEGACY_SETTING: &str = "admin_token_sha256";
-/// The built-in administrator.
-pub const ADMIN_USER: &str = "admin";
+pub use wharf_store::tenancy::ADMIN_USER;
 /// The name of the admin token made at bootstrap (and replaced by `WHARF_ADMIN_TOKEN`).
 pub const BOOTSTRAP_TOKEN: &str = "bootstrap";
 pub const SESSION_COOKIE: &str = "wharf_session";

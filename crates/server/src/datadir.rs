@@ -5,17 +5,17 @@
 //!
 //! One exception: when host tasks run as an unprivileged user (a server running as
 //! root, see [`crate::hostexec`]), that user must reach its run's workspace under
-//! `workspaces/`. The data directory and `workspaces/` are then 0711: it may pass
-//! through them to a path it knows, never list them, and the database, the key file
-//! and `logs/` stay closed to it.
+//! `workspaces/` (each run's directory, made by [`wharf_lifecycle::workspace`], is
+//! 0710 with its group). The data directory and `workspaces/` are then 0711: it may
+//! pass through them to a path it knows, never list them, and the database, the key
+//! file and `logs/` stay closed to it.
 
 use crate::ServerError;
 use std::fs::{OpenOptions, Permissions};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-/// The directory every run's workspace lives in (`<data dir>/workspaces/<run id>`).
-pub const WORKSPACES: &str = "workspaces";
+pub use wharf_lifecycle::workspace::WORKSPACES;
 
 /// Creates the data directory, `logs/` and `workspaces/` with the modes above and
 /// tightens what an earlier version left readable. `task_user`: host tasks run as
@@ -62,23 +62,6 @@ fn database_files(db: &Path) -> [PathBuf; 3] {
         PathBuf::from(name)
     };
     [db.to_path_buf(), with("-wal"), with("-shm")]
-}
-
-/// A run's directory (`workspaces/<run id>`): the server's, 0700; with a task user,
-/// 0710 with that user's group, so host tasks (and no other local account) pass
-/// through to the checkout and home handed to them. Containers do not need it: their
-/// workspace is bind-mounted by the daemon.
-pub fn make_run_dir(dir: &Path, task_gid: Option<u32>) -> Result<(), ServerError> {
-    match task_gid {
-        Some(gid) => {
-            make_dir(dir, 0o710)?;
-            std::os::unix::fs::chown(dir, None, Some(gid)).map_err(|source| ServerError::Io {
-                context: format!("cannot give {} to the task user's group", dir.display()),
-                source,
-            })
-        }
-        None => make_dir(dir, 0o700),
-    }
 }
 
 fn make_dir(dir: &Path, mode: u32) -> Result<(), ServerError> {

@@ -101,11 +101,57 @@ impl AppError {
     }
 }
 
+/// The error in one line, for places that record it as text (a webhook delivery's
+/// notes): the answer's message, with each detail's message after it.
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AppError::BadRequest(m)
+            | AppError::Conflict(m)
+            | AppError::Internal(m)
+            | AppError::Forbidden(m)
+            | AppError::Quota(m)
+            | AppError::TooLarge(m)
+            | AppError::Timeout(m) => f.write_str(m),
+            AppError::TooManyRequests { message, .. } | AppError::Unavailable { message, .. } => f.write_str(message),
+            AppError::Unauthorized => f.write_str("unauthorized"),
+            AppError::NotFound(what) => write!(f, "{what} not found"),
+            AppError::Invalid { message, details } => {
+                f.write_str(message)?;
+                details.iter().try_for_each(|d| write!(f, "; {}", d.message))
+            }
+        }
+    }
+}
+
+impl std::error::Error for AppError {}
+
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => AppError::NotFound(what),
             StoreError::Conflict(why) => AppError::Conflict(why),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// How the lifecycle's refusals are answered: a run that cannot start is 422 with each
+/// problem as a detail, a clash with the run's state 409, a stored version that no
+/// longer reads is our fault.
+impl From<wharf_lifecycle::RunError> for AppError {
+    fn from(e: wharf_lifecycle::RunError) -> Self {
+        use wharf_lifecycle::RunError;
+        match e {
+            RunError::Invalid { message, problems } => AppError::Invalid {
+                message,
+                details: problems
+                    .into_iter()
+                    .map(|p| Detail { path: p.path, line: None, column: None, message: p.message })
+                    .collect(),
+            },
+            RunError::Conflict(why) => AppError::Conflict(why),
+            RunError::Store(e) => e.into(),
             other => AppError::Internal(other.to_string()),
         }
     }

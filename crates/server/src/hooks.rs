@@ -791,7 +791,7 @@ async fn start_runs(
     let matched = match matching(state, target, binding).await {
         Ok(matched) => matched,
         Err(e) => {
-            return Handled { verdict: Verdict::Received, reason: Some(app_error_text(&e)), runs };
+            return Handled { verdict: Verdict::Received, reason: Some(e.to_string()), runs };
         }
     };
     let mut notes: Vec<String> = Vec::new();
@@ -812,10 +812,10 @@ async fn start_runs(
             continue;
         }
         if target.from_fork {
-            let needs = match state.dispatcher.pipeline_version(row.id, row.version).await {
+            let needs = match state.runs.pipeline_version(row.id, row.version).await {
                 Ok(model) => secrets_named(&model),
                 Err(e) => {
-                    notes.push(format!("pipeline `{}` could not start: {}", row.name, app_error_text(&e)));
+                    notes.push(format!("pipeline `{}` could not start: {}", row.name, AppError::from(e)));
                     continue;
                 }
             };
@@ -842,13 +842,13 @@ async fn start_runs(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    notes.push(format!("pipeline `{}` could not start: {}", row.name, app_error_text(&e)));
+                    notes.push(format!("pipeline `{}` could not start: {}", row.name, e));
                     continue;
                 }
             }
         }
         let queued = state
-            .dispatcher
+            .runs
             .enqueue_at(
                 row,
                 row.version,
@@ -876,7 +876,7 @@ async fn start_runs(
                     }
                 }
             }
-            Err(e) => notes.push(format!("pipeline `{}` could not start: {}", row.name, app_error_text(&e))),
+            Err(e) => notes.push(format!("pipeline `{}` could not start: {}", row.name, AppError::from(e))),
         }
     }
     tracing::info!(delivery = id, runs = runs.len(), "{}", target.describe());
@@ -918,7 +918,7 @@ fn secrets_named(pipeline: &Pipeline) -> Vec<String> {
 fn note_in_run_log(state: &AppState, run: i64, text: &str) {
     match state.logs.writer(run, wharf_store::logs::LogKey::Run) {
         Ok(mut writer) => {
-            let line = crate::dispatch::log_line(jiff::Timestamp::now(), wharf_executor::Stream::System, text);
+            let line = wharf_executor::stored::line(jiff::Timestamp::now(), wharf_executor::Stream::System, text);
             if let Err(e) = writer.append(&line) {
                 tracing::error!(run, error = %e, "cannot write to a run's log");
             }
@@ -943,7 +943,7 @@ async fn matching(state: &AppState, target: &Target, binding: &str) -> Result<Ve
     let mut creators: HashMap<String, bool> = HashMap::new();
     let mut matched = Vec::new();
     for (row, _) in rows {
-        match state.dispatcher.pipeline_version(row.id, row.version).await {
+        match state.runs.pipeline_version(row.id, row.version).await {
             Ok(model) if target.starts(&model, binding) => {}
             Ok(_) => continue,
             Err(e) => {
@@ -964,24 +964,6 @@ async fn matching(state: &AppState, target: &Target, binding: &str) -> Result<Ve
         }
     }
     Ok(matched)
-}
-
-/// An [`AppError`] as one line of text.
-pub fn app_error_text(e: &AppError) -> String {
-    match e {
-        AppError::BadRequest(m) | AppError::Conflict(m) | AppError::Internal(m) => m.clone(),
-        AppError::Unauthorized => "unauthorized".into(),
-        AppError::NotFound(what) => format!("{what} not found"),
-        AppError::Invalid { message, details } => {
-            let mut text = message.clone();
-            for d in details {
-                text.push_str(&format!("; {}", d.message));
-            }
-            text
-        }
-        #[allow(unreachable_patterns)]
-        other => format!("{other:?}"),
-    }
 }
 
 // ---------------------------------------------------------------------------------

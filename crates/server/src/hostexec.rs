@@ -98,13 +98,6 @@ fn unreachable_ancestor(data_dir: &Path) -> Option<std::path::PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// Whether the project's tasks may run on the host, and if not why.
-#[derive(Clone, Debug)]
-pub enum HostAccess {
-    Allowed,
-    Refused(String),
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

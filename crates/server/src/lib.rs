@@ -1,10 +1,11 @@
 //! The Wharf server: the REST API under `/api/v1`, live logs over Server-Sent Events,
-//! health and metrics, and the dispatcher that queues runs, starts them on the engine
-//! and recovers them after a restart.
+//! health and metrics, webhooks, and the composition of the whole: it builds the
+//! executors and hands them to the run lifecycle ([`wharf_lifecycle`]: the queue,
+//! starting runs on the engine, restart recovery, timers).
 //!
-//! Reading order: [`ServerConfig`], [`Server::start`] (opening the store, recovery,
-//! binding), [`dispatch`] (the run queue and what happens to a run's events),
-//! [`api`] (the routes), [`auth`] (who is calling: tokens, sessions, bootstrap),
+//! Reading order: [`ServerConfig`], [`Server::start`] (opening the store, building the
+//! executors, recovery, binding), [`api`] (the routes), [`auth`] (who is calling:
+//! tokens, sessions, bootstrap),
 //! [`authz`] (what they may do: the permission matrix, one check for every route),
 //! [`keys`] and [`licence`] (secrets at rest, the pipeline quota) and [`error`] (how
 //! failures become HTTP answers).
@@ -13,7 +14,6 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod datadir;
-pub mod dispatch;
 pub mod error;
 pub mod forges;
 pub mod hooks;
@@ -21,12 +21,9 @@ pub mod hostexec;
 pub mod http;
 pub mod keys;
 pub mod licence;
-pub mod live;
 pub mod metrics;
 pub mod openapi;
-pub mod persist;
 pub mod throttle;
-pub mod timers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -172,13 +169,13 @@ impl ServerConfig {
     }
 }
 
-/// Shared by every handler and the dispatcher.
+/// Shared by every handler.
 pub struct AppState {
     pub config: ServerConfig,
     pub store: Store,
     pub logs: LogFiles,
-    pub live: live::LiveLogs,
-    pub dispatcher: dispatch::Dispatcher,
+    /// Runs: accepting, queueing, stopping; live logs; timers.
+    pub runs: wharf_lifecycle::Lifecycle,
     pub metrics: metrics::Metrics,
     /// The code hosts' APIs: the shared HTTP client, token refresh, webhook installs.
     pub forges: forges::Forges,
@@ -196,7 +193,6 @@ pub struct AppState {
     pub refusal_audits: throttle::Throttle,
     /// The pipeline limit in force.
     pub quota: licence::Quota,
-    pub timers: timers::Timers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +262,62 @@ async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::
     }
 }
 
+/// What the lifecycle is told of the configuration.
+fn settings(config: &ServerConfig) -> wharf_lifecycle::Settings {
+    wharf_lifecycle::Settings {
+        data_dir: config.data_dir.clone(),
+        max_parallel_tasks: config.max_parallel_tasks,
+        stop_grace: config.stop_grace,
+        keep_runs: config.keep_runs,
+        keep_days: config.keep_days,
+        keep_workspaces: config.keep_workspaces,
+        default_registry: config.default_registry.clone(),
+        timezone: config.timezone.clone(),
+        timer_grace: config.timer_grace,
+    }
+}
+
+/// The executors this server runs tasks with: the host executor always (as `run_as`
+/// decided), Docker when it is the default (image-less scripts then go to the host
+/// where allowed), and the image builder when the Docker Engine answers.
+async fn executors(
+    config: &ServerConfig,
+    store: &Store,
+    run_as: &hostexec::RunAs,
+) -> Result<wharf_lifecycle::Executors, ServerError> {
+    use wharf_core::model::ExecutorKind;
+    let host: Arc<dyn wharf_executor::Executor> =
+        Arc::new(wharf_executor::host::HostExecutor::new(wharf_executor::host::HostConfig {
+            base_env: config.host_env.clone(),
+            user: run_as.user().cloned(),
+            ..wharf_executor::host::HostConfig::default()
+        }));
+    let mut executors = wharf_lifecycle::Executors::new(config.executor)
+        .register(ExecutorKind::Host, host.clone())
+        .with_builder(image_builder(config).await);
+    match config.executor {
+        ExecutorKind::Host => {}
+        ExecutorKind::Docker => {
+            // Images are pulled with the credentials of the registered registry
+            // serving their host, unless the configuration brings its own lookup.
+            let mut docker = config.docker.clone();
+            if docker.credentials.is_none() {
+                docker.credentials = Some(Arc::new(RegisteredCredentials(store.clone())));
+            }
+            let docker = Arc::new(wharf_docker::DockerExecutor::new(docker).map_err(ServerError::Docker)?);
+            let fallback = config.allow_host.then_some(host);
+            executors = executors
+                .register(ExecutorKind::Docker, Arc::new(wharf_executor::routed::ByImage::new(docker, fallback)));
+        }
+        ExecutorKind::Kubernetes => {
+            return Err(ServerError::Unsupported(
+                "the kubernetes executor is not built yet; run with --executor host or docker".to_owned(),
+            ));
+        }
+    }
+    Ok(executors)
+}
+
 /// A started server: its address and a way to wait for it.
 pub struct Server {
     pub addr: SocketAddr,
@@ -308,34 +360,23 @@ impl Server {
         let generated =
             auth::bootstrap(&store, config.admin_token.as_deref(), config.admin_password.as_deref()).await?;
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
-        let live = live::LiveLogs::default();
-        let metrics = metrics::Metrics::default();
-        let store_for_timers = store.clone();
-        let builder = image_builder(&config).await;
-        let docker: Option<Arc<dyn wharf_executor::Executor>> = match config.executor {
-            wharf_core::model::ExecutorKind::Host => None,
-            wharf_core::model::ExecutorKind::Docker => {
-                // Images are pulled with the credentials of the registered registry
-                // serving their host, unless the configuration brings its own lookup.
-                let mut docker = config.docker.clone();
-                if docker.credentials.is_none() {
-                    docker.credentials = Some(Arc::new(RegisteredCredentials(store.clone())));
-                }
-                Some(Arc::new(wharf_docker::DockerExecutor::new(docker).map_err(ServerError::Docker)?))
-            }
-            wharf_core::model::ExecutorKind::Kubernetes => {
-                return Err(ServerError::Unsupported(
-                    "the kubernetes executor is not built yet; run with --executor host or docker".to_owned(),
-                ));
-            }
+        let executors = executors(&config, &store, &run_as).await?;
+        let host = wharf_lifecycle::HostPolicy {
+            allowed: config.allow_host,
+            forks: config.host_forks,
+            unavailable: match &run_as {
+                hostexec::RunAs::Refused(why) => Some(why.clone()),
+                _ => None,
+            },
+            task_gid: run_as.user().map(|user| user.gid),
         };
-        let state = Arc::new_cyclic(|weak| AppState {
-            dispatcher: dispatch::Dispatcher::new(weak.clone(), &config, docker, builder, run_as),
+        let runs = wharf_lifecycle::Lifecycle::new(store.clone(), logs.clone(), settings(&config), executors, host);
+        let state = Arc::new(AppState {
             config: config.clone(),
             store,
             logs,
-            live,
-            metrics,
+            runs,
+            metrics: metrics::Metrics::default(),
             forges,
             logins: Default::default(),
             hash_slots: Default::default(),
@@ -343,11 +384,10 @@ impl Server {
             hook_refusals: throttle::Throttle::new(30, Duration::from_secs(2)),
             refusal_audits: throttle::Throttle::new(20, Duration::from_secs(6)),
             quota,
-            timers: timers::Timers::new(store_for_timers, config.timezone.clone(), config.timer_grace),
         });
-        dispatch::Dispatcher::recover(&state).await?;
+        state.runs.start().await?;
         hooks::resume(&state).await;
-        timers::start(&state).await;
+        state.runs.start_timers().await;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(io(format!("cannot listen on {}", config.listen)))?;
@@ -363,7 +403,7 @@ impl Server {
     /// Stops serving and stops the timer loop (runs in progress go on until they end
     /// or the process exits); a second server may then start on the same data directory.
     pub async fn shutdown(self) {
-        self.state.timers.stop();
+        self.state.runs.shutdown();
         self.task.abort();
         let _ = self.task.await;
     }

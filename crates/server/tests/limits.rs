@@ -134,7 +134,7 @@ async fn record_writes_of_a_many_task_run_do_not_grow_with_its_tasks() {
     assert!(changes >= 400, "{changes} changes");
     // At most one write per period (plus the first and the final one), however many
     // tasks changed in it.
-    let periods = (took.as_millis() / wharf_server::persist::SAVE_EVERY.as_millis()) as u64;
+    let periods = (took.as_millis() / wharf_lifecycle::persist::SAVE_EVERY.as_millis()) as u64;
     assert!(writes <= periods + 2, "{writes} writes in {took:?} for {changes} changes");
 }
 
@@ -172,6 +172,6 @@ async fn a_stop_of_a_large_run_ends_its_waiting_tasks_in_one_update() {
     // ended on its own), so the bound is what separates batched from per-task, not the
     // quiet-machine figure.
     assert!(updates <= 50, "{updates} updates for the stop");
-    let periods = (took.as_millis() / wharf_server::persist::SAVE_EVERY.as_millis()) as u64;
+    let periods = (took.as_millis() / wharf_lifecycle::persist::SAVE_EVERY.as_millis()) as u64;
     assert!(writes <= periods + 2, "{writes} writes in {took:?} for the stop");
 }

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 use reqwest::Method;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use wharf_server::timers::{Fire, Timers};
+use wharf_lifecycle::timers::{Fire, Timers};
 use wharf_server::{Server, ServerConfig};
 use wharf_store::Store;
 use wharf_store::timers::NewTimer;
@@ -470,7 +470,7 @@ async fn the_api_keeps_timer_rows_and_the_loop_fires_on_time() {
         )
         .await
         .unwrap();
-    s.server.state.timers.wake();
+    s.server.state.runs.timers().wake();
     let runs = wait_for_timer_runs(&s, "looped", 1).await;
     assert_eq!(runs.iter().map(|r| r.1).collect::<Vec<_>>(), [due]);
     s.wait_run(runs[0].0).await;
@@ -487,7 +487,7 @@ async fn the_api_keeps_timer_rows_and_the_loop_fires_on_time() {
         .replace_timers(id, 1, &[NewTimer { trigger_index: 0, next_run_at: Some(soon), last_due: None }])
         .await
         .unwrap();
-    s.server.state.timers.wake();
+    s.server.state.runs.timers().wake();
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(timer_runs(&s, "looped").await.len(), 1);
     assert_eq!(store.pipeline_timers(id).await.unwrap()[0].next_run_at, Some(soon), "kept as it was");

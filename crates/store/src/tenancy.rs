@@ -9,6 +9,9 @@ use serde::Serialize;
 use sqlx::Row;
 use std::collections::BTreeMap;
 
+/// The built-in administrator, made at first start.
+pub const ADMIN_USER: &str = "admin";
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProjectRow {
     pub name: String,
@@ -200,6 +203,11 @@ impl Store {
     }
 
     // ---- users ----
+
+    /// Whether any user besides the built-in [`ADMIN_USER`] exists (a multi-user server).
+    pub async fn is_multi_user(&self) -> Result<bool> {
+        self.has_users_besides(ADMIN_USER).await
+    }
 
     /// Whether any user besides `builtin` exists (a multi-user server).
     pub async fn has_users_besides(&self, builtin: &str) -> Result<bool> {

@@ -156,7 +156,7 @@ pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
     let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
     let mut users = Vec::new();
     for (row, _) in rows {
-        let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+        let model = state.runs.pipeline_version(row.id, row.version).await?;
         if model.source.as_ref().and_then(|s| s.binding.as_deref()) == Some(name) {
             users.push(row.name);
         }

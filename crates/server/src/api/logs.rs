@@ -190,7 +190,7 @@ impl Follow {
                 continue;
             }
             // Nothing new on disk: wait for the writer, or finish if it is done.
-            match self.state.live.subscribe(self.run_id, self.key) {
+            match self.state.runs.live().subscribe(self.run_id, self.key) {
                 Some(mut rx) => {
                     let state = *rx.borrow_and_update();
                     if state.closed && state.size <= self.offset {

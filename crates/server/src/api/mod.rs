@@ -286,7 +286,7 @@ async fn healthz() -> &'static str {
 
 async fn metrics(State(state): AppStateRef) -> ApiResult<Response> {
     let by_status = state.store.count_by_status().await?;
-    let text = state.metrics.render(&by_status, state.dispatcher.queued(), state.dispatcher.active());
+    let text = state.metrics.render(&by_status, &state.runs);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response())
 }
 

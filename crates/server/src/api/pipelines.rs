@@ -130,7 +130,7 @@ async fn check_run(
 ) -> ApiResult<()> {
     if run {
         let secrets = state.store.secret_values(project).await?;
-        state.dispatcher.check_startable(pipeline, project, active, &secrets).await?;
+        state.runs.check_startable(pipeline, project, active, &secrets).await?;
     }
     Ok(())
 }
@@ -138,7 +138,7 @@ async fn check_run(
 async fn save_and_maybe_run(state: &AppState, caller: &Caller, row: PipelineRow, run: bool) -> ApiResult<Saved> {
     let run = if run {
         let cause = Cause::Manual { user: caller.name.clone() };
-        Some(rows::accepted(state.dispatcher.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?))
+        Some(rows::accepted(state.runs.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?))
     } else {
         None
     };
@@ -190,7 +190,7 @@ pub async fn create(
     check_binding(&state, &caller, &pipeline).await?;
     check_run(&state, &pipeline, &project, true, run).await?;
     let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
@@ -205,7 +205,7 @@ pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body
     let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
         .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
     let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
 }
 
@@ -227,7 +227,7 @@ pub async fn list(
     for (pipeline, last_run) in rows {
         // Parsed versions are cached by the dispatcher, so a page costs little; a
         // version that no longer parses shows no source rather than failing the list.
-        let parsed = state.dispatcher.pipeline_version(pipeline.id, pipeline.version).await;
+        let parsed = state.runs.pipeline_version(pipeline.id, pipeline.version).await;
         let source = parsed.ok().and_then(|p| p.source.clone());
         let last_run = last_run.map(rows::run_summary);
         items.push(PipelineListed { pipeline: rows::pipeline(pipeline), source, last_run });
@@ -242,14 +242,14 @@ pub async fn show(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
-    let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    let model = state.runs.pipeline_version(row.id, row.version).await?;
     let versions = state.store.versions(row.id).await?;
     let (last, _) = state.store.runs(row.id, 1, 0).await?;
     let shown = PipelineShown {
         description: model.description.clone(),
         definition: serde_json::to_value(&*model).map_err(|e| AppError::Internal(e.to_string()))?,
         versions: versions.into_iter().map(|v| Version { version: v.version, created_at: v.created_at }).collect(),
-        active_runs: state.dispatcher.active_numbers(row.id),
+        active_runs: state.runs.active_numbers(row.id),
         last_run: last.into_iter().next().map(rows::run_summary),
         pipeline: rows::pipeline(row),
     };
@@ -269,7 +269,7 @@ pub async fn update(
     let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let text = text_body(&body)?;
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
-    let current = state.dispatcher.pipeline_version(row.id, row.version).await?;
+    let current = state.runs.pipeline_version(row.id, row.version).await?;
     for action in edit_actions(&current, &pipeline) {
         authz::check(&caller, action, &object(&row))?;
     }
@@ -288,7 +288,7 @@ pub async fn update(
         ));
     }
     let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
     saved.webhook = install_webhook(&state, &pipeline, &creator, &headers).await;
@@ -302,14 +302,14 @@ pub async fn delete(
     Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::DeletePipeline).await?;
-    if !state.dispatcher.active_numbers(row.id).is_empty() {
+    if !state.runs.active_numbers(row.id).is_empty() {
         return Err(AppError::Conflict(format!(
             "pipeline `{}` has runs in progress; stop them before deleting it",
             row.name
         )));
     }
     let runs = state.store.delete_pipeline(row.id).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     for run in runs {
         let _ = state.logs.remove_run(run);
         let _ = std::fs::remove_dir_all(state.config.data_dir.join("workspaces").join(run.to_string()));
@@ -334,7 +334,7 @@ pub async fn copy(
     let source = state.store.version(row.id, row.version).await?.source;
     let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
     let copy = create_row(&state, &caller, &row.project, &request.name, &text).await?;
-    state.timers.changed(copy.id).await;
+    state.runs.timers().changed(copy.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, copy, false).await?))
 }
 
@@ -347,7 +347,7 @@ async fn set_active(
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::ActivatePipeline).await?;
     let row = state.store.set_active(row.id, active).await?;
-    state.timers.changed(row.id).await;
+    state.runs.timers().changed(row.id).await;
     Ok(axum::Json(rows::pipeline(row)).into_response())
 }
 

@@ -177,7 +177,7 @@ pub async fn users(state: &AppState, name: &str) -> ApiResult<Vec<String>> {
     let default = state.config.default_registry.as_deref();
     let mut users = Vec::new();
     for (row, _) in rows {
-        let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
+        let model = state.runs.pipeline_version(row.id, row.version).await?;
         let uses = model.all_stages().flat_map(|s| &s.tasks).any(|t| match &t.kind {
             TaskKind::Image(image) => image.registry.as_deref().or(default) == Some(name),
             _ => false,

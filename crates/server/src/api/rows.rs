@@ -33,7 +33,7 @@ pub fn run_ids(row: &RunRow) -> runs::RunIds {
     }
 }
 
-pub fn accepted(accepted: crate::dispatch::Accepted) -> runs::Accepted {
+pub fn accepted(accepted: wharf_lifecycle::Accepted) -> runs::Accepted {
     runs::Accepted { id: accepted.id, number: accepted.number }
 }
 

@@ -61,7 +61,7 @@ pub async fn start(
     let request: StartRun = json_body(&body)?;
     let cause = Cause::Manual { user: caller.name.clone() };
     let Some(idempotency) = idempotency_key(&headers)? else {
-        let accepted = state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
+        let accepted = state.runs.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
         return Ok(created(rows::accepted(accepted)));
     };
     let parameters = serde_json::to_string(&request.parameters).map_err(|e| AppError::Internal(e.to_string()))?;
@@ -84,7 +84,7 @@ pub async fn start(
             response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(response)
         }
-        Claim::New => match state.dispatcher.enqueue(&row, row.version, cause, request.parameters, None, None).await {
+        Claim::New => match state.runs.enqueue(&row, row.version, cause, request.parameters, None, None).await {
             Ok(accepted) => {
                 state
                     .store
@@ -94,7 +94,7 @@ pub async fn start(
             }
             Err(e) => {
                 state.store.release_run_request(row.id, &caller.name, &idempotency).await?;
-                Err(e)
+                Err(e.into())
             }
         },
     }
@@ -155,7 +155,7 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<Stri
 
 pub async fn stop(State(state): AppStateRef, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = run_for(&state, &caller, &id, Action::RunPipeline).await?.summary.id;
-    state.dispatcher.stop(id).await?;
+    state.runs.stop(id).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Stopping { id, status: StoppingStatus::Stopping })).into_response())
 }
 
@@ -166,9 +166,9 @@ pub async fn rerun(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
     let commit = previous.record.checkout.as_ref().and_then(|c| c.commit.clone()).or(previous.summary.commit.clone());
     let cause = Cause::Rerun { of: previous.summary.number as u64 };
     // The branch or tag it cloned, too (an event's, which the pipeline may not name).
-    let git_ref = crate::dispatch::pinned_ref(&previous.record);
+    let git_ref = wharf_lifecycle::dispatch::pinned_ref(&previous.record);
     let accepted = state
-        .dispatcher
+        .runs
         .enqueue_at(
             &pipeline,
             previous.summary.version,
@@ -194,7 +194,7 @@ pub async fn retry(State(state): AppStateRef, caller: Caller, Path(id): Path<Str
     let pipeline = state.store.pipeline(previous.summary.pipeline_id).await?;
     let cause = Cause::Retry { of: previous.summary.number as u64 };
     let accepted = state
-        .dispatcher
+        .runs
         .enqueue(
             &pipeline,
             previous.summary.version,

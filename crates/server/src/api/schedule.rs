@@ -74,8 +74,8 @@ pub async fn show(
     let row = find_for(&state, &caller, &key, &query, Action::ViewPipeline).await?;
     let count = count(&query)?;
     let after = after(&query)?;
-    let model = state.dispatcher.pipeline_version(row.id, row.version).await?;
-    let zone = state.timers.zone();
+    let model = state.runs.pipeline_version(row.id, row.version).await?;
+    let zone = state.runs.timers().zone();
     let mut triggers = Vec::new();
     for (index, trigger) in model.triggers.iter().enumerate() {
         let schedule = Schedule::new(trigger, zone).map_err(|e| {

@@ -5,12 +5,12 @@
 //! written once per period, however many tasks changed in it).
 //!
 //! Durability: the final record is written by [`Persist::finish`] after every earlier
-//! write, before the dispatcher lets the run go, so a terminal status is stored before
+//! write, before the lifecycle lets the run go, so a terminal status is stored before
 //! anyone is told the run ended. A `kill -9` loses at most the non-terminal changes of
 //! the last [`SAVE_EVERY`] (and the write in flight), which restart recovery settles
 //! anyway: a run left `running` is failed as interrupted or re-attached.
 
-use crate::AppState;
+use crate::Shared;
 use crate::live::LiveLogs;
 use std::collections::HashMap;
 use std::future::Future;
@@ -130,36 +130,37 @@ fn copy_part(into: &mut RunRecord, from: &RunRecord, part: Part) -> bool {
 
 /// See the module documentation.
 pub(crate) struct Persist {
-    state: Arc<AppState>,
+    shared: Arc<Shared>,
     run_id: i64,
     writers: Mutex<HashMap<LogKey, LogWriter>>,
     records: Coalescer,
 }
 
 impl Persist {
-    pub(crate) fn new(state: Arc<AppState>, run_id: i64) -> Self {
-        let store = state.store.clone();
-        let metrics = state.clone();
-        let records = Coalescer::new(SAVE_EVERY, move |record: RunRecord| {
-            let (store, metrics) = (store.clone(), metrics.clone());
-            async move {
-                match store.save_record(run_id, &record).await {
-                    Ok(bytes) => metrics.metrics.record_written(bytes),
-                    Err(e) => tracing::error!(run = run_id, error = %e, "cannot save the run record"),
+    pub(crate) fn new(shared: Arc<Shared>, run_id: i64) -> Self {
+        let records = Coalescer::new(SAVE_EVERY, {
+            let shared = shared.clone();
+            move |record: RunRecord| {
+                let shared = shared.clone();
+                async move {
+                    match shared.store.save_record(run_id, &record).await {
+                        Ok(bytes) => shared.metrics.record_written(bytes),
+                        Err(e) => tracing::error!(run = run_id, error = %e, "cannot save the run record"),
+                    }
                 }
             }
         });
-        Persist { state, run_id, writers: Mutex::default(), records }
+        Persist { shared, run_id, writers: Mutex::default(), records }
     }
 
     /// Writes the final record after every earlier one, and closes the logs.
     pub(crate) async fn finish(&self, record: &RunRecord) {
         self.records.close().await;
-        match self.state.store.save_record(self.run_id, record).await {
-            Ok(bytes) => self.state.metrics.record_written(bytes),
+        match self.shared.store.save_record(self.run_id, record).await {
+            Ok(bytes) => self.shared.metrics.record_written(bytes),
             Err(e) => tracing::error!(run = self.run_id, error = %e, "cannot save the final run record"),
         }
-        self.state.live.forget_run(self.run_id);
+        self.shared.live.forget_run(self.run_id);
     }
 
     /// What a change means besides the record: live logs open and close, finished
@@ -173,7 +174,7 @@ impl Persist {
                 }
                 if task.progress.status.is_terminal() {
                     if let Some(took) = task.progress.wall_time(jiff::Timestamp::now()) {
-                        self.state.metrics.task_finished(took.as_secs_f64());
+                        self.shared.metrics.task_finished(took.as_secs_f64());
                     }
                     live.close(self.run_id, LogKey::Task(s, t));
                 }
@@ -197,14 +198,14 @@ impl Observer for Persist {
     }
 
     fn changed_parts(&self, record: &RunRecord, parts: &[Part]) {
-        self.state.metrics.record_changed(parts.len());
-        // The terminal record is written by `finish`, after the dispatcher has had its
+        self.shared.metrics.record_changed(parts.len());
+        // The terminal record is written by `finish`, after the lifecycle has had its
         // say (a superseded run's reason), so nobody reads a premature final word.
         if !record.progress.status.is_terminal() {
             self.records.changed(record, parts);
         }
         for part in parts {
-            self.announce(&self.state.live, record, *part);
+            self.announce(&self.shared.live, record, *part);
         }
     }
 
@@ -213,7 +214,7 @@ impl Observer for Persist {
         let mut writers = self.writers.lock().unwrap();
         let writer = match writers.get_mut(&key) {
             Some(w) => w,
-            None => match self.state.logs.writer(self.run_id, key) {
+            None => match self.shared.logs.writer(self.run_id, key) {
                 Ok(w) => writers.entry(key).or_insert(w),
                 Err(e) => {
                     tracing::error!(run = self.run_id, error = %e, "cannot open a log file");
@@ -221,11 +222,11 @@ impl Observer for Persist {
                 }
             },
         };
-        if let Err(e) = writer.append(&crate::dispatch::log_line(line.at, line.stream, &line.text)) {
+        if let Err(e) = writer.append(&wharf_executor::stored::line(line.at, line.stream, &line.text)) {
             tracing::error!(run = self.run_id, error = %e, "cannot write a log line");
             return;
         }
-        self.state.live.grew(self.run_id, key, writer.size());
+        self.shared.live.grew(self.run_id, key, writer.size());
     }
 }
 

@@ -14,7 +14,7 @@
 //!   read ([`wharf_store::Store::claim_timer`]), so a due time starts exactly one run
 //!   even when two schedulers race; the winner enqueues a run with
 //!   `Cause::Timer { due }` and the pipeline's default parameters through the
-//!   dispatcher, whose concurrency policy decides about overlap.
+//!   lifecycle's queue, whose concurrency policy decides about overlap.
 //! - **At start** ([`Timers::resume`]), rows of a version that is not the latest (or
 //!   missing) are recomputed from now; due times missed while the server was down earn
 //!   at most one catch-up run, for the latest of them, if within the grace window
@@ -28,7 +28,7 @@
 //! [`Timers::tick`] and [`Timers::resume`] take "now" as an argument and return the runs
 //! to start ([`Fire`]), so tests drive them with explicit instants.
 
-use crate::AppState;
+use crate::Lifecycle;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use std::collections::{BTreeMap, HashMap};
@@ -376,9 +376,9 @@ impl Timers {
 /// Starts the runs of claimed due times: the pipeline's latest version with its default
 /// parameters, `Cause::Timer { due }`. A pipeline that is inactive, gone, or whose run
 /// cannot start records nothing; the reason is logged.
-pub async fn start_runs(state: &Arc<AppState>, fires: Vec<Fire>) {
+pub async fn start_runs(lifecycle: &Lifecycle, fires: Vec<Fire>) {
     for fire in fires {
-        let pipeline = match state.store.pipeline(fire.pipeline_id).await {
+        let pipeline = match lifecycle.store().pipeline(fire.pipeline_id).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(pipeline = fire.pipeline_id, due = %fire.due, error = %e, "timer run not started");
@@ -390,7 +390,7 @@ pub async fn start_runs(state: &Arc<AppState>, fires: Vec<Fire>) {
             continue;
         }
         let cause = Cause::Timer { due: fire.due };
-        match state.dispatcher.enqueue(&pipeline, pipeline.version, cause, BTreeMap::new(), None, None).await {
+        match lifecycle.enqueue(&pipeline, pipeline.version, cause, BTreeMap::new(), None, None).await {
             Ok(accepted) => tracing::info!(
                 pipeline = %pipeline.name,
                 run = accepted.id,
@@ -399,31 +399,34 @@ pub async fn start_runs(state: &Arc<AppState>, fires: Vec<Fire>) {
                 catch_up = fire.catch_up,
                 "timer started a run"
             ),
-            Err(e) => tracing::warn!(pipeline = %pipeline.name, due = %fire.due, "timer run not started: {e:?}"),
+            Err(e) => tracing::warn!(pipeline = %pipeline.name, due = %fire.due, "timer run not started: {e}"),
         }
     }
 }
 
-/// Runs the restart catch-up, then spawns the loop. Called once by `Server::start`,
-/// after the dispatcher recovered the previous process's runs.
-pub async fn start(state: &Arc<AppState>) {
-    match state.timers.resume(Timestamp::now()).await {
-        Ok(fires) => start_runs(state, fires).await,
+/// Runs the restart catch-up, then spawns the loop. Called once by
+/// [`Lifecycle::start`], after the previous process's runs were recovered.
+pub(crate) async fn start(lifecycle: &Lifecycle) {
+    let timers = lifecycle.timers();
+    match timers.resume(Timestamp::now()).await {
+        Ok(fires) => start_runs(lifecycle, fires).await,
         Err(e) => tracing::error!(error = %e, "timer catch-up failed; timers start from their stored times"),
     }
-    let weak = Arc::downgrade(state);
-    let wake = state.timers.wake.clone();
+    let weak = lifecycle.downgrade();
+    let wake = timers.wake.clone();
     tokio::spawn(async move {
         loop {
-            let Some(state) = weak.upgrade() else { return };
-            if state.timers.stopped.load(Ordering::SeqCst) {
+            let Some(inner) = weak.upgrade() else { return };
+            let lifecycle = Lifecycle(inner);
+            let timers = lifecycle.timers();
+            if timers.stopped.load(Ordering::SeqCst) {
                 return;
             }
             let now = Timestamp::now();
-            let wait = match state.timers.tick(now).await {
+            let wait = match timers.tick(now).await {
                 Ok(fires) => {
-                    start_runs(&state, fires).await;
-                    match state.timers.next_due().await {
+                    start_runs(&lifecycle, fires).await;
+                    match timers.next_due().await {
                         // Still due at the tick's instant: a row that could not be moved on.
                         Ok(Some(at)) if at <= now => RETRY,
                         Ok(Some(at)) => Timestamp::now().duration_until(at).try_into().unwrap_or(Duration::ZERO),
@@ -439,8 +442,8 @@ pub async fn start(state: &Arc<AppState>) {
                     RETRY
                 }
             };
-            // Hold no strong reference while idle, so the state can be dropped.
-            drop(state);
+            // Hold no strong reference while idle, so the lifecycle can be dropped.
+            drop(lifecycle);
             tokio::select! {
                 _ = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
                 _ = wake.notified() => {}

@@ -1,0 +1,89 @@
+//! The executors a server has, by kind, and the engines that drive them. The server
+//! registers what it built (the host executor, Docker when its Engine answers, later
+//! Kubernetes); a pipeline runs on the one its `executor:` names, else the default.
+//! Every engine shares one set of task slots (`max_parallel_tasks` in all) and the
+//! image builder.
+
+use std::sync::Arc;
+use wharf_core::model::{ExecutorKind, Pipeline};
+use wharf_engine::{Engine, EngineConfig};
+use wharf_executor::Executor;
+use wharf_executor::build::ImageBuilder;
+
+/// What the lifecycle runs tasks with; see the module documentation.
+pub struct Executors {
+    default: ExecutorKind,
+    registered: Vec<(ExecutorKind, Arc<dyn Executor>)>,
+    builder: Option<Arc<dyn ImageBuilder>>,
+}
+
+impl Executors {
+    /// `default`: the executor of pipelines that name none (it must be registered).
+    pub fn new(default: ExecutorKind) -> Executors {
+        Executors { default, registered: Vec::new(), builder: None }
+    }
+
+    /// Runs the pipelines that ask for `kind` (a later registration of the same kind
+    /// replaces the earlier).
+    pub fn register(mut self, kind: ExecutorKind, executor: Arc<dyn Executor>) -> Executors {
+        self.registered.retain(|(k, _)| *k != kind);
+        self.registered.push((kind, executor));
+        self
+    }
+
+    /// Builds `image` tasks; without one they are refused.
+    pub fn with_builder(mut self, builder: Option<Arc<dyn ImageBuilder>>) -> Executors {
+        self.builder = builder;
+        self
+    }
+
+    pub(crate) fn into_engines(self, config: EngineConfig) -> Engines {
+        let mut engines: Vec<(ExecutorKind, Engine)> = Vec::new();
+        for (kind, executor) in self.registered {
+            let engine = match engines.first() {
+                Some((_, first)) => first.sharing_slots(executor),
+                None => {
+                    let engine = Engine::new(config.clone(), executor);
+                    match &self.builder {
+                        Some(builder) => engine.with_builder(builder.clone()),
+                        None => engine,
+                    }
+                }
+            };
+            engines.push((kind, engine));
+        }
+        Engines { default: self.default, engines }
+    }
+}
+
+pub(crate) struct Engines {
+    default: ExecutorKind,
+    engines: Vec<(ExecutorKind, Engine)>,
+}
+
+impl Engines {
+    /// The engine that runs `model`: its `executor:` when it names one, else the
+    /// server's default; the error says what is missing.
+    pub(crate) fn for_model(&self, model: &Pipeline) -> Result<&Engine, String> {
+        let kind = model.executor.unwrap_or(self.default);
+        if let Some((_, engine)) = self.engines.iter().find(|(k, _)| *k == kind) {
+            return Ok(engine);
+        }
+        Err(match (kind, self.default) {
+            (ExecutorKind::Docker, ExecutorKind::Host) => "the pipeline asks for the docker executor; this server \
+                 runs the host executor (start it with --executor docker where a Docker Engine answers)"
+                .to_owned(),
+            (kind, _) => {
+                format!("the pipeline asks for the {} executor, which this server does not have", kind.as_str())
+            }
+        })
+    }
+
+    pub(crate) fn default_kind(&self) -> ExecutorKind {
+        self.default
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &(ExecutorKind, Engine)> {
+        self.engines.iter()
+    }
+}
