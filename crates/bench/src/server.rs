@@ -595,6 +595,7 @@ fn record(pipeline: &str, number: u64, created: jiff::Timestamp) -> RunRecord {
             rollback: false,
             progress: done(4, 1_899),
             reason: None,
+            reused_from: None,
             tasks: vec![TaskRecord {
                 name: "t".into(),
                 task_type: "script".into(),

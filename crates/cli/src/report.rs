@@ -284,11 +284,6 @@ impl Reporter {
             };
             self.say(text);
         }
-        let tag = match line.stream {
-            Stream::Stdout => "out",
-            Stream::Stderr => "err",
-            Stream::System => "sys",
-        };
         let writer = match self.logs.get_mut(&path) {
             Some(w) => w,
             None => {
@@ -299,7 +294,7 @@ impl Reporter {
                 self.logs.entry(path.clone()).or_insert_with(|| BufWriter::new(file))
             }
         };
-        let _ = writeln!(writer, "{} {tag} {}", line.at.strftime("%Y-%m-%dT%H:%M:%S%.3fZ"), line.text);
+        let _ = writeln!(writer, "{}", wharf_executor::stored::line(line.at, line.stream, &line.text));
     }
 
     fn flush_log(&mut self, path: &Path) {

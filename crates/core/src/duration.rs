@@ -15,6 +15,7 @@ pub struct Duration(std::time::Duration);
 
 /// Why a duration was not understood. The message says what was expected.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DurationError {
     #[error("a duration cannot be negative")]
     Negative,

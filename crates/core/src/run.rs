@@ -151,6 +151,7 @@ pub struct CheckoutRecord {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredStage")]
 pub struct StageRecord {
     pub name: String,
     /// True for the pipeline's `on_failure` stages.
@@ -160,7 +161,47 @@ pub struct StageRecord {
     pub progress: Progress,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The earlier run where this stage succeeded, when a retry took it over from there
+    /// instead of running it (the stage is `skipped`, its reason is [`reused_reason`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<u64>,
     pub tasks: Vec<TaskRecord>,
+}
+
+/// The reason of a stage, and of its tasks, that a retry took over from run `number`
+/// where it succeeded: "succeeded in run #3".
+pub fn reused_reason(number: u64) -> String {
+    format!("{REUSED}{number}")
+}
+
+const REUSED: &str = "succeeded in run #";
+
+/// A stage as stored. Records written before `reused_from` existed say that a stage
+/// was taken over only in its reason text; reading them fills `reused_from` from it,
+/// so that nothing after the load reads reason text.
+#[derive(Deserialize)]
+struct StoredStage {
+    name: String,
+    #[serde(default)]
+    rollback: bool,
+    #[serde(flatten)]
+    progress: Progress,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    reused_from: Option<u64>,
+    tasks: Vec<TaskRecord>,
+}
+
+impl From<StoredStage> for StageRecord {
+    fn from(stored: StoredStage) -> Self {
+        let StoredStage { name, rollback, progress, reason, reused_from, tasks } = stored;
+        let reused_from = reused_from.or_else(|| {
+            let number = reason.as_deref()?.strip_prefix(REUSED)?;
+            (progress.status == Status::Skipped).then(|| number.parse().ok()).flatten()
+        });
+        StageRecord { name, rollback, progress, reason, reused_from, tasks }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,5 +273,47 @@ mod tests {
         assert_eq!(json["history"][1]["status"], "running");
         let back: TaskRecord = serde_json::from_value(json).unwrap();
         assert_eq!(back, task);
+    }
+
+    fn reused_stage(reused_from: Option<u64>) -> StageRecord {
+        let mut progress = Progress::new(at(0));
+        progress.advance(Status::Skipped, at(1)).unwrap();
+        StageRecord {
+            name: "build".into(),
+            rollback: false,
+            progress,
+            reason: Some(reused_reason(3)),
+            reused_from,
+            tasks: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_reused_stage_says_where_it_ran_in_a_field_and_in_words() {
+        let stage = reused_stage(Some(3));
+        let json = serde_json::to_value(&stage).unwrap();
+        assert_eq!(json["reused_from"], 3);
+        assert_eq!(json["reason"], "succeeded in run #3");
+        assert_eq!(serde_json::from_value::<StageRecord>(json).unwrap(), stage);
+
+        let mut ran = stage.clone();
+        ran.reused_from = None;
+        ran.reason = None;
+        let json = serde_json::to_value(&ran).unwrap();
+        assert!(json.get("reused_from").is_none(), "{json}");
+        assert_eq!(serde_json::from_value::<StageRecord>(json).unwrap(), ran);
+    }
+
+    #[test]
+    fn records_stored_before_reused_from_are_read_from_their_reason() {
+        let mut old = serde_json::to_value(reused_stage(None)).unwrap();
+        assert!(old.get("reused_from").is_none());
+        assert_eq!(serde_json::from_value::<StageRecord>(old.clone()).unwrap().reused_from, Some(3));
+        // Only a skipped stage whose reason is exactly the words was taken over.
+        old["reason"] = "succeeded in run #3 or so".into();
+        assert_eq!(serde_json::from_value::<StageRecord>(old.clone()).unwrap().reused_from, None);
+        old["reason"] = "succeeded in run #3".into();
+        old["status"] = "failed".into();
+        assert_eq!(serde_json::from_value::<StageRecord>(old).unwrap().reused_from, None);
     }
 }

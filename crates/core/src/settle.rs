@@ -64,3 +64,86 @@ impl RunRecord {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{Cause, StageRecord, TaskRecord};
+    use std::collections::BTreeMap;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_700_000_000 + secs).unwrap()
+    }
+
+    fn task(name: &str, status: Status, attempts: u32) -> TaskRecord {
+        let mut progress = Progress::new(at(0));
+        for step in [Status::Pending, Status::Running] {
+            if progress.status != status {
+                progress.advance(step, at(1)).unwrap();
+            }
+        }
+        TaskRecord {
+            name: name.into(),
+            task_type: "script".into(),
+            progress,
+            attempts,
+            exit_code: None,
+            outputs: BTreeMap::new(),
+            reason: None,
+        }
+    }
+
+    fn record(tasks: Vec<TaskRecord>) -> RunRecord {
+        let mut progress = Progress::new(at(0));
+        progress.advance(Status::Running, at(1)).unwrap();
+        let mut stage_progress = Progress::new(at(0));
+        stage_progress.advance(Status::Running, at(1)).unwrap();
+        RunRecord {
+            pipeline: "p".into(),
+            number: 1,
+            cause: Cause::Manual { user: "admin".into() },
+            parameters: BTreeMap::new(),
+            progress,
+            reason: None,
+            checkout: None,
+            stages: vec![StageRecord {
+                name: "Main".into(),
+                rollback: false,
+                progress: stage_progress,
+                reason: None,
+                tasks,
+                reused_from: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn an_interrupted_run_fails_what_ran_and_skips_what_had_not_started() {
+        let mut run = record(vec![task("ran", Status::Running, 1), task("later", Status::Queued, 0)]);
+        run.end_interrupted(at(5));
+        let tasks = &run.stages[0].tasks;
+        assert_eq!((tasks[0].progress.status, tasks[0].reason.as_deref()), (Status::Failed, Some(INTERRUPTED)));
+        assert_eq!((tasks[1].progress.status, tasks[1].reason.as_deref()), (Status::Skipped, None));
+        assert_eq!((run.progress.status, run.reason.as_deref()), (Status::Failed, Some(INTERRUPTED)));
+    }
+
+    #[test]
+    fn only_a_run_waiting_for_a_slot_executed_nothing() {
+        assert!(record(vec![task("a", Status::Pending, 0), task("b", Status::Queued, 0)]).executed_nothing());
+        assert!(!record(vec![task("a", Status::Running, 1)]).executed_nothing());
+        assert!(!record(vec![task("a", Status::Pending, 1)]).executed_nothing(), "a retry waiting for a slot ran");
+    }
+
+    #[test]
+    fn an_unstarted_run_ends_with_every_part_skipped() {
+        let mut run = record(vec![task("a", Status::Queued, 0)]);
+        // Never taken from the queue: nothing of it started.
+        run.progress = Progress::new(at(0));
+        run.stages[0].progress = Progress::new(at(0));
+        run.end_unstarted(Status::Stopped, "stopped by user before it started", at(5));
+        assert_eq!(run.progress.status, Status::Stopped);
+        assert_eq!(run.reason.as_deref(), Some("stopped by user before it started"));
+        assert_eq!(run.stages[0].tasks[0].progress.status, Status::Skipped);
+        assert_eq!(run.stages[0].progress.status, Status::Skipped);
+    }
+}

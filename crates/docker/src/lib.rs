@@ -168,7 +168,7 @@ impl DockerExecutor {
         let logs = &*logs;
         let already = *stop.borrow_and_update();
         if let Some(request) = already {
-            system(logs, format!("not started: {} before it began", request.reason.as_text()));
+            system(logs, format!("not started: {} before it began", request.reason));
             return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
         }
         let image = match spec.image.clone().or_else(|| self.config.default_image.clone()) {
@@ -485,7 +485,7 @@ impl DockerExecutor {
         logs: &dyn LogSink,
     ) {
         let now = Instant::now();
-        let reason = request.reason.as_text();
+        let reason = request.reason;
         match stopping {
             None => {
                 match self.kill(container, "SIGTERM").await {

@@ -4,7 +4,8 @@
 //! [`RunRecord`] while the run lasts and tells an [`Observer`] about every change and
 //! every log line; it knows nothing about terminals, HTTP or databases.
 //!
-//! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops).
+//! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops; its opening
+//! comment gives the reading order of the phase files in `run/`).
 
 mod clock;
 pub mod mask;
@@ -53,7 +54,9 @@ pub enum Workspace {
 }
 
 /// One run to execute. Parameters must have been checked by [`Engine::prepare`].
-#[derive(Clone, Debug)]
+/// `Debug` names the secrets without their values (and registry logins hide their
+/// passwords), so a request can be logged.
+#[derive(Clone)]
 pub struct RunRequest {
     pub pipeline: Arc<Pipeline>,
     /// `BUILD_ID`.
@@ -84,6 +87,51 @@ pub struct RunRequest {
     /// the engine's rights. `wharf run` allows it; the server only where it allows host
     /// execution. Checked on the rendered address, so a `${REPO}` parameter counts.
     pub local_sources: bool,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        /// Secret names, each with `<redacted>` for its value.
+        struct Redacted<'a>(&'a BTreeMap<String, String>);
+        impl std::fmt::Debug for Redacted<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_map().entries(self.0.keys().map(|name| (name, format_args!("<redacted>")))).finish()
+            }
+        }
+        // Exhaustive, so that a new field is a decision about what it may show.
+        let RunRequest {
+            pipeline,
+            number,
+            increment,
+            cause,
+            parameters,
+            secrets,
+            workspace,
+            commit,
+            git_ref,
+            resume,
+            created_at,
+            labels,
+            registries,
+            local_sources,
+        } = self;
+        f.debug_struct("RunRequest")
+            .field("pipeline", &pipeline.name)
+            .field("number", number)
+            .field("increment", increment)
+            .field("cause", cause)
+            .field("parameters", parameters)
+            .field("secrets", &Redacted(secrets))
+            .field("workspace", workspace)
+            .field("commit", commit)
+            .field("git_ref", git_ref)
+            .field("resume", resume)
+            .field("created_at", created_at)
+            .field("labels", labels)
+            .field("registries", registries)
+            .field("local_sources", local_sources)
+            .finish()
+    }
 }
 
 /// The registries a run's `image` tasks may push to, by registered name.
@@ -195,14 +243,11 @@ impl Resume {
         use wharf_core::status::Status;
         match stage.progress.status {
             Status::Succeeded => true,
-            Status::Skipped => stage.reason.as_deref().is_some_and(|r| r.starts_with(REUSED)),
+            Status::Skipped => stage.reused_from.is_some(),
             _ => false,
         }
     }
 }
-
-/// The start of the reason given to stages a retry took over ("succeeded in run #3").
-pub const REUSED: &str = "succeeded in run #";
 
 /// Which part of the record an [`Observer`] call is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -235,6 +280,7 @@ pub trait Observer: Send + Sync {
 
 /// A run that cannot start; nothing was recorded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PrepareError {
     #[error("{}", .0.join("\n"))]
     Invalid(Vec<String>),
@@ -346,5 +392,52 @@ impl Engine {
         stop: watch::Receiver<Option<StopRequest>>,
     ) -> RunRecord {
         run::execute(self, request, observer, stop).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_request_names_its_secrets_and_shows_no_secret_value() {
+        let pipeline = wharf_pipeline::parse(
+            "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: x, secrets: [TOKEN]}\n",
+        )
+        .unwrap();
+        let login = RegistryLogin {
+            name: "local".into(),
+            host: "127.0.0.1:5000".into(),
+            username: Some("ci".into()),
+            password: Some("registry-password-value".into()),
+            insecure: true,
+        };
+        let request = RunRequest {
+            pipeline: Arc::new(pipeline),
+            number: 1,
+            increment: 1,
+            cause: Cause::Local { user: "tester".into() },
+            parameters: BTreeMap::from([("MODE".into(), "fast".into())]),
+            secrets: BTreeMap::from([("TOKEN".into(), "secret-token-value".into())]),
+            workspace: Workspace::Checkout { dir: "/tmp/ws".into() },
+            commit: None,
+            git_ref: None,
+            resume: None,
+            created_at: None,
+            labels: vec![],
+            registries: Registries {
+                by_name: BTreeMap::from([("local".into(), RegistryTarget { login, workspaces: None })]),
+                default: None,
+            },
+            local_sources: false,
+        };
+        let debug = format!("{request:?}");
+        for value in ["secret-token-value", "registry-password-value"] {
+            assert!(!debug.contains(value), "`{value}` shows in {debug}");
+        }
+        assert!(debug.contains(r#""TOKEN": <redacted>"#), "{debug}");
+        assert!(debug.contains("MODE") && debug.contains("127.0.0.1:5000"), "{debug}");
+        let pretty = format!("{request:#?}");
+        assert!(!pretty.contains("secret-token-value") && !pretty.contains("registry-password-value"), "{pretty}");
     }
 }

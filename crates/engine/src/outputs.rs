@@ -42,6 +42,32 @@ pub fn parse(text: &str) -> Parsed {
     parsed
 }
 
+/// Why [`OutputFile::read`] refused or failed to read the file, in the task's terms.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The outputs directory cannot be opened (without following links).
+    #[error("{0}")]
+    Dir(#[source] io::Error),
+    /// The task replaced the file by a symbolic link, which is never followed.
+    #[error("$WHARF_OUTPUT was replaced by a symbolic link; write outputs to the file itself")]
+    Link,
+    #[error("$WHARF_OUTPUT cannot be opened: {0}")]
+    Open(#[source] Errno),
+    #[error("$WHARF_OUTPUT cannot be examined: {0}")]
+    Examine(#[source] io::Error),
+    /// A directory, a FIFO, a device…: never opened for reading.
+    #[error("$WHARF_OUTPUT was replaced by something that is not a regular file")]
+    NotAFile,
+    #[error("$WHARF_OUTPUT holds {size} bytes; outputs may be at most {max} bytes")]
+    TooBig { size: u64, max: u64 },
+    #[error("$WHARF_OUTPUT cannot be read: {0}")]
+    Read(#[source] io::Error),
+    /// The file grew past `max` after its size was checked.
+    #[error("$WHARF_OUTPUT holds more than {max} bytes; outputs may be at most {max} bytes")]
+    Grew { max: u64 },
+}
+
 /// One attempt's `$WHARF_OUTPUT` inside the run's outputs directory.
 ///
 /// A task can write that directory (a container has it bind-mounted, a host task owns
@@ -94,30 +120,28 @@ impl OutputFile {
     /// The file's bytes: `Ok(None)` when the task removed it, an error (saying what is
     /// wrong, in the task's terms) when it is not a regular file or holds more than
     /// `max` bytes. A link is never followed, a FIFO never waited on.
-    pub fn read(&self, max: u64) -> Result<Option<Vec<u8>>, String> {
-        let dir = self.open_dir().map_err(|e| e.to_string())?;
+    pub fn read(&self, max: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        let dir = self.open_dir().map_err(ReadError::Dir)?;
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
         let file = match openat(&dir, self.name.as_str(), flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
             Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP) => {
-                return Err("$WHARF_OUTPUT was replaced by a symbolic link; write outputs to the file itself".into());
-            }
-            Err(e) => return Err(format!("$WHARF_OUTPUT cannot be opened: {e}")),
+            Err(Errno::ELOOP) => return Err(ReadError::Link),
+            Err(e) => return Err(ReadError::Open(e)),
         };
-        let meta = file.metadata().map_err(|e| format!("$WHARF_OUTPUT cannot be examined: {e}"))?;
+        let meta = file.metadata().map_err(ReadError::Examine)?;
         if !meta.is_file() {
-            return Err("$WHARF_OUTPUT was replaced by something that is not a regular file".into());
+            return Err(ReadError::NotAFile);
         }
         if meta.len() > max {
-            return Err(format!("$WHARF_OUTPUT holds {} bytes; outputs may be at most {max} bytes", meta.len()));
+            return Err(ReadError::TooBig { size: meta.len(), max });
         }
         // The size can still grow between the check and the read (a process the task
         // left behind); never read more than the limit.
         let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
-        file.take(max + 1).read_to_end(&mut bytes).map_err(|e| format!("$WHARF_OUTPUT cannot be read: {e}"))?;
+        file.take(max + 1).read_to_end(&mut bytes).map_err(ReadError::Read)?;
         if bytes.len() as u64 > max {
-            return Err(format!("$WHARF_OUTPUT holds more than {max} bytes; outputs may be at most {max} bytes"));
+            return Err(ReadError::Grew { max });
         }
         Ok(Some(bytes))
     }
@@ -154,5 +178,23 @@ mod tests {
         assert_eq!(p.values.len(), 2);
         assert_eq!(p.warnings.len(), 2);
         assert!(p.warnings[0].starts_with("$WHARF_OUTPUT line 5"));
+    }
+
+    /// The words are the ones a task's record showed before these were types.
+    #[test]
+    fn read_errors_say_what_they_said_as_strings() {
+        let cases = [
+            (ReadError::Link, "$WHARF_OUTPUT was replaced by a symbolic link; write outputs to the file itself"),
+            (ReadError::Open(Errno::EACCES), "$WHARF_OUTPUT cannot be opened: EACCES: Permission denied"),
+            (ReadError::Examine(io::Error::other("x")), "$WHARF_OUTPUT cannot be examined: x"),
+            (ReadError::NotAFile, "$WHARF_OUTPUT was replaced by something that is not a regular file"),
+            (ReadError::TooBig { size: 9, max: 8 }, "$WHARF_OUTPUT holds 9 bytes; outputs may be at most 8 bytes"),
+            (ReadError::Read(io::Error::other("x")), "$WHARF_OUTPUT cannot be read: x"),
+            (ReadError::Grew { max: 8 }, "$WHARF_OUTPUT holds more than 8 bytes; outputs may be at most 8 bytes"),
+            (ReadError::Dir(io::Error::other("/run/outputs: gone")), "/run/outputs: gone"),
+        ];
+        for (err, words) in cases {
+            assert_eq!(err.to_string(), words);
+        }
     }
 }

@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use wharf_core::status::Status;
-use wharf_engine::{EngineConfig, Part};
+use wharf_engine::{EngineConfig, Part, Resume};
 use wharf_executor::fake::{Behavior, FakeExecutor};
+use wharf_executor::{StopReason, StopRequest};
 
 fn env_of(spec: &wharf_executor::TaskSpec) -> BTreeMap<String, String> {
     // Later entries override earlier ones, as the executor applies them.
@@ -210,6 +211,86 @@ async fn a_stop_ends_the_running_task_at_once_and_keeps_what_it_printed() {
     assert_eq!(call.ended - t0, secs(30), "the fake obeys SIGTERM at once");
     assert_eq!(recorder.output(Part::Task(0, 0)), ["step 1", "step 2"]);
     assert!(fake.calls_of("after").is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_superseded_run_names_the_newer_run_in_every_reason_it_ends() {
+    let fake = FakeExecutor::new();
+    fake.on("build", vec![Behavior { runs_for: secs(3600), ..Behavior::default() }]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: build, type: script, script: x}\n  - name: T\n    tasks:\n      - {name: after, type: script, script: x}\n",
+    );
+    let superseded = Some(StopRequest { reason: StopReason::Superseded { by: 9 }, grace: secs(5) });
+    let record = common::run_stopped_when(
+        &engine,
+        request(p, dirs.existing()),
+        Recorder::new(),
+        tokio::time::sleep(secs(30)),
+        superseded,
+    )
+    .await;
+    let why = "superseded by run #9 (concurrency: cancel-previous)";
+    assert_eq!(record.progress.status, Status::Stopped);
+    assert_eq!(record.reason.as_deref(), Some(why));
+    assert_eq!(record.stages[0].reason.as_deref(), Some(format!("task `build` stopped ({why})").as_str()));
+    let build = task_record(&record, "build");
+    assert_eq!((build.progress.status, build.reason.as_deref()), (Status::Stopped, Some(why)));
+    assert_eq!(record.stages[1].progress.status, Status::Skipped);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_takes_over_the_stages_that_succeeded_and_records_where_they_ran() {
+    let fake = FakeExecutor::new();
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p
+stages:
+  - name: A
+    tasks:
+      - {name: a, type: script, script: x, outputs: [V]}
+  - name: B
+    tasks:
+      - {name: b, type: script, script: x}
+  - name: C
+    tasks:
+      - {name: c, type: script, script: x}
+",
+    );
+    fake.on("a", vec![Behavior { outputs: vec![("V".into(), "1".into())], ..Behavior::default() }]);
+    fake.on("b", vec![fail_after(1)]);
+    let (first, _) = common::run(&engine, request(p.clone(), dirs.existing())).await;
+    assert_eq!(first.progress.status, Status::Failed);
+
+    // Run #8 retries #7: A is taken over from #7, B runs and C fails.
+    fake.on("b", vec![ok_after(1)]);
+    fake.on("c", vec![fail_after(1)]);
+    let mut retry = request(p.clone(), dirs.existing());
+    retry.number = 8;
+    retry.resume = Some(Resume::from_failed_stage(first).expect("a stage failed"));
+    let (second, _) = common::run(&engine, retry).await;
+    assert_eq!(second.progress.status, Status::Failed);
+    assert_eq!(second.stages[0].progress.status, Status::Skipped);
+    assert_eq!(second.stages[0].reused_from, Some(7));
+    assert_eq!(second.stages[0].reason.as_deref(), Some("succeeded in run #7"));
+    assert_eq!(task_record(&second, "a").reason.as_deref(), Some("succeeded in run #7"));
+    assert_eq!(task_record(&second, "a").outputs, BTreeMap::from([("V".to_owned(), "1".to_owned())]));
+    assert_eq!(second.stages[1].reused_from, None);
+
+    // Run #9 retries #8: A still names #7, where it ran; B names #8.
+    fake.on("c", vec![ok_after(1)]);
+    let resume = Resume::from_failed_stage(second).expect("a stage failed");
+    assert_eq!(resume.from_stage, 2, "a taken-over stage counts as done");
+    let mut again = request(p, dirs.existing());
+    again.number = 9;
+    again.resume = Some(resume);
+    let (third, _) = common::run(&engine, again).await;
+    assert_eq!(third.progress.status, Status::Succeeded);
+    assert_eq!(third.stages.iter().map(|s| s.reused_from).collect::<Vec<_>>(), [Some(7), Some(8), None]);
+    assert_eq!(third.stages[0].reason.as_deref(), Some("succeeded in run #7"));
+    assert_eq!(third.stages[1].reason.as_deref(), Some("succeeded in run #8"));
 }
 
 #[tokio::test(start_paused = true)]

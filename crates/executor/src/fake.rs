@@ -1,7 +1,9 @@
 //! An executor whose tasks do what a test says, on tokio's clock, so engine tests run
 //! on a paused clock in microseconds and never sleep for real.
 
-use crate::{BoxFuture, Executor, ExecutorError, Exit, LogLine, LogResume, LogSink, StopSignal, Stream, TaskSpec};
+use crate::{
+    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, StopSignal, Stream, TaskSpec,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +22,9 @@ pub struct Behavior {
     pub ignores_term: bool,
     /// `run` returns an executor error instead of running.
     pub cannot_start: bool,
+    /// Runs until it is stopped (`runs_for` does not count): no timer ends it, so a
+    /// paused clock that jumps ahead cannot either.
+    pub until_stopped: bool,
 }
 
 /// One `run` call as the fake saw it.
@@ -38,6 +43,9 @@ pub struct FakeExecutor {
     /// What `adopt` finds per task name (taken once), and the resume points it was given.
     adoptable: Mutex<HashMap<String, Behavior>>,
     adopted: Mutex<Vec<(TaskSpec, LogResume)>>,
+    /// What `leftovers` reports, and the ids `discard` was called with.
+    left: Mutex<Vec<Leftover>>,
+    discarded: Mutex<Vec<String>>,
     /// Task types it claims to support; empty means only `script`.
     pub types: Vec<&'static str>,
 }
@@ -55,6 +63,16 @@ impl FakeExecutor {
     /// Makes `adopt` find a still running attempt of `task` that goes on as `behavior`.
     pub fn on_adopt(&self, task: &str, behavior: Behavior) {
         self.adoptable.lock().unwrap().insert(task.to_owned(), behavior);
+    }
+
+    /// Makes `leftovers` report `leftover` (as if an earlier server had started it).
+    pub fn leave(&self, leftover: Leftover) {
+        self.left.lock().unwrap().push(leftover);
+    }
+
+    /// The ids `discard` was called with, in order.
+    pub fn discarded(&self) -> Vec<String> {
+        self.discarded.lock().unwrap().clone()
     }
 
     /// The `adopt` calls that found something, with the resume point each was given.
@@ -116,6 +134,19 @@ impl Executor for FakeExecutor {
             self.play(spec, behavior, logs, stop).await.map(Some)
         })
     }
+
+    /// What [`FakeExecutor::leave`] left, whatever `label` is.
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        let _ = label;
+        let left = self.left.lock().unwrap().clone();
+        Box::pin(async move { Ok(left) })
+    }
+
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        self.discarded.lock().unwrap().push(leftover.id.clone());
+        self.left.lock().unwrap().retain(|l| l.id != leftover.id);
+        Box::pin(async { Ok(()) })
+    }
 }
 
 impl FakeExecutor {
@@ -147,7 +178,14 @@ impl FakeExecutor {
                 std::fs::write(&spec.output_file, body)
                     .map_err(|source| ExecutorError::Io { context: "fake: writing outputs".into(), source })?;
             }
-            let finished = tokio::time::sleep(behavior.runs_for);
+            let runs_for = behavior.runs_for;
+            let until_stopped = behavior.until_stopped;
+            let finished = async move {
+                if until_stopped {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(runs_for).await;
+            };
             tokio::pin!(finished);
             let exit = loop {
                 let request = *stop.borrow_and_update();

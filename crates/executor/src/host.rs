@@ -91,7 +91,7 @@ impl HostExecutor {
         // Marks the current value seen, so `changed()` below fires only for later ones.
         let already = *stop.borrow_and_update();
         if let Some(req) = already {
-            system(logs, format!("not started: {} before it began", req.reason.as_text()));
+            system(logs, format!("not started: {} before it began", req.reason));
             return Ok(Exit { code: None, signal: None, stopped: Some(req.reason) });
         }
         if let Some(image) = &spec.image {
@@ -383,7 +383,7 @@ fn begin_or_hurry_stop(
     logs: &dyn LogSink,
 ) {
     let now = Instant::now();
-    let reason = request.reason.as_text();
+    let reason = request.reason;
     match stopping {
         None => {
             match group.signal(Signal::SIGTERM) {

@@ -2,8 +2,11 @@
 //! back; nothing else crosses this seam: executors never see the store, the engine
 //! never sees processes, containers or pods.
 //!
-//! Start with [`Executor`], then [`host`] (a process group per task in the run's
-//! workspace) and [`fake`] (scripted outcomes on tokio's clock, for engine tests).
+//! Start with [`Executor`] (running an attempt, taking one over after a restart,
+//! reporting and discarding what an earlier server process left, whether a task runs
+//! on the host), then [`host`] (a process group per task in the run's workspace) and
+//! [`fake`] (scripted outcomes on tokio's clock, for engine and lifecycle tests).
+//! [`stored`] is the one format of a log line on disk.
 
 pub mod build;
 pub mod fake;
@@ -87,21 +90,26 @@ pub trait LogSink: Send + Sync {
 /// boundary), so a binary blob without newlines cannot exhaust memory.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Why the engine wants a running task to end.
+/// Why the engine wants a running task to end. Its `Display` is how a log line or
+/// record says it: `stopped by user`, `timed out`, `superseded by run #5
+/// (concurrency: cancel-previous)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {
     /// A person stopped the run (or Ctrl-C in `wharf run`).
     Stopped,
     /// A task, stage or pipeline timeout ran out.
     TimedOut,
+    /// A newer run of the same pipeline, run number `by`, took the run's place (the
+    /// pipeline's concurrency policy is `cancel-previous`).
+    Superseded { by: u64 },
 }
 
-impl StopReason {
-    /// How a log line or record says it: `stopped by user`, `timed out`.
-    pub fn as_text(self) -> &'static str {
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StopReason::Stopped => "stopped by user",
-            StopReason::TimedOut => "timed out",
+            StopReason::Stopped => f.write_str("stopped by user"),
+            StopReason::TimedOut => f.write_str("timed out"),
+            StopReason::Superseded { by } => write!(f, "superseded by run #{by} (concurrency: cancel-previous)"),
         }
     }
 }
@@ -137,6 +145,7 @@ impl Exit {
 
 /// The executor could not run the task at all (as opposed to the task failing).
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ExecutorError {
     /// The executor lacks something the task needs (a task type, a feature).
     #[error("{0}")]

@@ -90,6 +90,7 @@ impl RegistryAccess {
 
 /// What went wrong talking to a registry.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum RegistryError {
     /// The registry could not be reached at all (refused, DNS, TLS, timeout).
     #[error("registry {registry} is unreachable: {message}")]

@@ -25,6 +25,7 @@ pub const MAX_TARBALL_BYTES: u64 = 2 * 1024 * 1024 * 1024;
 
 /// Why a tarball cannot be uploaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum UploadError {
     /// The file is not an image tarball `docker save` wrote; nothing was pushed.
     #[error("not an image tarball: {0}")]

@@ -153,7 +153,11 @@ impl Lifecycle {
         }
         let engine = self.0.engines.for_model(model).map_err(|why| RunError::cannot_start("executor", why))?;
         self.host_refusal(model, host)?;
-        engine.prepare(model, given, secrets).map_err(|wharf_engine::PrepareError::Invalid(problems)| {
+        engine.prepare(model, given, secrets).map_err(|e| {
+            let problems = match e {
+                wharf_engine::PrepareError::Invalid(problems) => problems,
+                other => vec![other.to_string()],
+            };
             RunError::Invalid {
                 message: "the run cannot start".into(),
                 problems: problems.into_iter().map(|p| Problem { path: "parameters".into(), message: p }).collect(),
@@ -213,7 +217,7 @@ impl Lifecycle {
 
     /// `<hash of the data directory>/<run id>`: the value of [`RUN_LABEL`] on what the
     /// run's tasks run.
-    pub(crate) fn run_label(&self, run_id: i64) -> String {
+    pub fn run_label(&self, run_id: i64) -> String {
         format!("{}{run_id}", self.0.label_prefix)
     }
 
@@ -397,7 +401,7 @@ impl Lifecycle {
                         if active.pipeline_id == entry.pipeline_id && active.superseded_by.is_none() {
                             active.superseded_by = Some(entry.number);
                             active.stop.send_replace(Some(StopRequest {
-                                reason: StopReason::Stopped,
+                                reason: StopReason::Superseded { by: entry.number as u64 },
                                 grace: self.0.settings.stop_grace,
                             }));
                         }
@@ -544,12 +548,7 @@ impl Lifecycle {
                     return;
                 }
             };
-            let mut record = engine.run(request, observer.clone(), stop_rx).await;
-            if let Some(newer) = this.superseded_by(run_id)
-                && record.progress.status == Status::Stopped
-            {
-                superseded(&mut record, newer);
-            }
+            let record = engine.run(request, observer.clone(), stop_rx).await;
             observer.finish(&record).await;
             // Only now, with the final record stored, does the run stop being active.
             this.0.active.lock().unwrap().remove(&run_id);
@@ -567,26 +566,6 @@ impl Lifecycle {
     pub(crate) fn engine_for(&self, model: &Pipeline) -> Option<&Engine> {
         self.0.engines.for_model(model).ok()
     }
-}
-
-/// Says in a stopped run's record that a newer run superseded it.
-fn superseded(record: &mut RunRecord, newer: i64) {
-    let why = format!("superseded by run #{newer} (concurrency: cancel-previous)");
-    let rewrite = |reason: &mut Option<String>| {
-        if reason.as_deref() == Some("stopped by user") {
-            *reason = Some(why.clone());
-        }
-    };
-    for stage in &mut record.stages {
-        for task in &mut stage.tasks {
-            rewrite(&mut task.reason);
-        }
-        rewrite(&mut stage.reason);
-        if let Some(r) = stage.reason.as_mut() {
-            *r = r.replace("(stopped by user)", &format!("({why})"));
-        }
-    }
-    record.reason = Some(why.clone());
 }
 
 /// The registries a run's `image` tasks may push to: every registered one, with its

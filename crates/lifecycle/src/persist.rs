@@ -199,8 +199,8 @@ impl Observer for Persist {
 
     fn changed_parts(&self, record: &RunRecord, parts: &[Part]) {
         self.shared.metrics.record_changed(parts.len());
-        // The terminal record is written by `finish`, after the lifecycle has had its
-        // say (a superseded run's reason), so nobody reads a premature final word.
+        // The terminal record is written by `finish`, after every earlier write, so no
+        // late periodic write can put an older state over the final word.
         if !record.progress.status.is_terminal() {
             self.records.changed(record, parts);
         }

@@ -4,6 +4,7 @@ use std::process::ExitStatus;
 /// Why a checkout failed. Every message names what the user has to fix; repository
 /// addresses in messages have any password replaced by `***`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CheckoutError {
     /// The repository address was refused before git ran: it could make git run a
     /// command, read an option, or it is not a form Wharf accepts.

@@ -29,6 +29,7 @@ use wharf_core::status::Status;
 /// What went wrong in storage. `NotFound` and `Conflict` are for callers to turn into
 /// 404 and 409; `Database` and `Corrupt` are server faults.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),

@@ -36,6 +36,7 @@ pub const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
 
 /// Why a stored secret cannot be opened.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SecretError {
     /// The value was sealed with a key this server does not have (rotated away, or a
     /// different `secret_key`).

@@ -4,6 +4,7 @@ use thiserror::Error;
 /// of these when it reads YAML; they reach this crate only through a model built or
 /// stored some other way, or a time zone database that changed since validation.
 #[derive(Debug, Error)]
+#[non_exhaustive]
 pub enum ScheduleError {
     /// `timezone` names no zone in this machine's time zone database.
     #[error("`{name}` is not a known IANA time zone")]

@@ -3,22 +3,79 @@
 //! build and push on the [`ImageBuilder`](wharf_executor::build::ImageBuilder), and
 //! record `image` and `digest` as the task's outputs, like a script's.
 
+use super::variables::{FieldError, render_field};
 use super::{Part, RunState};
 use crate::outputs::OutputFile;
+use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use wharf_core::model::{ImageTask, Task};
-use wharf_core::vars::Template;
-use wharf_executor::build::{BuildExit, BuildSpec};
+use wharf_executor::build::{BuildError, BuildExit, BuildSpec};
 use wharf_executor::{Exit, LogSink, StopSignal};
 
+/// Why an `image` task cannot build, or its build failed; the attempt fails with it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ImageError {
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("the checkout {} is not there: {source}", .path.display())]
+    NoCheckout { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Path(#[from] PathError),
+    /// `context:` (as the pipeline gives it) is not a directory.
+    #[error("context: `{0}` is not a directory")]
+    ContextNotADirectory(String),
+    /// `dockerfile:` (as the pipeline gives it) is not a file.
+    #[error("dockerfile: `{0}` is not a file")]
+    DockerfileNotAFile(String),
+    #[error(
+        "registry: the task names no `registry:` and the server has no default registry (register one with \
+         `wharf registries add` and name it, or start the server with --default-registry)"
+    )]
+    NoRegistry,
+    #[error(
+        "registry: `{name}` is not a registered registry ({})",
+        if .registered.is_empty() { "none is registered".to_owned() } else { format!("registered: {}", .registered.join(", ")) }
+    )]
+    UnknownRegistry { name: String, registered: Vec<String> },
+    #[error(
+        "workspace: `{workspace}` is not a workspace of registry `{registry}` (registered: {}); add it with \
+         `wharf registries add-workspace {registry} {workspace}`",
+        if .registered.is_empty() { "none".to_owned() } else { .registered.join(", ") }
+    )]
+    UnknownWorkspace { workspace: String, registry: String, registered: Vec<String> },
+    #[error("`image` tasks need the Docker Engine, and none is configured here")]
+    NoBuilder,
+    #[error("cannot write the outputs: {0}")]
+    WriteOutputs(#[source] io::Error),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// A `dockerfile:` or `context:` path that does not stay inside the checkout or is
+/// not there, named by its field and given as the pipeline gives it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum PathError {
+    #[error("{field}: `{path}` is absolute; give a path inside the checkout")]
+    Absolute { field: &'static str, path: String },
+    #[error("{field}: `{path}` leaves the checkout")]
+    LeavesCheckout { field: &'static str, path: String },
+    /// `similar`: a name in the same directory that differs only in case.
+    #[error(
+        "{field}: `{path}` does not exist in the checkout{}",
+        .similar.as_ref().map(|other| format!(" (names are case-sensitive; there is `{other}`)")).unwrap_or_default()
+    )]
+    NotFound { field: &'static str, path: String, similar: Option<String> },
+    #[error("{field}: `{path}`: {source}")]
+    Unreadable { field: &'static str, path: String, source: io::Error },
+    #[error("{field}: `{path}` leads outside the checkout (through a symbolic link)")]
+    ThroughLink { field: &'static str, path: String },
+}
+
 impl RunState {
-    pub(super) fn build_spec(&self, s: usize, task: &Task, image: &ImageTask) -> Result<BuildSpec, String> {
+    pub(super) fn build_spec(&self, s: usize, task: &Task, image: &ImageTask) -> Result<BuildSpec, ImageError> {
         let scope = self.scope.lock().unwrap().clone();
-        let render = |field: &str, text: &str| -> Result<String, String> {
-            let template = Template::parse(text).map_err(|e| format!("{field}: {}", e.message))?;
-            scope.render(&template).map_err(|e| format!("{field}: {e}"))
-        };
+        let render = |field: &str, text: &str| render_field(&scope, field, text);
         let dockerfile = render("dockerfile", &image.dockerfile)?;
         let context = render("context", &image.context)?;
         let name = render("image", &image.image)?;
@@ -29,51 +86,39 @@ impl RunState {
             .build_args
             .iter()
             .map(|(k, v)| Ok((k.clone(), render(&format!("build_args.{k}"), v)?)))
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, FieldError>>()?;
 
         // Rendered names must still fit the OCI reference grammar.
         use wharf_core::reference::{check_component, check_tag};
-        check_component(&name).map_err(|e| format!("image: {e}"))?;
-        check_tag(&tag).map_err(|e| format!("tag: {e}"))?;
-        check_component(&workspace).map_err(|e| format!("workspace: {e}"))?;
+        let reference = |field, source| FieldError::Reference { field, source };
+        check_component(&name).map_err(|e| reference("image", e))?;
+        check_tag(&tag).map_err(|e| reference("tag", e))?;
+        check_component(&workspace).map_err(|e| reference("workspace", e))?;
 
         let root = std::fs::canonicalize(&self.src)
-            .map_err(|e| format!("the checkout {} is not there: {e}", self.src.display()))?;
+            .map_err(|source| ImageError::NoCheckout { path: self.src.clone(), source })?;
         let context = inside(&root, &context, "context")?;
         if !context.is_dir() {
-            return Err(format!("context: `{}` is not a directory", image.context));
+            return Err(ImageError::ContextNotADirectory(image.context.clone()));
         }
         let dockerfile = inside(&root, &dockerfile, "dockerfile")?;
         if !dockerfile.is_file() {
-            return Err(format!("dockerfile: `{}` is not a file", image.dockerfile));
+            return Err(ImageError::DockerfileNotAFile(image.dockerfile.clone()));
         }
 
         let registries = &self.request.registries;
         let registry = match registry.or_else(|| registries.default.clone()) {
             Some(registry) => registry,
-            None => {
-                return Err("registry: the task names no `registry:` and the server has no default registry \
-                            (register one with `wharf registries add` and name it, or start the server with \
-                            --default-registry)"
-                    .to_owned());
-            }
+            None => return Err(ImageError::NoRegistry),
         };
-        let target = registries.by_name.get(&registry).ok_or_else(|| {
-            let known: Vec<&str> = registries.by_name.keys().map(String::as_str).collect();
-            if known.is_empty() {
-                format!("registry: `{registry}` is not a registered registry (none is registered)")
-            } else {
-                format!("registry: `{registry}` is not a registered registry (registered: {})", known.join(", "))
-            }
+        let target = registries.by_name.get(&registry).ok_or_else(|| ImageError::UnknownRegistry {
+            name: registry.clone(),
+            registered: registries.by_name.keys().cloned().collect(),
         })?;
         if let Some(workspaces) = &target.workspaces
             && !workspaces.contains(&workspace)
         {
-            let known = if workspaces.is_empty() { "none".to_owned() } else { workspaces.join(", ") };
-            return Err(format!(
-                "workspace: `{workspace}` is not a workspace of registry `{registry}` (registered: {known}); \
-                 add it with `wharf registries add-workspace {registry} {workspace}`"
-            ));
+            return Err(ImageError::UnknownWorkspace { workspace, registry, registered: workspaces.clone() });
         }
         let stage = self.record.lock().unwrap().stages[s].name.clone();
         Ok(BuildSpec {
@@ -109,20 +154,20 @@ impl RunState {
         sink: Arc<dyn LogSink>,
         stop: StopSignal,
         output: OutputFile,
-    ) -> Result<Exit, String> {
+    ) -> Result<Exit, ImageError> {
         let Some(builder) = self.builder.clone() else {
-            return Err("`image` tasks need the Docker Engine, and none is configured here".to_owned());
+            return Err(ImageError::NoBuilder);
         };
         match builder.build(spec, sink, stop).await {
             Ok(BuildExit::Built(built)) => {
                 let outputs = format!("image={}\ndigest={}\n", built.image, built.digest);
-                output.write(outputs.as_bytes()).map_err(|e| format!("cannot write the outputs: {e}"))?;
+                output.write(outputs.as_bytes()).map_err(ImageError::WriteOutputs)?;
                 Ok(Exit { code: Some(0), signal: None, stopped: None })
             }
             Ok(BuildExit::Stopped(reason)) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
             Err(e) => {
                 self.system(part, e.to_string());
-                Err(e.to_string())
+                Err(e.into())
             }
         }
     }
@@ -141,17 +186,17 @@ fn without_userinfo(url: &str) -> String {
 
 /// `path` (relative to the checkout `root`, already canonical) as an absolute path
 /// that stays inside `root` after `..` and symlinks are resolved.
-fn inside(root: &Path, path: &str, field: &str) -> Result<PathBuf, String> {
+fn inside(root: &Path, path: &str, field: &'static str) -> Result<PathBuf, PathError> {
     let given = Path::new(path);
     if given.is_absolute() {
-        return Err(format!("{field}: `{path}` is absolute; give a path inside the checkout"));
+        return Err(PathError::Absolute { field, path: path.to_owned() });
     }
     let mut depth = 0usize;
     for c in given.components() {
         match c {
             Component::Normal(_) => depth += 1,
             Component::ParentDir if depth == 0 => {
-                return Err(format!("{field}: `{path}` leaves the checkout"));
+                return Err(PathError::LeavesCheckout { field, path: path.to_owned() });
             }
             Component::ParentDir => depth -= 1,
             _ => {}
@@ -160,32 +205,29 @@ fn inside(root: &Path, path: &str, field: &str) -> Result<PathBuf, String> {
     let joined = root.join(given);
     let real = match std::fs::canonicalize(&joined) {
         Ok(real) => real,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(not_found(root, given, path, field)),
-        Err(e) => return Err(format!("{field}: `{path}`: {e}")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let similar = same_but_case(root, given);
+            return Err(PathError::NotFound { field, path: path.to_owned(), similar });
+        }
+        Err(source) => return Err(PathError::Unreadable { field, path: path.to_owned(), source }),
     };
     if !real.starts_with(root) {
-        return Err(format!("{field}: `{path}` leads outside the checkout (through a symbolic link)"));
+        return Err(PathError::ThroughLink { field, path: path.to_owned() });
     }
     Ok(real)
 }
 
-/// "does not exist", with the file that differs only in case when there is one (paths
-/// are case-sensitive: `dockerfile` is not `Dockerfile`).
-fn not_found(root: &Path, given: &Path, path: &str, field: &str) -> String {
+/// The name beside a missing `given` that differs from it only in case, when there is
+/// one (paths are case-sensitive: `dockerfile` is not `Dockerfile`).
+fn same_but_case(root: &Path, given: &Path) -> Option<String> {
     let parent = root.join(given.parent().unwrap_or(Path::new("")));
     let wanted = given.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let similar = std::fs::read_dir(&parent).ok().and_then(|entries| {
+    std::fs::read_dir(&parent).ok().and_then(|entries| {
         entries
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.eq_ignore_ascii_case(&wanted))
-    });
-    match similar {
-        Some(other) => {
-            format!("{field}: `{path}` does not exist in the checkout (names are case-sensitive; there is `{other}`)")
-        }
-        None => format!("{field}: `{path}` does not exist in the checkout"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -199,5 +241,82 @@ mod tests {
         );
         assert_eq!(without_userinfo("https://gitlab.example.com/a@b"), "https://gitlab.example.com/a@b");
         assert_eq!(without_userinfo("file:///srv/git/app.git"), "file:///srv/git/app.git");
+    }
+
+    /// The words are the ones the record and log showed before these were types.
+    #[test]
+    fn image_errors_say_what_they_said_as_strings() {
+        use super::{ImageError, PathError};
+        let field = "context";
+        let cases: Vec<(Box<dyn std::error::Error>, &str)> = vec![
+            (
+                Box::new(PathError::Absolute { field, path: "/etc".into() }),
+                "context: `/etc` is absolute; give a path inside the checkout",
+            ),
+            (Box::new(PathError::LeavesCheckout { field, path: "../x".into() }), "context: `../x` leaves the checkout"),
+            (
+                Box::new(PathError::NotFound { field: "dockerfile", path: "dockerfile".into(), similar: None }),
+                "dockerfile: `dockerfile` does not exist in the checkout",
+            ),
+            (
+                Box::new(PathError::NotFound {
+                    field: "dockerfile",
+                    path: "dockerfile".into(),
+                    similar: Some("Dockerfile".into()),
+                }),
+                "dockerfile: `dockerfile` does not exist in the checkout (names are case-sensitive; there is \
+                 `Dockerfile`)",
+            ),
+            (
+                Box::new(PathError::Unreadable { field, path: "a".into(), source: std::io::Error::other("denied") }),
+                "context: `a`: denied",
+            ),
+            (
+                Box::new(PathError::ThroughLink { field, path: "a".into() }),
+                "context: `a` leads outside the checkout (through a symbolic link)",
+            ),
+            (
+                Box::new(ImageError::NoCheckout { path: "/w/src".into(), source: std::io::Error::other("gone") }),
+                "the checkout /w/src is not there: gone",
+            ),
+            (Box::new(ImageError::ContextNotADirectory("ctx".into())), "context: `ctx` is not a directory"),
+            (Box::new(ImageError::DockerfileNotAFile("df".into())), "dockerfile: `df` is not a file"),
+            (
+                Box::new(ImageError::NoRegistry),
+                "registry: the task names no `registry:` and the server has no default registry (register one \
+                 with `wharf registries add` and name it, or start the server with --default-registry)",
+            ),
+            (
+                Box::new(ImageError::UnknownRegistry { name: "r".into(), registered: vec![] }),
+                "registry: `r` is not a registered registry (none is registered)",
+            ),
+            (
+                Box::new(ImageError::UnknownRegistry { name: "r".into(), registered: vec!["a".into(), "b".into()] }),
+                "registry: `r` is not a registered registry (registered: a, b)",
+            ),
+            (
+                Box::new(ImageError::UnknownWorkspace {
+                    workspace: "w".into(),
+                    registry: "r".into(),
+                    registered: vec![],
+                }),
+                "workspace: `w` is not a workspace of registry `r` (registered: none); add it with `wharf registries \
+                 add-workspace r w`",
+            ),
+            (
+                Box::new(ImageError::UnknownWorkspace {
+                    workspace: "w".into(),
+                    registry: "r".into(),
+                    registered: vec!["a".into(), "b".into()],
+                }),
+                "workspace: `w` is not a workspace of registry `r` (registered: a, b); add it with `wharf registries \
+                 add-workspace r w`",
+            ),
+            (Box::new(ImageError::NoBuilder), "`image` tasks need the Docker Engine, and none is configured here"),
+            (Box::new(ImageError::WriteOutputs(std::io::Error::other("full"))), "cannot write the outputs: full"),
+        ];
+        for (err, words) in cases {
+            assert_eq!(err.to_string(), words);
+        }
     }
 }

@@ -7,6 +7,7 @@ use crate::webhook::Provider;
 /// server log), and addresses (which carry Gitee's `access_token`) are never part of
 /// a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ProviderError {
     /// The call needs the binding's token and the binding has none.
     #[error(

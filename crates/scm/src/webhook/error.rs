@@ -4,6 +4,7 @@ use std::time::Duration;
 /// variant and starts nothing. No message contains the secret, the received token or
 /// the received signature: they name the header and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// The binding has no webhook secret, so nothing can be verified. Refused rather
     /// than accepted: an empty secret would make every delivery "valid".
@@ -47,6 +48,7 @@ pub enum VerifyError {
 /// nothing; the messages name the header or the payload field at fault. Values taken
 /// from the payload are shown escaped (`{:?}`) and cut to 80 characters.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ParseError {
     /// The body is larger than the limit given to [`parse`](super::parse); it was not
     /// read any further.

@@ -386,7 +386,7 @@ pub async fn upload(
                 .into())
         }
         Err(UploadError::Registry(e)) => Err(registry_error(&registry, e)),
-        Err(e @ UploadError::Io { .. }) => Err(AppError::Internal(e.to_string()).into()),
+        Err(e) => Err(AppError::Internal(e.to_string()).into()),
     }
 }
 

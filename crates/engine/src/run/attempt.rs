@@ -1,0 +1,191 @@
+//! One attempt: its spec, its `$WHARF_OUTPUT` file, the executor (or the image
+//! builder, or an adopted attempt after a restart), the task timeout and the stop
+//! forwarded to it, and the status it ends with.
+
+use super::image::ImageError;
+use super::log::TaskSink;
+use super::stop::ended_status;
+use super::variables::SpecError;
+use super::{RunState, StopRx};
+use crate::Part;
+use crate::outputs::OutputFile;
+use jiff::Timestamp;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use wharf_core::model::{Task, TaskKind};
+use wharf_core::status::Status;
+use wharf_executor::{BoxFuture, ExecutorError, Exit, LogSink, StopReason, StopRequest, TaskSpec};
+
+/// Why an attempt failed on the engine's side rather than by its task's exit.
+#[derive(Debug, thiserror::Error)]
+enum AttemptError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("cannot create $WHARF_OUTPUT: {0}")]
+    CreateOutput(#[source] std::io::Error),
+    /// The executor could not run (or take over) the attempt at all.
+    #[error(transparent)]
+    Executor(#[from] ExecutorError),
+}
+
+impl RunState {
+    /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
+    /// run's attempt that was running); returns (status, reason, exit code).
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
+    pub(super) async fn attempt(
+        self: &Arc<Self>,
+        s: usize,
+        t: usize,
+        task: &Task,
+        attempt: u32,
+        stop: &mut StopRx,
+        stage_note: &Mutex<Option<String>>,
+        adopt: Option<wharf_executor::LogResume>,
+    ) -> (Status, Option<String>, Option<i32>) {
+        let part = Part::Task(s, t);
+        let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
+        // `image` tasks go to the builder, everything else to the executor.
+        let job = match &task.kind {
+            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
+            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
+        };
+        let job = match job {
+            Ok(job) => job,
+            Err(err) => {
+                let why = err.to_string();
+                self.system(part, &why);
+                return (Status::Failed, Some(why), None);
+            }
+        };
+        // An adopted attempt has been writing its outputs already.
+        if adopt.is_none()
+            && let Err(e) = output.create()
+        {
+            return (Status::Failed, Some(AttemptError::CreateOutput(e).to_string()), None);
+        }
+        // The attempt's own `return`s end this block, so the file is removed after
+        // every outcome; the file may hold secrets in clear.
+        let output = &output;
+        let result = async {
+            let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
+            let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part));
+            // The time an adopted attempt already ran counts against its timeout.
+            let ran_before = match adopt {
+                Some(_) => {
+                    let since = self.record.lock().unwrap().stages[s].tasks[t]
+                        .progress
+                        .history
+                        .iter()
+                        .rev()
+                        .find(|tr| tr.status == Status::Running)
+                        .map(|tr| tr.at);
+                    since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default()
+                }
+                None => Duration::ZERO,
+            };
+            let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
+                (Job::Exec(spec), Some(resume)) => {
+                    let adopted = self.executor.adopt(spec, sink, task_rx, resume);
+                    Box::pin(async move { Ok(adopted.await?) })
+                }
+                (Job::Exec(spec), None) => {
+                    let run = self.executor.run(spec, sink, task_rx);
+                    Box::pin(async move { Ok(run.await.map(Some)?) })
+                }
+                // A build cut off by a restart is not taken over: it counts as interrupted
+                // (and is retried when the task allows it).
+                (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
+                (Job::Build(spec), None) => {
+                    let output = output.clone();
+                    Box::pin(async move { Ok(self.build(part, spec, sink, task_rx, output).await.map(Some)?) })
+                }
+            };
+            tokio::pin!(run);
+            let limit = task.timeout.map_or(Duration::MAX / 4, |d| d.as_std().saturating_sub(ran_before));
+            let deadline = tokio::time::sleep(limit);
+            tokio::pin!(deadline);
+            let mut own_timeout = false;
+            let mut stop_open = true;
+            let result = loop {
+                tokio::select! {
+                    result = &mut run => break result,
+                    _ = &mut deadline, if task.timeout.is_some() && !own_timeout => {
+                        own_timeout = true;
+                        task_tx.send_if_modified(|current| {
+                            let idle = current.is_none();
+                            if idle {
+                                *current = Some(StopRequest { reason: StopReason::TimedOut, grace: self.config.timeout_grace });
+                            }
+                            idle
+                        });
+                    }
+                    changed = stop.changed(), if stop_open => {
+                        match changed {
+                            Ok(()) => {
+                                if let Some(request) = *stop.borrow_and_update() {
+                                    task_tx.send_replace(Some(request));
+                                }
+                            }
+                            Err(_) => stop_open = false,
+                        }
+                    }
+                }
+            };
+            match result {
+                Err(err) => (Status::Failed, Some(err.to_string()), None),
+                Ok(None) => {
+                    self.system(part, format!("attempt {attempt}: {}; nothing left to take over", crate::INTERRUPTED));
+                    (Status::Failed, Some(crate::INTERRUPTED.to_owned()), None)
+                }
+                Ok(Some(exit)) => {
+                    if let Some(reason) = exit.stopped {
+                        let note = if own_timeout && reason == StopReason::TimedOut {
+                            format!("timed out: the task timeout of {} ran out", task.timeout.unwrap_or_default_display())
+                        } else {
+                            self.stop_note(reason, stage_note)
+                        };
+                        return (ended_status(reason), Some(note), exit.code);
+                    }
+                    if !exit.succeeded() {
+                        let why = match (exit.code, exit.signal) {
+                            (Some(code), _) => format!("exit code {code}"),
+                            (None, Some(signal)) => format!("killed by signal {signal}"),
+                            _ => "ended without an exit code".to_owned(),
+                        };
+                        return (Status::Failed, Some(why), exit.code);
+                    }
+                    match self.collect_outputs(s, t, task, output) {
+                        Ok(()) => (Status::Succeeded, None, exit.code),
+                        Err(err) => {
+                            let why = err.to_string();
+                            self.system(part, &why);
+                            (Status::Failed, Some(why), exit.code)
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        output.remove();
+        result
+    }
+}
+
+trait DisplayOr {
+    fn unwrap_or_default_display(self) -> String;
+}
+
+impl DisplayOr for Option<wharf_core::Duration> {
+    fn unwrap_or_default_display(self) -> String {
+        self.map(|d| d.to_string()).unwrap_or_default()
+    }
+}
+
+/// What one attempt runs.
+pub(super) enum Job {
+    Exec(TaskSpec),
+    Build(wharf_executor::build::BuildSpec),
+}
