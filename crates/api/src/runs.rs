@@ -183,6 +183,10 @@ pub struct StageDetail {
     pub history: Vec<Transition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The earlier run (its number) where this stage succeeded, when a retry took it
+    /// over from there instead of running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<u64>,
     pub tasks: Vec<TaskDetail>,
     #[serde(flatten)]
     pub times: Times,
@@ -258,6 +262,7 @@ impl RunDetail {
                 status: stage.progress.status,
                 history: stage.progress.history,
                 reason: stage.reason,
+                reused_from: stage.reused_from,
             })
             .collect();
         RunDetail {
@@ -316,6 +321,7 @@ impl From<RunDetail> for RunRecord {
                     rollback: s.rollback,
                     progress: Progress { status: s.status, history: s.history },
                     reason: s.reason,
+                    reused_from: s.reused_from,
                     tasks: s
                         .tasks
                         .into_iter()

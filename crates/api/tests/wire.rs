@@ -47,6 +47,7 @@ fn record() -> RunRecord {
                 rollback: false,
                 progress: progress(4, 5, Status::Succeeded),
                 reason: None,
+                reused_from: None,
                 tasks: vec![TaskRecord {
                     name: "build".into(),
                     task_type: "script".into(),
@@ -62,6 +63,7 @@ fn record() -> RunRecord {
                 rollback: false,
                 progress: progress(10, 8, Status::Failed),
                 reason: Some("task `unit` failed".into()),
+                reused_from: None,
                 tasks: vec![TaskRecord {
                     name: "unit".into(),
                     task_type: "script".into(),
