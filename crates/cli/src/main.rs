@@ -8,10 +8,8 @@
 
 mod client;
 mod local;
-mod registries;
 mod report;
 mod serve;
-mod tenancy;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -64,15 +62,15 @@ enum Command {
     Logs(client::LogsArgs),
     /// Registries on a server: add, list, add-workspace, remove, repos, tags,
     /// delete-tag, upload (a `docker save` tarball).
-    Registries(registries::RegistriesArgs),
+    Registries(client::registries::RegistriesArgs),
     /// Users on a server: add, list (admins).
-    Users(tenancy::UsersArgs),
+    Users(client::tenancy::UsersArgs),
     /// API tokens on a server: create (shown once), list, revoke.
-    Tokens(tenancy::TokensArgs),
+    Tokens(client::tenancy::TokensArgs),
     /// Project secrets on a server: set (value from standard input), list (names), delete.
-    Secrets(tenancy::SecretsArgs),
+    Secrets(client::tenancy::SecretsArgs),
     /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
-    Login(tenancy::LoginArgs),
+    Login(client::tenancy::LoginArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,11 +126,11 @@ fn main() -> ExitCode {
         },
         Command::Pipelines(args) => on_runtime(client::pipelines(args)),
         Command::Logs(args) => on_runtime(client::logs(args)),
-        Command::Registries(args) => on_runtime(registries::registries(args)),
-        Command::Users(args) => on_runtime(tenancy::users(args)),
-        Command::Tokens(args) => on_runtime(tenancy::tokens(args)),
-        Command::Secrets(args) => on_runtime(tenancy::secrets(args)),
-        Command::Login(args) => on_runtime(tenancy::login(args)),
+        Command::Registries(args) => on_runtime(client::registries::registries(args)),
+        Command::Users(args) => on_runtime(client::tenancy::users(args)),
+        Command::Tokens(args) => on_runtime(client::tenancy::tokens(args)),
+        Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),
+        Command::Login(args) => on_runtime(client::tenancy::login(args)),
         Command::Serve(args) => serve::forbid_new_privileges()
             .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),

@@ -1,16 +1,20 @@
 //! The OpenAPI 3.1 document, built from [`ROUTES`] — the one list of the API's
-//! operations. A test calls every route in it against a running server, so a route
-//! listed here and missing from the router (or the other way round) fails the build.
+//! operations — and from the types of [`wharf_api`], which give every schema (request
+//! bodies, answers, the error body). A test calls every route in it against a running
+//! server, so a route listed here and missing from the router (or the other way round)
+//! fails the build; a snapshot test of the whole document catches an accidental change.
 
 use serde_json::{Map, Value, json};
 
-/// One operation: method, path under `/api/v1`, summary, request body kind, success status.
+/// One operation: method, path under `/api/v1`, summary, request body kind, success
+/// status, and the schema of the success answer's JSON (`None`: no body, or text).
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
     pub summary: &'static str,
     pub body: Body,
     pub status: u16,
+    pub answer: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -30,6 +34,7 @@ pub const ROUTES: &[Route] = &[
         summary: "List pipelines with their last run (?limit, ?page)",
         body: Body::None,
         status: 200,
+        answer: Some("PipelinePage"),
     },
     Route {
         method: "post",
@@ -38,6 +43,7 @@ pub const ROUTES: &[Route] = &[
                   trigger, the answer's `webhook` says whether its repository's webhook was installed",
         body: Body::Pipeline,
         status: 201,
+        answer: Some("Saved"),
     },
     Route {
         method: "post",
@@ -45,6 +51,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Create a pipeline with the default stages Source, Build, Test, Deploy",
         body: Body::Json("Scratch"),
         status: 201,
+        answer: Some("Saved"),
     },
     Route {
         method: "post",
@@ -52,6 +59,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Validate YAML, or write a model (`{\"definition\"}`) as YAML and validate it; nothing is stored",
         body: Body::Pipeline,
         status: 200,
+        answer: Some("Validated"),
     },
     Route {
         method: "get",
@@ -59,6 +67,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A pipeline (by id or name) with its definition and versions",
         body: Body::None,
         status: 200,
+        answer: Some("PipelineShown"),
     },
     Route {
         method: "put",
@@ -66,6 +75,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Save a new version (?run=true to save and run); `webhook` as for create",
         body: Body::Pipeline,
         status: 200,
+        answer: Some("Saved"),
     },
     Route {
         method: "delete",
@@ -73,6 +83,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Delete a pipeline with its runs (409 while runs are in progress)",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "post",
@@ -80,6 +91,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Copy a pipeline under a new name",
         body: Body::Json("Copy"),
         status: 201,
+        answer: Some("Saved"),
     },
     Route {
         method: "post",
@@ -87,6 +99,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Let the pipeline start runs",
         body: Body::None,
         status: 200,
+        answer: Some("Pipeline"),
     },
     Route {
         method: "post",
@@ -94,6 +107,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Stop the pipeline from starting runs; history is kept",
         body: Body::None,
         status: 200,
+        answer: Some("Pipeline"),
     },
     Route {
         method: "get",
@@ -101,6 +115,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The saved definition (?version=N)",
         body: Body::None,
         status: 200,
+        answer: None,
     },
     Route {
         method: "get",
@@ -108,6 +123,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The next fire times of each timer trigger (?count=5, 1 to 50; ?after=RFC 3339)",
         body: Body::None,
         status: 200,
+        answer: Some("Schedule"),
     },
     Route {
         method: "get",
@@ -115,6 +131,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Runs of a pipeline, newest first (?limit=50, ?page)",
         body: Body::None,
         status: 200,
+        answer: Some("RunPage"),
     },
     Route {
         method: "post",
@@ -122,6 +139,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Start a run",
         body: Body::Json("StartRun"),
         status: 201,
+        answer: Some("Accepted"),
     },
     Route {
         method: "get",
@@ -129,6 +147,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A run with its checkout, stages and tasks",
         body: Body::None,
         status: 200,
+        answer: Some("RunDetail"),
     },
     Route {
         method: "post",
@@ -136,6 +155,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Stop a run (SIGTERM, then SIGKILL after the grace)",
         body: Body::None,
         status: 202,
+        answer: Some("Stopping"),
     },
     Route {
         method: "post",
@@ -143,6 +163,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Run again with the record's version, parameters and commit",
         body: Body::None,
         status: 201,
+        answer: Some("Accepted"),
     },
     Route {
         method: "post",
@@ -150,6 +171,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Retry from the failed stage, reusing what succeeded",
         body: Body::None,
         status: 201,
+        answer: Some("Accepted"),
     },
     Route {
         method: "get",
@@ -157,6 +179,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Every log of the run as one text file",
         body: Body::None,
         status: 200,
+        answer: None,
     },
     Route {
         method: "get",
@@ -164,6 +187,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A task's log from a byte offset (?offset=N; X-Log-Size, X-More-Data)",
         body: Body::None,
         status: 200,
+        answer: None,
     },
     Route {
         method: "get",
@@ -171,6 +195,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A task's log live, as Server-Sent Events (resumes from Last-Event-ID)",
         body: Body::None,
         status: 200,
+        answer: None,
     },
     Route {
         method: "get",
@@ -178,6 +203,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Repository bindings (secrets never shown; has_token, has_webhook_secret… say which are set)",
         body: Body::None,
         status: 200,
+        answer: Some("BindingList"),
     },
     Route {
         method: "post",
@@ -185,6 +211,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Create a repository binding (github, gitlab, gitee or git)",
         body: Body::Json("Binding"),
         status: 201,
+        answer: Some("BindingInfo"),
     },
     Route {
         method: "get",
@@ -192,6 +219,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A repository binding, with its webhook path",
         body: Body::None,
         status: 200,
+        answer: Some("BindingInfo"),
     },
     Route {
         method: "delete",
@@ -199,6 +227,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Delete (log out of) a binding; 409 naming the pipelines that still use it",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "get",
@@ -206,6 +235,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The repositories the binding's token can see at its provider",
         body: Body::None,
         status: 200,
+        answer: Some("RepositoryList"),
     },
     Route {
         method: "get",
@@ -213,6 +243,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A repository's branches ({repo} is the full name; its slashes as they are or as %2F)",
         body: Body::None,
         status: 200,
+        answer: Some("Branches"),
     },
     Route {
         method: "get",
@@ -220,6 +251,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The provider's OAuth authorize address, with a state valid 10 minutes (?redirect_uri)",
         body: Body::None,
         status: 200,
+        answer: Some("Authorization"),
     },
     Route {
         method: "put",
@@ -227,6 +259,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Set a personal access token as the binding's token",
         body: Body::Json("Token"),
         status: 200,
+        answer: Some("BindingInfo"),
     },
     Route {
         method: "get",
@@ -234,6 +267,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Webhook deliveries, newest first, with their verdict and the runs they started (?limit, ?page)",
         body: Body::None,
         status: 200,
+        answer: Some("DeliveryPage"),
     },
     Route {
         method: "get",
@@ -241,6 +275,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A webhook delivery with its headers (secrets redacted) and body",
         body: Body::None,
         status: 200,
+        answer: Some("DeliveryShown"),
     },
     Route {
         method: "post",
@@ -248,6 +283,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Handle a stored delivery again (not re-verified; 409 for a rejected one), as a new delivery",
         body: Body::None,
         status: 201,
+        answer: Some("Handled"),
     },
     Route {
         method: "get",
@@ -255,6 +291,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Registries with their workspaces (the password is never shown; has_password says whether one is set)",
         body: Body::None,
         status: 200,
+        answer: Some("Registries"),
     },
     Route {
         method: "post",
@@ -262,6 +299,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Register a registry; its credentials are checked against it unless ?verify=false",
         body: Body::Json("Registry"),
         status: 201,
+        answer: Some("RegistryInfo"),
     },
     Route {
         method: "get",
@@ -269,6 +307,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A registry with its workspaces",
         body: Body::None,
         status: 200,
+        answer: Some("RegistryInfo"),
     },
     Route {
         method: "post",
@@ -276,6 +315,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Register a workspace (a repository namespace such as devops)",
         body: Body::Json("Workspace"),
         status: 201,
+        answer: Some("RegistryInfo"),
     },
     Route {
         method: "get",
@@ -283,6 +323,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The registry's repositories (workspace/image), from its catalog (?workspace)",
         body: Body::None,
         status: 200,
+        answer: Some("ImageRepositoryList"),
     },
     Route {
         method: "post",
@@ -290,6 +331,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Push a docker save tarball (tar or tar.gz, up to 2 GB) to ?workspace=W; an existing tag is overwritten",
         body: Body::Tarball,
         status: 201,
+        answer: Some("PushedList"),
     },
     Route {
         method: "get",
@@ -297,6 +339,7 @@ pub const ROUTES: &[Route] = &[
         summary: "An image's tags with digest, size and creation time, newest first",
         body: Body::None,
         status: 200,
+        answer: Some("Tags"),
     },
     Route {
         method: "delete",
@@ -304,6 +347,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Delete a tag (its manifest: other tags of the same digest go too, and are named)",
         body: Body::None,
         status: 200,
+        answer: Some("TagDeleted"),
     },
     Route {
         method: "delete",
@@ -311,6 +355,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Forget a workspace (its images stay in the registry)",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "delete",
@@ -318,14 +363,23 @@ pub const ROUTES: &[Route] = &[
         summary: "Forget a registry (409 naming the pipelines that push to it; its images stay)",
         body: Body::None,
         status: 204,
+        answer: None,
     },
-    Route { method: "get", path: "/openapi.json", summary: "This document", body: Body::None, status: 200 },
+    Route {
+        method: "get",
+        path: "/openapi.json",
+        summary: "This document",
+        body: Body::None,
+        status: 200,
+        answer: None,
+    },
     Route {
         method: "post",
         path: "/login",
         summary: "Log in (JSON or form): a session cookie (Secure, HttpOnly, SameSite=Strict) and its csrf_token; 429 after repeated failures or too many logins from the address, 503 when every hashing slot is busy",
         body: Body::Json("Login"),
         status: 200,
+        answer: Some("LoggedIn"),
     },
     Route {
         method: "get",
@@ -333,14 +387,23 @@ pub const ROUTES: &[Route] = &[
         summary: "Who the caller is: name, role, projects (and the session's csrf_token)",
         body: Body::None,
         status: 200,
+        answer: Some("Me"),
     },
-    Route { method: "get", path: "/departments", summary: "Departments (admins)", body: Body::None, status: 200 },
+    Route {
+        method: "get",
+        path: "/departments",
+        summary: "Departments (admins)",
+        body: Body::None,
+        status: 200,
+        answer: Some("DepartmentList"),
+    },
     Route {
         method: "post",
         path: "/departments",
         summary: "Create a department (admins)",
         body: Body::Json("Department"),
         status: 201,
+        answer: Some("Department"),
     },
     Route {
         method: "get",
@@ -348,6 +411,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Projects: all for admins, the joined ones for others",
         body: Body::None,
         status: 200,
+        answer: Some("ProjectList"),
     },
     Route {
         method: "post",
@@ -355,6 +419,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Create a project in a department (admins)",
         body: Body::Json("Project"),
         status: 201,
+        answer: Some("ProjectInfo"),
     },
     Route {
         method: "patch",
@@ -363,6 +428,7 @@ pub const ROUTES: &[Route] = &[
                   users (admins)",
         body: Body::Json("ProjectUpdate"),
         status: 200,
+        answer: Some("ProjectInfo"),
     },
     Route {
         method: "get",
@@ -370,6 +436,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Users with their roles and projects (admins)",
         body: Body::None,
         status: 200,
+        answer: Some("UserList"),
     },
     Route {
         method: "post",
@@ -377,6 +444,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Create a user: admin, manager or user, with the projects they join (admins)",
         body: Body::Json("User"),
         status: 201,
+        answer: Some("UserInfo"),
     },
     Route {
         method: "put",
@@ -384,6 +452,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Change a user's role, projects (the whole list), password, or disable/enable them (admins)",
         body: Body::Json("UserUpdate"),
         status: 200,
+        answer: Some("UserInfo"),
     },
     Route {
         method: "get",
@@ -391,6 +460,7 @@ pub const ROUTES: &[Route] = &[
         summary: "A user's API tokens: names, scopes, dates, never the tokens (admins, or the user)",
         body: Body::None,
         status: 200,
+        answer: Some("TokenList"),
     },
     Route {
         method: "post",
@@ -398,6 +468,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Create an API token, shown in this answer only (admins for anyone, users for themselves)",
         body: Body::Json("NewToken"),
         status: 201,
+        answer: Some("TokenCreated"),
     },
     Route {
         method: "delete",
@@ -405,6 +476,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Revoke an API token at once",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "delete",
@@ -412,6 +484,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Delete a user with their tokens, sessions and memberships (admins; not yourself, `admin`, or the last admin)",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "get",
@@ -419,6 +492,7 @@ pub const ROUTES: &[Route] = &[
         summary: "The audit log, newest first: who, what, which object, outcome, when, from where (admins; ?actor, ?limit, ?page)",
         body: Body::None,
         status: 200,
+        answer: Some("AuditPage"),
     },
     Route {
         method: "get",
@@ -426,6 +500,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Project secrets' names, never values (?project)",
         body: Body::None,
         status: 200,
+        answer: Some("SecretList"),
     },
     Route {
         method: "put",
@@ -433,6 +508,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Set a project secret (?project, default admin); 201 new, 204 replaced; never readable back",
         body: Body::Json("Secret"),
         status: 201,
+        answer: Some("SecretCreated"),
     },
     Route {
         method: "delete",
@@ -440,6 +516,7 @@ pub const ROUTES: &[Route] = &[
         summary: "Delete a project secret (?project)",
         body: Body::None,
         status: 204,
+        answer: None,
     },
     Route {
         method: "post",
@@ -447,68 +524,26 @@ pub const ROUTES: &[Route] = &[
         summary: "End the login session and clear its cookie",
         body: Body::None,
         status: 204,
+        answer: None,
     },
 ];
 
+/// Every schema, from the types of [`wharf_api`].
 fn schemas() -> Value {
-    json!({
-        "Error": {
-            "type": "object",
-            "properties": { "error": { "type": "object", "properties": {
-                "status": { "type": "integer" },
-                "message": { "type": "string" },
-                "details": { "type": "array", "items": { "type": "object", "properties": {
-                    "path": { "type": "string" }, "line": { "type": "integer" },
-                    "column": { "type": "integer" }, "message": { "type": "string" } } } } } } }
-        },
-        "Scratch": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "project": { "type": "string" } } },
-        "Copy": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" } } },
-        "Binding": { "type": "object", "required": ["name", "provider"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" },
-                "provider": { "type": "string", "enum": ["github", "gitlab", "gitee", "git"] },
-                "url": { "type": "string" }, "client_id": { "type": "string" },
-                "client_secret": { "type": "string", "writeOnly": true },
-                "token": { "type": "string", "writeOnly": true },
-                "webhook_secret": { "type": "string", "writeOnly": true } } },
-        "Token": { "type": "object", "required": ["token"], "additionalProperties": false,
-            "properties": { "token": { "type": "string", "writeOnly": true } } },
-        "Registry": { "type": "object", "required": ["name", "url"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" },
-                "url": { "type": "string", "description": "host[:port], or with http:// (needs insecure) or https://" },
-                "username": { "type": "string" }, "password": { "type": "string", "writeOnly": true },
-                "insecure": { "type": "boolean", "description": "plain HTTP (a local registry)" },
-                "workspaces": { "type": "array", "items": { "type": "string" } } } },
-        "Workspace": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" } } },
-        "Login": { "type": "object", "required": ["name", "password"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "password": { "type": "string", "writeOnly": true } } },
-        "Department": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" } } },
-        "Project": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "department": { "type": "string", "default": "Default" },
-                "trusted": { "type": "boolean", "default": false } } },
-        "ProjectUpdate": { "type": "object", "additionalProperties": false,
-            "properties": { "trusted": { "type": "boolean" } } },
-        "User": { "type": "object", "required": ["name", "role"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "password": { "type": "string", "writeOnly": true },
-                "role": { "type": "string", "enum": ["admin", "manager", "user"] },
-                "projects": { "type": "array", "items": { "type": "string" } } } },
-        "UserUpdate": { "type": "object", "additionalProperties": false,
-            "properties": { "role": { "type": "string", "enum": ["admin", "manager", "user"] },
-                "projects": { "type": "array", "items": { "type": "string" } },
-                "password": { "type": "string", "writeOnly": true },
-                "disabled": { "type": "boolean" } } },
-        "NewToken": { "type": "object", "required": ["name"], "additionalProperties": false,
-            "properties": { "name": { "type": "string" }, "scope": { "type": "string", "enum": ["read", "write"] },
-                "expires_in_days": { "type": "integer", "minimum": 1, "maximum": 3650 } } },
-        "Secret": { "type": "object", "required": ["value"], "additionalProperties": false,
-            "properties": { "value": { "type": "string", "writeOnly": true } } },
-        "StartRun": { "type": "object", "additionalProperties": false,
-            "properties": { "parameters": { "type": "object", "additionalProperties": { "type": "string" } } } },
-        "Status": { "type": "string", "enum": ["queued", "pending", "running", "waiting", "succeeded", "failed", "stopped", "timed_out", "skipped"] }
-    })
+    let schemas: Map<String, Value> = wharf_api::schemas()
+        .into_iter()
+        .map(|(name, schema)| (name, serde_json::to_value(schema).expect("a schema is JSON")))
+        .collect();
+    Value::Object(schemas)
+}
+
+/// The success answer: its JSON schema by name, or only a description.
+fn success(answer: Option<&str>) -> Value {
+    match answer {
+        Some(schema) => json!({ "description": "success", "content": { "application/json": {
+            "schema": { "$ref": format!("#/components/schemas/{schema}") } } } }),
+        None => json!({ "description": "success" }),
+    }
 }
 
 pub fn document() -> Value {
@@ -518,7 +553,7 @@ pub fn document() -> Value {
             "summary": route.summary,
             "operationId": format!("{}{}", route.method, route.path.replace(['/', '{', '}'], "_")),
             "responses": {
-                route.status.to_string(): { "description": "success" },
+                route.status.to_string(): success(route.answer),
                 "401": { "description": "missing, wrong, expired or revoked token, and no session", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "403": { "description": "the permission matrix refuses this (or a read-only token, a missing CSRF token, the pipeline limit)", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },
                 "404": { "description": "not found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } },

@@ -13,7 +13,7 @@
 //! there, so where that is stays the admin's decision (`403` for anyone else, whose
 //! bindings use the provider's public service).
 
-use super::{AppStateRef, created, json_body};
+use super::{AppStateRef, created, json_body, rows};
 use crate::AppState;
 use crate::authz::{self, Action, Caller, Object};
 use crate::error::{ApiResult, AppError, Detail};
@@ -21,34 +21,18 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use wharf_api::Listed;
+use wharf_api::bindings::{NewBinding as CreateBinding, WebhookPath};
 use wharf_core::names::PipelineName;
 use wharf_store::bindings::{Binding, NewBinding};
 
 pub const PROVIDERS: [&str; 4] = ["github", "gitlab", "gitee", "git"];
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateBinding {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    provider: String,
-    url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    token: Option<String>,
-    webhook_secret: Option<String>,
-}
-
 /// A binding as answered: its stored fields without the secrets, and where its
 /// provider sends webhooks.
-fn view(binding: &Binding) -> ApiResult<Value> {
-    let mut value = serde_json::to_value(binding).map_err(|e| AppError::Internal(e.to_string()))?;
+pub fn view(binding: Binding) -> wharf_api::bindings::Binding {
     let hook = (binding.provider != "git").then(|| format!("/hooks/{}/{}", binding.provider, binding.name));
-    value["webhook_path"] = json!(hook);
-    Ok(value)
+    rows::binding(binding, WebhookPath::Some(hook))
 }
 
 fn detail(path: &str, message: impl Into<String>) -> Detail {
@@ -128,7 +112,7 @@ pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> A
             created_by: caller.name.clone(),
         })
         .await?;
-    Ok(created(view(&binding)?))
+    Ok(created(view(binding)))
 }
 
 /// A private instance's address: `http(s)://host[:port][/path]`.
@@ -154,18 +138,17 @@ pub async fn list(State(state): AppStateRef, caller: Caller) -> ApiResult<Respon
         .store
         .bindings()
         .await?
-        .iter()
+        .into_iter()
         .filter(|b| authz::check(&caller, Action::ViewRepository, &object(b)).is_ok())
         .map(view)
-        .collect::<ApiResult<Vec<_>>>()?;
-    let total = items.len();
-    Ok(axum::Json(json!({ "items": items, "total": total })).into_response())
+        .collect();
+    Ok(axum::Json(Listed::new(items)).into_response())
 }
 
 /// `GET /bindings/{name}`.
 pub async fn show(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
     let binding = find_for(&state, &caller, &name, Action::ViewRepository).await?;
-    Ok(axum::Json(view(&binding)?).into_response())
+    Ok(axum::Json(view(binding)).into_response())
 }
 
 /// The names of the pipelines whose latest version's `source.binding` is `name`.

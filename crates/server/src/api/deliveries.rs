@@ -7,13 +7,12 @@
 //! deliveries to bindings that do not exist); replaying it is for the binding's owner
 //! (it acts as the binding).
 
-use super::{AppStateRef, Page, Paged};
+use super::{AppStateRef, Page, rows};
 use crate::AppState;
 use crate::authz::{self, Action, Caller, Role};
 use crate::error::{ApiResult, AppError};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::collections::HashMap;
 use wharf_store::deliveries::DeliverySummary;
 
@@ -56,8 +55,8 @@ pub async fn list(
         }
     }
     let total = seen.len() as i64;
-    let items = seen.into_iter().skip(page.offset() as usize).take(page.limit as usize).collect();
-    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
+    let items = seen.into_iter().skip(page.offset() as usize).take(page.limit as usize).map(rows::delivery).collect();
+    Ok(axum::Json(page.of(items, total)).into_response())
 }
 
 /// `GET /deliveries/{delivery}`: the row with its headers (secret-bearing ones
@@ -67,12 +66,14 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<Stri
     if !visible(&state, &caller, &row.summary).await? {
         return Err(AppError::NotFound(format!("delivery `{id}`")));
     }
-    let mut value = serde_json::to_value(&row.summary).map_err(|e| AppError::Internal(e.to_string()))?;
     let body = row.body.as_deref();
-    value["headers"] = row.headers;
-    value["body_size"] = json!(body.map(<[u8]>::len));
-    value["body"] = json!(body.and_then(|b| std::str::from_utf8(b).ok()));
-    Ok(axum::Json(value).into_response())
+    let shown = wharf_api::deliveries::DeliveryShown {
+        body_size: body.map(<[u8]>::len),
+        body: body.and_then(|b| std::str::from_utf8(b).ok()).map(str::to_owned),
+        headers: row.headers,
+        delivery: rows::delivery(row.summary),
+    };
+    Ok(axum::Json(shown).into_response())
 }
 
 /// `POST /deliveries/{delivery}/replay`: handles the stored delivery again, without

@@ -17,6 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use wharf_api::runs::{LOG_SIZE_HEADER, MORE_DATA_HEADER, NEXT_OFFSET_HEADER};
 use wharf_core::status::Status;
 use wharf_store::RunRow;
 use wharf_store::logs::{LogFiles, LogKey};
@@ -84,9 +85,9 @@ pub async fn tail(
     let more = !status.is_terminal() || next < size;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response();
     let headers = response.headers_mut();
-    headers.insert("x-log-size", HeaderValue::from(size));
-    headers.insert("x-next-offset", HeaderValue::from(next));
-    headers.insert("x-more-data", HeaderValue::from_static(if more { "true" } else { "false" }));
+    headers.insert(LOG_SIZE_HEADER, HeaderValue::from(size));
+    headers.insert(NEXT_OFFSET_HEADER, HeaderValue::from(next));
+    headers.insert(MORE_DATA_HEADER, HeaderValue::from_static(if more { "true" } else { "false" }));
     Ok(response)
 }
 

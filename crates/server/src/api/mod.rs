@@ -12,6 +12,7 @@ mod logs;
 mod pipelines;
 pub(crate) mod providers;
 pub mod registries;
+mod rows;
 mod runs;
 mod schedule;
 pub(crate) mod secrets;
@@ -344,13 +345,11 @@ impl Page {
     }
 }
 
-/// A page of items with what a client needs to ask for the next one.
-#[derive(Serialize)]
-pub struct Paged<T: Serialize> {
-    pub items: Vec<T>,
-    pub page: i64,
-    pub limit: i64,
-    pub total: i64,
+impl Page {
+    /// One page of `items` (of `total` on all pages), as answered.
+    pub fn of<T>(self, items: Vec<T>, total: i64) -> wharf_api::Paged<T> {
+        wharf_api::Paged { items, page: self.page, limit: self.limit, total }
+    }
 }
 
 /// `201 Created` with a JSON body.

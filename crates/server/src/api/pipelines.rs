@@ -5,7 +5,7 @@
 //! Every handler takes the [`Caller`] and asks [`authz::check`] before it changes
 //! anything; a pipeline the caller may not see answers 404 (see [`crate::authz`]).
 
-use super::{AppStateRef, Page, Paged, created, json_body, text_body};
+use super::{AppStateRef, Page, created, json_body, rows, text_body};
 use crate::AppState;
 use crate::authz::{self, Action, Caller, Object, Role};
 use crate::error::{ApiResult, AppError};
@@ -13,11 +13,13 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use wharf_api::pipelines::{
+    CopyPipeline, PipelineListed, PipelineShown, Saved, ScratchPipeline, ValidateRequest, Validated, Version,
+};
 use wharf_core::run::Cause;
-use wharf_store::{PipelineFilter, PipelineRow, RunSummary, StoreError};
+use wharf_store::{PipelineFilter, PipelineRow, StoreError};
 
 pub const DEFAULT_PROJECT: &str = "admin";
 
@@ -110,20 +112,6 @@ pub async fn find(state: &AppState, key: &str, query: &HashMap<String, String>) 
     }
 }
 
-#[derive(Serialize)]
-struct Saved {
-    id: i64,
-    name: String,
-    project: String,
-    version: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    run: Option<super::runs::Accepted>,
-    /// For a pipeline with an `events` trigger: what became of its repository's
-    /// webhook (see [`crate::forges`]). The pipeline is saved whatever it says.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    webhook: Option<crate::forges::HookInstall>,
-}
-
 fn wants_run(query: &HashMap<String, String>) -> ApiResult<bool> {
     match query.get("run").map(String::as_str) {
         None | Some("false") => Ok(false),
@@ -150,7 +138,7 @@ async fn check_run(
 async fn save_and_maybe_run(state: &AppState, caller: &Caller, row: PipelineRow, run: bool) -> ApiResult<Saved> {
     let run = if run {
         let cause = Cause::Manual { user: caller.name.clone() };
-        Some(state.runs.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?.into())
+        Some(rows::accepted(state.runs.enqueue(&row, row.version, cause, BTreeMap::new(), None, None).await?))
     } else {
         None
     };
@@ -164,12 +152,12 @@ async fn install_webhook(
     pipeline: &wharf_core::model::Pipeline,
     creator: &str,
     headers: &HeaderMap,
-) -> Option<crate::forges::HookInstall> {
+) -> Option<wharf_api::pipelines::WebhookInstall> {
     let host = headers
         .get(header::HOST)
         .and_then(|v| v.to_str().ok())
         .filter(|h| h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)));
-    state.forges.install_webhook(state, pipeline, creator, host).await
+    state.forges.install_webhook(state, pipeline, creator, host).await.map(rows::webhook)
 }
 
 fn project_of(pipeline: &wharf_core::model::Pipeline, query: &HashMap<String, String>) -> ApiResult<String> {
@@ -209,16 +197,9 @@ pub async fn create(
     Ok(created(saved))
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Scratch {
-    name: String,
-    project: Option<String>,
-}
-
 /// `POST /pipelines/scratch {"name"}`: a new pipeline with the four default stages.
 pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
-    let request: Scratch = json_body(&body)?;
+    let request: ScratchPipeline = json_body(&body)?;
     let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
     authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
     let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
@@ -226,15 +207,6 @@ pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body
     let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
     state.runs.timers().changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
-}
-
-#[derive(Serialize)]
-struct Listed {
-    #[serde(flatten)]
-    pipeline: PipelineRow,
-    /// The latest version's `source` (repository and branch), for the list's column.
-    source: Option<wharf_core::model::Source>,
-    last_run: Option<RunSummary>,
 }
 
 /// `GET /pipelines`: the ones the caller may see (admins: all; managers: of the
@@ -257,26 +229,10 @@ pub async fn list(
         // version that no longer parses shows no source rather than failing the list.
         let parsed = state.runs.pipeline_version(pipeline.id, pipeline.version).await;
         let source = parsed.ok().and_then(|p| p.source.clone());
-        items.push(Listed { pipeline, source, last_run });
+        let last_run = last_run.map(rows::run_summary);
+        items.push(PipelineListed { pipeline: rows::pipeline(pipeline), source, last_run });
     }
-    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
-}
-
-#[derive(Serialize)]
-struct VersionInfo {
-    version: i64,
-    created_at: i64,
-}
-
-#[derive(Serialize)]
-struct Shown {
-    #[serde(flatten)]
-    pipeline: PipelineRow,
-    description: Option<String>,
-    definition: serde_json::Value,
-    versions: Vec<VersionInfo>,
-    active_runs: Vec<i64>,
-    last_run: Option<RunSummary>,
+    Ok(axum::Json(page.of(items, total)).into_response())
 }
 
 pub async fn show(
@@ -289,13 +245,13 @@ pub async fn show(
     let model = state.runs.pipeline_version(row.id, row.version).await?;
     let versions = state.store.versions(row.id).await?;
     let (last, _) = state.store.runs(row.id, 1, 0).await?;
-    let shown = Shown {
+    let shown = PipelineShown {
         description: model.description.clone(),
         definition: serde_json::to_value(&*model).map_err(|e| AppError::Internal(e.to_string()))?,
-        versions: versions.into_iter().map(|v| VersionInfo { version: v.version, created_at: v.created_at }).collect(),
+        versions: versions.into_iter().map(|v| Version { version: v.version, created_at: v.created_at }).collect(),
         active_runs: state.runs.active_numbers(row.id),
-        last_run: last.into_iter().next(),
-        pipeline: row,
+        last_run: last.into_iter().next().map(rows::run_summary),
+        pipeline: rows::pipeline(row),
     };
     Ok(axum::Json(shown).into_response())
 }
@@ -361,12 +317,6 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CopyRequest {
-    name: String,
-}
-
 /// `POST /pipelines/{key}/copy {"name"}`: the same definition (stages, timeout, all of
 /// it) under a new name, in the same project.
 pub async fn copy(
@@ -377,7 +327,7 @@ pub async fn copy(
     body: Bytes,
 ) -> ApiResult<Response> {
     let row = find_for(&state, &caller, &key, &query, Action::CopyPipeline).await?;
-    let request: CopyRequest = json_body(&body)?;
+    let request: CopyPipeline = json_body(&body)?;
     if request.name.is_empty() {
         return Err(AppError::invalid("the copy needs a name", "name", "give the new pipeline's name"));
     }
@@ -398,7 +348,7 @@ async fn set_active(
     let row = find_for(&state, &caller, &key, &query, Action::ActivatePipeline).await?;
     let row = state.store.set_active(row.id, active).await?;
     state.runs.timers().changed(row.id).await;
-    Ok(axum::Json(row).into_response())
+    Ok(axum::Json(rows::pipeline(row)).into_response())
 }
 
 pub async fn activate(
@@ -437,25 +387,6 @@ pub async fn yaml(
     Ok(([(header::CONTENT_TYPE, "application/yaml; charset=utf-8")], source).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-enum ValidateRequest {
-    #[serde(rename = "yaml")]
-    Yaml(String),
-    #[serde(rename = "definition")]
-    Definition(serde_json::Value),
-}
-
-#[derive(Serialize)]
-struct Validated {
-    valid: bool,
-    /// The model as JSON (as in `GET /pipelines/{key}`), when valid.
-    definition: Option<serde_json::Value>,
-    /// The text: as given, or written from the definition (`wharf_pipeline::to_yaml`).
-    yaml: String,
-    diagnostics: Vec<crate::error::Detail>,
-}
-
 /// `POST /pipelines/validate`: the card editor's two views in one place. The body is
 /// pipeline YAML (or `{"yaml": "…"}`), or `{"definition": <model JSON>}`, which is
 /// written as YAML first. Either way the text goes through the same parser as a save,
@@ -475,8 +406,7 @@ pub async fn validate(headers: axum::http::HeaderMap, body: Bytes) -> ApiResult<
             match serde_json::from_value::<wharf_core::model::Pipeline>(value) {
                 Ok(model) => wharf_pipeline::to_yaml(&model),
                 Err(e) => {
-                    let detail =
-                        crate::error::Detail { path: String::new(), line: None, column: None, message: e.to_string() };
+                    let detail = wharf_api::Detail::at("", e.to_string());
                     let answer =
                         Validated { valid: false, definition: None, yaml: String::new(), diagnostics: vec![detail] };
                     return Ok(axum::Json(answer).into_response());
@@ -495,7 +425,7 @@ pub async fn validate(headers: axum::http::HeaderMap, body: Bytes) -> ApiResult<
             let details = diags
                 .0
                 .into_iter()
-                .map(|d| crate::error::Detail {
+                .map(|d| wharf_api::Detail {
                     path: d.path,
                     line: Some(d.pos.line),
                     column: Some(d.pos.col),

@@ -31,8 +31,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
 use std::time::Duration;
 use wharf_scm::provider::{Provider, ProviderClient, ProviderError, title};
@@ -113,7 +111,7 @@ impl IntoResponse for Failure {
         match self {
             Failure::App(e) => e.into_response(),
             Failure::BadGateway(message) => {
-                let body = json!({ "error": { "status": 502, "message": message, "details": [] } });
+                let body = wharf_api::Error { error: wharf_api::ErrorInfo { status: 502, message, details: vec![] } };
                 (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
             }
         }
@@ -155,7 +153,8 @@ pub async fn repos(State(state): AppStateRef, caller: Caller, Path(name): Path<S
     provider_of(&binding)?;
     let client = client_with_token(&state, &binding).await?;
     let repos = client.repositories().await.map_err(|e| provider_error(&binding, e))?;
-    Ok(axum::Json(json!({ "items": repos, "total": repos.len() })).into_response())
+    let items = repos.into_iter().map(super::rows::repository).collect();
+    Ok(axum::Json(wharf_api::Listed::new(items)).into_response())
 }
 
 /// `GET /bindings/{name}/repos/{repo}/branches` → `{"repository", "items": ["main", …],
@@ -172,7 +171,8 @@ pub async fn branches(State(state): AppStateRef, caller: Caller, Path((name, res
     provider_of(&binding)?;
     let client = client_with_token(&state, &binding).await?;
     let branches = client.branches(repo).await.map_err(|e| provider_error(&binding, e))?;
-    Ok(axum::Json(json!({ "repository": repo, "items": branches, "total": branches.len() })).into_response())
+    let answer = wharf_api::bindings::Branches { repository: repo.to_owned(), total: branches.len(), items: branches };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `GET /bindings/{name}/authorize?redirect_uri=…` → `{"url", "redirect_uri",
@@ -203,8 +203,8 @@ pub async fn authorize(
     let client = client_for(&state, &binding, provider)?;
     let oauth_state = issue_state(&state.store, &binding.name, provider, &redirect_uri).await?;
     let url = client.authorize_url(client_id.trim(), &redirect_uri, &oauth_state);
-    Ok(axum::Json(json!({ "url": url, "redirect_uri": redirect_uri, "expires_in": STATE_TTL.as_secs() }))
-        .into_response())
+    let answer = wharf_api::bindings::Authorization { url, redirect_uri, expires_in: STATE_TTL.as_secs() };
+    Ok(axum::Json(answer).into_response())
 }
 
 fn check_redirect_uri(uri: &str) -> ApiResult<String> {
@@ -251,12 +251,6 @@ fn own_callback(headers: &HeaderMap, provider: Provider) -> ApiResult<String> {
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SetToken {
-    token: Option<String>,
-}
-
 /// `PUT /bindings/{name}/token {"token"}`: a personal access token (GitHub: `repo`
 /// scope; GitLab: `api`; Gitee: `projects`, `hook`) replaces the binding's token.
 /// Answers the binding, without its secrets.
@@ -267,7 +261,7 @@ pub async fn set_token(
     body: Bytes,
 ) -> ApiResult<Response> {
     let binding = find_for(&state, &caller, &name, Action::SetRepository).await?;
-    let request: SetToken = json_body(&body)?;
+    let request: wharf_api::bindings::SetToken = json_body(&body)?;
     let token = request.token.as_deref().map(str::trim).unwrap_or("");
     if token.is_empty() {
         return Err(AppError::invalid("the token is missing", "token", "give the personal access token as `token`"));
@@ -280,7 +274,7 @@ pub async fn set_token(
         ));
     }
     let binding = state.store.set_binding_token(&binding.name, Some(token)).await?;
-    Ok(axum::Json(binding).into_response())
+    Ok(axum::Json(super::rows::binding(binding, wharf_api::bindings::WebhookPath::Absent)).into_response())
 }
 
 /// `GET /devops/repository/{provider}/redirect?code&state` (no bearer token): where

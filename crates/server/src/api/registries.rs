@@ -9,7 +9,7 @@
 //! is `502 Bad Gateway` with what it answered; a tarball that is not an image is `422`.
 
 use super::providers::Failure;
-use super::{AppStateRef, created, json_body};
+use super::{AppStateRef, created, json_body, rows};
 use crate::AppState;
 use crate::authz::{self, Action, Caller, Object};
 use crate::error::{ApiResult, AppError, Detail};
@@ -18,10 +18,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::{Value, json};
 use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
+use wharf_api::Listed;
+use wharf_api::registries::{
+    ImageRepository, NewRegistry as CreateRegistry, NewWorkspace as CreateWorkspace, Registries, Tag, TagDeleted, Tags,
+};
 use wharf_core::model::TaskKind;
 use wharf_core::names::PipelineName;
 use wharf_image::reference::{check_component, check_tag};
@@ -31,37 +33,14 @@ use wharf_store::registries::{NewRegistry, Registry};
 
 type Answer = Result<Response, Failure>;
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateRegistry {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    url: String,
-    username: Option<String>,
-    password: Option<String>,
-    #[serde(default)]
-    insecure: bool,
-    #[serde(default)]
-    workspaces: Vec<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CreateWorkspace {
-    #[serde(default)]
-    name: String,
-}
-
 fn detail(path: &str, message: impl Into<String>) -> Detail {
     Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
 }
 
 /// A registry as answered: its stored fields without the password, and its URL.
-fn view(registry: &Registry) -> ApiResult<Value> {
-    let mut value = serde_json::to_value(registry).map_err(|e| AppError::Internal(e.to_string()))?;
-    value["url"] = json!(access(registry).base_url());
-    Ok(value)
+fn view(registry: Registry) -> wharf_api::registries::Registry {
+    let url = access(&registry).base_url();
+    rows::registry(registry, url)
 }
 
 pub fn access(registry: &Registry) -> RegistryAccess {
@@ -173,22 +152,22 @@ pub async fn create(
         }
     }
     let registry = state.store.create_registry(&new).await?;
-    Ok(created(view(&registry)?))
+    Ok(created(view(registry)))
 }
 
 /// `GET /registries`: every registry, by name.
 pub async fn list(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: "*" })?;
-    let items = state.store.registries().await?.iter().map(view).collect::<ApiResult<Vec<_>>>()?;
-    let total = items.len();
-    Ok(axum::Json(json!({ "items": items, "total": total, "default": state.config.default_registry })).into_response())
+    let items: Vec<_> = state.store.registries().await?.into_iter().map(view).collect();
+    let answer = Registries { total: items.len(), items, default: state.config.default_registry.clone() };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `GET /registries/{name}`.
 pub async fn show(State(state): AppStateRef, caller: Caller, Path(name): Path<String>) -> ApiResult<Response> {
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
-    Ok(axum::Json(view(&registry)?).into_response())
+    Ok(axum::Json(view(registry)).into_response())
 }
 
 /// The names of the pipelines whose latest version has an `image` task pushing to
@@ -239,7 +218,7 @@ pub async fn add_workspace(
     check_component(&request.name)
         .map_err(|e| AppError::invalid("the workspace is not valid", "name", format!("not a workspace name: {e}")))?;
     let registry = state.store.add_workspace(&name, &request.name).await?;
-    Ok(created(view(&registry)?))
+    Ok(created(view(registry)))
 }
 
 /// `DELETE /registries/{name}/workspaces/{workspace}`: `204`; the images stay.
@@ -264,15 +243,19 @@ pub async fn repositories(
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
     let registry = state.store.registry(&name).await?;
     let all = client(&state, &registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
-    let items: Vec<Value> = all
+    let items: Vec<ImageRepository> = all
         .iter()
         .filter_map(|repo| {
             let (workspace, image) = repo.split_once('/').unwrap_or(("", repo));
             let wanted = query.get("workspace").is_none_or(|w| w == workspace);
-            wanted.then(|| json!({ "name": repo, "workspace": workspace, "image": image }))
+            wanted.then(|| ImageRepository {
+                name: repo.clone(),
+                workspace: workspace.to_owned(),
+                image: image.to_owned(),
+            })
         })
         .collect();
-    Ok(axum::Json(json!({ "items": items, "total": items.len() })).into_response())
+    Ok(axum::Json(Listed::new(items)).into_response())
 }
 
 /// `GET /registries/{name}/repositories/{workspace}/{image}/tags` → `{"repository",
@@ -297,20 +280,21 @@ pub async fn tags(
     let mut items = Vec::with_capacity(infos.len());
     for info in infos {
         match info {
-            Ok(info) => {
-                let mut value = serde_json::to_value(&info).map_err(|e| AppError::Internal(e.to_string()))?;
-                value["image"] = json!(format!("{}/{repository}:{}", registry.host, info.tag));
-                items.push(value);
-            }
+            Ok(info) => items.push(Tag {
+                image: format!("{}/{repository}:{}", registry.host, info.tag),
+                tag: info.tag,
+                digest: info.digest,
+                media_type: info.media_type,
+                size: info.size,
+                created: info.created,
+            }),
             // Deleted between the listing and now.
             Err(RegistryError::NotFound { .. }) => {}
             Err(e) => return Err(registry_error(&registry, e)),
         }
     }
-    items.sort_by(|a, b| {
-        b["created"].as_str().cmp(&a["created"].as_str()).then(a["tag"].as_str().cmp(&b["tag"].as_str()))
-    });
-    Ok(axum::Json(json!({ "repository": repository, "items": items, "total": items.len() })).into_response())
+    items.sort_by(|a, b| b.created.cmp(&a.created).then(a.tag.cmp(&b.tag)));
+    Ok(axum::Json(Tags { repository, total: items.len(), items }).into_response())
 }
 
 fn repository(workspace: &str, image: &str) -> ApiResult<String> {
@@ -334,12 +318,8 @@ pub async fn delete_tag(
     let client = client(&state, &registry)?;
     let digest = client.resolve(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
     let also = client.delete_tag(&repository, &tag).await.map_err(|e| registry_error(&registry, e))?;
-    Ok(axum::Json(json!({
-        "deleted": format!("{}/{repository}:{tag}", registry.host),
-        "digest": digest,
-        "also_removed": also,
-    }))
-    .into_response())
+    let answer = TagDeleted { deleted: format!("{}/{repository}:{tag}", registry.host), digest, also_removed: also };
+    Ok(axum::Json(answer).into_response())
 }
 
 /// `POST /registries/{name}/upload?workspace=W` (body: a `docker save` tarball, tar or
@@ -385,7 +365,7 @@ pub async fn upload(
         size += chunk.len() as u64;
         if size > MAX_TARBALL_BYTES {
             let message = format!("the tarball is larger than {MAX_TARBALL_BYTES} bytes (2 GB)");
-            let body = json!({ "error": { "status": 413, "message": message, "details": [] } });
+            let body = wharf_api::Error { error: wharf_api::ErrorInfo { status: 413, message, details: vec![] } };
             return Ok((StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response());
         }
         file.write_all(&chunk).await.map_err(|e| AppError::Internal(format!("writing the upload: {e}")))?;
@@ -399,7 +379,7 @@ pub async fn upload(
     match wharf_image::upload_tarball(&client, &spool, &workspace).await {
         Ok(pushed) => {
             tracing::info!(registry = %name, %workspace, images = pushed.len(), "tarball uploaded");
-            Ok(created(json!({ "items": pushed, "total": pushed.len() })))
+            Ok(created(Listed::new(pushed.into_iter().map(rows::pushed).collect())))
         }
         Err(UploadError::NotAnImage(why)) => {
             Err(AppError::invalid("the upload is not an image tarball", "body", format!("not an image tarball: {why}"))

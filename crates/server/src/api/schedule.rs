@@ -9,41 +9,14 @@ use crate::error::{ApiResult, AppError};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use jiff::{Timestamp, Zoned};
-use serde::Serialize;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use wharf_core::model::{Missed, TriggerKind};
+use wharf_api::schedule::{Schedule as Shown, TimerSchedule};
+use wharf_core::model::TriggerKind;
 use wharf_trigger::Schedule;
 
 const DEFAULT_COUNT: usize = 5;
 const MAX_COUNT: usize = 50;
-
-#[derive(Serialize)]
-struct Shown {
-    pipeline: i64,
-    name: String,
-    version: i64,
-    /// An inactive pipeline's timers do not fire; the times are what they would be.
-    active: bool,
-    /// The instant the times are counted from (now, unless `?after=`).
-    after: String,
-    triggers: Vec<TimerShown>,
-}
-
-#[derive(Serialize)]
-struct TimerShown {
-    /// Position in the pipeline's `triggers` (event triggers count too).
-    index: usize,
-    /// The kind's key as written in the YAML: `every_minutes`, `cron`, …
-    kind: &'static str,
-    /// The trigger's fields as written, e.g. `{"every_hours": 2, "at_minute": 28}`.
-    trigger: Value,
-    /// The zone its wall-clock times are read in (the server's when it names none).
-    timezone: String,
-    missed: Missed,
-    /// The next fire times, strictly after `after`, RFC 3339 with offset.
-    next: Vec<String>,
-}
 
 /// The kind's key and the fields as the YAML writes them.
 fn written(kind: &TriggerKind) -> (&'static str, Value) {
@@ -114,9 +87,9 @@ pub async fn show(
             Some(name) => name.clone(),
             None => zone.iana_name().unwrap_or("local").to_owned(),
         };
-        triggers.push(TimerShown {
+        triggers.push(TimerSchedule {
             index,
-            kind,
+            kind: kind.to_owned(),
             trigger: fields,
             timezone,
             missed: schedule.missed(),

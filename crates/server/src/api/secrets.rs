@@ -5,26 +5,20 @@
 //! characters. The project is `?project=` (default `admin`). Beyond the seed's matrix: admins for
 //! every project, managers for the projects they joined, normal users not at all.
 
-use super::{AppStateRef, json_body};
+use super::{AppStateRef, json_body, rows};
 use crate::authz::{self, Action, Caller, Object, Role};
 use crate::error::{ApiResult, AppError};
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
+use wharf_api::Listed;
+use wharf_api::secrets::{SecretCreated, SetSecret};
 use wharf_core::names::VarName;
 
 fn project(query: &HashMap<String, String>) -> String {
     query.get("project").cloned().unwrap_or_else(|| authz::ADMIN_PROJECT.to_owned())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct SetSecret {
-    value: Option<String>,
 }
 
 /// `PUT /secrets/{name}?project=P {"value"}`: `201` when new, `204` when replaced.
@@ -62,8 +56,7 @@ pub async fn set(
     }
     let new = state.store.put_secret(&project, &name, &value, &caller.name).await?;
     if new {
-        Ok((StatusCode::CREATED, axum::Json(json!({ "project": project, "name": name })).into_response())
-            .into_response())
+        Ok((StatusCode::CREATED, axum::Json(SecretCreated { project, name }).into_response()).into_response())
     } else {
         Ok(StatusCode::NO_CONTENT.into_response())
     }
@@ -91,7 +84,7 @@ pub async fn list(
                 .collect()
         }
     };
-    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+    Ok(axum::Json(Listed::new(items.into_iter().map(rows::secret).collect())).into_response())
 }
 
 /// `DELETE /secrets/{name}?project=P`.

@@ -2,7 +2,7 @@
 //! for their own tokens), `GET /me`, the audit log (admins), and the UI's login and
 //! logout. What each role may do is [`crate::authz`].
 
-use super::{AppStateRef, Page, Paged, created, json_body};
+use super::{AppStateRef, Page, created, json_body, rows};
 use crate::AppState;
 use crate::auth;
 use crate::authz::{self, Action, Caller, Object, Role, TokenScope, Via};
@@ -11,9 +11,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
 use std::collections::HashMap;
+use wharf_api::Listed;
+use wharf_api::tenancy::{
+    Department, LoggedIn, Login, Me, NewProject, NewToken, NewUser, ProjectUpdate, TokenCreated, UserUpdate,
+};
 use wharf_core::names::PipelineName;
 
 fn detail(path: &str, message: impl Into<String>) -> Detail {
@@ -35,38 +37,20 @@ fn admin_only(caller: &Caller) -> ApiResult<()> {
     Ok(authz::check(caller, Action::ManageTenancy, &Object::System)?)
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewDepartment {
-    #[serde(default)]
-    name: String,
-}
-
 /// `POST /departments {"name"}` (admins).
 pub async fn create_department(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
     admin_only(&caller)?;
-    let request: NewDepartment = json_body(&body)?;
+    let request: Department = json_body(&body)?;
     check_name("department", &request.name)?;
     state.store.create_department(&request.name).await?;
-    Ok(created(json!({ "name": request.name })))
+    Ok(created(Department { name: request.name }))
 }
 
 /// `GET /departments` (admins).
 pub async fn departments(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
     admin_only(&caller)?;
     let items = state.store.departments().await?;
-    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewProject {
-    #[serde(default)]
-    name: String,
-    department: Option<String>,
-    /// Whether its tasks may run on the host on a multi-user server (default false).
-    #[serde(default)]
-    trusted: bool,
+    Ok(axum::Json(Listed::new(items)).into_response())
 }
 
 /// `POST /projects {"name", "department", "trusted"}` (admins; department defaults to
@@ -83,13 +67,7 @@ pub async fn create_project(State(state): AppStateRef, caller: Caller, body: Byt
             }
             other => other.into(),
         })?;
-    Ok(created(project))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ProjectUpdate {
-    trusted: Option<bool>,
+    Ok(created(rows::project(project)))
 }
 
 /// `PATCH /projects/{name} {"trusted"}` (admins): whether the project's tasks may run
@@ -108,7 +86,7 @@ pub async fn update_project(
         Some(trusted) => state.store.set_project_trusted(&name, trusted).await?,
         None => state.store.project(&name).await?,
     };
-    Ok(axum::Json(project).into_response())
+    Ok(axum::Json(rows::project(project)).into_response())
 }
 
 /// `GET /projects`: admins see all; others the projects they joined.
@@ -119,19 +97,7 @@ pub async fn projects(State(state): AppStateRef, caller: Caller) -> ApiResult<Re
     } else {
         all.into_iter().filter(|p| caller.projects.contains(&p.name)).collect()
     };
-    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewUser {
-    #[serde(default)]
-    name: String,
-    password: Option<String>,
-    #[serde(default)]
-    role: String,
-    #[serde(default)]
-    projects: Vec<String>,
+    Ok(axum::Json(Listed::new(items.into_iter().map(rows::project).collect())).into_response())
 }
 
 /// `POST /users {"name", "password", "role", "projects"}` (admins).
@@ -168,16 +134,7 @@ pub async fn create_user(State(state): AppStateRef, caller: Caller, body: Bytes)
         None => None,
     };
     let user = state.store.create_user(&request.name, role.as_str(), hash.as_deref(), &request.projects).await?;
-    Ok(created(user))
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct UserUpdate {
-    role: Option<String>,
-    projects: Option<Vec<String>>,
-    password: Option<String>,
-    disabled: Option<bool>,
+    Ok(created(rows::user(user)))
 }
 
 /// Why `caller` may not disable or delete user `name` (`what`: "disable", "delete"):
@@ -276,7 +233,7 @@ pub async fn update_user(
         let action = if disabled { "disable user (sessions ended, tokens refused)" } else { "enable user" };
         super::audit(&state, &caller.name, action, &format!("/users/{name}"), 200, caller.client_ip.clone()).await;
     }
-    Ok(axum::Json(user).into_response())
+    Ok(axum::Json(rows::user(user)).into_response())
 }
 
 /// `DELETE /users/{name}` (admins): the user goes with their tokens, sessions and
@@ -294,40 +251,35 @@ pub async fn delete_user(State(state): AppStateRef, caller: Caller, Path(name): 
 pub async fn users(State(state): AppStateRef, caller: Caller) -> ApiResult<Response> {
     admin_only(&caller)?;
     let items = state.store.users().await?;
-    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+    Ok(axum::Json(Listed::new(items.into_iter().map(rows::user).collect())).into_response())
 }
 
 /// `GET /me`: who the caller is, and (on a session) the CSRF token to send back.
 pub async fn me(caller: Caller, State(state): AppStateRef, headers: HeaderMap) -> ApiResult<Response> {
-    let mut body = json!({
-        "name": caller.name,
-        "role": caller.role,
-        "projects": caller.projects,
-        "via": match &caller.via { Via::Token { .. } => "token", Via::Session { .. } => "session" },
-    });
+    let mut body = Me {
+        name: caller.name.clone(),
+        role: caller.role.as_str().to_owned(),
+        projects: caller.projects.iter().cloned().collect(),
+        via: match &caller.via {
+            Via::Token { .. } => "token",
+            Via::Session { .. } => "session",
+        }
+        .to_owned(),
+        scope: None,
+        csrf_token: None,
+    };
     if let Via::Token { scope } = caller.via {
-        body["scope"] = json!(scope.as_str());
+        body.scope = Some(scope.as_str().to_owned());
     }
     if let Via::Session { .. } = caller.via {
         let cookie = headers.get(header::COOKIE).and_then(|c| c.to_str().ok());
         if let Some(id) = cookie.and_then(|c| auth::cookie(c, auth::SESSION_COOKIE))
             && let Some((_, csrf)) = auth::caller_from_session(&state.store, id, None).await?
         {
-            body["csrf_token"] = json!(csrf);
+            body.csrf_token = Some(csrf);
         }
     }
     Ok(axum::Json(body).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NewToken {
-    #[serde(default)]
-    name: String,
-    /// `read` or `write` (default).
-    scope: Option<String>,
-    /// Days until it stops working; none: it does not expire.
-    expires_in_days: Option<u32>,
 }
 
 /// `POST /users/{name}/tokens {"name", "scope", "expires_in_days"}` → `201 {"token", …}`:
@@ -364,9 +316,7 @@ pub async fn create_token(
         .store
         .create_token(&user, &request.name, &auth::sha256_hex(token.as_bytes()), scope.as_str(), expires_at)
         .await?;
-    let mut body = serde_json::to_value(&row).map_err(|e| AppError::Internal(e.to_string()))?;
-    body["token"] = json!(token);
-    Ok(created(body))
+    Ok(created(TokenCreated { info: rows::token(row), token }))
 }
 
 /// `GET /users/{name}/tokens`: names, scopes and dates, never the tokens.
@@ -374,7 +324,7 @@ pub async fn tokens(State(state): AppStateRef, caller: Caller, Path(user): Path<
     authz::check(&caller, Action::ManageTokens, &Object::User(&user))?;
     state.store.user(&user).await?;
     let items = state.store.tokens(&user).await?;
-    Ok(axum::Json(json!({ "total": items.len(), "items": items })).into_response())
+    Ok(axum::Json(Listed::new(items.into_iter().map(rows::token).collect())).into_response())
 }
 
 /// `DELETE /users/{name}/tokens/{token}`: revokes it at once (it stays listed, revoked).
@@ -398,16 +348,7 @@ pub async fn audit(
     let page = Page::from_query(&query)?;
     let actor = query.get("actor").map(String::as_str);
     let (items, total) = state.store.audit_log(actor, page.limit, page.offset()).await?;
-    Ok(axum::Json(Paged { items, page: page.page, limit: page.limit, total }).into_response())
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Login {
-    #[serde(default, alias = "username")]
-    name: String,
-    #[serde(default)]
-    password: String,
+    Ok(axum::Json(page.of(items.into_iter().map(rows::audit).collect(), total)).into_response())
 }
 
 /// Decodes `application/x-www-form-urlencoded`.
@@ -537,12 +478,7 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
     let session = auth::create_session(&state.store, &user.name, ip.as_deref(), ttl).await?;
     super::audit(&state, &user.name, "login", &format!("/users/{}", user.name), 200, ip).await;
     let cookie = auth::session_cookie(Some(&session), ttl, state.config.cookie_secure);
-    let body = json!({
-        "name": user.name,
-        "role": user.role,
-        "csrf_token": session.csrf,
-        "expires_at": session.expires_at,
-    });
+    let body = LoggedIn { name: user.name, role: user.role, csrf_token: session.csrf, expires_at: session.expires_at };
     Ok(([(header::SET_COOKIE, cookie)], axum::Json(body)).into_response())
 }
 

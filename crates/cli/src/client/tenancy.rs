@@ -2,12 +2,14 @@
 //! create|list|revoke`, `wharf secrets set|list|delete`, and `wharf login` (a
 //! password in, an API token out, for `WHARF_TOKEN`).
 
-use crate::client::{ApiError, Client, Conn, text, with_query};
+use super::{ApiError, Client, Conn, with_query};
 use anyhow::{Context, Result, bail};
 use reqwest::Method;
-use serde_json::{Value, json};
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use wharf_api::Listed;
+use wharf_api::secrets::{SecretName, SetSecret};
+use wharf_api::tenancy::{LoggedIn, Login, Me, NewToken, NewUser, Token, TokenCreated, User, UserUpdate};
 
 #[derive(clap::Args, Debug)]
 pub struct UsersArgs {
@@ -130,7 +132,7 @@ fn read_line(what: &str) -> Result<String> {
 }
 
 async fn whoami(client: &Client) -> Result<String> {
-    Ok(text(&client.get(&["me"]).await?["name"]))
+    Ok(client.get::<Me>(&["me"]).await?.name)
 }
 
 pub async fn users(args: UsersArgs) -> Result<ExitCode> {
@@ -138,26 +140,26 @@ pub async fn users(args: UsersArgs) -> Result<ExitCode> {
     match args.command {
         UsersCommand::Add { name, role, projects, password_stdin } => {
             let password = if password_stdin { Some(read_line("password")?) } else { None };
-            let body = json!({ "name": name, "role": role, "projects": projects, "password": password });
-            let user = client.post(&["users"], Some(body)).await?;
-            println!("created user {} ({})", text(&user["name"]), text(&user["role"]));
+            let body = NewUser { name, role, projects, password };
+            let user: User = client.post(&["users"], &body).await?;
+            println!("created user {} ({})", user.name, user.role);
         }
         UsersCommand::List => {
-            let users = client.get(&["users"]).await?;
+            let users: Listed<User> = client.get(&["users"]).await?;
             println!("{:<24} {:<8} {:<9} PROJECTS", "NAME", "ROLE", "STATE");
-            for u in users["items"].as_array().into_iter().flatten() {
-                let projects: Vec<String> = u["projects"].as_array().into_iter().flatten().map(text).collect();
-                let state = if u["disabled_at"].is_i64() { "disabled" } else { "enabled" };
-                println!("{:<24} {:<8} {state:<9} {}", text(&u["name"]), text(&u["role"]), projects.join(", "));
+            for u in &users.items {
+                let state = if u.disabled_at.is_some() { "disabled" } else { "enabled" };
+                println!("{:<24} {:<8} {state:<9} {}", u.name, u.role, u.projects.join(", "));
             }
         }
         UsersCommand::Disable { ref name } | UsersCommand::Enable { ref name } => {
             let disabled = matches!(args.command, UsersCommand::Disable { .. });
-            client.call(Method::PUT, client.url(&["users", name]), Some(json!({ "disabled": disabled }))).await?;
+            let change = UserUpdate { disabled: Some(disabled), ..UserUpdate::default() };
+            client.perform(Method::PUT, client.url(&["users", name]), Some(&change)).await?;
             println!("{} user {name}", if disabled { "disabled" } else { "enabled" });
         }
         UsersCommand::Delete { name } => {
-            client.call(Method::DELETE, client.url(&["users", &name]), None).await?;
+            client.perform(Method::DELETE, client.url(&["users", &name]), None).await?;
             println!("deleted user {name}");
         }
     }
@@ -179,24 +181,24 @@ pub async fn tokens(args: TokensArgs) -> Result<ExitCode> {
     match &args.command {
         TokensCommand::Create { name, user: who, scope, expires_in_days } => {
             let who = user(who).await?;
-            let body = json!({ "name": name, "scope": scope, "expires_in_days": expires_in_days });
-            let made = client.post(&["users", &who, "tokens"], Some(body)).await?;
+            let body = NewToken { name: name.clone(), scope: Some(scope.clone()), expires_in_days: *expires_in_days };
+            let made: TokenCreated = client.post(&["users", &who, "tokens"], &body).await?;
             eprintln!("token {name} of {who} ({scope}); shown once, store it now:");
-            println!("{}", text(&made["token"]));
+            println!("{}", made.token);
         }
         TokensCommand::List { user: who } => {
             let who = user(who).await?;
-            let list = client.get(&["users", &who, "tokens"]).await?;
+            let list: Listed<Token> = client.get(&["users", &who, "tokens"]).await?;
             println!("{:<20} {:<6} {:<10} STATE", "NAME", "SCOPE", "EXPIRES");
-            for t in list["items"].as_array().into_iter().flatten() {
-                let expires = t["expires_at"].as_i64().map_or("never".to_owned(), date);
-                let state = if t["revoked_at"].is_i64() { "revoked" } else { "active" };
-                println!("{:<20} {:<6} {:<10} {state}", text(&t["name"]), text(&t["scope"]), expires);
+            for t in &list.items {
+                let expires = t.expires_at.map_or("never".to_owned(), date);
+                let state = if t.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{:<20} {:<6} {:<10} {state}", t.name, t.scope, expires);
             }
         }
         TokensCommand::Revoke { name, user: who } => {
             let who = user(who).await?;
-            client.call(Method::DELETE, client.url(&["users", &who, "tokens", name]), None).await?;
+            client.perform(Method::DELETE, client.url(&["users", &who, "tokens", name]), None).await?;
             println!("revoked token {name} of {who}");
         }
     }
@@ -214,18 +216,19 @@ pub async fn secrets(args: SecretsArgs) -> Result<ExitCode> {
         SecretsCommand::Set { name } => {
             let value = read_line("secret value")?;
             let url = with_query(client.url(&["secrets", &name]), &query);
-            client.call(Method::PUT, url, Some(json!({ "value": value }))).await?;
+            client.perform(Method::PUT, url, Some(&SetSecret { value: Some(value) })).await?;
             println!("secret {name} set in project {}", args.project.as_deref().unwrap_or("admin"));
         }
         SecretsCommand::List => {
-            let list = client.call(Method::GET, with_query(client.url(&["secrets"]), &query), None).await?;
-            for s in list["items"].as_array().into_iter().flatten() {
-                println!("{}/{}", text(&s["project"]), text(&s["name"]));
+            let list: Listed<SecretName> =
+                client.fetch(Method::GET, with_query(client.url(&["secrets"]), &query)).await?;
+            for s in &list.items {
+                println!("{}/{}", s.project, s.name);
             }
         }
         SecretsCommand::Delete { name } => {
             let url = with_query(client.url(&["secrets", &name]), &query);
-            client.call(Method::DELETE, url, None).await?;
+            client.perform(Method::DELETE, url, None).await?;
             println!("deleted secret {name}");
         }
     }
@@ -241,7 +244,7 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode> {
     let response = client
         .http
         .post(url)
-        .json(&json!({ "name": args.user, "password": password }))
+        .json(&Login { name: args.user.clone(), password })
         .send()
         .await
         .with_context(|| format!("cannot reach the server at {}", client.shown))?;
@@ -252,32 +255,40 @@ pub async fn login(args: LoginArgs) -> Result<ExitCode> {
         .and_then(|v| v.to_str().ok())
         .and_then(|c| c.split(';').next())
         .map(str::to_owned);
-    let body: Value = response.json().await.unwrap_or(Value::Null);
+    let body = response.bytes().await.unwrap_or_default();
     if !status.is_success() {
-        let message = body["error"]["message"].as_str().unwrap_or("login refused").to_owned();
-        return Err(ApiError { status: status.as_u16(), message, details: vec![] }.into());
+        return Err(refused(status, &body, "login refused").into());
     }
-    let (Some(cookie), Some(csrf)) = (cookie, body["csrf_token"].as_str()) else {
+    let logged_in: Option<LoggedIn> = serde_json::from_slice(&body).ok();
+    let (Some(cookie), Some(LoggedIn { csrf_token: csrf, .. })) = (cookie, logged_in) else {
         bail!("the server's login answer has no session");
     };
     let session = |method: Method, segments: &[&str]| {
-        client.http.request(method, client.url(segments)).header("cookie", &cookie).header("x-csrf-token", csrf)
+        client.http.request(method, client.url(segments)).header("cookie", &cookie).header("x-csrf-token", &csrf)
     };
     let made = session(Method::POST, &["users", &args.user, "tokens"])
-        .json(&json!({ "name": args.token_name, "expires_in_days": args.expires_in_days }))
+        .json(&NewToken { name: args.token_name.clone(), scope: None, expires_in_days: Some(args.expires_in_days) })
         .send()
         .await?;
     let made_status = made.status();
-    let made: Value = made.json().await.unwrap_or(Value::Null);
+    let made = made.bytes().await.unwrap_or_default();
     let _ = session(Method::POST, &["logout"]).send().await;
     if !made_status.is_success() {
-        let message = made["error"]["message"].as_str().unwrap_or("cannot create a token").to_owned();
-        return Err(ApiError { status: made_status.as_u16(), message, details: vec![] }.into());
+        return Err(refused(made_status, &made, "cannot create a token").into());
     }
+    let made: TokenCreated = serde_json::from_slice(&made).context("the server's answer is not the JSON expected")?;
     eprintln!(
         "logged in as {}; token {} (expires in {} days), shown once — export it:",
         args.user, args.token_name, args.expires_in_days
     );
-    println!("export WHARF_TOKEN={}", text(&made["token"]));
+    println!("export WHARF_TOKEN={}", made.token);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's refusal: its message, or `otherwise`.
+fn refused(status: reqwest::StatusCode, body: &[u8], otherwise: &str) -> ApiError {
+    let message = serde_json::from_slice::<wharf_api::Error>(body)
+        .map(|e| e.error.message)
+        .unwrap_or_else(|_| otherwise.to_owned());
+    ApiError { status: status.as_u16(), message, details: vec![] }
 }

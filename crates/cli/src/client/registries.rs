@@ -2,14 +2,17 @@
 //! Registries), with the same connection, errors and exit codes as the other client
 //! commands ([`crate::client`]).
 
-use crate::client::{Client, Conn, text, when};
+use super::{Client, Conn, when};
 use anyhow::{Context, Result, bail};
 use reqwest::Method;
-use serde_json::json;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use wharf_api::Listed;
+use wharf_api::registries::{
+    ImageRepository, NewRegistry, NewWorkspace, Pushed, Registries, Registry, TagDeleted, Tags,
+};
 
 #[derive(clap::Args, Debug)]
 pub struct RegistriesArgs {
@@ -83,44 +86,42 @@ pub async fn registries(args: RegistriesArgs) -> Result<ExitCode> {
             } else {
                 password
             };
-            let body = json!({ "name": name, "url": url, "username": username, "password": password,
-                               "insecure": insecure, "workspaces": workspaces });
+            let body = NewRegistry { name, url, username, password, insecure, workspaces };
             let mut target = client.url(&["registries"]);
             if no_verify {
                 target.set_query(Some("verify=false"));
             }
-            let saved = client.call(Method::POST, target, Some(body)).await?;
-            println!("registered registry {} at {}", text(&saved["name"]), text(&saved["url"]));
+            let saved: Registry = client.fetch_with(Method::POST, target, &body).await?;
+            println!("registered registry {} at {}", saved.name, saved.url);
             Ok(ExitCode::SUCCESS)
         }
         RegistriesCommand::List => {
-            let answer = client.get(&["registries"]).await?;
-            let default = text(&answer["default"]);
-            let items = answer["items"].as_array().cloned().unwrap_or_default();
+            let answer: Registries = client.get(&["registries"]).await?;
+            let default = answer.default.unwrap_or_default();
+            let items = answer.items;
             if items.is_empty() {
                 println!("no registries (add one with `wharf registries add NAME --url HOST`)");
             }
             for r in items {
-                let name = text(&r["name"]);
-                let mark = if name == default { " (default)" } else { "" };
-                let user = if r["username"].is_null() { "anonymous".to_owned() } else { text(&r["username"]) };
-                let workspaces: Vec<String> =
-                    r["workspaces"].as_array().into_iter().flatten().map(text).collect::<Vec<_>>();
+                let name = &r.name;
+                let mark = if *name == default { " (default)" } else { "" };
+                let user = r.username.as_deref().unwrap_or("anonymous");
                 println!(
                     "{name}{mark}  {}  user {user}  workspaces: {}",
-                    text(&r["url"]),
-                    if workspaces.is_empty() { "-".to_owned() } else { workspaces.join(", ") }
+                    r.url,
+                    if r.workspaces.is_empty() { "-".to_owned() } else { r.workspaces.join(", ") }
                 );
             }
             Ok(ExitCode::SUCCESS)
         }
         RegistriesCommand::AddWorkspace { registry, workspace } => {
-            client.post(&["registries", &registry, "workspaces"], Some(json!({ "name": workspace }))).await?;
+            let body = NewWorkspace { name: workspace.clone() };
+            client.perform(Method::POST, client.url(&["registries", &registry, "workspaces"]), Some(&body)).await?;
             println!("registered workspace {workspace} in registry {registry}");
             Ok(ExitCode::SUCCESS)
         }
         RegistriesCommand::Remove { name } => {
-            client.call(Method::DELETE, client.url(&["registries", &name]), None).await?;
+            client.perform(Method::DELETE, client.url(&["registries", &name]), None).await?;
             println!("removed registry {name} (its images stay in the registry)");
             Ok(ExitCode::SUCCESS)
         }
@@ -129,25 +130,25 @@ pub async fn registries(args: RegistriesArgs) -> Result<ExitCode> {
             if let Some(w) = &workspace {
                 url.query_pairs_mut().append_pair("workspace", w);
             }
-            let answer = client.call(Method::GET, url, None).await?;
-            for r in answer["items"].as_array().into_iter().flatten() {
-                println!("{}", text(&r["name"]));
+            let answer: Listed<ImageRepository> = client.fetch(Method::GET, url).await?;
+            for r in &answer.items {
+                println!("{}", r.name);
             }
             Ok(ExitCode::SUCCESS)
         }
         RegistriesCommand::Tags { registry, repository } => {
             let (workspace, image) = split_repository(&repository)?;
-            let answer = client.get(&["registries", &registry, "repositories", workspace, image, "tags"]).await?;
-            let items = answer["items"].as_array().cloned().unwrap_or_default();
+            let answer: Tags = client.get(&["registries", &registry, "repositories", workspace, image, "tags"]).await?;
             println!("{:<30} {:>10}  {:<19}  IMAGE", "TAG", "SIZE", "CREATED");
-            for t in items {
-                let created = t["created"]
-                    .as_str()
+            for t in &answer.items {
+                let created = t
+                    .created
+                    .as_deref()
                     .and_then(|c| c.parse::<jiff::Timestamp>().ok())
                     .map(|c| when(Some(c.as_millisecond())))
                     .unwrap_or_else(|| "-".into());
-                let size = t["size"].as_u64().map(human_size).unwrap_or_else(|| "-".into());
-                println!("{:<30} {size:>10}  {created:<19}  {}", text(&t["tag"]), text(&t["image"]));
+                let size = human_size(t.size);
+                println!("{:<30} {size:>10}  {created:<19}  {}", t.tag, t.image);
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -157,18 +158,17 @@ pub async fn registries(args: RegistriesArgs) -> Result<ExitCode> {
             };
             let (workspace, image) = split_repository(repository)?;
             let url = client.url(&["registries", &registry, "repositories", workspace, image, "tags", tag]);
-            let answer = client.call(Method::DELETE, url, None).await?;
-            println!("deleted {} ({})", text(&answer["deleted"]), text(&answer["digest"]));
-            let also: Vec<String> = answer["also_removed"].as_array().into_iter().flatten().map(text).collect();
-            if !also.is_empty() {
-                println!("also removed, same image: {}", also.join(", "));
+            let answer: TagDeleted = client.fetch(Method::DELETE, url).await?;
+            println!("deleted {} ({})", answer.deleted, answer.digest);
+            if !answer.also_removed.is_empty() {
+                println!("also removed, same image: {}", answer.also_removed.join(", "));
             }
             Ok(ExitCode::SUCCESS)
         }
         RegistriesCommand::Upload { registry, file, workspace } => {
             // Ask first, so a wrong registry or workspace is said before sending 2 GB.
-            let shown = client.get(&["registries", &registry]).await?;
-            let known: Vec<String> = shown["workspaces"].as_array().into_iter().flatten().map(text).collect();
+            let shown: Registry = client.get(&["registries", &registry]).await?;
+            let known = shown.workspaces;
             if !known.contains(&workspace) {
                 bail!(
                     "`{workspace}` is not a workspace of registry {registry} (registered: {}); add it with \
@@ -187,9 +187,10 @@ pub async fn registries(args: RegistriesArgs) -> Result<ExitCode> {
                 file.display(),
                 human_size(size)
             );
-            let answer = client.send_json(Method::POST, url, body, Duration::from_secs(3600)).await?;
-            for pushed in answer["items"].as_array().into_iter().flatten() {
-                println!("pushed {} ({})", text(&pushed["image"]), text(&pushed["digest"]));
+            let request = client.request(Method::POST, url).timeout(Duration::from_secs(3600)).body(body);
+            let answer: Listed<Pushed> = client.answer(request).await?;
+            for pushed in &answer.items {
+                println!("pushed {} ({})", pushed.image, pushed.digest);
             }
             Ok(ExitCode::SUCCESS)
         }
