@@ -267,7 +267,17 @@ pub enum Object<'a> {
     System,
 }
 
-impl Object<'_> {
+impl<'a> Object<'a> {
+    /// The facts [`check`] needs about a pipeline.
+    pub fn pipeline(row: &'a wharf_store::PipelineRow) -> Self {
+        Object::Pipeline { name: &row.name, project: &row.project, created_by: &row.created_by }
+    }
+
+    /// The facts [`check`] needs about a repository binding.
+    pub fn binding(binding: &'a wharf_store::bindings::Binding) -> Self {
+        Object::Repository { name: &binding.name, created_by: &binding.created_by }
+    }
+
     fn project(&self) -> Option<&str> {
         match self {
             Object::Pipeline { project, .. } | Object::Cluster { project, .. } => Some(project),
@@ -411,6 +421,20 @@ pub fn check(caller: &Caller, action: Action, object: &Object<'_>) -> Result<(),
 /// Whether `caller` may view pipelines of `project` created by `created_by` (for lists).
 pub fn sees_pipeline(caller: &Caller, project: &str, created_by: &str) -> bool {
     allowed(caller, Action::ViewPipeline, &Object::Pipeline { name: "", project, created_by })
+}
+
+/// Whether the user `creator` (of a pipeline) may view `binding`, by the permission
+/// matrix with the role and projects the user has now. A user who no longer exists
+/// sees nothing.
+pub async fn creator_sees(
+    store: &wharf_store::Store,
+    creator: &str,
+    binding: &wharf_store::bindings::Binding,
+) -> Result<bool, wharf_store::StoreError> {
+    let Some(user) = store.find_user(creator).await? else { return Ok(false) };
+    let Some(role) = Role::parse(&user.role) else { return Ok(false) };
+    let projects = user.projects.into_iter().collect();
+    Ok(user_may(&user.name, role, &projects, Action::ViewRepository, &Object::binding(binding)))
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@
 //! | `TooManyRequests` | 429 | too many failed logins for this user from this address, or too many requests of a throttled kind from it; `Retry-After` says when to try again |
 //! | `Unavailable` | 503 | the server is saturated for this kind of request (login: every password-hashing slot busy); `Retry-After` says when to try again |
 //! | `Invalid` | 422 | the body was read but is wrong; `details` lists each problem with its field path (and line/column for pipeline YAML) |
-//! | `Internal` | 500 | our fault (database, disk); the message is logged, the answer says only that it happened |
+//! | `BadGateway` | 502 | a code host or registry the server called refused or failed the call; the message says what it answered (never a secret) |
+//! | `Internal` | 500 | our fault (database, disk); the context and the error behind it are logged, the answer says only that it happened |
 //!
 //! The body is always `{"error": {"status", "message", "details": [...]}}`; answers
 //! that axum makes itself (a rejected extractor, 405, a body over the limit) are put
@@ -21,18 +22,10 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use wharf_store::StoreError;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Detail {
-    pub path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub column: Option<usize>,
-    pub message: String,
-}
+/// One problem of an `Invalid` answer: the contract's type.
+pub use wharf_api::Detail;
 
 #[derive(Debug)]
 pub enum AppError {
@@ -58,7 +51,14 @@ pub enum AppError {
         message: String,
         details: Vec<Detail>,
     },
-    Internal(String),
+    /// A service the server called (a code host, a registry) refused or failed.
+    BadGateway(String),
+    /// Our fault: what failed, and the error behind it when there is one (logged with
+    /// its whole chain, never shown).
+    Internal {
+        context: String,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
 }
 
 impl AppError {
@@ -74,8 +74,20 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            AppError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            AppError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// Our fault, because of `source`: `context` says what we were doing.
+    pub fn internal(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        AppError::Internal { context: context.into(), source: Some(Box::new(source)) }
+    }
+
+    /// Our fault, with no error value behind it (an impossible state, a failure
+    /// already described in words).
+    pub fn bug(context: impl Into<String>) -> Self {
+        AppError::Internal { context: context.into(), source: None }
     }
 
     pub fn invalid(message: impl Into<String>, path: &str, problem: impl Into<String>) -> Self {
@@ -108,7 +120,7 @@ impl std::fmt::Display for AppError {
         match self {
             AppError::BadRequest(m)
             | AppError::Conflict(m)
-            | AppError::Internal(m)
+            | AppError::BadGateway(m)
             | AppError::Forbidden(m)
             | AppError::Quota(m)
             | AppError::TooLarge(m)
@@ -120,18 +132,27 @@ impl std::fmt::Display for AppError {
                 f.write_str(message)?;
                 details.iter().try_for_each(|d| write!(f, "; {}", d.message))
             }
+            AppError::Internal { context, source: None } => f.write_str(context),
+            AppError::Internal { context, source: Some(source) } => write!(f, "{context}: {source}"),
         }
     }
 }
 
-impl std::error::Error for AppError {}
+impl std::error::Error for AppError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AppError::Internal { source: Some(source), .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
 
 impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(what) => AppError::NotFound(what),
             StoreError::Conflict(why) => AppError::Conflict(why),
-            other => AppError::Internal(other.to_string()),
+            other => AppError::internal("the store failed", other),
         }
     }
 }
@@ -152,21 +173,14 @@ impl From<wharf_lifecycle::RunError> for AppError {
             },
             RunError::Conflict(why) => AppError::Conflict(why),
             RunError::Store(e) => e.into(),
-            other => AppError::Internal(other.to_string()),
+            other => AppError::internal("the run lifecycle failed", other),
         }
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
-}
-
-#[derive(Serialize)]
-struct Inner<'a> {
-    status: u16,
-    message: &'a str,
-    details: &'a [Detail],
+/// The body every error answer has (the contract's [`wharf_api::Error`]).
+fn error_body(status: StatusCode, message: String, details: Vec<Detail>) -> axum::Json<wharf_api::Error> {
+    axum::Json(wharf_api::Error { error: wharf_api::ErrorInfo { status: status.as_u16(), message, details } })
 }
 
 impl IntoResponse for AppError {
@@ -183,17 +197,16 @@ impl IntoResponse for AppError {
                 (message.as_str(), &[][..])
             }
             AppError::NotFound(what) => (what.as_str(), &[][..]),
-            AppError::Conflict(why) => (why.as_str(), &[][..]),
+            AppError::Conflict(why) | AppError::BadGateway(why) => (why.as_str(), &[][..]),
             AppError::Invalid { message, details } => (message.as_str(), details.as_slice()),
-            AppError::Internal(why) => {
-                tracing::error!(error = %why, "internal error");
+            AppError::Internal { .. } => {
+                tracing::error!(error = %self, "internal error");
                 ("internal error; the server log has the details", &[][..])
             }
         };
         let message =
             if let AppError::NotFound(what) = &self { format!("{what} not found") } else { message.to_owned() };
-        let body = Body { error: Inner { status: status.as_u16(), message: &message, details } };
-        let mut response = (status, axum::Json(body)).into_response();
+        let mut response = (status, error_body(status, message, details.to_vec())).into_response();
         if let AppError::TooManyRequests { retry_after_secs, .. } | AppError::Unavailable { retry_after_secs, .. } =
             &self
         {
@@ -229,8 +242,7 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
         Err(_) => String::new(),
     };
     let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_lowercase() } else { text };
-    let body = Body { error: Inner { status: status.as_u16(), message: &message, details: &[] } };
-    let mut answer = (status, axum::Json(body)).into_response();
+    let mut answer = (status, error_body(status, message, Vec::new())).into_response();
     for name in [axum::http::header::RETRY_AFTER, axum::http::header::ALLOW] {
         if let Some(value) = parts.headers.get(&name) {
             answer.headers_mut().insert(name, value.clone());

@@ -279,7 +279,7 @@ impl Forges {
         };
         if let Some(name) = named {
             let found = match state.store.binding(name).await {
-                Ok(binding) => match creator_sees(state, creator, &binding).await {
+                Ok(binding) => match crate::authz::creator_sees(&state.store, creator, &binding).await {
                     Ok(true) => Ok(binding),
                     Ok(false) => Err(wharf_store::StoreError::NotFound(format!("binding `{name}`"))),
                     Err(e) => Err(e),
@@ -307,7 +307,7 @@ impl Forges {
             {
                 continue;
             }
-            match creator_sees(state, creator, &binding).await {
+            match crate::authz::creator_sees(&state.store, creator, &binding).await {
                 Ok(true) => serving.push(binding),
                 Ok(false) => {}
                 Err(e) => return Err(failed("", format!("the webhook was not installed: {e}"))),
@@ -328,17 +328,6 @@ impl Forges {
             }
         }
     }
-}
-
-/// Whether the user `creator` (of a pipeline) may view `binding`, by the permission
-/// matrix with the role and projects the user has now. A user who no longer exists
-/// sees nothing.
-pub async fn creator_sees(state: &AppState, creator: &str, binding: &Binding) -> Result<bool, wharf_store::StoreError> {
-    let Some(user) = state.store.find_user(creator).await? else { return Ok(false) };
-    let Some(role) = crate::authz::Role::parse(&user.role) else { return Ok(false) };
-    let projects = user.projects.into_iter().collect();
-    let object = crate::api::bindings::object(binding);
-    Ok(crate::authz::user_may(&user.name, role, &projects, crate::authz::Action::ViewRepository, &object))
 }
 
 /// What became of a pipeline's webhook when it was saved.

@@ -271,6 +271,17 @@ pub async fn serve(listener: TcpListener, app: Router, limits: Limits) -> std::i
     }
 }
 
+/// The client's address as the connection shows it (no proxy headers are trusted).
+pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> {
+    request_extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string())
+}
+
+/// What per-address limits count a client by: its address, or for IPv6 its /64 (one
+/// site gets a whole /64, so its single addresses cost an attacker nothing).
+pub fn client_key(client_ip: Option<&str>) -> String {
+    client_ip.map_or_else(|| "-".to_owned(), crate::auth::address_key)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

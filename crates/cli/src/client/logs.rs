@@ -69,14 +69,12 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
 
 /// A stored log line (`<time> <out|err|sys> <text>`) as `wharf run` shows it.
 pub(super) fn shown_line(line: &str) -> String {
-    let parsed = line.split_once(' ').and_then(|(at, rest)| {
-        let (tag, text) = rest.split_once(' ').unwrap_or((rest, ""));
-        (at.len() >= 20 && at.ends_with('Z') && at.as_bytes()[4] == b'-').then_some((tag, text))
-    });
-    match parsed {
-        Some(("out" | "err", text)) => text.to_owned(),
-        Some(("sys", text)) => format!("· {text}"),
-        _ => line.to_owned(),
+    match wharf_executor::stored::parse(line.as_bytes()) {
+        Some(stored) if stored.stream == wharf_executor::Stream::System => {
+            format!("· {}", String::from_utf8_lossy(stored.text))
+        }
+        Some(stored) => String::from_utf8_lossy(stored.text).into_owned(),
+        None => line.to_owned(),
     }
 }
 

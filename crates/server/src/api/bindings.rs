@@ -46,15 +46,10 @@ fn given(value: Option<String>) -> Option<String> {
 
 /// `POST /bindings`: `201` with the binding; `409` when the name is taken; `422` for
 /// a bad name, provider or instance URL.
-/// The facts [`authz::check`] needs about a binding.
-pub fn object(binding: &Binding) -> Object<'_> {
-    Object::Repository { name: &binding.name, created_by: &binding.created_by }
-}
-
 /// A binding by name, checked for `action` (hidden: "not found").
 pub async fn find_for(state: &AppState, caller: &Caller, name: &str, action: Action) -> ApiResult<Binding> {
     let binding = state.store.binding(name).await?;
-    authz::check(caller, action, &object(&binding))?;
+    authz::check(caller, action, &Object::binding(&binding))?;
     Ok(binding)
 }
 
@@ -139,7 +134,7 @@ pub async fn list(State(state): AppStateRef, caller: Caller) -> ApiResult<Respon
         .bindings()
         .await?
         .into_iter()
-        .filter(|b| authz::check(&caller, Action::ViewRepository, &object(b)).is_ok())
+        .filter(|b| authz::check(&caller, Action::ViewRepository, &Object::binding(b)).is_ok())
         .map(view)
         .collect();
     Ok(axum::Json(Listed::new(items)).into_response())
@@ -173,9 +168,12 @@ pub async fn delete(State(state): AppStateRef, caller: Caller, Path(name): Path<
         // Name only the pipelines the caller may see; count the others.
         let mut seen = Vec::new();
         for name in &users {
-            let visible = state.store.pipeline_by_name(name, None).await.ok().is_some_and(|row| {
-                authz::check(&caller, Action::ViewPipeline, &super::pipelines::object(&row)).is_ok()
-            });
+            let visible = state
+                .store
+                .pipeline_by_name(name, None)
+                .await
+                .ok()
+                .is_some_and(|row| authz::check(&caller, Action::ViewPipeline, &Object::pipeline(&row)).is_ok());
             if visible {
                 seen.push(format!("`{name}`"));
             }

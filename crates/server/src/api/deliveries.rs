@@ -26,7 +26,7 @@ fn parse_id(id: &str) -> ApiResult<i64> {
 /// Deliveries to bindings that do not exist (any more) have no owner: admins see them.
 async fn visible(state: &AppState, caller: &Caller, delivery: &DeliverySummary) -> ApiResult<bool> {
     match state.store.binding(&delivery.binding).await {
-        Ok(binding) if authz::check(caller, Action::ViewRepository, &super::bindings::object(&binding)).is_ok() => {
+        Ok(binding) if authz::check(caller, Action::ViewRepository, &authz::Object::binding(&binding)).is_ok() => {
             return Ok(true);
         }
         Err(wharf_store::StoreError::NotFound(_)) if caller.role == Role::Admin => return Ok(true),
@@ -83,7 +83,7 @@ pub async fn replay(State(state): AppStateRef, caller: Caller, Path(id): Path<St
     let binding = state.store.binding(&original.summary.binding).await.ok();
     let owner = binding
         .as_ref()
-        .is_some_and(|b| authz::check(&caller, Action::SetRepository, &super::bindings::object(b)).is_ok());
+        .is_some_and(|b| authz::check(&caller, Action::SetRepository, &authz::Object::binding(b)).is_ok());
     if !owner {
         return Err(if visible(&state, &caller, &original.summary).await? {
             AppError::Forbidden(format!(

@@ -80,7 +80,10 @@ pub async fn tail(
             format!("{offset} is past the end of the log ({size} bytes so far)"),
         ));
     }
-    let bytes = state.logs.read_from(run_id, key, offset, CHUNK).map_err(|e| AppError::Internal(e.to_string()))?;
+    let bytes = state
+        .logs
+        .read_from(run_id, key, offset, CHUNK)
+        .map_err(|e| AppError::internal(format!("cannot read the log of run {run_id}"), e))?;
     let next = offset + bytes.len() as u64;
     let more = !status.is_terminal() || next < size;
     let mut response = ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], bytes).into_response();

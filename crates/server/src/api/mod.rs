@@ -24,7 +24,7 @@ use crate::authz::{Caller, TokenScope, Via};
 use crate::error::{ApiResult, AppError, Detail};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,6 @@ use axum::routing::{delete, get, patch, post, put};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub type AppStateRef = State<Arc<AppState>>;
@@ -125,17 +124,6 @@ pub fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-/// The client's address as the connection shows it (no proxy headers are trusted).
-pub fn client_ip(request_extensions: &axum::http::Extensions) -> Option<String> {
-    request_extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
-}
-
-/// What per-address limits count a client by: its address, or for IPv6 its /64 (one
-/// site gets a whole /64, so its single addresses cost an attacker nothing).
-pub fn client_key(client_ip: Option<&str>) -> String {
-    client_ip.map_or_else(|| "-".to_owned(), crate::auth::address_key)
-}
-
 /// A refused caller: the answer to give, and who they proved to be when they got that
 /// far (a `read` token on a change, a session without its CSRF token).
 struct Refused {
@@ -217,7 +205,7 @@ pub fn cross_site_check(headers: &HeaderMap) -> ApiResult<()> {
 /// [`Caller`] into the request, and writes state changes and refusals (401, 403) to
 /// the audit log.
 async fn authenticate(State(state): AppStateRef, mut request: Request, next: Next) -> Response {
-    let ip = client_ip(request.extensions());
+    let ip = crate::http::client_ip(request.extensions());
     let method = request.method().clone();
     let changes = changes_state(&method);
     let route = request.extensions().get::<MatchedPath>().map(|m| m.as_str().to_owned());
@@ -258,7 +246,7 @@ pub async fn audit_refusal(
     outcome: u16,
     ip: Option<String>,
 ) {
-    if state.refusal_audits.take(&client_key(ip.as_deref())).is_ok() {
+    if state.refusal_audits.take(&crate::http::client_key(ip.as_deref())).is_ok() {
         audit(state, actor, action, object, outcome, ip).await;
     }
 }

@@ -23,11 +23,6 @@ use wharf_store::{PipelineFilter, PipelineRow, StoreError};
 
 pub const DEFAULT_PROJECT: &str = "admin";
 
-/// The facts [`authz::check`] needs about a pipeline.
-pub fn object(row: &PipelineRow) -> Object<'_> {
-    Object::Pipeline { name: &row.name, project: &row.project, created_by: &row.created_by }
-}
-
 /// Finds a pipeline (as [`find`]) and checks that `caller` may do `action` to it.
 pub async fn find_for(
     state: &AppState,
@@ -37,7 +32,7 @@ pub async fn find_for(
     action: Action,
 ) -> ApiResult<PipelineRow> {
     let row = find(state, key, query).await?;
-    authz::check(caller, action, &object(&row))?;
+    authz::check(caller, action, &Object::pipeline(&row))?;
     Ok(row)
 }
 
@@ -247,7 +242,8 @@ pub async fn show(
     let (last, _) = state.store.runs(row.id, 1, 0).await?;
     let shown = PipelineShown {
         description: model.description.clone(),
-        definition: serde_json::to_value(&*model).map_err(|e| AppError::Internal(e.to_string()))?,
+        definition: serde_json::to_value(&*model)
+            .map_err(|e| AppError::internal("cannot serialise the pipeline", e))?,
         versions: versions.into_iter().map(|v| Version { version: v.version, created_at: v.created_at }).collect(),
         active_runs: state.runs.active_numbers(row.id),
         last_run: last.into_iter().next().map(rows::run_summary),
@@ -271,10 +267,10 @@ pub async fn update(
     let pipeline = wharf_pipeline::parse(text).map_err(AppError::pipeline)?;
     let current = state.runs.pipeline_version(row.id, row.version).await?;
     for action in edit_actions(&current, &pipeline) {
-        authz::check(&caller, action, &object(&row))?;
+        authz::check(&caller, action, &Object::pipeline(&row))?;
     }
     if run {
-        authz::check(&caller, Action::RunPipeline, &object(&row))?;
+        authz::check(&caller, Action::RunPipeline, &Object::pipeline(&row))?;
     }
     check_binding(&state, &caller, &pipeline).await?;
     check_run(&state, &pipeline, &row.project, row.active, run).await?;
@@ -417,7 +413,9 @@ pub async fn validate(headers: axum::http::HeaderMap, body: Bytes) -> ApiResult<
     let answer = match wharf_pipeline::parse(&yaml) {
         Ok(model) => Validated {
             valid: true,
-            definition: Some(serde_json::to_value(&model).map_err(|e| AppError::Internal(e.to_string()))?),
+            definition: Some(
+                serde_json::to_value(&model).map_err(|e| AppError::internal("cannot serialise the pipeline", e))?,
+            ),
             yaml,
             diagnostics: Vec::new(),
         },

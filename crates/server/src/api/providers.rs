@@ -49,7 +49,7 @@ async fn issue_state(
     redirect_uri: &str,
 ) -> ApiResult<String> {
     let mut bytes = [0u8; 24];
-    getrandom::fill(&mut bytes).map_err(|e| AppError::Internal(format!("no random source: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| AppError::internal("no random source", e))?;
     let state: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let pending = OAuthState {
         binding: binding.to_owned(),
@@ -81,67 +81,32 @@ fn client_for(state: &crate::AppState, binding: &Binding, provider: Provider) ->
 }
 
 /// A client with the binding's token, refreshed first when it expires.
-async fn client_with_token(state: &crate::AppState, binding: &Binding) -> Result<ProviderClient, Failure> {
+async fn client_with_token(state: &crate::AppState, binding: &Binding) -> Result<ProviderClient, AppError> {
     state.forges.client(&state.store, binding).await.map_err(|e| provider_error(binding, e))
 }
 
-/// A failed route here: an [`AppError`], or `502 Bad Gateway` when the provider
-/// refused or failed the call (same body shape as every error; the message says what
-/// the provider answered and never holds a secret). `AppError` has no 502 variant yet;
-/// adding one means extending the exhaustive matches over it (`hooks.rs`).
-pub enum Failure {
-    App(AppError),
-    BadGateway(String),
-}
-
-impl From<AppError> for Failure {
-    fn from(e: AppError) -> Self {
-        Failure::App(e)
-    }
-}
-
-impl From<wharf_store::StoreError> for Failure {
-    fn from(e: wharf_store::StoreError) -> Self {
-        Failure::App(e.into())
-    }
-}
-
-impl IntoResponse for Failure {
-    fn into_response(self) -> Response {
-        match self {
-            Failure::App(e) => e.into_response(),
-            Failure::BadGateway(message) => {
-                let body = wharf_api::Error { error: wharf_api::ErrorInfo { status: 502, message, details: vec![] } };
-                (StatusCode::BAD_GATEWAY, axum::Json(body)).into_response()
-            }
-        }
-    }
-}
-
-type Answer = Result<Response, Failure>;
+type Answer = Result<Response, AppError>;
 
 /// How a provider failure is answered: our own input is 422, a missing token 409, a
 /// repository the provider does not know 404, an address the outbound policy refuses
 /// 403 (nothing was sent), anything else the provider did 502. No answer repeats what
 /// the provider said (see [`wharf_scm::provider`]).
-fn provider_error(binding: &Binding, e: ProviderError) -> Failure {
+fn provider_error(binding: &Binding, e: ProviderError) -> AppError {
     let name = &binding.name;
     match e {
-        ProviderError::NoToken { .. } => Failure::App(AppError::Conflict(format!(
+        ProviderError::NoToken { .. } => AppError::Conflict(format!(
             "binding `{name}` has no token yet: connect it through OAuth (GET /api/v1/bindings/{name}/authorize) \
              or set a personal access token (PUT /api/v1/bindings/{name}/token)"
-        ))),
-        ProviderError::NotFound { provider, what } => {
-            Failure::App(AppError::NotFound(format!("{what} at {}", title(provider))))
-        }
-        ProviderError::Invalid(message) => Failure::App(AppError::invalid("the request is not valid", "repo", message)),
+        )),
+        ProviderError::NotFound { provider, what } => AppError::NotFound(format!("{what} at {}", title(provider))),
+        ProviderError::Invalid(message) => AppError::invalid("the request is not valid", "repo", message),
         ProviderError::Refused { message, .. } => {
             tracing::warn!(binding = %name, %message, "outbound call refused");
-            Failure::App(AppError::Forbidden(format!("binding `{name}`: {message}")))
+            AppError::Forbidden(format!("binding `{name}`: {message}"))
         }
         other => {
             tracing::warn!(binding = %name, error = %other, "provider call failed");
-            Failure::BadGateway(format!("binding `{name}`: {other}"))
+            AppError::BadGateway(format!("binding `{name}`: {other}"))
         }
     }
 }
@@ -164,8 +129,7 @@ pub async fn branches(State(state): AppStateRef, caller: Caller, Path((name, res
     let Some(repo) = rest.strip_suffix("/branches") else {
         return Err(AppError::NotFound(format!(
             "no such route; branches are at /api/v1/bindings/{name}/repos/{{owner}}/{{repo}}/branches"
-        ))
-        .into());
+        )));
     };
     let binding = find_for(&state, &caller, &name, Action::ViewRepository).await?;
     provider_of(&binding)?;

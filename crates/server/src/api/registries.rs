@@ -8,7 +8,6 @@
 //! A registry that is down, refuses the stored credentials or refuses the operation
 //! is `502 Bad Gateway` with what it answered; a tarball that is not an image is `422`.
 
-use super::providers::Failure;
 use super::{AppStateRef, created, json_body, rows};
 use crate::AppState;
 use crate::authz::{self, Action, Caller, Object};
@@ -31,7 +30,7 @@ use wharf_image::upload::MAX_TARBALL_BYTES;
 use wharf_image::{RegistryAccess, RegistryClient, RegistryError, UploadError};
 use wharf_store::registries::{NewRegistry, Registry};
 
-type Answer = Result<Response, Failure>;
+type Answer = Result<Response, AppError>;
 
 fn detail(path: &str, message: impl Into<String>) -> Detail {
     Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
@@ -54,24 +53,22 @@ pub fn access(registry: &Registry) -> RegistryAccess {
 
 /// A client for `registry`: the registry itself wherever it is (an admin registered
 /// it); its realms, redirects and upload addresses under the outbound policy.
-fn client(state: &crate::AppState, registry: &Registry) -> Result<RegistryClient, Failure> {
+fn client(state: &crate::AppState, registry: &Registry) -> Result<RegistryClient, AppError> {
     RegistryClient::new(access(registry), &state.forges.policy)
-        .map_err(|e| Failure::App(AppError::Internal(e.to_string())))
+        .map_err(|e| AppError::internal("cannot make a registry client", e))
 }
 
 /// How a registry failure is answered: our input 422, a missing repository or tag
 /// 404, anything the registry did (down, refused, deletes disabled) 502.
-fn registry_error(registry: &Registry, e: RegistryError) -> Failure {
+fn registry_error(registry: &Registry, e: RegistryError) -> AppError {
     let name = &registry.name;
     match e {
-        RegistryError::NotFound { what, .. } => {
-            Failure::App(AppError::NotFound(format!("{what} in registry `{name}`")))
-        }
-        RegistryError::Invalid(message) => Failure::App(AppError::invalid("the request is not valid", "", message)),
-        RegistryError::Io { .. } => Failure::App(AppError::Internal(e.to_string())),
+        RegistryError::NotFound { what, .. } => AppError::NotFound(format!("{what} in registry `{name}`")),
+        RegistryError::Invalid(message) => AppError::invalid("the request is not valid", "", message),
+        RegistryError::Io { .. } => AppError::internal(format!("registry `{name}`"), e),
         other => {
             tracing::warn!(registry = %name, error = %other, "registry call failed");
-            Failure::BadGateway(format!("registry `{name}`: {other}"))
+            AppError::BadGateway(format!("registry `{name}`: {other}"))
         }
     }
 }
@@ -91,7 +88,7 @@ pub async fn create(
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Answer {
-    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: "*" }).map_err(AppError::from)?;
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: "*" })?;
     let request: CreateRegistry = json_body(&body)?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
@@ -120,7 +117,7 @@ pub async fn create(
         problems.push(detail("username", "a password needs a username"));
     }
     if !problems.is_empty() {
-        return Err(AppError::Invalid { message: "the registry is not valid".into(), details: problems }.into());
+        return Err(AppError::Invalid { message: "the registry is not valid".into(), details: problems });
     }
     let new = NewRegistry {
         name: request.name,
@@ -146,7 +143,7 @@ pub async fn create(
         match client(&state, &probe)?.ping().await {
             Ok(()) => {}
             Err(e @ RegistryError::Unauthorized { .. }) => {
-                return Err(AppError::invalid("the registry refused the credentials", "password", e.to_string()).into());
+                return Err(AppError::invalid("the registry refused the credentials", "password", e.to_string()));
             }
             Err(e) => return Err(registry_error(&probe, e)),
         }
@@ -240,7 +237,7 @@ pub async fn repositories(
     Path(name): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Answer {
-    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
     let all = client(&state, &registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
     let items: Vec<ImageRepository> = all
@@ -266,7 +263,7 @@ pub async fn tags(
     caller: Caller,
     Path((name, workspace, image)): Path<(String, String, String)>,
 ) -> Answer {
-    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
+    authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
     let client = client(&state, &registry)?;
@@ -311,7 +308,7 @@ pub async fn delete_tag(
     caller: Caller,
     Path((name, workspace, image, tag)): Path<(String, String, String, String)>,
 ) -> Answer {
-    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
     let repository = repository(&workspace, &image)?;
     check_tag(&tag).map_err(|e| AppError::invalid("the path is not valid", "tag", e.to_string()))?;
@@ -332,7 +329,7 @@ pub async fn upload(
     Query(query): Query<HashMap<String, String>>,
     body: Body,
 ) -> Answer {
-    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name }).map_err(AppError::from)?;
+    authz::check(&caller, Action::ManageRegistry, &Object::Registry { name: &name })?;
     let checked = upload_target(&state, &name, query.get("workspace")).await;
     let (registry, workspace) = match checked {
         Ok(target) => target,
@@ -347,17 +344,19 @@ pub async fn upload(
                     break;
                 }
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let dir = state.config.data_dir.join("uploads");
     tokio::fs::create_dir_all(&dir)
         .await
-        .map_err(|e| AppError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        .map_err(|e| AppError::internal(format!("cannot create {}", dir.display()), e))?;
     let spool = tempfile::NamedTempFile::new_in(&dir)
-        .map_err(|e| AppError::Internal(format!("cannot create a file in {}: {e}", dir.display())))?
+        .map_err(|e| AppError::internal(format!("cannot create a file in {}", dir.display()), e))?
         .into_temp_path();
-    let mut file = tokio::fs::File::create(&spool).await.map_err(|e| AppError::Internal(e.to_string()))?;
+    let mut file = tokio::fs::File::create(&spool)
+        .await
+        .map_err(|e| AppError::internal("cannot create the upload's spool file", e))?;
     let mut stream = body.into_data_stream();
     let mut size: u64 = 0;
     while let Some(chunk) = stream.next().await {
@@ -368,12 +367,12 @@ pub async fn upload(
             let body = wharf_api::Error { error: wharf_api::ErrorInfo { status: 413, message, details: vec![] } };
             return Ok((StatusCode::PAYLOAD_TOO_LARGE, axum::Json(body)).into_response());
         }
-        file.write_all(&chunk).await.map_err(|e| AppError::Internal(format!("writing the upload: {e}")))?;
+        file.write_all(&chunk).await.map_err(|e| AppError::internal("writing the upload", e))?;
     }
-    file.flush().await.map_err(|e| AppError::Internal(format!("writing the upload: {e}")))?;
+    file.flush().await.map_err(|e| AppError::internal("writing the upload", e))?;
     drop(file);
     if size == 0 {
-        return Err(AppError::invalid("the upload is empty", "body", "send a `docker save` tarball as the body").into());
+        return Err(AppError::invalid("the upload is empty", "body", "send a `docker save` tarball as the body"));
     }
     let client = client(&state, &registry)?;
     match wharf_image::upload_tarball(&client, &spool, &workspace).await {
@@ -382,11 +381,10 @@ pub async fn upload(
             Ok(created(Listed::new(pushed.into_iter().map(rows::pushed).collect())))
         }
         Err(UploadError::NotAnImage(why)) => {
-            Err(AppError::invalid("the upload is not an image tarball", "body", format!("not an image tarball: {why}"))
-                .into())
+            Err(AppError::invalid("the upload is not an image tarball", "body", format!("not an image tarball: {why}")))
         }
         Err(UploadError::Registry(e)) => Err(registry_error(&registry, e)),
-        Err(e) => Err(AppError::Internal(e.to_string()).into()),
+        Err(e) => Err(AppError::internal("uploading the image", e)),
     }
 }
 

@@ -24,7 +24,7 @@ use wharf_store::idempotency::Claim;
 pub async fn run_for(state: &AppState, caller: &Caller, id: &str, action: Action) -> ApiResult<RunRow> {
     let row = state.store.run(parse_id(id)?).await?;
     let pipeline = state.store.pipeline(row.summary.pipeline_id).await?;
-    authz::check(caller, action, &super::pipelines::object(&pipeline))
+    authz::check(caller, action, &authz::Object::pipeline(&pipeline))
         .map_err(|denied| if denied.hidden { AppError::NotFound(format!("run `{id}`")) } else { denied.into() })?;
     Ok(row)
 }
@@ -64,7 +64,8 @@ pub async fn start(
         let accepted = state.runs.enqueue(&row, row.version, cause, request.parameters, None, None).await?;
         return Ok(created(rows::accepted(accepted)));
     };
-    let parameters = serde_json::to_string(&request.parameters).map_err(|e| AppError::Internal(e.to_string()))?;
+    let parameters = serde_json::to_string(&request.parameters)
+        .map_err(|e| AppError::internal("cannot serialise the parameters", e))?;
     let fingerprint = crate::auth::sha256_hex(parameters.as_bytes());
     match state.store.claim_run_request(row.id, &caller.name, &idempotency, &fingerprint).await? {
         Claim::Used { body_sha256, run } if body_sha256 != fingerprint => Err(AppError::invalid(

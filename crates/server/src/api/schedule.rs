@@ -79,7 +79,7 @@ pub async fn show(
     let mut triggers = Vec::new();
     for (index, trigger) in model.triggers.iter().enumerate() {
         let schedule = Schedule::new(trigger, zone).map_err(|e| {
-            AppError::Internal(format!("trigger {index} of pipeline {} cannot be scheduled: {e}", row.id))
+            AppError::internal(format!("trigger {index} of pipeline {} cannot be scheduled", row.id), e)
         })?;
         let Some(schedule) = schedule else { continue };
         let (kind, fields) = written(&trigger.kind);

@@ -129,7 +129,7 @@ pub async fn create_user(State(state): AppStateRef, caller: Caller, body: Bytes)
         Some(p) => Some(
             tokio::task::spawn_blocking(move || auth::hash_password(&p))
                 .await
-                .map_err(|e| AppError::Internal(e.to_string()))?,
+                .map_err(|e| AppError::internal("hashing the password failed", e))?,
         ),
         None => None,
     };
@@ -218,7 +218,7 @@ pub async fn update_user(
     if let Some(password) = request.password {
         let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
             .await
-            .map_err(|e| AppError::Internal(e.to_string()))?;
+            .map_err(|e| AppError::internal("hashing the password failed", e))?;
         state.store.set_password_hash(&name, &hash).await?;
         end_other_sessions(&state, &caller, &name, "password changed").await?;
     }
@@ -389,7 +389,7 @@ const LOGIN_BODY_MAX: usize = 16 * 1024;
 /// many logins from this address (for IPv6, its /64): 429; no hashing slot free within
 /// a few seconds: 503; a body slower than the server's `header_timeout`: 408.
 pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -> ApiResult<Response> {
-    let ip = super::client_ip(request.extensions());
+    let ip = crate::http::client_ip(request.extensions());
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, LOGIN_BODY_MAX).await.map_err(|e| {
         if crate::http::BodyTimedOut::caused(&e) {
@@ -409,7 +409,7 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
     } else {
         json_body(&body)?
     };
-    let ip_key = super::client_key(ip.as_deref());
+    let ip_key = crate::http::client_key(ip.as_deref());
     if let Err(wait) = state.login_rate.take(&ip_key) {
         return Err(AppError::TooManyRequests {
             message: format!("too many logins from this address: try again in {wait} s"),

@@ -358,7 +358,7 @@ fn short(commit: &str) -> &str {
 
 /// Every pipeline whose latest version `target` starts (see [`Target::starts`]),
 /// active or not, by project and name. A pipeline is started only when its creator
-/// may view `binding` (see [`crate::forges::creator_sees`]), whether or not it names
+/// may view `binding` (see [`crate::authz::creator_sees`]), whether or not it names
 /// it: pushes to another user's repository binding never start, nor show, a pipeline
 /// that points at the same repository, or names a binding of that name it could not
 /// see when it was saved (one created later, or deleted and made again by another).
@@ -379,7 +379,7 @@ async fn matched_pipelines(state: &AppState, target: &Target, binding: &str) -> 
         let sees = match creators.get(&row.created_by) {
             Some(sees) => *sees,
             None => {
-                let sees = crate::forges::creator_sees(state, &row.created_by, &received).await?;
+                let sees = crate::authz::creator_sees(&state.store, &row.created_by, &received).await?;
                 creators.insert(row.created_by.clone(), sees);
                 sees
             }

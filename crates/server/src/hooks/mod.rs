@@ -109,7 +109,7 @@ pub async fn replay(state: &Arc<AppState>, original: DeliveryRow) -> Result<(i64
         Err(why) => Handled::ignored(why),
     };
     if handled.verdict == Verdict::Received {
-        return Err(AppError::Internal(handled.reason.unwrap_or_default()));
+        return Err(AppError::bug(handled.reason.unwrap_or_default()));
     }
     handled.reason = Some(match handled.reason.take() {
         Some(reason) => format!("{replay_of}: {reason}"),

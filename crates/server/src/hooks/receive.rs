@@ -135,7 +135,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let address = crate::api::client_key(crate::api::client_ip(&extensions).as_deref());
+    let address = crate::http::client_key(crate::http::client_ip(&extensions).as_deref());
     if let Err(wait) = state.hook_refusals.peek(&address) {
         return throttled(wait);
     }
@@ -195,7 +195,7 @@ pub async fn receive(
     if handled.verdict == Verdict::Received {
         // The pipelines could not be read: the delivery stays `received`, to be
         // finished at the next start; the provider sees a failure.
-        return AppError::Internal(handled.reason.unwrap_or_default()).into_response();
+        return AppError::bug(handled.reason.unwrap_or_default()).into_response();
     }
     finish(&state, id, handled).await
 }
