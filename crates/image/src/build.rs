@@ -108,7 +108,7 @@ impl DockerBuilder {
             loop {
                 let item = tokio::select! {
                     request = stopped(&mut stop) => {
-                        system(format!("build stopped ({request:?})"));
+                        system(format!("build stopped ({request})"));
                         return Ok(BuildExit::Stopped(request));
                     }
                     item = stream.next() => item,
@@ -152,7 +152,7 @@ impl DockerBuilder {
         loop {
             let item = tokio::select! {
                 request = stopped(&mut stop) => {
-                    system(format!("push stopped ({request:?})"));
+                    system(format!("push stopped ({request})"));
                     return Ok(BuildExit::Stopped(request));
                 }
                 item = stream.next() => item,
