@@ -1,0 +1,951 @@
+//! The HTTP side: routing, the object store, watches and `Status` errors.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::resources::{self, RESOURCES, Resource};
+use crate::select::{FieldSelector, LabelSelector};
+use crate::{controller, ssa};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Request bodies larger than this are refused (a real server's limit is 3 MiB per object).
+const MAX_BODY: usize = 8 << 20;
+/// Watch events kept for `?watch=true&resourceVersion=N`; older versions get 410 Gone.
+const EVENT_LOG: usize = 10_000;
+/// A watch ends after this long unless `timeoutSeconds` asks for less.
+const MAX_WATCH: Duration = Duration::from_secs(1800);
+
+type Key = (&'static str, &'static str, String, String);
+
+/// One change, as watches see it.
+#[derive(Debug)]
+pub struct Event {
+    pub rv: u64,
+    pub resource: &'static Resource,
+    pub namespace: String,
+    pub kind: &'static str,
+    pub object: Value,
+}
+
+#[derive(Debug, Default)]
+pub struct Store {
+    rv: u64,
+    objects: BTreeMap<Key, Value>,
+    log: VecDeque<Arc<Event>>,
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    store: Mutex<Store>,
+    events: broadcast::Sender<Arc<Event>>,
+    token: String,
+    pub rollout_delay: Duration,
+}
+
+fn key(r: &'static Resource, ns: &str, name: &str) -> Key {
+    (r.group, r.plural, ns.to_owned(), name.to_owned())
+}
+
+pub fn now() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn uid() -> String {
+    let h = random_hex(16);
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
+}
+
+impl Shared {
+    pub fn new(token: String, rollout_delay: Duration) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared { store: Mutex::new(Store::default()), events, token, rollout_delay });
+        {
+            let mut store = shared.lock();
+            let ns = resources::find("", "v1", "namespaces").expect("namespaces are listed");
+            for name in ["default", "kube-system", "kube-public"] {
+                let obj = json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": name, "uid": uid(), "creationTimestamp": now(),
+                                 "labels": {"kubernetes.io/metadata.name": name}},
+                    "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}});
+                shared.commit(&mut store, ns, "", name, obj, "ADDED");
+            }
+        }
+        shared
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores (or, for `DELETED`, removes) an object under a new resource version and tells
+    /// the watches. Returns the object as stored.
+    fn commit(
+        &self,
+        store: &mut Store,
+        r: &'static Resource,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        kind: &'static str,
+    ) -> Value {
+        store.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(store.rv.to_string());
+        if kind == "DELETED" {
+            store.objects.remove(&key(r, ns, name));
+        } else {
+            store.objects.insert(key(r, ns, name), obj.clone());
+        }
+        let event = Arc::new(Event { rv: store.rv, resource: r, namespace: ns.to_owned(), kind, object: obj.clone() });
+        if store.log.len() >= EVENT_LOG {
+            store.log.pop_front();
+        }
+        store.log.push_back(event.clone());
+        let _ = self.events.send(event);
+        obj
+    }
+
+    pub fn get(&self, r: &'static Resource, ns: &str, name: &str) -> Option<Value> {
+        self.lock().objects.get(&key(r, ns, name)).cloned()
+    }
+
+    /// Writes the status the controller computed, if the object is still the one it saw.
+    pub fn set_status(&self, r: &'static Resource, ns: &str, name: &str, uid: &str, generation: i64, status: Value) {
+        let mut store = self.lock();
+        let Some(mut obj) = store.objects.get(&key(r, ns, name)).cloned() else { return };
+        let same = obj["metadata"]["uid"] == uid && obj["metadata"]["generation"].as_i64() == Some(generation);
+        if same && obj["status"] != status {
+            obj["status"] = status;
+            self.commit(&mut store, r, ns, name, obj, "MODIFIED");
+        }
+    }
+}
+
+// ---- responses -------------------------------------------------------------------------
+
+fn json_response(code: StatusCode, body: &Value) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())).boxed())
+        .expect("a valid response")
+}
+
+/// A Kubernetes `Status` failure.
+#[derive(Debug)]
+pub struct Failure {
+    code: StatusCode,
+    reason: &'static str,
+    message: String,
+    details: Value,
+}
+
+impl Failure {
+    fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> Self {
+        Failure { code, reason, message: message.into(), details: Value::Null }
+    }
+
+    fn about(mut self, r: &Resource, name: &str) -> Self {
+        self.details = json!({"name": name, "group": r.group, "kind": r.plural});
+        self
+    }
+
+    fn not_found(r: &Resource, name: &str) -> Self {
+        Failure::new(StatusCode::NOT_FOUND, "NotFound", format!("{} \"{name}\" not found", r.qualified()))
+            .about(r, name)
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Failure::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    fn invalid(r: &Resource, name: &str, message: impl Into<String>) -> Self {
+        let message = format!("{} \"{name}\" is invalid: {}", r.kind, message.into());
+        Failure::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message).about(r, name)
+    }
+
+    fn status(&self) -> Value {
+        let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": self.message, "reason": self.reason, "code": self.code.as_u16()});
+        if !self.details.is_null() {
+            s["details"] = self.details.clone();
+        }
+        s
+    }
+
+    fn response(&self) -> Response<Body> {
+        json_response(self.code, &self.status())
+    }
+}
+
+type Answer = Result<Response<Body>, Failure>;
+
+fn ok(body: &Value) -> Answer {
+    Ok(json_response(StatusCode::OK, body))
+}
+
+// ---- requests --------------------------------------------------------------------------
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 2;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[derive(Debug, Default)]
+struct Query(BTreeMap<String, String>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        let mut map = BTreeMap::new();
+        for pair in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(percent_decode(k), percent_decode(v));
+        }
+        Query(map)
+    }
+
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str)
+    }
+
+    fn flag(&self, k: &str) -> bool {
+        matches!(self.get(k), Some("true" | "1"))
+    }
+}
+
+/// What a request asks for, once the path is read.
+struct Target {
+    resource: &'static Resource,
+    namespace: String,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn route_resource(group: &str, version: &str, rest: &[&str]) -> Result<Target, Failure> {
+    let lookup = |plural: &str| {
+        resources::find(group, version, plural).ok_or_else(|| {
+            Failure::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("the server could not find the requested resource ({group}/{version} {plural})"),
+            )
+        })
+    };
+    let target = |r: &'static Resource, ns: &str, name: Option<&&str>, sub: Option<&&str>| Target {
+        resource: r,
+        namespace: ns.to_owned(),
+        name: name.map(|n| n.to_string()),
+        subresource: sub.map(|s| s.to_string()),
+    };
+    match rest {
+        ["namespaces", ns, plural, tail @ ..] if tail.len() <= 2 && !matches!(*plural, "status" | "finalize") => {
+            let r = lookup(plural)?;
+            if !r.namespaced {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    format!("{} is not namespaced", r.qualified()),
+                ));
+            }
+            Ok(target(r, ns, tail.first(), tail.get(1)))
+        }
+        [plural, tail @ ..] if tail.len() <= 2 => {
+            let r = lookup(plural)?;
+            if r.namespaced && !tail.is_empty() {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    "the server could not find the requested resource",
+                ));
+            }
+            Ok(target(r, "", tail.first(), tail.get(1)))
+        }
+        _ => Err(Failure::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")),
+    }
+}
+
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == shared.token);
+    if !authorized {
+        return Ok(Failure::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").response());
+    }
+    Ok(route(shared, req).await.unwrap_or_else(|f| f.response()))
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
+    let path = req.uri().path().to_owned();
+    let query = Query::parse(req.uri().query());
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    if req.method() == Method::GET {
+        match segments.as_slice() {
+            ["version"] => return ok(&version()),
+            ["api"] => {
+                return ok(&json!({"kind": "APIVersions", "versions": ["v1"],
+                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}));
+            }
+            ["apis"] => return ok(&group_list()),
+            ["api", "v1"] => return ok(&resource_list("", "v1")),
+            ["apis", g] => {
+                let list = group_list();
+                let found = list["groups"].as_array().and_then(|gs| gs.iter().find(|x| x["name"] == *g).cloned());
+                return found.map_or_else(|| Err(Failure::new(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")), |g| ok(&json!({"kind": "APIGroup", "apiVersion": "v1", "name": g["name"], "versions": g["versions"], "preferredVersion": g["preferredVersion"]})));
+            }
+            ["openapi", "v3"] => return ok(&openapi_index()),
+            ["openapi", "v3", "api", "v1"] => return ok(&openapi_group("", "v1")),
+            ["openapi", "v3", "apis", g, v] if resources::groups().iter().any(|(gg, vv)| gg == g && vv == v) => {
+                return ok(&openapi_group(g, v));
+            }
+            ["apis", g, v] if resources::groups().iter().any(|(gg, vv)| gg == g && vv == v) => {
+                return ok(&resource_list(g, v));
+            }
+            _ => {}
+        }
+    }
+    let target = match segments.as_slice() {
+        ["api", "v1", rest @ ..] if !rest.is_empty() => route_resource("", "v1", rest)?,
+        ["apis", g, v, rest @ ..] if !rest.is_empty() => route_resource(g, v, rest)?,
+        _ => {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
+    };
+    let method = req.method().clone();
+    let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+    let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
+    let manager = query
+        .get("fieldManager")
+        .map(str::to_owned)
+        .unwrap_or_else(|| agent.split('/').next().unwrap_or("unknown").to_owned());
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+        let bytes = Limited::new(req.into_body(), MAX_BODY)
+            .collect()
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "RequestEntityTooLarge",
+                    format!("reading the request body: {e}"),
+                )
+            })?
+            .to_bytes();
+        if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+            let obj = crate::proto::decode(&bytes)
+                .map_err(|e| Failure::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", e))?;
+            Some(Bytes::from(obj.to_string()))
+        } else {
+            Some(bytes)
+        }
+    } else {
+        None
+    };
+    let w = Write { shared: &shared, t: &target, query: &query, manager };
+    match (&method, target.name.as_deref(), target.subresource.as_deref()) {
+        (&Method::GET, None, None) if query.flag("watch") => watch(shared.clone(), &target, &query),
+        (&Method::GET, None, None) => list(&shared, &target, &query, &accept),
+        (&Method::POST, None, None) => w.create(parse_json(body.as_ref())?),
+        (&Method::GET, Some(name), None | Some("status")) => {
+            let obj = shared
+                .get(target.resource, &target.namespace, name)
+                .ok_or_else(|| Failure::not_found(target.resource, name))?;
+            if accept.contains("as=Table") { ok(&table(target.resource, &[obj], "")) } else { ok(&obj) }
+        }
+        (&Method::PUT, Some(name), sub) => w.replace(name, sub, parse_json(body.as_ref())?),
+        (&Method::PATCH, Some(name), sub) => w.patch(name, sub, &content_type, body.unwrap_or_default()),
+        (&Method::DELETE, Some(name), None) => w.delete(name),
+        _ => Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {path} by kube-fake"),
+        )),
+    }
+}
+
+fn parse_json(body: Option<&Bytes>) -> Result<Value, Failure> {
+    let bytes = body.map(|b| b.as_ref()).unwrap_or(b"");
+    serde_json::from_slice(bytes)
+        .map_err(|e| Failure::bad_request(format!("the request body is not JSON (kube-fake reads JSON only): {e}")))
+}
+
+// ---- discovery -------------------------------------------------------------------------
+
+fn version() -> Value {
+    json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-fake", "gitCommit": "kube-fake",
+           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
+           "compiler": "gc", "platform": "linux/amd64"})
+}
+
+fn group_list() -> Value {
+    let groups: Vec<Value> = resources::groups()
+        .into_iter()
+        .map(|(g, v)| {
+            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+fn resource_list(group: &str, version: &str) -> Value {
+    let mut list = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        list.push(json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": r.short_names}));
+        if r.has_status {
+            list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        }
+    }
+    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+}
+
+/// The OpenAPI v3 index: one document per group version.
+fn openapi_index() -> Value {
+    let mut paths = serde_json::Map::new();
+    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=kube-fake"}));
+    for (g, v) in resources::groups() {
+        paths.insert(
+            format!("apis/{g}/{v}"),
+            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=kube-fake")}),
+        );
+    }
+    json!({"paths": paths})
+}
+
+/// A group version's OpenAPI v3 document without schemas: only the PATCH operations and
+/// their `fieldValidation` parameter, which is what kubectl reads to leave validation to
+/// the server (kube-fake does not validate fields; see README.md).
+fn openapi_group(group: &str, version: &str) -> Value {
+    let mut paths = serde_json::Map::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
+        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let path = if r.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{base}/{}/{{name}}", r.plural)
+        };
+        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
+            .iter()
+            .map(|p| json!({"name": p, "in": "query", "schema": {"type": "string"}}))
+            .collect();
+        paths.insert(
+            path,
+            json!({"patch": {"operationId": format!("patch{}", r.kind), "parameters": params,
+            "responses": {"200": {"description": "OK"}},
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind}}}),
+        );
+    }
+    json!({"openapi": "3.0.0", "info": {"title": "kube-fake", "version": "v1.32.0-kube-fake"}, "paths": paths, "components": {}})
+}
+
+// ---- reads -----------------------------------------------------------------------------
+
+struct Filter {
+    resource: &'static Resource,
+    namespace: String,
+    labels: LabelSelector,
+    fields: FieldSelector,
+}
+
+impl Filter {
+    fn new(t: &Target, q: &Query) -> Result<Self, Failure> {
+        let labels = LabelSelector::parse(q.get("labelSelector").unwrap_or("")).map_err(Failure::bad_request)?;
+        let fields = FieldSelector::parse(q.get("fieldSelector").unwrap_or("")).map_err(Failure::bad_request)?;
+        Ok(Filter { resource: t.resource, namespace: t.namespace.clone(), labels, fields })
+    }
+
+    fn matches(&self, r: &Resource, ns: &str, obj: &Value) -> bool {
+        std::ptr::eq(r, self.resource)
+            && (self.namespace.is_empty() || self.namespace == ns)
+            && self.labels.matches(obj)
+            && self.fields.matches(obj)
+    }
+}
+
+fn list(shared: &Shared, t: &Target, q: &Query, accept: &str) -> Answer {
+    let filter = Filter::new(t, q)?;
+    let store = shared.lock();
+    let items: Vec<Value> = store
+        .objects
+        .iter()
+        .filter(|((g, p, ns, _), obj)| {
+            *g == t.resource.group && *p == t.resource.plural && filter.matches(t.resource, ns, obj)
+        })
+        .map(|(_, obj)| obj.clone())
+        .collect();
+    let rv = store.rv.to_string();
+    drop(store);
+    if accept.contains("as=Table") {
+        return ok(&table(t.resource, &items, &rv));
+    }
+    ok(&json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
+               "metadata": {"resourceVersion": rv}, "items": items}))
+}
+
+/// `kubectl get`'s table: Name and Age for every kind.
+fn table(r: &Resource, items: &[Value], rv: &str) -> Value {
+    let now = jiff::Timestamp::now();
+    let rows: Vec<Value> = items
+        .iter()
+        .map(|obj| {
+            let age = obj["metadata"]["creationTimestamp"]
+                .as_str()
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                .map(|t| human_age(now.as_second() - t.as_second()))
+                .unwrap_or_else(|| "<unknown>".into());
+            json!({"cells": [obj["metadata"]["name"], age], "object": obj})
+        })
+        .collect();
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
+        "columnDefinitions": [
+            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", r.singular), "priority": 0},
+            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}],
+        "rows": rows})
+}
+
+fn human_age(secs: i64) -> String {
+    match secs.max(0) {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+fn watch_line(kind: &str, object: &Value) -> Bytes {
+    let mut line = json!({"type": kind, "object": object}).to_string();
+    line.push('\n');
+    Bytes::from(line)
+}
+
+fn watch(shared: Arc<Shared>, t: &Target, q: &Query) -> Answer {
+    let filter = Filter::new(t, q)?;
+    let timeout = q
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(MAX_WATCH)
+        .min(MAX_WATCH);
+    let since: Option<u64> = match q.get("resourceVersion") {
+        None | Some("" | "0") => None,
+        Some(v) => Some(v.parse().map_err(|_| Failure::bad_request(format!("resourceVersion {v:?} is not a number")))?),
+    };
+    let initial_end = q.flag("sendInitialEvents");
+    let (mut backlog, mut live, cut) = {
+        let store = shared.lock();
+        let live = shared.events.subscribe();
+        let backlog: Vec<Bytes> = match since {
+            None => store
+                .objects
+                .iter()
+                .filter(|((g, p, ns, _), obj)| {
+                    *g == t.resource.group && *p == t.resource.plural && filter.matches(t.resource, ns, obj)
+                })
+                .map(|(_, obj)| watch_line("ADDED", obj))
+                .collect(),
+            Some(rv) => {
+                let oldest = store.log.front().map_or(store.rv + 1, |e| e.rv);
+                if rv + 1 < oldest {
+                    let gone = Failure::new(
+                        StatusCode::GONE,
+                        "Expired",
+                        format!("too old resource version: {rv} ({})", oldest - 1),
+                    );
+                    vec![watch_line("ERROR", &gone.status())]
+                } else {
+                    store
+                        .log
+                        .iter()
+                        .filter(|e| e.rv > rv && filter.matches(e.resource, &e.namespace, &e.object))
+                        .map(|e| watch_line(e.kind, &e.object))
+                        .collect()
+                }
+            }
+        };
+        (backlog, live, store.rv)
+    };
+    if initial_end {
+        let mark = json!({"kind": t.resource.kind, "apiVersion": t.resource.api_version(),
+            "metadata": {"resourceVersion": cut.to_string(), "annotations": {"k8s.io/initial-events-end": "true"}}});
+        backlog.push(watch_line("BOOKMARK", &mark));
+    }
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(64);
+    tokio::spawn(async move {
+        for line in backlog.drain(..) {
+            if tx.send(Ok(Frame::data(line))).await.is_err() {
+                return;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let event = match tokio::time::timeout_at(deadline, live.recv()).await {
+                Ok(Ok(e)) => e,
+                // Lagged or closed or timed out: the stream ends and the client watches again.
+                _ => return,
+            };
+            if event.rv <= cut || !filter.matches(event.resource, &event.namespace, &event.object) {
+                continue;
+            }
+            if tx.send(Ok(Frame::data(watch_line(event.kind, &event.object)))).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::TRANSFER_ENCODING, "chunked")
+        .body(body)
+        .expect("a valid response"))
+}
+
+// ---- writes ----------------------------------------------------------------------------
+
+struct Write<'a> {
+    shared: &'a Arc<Shared>,
+    t: &'a Target,
+    query: &'a Query,
+    manager: String,
+}
+
+fn has_spec_change(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.as_object_mut() {
+            for k in ["metadata", "status", "apiVersion", "kind"] {
+                m.remove(k);
+            }
+        }
+        v
+    };
+    strip(old) != strip(new)
+}
+
+impl Write<'_> {
+    fn r(&self) -> &'static Resource {
+        self.t.resource
+    }
+
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun") == Some("All")
+    }
+
+    /// Checks kind, apiVersion, name and namespace of a request body.
+    fn check_body(&self, obj: &mut Value, name: Option<&str>) -> Result<String, Failure> {
+        let r = self.r();
+        if !obj.is_object() {
+            return Err(Failure::bad_request("the request body is not a JSON object"));
+        }
+        for (field, want) in [("kind", r.kind.to_owned()), ("apiVersion", r.api_version())] {
+            match obj.get(field).and_then(Value::as_str) {
+                None => obj[field] = json!(want),
+                Some(got) if got == want => {}
+                Some(got) => {
+                    return Err(Failure::bad_request(format!(
+                        "the body's {field} {got:?} does not match the request's {want:?}"
+                    )));
+                }
+            }
+        }
+        if !obj.get("metadata").is_some_and(Value::is_object) {
+            obj["metadata"] = json!({});
+        }
+        let meta = &mut obj["metadata"];
+        if meta.get("name").and_then(Value::as_str).unwrap_or("").is_empty() {
+            if let Some(prefix) = meta.get("generateName").and_then(Value::as_str).filter(|_| name.is_none()) {
+                meta["name"] = json!(format!("{prefix}{}", &random_hex(3)[..5]));
+            } else if let Some(n) = name {
+                meta["name"] = json!(n);
+            }
+        }
+        let body_name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        if body_name.is_empty() {
+            return Err(Failure::invalid(r, "", "metadata.name: Required value: name or generateName is required"));
+        }
+        if let Some(n) = name.filter(|n| *n != body_name) {
+            return Err(Failure::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({n})"
+            )));
+        }
+        if r.namespaced {
+            match meta.get("namespace").and_then(Value::as_str) {
+                None | Some("") => meta["namespace"] = json!(self.t.namespace),
+                Some(ns) if ns == self.t.namespace => {}
+                Some(_) => {
+                    return Err(Failure::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+        } else if let Some(m) = meta.as_object_mut() {
+            m.remove("namespace");
+        }
+        Ok(body_name)
+    }
+
+    fn namespace_exists(&self, store: &Store) -> Result<(), Failure> {
+        if !self.r().namespaced {
+            return Ok(());
+        }
+        let ns_res = resources::find("", "v1", "namespaces").expect("namespaces are listed");
+        if store.objects.contains_key(&key(ns_res, "", &self.t.namespace)) {
+            Ok(())
+        } else {
+            Err(Failure::not_found(ns_res, &self.t.namespace))
+        }
+    }
+
+    fn create(&self, mut obj: Value) -> Answer {
+        let name = self.check_body(&mut obj, None)?;
+        let r = self.r();
+        let mut store = self.shared.lock();
+        self.namespace_exists(&store)?;
+        if store.objects.contains_key(&key(r, &self.t.namespace, &name)) {
+            return Err(Failure::new(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{} \"{name}\" already exists", r.qualified()),
+            )
+            .about(r, &name));
+        }
+        let obj = self.new_object(obj, "Update");
+        let stored = self.store(&mut store, &name, obj, "ADDED");
+        Ok(json_response(StatusCode::CREATED, &stored))
+    }
+
+    /// Fills in what the server owns on a new object.
+    fn new_object(&self, mut obj: Value, operation: &str) -> Value {
+        let r = self.r();
+        {
+            let meta = &mut obj["metadata"];
+            meta["uid"] = json!(uid());
+            meta["creationTimestamp"] = json!(now());
+            for k in ["resourceVersion", "generation", "managedFields", "deletionTimestamp"] {
+                if let Some(m) = meta.as_object_mut() {
+                    m.remove(k);
+                }
+            }
+        }
+        if obj.get("spec").is_some() {
+            obj["metadata"]["generation"] = json!(1);
+        }
+        controller::defaults(r, &mut obj);
+        ssa::record_update(None, &mut obj, &self.manager, operation, &r.api_version(), &now());
+        obj
+    }
+
+    fn store(&self, store: &mut Store, name: &str, obj: Value, kind: &'static str) -> Value {
+        if self.dry_run() {
+            return obj;
+        }
+        let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
+        if self.r().is_workload() && kind != "DELETED" {
+            controller::schedule(self.shared.clone(), self.r(), &stored);
+        }
+        stored
+    }
+
+    /// The end of every update: server-owned fields kept, generation bumped on spec changes,
+    /// status kept (or only status taken, for `/status`).
+    fn finish_update(&self, old: &Value, mut new: Value, sub: Option<&str>, managed: bool) -> Result<Value, Failure> {
+        let r = self.r();
+        if sub == Some("status") {
+            let status = new.get("status").cloned().unwrap_or(Value::Null);
+            new = old.clone();
+            new["status"] = status;
+        } else if r.has_status {
+            match old.get("status") {
+                Some(s) => new["status"] = s.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        for k in ["uid", "creationTimestamp", "generation"] {
+            match old["metadata"].get(k) {
+                Some(v) => new["metadata"][k] = v.clone(),
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+        controller::defaults(r, &mut new);
+        if has_spec_change(old, &new) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            new["metadata"]["generation"] = json!(g);
+        }
+        if !managed {
+            new["metadata"]["managedFields"] = old["metadata"].get("managedFields").cloned().unwrap_or(json!([]));
+            ssa::record_update(Some(old), &mut new, &self.manager, "Update", &r.api_version(), &now());
+        }
+        Ok(new)
+    }
+
+    fn existing(&self, store: &Store, name: &str) -> Result<Value, Failure> {
+        store
+            .objects
+            .get(&key(self.r(), &self.t.namespace, name))
+            .cloned()
+            .ok_or_else(|| Failure::not_found(self.r(), name))
+    }
+
+    fn conflict(&self, name: &str) -> Failure {
+        let r = self.r();
+        Failure::new(
+            StatusCode::CONFLICT,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", r.qualified()),
+        )
+        .about(r, name)
+    }
+
+    fn replace(&self, name: &str, sub: Option<&str>, mut obj: Value) -> Answer {
+        self.check_body(&mut obj, Some(name))?;
+        let mut store = self.shared.lock();
+        let old = self.existing(&store, name)?;
+        if let Some(rv) = obj["metadata"].get("resourceVersion").and_then(Value::as_str)
+            && old["metadata"]["resourceVersion"] != rv
+        {
+            return Err(self.conflict(name));
+        }
+        let new = self.finish_update(&old, obj, sub, false)?;
+        ok(&self.store(&mut store, name, new, "MODIFIED"))
+    }
+
+    fn patch(&self, name: &str, sub: Option<&str>, content_type: &str, body: Bytes) -> Answer {
+        let r = self.r();
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        let patch = parse_json(Some(&body)).map_err(|f| match media {
+            "application/apply-patch+yaml" => Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "kube-fake reads apply patches written as JSON only (kubectl and kube-rs send JSON)",
+            ),
+            _ => f,
+        })?;
+        let mut store = self.shared.lock();
+        match media {
+            "application/apply-patch+yaml" => {
+                let mut obj = patch;
+                let name = self.check_body(&mut obj, Some(name))?;
+                let force = self.query.flag("force");
+                if self.query.get("fieldManager").is_none() {
+                    return Err(Failure::invalid(
+                        r,
+                        &name,
+                        "metadata.managedFields.fieldManager: Required value: is required for apply patch",
+                    ));
+                }
+                let Some(old) = store.objects.get(&key(r, &self.t.namespace, &name)).cloned() else {
+                    self.namespace_exists(&store)?;
+                    let obj = self.new_object(obj, "Apply");
+                    let stored = self.store(&mut store, &name, obj, "ADDED");
+                    return Ok(json_response(StatusCode::CREATED, &stored));
+                };
+                let merged = ssa::apply(&old, &obj, &self.manager, force, &r.api_version(), &now()).map_err(|conflicts| {
+                    let lines: Vec<String> = conflicts.iter().map(|c| format!("- conflict with \"{}\": {}", c.manager, c.field)).collect();
+                    let causes: Vec<Value> = conflicts
+                        .iter()
+                        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+                        .collect();
+                    let mut f = Failure::new(StatusCode::CONFLICT, "Conflict", format!("Apply failed with {} conflict{}: {}", conflicts.len(), if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n"))).about(r, &name);
+                    f.details["causes"] = json!(causes);
+                    f
+                })?;
+                let new = self.finish_update(&old, merged, sub, true)?;
+                ok(&self.store(&mut store, &name, new, "MODIFIED"))
+            }
+            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+                let old = self.existing(&store, name)?;
+                let mut new = old.clone();
+                ssa::merge_patch(&mut new, &patch);
+                if new["metadata"]["name"] != old["metadata"]["name"]
+                    || new["metadata"].get("namespace") != old["metadata"].get("namespace")
+                {
+                    return Err(Failure::bad_request("a patch may not change the name or namespace"));
+                }
+                if let Some(rv) = patch.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                    && old["metadata"]["resourceVersion"] != rv
+                {
+                    return Err(self.conflict(name));
+                }
+                let new = self.finish_update(&old, new, sub, false)?;
+                ok(&self.store(&mut store, name, new, "MODIFIED"))
+            }
+            other => Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                format!(
+                    "the patch type {other:?} is not supported by kube-fake (merge, strategic merge as merge, and apply are)"
+                ),
+            )),
+        }
+    }
+
+    fn delete(&self, name: &str) -> Answer {
+        let r = self.r();
+        let mut store = self.shared.lock();
+        let old = self.existing(&store, name)?;
+        if self.dry_run() {
+            return ok(&old);
+        }
+        if r.kind == "Namespace" {
+            let inside: Vec<Key> = store.objects.keys().filter(|(_, _, ns, _)| ns == name).cloned().collect();
+            for (g, p, ns, n) in inside {
+                let res = RESOURCES.iter().find(|x| x.group == g && x.plural == p).expect("stored kinds are listed");
+                let obj = store.objects.get(&(g, p, ns.clone(), n.clone())).cloned().unwrap_or_default();
+                self.shared.commit(&mut store, res, &ns, &n, obj, "DELETED");
+            }
+        }
+        let gone = self.shared.commit(&mut store, r, &self.t.namespace, name, old, "DELETED");
+        ok(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                   "details": {"name": name, "group": r.group, "kind": r.plural, "uid": gone["metadata"]["uid"]}}))
+    }
+}

@@ -1,0 +1,49 @@
+//! `wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--kubeconfig PATH]`:
+//! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
+//! (and writing it to PATH when given).
+
+use std::time::Duration;
+
+use wharf_kube_fake::{KubeFake, Options};
+
+fn usage() -> ! {
+    eprintln!("usage: wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--kubeconfig PATH]");
+    std::process::exit(2)
+}
+
+#[tokio::main]
+async fn main() {
+    let mut options = Options::default();
+    let mut kubeconfig = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let Some(value) = args.next() else { usage() };
+        match arg.as_str() {
+            "--port" => options.port = value.parse().unwrap_or_else(|_| usage()),
+            "--token" => options.token = Some(value),
+            "--rollout-delay-ms" => {
+                options.rollout_delay = Duration::from_millis(value.parse().unwrap_or_else(|_| usage()))
+            }
+            "--kubeconfig" => kubeconfig = Some(value),
+            _ => usage(),
+        }
+    }
+    let fake = match KubeFake::start(options).await {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+    };
+    if let Some(path) = kubeconfig {
+        if let Err(e) = fake.write_kubeconfig(std::path::Path::new(&path)) {
+            eprintln!("{e}");
+            std::process::exit(1)
+        }
+        eprintln!("wharf-kube-fake: serving {}, kubeconfig written to {path}", fake.url());
+    } else {
+        eprintln!("wharf-kube-fake: serving {}", fake.url());
+    }
+    print!("{}", fake.kubeconfig());
+    let _ = tokio::signal::ctrl_c().await;
+}

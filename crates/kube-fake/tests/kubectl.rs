@@ -1,0 +1,217 @@
+//! The fake's own test is the real `kubectl` (1.32 at /usr/bin/kubectl on the CI image):
+//! every command here is what a user would type against a cluster.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use wharf_kube_fake::{KubeFake, Options};
+
+const KUBECTL: &str = "/usr/bin/kubectl";
+
+/// `Some(path)` when kubectl is here; otherwise prints why the test skips, and fails under `CI=true`.
+fn kubectl_or_skip() -> Option<PathBuf> {
+    let path = PathBuf::from(std::env::var("WHARF_TEST_KUBECTL").unwrap_or_else(|_| KUBECTL.into()));
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(std::env::var_os("CI").is_none_or(|v| v != "true"), "{} is required when CI=true", path.display());
+    eprintln!("SKIPPED: no kubectl at {} (set WHARF_TEST_KUBECTL)", path.display());
+    None
+}
+
+struct Kubectl {
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+struct Output {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Kubectl {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use tokio::io::AsyncWriteExt;
+        let mut cmd = tokio::process::Command::new(&self.bin);
+        cmd.arg("--kubeconfig").arg(&self.config).args(args);
+        cmd.env("HOME", self.config.parent().unwrap()).env_remove("KUBECONFIG");
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().expect("spawn kubectl");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).await.unwrap();
+        }
+        drop(input);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .unwrap_or_else(|_| panic!("kubectl {args:?} did not finish in 60 s"))
+            .unwrap();
+        Output {
+            ok: out.status.success(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    async fn ok(&self, args: &[&str]) -> String {
+        self.ok_with(args, None).await
+    }
+
+    async fn ok_with(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(args, stdin).await;
+        assert!(out.ok, "kubectl {args:?} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+        out.stdout
+    }
+}
+
+async fn setup(dir: &Path, options: Options) -> Option<(KubeFake, Kubectl)> {
+    let bin = kubectl_or_skip()?;
+    let fake = KubeFake::start(options).await.expect("start kube-fake");
+    let config = dir.join("kubeconfig");
+    fake.write_kubeconfig(&config).unwrap();
+    Some((fake, Kubectl { bin, config }))
+}
+
+const MANIFEST: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+  labels: {app: web}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: registry.example/web:1
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: shop
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 80
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: shop
+  labels: {tier: front}
+data:
+  mode: fast
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_rolls_out_gets_and_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+
+    let version = k.ok(&["version", "-o", "json"]).await;
+    assert!(version.contains("v1.32.0-kube-fake"), "{version}");
+
+    assert!(k.ok(&["create", "namespace", "shop"]).await.contains("namespace/shop created"));
+
+    let applied = k.ok_with(&["apply", "--server-side", "-f", "-"], Some(MANIFEST)).await;
+    assert!(applied.contains("deployment.apps/web serverside-applied"), "{applied}");
+    assert!(applied.contains("service/web serverside-applied"), "{applied}");
+
+    let rollout = k.ok(&["-n", "shop", "rollout", "status", "deployment/web", "--timeout=20s"]).await;
+    assert!(rollout.contains("successfully rolled out"), "{rollout}");
+
+    let yaml = k.ok(&["-n", "shop", "get", "deployment", "web", "-o", "yaml", "--show-managed-fields"]).await;
+    for want in [
+        "uid: ",
+        "resourceVersion: ",
+        "creationTimestamp: ",
+        "generation: 1",
+        "manager: kubectl",
+        "operation: Apply",
+        "observedGeneration: 1",
+        "availableReplicas: 2",
+        "image: registry.example/web:1",
+    ] {
+        assert!(yaml.contains(want), "no {want:?} in\n{yaml}");
+    }
+
+    // A second apply with a change bumps the generation and rolls out again.
+    let changed = MANIFEST.replace("web:1", "web:2");
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&changed)).await;
+    k.ok(&["-n", "shop", "rollout", "status", "deployment/web", "--timeout=20s"]).await;
+    let generation = k.ok(&["-n", "shop", "get", "deployment", "web", "-o", "jsonpath={.metadata.generation}"]).await;
+    assert_eq!(generation, "2");
+
+    let table = k.ok(&["-n", "shop", "get", "cm", "-l", "tier=front"]).await;
+    assert!(table.contains("settings"), "{table}");
+    let none = k.run(&["-n", "shop", "get", "cm", "-l", "tier=back"], None).await;
+    assert!(none.ok && none.stderr.contains("No resources found in shop namespace."), "{}", none.stderr);
+    let pods = k.run(&["-n", "shop", "get", "pods"], None).await;
+    assert!(pods.ok, "{}", pods.stderr);
+
+    let missing = k.run(&["-n", "shop", "get", "deployment", "nothere"], None).await;
+    assert!(!missing.ok);
+    assert!(
+        missing.stderr.contains(r#"Error from server (NotFound): deployments.apps "nothere" not found"#),
+        "{}",
+        missing.stderr
+    );
+
+    let deleted = k.ok(&["-n", "shop", "delete", "deployment", "web"]).await;
+    assert!(deleted.contains(r#"deployment.apps "web" deleted"#), "{deleted}");
+    let gone = k.run(&["-n", "shop", "get", "deployment", "web"], None).await;
+    assert!(gone.stderr.contains("NotFound"), "{}", gone.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_progress_deadline_fault_fails_rollout_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    let manifest = MANIFEST.split("---").next().unwrap().replace("namespace: shop", "namespace: default").replace(
+        "labels: {app: web}\nspec:",
+        "labels: {app: web}\n  annotations: {kube-fake.wharf.dev/fault: progress-deadline}\nspec:",
+    );
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&manifest)).await;
+    let out = k.run(&["rollout", "status", "deployment/web", "--timeout=20s"], None).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains(r#"deployment "web" exceeded its progress deadline"#), "{}", out.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_status_waits_for_the_scripted_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { rollout_delay: Duration::from_millis(1500), ..Options::default() };
+    let Some((_fake, k)) = setup(dir.path(), options).await else { return };
+    let manifest = MANIFEST.split("---").next().unwrap().replace("namespace: shop", "namespace: default");
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&manifest)).await;
+    let started = std::time::Instant::now();
+    let out = k.ok(&["rollout", "status", "deployment/web", "--timeout=20s"]).await;
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert!(started.elapsed() >= Duration::from_millis(1000), "rolled out after {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_token_is_unauthorized() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    let bad = fake.kubeconfig().replace(fake.token(), "wrong");
+    std::fs::write(&k.config, bad).unwrap();
+    let out = k.run(&["get", "namespaces"], None).await;
+    assert!(!out.ok);
+    assert!(out.stderr.contains("Unauthorized") || out.stderr.contains("must be logged in"), "{}", out.stderr);
+}
