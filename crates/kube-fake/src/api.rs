@@ -430,7 +430,8 @@ fn resource_list(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
     for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
         list.push(json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": r.short_names}));
+            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": r.short_names,
+            "categories": if r.in_all { vec!["all"] } else { vec![] }}));
         if r.has_status {
             list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
                 "kind": r.kind, "verbs": ["get", "patch", "update"]}));
@@ -890,22 +891,28 @@ impl Write<'_> {
                     return Ok(json_response(StatusCode::CREATED, &stored));
                 };
                 let merged = ssa::apply(&old, &obj, &self.manager, force, &r.api_version(), &now()).map_err(|conflicts| {
-                    let lines: Vec<String> = conflicts.iter().map(|c| format!("- conflict with \"{}\": {}", c.manager, c.field)).collect();
                     let causes: Vec<Value> = conflicts
                         .iter()
-                        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{}\"", c.manager), "field": c.field}))
+                        .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
                         .collect();
-                    let mut f = Failure::new(StatusCode::CONFLICT, "Conflict", format!("Apply failed with {} conflict{}: {}", conflicts.len(), if conflicts.len() == 1 { "" } else { "s" }, lines.join("\n"))).about(r, &name);
+                    let mut f = Failure::new(StatusCode::CONFLICT, "Conflict", ssa::conflict_message(&conflicts)).about(r, &name);
                     f.details["causes"] = json!(causes);
                     f
                 })?;
                 let new = self.finish_update(&old, merged, sub, true)?;
                 ok(&self.store(&mut store, &name, new, "MODIFIED"))
             }
-            "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            "application/merge-patch+json"
+            | "application/strategic-merge-patch+json"
+            | "application/json-patch+json" => {
                 let old = self.existing(&store, name)?;
                 let mut new = old.clone();
-                ssa::merge_patch(&mut new, &patch);
+                if media == "application/json-patch+json" {
+                    ssa::json_patch(&mut new, &patch)
+                        .map_err(|e| Failure::invalid(r, name, format!("the JSON patch does not apply: {e}")))?;
+                } else {
+                    ssa::merge_patch(&mut new, &patch);
+                }
                 if new["metadata"]["name"] != old["metadata"]["name"]
                     || new["metadata"].get("namespace") != old["metadata"].get("namespace")
                 {
@@ -935,6 +942,14 @@ impl Write<'_> {
         let old = self.existing(&store, name)?;
         if self.dry_run() {
             return ok(&old);
+        }
+        if r.kind == "Namespace" && matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+            )
+            .about(r, name));
         }
         if r.kind == "Namespace" {
             let inside: Vec<Key> = store.objects.keys().filter(|(_, _, ns, _)| ns == name).cloned().collect();

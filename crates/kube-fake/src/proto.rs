@@ -1,8 +1,10 @@
 //! Just enough of Kubernetes' protobuf encoding to read what kubectl sends as protobuf for
-//! built-in types: the `k8s\0` envelope and an object's `metadata` (name, generateName,
-//! namespace, labels, annotations). Everything else in a protobuf body is refused unless
-//! the kind is a Namespace (whose spec and status the server fills in).
+//! built-in types (`kubectl create namespace|configmap|secret`): the `k8s\0` envelope, an
+//! object's `metadata` (name, generateName, namespace, labels, annotations), a ConfigMap's
+//! `data`/`binaryData` and a Secret's `type`/`data`/`stringData`. Other kinds with content
+//! are refused; varint fields (`immutable`) are dropped.
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
 
 const MAGIC: &[u8] = b"k8s\0";
@@ -49,14 +51,27 @@ fn text(b: &[u8]) -> Option<String> {
 }
 
 fn string_map(entries: &[&[u8]]) -> Option<Value> {
+    map_of(entries, text)
+}
+
+/// A `map<string, bytes>`, values base64 as in JSON.
+fn bytes_map(entries: &[&[u8]]) -> Option<Value> {
+    map_of(entries, |b| Some(base64::engine::general_purpose::STANDARD.encode(b)))
+}
+
+fn map_of(entries: &[&[u8]], value: impl Fn(&[u8]) -> Option<String>) -> Option<Value> {
     let mut map = Map::new();
     for entry in entries {
         let f = fields(entry)?;
         let k = f.iter().find(|(n, _)| *n == 1).map_or(Some(String::new()), |(_, b)| text(b))?;
-        let v = f.iter().find(|(n, _)| *n == 2).map_or(Some(String::new()), |(_, b)| text(b))?;
+        let v = f.iter().find(|(n, _)| *n == 2).map_or(Some(String::new()), |(_, b)| value(b))?;
         map.insert(k, json!(v));
     }
     Some(Value::Object(map))
+}
+
+fn repeated<'a>(object: &[(u64, &'a [u8])], n: u64) -> Vec<&'a [u8]> {
+    object.iter().filter(|(f, _)| *f == n).map(|(_, b)| *b).collect()
 }
 
 /// The object a protobuf body holds, as JSON, or why it cannot be read.
@@ -68,10 +83,30 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     let kind = type_meta.iter().find(|(n, _)| *n == 2).and_then(|(_, b)| text(b)).unwrap_or_default();
     let raw = unknown.iter().find(|(n, _)| *n == 2).map(|(_, b)| *b).unwrap_or_default();
     let object = fields(raw).ok_or("the protobuf object is malformed")?;
-    if kind != "Namespace" && object.iter().any(|(n, b)| *n != 1 && !b.is_empty()) {
-        return Err(format!(
-            "kube-fake reads protobuf bodies of Namespaces only, not {kind}; send JSON (kubectl apply, kubectl create -f)"
-        ));
+    let mut out = json!({"apiVersion": api_version, "kind": kind});
+    // (field number, JSON name, values are bytes) per kind it reads.
+    let content: &[(u64, &str, bool)] = match kind.as_str() {
+        "Namespace" => &[],
+        "ConfigMap" => &[(2, "data", false), (3, "binaryData", true)],
+        "Secret" => &[(2, "data", true), (4, "stringData", false)],
+        _ if object.iter().all(|(n, b)| *n == 1 || b.is_empty()) => &[],
+        _ => {
+            return Err(format!(
+                "kube-fake reads protobuf bodies of Namespaces, ConfigMaps and Secrets only, not {kind}; send JSON (kubectl apply, kubectl create -f)"
+            ));
+        }
+    };
+    for (n, name, bytes) in content {
+        let entries = repeated(&object, *n);
+        if !entries.is_empty() {
+            let map = if *bytes { bytes_map(&entries) } else { string_map(&entries) };
+            out[*name] = map.ok_or_else(|| format!("the protobuf {kind} {name} is malformed"))?;
+        }
+    }
+    if kind == "Secret"
+        && let Some((_, t)) = object.iter().find(|(n, _)| *n == 3)
+    {
+        out["type"] = json!(text(t).ok_or("the Secret type is not UTF-8")?);
     }
     let mut meta = Map::new();
     if let Some((_, m)) = object.iter().find(|(n, _)| *n == 1) {
@@ -88,7 +123,8 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             }
         }
     }
-    Ok(json!({"apiVersion": api_version, "kind": kind, "metadata": meta}))
+    out["metadata"] = Value::Object(meta);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -116,9 +152,20 @@ mod tests {
 
     #[test]
     fn refuses_other_kinds_with_content() {
-        let type_meta = [field(1, b"v1"), field(2, b"ConfigMap")].concat();
+        let type_meta = [field(1, b"v1"), field(2, b"Pod")].concat();
         let raw = [field(1, &field(1, b"x")), field(2, &field(1, b"k"))].concat();
         let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
-        assert!(decode(&body).unwrap_err().contains("Namespaces only"));
+        assert!(decode(&body).unwrap_err().contains("not Pod"));
+    }
+
+    #[test]
+    fn reads_secret_data_as_base64() {
+        let type_meta = [field(1, b"v1"), field(2, b"Secret")].concat();
+        let entry = [field(1, b"pw"), field(2, b"hunter2")].concat();
+        let raw = [field(1, &field(1, b"s")), field(2, &entry), field(3, b"Opaque")].concat();
+        let body = [MAGIC.to_vec(), field(1, &type_meta), field(2, &raw)].concat();
+        let secret = decode(&body).unwrap();
+        assert_eq!(secret["data"], json!({"pw": "aHVudGVyMg=="}));
+        assert_eq!(secret["type"], "Opaque");
     }
 }

@@ -14,6 +14,8 @@ pub struct Resource {
     pub short_names: &'static [&'static str],
     /// Writes to the object leave `status` alone; `/status` writes only `status`.
     pub has_status: bool,
+    /// Listed by `kubectl get all`.
+    pub in_all: bool,
 }
 
 impl Resource {
@@ -39,6 +41,7 @@ const fn core(
     kind: &'static str,
     short: &'static [&'static str],
     status: bool,
+    in_all: bool,
 ) -> Resource {
     Resource {
         group: "",
@@ -49,6 +52,7 @@ const fn core(
         namespaced: true,
         short_names: short,
         has_status: status,
+        in_all,
     }
 }
 
@@ -67,6 +71,7 @@ const fn apps(
         namespaced: true,
         short_names: short,
         has_status: true,
+        in_all: true,
     }
 }
 
@@ -80,14 +85,15 @@ pub static RESOURCES: &[Resource] = &[
         namespaced: false,
         short_names: &["ns"],
         has_status: true,
+        in_all: false,
     },
-    core("configmaps", "configmap", "ConfigMap", &["cm"], false),
-    core("secrets", "secret", "Secret", &[], false),
-    core("services", "service", "Service", &["svc"], true),
-    core("pods", "pod", "Pod", &["po"], true),
-    core("serviceaccounts", "serviceaccount", "ServiceAccount", &["sa"], false),
-    core("events", "event", "Event", &["ev"], false),
-    core("persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", &["pvc"], true),
+    core("configmaps", "configmap", "ConfigMap", &["cm"], false, false),
+    core("secrets", "secret", "Secret", &[], false, false),
+    core("services", "service", "Service", &["svc"], true, true),
+    core("pods", "pod", "Pod", &["po"], true, true),
+    core("serviceaccounts", "serviceaccount", "ServiceAccount", &["sa"], false, false),
+    core("events", "event", "Event", &["ev"], false, false),
+    core("persistentvolumeclaims", "persistentvolumeclaim", "PersistentVolumeClaim", &["pvc"], true, false),
     apps("deployments", "deployment", "Deployment", &["deploy"]),
     apps("statefulsets", "statefulset", "StatefulSet", &["sts"]),
     apps("daemonsets", "daemonset", "DaemonSet", &["ds"]),

@@ -189,6 +189,7 @@ pub fn write_entries(object: &mut Value, entries: &[Entry]) {
 /// A field another manager owns with a different value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
+    /// As the API server names it: `"alice"` for an applier, `"kubectl-edit" using apps/v1` for an updater.
     pub manager: String,
     /// `.spec.replicas`
     pub field: String,
@@ -196,6 +197,117 @@ pub struct Conflict {
 
 pub fn dotted(path: &[String]) -> String {
     path.iter().map(|k| format!(".{k}")).collect()
+}
+
+/// The API server's words for apply conflicts (structured-merge-diff's `Conflicts.Error`).
+pub fn conflict_message(conflicts: &[Conflict]) -> String {
+    let body = match conflicts {
+        [one] => format!("conflict with {}: {}", one.manager, one.field),
+        _ => {
+            let mut managers: Vec<&str> = conflicts.iter().map(|c| c.manager.as_str()).collect();
+            managers.sort_unstable();
+            managers.dedup();
+            let mut lines = Vec::new();
+            for m in managers {
+                lines.push(format!("conflicts with {m}:"));
+                lines.extend(conflicts.iter().filter(|c| c.manager == m).map(|c| format!("- {}", c.field)));
+            }
+            lines.join("\n")
+        }
+    };
+    let n = conflicts.len();
+    format!("Apply failed with {n} conflict{}: {body}", if n == 1 { "" } else { "s" })
+}
+
+/// RFC 6902 JSON patch: add, remove, replace, move, copy, test.
+pub fn json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
+    fn split(path: &str) -> Result<Vec<String>, String> {
+        if path.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rest = path.strip_prefix('/').ok_or_else(|| format!("JSON pointer {path:?} does not start with /"))?;
+        Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    }
+    fn parent<'a>(v: &'a mut Value, path: &[String]) -> Result<&'a mut Value, String> {
+        path.iter().try_fold(v, |node, k| match node {
+            Value::Object(m) => m.get_mut(k).ok_or_else(|| format!("no field {k:?}")),
+            Value::Array(a) => {
+                k.parse::<usize>().ok().and_then(|i| a.get_mut(i)).ok_or_else(|| format!("no list item {k:?}"))
+            }
+            _ => Err(format!("{k:?} is inside a value that is not a map or list")),
+        })
+    }
+    fn remove(v: &mut Value, path: &[String]) -> Result<Value, String> {
+        let (last, up) = path.split_last().ok_or("cannot remove the whole object")?;
+        match parent(v, up)? {
+            Value::Object(m) => m.remove(last).ok_or_else(|| format!("no field {last:?} to remove")),
+            Value::Array(a) => match last.parse::<usize>() {
+                Ok(i) if i < a.len() => Ok(a.remove(i)),
+                _ => Err(format!("no list item {last:?} to remove")),
+            },
+            _ => Err("remove inside a value that is not a map or list".into()),
+        }
+    }
+    fn add(v: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+        let Some((last, up)) = path.split_last() else {
+            *v = value;
+            return Ok(());
+        };
+        match parent(v, up)? {
+            Value::Object(m) => {
+                m.insert(last.clone(), value);
+                Ok(())
+            }
+            Value::Array(a) if last == "-" => {
+                a.push(value);
+                Ok(())
+            }
+            Value::Array(a) => match last.parse::<usize>() {
+                Ok(i) if i <= a.len() => {
+                    a.insert(i, value);
+                    Ok(())
+                }
+                _ => Err(format!("list index {last:?} is out of range")),
+            },
+            _ => Err("add inside a value that is not a map or list".into()),
+        }
+    }
+    let list = ops.as_array().ok_or("a JSON patch is a list of operations")?;
+    for op in list {
+        let field = |k: &str| op.get(k).and_then(Value::as_str).ok_or_else(|| format!("operation {op} has no {k:?}"));
+        let path = split(field("path")?)?;
+        let value = || op.get("value").cloned().ok_or_else(|| format!("operation {op} has no \"value\""));
+        match field("op")? {
+            "add" => add(target, &path, value()?)?,
+            "remove" => {
+                remove(target, &path)?;
+            }
+            "replace" => {
+                remove(target, &path)?;
+                add(target, &path, value()?)?;
+            }
+            "move" => {
+                let v = remove(target, &split(field("from")?)?)?;
+                add(target, &path, v)?;
+            }
+            "copy" => {
+                let v = value_at_pointer(target, &split(field("from")?)?)?;
+                add(target, &path, v)?;
+            }
+            "test" => {
+                if value_at_pointer(target, &path)? != value()? {
+                    return Err(format!("test failed at {}", field("path")?));
+                }
+            }
+            other => return Err(format!("unknown JSON patch operation {other:?}")),
+        }
+    }
+    return Ok(());
+
+    fn value_at_pointer(v: &Value, path: &[String]) -> Result<Value, String> {
+        let pointer: String = path.iter().map(|k| format!("/{}", k.replace('~', "~0").replace('/', "~1"))).collect();
+        v.pointer(&pointer).cloned().ok_or_else(|| format!("nothing at {pointer}"))
+    }
 }
 
 /// Server-side apply of `applied` by `manager` onto an existing object: the merged object
@@ -216,7 +328,12 @@ pub fn apply(
         for p in &applied_set {
             let owned = e.fields.iter().any(|q| overlaps(p, q));
             if owned && value_at(current, p) != value_at(applied, p) {
-                conflicts.push(Conflict { manager: e.manager.clone(), field: dotted(p) });
+                let manager = if e.operation == "Apply" {
+                    format!("{:?}", e.manager)
+                } else {
+                    format!("{:?} using {}", e.manager, e.api_version)
+                };
+                conflicts.push(Conflict { manager, field: dotted(p) });
             }
         }
     }
@@ -338,7 +455,8 @@ mod tests {
         let mut created = deploy(1, "a");
         record_update(None, &mut created, "alice", "Apply", "apps/v1", "t0");
         let err = apply(&created, &deploy(3, "a"), "bob", false, "apps/v1", "t1").unwrap_err();
-        assert_eq!(err, [Conflict { manager: "alice".into(), field: ".spec.replicas".into() }]);
+        assert_eq!(err, [Conflict { manager: "\"alice\"".into(), field: ".spec.replicas".into() }]);
+        assert_eq!(conflict_message(&err), "Apply failed with 1 conflict: conflict with \"alice\": .spec.replicas");
         // Same values are shared, not conflicts.
         let shared = apply(&created, &deploy(1, "a"), "bob", false, "apps/v1", "t1").unwrap();
         assert_eq!(managers(&shared).len(), 2);
@@ -362,7 +480,19 @@ mod tests {
         assert!(!alice.fields.iter().any(|p| dotted(p) == ".spec.replicas"));
         // alice applying her old value now conflicts with the scaler.
         let err = apply(&scaled, &deploy(1, "a"), "alice", false, "apps/v1", "t2").unwrap_err();
-        assert_eq!(err[0].manager, "kubectl-scale");
+        assert_eq!(err[0].manager, "\"kubectl-scale\" using apps/v1");
+    }
+
+    #[test]
+    fn json_patch_applies_rfc_6902_operations() {
+        let mut v = json!({"a": {"b": 1}, "l": [1, 2]});
+        let ops = json!([{"op": "add", "path": "/a/c", "value": 3}, {"op": "remove", "path": "/a/b"},
+                         {"op": "replace", "path": "/l/0", "value": 9}, {"op": "add", "path": "/l/-", "value": 4},
+                         {"op": "test", "path": "/a/c", "value": 3}, {"op": "copy", "from": "/a", "path": "/d"}]);
+        json_patch(&mut v, &ops).unwrap();
+        assert_eq!(v, json!({"a": {"c": 3}, "d": {"c": 3}, "l": [9, 2, 4]}));
+        let e = json_patch(&mut v, &json!([{"op": "remove", "path": "/nothere"}])).unwrap_err();
+        assert!(e.contains("nothere"), "{e}");
     }
 
     #[test]
