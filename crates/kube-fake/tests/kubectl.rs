@@ -215,3 +215,103 @@ async fn a_wrong_token_is_unauthorized() {
     assert!(!out.ok);
     assert!(out.stderr.contains("Unauthorized") || out.stderr.contains("must be logged in"), "{}", out.stderr);
 }
+
+const WORKLOADS: &str = r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec: {containers: [{name: db, image: pg}]}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: a, image: agent}]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_patches_conflicts_creates_and_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+
+    // Client-side apply (create, then strategic merge patches) and the other workload kinds' rollouts.
+    k.ok_with(&["apply", "-f", "-"], Some(WORKLOADS)).await;
+    k.ok(&["rollout", "status", "statefulset/db", "--timeout=20s"]).await;
+    let ds = k.ok(&["rollout", "status", "daemonset/agent", "--timeout=20s"]).await;
+    assert!(ds.contains(r#"daemon set "agent" successfully rolled out"#), "{ds}");
+    let all = k.ok(&["get", "all"]).await;
+    assert!(all.contains("statefulset.apps/db") && all.contains("daemonset.apps/agent"), "{all}");
+
+    // Merge and JSON patches; another manager's server-side apply then conflicts, until forced.
+    k.ok(&["patch", "statefulset", "db", "--type", "merge", "-p", r#"{"spec":{"replicas":3}}"#]).await;
+    k.ok(&[
+        "patch",
+        "statefulset",
+        "db",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/replicas","value":4}]"#,
+    ])
+    .await;
+    k.ok(&["label", "statefulset", "db", "tier=data"]).await;
+    let sts = k
+        .ok(&[
+            "get",
+            "statefulset",
+            "db",
+            "-o",
+            "jsonpath={.spec.replicas} {.metadata.labels.tier} {.metadata.generation}",
+        ])
+        .await;
+    assert_eq!(sts, "4 data 3");
+    let sts_only = WORKLOADS.split("---").next().unwrap();
+    let conflict = k.run(&["apply", "--server-side", "--field-manager=ci", "-f", "-"], Some(sts_only)).await;
+    assert!(!conflict.ok);
+    assert!(
+        conflict
+            .stderr
+            .contains(r#"Apply failed with 1 conflict: conflict with "kubectl-patch" using apps/v1: .spec.replicas"#),
+        "{}",
+        conflict.stderr
+    );
+    k.ok_with(&["apply", "--server-side", "--force-conflicts", "--field-manager=ci", "-f", "-"], Some(sts_only)).await;
+    let replicas = k.ok(&["get", "statefulset", "db", "-o", "jsonpath={.spec.replicas}"]).await;
+    assert_eq!(replicas, "2");
+
+    // What kubectl create sends as protobuf.
+    k.ok(&["create", "configmap", "settings", "--from-literal=mode=fast"]).await;
+    k.ok(&["create", "secret", "generic", "token", "--from-literal=pw=hunter2"]).await;
+    assert_eq!(k.ok(&["get", "secret", "token", "-o", "jsonpath={.data.pw}"]).await, "aHVudGVyMg==");
+    let exists = k.run(&["create", "configmap", "settings"], None).await;
+    assert!(
+        exists.stderr.contains(r#"failed to create configmap: configmaps "settings" already exists"#),
+        "{}",
+        exists.stderr
+    );
+
+    // A watch sees a change made while it runs.
+    let watcher = {
+        let (bin, config) = (k.bin.clone(), k.config.clone());
+        tokio::spawn(async move {
+            let k = Kubectl { bin, config };
+            k.run(&["get", "configmaps", "-w", "--request-timeout=4s", "-o", "name"], None).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    k.ok(&["create", "configmap", "late", "--from-literal=a=b"]).await;
+    let watched = watcher.await.unwrap();
+    assert!(watched.stdout.contains("configmap/late"), "stdout: {}\nstderr: {}", watched.stdout, watched.stderr);
+
+    let forbidden = k.run(&["delete", "namespace", "default"], None).await;
+    assert!(forbidden.stderr.contains("this namespace may not be deleted"), "{}", forbidden.stderr);
+}
