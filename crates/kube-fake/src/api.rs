@@ -13,6 +13,7 @@ use hyper::body::{Frame, Incoming};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::discovery::{group_list, openapi_group, openapi_index, resource_list, version};
 use crate::resources::{self, RESOURCES, Resource};
 use crate::select::{FieldSelector, LabelSelector};
 use crate::{controller, ssa};
@@ -125,16 +126,65 @@ impl Shared {
         self.lock().objects.get(&key(r, ns, name)).cloned()
     }
 
-    /// Writes the status the controller computed, if the object is still the one it saw.
-    pub fn set_status(&self, r: &'static Resource, ns: &str, name: &str, uid: &str, generation: i64, status: Value) {
+    /// Writes the pods and then the status the controller computed from `seen`, if the
+    /// object is still the one it saw (same uid and generation). Pods it owns that are not
+    /// in `pods` are deleted.
+    pub fn settle(&self, r: &'static Resource, seen: &Value, status: Value, pods: Vec<Value>) {
+        let field = |k: &str| seen["metadata"][k].as_str().unwrap_or("").to_owned();
+        let (ns, name, uid) = (field("namespace"), field("name"), field("uid"));
+        let (ns, uid) = (ns.as_str(), uid.as_str());
         let mut store = self.lock();
-        let Some(mut obj) = store.objects.get(&key(r, ns, name)).cloned() else { return };
-        let same = obj["metadata"]["uid"] == uid && obj["metadata"]["generation"].as_i64() == Some(generation);
-        if same && obj["status"] != status {
+        let Some(mut obj) = store.objects.get(&key(r, ns, &name)).cloned() else { return };
+        if obj["metadata"]["uid"] != uid || obj["metadata"]["generation"] != seen["metadata"]["generation"] {
+            return;
+        }
+        let pod_res = resources::find("", "v1", "pods").expect("pods are listed");
+        for (pod_name, old) in owned_pods(&store, ns, uid) {
+            if !pods.iter().any(|p| p["metadata"]["name"] == pod_name) {
+                self.commit(&mut store, pod_res, ns, &pod_name, old, "DELETED");
+            }
+        }
+        for mut pod in pods {
+            let pod_name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
+            match store.objects.get(&key(pod_res, ns, &pod_name)).cloned() {
+                Some(old) if old["spec"] == pod["spec"] && old["status"] == pod["status"] => {}
+                Some(old) => {
+                    pod["metadata"]["uid"] = old["metadata"]["uid"].clone();
+                    pod["metadata"]["creationTimestamp"] = old["metadata"]["creationTimestamp"].clone();
+                    self.commit(&mut store, pod_res, ns, &pod_name, pod, "MODIFIED");
+                }
+                None => {
+                    pod["metadata"]["uid"] = json!(uid_v4());
+                    pod["metadata"]["creationTimestamp"] = json!(now());
+                    self.commit(&mut store, pod_res, ns, &pod_name, pod, "ADDED");
+                }
+            }
+        }
+        if obj["status"] != status {
             obj["status"] = status;
-            self.commit(&mut store, r, ns, name, obj, "MODIFIED");
+            self.commit(&mut store, r, ns, &name, obj, "MODIFIED");
         }
     }
+}
+
+/// The pods in `ns` whose first owner reference is `owner_uid`.
+fn owned_pods(store: &Store, ns: &str, owner_uid: &str) -> Vec<(String, Value)> {
+    store
+        .objects
+        .iter()
+        .filter(|((g, p, n, _), obj)| {
+            g.is_empty()
+                && *p == "pods"
+                && n == ns
+                && obj.pointer("/metadata/ownerReferences/0/uid").and_then(Value::as_str) == Some(owner_uid)
+        })
+        .map(|((_, _, _, name), obj)| (name.clone(), obj.clone()))
+        .collect()
+}
+
+/// A random version 4 UUID.
+pub fn uid_v4() -> String {
+    uid()
 }
 
 // ---- responses -------------------------------------------------------------------------
@@ -390,6 +440,16 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
                 .ok_or_else(|| Failure::not_found(target.resource, name))?;
             if accept.contains("as=Table") { ok(&table(target.resource, &[obj], "")) } else { ok(&obj) }
         }
+        (&Method::GET, Some(name), Some("log")) if target.resource.kind == "Pod" => {
+            let pod = shared
+                .get(target.resource, &target.namespace, name)
+                .ok_or_else(|| Failure::not_found(target.resource, name))?;
+            Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "text/plain")
+                .body(Full::new(Bytes::from(controller::pod_log(&pod, query.get("container")))).boxed())
+                .expect("a valid response"))
+        }
         (&Method::PUT, Some(name), sub) => w.replace(name, sub, parse_json(body.as_ref())?),
         (&Method::PATCH, Some(name), sub) => w.patch(name, sub, &content_type, body.unwrap_or_default()),
         (&Method::DELETE, Some(name), None) => w.delete(name),
@@ -405,80 +465,6 @@ fn parse_json(body: Option<&Bytes>) -> Result<Value, Failure> {
     let bytes = body.map(|b| b.as_ref()).unwrap_or(b"");
     serde_json::from_slice(bytes)
         .map_err(|e| Failure::bad_request(format!("the request body is not JSON (kube-fake reads JSON only): {e}")))
-}
-
-// ---- discovery -------------------------------------------------------------------------
-
-fn version() -> Value {
-    json!({"major": "1", "minor": "32", "gitVersion": "v1.32.0-kube-fake", "gitCommit": "kube-fake",
-           "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z", "goVersion": "go1.23",
-           "compiler": "gc", "platform": "linux/amd64"})
-}
-
-fn group_list() -> Value {
-    let groups: Vec<Value> = resources::groups()
-        .into_iter()
-        .map(|(g, v)| {
-            let gv = json!({"groupVersion": format!("{g}/{v}"), "version": v});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
-        })
-        .collect();
-    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
-}
-
-fn resource_list(group: &str, version: &str) -> Value {
-    let mut list = Vec::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        list.push(json!({"name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"], "shortNames": r.short_names,
-            "categories": if r.in_all { vec!["all"] } else { vec![] }}));
-        if r.has_status {
-            list.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
-                "kind": r.kind, "verbs": ["get", "patch", "update"]}));
-        }
-    }
-    let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
-}
-
-/// The OpenAPI v3 index: one document per group version.
-fn openapi_index() -> Value {
-    let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": "/openapi/v3/api/v1?hash=kube-fake"}));
-    for (g, v) in resources::groups() {
-        paths.insert(
-            format!("apis/{g}/{v}"),
-            json!({"serverRelativeURL": format!("/openapi/v3/apis/{g}/{v}?hash=kube-fake")}),
-        );
-    }
-    json!({"paths": paths})
-}
-
-/// A group version's OpenAPI v3 document without schemas: only the PATCH operations and
-/// their `fieldValidation` parameter, which is what kubectl reads to leave validation to
-/// the server (kube-fake does not validate fields; see README.md).
-fn openapi_group(group: &str, version: &str) -> Value {
-    let mut paths = serde_json::Map::new();
-    for r in RESOURCES.iter().filter(|r| r.group == group && r.version == version) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
-        let path = if r.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("{base}/{}/{{name}}", r.plural)
-        };
-        let params: Vec<Value> = ["dryRun", "fieldManager", "fieldValidation", "force"]
-            .iter()
-            .map(|p| json!({"name": p, "in": "query", "schema": {"type": "string"}}))
-            .collect();
-        paths.insert(
-            path,
-            json!({"patch": {"operationId": format!("patch{}", r.kind), "parameters": params,
-            "responses": {"200": {"description": "OK"}},
-            "x-kubernetes-action": "patch",
-            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind}}}),
-        );
-    }
-    json!({"openapi": "3.0.0", "info": {"title": "kube-fake", "version": "v1.32.0-kube-fake"}, "paths": paths, "components": {}})
 }
 
 // ---- reads -----------------------------------------------------------------------------
@@ -957,6 +943,13 @@ impl Write<'_> {
                 let res = RESOURCES.iter().find(|x| x.group == g && x.plural == p).expect("stored kinds are listed");
                 let obj = store.objects.get(&(g, p, ns.clone(), n.clone())).cloned().unwrap_or_default();
                 self.shared.commit(&mut store, res, &ns, &n, obj, "DELETED");
+            }
+        }
+        if r.is_workload() {
+            let pod_res = resources::find("", "v1", "pods").expect("pods are listed");
+            let owner = old["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            for (pod_name, pod) in owned_pods(&store, &self.t.namespace, &owner) {
+                self.shared.commit(&mut store, pod_res, &self.t.namespace, &pod_name, pod, "DELETED");
             }
         }
         let gone = self.shared.commit(&mut store, r, &self.t.namespace, name, old, "DELETED");

@@ -7,9 +7,12 @@ use serde_json::{Value, json};
 
 use crate::api::{Shared, now};
 use crate::resources::Resource;
+use crate::ssa::deep_merge;
 
 /// The annotation that picks a fault for one object.
 pub const FAULT_ANNOTATION: &str = "kube-fake.wharf.dev/fault";
+/// A pod template annotation: the text its pods' logs show.
+pub const LOGS_ANNOTATION: &str = "kube-fake.wharf.dev/logs";
 
 /// What the controller does to an object's rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,8 +79,13 @@ pub fn schedule(shared: Arc<Shared>, r: &'static Resource, obj: &Value) {
     tokio::spawn(async move {
         tokio::time::sleep(shared.rollout_delay).await;
         let Some(current) = shared.get(r, &ns, &name) else { return };
+        if current["metadata"]["uid"] != uid.as_str() || current["metadata"]["generation"].as_i64() != Some(generation)
+        {
+            return; // replaced or changed meanwhile: the write that changed it scheduled its own settling
+        }
         let status = settled_status(r, &current);
-        shared.set_status(r, &ns, &name, &uid, generation, status);
+        let pods = pods(r, &current);
+        shared.settle(r, &current, status, pods);
     });
 }
 
@@ -139,4 +147,94 @@ pub fn settled_status(r: &Resource, obj: &Value) -> Value {
             "updatedNumberScheduled": 1, "numberReady": ready.min(1), "numberAvailable": ready.min(1),
             "numberMisscheduled": 0, "numberUnavailable": 1 - ready.min(1)}),
     }
+}
+
+/// A short stable hash (FNV-1a) for pod-template-hash style names.
+fn short_hash(text: &str) -> String {
+    let h = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    format!("{:x}", h & 0xff_ffff_ffff)
+}
+
+/// The pods a workload runs once settled: made from its template, owned by it, Running and
+/// ready (or, for a fault, stuck as that fault looks on a real cluster).
+pub fn pods(r: &Resource, obj: &Value) -> Vec<Value> {
+    let name = obj["metadata"]["name"].as_str().unwrap_or("");
+    let uid = obj["metadata"]["uid"].as_str().unwrap_or("");
+    let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
+    let count = match r.kind {
+        "DaemonSet" => 1,
+        _ => obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).clamp(0, 100),
+    };
+    let hash = short_hash(&format!("{uid}/{generation}"));
+    let template = obj.pointer("/spec/template").cloned().unwrap_or(json!({}));
+    let fault = Fault::of(obj);
+    let containers: Vec<Value> =
+        template.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let t = now();
+    let statuses: Vec<Value> = containers
+        .iter()
+        .map(|c| {
+            let (state, ready, restarts) = match obj.pointer("/metadata/annotations").and_then(|a| a.get(FAULT_ANNOTATION)).and_then(Value::as_str) {
+                Some("image-pull-backoff") => (json!({"waiting": {"reason": "ImagePullBackOff", "message": format!("Back-off pulling image \"{}\"", c["image"].as_str().unwrap_or(""))}}), false, 0),
+                Some("crash-loop") => (json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off restarting failed container"}}), false, 5),
+                _ if fault == Fault::None => (json!({"running": {"startedAt": t}}), true, 0),
+                _ => (json!({"running": {"startedAt": t}}), false, 0),
+            };
+            json!({"name": c["name"], "image": c["image"], "imageID": "", "ready": ready, "started": ready,
+                   "restartCount": restarts, "state": state})
+        })
+        .collect();
+    let ready = fault == Fault::None;
+    let phase = if obj.pointer("/metadata/annotations").and_then(|a| a.get(FAULT_ANNOTATION)).and_then(Value::as_str)
+        == Some("image-pull-backoff")
+    {
+        "Pending"
+    } else {
+        "Running"
+    };
+    let ready_text = if ready { "True" } else { "False" };
+    (0..count)
+        .map(|i| {
+            let pod_name = match r.kind {
+                "StatefulSet" => format!("{name}-{i}"),
+                _ => format!("{name}-{hash}-{}", {
+                    let h = short_hash(&format!("{hash}/{i}"));
+                    h[h.len().saturating_sub(5)..].to_owned()
+                }),
+            };
+            let mut metadata = json!({"name": pod_name, "namespace": obj["metadata"]["namespace"],
+                "labels": {"pod-template-hash": hash},
+                "ownerReferences": [{"apiVersion": r.api_version(), "kind": r.kind, "name": name, "uid": uid,
+                                     "controller": true, "blockOwnerDeletion": true}]});
+            if let Some(m) = template.get("metadata") {
+                let mut from_template = m.clone();
+                if let Some(map) = from_template.as_object_mut() {
+                    map.retain(|k, _| k == "labels" || k == "annotations");
+                }
+                deep_merge(&mut metadata, &from_template);
+            }
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata,
+                "spec": template.get("spec").cloned().unwrap_or(json!({})),
+                "status": {"phase": phase, "podIP": format!("10.0.0.{}", i + 10), "hostIP": "10.0.0.1", "startTime": t,
+                    "conditions": [{"type": "Ready", "status": ready_text}, {"type": "ContainersReady", "status": ready_text},
+                                   {"type": "PodScheduled", "status": "True"}],
+                    "containerStatuses": statuses}})
+        })
+        .collect()
+}
+
+/// A pod's log: its `kube-fake.wharf.dev/logs` annotation, else one line saying what started.
+pub fn pod_log(pod: &Value, container: Option<&str>) -> String {
+    if let Some(text) =
+        pod.pointer("/metadata/annotations").and_then(|a| a.get(LOGS_ANNOTATION)).and_then(Value::as_str)
+    {
+        return if text.ends_with('\n') { text.to_owned() } else { format!("{text}\n") };
+    }
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let c = containers.iter().find(|c| container.is_none_or(|n| c["name"] == n)).cloned().unwrap_or(json!({}));
+    format!(
+        "kube-fake: container {} started from image {}\n",
+        c["name"].as_str().unwrap_or("?"),
+        c["image"].as_str().unwrap_or("?")
+    )
 }

@@ -13,6 +13,7 @@
 
 mod api;
 mod controller;
+mod discovery;
 mod proto;
 mod resources;
 mod select;

@@ -90,6 +90,7 @@ spec:
   template:
     metadata:
       labels: {app: web}
+      annotations: {kube-fake.wharf.dev/logs: "listening on :80"}
     spec:
       containers:
       - name: web
@@ -161,8 +162,11 @@ async fn kubectl_applies_rolls_out_gets_and_deletes() {
     assert!(table.contains("settings"), "{table}");
     let none = k.run(&["-n", "shop", "get", "cm", "-l", "tier=back"], None).await;
     assert!(none.ok && none.stderr.contains("No resources found in shop namespace."), "{}", none.stderr);
-    let pods = k.run(&["-n", "shop", "get", "pods"], None).await;
-    assert!(pods.ok, "{}", pods.stderr);
+    let pods = k.ok(&["-n", "shop", "get", "pods", "-l", "app=web", "-o", "name"]).await;
+    assert_eq!(pods.lines().count(), 2, "{pods}");
+    assert!(pods.lines().all(|p| p.starts_with("pod/web-")), "{pods}");
+    let logs = k.ok(&["-n", "shop", "logs", "deployment/web"]).await;
+    assert_eq!(logs, "listening on :80\n");
 
     let missing = k.run(&["-n", "shop", "get", "deployment", "nothere"], None).await;
     assert!(!missing.ok);
@@ -176,6 +180,8 @@ async fn kubectl_applies_rolls_out_gets_and_deletes() {
     assert!(deleted.contains(r#"deployment.apps "web" deleted"#), "{deleted}");
     let gone = k.run(&["-n", "shop", "get", "deployment", "web"], None).await;
     assert!(gone.stderr.contains("NotFound"), "{}", gone.stderr);
+    let orphans = k.run(&["-n", "shop", "get", "pods"], None).await;
+    assert!(orphans.stderr.contains("No resources found in shop namespace."), "{}", orphans.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
