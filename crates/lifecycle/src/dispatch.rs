@@ -151,7 +151,8 @@ impl Lifecycle {
                 model.name
             )));
         }
-        let engine = self.0.engines.for_model(model).map_err(|why| RunError::cannot_start("executor", why))?;
+        let engine =
+            self.0.engines.for_model(model).map_err(|why| RunError::cannot_start("executor", why.to_string()))?;
         self.host_refusal(model, host)?;
         engine.prepare(model, given, secrets).map_err(|e| {
             let problems = match e {
@@ -543,7 +544,7 @@ impl Lifecycle {
                 // Checked when the run was accepted; the server's executors changed since.
                 Err(why) => {
                     drop(observer);
-                    this.fail_unstarted(run_id, &why).await;
+                    this.fail_unstarted(run_id, &why.to_string()).await;
                     this.0.wake.notify_one();
                     return;
                 }

@@ -63,20 +63,13 @@ pub(crate) struct Engines {
 
 impl Engines {
     /// The engine that runs `model`: its `executor:` when it names one, else the
-    /// server's default; the error says what is missing.
-    pub(crate) fn for_model(&self, model: &Pipeline) -> Result<&Engine, String> {
+    /// server's default.
+    pub(crate) fn for_model(&self, model: &Pipeline) -> Result<&Engine, MissingExecutor> {
         let kind = model.executor.unwrap_or(self.default);
-        if let Some((_, engine)) = self.engines.iter().find(|(k, _)| *k == kind) {
-            return Ok(engine);
+        match self.engines.iter().find(|(k, _)| *k == kind) {
+            Some((_, engine)) => Ok(engine),
+            None => Err(MissingExecutor { asked: kind, default: self.default }),
         }
-        Err(match (kind, self.default) {
-            (ExecutorKind::Docker, ExecutorKind::Host) => "the pipeline asks for the docker executor; this server \
-                 runs the host executor (start it with --executor docker where a Docker Engine answers)"
-                .to_owned(),
-            (kind, _) => {
-                format!("the pipeline asks for the {} executor, which this server does not have", kind.as_str())
-            }
-        })
     }
 
     pub(crate) fn default_kind(&self) -> ExecutorKind {
@@ -85,5 +78,27 @@ impl Engines {
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &(ExecutorKind, Engine)> {
         self.engines.iter()
+    }
+}
+
+/// A pipeline asks for an executor this server did not register.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe())]
+pub struct MissingExecutor {
+    pub asked: ExecutorKind,
+    /// The server's default executor.
+    pub default: ExecutorKind,
+}
+
+impl MissingExecutor {
+    fn describe(&self) -> String {
+        match (self.asked, self.default) {
+            (ExecutorKind::Docker, ExecutorKind::Host) => "the pipeline asks for the docker executor; this server \
+                 runs the host executor (start it with --executor docker where a Docker Engine answers)"
+                .to_owned(),
+            (kind, _) => {
+                format!("the pipeline asks for the {} executor, which this server does not have", kind.as_str())
+            }
+        }
     }
 }
