@@ -193,8 +193,13 @@ impl KubeFake {
         )
     }
 
+    /// Writes the kubeconfig atomically (a temporary file renamed), so a reader polling for
+    /// the file never sees half of it.
     pub fn write_kubeconfig(&self, path: &Path) -> Result<(), Error> {
-        std::fs::write(path, self.kubeconfig())
-            .map_err(|source| Error::Kubeconfig { path: path.display().to_string(), source })
+        let err = |source| Error::Kubeconfig { path: path.display().to_string(), source };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        std::fs::write(&tmp, self.kubeconfig()).map_err(err)?;
+        std::fs::rename(&tmp, path).map_err(err)
     }
 }
