@@ -400,6 +400,13 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
         }
     };
     let method = req.method().clone();
+    if target.resource.namespaced && target.namespace.is_empty() && method != Method::GET {
+        return Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} {path}: {} live in a namespace (/namespaces/{{ns}}/…)", target.resource.qualified()),
+        ));
+    }
     let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("unknown").to_owned();
