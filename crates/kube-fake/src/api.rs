@@ -811,7 +811,7 @@ impl Write<'_> {
             }
         }
         controller::defaults(r, &mut new);
-        if has_spec_change(old, &new) {
+        if old["metadata"].get("generation").is_some() && has_spec_change(old, &new) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
