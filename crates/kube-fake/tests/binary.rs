@@ -30,6 +30,8 @@ fn the_binary_serves_until_killed_and_writes_a_kubeconfig_kubectl_uses() {
         .arg("--kubeconfig")
         .arg(&config)
         .args(["get", "namespaces", "-o", "name"])
+        .env("HOME", dir.path())
+        .env_remove("KUBECONFIG")
         .output()
         .unwrap();
     server.kill().unwrap();
