@@ -91,6 +91,32 @@ impl Shared {
         shared
     }
 
+    /// Stores `ready` nodes with a `Ready` condition `True`, then `unready` ones with `False`
+    /// (reason `KubeletNotReady`), as a kubelet would report them.
+    pub fn add_nodes(&self, ready: usize, unready: usize) {
+        let mut store = self.lock();
+        let node = resources::find("", "v1", "nodes").expect("nodes are listed");
+        for i in 0..ready + unready {
+            let name = format!("kube-fake-node-{i}");
+            let condition = if i < ready {
+                json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+                       "message": "kubelet is posting ready status"})
+            } else {
+                json!({"type": "Ready", "status": "False", "reason": "KubeletNotReady",
+                       "message": "container runtime network not ready"})
+            };
+            let obj = json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "uid": uid(), "creationTimestamp": now(),
+                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+                "spec": {},
+                "status": {"conditions": [condition],
+                           "nodeInfo": {"kubeletVersion": "v1.32.0-kube-fake", "kernelVersion": "",
+                                        "osImage": "kube-fake", "containerRuntimeVersion": "",
+                                        "operatingSystem": "linux", "architecture": "amd64"}}});
+            self.commit(&mut store, node, "", &name, obj, "ADDED");
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -44,11 +44,15 @@ pub struct Options {
     pub token: Option<String>,
     /// How long a Deployment, StatefulSet or DaemonSet takes to settle its status.
     pub rollout_delay: Duration,
+    /// Nodes made at start (`kube-fake-node-0`, …), each with a `Ready` condition `True`.
+    pub ready_nodes: usize,
+    /// More nodes made at start, after the ready ones, with `Ready` `False`.
+    pub unready_nodes: usize,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { port: 0, token: None, rollout_delay: Duration::ZERO }
+        Options { port: 0, token: None, rollout_delay: Duration::ZERO, ready_nodes: 1, unready_nodes: 0 }
     }
 }
 
@@ -136,6 +140,7 @@ impl KubeFake {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
         });
         let shared = api::Shared::new(token.clone(), options.rollout_delay);
+        shared.add_nodes(options.ready_nodes, options.unready_nodes);
         let server = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {

@@ -1,0 +1,151 @@
+//! What a cluster says about itself, and why a request to it failed, classified.
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::Api;
+use kube::api::ListParams;
+
+use crate::Connection;
+
+/// What [`check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterInfo {
+    pub server: String,
+    /// `gitVersion` of `/version`, e.g. `v1.33.2`.
+    pub version: String,
+    pub namespaces: Permission<()>,
+    pub nodes: Permission<Nodes>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nodes {
+    pub ready: usize,
+    pub total: usize,
+}
+
+/// Something the credentials may or may not be allowed to see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Permission<T> {
+    Allowed(T),
+    /// The API server's words, e.g. `nodes is forbidden: User "x" cannot list resource …`.
+    Forbidden(String),
+}
+
+/// Why a request to the cluster failed, in the API server's (or the TLS stack's) words.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ClusterError {
+    #[error("cluster {server} is unreachable: {reason}")]
+    Unreachable { server: String, reason: String },
+    #[error("TLS with {server} failed (check certificate-authority-data): {reason}")]
+    Tls { server: String, reason: String },
+    #[error("{server} refused the credentials (unauthorized; expired or wrong token or certificate?): {message}")]
+    Unauthorized { server: String, message: String },
+    #[error("{server}: forbidden to {verb} {resource}: {message}")]
+    Forbidden { server: String, verb: &'static str, resource: String, message: String },
+    #[error("{server}: {verb} {resource}: {code} {reason}: {message}")]
+    Api { server: String, verb: &'static str, resource: String, code: u16, reason: String, message: String },
+    #[error("{server}: {verb} {resource}: {reason}")]
+    Other { server: String, verb: &'static str, resource: String, reason: String },
+}
+
+impl ClusterError {
+    /// Sorts a kube-rs error from `verb` on `resource` into what a user can act on.
+    pub(crate) fn classify(conn: &Connection, verb: &'static str, resource: &str, err: kube::Error) -> Self {
+        let server = conn.server().to_owned();
+        let resource = resource.to_owned();
+        match err {
+            kube::Error::Api(status) => match status.code {
+                401 => ClusterError::Unauthorized { server, message: status.message },
+                403 => ClusterError::Forbidden { server, verb, resource, message: status.message },
+                code => {
+                    ClusterError::Api { server, verb, resource, code, reason: status.reason, message: status.message }
+                }
+            },
+            other => {
+                if let Some(tls) = find_tls(&other) {
+                    return ClusterError::Tls { server, reason: tls };
+                }
+                if matches!(other, kube::Error::HyperError(_) | kube::Error::Service(_)) {
+                    return ClusterError::Unreachable { server, reason: deepest(&other) };
+                }
+                ClusterError::Other { server, verb, resource, reason: chain(&other) }
+            }
+        }
+    }
+}
+
+/// A rustls error anywhere in the source chain (io errors wrap it without exposing it as a source).
+fn find_tls(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<rustls::Error>() {
+            return Some(t.to_string());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(t) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(t.to_string());
+        }
+        cur = e.source();
+    }
+    None
+}
+
+fn deepest(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}
+
+/// Asks the cluster for its version, whether namespaces can be listed and how many nodes
+/// are ready. Unreachable, TLS and unauthorized fail the check; a forbidden namespace or node
+/// list is reported in [`ClusterInfo`] (the credentials may be namespace-scoped).
+pub async fn check(conn: &Connection) -> Result<ClusterInfo, ClusterError> {
+    let version =
+        conn.client.apiserver_version().await.map_err(|e| ClusterError::classify(conn, "get", "/version", e))?;
+    let one = ListParams::default().limit(1);
+    let namespaces = match Api::<Namespace>::all(conn.client.clone()).list_metadata(&one).await {
+        Ok(_) => Permission::Allowed(()),
+        Err(e) => forbidden(ClusterError::classify(conn, "list", "namespaces", e))?,
+    };
+    let nodes = match Api::<Node>::all(conn.client.clone()).list(&ListParams::default()).await {
+        Ok(list) => Permission::Allowed(Nodes {
+            total: list.items.len(),
+            ready: list.items.iter().filter(|n| ready(n)).count(),
+        }),
+        Err(e) => forbidden(ClusterError::classify(conn, "list", "nodes", e))?,
+    };
+    Ok(ClusterInfo { server: conn.server().to_owned(), version: version.git_version, namespaces, nodes })
+}
+
+fn forbidden<T>(err: ClusterError) -> Result<Permission<T>, ClusterError> {
+    match err {
+        ClusterError::Forbidden { message, .. } => Ok(Permission::Forbidden(message)),
+        other => Err(other),
+    }
+}
+
+/// A node is ready when its `Ready` condition is `True` (what `kubectl get nodes` shows).
+fn ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}

@@ -1,0 +1,23 @@
+//! The cluster side of Wharf, over the real Kubernetes API (kube-rs):
+//!
+//! - [`Connection::from_kubeconfig`]: kubeconfig text and an optional context → a checked,
+//!   typed connection (token, client certificate, CA, `insecure-skip-tls-verify`; exec and
+//!   auth-provider plugins refused: a server must not run binaries named by a user's file);
+//! - [`check`]: the server's version, whether namespaces can be listed, nodes ready/total,
+//!   with failures classified in the API server's words ([`ClusterError`]);
+//! - [`ensure_namespace`]: the pipeline namespace, server-side applied by field manager
+//!   `wharf`.
+//!
+//! No credential is ever logged or shown: `Debug` and `Display` of everything here leave
+//! them out.
+
+mod check;
+mod kubeconfig;
+mod namespace;
+
+pub use check::{ClusterError, ClusterInfo, Nodes, Permission, check};
+pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};
+pub use namespace::{MANAGED_BY, NamespaceError, ensure_namespace, pipeline_namespace};
+
+/// The field manager of every write Wharf makes to a cluster.
+pub const FIELD_MANAGER: &str = "wharf";
