@@ -801,6 +801,14 @@ impl Write<'_> {
         if self.dry_run() {
             return obj;
         }
+        // As on a real API server, a write that changes nothing (managedFields times aside)
+        // is not stored: the object keeps its resourceVersion and no watch hears of it.
+        if kind == "MODIFIED"
+            && let Some(old) = store.objects.get(&key(self.r(), &self.t.namespace, name))
+            && without_times(old) == without_times(&obj)
+        {
+            return old.clone();
+        }
         let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
@@ -989,4 +997,18 @@ impl Write<'_> {
         ok(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                    "details": {"name": name, "group": r.group, "kind": r.plural, "uid": gone["metadata"]["uid"]}}))
     }
+}
+
+/// The object without `resourceVersion` and the `time` of its managedFields entries.
+fn without_times(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+        if let Some(Value::Array(entries)) = meta.get_mut("managedFields") {
+            for e in entries.iter_mut().filter_map(Value::as_object_mut) {
+                e.remove("time");
+            }
+        }
+    }
+    obj
 }

@@ -81,11 +81,13 @@ fn find_tls(err: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(t) = e.downcast_ref::<rustls::Error>() {
             return Some(t.to_string());
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && let Some(inner) = io.get_ref()
-            && let Some(t) = inner.downcast_ref::<rustls::Error>()
-        {
-            return Some(t.to_string());
+        // hyper-rustls wraps tokio-rustls's io::Error (itself wrapping rustls's) in another.
+        let mut io = e.downcast_ref::<std::io::Error>();
+        while let Some(inner) = io.and_then(std::io::Error::get_ref) {
+            if let Some(t) = inner.downcast_ref::<rustls::Error>() {
+                return Some(t.to_string());
+            }
+            io = inner.downcast_ref::<std::io::Error>();
         }
         cur = e.source();
     }
@@ -148,4 +150,43 @@ fn ready(node: &Node) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileAccess;
+
+    fn status(code: u16, reason: &str, message: &str) -> kube::Error {
+        let s: kube::core::Status = serde_json::from_value(serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "code": code, "reason": reason, "message": message,
+        }))
+        .unwrap();
+        kube::Error::Api(Box::new(s))
+    }
+
+    #[tokio::test]
+    async fn api_statuses_are_classified() {
+        let text = "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: https://k8s.example:6443\n\
+                    users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n";
+        let conn = Connection::from_kubeconfig(text, None, &FileAccess::Refuse).unwrap();
+        let msg = "nodes is forbidden: User \"system:serviceaccount:ci:wharf\" cannot list resource \"nodes\" in API group \"\" at the cluster scope";
+        let err = ClusterError::classify(&conn, "list", "nodes", status(403, "Forbidden", msg));
+        assert_eq!(
+            err,
+            ClusterError::Forbidden {
+                server: "https://k8s.example:6443".into(),
+                verb: "list",
+                resource: "nodes".into(),
+                message: msg.into()
+            }
+        );
+        assert_eq!(forbidden::<Nodes>(err), Ok(Permission::Forbidden(msg.into())));
+        let err = ClusterError::classify(&conn, "get", "/version", status(401, "Unauthorized", "Unauthorized"));
+        assert!(matches!(err, ClusterError::Unauthorized { .. }));
+        assert!(forbidden::<()>(err).is_err(), "unauthorized fails the check");
+        let err = ClusterError::classify(&conn, "patch", "namespaces/x", status(422, "Invalid", "bad label"));
+        assert_eq!(err.to_string(), "https://k8s.example:6443: patch namespaces/x: 422 Invalid: bad label");
+    }
 }
