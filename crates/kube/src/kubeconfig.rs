@@ -205,15 +205,20 @@ impl Connection {
 }
 
 fn parse(text: &str) -> Result<Kubeconfig, KubeconfigError> {
-    // The YAML error's own text may quote the document (a token, a key); say only where.
-    Kubeconfig::from_yaml(text).map_err(|e| {
-        let full = e.to_string();
-        let at = full
-            .find(" at line ")
-            .map(|i| full[i + 1..].split([',', '\n']).next().unwrap_or("").to_owned())
-            .unwrap_or_default();
-        KubeconfigError::Yaml(if at.is_empty() { "it does not parse".to_owned() } else { at })
-    })
+    Kubeconfig::from_yaml(text).map_err(|e| KubeconfigError::Yaml(yaml_reason(&e.to_string())))
+}
+
+/// The parser's first line (`line 5 column 4: while parsing …`) without the snippet of the
+/// document it appends, and cut before any quoted value: either may be a credential.
+fn yaml_reason(full: &str) -> String {
+    let first = full.lines().next().unwrap_or("");
+    let first = first.strip_prefix("failed to parse kubeconfig YAML: ").unwrap_or(first);
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let reason = match first.find(['"', '\'', '`']) {
+        Some(i) => format!("{}…", &first[..i]),
+        None => first.to_owned(),
+    };
+    if reason.trim().is_empty() { "it does not parse".to_owned() } else { reason }
 }
 
 fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
@@ -574,6 +579,17 @@ mod tests {
         let text = format!("users:\n- name: u\n  user:\n    token: {TOKEN}\n   bad: [\n");
         let err = Connection::from_kubeconfig(&text, None, &FileAccess::Refuse).unwrap_err();
         assert!(matches!(err, KubeconfigError::Yaml(_)), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "the kubeconfig is not valid YAML for a kubeconfig: line 5 column 4: while parsing a block mapping, \
+             did not find expected key"
+        );
+        let typed = format!("current-context: [{TOKEN}]\n");
+        let err2 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse).unwrap_err();
+        assert!(!err2.to_string().contains(TOKEN), "{err2}");
+        let typed = format!("users: \"{TOKEN}\"\n");
+        let err3 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse).unwrap_err();
+        assert!(!err3.to_string().contains(TOKEN), "{err3}");
         assert!(!err.to_string().contains(TOKEN), "{err}");
     }
 }
