@@ -1,5 +1,7 @@
 //! What a cluster says about itself, and why a request to it failed, classified.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::{Namespace, Node};
 use kube::Api;
 use kube::api::ListParams;
@@ -116,10 +118,23 @@ fn chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// How long [`check`] waits for the cluster altogether.
+pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Asks the cluster for its version, whether namespaces can be listed and how many nodes
-/// are ready. Unreachable, TLS and unauthorized fail the check; a forbidden namespace or node
-/// list is reported in [`ClusterInfo`] (the credentials may be namespace-scoped).
+/// are ready. Unreachable (also: no answer within [`CHECK_TIMEOUT`]), TLS and unauthorized
+/// fail the check; a forbidden namespace or node list is reported in [`ClusterInfo`] (the
+/// credentials may be namespace-scoped).
 pub async fn check(conn: &Connection) -> Result<ClusterInfo, ClusterError> {
+    tokio::time::timeout(CHECK_TIMEOUT, ask(conn)).await.unwrap_or_else(|_| {
+        Err(ClusterError::Unreachable {
+            server: conn.server().to_owned(),
+            reason: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()),
+        })
+    })
+}
+
+async fn ask(conn: &Connection) -> Result<ClusterInfo, ClusterError> {
     let version =
         conn.client.apiserver_version().await.map_err(|e| ClusterError::classify(conn, "get", "/version", e))?;
     let one = ListParams::default().limit(1);

@@ -47,6 +47,11 @@ pub enum KubeconfigError {
     MissingCluster { context: String, cluster: String },
     #[error("context {context:?} names user {user:?}, which the kubeconfig does not have")]
     MissingUser { context: String, user: String },
+    #[error(
+        "cluster {cluster:?} sets both insecure-skip-tls-verify and a certificate-authority; kubectl refuses \
+         this too: keep one"
+    )]
+    InsecureWithCa { cluster: String },
     #[error("cluster {cluster:?} has no server")]
     NoServer { cluster: String },
     #[error("cluster {cluster:?}: server {server:?} is not an https:// or http:// URL: {reason}")]
@@ -152,6 +157,9 @@ impl Connection {
         let roots = ca(&ctx.cluster, &cluster, files)?;
         let (auth, auth_info) = credentials(&user_name, &user, files)?;
         let insecure = cluster.insecure_skip_tls_verify.unwrap_or(false);
+        if insecure && roots.is_some() {
+            return Err(KubeconfigError::InsecureWithCa { cluster: ctx.cluster.clone() });
+        }
 
         let mut config = kube::Config::new(server.clone());
         config.default_namespace = ctx.namespace.clone().unwrap_or_else(|| "default".to_owned());
@@ -545,6 +553,9 @@ mod tests {
         let no_server = config("    insecure-skip-tls-verify: true\n", &token_user());
         let err = Connection::from_kubeconfig(&no_server, None, &FileAccess::Refuse).unwrap_err();
         assert_eq!(err, KubeconfigError::NoServer { cluster: "c1".into() });
+        let both = ca_cluster() + "    insecure-skip-tls-verify: true\n";
+        let err = Connection::from_kubeconfig(&config(&both, &token_user()), None, &FileAccess::Refuse).unwrap_err();
+        assert_eq!(err, KubeconfigError::InsecureWithCa { cluster: "c1".into() });
         let ftp = config("    server: ftp://x\n", &token_user());
         let err = Connection::from_kubeconfig(&ftp, None, &FileAccess::Refuse).unwrap_err();
         assert!(matches!(err, KubeconfigError::BadServer { .. }), "{err}");

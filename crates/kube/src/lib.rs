@@ -15,7 +15,7 @@ mod check;
 mod kubeconfig;
 mod namespace;
 
-pub use check::{ClusterError, ClusterInfo, Nodes, Permission, check};
+pub use check::{CHECK_TIMEOUT, ClusterError, ClusterInfo, Nodes, Permission, check};
 pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};
 pub use namespace::{MANAGED_BY, NamespaceError, ensure_namespace, pipeline_namespace};
 
