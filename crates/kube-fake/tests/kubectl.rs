@@ -127,6 +127,9 @@ async fn kubectl_applies_rolls_out_gets_and_deletes() {
     let version = k.ok(&["version", "-o", "json"]).await;
     assert!(version.contains("v1.32.0-kube-fake"), "{version}");
 
+    let nodes = k.ok(&["get", "nodes", "-o", "jsonpath={.items[*].status.conditions[0].status}"]).await;
+    assert_eq!(nodes, "True", "one ready node by default");
+
     assert!(k.ok(&["create", "namespace", "shop"]).await.contains("namespace/shop created"));
 
     let applied = k.ok_with(&["apply", "--server-side", "-f", "-"], Some(MANIFEST)).await;
