@@ -1,4 +1,4 @@
-//! `wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--kubeconfig PATH]`:
+//! `wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]`:
 //! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
 //! (and writing it to PATH when given).
 
@@ -7,7 +7,9 @@ use std::time::Duration;
 use wharf_kube_fake::{KubeFake, Options};
 
 fn usage() -> ! {
-    eprintln!("usage: wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--kubeconfig PATH]");
+    eprintln!(
+        "usage: wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]"
+    );
     std::process::exit(2)
 }
 
@@ -24,6 +26,8 @@ async fn main() {
             "--rollout-delay-ms" => {
                 options.rollout_delay = Duration::from_millis(value.parse().unwrap_or_else(|_| usage()))
             }
+            "--ready-nodes" => options.ready_nodes = value.parse().unwrap_or_else(|_| usage()),
+            "--unready-nodes" => options.unready_nodes = value.parse().unwrap_or_else(|_| usage()),
             "--kubeconfig" => kubeconfig = Some(value),
             _ => usage(),
         }
