@@ -166,11 +166,6 @@ impl Lifecycle {
         })
     }
 
-    /// The name of the server's default executor (`host`, `docker`).
-    pub fn default_executor(&self) -> &'static str {
-        self.0.engines.default_kind().as_str()
-    }
-
     /// Runs waiting to start.
     pub fn queued(&self) -> usize {
         self.0.queue.lock().unwrap().len()
@@ -183,11 +178,6 @@ impl Lifecycle {
 
     pub fn is_active(&self, run_id: i64) -> bool {
         self.0.active.lock().unwrap().contains_key(&run_id)
-    }
-
-    /// The number of the run that superseded `run_id`, if any.
-    pub fn superseded_by(&self, run_id: i64) -> Option<i64> {
-        self.0.active.lock().unwrap().get(&run_id).and_then(|a| a.superseded_by)
     }
 
     /// Numbers of the active runs of a pipeline.

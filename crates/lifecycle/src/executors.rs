@@ -65,15 +65,16 @@ impl Engines {
     /// The engine that runs `model`: its `executor:` when it names one, else the
     /// server's default.
     pub(crate) fn for_model(&self, model: &Pipeline) -> Result<&Engine, MissingExecutor> {
-        let kind = model.executor.unwrap_or(self.default);
+        let kind = self.kind_for(model);
         match self.engines.iter().find(|(k, _)| *k == kind) {
             Some((_, engine)) => Ok(engine),
             None => Err(MissingExecutor { asked: kind, default: self.default }),
         }
     }
 
-    pub(crate) fn default_kind(&self) -> ExecutorKind {
-        self.default
+    /// The executor `model` runs on: its `executor:`, else the server's default.
+    pub(crate) fn kind_for(&self, model: &Pipeline) -> ExecutorKind {
+        model.executor.unwrap_or(self.default)
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &(ExecutorKind, Engine)> {

@@ -182,10 +182,6 @@ impl Lifecycle {
         &self.0.timers
     }
 
-    pub fn settings(&self) -> &Settings {
-        &self.0.settings
-    }
-
     fn downgrade(&self) -> std::sync::Weak<Inner> {
         Arc::downgrade(&self.0)
     }

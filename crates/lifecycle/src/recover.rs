@@ -177,8 +177,8 @@ impl Lifecycle {
         }
         let pipeline = self.store().pipeline(row.summary.pipeline_id).await.ok()?;
         let model = self.pipeline_version(pipeline.id, row.summary.version).await.ok()?;
-        let engine = self.engine_for(&model)?;
-        let kind = self.0.engines.all().find(|(_, e)| std::ptr::eq(e, engine)).map(|(k, _)| *k)?;
+        self.engine_for(&model)?;
+        let kind = self.0.engines.kind_for(&model);
         let theirs: Vec<&Leftover> =
             found.iter().filter(|f| f.kind == kind && f.leftover.owner == label).map(|f| &f.leftover).collect();
         let record = &row.record;

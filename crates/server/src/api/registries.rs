@@ -405,27 +405,3 @@ async fn upload_target(state: &AppState, name: &str, workspace: Option<&String>)
     }
     Ok((registry, workspace))
 }
-
-/// The registries runs may push to, with credentials, for [`wharf_engine::RunRequest`].
-pub async fn for_runs(state: &AppState) -> wharf_store::Result<wharf_engine::Registries> {
-    let by_name = state
-        .store
-        .registries()
-        .await?
-        .into_iter()
-        .map(|r| {
-            let target = wharf_engine::RegistryTarget {
-                login: wharf_engine::RegistryLogin {
-                    name: r.name.clone(),
-                    host: r.host.clone(),
-                    username: r.username.clone(),
-                    password: r.password.clone(),
-                    insecure: r.insecure,
-                },
-                workspaces: Some(r.workspaces.clone()),
-            };
-            (r.name, target)
-        })
-        .collect();
-    Ok(wharf_engine::Registries { by_name, default: state.config.default_registry.clone() })
-}
