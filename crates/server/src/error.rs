@@ -250,3 +250,31 @@ pub async fn json_errors(request: axum::extract::Request, next: axum::middleware
     }
     answer
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_internal_error_keeps_its_source_for_the_log_and_never_shows_it() {
+        let source = std::io::Error::other("/var/lib/wharf/secret.key: permission denied");
+        let error = AppError::internal("cannot read the key file", source);
+        assert_eq!(error.to_string(), "cannot read the key file: /var/lib/wharf/secret.key: permission denied");
+        assert!(std::error::Error::source(&error).is_some(), "the source is kept");
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: wharf_api::Error = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body.error.message, "internal error; the server log has the details");
+        assert!(body.error.details.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_refusal_of_a_service_called_is_a_bad_gateway_saying_what_it_answered() {
+        let response = AppError::BadGateway("registry `main`: answered 500".into()).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body = axum::body::to_bytes(response.into_body(), 4096).await.unwrap();
+        let body: wharf_api::Error = serde_json::from_slice(&body).unwrap();
+        assert_eq!((body.error.status, body.error.message.as_str()), (502, "registry `main`: answered 500"));
+    }
+}
