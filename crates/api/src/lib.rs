@@ -11,6 +11,7 @@
 //! changes the wire: the snapshot tests in `tests/` and the server's show it.
 
 pub mod bindings;
+pub mod clusters;
 pub mod deliveries;
 pub mod pipelines;
 pub mod registries;

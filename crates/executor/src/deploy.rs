@@ -1,0 +1,95 @@
+//! The seam for `deploy-yaml` tasks: apply Kubernetes manifests to a registered cluster
+//! and wait for their rollouts. The engine renders the file (variables substituted,
+//! the path kept inside the checkout) and resolves the cluster; a [`Deployer`] (the
+//! Kubernetes one lives in `wharf-kube`) only talks to the cluster.
+
+use crate::{BoxFuture, LogSink, StopReason, StopSignal};
+use std::fmt;
+use std::sync::Arc;
+
+/// A registered cluster as a task uses it. `Debug` hides the kubeconfig.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterLogin {
+    /// The registered cluster's name (for messages).
+    pub name: String,
+    /// The kubeconfig's text, unsealed (credentials inside).
+    pub kubeconfig: String,
+    /// The context to use; the file's `current-context` when `None`.
+    pub context: Option<String>,
+}
+
+impl fmt::Debug for ClusterLogin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterLogin")
+            .field("name", &self.name)
+            .field("kubeconfig", &"***")
+            .field("context", &self.context)
+            .finish()
+    }
+}
+
+/// One `deploy-yaml` task, every field final.
+#[derive(Clone, Debug)]
+pub struct DeploySpec {
+    /// `<pipeline>#<number>`, stage and task, for labels and log lines.
+    pub run: String,
+    pub stage: String,
+    pub task: String,
+    /// `file:` as the pipeline gives it (rendered), for messages.
+    pub file: String,
+    /// The file's text with every `${…}` substituted: one or more YAML documents.
+    pub manifests: String,
+    pub cluster: ClusterLogin,
+    /// The task's `namespace:`: where documents without one go.
+    pub namespace: String,
+}
+
+/// One object the cluster accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub kind: String,
+    /// `None` for cluster-scoped objects (Namespace, CustomResourceDefinition…).
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object's `metadata.resourceVersion` after the apply.
+    pub resource_version: String,
+}
+
+impl fmt::Display for Applied {
+    /// `Deployment/games/jack-2048@1234`, or `Namespace/games@17` when cluster-scoped.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{}/{ns}/{}@{}", self.kind, self.name, self.resource_version),
+            None => write!(f, "{}/{}@{}", self.kind, self.name, self.resource_version),
+        }
+    }
+}
+
+/// How a deploy ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeployExit {
+    /// Everything applied and every rollout finished, in apply order.
+    Deployed(Vec<Applied>),
+    /// A [`crate::StopRequest`] ended it (what was applied stays applied).
+    Stopped(StopReason),
+}
+
+/// The deploy failed; the message names the cluster, the namespace and the object and
+/// says why (the API server's own words where it gave some).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DeployError(pub String);
+
+/// Applies manifests to clusters.
+///
+/// Contract: `deploy` checks every document before its first write; every line of
+/// progress reaches `logs` before it returns; a stop request ends the wait promptly
+/// with `Ok(DeployExit::Stopped)`. Calls may run concurrently.
+pub trait Deployer: Send + Sync {
+    fn deploy<'a>(
+        &'a self,
+        spec: DeploySpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<DeployExit, DeployError>>;
+}
