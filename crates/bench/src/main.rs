@@ -136,6 +136,7 @@ fn engine_run(
         created_at: None,
         labels: vec![],
         registries: Default::default(),
+        clusters: Default::default(),
         local_sources: true,
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);

@@ -352,6 +352,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         labels: vec![],
         registries: Default::default(),
         // `wharf run` runs on the user's own machine, as the user.
+        clusters: Default::default(),
         local_sources: true,
     };
 

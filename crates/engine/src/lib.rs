@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use wharf_core::model::{Pipeline, TaskKind};
 use wharf_core::run::{Cause, RunRecord};
 use wharf_executor::build::ImageBuilder;
+use wharf_executor::deploy::Deployer;
 use wharf_executor::{Executor, LogLine, StopRequest};
 
 pub use wharf_executor::StopReason;
@@ -82,6 +83,9 @@ pub struct RunRequest {
     pub labels: Vec<(String, String)>,
     /// Where `image` tasks may push, with credentials (the engine never sees the store).
     pub registries: Registries,
+    /// Where `deploy-yaml` tasks may deploy, with credentials: the clusters of the
+    /// pipeline's project.
+    pub clusters: Clusters,
     /// Whether `source.repo` may name a repository on this machine (a path or `file://`,
     /// see [`wharf_core::git::is_local_repo`]): cloning it reads this machine's disk with
     /// the engine's rights. `wharf run` allows it; the server only where it allows host
@@ -113,6 +117,7 @@ impl std::fmt::Debug for RunRequest {
             created_at,
             labels,
             registries,
+            clusters,
             local_sources,
         } = self;
         f.debug_struct("RunRequest")
@@ -129,6 +134,7 @@ impl std::fmt::Debug for RunRequest {
             .field("created_at", created_at)
             .field("labels", labels)
             .field("registries", registries)
+            .field("clusters", clusters)
             .field("local_sources", local_sources)
             .finish()
     }
@@ -140,6 +146,12 @@ pub struct Registries {
     pub by_name: BTreeMap<String, RegistryTarget>,
     /// The registry of `image` tasks that name none.
     pub default: Option<String>,
+}
+
+/// The clusters a run's `deploy-yaml` tasks may deploy to, by registered name.
+#[derive(Clone, Debug, Default)]
+pub struct Clusters {
+    pub by_name: BTreeMap<String, wharf_executor::deploy::ClusterLogin>,
 }
 
 /// One registry: how to log in and which workspaces are registered in it.
@@ -291,12 +303,13 @@ pub struct Engine {
     executor: Arc<dyn Executor>,
     slots: Arc<Semaphore>,
     builder: Option<Arc<dyn ImageBuilder>>,
+    deployer: Option<Arc<dyn Deployer>>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, executor: Arc<dyn Executor>) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_parallel_tasks.max(1)));
-        Engine { config, executor, slots, builder: None }
+        Engine { config, executor, slots, builder: None, deployer: None }
     }
 
     /// Lets `image` tasks run: they are built and pushed by `builder`.
@@ -305,11 +318,23 @@ impl Engine {
         self
     }
 
-    /// An engine on another executor that shares this one's slots, settings and image
-    /// builder: a server whose pipelines choose their executor still runs at most
-    /// `max_parallel_tasks` tasks in all.
+    /// Lets `deploy-yaml` tasks run: they are applied by `deployer`.
+    pub fn with_deployer(mut self, deployer: Arc<dyn Deployer>) -> Self {
+        self.deployer = Some(deployer);
+        self
+    }
+
+    /// An engine on another executor that shares this one's slots, settings, image
+    /// builder and deployer: a server whose pipelines choose their executor still runs
+    /// at most `max_parallel_tasks` tasks in all.
     pub fn sharing_slots(&self, executor: Arc<dyn Executor>) -> Engine {
-        Engine { config: self.config.clone(), executor, slots: self.slots.clone(), builder: self.builder.clone() }
+        Engine {
+            config: self.config.clone(),
+            executor,
+            slots: self.slots.clone(),
+            builder: self.builder.clone(),
+            deployer: self.deployer.clone(),
+        }
     }
 
     pub fn executor(&self) -> &dyn Executor {
@@ -343,7 +368,9 @@ impl Engine {
                     TaskKind::Image(_) if self.builder.is_some() => Ok(()),
                     TaskKind::Image(_) => Err("`image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)".to_owned()),
                     TaskKind::Approval(_) => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
-                    TaskKind::DeployYaml(_) | TaskKind::ChartPublish(_) | TaskKind::ChartDeploy(_) | TaskKind::Canary(_) => Err(format!(
+                    TaskKind::DeployYaml(_) if self.deployer.is_some() => Ok(()),
+                    TaskKind::DeployYaml(_) => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
+                    TaskKind::ChartPublish(_) | TaskKind::ChartDeploy(_) | TaskKind::Canary(_) => Err(format!(
                         "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
                     )),
                 };
@@ -429,12 +456,23 @@ mod tests {
                 by_name: BTreeMap::from([("local".into(), RegistryTarget { login, workspaces: None })]),
                 default: None,
             },
+            clusters: Clusters {
+                by_name: BTreeMap::from([(
+                    "prod".into(),
+                    wharf_executor::deploy::ClusterLogin {
+                        name: "prod".into(),
+                        kubeconfig: "users: [{user: {token: kube-token-value}}]".into(),
+                        context: None,
+                    },
+                )]),
+            },
             local_sources: false,
         };
         let debug = format!("{request:?}");
-        for value in ["secret-token-value", "registry-password-value"] {
+        for value in ["secret-token-value", "registry-password-value", "kube-token-value"] {
             assert!(!debug.contains(value), "`{value}` shows in {debug}");
         }
+        assert!(debug.contains("prod"), "{debug}");
         assert!(debug.contains(r#""TOKEN": <redacted>"#), "{debug}");
         assert!(debug.contains("MODE") && debug.contains("127.0.0.1:5000"), "{debug}");
         let pretty = format!("{request:#?}");

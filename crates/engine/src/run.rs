@@ -29,8 +29,10 @@
 
 mod attempt;
 mod checkout;
+mod deploy;
 mod image;
 mod log;
+mod paths;
 mod record;
 mod resume;
 mod stages;
@@ -60,6 +62,7 @@ struct RunState {
     config: EngineConfig,
     executor: Arc<dyn Executor>,
     builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
+    deployer: Option<Arc<dyn wharf_executor::deploy::Deployer>>,
     slots: Arc<Semaphore>,
     observer: Arc<dyn Observer>,
     masker: Masker,
@@ -99,6 +102,7 @@ pub(crate) async fn execute(
         config: engine.config.clone(),
         executor: engine.executor.clone(),
         builder: engine.builder.clone(),
+        deployer: engine.deployer.clone(),
         slots: engine.slots.clone(),
         observer,
         record: Mutex::new(record),

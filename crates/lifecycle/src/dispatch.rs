@@ -93,6 +93,7 @@ pub(crate) fn request(model: Arc<Pipeline>, row: RequestBasics) -> RunRequest {
         created_at: row.created_at,
         labels: vec![],
         registries: Default::default(),
+        clusters: Default::default(),
         local_sources: false,
     }
 }

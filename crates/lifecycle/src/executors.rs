@@ -1,26 +1,28 @@
 //! The executors a server has, by kind, and the engines that drive them. The server
 //! registers what it built (the host executor, Docker when its Engine answers, later
 //! Kubernetes); a pipeline runs on the one its `executor:` names, else the default.
-//! Every engine shares one set of task slots (`max_parallel_tasks` in all) and the
-//! image builder.
+//! Every engine shares one set of task slots (`max_parallel_tasks` in all), the
+//! image builder and the deployer.
 
 use std::sync::Arc;
 use wharf_core::model::{ExecutorKind, Pipeline};
 use wharf_engine::{Engine, EngineConfig};
 use wharf_executor::Executor;
 use wharf_executor::build::ImageBuilder;
+use wharf_executor::deploy::Deployer;
 
 /// What the lifecycle runs tasks with; see the module documentation.
 pub struct Executors {
     default: ExecutorKind,
     registered: Vec<(ExecutorKind, Arc<dyn Executor>)>,
     builder: Option<Arc<dyn ImageBuilder>>,
+    deployer: Option<Arc<dyn Deployer>>,
 }
 
 impl Executors {
     /// `default`: the executor of pipelines that name none (it must be registered).
     pub fn new(default: ExecutorKind) -> Executors {
-        Executors { default, registered: Vec::new(), builder: None }
+        Executors { default, registered: Vec::new(), builder: None, deployer: None }
     }
 
     /// Runs the pipelines that ask for `kind` (a later registration of the same kind
@@ -37,17 +39,26 @@ impl Executors {
         self
     }
 
+    /// Applies `deploy-yaml` tasks; without one they are refused.
+    pub fn with_deployer(mut self, deployer: Option<Arc<dyn Deployer>>) -> Executors {
+        self.deployer = deployer;
+        self
+    }
+
     pub(crate) fn into_engines(self, config: EngineConfig) -> Engines {
         let mut engines: Vec<(ExecutorKind, Engine)> = Vec::new();
         for (kind, executor) in self.registered {
             let engine = match engines.first() {
                 Some((_, first)) => first.sharing_slots(executor),
                 None => {
-                    let engine = Engine::new(config.clone(), executor);
-                    match &self.builder {
-                        Some(builder) => engine.with_builder(builder.clone()),
-                        None => engine,
+                    let mut engine = Engine::new(config.clone(), executor);
+                    if let Some(builder) = &self.builder {
+                        engine = engine.with_builder(builder.clone());
                     }
+                    if let Some(deployer) = &self.deployer {
+                        engine = engine.with_deployer(deployer.clone());
+                    }
+                    engine
                 }
             };
             engines.push((kind, engine));

@@ -261,6 +261,7 @@ mod tests {
             created_at: None,
             labels: vec![],
             registries: Default::default(),
+            clusters: Default::default(),
             local_sources: false,
         });
         let task = record.stages[0].tasks[0].clone();

@@ -223,6 +223,7 @@ impl Lifecycle {
             labels: vec![(RUN_LABEL.to_owned(), label)],
             registries: self.registries().await.ok()?,
             // A reattached run is past its checkout; it clones nothing.
+            clusters: Default::default(),
             local_sources: false,
             ..request(model, RequestBasics::of_row(row))
         };

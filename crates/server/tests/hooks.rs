@@ -1131,6 +1131,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
                     created_at: None,
                     labels: vec![],
                     registries: Default::default(),
+                    clusters: Default::default(),
                     local_sources: false,
                 })
             })

@@ -2,6 +2,7 @@
 //! builder, or an adopted attempt after a restart), the task timeout and the stop
 //! forwarded to it, and the status it ends with.
 
+use super::deploy::DeployYamlError;
 use super::image::ImageError;
 use super::log::TaskSink;
 use super::stop::ended_status;
@@ -24,6 +25,8 @@ enum AttemptError {
     Spec(#[from] SpecError),
     #[error(transparent)]
     Image(#[from] ImageError),
+    #[error(transparent)]
+    Deploy(#[from] DeployYamlError),
     #[error("cannot create $WHARF_OUTPUT: {0}")]
     CreateOutput(#[source] std::io::Error),
     /// The executor could not run (or take over) the attempt at all.
@@ -47,9 +50,13 @@ impl RunState {
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
-        // `image` tasks go to the builder, everything else to the executor.
+        // `image` tasks go to the builder, `deploy-yaml` to the deployer, everything
+        // else to the executor.
         let job = match &task.kind {
             TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
+            TaskKind::DeployYaml(deploy) => {
+                self.deploy_spec(s, task, deploy).map(|spec| Job::Deploy(Box::new(spec))).map_err(AttemptError::from)
+            }
             _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
         };
         let job = match job {
@@ -101,6 +108,12 @@ impl RunState {
                 (Job::Build(spec), None) => {
                     let output = output.clone();
                     Box::pin(async move { Ok(self.build(part, spec, sink, task_rx, output).await.map(Some)?) })
+                }
+                // Neither is a deploy: applying again is the retry's business.
+                (Job::Deploy(_), Some(_)) => Box::pin(async { Ok(None) }),
+                (Job::Deploy(spec), None) => {
+                    let output = output.clone();
+                    Box::pin(async move { Ok(self.deploy(part, *spec, sink, task_rx, output).await.map(Some)?) })
                 }
             };
             tokio::pin!(run);
@@ -188,4 +201,5 @@ impl DisplayOr for Option<wharf_core::Duration> {
 pub(super) enum Job {
     Exec(TaskSpec),
     Build(wharf_executor::build::BuildSpec),
+    Deploy(Box<wharf_executor::deploy::DeploySpec>),
 }

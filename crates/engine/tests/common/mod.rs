@@ -248,6 +248,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         created_at: None,
         labels: vec![],
         registries: Default::default(),
+        clusters: Default::default(),
         local_sources: true,
     }
 }
