@@ -768,7 +768,10 @@ fn login_users_tokens_and_secrets_from_the_command_line() {
     let login = server.wharf_with_input(&["login", "admin"], &format!("{ADMIN_PASSWORD}\n"), None);
     login.expect_code(0).stdout_has("export WHARF_TOKEN=wharf_");
     let token = login.stdout.trim().strip_prefix("export WHARF_TOKEN=").unwrap().to_owned();
-    server.wharf_with_input(&["login", "admin"], "wrong-password\n", None).expect_code(2);
+    // A wrong password says so (not "bearer token"), and how many tries are left.
+    let wrong = server.wharf_with_input(&["login", "admin"], "wrong-password\n", None);
+    wrong.expect_code(2).stderr_has("wrong user name or password (4 more tries from this address");
+    assert!(!wrong.stderr.contains("bearer token"), "{}", wrong.stderr);
 
     // Users: add (password from stdin), list.
     server.wharf(&["users", "add", "ann", "--role", "manager", "--project", "admin"]).expect_code(0);

@@ -297,14 +297,14 @@ impl LoginLimiter {
     /// Pairs remembered at most (expired ones go first, then the oldest).
     pub const MAX_ENTRIES: usize = 10_000;
 
-    /// Counts an attempt before its password is checked: `Ok(true)` when it is the
-    /// last one allowed (the pair is locked from now on unless it succeeds),
-    /// `Err(seconds to wait)` while the pair is locked out.
-    pub fn begin(&self, user: &str, ip: &str) -> Result<bool, u64> {
+    /// Counts an attempt before its password is checked: `Ok(tries left after this
+    /// one)`, `Ok(0)` for the last one allowed (the pair is locked from now on unless it
+    /// succeeds), `Err(seconds to wait)` while the pair is locked out.
+    pub fn begin(&self, user: &str, ip: &str) -> Result<u32, u64> {
         self.begin_at(user, ip, Instant::now())
     }
 
-    fn begin_at(&self, user: &str, ip: &str, now: Instant) -> Result<bool, u64> {
+    fn begin_at(&self, user: &str, ip: &str, now: Instant) -> Result<u32, u64> {
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let key = (user.to_owned(), ip.to_owned());
         if !entries.contains_key(&key) && entries.len() >= Self::MAX_ENTRIES {
@@ -320,11 +320,11 @@ impl LoginLimiter {
             None => {}
         }
         entry.count += 1;
-        let last = entry.count >= Self::MAX_FAILURES;
-        if last {
+        let left = Self::MAX_FAILURES.saturating_sub(entry.count);
+        if left == 0 {
             entry.locked_until = Some(now + Self::LOCKOUT);
         }
-        Ok(last)
+        Ok(left)
     }
 
     fn evict(entries: &mut HashMap<(String, String), Failures>, now: Instant) {
@@ -464,18 +464,18 @@ mod tests {
     #[test]
     fn the_limiter_locks_after_the_maximum_and_per_address() {
         let l = LoginLimiter::default();
-        for _ in 0..LoginLimiter::MAX_FAILURES - 1 {
-            assert_eq!(l.begin("ann", "1.2.3.4"), Ok(false));
+        for i in 1..LoginLimiter::MAX_FAILURES {
+            assert_eq!(l.begin("ann", "1.2.3.4"), Ok(LoginLimiter::MAX_FAILURES - i));
         }
-        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(true), "the last attempt allowed");
+        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(0), "the last attempt allowed");
         assert!(l.begin("ann", "1.2.3.4").is_err(), "counted before the password is checked");
         assert!(l.begin("ann", "5.6.7.8").is_ok(), "another address is not locked");
         assert!(l.begin("bob", "1.2.3.4").is_ok(), "another user is not locked");
         l.unchecked("ann", "1.2.3.4");
-        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(true), "an attempt never checked is taken back");
+        assert_eq!(l.begin("ann", "1.2.3.4"), Ok(0), "an attempt never checked is taken back");
         l.succeeded("bob", "1.2.3.4");
         let later = Instant::now() + LoginLimiter::LOCKOUT + Duration::from_secs(1);
-        assert_eq!(l.begin_at("ann", "1.2.3.4", later), Ok(false), "the lockout ends");
+        assert_eq!(l.begin_at("ann", "1.2.3.4", later), Ok(LoginLimiter::MAX_FAILURES - 1), "the lockout ends");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! | error | status | when |
 //! | --- | --- | --- |
 //! | `BadRequest` | 400 | the request cannot be read at all (bad query string, wrong content type) |
-//! | `Unauthorized` | 401 | no, a wrong, an expired or a revoked bearer token, and no valid session; a wrong password at login |
+//! | `Unauthorized` | 401 | no, a wrong, an expired or a revoked bearer token, and no valid session |
+//! | `LoginFailed` | 401 | a wrong user name or password at login, with the tries left before the lockout |
 //! | `Forbidden` | 403 | the caller sees the object but the permission matrix does not let them do this (see `authz`); a read-only token on a change; a missing or wrong CSRF token |
 //! | `NotFound` | 404 | the pipeline, run, task or version does not exist, or the caller may not see it (`authz`: existence does not leak) |
 //! | `Conflict` | 409 | the request clashes with the current state (name taken, run in progress, already finished) |
@@ -31,6 +32,8 @@ pub use wharf_api::Detail;
 pub enum AppError {
     BadRequest(String),
     Unauthorized,
+    /// A login with a wrong user name or password: 401 with how many tries are left.
+    LoginFailed(String),
     Forbidden(String),
     /// A licence limit: 403 with the message.
     Quota(String),
@@ -65,7 +68,7 @@ impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
             AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Unauthorized | AppError::LoginFailed(_) => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) | AppError::Quota(_) => StatusCode::FORBIDDEN,
             AppError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -124,7 +127,8 @@ impl std::fmt::Display for AppError {
             | AppError::Forbidden(m)
             | AppError::Quota(m)
             | AppError::TooLarge(m)
-            | AppError::Timeout(m) => f.write_str(m),
+            | AppError::Timeout(m)
+            | AppError::LoginFailed(m) => f.write_str(m),
             AppError::TooManyRequests { message, .. } | AppError::Unavailable { message, .. } => f.write_str(message),
             AppError::Unauthorized => f.write_str("unauthorized"),
             AppError::NotFound(what) => write!(f, "{what} not found"),
@@ -187,7 +191,9 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         let (message, details) = match &self {
-            AppError::BadRequest(m) | AppError::TooLarge(m) | AppError::Timeout(m) => (m.as_str(), &[][..]),
+            AppError::BadRequest(m) | AppError::TooLarge(m) | AppError::Timeout(m) | AppError::LoginFailed(m) => {
+                (m.as_str(), &[][..])
+            }
             AppError::Unauthorized => (
                 "missing, wrong, expired or revoked bearer token (Authorization: Bearer <token>), and no login session",
                 &[][..],

@@ -421,12 +421,12 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
     // written down whole (the audit line has it cut, and is rate-limited).
     if PipelineName::new(name.clone()).is_err() {
         super::audit_refusal(&state, &name, "login refused (not a valid user name)", "/login", 401, ip).await;
-        return Err(AppError::Unauthorized);
+        return Err(AppError::LoginFailed("wrong user name or password".to_owned()));
     }
     // The attempt counts before the password is checked, so parallel attempts cannot
     // get past the lock.
-    let last_allowed = match state.logins.begin(&name, &ip_key) {
-        Ok(last) => last,
+    let tries_left = match state.logins.begin(&name, &ip_key) {
+        Ok(left) => left,
         Err(wait) => {
             super::audit_refusal(&state, &name, "login (locked out)", &format!("/users/{name}"), 429, ip).await;
             return Err(AppError::TooManyRequests {
@@ -459,9 +459,17 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
         });
     };
     let Some(user) = user.filter(|_| ok) else {
-        let outcome = if last_allowed { "login failed (now locked out)" } else { "login failed" };
+        let outcome = if tries_left == 0 { "login failed (now locked out)" } else { "login failed" };
         super::audit(&state, &name, outcome, &format!("/users/{name}"), 401, ip).await;
-        return Err(AppError::Unauthorized);
+        let minutes = auth::LoginLimiter::LOCKOUT.as_secs() / 60;
+        return Err(AppError::LoginFailed(match tries_left {
+            0 => format!(
+                "wrong user name or password; that was the last try: logins as `{name}` from this address wait \
+                 {minutes} minutes"
+            ),
+            1 => format!("wrong user name or password (1 more try from this address before a {minutes}-minute wait)"),
+            n => format!("wrong user name or password ({n} more tries from this address before a {minutes}-minute wait)"),
+        }));
     };
     state.logins.succeeded(&name, &ip_key);
     if user.disabled_at.is_some() {
