@@ -479,12 +479,18 @@ fn runs_list_is_newest_first_with_pages_and_show_has_the_table_and_cause() {
         .stdout_has("status: succeeded")
         .stdout_has("STAGE  TASK   STATUS     DURATION")
         .stdout_has("✔ run #1 succeeded in");
-    let show = srv.wharf(&["runs", "show", "2"]);
+    // A run by its number in its pipeline, as the list shows it, is the same run.
+    let show = srv.wharf(&["runs", "show", "hello#2"]);
     show.expect_code(0)
+        .stdout_has("run #2 of hello (id 2")
         .stdout_has("status: failed")
         .stdout_has("reason: stage `Build` failed")
         .stdout_has("Build/greet: exit code 5")
         .stdout_has("✘ run #2 failed");
+    srv.wharf(&["logs", "hello#2", "greet"]).expect_code(0);
+    srv.wharf(&["runs", "show", "hello#9"]).expect_code(2).stderr_has("run `hello#9` not found");
+    srv.wharf(&["runs", "show", "nope#1"]).expect_code(2).stderr_has("not found");
+    srv.wharf(&["runs", "show", "hello#x"]).expect_code(2).stderr_has("a run is `PIPELINE#N` or its id");
 }
 
 #[test]
@@ -494,7 +500,7 @@ fn stop_rerun_and_retry() {
     let started = srv.wharf(&["runs", "start", "slow"]);
     let id = started.expect_code(0).run_id();
     srv.wait_status(id, "running");
-    srv.wharf(&["runs", "stop", &id.to_string()]).expect_code(0).stdout_has(&format!("stopping run {id}"));
+    srv.wharf(&["runs", "stop", "slow#1"]).expect_code(0).stdout_has(&format!("stopping run #1 of slow (id {id})"));
     srv.wait_status(id, "stopped").stdout_has("■ run #1 stopped");
     srv.wharf(&["runs", "stop", &id.to_string()]).expect_code(2).stderr_has("already stopped");
 
@@ -504,7 +510,11 @@ fn stop_rerun_and_retry() {
     let first_id = first.expect_code(0).run_id();
     srv.apply("hello", &hello_v2()); // a new version, which the re-run must not use
     let rerun = srv.wharf(&["runs", "rerun", &first_id.to_string(), "--follow"]);
-    rerun.expect_code(0).stdout_has(&format!("a re-run of run {first_id}")).stdout_has("[Build/greet] hello again\n");
+    rerun
+        .expect_code(0)
+        .stdout_has("of hello (id ")
+        .stdout_has("a re-run of run #1 with")
+        .stdout_has("[Build/greet] hello again\n");
     assert!(!rerun.stdout.contains("Test"), "the re-run took the new version:\n{}", rerun.stdout);
     srv.wharf(&["runs", "show", &rerun.run_id().to_string()])
         .expect_code(0)
@@ -533,7 +543,7 @@ stages:
     let retry = srv.wharf(&["runs", "retry", &failed_id.to_string(), "--follow"]);
     retry
         .expect_code(0)
-        .stdout_has(&format!("a retry of run {failed_id} from its failed stage"))
+        .stdout_has("a retry of run #1 from its failed stage")
         .stdout_has("[Check/check] second try V=42\n");
     assert!(!retry.stdout.contains("[Prepare/prep]"), "the succeeded stage ran again:\n{}", retry.stdout);
     let show = srv.wharf(&["runs", "show", &retry.run_id().to_string()]);

@@ -561,6 +561,17 @@ impl Store {
         run_row(&row)
     }
 
+    /// The run numbered `number` (`#N`, `BUILD_ID`) of a pipeline.
+    pub async fn run_by_number(&self, pipeline_id: i64, number: i64) -> Result<RunRow> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.pipeline_id = ? AND r.number = ?")))
+            .bind(pipeline_id)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("run #{number}")))?;
+        run_row(&row)
+    }
+
     /// The number of the first run of `pipeline_id` that an event started at `commit` on
     /// `branch` (or `tag`) at or after `since_ms`, if any: how a second event for the
     /// same commit finds that the pipeline already ran for it. One indexed lookup by

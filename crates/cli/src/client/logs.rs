@@ -18,8 +18,8 @@ pub(super) const PATIENCE: Duration = Duration::from_secs(30);
 pub struct LogsArgs {
     #[command(flatten)]
     pub conn: Conn,
-    /// The run's id.
-    pub run: u64,
+    /// The run: `PIPELINE#N` (`hello#3`) or its id.
+    pub run: String,
     /// One task's log (or `@checkout`, `@run`) instead of the whole run's.
     pub task: Option<String>,
     /// Follow the log live until the task (or the run) ends.
@@ -29,7 +29,8 @@ pub struct LogsArgs {
 
 pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
     let client = Client::new(&args.conn)?;
-    let run = args.run.to_string();
+    let id = client.run(&args.run).await?.id as u64;
+    let run = id.to_string();
     match (args.task, args.follow) {
         (None, false) => {
             let (_, body) = client.bytes(client.url(&["runs", &run, "log"])).await?;
@@ -53,14 +54,14 @@ pub async fn logs(args: LogsArgs) -> Result<ExitCode> {
         }
         (Some(task), true) => {
             let mut out = std::io::stdout();
-            stream_log(&client, args.run, &task, |line| {
+            stream_log(&client, id, &task, |line| {
                 let _ = writeln!(out, "{line}");
                 let _ = out.flush();
             })
             .await?;
         }
         (None, true) => {
-            let record = follow_run(&client, args.run).await?;
+            let record = follow_run(&client, id).await?;
             println!("{}", outcome_line(&record));
         }
     }

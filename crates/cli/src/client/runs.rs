@@ -42,21 +42,21 @@ pub enum RunsCommand {
     },
     /// Stop a run (its tasks get SIGTERM, then SIGKILL after the server's grace).
     Stop {
-        /// The run's id.
-        run: u64,
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
     },
     /// Run a record again with its version, parameters and commit.
     Rerun {
-        /// The run's id.
-        run: u64,
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
         /// Show the new run's progress and logs until it ends.
         #[arg(short, long)]
         follow: bool,
     },
     /// Retry a run from its failed stage, reusing what succeeded.
     Retry {
-        /// The run's id.
-        run: u64,
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
         /// Show the new run's progress and logs until it ends.
         #[arg(short, long)]
         follow: bool,
@@ -82,8 +82,8 @@ pub enum RunsCommand {
     },
     /// A run's stages and tasks with status and duration, its cause and outcome.
     Show {
-        /// The run's id.
-        run: u64,
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
     },
 }
 
@@ -116,6 +116,11 @@ fn run_exit(status: Status) -> ExitCode {
     }
 }
 
+/// How every command names a run: `run #3 of hello (id 12)`.
+pub(super) fn named(run: &RunDetail) -> String {
+    format!("run #{} of {} (id {})", run.number, run.pipeline, run.id)
+}
+
 /// `✔ run #3 succeeded in 1.2s: reason`.
 pub(super) fn outcome_line(record: &RunRecord) -> String {
     let took = record.progress.wall_time(jiff::Timestamp::now()).map(report::human).unwrap_or_else(|| "-".into());
@@ -135,30 +140,33 @@ pub async fn runs(args: RunsArgs) -> Result<ExitCode> {
             after_start(&client, &accepted, follow).await
         }
         RunsCommand::Stop { run } => {
-            client.perform(Method::POST, client.url(&["runs", &run.to_string(), "stop"]), None).await?;
-            println!("stopping run {run} (its tasks get SIGTERM, then SIGKILL after the server's grace)");
+            let run = client.run(&run).await?;
+            client.perform(Method::POST, client.url(&["runs", &run.id.to_string(), "stop"]), None).await?;
+            println!("stopping {} (its tasks get SIGTERM, then SIGKILL after the server's grace)", named(&run));
             Ok(ExitCode::SUCCESS)
         }
         RunsCommand::Rerun { run, follow } => {
+            let run = client.run(&run).await?;
             let accepted: Accepted =
-                client.fetch(Method::POST, client.url(&["runs", &run.to_string(), "rerun"])).await?;
+                client.fetch(Method::POST, client.url(&["runs", &run.id.to_string(), "rerun"])).await?;
             println!(
-                "started run #{} (id {}), a re-run of run {run} with its version, parameters and commit",
-                accepted.number, accepted.id
+                "started run #{} of {} (id {}), a re-run of run #{} with its version, parameters and commit",
+                accepted.number, run.pipeline, accepted.id, run.number
             );
             after_start(&client, &accepted, follow).await
         }
         RunsCommand::Retry { run, follow } => {
+            let run = client.run(&run).await?;
             let accepted: Accepted =
-                client.fetch(Method::POST, client.url(&["runs", &run.to_string(), "retry"])).await?;
+                client.fetch(Method::POST, client.url(&["runs", &run.id.to_string(), "retry"])).await?;
             println!(
-                "started run #{} (id {}), a retry of run {run} from its failed stage",
-                accepted.number, accepted.id
+                "started run #{} of {} (id {}), a retry of run #{} from its failed stage",
+                accepted.number, run.pipeline, accepted.id, run.number
             );
             after_start(&client, &accepted, follow).await
         }
         RunsCommand::List { pipeline, limit, page, .. } => list_runs(&client, &pipeline, limit, page).await,
-        RunsCommand::Show { run } => show_run(&client, run).await,
+        RunsCommand::Show { run } => show_run(&client, &run).await,
     }
 }
 
@@ -218,8 +226,9 @@ async fn list_runs(client: &Client, pipeline: &str, limit: Option<usize>, page: 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn show_run(client: &Client, id: u64) -> Result<ExitCode> {
-    let detail = client.run(id).await?;
+async fn show_run(client: &Client, run: &str) -> Result<ExitCode> {
+    let detail = client.run(run).await?;
+    let id = detail.id;
     let (version, retry_of, commit) = (detail.version, detail.retry_of, detail.commit.clone());
     let record = RunRecord::from(detail);
     println!("run #{} of {} (id {id}, version {version})", record.number, record.pipeline);
@@ -276,7 +285,7 @@ struct Followed {
 /// record order. Returns the final record.
 pub(super) async fn follow_run(client: &Client, run: u64) -> Result<RunRecord> {
     // The run exists and the server answers, before anything is followed.
-    client.run(run).await?;
+    client.run(&run.to_string()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<Follow>();
     let mut followed: HashMap<String, Followed> = HashMap::new();
     let mut record: Option<RunRecord> = None;
@@ -389,8 +398,9 @@ fn announce(record: &RunRecord, followed: &mut HashMap<String, Followed>) {
 
 impl Client {
     /// `GET /runs/{id}`.
-    async fn run(&self, id: u64) -> Result<RunDetail> {
-        self.get(&["runs", &id.to_string()]).await
+    /// The run `run` names: `PIPELINE#N` or its id (the server resolves both).
+    pub(super) async fn run(&self, run: &str) -> Result<RunDetail> {
+        self.get(&["runs", run]).await
     }
 
     /// [`Client::run`], waiting out a server that is briefly away (a restart).
@@ -398,7 +408,7 @@ impl Client {
         let started = tokio::time::Instant::now();
         let mut warned = false;
         loop {
-            match self.run(id).await {
+            match self.run(&id.to_string()).await {
                 Err(e) if e.downcast_ref::<super::Unreachable>().is_some() && started.elapsed() < PATIENCE => {
                     if !warned {
                         eprintln!("lost the connection to the server at {}; trying again…", self.shown);

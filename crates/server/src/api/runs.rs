@@ -21,8 +21,26 @@ use wharf_store::idempotency::Claim;
 
 /// A run, with its pipeline checked for `action` (runs follow their pipeline). A run
 /// of a pipeline the caller may not see is "not found", naming only the run.
+/// The run `id` names, as its id (`12`) or as `PIPELINE#N` (`hello#3`, URL-encoded
+/// `hello%233`; the pipeline by name or id, `?project=` is not needed unless the name is
+/// ambiguous), when `caller` may do `action` to its pipeline (404 when it may not see it).
 pub async fn run_for(state: &AppState, caller: &Caller, id: &str, action: Action) -> ApiResult<RunRow> {
-    let row = state.store.run(parse_id(id)?).await?;
+    let row = match id.rsplit_once('#') {
+        Some((pipeline, number)) => {
+            let number = number
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| AppError::NotFound(format!("run `{id}` (a run is `PIPELINE#N` or its id)")))?;
+            let pipeline =
+                super::pipelines::find_for(state, caller, pipeline, &HashMap::new(), Action::ViewPipeline).await?;
+            state.store.run_by_number(pipeline.id, number).await.map_err(|e| match e {
+                wharf_store::StoreError::NotFound(_) => AppError::NotFound(format!("run `{id}`")),
+                e => e.into(),
+            })?
+        }
+        None => state.store.run(parse_id(id)?).await?,
+    };
     let pipeline = state.store.pipeline(row.summary.pipeline_id).await?;
     authz::check(caller, action, &authz::Object::pipeline(&pipeline))
         .map_err(|denied| if denied.hidden { AppError::NotFound(format!("run `{id}`")) } else { denied.into() })?;

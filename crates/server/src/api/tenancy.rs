@@ -468,7 +468,9 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
                  {minutes} minutes"
             ),
             1 => format!("wrong user name or password (1 more try from this address before a {minutes}-minute wait)"),
-            n => format!("wrong user name or password ({n} more tries from this address before a {minutes}-minute wait)"),
+            n => {
+                format!("wrong user name or password ({n} more tries from this address before a {minutes}-minute wait)")
+            }
         }));
     };
     state.logins.succeeded(&name, &ip_key);
