@@ -6,8 +6,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 command -v git >/dev/null || { echo "git is needed: apt-get install -y git" >&2; exit 1; }
-echo "==> building wharf (cargo build --release)"
-cargo build --release --quiet -p wharf
+if [ -x target/release/wharf ]; then
+  echo "==> building wharf (cargo build --release --bin wharf; seconds when little changed)"
+else
+  echo "==> building wharf (cargo build --release --bin wharf): the first build compiles about"
+  echo "    330 crates, 5 to 20 minutes depending on the machine (2 busy cores: the long end)."
+  echo "    cargo shows each crate as it goes."
+fi
+cargo build --release -p wharf --bin wharf
 
 # A fresh repository each time, so the example shows a real clone at depth 1.
 repo="$root/.wharf/quickstart/greet.git"
