@@ -294,8 +294,27 @@ pub trait Observer: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PrepareError {
-    #[error("{}", .0.join("\n"))]
-    Invalid(Vec<String>),
+    #[error("{}", .0.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Refusal>),
+}
+
+/// One reason a run cannot start, with the part of the pipeline or request it is
+/// about: `parameters`, or `stages.<stage>.tasks.<task>.type` / `.secrets`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub path: String,
+    /// Names the stage and task when it is about one (`Build/push: …`).
+    pub message: String,
+}
+
+impl Refusal {
+    fn parameters(message: String) -> Refusal {
+        Refusal { path: "parameters".to_owned(), message }
+    }
+
+    fn task(stage: &str, task: &str, field: &str, why: impl std::fmt::Display) -> Refusal {
+        Refusal { path: format!("stages.{stage}.tasks.{task}.{field}"), message: format!("{stage}/{task}: {why}") }
+    }
 }
 
 pub struct Engine {
@@ -355,7 +374,8 @@ impl Engine {
             for task in &stage.tasks {
                 for secret in &task.secrets {
                     if !secrets.contains_key(secret.as_str()) {
-                        problems.push(format!("{}/{}: the secret `{secret}` is not set", stage.name, task.name));
+                        let why = format!("the secret `{secret}` is not set");
+                        problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "secrets", why));
                     }
                 }
             }
@@ -375,7 +395,7 @@ impl Engine {
                     )),
                 };
                 if let Err(why) = verdict {
-                    problems.push(format!("{}/{}: {why}", stage.name, task.name));
+                    problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "type", why));
                 }
             }
         }
@@ -383,16 +403,16 @@ impl Engine {
         for name in given.keys() {
             if !pipeline.parameters.iter().any(|p| p.name.as_str() == name) {
                 let known: Vec<&str> = pipeline.parameters.iter().map(|p| p.name.as_str()).collect();
-                problems.push(if known.is_empty() {
+                problems.push(Refusal::parameters(if known.is_empty() {
                     format!("unknown parameter `{name}`: this pipeline takes no parameters")
                 } else {
                     format!("unknown parameter `{name}`; the pipeline's parameters are: {}", known.join(", "))
-                });
+                }));
             }
         }
         for (name, value) in given {
             if let Some(problem) = wharf_pipeline::limits::value_problem(value) {
-                problems.push(format!("parameter `{name}` {problem}"));
+                problems.push(Refusal::parameters(format!("parameter `{name}` {problem}")));
             }
         }
         for p in &pipeline.parameters {
@@ -403,8 +423,10 @@ impl Engine {
                 (None, Some(default)) => {
                     params.insert(p.name.to_string(), default.clone());
                 }
-                (None, None) => problems
-                    .push(format!("parameter `{}` has no default and was not given (-p {}=VALUE)", p.name, p.name)),
+                (None, None) => problems.push(Refusal::parameters(format!(
+                    "parameter `{}` has no default and was not given (-p {}=VALUE)",
+                    p.name, p.name
+                ))),
             }
         }
         if problems.is_empty() { Ok(params) } else { Err(PrepareError::Invalid(problems)) }

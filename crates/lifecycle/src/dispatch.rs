@@ -157,13 +157,12 @@ impl Lifecycle {
         self.host_refusal(model, host)?;
         engine.prepare(model, given, secrets).map_err(|e| {
             let problems = match e {
-                wharf_engine::PrepareError::Invalid(problems) => problems,
-                other => vec![other.to_string()],
+                wharf_engine::PrepareError::Invalid(refusals) => {
+                    refusals.into_iter().map(|r| Problem { path: r.path, message: r.message }).collect()
+                }
+                other => vec![Problem { path: String::new(), message: other.to_string() }],
             };
-            RunError::Invalid {
-                message: "the run cannot start".into(),
-                problems: problems.into_iter().map(|p| Problem { path: "parameters".into(), message: p }).collect(),
-            }
+            RunError::Invalid { message: "the run cannot start".into(), problems }
         })
     }
 
