@@ -44,7 +44,7 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Write a starter pipeline with the default stages (Source, Build, Test, Deploy).
+    /// Write the starter pipeline: the Source (`source:`, to fill in) and the stages Build, Test, Deploy.
     Init {
         /// The pipeline's name.
         #[arg(default_value = "my-pipeline")]

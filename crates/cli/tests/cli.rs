@@ -1414,18 +1414,19 @@ fn init_writes_a_starter_that_runs_with_the_four_default_stages() {
     out.expect_code(0).stdout_has("wharf.yaml");
     let written = std::fs::read_to_string(sb.path().join("wharf.yaml")).unwrap();
     assert!(written.contains("name: demo-app"), "{written}");
-    sb.wharf(&["validate", "wharf.yaml"]).expect_code(0).stdout_has("ok (pipeline `demo-app`, 4 stages, 4 tasks)");
+    assert!(written.contains("# source:") && written.contains("timeout: 0"), "{written}");
+    sb.wharf(&["validate", "wharf.yaml"]).expect_code(0).stdout_has("ok (pipeline `demo-app`, 3 stages, 3 tasks)");
 
     let out = sb.run("wharf.yaml", &[]);
     out.expect_code(0).stdout_has("run #1 succeeded");
     let record = sb.record("demo-app", 1);
     let stages: Vec<&str> = record["stages"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
-    assert_eq!(stages, ["Source", "Build", "Test", "Deploy"]);
+    assert_eq!(stages, ["Build", "Test", "Deploy"]);
     for (s, name) in stages.iter().enumerate() {
         assert_eq!(status(&record["stages"][s]), "succeeded");
         out.stdout_has(&format!("from {name}, run 1"));
     }
-    assert_eq!(out.table().len(), 4);
+    assert_eq!(out.table().len(), 3);
 
     // It does not overwrite, and refuses bad names.
     sb.wharf(&["init", "other", "-o", "wharf.yaml"]).expect_code(2).stderr_has("already exists");

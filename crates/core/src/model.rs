@@ -10,8 +10,10 @@ use crate::names::{PipelineName, StepName, VarName};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// The stages a pipeline created from scratch starts with (seed 002).
-pub const DEFAULT_STAGES: [&str; 4] = ["Source", "Build", "Test", "Deploy"];
+/// The stages a pipeline created from scratch starts with, after its Source (seed 002:
+/// "Source", "Build", "Test" and "Deploy", where Source is the code source every run
+/// checks out: the pipeline's `source:`, the editor's Source card, not a stage of tasks).
+pub const DEFAULT_STAGES: [&str; 3] = ["Build", "Test", "Deploy"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {

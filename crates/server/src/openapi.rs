@@ -48,10 +48,20 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: "post",
         path: "/pipelines/scratch",
-        summary: "Create a pipeline with the default stages Source, Build, Test, Deploy",
+        summary: "Create a pipeline from the starter: the Source (`source:`, to fill in) and the stages Build, \
+                  Test, Deploy",
         body: Body::Json("Scratch"),
         status: 201,
         answer: Some("Saved"),
+    },
+    Route {
+        method: "get",
+        path: "/pipelines/scratch",
+        summary: "The starter pipeline (?name, default my-pipeline) as YAML and definition, without storing it: \
+                  what the editor, `wharf init` and `POST /pipelines/scratch` start from",
+        body: Body::None,
+        status: 200,
+        answer: Some("Validated"),
     },
     Route {
         method: "post",

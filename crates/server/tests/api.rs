@@ -297,22 +297,32 @@ async fn save_and_run_that_cannot_start_stores_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pipeline_from_scratch_has_the_four_default_stages_and_runs() {
     let s = common::start().await;
+    // The starter the editor begins from is the same one, not stored.
+    let starter = s.get("/pipelines/scratch?name=fresh").await.expect(200).json;
+    assert_eq!(starter["valid"], true);
+    assert_eq!(names(&starter["definition"]["stages"], "name"), ["Build", "Test", "Deploy"]);
+    assert!(starter["yaml"].as_str().unwrap().contains("# source:"), "{starter:#}");
+    s.get("/pipelines/scratch?name=../x").await.expect_error(422);
+    assert_eq!(s.get("/pipelines").await.expect(200).json["total"], 0, "nothing stored");
     let created = s.post("/pipelines/scratch", json!({ "name": "fresh" })).await.expect(201).json;
     assert_eq!(created["name"], "fresh");
     assert_eq!(created["project"], "admin");
     assert_eq!(created["version"], 1);
 
     let shown = s.get("/pipelines/fresh").await.expect(200).json;
-    assert_eq!(names(&shown["definition"]["stages"], "name"), ["Source", "Build", "Test", "Deploy"]);
+    // The Source is the pipeline's `source:` (left to fill in), then three stages.
+    assert_eq!(shown["definition"]["stages"], starter["definition"]["stages"]);
+    assert_eq!(names(&shown["definition"]["stages"], "name"), ["Build", "Test", "Deploy"]);
     let yaml = s.get("/pipelines/fresh/yaml").await.expect(200).text;
-    for stage in ["Source", "Build", "Test", "Deploy"] {
+    assert!(yaml.contains("# source:") && yaml.contains("timeout: 0"), "{yaml}");
+    for stage in ["Build", "Test", "Deploy"] {
         assert!(yaml.contains(&format!("- name: {stage}\n")), "{yaml}");
     }
 
     let run = s.start_run("fresh", json!({})).await;
     let run = s.wait_run(id_of(&run)).await;
     assert_eq!(run["status"], "succeeded", "{run:#}");
-    assert_eq!(names(&run["stages"], "name"), ["Source", "Build", "Test", "Deploy"]);
+    assert_eq!(names(&run["stages"], "name"), ["Build", "Test", "Deploy"]);
     for stage in run["stages"].as_array().unwrap() {
         assert_eq!(stage["status"], "succeeded", "{stage:#}");
     }
@@ -541,6 +551,11 @@ stages:
     assert_eq!(copied["definition"], a, "everything but the name is the same");
     assert!(s.get("/pipelines/duplicate/yaml").await.expect(200).text.contains("timeout: 30"));
     assert_eq!(copied["last_run"], Value::Null, "history is not copied");
+    // A copy starts inactive, so its triggers fire nothing until someone activates it.
+    assert_eq!(copied["active"], false, "{copied:#}");
+    let refused = s.post("/pipelines/duplicate/runs", json!({})).await.expect_error(409);
+    assert!(refused.error_text().contains("inactive"), "{}", refused.text);
+    s.post_empty("/pipelines/duplicate/activate").await.expect(200);
 
     let run = s.start_run("duplicate", json!({})).await;
     assert_eq!(run["number"], 1, "the copy numbers its own runs");

@@ -42,7 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let public = Router::new().route("/login", post(tenancy::login)).route("/openapi.json", get(openapi));
     let api = Router::new()
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
-        .route("/pipelines/scratch", post(pipelines::create_from_scratch))
+        .route("/pipelines/scratch", get(pipelines::starter).post(pipelines::create_from_scratch))
         .route("/pipelines/validate", post(pipelines::validate))
         .route("/pipelines/{key}", get(pipelines::show).put(pipelines::update).delete(pipelines::delete))
         .route("/pipelines/{key}/copy", post(pipelines::copy))

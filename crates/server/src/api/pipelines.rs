@@ -192,7 +192,18 @@ pub async fn create(
     Ok(created(saved))
 }
 
-/// `POST /pipelines/scratch {"name"}`: a new pipeline with the four default stages.
+/// `GET /pipelines/scratch?name=N`: the starter (see `wharf_pipeline::starter`), not stored.
+pub async fn starter(_caller: Caller, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    let name = query.get("name").map(String::as_str).unwrap_or("my-pipeline");
+    let yaml = wharf_pipeline::starter::starter_yaml(name)
+        .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
+    let model = wharf_pipeline::parse(&yaml).map_err(AppError::pipeline)?;
+    let definition = serde_json::to_value(&model).map_err(|e| AppError::internal("cannot serialise the starter", e))?;
+    Ok(axum::Json(Validated { valid: true, definition: Some(definition), yaml, diagnostics: Vec::new() })
+        .into_response())
+}
+
+/// `POST /pipelines/scratch {"name"}`: a new pipeline from the starter.
 pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body: Bytes) -> ApiResult<Response> {
     let request: ScratchPipeline = json_body(&body)?;
     let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
@@ -330,6 +341,10 @@ pub async fn copy(
     let source = state.store.version(row.id, row.version).await?.source;
     let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
     let copy = create_row(&state, &caller, &row.project, &request.name, &text).await?;
+    // A copy takes the stages, tasks and timeout (seed 002) and starts inactive: its
+    // triggers (timers, webhooks) stay in its YAML but fire nothing until someone
+    // activates it, so a copy never starts running by itself.
+    let copy = state.store.set_active(copy.id, false).await?;
     state.runs.timers().changed(copy.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, copy, false).await?))
 }

@@ -17,12 +17,13 @@ const TASK_TYPES = {
   approval: 'Approval',
 };
 
-function starter() {
-  const task = (stage) => ({ name: stage.toLowerCase(), type: 'script', script: `echo "${stage} of run \${BUILD_ID}"\n` });
-  return {
-    name: '', description: 'A new pipeline', timeout: 60 * 60000, concurrency: 'queue',
-    stages: ['Build', 'Test', 'Deploy'].map((s) => ({ name: s, mode: 'sequential', on_error: 'stop', tasks: [task(s)] })),
-  };
+/// The starter every new pipeline begins from: the server's one definition (the same as
+/// `wharf init` and `POST /pipelines/scratch`), without a name yet.
+async function starter() {
+  const answer = await api('/pipelines/scratch');
+  const model = answer.definition;
+  model.name = '';
+  return model;
 }
 
 function newTask(type, name) {
@@ -58,8 +59,11 @@ export async function render(main, params, query) {
       const from = await api(`/pipelines/${encodeURIComponent(query.get('copy'))}`);
       model = from.definition;
       model.name = from.name + '-copy';
+      // A copy takes the stages, tasks and timeout (seed 002), not the triggers: a new
+      // pipeline must not start running by itself on the original's timer or webhook.
+      delete model.triggers;
     } else {
-      model = starter();
+      model = await starter();
     }
   } catch (e) {
     main.append(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'The pipeline could not be loaded.'), h('pre', {}, errorText(e))));
