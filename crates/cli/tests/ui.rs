@@ -389,6 +389,14 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     let failed = server.api(reqwest::Method::POST, "/pipelines/flaky/runs", Some("{}")).await;
     chrome.goto(&format!("{base}/runs/{}", failed["id"])).await;
     chrome.wait("the run to fail", "document.querySelector('.run-head .badge')?.dataset.status === 'failed'").await;
+    // Opened after the fact, a failed run lands on the task that failed, not the first.
+    chrome.goto(&format!("{base}/runs/{}", failed["id"])).await;
+    chrome
+        .wait(
+            "the failed task's log",
+            "document.querySelector('tr.selected')?.dataset.task === 'two' && document.querySelector('.log-title')?.textContent === 'Log: two'",
+        )
+        .await;
     chrome.click("[data-action=retry]").await;
     confirm(&chrome).await;
     chrome.wait("the retry", "document.querySelector('.run-head h1')?.textContent === 'Run #2'").await;
@@ -494,6 +502,9 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     let clone = server.api(reqwest::Method::GET, "/pipelines/ui-demo-clone", None).await;
     let mut expected = definition.clone();
     expected["name"] = json!("ui-demo-clone");
+    // The seed's copy: stages, tasks and timeout; not the triggers (it must not start
+    // running by itself on the original's timer).
+    expected.as_object_mut().unwrap().remove("triggers");
     assert_eq!(clone["definition"], expected, "the clone has the original's stages, tasks and settings");
 
     chrome.goto(&format!("{base}/pipelines")).await;
@@ -502,18 +513,25 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.type_into("dialog[open] input[name=name]", "ui-demo-copy").await;
     confirm(&chrome).await;
     chrome.wait("the copy in the list", "document.querySelector('tr[data-pipeline=ui-demo-copy]')").await;
-    menu_item(&chrome, "More actions for ui-demo-copy", "deactivate").await;
-    confirm(&chrome).await;
+    // A copy starts inactive: its triggers fire nothing until it is activated.
     chrome
         .wait(
             "the copy inactive",
             "document.querySelector('tr[data-pipeline=ui-demo-copy] .pill')?.textContent === 'Inactive'",
         )
         .await;
+    menu_item(&chrome, "More actions for ui-demo-copy", "activate").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the copy active",
+            "document.querySelector('tr[data-pipeline=ui-demo-copy] .pill')?.textContent !== 'Inactive'",
+        )
+        .await;
     assert_eq!(
         server.api(reqwest::Method::GET, "/pipelines/ui-demo-copy", None).await["active"],
-        false,
-        "deactivated on the server"
+        true,
+        "activated on the server"
     );
     menu_item(&chrome, "More actions for ui-demo-copy", "delete").await;
     confirm(&chrome).await;

@@ -74,10 +74,10 @@ export async function deletePipeline(p) {
 export async function copyPipeline(p) {
   const name = h('input', { name: 'name', value: p.name + '-copy', required: true, pattern: '[A-Za-z0-9_.\\-]{1,64}' });
   const saved = await formDialog('Copy pipeline', (form) => {
-    form.append(h('p', {}, `A new pipeline with the stages, tasks and settings of “${p.name}”.`),
+    form.append(h('p', {}, `A new pipeline with the stages, tasks and settings of “${p.name}”. It starts inactive, so its triggers fire nothing until you activate it.`),
       field('New name', name, 'Letters, digits, _ . - ; up to 64.'));
   }, { submitLabel: 'Copy', submit: () => api(`/pipelines/${p.id}/copy`, { method: 'POST', body: { name: name.value.trim() } }) });
-  if (saved) toast(`Copied to ${saved.name}.`);
+  if (saved) toast(`Copied to ${saved.name} (inactive until you activate it).`);
   return saved;
 }
 

@@ -19,7 +19,9 @@ export async function render(main, [id], query) {
   const logBox = h('div', { class: 'log-box' });
   main.append(header, h('div', { class: 'run-body' }, steps, logBox));
 
-  let selected = query.get('task') || firstTask(run);
+  // Until the user picks a task, the page follows what they came for (landing below).
+  let chosen = Boolean(query.get('task'));
+  let selected = query.get('task') || landing(run);
   let view = null;
   let poll = null;
   let stopped = false;
@@ -73,7 +75,7 @@ export async function render(main, [id], query) {
     const current = key === selected;
     return h('tr', { class: current ? 'selected' : '', 'data-task': key },
       h('td', {}, stageLabel),
-      h('td', {}, h('button', { type: 'button', class: 'link', 'aria-pressed': current ? 'true' : 'false', onclick: () => select(key) }, label)),
+      h('td', {}, h('button', { type: 'button', class: 'link', 'aria-pressed': current ? 'true' : 'false', onclick: () => { chosen = true; select(key); } }, label)),
       h('td', {}, badge(part.status)),
       h('td', {}, fmtDuration(part.duration_ms)));
   }
@@ -90,7 +92,9 @@ export async function render(main, [id], query) {
     try {
       run = await api(`/runs/${run.id}`);
       keepFocus(header, drawHeader);
-      keepFocus(steps, drawSteps);
+      const next = chosen ? selected : landing(run);
+      if (next && next !== selected) select(next);
+      else keepFocus(steps, drawSteps);
     } catch (e) { fail(e); }
   }
 
@@ -106,9 +110,20 @@ export async function render(main, [id], query) {
   return () => { stopped = true; clearTimeout(poll); if (view) view.close(); };
 }
 
-function firstTask(run) {
-  for (const s of run.stages) for (const t of s.tasks) if (t.status !== 'skipped' && t.status !== 'queued' && t.status !== 'pending') return t.name;
-  return run.stages[0] && run.stages[0].tasks[0] ? run.stages[0].tasks[0].name : null;
+/// The task a run page opens on: the first that failed or timed out (what a user opens a
+/// failed run for), else the one running or waiting now (the newest started), else the
+/// first that ran, else the first.
+function landing(run) {
+  if (run.checkout && ['failed', 'timed_out'].includes(run.checkout.status)) return '@checkout';
+  const tasks = run.stages.flatMap((s) => s.tasks);
+  const failed = tasks.find((t) => t.status === 'failed' || t.status === 'timed_out');
+  if (failed) return failed.name;
+  const active = tasks.filter((t) => t.status === 'running' || t.status === 'waiting');
+  if (active.length) return active[active.length - 1].name;
+  const ran = tasks.find((t) => !['skipped', 'queued', 'pending'].includes(t.status));
+  if (ran) return ran.name;
+  if (!tasks.length && run.checkout) return '@checkout';
+  return tasks.length ? tasks[0].name : null;
 }
 
 function fact(label, value) {
