@@ -78,7 +78,9 @@ export async function render(main, params, query) {
   let tab = 'cards';
 
   const nameInput = h('input', { id: 'pipeline-name', value: model.name, placeholder: 'my-app', required: true, 'aria-describedby': 'name-hint' });
-  nameInput.addEventListener('change', () => change((m) => { m.name = nameInput.value.trim(); }));
+  // The name is not on any card: its change must not redraw the cards, or the click that
+  // took the focus away (on "Add source", "Add task") lands on a card already replaced.
+  nameInput.addEventListener('change', () => change((m) => { m.name = nameInput.value.trim(); }, { cards: false }));
   const undoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'undo', onclick: () => history(undo, redo) }, 'Undo');
   const redoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'redo', onclick: () => history(redo, undo) }, 'Redo');
   const resetBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'reset', onclick: reset }, 'Reset');
@@ -104,7 +106,7 @@ export async function render(main, params, query) {
     banner, canvas, yamlPanel);
 
   // --- the model and its history -------------------------------------------------
-  function change(mutate) {
+  function change(mutate, { cards = true } = {}) {
     const before = JSON.stringify(model);
     const next = clone(model);
     mutate(next);
@@ -112,7 +114,7 @@ export async function render(main, params, query) {
     undo.push(before);
     redo.length = 0;
     model = next;
-    redraw();
+    redraw({ cards });
   }
   function history(from, to) {
     if (!from.length) return;
@@ -127,7 +129,7 @@ export async function render(main, params, query) {
     model = JSON.parse(initial);
     redraw();
   }
-  function redraw() {
+  function redraw({ cards = true } = {}) {
     if (yamlState.dirty) {
       // The model changed (undo, redo, reset) while the YAML tab held an edit: the
       // model wins, so the two views agree again.
@@ -140,7 +142,7 @@ export async function render(main, params, query) {
     undoBtn.disabled = !undo.length;
     redoBtn.disabled = !redo.length;
     resetBtn.disabled = JSON.stringify(model) === initial;
-    drawCards();
+    if (cards) drawCards();
     if (tab === 'yaml' && !yamlState.dirty) loadYaml();
   }
 
