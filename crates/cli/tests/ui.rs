@@ -905,3 +905,85 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
 }
+
+/// Jenkins' "Build with Parameters": the Run dialog asks for a pipeline's parameters
+/// (defaults filled in, choices as a list, required ones marked), and the editor edits
+/// variables and parameters and asks for them on "Save and run".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_runs_a_pipeline_with_parameters_and_edits_them_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    let yaml = "name: params\nparameters:\n  - name: WHO\n    description: Whom to greet\n  - name: TARGET\n    choices: [staging, production]\n  - name: MOOD\n    default: glad\nstages:\n  - name: S\n    tasks:\n      - {name: greet, type: script, script: 'echo \"$WHO $TARGET $MOOD\"'}\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(yaml)).await;
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.click("[data-action=run][aria-label='Run params']").await;
+    chrome.wait("the parameters", "document.querySelector('dialog[open] [data-param=WHO]')").await;
+    let shown = chrome
+        .js(
+            "const d = document.querySelector('dialog[open]');
+             return {
+               who_required: d.querySelector('[data-param=WHO]').required,
+               who_label: d.querySelector('label[for=' + d.querySelector('[data-param=WHO]').id + ']').textContent,
+               hint: d.textContent.includes('Whom to greet'),
+               target: d.querySelector('[data-param=TARGET]').tagName + ':' + d.querySelector('[data-param=TARGET]').value,
+               options: [...d.querySelectorAll('[data-param=TARGET] option')].map(o => o.value).join(','),
+               mood: d.querySelector('[data-param=MOOD]').value,
+             };",
+            json!([]),
+        )
+        .await;
+    assert_eq!(
+        shown,
+        json!({"who_required": true, "who_label": "WHO *", "hint": true, "target": "SELECT:staging", "options": "staging,production", "mood": "glad"})
+    );
+    chrome.screenshot(&shots.join("40-run-with-parameters.png")).await;
+    chrome.type_into("dialog[open] [data-param=WHO]", "world").await;
+    chrome
+        .js("const s = document.querySelector('dialog[open] [data-param=TARGET]'); s.value = 'production';", json!([]))
+        .await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "the run started",
+            "[...document.querySelectorAll('.toast')].some(t => t.textContent.includes('Run #1 of params started'))",
+        )
+        .await;
+    let runs = server.api(reqwest::Method::GET, "/pipelines/params/runs", None).await;
+    let run = server.api(reqwest::Method::GET, &format!("/runs/{}", runs["items"][0]["id"]), None).await;
+    assert_eq!(run["parameters"], json!({"WHO": "world", "TARGET": "production", "MOOD": "glad"}), "{run}");
+
+    // The editor: add a parameter and a variable, then save and run with them.
+    chrome.goto(&format!("{base}/pipelines/params/edit")).await;
+    chrome.click("[data-action=edit-vars]").await;
+    chrome.wait("the variables dialog", "document.querySelector('dialog[open] .param-0')").await;
+    chrome.click("dialog[open] [data-action=add-var]").await;
+    chrome.type_into("dialog[open] tr:last-child .var-0", "PLANET").await;
+    chrome.type_into("dialog[open] tr:last-child .var-1", "mars").await;
+    chrome.click("dialog[open] [data-action=add-param]").await;
+    chrome.type_into("dialog[open] fieldset:last-of-type tr:last-child .param-0", "SHOUT").await;
+    chrome.type_into("dialog[open] fieldset:last-of-type tr:last-child .param-3", "yes, no").await;
+    confirm(&chrome).await;
+    chrome.click("[data-action=save]").await;
+    chrome.wait("the save dialog", "document.querySelector('dialog[open] input[value=run]')").await;
+    chrome.click("dialog[open] input[value=run]").await;
+    chrome.type_into("dialog[open] [data-param=WHO]", "again").await;
+    chrome.js("const s = document.querySelector('dialog[open] [data-param=SHOUT]'); s.value = 'no';", json!([])).await;
+    confirm(&chrome).await;
+    chrome.wait("the new run's page", "location.pathname.startsWith('/runs/')").await;
+    let shown = server.api(reqwest::Method::GET, "/pipelines/params", None).await;
+    assert_eq!(shown["definition"]["variables"], json!([{"name": "PLANET", "value": "mars"}]), "{shown}");
+    assert_eq!(shown["definition"]["parameters"][3], json!({"name": "SHOUT", "choices": ["yes", "no"]}));
+    let runs = server.api(reqwest::Method::GET, "/pipelines/params/runs", None).await;
+    assert_eq!(runs["total"], 2, "{runs}");
+    let run = server.api(reqwest::Method::GET, &format!("/runs/{}", runs["items"][0]["id"]), None).await;
+    assert_eq!(run["parameters"]["WHO"], "again");
+    assert_eq!(run["parameters"]["SHOUT"], "no");
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+}

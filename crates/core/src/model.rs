@@ -108,6 +108,17 @@ pub struct Parameter {
     pub default: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The values it may take (a choice, as Jenkins' choice parameter); empty: any.
+    /// Without a `default`, the first choice is the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub choices: Vec<String>,
+}
+
+impl Parameter {
+    /// The value a run gets when none is given: `default`, else the first choice.
+    pub fn default_value(&self) -> Option<&str> {
+        self.default.as_deref().or(self.choices.first().map(String::as_str))
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

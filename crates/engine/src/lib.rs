@@ -416,12 +416,19 @@ impl Engine {
             }
         }
         for p in &pipeline.parameters {
-            match (given.get(p.name.as_str()), &p.default) {
+            match (given.get(p.name.as_str()), p.default_value()) {
                 (Some(value), _) => {
+                    if !p.choices.is_empty() && !p.choices.contains(value) {
+                        problems.push(Refusal::parameters(format!(
+                            "parameter `{}` is `{value}`; it must be one of: {}",
+                            p.name,
+                            p.choices.join(", ")
+                        )));
+                    }
                     params.insert(p.name.to_string(), value.clone());
                 }
                 (None, Some(default)) => {
-                    params.insert(p.name.to_string(), default.clone());
+                    params.insert(p.name.to_string(), default.to_owned());
                 }
                 (None, None) => problems.push(Refusal::parameters(format!(
                     "parameter `{}` has no default and was not given (-p {}=VALUE)",

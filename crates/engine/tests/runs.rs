@@ -627,3 +627,16 @@ async fn a_stop_ends_the_waiting_tasks_of_a_stage_and_skips_the_rest_in_one_chan
         .count();
     assert_eq!(single_ends, 1);
 }
+
+#[tokio::test]
+async fn a_choice_parameter_takes_only_its_choices_and_defaults_to_the_first() {
+    let p = pipeline(
+        "name: p\nparameters: [{name: REGION, choices: [eu-west, us-east]}]\nstages:\n  - name: S\n    tasks: [{name: t, type: script, script: x}]\n",
+    );
+    let engine = common::host_engine();
+    let params = engine.prepare(&p, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+    assert_eq!(params["REGION"], "eu-west");
+    let given = BTreeMap::from([("REGION".to_owned(), "mars".to_owned())]);
+    let err = engine.prepare(&p, &given, &BTreeMap::new()).unwrap_err().to_string();
+    assert_eq!(err, "parameter `REGION` is `mars`; it must be one of: eu-west, us-east");
+}

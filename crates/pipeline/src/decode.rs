@@ -116,7 +116,7 @@ const PIPELINE_FIELDS: &[&str] = &[
     "retention",
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
-const PARAMETER_FIELDS: &[&str] = &["name", "default", "description"];
+const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
 const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body"];
@@ -578,8 +578,8 @@ impl<'s> Decoder<'s> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let path = format!("parameters[{i}]");
-            let (name_node, default, description) = if matches!(item.kind, Kind::Scalar(_)) {
-                (Some(item), None, None)
+            let (name_node, default, description, choices) = if matches!(item.kind, Kind::Scalar(_)) {
+                (Some(item), None, None, Vec::new())
             } else {
                 let Some(f) = self.fields(item, &path, PARAMETER_FIELDS, "a parameter (`name`, `default`)") else {
                     continue;
@@ -590,19 +590,48 @@ impl<'s> Decoder<'s> {
                     Some(text)
                 });
                 let description = f.get("description").and_then(|n| self.string(n, &f.path("description")));
-                (self.required(&f, "name"), default, description)
+                let choices = f.get("choices").map(|n| self.choices(n, &f.path("choices"), default.as_deref()));
+                (self.required(&f, "name"), default, description, choices.unwrap_or_default())
             };
             let Some(name_node) = name_node else { continue };
             let Some(text) = self.string(name_node, &join(&path, "name")) else { continue };
             match VarName::new(text.clone()) {
                 Ok(name) => {
                     self.index.parameters.push(Declared { name: text, pos: name_node.pos, path: path.clone() });
-                    out.push(Parameter { name, default, description });
+                    out.push(Parameter { name, default, description, choices });
                 }
                 Err(err) => self.error(name_node.pos, &join(&path, "name"), err.to_string()),
             }
         }
         out
+    }
+
+    /// A parameter's `choices`: distinct strings, at least one, and its literal
+    /// `default` among them.
+    fn choices(&mut self, node: &Node, path: &str, default: Option<&str>) -> Vec<String> {
+        if let Kind::Seq(items) = &node.kind {
+            self.at_most_items(items, path, MAX_PARAMETERS, "choices");
+        }
+        let mut choices: Vec<String> = Vec::new();
+        for (i, (text, pos)) in self.strings(node, path).into_iter().enumerate() {
+            self.at_most(node, &format!("{path}[{i}]"), &text, MAX_VALUE_BYTES);
+            if choices.contains(&text) {
+                self.error(pos, &format!("{path}[{i}]"), format!("`{text}` is listed twice"));
+            } else {
+                choices.push(text);
+            }
+        }
+        if choices.is_empty() {
+            self.error(node.pos, path, "list at least one choice (or leave `choices` out to take any value)");
+        }
+        if let Some(default) = default
+            && !default.contains("${")
+            && !choices.is_empty()
+            && !choices.iter().any(|c| c == default)
+        {
+            self.error(node.pos, path, format!("the default `{default}` is not one of the choices"));
+        }
+        choices
     }
 
     fn stages(&mut self, node: &Node, path: &str, rollback: bool) -> Vec<Stage> {

@@ -283,3 +283,20 @@ fn server_settings_retry_on_restart_and_retention() {
         with_task("      - {name: t, type: script, script: x}\n")
     )));
 }
+
+#[test]
+fn parameter_choices_are_distinct_and_hold_the_default() {
+    let p = wharf_pipeline::parse(
+        "name: p\nparameters:\n  - {name: TARGET, choices: [staging, production]}\n  - {name: MODE, default: fast, choices: [slow, fast]}\nstages:\n  - name: S\n    tasks: [{name: t, type: script, script: x}]\n",
+    )
+    .unwrap();
+    assert_eq!(p.parameters[0].choices, ["staging", "production"]);
+    assert_eq!(p.parameters[0].default_value(), Some("staging"), "the first choice is the default");
+    assert_eq!(p.parameters[1].default_value(), Some("fast"));
+    let text = errors(
+        "name: p\nparameters:\n  - {name: A, choices: [x, x]}\n  - {name: B, default: z, choices: [x, y]}\n  - {name: C, choices: []}\nstages:\n  - name: S\n    tasks: [{name: t, type: script, script: x}]\n",
+    );
+    assert!(text.contains("parameters[0].choices[1]: `x` is listed twice"), "{text}");
+    assert!(text.contains("parameters[1].choices: the default `z` is not one of the choices"), "{text}");
+    assert!(text.contains("parameters[2].choices: list at least one choice"), "{text}");
+}

@@ -16,9 +16,40 @@ export async function saveDefinition(id, definition, run = false) {
   return api(`/pipelines/${id}${run ? '?run=true' : ''}`, { method: 'PUT', body: checked.yaml });
 }
 
+/// A field per pipeline parameter (as Jenkins' "Build with Parameters"): its default
+/// filled in, a list for `choices`, required ones marked, the description as the hint.
+/// `values()` gives what to send: every parameter, as typed or chosen.
+export function parameterFields(parameters) {
+  const controls = (parameters || []).map((p) => {
+    const name = typeof p === 'string' ? p : p.name;
+    const def = p.default !== undefined ? p.default : (p.choices && p.choices.length ? p.choices[0] : undefined);
+    const required = def === undefined;
+    const control = p.choices && p.choices.length
+      ? h('select', { name: `param-${name}`, 'data-param': name }, p.choices.map((c) => h('option', { value: c, selected: c === def }, c)))
+      : h('input', { name: `param-${name}`, 'data-param': name, value: def || '', required, autocomplete: 'off' });
+    const hint = [p.description, required ? 'Required: it has no default.' : null].filter(Boolean).join(' · ');
+    return { name, control, element: field(required ? `${name} *` : name, control, hint || null) };
+  });
+  return {
+    elements: controls.map((c) => c.element),
+    values: () => Object.fromEntries(controls.map((c) => [c.name, c.control.value])),
+    setDisabled: (off) => controls.forEach((c) => { c.control.disabled = off; }),
+  };
+}
+
+/// Starts a run: asks for the pipeline's parameters when it has some, else confirms.
 export async function runPipeline(p) {
-  if (!await confirmDialog('Run pipeline', `Start a run of “${p.name}” now?`, 'Run')) return false;
-  const run = await api(`/pipelines/${p.id}/runs`, { method: 'POST', body: {} });
+  const shown = await api(`/pipelines/${p.id}`);
+  const parameters = (shown.definition && shown.definition.parameters) || [];
+  const fields = parameterFields(parameters);
+  const run = await formDialog(parameters.length ? `Run “${p.name}” with parameters` : 'Run pipeline', (form) => {
+    form.append(h('p', {}, parameters.length ? `Start a run of “${p.name}” with these parameters:` : `Start a run of “${p.name}” now?`),
+      ...fields.elements);
+  }, {
+    submitLabel: 'Run',
+    submit: () => api(`/pipelines/${p.id}/runs`, { method: 'POST', body: { parameters: fields.values() } }),
+  });
+  if (!run) return false;
   toast(`Run #${run.number} of ${p.name} started.`);
   return run;
 }

@@ -7,6 +7,7 @@
 // for reset.
 import { api, h, field, formDialog, menu, toast, errorText, ApiError } from './ui.js';
 import { navigate, setLeaveGuard } from './app.js';
+import { parameterFields } from './dialogs.js';
 
 const TASK_TYPES = {
   script: 'Run a script',
@@ -84,6 +85,7 @@ export async function render(main, params, query) {
   const undoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'undo', onclick: () => history(undo, redo) }, 'Undo');
   const redoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'redo', onclick: () => history(redo, undo) }, 'Redo');
   const resetBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'reset', onclick: reset }, 'Reset');
+  const varsBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'edit-vars', onclick: editVariables }, 'Variables & parameters');
   const saveBtn = h('button', { type: 'button', class: 'primary', 'data-action': 'save', onclick: save }, 'Save');
   const cardsTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-cards', 'aria-controls': 'panel-cards', onclick: () => showTab('cards') }, 'Cards');
   const yamlTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-yaml', 'aria-controls': 'panel-yaml', onclick: () => showTab('yaml') }, 'YAML');
@@ -101,7 +103,7 @@ export async function render(main, params, query) {
       h('div', { class: 'field inline' }, h('label', { for: 'pipeline-name' }, 'Pipeline name'), nameInput,
         h('small', { id: 'name-hint', class: 'hint' }, 'Letters, digits, _ . -')),
       h('span', { class: 'spacer' }),
-      h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Editor' }, undoBtn, redoBtn, resetBtn, saveBtn)),
+      h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Editor' }, varsBtn, undoBtn, redoBtn, resetBtn, saveBtn)),
     h('div', { role: 'tablist', class: 'tabs', 'aria-label': 'View' }, cardsTab, yamlTab),
     banner, canvas, yamlPanel);
 
@@ -472,6 +474,29 @@ export async function render(main, params, query) {
   }
 
   // --- saving -------------------------------------------------------------------------
+  /// The pipeline's variables (`${NAME}` in every task) and the parameters a run asks
+  /// for, as rows; the server checks names and clashes when the pipeline is saved.
+  async function editVariables() {
+    const vars = rowsTable('Variables', ['Name', 'Value'], (model.variables || []).map((v) => [v.name, v.value]), 'var');
+    const params = rowsTable('Parameters (asked when a run starts)', ['Name', 'Default', 'Description', 'Choices (comma-separated)'],
+      (model.parameters || []).map((p) => [p.name, p.default ?? '', p.description ?? '', (p.choices || []).join(', ')]), 'param');
+    const done = await formDialog('Variables & parameters', (form) => form.append(
+      h('p', { class: 'hint' }, 'Variables are fixed per pipeline; parameters are given per run (an empty default makes one required).'),
+      vars.element, params.element), { wide: true, submitLabel: 'Apply', submit: () => true });
+    if (!done) return;
+    change((m) => {
+      m.variables = vars.read().filter((r) => r[0]).map(([name, value]) => ({ name, value }));
+      m.parameters = params.read().filter((r) => r[0]).map(([name, def, description, choices]) => {
+        const p = { name };
+        if (def !== '') p.default = def;
+        if (description !== '') p.description = description;
+        const list = choices.split(',').map((c) => c.trim()).filter(Boolean);
+        if (list.length) p.choices = list;
+        return p;
+      });
+    });
+  }
+
   async function save() {
     if (tab === 'yaml' && (yamlState.dirty || yamlText.value !== yamlState.text)) {
       // Keystrokes not checked yet: check them first, so the save has them.
@@ -486,20 +511,34 @@ export async function render(main, params, query) {
     if (nameInput.value.trim() !== model.name) change((m) => { m.name = nameInput.value.trim(); });
     const only = h('input', { type: 'radio', name: 'save-how', value: 'only', checked: true });
     const andRun = h('input', { type: 'radio', name: 'save-how', value: 'run' });
+    // "Save and run" asks for the parameters, as the Run dialog does.
+    const params = parameterFields(model.parameters);
+    params.setDisabled(true);
+    for (const radio of [only, andRun]) radio.addEventListener('change', () => params.setDisabled(!andRun.checked));
+    let runError = null;
     const saved = await formDialog('Save', (form) => form.append(
       h('label', { class: 'choice' }, only, h('span', {}, h('strong', {}, 'Save only'), h('small', {}, 'Keep the configuration; nothing runs.'))),
-      h('label', { class: 'choice' }, andRun, h('span', {}, h('strong', {}, 'Save and run'), h('small', {}, 'Keep the configuration and start a run now.')))), {
+      h('label', { class: 'choice' }, andRun, h('span', {}, h('strong', {}, 'Save and run'), h('small', {}, 'Keep the configuration and start a run now.'))),
+      ...(params.elements.length ? [h('div', { class: 'save-params' }, ...params.elements)] : [])), {
       submit: async () => {
         const checked = await api('/pipelines/validate', { method: 'POST', body: { definition: model } });
         if (!checked.valid) throw new ApiError(422, 'The pipeline is not valid yet:', checked.diagnostics);
-        const run = andRun.checked ? '?run=true' : '';
-        return editing
-          ? api(`/pipelines/${original.id}${run}`, { method: 'PUT', body: checked.yaml })
-          : api(`/pipelines${run}`, { method: 'POST', body: checked.yaml });
+        const answer = editing
+          ? await api(`/pipelines/${original.id}`, { method: 'PUT', body: checked.yaml })
+          : await api('/pipelines', { method: 'POST', body: checked.yaml });
+        if (andRun.checked) {
+          try {
+            answer.run = await api(`/pipelines/${answer.id}/runs`, { method: 'POST', body: { parameters: params.values() } });
+          } catch (e) {
+            runError = e; // saved all the same: say so after the dialog
+          }
+        }
+        return answer;
       },
     });
     if (!saved) return;
     toast(`${saved.name} saved (version ${saved.version}).`);
+    if (runError) toast(`Saved, but the run did not start: ${errorText(runError)}`, 'error');
     isSaved = true; // leaving is safe now
     navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
   }
@@ -638,6 +677,26 @@ function pick(inputs, keys) {
     o[k] = v;
   }
   return o;
+}
+
+/// Rows of text cells under `columns`, one `+` to add and `×` per row to remove;
+/// `read()` gives the rows as arrays of trimmed strings (the first cell trimmed).
+function rowsTable(legend, columns, rows, kind) {
+  const body = h('tbody', {});
+  const addRow = (cells = []) => {
+    const inputs = columns.map((c, i) => h('input', { class: `${kind}-${i}`, value: cells[i] ?? '', 'aria-label': c }));
+    const row = h('tr', {}, ...inputs.map((input) => h('td', {}, input)),
+      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': `Remove this ${kind}`, onclick: () => row.remove() }, '×')));
+    body.append(row);
+  };
+  rows.forEach(addRow);
+  const element = h('fieldset', { class: 'env' }, h('legend', {}, legend),
+    h('table', {}, h('thead', {}, h('tr', {}, ...columns.map((c) => h('th', { scope: 'col' }, c)), h('th', {}, ''))), body),
+    h('button', { type: 'button', class: 'secondary small', 'data-action': `add-${kind}`, onclick: () => addRow() }, kind === 'var' ? 'Add variable' : 'Add parameter'));
+  return {
+    element,
+    read: () => [...body.rows].map((row) => [...row.querySelectorAll('input')].map((input, i) => (i === 0 ? input.value.trim() : input.value))),
+  };
 }
 
 /// Environment variables as rows of name and value.
