@@ -154,3 +154,21 @@ pub struct Validated {
     /// Every problem, with its line and column in `yaml`.
     pub diagnostics: Vec<Detail>,
 }
+
+/// `GET /task-types`: every task type and whether this server can run it for a pipeline
+/// on its default executor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskTypes {
+    pub items: Vec<TaskType>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskType {
+    /// `script`, `image`, `deploy-yaml`, …
+    pub name: String,
+    pub runs: bool,
+    /// What it needs when it cannot run here (the words a refused run gives).
+    pub needs: Option<String>,
+}

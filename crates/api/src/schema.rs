@@ -96,6 +96,8 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<pipelines::CopyPipeline>(&mut out);
     named::<pipelines::ValidateRequest>(&mut out);
     named::<pipelines::Validated>(&mut out);
+    named::<pipelines::TaskTypes>(&mut out);
+    named::<pipelines::TaskType>(&mut out);
     generic::<Paged<pipelines::PipelineListed>>("PipelinePage", &mut out);
     named::<runs::StartRun>(&mut out);
     named::<runs::Accepted>(&mut out);

@@ -958,8 +958,28 @@ async fn a_person_runs_a_pipeline_with_parameters_and_edits_them_in_the_browser(
     let run = server.api(reqwest::Method::GET, &format!("/runs/{}", runs["items"][0]["id"]), None).await;
     assert_eq!(run["parameters"], json!({"WHO": "world", "TARGET": "production", "MOOD": "glad"}), "{run}");
 
-    // The editor: add a parameter and a variable, then save and run with them.
+    // The editor: a type this server cannot run says what it needs, in the dialog.
     chrome.goto(&format!("{base}/pipelines/params/edit")).await;
+    chrome.click("[data-stage=S] [data-action=add-task]").await;
+    chrome.wait("the task dialog", "document.querySelector('dialog[open] select[name=task-type]')").await;
+    let hidden =
+        chrome.js("return document.querySelector('dialog[open] [data-role=type-needs]').hidden", json!([])).await;
+    assert_eq!(hidden, true, "script tasks run here: no note");
+    chrome
+        .js(
+            "const t = document.querySelector('dialog[open] select[name=task-type]'); t.value = 'chart-publish'; t.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    chrome
+        .wait(
+            "the note on what chart-publish needs",
+            "document.querySelector('dialog[open] [data-role=type-needs]')?.textContent === 'This server cannot run this type yet: chart-publish tasks need the Kubernetes and registry support, which is not built yet'",
+        )
+        .await;
+    chrome.click("dialog[open] [data-action=cancel]").await;
+
+    // Add a parameter and a variable, then save and run with them.
     chrome.click("[data-action=edit-vars]").await;
     chrome.wait("the variables dialog", "document.querySelector('dialog[open] .param-0')").await;
     chrome.click("dialog[open] [data-action=add-var]").await;

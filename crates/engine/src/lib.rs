@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
-use wharf_core::model::{Pipeline, TaskKind};
+use wharf_core::model::Pipeline;
 use wharf_core::run::{Cause, RunRecord};
 use wharf_executor::build::ImageBuilder;
 use wharf_executor::deploy::Deployer;
@@ -360,6 +360,23 @@ impl Engine {
         self.executor.as_ref()
     }
 
+    /// Whether tasks of `type_name` (one of [`wharf_core::model::TASK_TYPES`]) can run
+    /// here; `Err` says what they need.
+    pub fn can_run(&self, type_name: &str) -> Result<(), String> {
+        match type_name {
+            "script" => self.executor.supports(type_name).map_err(|e| e.to_string()),
+            "image" if self.builder.is_some() => Ok(()),
+            "image" => Err("`image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)".to_owned()),
+            "approval" => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
+            "deploy-yaml" if self.deployer.is_some() => Ok(()),
+            "deploy-yaml" => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
+            "chart-publish" | "chart-deploy" | "canary" => Err(format!(
+                "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
+            )),
+            other => Err(format!("`{other}` is not a task type")),
+        }
+    }
+
     /// Checks that a run can start: every task type can run here, every secret a task
     /// names is set, parameters are known and complete. Returns the full parameter set (defaults filled in, still
     /// unresolved templates in defaults are left for the run).
@@ -382,19 +399,7 @@ impl Engine {
         }
         for stage in pipeline.all_stages() {
             for task in &stage.tasks {
-                let type_name = task.kind.type_name();
-                let verdict = match &task.kind {
-                    TaskKind::Script(_) => self.executor.supports(type_name).map_err(|e| e.to_string()),
-                    TaskKind::Image(_) if self.builder.is_some() => Ok(()),
-                    TaskKind::Image(_) => Err("`image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)".to_owned()),
-                    TaskKind::Approval(_) => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
-                    TaskKind::DeployYaml(_) if self.deployer.is_some() => Ok(()),
-                    TaskKind::DeployYaml(_) => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
-                    TaskKind::ChartPublish(_) | TaskKind::ChartDeploy(_) | TaskKind::Canary(_) => Err(format!(
-                        "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
-                    )),
-                };
-                if let Err(why) = verdict {
+                if let Err(why) = self.can_run(task.kind.type_name()) {
                     problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "type", why));
                 }
             }

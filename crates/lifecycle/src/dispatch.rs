@@ -557,6 +557,16 @@ impl Lifecycle {
     pub(crate) fn engine_for(&self, model: &Pipeline) -> Option<&Engine> {
         self.0.engines.for_model(model).ok()
     }
+
+    /// Every task type and whether a pipeline on the server's default executor can run
+    /// it (`Err`: what it needs), for the editor to say before a run is refused.
+    pub fn task_types(&self) -> Vec<(&'static str, Result<(), String>)> {
+        let engine = self.0.engines.default_engine();
+        wharf_core::model::TASK_TYPES
+            .iter()
+            .map(|t| (*t, engine.map_or_else(|| Err("no executor is registered".to_owned()), |e| e.can_run(t))))
+            .collect()
+    }
 }
 
 /// The registries a run's `image` tasks may push to: every registered one, with its

@@ -88,6 +88,11 @@ impl Engines {
         model.executor.unwrap_or(self.default)
     }
 
+    /// The engine of pipelines that name no executor.
+    pub(crate) fn default_engine(&self) -> Option<&Engine> {
+        self.engines.iter().find(|(k, _)| *k == self.default).map(|(_, e)| e)
+    }
+
     pub(crate) fn all(&self) -> impl Iterator<Item = &(ExecutorKind, Engine)> {
         self.engines.iter()
     }

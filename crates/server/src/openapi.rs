@@ -73,6 +73,15 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/task-types",
+        summary: "Every task type and whether this server runs it (on its default executor), with what it needs \
+                  when it does not",
+        body: Body::None,
+        status: 200,
+        answer: Some("TaskTypes"),
+    },
+    Route {
+        method: "get",
         path: "/pipelines/{key}",
         summary: "A pipeline (by id or name) with its definition and versions",
         body: Body::None,

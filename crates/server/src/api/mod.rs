@@ -44,6 +44,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/pipelines", get(pipelines::list).post(pipelines::create))
         .route("/pipelines/scratch", get(pipelines::starter).post(pipelines::create_from_scratch))
         .route("/pipelines/validate", post(pipelines::validate))
+        .route("/task-types", get(pipelines::task_types))
         .route("/pipelines/{key}", get(pipelines::show).put(pipelines::update).delete(pipelines::delete))
         .route("/pipelines/{key}/copy", post(pipelines::copy))
         .route("/pipelines/{key}/activate", post(pipelines::activate))

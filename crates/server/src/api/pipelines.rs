@@ -192,6 +192,21 @@ pub async fn create(
     Ok(created(saved))
 }
 
+/// `GET /task-types`: which task types this server runs (on its default executor).
+pub async fn task_types(State(state): AppStateRef, _caller: Caller) -> ApiResult<Response> {
+    let items = state
+        .runs
+        .task_types()
+        .into_iter()
+        .map(|(name, verdict)| wharf_api::pipelines::TaskType {
+            name: name.to_owned(),
+            runs: verdict.is_ok(),
+            needs: verdict.err(),
+        })
+        .collect();
+    Ok(axum::Json(wharf_api::pipelines::TaskTypes { items }).into_response())
+}
+
 /// `GET /pipelines/scratch?name=N`: the starter (see `wharf_pipeline::starter`), not stored.
 pub async fn starter(_caller: Caller, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let name = query.get("name").map(String::as_str).unwrap_or("my-pipeline");

@@ -18,6 +18,25 @@ const TASK_TYPES = {
   approval: 'Approval',
 };
 
+/// Task types by name → `{runs, needs}` as the server answers (fetched once a page).
+let typesCache = null;
+async function taskTypes() {
+  if (!typesCache) {
+    try {
+      const answer = await api('/task-types');
+      typesCache = Object.fromEntries(answer.items.map((t) => [t.name, t]));
+    } catch {
+      return {}; // an older server: say nothing rather than fail the dialog
+    }
+  }
+  return typesCache;
+}
+
+/// Server text without Markdown's backticks (`image` → image).
+function plain(text) {
+  return (text || '').replace(/`([^`]*)`/g, '$1');
+}
+
 /// The starter every new pipeline begins from: the server's one definition (the same as
 /// `wharf init` and `POST /pipelines/scratch`), without a name yet.
 async function starter() {
@@ -350,9 +369,18 @@ export async function render(main, params, query) {
     type.value = task.type;
     const timeout = h('input', { name: 'task-timeout', type: 'number', min: 0, step: 1, value: task.timeout ? Math.round(task.timeout / 60000) : '' });
     const specific = h('div', { class: 'specific' });
+    // What this server cannot run is said before the run is refused.
+    const typeNote = h('p', { class: 'banner warn', 'data-role': 'type-needs', hidden: true });
+    const support = await taskTypes();
+    const noteType = () => {
+      const verdict = support[type.value];
+      typeNote.hidden = !verdict || verdict.runs;
+      typeNote.textContent = verdict && !verdict.runs ? `This server cannot run this type yet: ${plain(verdict.needs)}` : '';
+    };
     let read = () => ({});
     const byType = {}; // fields kept per type while switching
     const draw = () => {
+      noteType();
       const t = type.value;
       const current = byType[t] || (t === task.type ? task : newTask(t, name.value));
       ({ element: specificEl, read } = taskFields(t, current, model, i));
@@ -369,7 +397,7 @@ export async function render(main, params, query) {
     });
     draw();
     const out = await formDialog(j === null ? `Add task to ${stage.name}` : `Edit task ${task.name}`, (form) => form.append(
-      field('Task name', name), field('Task type', type), specific, field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
+      field('Task name', name), field('Task type', type), typeNote, specific, field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
       wide: true,
       submit: () => {
         const n = name.value.trim();
