@@ -648,7 +648,9 @@ fn logs_whole_run_one_task_and_follow() {
     // Following one task live: every line once, then the end of its log.
     let follow = srv.wharf(&["logs", &id, "count", "-f"]);
     follow.expect_code(0);
-    let got: Vec<&str> = follow.stdout.lines().map(|l| l.split_once(" out ").map_or(l, |(_, t)| t)).collect();
+    // The task's own output (its first line, `sys`, says where it runs).
+    let got: Vec<&str> = follow.stdout.lines().filter_map(|l| l.split_once(" out ").map(|(_, t)| t)).collect();
+    assert!(follow.stdout.lines().next().unwrap_or("").contains(" sys runs on the host"), "{}", follow.stdout);
     assert_eq!(got, ["line 1", "line 2", "line 3", "line 4", "line 5"], "{}", follow.stdout);
 
     srv.wait_status(id.parse().unwrap(), "succeeded");
@@ -658,14 +660,15 @@ fn logs_whole_run_one_task_and_follow() {
 
     let task = srv.wharf(&["logs", &id, "done"]);
     task.expect_code(0);
-    assert_eq!(task.stdout.lines().count(), 1, "{}", task.stdout);
+    assert_eq!(task.stdout.lines().count(), 2, "where it ran, then its output: {}", task.stdout);
     assert!(task.stdout.ends_with(" out all done\n"), "{}", task.stdout);
     srv.wharf(&["logs", &id, "nope"]).expect_code(2).stderr_has("task `nope`");
 
     // Following a finished run shows it all, in order.
     let run = srv.wharf(&["logs", &id, "-f"]);
     run.expect_code(0);
-    let order: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with('[')).collect();
+    // The task lines (not the engine's own `·` lines, which say where each task runs).
+    let order: Vec<&str> = run.stdout.lines().filter(|l| l.starts_with('[') && !l.contains("] · ")).collect();
     assert_eq!(
         order,
         [
@@ -760,7 +763,9 @@ fn logs_follow_resumes_after_a_dropped_connection_without_losing_or_repeating_li
     let through = format!("http://127.0.0.1:{port}");
     let follow = srv.wharf(&["logs", &id, "count", "-f", "--server", &through]);
     follow.expect_code(0);
-    let got: Vec<&str> = follow.stdout.lines().map(|l| l.split_once(" out ").map_or(l, |(_, t)| t)).collect();
+    // The task's own output (its first line, `sys`, says where it runs).
+    let got: Vec<&str> = follow.stdout.lines().filter_map(|l| l.split_once(" out ").map(|(_, t)| t)).collect();
+    assert!(follow.stdout.lines().next().unwrap_or("").contains(" sys runs on the host"), "{}", follow.stdout);
     assert_eq!(got, ["line 1", "line 2", "line 3", "line 4", "line 5"], "{}\n{}", follow.stdout, follow.stderr);
     assert!(connections.load(Ordering::SeqCst) >= 2, "the stream was never cut and resumed");
 }

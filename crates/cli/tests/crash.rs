@@ -120,8 +120,9 @@ fn task(run: &Value, stage: usize, task: usize) -> &Value {
 }
 
 /// The text of each stored line: `<time> <out|err|sys> <text>` → `<text>`.
+/// The texts of a stored log's lines, without the engine's own (`sys`: where it runs…).
 fn texts(log: &str) -> Vec<&str> {
-    log.lines().map(|l| l.splitn(3, ' ').nth(2).unwrap_or("")).collect()
+    log.lines().filter(|l| l.split(' ').nth(1) != Some("sys")).map(|l| l.splitn(3, ' ').nth(2).unwrap_or("")).collect()
 }
 
 /// The `N` of every `line N`, in order.

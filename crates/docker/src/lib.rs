@@ -524,6 +524,14 @@ impl Executor for DockerExecutor {
         "docker"
     }
 
+    fn placement(&self, spec: &TaskSpec) -> String {
+        let image = spec.image.as_deref().unwrap_or("(no image)");
+        match self.config.network.as_deref() {
+            Some(network) => format!("in a container of {image} (network {network})"),
+            None => format!("in a container of {image}"),
+        }
+    }
+
     fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
         match task_type {
             "script" => Ok(()),

@@ -309,9 +309,16 @@ async fn retries_run_the_task_again_with_a_new_attempt_number_and_output_file() 
     let rec = task_record(&record, "flaky");
     assert_eq!((rec.progress.status, rec.attempts, rec.exit_code), (Status::Succeeded, 3, Some(0)));
     let lines = recorder.lines(Part::Task(0, 0));
+    // Each attempt says where it runs.
     assert_eq!(
         lines,
-        ["attempt 1 failed (exit code 1); retrying (2 of 3)", "attempt 2 failed (exit code 1); retrying (3 of 3)"]
+        [
+            "runs on the fake executor",
+            "attempt 1 failed (exit code 1); retrying (2 of 3)",
+            "runs on the fake executor",
+            "attempt 2 failed (exit code 1); retrying (3 of 3)",
+            "runs on the fake executor"
+        ]
     );
 }
 

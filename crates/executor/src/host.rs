@@ -204,6 +204,13 @@ impl Executor for HostExecutor {
         "host"
     }
 
+    fn placement(&self, _spec: &TaskSpec) -> String {
+        match &self.config.user {
+            Some(user) => format!("on the host (this machine), as user {}", user.name),
+            None => "on the host (this machine), as the server's own user".to_owned(),
+        }
+    }
+
     fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
         let needs = match task_type {
             "script" => return Ok(()),

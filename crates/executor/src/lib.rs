@@ -222,6 +222,14 @@ pub trait Executor: Send + Sync {
     /// before the run starts so that an impossible pipeline fails before doing work.
     fn supports(&self, task_type: &str) -> Result<(), ExecutorError>;
 
+    /// Where `spec` will run, for the task's log (`on the host, as user wharf-task`,
+    /// `in a container of busybox:1.35`): a person must never have to guess whether a
+    /// task ran on the server's machine.
+    fn placement(&self, spec: &TaskSpec) -> String {
+        let _ = spec;
+        format!("on the {} executor", self.name())
+    }
+
     fn run<'a>(
         &'a self,
         spec: TaskSpec,

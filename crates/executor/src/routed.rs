@@ -40,6 +40,16 @@ impl Executor for ByImage {
         self.containers.supports(task_type)
     }
 
+    fn placement(&self, spec: &TaskSpec) -> String {
+        match self.pick(spec) {
+            Ok(executor) if spec.image.is_none() => {
+                format!("{} (the task names no image and the pipeline no default_image)", executor.placement(spec))
+            }
+            Ok(executor) => executor.placement(spec),
+            Err(e) => e.to_string(),
+        }
+    }
+
     fn run<'a>(
         &'a self,
         spec: TaskSpec,

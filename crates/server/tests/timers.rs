@@ -504,6 +504,9 @@ async fn the_api_keeps_timer_rows_and_the_loop_fires_on_time() {
     s.send_yaml(Method::PUT, "/pipelines/looped", &yaml).await.expect(200);
     assert_eq!(store.pipeline_timers(id).await.unwrap()[0].version, 3);
     let copy = id_of(&s.post("/pipelines/looped/copy", serde_json::json!({ "name": "copied" })).await.expect(201).json);
+    // A copy starts inactive: its timers fire once it is activated.
+    assert!(store.pipeline_timers(copy).await.unwrap().iter().all(|t| t.next_run_at.is_none()));
+    s.post_empty("/pipelines/copied/activate").await.expect(200);
     assert_eq!(store.pipeline_timers(copy).await.unwrap().len(), 1, "a copy has its own timers");
     s.delete("/pipelines/looped").await.expect(204);
     assert!(store.pipeline_timers(id).await.unwrap().is_empty());

@@ -99,6 +99,7 @@ impl RunState {
                     Box::pin(async move { Ok(adopted.await?) })
                 }
                 (Job::Exec(spec), None) => {
+                    self.system(part, format!("runs {}", self.executor.placement(&spec)));
                     let run = self.executor.run(spec, sink, task_rx);
                     Box::pin(async move { Ok(run.await.map(Some)?) })
                 }
