@@ -6,12 +6,16 @@
 //! - [`check`]: the server's version, whether namespaces can be listed, nodes ready/total,
 //!   with failures classified in the API server's words ([`ClusterError`]);
 //! - [`ensure_namespace`]: the pipeline namespace, server-side applied by field manager
-//!   `wharf`.
+//!   `wharf`;
+//! - [`deploy`]: `deploy-yaml` tasks ([`deploy::KubeDeployer`], wharf-executor's `Deployer`):
+//!   every document checked, server-side applied, rollouts awaited as `kubectl rollout
+//!   status` does.
 //!
 //! No credential is ever logged or shown: `Debug` and `Display` of everything here leave
 //! them out.
 
 mod check;
+pub mod deploy;
 mod kubeconfig;
 mod namespace;
 
