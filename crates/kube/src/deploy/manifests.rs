@@ -332,7 +332,10 @@ impl Builder {
                             items.into_iter().filter_map(|v| v.as_object().cloned()).collect()
                         }
                         _ => {
-                            return Err(err(self, format!("`{k}` (a merge key) needs a mapping or a list of mappings")));
+                            return Err(err(
+                                self,
+                                format!("`{k}` (a merge key) needs a mapping or a list of mappings"),
+                            ));
                         }
                     };
                     for source in sources {
