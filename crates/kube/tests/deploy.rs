@@ -32,12 +32,17 @@ impl Lines {
     }
 }
 
+/// The server's outbound policy as a test configures it: the fake listens on 127.0.0.1.
+fn local() -> wharf_kube::Policy {
+    wharf_kube::Policy::new(&["127.0.0.1"]).unwrap()
+}
+
 async fn fake(options: Options) -> KubeFake {
     KubeFake::start(options).await.unwrap()
 }
 
 async fn with_namespace(fake: &KubeFake, ns: &str) {
-    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &local()).unwrap();
     ensure_namespace(&conn, ns, &BTreeMap::new()).await.unwrap();
 }
 
@@ -60,7 +65,7 @@ async fn deploy(kubeconfig: String, namespace: &str, manifests: &str) -> Outcome
     let lines = Arc::new(Lines::default());
     let result = tokio::time::timeout(
         Duration::from_secs(60),
-        KubeDeployer::new().deploy(spec(kubeconfig, namespace, manifests), lines.clone(), stop),
+        KubeDeployer::new(local()).deploy(spec(kubeconfig, namespace, manifests), lines.clone(), stop),
     )
     .await
     .expect("the deploy ends within 60 s");
@@ -149,7 +154,7 @@ async fn the_2048_game_is_applied_and_rolled_out() {
     assert!(log.contains(&"deployment \"jack-2048\" successfully rolled out".to_owned()), "{log:#?}");
     assert!(outcome.1.has(&format!("applied {}", applied[0])), "{log:#?}");
     // The objects are the cluster's now, owned by the field manager `wharf`.
-    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &local()).unwrap();
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(conn.client().clone(), "games");
     let d = api.get("jack-2048").await.unwrap();
     let managers: Vec<_> = d.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
@@ -193,7 +198,7 @@ async fn another_namespace_is_refused_before_any_write() {
         "2048_env.yaml: document 4 (Deployment web, line 46) names namespace `x`; this task deploys to `games`: set \
          the task's namespace or split the file"
     );
-    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &local()).unwrap();
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(conn.client().clone(), "games");
     assert!(cms.get_opt("first").await.unwrap().is_none(), "nothing was written");
 }
@@ -205,7 +210,7 @@ async fn a_bad_document_is_refused_before_any_write() {
     let file = format!("{GAME}---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {{a: b}}\n");
     let err = failed(&deploy(fake.kubeconfig(), "games", &file).await);
     assert_eq!(err, "2048_env.yaml: document 3 (line 42): ConfigMap: `metadata.name` is missing");
-    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &local()).unwrap();
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(conn.client().clone(), "games");
     assert!(api.get_opt("jack-2048").await.unwrap().is_none(), "nothing was written");
 }
@@ -264,7 +269,7 @@ async fn stop_ends_a_wait_that_would_not_end() {
     let (tx, stop) = tokio::sync::watch::channel(None);
     let lines = Arc::new(Lines::default());
     let spec = spec(fake.kubeconfig(), "games", &faulted("never-ready"));
-    let deployer = KubeDeployer::new();
+    let deployer = KubeDeployer::new(local());
     let task = deployer.deploy(spec, lines.clone(), stop);
     let stopper = async {
         for _ in 0..200 {
@@ -330,6 +335,18 @@ async fn expired_credentials_and_an_unreachable_cluster() {
 }
 
 #[tokio::test]
+async fn an_internal_address_the_policy_refuses() {
+    let fake = fake(Options::default()).await;
+    let (_tx, stop) = tokio::sync::watch::channel(None);
+    let strict = KubeDeployer::new(wharf_kube::Policy::default());
+    let err =
+        strict.deploy(spec(fake.kubeconfig(), "games", GAME), Arc::new(Lines::default()), stop).await.unwrap_err();
+    let err = err.to_string();
+    assert!(err.starts_with("cluster `test-cluster`: its kubeconfig: "), "{err}");
+    assert!(err.contains("127.0.0.1"), "{err}");
+}
+
+#[tokio::test]
 async fn two_hundred_objects_in_one_file() {
     let fake = fake(Options::default()).await;
     with_namespace(&fake, "bulk").await;
@@ -342,7 +359,7 @@ async fn two_hundred_objects_in_one_file() {
     for (i, a) in applied.iter().enumerate() {
         assert_eq!(a.name, format!("cm-{i:03}"));
     }
-    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &local()).unwrap();
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(conn.client().clone(), "bulk");
     let list = cms.list(&Default::default()).await.unwrap();
     assert_eq!(list.items.len(), 200);

@@ -26,6 +26,14 @@ impl LogSink for Lines {
     }
 }
 
+/// The tester's own cluster may be on a private network: `WHARF_TEST_OUTBOUND_ALLOW`
+/// (comma-separated `outbound_allow` entries) allows it, as an admin's config would.
+fn live_policy() -> wharf_kube::Policy {
+    let entries = std::env::var("WHARF_TEST_OUTBOUND_ALLOW").unwrap_or_default();
+    let entries: Vec<&str> = entries.split(',').filter(|e| !e.trim().is_empty()).collect();
+    wharf_kube::Policy::new(&entries).unwrap_or_else(|e| panic!("WHARF_TEST_OUTBOUND_ALLOW: {e}"))
+}
+
 /// The tester's connection and namespace, or `None` (skipped, with the reason printed).
 fn live() -> Option<(Connection, String)> {
     let Some(path) = std::env::var_os("WHARF_TEST_KUBECONFIG") else {
@@ -38,7 +46,7 @@ fn live() -> Option<(Connection, String)> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let context = std::env::var("WHARF_TEST_KUBECONTEXT").ok();
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let conn = Connection::from_kubeconfig(&text, context.as_deref(), &FileAccess::Allow { base })
+    let conn = Connection::from_kubeconfig(&text, context.as_deref(), &FileAccess::Allow { base }, &live_policy())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     // RandomState is seeded randomly per process: enough for a namespace no one else uses.
     let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);

@@ -38,6 +38,9 @@ impl Ctx<'_> {
             ClusterError::Unreachable { server, reason } => {
                 format!("cluster `{}` is unreachable at {server} ({verb} {object}): {reason}", self.cluster)
             }
+            ClusterError::Refused { server, refused } => {
+                format!("cluster `{}` at {server} ({verb} {object}): {refused}", self.cluster)
+            }
             ClusterError::Tls { server, reason } => format!(
                 "TLS with cluster `{}` at {server} failed ({verb} {object}; check certificate-authority-data): {reason}",
                 self.cluster

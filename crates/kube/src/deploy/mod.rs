@@ -27,20 +27,28 @@ use std::sync::Arc;
 use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer};
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopReason, StopSignal};
 
-use crate::{Connection, FileAccess};
+use crate::{Connection, FileAccess, Policy};
 
 pub use status::Rollout;
 
 /// Applies `deploy-yaml` files to clusters over kube-rs. Holds no connection: every deploy
-/// builds its own from the task's kubeconfig, so calls run concurrently.
-#[derive(Debug, Default, Clone)]
+/// builds its own from the task's kubeconfig (through the server's outbound policy, as
+/// every cluster connection), so calls run concurrently.
+#[derive(Clone)]
 pub struct KubeDeployer {
-    _private: (),
+    policy: Policy,
+}
+
+impl std::fmt::Debug for KubeDeployer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeDeployer").finish_non_exhaustive()
+    }
 }
 
 impl KubeDeployer {
-    pub fn new() -> Self {
-        KubeDeployer { _private: () }
+    /// `policy`: the server's outbound policy (internal addresses refused unless allowed).
+    pub fn new(policy: Policy) -> Self {
+        KubeDeployer { policy }
     }
 }
 
@@ -58,6 +66,7 @@ impl Deployer for KubeDeployer {
                 &spec.cluster.kubeconfig,
                 spec.cluster.context.as_deref(),
                 &FileAccess::Refuse,
+                &self.policy,
             )
             .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
             deploy(&conn, &spec, logs.as_ref(), stop).await
