@@ -229,6 +229,19 @@ async fn an_unknown_kind_asks_for_its_crd() {
 }
 
 #[tokio::test]
+async fn a_removed_api_version_names_the_served_one() {
+    let fake = fake(Options::default()).await;
+    with_namespace(&fake, "games").await;
+    let old = GAME.replacen("apiVersion: apps/v1", "apiVersion: apps/v1beta1", 1);
+    let err = failed(&deploy(fake.kubeconfig(), "games", &old).await);
+    assert_eq!(
+        err,
+        "2048_env.yaml: document 1 (Deployment jack-2048, line 1): cluster `test-cluster` serves `Deployment` in \
+         `apps/v1`, not in `apps/v1beta1` (an API version newer Kubernetes removed?): change the document's apiVersion"
+    );
+}
+
+#[tokio::test]
 async fn each_fault_fails_fast_in_kubernetes_words() {
     let fake = fake(Options::default()).await;
     with_namespace(&fake, "games").await;

@@ -79,6 +79,28 @@ async fn discover(conn: &Connection, ctx: &Ctx<'_>, group: &str, version: &str) 
     Ok(list.resources.into_iter().filter(|r| !r.name.contains('/')).map(|r| (r.kind, (r.name, r.namespaced))).collect())
 }
 
+/// Another version of `group` that serves `kind` (`networking.k8s.io/v1` for an Ingress
+/// written as `v1beta1`), asked only when a kind is not found.
+async fn served_elsewhere(
+    conn: &Connection,
+    ctx: &Ctx<'_>,
+    group: &str,
+    version: &str,
+    kind: &str,
+) -> Result<Option<String>, DeployError> {
+    if group.is_empty() {
+        return Ok(None);
+    }
+    let groups = conn.client().list_api_groups().await.map_err(|e| ctx.api("discover", "the API groups", e))?;
+    let Some(g) = groups.groups.into_iter().find(|g| g.name == group) else { return Ok(None) };
+    for v in g.versions.iter().filter(|v| v.version != version) {
+        if discover(conn, ctx, group, &v.version).await?.contains_key(kind) {
+            return Ok(Some(v.group_version.clone()));
+        }
+    }
+    Ok(None)
+}
+
 /// A CRD document's `(group, versions, kind, plural, namespaced)`.
 fn crd_defines(m: &Manifest) -> Option<(String, Vec<String>, String, String, bool)> {
     let spec = m.object.get("spec")?;
@@ -137,6 +159,16 @@ pub async fn plan(conn: &Connection, ctx: &Ctx<'_>, file: &str, objects: Vec<Man
                     pending: true,
                 },
                 None => {
+                    if let Some(other) = served_elsewhere(conn, ctx, &group, &version, &m.kind).await? {
+                        return Err(DeployError(format!(
+                            "{file}: {}: cluster `{}` serves `{}` in `{other}`, not in `{}` (an API version newer \
+                             Kubernetes removed?): change the document's apiVersion",
+                            m.describe(),
+                            ctx.cluster,
+                            m.kind,
+                            m.api_version
+                        )));
+                    }
                     return Err(DeployError(format!(
                         "{file}: {}: cluster `{}` does not know the kind `{}` in `{}`: install its CRD first",
                         m.describe(),
