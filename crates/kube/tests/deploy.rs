@@ -259,7 +259,7 @@ async fn each_fault_fails_fast_in_kubernetes_words() {
         (
             "progress-deadline",
             "Deployment games/jack-2048: deployment \"jack-2048\" exceeded its progress deadline",
-            "",
+            "(ProgressDeadlineExceeded: ReplicaSet \"jack-2048-1\" has timed out progressing.)",
         ),
     ];
     for (fault, first, second) in cases {

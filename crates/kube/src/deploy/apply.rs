@@ -260,6 +260,7 @@ impl Plan {
     /// cluster serves every kind they define.
     pub async fn rediscover(&self, conn: &Connection, ctx: &Ctx<'_>, stop: &mut StopSignal) -> Result<(), DeployError> {
         let deadline = tokio::time::Instant::now() + CRD_ESTABLISH;
+        let mut stoppable = true;
         for item in self.items.iter().filter(|i| i.target.pending) {
             let r = &item.target.resource;
             loop {
@@ -278,7 +279,11 @@ impl Plan {
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                    _ = stop.changed() => return Ok(()),
+                    // A stop: the caller sees it before the next write.
+                    changed = stop.changed(), if stoppable => match changed {
+                        Ok(()) => return Ok(()),
+                        Err(_) => stoppable = false,
+                    },
                 }
             }
         }

@@ -152,15 +152,15 @@ where
             .map_err(|e| ctx.api("watch", &format!("the pods of {object}"), e))?
             .boxed();
         let mut latest = current;
+        // False once the engine dropped its side: nobody can ask to stop any more.
+        let mut stoppable = true;
         loop {
             tokio::select! {
                 biased;
-                changed = stop.changed() => {
+                changed = stop.changed(), if stoppable => {
                     if changed.is_err() {
-                        // The engine dropped its side: nobody will ask to stop; keep waiting.
-                        std::future::pending::<()>().await;
-                    }
-                    if let Some(r) = *stop.borrow_and_update() {
+                        stoppable = false;
+                    } else if let Some(r) = *stop.borrow_and_update() {
                         return Ok(Some(r.reason));
                     }
                 }

@@ -29,8 +29,12 @@ pub fn deployment(d: &Deployment) -> Rollout {
         return Rollout::Waiting("Waiting for deployment spec update to be observed...".into());
     }
     let progressing = status.conditions.iter().flatten().find(|c| c.type_ == "Progressing");
-    if progressing.is_some_and(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
-        return Rollout::Failed(format!("deployment {name:?} exceeded its progress deadline"));
+    if let Some(c) = progressing.filter(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded")) {
+        // kubectl's words, then the condition's (they name the stuck ReplicaSet).
+        return Rollout::Failed(format!(
+            "deployment {name:?} exceeded its progress deadline (ProgressDeadlineExceeded: {})",
+            c.message.as_deref().unwrap_or("")
+        ));
     }
     let updated = status.updated_replicas.unwrap_or(0);
     let replicas = status.replicas.unwrap_or(0);
@@ -185,8 +189,15 @@ mod tests {
             Rollout::Done("deployment \"web\" successfully rolled out".into())
         );
         let stuck = base(json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False",
-            "reason": "ProgressDeadlineExceeded"}]}));
-        assert_eq!(deployment(&stuck), Rollout::Failed("deployment \"web\" exceeded its progress deadline".into()));
+            "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-5d\" has timed out progressing."}]}));
+        assert_eq!(
+            deployment(&stuck),
+            Rollout::Failed(
+                "deployment \"web\" exceeded its progress deadline (ProgressDeadlineExceeded: ReplicaSet \"web-5d\" has \
+                 timed out progressing.)"
+                    .into()
+            )
+        );
     }
 
     #[test]
