@@ -436,3 +436,21 @@ async fn a_field_another_manager_owns_is_logged_and_taken() {
     );
     assert!(outcome.1.has("deployment \"jack-2048\" successfully rolled out"), "{:#?}", outcome.1.all());
 }
+
+#[tokio::test]
+async fn stateful_sets_and_daemon_sets_roll_out_too() {
+    let fake = fake(Options { rollout_delay: Duration::from_millis(100), ..Options::default() }).await;
+    with_namespace(&fake, "data").await;
+    let file = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec:\n  replicas: 2\n  serviceName: db\n  \
+                selector: {matchLabels: {app: db}}\n  template:\n    metadata: {labels: {app: db}}\n    spec: {containers: \
+                [{name: db, image: pg}]}\n---\napiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec:\n  \
+                selector: {matchLabels: {app: agent}}\n  template:\n    metadata: {labels: {app: agent}}\n    spec: \
+                {containers: [{name: agent, image: a}]}\n";
+    let outcome = deploy(fake.kubeconfig(), "data", file).await;
+    assert_eq!(deployed(&outcome).len(), 2);
+    let log = outcome.1.all();
+    assert!(log.contains(&"Waiting for statefulset spec update to be observed...".to_owned()), "{log:#?}");
+    // The fake defaults `partition: 0`, as a real API server does: kubectl's partitioned message.
+    assert!(log.contains(&"partitioned roll out complete: 2 new pods have been updated...".to_owned()), "{log:#?}");
+    assert!(log.contains(&"daemon set \"agent\" successfully rolled out".to_owned()), "{log:#?}");
+}
