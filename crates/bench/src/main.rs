@@ -19,6 +19,7 @@
 //! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
 //! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
 //! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
+//! `wharf-bench deploy …` a `deploy-yaml` task against kubectl (issue 13): see `deploy.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -34,6 +35,7 @@ use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
+mod deploy;
 mod docker;
 mod persist;
 mod server;
@@ -211,6 +213,7 @@ fn main() {
         Some("webhook") => return webhook::main(rest()),
         Some("docker") => return docker::main(rest()),
         Some("persist") => return persist::main(rest()),
+        Some("deploy") => return deploy::main(rest()),
         _ => {}
     }
     let args = args();

@@ -51,8 +51,17 @@ pub struct Shared {
     store: Mutex<Store>,
     events: broadcast::Sender<Arc<Event>>,
     token: String,
+    /// A second token that may only read (get, list, watch), as a user bound to the `view`
+    /// ClusterRole; its writes are answered 403 as RBAC words them.
+    restricted_token: Option<String>,
     pub rollout_delay: Duration,
 }
+
+/// The validating webhook the `admission-denied` fault speaks for.
+pub const ADMISSION_WEBHOOK: &str = "deny.kube-fake.wharf.dev";
+
+/// The user the restricted token authenticates as, in RBAC's 403 messages.
+pub const RESTRICTED_USER: &str = "system:serviceaccount:default:kube-fake-viewer";
 
 fn key(r: &'static Resource, ns: &str, name: &str) -> Key {
     (r.group, r.plural, ns.to_owned(), name.to_owned())
@@ -74,9 +83,10 @@ fn uid() -> String {
 }
 
 impl Shared {
-    pub fn new(token: String, rollout_delay: Duration) -> Arc<Self> {
+    pub fn new(token: String, restricted_token: Option<String>, rollout_delay: Duration) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
-        let shared = Arc::new(Shared { store: Mutex::new(Store::default()), events, token, rollout_delay });
+        let shared =
+            Arc::new(Shared { store: Mutex::new(Store::default()), events, token, restricted_token, rollout_delay });
         {
             let mut store = shared.lock();
             let ns = resources::find("", "v1", "namespaces").expect("namespaces are listed");
@@ -167,6 +177,7 @@ impl Shared {
         let pod_res = resources::find("", "v1", "pods").expect("pods are listed");
         for (pod_name, old) in owned_pods(&store, ns, uid) {
             if !pods.iter().any(|p| p["metadata"]["name"] == pod_name) {
+                self.forget_events(&mut store, ns, old["metadata"]["uid"].as_str().unwrap_or(""));
                 self.commit(&mut store, pod_res, ns, &pod_name, old, "DELETED");
             }
         }
@@ -182,6 +193,13 @@ impl Shared {
                 None => {
                     pod["metadata"]["uid"] = json!(uid_v4());
                     pod["metadata"]["creationTimestamp"] = json!(now());
+                    let event_res = resources::find("", "v1", "events").expect("events are listed");
+                    for mut event in controller::pod_events(&obj, &pod) {
+                        let event_name = event["metadata"]["name"].as_str().unwrap_or("").to_owned();
+                        event["metadata"]["uid"] = json!(uid_v4());
+                        event["metadata"]["creationTimestamp"] = json!(now());
+                        self.commit(&mut store, event_res, ns, &event_name, event, "ADDED");
+                    }
                     self.commit(&mut store, pod_res, ns, &pod_name, pod, "ADDED");
                 }
             }
@@ -189,6 +207,27 @@ impl Shared {
         if obj["status"] != status {
             obj["status"] = status;
             self.commit(&mut store, r, ns, &name, obj, "MODIFIED");
+        }
+    }
+}
+
+impl Shared {
+    /// Deletes the Events about the object `uid` (a real cluster lets them expire after an hour).
+    fn forget_events(&self, store: &mut Store, ns: &str, uid: &str) {
+        let event_res = resources::find("", "v1", "events").expect("events are listed");
+        let about: Vec<(String, Value)> = store
+            .objects
+            .iter()
+            .filter(|((g, p, n, _), e)| {
+                g.is_empty()
+                    && *p == "events"
+                    && n == ns
+                    && e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(uid)
+            })
+            .map(|((_, _, _, name), e)| (name.clone(), e.clone()))
+            .collect();
+        for (name, event) in about {
+            self.commit(store, event_res, ns, &name, event, "DELETED");
         }
     }
 }
@@ -373,19 +412,44 @@ fn route_resource(group: &str, version: &str, rest: &[&str]) -> Result<Target, F
 }
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
-    let authorized = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| t == shared.token);
-    if !authorized {
-        return Ok(Failure::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").response());
-    }
-    Ok(route(shared, req).await.unwrap_or_else(|f| f.response()))
+    let token =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    let read_only = match token {
+        Some(t) if t == shared.token => false,
+        Some(t) if shared.restricted_token.as_deref() == Some(t) => true,
+        _ => return Ok(Failure::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized").response()),
+    };
+    Ok(route(shared, req, read_only).await.unwrap_or_else(|f| f.response()))
 }
 
-async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
+/// RBAC's 403 for a write by the read-only user, worded as the API server words it.
+fn rbac_forbidden(method: &Method, t: &Target) -> Failure {
+    let verb = match *method {
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::DELETE => "delete",
+        _ => "patch",
+    };
+    let r = t.resource;
+    let resource = match &t.subresource {
+        Some(sub) => format!("{}/{sub}", r.plural),
+        None => r.plural.to_owned(),
+    };
+    let scope =
+        if r.namespaced { format!("in the namespace \"{}\"", t.namespace) } else { "at the cluster scope".to_owned() };
+    let why = format!(
+        "User \"{RESTRICTED_USER}\" cannot {verb} resource \"{resource}\" in API group \"{}\" {scope}",
+        r.group
+    );
+    let message = match &t.name {
+        Some(name) => format!("{} \"{name}\" is forbidden: {why}", r.qualified()),
+        None => format!("{} is forbidden: {why}", r.qualified()),
+    };
+    let failure = Failure::new(StatusCode::FORBIDDEN, "Forbidden", message);
+    failure.about(r, t.name.as_deref().unwrap_or(""))
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> Answer {
     let path = req.uri().path().to_owned();
     let query = Query::parse(req.uri().query());
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
@@ -426,6 +490,9 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Answer {
         }
     };
     let method = req.method().clone();
+    if read_only && method != Method::GET {
+        return Err(rbac_forbidden(&method, &target));
+    }
     if target.resource.namespaced && target.namespace.is_empty() && method != Method::GET {
         return Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -722,6 +789,19 @@ impl Write<'_> {
             }
         }
         let body_name = meta.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        if meta.pointer("/annotations").and_then(|a| a.get(controller::FAULT_ANNOTATION)).and_then(Value::as_str)
+            == Some("admission-denied")
+        {
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!(
+                    "admission webhook \"{ADMISSION_WEBHOOK}\" denied the request: {} \"{body_name}\" carries the annotation {}: admission-denied",
+                    r.kind,
+                    controller::FAULT_ANNOTATION
+                ),
+            ));
+        }
         if body_name.is_empty() {
             return Err(Failure::invalid(r, "", "metadata.name: Required value: name or generateName is required"));
         }
@@ -990,6 +1070,7 @@ impl Write<'_> {
             let pod_res = resources::find("", "v1", "pods").expect("pods are listed");
             let owner = old["metadata"]["uid"].as_str().unwrap_or("").to_owned();
             for (pod_name, pod) in owned_pods(&store, &self.t.namespace, &owner) {
+                self.shared.forget_events(&mut store, &self.t.namespace, pod["metadata"]["uid"].as_str().unwrap_or(""));
                 self.shared.commit(&mut store, pod_res, &self.t.namespace, &pod_name, pod, "DELETED");
             }
         }

@@ -223,6 +223,82 @@ pub fn pods(r: &Resource, obj: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// The Events a kubelet and the scheduler record for a new pod of `owner`, in the shape
+/// `kubectl get events` lists (v1 Event: `involvedObject`, `reason`, `message`, `type`,
+/// `count`, `source`), with the reasons Kubernetes uses: `Scheduled`, then per container
+/// `Pulled`/`Created`/`Started` when healthy, `Pulling`/`Failed` (`ErrImagePull`)/`BackOff`
+/// (`ImagePullBackOff`) for `image-pull-backoff`, `BackOff` "Back-off restarting failed
+/// container" for `crash-loop`, and a `Unhealthy` readiness probe for `never-ready`.
+pub fn pod_events(owner: &Value, pod: &Value) -> Vec<Value> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let name = pod["metadata"]["name"].as_str().unwrap_or("");
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let node = "kube-fake-node-0";
+    let t = now();
+    let fault = owner.pointer("/metadata/annotations").and_then(|a| a.get(FAULT_ANNOTATION)).and_then(Value::as_str);
+    let event = |kind: &str, reason: &str, message: String, field_path: Option<String>, component: &str| {
+        let mut involved = json!({"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid});
+        if let Some(path) = field_path {
+            involved["fieldPath"] = json!(path);
+        }
+        json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": format!("{name}.{}", short_hash(&format!("{uid}/{reason}/{message}"))), "namespace": ns},
+            "involvedObject": involved, "reason": reason, "message": message, "type": kind,
+            "source": {"component": component, "host": node}, "reportingComponent": component,
+            "reportingInstance": node, "firstTimestamp": t, "lastTimestamp": t, "count": 1})
+    };
+    let mut out = vec![event(
+        "Normal",
+        "Scheduled",
+        format!("Successfully assigned {ns}/{name} to {node}"),
+        None,
+        "default-scheduler",
+    )];
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    for c in containers {
+        let cname = c["name"].as_str().unwrap_or("");
+        let image = c["image"].as_str().unwrap_or("");
+        let path = Some(format!("spec.containers{{{cname}}}"));
+        let kubelet = |kind: &str, reason: &str, message: String| event(kind, reason, message, path.clone(), "kubelet");
+        match fault {
+            Some("image-pull-backoff") => {
+                out.push(kubelet("Normal", "Pulling", format!("Pulling image \"{image}\"")));
+                out.push(kubelet(
+                    "Warning",
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": rpc error: code = NotFound desc = failed to pull and unpack image \"{image}\": not found"),
+                ));
+                out.push(kubelet("Warning", "Failed", "Error: ErrImagePull".into()));
+                out.push(kubelet("Normal", "BackOff", format!("Back-off pulling image \"{image}\"")));
+                out.push(kubelet("Warning", "Failed", "Error: ImagePullBackOff".into()));
+            }
+            _ => {
+                out.push(kubelet(
+                    "Normal",
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                ));
+                out.push(kubelet("Normal", "Created", format!("Created container: {cname}")));
+                out.push(kubelet("Normal", "Started", format!("Started container {cname}")));
+                match fault {
+                    Some("crash-loop") => out.push(kubelet(
+                        "Warning",
+                        "BackOff",
+                        format!("Back-off restarting failed container {cname} in pod {name}_{ns}({uid})"),
+                    )),
+                    Some("never-ready") => out.push(kubelet(
+                        "Warning",
+                        "Unhealthy",
+                        "Readiness probe failed: HTTP probe failed with statuscode: 503".into(),
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
 /// A pod's log: its `kube-fake.wharf.dev/logs` annotation, else one line saying what started.
 pub fn pod_log(pod: &Value, container: Option<&str>) -> String {
     if let Some(text) =

@@ -31,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+pub use api::{ADMISSION_WEBHOOK, RESTRICTED_USER};
 pub use controller::FAULT_ANNOTATION;
 pub use resources::{RESOURCES, Resource};
 pub use select::{FieldSelector, LabelSelector, Requirement};
@@ -44,6 +45,9 @@ pub struct Options {
     pub token: Option<String>,
     /// How long a Deployment, StatefulSet or DaemonSet takes to settle its status.
     pub rollout_delay: Duration,
+    /// A second bearer token that may only read (get, list, watch): its writes are
+    /// answered 403 `Forbidden` with RBAC's message (user [`RESTRICTED_USER`]).
+    pub restricted_token: Option<String>,
     /// Nodes made at start (`kube-fake-node-0`, …), each with a `Ready` condition `True`.
     pub ready_nodes: usize,
     /// More nodes made at start, after the ready ones, with `Ready` `False`.
@@ -52,7 +56,14 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { port: 0, token: None, rollout_delay: Duration::ZERO, ready_nodes: 1, unready_nodes: 0 }
+        Options {
+            port: 0,
+            token: None,
+            restricted_token: None,
+            rollout_delay: Duration::ZERO,
+            ready_nodes: 1,
+            unready_nodes: 0,
+        }
     }
 }
 
@@ -139,7 +150,7 @@ impl KubeFake {
             getrandom::fill(&mut buf).expect("the OS random source");
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
         });
-        let shared = api::Shared::new(token.clone(), options.rollout_delay);
+        let shared = api::Shared::new(token.clone(), options.restricted_token.clone(), options.rollout_delay);
         shared.add_nodes(options.ready_nodes, options.unready_nodes);
         let server = tokio::spawn(async move {
             let mut connections = JoinSet::new();

@@ -1,4 +1,4 @@
-//! `wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]`:
+//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]`:
 //! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
 //! (and writing it to PATH when given).
 
@@ -8,7 +8,7 @@ use wharf_kube_fake::{KubeFake, Options};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wharf-kube-fake [--port N] [--token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]"
+        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]"
     );
     std::process::exit(2)
 }
@@ -23,6 +23,7 @@ async fn main() {
         match arg.as_str() {
             "--port" => options.port = value.parse().unwrap_or_else(|_| usage()),
             "--token" => options.token = Some(value),
+            "--restricted-token" => options.restricted_token = Some(value),
             "--rollout-delay-ms" => {
                 options.rollout_delay = Duration::from_millis(value.parse().unwrap_or_else(|_| usage()))
             }

@@ -82,7 +82,22 @@ impl LabelSelector {
     }
 }
 
-/// A field selector on `metadata.name` and `metadata.namespace` only.
+/// Fields a selector may name: every kind's `metadata.name` and `metadata.namespace`, and
+/// the Event fields `kubectl describe` and `kubectl get events` select on.
+const FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "involvedObject.kind",
+    "involvedObject.name",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "type",
+];
+
+/// A field selector on [`FIELDS`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(pub Vec<(String, bool, String)>);
 
@@ -98,7 +113,7 @@ impl FieldSelector {
                 return Err(format!("field selector term {term:?} is not understood"));
             };
             let field = field.trim();
-            if field != "metadata.name" && field != "metadata.namespace" {
+            if !FIELDS.contains(&field) {
                 return Err(format!("field label not supported: {field}"));
             }
             out.push((field.to_owned(), equal, value.trim().to_owned()));
@@ -108,8 +123,8 @@ impl FieldSelector {
 
     pub fn matches(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
-            let pointer = if field == "metadata.name" { "/metadata/name" } else { "/metadata/namespace" };
-            let actual = object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+            let pointer = format!("/{}", field.replace('.', "/"));
+            let actual = object.pointer(&pointer).and_then(Value::as_str).unwrap_or("");
             (actual == value) == *equal
         })
     }

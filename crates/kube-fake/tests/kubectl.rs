@@ -324,3 +324,129 @@ async fn kubectl_patches_conflicts_creates_and_watches() {
     let forbidden = k.run(&["delete", "namespace", "default"], None).await;
     assert!(forbidden.stderr.contains("this namespace may not be deleted"), "{}", forbidden.stderr);
 }
+
+fn with_fault(fault: &str) -> String {
+    MANIFEST.split("---").next().unwrap().replace("namespace: shop", "namespace: default").replacen(
+        "labels: {app: web}\nspec:",
+        &format!("labels: {{app: web}}\n  annotations: {{kube-fake.wharf.dev/fault: {fault}}}\nspec:"),
+        1,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_backoff_shows_in_pods_and_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&with_fault("image-pull-backoff"))).await;
+    let mut reasons = String::new();
+    for _ in 0..100 {
+        reasons = k
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[*].status.containerStatuses[*].state.waiting.reason}",
+            ])
+            .await;
+        if !reasons.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(reasons, "ImagePullBackOff ImagePullBackOff");
+    let pod = k.ok(&["get", "pods", "-l", "app=web", "-o", "jsonpath={.items[0].metadata.name}"]).await;
+    let events = k
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            &format!("involvedObject.name={pod}"),
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    assert!(events.contains("Normal Scheduled: Successfully assigned default/"), "{events}");
+    assert!(events.contains("Warning Failed: Error: ErrImagePull"), "{events}");
+    assert!(events.contains("Normal BackOff: Back-off pulling image \"registry.example/web:1\""), "{events}");
+    assert!(events.contains("Warning Failed: Error: ImagePullBackOff"), "{events}");
+    // Deleting the workload takes its pods' events with them.
+    k.ok(&["delete", "deployment", "web"]).await;
+    let left = k.ok(&["get", "events", "--field-selector", &format!("involvedObject.name={pod}"), "-o", "name"]).await;
+    assert_eq!(left.trim(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_loop_pods_restart_and_back_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&with_fault("crash-loop"))).await;
+    let mut state = String::new();
+    for _ in 0..100 {
+        state = k
+            .ok(&[
+                "get",
+                "pods",
+                "-l",
+                "app=web",
+                "-o",
+                "jsonpath={.items[0].status.containerStatuses[0].state.waiting.reason} {.items[0].status.containerStatuses[0].restartCount}",
+            ])
+            .await;
+        if state.trim() != "" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(state, "CrashLoopBackOff 5");
+    let events =
+        k.ok(&["get", "events", "--field-selector", "reason=BackOff", "-o", "jsonpath={.items[*].message}"]).await;
+    assert!(events.contains("Back-off restarting failed container web in pod web-"), "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admission_webhook_refuses_in_its_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    let out = k.run(&["apply", "--server-side", "-f", "-"], Some(&with_fault("admission-denied"))).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            "admission webhook \"deny.kube-fake.wharf.dev\" denied the request: Deployment \"web\" carries the annotation"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(k.ok(&["get", "deployments", "-o", "name"]).await.trim(), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restricted_token_reads_but_rbac_forbids_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options { restricted_token: Some("viewer-token".into()), ..Options::default() };
+    let Some((fake, k)) = setup(dir.path(), options).await else { return };
+    std::fs::write(&k.config, fake.kubeconfig().replace(fake.token(), "viewer-token")).unwrap();
+    assert!(k.ok(&["get", "namespaces", "-o", "name"]).await.contains("namespace/default"));
+    let manifest = with_fault("none");
+    let out = k.run(&["apply", "--server-side", "-f", "-"], Some(&manifest)).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            "deployments.apps \"web\" is forbidden: User \"system:serviceaccount:default:kube-fake-viewer\" cannot \
+             patch resource \"deployments\" in API group \"apps\" in the namespace \"default\""
+        ),
+        "{}",
+        out.stderr
+    );
+    let out = k.run(&["create", "namespace", "games"], None).await;
+    assert!(!out.ok);
+    assert!(
+        out.stderr.contains(
+            "namespaces is forbidden: User \"system:serviceaccount:default:kube-fake-viewer\" cannot create resource \
+             \"namespaces\" in API group \"\" at the cluster scope"
+        ),
+        "{}",
+        out.stderr
+    );
+}
