@@ -481,8 +481,17 @@ impl Lifecycle {
             }
             local_sources = matches!(host, HostAccess::Allowed);
         }
-        // The project's secrets, opened now (tasks get those they name; logs mask all).
-        // A run a fork's pull request started gets none (its code is not trusted).
+        // The project's secrets and clusters, opened now (tasks get those they name; logs
+        // mask all). A run a fork's pull request started gets neither (its code is not
+        // trusted with credentials, nor to deploy).
+        let clusters = match &project {
+            Ok(project) if entry.cause.gets_secrets() => clusters(self.store(), project).await,
+            _ => Ok(Default::default()),
+        };
+        let clusters = match clusters {
+            Ok(clusters) => clusters,
+            Err(e) => return self.fail_unstarted(entry.run_id, &format!("cannot read the project's clusters: {e}")).await,
+        };
         let secrets = match project {
             Ok(_) if !entry.cause.gets_secrets() => Ok(BTreeMap::new()),
             Ok(project) => self.store().secret_values(&project).await,
@@ -510,6 +519,7 @@ impl Lifecycle {
             resume,
             labels: vec![(RUN_LABEL.to_owned(), self.run_label(entry.run_id))],
             registries,
+            clusters,
             local_sources,
             ..request(model, basics)
         };
@@ -594,6 +604,25 @@ pub async fn registries(
         })
         .collect();
     Ok(wharf_engine::Registries { by_name, default })
+}
+
+/// The clusters of `project`, the only ones its pipelines' `deploy-yaml` tasks may name,
+/// with their kubeconfigs opened.
+pub async fn clusters(store: &wharf_store::Store, project: &str) -> wharf_store::Result<wharf_engine::Clusters> {
+    let by_name = store
+        .clusters_of_project(project)
+        .await?
+        .into_iter()
+        .map(|c| {
+            let login = wharf_executor::deploy::ClusterLogin {
+                name: c.name.clone(),
+                kubeconfig: c.kubeconfig,
+                context: Some(c.context).filter(|c| !c.is_empty()),
+            };
+            (c.name, login)
+        })
+        .collect();
+    Ok(wharf_engine::Clusters { by_name })
 }
 
 /// The branch or tag a record's checkout names, to clone again when the run is

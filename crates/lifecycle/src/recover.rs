@@ -222,8 +222,12 @@ impl Lifecycle {
             resume: Some(resume),
             labels: vec![(RUN_LABEL.to_owned(), label)],
             registries: self.registries().await.ok()?,
+            clusters: if record.cause.gets_secrets() {
+                super::dispatch::clusters(self.store(), &pipeline.project).await.ok()?
+            } else {
+                Default::default()
+            },
             // A reattached run is past its checkout; it clones nothing.
-            clusters: Default::default(),
             local_sources: false,
             ..request(model, RequestBasics::of_row(row))
         };

@@ -361,7 +361,11 @@ impl Server {
         let generated =
             auth::bootstrap(&store, config.admin_token.as_deref(), config.admin_password.as_deref()).await?;
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
-        let executors = executors(&config, &store, &run_as).await?;
+        // `deploy-yaml` reaches clusters under the same outbound policy as every other
+        // call the server makes.
+        let deployer: Arc<dyn wharf_executor::deploy::Deployer> =
+            Arc::new(wharf_kube::deploy::KubeDeployer::new(forges.policy.clone()));
+        let executors = executors(&config, &store, &run_as).await?.with_deployer(Some(deployer));
         let host = wharf_lifecycle::HostPolicy {
             allowed: config.allow_host,
             forks: config.host_forks,
