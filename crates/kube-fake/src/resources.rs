@@ -75,6 +75,29 @@ const fn apps(
     }
 }
 
+/// A namespaced resource of another group, stored as written (no controller).
+const fn grouped(
+    group: &'static str,
+    version: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    kind: &'static str,
+    short: &'static [&'static str],
+    status: bool,
+) -> Resource {
+    Resource {
+        group,
+        version,
+        plural,
+        singular,
+        kind,
+        namespaced: true,
+        short_names: short,
+        has_status: status,
+        in_all: false,
+    }
+}
+
 pub static RESOURCES: &[Resource] = &[
     Resource {
         group: "",
@@ -109,6 +132,24 @@ pub static RESOURCES: &[Resource] = &[
     apps("statefulsets", "statefulset", "StatefulSet", &["sts"]),
     apps("daemonsets", "daemonset", "DaemonSet", &["ds"]),
     apps("replicasets", "replicaset", "ReplicaSet", &["rs"]),
+    // Kinds real manifests carry beside their workloads (the seed's 2048 example has an
+    // Ingress); stored as written, no controller acts on them.
+    grouped("networking.k8s.io", "v1", "ingresses", "ingress", "Ingress", &["ing"], true),
+    grouped("networking.k8s.io", "v1", "networkpolicies", "networkpolicy", "NetworkPolicy", &["netpol"], false),
+    grouped("batch", "v1", "jobs", "job", "Job", &[], true),
+    grouped("batch", "v1", "cronjobs", "cronjob", "CronJob", &["cj"], true),
+    grouped(
+        "autoscaling",
+        "v2",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        "HorizontalPodAutoscaler",
+        &["hpa"],
+        true,
+    ),
+    grouped("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", &["pdb"], true),
+    grouped("rbac.authorization.k8s.io", "v1", "roles", "role", "Role", &[], false),
+    grouped("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding", &[], false),
 ];
 
 /// The groups besides the core group, with their one version each.

@@ -490,7 +490,9 @@ impl Lifecycle {
         };
         let clusters = match clusters {
             Ok(clusters) => clusters,
-            Err(e) => return self.fail_unstarted(entry.run_id, &format!("cannot read the project's clusters: {e}")).await,
+            Err(e) => {
+                return self.fail_unstarted(entry.run_id, &format!("cannot read the project's clusters: {e}")).await;
+            }
         };
         let secrets = match project {
             Ok(_) if !entry.cause.gets_secrets() => Ok(BTreeMap::new()),

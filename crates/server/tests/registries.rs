@@ -227,11 +227,13 @@ async fn an_image_task_builds_and_pushes_in_a_run_and_hostile_paths_fail_it() {
 }
 
 /// examples/2048 as it is: its app as a repository, its pipeline, a registry `local`
-/// with the workspace `devops`, on a docker server (the page is served in the built
-/// image; a host task of a server running as root cannot reach the Docker Engine,
-/// whose socket is root's).
+/// with the workspace `devops` and a cluster `local` (the Kubernetes test double), on a
+/// docker server (the page is served in the built image; a host task of a server running
+/// as root cannot reach the Docker Engine, whose socket is root's); the Deploy stage
+/// applies the repository's 2048_env.yaml with the image just pushed and waits for the
+/// rollout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_2048_example_builds_pushes_and_serves_its_page() {
+async fn the_2048_example_builds_pushes_serves_its_page_and_deploys() {
     let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
     let s = common::start_with(tempfile::tempdir().unwrap(), |c| {
         c.executor = wharf_core::model::ExecutorKind::Docker;
@@ -239,6 +241,12 @@ async fn the_2048_example_builds_pushes_and_serves_its_page() {
     })
     .await;
     s.post("/registries", registry_body(&env, "local", &env.registry_password, &["devops"])).await.expect(201);
+    let options = wharf_kube_fake::Options {
+        rollout_delay: std::time::Duration::from_millis(300),
+        ..wharf_kube_fake::Options::default()
+    };
+    let cluster = wharf_kube_fake::KubeFake::start(options).await.unwrap();
+    s.post("/clusters", json!({ "name": "local", "kubeconfig": cluster.kubeconfig() })).await.expect(201);
     let example = wharf_testenv::repo_root().join("examples/2048");
     let repo = s.dir.path().join("2048");
     let copied = std::process::Command::new("cp").arg("-R").arg(example.join("app")).arg(&repo).status().unwrap();
@@ -262,4 +270,15 @@ async fn the_2048_example_builds_pushes_and_serves_its_page() {
     assert!(test_log.contains("served the 2048 page and its script"), "{test_log}");
     let image = task_of(&done, "build-2048-game").unwrap()["outputs"]["image"].as_str().unwrap().to_owned();
     assert!(image.starts_with(&format!("{}/devops/jack-2048:alpha-", env.registry)), "{image}");
+
+    // Deployed: the Deployment runs the image just pushed, and the rollout was awaited.
+    let applied = task_of(&done, "deploy-2048").unwrap()["outputs"]["applied"].as_str().unwrap().to_owned();
+    let kinds: Vec<&str> = applied.split(' ').map(|a| a.split('@').next().unwrap()).collect();
+    assert_eq!(kinds, ["Deployment/default/jack-2048", "Service/default/svc-2048", "Ingress/default/ing-2048"]);
+    let deployment = common::kube_get(&cluster, "/apis/apps/v1/namespaces/default/deployments/jack-2048").await;
+    let deployment = deployment.expect("the Deployment is in the cluster");
+    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["image"], image.as_str());
+    assert_eq!(deployment["status"]["availableReplicas"], 2, "{deployment:#}");
+    let deploy_log = s.tail(run, "deploy-2048", None).await.text;
+    assert!(deploy_log.contains("deployment \"jack-2048\" successfully rolled out"), "{deploy_log}");
 }

@@ -468,3 +468,19 @@ pub fn saved_image(source: &str, tag: &str) -> Vec<u8> {
     docker(&["rmi", tag]);
     bytes
 }
+
+/// What the Kubernetes test double `fake` answers to `GET path` (JSON), or `None` for a
+/// 404: how a test looks at what Wharf applied, with Wharf's own client.
+#[allow(dead_code)]
+pub async fn kube_get(fake: &wharf_kube_fake::KubeFake, path: &str) -> Option<Value> {
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let conn =
+        wharf_kube::Connection::from_kubeconfig(&fake.kubeconfig(), None, &wharf_kube::FileAccess::Refuse, &policy)
+            .unwrap();
+    let request = axum::http::Request::get(path).body(Vec::new()).unwrap();
+    match conn.client().request_text(request).await {
+        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
+        Err(e) if e.to_string().contains("not found") => None,
+        Err(e) => panic!("GET {path} from the fake: {e}"),
+    }
+}
