@@ -965,7 +965,9 @@ async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser()
             json!([]),
         )
         .await;
-    assert_eq!(row[0], fake.url(), "{row}");
+    assert_eq!(row[0], fake.url().trim_start_matches("https://"), "the host, HTTPS being the norm: {row}");
+    let title = chrome.js("return document.querySelector('tr[data-cluster=fake] .server').title", json!([])).await;
+    assert_eq!(title, fake.url(), "the whole URL on hover");
     assert_eq!(row[1], "v1.32.0-kube-fake", "{row}");
     assert_eq!(row[2], "2/3", "{row}");
     assert!(row[3].as_str().unwrap().starts_with("ecp-devops-"), "{row}");

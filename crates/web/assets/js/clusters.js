@@ -51,10 +51,22 @@ export function healthBadge(health) {
 
 /// `12 s ago`, `5 min ago`, `3 h ago`, else the date; the exact time on hover.
 function ago(ms) {
-  if (ms === null || ms === undefined) return h('span', { class: 'muted' }, 'never');
+  if (ms === null || ms === undefined) return h('span', { title: 'never checked' }, 'never');
   const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
   const text = s < 60 ? `${s} s ago` : s < 3600 ? `${Math.floor(s / 60)} min ago` : s < 86400 ? `${Math.floor(s / 3600)} h ago` : fmtTime(ms).slice(0, 10);
   return h('time', { datetime: new Date(ms).toISOString(), title: fmtTime(ms) }, text);
+}
+
+/// `https://10.0.0.1:6443` → `10.0.0.1:6443` (HTTPS is the norm; plain HTTP and a path stay
+/// visible). The whole URL is on hover.
+function serverShort(url) {
+  try {
+    const u = new URL(url);
+    const path = u.pathname === '/' ? '' : u.pathname;
+    return (u.protocol === 'https:' ? '' : u.protocol + '//') + u.host + path;
+  } catch {
+    return url;
+  }
 }
 
 function nodes(n) {
@@ -72,18 +84,17 @@ function clusterTable(data, add, reload) {
   const rows = data.items.map((c) => h('tr', { 'data-cluster': c.name },
     h('td', {}, h('a', { href: `/clusters/${encodeURIComponent(c.name)}`, class: 'name' }, c.name)),
     h('td', {}, c.project),
-    h('td', { class: 'server', title: c.server }, c.server),
+    h('td', { class: 'server', title: c.server }, serverShort(c.server)),
     h('td', { class: 'version' }, c.version || h('span', { class: 'muted' }, '—')),
     h('td', { class: 'nodes-cell' }, nodes(c.nodes)),
     h('td', { class: 'namespace' }, c.namespace),
-    h('td', { class: 'health-cell' }, healthBadge(c.health),
+    h('td', { class: 'health-cell' }, healthBadge(c.health), ' ', h('small', { class: 'checked muted' }, ago(c.health.checked_at)),
       c.health.error ? h('small', { class: 'health-error', title: c.health.error }, c.health.error) : null),
-    h('td', { class: 'checked' }, ago(c.health.checked_at)),
     h('td', { class: 'actions' },
       h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': `Remove ${c.name}`,
         onclick: () => removeCluster(c).then((ok) => ok && reload()) }, 'Remove'))));
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list clusters' },
-    h('thead', {}, h('tr', {}, ['Name', 'Project', 'Server', 'Version', 'Nodes', 'Pipeline namespace', 'Health', 'Checked', '']
+    h('thead', {}, h('tr', {}, ['Name', 'Project', 'Server', 'Version', 'Nodes', 'Pipeline namespace', 'Health (checked)', '']
       .map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, rows)));
 }
