@@ -965,8 +965,8 @@ fn clusters_add_list_show_and_remove_against_a_kube_fake() {
     // elsewhere (1: the cluster cannot be reached).
     let add = |file: &str| server.wharf(&["clusters", "add", "prod", "--kubeconfig", file]);
     add("malformed").expect_code(2).stderr_has("kubeconfig");
-    add("wrong-token").expect_code(2).stderr_has("Unauthorized");
-    add("dead").expect_code(1).stderr_has("127.0.0.1");
+    add("wrong-token").expect_code(2).stderr_has("unauthorized");
+    add("dead").expect_code(1).stderr_has(&format!("{dead} is unreachable"));
     add("missing").expect_code(2).stderr_has("cannot open the kubeconfig missing");
 
     let out = add("kubeconfig");
