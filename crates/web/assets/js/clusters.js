@@ -8,7 +8,7 @@ const REFRESH_MS = 30000;
 
 const HEALTH_TEXT = {
   healthy: 'Healthy', unreachable: 'Unreachable', unauthorized: 'Unauthorized', forbidden: 'Forbidden',
-  error: 'Error', unchecked: 'Not checked',
+  refused: 'Address not allowed', error: 'Error', unchecked: 'Not checked',
 };
 
 export async function render(main, params) {
