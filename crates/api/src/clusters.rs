@@ -39,8 +39,10 @@ pub struct Nodes {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
-    /// `healthy`, `unreachable`, `unauthorized`, `forbidden`, `error`, or `unchecked`
-    /// (registered with `?verify=false` and not checked since).
+    /// `healthy`, `unreachable`, `unauthorized`, `forbidden`, `refused` (the server's
+    /// outbound policy does not allow the API server's address: an admin's
+    /// `outbound_allow`), `error` (TLS, an unexpected answer), or `unchecked` (registered
+    /// with `?verify=false` and not checked since).
     pub status: String,
     /// What went wrong, in the API server's words; `None` when healthy or unchecked.
     pub error: Option<String>,
@@ -76,10 +78,11 @@ pub struct NewCluster {
     pub project: Option<String>,
 }
 
-/// `DELETE /clusters/{name}` refused: pipelines whose latest version still names it.
+/// `DELETE /clusters/{name}` refused (`409`): the usual error body, plus the pipelines
+/// whose latest version still names the cluster, by name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClusterInUse {
-    pub error: String,
+    pub error: crate::ErrorInfo,
     pub pipelines: Vec<String>,
 }

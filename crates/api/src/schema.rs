@@ -3,7 +3,7 @@
 //! status shows in the document by itself).
 
 use crate::{Error, Listed, Paged};
-use crate::{bindings, deliveries, pipelines, registries, runs, schedule, secrets, tenancy};
+use crate::{bindings, clusters, deliveries, pipelines, registries, runs, schedule, secrets, tenancy};
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -131,6 +131,12 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<bindings::Repository>(&mut out);
     generic::<Listed<registries::ImageRepository>>("ImageRepositoryList", &mut out);
     generic::<Listed<registries::Pushed>>("PushedList", &mut out);
+    named::<clusters::Cluster>(&mut out);
+    named::<clusters::Nodes>(&mut out);
+    named::<clusters::Health>(&mut out);
+    named::<clusters::Clusters>(&mut out);
+    named::<clusters::NewCluster>(&mut out);
+    named::<clusters::ClusterInUse>(&mut out);
     named::<tenancy::Department>(&mut out);
     // `Listed<String>` refers to its items by name.
     out.push(("String".to_owned(), String::schema()));

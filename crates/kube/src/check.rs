@@ -46,6 +46,9 @@ pub enum ClusterError {
     Forbidden { server: String, verb: &'static str, resource: String, message: String },
     #[error("{server}: {verb} {resource}: {code} {reason}: {message}")]
     Api { server: String, verb: &'static str, resource: String, code: u16, reason: String, message: String },
+    /// The server's name resolved only to internal addresses the outbound policy refuses.
+    #[error("cluster {server}: {refused}")]
+    Refused { server: String, refused: wharf_outbound::Refused },
     #[error("{server}: {verb} {resource}: {reason}")]
     Other { server: String, verb: &'static str, resource: String, reason: String },
 }
@@ -64,6 +67,9 @@ impl ClusterError {
                 }
             },
             other => {
+                if let Some(refused) = wharf_outbound::refusal(&other) {
+                    return ClusterError::Refused { server, refused: refused.clone() };
+                }
                 if let Some(tls) = find_tls(&other) {
                     return ClusterError::Tls { server, reason: tls };
                 }
@@ -185,7 +191,8 @@ mod tests {
     async fn api_statuses_are_classified() {
         let text = "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster:\n    server: https://k8s.example:6443\n\
                     users:\n- name: u\n  user:\n    token: t\ncontexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n";
-        let conn = Connection::from_kubeconfig(text, None, &FileAccess::Refuse).unwrap();
+        let conn =
+            Connection::from_kubeconfig(text, None, &FileAccess::Refuse, &wharf_outbound::Policy::default()).unwrap();
         let msg = "nodes is forbidden: User \"system:serviceaccount:ci:wharf\" cannot list resource \"nodes\" in API group \"\" at the cluster scope";
         let err = ClusterError::classify(&conn, "list", "nodes", status(403, "Forbidden", msg));
         assert_eq!(

@@ -9,6 +9,7 @@ use base64::Engine as _;
 use kube::config::{AuthInfo, Cluster, Kubeconfig};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use wharf_outbound::Policy;
 
 /// Whether the kubeconfig may name files (`certificate-authority`, `client-certificate`,
 /// `client-key`, `tokenFile`). A server must refuse them: a user's kubeconfig naming the
@@ -86,6 +87,10 @@ pub enum KubeconfigError {
     EmptyToken { user: String, field: &'static str },
     #[error("the connection to cluster {cluster:?} could not be set up: {reason}")]
     Client { cluster: String, reason: String },
+    /// The server is an internal IP address the server's outbound policy does not allow
+    /// (a name is checked when connecting: [`crate::ClusterError::Refused`]).
+    #[error("cluster {cluster:?}: {refused}")]
+    Refused { cluster: String, refused: wharf_outbound::Refused },
 }
 
 /// A checked connection to one cluster: which context, cluster and user it came from, the
@@ -117,8 +122,15 @@ impl fmt::Debug for Connection {
 impl Connection {
     /// Reads the kubeconfig text, picks `context` (else its `current-context`) and checks
     /// every field the connection uses. Builds the client but does not contact the server
-    /// (see [`crate::check`]). Must be called inside a Tokio runtime.
-    pub fn from_kubeconfig(text: &str, context: Option<&str>, files: &FileAccess) -> Result<Self, KubeconfigError> {
+    /// (see [`crate::check`]). Every connection it makes goes through `policy` (an internal
+    /// IP-literal server is refused here, a name when it is resolved: `crate::outbound`).
+    /// Must be called inside a Tokio runtime.
+    pub fn from_kubeconfig(
+        text: &str,
+        context: Option<&str>,
+        files: &FileAccess,
+        policy: &Policy,
+    ) -> Result<Self, KubeconfigError> {
         let kubeconfig = parse(text)?;
         let context_name = match context {
             Some(c) => c.to_owned(),
@@ -154,6 +166,8 @@ impl Connection {
             .ok_or_else(|| KubeconfigError::MissingUser { context: context_name.clone(), user: user_name.clone() })?;
 
         let server = server_url(&ctx.cluster, &cluster)?;
+        crate::outbound::check_literal(policy, server.host().unwrap_or(""))
+            .map_err(|refused| KubeconfigError::Refused { cluster: ctx.cluster.clone(), refused })?;
         let roots = ca(&ctx.cluster, &cluster, files)?;
         let (auth, auth_info) = credentials(&user_name, &user, files)?;
         let insecure = cluster.insecure_skip_tls_verify.unwrap_or(false);
@@ -167,7 +181,7 @@ impl Connection {
         config.accept_invalid_certs = insecure;
         config.tls_server_name = cluster.tls_server_name.clone();
         config.auth_info = auth_info;
-        let client = kube::Client::try_from(config)
+        let client = crate::outbound::client(config, policy)
             .map_err(|e| KubeconfigError::Client { cluster: ctx.cluster.clone(), reason: e.to_string() })?;
         Ok(Connection {
             client,
@@ -461,7 +475,12 @@ mod tests {
     }
 
     fn connect(text: &str, context: Option<&str>) -> Result<Connection, KubeconfigError> {
-        Connection::from_kubeconfig(text, context, &FileAccess::Refuse)
+        Connection::from_kubeconfig(text, context, &FileAccess::Refuse, &open())
+    }
+
+    /// A policy allowing every internal address the tests name.
+    fn open() -> Policy {
+        Policy::new(&["127.0.0.0/8", "10.0.0.0/8"]).unwrap()
     }
 
     #[tokio::test]
@@ -491,7 +510,7 @@ mod tests {
             "    client-certificate: client.pem\n    client-key: client.key\n",
         );
         let allow = FileAccess::Allow { base: dir.path().to_owned() };
-        let conn = Connection::from_kubeconfig(&text, None, &allow).unwrap();
+        let conn = Connection::from_kubeconfig(&text, None, &allow, &open()).unwrap();
         assert_eq!(conn.auth(), Auth::ClientCertificate);
         // A server refuses files: they would be the server's own.
         let err = connect(&text, None).unwrap_err();
@@ -500,7 +519,8 @@ mod tests {
             "{err}"
         );
         let missing =
-            Connection::from_kubeconfig(&text, None, &FileAccess::Allow { base: "/nonexistent".into() }).unwrap_err();
+            Connection::from_kubeconfig(&text, None, &FileAccess::Allow { base: "/nonexistent".into() }, &open())
+                .unwrap_err();
         assert!(matches!(missing, KubeconfigError::FileRead { .. }), "{missing}");
     }
 
@@ -511,7 +531,8 @@ mod tests {
         let text =
             config("    server: https://10.0.0.1\n    insecure-skip-tls-verify: true\n", "    tokenFile: token\n");
         let conn =
-            Connection::from_kubeconfig(&text, None, &FileAccess::Allow { base: dir.path().to_owned() }).unwrap();
+            Connection::from_kubeconfig(&text, None, &FileAccess::Allow { base: dir.path().to_owned() }, &open())
+                .unwrap();
         assert_eq!(conn.auth(), Auth::Token);
         assert!(conn.insecure());
         assert!(matches!(connect(&text, None).unwrap_err(), KubeconfigError::FileRefused { field: "tokenFile", .. }));
@@ -520,14 +541,17 @@ mod tests {
     #[test]
     fn plugins_refused() {
         let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: aws\n      args: [eks, get-token]\n";
-        let err = Connection::from_kubeconfig(&config(&ca_cluster(), exec), None, &FileAccess::Refuse).unwrap_err();
+        let err =
+            Connection::from_kubeconfig(&config(&ca_cluster(), exec), None, &FileAccess::Refuse, &open()).unwrap_err();
         assert_eq!(err, KubeconfigError::ExecPlugin { user: "u1".into(), command: "aws".into() });
         assert!(err.to_string().contains("does not run programs"), "{err}");
         let provider = "    auth-provider:\n      name: gcp\n      config: {}\n";
-        let err = Connection::from_kubeconfig(&config(&ca_cluster(), provider), None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&config(&ca_cluster(), provider), None, &FileAccess::Refuse, &open())
+            .unwrap_err();
         assert_eq!(err, KubeconfigError::AuthProvider { user: "u1".into(), provider: "gcp".into() });
         let basic = "    username: admin\n    password: hunter2\n";
-        let err = Connection::from_kubeconfig(&config(&ca_cluster(), basic), None, &FileAccess::Refuse).unwrap_err();
+        let err =
+            Connection::from_kubeconfig(&config(&ca_cluster(), basic), None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(matches!(err, KubeconfigError::BasicAuth { .. }));
         assert!(!err.to_string().contains("hunter2"));
     }
@@ -535,7 +559,7 @@ mod tests {
     #[test]
     fn contexts_clusters_users() {
         let text = config(&ca_cluster(), &token_user());
-        let refuse = |ctx| Connection::from_kubeconfig(&text, ctx, &FileAccess::Refuse).unwrap_err();
+        let refuse = |ctx| Connection::from_kubeconfig(&text, ctx, &FileAccess::Refuse, &open()).unwrap_err();
         let err = refuse(Some("prod"));
         assert!(matches!(&err, KubeconfigError::UnknownContext { context, .. } if context == "prod"));
         assert!(err.to_string().contains("\"one\", \"ghost-cluster\", \"ghost-user\""), "{err}");
@@ -548,23 +572,24 @@ mod tests {
             KubeconfigError::MissingUser { context: "ghost-user".into(), user: "nobody".into() }
         );
         let no_current = text.replace("current-context: one\n", "");
-        let err = Connection::from_kubeconfig(&no_current, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&no_current, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert_eq!(err, KubeconfigError::NoContext);
         let no_server = config("    insecure-skip-tls-verify: true\n", &token_user());
-        let err = Connection::from_kubeconfig(&no_server, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&no_server, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert_eq!(err, KubeconfigError::NoServer { cluster: "c1".into() });
         let both = ca_cluster() + "    insecure-skip-tls-verify: true\n";
-        let err = Connection::from_kubeconfig(&config(&both, &token_user()), None, &FileAccess::Refuse).unwrap_err();
+        let err =
+            Connection::from_kubeconfig(&config(&both, &token_user()), None, &FileAccess::Refuse, &open()).unwrap_err();
         assert_eq!(err, KubeconfigError::InsecureWithCa { cluster: "c1".into() });
         let ftp = config("    server: ftp://x\n", &token_user());
-        let err = Connection::from_kubeconfig(&ftp, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&ftp, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(matches!(err, KubeconfigError::BadServer { .. }), "{err}");
     }
 
     #[test]
     fn bad_base64_and_pem() {
         let bad_ca = config("    server: https://x\n    certificate-authority-data: '%%%not base64'\n", &token_user());
-        let err = Connection::from_kubeconfig(&bad_ca, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&bad_ca, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(
             matches!(&err, KubeconfigError::BadBase64 { owner: "cluster", field: "certificate-authority-data", .. }),
             "{err}"
@@ -573,22 +598,24 @@ mod tests {
             &format!("    server: https://x\n    certificate-authority-data: {}\n", b64("hello")),
             &token_user(),
         );
-        let err = Connection::from_kubeconfig(&not_pem, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&not_pem, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert_eq!(err.to_string(), "cluster \"c1\": certificate-authority is not PEM certificates");
         let (cert, _) = cert_and_key();
         let bad_key = format!("    client-certificate-data: {}\n    client-key-data: {}\n", b64(&cert), b64(TOKEN));
-        let err = Connection::from_kubeconfig(&config(&ca_cluster(), &bad_key), None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&config(&ca_cluster(), &bad_key), None, &FileAccess::Refuse, &open())
+            .unwrap_err();
         assert!(matches!(&err, KubeconfigError::BadPem { field: "client-key", .. }), "{err}");
         assert!(!err.to_string().contains(TOKEN));
         let half = format!("    client-certificate-data: {}\n", b64(&cert));
-        let err = Connection::from_kubeconfig(&config(&ca_cluster(), &half), None, &FileAccess::Refuse).unwrap_err();
+        let err =
+            Connection::from_kubeconfig(&config(&ca_cluster(), &half), None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(matches!(err, KubeconfigError::HalfClientCertificate { missing: "client-key", .. }));
     }
 
     #[test]
     fn yaml_errors_do_not_quote_the_text() {
         let text = format!("users:\n- name: u\n  user:\n    token: {TOKEN}\n   bad: [\n");
-        let err = Connection::from_kubeconfig(&text, None, &FileAccess::Refuse).unwrap_err();
+        let err = Connection::from_kubeconfig(&text, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(matches!(err, KubeconfigError::Yaml(_)), "{err}");
         assert_eq!(
             err.to_string(),
@@ -596,10 +623,10 @@ mod tests {
              did not find expected key"
         );
         let typed = format!("current-context: [{TOKEN}]\n");
-        let err2 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse).unwrap_err();
+        let err2 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(!err2.to_string().contains(TOKEN), "{err2}");
         let typed = format!("users: \"{TOKEN}\"\n");
-        let err3 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse).unwrap_err();
+        let err3 = Connection::from_kubeconfig(&typed, None, &FileAccess::Refuse, &open()).unwrap_err();
         assert!(!err3.to_string().contains(TOKEN), "{err3}");
         assert!(!err.to_string().contains(TOKEN), "{err}");
     }

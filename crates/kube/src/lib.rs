@@ -3,6 +3,8 @@
 //! - [`Connection::from_kubeconfig`]: kubeconfig text and an optional context → a checked,
 //!   typed connection (token, client certificate, CA, `insecure-skip-tls-verify`; exec and
 //!   auth-provider plugins refused: a server must not run binaries named by a user's file);
+//!   Every connection goes through the server's outbound policy ([`Policy`], `outbound.rs`):
+//!   an API server at an internal address is called only when an admin allowed it;
 //! - [`check`]: the server's version, whether namespaces can be listed, nodes ready/total,
 //!   with failures classified in the API server's words ([`ClusterError`]);
 //! - [`ensure_namespace`]: the pipeline namespace, server-side applied by field manager
@@ -14,10 +16,12 @@
 mod check;
 mod kubeconfig;
 mod namespace;
+mod outbound;
 
 pub use check::{CHECK_TIMEOUT, ClusterError, ClusterInfo, Nodes, Permission, check};
 pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};
 pub use namespace::{MANAGED_BY, NamespaceError, ensure_namespace, pipeline_namespace};
+pub use wharf_outbound::{Policy, Refused};
 
 /// The field manager of every write Wharf makes to a cluster.
 pub const FIELD_MANAGER: &str = "wharf";

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use wharf_kube::{
-    Auth, ClusterError, Connection, FileAccess, KubeconfigError, MANAGED_BY, Nodes, Permission, check,
+    Auth, ClusterError, Connection, FileAccess, KubeconfigError, MANAGED_BY, Nodes, Permission, Policy, check,
     ensure_namespace, pipeline_namespace,
 };
 use wharf_kube_fake::{KubeFake, Options};
@@ -13,7 +13,12 @@ async fn start(ready: usize, unready: usize) -> KubeFake {
 }
 
 fn connect(kubeconfig: &str) -> Connection {
-    Connection::from_kubeconfig(kubeconfig, None, &FileAccess::Refuse).unwrap()
+    Connection::from_kubeconfig(kubeconfig, None, &FileAccess::Refuse, &loopback()).unwrap()
+}
+
+/// The fake listens on 127.0.0.1, an internal address: an admin's allow-list entry.
+fn loopback() -> Policy {
+    Policy::new(&["127.0.0.1"]).unwrap()
 }
 
 #[tokio::test]
@@ -88,6 +93,26 @@ async fn exec_plugin_is_refused() {
     let exec = "    exec:\n      apiVersion: client.authentication.k8s.io/v1\n      command: /bin/sh\n      args: [-c, 'touch /tmp/pwned']\n";
     let text = fake.kubeconfig().replace(&token_line, exec);
     assert_ne!(text, fake.kubeconfig());
-    let err = Connection::from_kubeconfig(&text, None, &FileAccess::Refuse).unwrap_err();
+    let err = Connection::from_kubeconfig(&text, None, &FileAccess::Refuse, &loopback()).unwrap_err();
     assert_eq!(err, KubeconfigError::ExecPlugin { user: "kube-fake".into(), command: "/bin/sh".into() });
+}
+
+#[tokio::test]
+async fn internal_servers_need_the_admins_allow_list() {
+    let fake = start(1, 0).await;
+    // An IP literal: refused when the connection is built.
+    let err =
+        Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &Policy::default()).unwrap_err();
+    assert!(matches!(&err, KubeconfigError::Refused { refused, .. } if refused.kind == "loopback"), "{err}");
+    assert!(err.to_string().contains("outbound_allow"), "{err}");
+    // A name: refused when it resolves, at connect time, before anything is sent.
+    let by_name = fake.kubeconfig().replace("https://127.0.0.1:", "https://localhost:");
+    let conn = Connection::from_kubeconfig(&by_name, None, &FileAccess::Refuse, &Policy::default()).unwrap();
+    let err = check(&conn).await.unwrap_err();
+    assert!(matches!(&err, ClusterError::Refused { refused, .. } if refused.host == "localhost"), "{err:?}");
+    assert!(err.to_string().contains("outbound_allow"), "{err}");
+    // Allowed by name, it connects (the fake's certificate names localhost too).
+    let conn = Connection::from_kubeconfig(&by_name, None, &FileAccess::Refuse, &Policy::new(&["localhost"]).unwrap())
+        .unwrap();
+    assert_eq!(check(&conn).await.unwrap().version, "v1.32.0-kube-fake");
 }

@@ -5,7 +5,15 @@
 
 use std::path::Path;
 
-use wharf_kube::{Connection, FileAccess, check};
+use wharf_kube::{Connection, FileAccess, Policy, check};
+
+/// The tester's own cluster may be on a private network: `WHARF_TEST_OUTBOUND_ALLOW`
+/// (comma-separated `outbound_allow` entries) allows it, as an admin's config would.
+fn live_policy() -> Policy {
+    let entries = std::env::var("WHARF_TEST_OUTBOUND_ALLOW").unwrap_or_default();
+    let entries: Vec<&str> = entries.split(',').collect();
+    Policy::new(&entries).unwrap_or_else(|e| panic!("WHARF_TEST_OUTBOUND_ALLOW: {e}"))
+}
 
 #[tokio::test]
 async fn live_cluster_check() {
@@ -19,7 +27,7 @@ async fn live_cluster_check() {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
     let context = std::env::var("WHARF_TEST_KUBECONTEXT").ok();
     let base = path.parent().unwrap_or(Path::new(".")).to_owned();
-    let conn = Connection::from_kubeconfig(&text, context.as_deref(), &FileAccess::Allow { base })
+    let conn = Connection::from_kubeconfig(&text, context.as_deref(), &FileAccess::Allow { base }, &live_policy())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let info = check(&conn).await.unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{info:?}");

@@ -451,8 +451,9 @@ mod tests {
         }
     }
 
-    /// Clusters have no routes yet (the Kubernetes issue): their rows, walked here over
-    /// every role and project kind against the seed's words.
+    /// The cluster rows (`/clusters`, `api::clusters`), walked here over every role and
+    /// project kind against the seed's words; `tests/clusters.rs` drives the routes.
+    /// Removing a cluster one may not view is hidden (404), adding one is not (403).
     #[test]
     fn cluster_rows_follow_the_seed() {
         for role in Role::ALL {
@@ -469,6 +470,9 @@ mod tests {
                     assert_eq!(allowed, expected, "{role:?} {action:?} in {project}");
                     if action == Action::AddCluster {
                         assert_eq!(check(&me, action, &Object::Project(project)).is_ok(), expected);
+                    }
+                    if let Err(denied) = check(&me, action, &cluster) {
+                        assert_eq!(denied.hidden, action != Action::AddCluster, "{role:?} {action:?} in {project}");
                     }
                 }
             }

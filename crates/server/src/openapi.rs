@@ -367,6 +367,50 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/clusters",
+        summary: "Kubernetes clusters the caller may view (?project), with their stored health (the kubeconfig is never shown)",
+        body: Body::None,
+        status: 200,
+        answer: Some("Clusters"),
+    },
+    Route {
+        method: "post",
+        path: "/clusters",
+        summary: "Register a cluster from a kubeconfig (project `admin` unless given): checked (version, namespaces \
+                  listable) and its pipeline namespace ecp-devops-<short id> applied unless ?verify=false; 422 for a \
+                  bad kubeconfig (exec and auth-provider plugins refused) or refused credentials, 502 when unreachable, \
+                  403 for an internal address outbound_allow does not name",
+        body: Body::Json("NewCluster"),
+        status: 201,
+        answer: Some("ClusterInfo"),
+    },
+    Route {
+        method: "get",
+        path: "/clusters/{name}",
+        summary: "A cluster; its health is checked again first when the last check is older than 30 s (waiting at most 5 s)",
+        body: Body::None,
+        status: 200,
+        answer: Some("ClusterInfo"),
+    },
+    Route {
+        method: "post",
+        path: "/clusters/{name}/check",
+        summary: "Check a cluster now and, when healthy, apply its pipeline namespace again; the outcome is in `health`",
+        body: Body::None,
+        status: 200,
+        answer: Some("ClusterInfo"),
+    },
+    Route {
+        method: "delete",
+        path: "/clusters/{name}",
+        summary: "Forget a cluster (409 ClusterInUse naming the pipelines whose latest version deploys to it; nothing \
+                  in the cluster is deleted)",
+        body: Body::None,
+        status: 204,
+        answer: None,
+    },
+    Route {
+        method: "get",
         path: "/openapi.json",
         summary: "This document",
         body: Body::None,

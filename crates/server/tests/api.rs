@@ -1604,6 +1604,12 @@ async fn every_documented_route_is_routed() {
         tarball = common::saved_image(&env.busybox_image, &format!("wharf-routes/{image_name}:v1"));
     }
 
+    // Cluster routes talk to the Kubernetes API test double.
+    let kube = wharf_kube_fake::KubeFake::start(wharf_kube_fake::Options::default()).await.unwrap();
+    for cluster in ["main-cluster", "doomed-cluster"] {
+        s.post("/clusters", json!({ "name": cluster, "kubeconfig": kube.kubeconfig() })).await.expect(201);
+    }
+
     let mut problems = Vec::new();
     for route in ROUTES {
         if route.path.starts_with("/registries") && registry_env.is_none() {
@@ -1638,6 +1644,8 @@ async fn every_documented_route_is_routed() {
             "/users/{name}" if route.method == "delete" => "route-user",
             p if p.starts_with("/users/") || p.starts_with("/projects/") => "admin",
             p if p.starts_with("/secrets/") => "ROUTE_SECRET",
+            "/clusters/{name}" if route.method == "delete" => "doomed-cluster",
+            p if p.starts_with("/clusters/") => "main-cluster",
             _ => binding,
         };
         let path = route_path
@@ -1682,6 +1690,9 @@ async fn every_documented_route_is_routed() {
             Body::Json("ProjectUpdate") => s.call(method, &path, Some(json!({ "trusted": true }))).await,
             Body::Json("UserUpdate") => s.call(method, &path, Some(json!({ "projects": ["route-project"] }))).await,
             Body::Json("NewToken") => s.call(method, &path, Some(json!({ "name": "route-token" }))).await,
+            Body::Json("NewCluster") => {
+                s.call(method, &path, Some(json!({ "name": "created-cluster", "kubeconfig": kube.kubeconfig() }))).await
+            }
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,
             Body::Pipeline => {

@@ -9,6 +9,7 @@
 //! Start with [`Store::open`], then the pipeline methods, then the run methods.
 
 pub mod bindings;
+pub mod clusters;
 pub mod deliveries;
 pub mod idempotency;
 pub mod logs;

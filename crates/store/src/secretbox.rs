@@ -30,6 +30,7 @@ const NONCE_LEN: usize = 24;
 /// secret columns). [`Store::reseal_all`](crate::Store::reseal_all) walks these.
 pub const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
     ("bindings", "name", &["client_secret", "token", "webhook_secret", "refresh_token"]),
+    ("clusters", "name", &["kubeconfig"]),
     ("registries", "name", &["password"]),
     ("secrets", "rowid", &["value"]),
 ];

@@ -7,6 +7,7 @@
 //! document, so the two cannot drift (a test checks that each documented route exists).
 
 pub(crate) mod bindings;
+pub mod clusters;
 mod deliveries;
 mod logs;
 mod pipelines;
@@ -83,6 +84,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 .layer(axum::extract::DefaultBodyLimit::max(wharf_image::upload::MAX_TARBALL_BYTES as usize + 1))
                 .layer(middleware::from_fn(crate::http::streamed_body)),
         )
+        // A kubeconfig is a few KiB; the limit keeps a client from making the server hold more.
+        .route(
+            "/clusters",
+            get(clusters::list).post(clusters::create).layer(axum::extract::DefaultBodyLimit::max(clusters::MAX_BODY)),
+        )
+        .route("/clusters/{name}", get(clusters::show).delete(clusters::delete))
+        .route("/clusters/{name}/check", post(clusters::check_now))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery}", get(deliveries::show))
         .route("/deliveries/{delivery}/replay", post(deliveries::replay))
