@@ -63,7 +63,7 @@ enum Command {
     /// Registries on a server: add, list, add-workspace, remove, repos, tags,
     /// delete-tag, upload (a `docker save` tarball).
     Registries(client::registries::RegistriesArgs),
-    /// Kubernetes clusters on a server: add (from a kubeconfig), list, show, remove.
+    /// Kubernetes clusters on a server: add (from a kubeconfig), list, show, check, remove.
     Clusters(client::clusters::ClustersArgs),
     /// Users on a server: add, list (admins).
     Users(client::tenancy::UsersArgs),

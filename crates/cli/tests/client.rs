@@ -983,9 +983,19 @@ fn clusters_add_list_show_and_remove_against_a_kube_fake() {
         Some(TOKEN),
     );
     later.expect_code(0).stdout_has("health: unchecked, not contacted yet");
+    // Checking it now says why it fails, and fails.
+    server.wharf(&["clusters", "check", "later"]).expect_code(1).stdout_has("cluster later: unreachable");
+    server
+        .wharf(&["clusters", "check", "prod"])
+        .expect_code(0)
+        .stdout_has("cluster prod: healthy, Kubernetes v1.32.0-kube-fake");
 
     let list = server.wharf(&["clusters", "list"]);
-    list.expect_code(0).stdout_has("NAME").stdout_has("v1.32.0-kube-fake").stdout_has("2/3").stdout_has("unchecked");
+    list.expect_code(0)
+        .stdout_has("NAME")
+        .stdout_has("v1.32.0-kube-fake")
+        .stdout_has("2/3")
+        .stdout_has("later (unreachable): ");
     let prod = list.stdout.lines().find(|l| l.starts_with("prod ")).expect("a row for prod");
     assert!(prod.contains("healthy") && prod.contains(&fake.url()) && prod.contains("ecp-devops-"), "{prod}");
 

@@ -49,7 +49,11 @@ pub enum ClustersCommand {
     List,
     /// One cluster in full, with its last check's error.
     Show { name: String },
-    /// Forget a cluster (refused while pipelines deploy to it).
+    /// Check a cluster now (and apply its pipeline namespace again: what one added with
+    /// --no-verify needs once it is reachable).
+    Check { name: String },
+    /// Forget a cluster (refused while pipelines deploy to it; nothing in the cluster is
+    /// deleted).
     Remove { name: String },
 }
 
@@ -81,6 +85,12 @@ pub async fn clusters(args: ClustersArgs) -> Result<ExitCode> {
             let shown: Cluster = client.get(&["clusters", &name]).await?;
             print!("{}", show(&shown));
             Ok(ExitCode::SUCCESS)
+        }
+        ClustersCommand::Check { name } => {
+            let checked: Cluster = client.fetch(Method::POST, client.url(&["clusters", &name, "check"])).await?;
+            println!("cluster {}: {}", checked.name, health_line(&checked));
+            // A check that failed is the command's failure too (scripts wait on it).
+            Ok(if checked.health.status == "healthy" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         ClustersCommand::Remove { name } => {
             let request = client.request(Method::DELETE, client.url(&["clusters", &name])).timeout(CALL_TIMEOUT);
@@ -123,10 +133,11 @@ fn in_use(status: StatusCode, body: &[u8]) -> Option<anyhow::Error> {
         return None;
     }
     let refused: ClusterInUse = serde_json::from_slice(body).ok()?;
+    let said = refused.error.message;
     let message = if refused.pipelines.is_empty() {
-        refused.error
+        said
     } else {
-        format!("{}\n  still used by the pipelines: {}", refused.error, refused.pipelines.join(", "))
+        format!("{said}\n  still used by the pipelines: {}", refused.pipelines.join(", "))
     };
     Some(ApiError { status: status.as_u16(), message, details: vec![] }.into())
 }
@@ -251,7 +262,8 @@ mod tests {
 
     #[test]
     fn a_refusal_names_the_pipelines_in_use() {
-        let body = br#"{"error": "cluster prod is in use", "pipelines": ["shop-deploy", "web"]}"#;
+        let body = br#"{"error": {"status": 409, "message": "cluster prod is in use", "details": []},
+                        "pipelines": ["shop-deploy", "web"]}"#;
         let error = in_use(StatusCode::CONFLICT, body).expect("read as ClusterInUse");
         assert_eq!(error.to_string(), "cluster prod is in use\n  still used by the pipelines: shop-deploy, web");
         assert_eq!(super::super::exit_code(&error), 2);

@@ -1,7 +1,7 @@
 // The clusters page: Kubernetes clusters pipelines deploy to, with their health
 // (`/clusters`), and one cluster in full (`/clusters/{name}`). A kubeconfig is typed or
 // chosen only in the Add dialog; the server never answers it back.
-import { api, h, field, errorBox, toast, fmtTime, formDialog, ApiError, busyUi } from './ui.js';
+import { api, h, field, errorBox, errorText, toast, fmtTime, formDialog, ApiError, busyUi } from './ui.js';
 import { navigate } from './app.js';
 
 const REFRESH_MS = 30000;
@@ -91,12 +91,36 @@ function clusterTable(data, add, reload) {
     h('td', { class: 'health-cell' }, healthBadge(c.health), ' ', h('small', { class: 'checked muted' }, ago(c.health.checked_at)),
       c.health.error ? h('small', { class: 'health-error', title: c.health.error }, c.health.error) : null),
     h('td', { class: 'actions' },
+      checkButton(c, reload),
       h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': `Remove ${c.name}`,
         onclick: () => removeCluster(c).then((ok) => ok && reload()) }, 'Remove'))));
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list clusters' },
     h('thead', {}, h('tr', {}, ['Name', 'Project', 'Server', 'Version', 'Nodes', 'Pipeline namespace', 'Health (checked)', '']
       .map((t) => h('th', { scope: 'col' }, t)))),
     h('tbody', {}, rows)));
+}
+
+/// "Check now": asks the server to check the cluster (and apply its pipeline namespace
+/// again), then says how it went.
+function checkButton(c, done, label = 'Check') {
+  const button = h('button', { type: 'button', class: 'secondary', 'data-action': 'check-cluster', 'aria-label': `Check ${c.name} now`,
+    title: 'Connect now: version, namespaces, nodes; and apply the pipeline namespace again' }, label);
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    button.textContent = 'Checking…';
+    try {
+      const checked = await api(`/clusters/${encodeURIComponent(c.name)}/check`, { method: 'POST' });
+      const status = HEALTH_TEXT[checked.health.status] || checked.health.status;
+      toast(`${c.name}: ${status}${checked.health.error ? ': ' + checked.health.error : ''}`, checked.health.status === 'healthy' ? 'info' : 'error');
+    } catch (e) {
+      toast(errorText(e), 'error');
+    } finally {
+      button.disabled = false;
+      button.textContent = label;
+      done();
+    }
+  });
+  return button;
 }
 
 /// The context names and the current-context of a kubeconfig's text, for the context
@@ -240,6 +264,7 @@ async function renderCluster(main, name) {
   main.append(
     h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, 'Clusters'), ' / ', c.name),
     h('div', { class: 'page-head' }, h('h1', {}, c.name), healthBadge(c.health), h('span', { class: 'spacer' }),
+      checkButton(c, () => navigate(location.pathname, true), 'Check now'),
       h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': `Remove ${c.name}`,
         onclick: () => removeCluster(c).then((ok) => ok && navigate('/clusters', true)) }, 'Remove')),
     c.health.error ? h('div', { class: 'error-box health-detail', role: 'note' },
