@@ -974,7 +974,16 @@ async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser()
     assert!(row[4].as_str().unwrap().ends_with("ago"), "when it was checked: {row}");
     let page = chrome.js("return document.documentElement.outerHTML", json!([])).await;
     assert!(!page.as_str().unwrap().contains(fake.token()), "the kubeconfig is shown nowhere after saving");
-    chrome.screenshot(&shots.join("52-clusters.png")).await;
+    chrome.screenshot(&shots.join("52-clusters-1280.png")).await;
+
+    // Check now: the server checks again and the page says how it went.
+    chrome.click("[data-action=check-cluster][aria-label='Check fake now']").await;
+    chrome
+        .wait(
+            "the check's answer",
+            "[...document.querySelectorAll('.toast')].some(t => t.textContent.startsWith('fake: Healthy'))",
+        )
+        .await;
 
     // Usable at 1024 px: every column in view, nothing scrolled sideways.
     chrome.set_size(1024, 768).await;
@@ -985,7 +994,38 @@ async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser()
         )
         .await;
     assert_eq!(fits, "fits");
-    chrome.screenshot(&shots.join("53-clusters-1024.png")).await;
+    chrome.screenshot(&shots.join("52-clusters-1024.png")).await;
+
+    // One that cannot be reached, added without verifying: "Not checked", then Check
+    // says why, on the badge's hover and under it.
+    chrome.set_size(1280, 800).await;
+    let dead = format!(
+        "https://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    chrome.click("[data-action=add-cluster]").await;
+    chrome.type_into("dialog[open] input[name=name]", "gone").await;
+    chrome
+        .js(
+            "const t = document.querySelector('dialog[open] textarea[name=kubeconfig]'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            json!([kubeconfig.replace(&fake.url(), &dead)]),
+        )
+        .await;
+    chrome.click("dialog[open] input[name=verify]").await;
+    confirm(&chrome).await;
+    chrome.wait("not checked", "document.querySelector('tr[data-cluster=gone] [data-health=unchecked]')").await;
+    chrome.click("[data-action=check-cluster][aria-label='Check gone now']").await;
+    let title = chrome
+        .wait("the reason on hover", "document.querySelector('tr[data-cluster=gone] [data-health=unreachable]')?.title")
+        .await;
+    assert!(title.as_str().unwrap().contains(&format!("{dead} is unreachable")), "{title}");
+    let under =
+        chrome.js("return document.querySelector('tr[data-cluster=gone] .health-error').textContent", json!([])).await;
+    assert!(under.as_str().unwrap().contains("is unreachable"), "{under}");
+    chrome.screenshot(&shots.join("53-clusters-unreachable.png")).await;
+    chrome.click("[data-action=remove-cluster][aria-label='Remove gone']").await;
+    confirm(&chrome).await;
+    chrome.wait("gone removed", "!document.querySelector('tr[data-cluster=gone]')").await;
 
     // The cluster's page: everything the list shows, and how a pipeline names it.
     chrome.click("tr[data-cluster=fake] a.name").await;
@@ -994,6 +1034,7 @@ async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser()
     let facts = chrome.js("return document.querySelector('main').innerText", json!([])).await;
     let facts = facts.as_str().unwrap();
     assert!(facts.contains("2 of 3 ready") && facts.contains("kube-fake") && facts.contains("ecp-devops-"), "{facts}");
+    assert!(!facts.contains("null") && !facts.contains("undefined"), "no empty value written as text: {facts}");
     chrome.screenshot(&shots.join("54-cluster.png")).await;
 
     // A pipeline deploying to it holds it: the confirmation shows that pipeline.

@@ -261,7 +261,8 @@ async function renderCluster(main, name) {
   }
   const row = (label, value) => h('div', {}, h('dt', {}, label), h('dd', {}, value));
   const n = c.nodes;
-  main.append(
+  // Through h(), which skips the absent error box (append() would write "null").
+  main.append(...h('div', {},
     h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, 'Clusters'), ' / ', c.name),
     h('div', { class: 'page-head' }, h('h1', {}, c.name), healthBadge(c.health), h('span', { class: 'spacer' }),
       checkButton(c, () => navigate(location.pathname, true), 'Check now'),
@@ -284,6 +285,6 @@ async function renderCluster(main, name) {
         row('Added', `${fmtTime(c.created_at)} by ${c.created_by}`)))),
     h('section', { class: 'card' }, h('h2', {}, 'Deploy to it from a pipeline'),
       h('pre', { class: 'snippet' },
-        `- name: deploy\n  type: deploy-yaml\n  file: k8s/deploy.yaml\n  cluster: ${c.name}\n  namespace: my-app`)));
+        `- name: deploy\n  type: deploy-yaml\n  file: k8s/deploy.yaml\n  cluster: ${c.name}\n  namespace: my-app`))).childNodes);
 }
 

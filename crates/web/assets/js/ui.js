@@ -151,6 +151,8 @@ export function formDialog(title, build, { submitLabel = 'Save', submit = () => 
       } catch (e) {
         message.hidden = false;
         message.textContent = errorText(e);
+        // A tall dialog scrolls: the reason must not stay below the fold.
+        message.scrollIntoView({ block: 'nearest' });
       } finally {
         ok.disabled = false;
       }
