@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Answer, TestServer};
+use common::Answer;
 use serde_json::{Value, json};
 use wharf_kube_fake::{KubeFake, Options};
 
@@ -206,6 +206,11 @@ async fn the_cluster_answers_in_its_own_words() {
     assert!(answer.error_text().contains("Unauthorized"), "{}", answer.text);
     // Unchecked, the certificate form registers.
     s.post("/clusters?verify=false", body("by-cert", &certificate_kubeconfig(&fake))).await.expect(201);
+
+    // `insecure-skip-tls-verify` instead of the CA: accepted, and the cluster checked.
+    let insecure = regex_free_replace_ca(&fake.kubeconfig(), "    insecure-skip-tls-verify: true\n");
+    let created = s.post("/clusters", body("insecure", &insecure)).await.expect(201);
+    assert_eq!(created.json["health"]["status"], "healthy");
 
     // Another cluster's CA: the certificate does not match (422).
     let other = self::fake(1, 0).await;
