@@ -223,7 +223,7 @@ async function addCluster() {
 function removeCluster(c) {
   const blocked = h('div', { class: 'in-use', hidden: true });
   return formDialog(`Remove ${c.name}?`, (form) => form.append(
-    h('p', {}, `Wharf forgets the cluster ${c.name} (${c.server}) and its kubeconfig. Pipelines can no longer deploy to it.`),
+    h('p', {}, `Wharf forgets the cluster ${c.name} (${c.server}) and its kubeconfig; pipelines can no longer deploy to it. Nothing in the cluster is deleted (the namespace ${c.namespace} stays).`),
     blocked), {
     submitLabel: 'Remove',
     submit: async () => {
