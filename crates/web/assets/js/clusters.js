@@ -162,7 +162,7 @@ async function projectChoices() {
 
 async function addCluster() {
   const projects = await projectChoices();
-  const name = h('input', { name: 'name', required: true, autocomplete: 'off', maxlength: 63, placeholder: 'prod-eu' });
+  const name = h('input', { name: 'name', required: true, autocomplete: 'off', maxlength: 64, placeholder: 'prod-eu' });
   const kubeconfig = h('textarea', { name: 'kubeconfig', class: 'code kubeconfig', rows: 9, required: true, spellcheck: 'false',
     autocomplete: 'off', placeholder: 'apiVersion: v1\nkind: Config\nclusters:\n- name: …' });
   const file = h('input', { type: 'file', name: 'kubeconfig-file', accept: '.yaml,.yml,.conf,.config,.kubeconfig,text/*,application/yaml' });
@@ -196,7 +196,7 @@ async function addCluster() {
   readContexts();
 
   return formDialog('Add a cluster', (form) => form.append(
-    field('Name', name, 'How deploy-yaml tasks refer to it (cluster: NAME): lowercase letters, digits and -.'),
+    field('Name', name, 'How deploy-yaml tasks refer to it (cluster: NAME): up to 64 of A-Z a-z 0-9 _ . -'),
     field('Kubeconfig', kubeconfig, 'Paste the file, or choose it below. It is sealed on the server and never shown again. Exec plugins are refused.'),
     h('div', { class: 'field file-pick' }, h('label', {}, 'Or choose the file ', file), fileNote),
     contexts,
