@@ -63,6 +63,8 @@ enum Command {
     /// Registries on a server: add, list, add-workspace, remove, repos, tags,
     /// delete-tag, upload (a `docker save` tarball).
     Registries(client::registries::RegistriesArgs),
+    /// Kubernetes clusters on a server: add (from a kubeconfig), list, show, check, remove.
+    Clusters(client::clusters::ClustersArgs),
     /// Users on a server: add, list (admins).
     Users(client::tenancy::UsersArgs),
     /// API tokens on a server: create (shown once), list, revoke.
@@ -127,6 +129,7 @@ fn main() -> ExitCode {
         Command::Pipelines(args) => on_runtime(client::pipelines(args)),
         Command::Logs(args) => on_runtime(client::logs(args)),
         Command::Registries(args) => on_runtime(client::registries::registries(args)),
+        Command::Clusters(args) => on_runtime(client::clusters::clusters(args)),
         Command::Users(args) => on_runtime(client::tenancy::users(args)),
         Command::Tokens(args) => on_runtime(client::tenancy::tokens(args)),
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),

@@ -141,6 +141,12 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// With more environment for `wharf serve` (`WHARF_OUTBOUND_ALLOW` for a cluster on
+    /// loopback).
+    fn start_with(env: &[(&str, &str)]) -> Server {
         let tmp = tempfile::tempdir().expect("create a tempdir");
         let root = tmp.path().canonicalize().unwrap();
         wharf_testenv::server_root(&root);
@@ -153,6 +159,7 @@ impl Server {
         cmd.env("WHARF_ADMIN_TOKEN", TOKEN)
             .env("WHARF_ADMIN_PASSWORD", ADMIN_PASSWORD)
             .env("WHARF_STOP_GRACE", "2s")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
         let child = cmd.spawn().expect("start wharf serve");
@@ -943,4 +950,90 @@ fn registries_add_list_upload_tags_and_delete_a_tag() {
         .wharf(&["registries", "delete-tag", "local", &format!("{workspace}/{image}:v1")])
         .expect_code(2)
         .stderr_has("not found");
+}
+
+/// A pipeline whose latest version deploys to the cluster `cluster`.
+fn deploying_pipeline(name: &str, cluster: &str) -> String {
+    format!(
+        "name: {name}\nexecutor: host\nstages:\n  - name: Deploy\n    tasks:\n      - name: apply\n        type: deploy-yaml\n        \
+         file: k8s/app.yaml\n        cluster: {cluster}\n        namespace: games\n"
+    )
+}
+
+#[test]
+fn clusters_add_list_show_and_remove_against_a_kube_fake() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let options = wharf_kube_fake::Options { ready_nodes: 2, unready_nodes: 1, ..Default::default() };
+    let fake = runtime.block_on(wharf_kube_fake::KubeFake::start(options)).expect("start the kube-fake");
+    // The fake listens on loopback, which the server refuses to call unless listed.
+    let server = Server::start_with(&[("WHARF_OUTBOUND_ALLOW", "127.0.0.1")]);
+    server
+        .wharf(&["clusters", "list"])
+        .expect_code(0)
+        .stdout_has("no clusters yet; register one with: wharf clusters add NAME --kubeconfig FILE");
+
+    let kubeconfig = fake.kubeconfig();
+    server.write("kubeconfig", &kubeconfig);
+    server.write("wrong-token", &kubeconfig.replace(fake.token(), "not-the-token"));
+    server.write("malformed", "apiVersion: v1\nkind: Config\nclusters: [\n");
+    let dead = format!("https://127.0.0.1:{}", free_port());
+    server.write("dead", &kubeconfig.replace(&fake.url(), &dead));
+
+    // What is wrong is said, with the exit code of a refusal (2) or of a failure
+    // elsewhere (1: the cluster cannot be reached).
+    let add = |file: &str| server.wharf(&["clusters", "add", "prod", "--kubeconfig", file]);
+    add("malformed").expect_code(2).stderr_has("kubeconfig");
+    add("wrong-token").expect_code(2).stderr_has("unauthorized");
+    add("dead").expect_code(1).stderr_has(&format!("{dead} is unreachable"));
+    add("missing").expect_code(2).stderr_has("cannot open the kubeconfig missing");
+
+    let out = add("kubeconfig");
+    out.expect_code(0)
+        .stdout_has(&format!("registered cluster prod at {} (context kube-fake, project admin)", fake.url()))
+        .stdout_has("health: healthy, Kubernetes v1.32.0-kube-fake, nodes 2/3 ready")
+        .stdout_has("pipeline namespace: ecp-devops-");
+    add("kubeconfig").expect_code(2).stderr_has("prod");
+
+    // From standard input, registered without contacting it.
+    let later = server.wharf_with_input(
+        &["clusters", "add", "later", "--kubeconfig", "-", "--no-verify"],
+        &kubeconfig.replace(&fake.url(), &dead),
+        Some(TOKEN),
+    );
+    later.expect_code(0).stdout_has("health: unchecked, not contacted yet");
+    // Checking it now says why it fails, and fails.
+    server.wharf(&["clusters", "check", "later"]).expect_code(1).stdout_has("cluster later: unreachable");
+    server
+        .wharf(&["clusters", "check", "prod"])
+        .expect_code(0)
+        .stdout_has("cluster prod: healthy, Kubernetes v1.32.0-kube-fake");
+
+    let list = server.wharf(&["clusters", "list"]);
+    list.expect_code(0)
+        .stdout_has("NAME")
+        .stdout_has("v1.32.0-kube-fake")
+        .stdout_has("2/3")
+        .stdout_has("later (unreachable): ");
+    let prod = list.stdout.lines().find(|l| l.starts_with("prod ")).expect("a row for prod");
+    assert!(prod.contains("healthy") && prod.contains(&fake.url()) && prod.contains("ecp-devops-"), "{prod}");
+
+    let show = server.wharf(&["clusters", "show", "prod"]);
+    show.expect_code(0)
+        .stdout_has("cluster prod (id ")
+        .stdout_has("  nodes      2 of 3 ready\n")
+        .stdout_has("  health     healthy\n")
+        .stdout_has("  context    kube-fake\n");
+    for out in [&list, &show] {
+        assert!(!out.stdout.contains(fake.token()), "no answer carries the kubeconfig's token:\n{}", out.stdout);
+    }
+    server.wharf(&["clusters", "show", "nowhere"]).expect_code(2);
+
+    // A pipeline deploying to prod holds it; the refusal names the pipeline.
+    server.apply("shop-deploy", &deploying_pipeline("shop-deploy", "prod"));
+    server.wharf(&["clusters", "remove", "prod"]).expect_code(2).stderr_has("shop-deploy");
+    server.wharf(&["pipelines", "delete", "shop-deploy"]).expect_code(0);
+    server.wharf(&["clusters", "remove", "prod"]).expect_code(0).stdout_has("removed cluster prod");
+    server.wharf(&["clusters", "remove", "later"]).expect_code(0);
+    server.wharf(&["clusters", "list"]).expect_code(0).stdout_has("no clusters yet");
+    drop(fake);
 }

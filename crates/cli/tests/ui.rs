@@ -32,6 +32,12 @@ impl Drop for Server {
 
 impl Server {
     async fn start(root: &Path) -> Server {
+        Server::start_with(root, &[]).await
+    }
+
+    /// With more environment for `wharf serve` (`WHARF_OUTBOUND_ALLOW` for a cluster on
+    /// loopback).
+    async fn start_with(root: &Path, env: &[(&str, &str)]) -> Server {
         wharf_testenv::server_root(root);
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let listen = format!("127.0.0.1:{port}");
@@ -48,6 +54,7 @@ impl Server {
             .env("WHARF_ADMIN_TOKEN", TOKEN)
             .env("WHARF_ADMIN_PASSWORD", PASSWORD)
             .env("WHARF_STOP_GRACE", "2s")
+            .envs(env.iter().copied())
             .current_dir(root)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().unwrap()))
@@ -1007,4 +1014,176 @@ async fn a_person_runs_a_pipeline_with_parameters_and_edits_them_in_the_browser(
     assert_eq!(run["parameters"]["SHOUT"], "no");
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let options = wharf_kube_fake::Options { ready_nodes: 2, unready_nodes: 1, ..Default::default() };
+    let fake = wharf_kube_fake::KubeFake::start(options).await.expect("start the kube-fake");
+    // The fake listens on loopback, which the server refuses to call unless listed.
+    let server = Server::start_with(&root, &[("WHARF_OUTBOUND_ALLOW", "127.0.0.1")]).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    // The link in the shell leads to an empty list that says how to add one, here and
+    // from a terminal.
+    chrome.click("#nav a[href='/clusters']").await;
+    let empty = chrome.wait("no clusters yet", "document.querySelector('.empty')?.textContent").await;
+    let empty = empty.as_str().unwrap();
+    assert!(empty.contains("No clusters yet") && empty.contains("wharf clusters add NAME --kubeconfig"), "{empty}");
+    chrome.screenshot(&shots.join("50-clusters-empty.png")).await;
+
+    // A kubeconfig the cluster refuses (a wrong token): the dialog stays open with the
+    // server's words, and what was typed stays.
+    let kubeconfig = fake.kubeconfig();
+    let wrong = kubeconfig.replace(fake.token(), "not-the-token");
+    chrome.click("[data-action=add-cluster-empty]").await;
+    chrome.type_into("dialog[open] input[name=name]", "fake").await;
+    chrome.type_into("dialog[open] textarea[name=kubeconfig]", &wrong).await;
+    let hint =
+        chrome.wait("the context hint", "document.querySelector('dialog[open] .row-2 .hint')?.textContent").await;
+    assert!(hint.as_str().unwrap().contains("kube-fake"), "the file's current-context is named: {hint}");
+    chrome.click("dialog[open] button[type=submit]").await;
+    let shown = chrome
+        .wait(
+            "the refusal in the dialog",
+            "document.querySelector('dialog[open] .form-error:not([hidden])')?.textContent",
+        )
+        .await;
+    assert!(shown.as_str().unwrap().to_lowercase().contains("unauthorized"), "the API server's words: {shown}");
+    let kept = chrome
+        .js(
+            "return [document.querySelector('dialog[open] input[name=name]').value, document.querySelector('dialog[open] textarea[name=kubeconfig]').value]",
+            json!([]),
+        )
+        .await;
+    assert_eq!(kept, json!(["fake", wrong]), "nothing typed is lost");
+    chrome.screenshot(&shots.join("51-cluster-refused.png")).await;
+
+    // Text that is no kubeconfig: a 422 saying so, in place.
+    chrome.type_into("dialog[open] textarea[name=kubeconfig]", "apiVersion: v1\nkind: Config\nclusters: [\n").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome
+        .wait(
+            "the bad kubeconfig's message",
+            "document.querySelector('dialog[open] .form-error:not([hidden])')?.textContent.toLowerCase().includes('kubeconfig')",
+        )
+        .await;
+
+    // The right file, chosen: healthy, with version, nodes and the pipeline namespace.
+    let file = root.join("kube-fake.yaml");
+    std::fs::write(&file, &kubeconfig).unwrap();
+    chrome.choose_file("dialog[open] input[name=kubeconfig-file]", &file).await;
+    chrome
+        .wait(
+            "the file read into the dialog",
+            "document.querySelector('dialog[open] textarea[name=kubeconfig]')?.value.includes('current-context: kube-fake')",
+        )
+        .await;
+    confirm(&chrome).await;
+    chrome.wait("the healthy cluster", "document.querySelector('tr[data-cluster=fake] [data-health=healthy]')").await;
+    let row = chrome
+        .js(
+            "const r = document.querySelector('tr[data-cluster=fake]');
+             return ['.server', '.version', '.nodes-cell', '.namespace', '.checked'].map(c => r.querySelector(c).textContent)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(row[0], fake.url().trim_start_matches("https://"), "the host, HTTPS being the norm: {row}");
+    let title = chrome.js("return document.querySelector('tr[data-cluster=fake] .server').title", json!([])).await;
+    assert_eq!(title, fake.url(), "the whole URL on hover");
+    assert_eq!(row[1], "v1.32.0-kube-fake", "{row}");
+    assert_eq!(row[2], "2/3", "{row}");
+    assert!(row[3].as_str().unwrap().starts_with("ecp-devops-"), "{row}");
+    assert!(row[4].as_str().unwrap().ends_with("ago"), "when it was checked: {row}");
+    let page = chrome.js("return document.documentElement.outerHTML", json!([])).await;
+    assert!(!page.as_str().unwrap().contains(fake.token()), "the kubeconfig is shown nowhere after saving");
+    chrome.screenshot(&shots.join("52-clusters-1280.png")).await;
+
+    // Check now: the server checks again and the page says how it went.
+    chrome.click("[data-action=check-cluster][aria-label='Check fake now']").await;
+    chrome
+        .wait(
+            "the check's answer",
+            "[...document.querySelectorAll('.toast')].some(t => t.textContent.startsWith('fake: Healthy'))",
+        )
+        .await;
+
+    // Usable at 1024 px: every column in view, nothing scrolled sideways.
+    chrome.set_size(1024, 768).await;
+    let fits = chrome
+        .wait(
+            "the list at 1024 px",
+            "(() => { const w = document.querySelector('.table-wrap'); return w && w.scrollWidth <= w.clientWidth ? 'fits' : null })()",
+        )
+        .await;
+    assert_eq!(fits, "fits");
+    chrome.screenshot(&shots.join("52-clusters-1024.png")).await;
+
+    // One that cannot be reached, added without verifying: "Not checked", then Check
+    // says why, on the badge's hover and under it.
+    chrome.set_size(1280, 800).await;
+    let dead = format!(
+        "https://127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    );
+    chrome.click("[data-action=add-cluster]").await;
+    chrome.type_into("dialog[open] input[name=name]", "gone").await;
+    chrome
+        .js(
+            "const t = document.querySelector('dialog[open] textarea[name=kubeconfig]'); t.value = arguments[0]; t.dispatchEvent(new Event('input'));",
+            json!([kubeconfig.replace(&fake.url(), &dead)]),
+        )
+        .await;
+    chrome.click("dialog[open] input[name=verify]").await;
+    confirm(&chrome).await;
+    chrome.wait("not checked", "document.querySelector('tr[data-cluster=gone] [data-health=unchecked]')").await;
+    chrome.click("[data-action=check-cluster][aria-label='Check gone now']").await;
+    let title = chrome
+        .wait("the reason on hover", "document.querySelector('tr[data-cluster=gone] [data-health=unreachable]')?.title")
+        .await;
+    assert!(title.as_str().unwrap().contains(&format!("{dead} is unreachable")), "{title}");
+    let under =
+        chrome.js("return document.querySelector('tr[data-cluster=gone] .health-error').textContent", json!([])).await;
+    assert!(under.as_str().unwrap().contains("is unreachable"), "{under}");
+    chrome.screenshot(&shots.join("53-clusters-unreachable.png")).await;
+    chrome.click("[data-action=remove-cluster][aria-label='Remove gone']").await;
+    confirm(&chrome).await;
+    chrome.wait("gone removed", "!document.querySelector('tr[data-cluster=gone]')").await;
+
+    // The cluster's page: everything the list shows, and how a pipeline names it.
+    chrome.click("tr[data-cluster=fake] a.name").await;
+    let detail = chrome.wait("the cluster's page", "document.querySelector('pre.snippet')?.textContent").await;
+    assert!(detail.as_str().unwrap().contains("cluster: fake"), "{detail}");
+    let facts = chrome.js("return document.querySelector('main').innerText", json!([])).await;
+    let facts = facts.as_str().unwrap();
+    assert!(facts.contains("2 of 3 ready") && facts.contains("kube-fake") && facts.contains("ecp-devops-"), "{facts}");
+    assert!(!facts.contains("null") && !facts.contains("undefined"), "no empty value written as text: {facts}");
+    chrome.screenshot(&shots.join("54-cluster.png")).await;
+
+    // A pipeline deploying to it holds it: the confirmation shows that pipeline.
+    let pipeline = "name: shop-deploy\nexecutor: host\nstages:\n  - name: Deploy\n    tasks:\n      - name: apply\n        type: deploy-yaml\n        file: k8s/app.yaml\n        cluster: fake\n        namespace: games\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    chrome.click("#nav a[href='/clusters']").await;
+    chrome.click("[data-action=remove-cluster][aria-label='Remove fake']").await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome
+        .wait(
+            "the pipeline that holds it",
+            "document.querySelector('dialog[open] .in-use li[data-pipeline=shop-deploy]')",
+        )
+        .await;
+    chrome.screenshot(&shots.join("55-cluster-in-use.png")).await;
+    server.api(reqwest::Method::DELETE, "/pipelines/shop-deploy", None).await;
+    confirm(&chrome).await;
+    chrome.wait("no clusters again", "document.querySelector('.empty')?.textContent.includes('No clusters yet')").await;
+    let left = server.api(reqwest::Method::GET, "/clusters", None).await;
+    assert_eq!(left["total"], 0, "{left}");
+    no_js_errors(&chrome, "the end").await;
+    chrome.quit().await;
+    drop(fake);
 }

@@ -5,7 +5,7 @@
 //! Reading order: [`router`] (which paths are pages), then `assets/js/app.js` (the
 //! client-side router), `assets/js/auth.js` (the one place that knows how requests
 //! are authenticated), and one module per page: `pipelines.js`, `details.js`,
-//! `registries.js`, `repositories.js`, `users.js`,
+//! `registries.js`, `clusters.js`, `repositories.js`, `users.js`,
 //! `run.js` (with the live log view `log.js`) and `editor.js` (the card editor).
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts and styles only from
@@ -46,6 +46,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/editor.js", JS),
     asset!("js/dialogs.js", JS),
     asset!("js/registries.js", JS),
+    asset!("js/clusters.js", JS),
     asset!("js/repositories.js", JS),
     asset!("js/users.js", JS),
 ];
@@ -68,6 +69,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/repositories", get(shell))
         .route("/users", get(shell))
         .route("/registries/{*rest}", get(shell))
+        .route("/clusters", get(shell))
+        .route("/clusters/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
 

@@ -17,7 +17,7 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 const TOKEN_HINT: &str = "set WHARF_TOKEN or --token";
 
 /// How long one ordinary call may take.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The server said no: its status, message and details.
 #[derive(Debug, Clone)]
@@ -151,12 +151,28 @@ impl Client {
 
     /// Sends; a transport failure is [`Unreachable`], an error status an [`ApiError`].
     pub(crate) async fn send(&self, request: RequestBuilder) -> Result<Response> {
+        self.send_reading(request, |_, _| None).await
+    }
+
+    /// As [`Client::send`], but an error answer goes to `special` first: an answer body
+    /// of its own shape (`ClusterInUse`) becomes its error; `None` leaves it to the
+    /// common error body.
+    pub(crate) async fn send_reading(
+        &self,
+        request: RequestBuilder,
+        special: impl FnOnce(StatusCode, &[u8]) -> Option<anyhow::Error>,
+    ) -> Result<Response> {
         let response = request.send().await.map_err(|e| self.unreachable(&e))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = response.bytes().await.unwrap_or_default();
+        if status != StatusCode::UNAUTHORIZED
+            && let Some(error) = special(status, &body)
+        {
+            return Err(error);
+        }
         let mut error = ApiError::from_body(status, &body);
         if status == StatusCode::UNAUTHORIZED {
             error.message = match self.token {

@@ -1,12 +1,13 @@
 //! The client commands against a Wharf server's REST API (`/api/v1`, DESIGN.md §9),
 //! with a bearer token, one file per resource: [`pipelines`], [`runs`], [`logs`],
-//! [`registries`], [`tenancy`] (users, tokens, secrets, login). [`http`] sends the
+//! [`registries`], [`clusters`], [`tenancy`] (users, tokens, secrets, login). [`http`] sends the
 //! calls; every answer is read into the types of the API contract, `wharf_api`.
 //!
 //! Exit codes: 0 done, 1 the run ended unsuccessfully (`--follow`; 124 timed out and 130
 //! stopped, as `wharf run`), the server failed (5xx) or cannot be reached, 2 the input or
 //! the request was refused (4xx: unknown pipeline, invalid YAML, wrong token, conflict).
 
+pub mod clusters;
 mod http;
 mod logs;
 mod pipelines;

@@ -14,6 +14,8 @@ const routes = [
   [/^\/repositories\/?$/, () => import('./repositories.js')],
   [/^\/registries\/?$/, () => import('./registries.js')],
   [/^\/registries\/([^/]+)$/, () => import('./registries.js')],
+  [/^\/clusters\/?$/, () => import('./clusters.js')],
+  [/^\/clusters\/([^/]+)$/, () => import('./clusters.js')],
 ];
 
 let cleanup = null;

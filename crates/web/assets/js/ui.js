@@ -28,10 +28,13 @@ function append(el, children) {
 
 /// An error answered by the API: status, message and the details with their positions.
 export class ApiError extends Error {
-  constructor(status, message, details) {
+  constructor(status, message, details, body) {
     super(message);
     this.status = status;
     this.details = details || [];
+    /// The whole answer, for the few errors with more than the common body
+    /// (a cluster's 409 names the pipelines using it).
+    this.body = body;
   }
   describe() {
     const parts = this.details.map((d) =>
@@ -59,7 +62,8 @@ export async function api(path, { method = 'GET', body, type } = {}) {
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   if (!response.ok) {
     const e = data && data.error;
-    throw new ApiError(response.status, e ? e.message : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`, e && e.details);
+    const message = e && typeof e === 'object' ? e.message : typeof e === 'string' ? e : `${response.status} ${response.statusText}: ${text.slice(0, 200)}`;
+    throw new ApiError(response.status, message, e && e.details, data);
   }
   return data ?? text;
 }
@@ -147,6 +151,8 @@ export function formDialog(title, build, { submitLabel = 'Save', submit = () => 
       } catch (e) {
         message.hidden = false;
         message.textContent = errorText(e);
+        // A tall dialog scrolls: the reason must not stay below the fold.
+        message.scrollIntoView({ block: 'nearest' });
       } finally {
         ok.disabled = false;
       }
