@@ -261,6 +261,11 @@ async fn each_fault_fails_fast_in_kubernetes_words() {
             "Deployment games/jack-2048: deployment \"jack-2048\" exceeded its progress deadline",
             "(ProgressDeadlineExceeded: ReplicaSet \"jack-2048-1\" has timed out progressing.)",
         ),
+        (
+            "quota-exceeded",
+            "Deployment games/jack-2048: deployment \"jack-2048\" cannot create its pods (FailedCreate: ",
+            "pods \"jack-2048-1-\" is forbidden: exceeded quota: compute-resources",
+        ),
     ];
     for (fault, first, second) in cases {
         // A namespace each: the fake has no ReplicaSets to tell an earlier rollout's pods apart.
