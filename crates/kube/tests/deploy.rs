@@ -249,7 +249,9 @@ async fn each_fault_fails_fast_in_kubernetes_words() {
         (
             "image-pull-backoff",
             "Deployment games/jack-2048: pod jack-2048-",
-            "container jack-2048 is waiting: ImagePullBackOff: Back-off pulling image \"hub.ecns.io/devops/jack-2048:alpha-7\"",
+            "container jack-2048 is waiting: ImagePullBackOff: Back-off pulling image \"hub.ecns.io/devops/jack-2048:alpha-7\" \
+             (the rollout cannot finish); the kubelet says: Failed: Failed to pull image \"hub.ecns.io/devops/jack-2048:alpha-7\": \
+             rpc error: code = NotFound",
         ),
         (
             "crash-loop",
