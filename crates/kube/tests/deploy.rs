@@ -461,3 +461,32 @@ async fn stateful_sets_and_daemon_sets_roll_out_too() {
     assert!(log.contains(&"partitioned roll out complete: 2 new pods have been updated...".to_owned()), "{log:#?}");
     assert!(log.contains(&"daemon set \"agent\" successfully rolled out".to_owned()), "{log:#?}");
 }
+
+#[tokio::test]
+async fn stop_ends_a_deploy_whose_cluster_does_not_answer() {
+    let fake = fake(Options::default()).await;
+    // Accepts connections and never says a word (a cluster behind a black hole).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let kubeconfig = fake.kubeconfig().replace(&fake.url(), &url);
+    let (tx, stop) = tokio::sync::watch::channel(None);
+    let lines = Arc::new(Lines::default());
+    let deployer = KubeDeployer::new(local());
+    let task = deployer.deploy(spec(kubeconfig, "games", GAME), lines.clone(), stop);
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(5) })).unwrap();
+        std::time::Instant::now()
+    };
+    let (result, sent) = tokio::join!(task, stopper);
+    assert!(sent.elapsed() < Duration::from_secs(1), "the stop took {:?}", sent.elapsed());
+    assert_eq!(result.unwrap(), DeployExit::Stopped(StopReason::Stopped));
+    assert!(lines.has("deploy-yaml: stopped by user; what was applied stays applied"), "{:#?}", lines.all());
+    hold.abort();
+}
