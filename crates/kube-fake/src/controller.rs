@@ -23,6 +23,9 @@ pub enum Fault {
     ProgressDeadline,
     /// Replicas are updated but never ready (image-pull-backoff and crash-loop look the same here).
     NeverReady,
+    /// Deployment: no pods can be made (a ResourceQuota refuses them): `ReplicaFailure`
+    /// `FailedCreate` with the quota's words, no pods, `Progressing` still true.
+    QuotaExceeded,
 }
 
 impl Fault {
@@ -30,6 +33,7 @@ impl Fault {
         match obj.pointer("/metadata/annotations").and_then(|a| a.get(FAULT_ANNOTATION)).and_then(Value::as_str) {
             Some("progress-deadline") => Fault::ProgressDeadline,
             Some("never-ready" | "image-pull-backoff" | "crash-loop") => Fault::NeverReady,
+            Some("quota-exceeded") => Fault::QuotaExceeded,
             _ => Fault::None,
         }
     }
@@ -129,12 +133,28 @@ pub fn settled_status(r: &Resource, obj: &Value) -> Value {
                     "ProgressDeadlineExceeded",
                     format!("{rs} has timed out progressing."),
                 ),
-                Fault::NeverReady => {
+                Fault::NeverReady | Fault::QuotaExceeded => {
                     condition("Progressing", true, "ReplicaSetUpdated", format!("{rs} is progressing."))
                 }
             };
-            let mut s = json!({"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                               "readyReplicas": ready, "availableReplicas": ready, "conditions": [available, progressing]});
+            let mut conditions = vec![available, progressing];
+            let made = if fault == Fault::QuotaExceeded {
+                let hash = format!("{name}-{generation:x}");
+                conditions.push(condition(
+                    "ReplicaFailure",
+                    true,
+                    "FailedCreate",
+                    format!(
+                        "pods \"{hash}-\" is forbidden: exceeded quota: compute-resources, requested: pods=1, used: \
+                         pods=0, limited: pods=0"
+                    ),
+                ));
+                0
+            } else {
+                replicas
+            };
+            let mut s = json!({"observedGeneration": generation, "replicas": made, "updatedReplicas": made,
+                               "readyReplicas": ready, "availableReplicas": ready, "conditions": conditions});
             if ready < replicas {
                 s["unavailableReplicas"] = json!(replicas - ready);
             }
@@ -162,6 +182,7 @@ pub fn pods(r: &Resource, obj: &Value) -> Vec<Value> {
     let uid = obj["metadata"]["uid"].as_str().unwrap_or("");
     let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
     let count = match r.kind {
+        _ if Fault::of(obj) == Fault::QuotaExceeded => 0,
         "DaemonSet" => 1,
         _ => obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).clamp(0, 100),
     };

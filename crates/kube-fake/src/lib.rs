@@ -164,6 +164,9 @@ impl KubeFake {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
+                // As Go's net package (so a real API server) does: small watch events and
+                // answers go out at once instead of waiting for the peer's delayed ACK.
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let shared = shared.clone();
                 connections.spawn(async move {

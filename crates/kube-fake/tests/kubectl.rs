@@ -450,3 +450,27 @@ async fn a_restricted_token_reads_but_rbac_forbids_writes() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_keeps_a_deployment_from_making_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((_fake, k)) = setup(dir.path(), Options::default()).await else { return };
+    k.ok_with(&["apply", "--server-side", "-f", "-"], Some(&with_fault("quota-exceeded"))).await;
+    let query = "jsonpath={.status.conditions[?(@.type==\"ReplicaFailure\")].reason}: {.status.conditions[?(@.type==\"ReplicaFailure\")].message}";
+    let mut condition = String::new();
+    for _ in 0..100 {
+        condition = k.ok(&["get", "deployment", "web", "-o", query]).await;
+        if condition != ": " {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        condition,
+        "FailedCreate: pods \"web-1-\" is forbidden: exceeded quota: compute-resources, requested: pods=1, used: pods=0, limited: pods=0"
+    );
+    assert_eq!(k.ok(&["get", "pods", "-o", "name"]).await.trim(), "");
+    let out = k.run(&["rollout", "status", "deployment/web", "--timeout=1s"], None).await;
+    assert!(!out.ok, "kubectl waits (and times out) on a quota");
+    assert!(out.stdout.contains("0 out of 2 new replicas have been updated"), "{}", out.stdout);
+}

@@ -249,7 +249,9 @@ async fn each_fault_fails_fast_in_kubernetes_words() {
         (
             "image-pull-backoff",
             "Deployment games/jack-2048: pod jack-2048-",
-            "container jack-2048 is waiting: ImagePullBackOff: Back-off pulling image \"hub.ecns.io/devops/jack-2048:alpha-7\"",
+            "container jack-2048 is waiting: ImagePullBackOff: Back-off pulling image \"hub.ecns.io/devops/jack-2048:alpha-7\" \
+             (the rollout cannot finish); the kubelet says: Failed: Failed to pull image \"hub.ecns.io/devops/jack-2048:alpha-7\": \
+             rpc error: code = NotFound",
         ),
         (
             "crash-loop",
@@ -260,6 +262,11 @@ async fn each_fault_fails_fast_in_kubernetes_words() {
             "progress-deadline",
             "Deployment games/jack-2048: deployment \"jack-2048\" exceeded its progress deadline",
             "(ProgressDeadlineExceeded: ReplicaSet \"jack-2048-1\" has timed out progressing.)",
+        ),
+        (
+            "quota-exceeded",
+            "Deployment games/jack-2048: deployment \"jack-2048\" cannot create its pods (FailedCreate: ",
+            "pods \"jack-2048-1-\" is forbidden: exceeded quota: compute-resources",
         ),
     ];
     for (fault, first, second) in cases {
@@ -453,4 +460,33 @@ async fn stateful_sets_and_daemon_sets_roll_out_too() {
     // The fake defaults `partition: 0`, as a real API server does: kubectl's partitioned message.
     assert!(log.contains(&"partitioned roll out complete: 2 new pods have been updated...".to_owned()), "{log:#?}");
     assert!(log.contains(&"daemon set \"agent\" successfully rolled out".to_owned()), "{log:#?}");
+}
+
+#[tokio::test]
+async fn stop_ends_a_deploy_whose_cluster_does_not_answer() {
+    let fake = fake(Options::default()).await;
+    // Accepts connections and never says a word (a cluster behind a black hole).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", silent.local_addr().unwrap());
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let kubeconfig = fake.kubeconfig().replace(&fake.url(), &url);
+    let (tx, stop) = tokio::sync::watch::channel(None);
+    let lines = Arc::new(Lines::default());
+    let deployer = KubeDeployer::new(local());
+    let task = deployer.deploy(spec(kubeconfig, "games", GAME), lines.clone(), stop);
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tx.send(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(5) })).unwrap();
+        std::time::Instant::now()
+    };
+    let (result, sent) = tokio::join!(task, stopper);
+    assert!(sent.elapsed() < Duration::from_secs(1), "the stop took {:?}", sent.elapsed());
+    assert_eq!(result.unwrap(), DeployExit::Stopped(StopReason::Stopped));
+    assert!(lines.has("deploy-yaml: stopped by user; what was applied stays applied"), "{:#?}", lines.all());
+    hold.abort();
 }

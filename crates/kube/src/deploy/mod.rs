@@ -69,7 +69,15 @@ impl Deployer for KubeDeployer {
                 &self.policy,
             )
             .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
-            deploy(&conn, &spec, logs.as_ref(), stop).await
+            // A stop ends the deploy wherever it is, even inside a request the cluster is
+            // slow to answer (the request is dropped, as kubectl's Ctrl-C would drop it).
+            tokio::select! {
+                result = deploy(&conn, &spec, logs.as_ref(), stop.clone()) => result,
+                reason = requested(stop) => {
+                    logs.line(LogLine::system(format!("deploy-yaml: {reason}; what was applied stays applied")));
+                    Ok(DeployExit::Stopped(reason))
+                }
+            }
         })
     }
 }
@@ -121,6 +129,18 @@ pub async fn deploy(
     }
     logs.line(LogLine::system(format!("deploy-yaml: {} object(s) applied", applied.len())));
     Ok(DeployExit::Deployed(applied))
+}
+
+/// Resolves when a stop is requested; never, if the engine dropped its side.
+async fn requested(mut stop: StopSignal) -> StopReason {
+    loop {
+        if let Some(request) = *stop.borrow_and_update() {
+            return request.reason;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 fn stopped(stop: &mut StopSignal) -> Option<StopReason> {

@@ -8,7 +8,7 @@ use std::fmt::Debug;
 use futures_util::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use serde::de::DeserializeOwned;
@@ -140,7 +140,7 @@ where
         let pod_params = ListParams::default().labels(&selector);
         let listed = pods.list(&pod_params).await.map_err(|e| ctx.api("list", &format!("the pods of {object}"), e))?;
         for pod in &listed.items {
-            stuck(conn, ctx, &object, &current, revision.as_deref(), pod).await?;
+            stuck(conn, ctx, logs, &object, &current, revision.as_deref(), pod).await?;
         }
         let pods_rv = listed.metadata.resource_version.clone().unwrap_or_default();
         let by_name = WatchParams::default().fields(&format!("metadata.name={}", w.name)).timeout(WATCH_SECONDS);
@@ -182,7 +182,7 @@ where
                 },
                 event = pod_events.next() => match event {
                     Some(Ok(WatchEvent::Added(pod) | WatchEvent::Modified(pod))) => {
-                        stuck(conn, ctx, &object, &latest, revision.as_deref(), &pod).await?;
+                        stuck(conn, ctx, logs, &object, &latest, revision.as_deref(), &pod).await?;
                     }
                     Some(Ok(WatchEvent::Deleted(_) | WatchEvent::Bookmark(_))) => {}
                     Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
@@ -228,6 +228,7 @@ fn judged(
 async fn stuck<K: kube::Resource>(
     conn: &Connection,
     ctx: &Ctx<'_>,
+    logs: &dyn LogSink,
     object: &str,
     workload: &K,
     revision: Option<&str>,
@@ -238,9 +239,38 @@ async fn stuck<K: kube::Resource>(
         return Ok(());
     }
     let pod_name = pod.metadata.name.as_deref().unwrap_or("?");
+    // The kubelet's Events say why (the registry's answer to a pull, say), which the
+    // container's waiting message ("Back-off pulling image …") does not.
+    let warnings = warnings(conn, pod).await;
+    for w in &warnings {
+        logs.line(LogLine::system(format!("pod {pod_name}: {w}")));
+    }
+    // `Error: ImagePullBackOff` only repeats the reason; the one before it says why.
+    let telling = warnings.iter().rev().find(|w| !w.split_once(": ").is_some_and(|(_, m)| m.starts_with("Error: ")));
+    let why = telling.map(|w| format!("; the kubelet says: {w}")).unwrap_or_default();
     Err(ctx.error(format!(
-        "{object}: pod {pod_name}: container {container} is waiting: {reason}: {message} (the rollout cannot finish)"
+        "{object}: pod {pod_name}: container {container} is waiting: {reason}: {message} (the rollout cannot \
+         finish){why}"
     )))
+}
+
+/// The pod's Warning events, oldest first, as `Reason: message` (at most the last 5).
+/// Best effort: a cluster that will not list them gives none.
+async fn warnings(conn: &Connection, pod: &Pod) -> Vec<String> {
+    let (Some(name), Some(ns)) = (pod.metadata.name.as_deref(), pod.metadata.namespace.as_deref()) else {
+        return Vec::new();
+    };
+    let api: Api<Event> = Api::namespaced(conn.client().clone(), ns);
+    let params = ListParams::default().fields(&format!("involvedObject.name={name},involvedObject.namespace={ns}"));
+    let Ok(list) = api.list(&params).await else { return Vec::new() };
+    let mut events: Vec<Event> = list.items.into_iter().filter(|e| e.type_.as_deref() == Some("Warning")).collect();
+    events.sort_by(|a, b| a.last_timestamp.cmp(&b.last_timestamp));
+    let skip = events.len().saturating_sub(5);
+    events
+        .into_iter()
+        .skip(skip)
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
 }
 
 /// Whether a failing pod is one of the new revision's, not an old one on its way out:

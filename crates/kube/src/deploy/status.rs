@@ -36,6 +36,15 @@ pub fn deployment(d: &Deployment) -> Rollout {
             c.message.as_deref().unwrap_or("")
         ));
     }
+    // Not in kubectl (it waits for the progress deadline): pods that cannot even be
+    // created (a quota, an admission webhook on pods) fail at once, in the API server's words.
+    if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_ == "ReplicaFailure" && c.status == "True") {
+        return Rollout::Failed(format!(
+            "deployment {name:?} cannot create its pods ({}: {})",
+            c.reason.as_deref().unwrap_or("ReplicaFailure"),
+            c.message.as_deref().unwrap_or("")
+        ));
+    }
     let updated = status.updated_replicas.unwrap_or(0);
     let replicas = status.replicas.unwrap_or(0);
     let available = status.available_replicas.unwrap_or(0);
@@ -190,6 +199,16 @@ mod tests {
         );
         let stuck = base(json!({"observedGeneration": 2, "conditions": [{"type": "Progressing", "status": "False",
             "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet \"web-5d\" has timed out progressing."}]}));
+        let quota = base(json!({"observedGeneration": 2, "conditions": [{"type": "ReplicaFailure", "status": "True",
+            "reason": "FailedCreate", "message": "pods \"web-5d-\" is forbidden: exceeded quota: q"}]}));
+        assert_eq!(
+            deployment(&quota),
+            Rollout::Failed(
+                "deployment \"web\" cannot create its pods (FailedCreate: pods \"web-5d-\" is forbidden: exceeded \
+                 quota: q)"
+                    .into()
+            )
+        );
         assert_eq!(
             deployment(&stuck),
             Rollout::Failed(
