@@ -2,6 +2,7 @@
 // page module, renders it into <main>, and stops the previous page's live updates.
 import { login, loggedIn, logout, userName } from './auth.js';
 import { h, field, errorText, toast } from './ui.js';
+import { t, locale, LANGUAGES, setLocale, translateShell } from './i18n.js';
 
 const routes = [
   [/^\/login$/, () => ({ render: renderLogin })],
@@ -27,7 +28,7 @@ export function setLeaveGuard(fn) {
 }
 
 export function navigate(url, replace = false) {
-  if (leaveGuard && leaveGuard() && !confirm('Leave this page? Your unsaved changes will be lost.')) return;
+  if (leaveGuard && leaveGuard() && !confirm(t('app.leave'))) return;
   leaveGuard = null;
   if (replace) history.replaceState(null, '', url);
   else history.pushState(null, '', url);
@@ -53,30 +54,30 @@ async function render() {
   for (const [pattern, load] of routes) {
     const match = path.match(pattern);
     if (!match) continue;
-    main.replaceChildren(h('p', { class: 'loading' }, 'Loading…'));
+    main.replaceChildren(h('p', { class: 'loading' }, t('common.loading')));
     try {
       const page = await load();
       const params = match.slice(1).map(decodeURIComponent);
       main.replaceChildren();
       cleanup = (await page.render(main, params, new URLSearchParams(location.search))) || null;
     } catch (e) {
-      main.replaceChildren(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'This page could not be shown'), h('pre', {}, errorText(e))));
+      main.replaceChildren(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, t('app.page_failed')), h('pre', {}, errorText(e))));
     }
     return;
   }
-  main.replaceChildren(h('h1', {}, 'Not found'), h('p', {}, 'There is no page here. ', h('a', { href: '/pipelines' }, 'Go to the pipelines.')));
+  main.replaceChildren(h('h1', {}, t('app.not_found')), h('p', {}, t('app.no_page'), ' ', h('a', { href: '/pipelines' }, t('app.go_pipelines'))));
 }
 
 function renderLogin(main, _params, query) {
-  document.title = 'Log in · Wharf';
+  document.title = t('login.title') + ' · Wharf';
   const name = h('input', { name: 'username', autocomplete: 'username', value: 'admin', required: true });
   const password = h('input', { name: 'password', type: 'password', autocomplete: 'current-password', required: true });
   const message = h('p', { class: 'form-error', role: 'alert', hidden: true });
-  const submit = h('button', { type: 'submit', class: 'primary' }, 'Log in');
+  const submit = h('button', { type: 'submit', class: 'primary' }, t('login.submit'));
   const form = h('form', { class: 'login', 'aria-labelledby': 'login-title' },
-    h('h1', { id: 'login-title' }, 'Log in to Wharf'),
-    field('User name', name),
-    field('Password', password),
+    h('h1', { id: 'login-title' }, t('login.heading')),
+    field(t('login.user'), name),
+    field(t('login.password'), password),
     message, submit);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -103,7 +104,7 @@ function reportBug(message) {
   const root = document.documentElement;
   root.dataset.jsErrors = String(Number(root.dataset.jsErrors || 0) + 1);
   root.dataset.lastJsError = String(message).slice(0, 300);
-  toast('Something went wrong in this page: ' + message, 'error');
+  toast(t('app.bug', { message }), 'error');
 }
 window.addEventListener('error', (ev) => reportBug(ev.message));
 window.addEventListener('unhandledrejection', (ev) => reportBug(errorText(ev.reason)));
@@ -119,13 +120,18 @@ document.addEventListener('click', (ev) => {
   navigate(url.pathname + url.search);
 });
 window.addEventListener('popstate', () => {
-  if (leaveGuard && leaveGuard() && !confirm('Leave this page? Your unsaved changes will be lost.')) {
+  if (leaveGuard && leaveGuard() && !confirm(t('app.leave'))) {
     history.pushState(null, '', currentUrl);
     return;
   }
   leaveGuard = null;
   render();
 });
+// The language switch in the header; the page is shown again in the chosen one.
+const languages = document.getElementById('language');
+for (const [tag, name] of LANGUAGES) languages.append(h('option', { value: tag, lang: tag, selected: tag === locale }, name));
+languages.addEventListener('change', () => setLocale(languages.value));
+translateShell();
 document.getElementById('logout').addEventListener('click', async () => {
   await logout();
   navigate('/login', true);

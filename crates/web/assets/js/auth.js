@@ -7,6 +7,8 @@
 // cookie (`credentials: 'same-origin'`) and echoes the CSRF token in X-CSRF-Token on
 // every request that changes something; `logout()` POSTs /api/v1/logout.
 
+import { t } from './i18n.js';
+
 const CSRF_KEY = 'wharf.csrf';
 const USER_KEY = 'wharf.user';
 
@@ -29,20 +31,20 @@ async function serverMessage(response) {
 
 /// Logs in and keeps the session's CSRF token; throws with a message a person can act on.
 export async function login(name, password) {
-  if (!name || !password) throw new Error('Enter your user name and password.');
+  if (!name || !password) throw new Error(t('login.missing'));
   const response = await fetch('/api/v1/login', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ name, password }),
     credentials: 'same-origin',
   });
-  if (response.status === 401) throw new Error('Wrong user name or password.');
+  if (response.status === 401) throw new Error(t('login.wrong'));
   if (response.status === 429) {
-    throw new Error((await serverMessage(response)) || 'Too many failed logins; wait a while and try again.');
+    throw new Error((await serverMessage(response)) || t('login.too_many'));
   }
   if (!response.ok) {
     const why = await serverMessage(response);
-    throw new Error(`The server answered ${response.status} ${response.statusText}${why ? ': ' + why : ''}; try again.`);
+    throw new Error(t('login.server_answered', { status: `${response.status} ${response.statusText}${why ? ': ' + why : ''}` }));
   }
   const session = await response.json();
   sessionStorage.setItem(CSRF_KEY, session.csrf_token);
@@ -101,8 +103,8 @@ export function uploadWithProgress(url, body, onProgress) {
       }
       resolve({ status: xhr.status, text: xhr.responseText });
     });
-    xhr.addEventListener('error', () => reject(new Error('the connection to the server failed during the upload')));
-    xhr.addEventListener('abort', () => reject(new Error('the upload was cancelled')));
+    xhr.addEventListener('error', () => reject(new Error(t('upload.connection_failed'))));
+    xhr.addEventListener('abort', () => reject(new Error(t('upload.cancelled'))));
     xhr.send(body);
   });
 }

@@ -9,6 +9,7 @@
 import { apiFetch } from './auth.js';
 import { appendAnsi } from './ansi.js';
 import { h } from './ui.js';
+import { t, fmtClock } from './i18n.js';
 
 const WINDOW = 1000;
 const MAX_KEPT = 500000;
@@ -28,11 +29,11 @@ export function logView(url, { onEnd } = {}) {
   let lastId = null;
   let frame = 0;
 
-  const out = h('div', { class: 'log-lines', role: 'log', 'aria-live': 'off', tabindex: '0', 'aria-label': 'Task log' });
-  const earlier = h('button', { type: 'button', class: 'link earlier', hidden: true, onclick: () => { windowSize += WINDOW; rerender(); } }, 'Show earlier lines');
-  const state = h('span', { class: 'log-state muted', 'aria-live': 'polite' }, 'Connecting…');
+  const out = h('div', { class: 'log-lines', role: 'log', 'aria-live': 'off', tabindex: '0', 'aria-label': t('log.label') });
+  const earlier = h('button', { type: 'button', class: 'link earlier', hidden: true, onclick: () => { windowSize += WINDOW; rerender(); } }, t('log.earlier'));
+  const state = h('span', { class: 'log-state muted', 'aria-live': 'polite' }, t('log.connecting'));
   const followBox = h('input', { type: 'checkbox', checked: true, id: 'log-follow' });
-  const search = h('input', { type: 'search', placeholder: 'Search the log', 'aria-label': 'Search the log', id: 'log-search' });
+  const search = h('input', { type: 'search', placeholder: t('log.search'), 'aria-label': t('log.search'), id: 'log-search' });
   const count = h('span', { class: 'muted match-count' });
   followBox.addEventListener('change', () => { follow = followBox.checked; if (follow) scrollEnd(); });
   let searchTimer = 0;
@@ -48,7 +49,7 @@ export function logView(url, { onEnd } = {}) {
 
   const root = h('section', { class: 'log' },
     h('div', { class: 'log-tools' },
-      h('label', { class: 'check' }, followBox, ' Follow'), search, count, h('span', { class: 'spacer' }), state),
+      h('label', { class: 'check' }, followBox, ' ', t('log.follow')), search, count, h('span', { class: 'spacer' }), state),
     earlier, out);
 
   function lineEl(raw) {
@@ -57,10 +58,10 @@ export function logView(url, { onEnd } = {}) {
     div.className = 'line';
     const m = /^(\d{4}-\d\d-\d\dT[\d:.]+Z) (out|err|sys) ?(.*)$/s.exec(raw);
     if (m) {
-      const t = document.createElement('time');
-      t.dateTime = m[1];
-      t.textContent = localTime(m[1]);
-      div.append(t);
+      const time = document.createElement('time');
+      time.dateTime = m[1];
+      time.textContent = localTime(m[1]);
+      div.append(time);
       if (m[2] !== 'out') div.classList.add(m[2]);
       const text = document.createElement('span');
       text.className = 'text';
@@ -79,9 +80,8 @@ export function logView(url, { onEnd } = {}) {
     const second = iso.slice(0, 19);
     if (second !== lastSecond) {
       const d = new Date(second + 'Z');
-      const p = (n) => (n < 10 ? '0' : '') + n;
       lastSecond = second;
-      lastLocal = isNaN(d) ? second : `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+      lastLocal = isNaN(d) ? second : fmtClock(d);
     }
     const dot = iso.indexOf('.', 19);
     return lastLocal + (dot > 0 ? iso.slice(dot, dot + 4) : '');
@@ -104,7 +104,7 @@ export function logView(url, { onEnd } = {}) {
     out.replaceChildren(frag);
     rendered = lines.length;
     earlier.hidden = start === 0;
-    count.textContent = filter ? `${shown.length} matching line${shown.length === 1 ? '' : 's'}` : '';
+    count.textContent = filter ? t('log.matching', { n: shown.length }) : '';
     root.dataset.rendered = String(rendered + dropped);
     if (follow) scrollEnd();
   }
@@ -140,7 +140,7 @@ export function logView(url, { onEnd } = {}) {
     if (from > 0 || out.childElementCount >= windowSize) earlier.hidden = false;
     rendered = lines.length - pending.length;
     root.dataset.rendered = String(rendered + dropped);
-    if (filter) count.textContent = `${out.childElementCount} matching lines shown`;
+    if (filter) count.textContent = t('log.matching_shown', { n: out.childElementCount });
     if (follow && added) scrollEnd();
   }
 
@@ -159,15 +159,15 @@ export function logView(url, { onEnd } = {}) {
       try {
         const response = await apiFetch(url, { headers, signal: controller.signal });
         if (!response.ok) {
-          state.textContent = `The log could not be read (${response.status}).`;
+          state.textContent = t('log.read_failed', { status: response.status });
           return;
         }
-        state.textContent = 'Live';
+        state.textContent = t('log.live');
         root.dataset.state = 'live';
         await readEvents(response.body);
       } catch (e) {
         if (aborted) return;
-        state.textContent = 'Connection lost; reconnecting…';
+        state.textContent = t('log.reconnecting');
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
@@ -219,7 +219,7 @@ export function logView(url, { onEnd } = {}) {
     if (event === 'end') {
       ended = true;
       if (pending.length && !frame) frame = requestAnimationFrame(flush);
-      state.textContent = 'End of log';
+      state.textContent = t('log.end');
       root.dataset.state = 'ended';
       if (onEnd) onEnd();
       return true;

@@ -1,17 +1,17 @@
 // The pipeline list: name, status, source, last run; run / stop; the "More" menu.
-import { api, h, badge, fmtTime, menu, errorBox, toast, errorText, isTerminal, keepFocus, busyUi } from './ui.js';
+import { api, h, t, badge, fmtTime, menu, errorBox, toast, errorText, isTerminal, keepFocus, busyUi } from './ui.js';
 import * as act from './dialogs.js';
 import { navigate } from './app.js';
 
 const PAGE = 50;
 
 export async function render(main, _params, query) {
-  document.title = 'Pipelines · Wharf';
+  document.title = t('nav.pipelines') + ' · Wharf';
   const page = Math.max(1, Number(query.get('page')) || 1);
   const body = h('div', { class: 'list-body' });
   main.append(
-    h('div', { class: 'page-head' }, h('h1', {}, 'Pipelines'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', 'data-action': 'create', onclick: () => act.createDialog().catch(fail) }, 'Create pipeline')),
+    h('div', { class: 'page-head' }, h('h1', {}, t('nav.pipelines')), h('span', { class: 'spacer' }),
+      h('button', { type: 'button', class: 'primary', 'data-action': 'create', onclick: () => act.createDialog().catch(fail) }, t('pipelines.create'))),
     body);
   let timer = null;
   let stopped = false;
@@ -22,7 +22,7 @@ export async function render(main, _params, query) {
     try {
       data = await api(`/pipelines?limit=${PAGE}&page=${page}`);
     } catch (e) {
-      body.replaceChildren(errorBox(e, 'The pipelines could not be loaded.'));
+      body.replaceChildren(errorBox(e, t('pipelines.load_failed')));
       return;
     }
     keepFocus(body, () => body.replaceChildren(table(data, load), pager(data, page)));
@@ -41,8 +41,8 @@ function fail(e) {
 
 function table(data, reload) {
   if (!data.items.length) {
-    return h('div', { class: 'empty' }, h('p', {}, data.total ? 'No pipelines on this page.' : 'No pipelines yet.'),
-      h('p', {}, 'Create one from scratch with the card editor, or copy an existing one.'));
+    return h('div', { class: 'empty' }, h('p', {}, data.total ? t('pipelines.none_on_page') : t('pipelines.none_yet')),
+      h('p', {}, t('pipelines.empty_hint')));
   }
   const act1 = (fn, p) => async () => {
     try { if (await fn(p)) reload(); } catch (e) { fail(e); }
@@ -50,38 +50,38 @@ function table(data, reload) {
   const rows = data.items.map((p) => {
     const last = p.last_run;
     const running = last && !isTerminal(last.status);
-    const more = menu('More', [
-      { label: 'Edit pipeline', action: 'edit', run: () => navigate(`/pipelines/${p.id}/edit`) },
-      { label: 'Edit triggers', action: 'triggers', run: act1(act.editTriggers, p) },
-      { label: 'Advanced settings', action: 'advanced', run: act1(act.advancedSettings, p) },
-      p.active ? { label: 'Deactivate', action: 'deactivate', run: act1((x) => act.setActive(x, false), p) }
-        : { label: 'Activate', action: 'activate', run: act1((x) => act.setActive(x, true), p) },
-      { label: 'Copy', action: 'copy', run: act1(act.copyPipeline, p) },
-      { label: 'Delete', action: 'delete', danger: true, run: act1(act.deletePipeline, p) },
-    ], `More actions for ${p.name}`);
-    const source = p.source ? [h('span', { class: 'repo' }, p.source.repo), p.source.branch ? h('span', { class: 'branch' }, p.source.branch) : null] : h('span', { class: 'muted' }, 'none');
+    const more = menu(t('common.more'), [
+      { label: t('pipeline.edit'), action: 'edit', run: () => navigate(`/pipelines/${p.id}/edit`) },
+      { label: t('pipeline.edit_triggers'), action: 'triggers', run: act1(act.editTriggers, p) },
+      { label: t('pipeline.advanced'), action: 'advanced', run: act1(act.advancedSettings, p) },
+      p.active ? { label: t('pipeline.deactivate'), action: 'deactivate', run: act1((x) => act.setActive(x, false), p) }
+        : { label: t('pipeline.activate'), action: 'activate', run: act1((x) => act.setActive(x, true), p) },
+      { label: t('common.copy'), action: 'copy', run: act1(act.copyPipeline, p) },
+      { label: t('common.delete'), action: 'delete', danger: true, run: act1(act.deletePipeline, p) },
+    ], t('pipeline.more_for', { name: p.name }));
+    const source = p.source ? [h('span', { class: 'repo' }, p.source.repo), p.source.branch ? h('span', { class: 'branch' }, p.source.branch) : null] : h('span', { class: 'muted' }, t('common.none'));
     return h('tr', { 'data-pipeline': p.name },
       h('td', {}, h('a', { href: `/pipelines/${p.id}`, class: 'name' }, p.name)),
-      h('td', {}, h('span', { class: 'pill ' + (p.active ? 'on' : 'off') }, p.active ? 'Active' : 'Inactive')),
+      h('td', {}, h('span', { class: 'pill ' + (p.active ? 'on' : 'off') }, p.active ? t('common.active') : t('common.inactive'))),
       h('td', { class: 'source' }, source),
-      h('td', {}, last ? h('a', { href: `/runs/${last.id}` }, badge(last.status), ` #${last.number}`) : h('span', { class: 'muted' }, 'never run')),
+      h('td', {}, last ? h('a', { href: `/runs/${last.id}` }, badge(last.status), ` #${last.number}`) : h('span', { class: 'muted' }, t('pipelines.never_run'))),
       h('td', {}, last ? fmtTime(last.created_at) : '—'),
       h('td', { class: 'actions' },
         running
-          ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', 'aria-label': `Stop ${p.name}`, onclick: act1(act.stopLatest, p) }, 'Stop')
-          : h('button', { type: 'button', class: 'secondary', 'data-action': 'run', 'aria-label': `Run ${p.name}`, disabled: !p.active, title: p.active ? '' : 'Inactive: activate it to run', onclick: act1(act.runPipeline, p) }, 'Run'),
+          ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', 'aria-label': t('pipeline.stop_named', { name: p.name }), onclick: act1(act.stopLatest, p) }, t('common.stop'))
+          : h('button', { type: 'button', class: 'secondary', 'data-action': 'run', 'aria-label': t('pipeline.run_named', { name: p.name }), disabled: !p.active, title: p.active ? '' : t('pipelines.inactive_hint'), onclick: act1(act.runPipeline, p) }, t('common.run')),
         more));
   });
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list pipelines' },
-    h('thead', {}, h('tr', {}, ['Name', 'Status', 'Source', 'Last run', 'Last run time', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, [t('common.name'), t('common.status'), t('pipelines.col_source'), t('pipelines.col_last_run'), t('pipelines.col_last_run_time'), ''].map((x) => h('th', { scope: 'col' }, x)))),
     h('tbody', {}, rows)));
 }
 
 function pager(data, page) {
   const pages = Math.max(1, Math.ceil(data.total / PAGE));
-  if (pages === 1) return h('p', { class: 'muted count' }, `${data.total} pipeline${data.total === 1 ? '' : 's'}`);
-  return h('nav', { class: 'pager', 'aria-label': 'Pages' },
-    page > 1 ? h('a', { href: `/pipelines?page=${page - 1}` }, '← Previous') : null,
-    h('span', {}, `Page ${page} of ${pages} (${data.total} pipelines)`),
-    page < pages ? h('a', { href: `/pipelines?page=${page + 1}` }, 'Next →') : null);
+  if (pages === 1) return h('p', { class: 'muted count' }, t('pipelines.count', { n: data.total }));
+  return h('nav', { class: 'pager', 'aria-label': t('pager.label') },
+    page > 1 ? h('a', { href: `/pipelines?page=${page - 1}` }, t('pager.previous')) : null,
+    h('span', {}, t('pipelines.page_of', { page, pages, total: data.total })),
+    page < pages ? h('a', { href: `/pipelines?page=${page + 1}` }, t('pager.next')) : null);
 }

@@ -1,6 +1,6 @@
 // The run page: header (number, status, start, duration, cause), a row per stage and
 // task updating live, and the selected task's log streaming live.
-import { api, h, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText, keepFocus } from './ui.js';
+import { api, h, t, badge, fmtTime, fmtDuration, describeCause, errorBox, toast, errorText, isTerminal, saveText, keepFocus } from './ui.js';
 import { apiFetch } from './auth.js';
 import { logView } from './log.js';
 import { rerun, retry, stopRun } from './dialogs.js';
@@ -11,7 +11,7 @@ export async function render(main, [id], query) {
   try {
     run = await api(`/runs/${encodeURIComponent(id)}`);
   } catch (e) {
-    main.append(errorBox(e, `Run ${id} could not be loaded.`));
+    main.append(errorBox(e, t('run.load_failed', { id })));
     return;
   }
   const header = h('div', { class: 'run-head' });
@@ -33,7 +33,7 @@ export async function render(main, [id], query) {
     url.searchParams.set('task', name);
     history.replaceState(null, '', url.pathname + url.search);
     view = logView(`/api/v1/runs/${run.id}/tasks/${encodeURIComponent(name)}/log/stream`);
-    logBox.replaceChildren(h('h2', { class: 'log-title' }, 'Log: ', name), view.element);
+    logBox.replaceChildren(h('h2', { class: 'log-title' }, t('run.log_of'), name), view.element);
     drawSteps();
   }
 
@@ -41,33 +41,33 @@ export async function render(main, [id], query) {
     document.title = `#${run.number} ${run.pipeline} · Wharf`;
     const running = !isTerminal(run.status);
     header.replaceChildren(
-      h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/pipelines' }, 'Pipelines'), ' / ',
-        h('a', { href: `/pipelines/${run.pipeline_id}` }, run.pipeline), ' / run'),
+      h('nav', { class: 'crumbs', 'aria-label': t('crumbs.label') }, h('a', { href: '/pipelines' }, t('nav.pipelines')), ' / ',
+        h('a', { href: `/pipelines/${run.pipeline_id}` }, run.pipeline), ' / ', t('run.crumb')),
       h('div', { class: 'page-head' },
-        h('h1', {}, `Run #${run.number}`), badge(run.status), h('span', { class: 'spacer' }),
-        h('button', { type: 'button', class: 'secondary', 'data-action': 'download', onclick: download }, 'Download full log'),
-        running ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', onclick: () => stopRun(run).then(refresh).catch(fail) }, 'Stop') : null,
-        h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', onclick: () => rerun(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Re-run'),
+        h('h1', {}, t('run.title', { number: run.number })), badge(run.status), h('span', { class: 'spacer' }),
+        h('button', { type: 'button', class: 'secondary', 'data-action': 'download', onclick: download }, t('run.download')),
+        running ? h('button', { type: 'button', class: 'secondary', 'data-action': 'stop', onclick: () => stopRun(run).then(refresh).catch(fail) }, t('common.stop')) : null,
+        h('button', { type: 'button', class: 'secondary', 'data-action': 'rerun', onclick: () => rerun(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, t('common.rerun')),
         ['failed', 'timed_out', 'stopped'].includes(run.status)
-          ? h('button', { type: 'button', class: 'secondary', 'data-action': 'retry', title: 'A new run from the failed stage, reusing what succeeded', onclick: () => retry(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, 'Retry failed stage')
+          ? h('button', { type: 'button', class: 'secondary', 'data-action': 'retry', title: t('run.retry_hint'), onclick: () => retry(run).then((r) => r && navigate(`/runs/${r.id}`)).catch(fail) }, t('run.retry'))
           : null),
       h('dl', { class: 'facts' },
-        fact('Status', badge(run.status)), fact('Started', fmtTime(run.started_at || null)),
-        fact('Duration', fmtDuration(run.duration_ms)), fact('Cause', describeCause(run.cause)),
-        run.commit ? fact('Commit', h('code', {}, run.commit.slice(0, 12))) : null,
-        run.reason ? fact('Reason', run.reason) : null));
+        fact(t('common.status'), badge(run.status)), fact(t('common.started'), fmtTime(run.started_at || null)),
+        fact(t('common.duration'), fmtDuration(run.duration_ms)), fact(t('run.cause'), describeCause(run.cause)),
+        run.commit ? fact(t('run.commit'), h('code', {}, run.commit.slice(0, 12))) : null,
+        run.reason ? fact(t('run.reason'), run.reason) : null));
   }
 
   function drawSteps() {
     const rows = [];
-    if (run.checkout) rows.push(stepRow('Source', '@checkout', `Check out ${run.checkout.branch || run.checkout.tag || ''}`.trim(), run.checkout));
+    if (run.checkout) rows.push(stepRow(t('run.source'), '@checkout', t('run.check_out', { ref: run.checkout.branch || run.checkout.tag || '' }).trim(), run.checkout));
     run.stages.forEach((stage, i) => {
       stage.tasks.forEach((task, j) => rows.push(stepRow(j === 0 ? `${i + 1} ${stage.name}` : '', task.name, task.name, task, stage)));
       if (!stage.tasks.length) rows.push(h('tr', {}, h('td', {}, `${i + 1} ${stage.name}`), h('td', {}, '—'), h('td', {}, badge(stage.status)), h('td', {}, fmtDuration(stage.duration_ms))));
     });
     steps.replaceChildren(h('table', { class: 'list steps-table' },
-      h('caption', { class: 'visually-hidden' }, 'Stages and tasks'),
-      h('thead', {}, h('tr', {}, ['Stage', 'Task', 'Status', 'Duration'].map((t) => h('th', { scope: 'col' }, t)))),
+      h('caption', { class: 'visually-hidden' }, t('run.steps_caption')),
+      h('thead', {}, h('tr', {}, [t('run.stage'), t('run.task'), t('common.status'), t('common.duration')].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows)));
   }
 
@@ -83,7 +83,7 @@ export async function render(main, [id], query) {
   async function download() {
     try {
       const response = await apiFetch(`/api/v1/runs/${run.id}/log`);
-      if (!response.ok) throw new Error(`the server answered ${response.status}`);
+      if (!response.ok) throw new Error(t('run.download_failed', { status: response.status }));
       saveText(`${run.pipeline}-${run.number}.log`, await response.blob());
     } catch (e) { fail(e); }
   }

@@ -1,6 +1,9 @@
 // Small DOM helpers shared by the pages. Data always goes in as text (textContent),
 // never as HTML, so names and log lines cannot inject markup.
 import { apiFetch } from './auth.js';
+import { t, fmtTime, fmtDuration, fmtSize } from './i18n.js';
+
+export { t, fmtTime, fmtDuration, fmtSize };
 
 /// h('button', {class: 'x', onclick: f}, 'text', child…): an element.
 export function h(tag, attrs, ...children) {
@@ -38,7 +41,7 @@ export class ApiError extends Error {
   }
   describe() {
     const parts = this.details.map((d) =>
-      (d.line ? `line ${d.line}${d.column ? ':' + d.column : ''}: ` : '') + (d.path ? d.path + ': ' : '') + d.message);
+      (d.line ? t('error.at_line', { line: d.column ? `${d.line}:${d.column}` : d.line }) : '') + (d.path ? d.path + ': ' : '') + d.message);
     return [this.message, ...parts].join('\n');
   }
 }
@@ -87,50 +90,30 @@ export function errorBox(e, what) {
 const TERMINAL = new Set(['succeeded', 'failed', 'stopped', 'timed_out', 'skipped']);
 export const isTerminal = (status) => TERMINAL.has(status);
 
-const STATUS_TEXT = {
-  queued: 'Queued', pending: 'Pending', running: 'Running', waiting: 'Waiting', succeeded: 'Succeeded',
-  failed: 'Failed', stopped: 'Stopped', timed_out: 'Timed out', skipped: 'Skipped',
-};
+const STATUSES = new Set(['queued', 'pending', 'running', 'waiting', 'succeeded', 'failed', 'stopped', 'timed_out', 'skipped']);
 
+/// A status as a badge: the label in the page's language, `data-status` as the API says it.
 export function badge(status) {
-  return h('span', { class: 'badge s-' + (status || 'none'), 'data-status': status || '' }, STATUS_TEXT[status] || status || '—');
-}
-
-/// Epoch milliseconds or RFC 3339 → `2026-11-22 10:41:39` in the browser's zone.
-export function fmtTime(t) {
-  if (t === null || t === undefined || t === '') return '—';
-  const d = new Date(t);
-  if (isNaN(d)) return String(t);
-  const p = (n) => String(n).padStart(2, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
-}
-
-export function fmtDuration(ms) {
-  if (ms === null || ms === undefined) return '—';
-  const s = Math.round(ms / 1000);
-  if (s < 60) return s + 's';
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m ${s % 60}s`;
-  const hr = Math.floor(m / 60);
-  return `${hr}h ${m % 60}m`;
+  return h('span', { class: 'badge s-' + (status || 'none'), 'data-status': status || '' },
+    STATUSES.has(status) ? t('status.' + status) : status || '—');
 }
 
 export function describeCause(c) {
   if (!c) return '—';
   switch (c.kind) {
-    case 'manual': return `Manual (${c.user})`;
-    case 'local': return `Local (${c.user})`;
-    case 'timer': return 'Timer';
-    case 'event': return `${c.provider} event by ${c.sender}`;
-    case 'rerun': return `Re-run of #${c.of}`;
-    case 'retry': return `Retry of #${c.of}`;
+    case 'manual': return t('cause.manual', { user: c.user });
+    case 'local': return t('cause.local', { user: c.user });
+    case 'timer': return t('cause.timer');
+    case 'event': return t('cause.event', { provider: c.provider, sender: c.sender });
+    case 'rerun': return t('cause.rerun', { of: c.of });
+    case 'retry': return t('cause.retry', { of: c.of });
     default: return c.kind || '—';
   }
 }
 
 /// A modal dialog with a form. `build(form)` fills it; resolves with the value
 /// `submit(form)` returns (throw to keep it open with the message), or null on cancel.
-export function formDialog(title, build, { submitLabel = 'Save', submit = () => true, wide = false } = {}) {
+export function formDialog(title, build, { submitLabel = t('common.save'), submit = () => true, wide = false } = {}) {
   return new Promise((resolve) => {
     const message = h('p', { class: 'form-error', role: 'alert', hidden: true });
     const form = h('form', { method: 'dialog', class: 'dialog-form' });
@@ -138,7 +121,7 @@ export function formDialog(title, build, { submitLabel = 'Save', submit = () => 
     const dialog = h('dialog', { class: wide ? 'wide' : '', 'aria-labelledby': titleId },
       h('h2', { id: titleId }, title), form);
     build(form);
-    const cancel = h('button', { type: 'button', class: 'secondary', 'data-action': 'cancel', onclick: () => dialog.close('cancel') }, 'Cancel');
+    const cancel = h('button', { type: 'button', class: 'secondary', 'data-action': 'cancel', onclick: () => dialog.close('cancel') }, t('common.cancel'));
     const ok = h('button', { type: 'submit', class: 'primary' }, submitLabel);
     form.append(message, h('div', { class: 'dialog-buttons' }, cancel, ok));
     let result = null;
