@@ -1,7 +1,7 @@
 // The actions on a pipeline that the list and the details page share: run, stop,
 // edit triggers, advanced settings, activate/deactivate, copy, delete, and the
 // create dialog. Each resolves true when something changed.
-import { api, h, field, formDialog, confirmDialog, toast, ApiError } from './ui.js';
+import { api, h, t, field, formDialog, confirmDialog, toast, ApiError } from './ui.js';
 import { navigate } from './app.js';
 
 const MAX_MINUTES = 14 * 24 * 60;
@@ -11,7 +11,7 @@ const MAX_MINUTES = 14 * 24 * 60;
 export async function saveDefinition(id, definition, run = false) {
   const checked = await api('/pipelines/validate', { method: 'POST', body: { definition } });
   if (!checked.valid) {
-    throw new ApiError(422, 'the pipeline is not valid', checked.diagnostics);
+    throw new ApiError(422, t('pipeline.not_valid'), checked.diagnostics);
   }
   return api(`/pipelines/${id}${run ? '?run=true' : ''}`, { method: 'PUT', body: checked.yaml });
 }
@@ -27,7 +27,7 @@ export function parameterFields(parameters) {
     const control = p.choices && p.choices.length
       ? h('select', { name: `param-${name}`, 'data-param': name }, p.choices.map((c) => h('option', { value: c, selected: c === def }, c)))
       : h('input', { name: `param-${name}`, 'data-param': name, value: def || '', required, autocomplete: 'off' });
-    const hint = [p.description, required ? 'Required: it has no default.' : null].filter(Boolean).join(' · ');
+    const hint = [p.description, required ? t('params.required') : null].filter(Boolean).join(' · ');
     return { name, control, element: field(required ? `${name} *` : name, control, hint || null) };
   });
   return {
@@ -42,15 +42,15 @@ export async function runPipeline(p) {
   const shown = await api(`/pipelines/${p.id}`);
   const parameters = (shown.definition && shown.definition.parameters) || [];
   const fields = parameterFields(parameters);
-  const run = await formDialog(parameters.length ? `Run “${p.name}” with parameters` : 'Run pipeline', (form) => {
-    form.append(h('p', {}, parameters.length ? `Start a run of “${p.name}” with these parameters:` : `Start a run of “${p.name}” now?`),
+  const run = await formDialog(parameters.length ? t('run_dialog.title_params', { name: p.name }) : t('run_dialog.title'), (form) => {
+    form.append(h('p', {}, parameters.length ? t('run_dialog.text_params', { name: p.name }) : t('run_dialog.text', { name: p.name })),
       ...fields.elements);
   }, {
-    submitLabel: 'Run',
+    submitLabel: t('common.run'),
     submit: () => api(`/pipelines/${p.id}/runs`, { method: 'POST', body: { parameters: fields.values() } }),
   });
   if (!run) return false;
-  toast(`Run #${run.number} of ${p.name} started.`);
+  toast(t('run_dialog.started', { number: run.number, name: p.name }));
   return run;
 }
 
@@ -58,57 +58,57 @@ export async function stopLatest(p) {
   const shown = await api(`/pipelines/${p.id}`);
   const number = shown.active_runs && shown.active_runs[shown.active_runs.length - 1];
   const last = shown.last_run;
-  if (!last || !number) { toast(`“${p.name}” has no run in progress.`); return false; }
-  if (!await confirmDialog('Stop pipeline', `Stop the latest run of “${p.name}”?`, 'Stop')) return false;
+  if (!last || !number) { toast(t('stop.none', { name: p.name })); return false; }
+  if (!await confirmDialog(t('stop.pipeline_title'), t('stop.pipeline_text', { name: p.name }), t('common.stop'))) return false;
   await api(`/runs/${last.id}/stop`, { method: 'POST' });
-  toast(`Stopping run #${last.number}.`);
+  toast(t('stop.stopping', { number: last.number }));
   return true;
 }
 
 export async function stopRun(run) {
-  if (!await confirmDialog('Stop run', `Stop run #${run.number}?`, 'Stop')) return false;
+  if (!await confirmDialog(t('stop.run_title'), t('stop.run_text', { number: run.number }), t('common.stop'))) return false;
   await api(`/runs/${run.id}/stop`, { method: 'POST' });
-  toast(`Stopping run #${run.number}.`);
+  toast(t('stop.stopping', { number: run.number }));
   return true;
 }
 
 export async function rerun(run) {
-  if (!await confirmDialog('Re-run', `Run #${run.number} again with the configuration it had at the time?`, 'Re-run')) return false;
+  if (!await confirmDialog(t('common.rerun'), t('rerun.text', { number: run.number }), t('common.rerun'))) return false;
   const started = await api(`/runs/${run.id}/rerun`, { method: 'POST' });
-  toast(`Run #${started.number} started (re-run of #${run.number}).`);
+  toast(t('rerun.started', { number: started.number, of: run.number }));
   return started;
 }
 
 export async function retry(run) {
-  if (!await confirmDialog('Retry', `Start a new run from the stage where run #${run.number} failed, reusing what succeeded?`, 'Retry')) return false;
+  if (!await confirmDialog(t('retry.title'), t('retry.text', { number: run.number }), t('retry.title'))) return false;
   const started = await api(`/runs/${run.id}/retry`, { method: 'POST' });
-  toast(`Run #${started.number} started (retry of #${run.number}).`);
+  toast(t('retry.started', { number: started.number, of: run.number }));
   return started;
 }
 
 export async function setActive(p, active) {
-  const verb = active ? 'Activate' : 'Deactivate';
-  const text = active ? `Activate “${p.name}”? It will start runs again.` : `Deactivate “${p.name}”? It starts no runs until activated; its history is kept.`;
-  if (!await confirmDialog(`${verb} pipeline`, text, verb)) return false;
+  const verb = active ? t('pipeline.activate') : t('pipeline.deactivate');
+  const text = active ? t('activate.text', { name: p.name }) : t('deactivate.text', { name: p.name });
+  if (!await confirmDialog(active ? t('activate.title') : t('deactivate.title'), text, verb)) return false;
   await api(`/pipelines/${p.id}/${active ? 'activate' : 'deactivate'}`, { method: 'POST' });
-  toast(`${p.name} ${active ? 'activated' : 'deactivated'}.`);
+  toast(active ? t('activate.done', { name: p.name }) : t('deactivate.done', { name: p.name }));
   return true;
 }
 
 export async function deletePipeline(p) {
-  if (!await confirmDialog('Delete pipeline', `Delete “${p.name}” with all its runs and logs? This cannot be undone.`, 'Delete', true)) return false;
+  if (!await confirmDialog(t('delete.title'), t('delete.text', { name: p.name }), t('common.delete'), true)) return false;
   await api(`/pipelines/${p.id}`, { method: 'DELETE' });
-  toast(`${p.name} deleted.`);
+  toast(t('delete.done', { name: p.name }));
   return true;
 }
 
 export async function copyPipeline(p) {
   const name = h('input', { name: 'name', value: p.name + '-copy', required: true, pattern: '[A-Za-z0-9_.\\-]{1,64}' });
-  const saved = await formDialog('Copy pipeline', (form) => {
-    form.append(h('p', {}, `A new pipeline with the stages, tasks and settings of “${p.name}”. It starts inactive, so its triggers fire nothing until you activate it.`),
-      field('New name', name, 'Letters, digits, _ . - ; up to 64.'));
-  }, { submitLabel: 'Copy', submit: () => api(`/pipelines/${p.id}/copy`, { method: 'POST', body: { name: name.value.trim() } }) });
-  if (saved) toast(`Copied to ${saved.name} (inactive until you activate it).`);
+  const saved = await formDialog(t('copy.title'), (form) => {
+    form.append(h('p', {}, t('copy.text', { name: p.name })),
+      field(t('copy.new_name'), name, t('copy.name_hint')));
+  }, { submitLabel: t('common.copy'), submit: () => api(`/pipelines/${p.id}/copy`, { method: 'POST', body: { name: name.value.trim() } }) });
+  if (saved) toast(t('copy.done', { name: saved.name }));
   return saved;
 }
 
@@ -117,18 +117,17 @@ export async function advancedSettings(p) {
   const definition = shown.definition;
   const current = definition.timeout ? Math.round(definition.timeout / 60000) : 0;
   const minutes = h('input', { name: 'timeout', type: 'number', min: 0, max: MAX_MINUTES, step: 1, value: current, required: true });
-  const saved = await formDialog('Advanced settings', (form) => {
-    form.append(field('Timeout (minutes)', minutes,
-      'If a run does not finish within this time it is stopped. 0 = run until it succeeds or fails (at most 14 days).'));
+  const saved = await formDialog(t('pipeline.advanced'), (form) => {
+    form.append(field(t('pipeline.timeout_minutes'), minutes, t('advanced.timeout_hint')));
   }, {
     submit: () => {
       const n = Number(minutes.value);
-      if (!Number.isInteger(n) || n < 0 || n > MAX_MINUTES) throw new Error(`The timeout is a whole number of minutes from 0 to ${MAX_MINUTES} (14 days).`);
+      if (!Number.isInteger(n) || n < 0 || n > MAX_MINUTES) throw new Error(t('advanced.timeout_bad', { max: MAX_MINUTES }));
       definition.timeout = n * 60000;
       return saveDefinition(p.id, definition);
     },
   });
-  if (saved) toast(`Timeout of ${p.name} saved.`);
+  if (saved) toast(t('advanced.saved', { name: p.name }));
   return !!saved;
 }
 
@@ -149,46 +148,46 @@ export async function editTriggers(p) {
   const timer = triggers.map((t) => [t, ...kindOf(t)]).find(([, k]) => TIMER_KINDS.includes(k));
   const ev = eventTrigger ? eventTrigger[1] : { events: [], branches: [] };
   const boxes = ['push', 'merge', 'tag'].map((e) => h('input', { type: 'checkbox', name: 'event-' + e, value: e, checked: ev.events.includes(e) }));
-  const labels = { push: 'Code pushed (commit)', merge: 'Merge request', tag: 'Tag pushed' };
+  const labels = { push: t('triggers.push'), merge: t('triggers.merge'), tag: t('triggers.tag') };
   const branches = h('input', { name: 'branches', value: (ev.branches || []).join(', '), placeholder: 'master, release/*' });
   const kind = h('select', { name: 'timer-kind' },
-    h('option', { value: '' }, 'No timer'),
-    h('option', { value: 'every_minutes' }, 'Every n minutes'),
-    h('option', { value: 'every_hours' }, 'Every n hours'),
-    h('option', { value: 'daily' }, 'Every day'),
-    h('option', { value: 'weekly' }, 'Every week'),
-    h('option', { value: 'monthly' }, 'Every month'),
-    h('option', { value: 'cron' }, 'Cron expression'));
-  const t = timer ? timer[2] : {};
+    h('option', { value: '' }, t('triggers.no_timer')),
+    h('option', { value: 'every_minutes' }, t('triggers.every_minutes')),
+    h('option', { value: 'every_hours' }, t('triggers.every_hours')),
+    h('option', { value: 'daily' }, t('triggers.daily')),
+    h('option', { value: 'weekly' }, t('triggers.weekly')),
+    h('option', { value: 'monthly' }, t('triggers.monthly')),
+    h('option', { value: 'cron' }, t('triggers.cron')));
+  const tm = timer ? timer[2] : {};
   kind.value = timer ? timer[1] : '';
-  const n = h('input', { name: 'n', type: 'number', min: 1, value: t.every_minutes || t.every_hours || t.monthly || 5 });
-  const minute = h('input', { name: 'at-minute', type: 'number', min: 0, max: 59, value: t.at_minute ?? 0 });
-  const at = h('input', { name: 'at', type: 'time', value: t.daily || t.at || '02:00' });
-  const days = DAYS.map((d) => h('input', { type: 'checkbox', name: 'day-' + d, value: d, checked: (t.weekly || []).includes(d) }));
-  const cron = h('input', { name: 'cron', value: t.cron || '*/15 * * * *' });
+  const n = h('input', { name: 'n', type: 'number', min: 1, value: tm.every_minutes || tm.every_hours || tm.monthly || 5 });
+  const minute = h('input', { name: 'at-minute', type: 'number', min: 0, max: 59, value: tm.at_minute ?? 0 });
+  const at = h('input', { name: 'at', type: 'time', value: tm.daily || tm.at || '02:00' });
+  const days = DAYS.map((d) => h('input', { type: 'checkbox', name: 'day-' + d, value: d, checked: (tm.weekly || []).includes(d) }));
+  const cron = h('input', { name: 'cron', value: tm.cron || '*/15 * * * *' });
   const hint = h('p', { class: 'hint' });
   const rows = {
-    n: field('n', n), minute: field('At minute', minute), at: field('At', at), cron: field('Cron', cron),
-    days: h('fieldset', { class: 'days' }, h('legend', {}, 'Days'), days.map((d) => h('label', {}, d, ' ' + d.value))),
+    n: field('n', n), minute: field(t('triggers.at_minute'), minute), at: field(t('triggers.at'), at), cron: field(t('triggers.cron_field'), cron),
+    days: h('fieldset', { class: 'days' }, h('legend', {}, t('triggers.days')), days.map((d) => h('label', {}, d, ' ' + t('day.' + d.value)))),
   };
   const show = () => {
     const k = kind.value;
     rows.n.hidden = !['every_minutes', 'every_hours', 'monthly'].includes(k);
-    rows.n.querySelector('label').textContent = k === 'monthly' ? 'Day of the month' : k === 'every_hours' ? 'Hours' : 'Minutes';
+    rows.n.querySelector('label').textContent = k === 'monthly' ? t('triggers.day_of_month') : k === 'every_hours' ? t('triggers.hours') : t('triggers.minutes');
     rows.minute.hidden = k !== 'every_hours';
     rows.at.hidden = !['daily', 'weekly', 'monthly'].includes(k);
     rows.days.hidden = k !== 'weekly';
     rows.cron.hidden = k !== 'cron';
     hint.textContent = k === 'every_minutes' || k === 'every_hours'
-      ? 'Fires at the next whole multiple of n (every 2 minutes from 14:53:21 → 14:54, 14:56, …).' : '';
+      ? t('triggers.multiple_hint') : '';
   };
   kind.addEventListener('change', show);
   show();
-  const saved = await formDialog('Edit triggers', (form) => {
+  const saved = await formDialog(t('pipeline.edit_triggers'), (form) => {
     form.append(
-      h('fieldset', {}, h('legend', {}, 'Event triggers'), boxes.map((b) => h('label', { class: 'check' }, b, ' ' + labels[b.value])),
-        field('Branches', branches, 'Comma-separated; * matches within a path segment. Empty = every branch.')),
-      h('fieldset', {}, h('legend', {}, 'Timer'), field('Period', kind), rows.n, rows.minute, rows.at, rows.days, rows.cron, hint));
+      h('fieldset', {}, h('legend', {}, t('triggers.events')), boxes.map((b) => h('label', { class: 'check' }, b, ' ' + labels[b.value])),
+        field(t('triggers.branches'), branches, t('triggers.branches_hint'))),
+      h('fieldset', {}, h('legend', {}, t('cause.timer')), field(t('triggers.period'), kind), rows.n, rows.minute, rows.at, rows.days, rows.cron, hint));
   }, {
     submit: () => {
       const kept = triggers.filter((tr) => { const [k] = kindOf(tr); return k !== 'events' && !TIMER_KINDS.includes(k); });
@@ -206,7 +205,7 @@ export async function editTriggers(p) {
       if (k === 'daily') kept.push({ ...base, daily: { daily: at.value } });
       if (k === 'weekly') {
         const chosen = days.filter((d) => d.checked).map((d) => d.value);
-        if (!chosen.length) throw new Error('Choose at least one day of the week.');
+        if (!chosen.length) throw new Error(t('triggers.choose_day'));
         kept.push({ ...base, weekly: { weekly: chosen, at: at.value } });
       }
       if (k === 'monthly') kept.push({ ...base, monthly: { monthly: num, at: at.value } });
@@ -215,7 +214,7 @@ export async function editTriggers(p) {
       return saveDefinition(p.id, definition);
     },
   });
-  if (saved) toast(`Triggers of ${p.name} saved.`);
+  if (saved) toast(t('triggers.saved', { name: p.name }));
   return !!saved;
 }
 
@@ -231,12 +230,12 @@ export async function createDialog() {
   const sync = () => { source.disabled = !copy.checked; };
   scratch.addEventListener('change', sync);
   copy.addEventListener('change', sync);
-  const chosen = await formDialog('Create pipeline', (form) => {
+  const chosen = await formDialog(t('pipelines.create'), (form) => {
     form.append(
-      h('label', { class: 'choice' }, scratch, h('span', {}, h('strong', {}, 'From scratch'), h('small', {}, 'Start from the stages Source, Build, Test and Deploy.'))),
-      h('label', { class: 'choice' }, copy, h('span', {}, h('strong', {}, 'Copy an existing pipeline'), h('small', {}, page.items.length ? 'Its stages, tasks and timeout, to edit before saving; the original is unchanged.' : 'There is no pipeline to copy yet.'))),
-      field('Pipeline to copy', source));
-  }, { submitLabel: 'Next', submit: () => (copy.checked ? { copy: source.value } : { scratch: true }) });
+      h('label', { class: 'choice' }, scratch, h('span', {}, h('strong', {}, t('create.scratch')), h('small', {}, t('create.scratch_hint')))),
+      h('label', { class: 'choice' }, copy, h('span', {}, h('strong', {}, t('create.copy')), h('small', {}, page.items.length ? t('create.copy_hint') : t('create.nothing_to_copy')))),
+      field(t('create.pipeline_to_copy'), source));
+  }, { submitLabel: t('common.next'), submit: () => (copy.checked ? { copy: source.value } : { scratch: true }) });
   if (!chosen) return;
   navigate(chosen.copy ? `/pipelines/new?copy=${encodeURIComponent(chosen.copy)}` : '/pipelines/new');
 }

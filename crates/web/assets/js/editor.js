@@ -5,18 +5,13 @@
 // through the same parser (`{yaml}`) to become the model; so the views cannot differ.
 // Every change goes through `change()`, which keeps undo/redo and the initial state
 // for reset.
-import { api, h, field, formDialog, menu, toast, errorText, ApiError } from './ui.js';
+import { api, h, t, field, formDialog, menu, toast, errorText, ApiError } from './ui.js';
 import { navigate, setLeaveGuard } from './app.js';
 import { parameterFields } from './dialogs.js';
 
-const TASK_TYPES = {
-  script: 'Run a script',
-  image: 'Build and push an image',
-  'deploy-yaml': 'Deploy with YAML',
-  'chart-publish': 'Build and publish a chart',
-  'chart-deploy': 'Deploy a chart',
-  approval: 'Approval',
-};
+/// The task types the editor has a form for; their labels are `type.<name>` in the catalogues.
+const TASK_TYPES = ['script', 'image', 'deploy-yaml', 'chart-publish', 'chart-deploy', 'approval'];
+const typeLabel = (type) => (TASK_TYPES.includes(type) ? t('type.' + type) : type);
 
 /// Task types by name → `{runs, needs}` as the server answers (fetched once a page).
 let typesCache = null;
@@ -86,10 +81,10 @@ export async function render(main, params, query) {
       model = await starter();
     }
   } catch (e) {
-    main.append(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, 'The pipeline could not be loaded.'), h('pre', {}, errorText(e))));
+    main.append(h('div', { class: 'error-box', role: 'alert' }, h('strong', {}, t('editor.load_failed')), h('pre', {}, errorText(e))));
     return;
   }
-  document.title = (editing ? `Edit ${original.name}` : 'Create pipeline') + ' · Wharf';
+  document.title = (editing ? t('editor.edit_named', { name: original.name }) : t('pipelines.create')) + ' · Wharf';
 
   const initial = JSON.stringify(model);
   const undo = [];
@@ -101,29 +96,29 @@ export async function render(main, params, query) {
   // The name is not on any card: its change must not redraw the cards, or the click that
   // took the focus away (on "Add source", "Add task") lands on a card already replaced.
   nameInput.addEventListener('change', () => change((m) => { m.name = nameInput.value.trim(); }, { cards: false }));
-  const undoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'undo', onclick: () => history(undo, redo) }, 'Undo');
-  const redoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'redo', onclick: () => history(redo, undo) }, 'Redo');
-  const resetBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'reset', onclick: reset }, 'Reset');
-  const varsBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'edit-vars', onclick: editVariables }, 'Variables & parameters');
-  const saveBtn = h('button', { type: 'button', class: 'primary', 'data-action': 'save', onclick: save }, 'Save');
-  const cardsTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-cards', 'aria-controls': 'panel-cards', onclick: () => showTab('cards') }, 'Cards');
-  const yamlTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-yaml', 'aria-controls': 'panel-yaml', onclick: () => showTab('yaml') }, 'YAML');
+  const undoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'undo', onclick: () => history(undo, redo) }, t('editor.undo'));
+  const redoBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'redo', onclick: () => history(redo, undo) }, t('editor.redo'));
+  const resetBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'reset', onclick: reset }, t('editor.reset'));
+  const varsBtn = h('button', { type: 'button', class: 'secondary', 'data-action': 'edit-vars', onclick: editVariables }, t('editor.vars_params'));
+  const saveBtn = h('button', { type: 'button', class: 'primary', 'data-action': 'save', onclick: save }, t('common.save'));
+  const cardsTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-cards', 'aria-controls': 'panel-cards', onclick: () => showTab('cards') }, t('editor.cards'));
+  const yamlTab = h('button', { type: 'button', role: 'tab', class: 'tab', id: 'tab-yaml', 'aria-controls': 'panel-yaml', onclick: () => showTab('yaml') }, t('editor.yaml'));
   const canvas = h('div', { class: 'canvas', id: 'panel-cards', role: 'tabpanel', 'aria-labelledby': 'tab-cards' });
   const banner = h('p', { class: 'banner', role: 'status', hidden: true });
-  const yamlText = h('textarea', { class: 'yaml-text', spellcheck: 'false', 'aria-label': 'Pipeline YAML', wrap: 'off', id: 'yaml-text' });
+  const yamlText = h('textarea', { class: 'yaml-text', spellcheck: 'false', 'aria-label': t('editor.yaml_label'), wrap: 'off', id: 'yaml-text' });
   const gutter = h('div', { class: 'gutter', 'aria-hidden': 'true' });
   const problems = h('ul', { class: 'problems', 'aria-live': 'polite', id: 'yaml-problems' });
   const yamlPanel = h('div', { class: 'yaml-panel', id: 'panel-yaml', role: 'tabpanel', 'aria-labelledby': 'tab-yaml', hidden: true },
     h('div', { class: 'yaml-editor' }, gutter, yamlText), problems);
 
   main.append(
-    h('nav', { class: 'crumbs', 'aria-label': 'Breadcrumb' }, h('a', { href: '/pipelines' }, 'Pipelines'), ' / ', editing ? `Edit ${original.name}` : 'Create pipeline'),
+    h('nav', { class: 'crumbs', 'aria-label': t('crumbs.label') }, h('a', { href: '/pipelines' }, t('nav.pipelines')), ' / ', editing ? t('editor.edit_named', { name: original.name }) : t('pipelines.create')),
     h('div', { class: 'editor-head' },
-      h('div', { class: 'field inline' }, h('label', { for: 'pipeline-name' }, 'Pipeline name'), nameInput,
-        h('small', { id: 'name-hint', class: 'hint' }, 'Letters, digits, _ . -')),
+      h('div', { class: 'field inline' }, h('label', { for: 'pipeline-name' }, t('editor.pipeline_name')), nameInput,
+        h('small', { id: 'name-hint', class: 'hint' }, t('editor.name_hint'))),
       h('span', { class: 'spacer' }),
-      h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': 'Editor' }, varsBtn, undoBtn, redoBtn, resetBtn, saveBtn)),
-    h('div', { role: 'tablist', class: 'tabs', 'aria-label': 'View' }, cardsTab, yamlTab),
+      h('div', { class: 'toolbar', role: 'toolbar', 'aria-label': t('editor.toolbar') }, varsBtn, undoBtn, redoBtn, resetBtn, saveBtn)),
+    h('div', { role: 'tablist', class: 'tabs', 'aria-label': t('editor.view') }, cardsTab, yamlTab),
     banner, canvas, yamlPanel);
 
   // --- the model and its history -------------------------------------------------
@@ -177,31 +172,31 @@ export async function render(main, params, query) {
   }
 
   function plus(at) {
-    return h('button', { type: 'button', class: 'add-stage', 'data-action': 'add-stage', 'aria-label': at === 0 ? 'Add a stage at the start' : `Add a stage after ${model.stages[at - 1].name}`, onclick: () => addStage(at) }, '+');
+    return h('button', { type: 'button', class: 'add-stage', 'data-action': 'add-stage', 'aria-label': at === 0 ? t('editor.add_stage_start') : t('editor.add_stage_after', { name: model.stages[at - 1].name }), onclick: () => addStage(at) }, '+');
   }
 
   function sourceCard() {
     const s = model.source;
-    return h('section', { class: 'card stage source', 'aria-label': 'Source' },
-      h('header', {}, h('h3', {}, 'Source'),
-        s ? h('button', { type: 'button', class: 'icon', 'data-action': 'edit-source', 'aria-label': 'Edit the source', onclick: editSource }, '✎') : null,
-        s ? menu('⋯', [{ label: 'Remove source', action: 'remove-source', danger: true, run: () => change((m) => { delete m.source; }) }], 'More for the source') : null),
-      s ? h('div', { class: 'task source-info' }, h('div', { class: 'repo' }, s.repo), h('div', { class: 'muted' }, 'Branch: ', s.branch || 'default'))
-        : h('button', { type: 'button', class: 'secondary', 'data-action': 'add-source', onclick: editSource }, 'Add source'));
+    return h('section', { class: 'card stage source', 'aria-label': t('run.source') },
+      h('header', {}, h('h3', {}, t('run.source')),
+        s ? h('button', { type: 'button', class: 'icon', 'data-action': 'edit-source', 'aria-label': t('editor.edit_source_label'), onclick: editSource }, '✎') : null,
+        s ? menu('⋯', [{ label: t('editor.remove_source'), action: 'remove-source', danger: true, run: () => change((m) => { delete m.source; }) }], t('editor.more_source')) : null),
+      s ? h('div', { class: 'task source-info' }, h('div', { class: 'repo' }, s.repo), h('div', { class: 'muted' }, t('editor.branch_label'), s.branch || t('common.default')))
+        : h('button', { type: 'button', class: 'secondary', 'data-action': 'add-source', onclick: editSource }, t('editor.add_source')));
   }
 
   function stageCard(stage, i) {
-    const el = h('section', { class: 'card stage', 'data-stage': stage.name, 'aria-label': `Stage ${stage.name}` });
-    const handle = h('span', { class: 'handle', title: 'Drag to move the stage', 'aria-hidden': 'true' }, '⠿');
+    const el = h('section', { class: 'card stage', 'data-stage': stage.name, 'aria-label': t('editor.stage_named', { name: stage.name }) });
+    const handle = h('span', { class: 'handle', title: t('editor.drag_stage'), 'aria-hidden': 'true' }, '⠿');
     const head = h('header', { draggable: 'true' }, handle, h('h3', {}, stage.name),
-      h('span', { class: 'mode' }, stage.mode === 'parallel' ? 'parallel' : 'sequential'),
-      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-stage', 'aria-label': `Edit stage ${stage.name}`, onclick: () => editStage(i) }, '✎'),
+      h('span', { class: 'mode' }, stage.mode === 'parallel' ? t('editor.parallel') : t('editor.sequential')),
+      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-stage', 'aria-label': t('editor.edit_stage_named', { name: stage.name }), onclick: () => editStage(i) }, '✎'),
       menu('⋯', [
-        { label: 'Copy stage', action: 'copy-stage', run: () => copyStage(i) },
-        i > 0 ? { label: 'Move left', action: 'stage-left', run: () => moveStage(i, i - 1) } : null,
-        i < model.stages.length - 1 ? { label: 'Move right', action: 'stage-right', run: () => moveStage(i, i + 1) } : null,
-        { label: 'Delete stage', action: 'delete-stage', danger: true, run: () => change((m) => { m.stages.splice(i, 1); }) },
-      ], `More for stage ${stage.name}`));
+        { label: t('editor.copy_stage'), action: 'copy-stage', run: () => copyStage(i) },
+        i > 0 ? { label: t('editor.move_left'), action: 'stage-left', run: () => moveStage(i, i - 1) } : null,
+        i < model.stages.length - 1 ? { label: t('editor.move_right'), action: 'stage-right', run: () => moveStage(i, i + 1) } : null,
+        { label: t('editor.delete_stage'), action: 'delete-stage', danger: true, run: () => change((m) => { m.stages.splice(i, 1); }) },
+      ], t('editor.more_stage', { name: stage.name })));
     head.addEventListener('dragstart', (ev) => { drag = { kind: 'stage', index: i }; ev.dataTransfer.effectAllowed = 'move'; ev.dataTransfer.setData('text/plain', stage.name); el.classList.add('dragging'); });
     head.addEventListener('dragend', () => { drag = null; el.classList.remove('dragging'); });
     el.addEventListener('dragover', (ev) => { if (drag && drag.kind === 'stage' && drag.index !== i) { ev.preventDefault(); el.classList.add('drop'); } });
@@ -212,10 +207,10 @@ export async function render(main, params, query) {
     });
     const tasks = h('ol', { class: 'tasks' }, stage.tasks.map((t, j) => taskCard(t, i, j)));
     const meta = [];
-    if (stage.on_error && stage.on_error !== 'stop') meta.push(`on error: ${stage.on_error}`);
-    if (stage.timeout) meta.push(`timeout ${Math.round(stage.timeout / 60000)} min`);
+    if (stage.on_error && stage.on_error !== 'stop') meta.push(t('editor.on_error_meta', { what: t('editor.on_error_' + stage.on_error) }));
+    if (stage.timeout) meta.push(t('editor.timeout_meta', { n: Math.round(stage.timeout / 60000) }));
     el.append(head, h('p', { class: 'muted meta', hidden: !meta.length }, meta.join(' · ')), tasks,
-      h('button', { type: 'button', class: 'secondary add-task', 'data-action': 'add-task', onclick: () => editTask(i, null) }, 'Add task'));
+      h('button', { type: 'button', class: 'secondary add-task', 'data-action': 'add-task', onclick: () => editTask(i, null) }, t('editor.add_task')));
     return el;
   }
 
@@ -223,18 +218,18 @@ export async function render(main, params, query) {
     const stage = model.stages[i];
     const el = h('li', { class: 'task', draggable: 'true', 'data-task': task.name },
       h('span', { class: 'handle', 'aria-hidden': 'true' }, '⠿'),
-      h('div', { class: 'task-main' }, h('div', { class: 'task-name' }, task.name), h('div', { class: 'muted' }, TASK_TYPES[task.type] || task.type)),
-      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-task', 'aria-label': `Edit task ${task.name}`, onclick: () => editTask(i, j) }, '✎'),
+      h('div', { class: 'task-main' }, h('div', { class: 'task-name' }, task.name), h('div', { class: 'muted' }, typeLabel(task.type))),
+      h('button', { type: 'button', class: 'icon', 'data-action': 'edit-task', 'aria-label': t('editor.edit_task_named', { name: task.name }), onclick: () => editTask(i, j) }, '✎'),
       menu('⋯', [
-        { label: 'Copy task', action: 'copy-task', run: () => change((m) => {
+        { label: t('editor.copy_task'), action: 'copy-task', run: () => change((m) => {
           const c = clone(task);
           c.name = freeName(task.name + '-copy', allTaskNames(m));
           m.stages[i].tasks.splice(j + 1, 0, c);
         }) },
-        j > 0 ? { label: 'Move up', action: 'task-up', run: () => moveTask(i, j, j - 1) } : null,
-        j < stage.tasks.length - 1 ? { label: 'Move down', action: 'task-down', run: () => moveTask(i, j, j + 1) } : null,
-        { label: 'Delete task', action: 'delete-task', danger: true, run: () => change((m) => { m.stages[i].tasks.splice(j, 1); }) },
-      ], `More for task ${task.name}`));
+        j > 0 ? { label: t('editor.move_up'), action: 'task-up', run: () => moveTask(i, j, j - 1) } : null,
+        j < stage.tasks.length - 1 ? { label: t('editor.move_down'), action: 'task-down', run: () => moveTask(i, j, j + 1) } : null,
+        { label: t('editor.delete_task'), action: 'delete-task', danger: true, run: () => change((m) => { m.stages[i].tasks.splice(j, 1); }) },
+      ], t('editor.more_task', { name: task.name })));
     el.addEventListener('dragstart', (ev) => { ev.stopPropagation(); drag = { kind: 'task', stage: i, index: j }; ev.dataTransfer.effectAllowed = 'move'; ev.dataTransfer.setData('text/plain', task.name); el.classList.add('dragging'); });
     el.addEventListener('dragend', () => { drag = null; el.classList.remove('dragging'); });
     // Within the stage only, as in the seed: other stages do not accept the drop.
@@ -264,28 +259,28 @@ export async function render(main, params, query) {
   async function addStage(at) {
     const name = freeName('Stage', model.stages.map((s) => s.name));
     const stage = { name, mode: 'sequential', on_error: 'stop', tasks: [newTask('script', freeName(name.toLowerCase() + '-task', allTaskNames(model)))] };
-    const edited = await stageDialog(stage, 'Add stage');
+    const edited = await stageDialog(stage, t('editor.add_stage'));
     if (edited) change((m) => { m.stages.splice(at, 0, edited); });
   }
 
   async function editStage(i) {
-    const edited = await stageDialog(clone(model.stages[i]), 'Edit stage', i);
+    const edited = await stageDialog(clone(model.stages[i]), t('editor.edit_stage'), i);
     if (edited) change((m) => { m.stages[i] = edited; });
   }
 
   function stageDialog(stage, title, index = -1) {
     const name = h('input', { name: 'stage-name', value: stage.name, required: true });
-    const mode = h('select', { name: 'mode' }, h('option', { value: 'sequential' }, 'One after another (sequential)'), h('option', { value: 'parallel' }, 'At the same time (parallel)'));
+    const mode = h('select', { name: 'mode' }, h('option', { value: 'sequential' }, t('editor.mode_sequential')), h('option', { value: 'parallel' }, t('editor.mode_parallel')));
     mode.value = stage.mode || 'sequential';
-    const onError = h('select', { name: 'on_error' }, h('option', { value: 'stop' }, 'Stop the run'), h('option', { value: 'ignore' }, 'Ignore and continue'), h('option', { value: 'rollback' }, 'Roll back (run the on_failure stages)'));
+    const onError = h('select', { name: 'on_error' }, h('option', { value: 'stop' }, t('editor.on_error_stop')), h('option', { value: 'ignore' }, t('editor.on_error_ignore')), h('option', { value: 'rollback' }, t('editor.on_error_rollback')));
     onError.value = stage.on_error || 'stop';
     const timeout = h('input', { name: 'stage-timeout', type: 'number', min: 0, step: 1, value: stage.timeout ? Math.round(stage.timeout / 60000) : '' });
-    return formDialog(title, (form) => form.append(field('Stage name', name), field('Tasks run', mode), field('When a task fails', onError),
-      field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
+    return formDialog(title, (form) => form.append(field(t('editor.stage_name'), name), field(t('editor.tasks_run'), mode), field(t('editor.when_fails'), onError),
+      field(t('pipeline.timeout_minutes'), timeout, t('editor.timeout_empty'))), {
       submit: () => {
         const n = name.value.trim();
-        if (!n) throw new Error('Give the stage a name.');
-        if (model.stages.some((s, k) => k !== index && s.name === n)) throw new Error(`A stage called “${n}” exists already.`);
+        if (!n) throw new Error(t('editor.stage_needs_name'));
+        if (model.stages.some((s, k) => k !== index && s.name === n)) throw new Error(t('editor.stage_exists', { name: n }));
         const out = { ...stage, name: n, mode: mode.value, on_error: onError.value };
         if (timeout.value === '' || Number(timeout.value) === 0) delete out.timeout; else out.timeout = Math.round(Number(timeout.value) * 60000);
         return out;
@@ -298,15 +293,15 @@ export async function render(main, params, query) {
     const repo = h('input', { name: 'repo', value: s.repo, required: true, placeholder: 'https://git.example.com/team/app.git' });
     const branchList = h('datalist', { id: 'branch-options' });
     const branch = h('input', { name: 'branch', value: s.branch || '', placeholder: 'master', list: 'branch-options' });
-    const binding = h('select', { name: 'binding' }, h('option', { value: '' }, 'None (a public repository, or file://)'));
-    const pickRepo = h('select', { name: 'repo-pick', disabled: true }, h('option', { value: '' }, 'Choose a binding first'));
+    const binding = h('select', { name: 'binding' }, h('option', { value: '' }, t('editor.binding_none')));
+    const pickRepo = h('select', { name: 'repo-pick', disabled: true }, h('option', { value: '' }, t('editor.choose_binding')));
     const status = h('p', { class: 'hint', 'aria-live': 'polite' });
     let repos = [];
     // The picker is a help, never a requirement: any URL and branch may be typed.
     try {
       const bindings = await api('/bindings');
       for (const b of bindings.items || []) binding.append(h('option', { value: b.name }, `${b.name} (${b.provider})`));
-    } catch (e) { status.textContent = 'Bindings could not be listed: ' + errorText(e); }
+    } catch (e) { status.textContent = t('editor.bindings_failed', { error: errorText(e) }); }
     if (s.binding && ![...binding.options].some((o) => o.value === s.binding)) binding.append(h('option', { value: s.binding }, s.binding));
     binding.value = s.binding || '';
     const loadBranches = async (fullName) => {
@@ -314,23 +309,23 @@ export async function render(main, params, query) {
       try {
         const r = await api(`/bindings/${encodeURIComponent(binding.value)}/repos/${fullName.split('/').map(encodeURIComponent).join('/')}/branches`);
         for (const b of r.items) branchList.append(h('option', { value: b }));
-        status.textContent = `${r.items.length} branch${r.items.length === 1 ? '' : 'es'} in ${fullName}.`;
-      } catch (e) { status.textContent = 'Branches could not be listed: ' + errorText(e); }
+        status.textContent = t('editor.branches_in', { n: r.items.length, repo: fullName });
+      } catch (e) { status.textContent = t('editor.branches_failed', { error: errorText(e) }); }
     };
     const loadRepos = async () => {
-      pickRepo.replaceChildren(h('option', { value: '' }, binding.value ? 'Loading…' : 'Choose a binding first'));
+      pickRepo.replaceChildren(h('option', { value: '' }, binding.value ? t('common.loading') : t('editor.choose_binding')));
       pickRepo.disabled = true;
       if (!binding.value) return;
       try {
         repos = (await api(`/bindings/${encodeURIComponent(binding.value)}/repos`)).items;
-        pickRepo.replaceChildren(h('option', { value: '' }, repos.length ? 'Choose a repository' : 'No repositories'),
+        pickRepo.replaceChildren(h('option', { value: '' }, repos.length ? t('editor.choose_repo') : t('editor.no_repos')),
           ...repos.map((r, k) => h('option', { value: k }, r.full_name)));
         pickRepo.disabled = !repos.length;
         const current = repos.findIndex((r) => r.clone_url === repo.value || r.ssh_url === repo.value);
         if (current >= 0) { pickRepo.value = String(current); loadBranches(repos[current].full_name); }
       } catch (e) {
-        pickRepo.replaceChildren(h('option', { value: '' }, 'Not available'));
-        status.textContent = 'Repositories could not be listed: ' + errorText(e);
+        pickRepo.replaceChildren(h('option', { value: '' }, t('editor.not_available')));
+        status.textContent = t('editor.repos_failed', { error: errorText(e) });
       }
     };
     binding.addEventListener('change', loadRepos);
@@ -342,13 +337,13 @@ export async function render(main, params, query) {
       loadBranches(r.full_name);
     });
     if (binding.value) loadRepos();
-    const out = await formDialog(model.source ? 'Edit source' : 'Add source', (form) => form.append(
-      field('Repository binding', binding, 'The account whose credentials clone the repository (see the bindings API).'),
-      field('Pick a repository', pickRepo),
-      field('Repository', repo, 'A git URL: https://…, ssh://…, git@host:path or file:///…'),
-      field('Branch', branch, 'Empty: the repository’s default branch.'), branchList, status), {
+    const out = await formDialog(model.source ? t('editor.edit_source') : t('editor.add_source'), (form) => form.append(
+      field(t('editor.binding'), binding, t('editor.binding_hint')),
+      field(t('editor.pick_repo'), pickRepo),
+      field(t('details.repository'), repo, t('editor.repo_hint')),
+      field(t('details.branch'), branch, t('editor.branch_hint')), branchList, status), {
       submit: () => {
-        if (!repo.value.trim()) throw new Error('Give the repository’s URL.');
+        if (!repo.value.trim()) throw new Error(t('editor.repo_needed'));
         const o = { repo: repo.value.trim() };
         if (branch.value.trim()) o.branch = branch.value.trim();
         if (binding.value) o.binding = binding.value;
@@ -364,8 +359,8 @@ export async function render(main, params, query) {
     const task = j === null ? newTask('script', freeName('task', allTaskNames(model))) : clone(stage.tasks[j]);
     const others = allTaskNames(model).filter((n) => j === null || n !== stage.tasks[j].name);
     const name = h('input', { name: 'task-name', value: task.name, required: true });
-    const type = h('select', { name: 'task-type' }, Object.entries(TASK_TYPES).map(([v, l]) => h('option', { value: v }, l)));
-    if (!TASK_TYPES[task.type]) type.append(h('option', { value: task.type }, task.type));
+    const type = h('select', { name: 'task-type' }, TASK_TYPES.map((v) => h('option', { value: v }, typeLabel(v))));
+    if (!TASK_TYPES.includes(task.type)) type.append(h('option', { value: task.type }, task.type));
     type.value = task.type;
     const timeout = h('input', { name: 'task-timeout', type: 'number', min: 0, step: 1, value: task.timeout ? Math.round(task.timeout / 60000) : '' });
     const specific = h('div', { class: 'specific' });
@@ -375,15 +370,15 @@ export async function render(main, params, query) {
     const noteType = () => {
       const verdict = support[type.value];
       typeNote.hidden = !verdict || verdict.runs;
-      typeNote.textContent = verdict && !verdict.runs ? `This server cannot run this type yet: ${plain(verdict.needs)}` : '';
+      typeNote.textContent = verdict && !verdict.runs ? t('editor.type_needs', { needs: plain(verdict.needs) }) : '';
     };
     let read = () => ({});
     const byType = {}; // fields kept per type while switching
     const draw = () => {
       noteType();
-      const t = type.value;
-      const current = byType[t] || (t === task.type ? task : newTask(t, name.value));
-      ({ element: specificEl, read } = taskFields(t, current, model, i));
+      const kind = type.value;
+      const current = byType[kind] || (kind === task.type ? task : newTask(kind, name.value));
+      ({ element: specificEl, read } = taskFields(kind, current, model, i));
       specific.replaceChildren(specificEl);
     };
     let specificEl = null;
@@ -396,13 +391,13 @@ export async function render(main, params, query) {
       draw();
     });
     draw();
-    const out = await formDialog(j === null ? `Add task to ${stage.name}` : `Edit task ${task.name}`, (form) => form.append(
-      field('Task name', name), field('Task type', type), typeNote, specific, field('Timeout (minutes)', timeout, 'Empty: no limit of its own.')), {
+    const out = await formDialog(j === null ? t('editor.add_task_to', { name: stage.name }) : t('editor.edit_task_named', { name: task.name }), (form) => form.append(
+      field(t('editor.task_name'), name), field(t('editor.task_type'), type), typeNote, specific, field(t('pipeline.timeout_minutes'), timeout, t('editor.timeout_empty'))), {
       wide: true,
       submit: () => {
         const n = name.value.trim();
-        if (!n) throw new Error('Give the task a name.');
-        if (others.includes(n)) throw new Error(`A task called “${n}” exists already; task names are unique in a pipeline.`);
+        if (!n) throw new Error(t('editor.task_needs_name'));
+        if (others.includes(n)) throw new Error(t('editor.task_exists', { name: n }));
         const keep = {};
         for (const k of ['env', 'secrets', 'retries', 'outputs']) if (task[k] !== undefined) keep[k] = task[k];
         const o = { ...keep, name: n, type: type.value, ...read() };
@@ -474,9 +469,9 @@ export async function render(main, params, query) {
     canvas.inert = !yamlState.valid;
     nameInput.disabled = !yamlState.valid;
     banner.hidden = yamlState.valid;
-    banner.textContent = yamlState.valid ? '' : 'The YAML has problems: the cards show the last valid pipeline (read-only until the YAML is fixed, or undo), and saving waits until they are fixed.';
+    banner.textContent = yamlState.valid ? '' : t('editor.yaml_banner');
     problems.replaceChildren(...yamlState.diagnostics.map((d) => h('li', { class: 'problem', 'data-line': d.line || '' },
-      h('button', { type: 'button', class: 'link', onclick: () => goToLine(d.line, d.column) }, d.line ? `Line ${d.line}${d.column ? ', column ' + d.column : ''}` : 'Problem'),
+      h('button', { type: 'button', class: 'link', onclick: () => goToLine(d.line, d.column) }, d.line ? (d.column ? t('editor.line_column', { line: d.line, column: d.column }) : t('editor.line', { line: d.line })) : t('editor.problem')),
       ': ', d.path ? h('code', {}, d.path) : null, d.path ? ' ' : null, d.message)));
   }
 
@@ -505,12 +500,12 @@ export async function render(main, params, query) {
   /// The pipeline's variables (`${NAME}` in every task) and the parameters a run asks
   /// for, as rows; the server checks names and clashes when the pipeline is saved.
   async function editVariables() {
-    const vars = rowsTable('Variables', ['Name', 'Value'], (model.variables || []).map((v) => [v.name, v.value]), 'var');
-    const params = rowsTable('Parameters (asked when a run starts)', ['Name', 'Default', 'Description', 'Choices (comma-separated)'],
+    const vars = rowsTable(t('vars.variables'), [t('common.name'), t('common.value')], (model.variables || []).map((v) => [v.name, v.value]), 'var');
+    const params = rowsTable(t('vars.parameters'), [t('common.name'), t('vars.default'), t('details.description'), t('vars.choices')],
       (model.parameters || []).map((p) => [p.name, p.default ?? '', p.description ?? '', (p.choices || []).join(', ')]), 'param');
-    const done = await formDialog('Variables & parameters', (form) => form.append(
-      h('p', { class: 'hint' }, 'Variables are fixed per pipeline; parameters are given per run (an empty default makes one required).'),
-      vars.element, params.element), { wide: true, submitLabel: 'Apply', submit: () => true });
+    const done = await formDialog(t('editor.vars_params'), (form) => form.append(
+      h('p', { class: 'hint' }, t('vars.hint')),
+      vars.element, params.element), { wide: true, submitLabel: t('common.apply'), submit: () => true });
     if (!done) return;
     change((m) => {
       m.variables = vars.read().filter((r) => r[0]).map(([name, value]) => ({ name, value }));
@@ -533,7 +528,7 @@ export async function render(main, params, query) {
     }
     if (yamlState.dirty && !yamlState.valid) {
       showTab('yaml');
-      toast('Fix the problems in the YAML before saving.', 'error');
+      toast(t('save.fix_yaml'), 'error');
       return;
     }
     if (nameInput.value.trim() !== model.name) change((m) => { m.name = nameInput.value.trim(); });
@@ -544,13 +539,13 @@ export async function render(main, params, query) {
     params.setDisabled(true);
     for (const radio of [only, andRun]) radio.addEventListener('change', () => params.setDisabled(!andRun.checked));
     let runError = null;
-    const saved = await formDialog('Save', (form) => form.append(
-      h('label', { class: 'choice' }, only, h('span', {}, h('strong', {}, 'Save only'), h('small', {}, 'Keep the configuration; nothing runs.'))),
-      h('label', { class: 'choice' }, andRun, h('span', {}, h('strong', {}, 'Save and run'), h('small', {}, 'Keep the configuration and start a run now.'))),
+    const saved = await formDialog(t('common.save'), (form) => form.append(
+      h('label', { class: 'choice' }, only, h('span', {}, h('strong', {}, t('save.only')), h('small', {}, t('save.only_hint')))),
+      h('label', { class: 'choice' }, andRun, h('span', {}, h('strong', {}, t('save.and_run')), h('small', {}, t('save.and_run_hint')))),
       ...(params.elements.length ? [h('div', { class: 'save-params' }, ...params.elements)] : [])), {
       submit: async () => {
         const checked = await api('/pipelines/validate', { method: 'POST', body: { definition: model } });
-        if (!checked.valid) throw new ApiError(422, 'The pipeline is not valid yet:', checked.diagnostics);
+        if (!checked.valid) throw new ApiError(422, t('save.not_valid'), checked.diagnostics);
         const answer = editing
           ? await api(`/pipelines/${original.id}`, { method: 'PUT', body: checked.yaml })
           : await api('/pipelines', { method: 'POST', body: checked.yaml });
@@ -565,8 +560,8 @@ export async function render(main, params, query) {
       },
     });
     if (!saved) return;
-    toast(`${saved.name} saved (version ${saved.version}).`);
-    if (runError) toast(`Saved, but the run did not start: ${errorText(runError)}`, 'error');
+    toast(t('save.saved', { name: saved.name, version: saved.version }));
+    if (runError) toast(t('save.run_failed', { error: errorText(runError) }), 'error');
     isSaved = true; // leaving is safe now
     navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
   }
@@ -594,11 +589,11 @@ function taskFields(type, task, model, stageIndex) {
   const optional = (o, key) => { const v = inputs[key].value.trim(); if (v) o[key] = v; else delete o[key]; };
   switch (type) {
     case 'script': {
-      text('image', 'Image', 'The image the script runs in (container executors); empty: the pipeline’s default.');
-      text('tag', 'Image tag', 'e.g. 1.36');
+      text('image', t('task.image'), t('task.image_hint'));
+      text('tag', t('task.image_tag'), t('task.tag_example'));
       const script = h('textarea', { name: 'script', rows: 8, class: 'code', spellcheck: 'false' });
       script.value = task.script || '';
-      el.append(field('Script', script, 'Shell commands; ${NAME} variables are replaced before the run.'));
+      el.append(field(t('task.script'), script, t('task.script_hint')));
       const env = envTable(task.env || {});
       el.append(env.element);
       return {
@@ -608,64 +603,64 @@ function taskFields(type, task, model, stageIndex) {
           optional(o, 'image'); optional(o, 'tag');
           const e = env.read();
           if (Object.keys(e).length) o.env = e;
-          if (!o.script.trim()) throw new Error('The script is empty.');
+          if (!o.script.trim()) throw new Error(t('task.script_empty'));
           return o;
         },
       };
     }
     case 'image':
-      text('dockerfile', 'Dockerfile path', 'Path in the repository; case-sensitive.', { required: true });
-      text('context', 'Build context', 'Directory sent to the build.', { required: true });
-      text('image', 'Image name', '', { required: true });
-      text('tag', 'Image tag', 'A fixed value, or ${} variables: alpha-${BUILD_ID}.', { required: true });
-      text('workspace', 'Workspace', 'Where the image is kept in the registry (e.g. devops).', { required: true });
-      el.append(h('p', { class: 'hint' }, 'No workspace yet? Workspaces are created in the registry (see the registries page once available).'));
-      text('registry', 'Registry', 'A registered registry; empty: the default.');
+      text('dockerfile', t('task.dockerfile'), t('task.dockerfile_hint'), { required: true });
+      text('context', t('task.context'), t('task.context_hint'), { required: true });
+      text('image', t('task.image_name'), '', { required: true });
+      text('tag', t('task.image_tag'), t('task.tag_hint'), { required: true });
+      text('workspace', t('common.workspace'), t('task.workspace_hint'), { required: true });
+      el.append(h('p', { class: 'hint' }, t('task.no_workspace')));
+      text('registry', t('common.registry'), t('task.registry_hint'));
       return { element: el, read: () => { const o = { ...pick(inputs, ['dockerfile', 'context', 'image', 'tag', 'workspace']) }; optional(o, 'registry'); if (task.build_args) o.build_args = task.build_args; return o; } };
     case 'deploy-yaml':
-      text('file', 'YAML file path', 'Path of the manifest in the repository.', { required: true });
-      text('cluster', 'Cluster', '', { required: true });
-      text('namespace', 'Namespace', '', { required: true });
+      text('file', t('task.yaml_file'), t('task.yaml_file_hint'), { required: true });
+      text('cluster', t('common.cluster'), '', { required: true });
+      text('namespace', t('common.namespace'), '', { required: true });
       return { element: el, read: () => pick(inputs, ['file', 'cluster', 'namespace']) };
     case 'chart-publish':
-      text('chart_dir', 'Chart directory', 'Where Chart.yaml is in the repository.', { required: true });
-      text('chart', 'Chart name', '', { required: true });
-      text('version', 'Chart version', '${} variables may be used: 6.0.1-alpha.${BUILD_ID}.', { required: true });
-      text('workspace', 'Workspace', '', { required: true });
-      text('registry', 'Registry', 'Empty: the default.');
+      text('chart_dir', t('task.chart_dir'), t('task.chart_dir_hint'), { required: true });
+      text('chart', t('task.chart'), '', { required: true });
+      text('version', t('task.chart_version'), t('task.chart_version_hint'), { required: true });
+      text('workspace', t('common.workspace'), '', { required: true });
+      text('registry', t('common.registry'), t('task.default_registry'));
       return { element: el, read: () => { const o = pick(inputs, ['chart_dir', 'chart', 'version', 'workspace']); optional(o, 'registry'); return o; } };
     case 'chart-deploy': {
-      text('release', 'Release name', 'The name of the deployed instance.', { required: true });
+      text('release', t('task.release'), t('task.release_hint'), { required: true });
       // "Select" offers the charts that earlier stages of this pipeline publish;
       // "Type" takes any name and version.
       const published = model.stages.slice(0, stageIndex + 1).flatMap((s) => s.tasks).filter((t) => t.type === 'chart-publish');
-      const how = h('select', { name: 'chart-how', 'aria-label': 'How to give the chart' }, h('option', { value: 'type' }, 'Type'), h('option', { value: 'select' }, 'Select'));
-      const pickChart = h('select', { name: 'chart-select' }, published.map((t, k) => h('option', { value: k }, `${t.chart} ${t.version}`)));
+      const how = h('select', { name: 'chart-how', 'aria-label': t('task.chart_how') }, h('option', { value: 'type' }, t('task.chart_type')), h('option', { value: 'select' }, t('task.chart_select')));
+      const pickChart = h('select', { name: 'chart-select' }, published.map((p, k) => h('option', { value: k }, `${p.chart} ${p.version}`)));
       if (!published.length) { how.querySelector('[value=select]').disabled = true; }
-      const selectRow = field('Published chart', pickChart, 'Charts published by chart-publish tasks of this pipeline.');
+      const selectRow = field(t('task.published_chart'), pickChart, t('task.published_hint'));
       const chartRow = h('div', {});
-      el.append(field('Chart and version', how));
+      el.append(field(t('task.chart_and_version'), how));
       el.append(selectRow, chartRow);
-      text('chart', 'Chart name', '', { required: true });
-      text('version', 'Chart version', '${} variables may be used.', { required: true });
+      text('chart', t('task.chart'), '', { required: true });
+      text('version', t('task.chart_version'), t('task.variables_ok'), { required: true });
       chartRow.append(el.lastChild.previousSibling, el.lastChild);
       const sync = () => { selectRow.hidden = how.value !== 'select'; chartRow.hidden = how.value === 'select'; };
       how.addEventListener('change', sync);
       sync();
-      text('cluster', 'Cluster', '', { required: true });
-      text('namespace', 'Namespace', '', { required: true });
+      text('cluster', t('common.cluster'), '', { required: true });
+      text('namespace', t('common.namespace'), '', { required: true });
       const values = h('textarea', { name: 'values', rows: 4, class: 'code' });
       values.value = task.values ? JSON.stringify(task.values, null, 2) : '';
-      el.append(field('Values (JSON)', values, 'Parameters for the chart, e.g. {"replicaCount": 2}.'));
+      el.append(field(t('task.values'), values, t('task.values_hint')));
       return {
         element: el,
         read: () => {
           const o = pick(inputs, ['release', 'chart', 'version', 'cluster', 'namespace']);
-          if (how.value === 'select') { const t = published[Number(pickChart.value)]; o.chart = t.chart; o.version = t.version; }
+          if (how.value === 'select') { const p = published[Number(pickChart.value)]; o.chart = p.chart; o.version = p.version; }
           if (values.value.trim()) {
             let v;
-            try { v = JSON.parse(values.value); } catch (e) { throw new Error('Values: not valid JSON (' + e.message + ').'); }
-            if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error('Values: a JSON object, like {"replicaCount": 2}.');
+            try { v = JSON.parse(values.value); } catch (e) { throw new Error(t('task.values_bad_json', { error: e.message })); }
+            if (!v || typeof v !== 'object' || Array.isArray(v)) throw new Error(t('task.values_not_object'));
             o.values = v;
           }
           return o;
@@ -674,13 +669,13 @@ function taskFields(type, task, model, stageIndex) {
     }
     case 'approval': {
       const approvers = h('input', { name: 'approvers', value: (task.approvers || []).join(', '), required: true });
-      el.append(field('Approvers', approvers, 'User names or role:<name>, separated by commas.'));
-      text('message', 'Message', 'Shown to the approvers.');
+      el.append(field(t('task.approvers'), approvers, t('task.approvers_hint')));
+      text('message', t('task.message'), t('task.message_hint'));
       return {
         element: el,
         read: () => {
           const o = { approvers: approvers.value.split(',').map((s) => s.trim()).filter(Boolean) };
-          if (!o.approvers.length) throw new Error('Name at least one approver.');
+          if (!o.approvers.length) throw new Error(t('task.approver_needed'));
           optional(o, 'message');
           return o;
         },
@@ -691,8 +686,8 @@ function taskFields(type, task, model, stageIndex) {
       const { name: _n, type: _t, env: _e, secrets: _s, timeout: _o, retries: _r, outputs: _u, ...rest } = task;
       const raw = h('textarea', { name: 'fields', rows: 8, class: 'code' });
       raw.value = JSON.stringify(rest, null, 2);
-      el.append(field('Fields (JSON)', raw));
-      return { element: el, read: () => { try { return JSON.parse(raw.value); } catch (e) { throw new Error('Fields: not valid JSON (' + e.message + ').'); } } };
+      el.append(field(t('task.fields'), raw));
+      return { element: el, read: () => { try { return JSON.parse(raw.value); } catch (e) { throw new Error(t('task.fields_bad_json', { error: e.message })); } } };
     }
   }
 }
@@ -701,7 +696,7 @@ function pick(inputs, keys) {
   const o = {};
   for (const k of keys) {
     const v = inputs[k].value.trim();
-    if (!v) throw new Error(`${inputs[k].closest('.field').querySelector('label').textContent} is required.`);
+    if (!v) throw new Error(t('task.required', { label: inputs[k].closest('.field').querySelector('label').textContent }));
     o[k] = v;
   }
   return o;
@@ -714,13 +709,13 @@ function rowsTable(legend, columns, rows, kind) {
   const addRow = (cells = []) => {
     const inputs = columns.map((c, i) => h('input', { class: `${kind}-${i}`, value: cells[i] ?? '', 'aria-label': c }));
     const row = h('tr', {}, ...inputs.map((input) => h('td', {}, input)),
-      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': `Remove this ${kind}`, onclick: () => row.remove() }, '×')));
+      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': kind === 'var' ? t('vars.remove_variable') : t('vars.remove_parameter'), onclick: () => row.remove() }, '×')));
     body.append(row);
   };
   rows.forEach(addRow);
   const element = h('fieldset', { class: 'env' }, h('legend', {}, legend),
     h('table', {}, h('thead', {}, h('tr', {}, ...columns.map((c) => h('th', { scope: 'col' }, c)), h('th', {}, ''))), body),
-    h('button', { type: 'button', class: 'secondary small', 'data-action': `add-${kind}`, onclick: () => addRow() }, kind === 'var' ? 'Add variable' : 'Add parameter'));
+    h('button', { type: 'button', class: 'secondary small', 'data-action': `add-${kind}`, onclick: () => addRow() }, kind === 'var' ? t('vars.add_variable') : t('vars.add_parameter')));
   return {
     element,
     read: () => [...body.rows].map((row) => [...row.querySelectorAll('input')].map((input, i) => (i === 0 ? input.value.trim() : input.value))),
@@ -731,16 +726,16 @@ function rowsTable(legend, columns, rows, kind) {
 function envTable(env) {
   const body = h('tbody', {});
   const addRow = (k = '', v = '') => {
-    const key = h('input', { class: 'env-key', value: k, 'aria-label': 'Variable name' });
-    const value = h('input', { class: 'env-value', value: v, 'aria-label': 'Value' });
+    const key = h('input', { class: 'env-key', value: k, 'aria-label': t('vars.variable_name') });
+    const value = h('input', { class: 'env-value', value: v, 'aria-label': t('common.value') });
     const row = h('tr', {}, h('td', {}, key), h('td', {}, value),
-      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': 'Remove this variable', onclick: () => row.remove() }, '×')));
+      h('td', {}, h('button', { type: 'button', class: 'icon', 'aria-label': t('vars.remove_variable'), onclick: () => row.remove() }, '×')));
     body.append(row);
   };
   for (const [k, v] of Object.entries(env)) addRow(k, v);
-  const element = h('fieldset', { class: 'env' }, h('legend', {}, 'Environment variables'),
-    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'Name'), h('th', { scope: 'col' }, 'Value'), h('th', {}, ''))), body),
-    h('button', { type: 'button', class: 'secondary small', 'data-action': 'add-env', onclick: () => addRow() }, 'Add variable'));
+  const element = h('fieldset', { class: 'env' }, h('legend', {}, t('vars.env')),
+    h('table', {}, h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, t('common.name')), h('th', { scope: 'col' }, t('common.value')), h('th', {}, ''))), body),
+    h('button', { type: 'button', class: 'secondary small', 'data-action': 'add-env', onclick: () => addRow() }, t('vars.add_variable')));
   return {
     element,
     read: () => {
