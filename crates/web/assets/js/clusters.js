@@ -1,24 +1,23 @@
 // The clusters page: Kubernetes clusters pipelines deploy to, with their health
 // (`/clusters`), and one cluster in full (`/clusters/{name}`). A kubeconfig is typed or
 // chosen only in the Add dialog; the server never answers it back.
-import { api, h, field, errorBox, errorText, toast, fmtTime, formDialog, ApiError, busyUi } from './ui.js';
+import { api, h, t, field, errorBox, errorText, toast, fmtTime, formDialog, ApiError, busyUi } from './ui.js';
+import { fmtAgo } from './i18n.js';
 import { navigate } from './app.js';
 
 const REFRESH_MS = 30000;
 
-const HEALTH_TEXT = {
-  healthy: 'Healthy', unreachable: 'Unreachable', unauthorized: 'Unauthorized', forbidden: 'Forbidden',
-  refused: 'Address not allowed', error: 'Error', unchecked: 'Not checked',
-};
+const HEALTH = new Set(['healthy', 'unreachable', 'unauthorized', 'forbidden', 'refused', 'error', 'unchecked']);
+const healthText = (status) => (HEALTH.has(status) ? t('health.' + status) : status);
 
 export async function render(main, params) {
   if (params[0]) return renderCluster(main, params[0]);
-  document.title = 'Clusters · Wharf';
+  document.title = t('nav.clusters') + ' · Wharf';
   const body = h('div', { class: 'list-body' });
   const add = () => addCluster().then((c) => c && load(true));
   main.append(
-    h('div', { class: 'page-head' }, h('h1', {}, 'Clusters'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', 'data-action': 'add-cluster', onclick: add }, 'Add a cluster')),
+    h('div', { class: 'page-head' }, h('h1', {}, t('nav.clusters')), h('span', { class: 'spacer' }),
+      h('button', { type: 'button', class: 'primary', 'data-action': 'add-cluster', onclick: add }, t('clusters.add'))),
     body);
   let shown = '';
   async function load(force = false) {
@@ -26,7 +25,7 @@ export async function render(main, params) {
     try {
       data = await api('/clusters');
     } catch (e) {
-      body.replaceChildren(errorBox(e, 'The clusters could not be loaded.'));
+      body.replaceChildren(errorBox(e, t('clusters.load_failed')));
       shown = '';
       return;
     }
@@ -44,17 +43,15 @@ export async function render(main, params) {
 /// `healthy` as a coloured badge; the error (the API server's words) on hover.
 export function healthBadge(health) {
   const status = (health && health.status) || 'unchecked';
-  const title = [health && health.error, health && health.checked_at ? `checked ${fmtTime(health.checked_at)}` : 'never checked']
+  const title = [health && health.error, health && health.checked_at ? t('clusters.checked_at', { time: fmtTime(health.checked_at) }) : t('clusters.never_checked')]
     .filter(Boolean).join('\n');
-  return h('span', { class: `badge health h-${status}`, 'data-health': status, title }, HEALTH_TEXT[status] || status);
+  return h('span', { class: `badge health h-${status}`, 'data-health': status, title }, healthText(status));
 }
 
 /// `12 s ago`, `5 min ago`, `3 h ago`, else the date; the exact time on hover.
 function ago(ms) {
-  if (ms === null || ms === undefined) return h('span', { title: 'never checked' }, 'never');
-  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
-  const text = s < 60 ? `${s} s ago` : s < 3600 ? `${Math.floor(s / 60)} min ago` : s < 86400 ? `${Math.floor(s / 3600)} h ago` : fmtTime(ms).slice(0, 10);
-  return h('time', { datetime: new Date(ms).toISOString(), title: fmtTime(ms) }, text);
+  if (ms === null || ms === undefined) return h('span', { title: t('clusters.never_checked') }, t('common.never'));
+  return h('time', { datetime: new Date(ms).toISOString(), title: fmtTime(ms) }, fmtAgo(ms));
 }
 
 /// `https://10.0.0.1:6443` → `10.0.0.1:6443` (HTTPS is the norm; plain HTTP and a path stay
@@ -71,15 +68,15 @@ function serverShort(url) {
 
 function nodes(n) {
   if (!n) return h('span', { class: 'muted' }, '—');
-  return h('span', { class: n.ready < n.total ? 'nodes short' : 'nodes', title: `${n.ready} of ${n.total} nodes ready` }, `${n.ready}/${n.total}`);
+  return h('span', { class: n.ready < n.total ? 'nodes short' : 'nodes', title: t('clusters.nodes_ready_title', { ready: n.ready, total: n.total }) }, `${n.ready}/${n.total}`);
 }
 
 function clusterTable(data, add, reload) {
   if (!data.items.length) {
-    return h('div', { class: 'empty' }, h('p', {}, h('strong', {}, 'No clusters yet.')),
-      h('p', {}, 'Add a Kubernetes cluster from its kubeconfig; a deploy-yaml task then names it with cluster: NAME.'),
-      h('p', {}, h('button', { type: 'button', class: 'primary', 'data-action': 'add-cluster-empty', onclick: add }, 'Add a cluster')),
-      h('p', {}, 'Or from a terminal: ', h('code', {}, 'wharf clusters add NAME --kubeconfig ~/.kube/config [--context CONTEXT]')));
+    return h('div', { class: 'empty' }, h('p', {}, h('strong', {}, t('clusters.none_yet'))),
+      h('p', {}, t('clusters.empty_hint')),
+      h('p', {}, h('button', { type: 'button', class: 'primary', 'data-action': 'add-cluster-empty', onclick: add }, t('clusters.add'))),
+      h('p', {}, t('clusters.or_terminal'), ' ', h('code', {}, 'wharf clusters add NAME --kubeconfig ~/.kube/config [--context CONTEXT]')));
   }
   const rows = data.items.map((c) => h('tr', { 'data-cluster': c.name },
     h('td', {}, h('a', { href: `/clusters/${encodeURIComponent(c.name)}`, class: 'name' }, c.name)),
@@ -92,25 +89,25 @@ function clusterTable(data, add, reload) {
       c.health.error ? h('small', { class: 'health-error', title: c.health.error }, c.health.error) : null),
     h('td', { class: 'actions' },
       checkButton(c, reload),
-      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': `Remove ${c.name}`,
-        onclick: () => removeCluster(c).then((ok) => ok && reload()) }, 'Remove'))));
+      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': t('common.remove_named', { name: c.name }),
+        onclick: () => removeCluster(c).then((ok) => ok && reload()) }, t('common.remove')))));
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list clusters' },
-    h('thead', {}, h('tr', {}, ['Name', 'Project', 'Server', 'Version', 'Nodes', 'Pipeline namespace', 'Health (checked)', '']
-      .map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, [t('common.name'), t('details.project'), t('clusters.server'), t('details.version'), t('clusters.nodes'), t('clusters.pipeline_namespace'), t('clusters.health_checked'), '']
+      .map((x) => h('th', { scope: 'col' }, x)))),
     h('tbody', {}, rows)));
 }
 
 /// "Check now": asks the server to check the cluster (and apply its pipeline namespace
 /// again), then says how it went.
-function checkButton(c, done, label = 'Check') {
-  const button = h('button', { type: 'button', class: 'secondary', 'data-action': 'check-cluster', 'aria-label': `Check ${c.name} now`,
-    title: 'Connect now: version, namespaces, nodes; and apply the pipeline namespace again' }, label);
+function checkButton(c, done, label = t('clusters.check')) {
+  const button = h('button', { type: 'button', class: 'secondary', 'data-action': 'check-cluster', 'aria-label': t('clusters.check_named', { name: c.name }),
+    title: t('clusters.check_hint') }, label);
   button.addEventListener('click', async () => {
     button.disabled = true;
-    button.textContent = 'Checking…';
+    button.textContent = t('clusters.checking');
     try {
       const checked = await api(`/clusters/${encodeURIComponent(c.name)}/check`, { method: 'POST' });
-      const status = HEALTH_TEXT[checked.health.status] || checked.health.status;
+      const status = healthText(checked.health.status);
       toast(`${c.name}: ${status}${checked.health.error ? ': ' + checked.health.error : ''}`, checked.health.status === 'healthy' ? 'info' : 'error');
     } catch (e) {
       toast(errorText(e), 'error');
@@ -168,7 +165,7 @@ async function addCluster() {
   const file = h('input', { type: 'file', name: 'kubeconfig-file', accept: '.yaml,.yml,.conf,.config,.kubeconfig,text/*,application/yaml' });
   const contexts = h('datalist', { id: 'kube-contexts-' + Math.random().toString(36).slice(2) });
   const context = h('input', { name: 'context', autocomplete: 'off', list: contexts.id });
-  const contextField = field('Context', context, ' ');
+  const contextField = field(t('clusters.context'), context, ' ');
   const contextHint = contextField.querySelector('.hint');
   const project = projects.length
     ? h('select', { name: 'project' }, projects.map((p) => h('option', { value: p, selected: p === 'admin' }, p)))
@@ -180,30 +177,30 @@ async function addCluster() {
     const found = contextsOf(kubeconfig.value);
     contexts.replaceChildren(...found.names.map((n) => h('option', { value: n })));
     contextHint.textContent = found.current
-      ? `Empty: the file's current-context, ${found.current}.` + (found.names.length > 1 ? ` Contexts: ${found.names.join(', ')}.` : '')
-      : 'Empty: the file\'s current-context.';
+      ? t('clusters.context_current', { current: found.current }) + (found.names.length > 1 ? ' ' + t('clusters.contexts', { names: found.names.join(', ') }) : '')
+      : t('clusters.context_empty');
   };
   kubeconfig.addEventListener('input', readContexts);
   file.addEventListener('change', async () => {
     const chosen = file.files && file.files[0];
     if (!chosen) return;
-    if (chosen.size > 1024 * 1024) { fileNote.textContent = `${chosen.name} is over 1 MiB: is it the right file?`; file.value = ''; return; }
+    if (chosen.size > 1024 * 1024) { fileNote.textContent = t('clusters.file_too_big', { name: chosen.name }); file.value = ''; return; }
     kubeconfig.value = await chosen.text();
-    fileNote.textContent = `Read ${chosen.name}.`;
+    fileNote.textContent = t('clusters.file_read', { name: chosen.name });
     file.value = '';
     readContexts();
   });
   readContexts();
 
-  return formDialog('Add a cluster', (form) => form.append(
-    field('Name', name, 'How deploy-yaml tasks refer to it (cluster: NAME): up to 64 of A-Z a-z 0-9 _ . -'),
-    field('Kubeconfig', kubeconfig, 'Paste the file, or choose it below. It is sealed on the server and never shown again. Exec plugins are refused.'),
-    h('div', { class: 'field file-pick' }, h('label', {}, 'Or choose the file ', file), fileNote),
+  return formDialog(t('clusters.add'), (form) => form.append(
+    field(t('common.name'), name, t('clusters.name_hint')),
+    field(t('clusters.kubeconfig'), kubeconfig, t('clusters.kubeconfig_hint')),
+    h('div', { class: 'field file-pick' }, h('label', {}, t('clusters.choose_file'), ' ', file), fileNote),
     contexts,
-    h('div', { class: 'row-2' }, contextField, field('Project', project, 'Whose pipelines may deploy to it.')),
-    h('label', { class: 'check' }, verify, 'Verify now: connect (Kubernetes version, namespaces, nodes) and create the pipeline namespace'),
+    h('div', { class: 'row-2' }, contextField, field(t('details.project'), project, t('clusters.project_hint'))),
+    h('label', { class: 'check' }, verify, t('clusters.verify')),
   ), {
-    submitLabel: 'Add',
+    submitLabel: t('common.add'),
     wide: true,
     submit: async () => {
       const body = { name: name.value.trim(), kubeconfig: kubeconfig.value };
@@ -212,8 +209,8 @@ async function addCluster() {
       const made = await api('/clusters' + (verify.checked ? '' : '?verify=false'), { method: 'POST', body });
       // The dialog goes away; nothing of the kubeconfig is kept in the page.
       kubeconfig.value = '';
-      const n = made.nodes ? `, ${made.nodes.ready}/${made.nodes.total} nodes ready` : '';
-      toast(`Added ${made.name} (${HEALTH_TEXT[made.health.status] || made.health.status}${n}).`);
+      const health = healthText(made.health.status);
+      toast(made.nodes ? t('clusters.added_nodes', { name: made.name, health, ready: made.nodes.ready, total: made.nodes.total }) : t('clusters.added', { name: made.name, health }));
       return made;
     },
   });
@@ -222,10 +219,10 @@ async function addCluster() {
 /// Asks, then removes; a 409 names the pipelines still deploying to it, in the dialog.
 function removeCluster(c) {
   const blocked = h('div', { class: 'in-use', hidden: true });
-  return formDialog(`Remove ${c.name}?`, (form) => form.append(
-    h('p', {}, `Wharf forgets the cluster ${c.name} (${c.server}) and its kubeconfig; pipelines can no longer deploy to it. Nothing in the cluster is deleted (the namespace ${c.namespace} stays).`),
+  return formDialog(t('common.remove_question', { name: c.name }), (form) => form.append(
+    h('p', {}, t('clusters.remove_text', { name: c.name, server: c.server, namespace: c.namespace })),
     blocked), {
-    submitLabel: 'Remove',
+    submitLabel: t('common.remove'),
     submit: async () => {
       try {
         await api(`/clusters/${encodeURIComponent(c.name)}`, { method: 'DELETE' });
@@ -233,11 +230,11 @@ function removeCluster(c) {
         const names = e instanceof ApiError && e.status === 409 ? inUse(e) : [];
         if (!names.length) throw e;
         blocked.hidden = false;
-        blocked.replaceChildren(h('p', {}, 'These pipelines still deploy to it; change their deploy tasks first:'),
+        blocked.replaceChildren(h('p', {}, t('clusters.in_use')),
           h('ul', { class: 'pipelines-in-use' }, names.map((p) => h('li', { 'data-pipeline': p }, p))));
         throw new Error(e.message);
       }
-      toast(`Removed ${c.name}.`);
+      toast(t('common.removed', { name: c.name }));
       return true;
     },
   }).then((ok) => !!ok);
@@ -251,39 +248,39 @@ function inUse(e) {
 }
 
 async function renderCluster(main, name) {
-  document.title = `${name} · Clusters · Wharf`;
+  document.title = `${name} · ${t('nav.clusters')} · Wharf`;
   let c;
   try {
     c = await api(`/clusters/${encodeURIComponent(name)}`);
   } catch (e) {
-    main.append(h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, 'Clusters')), errorBox(e, `The cluster ${name} could not be loaded.`));
+    main.append(h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, t('nav.clusters'))), errorBox(e, t('clusters.one_failed', { name })));
     return;
   }
   const row = (label, value) => h('div', {}, h('dt', {}, label), h('dd', {}, value));
   const n = c.nodes;
   // Through h(), which skips the absent error box (append() would write "null").
   main.append(...h('div', {},
-    h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, 'Clusters'), ' / ', c.name),
+    h('p', { class: 'crumbs' }, h('a', { href: '/clusters' }, t('nav.clusters')), ' / ', c.name),
     h('div', { class: 'page-head' }, h('h1', {}, c.name), healthBadge(c.health), h('span', { class: 'spacer' }),
-      checkButton(c, () => navigate(location.pathname, true), 'Check now'),
-      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': `Remove ${c.name}`,
-        onclick: () => removeCluster(c).then((ok) => ok && navigate('/clusters', true)) }, 'Remove')),
+      checkButton(c, () => navigate(location.pathname, true), t('clusters.check_now')),
+      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'remove-cluster', 'aria-label': t('common.remove_named', { name: c.name }),
+        onclick: () => removeCluster(c).then((ok) => ok && navigate('/clusters', true)) }, t('common.remove'))),
     c.health.error ? h('div', { class: 'error-box health-detail', role: 'note' },
-      h('strong', {}, `${HEALTH_TEXT[c.health.status] || c.health.status} at ${fmtTime(c.health.checked_at)}`),
+      h('strong', {}, t('clusters.health_at', { health: healthText(c.health.status), time: fmtTime(c.health.checked_at) })),
       h('pre', {}, c.health.error)) : null,
     h('div', { class: 'cards' },
-      h('section', { class: 'card' }, h('h2', {}, 'Cluster'), h('dl', { class: 'kv' },
-        row('Server', c.server),
-        row('Context', c.context),
-        row('Kubernetes', c.version || '—'),
-        row('Nodes', n ? `${n.ready} of ${n.total} ready` : '—'),
-        row('Health', healthBadge(c.health)),
-        row('Checked', c.health.checked_at ? fmtTime(c.health.checked_at) : 'never'))),
-      h('section', { class: 'card' }, h('h2', {}, 'In Wharf'), h('dl', { class: 'kv' },
-        row('Project', c.project),
-        row('Pipeline namespace', h('code', {}, c.namespace)),
-        row('Added', `${fmtTime(c.created_at)} by ${c.created_by}`)))),
-    h('section', { class: 'card' }, h('h2', {}, 'Deploy to it from a pipeline'),
+      h('section', { class: 'card' }, h('h2', {}, t('common.cluster')), h('dl', { class: 'kv' },
+        row(t('clusters.server'), c.server),
+        row(t('clusters.context'), c.context),
+        row(t('clusters.kubernetes'), c.version || '—'),
+        row(t('clusters.nodes'), n ? t('clusters.nodes_ready', { ready: n.ready, total: n.total }) : '—'),
+        row(t('clusters.health'), healthBadge(c.health)),
+        row(t('clusters.checked'), c.health.checked_at ? fmtTime(c.health.checked_at) : t('common.never')))),
+      h('section', { class: 'card' }, h('h2', {}, t('clusters.in_wharf')), h('dl', { class: 'kv' },
+        row(t('details.project'), c.project),
+        row(t('clusters.pipeline_namespace'), h('code', {}, c.namespace)),
+        row(t('clusters.added_row'), t('clusters.added_by', { time: fmtTime(c.created_at), user: c.created_by }))))),
+    h('section', { class: 'card' }, h('h2', {}, t('clusters.deploy_snippet')),
       h('pre', { class: 'snippet' },
         `- name: deploy\n  type: deploy-yaml\n  file: k8s/deploy.yaml\n  cluster: ${c.name}\n  namespace: my-app`))).childNodes);
 }

@@ -96,3 +96,15 @@ export function translateShell(root = document) {
   for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
   for (const el of root.querySelectorAll('[data-i18n-label]')) el.setAttribute('aria-label', t(el.dataset.i18nLabel));
 }
+
+const relative = new Intl.RelativeTimeFormat(locale, { numeric: 'always', style: 'short' });
+
+/// Epoch milliseconds in the past → `12 sec. ago`, `5 min. ago`, `3 hr. ago` (`12秒前`…),
+/// or the date once it is a day old.
+export function fmtAgo(ms) {
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return relative.format(-s, 'second');
+  if (s < 3600) return relative.format(-Math.floor(s / 60), 'minute');
+  if (s < 86400) return relative.format(-Math.floor(s / 3600), 'hour');
+  return new Intl.DateTimeFormat(locale, { year: 'numeric', month: '2-digit', day: '2-digit' }).format(new Date(ms));
+}

@@ -1,22 +1,22 @@
 // The registries page: registries and their workspaces (`/registries`), and one
 // registry's images, tags and tarball upload (`/registries/{name}`).
-import { api, h, field, errorBox, errorText, toast, fmtTime, formDialog, confirmDialog, ApiError } from './ui.js';
+import { api, h, t, field, errorBox, errorText, toast, fmtTime, fmtSize, formDialog, confirmDialog, ApiError } from './ui.js';
 import { uploadWithProgress } from './auth.js';
 
 export async function render(main, params) {
   if (params[0]) return renderRegistry(main, params[0]);
-  document.title = 'Registries · Wharf';
+  document.title = t('nav.registries') + ' · Wharf';
   const body = h('div', { class: 'list-body' });
   main.append(
-    h('div', { class: 'page-head' }, h('h1', {}, 'Registries'), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', 'data-action': 'add-registry', onclick: () => addRegistry().then((r) => r && load()) }, 'Register a registry')),
+    h('div', { class: 'page-head' }, h('h1', {}, t('nav.registries')), h('span', { class: 'spacer' }),
+      h('button', { type: 'button', class: 'primary', 'data-action': 'add-registry', onclick: () => addRegistry().then((r) => r && load()) }, t('registries.register'))),
     body);
   async function load() {
     let data;
     try {
       data = await api('/registries');
     } catch (e) {
-      body.replaceChildren(errorBox(e, 'The registries could not be loaded.'));
+      body.replaceChildren(errorBox(e, t('registries.load_failed')));
       return;
     }
     body.replaceChildren(registryTable(data, load));
@@ -26,47 +26,47 @@ export async function render(main, params) {
 
 function registryTable(data, reload) {
   if (!data.items.length) {
-    return h('div', { class: 'empty' }, h('p', {}, 'No registries yet.'),
-      h('p', {}, 'Register an OCI registry (its URL and credentials) to push images from pipelines and upload image tarballs.'));
+    return h('div', { class: 'empty' }, h('p', {}, t('registries.none_yet')),
+      h('p', {}, t('registries.empty_hint')));
   }
   const rows = data.items.map((r) => h('tr', { 'data-registry': r.name },
     h('td', {}, h('a', { href: `/registries/${encodeURIComponent(r.name)}`, class: 'name' }, r.name),
-      data.default === r.name ? h('span', { class: 'pill on' }, ' default') : null),
+      data.default === r.name ? [' ', h('span', { class: 'pill on' }, t('common.default'))] : null),
     h('td', {}, r.host),
-    h('td', {}, r.username || h('span', { class: 'muted' }, 'anonymous')),
-    h('td', {}, r.insecure ? 'plain HTTP' : 'HTTPS'),
-    h('td', { class: 'workspaces' }, r.workspaces.length ? r.workspaces.join(', ') : h('span', { class: 'muted' }, 'none')),
+    h('td', {}, r.username || h('span', { class: 'muted' }, t('registries.anonymous'))),
+    h('td', {}, r.insecure ? t('registries.plain_http') : 'HTTPS'),
+    h('td', { class: 'workspaces' }, r.workspaces.length ? r.workspaces.join(', ') : h('span', { class: 'muted' }, t('common.none'))),
     h('td', { class: 'actions' },
-      h('button', { type: 'button', class: 'secondary', 'data-action': 'add-workspace', 'aria-label': `Add a workspace to ${r.name}`,
-        onclick: () => addWorkspace(r.name).then((ok) => ok && reload()) }, 'Add workspace'),
-      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'delete-registry', 'aria-label': `Remove ${r.name}`,
-        onclick: () => removeRegistry(r.name).then((ok) => ok && reload()) }, 'Remove'))));
+      h('button', { type: 'button', class: 'secondary', 'data-action': 'add-workspace', 'aria-label': t('registries.add_workspace_to', { name: r.name }),
+        onclick: () => addWorkspace(r.name).then((ok) => ok && reload()) }, t('registries.add_workspace')),
+      h('button', { type: 'button', class: 'secondary danger', 'data-action': 'delete-registry', 'aria-label': t('common.remove_named', { name: r.name }),
+        onclick: () => removeRegistry(r.name).then((ok) => ok && reload()) }, t('common.remove')))));
   return h('div', { class: 'table-wrap' }, h('table', { class: 'list registries' },
-    h('thead', {}, h('tr', {}, ['Name', 'Host', 'User', 'Transport', 'Workspaces', ''].map((t) => h('th', { scope: 'col' }, t)))),
+    h('thead', {}, h('tr', {}, [t('common.name'), t('registries.host'), t('registries.user'), t('registries.transport'), t('registries.workspaces'), ''].map((x) => h('th', { scope: 'col' }, x)))),
     h('tbody', {}, rows)));
 }
 
 function addRegistry() {
   const name = h('input', { name: 'name', required: true, autocomplete: 'off' });
-  const url = h('input', { name: 'url', required: true, placeholder: 'registry.example.com or http://127.0.0.1:5000' });
+  const url = h('input', { name: 'url', required: true, placeholder: t('registries.url_placeholder') });
   const user = h('input', { name: 'username', autocomplete: 'off' });
   const password = h('input', { name: 'password', type: 'password', autocomplete: 'new-password' });
   const insecure = h('input', { name: 'insecure', type: 'checkbox' });
   const workspaces = h('input', { name: 'workspaces', placeholder: 'devops, team-a' });
-  return formDialog('Register a registry', (form) => form.append(
-    field('Name', name, 'How pipelines and people refer to it, e.g. `local`.'),
-    field('URL', url, 'host[:port], or with https:// (http:// needs “insecure”). No path.'),
-    field('User name', user), field('Password', password),
-    h('label', { class: 'check' }, insecure, 'Insecure (plain HTTP, a registry on this machine)'),
-    field('Workspaces', workspaces, 'Optional, comma-separated: the path components images go under.'),
+  return formDialog(t('registries.register'), (form) => form.append(
+    field(t('common.name'), name, t('registries.name_hint')),
+    field(t('registries.url'), url, t('registries.url_hint')),
+    field(t('common.user_name'), user), field(t('common.password'), password),
+    h('label', { class: 'check' }, insecure, t('registries.insecure')),
+    field(t('registries.workspaces'), workspaces, t('registries.workspaces_hint')),
   ), {
-    submitLabel: 'Register',
+    submitLabel: t('registries.register_button'),
     submit: async () => {
       const ws = workspaces.value.split(',').map((s) => s.trim()).filter(Boolean);
       const made = await api('/registries', { method: 'POST', body: {
         name: name.value.trim(), url: url.value.trim(), username: user.value.trim(), password: password.value,
         insecure: insecure.checked, workspaces: ws } });
-      toast(`Registered ${made.name}.`);
+      toast(t('registries.registered', { name: made.name }));
       return made;
     },
   });
@@ -74,9 +74,9 @@ function addRegistry() {
 
 async function addWorkspace(registry) {
   const name = h('input', { name: 'workspace', required: true, autocomplete: 'off' });
-  return formDialog(`Add a workspace to ${registry}`, (form) => form.append(
-    field('Workspace', name, 'One lowercase path component, e.g. devops.')), {
-    submitLabel: 'Add',
+  return formDialog(t('registries.add_workspace_to', { name: registry }), (form) => form.append(
+    field(t('common.workspace'), name, t('registries.workspace_hint'))), {
+    submitLabel: t('common.add'),
     submit: async () => {
       await api(`/registries/${encodeURIComponent(registry)}/workspaces`, { method: 'POST', body: { name: name.value.trim() } });
       return true;
@@ -85,7 +85,7 @@ async function addWorkspace(registry) {
 }
 
 async function removeRegistry(registry) {
-  if (!await confirmDialog(`Remove ${registry}?`, `Wharf forgets the registry ${registry} and its credentials. Its images stay in the registry.`, 'Remove')) return false;
+  if (!await confirmDialog(t('common.remove_question', { name: registry }), t('registries.remove_text', { name: registry }), t('common.remove'))) return false;
   try {
     await api(`/registries/${encodeURIComponent(registry)}`, { method: 'DELETE' });
     return true;
@@ -95,51 +95,44 @@ async function removeRegistry(registry) {
   }
 }
 
-/// Bytes → `1.2 MB` (powers of 1,000, as registries and `docker images` show them).
-export function fmtSize(bytes) {
-  if (bytes === null || bytes === undefined) return '—';
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let n = Number(bytes);
-  let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i++; }
-  return (i === 0 ? String(n) : n.toFixed(n < 10 ? 2 : 1)) + ' ' + units[i];
-}
+/// Bytes → `5.59 MiB`, as the CLI writes them (the one definition is in i18n.js).
+export { fmtSize };
 
 async function renderRegistry(main, name) {
-  document.title = `${name} · Registries · Wharf`;
+  document.title = `${name} · ${t('nav.registries')} · Wharf`;
   const enc = encodeURIComponent(name);
   let registry;
   try {
     registry = await api(`/registries/${enc}`);
   } catch (e) {
-    main.append(h('p', { class: 'crumbs' }, h('a', { href: '/registries' }, 'Registries')), errorBox(e, `The registry ${name} could not be loaded.`));
+    main.append(h('p', { class: 'crumbs' }, h('a', { href: '/registries' }, t('nav.registries'))), errorBox(e, t('registries.one_failed', { name })));
     return;
   }
   const images = h('div', { class: 'images' });
   const tags = h('section', { class: 'tags', 'aria-live': 'polite' });
   const uploadBox = uploadForm(registry, () => loadRepos());
   main.append(
-    h('p', { class: 'crumbs' }, h('a', { href: '/registries' }, 'Registries'), ' / ', name),
+    h('p', { class: 'crumbs' }, h('a', { href: '/registries' }, t('nav.registries')), ' / ', name),
     h('div', { class: 'page-head' }, h('h1', {}, name), h('span', { class: 'muted' }, registry.url)),
     uploadBox,
-    h('div', { class: 'split' }, h('section', {}, h('h2', {}, 'Images'), images), tags));
+    h('div', { class: 'split' }, h('section', {}, h('h2', {}, t('registries.images')), images), tags));
 
   async function loadRepos() {
     let data;
     try {
       data = await api(`/registries/${enc}/repositories`);
     } catch (e) {
-      images.replaceChildren(errorBox(e, 'The images could not be listed.'));
+      images.replaceChildren(errorBox(e, t('registries.images_failed')));
       return;
     }
     if (!data.items.length) {
-      images.replaceChildren(h('div', { class: 'empty' }, h('p', {}, 'No images in this registry yet.'),
-        h('p', {}, 'Upload a `docker save` tarball above, or push one from a pipeline.')));
+      images.replaceChildren(h('div', { class: 'empty' }, h('p', {}, t('registries.no_images')),
+        h('p', {}, t('registries.no_images_hint'))));
       return;
     }
     const list = h('ul', { class: 'image-list' }, data.items.map((r) => h('li', { 'data-repository': r.name },
       h('button', { type: 'button', class: 'link', 'data-action': 'show-tags', onclick: () => loadTags(r) }, r.name))));
-    const filter = h('input', { type: 'search', class: 'filter', name: 'filter', placeholder: `Filter ${data.total} images`, 'aria-label': 'Filter the images',
+    const filter = h('input', { type: 'search', class: 'filter', name: 'filter', placeholder: t('registries.filter', { n: data.total }), 'aria-label': t('registries.filter_label'),
       oninput: () => {
         const q = filter.value.trim().toLowerCase();
         for (const li of list.children) li.hidden = !!q && !li.dataset.repository.toLowerCase().includes(q);
@@ -149,40 +142,41 @@ async function renderRegistry(main, name) {
 
   async function loadTags(repo) {
     for (const li of images.querySelectorAll('li')) li.toggleAttribute('aria-current', li.dataset.repository === repo.name);
-    tags.replaceChildren(h('h2', {}, `Tags of ${repo.name}`), h('p', { class: 'loading' }, 'Loading…'));
+    const heading = () => h('h2', {}, t('registries.tags_of', { name: repo.name }));
+    tags.replaceChildren(heading(), h('p', { class: 'loading' }, t('common.loading')));
     let data;
     try {
       data = await api(`/registries/${enc}/repositories/${encodeURIComponent(repo.workspace)}/${encodeURIComponent(repo.image)}/tags`);
     } catch (e) {
       if (e instanceof ApiError && e.status === 404) { tags.replaceChildren(); loadRepos(); return; }
-      tags.replaceChildren(h('h2', {}, `Tags of ${repo.name}`), errorBox(e, 'The tags could not be listed.'));
+      tags.replaceChildren(heading(), errorBox(e, t('registries.tags_failed')));
       return;
     }
     if (!data.items.length) {
-      tags.replaceChildren(h('h2', {}, `Tags of ${repo.name}`), h('div', { class: 'empty' }, h('p', {}, 'No tags left in this image.')));
+      tags.replaceChildren(heading(), h('div', { class: 'empty' }, h('p', {}, t('registries.no_tags'))));
       return;
     }
-    const rows = data.items.map((t) => h('tr', { 'data-tag': t.tag },
-      h('td', { class: 'name' }, t.tag),
-      h('td', {}, fmtSize(t.size)),
-      h('td', {}, fmtTime(t.created)),
-      h('td', { class: 'digest', title: t.digest }, (t.digest || '').slice(0, 19)),
-      h('td', { class: 'actions' }, h('button', { type: 'button', class: 'secondary danger', 'data-action': 'delete-tag', 'aria-label': `Delete tag ${t.tag}`,
-        onclick: () => deleteTag(repo, t, data.items).then((ok) => ok && loadTags(repo)) }, 'Delete'))));
-    tags.replaceChildren(h('h2', {}, `Tags of ${repo.name}`), h('div', { class: 'table-wrap' }, h('table', { class: 'list tags' },
-      h('thead', {}, h('tr', {}, ['Tag', 'Size', 'Created', 'Digest', ''].map((x) => h('th', { scope: 'col' }, x)))),
+    const rows = data.items.map((tg) => h('tr', { 'data-tag': tg.tag },
+      h('td', { class: 'name' }, tg.tag),
+      h('td', {}, fmtSize(tg.size)),
+      h('td', {}, fmtTime(tg.created)),
+      h('td', { class: 'digest', title: tg.digest }, (tg.digest || '').slice(0, 19)),
+      h('td', { class: 'actions' }, h('button', { type: 'button', class: 'secondary danger', 'data-action': 'delete-tag', 'aria-label': t('registries.delete_tag', { tag: tg.tag }),
+        onclick: () => deleteTag(repo, tg, data.items).then((ok) => ok && loadTags(repo)) }, t('common.delete')))));
+    tags.replaceChildren(heading(), h('div', { class: 'table-wrap' }, h('table', { class: 'list tags' },
+      h('thead', {}, h('tr', {}, [t('registries.tag'), t('registries.size'), t('common.created'), t('registries.digest'), ''].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows))));
   }
 
   async function deleteTag(repo, tag, all) {
-    const others = all.filter((t) => t.digest === tag.digest && t.tag !== tag.tag).map((t) => t.tag);
-    const text = `The registry deletes by digest: ${repo.name}:${tag.tag} goes` +
-      (others.length ? ` together with the tags ${others.join(', ')} (the same image).` : '; no other tag points at this image.');
-    if (!await confirmDialog(`Delete ${repo.name}:${tag.tag}?`, text, 'Delete')) return false;
+    const others = all.filter((x) => x.digest === tag.digest && x.tag !== tag.tag).map((x) => x.tag);
+    const image = `${repo.name}:${tag.tag}`;
+    const text = others.length ? t('registries.delete_with_others', { image, others: others.join(', ') }) : t('registries.delete_alone', { image });
+    if (!await confirmDialog(t('registries.delete_question', { image }), text, t('common.delete'))) return false;
     try {
       const answer = await api(`/registries/${enc}/repositories/${encodeURIComponent(repo.workspace)}/${encodeURIComponent(repo.image)}/tags/${encodeURIComponent(tag.tag)}`, { method: 'DELETE' });
-      const also = answer && answer.also_removed && answer.also_removed.length ? ` and ${answer.also_removed.join(', ')}` : '';
-      toast(`Deleted ${repo.name}:${tag.tag}${also}.`);
+      const also = answer && answer.also_removed && answer.also_removed.length ? answer.also_removed.join(', ') : '';
+      toast(also ? t('registries.deleted_also', { image, also }) : t('registries.deleted', { image }));
       return true;
     } catch (e) {
       toast(errorText(e), 'error');
@@ -197,31 +191,31 @@ function uploadForm(registry, done) {
   const file = h('input', { type: 'file', name: 'tarball', accept: '.tar,.tar.gz,.tgz,application/x-tar,application/gzip', required: true });
   const workspace = h('select', { name: 'workspace', required: true },
     registry.workspaces.map((w) => h('option', { value: w }, w)));
-  const progress = h('progress', { max: 100, value: 0, hidden: true, 'aria-label': 'Upload progress' });
+  const progress = h('progress', { max: 100, value: 0, hidden: true, 'aria-label': t('upload.progress') });
   const status = h('p', { class: 'upload-status', role: 'status' });
-  const submit = h('button', { type: 'submit', class: 'primary', 'data-action': 'upload' }, 'Upload');
-  const form = h('form', { class: 'upload card-box', 'aria-label': 'Upload an image tarball' },
-    h('h2', {}, 'Upload an image tarball'),
-    registry.workspaces.length ? null : h('p', { class: 'banner' }, 'This registry has no workspace yet: add one on the ',
-      h('a', { href: '/registries' }, 'registries page'), ' first.'),
-    h('div', { class: 'row' }, field('Tarball (`docker save`, tar or tar.gz)', file), field('Workspace', workspace), submit),
+  const submit = h('button', { type: 'submit', class: 'primary', 'data-action': 'upload' }, t('upload.button'));
+  const form = h('form', { class: 'upload card-box', 'aria-label': t('upload.title') },
+    h('h2', {}, t('upload.title')),
+    registry.workspaces.length ? null : h('p', { class: 'banner' }, t('upload.no_workspace'), ' ',
+      h('a', { href: '/registries' }, t('upload.registries_page'))),
+    h('div', { class: 'row' }, field(t('upload.tarball'), file), field(t('common.workspace'), workspace), submit),
     progress, status);
   form.addEventListener('submit', async (ev) => {
     ev.preventDefault();
     const chosen = file.files && file.files[0];
-    if (!chosen) { status.textContent = 'Choose a tarball first.'; return; }
-    if (!workspace.value) { status.textContent = 'Choose a workspace first.'; return; }
+    if (!chosen) { status.textContent = t('upload.choose_tarball'); return; }
+    if (!workspace.value) { status.textContent = t('upload.choose_workspace'); return; }
     submit.disabled = true;
     progress.hidden = false;
     progress.value = 0;
     status.className = 'upload-status';
     delete status.dataset.done;
-    status.textContent = `Uploading ${chosen.name}…`;
+    status.textContent = t('upload.uploading', { name: chosen.name });
     try {
       const url = `/api/v1/registries/${encodeURIComponent(registry.name)}/upload?workspace=${encodeURIComponent(workspace.value)}`;
       const { status: code, text } = await uploadWithProgress(url, chosen, (sent, total) => {
         progress.value = total ? Math.round((sent / total) * 100) : 0;
-        status.textContent = sent >= total ? 'Pushing to the registry…' : `Uploading ${chosen.name}: ${fmtSize(sent)} of ${fmtSize(total)}`;
+        status.textContent = sent >= total ? t('upload.pushing') : t('upload.progress_text', { name: chosen.name, sent: fmtSize(sent), total: fmtSize(total) });
       });
       let data = null;
       try { data = JSON.parse(text); } catch { data = null; }
@@ -230,13 +224,13 @@ function uploadForm(registry, done) {
         throw new Error(message);
       }
       progress.value = 100;
-      status.textContent = 'Pushed ' + data.items.map((i) => i.image).join(', ') + '.';
+      status.textContent = t('upload.pushed', { images: data.items.map((i) => i.image).join(', ') });
       file.value = '';
       await done();
       status.dataset.done = 'true';
     } catch (e) {
       status.className = 'upload-status form-error';
-      status.textContent = 'The upload failed: ' + errorText(e);
+      status.textContent = t('upload.failed', { error: errorText(e) });
       progress.hidden = true;
     } finally {
       submit.disabled = false;
