@@ -49,6 +49,9 @@ const ASSETS: &[Asset] = &[
     asset!("js/clusters.js", JS),
     asset!("js/repositories.js", JS),
     asset!("js/users.js", JS),
+    asset!("js/i18n.js", JS),
+    asset!("js/i18n/en.js", JS),
+    asset!("js/i18n/zh-CN.js", JS),
 ];
 
 const SHELL: &str = include_str!("../assets/index.html");

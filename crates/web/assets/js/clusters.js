@@ -68,7 +68,7 @@ function serverShort(url) {
 
 function nodes(n) {
   if (!n) return h('span', { class: 'muted' }, '—');
-  return h('span', { class: n.ready < n.total ? 'nodes short' : 'nodes', title: t('clusters.nodes_ready_title', { ready: n.ready, total: n.total }) }, `${n.ready}/${n.total}`);
+  return h('span', { class: 'nodes' + (n.ready < n.total ? ' short' : ''), title: t('clusters.nodes_ready_title', { ready: n.ready, total: n.total }) }, `${n.ready}/${n.total}`);
 }
 
 function clusterTable(data, add, reload) {
