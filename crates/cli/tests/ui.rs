@@ -564,6 +564,11 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     chrome.quit().await;
 }
 
+/// The visible text of the page.
+async fn page_text(chrome: &Chrome) -> String {
+    chrome.js("return document.body.innerText", json!([])).await.as_str().unwrap().to_owned()
+}
+
 /// No uncaught error or rejected promise in the page so far.
 async fn no_js_errors(chrome: &Chrome, at: &str) {
     let v = chrome
@@ -722,7 +727,10 @@ async fn a_person_registers_a_registry_uploads_an_image_and_deletes_its_tag_in_t
     let size =
         chrome.wait("the tag one", "document.querySelector('tr[data-tag=one] td:nth-child(2)')?.textContent").await;
     let size = size.as_str().unwrap();
-    assert!(size.ends_with(" kB") || size.ends_with(" MB"), "a human-readable size: {size}");
+    assert!(
+        size.ends_with(" KiB") || size.ends_with(" MiB"),
+        "a size in powers of 1,024, as the CLI writes it: {size}"
+    );
     chrome.find("tr[data-tag=two]").await;
     chrome.screenshot(&shots.join("23-registry-tags.png")).await;
     chrome.click("[data-action=delete-tag][aria-label='Delete tag one']").await;
@@ -1186,4 +1194,172 @@ async fn a_person_adds_a_cluster_sees_its_health_and_removes_it_in_the_browser()
     no_js_errors(&chrome, "the end").await;
     chrome.quit().await;
     drop(fake);
+}
+
+/// The main journey in a browser set to Simplified Chinese: the UI picks zh-CN from the
+/// browser's language, and logging in, creating a pipeline from scratch in the editor,
+/// running it, its run page (with a localized duration) and the pipeline list all read
+/// in the seed's Chinese terms, not English; the language switch then changes to
+/// English and keeps that choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_whose_browser_reads_chinese_builds_and_runs_a_pipeline_in_chinese() {
+    let (browser, driver) = match webdriver::find_browser() {
+        Ok(found) => found,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => panic!("CI=true and {why}"),
+        Err(why) => {
+            eprintln!("skipping the browser test: {why}");
+            return;
+        }
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let downloads = root.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    let server = Server::start(&root).await;
+    let chrome = Chrome::start_in(&browser, &driver, &downloads, 1280, 800, "zh-CN").await;
+    let shots = screenshots();
+    let base = &server.url;
+    // That none of these English words is in the page's visible text.
+    let no_english = |text: &str, words: &[&str], at: &str| {
+        for word in words {
+            assert!(!text.contains(word), "{at}: English `{word}` shown in the Chinese UI:\n{text}");
+        }
+    };
+
+    // The login page, in Chinese because the browser's language is.
+    chrome.goto(&format!("{base}/login")).await;
+    chrome.wait("the Chinese login page", "document.querySelector('#login-title')?.textContent === '登录 Wharf'").await;
+    let lang =
+        chrome.js("return [document.documentElement.lang, document.querySelector('#language').value]", json!([])).await;
+    assert_eq!(lang, json!(["zh-CN", "zh-CN"]), "the language follows the browser's");
+    chrome.type_into("input[name=password]", "wrong").await;
+    chrome.click("form.login button[type=submit]").await;
+    chrome
+        .wait(
+            "the login error in Chinese",
+            "document.querySelector('.form-error:not([hidden])')?.textContent === '用户名或密码错误。'",
+        )
+        .await;
+    chrome.screenshot(&shots.join("zh-01-login.png")).await;
+    chrome.type_into("input[name=password]", PASSWORD).await;
+    chrome.click("form.login button[type=submit]").await;
+    chrome
+        .wait("the empty list in Chinese", "document.querySelector('.empty')?.textContent.includes('还没有流水线')")
+        .await;
+    let nav = chrome.js("return document.querySelector('#nav').innerText", json!([])).await;
+    for word in ["流水线", "代码仓库", "镜像仓库", "集群"] {
+        assert!(nav.as_str().unwrap().contains(word), "the navigation names {word}: {nav}");
+    }
+
+    // Create from scratch in the card editor.
+    chrome.click("[data-action=create]").await;
+    let dialog = chrome.wait("the create dialog", "document.querySelector('dialog[open]')?.innerText").await;
+    assert!(
+        dialog.as_str().unwrap().contains("从零开始创建") && dialog.as_str().unwrap().contains("从已有流水线复制"),
+        "{dialog}"
+    );
+    chrome.click("dialog[open] button[type=submit]").await;
+    chrome
+        .wait("the editor", "location.pathname === '/pipelines/new' && document.querySelector('[data-stage=Deploy]')")
+        .await;
+    chrome.type_into("#pipeline-name", "zh-demo").await;
+    chrome
+        .wait("a sequential stage", "document.querySelector('[data-stage=Build] .mode')?.textContent === '串行'")
+        .await;
+    let editor = page_text(&chrome).await;
+    for word in ["添加任务", "添加代码源", "保存", "撤销", "运行脚本", "流水线名称"] {
+        assert!(editor.contains(word), "the editor says {word}:\n{editor}");
+    }
+    no_english(&editor, &["Add task", "Add source", "Save", "Undo", "Run a script", "sequential"], "the editor");
+    chrome.screenshot(&shots.join("zh-02-editor.png")).await;
+
+    // Save and run: the run page in Chinese, its duration in Chinese units.
+    chrome.click("[data-action=save]").await;
+    let save = chrome.wait("the save dialog", "document.querySelector('dialog[open]')?.innerText").await;
+    assert!(save.as_str().unwrap().contains("仅保存") && save.as_str().unwrap().contains("保存并立即执行"), "{save}");
+    chrome.click("dialog[open] input[value=run]").await;
+    confirm(&chrome).await;
+    chrome.wait("the run page", "location.pathname.startsWith('/runs/')").await;
+    chrome
+        .wait("the run to succeed", "document.querySelector('.run-head .badge')?.dataset.status === 'succeeded'")
+        .await;
+    chrome.wait("the end of the log", "document.querySelector('.log')?.dataset.state === 'ended'").await;
+    let head = chrome
+        .js(
+            "return {title: document.querySelector('.run-head h1').textContent,
+                     badge: document.querySelector('.run-head .badge').textContent,
+                     facts: [...document.querySelectorAll('.run-head .facts dt')].map(d => d.textContent),
+                     duration: [...document.querySelectorAll('.run-head .facts > div')].find(d => d.querySelector('dt').textContent === '耗时')?.querySelector('dd').textContent,
+                     columns: [...document.querySelectorAll('.steps-table th')].map(th => th.textContent),
+                     log: document.querySelector('.log-state').textContent}",
+            json!([]),
+        )
+        .await;
+    assert_eq!(head["title"], "运行记录 #1", "{head}");
+    assert_eq!(head["badge"], "成功", "the status label is translated, data-status is not: {head}");
+    assert_eq!(head["facts"], json!(["状态", "开始时间", "耗时", "触发原因"]), "{head}");
+    assert_eq!(head["columns"], json!(["阶段", "任务", "状态", "耗时"]), "{head}");
+    assert_eq!(head["log"], "日志结束", "{head}");
+    let duration = head["duration"].as_str().unwrap_or_default();
+    let number = duration.trim_end_matches("毫秒").trim_end_matches('秒');
+    assert!(
+        number != duration && !number.is_empty() && number.chars().all(|c| c.is_ascii_digit() || c == '.'),
+        "a duration in Chinese units (350毫秒, 1.2秒): {head}"
+    );
+    let run_page = page_text(&chrome).await;
+    no_english(
+        &run_page,
+        &["Succeeded", "Duration", "Download full log", "Re-run", "Stage", "End of log"],
+        "the run page",
+    );
+    chrome.screenshot(&shots.join("zh-03-run.png")).await;
+
+    // The pipeline's page and the pipeline list.
+    chrome.click(".run-head .crumbs a:nth-of-type(2)").await;
+    chrome.wait("the pipeline's page", "document.querySelector('.records h2')?.textContent === '运行记录'").await;
+    chrome.wait("its run record", "document.querySelector('tr[data-run=\"1\"]')").await;
+    let details = page_text(&chrome).await;
+    for word in ["基本信息", "触发规则", "高级设置", "超时时间（分钟）", "仅手动触发", "时间轴"]
+    {
+        assert!(details.contains(word), "the pipeline's page says {word}:\n{details}");
+    }
+    no_english(
+        &details,
+        &["Basic information", "Triggers", "Advanced settings", "Run records", "Manual ("],
+        "the details page",
+    );
+    chrome.screenshot(&shots.join("zh-04-details.png")).await;
+    chrome.click(".crumbs a").await;
+    chrome
+        .wait("the list", "document.querySelector('tr[data-pipeline=zh-demo] .badge')?.dataset.status === 'succeeded'")
+        .await;
+    let list = page_text(&chrome).await;
+    for word in ["创建流水线", "名称", "最近执行", "已激活", "成功", "执行", "更多", "共 1 条流水线"]
+    {
+        assert!(list.contains(word), "the list says {word}:\n{list}");
+    }
+    no_english(&list, &["Create pipeline", "Last run", "Active", "Succeeded", "More", "1 pipeline"], "the list");
+    let labels =
+        chrome.js("return document.querySelector('[data-action=run]').getAttribute('aria-label')", json!([])).await;
+    assert_eq!(labels, "执行 zh-demo", "accessible names are translated too");
+    chrome.screenshot(&shots.join("zh-05-list.png")).await;
+    no_js_errors(&chrome, "the Chinese journey").await;
+
+    // The switch: English now, and kept for the next pages.
+    chrome
+        .js(
+            "const s = document.querySelector('#language'); s.value = 'en'; s.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    chrome.wait("the English list", "document.querySelector('main h1')?.textContent === 'Pipelines'").await;
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome
+        .wait(
+            "English again after a reload",
+            "document.querySelector('main h1')?.textContent === 'Pipelines' && document.documentElement.lang === 'en'",
+        )
+        .await;
+    no_js_errors(&chrome, "the switch").await;
+    chrome.quit().await;
 }

@@ -45,7 +45,21 @@ impl Drop for Chrome {
 }
 
 impl Chrome {
+    /// A browser whose language is English (the tests read the English UI).
     pub async fn start(browser: &Path, driver: &Path, downloads: &Path, width: u32, height: u32) -> Chrome {
+        Chrome::start_in(browser, driver, downloads, width, height, "en-US").await
+    }
+
+    /// A browser whose preferred language is `lang` (`navigator.languages`), as a
+    /// person's browser set to that language.
+    pub async fn start_in(
+        browser: &Path,
+        driver: &Path,
+        downloads: &Path,
+        width: u32,
+        height: u32,
+        lang: &str,
+    ) -> Chrome {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
@@ -65,8 +79,10 @@ impl Chrome {
             "goog:chromeOptions": {
                 "binary": browser,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         format!("--window-size={width},{height}"), "--no-first-run", "--no-default-browser-check"],
-                "prefs": { "download.default_directory": downloads, "download.prompt_for_download": false }
+                         format!("--window-size={width},{height}"), "--no-first-run", "--no-default-browser-check",
+                         format!("--lang={lang}")],
+                "prefs": { "download.default_directory": downloads, "download.prompt_for_download": false,
+                           "intl.accept_languages": lang }
             }
         } } });
         let answer: Value =
