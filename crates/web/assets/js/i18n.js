@@ -72,7 +72,7 @@ export function fmtDuration(ms) {
   if (ms === null || ms === undefined) return '—';
   const n = Math.max(0, Math.round(ms));
   if (n < 1000) return t('duration.ms', { n });
-  if (n < 60000) return t('duration.s', { s: oneDecimal.format(n / 1000) });
+  if (n < 59950) return t('duration.s', { s: oneDecimal.format(n / 1000) });
   const s = Math.floor(n / 1000);
   if (s < 3600) return t('duration.m_s', { m: Math.floor(s / 60), s: pad(s % 60) });
   return t('duration.h_m', { h: Math.floor(s / 3600), m: pad(Math.floor(s / 60) % 60) });
