@@ -56,6 +56,13 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
     echo "==> no chromium/chromedriver (apt-get install chromium chromium-driver): the browser test will skip"
   fi
 fi
+# A Chinese font, so the zh-CN browser test's screenshots show characters, not boxes
+# (the test reads the page's text either way).
+if command -v chromium >/dev/null && command -v fc-list >/dev/null && [ -z "$(fc-list :lang=zh 2>/dev/null)" ] \
+  && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "==> installing fonts-wqy-microhei (Chinese text in the UI screenshots)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-wqy-microhei >/dev/null || echo "==> no Chinese font: the zh-CN screenshots show boxes"
+fi
 
 # The Docker Engine, a registry with htpasswd auth and the local busybox image for
 # the container tests. Tests run this script themselves too (it is idempotent); here
