@@ -600,5 +600,4 @@ export default {
   'tokens.copied': 'Copied',
   'tokens.token_named': 'Token {name}',
   'tokens.copy_now': 'Copy the token now: it is shown this once and Wharf keeps only its hash.',
-//@@
 };
