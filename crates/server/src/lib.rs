@@ -194,6 +194,9 @@ pub struct AppState {
     pub refusal_audits: throttle::Throttle,
     /// The pipeline limit in force.
     pub quota: licence::Quota,
+    /// Clusters being checked now (by id): one check per cluster at a time, however
+    /// many callers show it (`api::clusters`).
+    pub cluster_checks: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,6 +392,7 @@ impl Server {
             hook_refusals: throttle::Throttle::new(30, Duration::from_secs(2)),
             refusal_audits: throttle::Throttle::new(20, Duration::from_secs(6)),
             quota,
+            cluster_checks: Default::default(),
         });
         state.runs.start().await?;
         hooks::resume(&state).await;
