@@ -388,13 +388,17 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM pipelines WHERE {WHERE}")))
-            .bind(kind)
-            .bind(&projects)
-            .bind(creator)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        let total: i64 = match filter {
+            // Counted on the smallest index, not row by row through the filter.
+            PipelineFilter::All => self.pipeline_count().await?,
+            _ => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM pipelines WHERE {WHERE}")))
+                .bind(kind)
+                .bind(&projects)
+                .bind(creator)
+                .fetch_one(&self.pool)
+                .await?
+                .get(0),
+        };
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let last = match row.get::<Option<i64>, _>(8) {
@@ -431,6 +435,24 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("version {version} of pipeline {id}")))?;
         Ok(VersionRow { version: row.get(0), source: row.get(1), created_at: row.get(2) })
+    }
+
+    /// The sources of several versions in one query (a page of a list), by
+    /// `(pipeline id, version)`; versions that do not exist are left out.
+    pub async fn sources(&self, versions: &[(i64, i64)]) -> Result<std::collections::HashMap<(i64, i64), String>> {
+        if versions.is_empty() {
+            return Ok(Default::default());
+        }
+        let wanted = serde_json::json!(versions).to_string();
+        let rows = sqlx::query(
+            "SELECT v.pipeline_id, v.version, v.source FROM json_each(?) w \
+             JOIN pipeline_versions v \
+               ON v.pipeline_id = json_extract(w.value, '$[0]') AND v.version = json_extract(w.value, '$[1]')",
+        )
+        .bind(wanted)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
     }
 
     pub async fn set_active(&self, id: i64, active: bool) -> Result<PipelineRow> {

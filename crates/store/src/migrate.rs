@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_trusted_projects.sql")),
     (9, include_str!("../migrations/sqlite/0009_delivery_retention.sql")),
     (11, include_str!("../migrations/sqlite/0011_users_and_idempotency.sql")),
+    (13, include_str!("../migrations/sqlite/0013_timers_version.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {
