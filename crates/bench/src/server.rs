@@ -513,8 +513,11 @@ pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
         let created = base.as_millisecond();
         let n = per(p) as i64;
         sqlx::query(
-            "INSERT INTO pipelines (id, project, name, active, version, last_number, increment, created_at, updated_at) \
-             VALUES (?, 'admin', ?, 1, 1, ?, ?, ?, ?)",
+            // As the server leaves them: `timers_version` says their timers (none) were
+            // computed from version 1.
+            "INSERT INTO pipelines (id, project, name, active, version, timers_version, last_number, increment, \
+                                    created_at, updated_at) \
+             VALUES (?, 'admin', ?, 1, 1, 1, ?, ?, ?, ?)",
         )
         .bind(p as i64 + 1)
         .bind(&name)
