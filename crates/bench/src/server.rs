@@ -45,51 +45,37 @@ use wharf_core::status::Status;
 
 pub(crate) const TOKEN: &str = "wharf-bench-admin-token";
 
-struct Args {
+/// The server at size and under load (issue 3): memory and start, page latency at size,
+/// trigger to first task, 1,000 concurrent trivial runs.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pipelines loaded straight into SQLite for the measurements at size.
+    #[arg(long, default_value_t = 10_000, value_parser = crate::positive)]
     pipelines: usize,
+    /// Succeeded run records loaded with them (spread evenly over the pipelines).
+    #[arg(long, default_value_t = 1_000_000)]
     runs: usize,
+    /// Requests per page-latency measurement.
+    #[arg(long, default_value_t = 2_000, value_parser = crate::positive)]
     requests: usize,
+    /// Runs triggered one at a time for the trigger latency.
+    #[arg(long, default_value_t = 200, value_parser = crate::positive)]
     triggers: usize,
+    /// Runs of the concurrent burst.
+    #[arg(long, default_value_t = 1_000, value_parser = crate::positive)]
     concurrent: usize,
+    /// `--max-parallel-tasks` of the burst's server (and the floor's parallelism).
+    #[arg(long, default_value_t = 8, value_parser = crate::positive)]
     slots: usize,
+    /// Concurrent clients starting the burst.
+    #[arg(long, default_value_t = 32, value_parser = crate::positive)]
     clients: usize,
+    /// The `wharf` binary to measure.
+    #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
-    /// Keep the data directories here instead of a temporary directory.
+    /// Keep the data directories (empty/, burst/, loaded/) here instead of a temporary directory.
+    #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args {
-        pipelines: 10_000,
-        runs: 1_000_000,
-        requests: 2_000,
-        triggers: 200,
-        concurrent: 1_000,
-        slots: 8,
-        clients: 32,
-        wharf: PathBuf::from("target/release/wharf"),
-        dir: None,
-    };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} N: `{value}` is not a number"));
-        match flag.as_str() {
-            "--pipelines" => args.pipelines = n().max(1),
-            "--runs" => args.runs = n(),
-            "--requests" => args.requests = n().max(1),
-            "--triggers" => args.triggers = n().max(1),
-            "--concurrent" => args.concurrent = n().max(1),
-            "--slots" => args.slots = n().max(1),
-            "--clients" => args.clients = n().max(1),
-            "--wharf" => args.wharf = PathBuf::from(&value),
-            "--dir" => args.dir = Some(PathBuf::from(&value)),
-            other => panic!(
-                "unknown flag {other}; flags: --pipelines N --runs N --requests N --triggers N --concurrent N \
-                 --slots N --clients N --wharf PATH --dir PATH"
-            ),
-        }
-    }
-    args
 }
 
 // ---------------------------------------------------------------------------------
@@ -654,8 +640,7 @@ fn row(name: &str, xs: &mut [Duration], goal: &str) -> String {
     )
 }
 
-pub fn main(args_iter: impl Iterator<Item = String>) {
-    let args = args(args_iter);
+pub fn main(args: Args) {
     assert!(
         args.wharf.exists(),
         "{} not found; build it: cargo build --release -p wharf -p wharf-bench",
