@@ -268,6 +268,7 @@ impl Timers {
     /// and parsed ([`Store::pipelines_with_stale_timers`]): a start reads no pipeline
     /// that was saved through [`Timers::changed`].
     pub async fn resume(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
+        let mut current_rows = Vec::new();
         for id in self.store.pipelines_with_stale_timers().await? {
             let pipeline = match self.store.pipeline(id).await {
                 Ok(p) => p,
@@ -283,11 +284,12 @@ impl Timers {
             let current = rows.iter().all(|r| r.version == pipeline.version)
                 && rows.iter().map(|r| r.trigger_index).eq(wanted.iter().copied());
             if current {
-                self.store.mark_timers_current(id, pipeline.version).await?;
+                current_rows.push((id, pipeline.version));
             } else {
                 self.sync(id, now).await?;
             }
         }
+        self.store.mark_timers_current(&current_rows).await?;
         self.claim_due(now, Duration::ZERO).await
     }
 

@@ -88,16 +88,21 @@ impl Store {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Records that a pipeline's timer rows are those of `version` (found current
-    /// without rewriting them), if that still is its latest version.
-    pub async fn mark_timers_current(&self, pipeline_id: i64, version: i64) -> Result<()> {
+    /// Records, for each `(pipeline id, version)`, that the pipeline's timer rows are
+    /// those of `version` (found current without rewriting them), where that still is
+    /// its latest version. One transaction for all.
+    pub async fn mark_timers_current(&self, versions: &[(i64, i64)]) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
         let _write = self.writer.lock().await;
-        sqlx::query("UPDATE pipelines SET timers_version = ? WHERE id = ? AND version = ?")
-            .bind(version)
-            .bind(pipeline_id)
-            .bind(version)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE pipelines SET timers_version = version \
+             WHERE (id, version) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        )
+        .bind(serde_json::json!(versions).to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
