@@ -19,6 +19,7 @@
 //! `wharf-bench ui …` the web UI's first render (issue 7): see `ui.rs`.
 //! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
 //! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
+//! `wharf-bench figures …` the figures of issue 19 in one run: see `figures.rs`.
 //! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
@@ -36,6 +37,7 @@ use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
 mod docker;
+mod figures;
 mod persist;
 mod server;
 mod ui;
@@ -60,6 +62,7 @@ enum Mode {
     Webhook(webhook::Args),
     Docker(docker::Args),
     Persist(persist::Args),
+    Figures(figures::Args),
 }
 
 /// Engine overhead per task: floor, host executor alone, engine, `wharf run`.
@@ -233,6 +236,7 @@ fn main() {
         Some(Mode::Webhook(args)) => webhook::main(args),
         Some(Mode::Docker(args)) => docker::main(args),
         Some(Mode::Persist(args)) => persist::main(args),
+        Some(Mode::Figures(args)) => figures::main(args),
         None => engine(cli.engine),
     }
 }

@@ -87,7 +87,7 @@ pub(crate) struct Wharf {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
     /// From spawning the process to the first `200` from `/healthz`.
-    started_in: Duration,
+    pub(crate) started_in: Duration,
 }
 
 impl Wharf {
@@ -150,6 +150,20 @@ impl Wharf {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// `RssAnon` and `RssFile` in KiB: the process's own memory, and the files mapped
+    /// in (mostly the binary's code, shared with the page cache).
+    pub(crate) fn rss_split(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("RssAnon:"), field("RssFile:"))
     }
 
     /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
@@ -246,7 +260,7 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
@@ -285,18 +299,18 @@ fn metric(text: &str, name: &str) -> i64 {
 // The parts
 // ---------------------------------------------------------------------------------
 
-struct Latency {
-    total: Vec<Duration>,
-    to_queued: Vec<Duration>,
-    queued_to_run: Vec<Duration>,
-    run_to_task: Vec<Duration>,
-    post_rtt: Vec<Duration>,
-    to_task_end: Vec<Duration>,
-    healthz: Vec<Duration>,
-    spawn: Vec<Duration>,
+pub(crate) struct Latency {
+    pub(crate) total: Vec<Duration>,
+    pub(crate) to_queued: Vec<Duration>,
+    pub(crate) queued_to_run: Vec<Duration>,
+    pub(crate) run_to_task: Vec<Duration>,
+    pub(crate) post_rtt: Vec<Duration>,
+    pub(crate) to_task_end: Vec<Duration>,
+    pub(crate) healthz: Vec<Duration>,
+    pub(crate) spawn: Vec<Duration>,
 }
 
-async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
+pub(crate) async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
     let id = wharf.create_pipeline(&trivial_pipeline("trigger", "queue")).await;
     let mut l = Latency {
         total: vec![],
@@ -346,19 +360,19 @@ async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
     l
 }
 
-struct Burst {
-    total: Duration,
-    seen_done: Duration,
-    stored_done: Duration,
-    posts: Duration,
-    succeeded: usize,
-    peak_rss: u64,
-    floor: Duration,
-    first_tenth: Duration,
-    last_tenth: Duration,
+pub(crate) struct Burst {
+    pub(crate) total: Duration,
+    pub(crate) seen_done: Duration,
+    pub(crate) stored_done: Duration,
+    pub(crate) posts: Duration,
+    pub(crate) succeeded: usize,
+    pub(crate) peak_rss: u64,
+    pub(crate) floor: Duration,
+    pub(crate) first_tenth: Duration,
+    pub(crate) last_tenth: Duration,
 }
 
-async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) -> Burst {
+pub(crate) async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) -> Burst {
     let id = wharf.create_pipeline(&trivial_pipeline("burst", "allow")).await;
     let client = wharf.client.clone();
     let url = wharf.url(&format!("/pipelines/{id}/runs"));
@@ -598,12 +612,12 @@ fn record(pipeline: &str, number: u64, created: jiff::Timestamp) -> RunRecord {
     }
 }
 
-struct Pages {
-    runs: Vec<Duration>,
-    pipelines: Vec<Duration>,
+pub(crate) struct Pages {
+    pub(crate) runs: Vec<Duration>,
+    pub(crate) pipelines: Vec<Duration>,
 }
 
-async fn page_latency(wharf: &Wharf, pipelines: usize, requests: usize) -> Pages {
+pub(crate) async fn page_latency(wharf: &Wharf, pipelines: usize, requests: usize) -> Pages {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let pages = pipelines.div_ceil(50);
     let mut out = Pages { runs: Vec::with_capacity(requests), pipelines: Vec::with_capacity(requests) };
