@@ -365,6 +365,29 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
+        let (rows, total) = self.pipeline_page(filter, limit, offset, false).await?;
+        Ok((rows.into_iter().map(|(p, last, _)| (p, last)).collect(), total))
+    }
+
+    /// [`Store::pipelines_filtered`] with the source of each pipeline's latest version
+    /// (`None` if it is missing), in one query with the count: a page of a list costs
+    /// one round trip to the database, not one per row.
+    pub async fn pipelines_with_sources(
+        &self,
+        filter: &PipelineFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
+        self.pipeline_page(filter, limit, offset, true).await
+    }
+
+    async fn pipeline_page(
+        &self,
+        filter: &PipelineFilter,
+        limit: i64,
+        offset: i64,
+        sources: bool,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
         // `?1` is the kind of filter, `?2` the JSON list of projects, `?3` the creator.
         let (kind, projects, creator) = match filter {
             PipelineFilter::All => ("all", "[]".to_owned(), ""),
@@ -373,12 +396,24 @@ impl Store {
         };
         const WHERE: &str = "(?1 = 'all' OR (?1 = 'projects' AND project IN (SELECT value FROM json_each(?2))) \
                               OR (?1 = 'creator' AND created_by = ?3))";
+        // An admin's total is counted on the smallest index, not row by row through the filter.
+        let count = match filter {
+            PipelineFilter::All => "(SELECT COUNT(*) FROM pipelines)".to_owned(),
+            _ => format!("(SELECT COUNT(*) FROM pipelines WHERE {WHERE})"),
+        };
+        let (source, join) = if sources {
+            ("v.source", "LEFT JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version")
+        } else {
+            ("NULL", "")
+        };
+        // The count rides along on every row; an empty page (past the end) counts apart.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, p.created_by, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
-                    r.increment \
+                    r.increment, {source}, {count} \
              FROM (SELECT * FROM pipelines WHERE {WHERE} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
              LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
+             {join} \
              ORDER BY p.project, p.name"
         )))
         .bind(kind)
@@ -388,10 +423,9 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = match filter {
-            // Counted on the smallest index, not row by row through the filter.
-            PipelineFilter::All => self.pipeline_count().await?,
-            _ => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM pipelines WHERE {WHERE}")))
+        let total: i64 = match rows.first() {
+            Some(row) => row.get(19),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {count}")))
                 .bind(kind)
                 .bind(&projects)
                 .bind(creator)
@@ -405,7 +439,7 @@ impl Store {
                 Some(_) => Some(summary_at(row, 8)?),
                 None => None,
             };
-            out.push((pipeline_row(row), last));
+            out.push((pipeline_row(row), last, row.get::<Option<String>, _>(18)));
         }
         Ok((out, total))
     }
@@ -435,24 +469,6 @@ impl Store {
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("version {version} of pipeline {id}")))?;
         Ok(VersionRow { version: row.get(0), source: row.get(1), created_at: row.get(2) })
-    }
-
-    /// The sources of several versions in one query (a page of a list), by
-    /// `(pipeline id, version)`; versions that do not exist are left out.
-    pub async fn sources(&self, versions: &[(i64, i64)]) -> Result<std::collections::HashMap<(i64, i64), String>> {
-        if versions.is_empty() {
-            return Ok(Default::default());
-        }
-        let wanted = serde_json::json!(versions).to_string();
-        let rows = sqlx::query(
-            "SELECT v.pipeline_id, v.version, v.source FROM json_each(?) w \
-             JOIN pipeline_versions v \
-               ON v.pipeline_id = json_extract(w.value, '$[0]') AND v.version = json_extract(w.value, '$[1]')",
-        )
-        .bind(wanted)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| ((r.get(0), r.get(1)), r.get(2))).collect())
     }
 
     pub async fn set_active(&self, id: i64, active: bool) -> Result<PipelineRow> {
