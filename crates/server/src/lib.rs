@@ -199,9 +199,11 @@ pub struct AppState {
     pub cluster_checks: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
+/// Errors with a source say only their own part: `{err:#}` (as `wharf serve` prints
+/// them) adds the source's words once, after a colon.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database")]
     Store(#[from] wharf_store::StoreError),
     /// A configuration value is wrong (keys, licence, time zone, CA file).
     #[error("{0}")]
@@ -210,7 +212,7 @@ pub enum ServerError {
     Docker(wharf_docker::ConnectError),
     #[error("{0}")]
     Unsupported(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
