@@ -37,28 +37,18 @@ protocol: TCP\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: svc-2048\n
 jack-2048\nspec:\n  ports:\n  - name: port-2048\n    port: 80\n    protocol: TCP\n    targetPort: 80\n  \
 selector:\n    application: jack-2048\n  type: ClusterIP\n";
 
-struct Args {
+/// A `deploy-yaml` task's cluster side against kubectl, on the Kubernetes test double (issue 13).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Repetitions of each measurement.
+    #[arg(long, default_value_t = 5, value_parser = crate::positive)]
     reps: usize,
+    /// The `wharf-kube-fake` binary to run the cluster with.
+    #[arg(long, default_value = "target/release/wharf-kube-fake")]
     kube_fake: PathBuf,
+    /// The kubectl to compare with.
+    #[arg(long, default_value = "/usr/bin/kubectl")]
     kubectl: PathBuf,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args {
-        reps: 5,
-        kube_fake: PathBuf::from("target/release/wharf-kube-fake"),
-        kubectl: PathBuf::from("/usr/bin/kubectl"),
-    };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--reps" => args.reps = value.parse().expect("--reps N"),
-            "--kube-fake" => args.kube_fake = PathBuf::from(value),
-            "--kubectl" => args.kubectl = PathBuf::from(value),
-            other => panic!("unknown flag {other}; flags: --reps N --kube-fake PATH --kubectl PATH"),
-        }
-    }
-    args
 }
 
 struct Quiet;
@@ -154,8 +144,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
-pub fn main(rest: impl Iterator<Item = String>) {
-    let args = args(rest);
+pub fn main(args: Args) {
     assert!(args.kubectl.exists(), "no kubectl at {} (--kubectl PATH)", args.kubectl.display());
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = start_fake(&args.kube_fake, dir.path());

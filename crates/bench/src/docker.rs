@@ -27,24 +27,18 @@ use wharf_docker::{DockerConfig, DockerExecutor};
 use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::{Executor, LogLine, LogSink, TaskSpec};
 
-struct Args {
+/// The Docker executor against the docker CLI's floor (issue 4; needs dockerd).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Containers (tasks) per repetition.
+    #[arg(long, default_value_t = 20, value_parser = crate::positive)]
     tasks: usize,
+    /// Repetitions.
+    #[arg(long, default_value_t = 5, value_parser = crate::positive)]
     reps: usize,
+    /// The image the tasks run in.
+    #[arg(long, default_value = "wharf-test/busybox:1.35")]
     image: String,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args { tasks: 20, reps: 5, image: "wharf-test/busybox:1.35".into() };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--tasks" => args.tasks = value.parse().expect("--tasks N"),
-            "--reps" => args.reps = value.parse().expect("--reps N"),
-            "--image" => args.image = value,
-            other => panic!("unknown flag {other}; flags: --tasks N --reps N --image IMAGE"),
-        }
-    }
-    args
 }
 
 struct Discard;
@@ -164,8 +158,7 @@ fn ms(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1000.0)
 }
 
-pub fn main(argv: impl Iterator<Item = String>) {
-    let args = args(argv);
+pub fn main(args: Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
     std::fs::create_dir_all(dir.path().join("outputs")).unwrap();

@@ -14,10 +14,12 @@
 //! 3. cli: `wharf run --quiet` of the same pipeline as a fresh process, records and
 //!    log files included.
 //!
+//! `wharf-bench --help` lists the modes, `wharf-bench MODE --help` their flags.
 //! `wharf-bench server …` measures the server instead (issue 3): see `server.rs`;
 //! `wharf-bench ui …` the web UI's first render (issue 7): see `ui.rs`.
 //! `wharf-bench webhook …` a webhook delivery to the first task (issue 5): see `webhook.rs`.
 //! `wharf-bench docker …` the Docker executor (issue 4): see `docker.rs`.
+//! `wharf-bench figures …` the figures of issue 19 in one run: see `figures.rs`.
 //! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
 //! `wharf-bench deploy …` a `deploy-yaml` task against kubectl (issue 13): see `deploy.rs`.
 //!
@@ -37,30 +39,55 @@ use wharf_executor::host::{HostConfig, HostExecutor};
 
 mod deploy;
 mod docker;
+mod figures;
 mod persist;
 mod server;
 mod ui;
 mod webhook;
 
+/// Benchmarks of Wharf against a floor measured in the same run (docs/BENCHMARKS.md).
+/// Without a mode: engine overhead per task (issue 2).
+#[derive(clap::Parser, Debug)]
+#[command(name = "wharf-bench", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    #[command(flatten)]
+    engine: Args,
+}
+
+/// The modes; each lives in its own module with its `Args` and `main`.
+#[derive(clap::Subcommand, Debug)]
+enum Mode {
+    Server(server::Args),
+    Ui(ui::Args),
+    Webhook(webhook::Args),
+    Docker(docker::Args),
+    Persist(persist::Args),
+    Figures(figures::Args),
+    Deploy(deploy::Args),
+}
+
+/// Engine overhead per task: floor, host executor alone, engine, `wharf run`.
+#[derive(clap::Args, Debug)]
 struct Args {
+    /// Trivial tasks per run.
+    #[arg(long, default_value_t = 200, value_parser = positive)]
     tasks: usize,
+    /// Repetitions.
+    #[arg(long, default_value_t = 5, value_parser = positive)]
     reps: usize,
+    /// The `wharf` binary of the cli column (skipped when missing).
+    #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
 }
 
-fn args() -> Args {
-    let mut args = Args { tasks: 200, reps: 5, wharf: PathBuf::from("target/release/wharf") };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--tasks" => args.tasks = value.parse().expect("--tasks N"),
-            "--reps" => args.reps = value.parse().expect("--reps N"),
-            "--wharf" => args.wharf = PathBuf::from(value),
-            other => panic!("unknown flag {other}; flags: --tasks N --reps N --wharf PATH"),
-        }
+/// A count of at least one.
+fn positive(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("`{text}` is not a whole number of at least 1")),
     }
-    args
 }
 
 /// `tasks` sequential trivial tasks, in stages of at most the per-stage limit
@@ -206,17 +233,20 @@ fn cli_run(wharf: &PathBuf, file: &std::path::Path, data: &std::path::Path) -> D
 }
 
 fn main() {
-    let rest = || std::env::args().skip(2);
-    match std::env::args().nth(1).as_deref() {
-        Some("server") => return server::main(rest()),
-        Some("ui") => return ui::main(rest()),
-        Some("webhook") => return webhook::main(rest()),
-        Some("docker") => return docker::main(rest()),
-        Some("persist") => return persist::main(rest()),
-        Some("deploy") => return deploy::main(rest()),
-        _ => {}
+    let cli = <Cli as clap::Parser>::parse();
+    match cli.mode {
+        Some(Mode::Server(args)) => server::main(args),
+        Some(Mode::Ui(args)) => ui::main(args),
+        Some(Mode::Webhook(args)) => webhook::main(args),
+        Some(Mode::Docker(args)) => docker::main(args),
+        Some(Mode::Persist(args)) => persist::main(args),
+        Some(Mode::Figures(args)) => figures::main(args),
+        Some(Mode::Deploy(args)) => deploy::main(args),
+        None => engine(cli.engine),
     }
-    let args = args();
+}
+
+fn engine(args: Args) {
     let dir = tempfile::tempdir().expect("tempdir");
     let yaml = pipeline_yaml(args.tasks);
     let file = dir.path().join("bench.yaml");

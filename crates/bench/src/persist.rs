@@ -28,39 +28,30 @@ use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-struct Args {
+/// What persisting a large run costs the server, per binary (issue 11).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A `wharf` binary to measure; repeat to compare builds in the same run.
+    #[arg(long = "wharf", value_name = "PATH", default_value = "target/debug/wharf")]
     binaries: Vec<PathBuf>,
+    /// Stages of the pipeline.
+    #[arg(long, default_value_t = 5, value_parser = crate::positive)]
     stages: usize,
+    /// Parallel tasks per stage.
+    #[arg(long, default_value_t = 100, value_parser = crate::positive)]
     tasks: usize,
+    /// `--max-parallel-tasks` of the server.
+    #[arg(long, default_value_t = 8, value_parser = crate::positive)]
     slots: usize,
+    /// Tasks of the one-stage "huge" scenario (0: skip it).
+    #[arg(long, default_value_t = 0)]
     huge: usize,
+    /// The huge scenario kills the server above this RSS.
+    #[arg(long, default_value_t = 3072)]
     huge_rss_mib: u64,
+    /// The huge scenario kills the server when the stop takes longer.
+    #[arg(long, default_value_t = 120)]
     huge_secs: u64,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args =
-        Args { binaries: vec![], stages: 5, tasks: 100, slots: 8, huge: 0, huge_rss_mib: 3072, huge_secs: 120 };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--wharf" => args.binaries.push(PathBuf::from(value)),
-            "--stages" => args.stages = value.parse().expect("--stages N"),
-            "--tasks" => args.tasks = value.parse().expect("--tasks N"),
-            "--slots" => args.slots = value.parse().expect("--slots N"),
-            "--huge" => args.huge = value.parse().expect("--huge N"),
-            "--huge-rss-mib" => args.huge_rss_mib = value.parse().expect("--huge-rss-mib N"),
-            "--huge-secs" => args.huge_secs = value.parse().expect("--huge-secs N"),
-            other => panic!(
-                "unknown flag {other}; flags: --wharf PATH (repeat) --stages N --tasks N --slots N --huge N \
-                 --huge-rss-mib N --huge-secs N"
-            ),
-        }
-    }
-    if args.binaries.is_empty() {
-        args.binaries.push(PathBuf::from("target/debug/wharf"));
-    }
-    args
 }
 
 fn pipeline(name: &str, stages: usize, tasks: usize, script: &str) -> String {
@@ -242,8 +233,7 @@ async fn scenario(
     }
 }
 
-pub fn main(args_iter: impl Iterator<Item = String>) {
-    let args = args(args_iter);
+pub fn main(args: Args) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let temp = tempfile::tempdir().unwrap();

@@ -45,51 +45,37 @@ use wharf_core::status::Status;
 
 pub(crate) const TOKEN: &str = "wharf-bench-admin-token";
 
-struct Args {
+/// The server at size and under load (issue 3): memory and start, page latency at size,
+/// trigger to first task, 1,000 concurrent trivial runs.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pipelines loaded straight into SQLite for the measurements at size.
+    #[arg(long, default_value_t = 10_000, value_parser = crate::positive)]
     pipelines: usize,
+    /// Succeeded run records loaded with them (spread evenly over the pipelines).
+    #[arg(long, default_value_t = 1_000_000)]
     runs: usize,
+    /// Requests per page-latency measurement.
+    #[arg(long, default_value_t = 2_000, value_parser = crate::positive)]
     requests: usize,
+    /// Runs triggered one at a time for the trigger latency.
+    #[arg(long, default_value_t = 200, value_parser = crate::positive)]
     triggers: usize,
+    /// Runs of the concurrent burst.
+    #[arg(long, default_value_t = 1_000, value_parser = crate::positive)]
     concurrent: usize,
+    /// `--max-parallel-tasks` of the burst's server (and the floor's parallelism).
+    #[arg(long, default_value_t = 8, value_parser = crate::positive)]
     slots: usize,
+    /// Concurrent clients starting the burst.
+    #[arg(long, default_value_t = 32, value_parser = crate::positive)]
     clients: usize,
+    /// The `wharf` binary to measure.
+    #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
-    /// Keep the data directories here instead of a temporary directory.
+    /// Keep the data directories (empty/, burst/, loaded/) here instead of a temporary directory.
+    #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args {
-        pipelines: 10_000,
-        runs: 1_000_000,
-        requests: 2_000,
-        triggers: 200,
-        concurrent: 1_000,
-        slots: 8,
-        clients: 32,
-        wharf: PathBuf::from("target/release/wharf"),
-        dir: None,
-    };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} N: `{value}` is not a number"));
-        match flag.as_str() {
-            "--pipelines" => args.pipelines = n().max(1),
-            "--runs" => args.runs = n(),
-            "--requests" => args.requests = n().max(1),
-            "--triggers" => args.triggers = n().max(1),
-            "--concurrent" => args.concurrent = n().max(1),
-            "--slots" => args.slots = n().max(1),
-            "--clients" => args.clients = n().max(1),
-            "--wharf" => args.wharf = PathBuf::from(&value),
-            "--dir" => args.dir = Some(PathBuf::from(&value)),
-            other => panic!(
-                "unknown flag {other}; flags: --pipelines N --runs N --requests N --triggers N --concurrent N \
-                 --slots N --clients N --wharf PATH --dir PATH"
-            ),
-        }
-    }
-    args
 }
 
 // ---------------------------------------------------------------------------------
@@ -101,7 +87,7 @@ pub(crate) struct Wharf {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
     /// From spawning the process to the first `200` from `/healthz`.
-    started_in: Duration,
+    pub(crate) started_in: Duration,
 }
 
 impl Wharf {
@@ -164,6 +150,20 @@ impl Wharf {
                 .unwrap_or(0)
         };
         (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// `RssAnon` and `RssFile` in KiB: the process's own memory, and the files mapped
+    /// in (mostly the binary's code, shared with the page cache).
+    pub(crate) fn rss_split(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (field("RssAnon:"), field("RssFile:"))
     }
 
     /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
@@ -260,7 +260,7 @@ pub(crate) fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1000.0)
 }
 
-fn mib(kib: u64) -> String {
+pub(crate) fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)
 }
 
@@ -299,18 +299,18 @@ fn metric(text: &str, name: &str) -> i64 {
 // The parts
 // ---------------------------------------------------------------------------------
 
-struct Latency {
-    total: Vec<Duration>,
-    to_queued: Vec<Duration>,
-    queued_to_run: Vec<Duration>,
-    run_to_task: Vec<Duration>,
-    post_rtt: Vec<Duration>,
-    to_task_end: Vec<Duration>,
-    healthz: Vec<Duration>,
-    spawn: Vec<Duration>,
+pub(crate) struct Latency {
+    pub(crate) total: Vec<Duration>,
+    pub(crate) to_queued: Vec<Duration>,
+    pub(crate) queued_to_run: Vec<Duration>,
+    pub(crate) run_to_task: Vec<Duration>,
+    pub(crate) post_rtt: Vec<Duration>,
+    pub(crate) to_task_end: Vec<Duration>,
+    pub(crate) healthz: Vec<Duration>,
+    pub(crate) spawn: Vec<Duration>,
 }
 
-async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
+pub(crate) async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
     let id = wharf.create_pipeline(&trivial_pipeline("trigger", "queue")).await;
     let mut l = Latency {
         total: vec![],
@@ -360,19 +360,19 @@ async fn trigger_latency(wharf: &Wharf, n: usize) -> Latency {
     l
 }
 
-struct Burst {
-    total: Duration,
-    seen_done: Duration,
-    stored_done: Duration,
-    posts: Duration,
-    succeeded: usize,
-    peak_rss: u64,
-    floor: Duration,
-    first_tenth: Duration,
-    last_tenth: Duration,
+pub(crate) struct Burst {
+    pub(crate) total: Duration,
+    pub(crate) seen_done: Duration,
+    pub(crate) stored_done: Duration,
+    pub(crate) posts: Duration,
+    pub(crate) succeeded: usize,
+    pub(crate) peak_rss: u64,
+    pub(crate) floor: Duration,
+    pub(crate) first_tenth: Duration,
+    pub(crate) last_tenth: Duration,
 }
 
-async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) -> Burst {
+pub(crate) async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) -> Burst {
     let id = wharf.create_pipeline(&trivial_pipeline("burst", "allow")).await;
     let client = wharf.client.clone();
     let url = wharf.url(&format!("/pipelines/{id}/runs"));
@@ -513,8 +513,11 @@ pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
         let created = base.as_millisecond();
         let n = per(p) as i64;
         sqlx::query(
-            "INSERT INTO pipelines (id, project, name, active, version, last_number, increment, created_at, updated_at) \
-             VALUES (?, 'admin', ?, 1, 1, ?, ?, ?, ?)",
+            // As the server leaves them: `timers_version` says their timers (none) were
+            // computed from version 1.
+            "INSERT INTO pipelines (id, project, name, active, version, timers_version, last_number, increment, \
+                                    created_at, updated_at) \
+             VALUES (?, 'admin', ?, 1, 1, 1, ?, ?, ?, ?)",
         )
         .bind(p as i64 + 1)
         .bind(&name)
@@ -609,12 +612,12 @@ fn record(pipeline: &str, number: u64, created: jiff::Timestamp) -> RunRecord {
     }
 }
 
-struct Pages {
-    runs: Vec<Duration>,
-    pipelines: Vec<Duration>,
+pub(crate) struct Pages {
+    pub(crate) runs: Vec<Duration>,
+    pub(crate) pipelines: Vec<Duration>,
 }
 
-async fn page_latency(wharf: &Wharf, pipelines: usize, requests: usize) -> Pages {
+pub(crate) async fn page_latency(wharf: &Wharf, pipelines: usize, requests: usize) -> Pages {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let pages = pipelines.div_ceil(50);
     let mut out = Pages { runs: Vec::with_capacity(requests), pipelines: Vec::with_capacity(requests) };
@@ -651,8 +654,7 @@ fn row(name: &str, xs: &mut [Duration], goal: &str) -> String {
     )
 }
 
-pub fn main(args_iter: impl Iterator<Item = String>) {
-    let args = args(args_iter);
+pub fn main(args: Args) {
     assert!(
         args.wharf.exists(),
         "{} not found; build it: cargo build --release -p wharf -p wharf-bench",

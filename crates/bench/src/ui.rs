@@ -24,27 +24,21 @@ use super::server::{TOKEN, Wharf, load, ms, quantile};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-struct Args {
+/// The server time of the web UI's first render (issue 7).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Pipelines loaded straight into SQLite.
+    #[arg(long, default_value_t = 1_000, value_parser = crate::positive)]
     pipelines: usize,
+    /// Succeeded run records loaded with them.
+    #[arg(long, default_value_t = 100_000)]
     runs: usize,
+    /// Measured repetitions of each page.
+    #[arg(long, default_value_t = 200, value_parser = crate::positive)]
     reps: usize,
+    /// The `wharf` binary to measure.
+    #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args { pipelines: 1_000, runs: 100_000, reps: 200, wharf: PathBuf::from("target/release/wharf") };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} N: `{value}` is not a number"));
-        match flag.as_str() {
-            "--pipelines" => args.pipelines = n().max(1),
-            "--runs" => args.runs = n(),
-            "--reps" => args.reps = n().max(1),
-            "--wharf" => args.wharf = PathBuf::from(&value),
-            other => panic!("unknown flag {other}; flags: --pipelines N --runs N --reps N --wharf PATH"),
-        }
-    }
-    args
 }
 
 const SHELL_ASSETS: [&str; 4] = ["/ui/app.css", "/ui/js/app.js", "/ui/js/auth.js", "/ui/js/ui.js"];
@@ -70,8 +64,7 @@ async fn first_event(wharf: &Wharf, path: &str) {
     }
 }
 
-pub fn main(args_iter: impl Iterator<Item = String>) {
-    let args = args(args_iter);
+pub fn main(args: Args) {
     assert!(args.wharf.exists(), "{} not found; build it: cargo build --release -p wharf", args.wharf.display());
     let tmp = tempfile::tempdir().expect("tempdir");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -44,40 +44,27 @@ const SECRET: &str = "wharf-bench-webhook-secret";
 const WARMUP: usize = 10;
 const PUSH: &str = include_str!("../../scm/tests/fixtures/webhooks/github/push.json");
 
-struct Args {
+/// A webhook delivery to the first task, and deliveries per second (issue 5).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Deliveries sent one at a time for the latency.
+    #[arg(long, default_value_t = 200, value_parser = crate::positive)]
     latency: usize,
+    /// Deliveries of the sustained burst.
+    #[arg(long, default_value_t = 2_000, value_parser = crate::positive)]
     deliveries: usize,
+    /// Concurrent clients of the burst.
+    #[arg(long, default_value_t = 32, value_parser = crate::positive)]
     clients: usize,
+    /// `--max-parallel-tasks` of the server.
+    #[arg(long, default_value_t = 8, value_parser = crate::positive)]
     slots: usize,
+    /// The `wharf` binary to measure.
+    #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
+    /// Keep the data directory and the repository here instead of a temporary directory.
+    #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn args(mut it: impl Iterator<Item = String>) -> Args {
-    let mut args = Args {
-        latency: 200,
-        deliveries: 2_000,
-        clients: 32,
-        slots: 8,
-        wharf: PathBuf::from("target/release/wharf"),
-        dir: None,
-    };
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        let n = || value.parse::<usize>().unwrap_or_else(|_| panic!("{flag} N: `{value}` is not a number"));
-        match flag.as_str() {
-            "--latency" => args.latency = n().max(1),
-            "--deliveries" => args.deliveries = n().max(1),
-            "--clients" => args.clients = n().max(1),
-            "--slots" => args.slots = n().max(1),
-            "--wharf" => args.wharf = PathBuf::from(&value),
-            "--dir" => args.dir = Some(PathBuf::from(&value)),
-            other => panic!(
-                "unknown flag {other}; flags: --latency N --deliveries N --clients N --slots N --wharf PATH --dir PATH"
-            ),
-        }
-    }
-    args
 }
 
 fn git(dir: &Path, args: &[&str]) -> String {
@@ -341,8 +328,7 @@ fn row(name: &str, xs: &mut [Duration], floor: Duration) {
     );
 }
 
-pub fn main(args_iter: impl Iterator<Item = String>) {
-    let args = args(args_iter);
+pub fn main(args: Args) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let temp = tempfile::tempdir().unwrap();

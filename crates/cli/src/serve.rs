@@ -71,7 +71,7 @@ pub struct ServeArgs {
     /// The registry (by registered name) of `image` tasks that name none.
     #[arg(long, env = "WHARF_DEFAULT_REGISTRY")]
     default_registry: Option<String>,
-    /// text | json [default: text].
+    /// text | json.
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "text")]
     log_format: String,
     /// A signed licence file that raises the pipeline limit (trial: 10).

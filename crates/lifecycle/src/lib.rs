@@ -182,6 +182,17 @@ impl Lifecycle {
         &self.0.timers
     }
 
+    /// A saved version from its `source` (read by the caller, e.g. a page of a list at
+    /// once): from the parse cache when it is there, else parsed without filling the
+    /// cache, so a walk through many pipelines does not push out the ones runs use.
+    /// `None` when it no longer validates.
+    pub fn parsed_version(&self, pipeline_id: i64, version: i64, source: &str) -> Option<Arc<Pipeline>> {
+        if let Some(model) = self.0.pipelines.lock().unwrap().get(&(pipeline_id, version)) {
+            return Some(model.clone());
+        }
+        wharf_pipeline::parse(source).ok().map(Arc::new)
+    }
+
     fn downgrade(&self) -> std::sync::Weak<Inner> {
         Arc::downgrade(&self.0)
     }

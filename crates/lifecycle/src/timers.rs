@@ -263,8 +263,13 @@ impl Timers {
     /// computed from `now`, firing nothing), then claims what was missed: at most one
     /// catch-up run per timer, for the latest missed due time within the grace window,
     /// none with `missed: skip`.
+    ///
+    /// Only pipelines whose timers were not computed from their latest version are read
+    /// and parsed ([`Store::pipelines_with_stale_timers`]): a start reads no pipeline
+    /// that was saved through [`Timers::changed`].
     pub async fn resume(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
-        for id in self.store.pipeline_ids().await? {
+        let mut current_rows = Vec::new();
+        for id in self.store.pipelines_with_stale_timers().await? {
             let pipeline = match self.store.pipeline(id).await {
                 Ok(p) => p,
                 Err(StoreError::NotFound(_)) => continue,
@@ -278,10 +283,13 @@ impl Timers {
             let wanted: Vec<i64> = self.schedules(id, &triggers).iter().map(|(i, _)| *i as i64).collect();
             let current = rows.iter().all(|r| r.version == pipeline.version)
                 && rows.iter().map(|r| r.trigger_index).eq(wanted.iter().copied());
-            if !current {
+            if current {
+                current_rows.push((id, pipeline.version));
+            } else {
                 self.sync(id, now).await?;
             }
         }
+        self.store.mark_timers_current(&current_rows).await?;
         self.claim_due(now, Duration::ZERO).await
     }
 

@@ -37,7 +37,10 @@ use wharf_store::{Store, now_ms};
 const REFRESH_MARGIN_MS: i64 = 60_000;
 
 pub struct Forges {
-    http: HttpClient,
+    /// Built at the first call to a forge (or at start when `ca_file` is set, so a bad
+    /// bundle is refused there): loading the platform's trust store takes tens of
+    /// milliseconds and some memory that a server without bindings never needs.
+    http: std::sync::OnceLock<HttpClient>,
     /// The outbound policy (`outbound_allow`), for the other clients the server builds.
     pub policy: wharf_outbound::Policy,
     public_url: Option<String>,
@@ -59,10 +62,12 @@ impl Forges {
         };
         let policy =
             wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
-        let http = HttpClient::new(pem.as_deref(), &policy).map_err(|e| match &config.ca_file {
-            Some(path) => ServerError::Config(format!("ca_file {}: {e}", path.display())),
-            None => ServerError::Config(e.to_string()),
-        })?;
+        let http = std::sync::OnceLock::new();
+        if let (Some(pem), Some(path)) = (&pem, &config.ca_file) {
+            let client = HttpClient::new(Some(pem), &policy)
+                .map_err(|e| ServerError::Config(format!("ca_file {}: {e}", path.display())))?;
+            let _ = http.set(client);
+        }
         let public_url = match config.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) {
             Some(url) => Some(check_public_url(url).map_err(ServerError::Config)?),
             None => None,
@@ -93,7 +98,17 @@ impl Forges {
 
     /// A client without a token (OAuth pages and the code exchange).
     pub fn bare_client(&self, binding: &Binding, provider: Provider) -> Result<ProviderClient, ProviderError> {
-        Ok(ProviderClient::new(provider, binding.url.as_deref(), None)?.with_http(&self.http))
+        let client = ProviderClient::new(provider, binding.url.as_deref(), None)?;
+        Ok(client.with_http(self.http()?))
+    }
+
+    /// The shared HTTP client, built on first use (see [`Forges::http`]).
+    fn http(&self) -> Result<&HttpClient, ProviderError> {
+        if let Some(http) = self.http.get() {
+            return Ok(http);
+        }
+        let built = HttpClient::new(None, &self.policy)?;
+        Ok(self.http.get_or_init(|| built))
     }
 
     /// The binding's token; when it expires within a minute and a refresh token is

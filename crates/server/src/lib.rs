@@ -194,11 +194,16 @@ pub struct AppState {
     pub refusal_audits: throttle::Throttle,
     /// The pipeline limit in force.
     pub quota: licence::Quota,
+    /// Clusters being checked now (by id): one check per cluster at a time, however
+    /// many callers show it (`api::clusters`).
+    pub cluster_checks: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
 
+/// Errors with a source say only their own part: `{err:#}` (as `wharf serve` prints
+/// them) adds the source's words once, after a colon.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("cannot open the database: {0}")]
+    #[error("cannot open the database")]
     Store(#[from] wharf_store::StoreError),
     /// A configuration value is wrong (keys, licence, time zone, CA file).
     #[error("{0}")]
@@ -207,7 +212,7 @@ pub enum ServerError {
     Docker(wharf_docker::ConnectError),
     #[error("{0}")]
     Unsupported(String),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -389,6 +394,7 @@ impl Server {
             hook_refusals: throttle::Throttle::new(30, Duration::from_secs(2)),
             refusal_audits: throttle::Throttle::new(20, Duration::from_secs(6)),
             quota,
+            cluster_checks: Default::default(),
         });
         state.runs.start().await?;
         hooks::resume(&state).await;

@@ -162,10 +162,12 @@ async fn bad_kubeconfigs_are_422_saying_what_and_where() {
     assert!(text.contains("kubeconfig: give the kubeconfig file's text"), "{text}");
     s.post("/clusters", json!({ "name": "c", "kubeconfig": "x", "token": "y" })).await.expect_error(422);
 
-    // The body is bounded.
+    // The body is bounded (on a connection of its own: the server closes it without
+    // reading the rest).
     let huge = "#".repeat(2 * 1024 * 1024);
-    let answer = s.post("/clusters", body("c", &huge)).await;
-    assert_eq!(answer.status, 413, "{}", answer.text);
+    let answer =
+        reqwest::Client::new().post(s.url("/clusters")).bearer_auth(common::TOKEN).json(&body("c", &huge)).send();
+    Answer::read(answer.await.expect("the server answers")).await.expect_error(413);
 
     // Nothing was registered.
     assert_eq!(s.get("/clusters").await.expect(200).json["total"], 0);
@@ -375,4 +377,33 @@ stages:
     s.delete(&format!("/pipelines/{key}")).await.expect(204);
     s.delete("/clusters/prod-eu").await.expect(204);
     s.get("/clusters/prod-eu").await.expect_error(404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_cluster_is_checked_once_and_bounded_in_time() {
+    let fake = fake(1, 0).await;
+    let s = common::start().await;
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("https://127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let kubeconfig = fake.kubeconfig().replace(&fake.url(), &silent_url);
+    s.post("/clusters?verify=false", body("silent", &kubeconfig)).await.expect(201);
+
+    let started = std::time::Instant::now();
+    let first = s.get("/clusters/silent");
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let answer = s.get("/clusters/silent").await.expect(200);
+        (answer, started.elapsed())
+    };
+    let (first, (second, second_took)) = tokio::join!(first, second);
+    // The second caller did not start a check of its own: the stored state, at once.
+    assert_eq!(second.json["health"]["status"], "unchecked", "{}", second.text);
+    assert!(second_took < std::time::Duration::from_secs(3), "{second_took:?}");
+    // The first waited at most the show's bound, and stored what happened.
+    let first = first.expect(200);
+    assert_eq!(first.json["health"]["status"], "unreachable", "{}", first.text);
+    assert!(first.json["health"]["error"].as_str().unwrap().contains("no answer within 5 s"), "{}", first.text);
+    assert!(started.elapsed() < std::time::Duration::from_secs(9), "{:?}", started.elapsed());
+    drop(silent);
 }

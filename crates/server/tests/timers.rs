@@ -163,6 +163,49 @@ async fn activating_or_creating_on_a_due_minute_never_fires_at_once() {
 }
 
 #[tokio::test]
+async fn a_start_reads_only_pipelines_whose_timers_are_not_of_their_latest_version() {
+    let (_dir, store) = store().await;
+    let timers = scheduler(&store);
+    let saved = create(&store, &timers, "saved", SEED, sh("2021-03-25T14:53:21")).await;
+    let plain = create(&store, &timers, "plain", "  - events: [push]\n", sh("2021-03-25T14:53:21")).await;
+    // Stored without its timers computed (a crash in between, or a database from before
+    // the `timers_version` column): the next start computes them.
+    let unsynced = store.create_pipeline("admin", "unsynced", &pipeline("unsynced", SEED)).await.unwrap().id;
+    assert_eq!(store.pipelines_with_stale_timers().await.unwrap(), [unsynced]);
+    store.add_version(plain, "plain", &pipeline("plain", "  - every_minutes: 5\n")).await.unwrap();
+    assert_eq!(store.pipelines_with_stale_timers().await.unwrap(), [plain, unsynced]);
+
+    let restarted = scheduler(&store);
+    assert!(restarted.resume(sh("2021-03-25T14:53:30")).await.unwrap().is_empty());
+    assert!(store.pipelines_with_stale_timers().await.unwrap().is_empty());
+    assert_eq!(next_runs(&store, plain).await, [Some(sh("2021-03-25T14:55:00"))]);
+    assert_eq!(next_runs(&store, unsynced).await, [Some(sh("2021-03-25T14:54:00")), Some(sh("2021-03-25T16:28:00"))]);
+    assert_eq!(next_runs(&store, saved).await, [Some(sh("2021-03-25T14:54:00")), Some(sh("2021-03-25T16:28:00"))]);
+
+    // Rows already of the latest version (a database from before the column) are
+    // marked as such, not recomputed from now: the due times missed while down still
+    // earn their catch-up runs.
+    sqlx::query("UPDATE pipelines SET timers_version = NULL").execute(store.pool()).await.unwrap();
+    let mut fires: Vec<_> = scheduler(&store)
+        .resume(sh("2021-03-25T14:55:30"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| (f.pipeline_id, f.due, f.catch_up))
+        .collect();
+    fires.sort();
+    assert_eq!(
+        fires,
+        [
+            (saved, sh("2021-03-25T14:54:00"), true),
+            (plain, sh("2021-03-25T14:55:00"), true),
+            (unsynced, sh("2021-03-25T14:54:00"), true)
+        ]
+    );
+    assert!(store.pipelines_with_stale_timers().await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn a_deactivated_pipeline_fires_nothing_even_at_restart() {
     let (_dir, store) = store().await;
     let timers = scheduler(&store);

@@ -366,6 +366,29 @@ impl Store {
         limit: i64,
         offset: i64,
     ) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
+        let (rows, total) = self.pipeline_page(filter, limit, offset, false).await?;
+        Ok((rows.into_iter().map(|(p, last, _)| (p, last)).collect(), total))
+    }
+
+    /// [`Store::pipelines_filtered`] with the source of each pipeline's latest version
+    /// (`None` if it is missing), in one query with the count: a page of a list costs
+    /// one round trip to the database, not one per row.
+    pub async fn pipelines_with_sources(
+        &self,
+        filter: &PipelineFilter,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
+        self.pipeline_page(filter, limit, offset, true).await
+    }
+
+    async fn pipeline_page(
+        &self,
+        filter: &PipelineFilter,
+        limit: i64,
+        offset: i64,
+        sources: bool,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
         // `?1` is the kind of filter, `?2` the JSON list of projects, `?3` the creator.
         let (kind, projects, creator) = match filter {
             PipelineFilter::All => ("all", "[]".to_owned(), ""),
@@ -374,12 +397,24 @@ impl Store {
         };
         const WHERE: &str = "(?1 = 'all' OR (?1 = 'projects' AND project IN (SELECT value FROM json_each(?2))) \
                               OR (?1 = 'creator' AND created_by = ?3))";
+        // An admin's total is counted on the smallest index, not row by row through the filter.
+        let count = match filter {
+            PipelineFilter::All => "(SELECT COUNT(*) FROM pipelines)".to_owned(),
+            _ => format!("(SELECT COUNT(*) FROM pipelines WHERE {WHERE})"),
+        };
+        let (source, join) = if sources {
+            ("v.source", "LEFT JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version")
+        } else {
+            ("NULL", "")
+        };
+        // The count rides along on every row; an empty page (past the end) counts apart.
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, p.created_by, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
-                    r.increment \
+                    r.increment, {source}, {count} \
              FROM (SELECT * FROM pipelines WHERE {WHERE} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
              LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
+             {join} \
              ORDER BY p.project, p.name"
         )))
         .bind(kind)
@@ -389,20 +424,23 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM pipelines WHERE {WHERE}")))
-            .bind(kind)
-            .bind(&projects)
-            .bind(creator)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
+        let total: i64 = match rows.first() {
+            Some(row) => row.get(19),
+            None => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {count}")))
+                .bind(kind)
+                .bind(&projects)
+                .bind(creator)
+                .fetch_one(&self.pool)
+                .await?
+                .get(0),
+        };
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let last = match row.get::<Option<i64>, _>(8) {
                 Some(_) => Some(summary_at(row, 8)?),
                 None => None,
             };
-            out.push((pipeline_row(row), last));
+            out.push((pipeline_row(row), last, row.get::<Option<String>, _>(18)));
         }
         Ok((out, total))
     }

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_delivery_retention.sql")),
     (11, include_str!("../migrations/sqlite/0011_users_and_idempotency.sql")),
     (12, include_str!("../migrations/sqlite/0012_clusters.sql")),
+    (13, include_str!("../migrations/sqlite/0013_timers_version.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

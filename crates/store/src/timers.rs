@@ -46,14 +46,18 @@ fn timer(row: &sqlx::sqlite::SqliteRow) -> TimerRow {
 
 impl Store {
     /// Replaces every timer row of a pipeline with `timers`, computed from `version`
-    /// (none: the pipeline has no timers any more). One transaction: a reader sees the
-    /// old rows or the new ones. A pipeline that does not exist is `NotFound`.
+    /// (none: the pipeline has no timers any more), and records `version` as the one
+    /// its timers are computed from. One transaction: a reader sees the old rows or the
+    /// new ones. A pipeline that does not exist is `NotFound`.
     pub async fn replace_timers(&self, pipeline_id: i64, version: i64, timers: &[NewTimer]) -> Result<()> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let exists =
-            sqlx::query("SELECT 1 FROM pipelines WHERE id = ?").bind(pipeline_id).fetch_optional(&mut *tx).await?;
-        if exists.is_none() {
+        let marked = sqlx::query("UPDATE pipelines SET timers_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(pipeline_id)
+            .execute(&mut *tx)
+            .await?;
+        if marked.rows_affected() == 0 {
             return Err(crate::StoreError::NotFound(format!("pipeline {pipeline_id}")));
         }
         sqlx::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&mut *tx).await?;
@@ -70,6 +74,35 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ids of the active pipelines whose timers were not computed from their latest
+    /// version (edited or created without that step completing, or never looked at
+    /// since the `timers_version` column arrived), by id.
+    pub async fn pipelines_with_stale_timers(&self) -> Result<Vec<i64>> {
+        let rows =
+            sqlx::query("SELECT id FROM pipelines WHERE active = 1 AND timers_version IS NOT version ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    /// Records, for each `(pipeline id, version)`, that the pipeline's timer rows are
+    /// those of `version` (found current without rewriting them), where that still is
+    /// its latest version. One transaction for all.
+    pub async fn mark_timers_current(&self, versions: &[(i64, i64)]) -> Result<()> {
+        if versions.is_empty() {
+            return Ok(());
+        }
+        let _write = self.writer.lock().await;
+        sqlx::query(
+            "UPDATE pipelines SET timers_version = version \
+             WHERE (id, version) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
+        )
+        .bind(serde_json::json!(versions).to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -45,6 +45,17 @@ async fn pipelines_have_versions_and_unique_names() {
     assert!(!store.set_active(p.id, false).await.unwrap().active);
     let (page, total) = store.pipelines(1, 0).await.unwrap();
     assert_eq!((page.len(), total), (1, 2));
+
+    // A list page carries each pipeline's latest source, and its total even past the end.
+    let all = wharf_store::PipelineFilter::All;
+    let (page, total) = store.pipelines_with_sources(&all, 10, 0).await.unwrap();
+    let sources: Vec<_> = page.iter().map(|(p, _, s)| (p.id, s.as_deref())).collect();
+    assert_eq!(total, 2);
+    assert!(sources.contains(&(p.id, Some("name: app\n# v2\n"))), "{sources:?}");
+    let (page, total) = store.pipelines_with_sources(&all, 10, 10).await.unwrap();
+    assert_eq!((page.len(), total), (0, 2));
+    let mine = wharf_store::PipelineFilter::CreatedBy("nobody".into());
+    assert_eq!(store.pipelines_with_sources(&mine, 10, 0).await.unwrap().1, 0);
 }
 
 #[tokio::test]

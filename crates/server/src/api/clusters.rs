@@ -17,7 +17,9 @@
 //!   the stored health. `GET /clusters/{name}` checks again when the last check is older
 //!   than [`RECHECK_AFTER`] (or there was none), waiting at most [`SHOW_CHECK_TIMEOUT`];
 //!   `POST /clusters/{name}/check` checks now and applies the pipeline namespace again
-//!   (what a cluster registered with `?verify=false` needs once it is reachable).
+//!   (what a cluster registered with `?verify=false` needs once it is reachable). Showing
+//!   starts one check per cluster at a time: a caller arriving during one gets the
+//!   stored state.
 //! - `DELETE /clusters/{name}`: `204`, or `409` ([`ClusterInUse`]) naming the pipelines
 //!   of its project whose latest version has a task (`deploy-yaml`, `chart-deploy`,
 //!   `canary`) naming it. Nothing in the cluster is deleted.
@@ -260,6 +262,27 @@ async fn find(state: &AppState, caller: &Caller, action: Action, name: &str) -> 
     Ok(cluster)
 }
 
+/// Marks a cluster as being checked until dropped.
+struct Checking<'a> {
+    state: &'a AppState,
+    id: i64,
+}
+
+impl<'a> Checking<'a> {
+    /// `None` when the cluster is being checked already.
+    fn start(state: &'a AppState, id: i64) -> Option<Self> {
+        let inserted = state.cluster_checks.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+        // Made only when inserted: dropping one removes the id.
+        inserted.then(|| Checking { state, id })
+    }
+}
+
+impl Drop for Checking<'_> {
+    fn drop(&mut self) {
+        self.state.cluster_checks.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+    }
+}
+
 /// Checks `cluster` with its stored kubeconfig and stores the outcome; with
 /// `namespace`, applies the pipeline namespace too once the check passed.
 async fn recheck(state: &AppState, cluster: &Cluster, limit: Duration, namespace: bool) -> ApiResult<Cluster> {
@@ -305,7 +328,10 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(name): Path<St
         .checked_at
         .is_none_or(|at| wharf_store::now_ms().saturating_sub(at) > RECHECK_AFTER.as_millis() as i64);
     if stale {
-        cluster = recheck(&state, &cluster, SHOW_CHECK_TIMEOUT, false).await?;
+        // Being checked by another caller already: answered as stored.
+        if let Some(_checking) = Checking::start(&state, cluster.id) {
+            cluster = recheck(&state, &cluster, SHOW_CHECK_TIMEOUT, false).await?;
+        }
     }
     Ok(axum::Json(view(cluster)).into_response())
 }

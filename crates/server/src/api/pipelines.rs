@@ -243,13 +243,14 @@ pub async fn list(
         Role::Manager => PipelineFilter::Projects(caller.projects.iter().cloned().collect()),
         Role::User => PipelineFilter::CreatedBy(caller.name.clone()),
     };
-    let (rows, total) = state.store.pipelines_filtered(&filter, page.limit, page.offset()).await?;
+    // The page, its count and its versions' sources in one query (not one per row);
+    // each version is parsed unless the dispatcher has it cached. A version that no
+    // longer parses shows no source rather than failing the list.
+    let (rows, total) = state.store.pipelines_with_sources(&filter, page.limit, page.offset()).await?;
     let mut items = Vec::with_capacity(rows.len());
-    for (pipeline, last_run) in rows {
-        // Parsed versions are cached by the dispatcher, so a page costs little; a
-        // version that no longer parses shows no source rather than failing the list.
-        let parsed = state.runs.pipeline_version(pipeline.id, pipeline.version).await;
-        let source = parsed.ok().and_then(|p| p.source.clone());
+    for (pipeline, last_run, text) in rows {
+        let parsed = text.and_then(|text| state.runs.parsed_version(pipeline.id, pipeline.version, &text));
+        let source = parsed.and_then(|p| p.source.clone());
         let last_run = last_run.map(rows::run_summary);
         items.push(PipelineListed { pipeline: rows::pipeline(pipeline), source, last_run });
     }
