@@ -4,7 +4,9 @@
 //!
 //! Reading order: [`router`] (which paths are pages), then `assets/js/app.js` (the
 //! client-side router), `assets/js/auth.js` (the one place that knows how requests
-//! are authenticated), and one module per page: `pipelines.js`, `details.js`,
+//! are authenticated), `assets/js/i18n.js` (the language: `t(key, params)` over one
+//! message catalogue per language, `i18n/en.js` and `i18n/zh-CN.js`, and the dates,
+//! durations and sizes written the language's way), and one module per page: `pipelines.js`, `details.js`,
 //! `registries.js`, `clusters.js`, `repositories.js`, `users.js`,
 //! `run.js` (with the live log view `log.js`) and `editor.js` (the card editor).
 //!
