@@ -1343,9 +1343,35 @@ async fn a_person_whose_browser_reads_chinese_builds_and_runs_a_pipeline_in_chin
         chrome.js("return document.querySelector('[data-action=run]').getAttribute('aria-label')", json!([])).await;
     assert_eq!(labels, "执行 zh-demo", "accessible names are translated too");
     chrome.screenshot(&shots.join("zh-05-list.png")).await;
+
+    // The other pages open in Chinese too (their empty states).
+    for (n, (path, title, empty)) in [
+        ("/repositories", "代码仓库", "还没有代码仓库绑定。"),
+        ("/registries", "镜像仓库", "还没有镜像仓库。"),
+        ("/clusters", "集群", "还没有集群。"),
+        ("/users", "用户和项目", "我的 API 令牌"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        chrome.goto(&format!("{base}{path}")).await;
+        chrome
+            .wait(
+                &format!("{path} in Chinese"),
+                &format!(
+                    "document.querySelector('main h1')?.textContent === {} && document.body.innerText.includes({})",
+                    json!(title),
+                    json!(empty)
+                ),
+            )
+            .await;
+        chrome.screenshot(&shots.join(format!("zh-{:02}-{}.png", n + 6, &path[1..]))).await;
+    }
     no_js_errors(&chrome, "the Chinese journey").await;
 
     // The switch: English now, and kept for the next pages.
+    chrome.goto(&format!("{base}/pipelines")).await;
+    chrome.wait("the Chinese list", "document.querySelector('main h1')?.textContent === '流水线'").await;
     chrome
         .js(
             "const s = document.querySelector('#language'); s.value = 'en'; s.dispatchEvent(new Event('change'));",

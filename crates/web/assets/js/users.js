@@ -144,7 +144,7 @@ async function tokenSection(box, user) {
     }
     const rows = data.items.map((tk) => h('tr', { 'data-token': tk.name },
       h('td', { class: 'name' }, tk.name), h('td', {}, ['read', 'write'].includes(tk.scope) ? t('scope.' + tk.scope) : tk.scope),
-      h('td', {}, tk.expires_at ? fmtTime(tk.expires_at) : t('common.never')),
+      h('td', {}, tk.expires_at ? fmtTime(tk.expires_at) : t('tokens.never_expires')),
       h('td', {}, tk.last_used_at ? fmtTime(tk.last_used_at) : t('common.never')),
       h('td', { class: 'state' }, tk.revoked_at ? t('tokens.revoked_at', { time: fmtTime(tk.revoked_at) }) : t('tokens.active')),
       h('td', { class: 'actions' }, tk.revoked_at ? null : h('button', { type: 'button', class: 'secondary danger', 'data-action': 'revoke', 'aria-label': t('tokens.revoke_named', { name: tk.name }),

@@ -591,6 +591,7 @@ export default {
   'tokens.revoke_text': 'Whatever uses this token stops working at once.',
   'tokens.scope': 'Scope',
   'tokens.expires': 'Expires',
+  'tokens.never_expires': 'never',
   'tokens.last_used': 'Last used',
   'tokens.scope_write': 'write (everything you may do)',
   'tokens.scope_read': 'read (GET only)',

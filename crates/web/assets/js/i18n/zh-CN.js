@@ -588,6 +588,7 @@ export default {
   'tokens.revoke_text': '使用此令牌的一切将立即失效。',
   'tokens.scope': '权限范围',
   'tokens.expires': '过期时间',
+  'tokens.never_expires': '永不过期',
   'tokens.last_used': '最近使用',
   'tokens.scope_write': '读写（您能做的一切）',
   'tokens.scope_read': '只读（仅 GET）',
