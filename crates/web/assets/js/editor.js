@@ -566,6 +566,8 @@ export async function render(main, params, query) {
     });
     if (!saved) return;
     toast(`${saved.name} saved (version ${saved.version}).`);
+    // The events trigger's webhook: said when a person must do something about it.
+    if (saved.webhook && !['installed', 'present'].includes(saved.webhook.status)) toast(saved.webhook.message, 'error');
     if (runError) toast(`Saved, but the run did not start: ${errorText(runError)}`, 'error');
     isSaved = true; // leaving is safe now
     navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
