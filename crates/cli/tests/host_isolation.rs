@@ -19,6 +19,14 @@ use served::{Server, free_port};
 const TOKEN: &str = "isolation-admin-token-3f9a";
 const OTHER: &str = "some-other-value-7c1e";
 
+/// The first id on the `/proc/self/status` line starting with `field` in a task log.
+fn nix_id(log: &str, field: &str) -> String {
+    let line = log.lines().find_map(|l| l.split_once(&format!(" out {field} ")).map(|(_, rest)| rest));
+    let id = line.and_then(|rest| rest.split(' ').next()).unwrap_or_else(|| panic!("no {field} line in {log}"));
+    assert_ne!(id, "0", "the task runs as root: {log}");
+    id.to_owned()
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).mode() & 0o7777
 }
@@ -73,6 +81,8 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
 
     let script = format!(
         "echo user=$(id -un)\n\
+         echo ids=$(id -u):$(id -g):$(id -G)\n\
+         grep -E '^(Uid|Gid|CapEff):' /proc/self/status | tr -s '\\t' ' '\n\
          env\n\
          if cat /proc/$PPID/environ >/dev/null 2>&1; then echo environ=open; else echo environ=closed; fi\n\
          grep NoNewPrivs /proc/self/status\n\
@@ -109,6 +119,14 @@ async fn a_host_task_reaches_neither_the_servers_environment_nor_its_data() {
         return;
     }
     assert!(log.contains("out user=wharf-task"), "{log}");
+    // Real, effective and saved ids are the task user's, no supplementary group (root's
+    // included), no capability left.
+    let uid = nix_id(&log, "Uid:");
+    let gid = nix_id(&log, "Gid:");
+    assert!(log.contains(&format!("out ids={uid}:{gid}:{gid}\n")), "one group only: {log}");
+    assert!(log.contains(&format!("out Uid: {uid} {uid} {uid} {uid}\n")), "{log}");
+    assert!(log.contains(&format!("out Gid: {gid} {gid} {gid} {gid}\n")), "{log}");
+    assert!(log.contains("out CapEff: 0000000000000000\n"), "{log}");
     // A setuid-root program a container left in the workspace cannot make it root again.
     assert!(log.contains("out NoNewPrivs:\t1"), "{log}");
     assert!(log.contains("out euid=") && !log.contains("out euid=0\n"), "setuid root worked: {log}");

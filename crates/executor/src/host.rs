@@ -21,7 +21,7 @@ use nix::unistd::Pid;
 use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
@@ -33,6 +33,9 @@ use tokio::time::Instant;
 /// How long output is still read after the process group was killed. Only a process
 /// that left the group (`setsid`, a double fork into a new session) can still hold the
 /// pipes open by then; Wharf cannot kill it and must not wait for it forever.
+/// util-linux's `setpriv`, which starts a task as the task user (see `run`).
+const SETPRIV: &str = "/usr/bin/setpriv";
+
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How much output one read asks for at most.
@@ -98,7 +101,24 @@ impl HostExecutor {
             system(logs, format!("the host executor ignores image {image}; the script runs directly on this machine"));
         }
 
-        let mut command = Command::new(&self.config.shell);
+        // The switch to the task user by util-linux's `setpriv` (real and effective ids, no
+        // supplementary groups) keeps std's `posix_spawn` path: `uid()` and `gid()` on the
+        // command would make std `fork` the whole multi-threaded server (its page tables,
+        // every thread's TLB) for each task.
+        let setpriv = self.config.user.is_some() && Path::new(SETPRIV).is_file();
+        let mut command = match &self.config.user {
+            Some(user) if setpriv => {
+                let mut command = Command::new(SETPRIV);
+                command
+                    .arg(format!("--reuid={}", user.uid))
+                    .arg(format!("--regid={}", user.gid))
+                    .arg("--clear-groups")
+                    .arg("--")
+                    .arg(&self.config.shell);
+                command
+            }
+            _ => Command::new(&self.config.shell),
+        };
         command
             .arg("-e")
             .arg("-c")
@@ -108,8 +128,11 @@ impl HostExecutor {
             .envs(self.config.base_env.iter().map(|(k, v)| (k, v)));
         if let Some(user) = &self.config.user {
             let home = hand_over(&spec, user.clone()).await?;
-            // std drops the supplementary groups too when it switches from root.
-            command.uid(user.uid).gid(user.gid).env("HOME", home).env("USER", &user.name).env("LOGNAME", &user.name);
+            if !setpriv {
+                // std drops the supplementary groups too when it switches from root.
+                command.uid(user.uid).gid(user.gid);
+            }
+            command.env("HOME", home).env("USER", &user.name).env("LOGNAME", &user.name);
         }
         command
             .envs(spec.env.iter().map(|(k, v)| (k, v)))

@@ -169,7 +169,24 @@ impl Forges {
             return None;
         }
         let source = pipeline.source.as_ref()?;
-        let repo = GitUrl::parse(&source.repo).filter(|repo| !repo.is_local())?;
+        let repo = GitUrl::parse(&source.repo)?;
+        if repo.is_local() {
+            // Saved all the same (a git hook could post to Wharf), but said now, not
+            // discovered when nothing ever fires.
+            return Some(HookInstall {
+                binding: String::new(),
+                repository: source.repo.clone(),
+                status: HookStatus::Manual,
+                url: String::new(),
+                hook_id: None,
+                message: format!(
+                    "source.repo `{}` is a repository on this server's disk: no code host sends its push or \
+                     merge request events, so the `events` trigger never fires by itself (start runs by hand, \
+                     with a timer, or from the repository's own git hook)",
+                    source.repo
+                ),
+            });
+        }
         let (host, path) = (repo.host().to_owned(), repo.path().to_owned());
         let binding = match self.binding_for(state, source.binding.as_deref(), &host, creator).await {
             Ok(Some(binding)) => binding,

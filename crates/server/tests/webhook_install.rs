@@ -143,8 +143,8 @@ async fn when_wharf_cannot_install_the_answer_says_how() {
     let message = unbound["webhook"]["message"].as_str().unwrap();
     assert!(message.contains("`ge`") && message.contains("`gl`") && message.contains("source.binding"), "{message}");
 
-    // A pipeline without events triggers, or on a local repository, has no webhook.
-    let plain = "name: plain\nsource: {repo: 'file:///srv/git/app.git', branch: main}\ntriggers:\n  - events: [push]\n\
+    // A pipeline without events triggers has no webhook (a local repository's is below).
+    let plain = "name: plain\nsource: {repo: 'file:///srv/git/app.git', branch: main}\ntriggers:\n  - every_minutes: 5\n\
                  stages:\n  - name: S\n    tasks:\n      - {name: t, type: script, script: 'true'}\n";
     let saved = s.send_yaml(Method::POST, "/pipelines", plain).await.expect(201).json;
     assert!(saved.get("webhook").is_none(), "{saved:#}");
@@ -186,4 +186,17 @@ async fn another_users_binding_is_neither_used_nor_named_for_a_pipeline_naming_n
     assert_eq!(again["webhook"]["binding"], "monas-gh", "{again:#}");
     assert_eq!(again["webhook"]["status"], "installed", "{again:#}");
     assert!(!again.to_string().contains("admins-gh"), "{again:#}");
+}
+
+/// A push trigger on a repository on the server's own disk can never fire by itself:
+/// the pipeline is saved, and the answer says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_repository_gets_a_word_that_its_events_never_come() {
+    let s = server(Some(PUBLIC)).await;
+    let saved = s.send_yaml(Method::POST, "/pipelines", &pipeline("local", "file:///srv/git/app.git", "")).await;
+    let saved = saved.expect(201).json;
+    assert_eq!(saved["webhook"]["status"], "manual", "{saved:#}");
+    let message = saved["webhook"]["message"].as_str().unwrap();
+    assert!(message.contains("never fires by itself"), "{message}");
+    assert!(message.contains("file:///srv/git/app.git"), "{message}");
 }

@@ -230,6 +230,14 @@ async fn apply(client: &Client, file: &Path, run: bool) -> Result<ExitCode> {
     } else {
         println!("created pipeline {name} (id {}, version {})", saved.id, saved.version);
     }
+    if let Some(hook) = &saved.webhook {
+        // Installed or present: one line; otherwise what a person must do.
+        let mark = match hook.status {
+            wharf_api::pipelines::WebhookStatus::Installed | wharf_api::pipelines::WebhookStatus::Present => "webhook",
+            _ => "webhook (needs you)",
+        };
+        eprintln!("{mark}: {}", hook.message);
+    }
     if let Some(run) = &saved.run {
         println!("started run #{} of {name} (id {})", run.number, run.id);
     }

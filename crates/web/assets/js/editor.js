@@ -561,6 +561,9 @@ export async function render(main, params, query) {
     });
     if (!saved) return;
     toast(t('save.saved', { name: saved.name, version: saved.version }));
+    // The events trigger's webhook: said when a person must do something about it (the
+    // server's words).
+    if (saved.webhook && !['installed', 'present'].includes(saved.webhook.status)) toast(saved.webhook.message, 'error');
     if (runError) toast(t('save.run_failed', { error: errorText(runError) }), 'error');
     isSaved = true; // leaving is safe now
     navigate(saved.run ? `/runs/${saved.run.id}` : `/pipelines/${saved.id}`);
