@@ -41,7 +41,15 @@ pub struct Args {
     wharf: PathBuf,
 }
 
-const SHELL_ASSETS: [&str; 4] = ["/ui/app.css", "/ui/js/app.js", "/ui/js/auth.js", "/ui/js/ui.js"];
+const SHELL_ASSETS: [&str; 7] = [
+    "/ui/app.css",
+    "/ui/js/app.js",
+    "/ui/js/auth.js",
+    "/ui/js/ui.js",
+    "/ui/js/i18n.js",
+    "/ui/js/i18n/en.js",
+    "/ui/js/i18n/zh-CN.js",
+];
 
 /// GETs `path` (with the token for the API), reads the whole body; fails on an error.
 async fn fetch(wharf: &Wharf, path: &str) -> usize {
