@@ -44,6 +44,9 @@ pub(crate) fn client(config: kube::Config, policy: &Policy) -> Result<kube::Clie
     }
     let mut http = HttpConnector::new_with_resolver(PolicyResolver { policy: policy.clone() });
     http.enforce_http(false);
+    // As kubectl (Go's net/http) does: a watch's small events must not wait for a
+    // delayed ACK (40 ms stalls otherwise).
+    http.set_nodelay(true);
     let https = config.rustls_https_connector_with_connector(http)?;
     let mut timed = hyper_timeout::TimeoutConnector::new(https);
     timed.set_connect_timeout(config.connect_timeout);

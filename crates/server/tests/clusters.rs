@@ -20,18 +20,7 @@ fn body(name: &str, kubeconfig: &str) -> Value {
 
 /// The namespace `name` as the fake stores it (JSON), or `None` when it has none.
 async fn namespace_in(fake: &KubeFake, name: &str) -> Option<Value> {
-    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
-    let conn =
-        wharf_kube::Connection::from_kubeconfig(&fake.kubeconfig(), None, &wharf_kube::FileAccess::Refuse, &policy)
-            .unwrap();
-    let request = axum::http::Request::get(format!("/api/v1/namespaces/{name}")).body(Vec::new()).unwrap();
-    match conn.client().request_text(request).await {
-        Ok(text) => Some(serde_json::from_str(&text).unwrap()),
-        Err(kube_error) => {
-            assert!(kube_error.to_string().contains("not found"), "{kube_error}");
-            None
-        }
-    }
+    common::kube_get(fake, &format!("/api/v1/namespaces/{name}")).await
 }
 
 /// A kubeconfig with a client certificate instead of the fake's token (the fake accepts
