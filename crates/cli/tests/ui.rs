@@ -840,8 +840,15 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
     // The admin's pipeline, which a normal user must not see.
     let pipeline = "name: admins-only\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
     server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    // The login page shows none of the app's links (they all need a login).
+    chrome.goto(&format!("{base}/login")).await;
+    chrome.find("form.login").await;
+    let nav = chrome.js("return document.querySelector('#nav a')?.offsetParent !== null", json!([])).await;
+    assert_eq!(nav, false, "no navigation links on the login page");
     log_in(&chrome, base, "admin", PASSWORD).await;
     chrome.wait("the admin's pipeline", "document.querySelector('tr[data-pipeline=admins-only]')").await;
+    let create = chrome.js("return document.querySelector('[data-action=create]').disabled", json!([])).await;
+    assert_eq!(create, false, "an admin may create pipelines");
 
     chrome.click("#nav a[href='/users']").await;
     chrome.wait("the users", "document.querySelector('tr[data-user=admin] .role')?.textContent === 'admin'").await;
@@ -902,10 +909,18 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
     // Alice: the page refuses her, her pipeline list does not show the admin's.
     chrome.click("#logout").await;
     chrome.wait("the login page", "location.pathname === '/login'").await;
+    let nav = chrome.js("return document.querySelector('#nav a')?.offsetParent !== null", json!([])).await;
+    assert_eq!(nav, false, "no navigation links once logged out");
     log_in(&chrome, base, "alice", "alice-password").await;
     chrome
         .wait("an empty list for alice", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")
         .await;
+    // A normal user may not create pipelines: the page says so instead of offering it.
+    let text = page_text(&chrome).await;
+    assert!(text.contains("Normal users may not create pipelines"), "{text}");
+    assert!(!text.contains("Create one from scratch"), "{text}");
+    let create = chrome.js("return document.querySelector('[data-action=create]').disabled", json!([])).await;
+    assert_eq!(create, true, "no Create for a normal user");
     chrome.click("#nav a[href='/users']").await;
     let refused = chrome.wait("the refusal", "document.querySelector('.refused')?.textContent").await;
     assert!(

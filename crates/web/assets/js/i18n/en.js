@@ -88,6 +88,8 @@ export default {
   'pipelines.none_on_page': 'No pipelines on this page.',
   'pipelines.none_yet': 'No pipelines yet.',
   'pipelines.empty_hint': 'Create one from scratch with the card editor, or copy an existing one.',
+  'pipelines.empty_hint_user': 'Pipelines you may see appear here; an administrator or a manager of your project creates them.',
+  'pipelines.create_refused': 'Normal users may not create pipelines.',
   'pipelines.never_run': 'never run',
   'pipelines.inactive_hint': 'Inactive: activate it to run',
   'pipelines.col_source': 'Source',

@@ -85,6 +85,8 @@ export default {
   'pipelines.none_on_page': '此页没有流水线。',
   'pipelines.none_yet': '还没有流水线。',
   'pipelines.empty_hint': '用卡片编辑器从零开始创建一条，或复制已有的流水线。',
+  'pipelines.empty_hint_user': '你有权查看的流水线会显示在这里；流水线由管理员或所在项目的项目经理创建。',
+  'pipelines.create_refused': '普通用户不能创建流水线。',
   'pipelines.never_run': '从未执行',
   'pipelines.inactive_hint': '已停用：激活后才能执行',
   'pipelines.col_source': '代码源',
