@@ -877,6 +877,55 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
             "document.querySelector('tr[data-user=alice] .role')?.textContent === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
         )
         .await;
+    // Editing a user's role and projects; the server's refusal shows in the dialog.
+    chrome.click("[data-action=edit-user][aria-label='Edit alice']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'manager'", json!([])).await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a manager in no project",
+            "document.querySelector('tr[data-user=alice] .role')?.dataset.role === 'manager' && !document.querySelector('tr[data-user=alice] .projects').textContent.includes('ui-team')",
+        )
+        .await;
+    chrome.click("[data-action=edit-user][aria-label='Edit alice']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'user'", json!([])).await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a user in ui-team again",
+            "document.querySelector('tr[data-user=alice] .role')?.dataset.role === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
+        )
+        .await;
+    chrome.click("[data-action=edit-user][aria-label='Edit admin']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'user'", json!([])).await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    let refusal = chrome
+        .wait(
+            "the refusal in the dialog",
+            "document.querySelector('dialog[open] .form-error:not([hidden])')?.textContent",
+        )
+        .await;
+    assert!(refusal.as_str().unwrap().contains("admin"), "{refusal}");
+    chrome.click("dialog[open] [data-action=cancel]").await;
+    // Disable and enable: alice cannot log in while disabled.
+    chrome.click("[data-action=disable-user][aria-label='Disable alice']").await;
+    confirm(&chrome).await;
+    chrome.wait("alice disabled", "document.querySelector('tr[data-user=alice] [data-action=enable-user]')").await;
+    let login = |name: &'static str, password: &'static str| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(login("alice", "alice-password").await, 403, "a disabled user cannot log in");
+    chrome.click("[data-action=enable-user][aria-label='Enable alice']").await;
+    confirm(&chrome).await;
+    chrome.wait("alice enabled", "document.querySelector('tr[data-user=alice] [data-action=disable-user]')").await;
 
     // My API tokens: shown once with a copy button; it works; revoked, it stops.
     chrome.click("[data-action=add-token]").await;

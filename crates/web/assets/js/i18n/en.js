@@ -568,6 +568,8 @@ export default {
   'users.enabled': 'enabled',
   'users.users': 'Users',
   'users.add': 'Add a user',
+  'users.edit_named': 'Edit {name}',
+  'users.saved': 'Saved {name}.',
   'users.role': 'Role',
   'users.projects': 'Projects',
   'users.state': 'State',

@@ -565,6 +565,8 @@ export default {
   'users.enabled': '已启用',
   'users.users': '用户',
   'users.add': '添加用户',
+  'users.edit_named': '编辑 {name}',
+  'users.saved': '已保存 {name}。',
   'users.role': '角色',
   'users.projects': '项目',
   'users.state': '状态',
