@@ -364,6 +364,24 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     assert_eq!(shown["bold"], 0, "{shown}");
     assert_eq!(shown["text"], true, "{shown}");
     assert!(shown["lines"].as_u64().unwrap() >= 21, "{shown}");
+    // Search filters the lines and marks the matches (as text: the markup stays text).
+    chrome.type_into("#log-search", "NOT bold").await;
+    let marked = chrome
+        .wait(
+            "the match marked",
+            "document.querySelectorAll('.log-lines .line').length === 1 && document.querySelector('.log-lines mark')?.textContent",
+        )
+        .await;
+    assert_eq!(marked, "not bold");
+    let bold = chrome.js("return document.querySelectorAll('.log-lines b').length", json!([])).await;
+    assert_eq!(bold, 0, "the log's markup stays text when marked");
+    chrome
+        .js(
+            "const s = document.querySelector('#log-search'); s.value = ''; s.dispatchEvent(new Event('input'))",
+            json!([]),
+        )
+        .await;
+    chrome.wait("the whole log again", "document.querySelectorAll('.log-lines .line').length >= 21").await;
     chrome.screenshot(&shots.join("06-run-succeeded.png")).await;
 
     // Download the full log.
