@@ -799,6 +799,19 @@ async fn a_person_adds_a_repository_binding_and_logs_it_out_in_the_browser() {
     // A plain git binding: the provider-only fields hide when `git` is chosen.
     chrome.click("[data-action=add-binding]").await;
     chrome.type_into("dialog[open] input[name=name]", "ui-git").await;
+    // The OAuth part shows the callback to register at the provider, per provider.
+    let browser_ = &chrome;
+    let callback = |provider: &'static str| async move {
+        browser_
+            .js(
+                "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = arguments[0]; p.dispatchEvent(new Event('change'));
+                 return document.querySelector('dialog[open] input[name=callback]').value",
+                json!([provider]),
+            )
+            .await
+    };
+    assert_eq!(callback("gitlab").await, format!("{base}/devops/repository/gitlab/redirect"));
+    assert_eq!(callback("github").await, format!("{base}/devops/repository/github/redirect"));
     chrome
         .js(
             "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = 'git'; p.dispatchEvent(new Event('change'));",

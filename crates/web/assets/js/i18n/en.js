@@ -526,6 +526,8 @@ export default {
   'bindings.token_expires': 'Token expires',
   'bindings.url_placeholder': 'https://gitlab.example.com (empty: the public service)',
   'bindings.oauth': 'OAuth application (to connect through the provider)',
+  'bindings.callback': 'Callback URL',
+  'bindings.callback_hint': 'Register this address as the callback (redirect URL) of the OAuth application at the provider.',
   'bindings.client_id': 'Client id',
   'bindings.client_secret': 'Client secret',
   'bindings.url_hint': 'Only for a private instance.',

@@ -523,6 +523,8 @@ export default {
   'bindings.token_expires': '令牌过期时间',
   'bindings.url_placeholder': 'https://gitlab.example.com（留空：公共服务）',
   'bindings.oauth': 'OAuth 应用（通过平台授权连接）',
+  'bindings.callback': '回调地址',
+  'bindings.callback_hint': '在代码托管平台创建 OAuth 应用时，将此地址填为回调地址。',
   'bindings.client_id': '客户端 ID',
   'bindings.client_secret': '客户端密钥',
   'bindings.url_hint': '仅用于私有部署的实例。',
