@@ -1088,6 +1088,29 @@ async fn a_person_runs_a_pipeline_with_parameters_and_edits_them_in_the_browser(
             "document.querySelector('dialog[open] [data-role=type-needs]')?.textContent === 'This server cannot run this type yet: chart-publish tasks need the Kubernetes and registry support, which is not built yet'",
         )
         .await;
+    // The image type offers the registries and the chosen one's workspaces.
+    for (name, workspaces) in [("pick-a", json!(["team-a", "team-b"])), ("pick-b", json!(["other"]))] {
+        let made = reqwest::Client::new()
+            .post(format!("{base}/api/v1/registries?verify=false"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "url": "registry.invalid:5000", "username": "u", "password": "p", "workspaces": workspaces}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201, "{}", made.text().await.unwrap());
+    }
+    chrome
+        .js(
+            "const t = document.querySelector('dialog[open] select[name=task-type]'); t.value = 'image'; t.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    let options = |role: &'static str| {
+        format!("[...document.querySelectorAll('dialog[open] [data-role={role}] option')].map(o => o.value).join(',')")
+    };
+    chrome.wait("the registries offered", &format!("{} === 'pick-a,pick-b'", options("registry-choices"))).await;
+    chrome.type_into("dialog[open] input[name=registry]", "pick-a").await;
+    chrome.wait("pick-a's workspaces offered", &format!("{} === 'team-a,team-b'", options("workspace-choices"))).await;
     chrome.click("dialog[open] [data-action=cancel]").await;
 
     // Add a parameter and a variable, then save and run with them.
