@@ -364,6 +364,24 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
     assert_eq!(shown["bold"], 0, "{shown}");
     assert_eq!(shown["text"], true, "{shown}");
     assert!(shown["lines"].as_u64().unwrap() >= 21, "{shown}");
+    // Search filters the lines and marks the matches (as text: the markup stays text).
+    chrome.type_into("#log-search", "NOT bold").await;
+    let marked = chrome
+        .wait(
+            "the match marked",
+            "document.querySelectorAll('.log-lines .line').length === 1 && document.querySelector('.log-lines mark')?.textContent",
+        )
+        .await;
+    assert_eq!(marked, "not bold");
+    let bold = chrome.js("return document.querySelectorAll('.log-lines b').length", json!([])).await;
+    assert_eq!(bold, 0, "the log's markup stays text when marked");
+    chrome
+        .js(
+            "const s = document.querySelector('#log-search'); s.value = ''; s.dispatchEvent(new Event('input'))",
+            json!([]),
+        )
+        .await;
+    chrome.wait("the whole log again", "document.querySelectorAll('.log-lines .line').length >= 21").await;
     chrome.screenshot(&shots.join("06-run-succeeded.png")).await;
 
     // Download the full log.
@@ -781,6 +799,19 @@ async fn a_person_adds_a_repository_binding_and_logs_it_out_in_the_browser() {
     // A plain git binding: the provider-only fields hide when `git` is chosen.
     chrome.click("[data-action=add-binding]").await;
     chrome.type_into("dialog[open] input[name=name]", "ui-git").await;
+    // The OAuth part shows the callback to register at the provider, per provider.
+    let browser_ = &chrome;
+    let callback = |provider: &'static str| async move {
+        browser_
+            .js(
+                "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = arguments[0]; p.dispatchEvent(new Event('change'));
+                 return document.querySelector('dialog[open] input[name=callback]').value",
+                json!([provider]),
+            )
+            .await
+    };
+    assert_eq!(callback("gitlab").await, format!("{base}/devops/repository/gitlab/redirect"));
+    assert_eq!(callback("github").await, format!("{base}/devops/repository/github/redirect"));
     chrome
         .js(
             "const p = document.querySelector('dialog[open] select[name=provider]'); p.value = 'git'; p.dispatchEvent(new Event('change'));",
@@ -840,8 +871,15 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
     // The admin's pipeline, which a normal user must not see.
     let pipeline = "name: admins-only\nstages:\n  - name: Build\n    tasks:\n      - name: hi\n        type: script\n        script: echo hi\n";
     server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    // The login page shows none of the app's links (they all need a login).
+    chrome.goto(&format!("{base}/login")).await;
+    chrome.find("form.login").await;
+    let nav = chrome.js("return document.querySelector('#nav a')?.offsetParent !== null", json!([])).await;
+    assert_eq!(nav, false, "no navigation links on the login page");
     log_in(&chrome, base, "admin", PASSWORD).await;
     chrome.wait("the admin's pipeline", "document.querySelector('tr[data-pipeline=admins-only]')").await;
+    let create = chrome.js("return document.querySelector('[data-action=create]').disabled", json!([])).await;
+    assert_eq!(create, false, "an admin may create pipelines");
 
     chrome.click("#nav a[href='/users']").await;
     chrome.wait("the users", "document.querySelector('tr[data-user=admin] .role')?.textContent === 'admin'").await;
@@ -870,6 +908,55 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
             "document.querySelector('tr[data-user=alice] .role')?.textContent === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
         )
         .await;
+    // Editing a user's role and projects; the server's refusal shows in the dialog.
+    chrome.click("[data-action=edit-user][aria-label='Edit alice']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'manager'", json!([])).await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a manager in no project",
+            "document.querySelector('tr[data-user=alice] .role')?.dataset.role === 'manager' && !document.querySelector('tr[data-user=alice] .projects').textContent.includes('ui-team')",
+        )
+        .await;
+    chrome.click("[data-action=edit-user][aria-label='Edit alice']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'user'", json!([])).await;
+    chrome.click("dialog[open] input[name=project][value=ui-team]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "alice, a user in ui-team again",
+            "document.querySelector('tr[data-user=alice] .role')?.dataset.role === 'user' && document.querySelector('tr[data-user=alice] .projects').textContent === 'ui-team'",
+        )
+        .await;
+    chrome.click("[data-action=edit-user][aria-label='Edit admin']").await;
+    chrome.js("document.querySelector('dialog[open] select[name=role]').value = 'user'", json!([])).await;
+    chrome.click("dialog[open] button[type=submit]").await;
+    let refusal = chrome
+        .wait(
+            "the refusal in the dialog",
+            "document.querySelector('dialog[open] .form-error:not([hidden])')?.textContent",
+        )
+        .await;
+    assert!(refusal.as_str().unwrap().contains("admin"), "{refusal}");
+    chrome.click("dialog[open] [data-action=cancel]").await;
+    // Disable and enable: alice cannot log in while disabled.
+    chrome.click("[data-action=disable-user][aria-label='Disable alice']").await;
+    confirm(&chrome).await;
+    chrome.wait("alice disabled", "document.querySelector('tr[data-user=alice] [data-action=enable-user]')").await;
+    let login = |name: &'static str, password: &'static str| async move {
+        reqwest::Client::new()
+            .post(format!("{base}/api/v1/login"))
+            .json(&json!({"name": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(login("alice", "alice-password").await, 403, "a disabled user cannot log in");
+    chrome.click("[data-action=enable-user][aria-label='Enable alice']").await;
+    confirm(&chrome).await;
+    chrome.wait("alice enabled", "document.querySelector('tr[data-user=alice] [data-action=disable-user]')").await;
 
     // My API tokens: shown once with a copy button; it works; revoked, it stops.
     chrome.click("[data-action=add-token]").await;
@@ -902,10 +989,18 @@ async fn an_admin_adds_a_project_and_a_user_who_sees_only_their_share() {
     // Alice: the page refuses her, her pipeline list does not show the admin's.
     chrome.click("#logout").await;
     chrome.wait("the login page", "location.pathname === '/login'").await;
+    let nav = chrome.js("return document.querySelector('#nav a')?.offsetParent !== null", json!([])).await;
+    assert_eq!(nav, false, "no navigation links once logged out");
     log_in(&chrome, base, "alice", "alice-password").await;
     chrome
         .wait("an empty list for alice", "document.querySelector('.empty')?.textContent.includes('No pipelines yet')")
         .await;
+    // A normal user may not create pipelines: the page says so instead of offering it.
+    let text = page_text(&chrome).await;
+    assert!(text.contains("Normal users may not create pipelines"), "{text}");
+    assert!(!text.contains("Create one from scratch"), "{text}");
+    let create = chrome.js("return document.querySelector('[data-action=create]').disabled", json!([])).await;
+    assert_eq!(create, true, "no Create for a normal user");
     chrome.click("#nav a[href='/users']").await;
     let refused = chrome.wait("the refusal", "document.querySelector('.refused')?.textContent").await;
     assert!(
@@ -993,6 +1088,29 @@ async fn a_person_runs_a_pipeline_with_parameters_and_edits_them_in_the_browser(
             "document.querySelector('dialog[open] [data-role=type-needs]')?.textContent === 'This server cannot run this type yet: chart-publish tasks need the Kubernetes and registry support, which is not built yet'",
         )
         .await;
+    // The image type offers the registries and the chosen one's workspaces.
+    for (name, workspaces) in [("pick-a", json!(["team-a", "team-b"])), ("pick-b", json!(["other"]))] {
+        let made = reqwest::Client::new()
+            .post(format!("{base}/api/v1/registries?verify=false"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"name": name, "url": "registry.invalid:5000", "username": "u", "password": "p", "workspaces": workspaces}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.status(), 201, "{}", made.text().await.unwrap());
+    }
+    chrome
+        .js(
+            "const t = document.querySelector('dialog[open] select[name=task-type]'); t.value = 'image'; t.dispatchEvent(new Event('change'));",
+            json!([]),
+        )
+        .await;
+    let options = |role: &'static str| {
+        format!("[...document.querySelectorAll('dialog[open] [data-role={role}] option')].map(o => o.value).join(',')")
+    };
+    chrome.wait("the registries offered", &format!("{} === 'pick-a,pick-b'", options("registry-choices"))).await;
+    chrome.type_into("dialog[open] input[name=registry]", "pick-a").await;
+    chrome.wait("pick-a's workspaces offered", &format!("{} === 'team-a,team-b'", options("workspace-choices"))).await;
     chrome.click("dialog[open] [data-action=cancel]").await;
 
     // Add a parameter and a variable, then save and run with them.

@@ -46,6 +46,8 @@ async function render() {
     location.replace('/login?next=' + encodeURIComponent(path + location.search));
     return;
   }
+  // The app's links lead only to pages that need a login: none on the login page.
+  document.getElementById('nav').hidden = !loggedIn();
   document.getElementById('logout').hidden = !loggedIn();
   document.getElementById('user').textContent = loggedIn() ? userName() : '';
   for (const link of document.querySelectorAll('#nav a')) {

@@ -580,6 +580,28 @@ export async function render(main, params, query) {
   return () => window.removeEventListener('beforeunload', beforeUnload);
 }
 
+/// Offers the registered registries and the chosen one's workspaces as choices (the
+/// registry's placeholder names the default). Any name, or a `${VAR}`, can still be
+/// typed; the server checks them on save. Without the list the fields stay free text.
+function offerRegistries(el, registry, workspace) {
+  const id = 'choices-' + Math.random().toString(36).slice(2);
+  const registries = h('datalist', { id: id + '-registry', 'data-role': 'registry-choices' });
+  const workspaces = h('datalist', { id: id + '-workspace', 'data-role': 'workspace-choices' });
+  registry.setAttribute('list', registries.id);
+  workspace.setAttribute('list', workspaces.id);
+  el.append(registries, workspaces);
+  api('/registries').then((data) => {
+    if (data.default) registry.placeholder = data.default;
+    registries.replaceChildren(...data.items.map((r) => h('option', { value: r.name })));
+    const fill = () => {
+      const chosen = data.items.find((r) => r.name === (registry.value.trim() || data.default));
+      workspaces.replaceChildren(...(chosen ? chosen.workspaces : []).map((w) => h('option', { value: w })));
+    };
+    registry.addEventListener('input', fill);
+    fill();
+  }).catch(() => { /* free text it stays */ });
+}
+
 /// The fields of one task type: an element and a function that reads them back.
 function taskFields(type, task, model, stageIndex) {
   const el = h('div', { class: 'type-fields' });
@@ -619,6 +641,7 @@ function taskFields(type, task, model, stageIndex) {
       text('workspace', t('common.workspace'), t('task.workspace_hint'), { required: true });
       el.append(h('p', { class: 'hint' }, t('task.no_workspace')));
       text('registry', t('common.registry'), t('task.registry_hint'));
+      offerRegistries(el, inputs.registry, inputs.workspace);
       return { element: el, read: () => { const o = { ...pick(inputs, ['dockerfile', 'context', 'image', 'tag', 'workspace']) }; optional(o, 'registry'); if (task.build_args) o.build_args = task.build_args; return o; } };
     case 'deploy-yaml':
       text('file', t('task.yaml_file'), t('task.yaml_file_hint'), { required: true });
@@ -631,6 +654,7 @@ function taskFields(type, task, model, stageIndex) {
       text('version', t('task.chart_version'), t('task.chart_version_hint'), { required: true });
       text('workspace', t('common.workspace'), '', { required: true });
       text('registry', t('common.registry'), t('task.default_registry'));
+      offerRegistries(el, inputs.registry, inputs.workspace);
       return { element: el, read: () => { const o = pick(inputs, ['chart_dir', 'chart', 'version', 'workspace']); optional(o, 'registry'); return o; } };
     case 'chart-deploy': {
       text('release', t('task.release'), t('task.release_hint'), { required: true });

@@ -70,7 +70,34 @@ export function logView(url, { onEnd } = {}) {
     } else {
       appendAnsi(div, raw);
     }
+    if (filter) highlight(div.querySelector('.text') || div, filter);
     return div;
+  }
+
+  // Marks each match of the search in the line's text: the text nodes are split and the
+  // matches wrapped in <mark>, so the log text stays text (never parsed as HTML). A
+  // match across two colours of an ANSI line is not marked (the line is still shown).
+  function highlight(el, needle) {
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    const nodes = [];
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) nodes.push(n);
+    for (const node of nodes) {
+      const text = node.data;
+      const lower = text.toLowerCase();
+      // Lower-casing that changes the length would put the marks in the wrong place.
+      if (lower.length !== text.length || !lower.includes(needle)) continue;
+      const frag = document.createDocumentFragment();
+      let at = 0;
+      for (let i = lower.indexOf(needle); i >= 0; i = lower.indexOf(needle, at)) {
+        if (i > at) frag.append(text.slice(at, i));
+        const mark = document.createElement('mark');
+        mark.textContent = text.slice(i, i + needle.length);
+        frag.append(mark);
+        at = i + needle.length;
+      }
+      if (at < text.length) frag.append(text.slice(at));
+      node.replaceWith(frag);
+    }
   }
 
   // Local HH:MM:SS.mmm; the zone conversion is done once per second of log, not per line.

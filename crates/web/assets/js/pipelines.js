@@ -9,9 +9,15 @@ export async function render(main, _params, query) {
   document.title = t('nav.pipelines') + ' · Wharf';
   const page = Math.max(1, Number(query.get('page')) || 1);
   const body = h('div', { class: 'list-body' });
+  // A normal user may not create pipelines (the permission matrix): say so rather than
+  // offer a button the server refuses. If /me fails, offer it; the server still decides.
+  const me = await api('/me').catch(() => null);
+  const mayCreate = !me || me.role !== 'user';
   main.append(
     h('div', { class: 'page-head' }, h('h1', {}, t('nav.pipelines')), h('span', { class: 'spacer' }),
-      h('button', { type: 'button', class: 'primary', 'data-action': 'create', onclick: () => act.createDialog().catch(fail) }, t('pipelines.create'))),
+      mayCreate ? null : h('span', { class: 'muted', id: 'create-refused' }, t('pipelines.create_refused')),
+      h('button', { type: 'button', class: 'primary', 'data-action': 'create', disabled: !mayCreate,
+        'aria-describedby': mayCreate ? null : 'create-refused', onclick: () => act.createDialog().catch(fail) }, t('pipelines.create'))),
     body);
   let timer = null;
   let stopped = false;
@@ -21,6 +27,7 @@ export async function render(main, _params, query) {
     let data;
     try {
       data = await api(`/pipelines?limit=${PAGE}&page=${page}`);
+      data.mayCreate = mayCreate;
     } catch (e) {
       body.replaceChildren(errorBox(e, t('pipelines.load_failed')));
       return;
@@ -42,7 +49,7 @@ function fail(e) {
 function table(data, reload) {
   if (!data.items.length) {
     return h('div', { class: 'empty' }, h('p', {}, data.total ? t('pipelines.none_on_page') : t('pipelines.none_yet')),
-      h('p', {}, t('pipelines.empty_hint')));
+      h('p', {}, data.mayCreate ? t('pipelines.empty_hint') : t('pipelines.empty_hint_user')));
   }
   const act1 = (fn, p) => async () => {
     try { if (await fn(p)) reload(); } catch (e) { fail(e); }

@@ -67,11 +67,18 @@ function addBinding() {
   const clientSecret = h('input', { name: 'client_secret', type: 'password', autocomplete: 'new-password' });
   const token = h('input', { name: 'token', type: 'password', autocomplete: 'new-password' });
   const webhook = h('input', { name: 'webhook_secret', type: 'password', autocomplete: 'new-password' });
+  // The callback to register with the provider's OAuth app: the server's own
+  // `/devops/repository/<provider>/redirect` at the address this page came from.
+  const callback = h('input', { name: 'callback', readonly: true, class: 'token-value' });
   const oauth = h('fieldset', {}, h('legend', {}, t('bindings.oauth')),
+    field(t('bindings.callback'), callback, t('bindings.callback_hint')),
     field(t('bindings.client_id'), clientId), field(t('bindings.client_secret'), clientSecret));
   const providerOnly = [field(t('bindings.instance_url'), url, t('bindings.url_hint')), oauth,
     field(t('bindings.webhook_secret'), webhook, t('bindings.webhook_hint'))];
-  const sync = () => { for (const el of providerOnly) el.hidden = provider.value === 'git'; };
+  const sync = () => {
+    for (const el of providerOnly) el.hidden = provider.value === 'git';
+    callback.value = `${location.origin}/devops/repository/${provider.value}/redirect`;
+  };
   provider.addEventListener('change', sync);
   return formDialog(t('bindings.add_title'), (form) => {
     form.append(field(t('common.name'), name, t('bindings.name_hint')), field(t('bindings.provider'), provider), ...providerOnly,

@@ -52,7 +52,13 @@ function userSection(users, projects, reload, me) {
       if (!await confirmDialog(t('users.act_question', { action: title, name: u.name }), text, title)) return;
       try { await api(`/users/${encodeURIComponent(u.name)}`, request); reload(); } catch (e) { toast(errorText(e), 'error'); }
     } }, title);
-  const actions = (u) => (u.name === me || u.name === 'admin') ? null : [
+  // Editing role and projects is offered for everyone; the server refuses what it must
+  // (the built-in admin, your own role) and the dialog shows why.
+  const edit = (u) => h('button', { type: 'button', class: 'secondary', 'data-action': 'edit-user',
+    'aria-label': t('users.act_named', { action: t('common.edit'), name: u.name }),
+    onclick: () => editUser(u, projects).then((ok) => ok && reload()) }, t('common.edit'));
+  const actions = (u) => (u.name === me || u.name === 'admin') ? edit(u) : [
+    edit(u),
     u.disabled_at
       ? act(u, 'enable', t('users.enable'), t('users.enable_text'), { method: 'PUT', body: { disabled: false } })
       : act(u, 'disable', t('users.disable'), t('users.disable_text'), { method: 'PUT', body: { disabled: true } }),
@@ -87,6 +93,24 @@ function addUser(projects) {
       const chosen = [...form.querySelectorAll('input[name=project]:checked')].map((c) => c.value);
       await api('/users', { method: 'POST', body: { name: name.value.trim(), password: password.value, role: role.value, projects: chosen } });
       toast(t('common.added', { name: name.value.trim() }));
+      return true;
+    },
+  });
+}
+
+function editUser(u, projects) {
+  const role = h('select', { name: 'role' }, ROLES.map((v) => h('option', { value: v, selected: v === u.role }, t('role_hint.' + v))));
+  const known = new Set(projects.map((p) => p.name));
+  const names = [...projects.map((p) => p.name), ...u.projects.filter((p) => !known.has(p))];
+  const boxes = names.map((p) => h('label', { class: 'check' },
+    h('input', { type: 'checkbox', name: 'project', value: p, checked: u.projects.includes(p) }), p));
+  return formDialog(t('users.edit_named', { name: u.name }), (form) => form.append(
+    field(t('users.role'), role),
+    h('fieldset', {}, h('legend', {}, t('users.projects')), boxes.length ? boxes : h('p', { class: 'muted' }, t('users.no_projects')))), {
+    submit: async (form) => {
+      const chosen = [...form.querySelectorAll('input[name=project]:checked')].map((c) => c.value);
+      await api(`/users/${encodeURIComponent(u.name)}`, { method: 'PUT', body: { role: role.value, projects: chosen } });
+      toast(t('users.saved', { name: u.name }));
       return true;
     },
   });
