@@ -10,17 +10,28 @@ use std::sync::Arc;
 pub struct ByImage {
     containers: Arc<dyn Executor>,
     host: Option<Arc<dyn Executor>>,
+    /// The server's default image, which the container executor gives image-less tasks.
+    default_image: Option<String>,
 }
 
 impl ByImage {
     /// `host: None` refuses tasks without an image.
     pub fn new(containers: Arc<dyn Executor>, host: Option<Arc<dyn Executor>>) -> Self {
-        ByImage { containers, host }
+        ByImage { containers, host, default_image: None }
+    }
+
+    /// Image-less tasks run in containers of `image` (the server's default image, which
+    /// the container executor applies), never on the host: an administrator who set a
+    /// default image asked for containers.
+    pub fn with_default_image(mut self, image: Option<String>) -> Self {
+        self.default_image = image;
+        self
     }
 
     fn pick(&self, spec: &TaskSpec) -> Result<&dyn Executor, ExecutorError> {
         match (&spec.image, &self.host) {
             (Some(_), _) => Ok(self.containers.as_ref()),
+            (None, _) if self.default_image.is_some() => Ok(self.containers.as_ref()),
             (None, Some(host)) => Ok(host.as_ref()),
             (None, None) => Err(ExecutorError::Unsupported(format!(
                 "task `{}` names no image and this server does not run scripts on the host; \
@@ -42,6 +53,11 @@ impl Executor for ByImage {
 
     fn placement(&self, spec: &TaskSpec) -> String {
         match self.pick(spec) {
+            Ok(_) if spec.image.is_none() && self.default_image.is_some() => format!(
+                "in a container of {} (the server's default image: the task names no image and the pipeline no \
+                 default_image)",
+                self.default_image.as_deref().unwrap_or_default()
+            ),
             Ok(executor) if spec.image.is_none() => {
                 format!("{} (the task names no image and the pipeline no default_image)", executor.placement(spec))
             }

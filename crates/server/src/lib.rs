@@ -310,10 +310,11 @@ async fn executors(
             if docker.credentials.is_none() {
                 docker.credentials = Some(Arc::new(RegisteredCredentials(store.clone())));
             }
+            let default_image = docker.default_image.clone();
             let docker = Arc::new(wharf_docker::DockerExecutor::new(docker).map_err(ServerError::Docker)?);
             let fallback = config.allow_host.then_some(host);
-            executors = executors
-                .register(ExecutorKind::Docker, Arc::new(wharf_executor::routed::ByImage::new(docker, fallback)));
+            let routed = wharf_executor::routed::ByImage::new(docker, fallback).with_default_image(default_image);
+            executors = executors.register(ExecutorKind::Docker, Arc::new(routed));
         }
         ExecutorKind::Kubernetes => {
             return Err(ServerError::Unsupported(
