@@ -11,6 +11,11 @@
 # runs it first so that its output shows in CI. Exits 3 with the reason on stderr when
 # something cannot be had (not root, no apt, dockerd refuses to start): tests then skip
 # and print that reason.
+#
+#   bash scripts/test-env.sh clean   after a test run: stops the registry and drops what
+#                                    the tests pushed to it and the images they built,
+#                                    and says what is left running;
+#   bash scripts/test-env.sh stop    also stops the dockerd this script started.
 set -euo pipefail
 
 state="${WHARF_TEST_ENV_DIR:-/tmp/wharf-test-env}"
@@ -26,6 +31,30 @@ cannot() { say "cannot: $*"; exit 3; }
 # One caller at a time: nextest runs test binaries in parallel.
 exec 9>"$state/lock"
 flock 9
+
+case "${1:-}" in
+  clean | stop)
+    pkill -f "docker-registry serve $state/registry.yml" 2>/dev/null && say "stopped the test registry" || true
+    # Everything in it was pushed by tests; the next run starts it empty.
+    rm -rf "$state/registry-data"
+    if docker info >/dev/null 2>&1; then
+      built=$(docker images --format '{{.ID}} {{.Repository}}' | awk -v r="127.0.0.1:$registry_port/" 'index($2, r) == 1 { print $1 }' | sort -u)
+      [ -z "$built" ] || { echo "$built" | xargs docker rmi -f >/dev/null 2>&1 || true; }
+      [ -z "$built" ] || say "removed $(echo "$built" | wc -l) image(s) the tests built"
+    fi
+    if [ "$1" = stop ] && [ -f "$state/dockerd.started" ]; then
+      pkill -x dockerd 2>/dev/null && say "stopped the dockerd the test environment started" || true
+      rm -f "$state/dockerd.started"
+    elif [ -f "$state/dockerd.started" ] && pgrep -x dockerd >/dev/null; then
+      say "left running: dockerd (pid $(pgrep -x dockerd | head -1), started by the test environment, kept for the next run; stop it with: bash scripts/test-env.sh stop)"
+    elif pgrep -x dockerd >/dev/null; then
+      say "left running: dockerd (pid $(pgrep -x dockerd | head -1), which the test environment found running)"
+    else
+      say "left running: nothing the test environment started"
+    fi
+    exit 0
+    ;;
+esac
 
 # The user a root server runs host tasks as (the server tests run as root in CI).
 if [ "$(id -u)" = 0 ]; then
@@ -55,6 +84,7 @@ if ! docker info >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || cannot "the Docker Engine is not running and only root can start it here"
   say "starting dockerd (log: $state/dockerd.log)"
   (setsid dockerd >"$state/dockerd.log" 2>&1 9>&- &)
+  touch "$state/dockerd.started"
   for _ in $(seq 1 60); do
     docker info >/dev/null 2>&1 && break
     sleep 0.5
