@@ -82,22 +82,7 @@ impl tower::Service<Name> for PolicyResolver {
 
     fn call(&mut self, name: Name) -> Self::Future {
         let policy = self.policy.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let mut kept = Vec::with_capacity(resolved.len());
-            for addr in resolved {
-                match policy.check(&host, addr.ip()) {
-                    Ok(()) => kept.push(addr),
-                    Err(e) => refused = refused.or(Some(e)),
-                }
-            }
-            match (kept.is_empty(), refused) {
-                (true, Some(refused)) => Err(Box::new(refused) as Self::Error),
-                _ => Ok(kept.into_iter()),
-            }
-        })
+        Box::pin(async move { Ok(policy.resolve(name.as_str()).await?.into_iter()) })
     }
 }
 

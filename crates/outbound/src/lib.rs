@@ -190,6 +190,25 @@ impl Policy {
         Policy { inner: Arc::new(allowed) }
     }
 
+    /// The addresses the name `host` resolves to (system resolver) that may be called:
+    /// what every connector of the server dials. Fails with the first [`Refused`] when
+    /// the name resolves only to refused addresses, or with the resolver's error.
+    pub async fn resolve(&self, host: &str) -> Result<Vec<SocketAddr>, Box<dyn StdError + Send + Sync>> {
+        let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, 0)).await?.collect();
+        let mut refused = None;
+        let mut kept = Vec::with_capacity(resolved.len());
+        for addr in resolved {
+            match self.check(host, addr.ip()) {
+                Ok(()) => kept.push(addr),
+                Err(e) => refused = refused.or(Some(e)),
+            }
+        }
+        match (kept.is_empty(), refused) {
+            (true, Some(refused)) => Err(Box::new(refused)),
+            _ => Ok(kept),
+        }
+    }
+
     /// Whether `address`, reached through `host` (a name or the literal), may be called.
     pub fn check(&self, host: &str, address: IpAddr) -> Result<(), Refused> {
         let Some(kind) = internal(address) else { return Ok(()) };
@@ -250,22 +269,7 @@ struct Resolver {
 impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let policy = self.policy.clone();
-        let host = name.as_str().to_owned();
-        Box::pin(async move {
-            let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let mut kept = Vec::with_capacity(resolved.len());
-            for addr in resolved {
-                match policy.check(&host, addr.ip()) {
-                    Ok(()) => kept.push(addr),
-                    Err(e) => refused = refused.or(Some(e)),
-                }
-            }
-            match (kept.is_empty(), refused) {
-                (true, Some(refused)) => Err(Box::new(refused) as Box<dyn StdError + Send + Sync>),
-                _ => Ok(Box::new(kept.into_iter()) as Addrs),
-            }
-        })
+        Box::pin(async move { Ok(Box::new(policy.resolve(name.as_str()).await?.into_iter()) as Addrs) })
     }
 }
 
