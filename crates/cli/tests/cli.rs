@@ -1522,3 +1522,21 @@ fn runs_listing_columns_line_up() {
     assert_eq!(starts.len(), 2, "{}", out.stdout);
     assert_eq!(starts[0], starts[1], "the start-time column is not aligned:\n{}", out.stdout);
 }
+
+/// `wharf serve` says each thing once: a port in use, the default of `--log-format`.
+#[test]
+fn serve_says_a_busy_port_and_its_defaults_once() {
+    let sb = Sandbox::new();
+    let help = sb.wharf(&["serve", "--help"]);
+    help.expect_code(0);
+    assert_eq!(help.stdout.matches("[default: text]").count(), 1, "{}", help.stdout);
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap().to_string();
+    let data = sb.path().join("serve-data");
+    let out = sb.wharf(&["serve", "--listen", &listen, "--data-dir", data.to_str().unwrap()]);
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    let error = out.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.starts_with(&format!("error: cannot listen on {listen}: ")), "{}", out.stderr);
+    assert_eq!(error.matches("Address already in use").count(), 1, "{error}");
+}
