@@ -116,14 +116,49 @@ pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// What first start made up and must be shown once.
-#[derive(Debug, Default, Clone)]
+/// What first start made up and must be shown once, and the admin's password still to
+/// hash or check ([`AdminPassword::settle`]).
+#[derive(Debug, Default)]
 pub struct Generated {
     pub token: Option<String>,
     pub password: Option<String>,
+    pub pending: Option<AdminPassword>,
 }
 
-/// Makes sure the built-in `admin` user exists with a way in.
+/// The built-in admin's configured (or generated) password, to hash when it is new or
+/// changed. An Argon2 hash or check takes tens of milliseconds, so the server does it
+/// after it listens; logins wait for it (`AppState::passwords_ready`).
+pub struct AdminPassword {
+    password: String,
+    /// The stored hash; `None` at first start.
+    current: Option<String>,
+}
+
+impl std::fmt::Debug for AdminPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminPassword").finish_non_exhaustive()
+    }
+}
+
+impl AdminPassword {
+    /// Stores the password's hash unless the stored one already matches it.
+    pub async fn settle(self, store: &Store) -> Result<(), StoreError> {
+        let AdminPassword { password, current } = self;
+        let hash = tokio::task::spawn_blocking(move || match current {
+            Some(h) if verify_password(&password, &h) => None,
+            _ => Some(hash_password(&password)),
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("password hashing failed: {e}")))?;
+        if let Some(hash) = hash {
+            store.set_password_hash(ADMIN_USER, &hash).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes sure the built-in `admin` user exists with a way in: the token now, the
+/// password as [`Generated::pending`] (see [`AdminPassword`]).
 pub async fn bootstrap(
     store: &Store,
     admin_token: Option<&str>,
@@ -141,25 +176,12 @@ pub async fn bootstrap(
                 p
             }
         };
-        let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("password hashing failed: {e}")))?;
-        store.create_user(ADMIN_USER, Role::Admin.as_str(), Some(&hash), &[]).await?;
+        // No password hash until `settle`: no password logs in before it.
+        store.create_user(ADMIN_USER, Role::Admin.as_str(), None, &[]).await?;
+        generated.pending = Some(AdminPassword { password, current: None });
     } else if let Some(password) = admin_password {
         let current = existing.as_ref().and_then(|u| u.password_hash.clone());
-        let password = password.to_owned();
-        let hash = tokio::task::spawn_blocking(move || {
-            // Re-hash only when the configured password changed.
-            match current {
-                Some(h) if verify_password(&password, &h) => None,
-                _ => Some(hash_password(&password)),
-            }
-        })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("password hashing failed: {e}")))?;
-        if let Some(hash) = hash {
-            store.set_password_hash(ADMIN_USER, &hash).await?;
-        }
+        generated.pending = Some(AdminPassword { password: password.to_owned(), current });
     }
     match admin_token {
         Some(token) => {

@@ -197,6 +197,9 @@ pub struct AppState {
     /// Clusters being checked now (by id): one check per cluster at a time, however
     /// many callers show it (`api::clusters`).
     pub cluster_checks: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// `true` once the admin's configured password is stored (see `auth::AdminPassword`);
+    /// a login waits for it.
+    pub passwords_ready: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Errors with a source say only their own part: `{err:#}` (as `wharf serve` prints
@@ -364,8 +367,10 @@ impl Server {
             tracing::info!(count = resealed, key = store.secret_box().current_key_id(), "secrets re-sealed");
         }
         keys::forget_older(&key_source, store.secret_box())?;
-        let generated =
+        let mut generated =
             auth::bootstrap(&store, config.admin_token.as_deref(), config.admin_password.as_deref()).await?;
+        let pending_password = generated.pending.take();
+        let (passwords_ready, passwords_ready_rx) = tokio::sync::watch::channel(pending_password.is_none());
         let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
         // `deploy-yaml` reaches clusters under the same outbound policy as every other
         // call the server makes.
@@ -396,6 +401,7 @@ impl Server {
             refusal_audits: throttle::Throttle::new(20, Duration::from_secs(6)),
             quota,
             cluster_checks: Default::default(),
+            passwords_ready: passwords_ready_rx,
         });
         state.runs.start().await?;
         hooks::resume(&state).await;
@@ -408,6 +414,17 @@ impl Server {
         let max_connections = http::connection_limit(config.max_connections, http::raise_nofile_limit());
         let limits = http::Limits { max_connections, header_timeout: config.header_timeout };
         let task = tokio::spawn(http::serve(listener, app, limits));
+        // The admin's password is hashed (or checked) now that the server listens: it
+        // takes an Argon2 computation, and only logins need it (they wait for it).
+        if let Some(pending) = pending_password {
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = pending.settle(&store).await {
+                    tracing::error!("cannot store the admin's password: {e}");
+                }
+                passwords_ready.send_replace(true);
+            });
+        }
         tracing::info!(%addr, data_dir = %config.data_dir.display(), "wharf server listening");
         Ok(Server { addr, state, generated_token: generated.token, generated_password: generated.password, task })
     }

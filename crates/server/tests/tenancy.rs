@@ -802,6 +802,38 @@ async fn first_start_makes_a_one_time_admin_token_and_password() {
     drop(dir);
 }
 
+/// The admin's configured password is hashed after the server listens (an Argon2 hash
+/// is most of a start); a login right after start waits for it, and a password changed
+/// in the configuration replaces the old one at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_configured_admin_password_is_in_force_from_the_first_login() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let start = |password: &str| {
+        let mut config = common::test_config(&data);
+        config.admin_password = Some(password.to_owned());
+        wharf_server::Server::start(config)
+    };
+    let login_now = |addr: std::net::SocketAddr, password: &'static str| async move {
+        let answer = reqwest::Client::new()
+            .post(format!("http://{addr}/api/v1/login"))
+            .json(&json!({ "name": "admin", "password": password }))
+            .send()
+            .await
+            .unwrap();
+        answer.status().as_u16()
+    };
+    let first = start("first-password-1").await.unwrap();
+    assert_eq!(login_now(first.addr, "first-password-1").await, 200, "at once after the first start");
+    first.shutdown().await;
+    let second = start("second-password-2").await.unwrap();
+    let (old, new) =
+        tokio::join!(login_now(second.addr, "first-password-1"), login_now(second.addr, "second-password-2"));
+    assert_eq!((old, new), (401, 200), "the changed password is the one in force, from the first login");
+    second.shutdown().await;
+    drop(dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotating_the_key_reseals_every_secret_and_drops_the_old_key() {
     let dir = tempfile::tempdir().unwrap();

@@ -440,6 +440,9 @@ pub async fn login(State(state): AppStateRef, request: axum::extract::Request) -
             });
         }
     };
+    // Right after start the admin's configured password may still be being hashed.
+    let mut ready = state.passwords_ready.clone();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), ready.wait_for(|ready| *ready)).await;
     let user = state.store.find_user(&name).await?;
     let phc = user.as_ref().and_then(|u| u.password_hash.clone());
     let password = credentials.password;
