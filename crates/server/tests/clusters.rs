@@ -396,3 +396,23 @@ async fn a_silent_cluster_is_checked_once_and_bounded_in_time() {
     assert!(started.elapsed() < std::time::Duration::from_secs(9), "{:?}", started.elapsed());
     drop(silent);
 }
+
+/// A pipeline deploys only to the clusters of its own project: one of another project is
+/// not there for it, and the run fails before anything reaches the cluster (the owning
+/// project's pipelines deploy: `registries.rs`, the 2048 example).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_deploys_only_to_its_own_projects_clusters() {
+    let s = common::start().await;
+    let fake = fake(1, 0).await;
+    s.post("/clusters", body("prod", &fake.kubeconfig())).await.expect(201);
+    let manager = s.user("web-manager", "manager", &["web"]).await;
+    let yaml = "name: sneaky\nstages:\n  - name: Deploy\n    tasks:\n      - {name: apply, type: deploy-yaml, file: app.yaml, cluster: prod, namespace: default}\n";
+    let saved = manager.send_yaml(reqwest::Method::POST, "/pipelines?project=web&run=true", yaml).await.expect(201);
+    let run = s.wait_run(saved.json["run"]["id"].as_i64().unwrap()).await;
+    assert_eq!(run["status"], "failed", "{run:#}");
+    let reason = run["stages"][0]["tasks"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cluster: `prod` is not a cluster of this pipeline's project (none is registered"),
+        "{reason}"
+    );
+}
