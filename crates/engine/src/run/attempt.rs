@@ -198,6 +198,38 @@ impl DisplayOr for Option<wharf_core::Duration> {
     }
 }
 
+/// How a job the engine runs itself (an image build, a deploy) ended when it did not fail.
+pub(super) enum JobEnd {
+    /// Done: these `KEY=value` lines are its outputs.
+    Done(String),
+    Stopped(StopReason),
+}
+
+impl RunState {
+    /// The attempt's exit for a job the engine ran itself: its outputs written where
+    /// the usual output collection finds them, or the stop; a failure is logged in the
+    /// task's log (`Err` of `result`) and returned.
+    pub(super) fn job_exit<E: std::fmt::Display>(
+        &self,
+        part: Part,
+        output: &OutputFile,
+        result: Result<JobEnd, E>,
+        write_failed: impl FnOnce(std::io::Error) -> E,
+    ) -> Result<Exit, E> {
+        match result {
+            Ok(JobEnd::Done(outputs)) => {
+                output.write(outputs.as_bytes()).map_err(write_failed)?;
+                Ok(Exit { code: Some(0), signal: None, stopped: None })
+            }
+            Ok(JobEnd::Stopped(reason)) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
+            Err(e) => {
+                self.system(part, e.to_string());
+                Err(e)
+            }
+        }
+    }
+}
+
 /// What one attempt runs.
 pub(super) enum Job {
     Exec(TaskSpec),

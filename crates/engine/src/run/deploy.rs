@@ -4,6 +4,7 @@
 //! [`Deployer`](wharf_executor::deploy::Deployer), and record the applied objects as
 //! the task's output `applied`.
 
+use super::attempt::JobEnd;
 use super::paths::{PathError, inside};
 use super::variables::{FieldError, RenderError, render_field};
 use super::{Part, RunState};
@@ -125,19 +126,14 @@ impl RunState {
         let Some(deployer) = self.deployer.clone() else {
             return Err(DeployYamlError::NoDeployer);
         };
-        match deployer.deploy(spec, sink, stop).await {
-            Ok(DeployExit::Deployed(applied)) => {
+        let end = deployer.deploy(spec, sink, stop).await.map_err(DeployYamlError::from).map(|exit| match exit {
+            DeployExit::Deployed(applied) => {
                 let list: Vec<String> = applied.iter().map(|a| a.to_string()).collect();
-                let outputs = format!("applied={}\n", list.join(" "));
-                output.write(outputs.as_bytes()).map_err(DeployYamlError::WriteOutputs)?;
-                Ok(Exit { code: Some(0), signal: None, stopped: None })
+                JobEnd::Done(format!("applied={}\n", list.join(" ")))
             }
-            Ok(DeployExit::Stopped(reason)) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
-            Err(e) => {
-                self.system(part, e.to_string());
-                Err(e.into())
-            }
-        }
+            DeployExit::Stopped(reason) => JobEnd::Stopped(reason),
+        });
+        self.job_exit(part, &output, end, DeployYamlError::WriteOutputs)
     }
 }
 

@@ -3,6 +3,7 @@
 //! build and push on the [`ImageBuilder`](wharf_executor::build::ImageBuilder), and
 //! record `image` and `digest` as the task's outputs, like a script's.
 
+use super::attempt::JobEnd;
 use super::paths::{PathError, inside};
 use super::variables::{FieldError, render_field};
 use super::{Part, RunState};
@@ -139,18 +140,11 @@ impl RunState {
         let Some(builder) = self.builder.clone() else {
             return Err(ImageError::NoBuilder);
         };
-        match builder.build(spec, sink, stop).await {
-            Ok(BuildExit::Built(built)) => {
-                let outputs = format!("image={}\ndigest={}\n", built.image, built.digest);
-                output.write(outputs.as_bytes()).map_err(ImageError::WriteOutputs)?;
-                Ok(Exit { code: Some(0), signal: None, stopped: None })
-            }
-            Ok(BuildExit::Stopped(reason)) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
-            Err(e) => {
-                self.system(part, e.to_string());
-                Err(e.into())
-            }
-        }
+        let end = builder.build(spec, sink, stop).await.map_err(ImageError::from).map(|exit| match exit {
+            BuildExit::Built(built) => JobEnd::Done(format!("image={}\ndigest={}\n", built.image, built.digest)),
+            BuildExit::Stopped(reason) => JobEnd::Stopped(reason),
+        });
+        self.job_exit(part, &output, end, ImageError::WriteOutputs)
     }
 }
 
