@@ -16,7 +16,7 @@ use crate::outputs::OutputFile;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use wharf_core::model::{ChartPublishTask, Task};
+use wharf_core::model::ChartPublishTask;
 use wharf_executor::build::RegistryLogin;
 use wharf_executor::chart::{ChartRegistryError, ChartUpload};
 use wharf_executor::{Exit, LogSink, StopSignal};
@@ -181,10 +181,14 @@ impl RunState {
 
     /// The chart of `spec` loaded, renamed and versioned, its values substituted,
     /// rendered once (the lint) and packaged.
-    fn package_chart(&self, part: Part, spec: &PublishSpec) -> Result<wharf_chart::package::Package, ChartPublishError> {
+    fn package_chart(
+        &self,
+        part: Part,
+        spec: &PublishSpec,
+    ) -> Result<wharf_chart::package::Package, ChartPublishError> {
         let dir = spec.dir_field.clone();
-        let mut chart = wharf_chart::load_dir(&spec.dir)
-            .map_err(|source| ChartPublishError::Load { dir: dir.clone(), source })?;
+        let mut chart =
+            wharf_chart::load_dir(&spec.dir).map_err(|source| ChartPublishError::Load { dir: dir.clone(), source })?;
         chart.metadata.name = spec.name.clone();
         chart.metadata.version = spec.version.clone();
         if let Some(values) = &mut chart.values_yaml {
