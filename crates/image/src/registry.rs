@@ -482,6 +482,16 @@ impl RegistryClient {
         Ok(TagInfo { tag: tag.to_owned(), digest, media_type, size, created, config_media_type })
     }
 
+    /// The config media type of the manifest `repository:tag` (`None` for an index
+    /// or a manifest without a config): tells an image from a chart.
+    pub async fn config_media_type(&self, repository: &str, tag: &str) -> Result<Option<String>, RegistryError> {
+        check_repository(repository).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        check_tag(tag).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let (_, _, bytes) = self.fetch_manifest(repository, tag).await?;
+        let manifest: Manifest = self.parse(&bytes, "the manifest")?;
+        Ok(manifest.config.map(|c| c.media_type).filter(|t| !t.is_empty()))
+    }
+
     /// A small blob (a config) in memory.
     pub async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
         self.blob_at_most(repository, digest, MAX_JSON_BYTES).await
