@@ -107,7 +107,8 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let mut notes = None;
     for (name, _, node) in names {
         let base = name.rsplit('/').next().unwrap_or(name);
-        if base.starts_with('_') {
+        // Partials only define; a library chart's templates only provide defines.
+        if base.starts_with('_') || node.chart.metadata.chart_type == ChartType::Library {
             continue;
         }
         let data = template_data(node, name, &caps, &release);
@@ -828,6 +829,7 @@ fn method(a: &[Value], name: &str) -> Result<Value, TemplateError> {
             if text.is_empty() {
                 return Ok(Value::List(Vec::new().into()));
             }
+            let text = text.strip_suffix('\n').unwrap_or(&text);
             Ok(Value::List(text.split('\n').map(|l| Value::String(l.into())).collect::<Vec<_>>().into()))
         }
         ("Glob", Value::Map(m), Some(pattern)) => {

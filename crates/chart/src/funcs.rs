@@ -410,8 +410,9 @@ pub(crate) fn semver_matches(constraint: &str, version: &SemVer) -> Result<bool,
     for alt in constraint.split("||") {
         let mut all = true;
         let mut any = false;
-        let normalized = alt.replace(", ", ",").replace(' ', ",");
-        for c in normalized.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let re = constraint_space();
+        let normalized = re.replace_all(alt, "$1");
+        for c in normalized.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()) {
             any = true;
             if !check_one(c, version)? {
                 all = false;
@@ -422,6 +423,19 @@ pub(crate) fn semver_matches(constraint: &str, version: &SemVer) -> Result<bool,
         }
     }
     Ok(false)
+}
+
+fn constraint_space() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| match regex::Regex::new(r"(>=|<=|!=|=>|=<|~>|>|<|=|~|\^)\s+") {
+        Ok(r) => r,
+        Err(_) => regex::Regex::new("$^").unwrap_or_else(|_| unreachable_regex()),
+    })
+}
+
+#[expect(clippy::panic, reason = "constant patterns compile")]
+fn unreachable_regex() -> regex::Regex {
+    panic!("constant regex")
 }
 
 fn check_one(c: &str, v: &SemVer) -> Result<bool, String> {
@@ -464,8 +478,10 @@ fn check_one(c: &str, v: &SemVer) -> Result<bool, String> {
         "" | "=" if specified < 3 => o != Less && v.cmp(&upper(specified.saturating_sub(1))) == Less,
         "" | "=" => o == Equal,
         "!=" => o != Equal,
+        ">" if specified < 3 => v.cmp(&upper(specified.saturating_sub(1))) != Less,
         ">" => o == Greater,
         "<" => o == Less,
+        "<=" | "=<" if specified < 3 => v.cmp(&upper(specified.saturating_sub(1))) == Less,
         ">=" | "=>" => o != Less,
         "<=" | "=<" => o != Greater,
         "~" | "~>" => o != Less && v.cmp(&upper(if specified >= 2 { 1 } else { 0 })) == Less,
@@ -1230,6 +1246,9 @@ mod tests {
         assert!(semver_matches("^1.2", &v("1.9.0")).unwrap());
         assert!(semver_matches("1.2.x", &v("1.2.7")).unwrap());
         assert!(semver_matches(">= 1.0, < 2.0 || 3.x", &v("3.1.0")).unwrap());
+        assert!(semver_matches(">=1.19-0", &v("v1.35.0-gke.1")).unwrap());
+        assert!(!semver_matches(">1.2", &v("1.2.5")).unwrap());
+        assert!(semver_matches("<=1.2", &v("1.2.5")).unwrap());
     }
 
     #[test]
