@@ -146,6 +146,7 @@ async fn a_chart_that_cannot_be_published_fails_before_the_push_and_says_where()
     chart(&dirs, "unknown-var", "image:\n  tag: x\nother: ${NOPE}\n", TEMPLATE);
     chart(&dirs, "broken", "image:\n  tag: x\n", "kind: ConfigMap\nname: {{ .Values.image.tag | nosuchfunc }}\n");
     chart(&dirs, "bad-yaml", "image: [unclosed\n", TEMPLATE);
+    chart(&dirs, "flow", "image: {tag: ${BUILD_ID}}\n", TEMPLATE);
     std::os::unix::fs::symlink("/etc", dirs.src().join("etc-link")).unwrap();
     let charts = Arc::new(Recording::default());
     let engine = engine(&charts);
@@ -157,6 +158,7 @@ async fn a_chart_that_cannot_be_published_fails_before_the_push_and_says_where()
         ("charts/unknown-var", "chart_dir: `charts/unknown-var`: values.yaml line 3:"),
         ("charts/broken", "chart_dir: `charts/broken` does not render:"),
         ("charts/bad-yaml", "chart_dir: `charts/bad-yaml`"),
+        ("charts/flow", "values.yaml is read before ${…} is substituted"),
     ];
     for (dir, expected) in cases {
         let mut request = request_with(&dirs, PUBLISH);
