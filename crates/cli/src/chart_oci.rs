@@ -79,14 +79,7 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
             } else {
                 password
             };
-            let (url, workspace) = match target.trim_end_matches('/').rsplit_once('/') {
-                Some((url, workspace)) if !url.is_empty() && !url.ends_with(':') && !url.ends_with('/') => {
-                    (url.to_owned(), workspace.to_owned())
-                }
-                _ => bail!(
-                    "`{target}`: give the registry and the workspace, as REGISTRY/WORKSPACE (127.0.0.1:5055/charts)"
-                ),
-            };
+            let (url, workspace) = split_target(&target)?;
             let host = wharf_image::RegistryAccess::from_url(&url, insecure).map_err(anyhow::Error::msg)?;
             let size = std::fs::metadata(&archive).with_context(|| format!("reading {}", archive.display()))?.len();
             if size > MAX_CHART_ARCHIVE_BYTES as u64 {
@@ -114,6 +107,34 @@ pub async fn push(args: PushArgs) -> Result<ExitCode> {
             println!("Pushed: {}", pushed.reference);
             println!("Digest: {}", pushed.digest);
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// `host[:port]/workspace` (or with `http://`) as the registry's address and the
+/// workspace; the workspace is checked as a path component.
+fn split_target(target: &str) -> Result<(String, String)> {
+    match target.trim_end_matches('/').rsplit_once('/') {
+        Some((url, workspace)) if !url.is_empty() && !url.ends_with(':') && !url.ends_with('/') => {
+            wharf_core::reference::check_component(workspace).with_context(|| format!("`{target}`: the workspace"))?;
+            Ok((url.to_owned(), workspace.to_owned()))
+        }
+        _ => bail!("`{target}`: give the registry and the workspace, as REGISTRY/WORKSPACE (127.0.0.1:5055/charts)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_target;
+
+    #[test]
+    fn a_push_target_is_a_registry_and_a_workspace() {
+        let ok = |t: &str| split_target(t).unwrap();
+        assert_eq!(ok("127.0.0.1:5055/charts"), ("127.0.0.1:5055".into(), "charts".into()));
+        assert_eq!(ok("http://127.0.0.1:5055/charts/"), ("http://127.0.0.1:5055".into(), "charts".into()));
+        for bad in ["charts", "http://charts", "/charts", "127.0.0.1:5055/Bad Name"] {
+            let err = format!("{:#}", split_target(bad).unwrap_err());
+            assert!(err.starts_with(&format!("`{bad}`")), "{bad}: {err}");
         }
     }
 }
