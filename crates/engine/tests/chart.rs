@@ -23,6 +23,10 @@ struct Recording {
 impl ChartRegistry for Recording {
     fn push<'a>(&'a self, login: Login, chart: ChartUpload) -> BoxFuture<'a, Result<ChartPushed, ChartRegistryError>> {
         Box::pin(async move {
+            // A registry that never answers, for stops and timeouts.
+            if chart.version.ends_with("-hang") {
+                std::future::pending::<()>().await;
+            }
             let reference = format!("{}/{}:{}", login.host, chart.repository, chart.version.replace('+', "_"));
             self.pushed.lock().unwrap().push((login, chart));
             Ok(ChartPushed { reference, digest: format!("sha256:{}", "cd".repeat(32)) })
@@ -216,4 +220,29 @@ async fn without_a_chart_registry_chart_publish_is_refused_at_run_start() {
         ),
         "{err}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_that_hangs_ends_at_the_task_timeout_or_a_stop() {
+    let dirs = Dirs::new();
+    chart(&dirs, "app", "image:\n  tag: x\n", TEMPLATE);
+    let charts = Arc::new(Recording::default());
+    let engine = engine(&charts);
+    let yaml = PUBLISH.replace("version: 1.0.${BUILD_ID}", "version: 1.0.${BUILD_ID}-hang\n        timeout: 1s");
+    let prepared = |yaml: &str| {
+        let mut request = request_with(&dirs, yaml);
+        request.parameters = engine.prepare(&request.pipeline, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        request
+    };
+    let (record, _) = run(&engine, prepared(&yaml)).await;
+    assert_eq!(record.progress.status, Status::TimedOut, "{:?}", record.reason);
+    assert!(task_record(&record, "publish").reason.as_deref().unwrap_or_default().contains("task timeout of 1s"));
+
+    let untimed = PUBLISH.replace("version: 1.0.${BUILD_ID}", "version: 1.0.${BUILD_ID}-hang");
+    let recorder = Recorder::new();
+    let pushing = recorder.wait_for_line(wharf_engine::Part::Task(0, 0), "pushing jack-2048-1.0.7-hang.tgz");
+    let record = run_stopped_when(&engine, prepared(&untimed), recorder.clone(), pushing, stop_request(secs(1))).await;
+    assert_eq!(record.progress.status, Status::Stopped);
+    assert_eq!(task_record(&record, "publish").progress.status, Status::Stopped);
+    assert!(task_record(&record, "publish").outputs.is_empty(), "no outputs from a stopped push");
 }
