@@ -43,6 +43,9 @@ struct Node2<'a> {
     values: Value,
     subcharts: Vec<Node2<'a>>,
     is_root: bool,
+    /// `.Chart` and `.Files`, built once per chart.
+    chart_value: Value,
+    files_value: Value,
 }
 
 pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Result<Rendered, RenderError> {
@@ -64,7 +67,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     }
 
     // Which subcharts are enabled is decided on the values coalesced with every subchart.
-    let all = coalesce(chart, &chart.metadata.name, &user.0, true, &Map::new());
+    let all = coalesce_all(chart, &user.0);
     let root_values = coalesce_tree(chart, &user.0, &all)?;
     let tree = build_tree(chart, chart.metadata.name.clone(), chart.metadata.name.clone(), root_values.clone(), true);
 
@@ -173,17 +176,15 @@ fn key(s: &str) -> Arc<str> {
     Arc::from(s)
 }
 
-/// Helm's `CoalesceValues`: `user` over the chart's defaults, subcharts coalesced
-/// into their sections with `global` handed down. `all_subcharts`: every subchart in
-/// charts/ (used to evaluate conditions) rather than only the enabled ones.
-fn coalesce(chart: &Chart, _name: &str, user: &Map, all_subcharts: bool, _parent: &Map) -> Value {
+/// Helm's `CoalesceValues` over every subchart in charts/, enabled or not (what
+/// conditions and tags are evaluated on): `user` over the chart's defaults, subcharts
+/// coalesced into their sections with `global` handed down.
+fn coalesce_all(chart: &Chart, user: &Map) -> Value {
     let mut dest = user.clone();
     coalesce_values(&mut dest, &chart.values.0);
-    if all_subcharts {
-        for sub in &chart.subcharts {
-            for alias in aliases_of(chart, sub) {
-                coalesce_sub(&mut dest, sub, &alias, |c, n, u| coalesce(c, n, u, true, &Map::new()));
-            }
+    for sub in &chart.subcharts {
+        for alias in aliases_of(chart, sub) {
+            coalesce_sub(&mut dest, sub, &alias, |c, _, u| coalesce_all(c, u));
         }
     }
     Value::Map(Arc::new(dest))
@@ -227,7 +228,6 @@ fn coalesce_values(dest: &mut Map, defaults: &Map) {
             Some(_) => {}
         }
     }
-    dest.retain(|_, v| !matches!(v, Value::Nil) || true);
 }
 
 /// The names a subchart is known by in `chart`: its aliases, or its own name.
@@ -329,7 +329,18 @@ fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value,
         let sv = lookup_path(&values, &alias).unwrap_or(Value::Nil);
         subcharts.push(build_tree(sub, alias.clone(), format!("{prefix}/charts/{alias}"), sv, false));
     }
-    Node2 { chart, name, prefix, values, subcharts, is_root }
+    let mut node = Node2 {
+        chart,
+        name,
+        prefix,
+        values,
+        subcharts,
+        is_root,
+        chart_value: Value::Nil,
+        files_value: files_value(chart),
+    };
+    node.chart_value = chart_value(&node);
+    node
 }
 
 // ---- the objects templates see -------------------------------------------------------
@@ -516,8 +527,8 @@ fn files_value(chart: &Chart) -> Value {
 fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) -> Value {
     m(vec![
         ("Capabilities", caps.clone()),
-        ("Chart", chart_value(node)),
-        ("Files", files_value(node.chart)),
+        ("Chart", node.chart_value.clone()),
+        ("Files", node.files_value.clone()),
         ("Release", release.clone()),
         ("Subcharts", m(Vec::new())),
         ("Template", m(vec![("BasePath", st(&format!("{}/templates", node.prefix))), ("Name", st(name))])),
@@ -755,13 +766,15 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
     f.insert("__m_AsSecrets".into(), Arc::new(|a: &[Value]| method(a, "AsSecrets")));
     f.insert("__m_Has".into(), Arc::new(|a: &[Value]| method(a, "Has")));
 
-    let (c, d) = (cell.clone(), depth.clone());
+    // Weak: the template set holds these functions; a strong handle would be a cycle.
+    let (c, d) = (Arc::downgrade(cell), depth.clone());
     f.insert(
         "include".into(),
         Arc::new(move |a: &[Value]| {
             let name = a.first().map(go_string).unwrap_or_default();
             let data = a.get(1).cloned().unwrap_or(Value::Nil);
-            let set = c.get().ok_or_else(|| TemplateError::Exec("include: templates not ready".into()))?;
+            let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("include: the render is over".into()))?;
+            let set = cell.get().ok_or_else(|| TemplateError::Exec("include: templates not ready".into()))?;
             if set.lookup(&name).is_none() {
                 return Err(TemplateError::Exec(format!(
                     "error calling include: template: no template {name:?} associated with template \"gotpl\""
@@ -778,13 +791,14 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             r.map(|s| Value::String(s.into()))
         }),
     );
-    let (c, d) = (cell.clone(), depth.clone());
+    let (c, d) = (Arc::downgrade(cell), depth.clone());
     f.insert(
         "tpl".into(),
         Arc::new(move |a: &[Value]| {
             let text = a.first().map(funcs::strval).unwrap_or_default();
             let data = a.get(1).cloned().unwrap_or(Value::Nil);
-            let set = c.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
+            let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+            let set = cell.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
             if d.fetch_add(1, Ordering::Relaxed) >= MAX_INCLUDE_DEPTH {
                 d.fetch_sub(1, Ordering::Relaxed);
                 return Err(helm_err(
