@@ -629,22 +629,22 @@ impl Rewriter<'_> {
                         *name = SmolStr::new(format!("__{name}"));
                         c.args.insert(1, Expr::String(pos, site.into()));
                     }
-                    n if self.funcs.is_some_and(|f| !f.contains_key(n)) && !GO_BUILTINS.contains(&n) => {
-                        if self.error.is_none() {
-                            self.error = Some(RenderError::Template(format!(
-                                "parse error at ({}:{}): function {:?} not defined",
-                                self.name, pos.line, n
-                            )));
-                        }
+                    n if self.funcs.is_some_and(|f| !f.contains_key(n))
+                        && !GO_BUILTINS.contains(&n)
+                        && self.error.is_none() =>
+                    {
+                        self.error = Some(RenderError::Template(format!(
+                            "parse error at ({}:{}): function {:?} not defined",
+                            self.name, pos.line, n
+                        )));
                     }
                     _ => {}
                 }
                 return;
             }
-            if let Some((call, rest_args)) = self.method_call(head) {
-                let mut args = vec![call.0, call.1];
+            if let Some((function, recv)) = self.method_call(head) {
+                let mut args = vec![function, recv];
                 args.extend(c.args.drain(1..));
-                let _ = rest_args;
                 c.args = args;
                 return;
             }
@@ -660,7 +660,7 @@ impl Rewriter<'_> {
 
     /// A command head `recv.Method` (no more fields after the method): the function
     /// and the receiver.
-    fn method_call(&mut self, head: &mut Expr) -> Option<((Expr, Expr), ())> {
+    fn method_call(&mut self, head: &mut Expr) -> Option<(Expr, Expr)> {
         let (pos, fields) = match head {
             Expr::Field(p, f) | Expr::Variable(p, _, f) | Expr::Chain(p, _, f) => (*p, f.clone()),
             _ => return None,
@@ -673,7 +673,7 @@ impl Rewriter<'_> {
         let recv = receiver(head, &fields[..i]);
         let mut recv = recv;
         self.expr(&mut recv, false);
-        Some(((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv), ()))
+        Some((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv))
     }
 
     /// Any expression: a method in a field chain is called with no arguments.
