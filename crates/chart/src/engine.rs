@@ -262,8 +262,46 @@ fn coalesce_tree(chart: &Chart, user: &Map, all: &Value) -> Result<Value, Render
         if let Some(e) = err {
             return Err(e);
         }
+        import_values(chart, sub, &mut dest);
     }
     Ok(Value::Map(Arc::new(dest)))
+}
+
+/// `import-values`: a subchart's own defaults (`exports.NAME`, or `child` → `parent`)
+/// under the parent's values; the parent's values (its defaults and the user's) win.
+fn import_values(chart: &Chart, sub: &Chart, dest: &mut Map) {
+    let source = Value::Map(sub.values.0.clone());
+    for dep in chart.metadata.dependencies.iter().filter(|d| d.name == sub.metadata.name) {
+        for iv in &dep.import_values {
+            let (child, parent) = match iv {
+                crate::model::ImportValue::Exports(name) => (format!("exports.{name}"), String::new()),
+                crate::model::ImportValue::Map { child, parent } => (child.clone(), parent.clone()),
+            };
+            let Some(Value::Map(imported)) = lookup_path(&source, &child) else { continue };
+            if parent.is_empty() {
+                coalesce_values(dest, &imported);
+                continue;
+            }
+            let mut target: &mut Map = dest;
+            let parts: Vec<&str> = parent.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                let entry = target.entry(key(part)).or_insert_with(|| Value::Map(Arc::new(Map::new())));
+                if !matches!(entry, Value::Map(_)) {
+                    *entry = Value::Map(Arc::new(Map::new()));
+                }
+                let Value::Map(m) = entry else { return };
+                target = Arc::make_mut(m);
+            }
+            let last = key(parts[parts.len() - 1]);
+            match target.get_mut(&last) {
+                Some(Value::Map(existing)) => coalesce_values(Arc::make_mut(existing), &imported),
+                Some(_) => {}
+                None => {
+                    target.insert(last, Value::Map(imported.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// The subcharts of `chart` with the name they have here and whether `condition`/`tags`
@@ -585,6 +623,12 @@ impl Rewriter<'_> {
         match n {
             Node::List(l) => self.list(l),
             Node::Action(a) => {
+                // `$_ := set $d "k" v` changes `$d` in Go; gotmpl maps are values, so
+                // the call becomes `$d = set $d "k" v`.
+                if let Some(var) = mutated_variable(&a.pipe) {
+                    a.pipe.decl = vec![var];
+                    a.pipe.is_assign = true;
+                }
                 self.pipe(&mut a.pipe);
                 if a.pipe.decl.is_empty() {
                     let pos = a.pipe.pos;
@@ -705,6 +749,25 @@ impl Rewriter<'_> {
             Expr::Chain(pos, Box::new(Expr::Pipe(pos, call)), rest)
         };
         self.expr(e, false);
+    }
+}
+
+/// The functions that change the map they are given (sprig's `set`, `unset`, `merge`…).
+const MUTATORS: &[&str] = &["set", "unset", "merge", "mergeOverwrite", "mustMerge", "mustMergeOverwrite"];
+
+/// `$_ := set $d …` (and the other mutators): the variable whose map it changes.
+fn mutated_variable(p: &PipeNode) -> Option<SmolStr> {
+    if p.is_assign || p.decl.len() != 1 || p.decl[0].as_str() != "$_" || p.commands.len() != 1 {
+        return None;
+    }
+    let args = &p.commands[0].args;
+    match (args.first(), args.get(1)) {
+        (Some(Expr::Identifier(_, f)), Some(Expr::Variable(_, var, fields)))
+            if MUTATORS.contains(&f.as_str()) && fields.is_empty() && var.as_str() != "$" =>
+        {
+            Some(var.clone())
+        }
+        _ => None,
     }
 }
 

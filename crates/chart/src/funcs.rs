@@ -577,6 +577,36 @@ pub(crate) fn pure() -> FuncMap {
     let mut add = |name: &str, func: fn(&[Value]) -> R| {
         f.insert(name.to_string(), Arc::new(func));
     };
+    let aliases: &[(&str, &str)] = &[
+        ("mustAppend", "append"),
+        ("mustPush", "push"),
+        ("mustPrepend", "prepend"),
+        ("mustFirst", "first"),
+        ("mustLast", "last"),
+        ("mustRest", "rest"),
+        ("mustInitial", "initial"),
+        ("mustReverse", "reverse"),
+        ("mustUniq", "uniq"),
+        ("mustWithout", "without"),
+        ("mustHas", "has"),
+        ("mustCompact", "compact"),
+        ("mustMergeOverwrite", "mergeOverwrite"),
+        ("mustToPrettyJson", "toPrettyJson"),
+        ("mustToRawJson", "toRawJson"),
+        ("mustRegexFind", "regexFind"),
+        ("mustRegexFindAll", "regexFindAll"),
+        ("mustRegexReplaceAll", "regexReplaceAll"),
+        ("mustRegexReplaceAllLiteral", "regexReplaceAllLiteral"),
+        ("mustRegexSplit", "regexSplit"),
+        ("mustDateModify", "dateModify"),
+        ("mustChunk", "chunk"),
+        ("osBase", "base"),
+        ("osDir", "dir"),
+        ("osExt", "ext"),
+        ("osIsAbs", "isAbs"),
+        ("trimall", "trimAll"),
+        ("biggest", "max"),
+    ];
 
     // Strings.
     add("toString", |a| Ok(s(&strval(&arg(a, 0, "toString")?))));
@@ -1145,8 +1175,34 @@ pub(crate) fn pure() -> FuncMap {
     });
     add("unixEpoch", |_| Ok(s(&jiff::Timestamp::now().as_second().to_string())));
 
+    // Paths (Go's `path` package).
+    add("base", |a| {
+        let p = str_arg(a, 0, "base")?;
+        let t = p.trim_end_matches('/');
+        Ok(s(if t.is_empty() { if p.is_empty() { "." } else { "/" } } else { t.rsplit('/').next().unwrap_or(t) }))
+    });
+    add("dir", |a| {
+        let p = str_arg(a, 0, "dir")?;
+        Ok(s(match p.rfind('/') {
+            Some(0) => "/",
+            Some(i) => &p[..i],
+            None => ".",
+        }))
+    });
+    add("ext", |a| {
+        let p = str_arg(a, 0, "ext")?;
+        let base = p.rsplit('/').next().unwrap_or(&p);
+        Ok(s(base.rfind('.').map_or("", |i| &base[i..])))
+    });
+    add("isAbs", |a| Ok(Value::Bool(str_arg(a, 0, "isAbs")?.starts_with('/'))));
+
     // Helm's cluster look-up: `helm template` has no cluster, so it is always empty.
     add("lookup", |_| Ok(map(BTreeMap::new())));
+    for (alias, name) in aliases {
+        if let Some(func) = f.get(*name).cloned() {
+            f.insert(alias.to_string(), func);
+        }
+    }
     f
 }
 

@@ -197,6 +197,18 @@ fn subcharts_globals_conditions_tags_library_crds_and_hooks_render_as_helm_templ
 }
 
 #[test]
+fn import_values_render_as_helm_template() {
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let chart = charts().join("imports");
+    same(&tools.helm, &chart, &Flags::default());
+    same(
+        &tools.helm,
+        &chart,
+        &Flags { set: vec!["kid.deep.settings.only=user", "fromkid.shared=user"], ..Default::default() },
+    );
+}
+
+#[test]
 fn a_packaged_chart_renders_as_helm_template_renders_the_archive() {
     let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
     let dir = tempfile::tempdir().unwrap();
