@@ -579,10 +579,11 @@ fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) ->
 fn parse(name: &str, text: &str, funcs: &FuncMap) -> Result<(ListNode, Vec<(String, ListNode)>), RenderError> {
     let parser = Parser::with_name(Some(name), text, "{{", "}}").map_err(|e| parse_error(name, e))?;
     let (mut tree, defines) = parser.parse().map_err(|e| parse_error(name, e))?;
-    let mut rw = Rewriter { name, text, funcs: Some(funcs), error: None };
+    let mut rw = Rewriter { name, text, funcs: Some(funcs), error: None, exec: name.to_string() };
     rw.list(&mut tree);
     let mut out = Vec::new();
     for mut d in defines {
+        rw.exec = d.name.to_string();
         rw.list(&mut d.body);
         out.push((d.name.to_string(), d.body));
     }
@@ -610,6 +611,8 @@ struct Rewriter<'a> {
     /// The functions a call may name; `None`: not checked (`tpl`, where gotmpl reports it).
     funcs: Option<&'a FuncMap>,
     error: Option<RenderError>,
+    /// The template being executed as Go names it: the file, or the `define`.
+    exec: String,
 }
 
 impl Rewriter<'_> {
@@ -731,7 +734,10 @@ impl Rewriter<'_> {
             Expr::Field(p, f) | Expr::Variable(p, _, f) | Expr::Chain(p, _, f) => (*p, f.clone()),
             _ => return,
         };
-        let Some(i) = fields.iter().position(|f| METHODS.contains(&f.as_str())) else { return };
+        let Some(i) = fields.iter().position(|f| METHODS.contains(&f.as_str())) else {
+            self.strict_fields(e);
+            return;
+        };
         let recv = receiver(e, &fields[..i]);
         let call = PipeNode {
             pos,
@@ -768,6 +774,32 @@ fn mutated_variable(p: &PipeNode) -> Option<SmolStr> {
             Some(var.clone())
         }
         _ => None,
+    }
+}
+
+impl Rewriter<'_> {
+    /// Go's field walk with Helm's `missingkey=zero`: a field of a missing (nil) value
+    /// is an error (`nil pointer evaluating interface {}.b`), where gotmpl would give
+    /// nil. `.a.b…` and `$x.a…` become `__field SITE RECEIVER "a" "b"…`.
+    fn strict_fields(&mut self, e: &mut Expr) {
+        let (pos, recv, recv_text, walked) = match e {
+            Expr::Field(p, f) if f.len() >= 2 => {
+                (*p, Expr::Field(*p, vec![f[0].clone()]), format!(".{}", f[0]), f[1..].to_vec())
+            }
+            Expr::Variable(p, name, f) if f.len() >= 2 || (!f.is_empty() && name.as_str() != "$") => {
+                (*p, Expr::Variable(*p, name.clone(), Vec::new()), name.to_string(), f.clone())
+            }
+            _ => return,
+        };
+        let text = format!("{recv_text}.{}", walked.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("."));
+        let site = self.site(pos.offset + recv_text.len(), pos.line);
+        let header = format!("{site}\n  executing {:?} at <{text}>:\n    ", self.exec);
+        let mut args = vec![Expr::Identifier(pos, SmolStr::new("__field")), Expr::String(pos, header.into()), recv];
+        args.extend(walked.iter().map(|f| Expr::String(pos, f.as_str().into())));
+        *e = Expr::Pipe(
+            pos,
+            PipeNode { pos, decl: Vec::new(), commands: vec![CommandNode { pos, args }], is_assign: false },
+        );
     }
 }
 
@@ -821,6 +853,22 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             Err(helm_err(format!("execution error at ({site}): {msg}")))
         }),
     );
+    f.insert(
+        "__field".into(),
+        Arc::new(|a: &[Value]| {
+            let header = a.first().map(go_string).unwrap_or_default();
+            let mut cur = a.get(1).cloned().unwrap_or(Value::Nil);
+            for f in a.iter().skip(2) {
+                let f = go_string(f);
+                cur = match &cur {
+                    Value::Map(m) => m.get(f.as_str()).cloned().unwrap_or(Value::Nil),
+                    Value::Nil => return Err(helm_err(format!("{header}nil pointer evaluating interface {{}}.{f}"))),
+                    _ => return Err(helm_err(format!("{header}can't evaluate field {f} in type interface {{}}"))),
+                };
+            }
+            Ok(cur)
+        }),
+    );
     f.insert("__m_Get".into(), Arc::new(|a: &[Value]| method(a, "Get")));
     f.insert("__m_GetBytes".into(), Arc::new(|a: &[Value]| method(a, "GetBytes")));
     f.insert("__m_Glob".into(), Arc::new(|a: &[Value]| method(a, "Glob")));
@@ -871,7 +919,7 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             let result = (|| {
                 let parser = Parser::with_name(Some("gotpl"), &text, "{{", "}}")?;
                 let (mut tree, defines) = parser.parse()?;
-                let mut rw = Rewriter { name: "gotpl", text: &text, funcs: None, error: None };
+                let mut rw = Rewriter { name: "gotpl", text: &text, funcs: None, error: None, exec: "gotpl".into() };
                 rw.list(&mut tree);
                 let mut t = set.clone().add_parse_tree("\u{1}tpl", tree);
                 for mut def in defines {

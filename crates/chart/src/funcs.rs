@@ -2,11 +2,12 @@
 //!
 //! Go's types decide the results: sprig's arithmetic is int64 (`add 1 1.5` is 2),
 //! `toString` of a float64 is Go's `%v` (`1e+06`), `default` tests sprig's `empty`.
-//! Functions that need the template set (`include`, `tpl`) and the call-site aware
-//! `required`/`fail` live in `render.rs`. Left out: `set`/`unset`/`merge*` cannot change
-//! the map they are given in place (gotmpl values are immutable), so they return the
-//! changed map instead; `env`/`expandenv` are not offered (Helm removes them too);
-//! crypto helpers that create keys or certificates (`genCA`, `genPrivateKey`, …).
+//! Functions that need the template set (`include`, `tpl`), the call-site aware
+//! `required`/`fail` and the strict field walk live in `engine.rs`. gotmpl values are
+//! immutable: `set`/`unset`/`merge*` return the changed map, and the engine turns
+//! `$_ := set $d …` into `$d = set $d …` so the variable sees the change as in Go.
+//! Left out: `env`/`expandenv` (Helm removes them too), the crypto helpers that create
+//! keys or certificates (`genCA`, `genPrivateKey`, …), `toToml`, `getHostByName`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

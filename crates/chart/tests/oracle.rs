@@ -71,6 +71,20 @@ fn helm(helm: &Path, chart: &Path, f: &Flags) -> Result<String, String> {
     }
 }
 
+/// helm's whole error message (standard error without `Error: ` and its advice).
+fn helm_error(helm_bin: &Path, chart: &Path, f: &Flags) -> String {
+    helm(helm_bin, chart, f).expect_err("helm fails");
+    let mut cmd = Command::new(helm_bin);
+    cmd.arg("template").arg(chart);
+    for s in &f.set {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.env("HOME", std::env::temp_dir()).output().expect("run helm");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let err = err.trim_end().trim_end_matches("Use --debug flag to render out invalid YAML").trim_end();
+    err.strip_prefix("Error: ").unwrap_or(err).to_string()
+}
+
 /// The same through wharf-chart.
 fn wharf(chart: &Path, f: &Flags) -> Result<String, String> {
     let chart = if chart.is_dir() {
@@ -236,12 +250,17 @@ fn template_errors_name_the_file_and_line_as_helm_does() {
         "a: {{ .Values.x | required \"piped required\" }}",
         "a: {{ fail \"boom\" }}",
         "{{ foo 1 }}",
+        "a: {{ .Values.a.b.c }}",
+        "a: {{ $x := dict }}{{ $x.a.b }}",
+        "a: {{ if $.Values.a.b }}x{{ end }}",
+        "a: {{ .Values.s.b }}",
         "{{ define \"r\" }}{{ include \"r\" . }}{{ end }}a: {{ include \"r\" . }}",
     ];
     for template in cases {
         std::fs::write(chart.join("templates/a.yaml"), format!("# line 1\n{template}\n")).unwrap();
-        let want = helm(&tools.helm, &chart, &Flags::default()).expect_err("helm fails");
-        let got = wharf(&chart, &Flags::default()).expect_err("wharf-chart fails");
+        let flags = Flags { set: vec!["s=text"], ..Default::default() };
+        let want = helm_error(&tools.helm, &chart, &flags);
+        let got = wharf(&chart, &flags).expect_err("wharf-chart fails");
         let want_last = want.rsplit("error calling include: ").next().unwrap();
         assert_eq!(got, want_last, "for {template}");
     }
