@@ -609,6 +609,14 @@ pub(crate) fn pure() -> FuncMap {
         ("biggest", "max"),
     ];
 
+    // Go's fmt, with float64 spelled as Go spells it.
+    add("printf", |a| {
+        let format = str_arg(a, 0, "printf")?;
+        Ok(s(&crate::gofmt::sprintf(&format, &a[1..])))
+    });
+    add("print", |a| Ok(s(&crate::gofmt::sprint(a))));
+    add("println", |a| Ok(s(&crate::gofmt::sprintln(a))));
+
     // Strings.
     add("toString", |a| Ok(s(&strval(&arg(a, 0, "toString")?))));
     add("toStrings", |a| Ok(list(list_of(&arg(a, 0, "toStrings")?).iter().map(|v| s(&strval(v))).collect())));
