@@ -239,6 +239,38 @@ fn a_packaged_chart_renders_as_helm_template_renders_the_archive() {
 }
 
 #[test]
+fn a_subchart_packaged_in_charts_renders_as_helm_template() {
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("umbrella");
+    copy_dir(&charts().join("umbrella"), &copy);
+    // charts/tagged/ becomes charts/tagged-0.1.0.tgz, as `helm dependency build` leaves it.
+    let out = Command::new(&tools.helm)
+        .args(["package", "--destination"])
+        .arg(copy.join("charts"))
+        .arg(copy.join("charts/tagged"))
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "helm package: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_dir_all(copy.join("charts/tagged")).unwrap();
+    same(&tools.helm, &copy, &Flags { set: vec!["tags.extras=true"], ..Default::default() });
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+#[test]
 fn template_errors_name_the_file_and_line_as_helm_does() {
     let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
     let dir = tempfile::tempdir().unwrap();
