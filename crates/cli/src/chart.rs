@@ -64,11 +64,16 @@ pub struct TemplateArgs {
 }
 
 pub fn chart(args: ChartArgs) -> Result<ExitCode> {
-    match args.command {
+    let result = match args.command {
         ChartCommand::Template(t) => template(t),
         ChartCommand::Package(p) => crate::chart_oci::package(p),
         ChartCommand::Push(p) => crate::on_runtime(crate::chart_oci::push(p)),
-    }
+    };
+    // As helm: `Error: …` on standard error and exit 1.
+    result.or_else(|err| {
+        eprintln!("Error: {err:#}");
+        Ok(ExitCode::from(1))
+    })
 }
 
 fn template(a: TemplateArgs) -> Result<ExitCode> {
