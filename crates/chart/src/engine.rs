@@ -31,6 +31,61 @@ const GO_BUILTINS: &[&str] = &[
     "println", "slice", "urlquery",
 ];
 
+/// The most bytes all template executions of one render may write together (includes
+/// count as they are produced and again where they are inserted), and how long a render
+/// may take: a chart is client input, and a loop in it must not hold a server.
+const MAX_WRITTEN_BYTES: usize = 4 * MAX_OUTPUT_BYTES;
+const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What one render has spent; shared by the writers and the functions that recurse.
+struct Budget {
+    written: AtomicUsize,
+    deadline: std::time::Instant,
+    /// Set when a limit stopped the render (so the error says which).
+    exceeded: std::sync::Mutex<Option<RenderError>>,
+}
+
+impl Budget {
+    fn check(&self, more: usize) -> Result<(), RenderError> {
+        if self.written.fetch_add(more, Ordering::Relaxed) + more > MAX_WRITTEN_BYTES {
+            return Err(RenderError::TooLarge);
+        }
+        if std::time::Instant::now() > self.deadline {
+            return Err(RenderError::TimedOut(MAX_RENDER_TIME.as_secs()));
+        }
+        Ok(())
+    }
+
+    fn stop(&self, why: RenderError) {
+        if let Ok(mut slot) = self.exceeded.lock() {
+            slot.get_or_insert(why);
+        }
+    }
+}
+
+/// A `String` that stops the template (a write error) once the render's budget is spent.
+struct Capped<'a> {
+    out: String,
+    budget: &'a Budget,
+}
+
+impl std::fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Err(why) = self.budget.check(s.len()) {
+            self.budget.stop(why);
+            return Err(std::fmt::Error);
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+fn execute(set: &Template, name: &str, data: &Value, budget: &Budget) -> Result<String, TemplateError> {
+    let mut w = Capped { out: String::new(), budget };
+    set.execute_template_fmt(&mut w, name, data)?;
+    Ok(w.out)
+}
+
 /// Marks an error message that already has Helm's final form.
 const HELM_ERR: &str = "\u{1}helm:";
 
@@ -86,7 +141,12 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
 
     let cell: Arc<OnceLock<Template>> = Arc::new(OnceLock::new());
     let depth = Arc::new(AtomicUsize::new(0));
-    let funcs = helm_funcs(&cell, &depth);
+    let budget = Arc::new(Budget {
+        written: AtomicUsize::new(0),
+        deadline: std::time::Instant::now() + MAX_RENDER_TIME,
+        exceeded: std::sync::Mutex::new(None),
+    });
+    let funcs = helm_funcs(&cell, &depth, &budget);
     let mut set = Template::new("").funcs(funcs.clone());
     for (name, data, _) in &sources {
         let text = String::from_utf8_lossy(data);
@@ -116,7 +176,12 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
         }
         let data = template_data(node, name, &caps, &release);
         depth.store(0, Ordering::Relaxed);
-        let out = set.execute_template_to_string(name, &data).map_err(|e| exec_error(name, e))?;
+        let out = execute(set, name, &data, &budget).map_err(|e| {
+            match budget.exceeded.lock().ok().and_then(|mut s| s.take()) {
+                Some(why) => why,
+                None => exec_error(name, e),
+            }
+        })?;
         let out = out.replace("<no value>", "");
         total += out.len();
         if total > MAX_OUTPUT_BYTES {
@@ -821,7 +886,7 @@ fn helm_err(msg: String) -> TemplateError {
     TemplateError::Exec(format!("{HELM_ERR}{msg}"))
 }
 
-fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncMap {
+fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>, budget: &Arc<Budget>) -> FuncMap {
     let mut f = funcs::pure();
     f.insert(
         "__print".into(),
@@ -878,7 +943,7 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
     f.insert("__m_Has".into(), Arc::new(|a: &[Value]| method(a, "Has")));
 
     // Weak: the template set holds these functions; a strong handle would be a cycle.
-    let (c, d) = (Arc::downgrade(cell), depth.clone());
+    let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
     f.insert(
         "include".into(),
         Arc::new(move |a: &[Value]| {
@@ -897,12 +962,13 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
                     "rendering template has a nested reference name: {name}: unable to execute template"
                 )));
             }
-            let r = set.execute_template_to_string(&name, &data);
+            let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("include: the render is over".into()))?;
+            let r = execute(set, &name, &data, &budget);
             d.fetch_sub(1, Ordering::Relaxed);
             r.map(|s| Value::String(s.into()))
         }),
     );
-    let (c, d) = (Arc::downgrade(cell), depth.clone());
+    let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
     f.insert(
         "tpl".into(),
         Arc::new(move |a: &[Value]| {
@@ -926,7 +992,8 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
                     rw.list(&mut def.body);
                     t = t.add_parse_tree(def.name.as_str(), def.body);
                 }
-                t.execute_template_to_string("\u{1}tpl", &data)
+                let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+                execute(&t, "\u{1}tpl", &data, &budget)
             })();
             d.fetch_sub(1, Ordering::Relaxed);
             result.map(|s| Value::String(s.replace("<no value>", "").into()))
