@@ -91,12 +91,12 @@ const HELM_ERR: &str = "\u{1}helm:";
 
 /// A chart in the render tree: its name as its parent calls it (alias), its path
 /// prefix (`top/charts/sub`), its values scope and its enabled subcharts.
-struct Node2<'a> {
+struct ChartNode<'a> {
     chart: &'a Chart,
     name: String,
     prefix: String,
     values: Value,
-    subcharts: Vec<Node2<'a>>,
+    subcharts: Vec<ChartNode<'a>>,
     is_root: bool,
     /// `.Chart` and `.Files`, built once per chart.
     chart_value: Value,
@@ -130,7 +130,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let release = release_value(opts);
 
     // Every template of every chart in the tree, named as Helm names them.
-    let mut sources: Vec<(String, &[u8], &Node2)> = Vec::new();
+    let mut sources: Vec<(String, &[u8], &ChartNode)> = Vec::new();
     collect(&tree, &mut sources);
     // Helm parses deepest paths first, then reverse by name: the top chart's and the
     // alphabetically first file's `define` wins.
@@ -163,7 +163,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let set = cell.get().ok_or_else(|| RenderError::Chart("template set unavailable".into()))?;
 
     // Execute in name order (as Helm lists them), skipping partials.
-    let mut names: Vec<&(String, &[u8], &Node2)> = sources.iter().collect();
+    let mut names: Vec<&(String, &[u8], &ChartNode)> = sources.iter().collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut total = 0usize;
@@ -214,7 +214,7 @@ fn as_map(v: &Value) -> Arc<Map> {
     }
 }
 
-fn collect<'a>(node: &'a Node2<'a>, out: &mut Vec<(String, &'a [u8], &'a Node2<'a>)>) {
+fn collect<'a>(node: &'a ChartNode<'a>, out: &mut Vec<(String, &'a [u8], &'a ChartNode<'a>)>) {
     for t in &node.chart.templates {
         out.push((format!("{}/{}", node.prefix, t.path), &t.data, node));
     }
@@ -223,7 +223,7 @@ fn collect<'a>(node: &'a Node2<'a>, out: &mut Vec<(String, &'a [u8], &'a Node2<'
     }
 }
 
-fn collect_crds(node: &Node2<'_>, out: &mut Vec<Crd>) {
+fn collect_crds(node: &ChartNode<'_>, out: &mut Vec<Crd>) {
     for f in node.chart.crds() {
         out.push(Crd {
             path: format!("{}/{}", node.prefix, f.path),
@@ -423,7 +423,7 @@ fn lookup_path(v: &Value, path: &str) -> Option<Value> {
     Some(cur)
 }
 
-fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value, is_root: bool) -> Node2<'a> {
+fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value, is_root: bool) -> ChartNode<'a> {
     let mut subcharts = Vec::new();
     for (sub, alias, enabled) in subcharts_of(chart, &values, &values) {
         if !enabled {
@@ -432,7 +432,7 @@ fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value,
         let sv = lookup_path(&values, &alias).unwrap_or(Value::Nil);
         subcharts.push(build_tree(sub, alias.clone(), format!("{prefix}/charts/{alias}"), sv, false));
     }
-    let mut node = Node2 {
+    let mut node = ChartNode {
         chart,
         name,
         prefix,
@@ -556,7 +556,7 @@ fn release_value(opts: &RenderOptions) -> Value {
     ])
 }
 
-fn chart_value(node: &Node2<'_>) -> Value {
+fn chart_value(node: &ChartNode<'_>) -> Value {
     let md = &node.chart.metadata;
     let opt = |o: &Option<String>| st(o.as_deref().unwrap_or(""));
     let strs = |l: &[String]| Value::List(l.iter().map(|x| st(x)).collect::<Vec<_>>().into());
@@ -627,7 +627,7 @@ fn files_value(chart: &Chart) -> Value {
     ))
 }
 
-fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) -> Value {
+fn template_data(node: &ChartNode<'_>, name: &str, caps: &Value, release: &Value) -> Value {
     m(vec![
         ("Capabilities", caps.clone()),
         ("Chart", node.chart_value.clone()),
@@ -730,7 +730,7 @@ impl Rewriter<'_> {
 
     fn command(&mut self, c: &mut CommandNode) {
         for a in c.args.iter_mut().skip(1) {
-            self.expr(a, false);
+            self.expr(a);
         }
         if let Some(head) = c.args.first_mut() {
             if let Expr::Identifier(pos, name) = head {
@@ -760,7 +760,7 @@ impl Rewriter<'_> {
                 c.args = args;
                 return;
             }
-            self.expr(head, true);
+            self.expr(head);
         }
     }
 
@@ -779,20 +779,21 @@ impl Rewriter<'_> {
         };
         let i = fields.iter().position(|f| METHODS.contains(&f.as_str()))?;
         if i != fields.len() - 1 {
-            self.expr(head, true);
+            self.expr(head);
             return None;
         }
         let recv = receiver(head, &fields[..i]);
         let mut recv = recv;
-        self.expr(&mut recv, false);
+        self.expr(&mut recv);
         Some((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv))
     }
 
-    /// Any expression: a method in a field chain is called with no arguments.
-    fn expr(&mut self, e: &mut Expr, _head: bool) {
+    /// Any expression: a method in a field chain is called (with no arguments), other
+    /// field walks become strict ([`Self::strict_fields`]).
+    fn expr(&mut self, e: &mut Expr) {
         match e {
             Expr::Pipe(_, p) => self.pipe(p),
-            Expr::Chain(_, inner, _) => self.expr(inner, false),
+            Expr::Chain(_, inner, _) => self.expr(inner),
             _ => {}
         }
         let (pos, fields) = match e {
@@ -819,7 +820,7 @@ impl Rewriter<'_> {
         } else {
             Expr::Chain(pos, Box::new(Expr::Pipe(pos, call)), rest)
         };
-        self.expr(e, false);
+        self.expr(e);
     }
 }
 
