@@ -736,7 +736,7 @@ impl Rewriter<'_> {
             if let Expr::Identifier(pos, name) = head {
                 let pos = *pos;
                 match name.as_str() {
-                    "required" | "fail" => {
+                    "required" | "fail" | "tpl" => {
                         let site = self.site(pos.offset, pos.line);
                         *name = SmolStr::new(format!("__{name}"));
                         c.args.insert(1, Expr::String(pos, site.into()));
@@ -969,38 +969,62 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>, budget: 
             r.map(|s| Value::String(s.into()))
         }),
     );
-    let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
-    f.insert(
-        "tpl".into(),
-        Arc::new(move |a: &[Value]| {
-            let text = a.first().map(funcs::strval).unwrap_or_default();
-            let data = a.get(1).cloned().unwrap_or(Value::Nil);
-            let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
-            let set = cell.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
-            if d.fetch_add(1, Ordering::Relaxed) >= MAX_INCLUDE_DEPTH {
-                d.fetch_sub(1, Ordering::Relaxed);
-                return Err(helm_err(
-                    "rendering template has a nested reference name: tpl: unable to execute template".into(),
-                ));
-            }
-            let result = (|| {
-                let parser = Parser::with_name(Some("gotpl"), &text, "{{", "}}")?;
-                let (mut tree, defines) = parser.parse()?;
-                let mut rw = Rewriter { name: "gotpl", text: &text, funcs: None, error: None, exec: "gotpl".into() };
-                rw.list(&mut tree);
-                let mut t = set.clone().add_parse_tree("\u{1}tpl", tree);
-                for mut def in defines {
-                    rw.list(&mut def.body);
-                    t = t.add_parse_tree(def.name.as_str(), def.body);
+    for (name, with_site) in [("tpl", false), ("__tpl", true)] {
+        let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
+        f.insert(
+            name.into(),
+            Arc::new(move |a: &[Value]| {
+                // `__tpl SITE TEXT DATA`: errors of `required`/`fail` inside the text are
+                // reported at the `tpl` call, as Helm reports them.
+                let (site, a) = if with_site { (a.first().map(go_string), &a[1.min(a.len())..]) } else { (None, a) };
+                let text = a.first().map(funcs::strval).unwrap_or_default();
+                let data = a.get(1).cloned().unwrap_or(Value::Nil);
+                let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+                let set = cell.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
+                if d.fetch_add(1, Ordering::Relaxed) >= MAX_INCLUDE_DEPTH {
+                    d.fetch_sub(1, Ordering::Relaxed);
+                    return Err(helm_err(
+                        "rendering template has a nested reference name: tpl: unable to execute template".into(),
+                    ));
                 }
-                let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
-                execute(&t, "\u{1}tpl", &data, &budget)
-            })();
-            d.fetch_sub(1, Ordering::Relaxed);
-            result.map(|s| Value::String(s.replace("<no value>", "").into()))
-        }),
-    );
+                let result = (|| {
+                    let parser = Parser::with_name(Some("gotpl"), &text, "{{", "}}")?;
+                    let (mut tree, defines) = parser.parse()?;
+                    let mut rw =
+                        Rewriter { name: "gotpl", text: &text, funcs: None, error: None, exec: "gotpl".into() };
+                    rw.list(&mut tree);
+                    let mut t = set.clone().add_parse_tree("\u{1}tpl", tree);
+                    for mut def in defines {
+                        rw.list(&mut def.body);
+                        t = t.add_parse_tree(def.name.as_str(), def.body);
+                    }
+                    let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+                    execute(&t, "\u{1}tpl", &data, &budget)
+                })();
+                d.fetch_sub(1, Ordering::Relaxed);
+                match (result, site) {
+                    (Ok(s), _) => Ok(Value::String(s.replace("<no value>", "").into())),
+                    (Err(e), Some(site)) => Err(relocate(e, &site)),
+                    (Err(e), None) => Err(e),
+                }
+            }),
+        );
+    }
     f
+}
+
+/// An error of `required`/`fail` inside `tpl` text, moved to the `tpl` call's site.
+fn relocate(e: TemplateError, site: &str) -> TemplateError {
+    let text = e.to_string();
+    let prefix = format!("{HELM_ERR}execution error at (gotpl:");
+    match text.find(&prefix) {
+        Some(i) => {
+            let rest = &text[i + prefix.len()..];
+            let msg = rest.split_once("): ").map_or(rest, |(_, m)| m);
+            helm_err(format!("execution error at ({site}): {msg}"))
+        }
+        None => e,
+    }
 }
 
 /// Helm's methods on `.Files` and `.Capabilities.APIVersions`; on anything else, a

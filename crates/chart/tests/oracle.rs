@@ -286,6 +286,7 @@ fn template_errors_name_the_file_and_line_as_helm_does() {
         "a: {{ $x := dict }}{{ $x.a.b }}",
         "a: {{ if $.Values.a.b }}x{{ end }}",
         "a: {{ .Values.s.b }}",
+        "a: {{ tpl \"{{ .Values.y | required \\\"tpl req\\\" }}\" . }}",
         "{{ define \"r\" }}{{ include \"r\" . }}{{ end }}a: {{ include \"r\" . }}",
     ];
     for template in cases {
