@@ -121,6 +121,21 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
         )));
     }
 
+    // Every dependency must be in charts/ (Helm's `CheckDependencies`).
+    let missing: Vec<&str> = chart
+        .metadata
+        .dependencies
+        .iter()
+        .filter(|d| !chart.subcharts.iter().any(|s| s.metadata.name == d.name))
+        .map(|d| d.name.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(RenderError::Chart(format!(
+            "an error occurred while checking for chart dependencies. You may need to run `helm dependency build` to fetch missing dependencies: found in Chart.yaml, but missing in charts/ directory: {}",
+            missing.join(", ")
+        )));
+    }
+
     // Which subcharts are enabled is decided on the values coalesced with every subchart.
     let all = coalesce_all(chart, &user.0);
     let root_values = coalesce_tree(chart, &user.0, &all)?;

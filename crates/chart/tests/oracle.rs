@@ -223,6 +223,28 @@ fn import_values_render_as_helm_template() {
 }
 
 #[test]
+fn an_apiversion_v1_chart_reads_its_requirements_as_helm_does() {
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let chart = charts().join("legacy-v1");
+    same(&tools.helm, &chart, &Flags::default());
+    same(&tools.helm, &chart, &Flags { set: vec!["kid.enabled=true"], ..Default::default() });
+}
+
+#[test]
+fn missing_dependencies_fail_as_in_helm() {
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("dep");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        "apiVersion: v2\nname: dep\nversion: 0.1.0\ndependencies:\n  - name: missing\n    version: 1.0.0\n  - name: other\n    version: 1.0.0\n",
+    )
+    .unwrap();
+    assert_eq!(wharf(&chart, &Flags::default()).unwrap_err(), helm_error(&tools.helm, &chart, &Flags::default()));
+}
+
+#[test]
 fn a_packaged_chart_renders_as_helm_template_renders_the_archive() {
     let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
     let dir = tempfile::tempdir().unwrap();
