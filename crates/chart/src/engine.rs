@@ -110,8 +110,9 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
             chart.metadata.name
         )));
     }
-    let kube = funcs::SemVer::parse(&normalize_kube_version(&opts.kube_version))
-        .ok_or_else(|| RenderError::Chart(format!("invalid kube version {:?}", opts.kube_version)))?;
+    let kube = funcs::SemVer::parse(&normalize_kube_version(&opts.kube_version)).ok_or_else(|| {
+        RenderError::Chart(format!("invalid kube version '{0}': could not parse {0:?} as version", opts.kube_version))
+    })?;
     if let Some(req) = chart.metadata.kube_version.as_deref().filter(|r| !r.is_empty())
         && !funcs::semver_matches(req, &kube).unwrap_or(true)
     {
