@@ -11,9 +11,10 @@
 //! `include`, `toYaml`, `tpl`, `range`) and three `helm create` subcharts, 70 templates in
 //! all. Per chart: the load (`load_dir`), the render's median and p95 over `--reps`
 //! renders (values merged, templates parsed and executed, documents split and sorted,
-//! printed as `helm template` prints), the resident memory it took (VmHWM growth over
-//! the process before the first render), and `helm template`'s wall time (its process
-//! included: what a script running helm would pay) for scale.
+//! printed as `helm template` prints), the CPU time per render (user + system over all
+//! renders: steadier than wall time on a busy machine), the resident memory it took
+//! (VmHWM growth over the process before the first render), and `helm template`'s wall
+//! time (its process included: what a script running helm would pay) for scale.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -119,6 +120,17 @@ fn vm_hwm_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time the process has used (user + system), from /proc/self/stat in 10 ms ticks:
+/// on a busy machine the per-render CPU time says more than the wall time.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // Fields 14 and 15 of the line (utime, stime) are 11 and 12 after the command name.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -136,6 +148,7 @@ fn measure(name: &str, chart_dir: &Path, helm: &Path, reps: usize) {
     let opts = wharf_chart::RenderOptions::default();
     let out_opts = wharf_chart::TemplateOutput::default();
     let before = vm_hwm_kib();
+    let cpu_before = cpu_time();
     let mut times = Vec::with_capacity(reps);
     let mut bytes = 0;
     for _ in 0..reps {
@@ -146,6 +159,7 @@ fn measure(name: &str, chart_dir: &Path, helm: &Path, reps: usize) {
         bytes = text.len();
     }
     let grew = vm_hwm_kib().saturating_sub(before);
+    let cpu = (cpu_time() - cpu_before) / reps as u32;
     times.sort();
     let helm_reps = reps.min(10);
     let mut helm_times = Vec::new();
@@ -162,10 +176,11 @@ fn measure(name: &str, chart_dir: &Path, helm: &Path, reps: usize) {
     }
     helm_times.sort();
     println!(
-        "| {name} | {templates} | {bytes} B | {} | {} | {} | {} KiB | {} |",
+        "| {name} | {templates} | {bytes} B | {} | {} | {} | {} | {} KiB | {} |",
         ms(load),
         ms(percentile(&times, 0.5)),
         ms(percentile(&times, 0.95)),
+        ms(cpu),
         grew,
         ms(percentile(&helm_times, 0.5)),
     );
@@ -186,9 +201,9 @@ pub fn main(args: Args) {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     println!(
-        "| chart | templates | output | load | render median | render p95 | memory (VmHWM growth) | helm template (process) |"
+        "| chart | templates | output | load | render median | render p95 | CPU per render | memory (VmHWM growth) | helm template (process) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     measure("starter (`helm create`)", &starter, &helm, args.reps);
     measure("large (40 + 3 subcharts)", &large, &helm, args.reps);
 }

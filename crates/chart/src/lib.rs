@@ -9,9 +9,13 @@
 //! prints it the way `helm template` does.
 //!
 //! The templates run on the `gotmpl` crate (Go's `text/template`), with Helm's own
-//! functions and the sprig functions charts use ([`funcs`]). Values follow Go's types:
-//! numbers from YAML files are float64 (`1000000` prints `1e+06`), numbers from `--set`
-//! are int64, exactly as Helm. Pure: no network, no Kubernetes, no helm binary.
+//! functions and the sprig functions charts use (`funcs.rs`, `gofmt.rs`); `engine.rs`
+//! rewrites each parsed template where gotmpl and Go differ (methods such as
+//! `.Files.Get`, strict field walks, `$_ := set $d …`, call sites for `required`).
+//! Values follow Go's types: numbers from YAML files are float64 (`1000000` prints
+//! `1e+06`), numbers from `--set` are int64, exactly as Helm. YAML is read and written
+//! as go-yaml v2 does (`yaml.rs`, `yaml_emit.rs`). Pure: no network, no Kubernetes, no
+//! helm binary; every render is bounded in size, time and stack.
 
 mod engine;
 mod funcs;
@@ -24,6 +28,7 @@ mod sort;
 mod strvals;
 mod values;
 mod yaml;
+mod yaml_emit;
 
 pub use gotmpl::Value;
 pub use load::{LoadError, MAX_ARCHIVE_BYTES, MAX_CHART_BYTES, MAX_FILE_BYTES, load_archive, load_dir};
@@ -34,4 +39,3 @@ pub use render::{
 };
 pub use values::{Values, ValuesError};
 pub use yaml::{YamlError, from_yaml, to_yaml};
-mod yaml_emit;

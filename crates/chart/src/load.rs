@@ -207,10 +207,22 @@ fn from_files(label: &str, files: Vec<ChartFile>, depth: usize) -> Result<Chart,
             _ => other.push(file),
         }
     }
-    let metadata = metadata.ok_or_else(|| LoadError::Chart {
+    let mut metadata = metadata.ok_or_else(|| LoadError::Chart {
         path: format!("{label}/Chart.yaml"),
         message: "missing: a chart needs a Chart.yaml".into(),
     })?;
+    // apiVersion v1 charts list their dependencies in requirements.yaml.
+    if metadata.api_version == "v1"
+        && metadata.dependencies.is_empty()
+        && let Some(req) = other.iter().find(|f| f.path == "requirements.yaml")
+    {
+        let text = String::from_utf8_lossy(&req.data);
+        let doc = yaml::from_yaml(&text)
+            .map_err(|e| LoadError::Chart { path: format!("{label}/requirements.yaml"), message: e.to_string() })?;
+        if let Some(Value::List(l)) = doc.field("dependencies") {
+            metadata.dependencies = l.iter().filter_map(parse_dependency).collect();
+        }
+    }
     let mut subcharts = Vec::new();
     // Helm loads charts/ in file order; archives and directories alike.
     let mut subs: Vec<(String, Result<Chart, LoadError>)> = Vec::new();
