@@ -893,6 +893,9 @@ impl Write<'_> {
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
         }
+        if self.r().is_job() && kind == "ADDED" {
+            controller::schedule_job(self.shared.clone(), self.r(), &stored);
+        }
         stored
     }
 
