@@ -9,6 +9,7 @@
 //! [`stored`] is the one format of a log line on disk.
 
 pub mod build;
+pub mod chart;
 pub mod deploy;
 pub mod fake;
 pub mod handover;
