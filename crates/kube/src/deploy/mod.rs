@@ -16,11 +16,13 @@
 //! objects are applied as they are (the kubeconfig's RBAC decides). The task's namespace is
 //! never created implicitly: it must exist, or the file must hold its `Namespace`.
 
-mod apply;
+pub(crate) mod apply;
 mod fail;
 pub mod manifests;
-mod rollout;
+pub(crate) mod rollout;
 mod status;
+
+pub use fail::Ctx;
 
 use std::sync::Arc;
 
