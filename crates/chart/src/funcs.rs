@@ -1,0 +1,1 @@
+//! Helm's template functions and the sprig functions charts use.

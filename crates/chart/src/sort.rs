@@ -1,0 +1,1 @@
+//! Helm's install order by kind.
