@@ -106,6 +106,7 @@ fn request(version: &str, manifest: String, config: Value) -> ReleaseRequest {
         manifest,
         hooks: hooks(),
         notes: "Thanks for installing demo.".into(),
+        crds: String::new(),
         source: Some("local/team/demo".into()),
     }
 }

@@ -26,7 +26,7 @@ pub use fail::Ctx;
 
 use std::sync::Arc;
 
-use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer};
+use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer, ReleaseExit, ReleaseSpec};
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopReason, StopSignal};
 
 use crate::{Connection, FileAccess, Policy};
@@ -80,6 +80,26 @@ impl Deployer for KubeDeployer {
                     Ok(DeployExit::Stopped(reason))
                 }
             }
+        })
+    }
+
+    /// A release operation sees stops between its steps (and while it waits), so that
+    /// the revision it wrote is marked `failed` rather than left pending.
+    fn release<'a>(
+        &'a self,
+        spec: ReleaseSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<ReleaseExit, DeployError>> {
+        Box::pin(async move {
+            let conn = Connection::from_kubeconfig(
+                &spec.cluster.kubeconfig,
+                spec.cluster.context.as_deref(),
+                &FileAccess::Refuse,
+                &self.policy,
+            )
+            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            crate::release::deploy_chart(&conn, &spec, logs.as_ref(), stop).await
         })
     }
 }

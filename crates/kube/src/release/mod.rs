@@ -56,6 +56,7 @@
 //! runs `pre-delete` hooks, deletes the objects, runs `post-delete` hooks and deletes every
 //! revision's Secret (Helm's default; `--keep-history` would mark the last `uninstalled`).
 
+pub mod chart;
 mod hooks;
 mod ops;
 mod record;
@@ -67,3 +68,59 @@ pub use record::{ChartRecord, FileRecord, HookRecord, Info, LastRun, Release, St
 pub use store::{
     MAX_RELEASE_BYTES, MAX_RELEASE_SECRETS, SOURCE_ANNOTATION, history, latest_releases, secret_name, source,
 };
+
+use wharf_executor::deploy::{DeployError, ReleaseExit, ReleaseSpec, Released};
+use wharf_executor::{LogLine, LogSink, StopSignal};
+
+use crate::Connection;
+use crate::deploy::Ctx;
+
+/// The cluster's version as `.Capabilities.KubeVersion` reads it (`v1.32.0`).
+pub async fn kube_version(conn: &Connection, ctx: &Ctx<'_>) -> Result<String, DeployError> {
+    let info = conn.client().apiserver_version().await.map_err(|e| ctx.api("get", "the server version", e))?;
+    Ok(info.git_version)
+}
+
+/// A `chart-deploy` task (or an upgrade asked through the API): the chart rendered for
+/// the next revision, then installed or upgraded.
+pub async fn deploy_chart(
+    conn: &Connection,
+    spec: &ReleaseSpec,
+    logs: &dyn LogSink,
+    mut stop: StopSignal,
+) -> Result<ReleaseExit, DeployError> {
+    let ctx = Ctx { cluster: &spec.cluster.name, conn, namespace: &spec.namespace };
+    check_name(&spec.release).map_err(|e| ctx.error(e))?;
+    let past = history(conn, &ctx, &spec.release).await?;
+    let live = past.iter().any(|r| r.info.status != Status::Uninstalled);
+    let version = kube_version(conn, &ctx).await?;
+    let target = chart::Target {
+        release: &spec.release,
+        namespace: &spec.namespace,
+        revision: past.last().map_or(1, |r| r.version + 1),
+        is_upgrade: live,
+        kube_version: &version,
+    };
+    let source = Some(spec.source.clone()).filter(|s| !s.is_empty());
+    let request = chart::request(&spec.chart, &spec.values, &target, source)
+        .map_err(|e| ctx.error(format!("release `{}`: {e}", spec.release)))?;
+    logs.line(LogLine::system(format!(
+        "chart-deploy: chart {}-{} as release `{}` to cluster `{}` ({}), namespace `{}`",
+        request.chart.name(),
+        request.chart.version(),
+        spec.release,
+        spec.cluster.name,
+        conn.server(),
+        spec.namespace
+    )));
+    let out = install_or_upgrade(conn, &ctx, request, logs, &mut stop).await?;
+    Ok(match out.stopped {
+        Some(reason) => ReleaseExit::Stopped(reason),
+        None => ReleaseExit::Released(Released {
+            revision: out.release.version,
+            status: out.release.info.status.to_string(),
+            applied: out.applied,
+            notes: out.release.info.notes,
+        }),
+    })
+}

@@ -28,6 +28,9 @@ pub struct ReleaseRequest {
     pub manifest: String,
     pub hooks: Vec<HookRecord>,
     pub notes: String,
+    /// The chart's `crds/` documents (`---`-separated): applied before anything else on an
+    /// install, never on an upgrade, and not part of the release (as Helm).
+    pub crds: String,
     /// `registry/workspace/chart` the chart was pulled from (see [`store::source`]).
     pub source: Option<String>,
 }
@@ -161,6 +164,13 @@ pub async fn install_or_upgrade(
         namespace: ctx.namespace.to_owned(),
         extra: Map::from_iter([("apply_method".to_owned(), json!("ssa"))]),
     };
+    if operation == Operation::Install && !req.crds.trim().is_empty() {
+        let crds = parse(ctx, "the chart's crds/", &req.crds)?;
+        let plan = apply::plan(conn, ctx, "the chart's crds/", crds).await?;
+        for i in 0..plan.len() {
+            plan.apply_as(conn, ctx, i, logs, HELM_MANAGER).await?;
+        }
+    }
     let previous_manifest = previous.map(|r| r.manifest.clone());
     perform(conn, ctx, release, operation, previous_manifest, &history, req.source.as_deref(), logs, stop).await
 }
