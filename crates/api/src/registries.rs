@@ -68,6 +68,21 @@ pub struct NewWorkspace {
     pub name: String,
 }
 
+/// What a repository or tag holds, told by its manifest's config media type.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Artifact {
+    /// A container image (Docker or OCI image config, or a multi-platform index).
+    #[default]
+    Image,
+    /// A Helm chart (`application/vnd.cncf.helm.config.v1+json`), as `helm push` and
+    /// `chart-publish` store it.
+    Chart,
+    /// Another OCI artifact.
+    Other,
+}
+
 /// One repository of a registry's catalog.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -75,7 +90,11 @@ pub struct ImageRepository {
     /// `workspace/image`.
     pub name: String,
     pub workspace: String,
+    /// The image's (or chart's) name.
     pub image: String,
+    /// What its newest tag holds (a repository without tags counts as an image).
+    #[serde(default)]
+    pub artifact: Artifact,
 }
 
 /// `GET /registries/{name}/repositories/{workspace}/{image}/tags`, newest first.
@@ -101,6 +120,8 @@ pub struct Tag {
     pub created: Option<String>,
     /// `host/workspace/image:tag`.
     pub image: String,
+    #[serde(default)]
+    pub artifact: Artifact,
 }
 
 /// `DELETE …/tags/{tag}`: the registry deletes the manifest, so other tags of the

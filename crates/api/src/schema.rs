@@ -129,6 +129,7 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<registries::Tags>(&mut out);
     named::<registries::TagDeleted>(&mut out);
     named::<registries::ImageRepository>(&mut out);
+    named::<registries::Artifact>(&mut out);
     named::<registries::Pushed>(&mut out);
     named::<bindings::Repository>(&mut out);
     generic::<Listed<registries::ImageRepository>>("ImageRepositoryList", &mut out);

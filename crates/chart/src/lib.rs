@@ -16,6 +16,7 @@
 mod funcs;
 mod load;
 mod model;
+pub mod package;
 mod render;
 mod sort;
 mod strvals;

@@ -6,6 +6,7 @@
 //! 124 timed out, 130 stopped (Ctrl-C). The client commands (`pipelines`, `runs`, `logs`)
 //! add: 1 when the server fails or cannot be reached, 2 when it refuses the request.
 
+mod chart;
 mod client;
 mod local;
 mod report;
@@ -73,6 +74,9 @@ enum Command {
     Secrets(client::tenancy::SecretsArgs),
     /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
     Login(client::tenancy::LoginArgs),
+    /// Helm charts, no server needed: package (a chart directory into a `.tgz`), push
+    /// (a `.tgz` into a registry's workspace as an OCI artifact).
+    Chart(chart::ChartArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         Command::Tokens(args) => on_runtime(client::tenancy::tokens(args)),
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),
         Command::Login(args) => on_runtime(client::tenancy::login(args)),
+        Command::Chart(args) => on_runtime(chart::chart(args)),
         Command::Serve(args) => serve::forbid_new_privileges()
             .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),

@@ -22,6 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use wharf_core::model::Pipeline;
 use wharf_core::run::{Cause, RunRecord};
 use wharf_executor::build::ImageBuilder;
+use wharf_executor::chart::ChartRegistry;
 use wharf_executor::deploy::Deployer;
 use wharf_executor::{Executor, LogLine, StopRequest};
 
@@ -323,12 +324,13 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     builder: Option<Arc<dyn ImageBuilder>>,
     deployer: Option<Arc<dyn Deployer>>,
+    charts: Option<Arc<dyn ChartRegistry>>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, executor: Arc<dyn Executor>) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_parallel_tasks.max(1)));
-        Engine { config, executor, slots, builder: None, deployer: None }
+        Engine { config, executor, slots, builder: None, deployer: None, charts: None }
     }
 
     /// Lets `image` tasks run: they are built and pushed by `builder`.
@@ -343,6 +345,12 @@ impl Engine {
         self
     }
 
+    /// Lets `chart-publish` tasks run: their charts are pushed to `charts`.
+    pub fn with_charts(mut self, charts: Arc<dyn ChartRegistry>) -> Self {
+        self.charts = Some(charts);
+        self
+    }
+
     /// An engine on another executor that shares this one's slots, settings, image
     /// builder and deployer: a server whose pipelines choose their executor still runs
     /// at most `max_parallel_tasks` tasks in all.
@@ -353,6 +361,7 @@ impl Engine {
             slots: self.slots.clone(),
             builder: self.builder.clone(),
             deployer: self.deployer.clone(),
+            charts: self.charts.clone(),
         }
     }
 
@@ -370,7 +379,9 @@ impl Engine {
             "approval" => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
             "deploy-yaml" if self.deployer.is_some() => Ok(()),
             "deploy-yaml" => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
-            "chart-publish" | "chart-deploy" | "canary" => Err(format!(
+            "chart-publish" if self.charts.is_some() => Ok(()),
+            "chart-publish" => Err("`chart-publish` tasks need the Wharf server, where registries are registered (`wharf registries add`)".to_owned()),
+            "chart-deploy" | "canary" => Err(format!(
                 "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
             )),
             other => Err(format!("`{other}` is not a task type")),

@@ -28,6 +28,7 @@
 //! this grace" and the reason to say in their log.
 
 mod attempt;
+mod chart;
 mod checkout;
 mod deploy;
 mod image;
@@ -63,6 +64,7 @@ struct RunState {
     executor: Arc<dyn Executor>,
     builder: Option<Arc<dyn wharf_executor::build::ImageBuilder>>,
     deployer: Option<Arc<dyn wharf_executor::deploy::Deployer>>,
+    charts: Option<Arc<dyn wharf_executor::chart::ChartRegistry>>,
     slots: Arc<Semaphore>,
     observer: Arc<dyn Observer>,
     masker: Masker,
@@ -103,6 +105,7 @@ pub(crate) async fn execute(
         executor: engine.executor.clone(),
         builder: engine.builder.clone(),
         deployer: engine.deployer.clone(),
+        charts: engine.charts.clone(),
         slots: engine.slots.clone(),
         observer,
         record: Mutex::new(record),

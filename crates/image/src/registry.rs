@@ -135,6 +135,9 @@ pub struct TagInfo {
     pub size: u64,
     /// The image config's `created`, RFC 3339, when it has one.
     pub created: Option<String>,
+    /// The manifest's config media type: tells an image from a Helm chart
+    /// ([`crate::chart::HELM_CONFIG`]) or another artifact. `None` for an index.
+    pub config_media_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -166,6 +169,8 @@ struct Manifest {
     layers: Vec<Descriptor>,
     #[serde(default)]
     manifests: Vec<Descriptor>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -422,7 +427,7 @@ impl RegistryClient {
     }
 
     /// `(digest, media type, bytes)` of the manifest `reference` (tag or digest).
-    async fn fetch_manifest(
+    pub(crate) async fn fetch_manifest(
         &self,
         repository: &str,
         reference: &str,
@@ -460,25 +465,46 @@ impl RegistryClient {
             }
         }
         let size = manifest.config.as_ref().map_or(0, |c| c.size) + manifest.layers.iter().map(|l| l.size).sum::<u64>();
+        let config_media_type = manifest.config.as_ref().map(|c| c.media_type.clone()).filter(|t| !t.is_empty());
         let created = match &manifest.config {
-            Some(config) if config.media_type.contains("json") || config.media_type.is_empty() => {
+            // A chart's config is its metadata: no `created` in it.
+            Some(config)
+                if !crate::chart::is_chart_config(&config.media_type)
+                    && (config.media_type.contains("json") || config.media_type.is_empty()) =>
+            {
                 check_digest(&config.digest).map_err(|e| self.protocol(e.to_string()))?;
                 let bytes = self.blob(repository, &config.digest).await?;
                 serde_json::from_slice::<ConfigCreated>(&bytes).ok().and_then(|c| c.created)
             }
             _ => None,
-        };
-        Ok(TagInfo { tag: tag.to_owned(), digest, media_type, size, created })
+        }
+        .or_else(|| manifest.annotations.get("org.opencontainers.image.created").cloned());
+        Ok(TagInfo { tag: tag.to_owned(), digest, media_type, size, created, config_media_type })
+    }
+
+    /// The config media type of the manifest `repository:tag` (`None` for an index
+    /// or a manifest without a config): tells an image from a chart.
+    pub async fn config_media_type(&self, repository: &str, tag: &str) -> Result<Option<String>, RegistryError> {
+        check_repository(repository).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        check_tag(tag).map_err(|e| RegistryError::Invalid(e.to_string()))?;
+        let (_, _, bytes) = self.fetch_manifest(repository, tag).await?;
+        let manifest: Manifest = self.parse(&bytes, "the manifest")?;
+        Ok(manifest.config.map(|c| c.media_type).filter(|t| !t.is_empty()))
     }
 
     /// A small blob (a config) in memory.
     pub async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        self.blob_at_most(repository, digest, MAX_JSON_BYTES).await
+    }
+
+    /// A blob in memory, refused beyond `max` bytes (reading stops there).
+    pub async fn blob_at_most(&self, repository: &str, digest: &str, max: usize) -> Result<Vec<u8>, RegistryError> {
         let url = self.url(&format!("/v2/{repository}/blobs/{digest}"));
         let scope = format!("repository:{repository}:pull");
         let response = self.send(&scope, &|http| Ok(http.get(&url))).await?;
         let what = format!("the blob {digest} of `{repository}`");
         let response = self.check(response, "a blob GET", &what).await?;
-        self.bytes(response, &what).await
+        self.bytes_at_most(response, &what, max).await
     }
 
     /// Deletes `repository:tag`: resolves its digest and deletes the manifest. Every
@@ -592,12 +618,16 @@ impl RegistryClient {
         self.parse(&bytes, what)
     }
 
-    async fn bytes(&self, mut response: Response, what: &str) -> Result<Vec<u8>, RegistryError> {
+    async fn bytes(&self, response: Response, what: &str) -> Result<Vec<u8>, RegistryError> {
+        self.bytes_at_most(response, what, MAX_JSON_BYTES).await
+    }
+
+    async fn bytes_at_most(&self, mut response: Response, what: &str, max: usize) -> Result<Vec<u8>, RegistryError> {
         let mut out = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| self.unreachable(e))? {
             out.extend_from_slice(&chunk);
-            if out.len() > MAX_JSON_BYTES {
-                return Err(self.protocol(format!("{what} is larger than {MAX_JSON_BYTES} bytes")));
+            if out.len() > max {
+                return Err(self.protocol(format!("{what} is larger than {max} bytes")));
             }
         }
         Ok(out)

@@ -2,13 +2,14 @@
 //! registers what it built (the host executor, Docker when its Engine answers, later
 //! Kubernetes); a pipeline runs on the one its `executor:` names, else the default.
 //! Every engine shares one set of task slots (`max_parallel_tasks` in all), the
-//! image builder and the deployer.
+//! image builder, the deployer and the chart registry.
 
 use std::sync::Arc;
 use wharf_core::model::{ExecutorKind, Pipeline};
 use wharf_engine::{Engine, EngineConfig};
 use wharf_executor::Executor;
 use wharf_executor::build::ImageBuilder;
+use wharf_executor::chart::ChartRegistry;
 use wharf_executor::deploy::Deployer;
 
 /// What the lifecycle runs tasks with; see the module documentation.
@@ -17,12 +18,13 @@ pub struct Executors {
     registered: Vec<(ExecutorKind, Arc<dyn Executor>)>,
     builder: Option<Arc<dyn ImageBuilder>>,
     deployer: Option<Arc<dyn Deployer>>,
+    charts: Option<Arc<dyn ChartRegistry>>,
 }
 
 impl Executors {
     /// `default`: the executor of pipelines that name none (it must be registered).
     pub fn new(default: ExecutorKind) -> Executors {
-        Executors { default, registered: Vec::new(), builder: None, deployer: None }
+        Executors { default, registered: Vec::new(), builder: None, deployer: None, charts: None }
     }
 
     /// Runs the pipelines that ask for `kind` (a later registration of the same kind
@@ -45,6 +47,12 @@ impl Executors {
         self
     }
 
+    /// Pushes (and pulls) charts for `chart-publish` tasks; without one they are refused.
+    pub fn with_charts(mut self, charts: Option<Arc<dyn ChartRegistry>>) -> Executors {
+        self.charts = charts;
+        self
+    }
+
     pub(crate) fn into_engines(self, config: EngineConfig) -> Engines {
         let mut engines: Vec<(ExecutorKind, Engine)> = Vec::new();
         for (kind, executor) in self.registered {
@@ -57,6 +65,9 @@ impl Executors {
                     }
                     if let Some(deployer) = &self.deployer {
                         engine = engine.with_deployer(deployer.clone());
+                    }
+                    if let Some(charts) = &self.charts {
+                        engine = engine.with_charts(charts.clone());
                     }
                     engine
                 }

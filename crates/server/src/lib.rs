@@ -376,7 +376,11 @@ impl Server {
         // call the server makes.
         let deployer: Arc<dyn wharf_executor::deploy::Deployer> =
             Arc::new(wharf_kube::deploy::KubeDeployer::new(forges.policy.clone()));
-        let executors = executors(&config, &store, &run_as).await?.with_deployer(Some(deployer));
+        // `chart-publish` pushes to registered registries under the same policy too.
+        let charts: Arc<dyn wharf_executor::chart::ChartRegistry> =
+            Arc::new(wharf_image::OciCharts::new(forges.policy.clone()));
+        let executors =
+            executors(&config, &store, &run_as).await?.with_deployer(Some(deployer)).with_charts(Some(charts));
         let host = wharf_lifecycle::HostPolicy {
             allowed: config.allow_host,
             forks: config.host_forks,

@@ -282,3 +282,120 @@ async fn the_2048_example_builds_pushes_serves_its_page_and_deploys() {
     let deploy_log = s.tail(run, "deploy-2048", None).await.text;
     assert!(deploy_log.contains("deployment \"jack-2048\" successfully rolled out"), "{deploy_log}");
 }
+
+const PUBLISH: &str = "name: publish-chart
+parameters: [{name: DIR, default: charts/app}]
+stages:
+  - name: Build
+    tasks:
+      - name: publish
+        type: chart-publish
+        chart_dir: ${DIR}
+        chart: web
+        version: 1.0.${BUILD_ID}
+        workspace: WORKSPACE
+        registry: local
+";
+
+/// `helm` with its own home; fails the test when it fails.
+fn helm(tools: &wharf_testenv::K8sTools, home: &std::path::Path, args: &[&str], stdin: &str) -> String {
+    let mut child = std::process::Command::new(&tools.helm)
+        .args(args)
+        .env("HOME", home)
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(home)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "helm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_publish_task_pushes_a_chart_helm_pulls_and_a_broken_chart_fails_the_lint() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let s = common::start().await;
+    let workspace = unique("charts");
+    s.post("/registries", registry_body(&env, "local", &env.registry_password, &[&workspace])).await.expect(201);
+    // A repository holding the starter chart (its image tag from the run) and a broken one.
+    let repo = s.dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("charts")).unwrap();
+    let home = s.dir.path().join("helm");
+    std::fs::create_dir_all(&home).unwrap();
+    let charts_dir = repo.join("charts");
+    helm(&tools, &home, &["create", charts_dir.join("app").to_str().unwrap()], "");
+    let values = std::fs::read_to_string(charts_dir.join("app/values.yaml")).unwrap();
+    assert!(values.contains("  tag: \"\"\n"), "the starter chart changed: {values}");
+    std::fs::write(
+        charts_dir.join("app/values.yaml"),
+        values.replace("  tag: \"\"\n", "  tag: \"alpha-${BUILD_ID}\"\n"),
+    )
+    .unwrap();
+    helm(&tools, &home, &["create", charts_dir.join("broken").to_str().unwrap()], "");
+    std::fs::write(
+        charts_dir.join("broken/templates/service.yaml"),
+        "kind: Service\nname: {{ .Values.x | nosuchfunc }}\n",
+    )
+    .unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git").args(args).current_dir(&repo).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@e", "add", "."]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@e", "commit", "-qm", "charts"]);
+    let yaml = PUBLISH
+        .replace("WORKSPACE", &workspace)
+        .replace("parameters:", &format!("source: {{repo: 'file://{}', branch: main}}\nparameters:", repo.display()));
+    s.create(&yaml).await;
+
+    let run = common::id_of(&s.start_run("publish-chart", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let outputs = &task_of(&done, "publish").unwrap()["outputs"];
+    assert_eq!(outputs["chart"], "web");
+    assert_eq!(outputs["version"], "1.0.1");
+    let digest = outputs["digest"].as_str().unwrap().to_owned();
+    assert!(digest.starts_with("sha256:"), "{outputs}");
+
+    // The registries page's API sees a chart, with the digest the task reported.
+    let tags = s.get(&format!("/registries/local/repositories/{workspace}/web/tags")).await.expect(200);
+    assert_eq!(tags.json["items"][0]["tag"], "1.0.1", "{}", tags.text);
+    assert_eq!(tags.json["items"][0]["digest"], digest.as_str());
+    assert_eq!(tags.json["items"][0]["artifact"], "chart", "{}", tags.text);
+    let repositories = s.get("/registries/local/repositories").await.expect(200);
+    let listed = repositories.json["items"].as_array().unwrap().iter().find(|r| r["image"] == "web").cloned();
+    assert_eq!(listed.unwrap()["artifact"], "chart", "{}", repositories.text);
+
+    // helm pulls it: renamed, versioned, the image tag substituted.
+    helm(
+        &tools,
+        &home,
+        &["registry", "login", &env.registry, "--plain-http", "-u", &env.registry_user, "--password-stdin"],
+        &env.registry_password,
+    );
+    let reference = format!("oci://{}/{workspace}/web", env.registry);
+    helm(&tools, &home, &["pull", &reference, "--version", "1.0.1", "--plain-http"], "");
+    let pulled = home.join("web-1.0.1.tgz");
+    let chart = helm(&tools, &home, &["show", "chart", pulled.to_str().unwrap()], "");
+    assert!(chart.contains("name: web\n") && chart.contains("version: 1.0.1\n"), "{chart}");
+    let values = helm(&tools, &home, &["show", "values", pulled.to_str().unwrap()], "");
+    assert!(values.contains("  tag: \"alpha-1\"\n"), "{values}");
+
+    // A chart that does not render fails the task at the lint, naming the template; nothing pushed.
+    let run = common::id_of(&s.start_run("publish-chart", json!({ "DIR": "charts/broken" })).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let reason = task_of(&done, "publish").unwrap()["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(reason.contains("chart_dir: `charts/broken` does not render"), "{reason}");
+    assert!(reason.contains("templates/service.yaml"), "{reason}");
+    let tags = s.get(&format!("/registries/local/repositories/{workspace}/web/tags")).await.expect(200);
+    assert_eq!(tags.json["total"], 1, "{}", tags.text);
+}

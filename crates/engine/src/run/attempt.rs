@@ -2,6 +2,7 @@
 //! builder, or an adopted attempt after a restart), the task timeout and the stop
 //! forwarded to it, and the status it ends with.
 
+use super::chart::{ChartPublishError, PublishSpec};
 use super::deploy::DeployYamlError;
 use super::image::ImageError;
 use super::log::TaskSink;
@@ -27,6 +28,8 @@ enum AttemptError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Deploy(#[from] DeployYamlError),
+    #[error(transparent)]
+    Publish(#[from] ChartPublishError),
     #[error("cannot create $WHARF_OUTPUT: {0}")]
     CreateOutput(#[source] std::io::Error),
     /// The executor could not run (or take over) the attempt at all.
@@ -50,12 +53,15 @@ impl RunState {
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
-        // `image` tasks go to the builder, `deploy-yaml` to the deployer, everything
-        // else to the executor.
+        // `image` tasks go to the builder, `deploy-yaml` to the deployer, `chart-publish`
+        // to the chart registry, everything else to the executor.
         let job = match &task.kind {
             TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
             TaskKind::DeployYaml(deploy) => {
                 self.deploy_spec(s, task, deploy).map(|spec| Job::Deploy(Box::new(spec))).map_err(AttemptError::from)
+            }
+            TaskKind::ChartPublish(publish) => {
+                self.publish_spec(publish).map(|spec| Job::Publish(Box::new(spec))).map_err(AttemptError::from)
             }
             _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
         };
@@ -115,6 +121,12 @@ impl RunState {
                 (Job::Deploy(spec), None) => {
                     let output = output.clone();
                     Box::pin(async move { Ok(self.deploy(part, *spec, sink, task_rx, output).await.map(Some)?) })
+                }
+                // A publish cut off by a restart is published again by a retry.
+                (Job::Publish(_), Some(_)) => Box::pin(async { Ok(None) }),
+                (Job::Publish(spec), None) => {
+                    let output = output.clone();
+                    Box::pin(async move { Ok(self.publish(part, *spec, sink, task_rx, output).await.map(Some)?) })
                 }
             };
             tokio::pin!(run);
@@ -235,4 +247,5 @@ pub(super) enum Job {
     Exec(TaskSpec),
     Build(wharf_executor::build::BuildSpec),
     Deploy(Box<wharf_executor::deploy::DeploySpec>),
+    Publish(Box<PublishSpec>),
 }

@@ -157,7 +157,7 @@ fn read_manifests(path: &std::path::Path, file: &str) -> Result<String, DeployYa
 
 /// `text` with every `${…}` rendered in `scope`, line by line so that an error names
 /// its line (counted from 1). A reference never spans lines.
-fn substitute(scope: &Scope, text: &str) -> Result<String, (usize, RenderError)> {
+pub(super) fn substitute(scope: &Scope, text: &str) -> Result<String, (usize, RenderError)> {
     let mut out = String::with_capacity(text.len());
     for (i, line) in text.split_inclusive('\n').enumerate() {
         if !line.contains('$') {

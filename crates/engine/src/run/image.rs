@@ -88,20 +88,7 @@ impl RunState {
             return Err(ImageError::DockerfileNotAFile(image.dockerfile.clone()));
         }
 
-        let registries = &self.request.registries;
-        let registry = match registry.or_else(|| registries.default.clone()) {
-            Some(registry) => registry,
-            None => return Err(ImageError::NoRegistry),
-        };
-        let target = registries.by_name.get(&registry).ok_or_else(|| ImageError::UnknownRegistry {
-            name: registry.clone(),
-            registered: registries.by_name.keys().cloned().collect(),
-        })?;
-        if let Some(workspaces) = &target.workspaces
-            && !workspaces.contains(&workspace)
-        {
-            return Err(ImageError::UnknownWorkspace { workspace, registry, registered: workspaces.clone() });
-        }
+        let target = self.registry_target(registry, &workspace)?;
         let stage = self.record.lock().unwrap().stages[s].name.clone();
         Ok(BuildSpec {
             run: format!("{}#{}", self.pipeline().name, self.request.number),
@@ -125,6 +112,34 @@ impl RunState {
             })
             .collect(),
         })
+    }
+
+    /// The registry a task pushes to: the one it names, else the server's default; the
+    /// workspace must be one of the registry's when the server lists them.
+    pub(super) fn registry_target(
+        &self,
+        registry: Option<String>,
+        workspace: &str,
+    ) -> Result<&crate::RegistryTarget, ImageError> {
+        let registries = &self.request.registries;
+        let registry = match registry.or_else(|| registries.default.clone()) {
+            Some(registry) => registry,
+            None => return Err(ImageError::NoRegistry),
+        };
+        let target = registries.by_name.get(&registry).ok_or_else(|| ImageError::UnknownRegistry {
+            name: registry.clone(),
+            registered: registries.by_name.keys().cloned().collect(),
+        })?;
+        if let Some(workspaces) = &target.workspaces
+            && !workspaces.iter().any(|w| w == workspace)
+        {
+            return Err(ImageError::UnknownWorkspace {
+                workspace: workspace.to_owned(),
+                registry,
+                registered: workspaces.clone(),
+            });
+        }
+        Ok(target)
     }
 
     /// Builds and pushes; on success writes `image` and `digest` to the task's output

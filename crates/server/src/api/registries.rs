@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use tokio::io::AsyncWriteExt;
 use wharf_api::Listed;
 use wharf_api::registries::{
-    ImageRepository, NewRegistry as CreateRegistry, NewWorkspace as CreateWorkspace, Registries, Tag, TagDeleted, Tags,
+    Artifact, ImageRepository, NewRegistry as CreateRegistry, NewWorkspace as CreateWorkspace, Registries, Tag,
+    TagDeleted, Tags,
 };
 use wharf_core::model::TaskKind;
 use wharf_core::names::PipelineName;
@@ -239,19 +240,27 @@ pub async fn repositories(
 ) -> Answer {
     authz::check(&caller, Action::ViewRegistry, &Object::Registry { name: &name })?;
     let registry = state.store.registry(&name).await?;
-    let all = client(&state, &registry)?.catalog().await.map_err(|e| registry_error(&registry, e))?;
-    let items: Vec<ImageRepository> = all
-        .iter()
-        .filter_map(|repo| {
-            let (workspace, image) = repo.split_once('/').unwrap_or(("", repo));
-            let wanted = query.get("workspace").is_none_or(|w| w == workspace);
-            wanted.then(|| ImageRepository {
-                name: repo.clone(),
-                workspace: workspace.to_owned(),
-                image: image.to_owned(),
-            })
+    let client = client(&state, &registry)?;
+    let all = client.catalog().await.map_err(|e| registry_error(&registry, e))?;
+    let wanted: Vec<String> = all
+        .into_iter()
+        .filter(|repo| {
+            let workspace = repo.split_once('/').map_or("", |(w, _)| w);
+            query.get("workspace").is_none_or(|w| w == workspace)
         })
         .collect();
+    // What each holds, from one manifest of each (the newest tag by name), a few at a
+    // time; only the first MAX_CLASSIFIED are asked about.
+    let client = &client;
+    let items: Vec<ImageRepository> = futures_util::stream::iter(wanted.into_iter().enumerate())
+        .map(|(i, repo)| async move {
+            let artifact = if i < MAX_CLASSIFIED { repository_artifact(client, &repo).await } else { Artifact::Image };
+            let (workspace, image) = repo.split_once('/').unwrap_or(("", &repo));
+            ImageRepository { workspace: workspace.to_owned(), image: image.to_owned(), name: repo.clone(), artifact }
+        })
+        .buffered(8)
+        .collect()
+        .await;
     Ok(axum::Json(Listed::new(items)).into_response())
 }
 
@@ -283,6 +292,7 @@ pub async fn tags(
                 digest: info.digest,
                 media_type: info.media_type,
                 size: info.size,
+                artifact: artifact(info.config_media_type.as_deref()),
                 created: info.created,
             }),
             // Deleted between the listing and now.
@@ -292,6 +302,30 @@ pub async fn tags(
     }
     items.sort_by(|a, b| b.created.cmp(&a.created).then(a.tag.cmp(&b.tag)));
     Ok(axum::Json(Tags { repository, total: items.len(), items }).into_response())
+}
+
+/// How many repositories of one listing are looked into to tell charts from images.
+const MAX_CLASSIFIED: usize = 500;
+
+/// What a manifest with this config media type holds (`None`: an index, an image).
+fn artifact(config_media_type: Option<&str>) -> Artifact {
+    match config_media_type {
+        Some(t) if wharf_image::chart::is_chart_config(t) => Artifact::Chart,
+        None => Artifact::Image,
+        Some(t) if t.contains(".image.config.") || t.contains("container.image") => Artifact::Image,
+        Some(_) => Artifact::Other,
+    }
+}
+
+/// What a repository holds, by one of its tags (the last by name); an image when it
+/// has none or the registry does not answer.
+async fn repository_artifact(client: &wharf_image::RegistryClient, repository: &str) -> Artifact {
+    let Ok(tags) = client.tags(repository).await else { return Artifact::Image };
+    let Some(tag) = tags.last() else { return Artifact::Image };
+    match client.config_media_type(repository, tag).await {
+        Ok(t) => artifact(t.as_deref()),
+        Err(_) => Artifact::Image,
+    }
 }
 
 fn repository(workspace: &str, image: &str) -> ApiResult<String> {
