@@ -264,7 +264,10 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         ("image", &["dockerfile", "context", "image", "tag", "workspace", "registry"][..]),
         ("deploy-yaml", &["file", "cluster", "namespace"]),
         ("chart-publish", &["chart_dir", "chart", "version", "workspace"]),
-        ("chart-deploy", &["release", "chart-how", "chart", "version", "cluster", "namespace", "values"]),
+        (
+            "chart-deploy",
+            &["release", "chart-how", "chart", "version", "workspace", "registry", "cluster", "namespace", "values"],
+        ),
         ("approval", &["approvers", "message"]),
         ("script", &["image", "tag", "script"]),
     ] {
