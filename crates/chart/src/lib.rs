@@ -13,6 +13,7 @@
 //! numbers from YAML files are float64 (`1000000` prints `1e+06`), numbers from `--set`
 //! are int64, exactly as Helm. Pure: no network, no Kubernetes, no helm binary.
 
+mod engine;
 mod funcs;
 mod load;
 mod model;

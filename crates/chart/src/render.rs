@@ -129,8 +129,8 @@ pub struct Hook {
     pub events: Vec<HookEvent>,
     /// `helm.sh/hook-weight` (0 when absent or not a number).
     pub weight: i32,
-    /// `helm.sh/hook-delete-policy`; Helm's default when none is given is
-    /// `before-hook-creation`.
+    /// `helm.sh/hook-delete-policy` as written (Helm applies `before-hook-creation`
+    /// when a hook has none).
     pub delete_policies: Vec<HookDeletePolicy>,
 }
 
@@ -183,8 +183,46 @@ impl Rendered {
 
     /// What `helm template` prints on stdout.
     pub fn helm_template(&self, opts: &TemplateOutput) -> Result<String, RenderError> {
-        let _ = opts;
-        Ok(self.manifest())
+        let mut body = String::new();
+        if opts.include_crds {
+            for crd in &self.crds {
+                write_doc(&mut body, &crd.path, &crd.content);
+            }
+        }
+        body.push_str(&self.manifest());
+        let mut out = String::new();
+        out.push_str(body.trim());
+        out.push('\n');
+        for h in &self.hooks {
+            if opts.skip_tests && h.events.contains(&HookEvent::Test) {
+                continue;
+            }
+            write_doc(&mut out, &h.manifest.path, &h.manifest.content);
+        }
+        if opts.show_only.is_empty() {
+            return Ok(out);
+        }
+        // As helm: split the whole output into documents, keep those whose source
+        // (without the chart name) matches a --show-only pattern, in pattern order.
+        let docs = crate::engine::split_manifests(&out);
+        let mut shown = String::new();
+        for pattern in &opts.show_only {
+            let mut missing = true;
+            for doc in &docs {
+                let Some(source) = doc.lines().find_map(|l| l.strip_prefix("# Source: ")) else { continue };
+                let Some((_, rest)) = source.split_once('/') else { continue };
+                if crate::load::glob_match(pattern, rest) {
+                    shown.push_str("---\n");
+                    shown.push_str(doc);
+                    shown.push('\n');
+                    missing = false;
+                }
+            }
+            if missing {
+                return Err(RenderError::ShowOnly(pattern.clone()));
+            }
+        }
+        Ok(shown)
     }
 }
 
@@ -222,6 +260,5 @@ pub enum RenderError {
 
 /// Renders `chart` with the user's `values` (see [`Values::from_user`]).
 pub fn render(chart: &Chart, values: &Values, opts: &RenderOptions) -> Result<Rendered, RenderError> {
-    let _ = (chart, opts);
-    Err(RenderError::Chart(format!("rendering is not implemented yet (values: {})", values.0.len())))
+    crate::engine::render(chart, values, opts)
 }

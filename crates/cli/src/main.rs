@@ -74,8 +74,9 @@ enum Command {
     Secrets(client::tenancy::SecretsArgs),
     /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
     Login(client::tenancy::LoginArgs),
-    /// Helm charts, no server needed: package (a chart directory into a `.tgz`), push
-    /// (a `.tgz` into a registry's workspace as an OCI artifact).
+    /// Helm charts, no server and no helm needed: template (render a chart as `helm
+    /// template` does), package (a chart directory into a `.tgz`), push (a `.tgz` into a
+    /// registry's workspace as an OCI artifact).
     Chart(chart::ChartArgs),
 }
 
