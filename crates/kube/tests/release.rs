@@ -272,3 +272,82 @@ async fn a_failing_hook_fails_the_revision_as_helm_marks_it() {
         "a manifest that does not parse writes no revision"
     );
 }
+
+/// The whole `chart-deploy` path on the Deployer seam: `helm create`'s starter chart,
+/// packaged by helm, rendered by Wharf and installed; helm upgrading it with the same
+/// chart and values stores the same manifest and hooks, byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_archive_installs_as_helm_would_install_it() {
+    use wharf_executor::deploy::{ClusterLogin, Deployer, ReleaseExit, ReleaseSpec};
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options::default()).await.unwrap();
+    let helm = Helm { bin: tools.helm.clone(), kubectl: tools.kubectl.clone(), dir: tempfile::tempdir().unwrap() };
+    fake.write_kubeconfig(&helm.dir.path().join("kubeconfig")).unwrap();
+    let d = helm.dir.path().to_str().unwrap().to_owned();
+    helm.ok(&["create", &format!("{d}/starter")]);
+    helm.ok(&["package", &format!("{d}/starter"), "-d", &d]);
+    let archive = std::fs::read(helm.dir.path().join("starter-0.1.0.tgz")).unwrap();
+    let values = json!({"replicaCount": 2, "podLabels": {"team": "web"}});
+    std::fs::write(helm.dir.path().join("values.json"), values.to_string()).unwrap();
+
+    let deployer = wharf_kube::deploy::KubeDeployer::new(wharf_kube::Policy::new(&["127.0.0.1"]).unwrap());
+    let spec = ReleaseSpec {
+        run: "p#1".into(),
+        stage: "Deploy".into(),
+        task: "install".into(),
+        cluster: ClusterLogin { name: "test".into(), kubeconfig: fake.kubeconfig(), context: None },
+        namespace: "default".into(),
+        release: "web".into(),
+        chart: archive.clone(),
+        source: "local/charts/starter".into(),
+        values: values.as_object().cloned().unwrap(),
+    };
+    let logs = std::sync::Arc::new(Lines::default());
+    let (_stop_tx, stop) = tokio::sync::watch::channel::<Option<StopRequest>>(None);
+    let exit = deployer.release(spec.clone(), logs.clone(), stop.clone()).await.unwrap();
+    let ReleaseExit::Released(done) = exit else { panic!("{exit:?}") };
+    assert_eq!((done.revision, done.status.as_str()), (1, "deployed"));
+    let kinds: Vec<&str> = done.applied.iter().map(|a| a.kind.as_str()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "Service", "Deployment"], "Helm's install order");
+    assert!(done.notes.contains("kubectl --namespace default port-forward"), "{}", done.notes);
+    let (_, replicas) = helm.kubectl(&["get", "deployment", "web-starter", "-o", "jsonpath={.spec.replicas}"]);
+    assert_eq!(replicas, "2");
+
+    helm.ok(&["upgrade", "web", &format!("{d}/starter-0.1.0.tgz"), "-f", &format!("{d}/values.json")]);
+    let ours = helm.ok(&["get", "manifest", "web", "--revision", "1"]);
+    let theirs = helm.ok(&["get", "manifest", "web", "--revision", "2"]);
+    assert_eq!(ours, theirs);
+    let ours = helm.ok(&["get", "hooks", "web", "--revision", "1"]);
+    assert_eq!(ours, helm.ok(&["get", "hooks", "web", "--revision", "2"]));
+    assert!(ours.contains("web-starter-test-connection"), "{ours}");
+    assert_eq!(helm.json(&["get", "values", "web", "--revision", "1", "-o", "json"]), values);
+    // The chart as each stored it: the same metadata, templates, values and files.
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &policy).unwrap();
+    let ctx = Ctx { cluster: "test", conn: &conn, namespace: "default" };
+    let revs = history(&conn, &ctx, "web").await.unwrap();
+    let (ours, theirs) = (&revs[0].chart, &revs[1].chart);
+    // (Helm 4 adds each file's `modtime` from the archive; Wharf leaves it out.)
+    let files = |files: &[FileRecord]| -> Vec<(String, String)> {
+        files.iter().map(|f| (f.name.clone(), f.data.clone())).collect()
+    };
+    assert_eq!(ours.metadata, theirs.metadata);
+    assert_eq!(files(&ours.templates), files(&theirs.templates));
+    assert_eq!(ours.values, theirs.values);
+    let as_files = |v: &Value| files(&serde_json::from_value::<Vec<FileRecord>>(v.clone()).unwrap());
+    assert_eq!(as_files(&ours.files), as_files(&theirs.files));
+    assert_eq!(revs[0].config, revs[1].config);
+
+    // Wharf upgrades after helm: revision 3, and the source is remembered.
+    let ReleaseExit::Released(done) = deployer.release(spec, logs, stop).await.unwrap() else { panic!() };
+    assert_eq!(done.revision, 3);
+    assert_eq!(release::source(&conn, &ctx, "web").await.unwrap().as_deref(), Some("local/charts/starter"));
+    let statuses: Vec<String> = helm
+        .json(&["history", "web", "-o", "json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].to_string())
+        .collect();
+    assert_eq!(statuses, ["\"superseded\"", "\"superseded\"", "\"deployed\""]);
+}

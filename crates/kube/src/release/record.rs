@@ -76,17 +76,25 @@ pub struct Info {
     pub extra: Map<String, Value>,
 }
 
-/// A file of the chart: `data` is its bytes in base64 (Go's `[]byte`).
+/// A file of the chart: `data` is its bytes in base64 (Go's `[]byte`). Helm 4 adds the
+/// file's `modtime` from the archive; Wharf leaves it out (Helm reads the zero time) and
+/// keeps it on records Helm wrote.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FileRecord {
     pub name: String,
     #[serde(default)]
     pub data: String,
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl FileRecord {
     pub fn new(name: &str, bytes: &[u8]) -> Self {
-        FileRecord { name: name.to_owned(), data: base64::engine::general_purpose::STANDARD.encode(bytes) }
+        FileRecord {
+            name: name.to_owned(),
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+            extra: Map::new(),
+        }
     }
 }
 
@@ -221,7 +229,7 @@ mod tests {
     use super::*;
 
     /// What helm v4.1.4 wrote for `helm install h1 ./hk --set msg=hi` (templates shortened).
-    const HELM_JSON: &str = r#"{"name":"h1","info":{"first_deployed":"2026-12-07T09:44:50.161799373Z","last_deployed":"2026-12-07T09:44:50.161799373Z","description":"Install complete","status":"deployed"},"chart":{"metadata":{"name":"hk","version":"0.1.0","apiVersion":"v2","appVersion":"1.0"},"lock":null,"templates":[{"name":"templates/cm.yaml","data":"YQ=="}],"values":{"msg":"hello"},"schema":null,"schemamodtime":"0001-01-01T00:00:00Z","files":null,"modtime":"2026-12-07T09:44:50.060848042Z"},"config":{"msg":"hi"},"manifest":"---\n# Source: hk/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: h1-cm\ndata:\n  msg: \"hi\"\n","hooks":[{"name":"h1-hook","kind":"ConfigMap","path":"hk/templates/hook.yaml","manifest":"apiVersion: v1\nkind: ConfigMap","events":["pre-install","pre-upgrade"],"last_run":{"started_at":"2026-12-07T09:44:50.189991358Z","completed_at":"2026-12-07T09:44:50.208688586Z","phase":"Succeeded"},"weight":-5,"delete_policies":["before-hook-creation","hook-succeeded"]},{"name":"t","kind":"Pod","path":"hk/templates/t.yaml","manifest":"x","events":["test"],"last_run":{"phase":""}}],"version":1,"namespace":"default","apply_method":"ssa"}"#;
+    const HELM_JSON: &str = r#"{"name":"h1","info":{"first_deployed":"2026-12-07T09:44:50.161799373Z","last_deployed":"2026-12-07T09:44:50.161799373Z","description":"Install complete","status":"deployed"},"chart":{"metadata":{"name":"hk","version":"0.1.0","apiVersion":"v2","appVersion":"1.0"},"lock":null,"templates":[{"name":"templates/cm.yaml","data":"YQ==","modtime":"2026-12-07T10:04:21Z"}],"values":{"msg":"hello"},"schema":null,"schemamodtime":"0001-01-01T00:00:00Z","files":null,"modtime":"2026-12-07T09:44:50.060848042Z"},"config":{"msg":"hi"},"manifest":"---\n# Source: hk/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: h1-cm\ndata:\n  msg: \"hi\"\n","hooks":[{"name":"h1-hook","kind":"ConfigMap","path":"hk/templates/hook.yaml","manifest":"apiVersion: v1\nkind: ConfigMap","events":["pre-install","pre-upgrade"],"last_run":{"started_at":"2026-12-07T09:44:50.189991358Z","completed_at":"2026-12-07T09:44:50.208688586Z","phase":"Succeeded"},"weight":-5,"delete_policies":["before-hook-creation","hook-succeeded"]},{"name":"t","kind":"Pod","path":"hk/templates/t.yaml","manifest":"x","events":["test"],"last_run":{"phase":""}}],"version":1,"namespace":"default","apply_method":"ssa"}"#;
 
     #[test]
     fn helms_json_reads_and_writes_back_the_same() {
