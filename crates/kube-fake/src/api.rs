@@ -607,6 +607,18 @@ fn list(shared: &Shared, t: &Target, q: &Query, accept: &str) -> Answer {
     if accept.contains("as=Table") {
         return ok(&table(t.resource, &items, &rv));
     }
+    // Metadata only, as a real server answers a client that asks for it (kube-rs's
+    // `list_metadata`, `kubectl get -o name`).
+    if accept.contains("as=PartialObjectMetadataList") {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(
+                |o| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
+            )
+            .collect();
+        return ok(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                          "metadata": {"resourceVersion": rv}, "items": items}));
+    }
     ok(&json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
                "metadata": {"resourceVersion": rv}, "items": items}))
 }

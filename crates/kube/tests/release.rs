@@ -351,3 +351,53 @@ async fn a_chart_archive_installs_as_helm_would_install_it() {
         .collect();
     assert_eq!(statuses, ["\"superseded\"", "\"superseded\"", "\"deployed\""]);
 }
+
+/// A stop during the rollout wait marks the revision `failed` (as Helm marks an
+/// interrupted one) and the next upgrade goes on from there; upgrades past ten revisions
+/// keep ten, as Helm's `--history-max 10`; names that are no release names are not found.
+#[tokio::test]
+async fn a_stop_marks_the_revision_failed_and_history_keeps_ten() {
+    let fake = KubeFake::start(Options { rollout_delay: std::time::Duration::from_secs(30), ..Options::default() })
+        .await
+        .unwrap();
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &policy).unwrap();
+    let ctx = Ctx { cluster: "test", conn: &conn, namespace: "default" };
+    let logs = Lines::default();
+    let (stop_tx, mut stop) = tokio::sync::watch::channel::<Option<StopRequest>>(None);
+    let mut req = request("1.0.0", deployment("nginx:1"), json!({}));
+    req.hooks = Vec::new();
+    let stopper = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let request = StopRequest { reason: wharf_executor::StopReason::Stopped, grace: std::time::Duration::ZERO };
+        stop_tx.send(Some(request)).unwrap();
+        stop_tx
+    });
+    let out = release::install_or_upgrade(&conn, &ctx, req, &logs, &mut stop).await.unwrap();
+    assert_eq!(out.stopped, Some(wharf_executor::StopReason::Stopped));
+    assert_eq!(out.release.info.status, Status::Failed);
+    let revs = history(&conn, &ctx, "web").await.unwrap();
+    assert_eq!(revs[0].info.status, Status::Failed);
+    assert!(revs[0].info.description.contains("stopped"), "{}", revs[0].info.description);
+    drop(stopper.await.unwrap());
+
+    let (_tx, mut stop) = tokio::sync::watch::channel::<Option<StopRequest>>(None);
+    for i in 2..=12 {
+        let mut req = request(&format!("1.0.{i}"), cm("web-config", &i.to_string()), json!({}));
+        req.hooks = Vec::new();
+        let out = release::install_or_upgrade(&conn, &ctx, req, &logs, &mut stop).await.unwrap();
+        assert_eq!((out.release.version, out.operation), (i, Operation::Upgrade));
+    }
+    let revs = history(&conn, &ctx, "web").await.unwrap();
+    let versions: Vec<u32> = revs.iter().map(|r| r.version).collect();
+    assert_eq!(versions, (3..=12).collect::<Vec<_>>());
+    assert_eq!(revs.last().unwrap().info.status, Status::Deployed);
+    assert!(history(&conn, &ctx, "web,owner!=helm").await.unwrap().is_empty());
+    assert!(
+        release::uninstall(&conn, &ctx, "Bad_Name", &logs, &mut stop)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("not found")
+    );
+}

@@ -16,6 +16,10 @@ use crate::deploy::apply;
 use crate::deploy::manifests::{self, Manifest};
 use crate::deploy::rollout;
 
+/// Revisions kept per release, as Helm's default `--history-max 10`: after an upgrade or
+/// rollback the oldest beyond it are deleted.
+pub const HISTORY_MAX: usize = 10;
+
 /// A rendered chart to install as a release (or to upgrade it to).
 #[derive(Clone, Debug)]
 pub struct ReleaseRequest {
@@ -304,6 +308,9 @@ async fn perform(
             release.info.status = Status::Deployed;
             release.info.description = done;
             store::update(conn, ctx, &release).await?;
+            // Helm's default `--history-max 10`: the oldest revisions go.
+            let excess = (history.len() + 1).saturating_sub(HISTORY_MAX);
+            store::delete_all(conn, ctx, &history[..excess.min(history.len())]).await?;
             logs.line(LogLine::system(format!("{what} deployed")));
             Ok(ReleaseOutcome { operation, release, applied, stopped: None })
         }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PartialObjectMeta, PostParams};
 use wharf_executor::deploy::DeployError;
 
+use super::ops::check_name;
 use super::record::{Release, decode, encode};
 use crate::Connection;
 use crate::deploy::Ctx;
@@ -17,6 +18,8 @@ use crate::deploy::Ctx;
 pub const MAX_RELEASE_SECRETS: usize = 20_000;
 /// A release value larger than this is not read (Kubernetes caps a Secret at 1 MiB).
 pub const MAX_RELEASE_BYTES: usize = 4 << 20;
+/// Revisions of one release read, the newest (Helm keeps 10 unless told otherwise).
+pub const MAX_HISTORY: usize = 1000;
 /// Secrets asked for per page.
 const PAGE: u32 = 500;
 const SECRET_TYPE: &str = "helm.sh/release.v1";
@@ -55,13 +58,14 @@ fn secret(release: &Release, modified_at: i64, source: Option<&str>) -> Secret {
     }
 }
 
-/// Every Secret matching `selector`, in `namespace` or (None) everywhere, page by page.
+/// The metadata of every release Secret matching `selector`, in `namespace` or (None)
+/// everywhere, page by page: Secrets' data is read one at a time, only where needed.
 async fn list(
     conn: &Connection,
     ctx: &Ctx<'_>,
     namespace: Option<&str>,
     selector: &str,
-) -> Result<Vec<Secret>, DeployError> {
+) -> Result<Vec<PartialObjectMeta<Secret>>, DeployError> {
     let api: Api<Secret> = match namespace {
         Some(ns) => Api::namespaced(conn.client().clone(), ns),
         None => Api::all(conn.client().clone()),
@@ -69,7 +73,7 @@ async fn list(
     let mut out = Vec::new();
     let mut params = ListParams::default().labels(selector).limit(PAGE);
     loop {
-        let page = api.list(&params).await.map_err(|e| ctx.api("list", "the Helm release Secrets", e))?;
+        let page = api.list_metadata(&params).await.map_err(|e| ctx.api("list", "the Helm release Secrets", e))?;
         out.extend(page.items);
         if out.len() > MAX_RELEASE_SECRETS {
             return Err(ctx.error(format!(
@@ -83,57 +87,79 @@ async fn list(
     }
 }
 
-fn label<'a>(s: &'a Secret, key: &str) -> Option<&'a str> {
-    s.metadata.labels.as_ref()?.get(key).map(String::as_str)
+fn label<'a>(meta: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    meta.labels.as_ref()?.get(key).map(String::as_str)
 }
 
-fn read(ctx: &Ctx<'_>, s: &Secret) -> Result<Release, DeployError> {
-    let name = s.metadata.name.as_deref().unwrap_or("?");
-    let ns = s.metadata.namespace.as_deref().unwrap_or("?");
+/// `(namespace, name, revision)` of a release Secret, from its labels.
+fn revision_of(meta: &ObjectMeta) -> Option<(String, String, u32)> {
+    Some((meta.namespace.clone()?, label(meta, "name")?.to_owned(), label(meta, "version")?.parse().ok()?))
+}
+
+/// Reads and decodes one release Secret.
+async fn read(conn: &Connection, ctx: &Ctx<'_>, ns: &str, name: &str) -> Result<Option<Release>, DeployError> {
+    let api: Api<Secret> = Api::namespaced(conn.client().clone(), ns);
+    let s = match api.get(name).await {
+        Ok(s) => s,
+        // Deleted since it was listed.
+        Err(kube::Error::Api(e)) if e.code == 404 => return Ok(None),
+        Err(e) => return Err(ctx.api("get", &format!("Secret {ns}/{name}"), e)),
+    };
+    if s.type_.as_deref() != Some(SECRET_TYPE) {
+        return Ok(None);
+    }
     let Some(value) = s.data.as_ref().and_then(|d| d.get("release")) else {
         return Err(ctx.error(format!("Secret {ns}/{name} has no `release` data")));
     };
     if value.0.len() > MAX_RELEASE_BYTES {
         return Err(ctx.error(format!("Secret {ns}/{name}: the release is larger than {MAX_RELEASE_BYTES} bytes")));
     }
-    decode(&value.0).map_err(|e| ctx.error(format!("Secret {ns}/{name}: {e}")))
+    decode(&value.0).map(Some).map_err(|e| ctx.error(format!("Secret {ns}/{name}: {e}")))
 }
 
-/// Every revision of `release` in `ctx.namespace`, oldest first; empty when there is none.
+/// Every revision of `release` in `ctx.namespace`, oldest first; empty when there is none
+/// (or the name is no release name). At most [`MAX_HISTORY`] revisions, the newest.
 pub async fn history(conn: &Connection, ctx: &Ctx<'_>, release: &str) -> Result<Vec<Release>, DeployError> {
-    let secrets = list(conn, ctx, Some(ctx.namespace), &format!("owner=helm,name={release}")).await?;
-    let mut out = Vec::with_capacity(secrets.len());
-    for s in secrets.iter().filter(|s| s.type_.as_deref() == Some(SECRET_TYPE)) {
-        out.push(read(ctx, s)?);
+    if check_name(release).is_err() {
+        return Ok(Vec::new());
+    }
+    let metas = list(conn, ctx, Some(ctx.namespace), &format!("owner=helm,name={release}")).await?;
+    let mut found: Vec<(u32, String)> =
+        metas.iter().filter_map(|m| Some((revision_of(&m.metadata)?.2, m.metadata.name.clone()?))).collect();
+    found.sort();
+    let skip = found.len().saturating_sub(MAX_HISTORY);
+    let mut out = Vec::with_capacity(found.len() - skip);
+    for (_, name) in &found[skip..] {
+        out.extend(read(conn, ctx, ctx.namespace, name).await?);
     }
     out.sort_by_key(|r| r.version);
     Ok(out)
 }
 
 /// The latest revision of every release in the cluster (or in `namespace`), sorted by
-/// namespace and name. Only the latest revision's Secret of each release is decoded; one
-/// that does not decode is reported in the second list, not fatal.
+/// namespace and name. Only the latest revision's Secret of each release is read; one
+/// that does not read is reported in the second list, not fatal.
 pub async fn latest_releases(
     conn: &Connection,
     ctx: &Ctx<'_>,
     namespace: Option<&str>,
 ) -> Result<(Vec<Release>, Vec<String>), DeployError> {
-    let secrets = list(conn, ctx, namespace, "owner=helm").await?;
-    let mut latest: BTreeMap<(String, String), (u32, &Secret)> = BTreeMap::new();
-    for s in secrets.iter().filter(|s| s.type_.as_deref() == Some(SECRET_TYPE)) {
-        let (Some(name), Some(version)) = (label(s, "name"), label(s, "version").and_then(|v| v.parse().ok())) else {
+    let metas = list(conn, ctx, namespace, "owner=helm").await?;
+    let mut latest: BTreeMap<(String, String), (u32, String)> = BTreeMap::new();
+    for m in &metas {
+        let (Some((ns, release, version)), Some(name)) = (revision_of(&m.metadata), m.metadata.name.clone()) else {
             continue;
         };
-        let key = (s.metadata.namespace.clone().unwrap_or_default(), name.to_owned());
+        let key = (ns, release);
         if latest.get(&key).is_none_or(|(v, _)| *v < version) {
-            latest.insert(key, (version, s));
+            latest.insert(key, (version, name));
         }
     }
     let mut releases = Vec::with_capacity(latest.len());
     let mut unreadable = Vec::new();
-    for (_, s) in latest.values() {
-        match read(ctx, s) {
-            Ok(r) => releases.push(r),
+    for ((ns, _), (_, name)) in &latest {
+        match read(conn, ctx, ns, name).await {
+            Ok(r) => releases.extend(r),
             Err(e) => unreadable.push(e.0),
         }
     }
@@ -161,8 +187,9 @@ pub async fn update(conn: &Connection, ctx: &Ctx<'_>, release: &Release) -> Resu
     let name = secret_name(&release.name, release.version);
     let what = format!("Secret {}/{name} (release revision)", release.namespace);
     let old = api.get(&name).await.map_err(|e| ctx.api("get", &what, e))?;
-    let modified_at =
-        label(&old, "modifiedAt").and_then(|v| v.parse().ok()).unwrap_or_else(|| jiff::Timestamp::now().as_second());
+    let modified_at = label(&old.metadata, "modifiedAt")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| jiff::Timestamp::now().as_second());
     let source = old.metadata.annotations.as_ref().and_then(|a| a.get(SOURCE_ANNOTATION)).map(String::as_str);
     let mut new = secret(release, modified_at, source);
     new.metadata.resource_version = old.metadata.resource_version;
@@ -186,12 +213,15 @@ pub async fn delete_all(conn: &Connection, ctx: &Ctx<'_>, history: &[Release]) -
 
 /// Where the newest revision that remembers it says the release's chart came from.
 pub async fn source(conn: &Connection, ctx: &Ctx<'_>, release: &str) -> Result<Option<String>, DeployError> {
-    let secrets = list(conn, ctx, Some(ctx.namespace), &format!("owner=helm,name={release}")).await?;
-    let mut found: Vec<(u32, String)> = secrets
+    if check_name(release).is_err() {
+        return Ok(None);
+    }
+    let metas = list(conn, ctx, Some(ctx.namespace), &format!("owner=helm,name={release}")).await?;
+    let mut found: Vec<(u32, String)> = metas
         .iter()
-        .filter_map(|s| {
-            let version = label(s, "version")?.parse().ok()?;
-            Some((version, s.metadata.annotations.as_ref()?.get(SOURCE_ANNOTATION)?.clone()))
+        .filter_map(|m| {
+            let version = revision_of(&m.metadata)?.2;
+            Some((version, m.metadata.annotations.as_ref()?.get(SOURCE_ANNOTATION)?.clone()))
         })
         .collect();
     found.sort();
