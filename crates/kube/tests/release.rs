@@ -262,6 +262,13 @@ async fn a_failing_hook_fails_the_revision_as_helm_marks_it() {
     assert_eq!(revs[0].info.status, Status::Failed);
     assert!(revs[0].info.description.starts_with("Release \"web\" failed:"), "{}", revs[0].info.description);
     assert_eq!(revs[0].hooks[1].last_run.phase, "Failed");
+    // Another release's object is not taken.
+    let mut other = request("1.0.0", cm("web-config", "two"), json!({}));
+    other.release = "other".into();
+    other.hooks = Vec::new();
+    let err = release::install_or_upgrade(&conn, &ctx, other, &logs, &mut stop).await.unwrap_err();
+    assert!(err.to_string().contains("ConfigMap default/web-config belongs to release `web`"), "{err}");
+    assert!(history(&conn, &ctx, "other").await.unwrap().is_empty(), "nothing written");
     let err = release::install_or_upgrade(&conn, &ctx, request("1.0.0", "kind: [".into(), json!({})), &logs, &mut stop)
         .await
         .unwrap_err();

@@ -266,6 +266,24 @@ async fn perform(
         plan.len(),
         release.hooks.len()
     )));
+    // Helm refuses to take another release's objects; so does Wharf (objects of no
+    // release are adopted, as `helm install --take-ownership` would).
+    for i in 0..plan.len() {
+        let Some(existing) = plan.get(conn, ctx, i).await? else { continue };
+        let annotations = existing.metadata.annotations.unwrap_or_default();
+        let owner = (annotations.get("meta.helm.sh/release-name"), annotations.get("meta.helm.sh/release-namespace"));
+        if let (Some(name), ns) = owner
+            && (*name != release.name || ns.is_some_and(|ns| ns != ctx.namespace))
+        {
+            return Err(ctx.error(format!(
+                "{} belongs to release `{name}` (namespace `{}`), not to `{}`: Helm's annotations \
+                 meta.helm.sh/release-name and …/release-namespace say so; uninstall that release or rename the object",
+                plan.object(i),
+                ns.map_or("?", String::as_str),
+                release.name
+            )));
+        }
+    }
     store::create(conn, ctx, &release, source).await?;
     let steps = async {
         if let Some(r) = hooks::run(conn, ctx, &mut release.hooks, pre, logs, stop).await? {
