@@ -92,7 +92,7 @@ pub struct ImageRepository {
     pub workspace: String,
     /// The image's (or chart's) name.
     pub image: String,
-    /// What its newest tag holds (a repository without tags counts as an image).
+    /// What its last tag by name holds (a repository without tags counts as an image).
     #[serde(default)]
     pub artifact: Artifact,
 }

@@ -37,6 +37,7 @@ use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
 use wharf_executor::LogLine;
 use wharf_executor::host::{HostConfig, HostExecutor};
 
+mod chart;
 mod deploy;
 mod docker;
 mod figures;
@@ -66,6 +67,7 @@ enum Mode {
     Persist(persist::Args),
     Figures(figures::Args),
     Deploy(deploy::Args),
+    Chart(chart::Args),
 }
 
 /// Engine overhead per task: floor, host executor alone, engine, `wharf run`.
@@ -242,6 +244,7 @@ fn main() {
         Some(Mode::Persist(args)) => persist::main(args),
         Some(Mode::Figures(args)) => figures::main(args),
         Some(Mode::Deploy(args)) => deploy::main(args),
+        Some(Mode::Chart(args)) => chart::main(args),
         None => engine(cli.engine),
     }
 }

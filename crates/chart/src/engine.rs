@@ -43,6 +43,9 @@ struct Node2<'a> {
     values: Value,
     subcharts: Vec<Node2<'a>>,
     is_root: bool,
+    /// `.Chart` and `.Files`, built once per chart.
+    chart_value: Value,
+    files_value: Value,
 }
 
 pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Result<Rendered, RenderError> {
@@ -64,7 +67,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     }
 
     // Which subcharts are enabled is decided on the values coalesced with every subchart.
-    let all = coalesce(chart, &chart.metadata.name, &user.0, true, &Map::new());
+    let all = coalesce_all(chart, &user.0);
     let root_values = coalesce_tree(chart, &user.0, &all)?;
     let tree = build_tree(chart, chart.metadata.name.clone(), chart.metadata.name.clone(), root_values.clone(), true);
 
@@ -107,7 +110,8 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let mut notes = None;
     for (name, _, node) in names {
         let base = name.rsplit('/').next().unwrap_or(name);
-        if base.starts_with('_') {
+        // Partials only define; a library chart's templates only provide defines.
+        if base.starts_with('_') || node.chart.metadata.chart_type == ChartType::Library {
             continue;
         }
         let data = template_data(node, name, &caps, &release);
@@ -172,17 +176,15 @@ fn key(s: &str) -> Arc<str> {
     Arc::from(s)
 }
 
-/// Helm's `CoalesceValues`: `user` over the chart's defaults, subcharts coalesced
-/// into their sections with `global` handed down. `all_subcharts`: every subchart in
-/// charts/ (used to evaluate conditions) rather than only the enabled ones.
-fn coalesce(chart: &Chart, _name: &str, user: &Map, all_subcharts: bool, _parent: &Map) -> Value {
+/// Helm's `CoalesceValues` over every subchart in charts/, enabled or not (what
+/// conditions and tags are evaluated on): `user` over the chart's defaults, subcharts
+/// coalesced into their sections with `global` handed down.
+fn coalesce_all(chart: &Chart, user: &Map) -> Value {
     let mut dest = user.clone();
     coalesce_values(&mut dest, &chart.values.0);
-    if all_subcharts {
-        for sub in &chart.subcharts {
-            for alias in aliases_of(chart, sub) {
-                coalesce_sub(&mut dest, sub, &alias, |c, n, u| coalesce(c, n, u, true, &Map::new()));
-            }
+    for sub in &chart.subcharts {
+        for alias in aliases_of(chart, sub) {
+            coalesce_sub(&mut dest, sub, &alias, |c, _, u| coalesce_all(c, u));
         }
     }
     Value::Map(Arc::new(dest))
@@ -226,7 +228,6 @@ fn coalesce_values(dest: &mut Map, defaults: &Map) {
             Some(_) => {}
         }
     }
-    dest.retain(|_, v| !matches!(v, Value::Nil) || true);
 }
 
 /// The names a subchart is known by in `chart`: its aliases, or its own name.
@@ -261,8 +262,46 @@ fn coalesce_tree(chart: &Chart, user: &Map, all: &Value) -> Result<Value, Render
         if let Some(e) = err {
             return Err(e);
         }
+        import_values(chart, sub, &mut dest);
     }
     Ok(Value::Map(Arc::new(dest)))
+}
+
+/// `import-values`: a subchart's own defaults (`exports.NAME`, or `child` → `parent`)
+/// under the parent's values; the parent's values (its defaults and the user's) win.
+fn import_values(chart: &Chart, sub: &Chart, dest: &mut Map) {
+    let source = Value::Map(sub.values.0.clone());
+    for dep in chart.metadata.dependencies.iter().filter(|d| d.name == sub.metadata.name) {
+        for iv in &dep.import_values {
+            let (child, parent) = match iv {
+                crate::model::ImportValue::Exports(name) => (format!("exports.{name}"), String::new()),
+                crate::model::ImportValue::Map { child, parent } => (child.clone(), parent.clone()),
+            };
+            let Some(Value::Map(imported)) = lookup_path(&source, &child) else { continue };
+            if parent.is_empty() {
+                coalesce_values(dest, &imported);
+                continue;
+            }
+            let mut target: &mut Map = dest;
+            let parts: Vec<&str> = parent.split('.').collect();
+            for part in &parts[..parts.len() - 1] {
+                let entry = target.entry(key(part)).or_insert_with(|| Value::Map(Arc::new(Map::new())));
+                if !matches!(entry, Value::Map(_)) {
+                    *entry = Value::Map(Arc::new(Map::new()));
+                }
+                let Value::Map(m) = entry else { return };
+                target = Arc::make_mut(m);
+            }
+            let last = key(parts[parts.len() - 1]);
+            match target.get_mut(&last) {
+                Some(Value::Map(existing)) => coalesce_values(Arc::make_mut(existing), &imported),
+                Some(_) => {}
+                None => {
+                    target.insert(last, Value::Map(imported.clone()));
+                }
+            }
+        }
+    }
 }
 
 /// The subcharts of `chart` with the name they have here and whether `condition`/`tags`
@@ -328,7 +367,18 @@ fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value,
         let sv = lookup_path(&values, &alias).unwrap_or(Value::Nil);
         subcharts.push(build_tree(sub, alias.clone(), format!("{prefix}/charts/{alias}"), sv, false));
     }
-    Node2 { chart, name, prefix, values, subcharts, is_root }
+    let mut node = Node2 {
+        chart,
+        name,
+        prefix,
+        values,
+        subcharts,
+        is_root,
+        chart_value: Value::Nil,
+        files_value: files_value(chart),
+    };
+    node.chart_value = chart_value(&node);
+    node
 }
 
 // ---- the objects templates see -------------------------------------------------------
@@ -515,8 +565,8 @@ fn files_value(chart: &Chart) -> Value {
 fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) -> Value {
     m(vec![
         ("Capabilities", caps.clone()),
-        ("Chart", chart_value(node)),
-        ("Files", files_value(node.chart)),
+        ("Chart", node.chart_value.clone()),
+        ("Files", node.files_value.clone()),
         ("Release", release.clone()),
         ("Subcharts", m(Vec::new())),
         ("Template", m(vec![("BasePath", st(&format!("{}/templates", node.prefix))), ("Name", st(name))])),
@@ -529,10 +579,11 @@ fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) ->
 fn parse(name: &str, text: &str, funcs: &FuncMap) -> Result<(ListNode, Vec<(String, ListNode)>), RenderError> {
     let parser = Parser::with_name(Some(name), text, "{{", "}}").map_err(|e| parse_error(name, e))?;
     let (mut tree, defines) = parser.parse().map_err(|e| parse_error(name, e))?;
-    let mut rw = Rewriter { name, text, funcs: Some(funcs), error: None };
+    let mut rw = Rewriter { name, text, funcs: Some(funcs), error: None, exec: name.to_string() };
     rw.list(&mut tree);
     let mut out = Vec::new();
     for mut d in defines {
+        rw.exec = d.name.to_string();
         rw.list(&mut d.body);
         out.push((d.name.to_string(), d.body));
     }
@@ -560,6 +611,8 @@ struct Rewriter<'a> {
     /// The functions a call may name; `None`: not checked (`tpl`, where gotmpl reports it).
     funcs: Option<&'a FuncMap>,
     error: Option<RenderError>,
+    /// The template being executed as Go names it: the file, or the `define`.
+    exec: String,
 }
 
 impl Rewriter<'_> {
@@ -573,6 +626,12 @@ impl Rewriter<'_> {
         match n {
             Node::List(l) => self.list(l),
             Node::Action(a) => {
+                // `$_ := set $d "k" v` changes `$d` in Go; gotmpl maps are values, so
+                // the call becomes `$d = set $d "k" v`.
+                if let Some(var) = mutated_variable(&a.pipe) {
+                    a.pipe.decl = vec![var];
+                    a.pipe.is_assign = true;
+                }
                 self.pipe(&mut a.pipe);
                 if a.pipe.decl.is_empty() {
                     let pos = a.pipe.pos;
@@ -617,22 +676,22 @@ impl Rewriter<'_> {
                         *name = SmolStr::new(format!("__{name}"));
                         c.args.insert(1, Expr::String(pos, site.into()));
                     }
-                    n if self.funcs.is_some_and(|f| !f.contains_key(n)) && !GO_BUILTINS.contains(&n) => {
-                        if self.error.is_none() {
-                            self.error = Some(RenderError::Template(format!(
-                                "parse error at ({}:{}): function {:?} not defined",
-                                self.name, pos.line, n
-                            )));
-                        }
+                    n if self.funcs.is_some_and(|f| !f.contains_key(n))
+                        && !GO_BUILTINS.contains(&n)
+                        && self.error.is_none() =>
+                    {
+                        self.error = Some(RenderError::Template(format!(
+                            "parse error at ({}:{}): function {:?} not defined",
+                            self.name, pos.line, n
+                        )));
                     }
                     _ => {}
                 }
                 return;
             }
-            if let Some((call, rest_args)) = self.method_call(head) {
-                let mut args = vec![call.0, call.1];
+            if let Some((function, recv)) = self.method_call(head) {
+                let mut args = vec![function, recv];
                 args.extend(c.args.drain(1..));
-                let _ = rest_args;
                 c.args = args;
                 return;
             }
@@ -648,7 +707,7 @@ impl Rewriter<'_> {
 
     /// A command head `recv.Method` (no more fields after the method): the function
     /// and the receiver.
-    fn method_call(&mut self, head: &mut Expr) -> Option<((Expr, Expr), ())> {
+    fn method_call(&mut self, head: &mut Expr) -> Option<(Expr, Expr)> {
         let (pos, fields) = match head {
             Expr::Field(p, f) | Expr::Variable(p, _, f) | Expr::Chain(p, _, f) => (*p, f.clone()),
             _ => return None,
@@ -661,7 +720,7 @@ impl Rewriter<'_> {
         let recv = receiver(head, &fields[..i]);
         let mut recv = recv;
         self.expr(&mut recv, false);
-        Some(((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv), ()))
+        Some((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv))
     }
 
     /// Any expression: a method in a field chain is called with no arguments.
@@ -675,7 +734,10 @@ impl Rewriter<'_> {
             Expr::Field(p, f) | Expr::Variable(p, _, f) | Expr::Chain(p, _, f) => (*p, f.clone()),
             _ => return,
         };
-        let Some(i) = fields.iter().position(|f| METHODS.contains(&f.as_str())) else { return };
+        let Some(i) = fields.iter().position(|f| METHODS.contains(&f.as_str())) else {
+            self.strict_fields(e);
+            return;
+        };
         let recv = receiver(e, &fields[..i]);
         let call = PipeNode {
             pos,
@@ -693,6 +755,51 @@ impl Rewriter<'_> {
             Expr::Chain(pos, Box::new(Expr::Pipe(pos, call)), rest)
         };
         self.expr(e, false);
+    }
+}
+
+/// The functions that change the map they are given (sprig's `set`, `unset`, `merge`…).
+const MUTATORS: &[&str] = &["set", "unset", "merge", "mergeOverwrite", "mustMerge", "mustMergeOverwrite"];
+
+/// `$_ := set $d …` (and the other mutators): the variable whose map it changes.
+fn mutated_variable(p: &PipeNode) -> Option<SmolStr> {
+    if p.is_assign || p.decl.len() != 1 || p.decl[0].as_str() != "$_" || p.commands.len() != 1 {
+        return None;
+    }
+    let args = &p.commands[0].args;
+    match (args.first(), args.get(1)) {
+        (Some(Expr::Identifier(_, f)), Some(Expr::Variable(_, var, fields)))
+            if MUTATORS.contains(&f.as_str()) && fields.is_empty() && var.as_str() != "$" =>
+        {
+            Some(var.clone())
+        }
+        _ => None,
+    }
+}
+
+impl Rewriter<'_> {
+    /// Go's field walk with Helm's `missingkey=zero`: a field of a missing (nil) value
+    /// is an error (`nil pointer evaluating interface {}.b`), where gotmpl would give
+    /// nil. `.a.b…` and `$x.a…` become `__field SITE RECEIVER "a" "b"…`.
+    fn strict_fields(&mut self, e: &mut Expr) {
+        let (pos, recv, recv_text, walked) = match e {
+            Expr::Field(p, f) if f.len() >= 2 => {
+                (*p, Expr::Field(*p, vec![f[0].clone()]), format!(".{}", f[0]), f[1..].to_vec())
+            }
+            Expr::Variable(p, name, f) if f.len() >= 2 || (!f.is_empty() && name.as_str() != "$") => {
+                (*p, Expr::Variable(*p, name.clone(), Vec::new()), name.to_string(), f.clone())
+            }
+            _ => return,
+        };
+        let text = format!("{recv_text}.{}", walked.iter().map(|f| f.as_str()).collect::<Vec<_>>().join("."));
+        let site = self.site(pos.offset + recv_text.len(), pos.line);
+        let header = format!("{site}\n  executing {:?} at <{text}>:\n    ", self.exec);
+        let mut args = vec![Expr::Identifier(pos, SmolStr::new("__field")), Expr::String(pos, header.into()), recv];
+        args.extend(walked.iter().map(|f| Expr::String(pos, f.as_str().into())));
+        *e = Expr::Pipe(
+            pos,
+            PipeNode { pos, decl: Vec::new(), commands: vec![CommandNode { pos, args }], is_assign: false },
+        );
     }
 }
 
@@ -746,6 +853,22 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             Err(helm_err(format!("execution error at ({site}): {msg}")))
         }),
     );
+    f.insert(
+        "__field".into(),
+        Arc::new(|a: &[Value]| {
+            let header = a.first().map(go_string).unwrap_or_default();
+            let mut cur = a.get(1).cloned().unwrap_or(Value::Nil);
+            for f in a.iter().skip(2) {
+                let f = go_string(f);
+                cur = match &cur {
+                    Value::Map(m) => m.get(f.as_str()).cloned().unwrap_or(Value::Nil),
+                    Value::Nil => return Err(helm_err(format!("{header}nil pointer evaluating interface {{}}.{f}"))),
+                    _ => return Err(helm_err(format!("{header}can't evaluate field {f} in type interface {{}}"))),
+                };
+            }
+            Ok(cur)
+        }),
+    );
     f.insert("__m_Get".into(), Arc::new(|a: &[Value]| method(a, "Get")));
     f.insert("__m_GetBytes".into(), Arc::new(|a: &[Value]| method(a, "GetBytes")));
     f.insert("__m_Glob".into(), Arc::new(|a: &[Value]| method(a, "Glob")));
@@ -754,13 +877,15 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
     f.insert("__m_AsSecrets".into(), Arc::new(|a: &[Value]| method(a, "AsSecrets")));
     f.insert("__m_Has".into(), Arc::new(|a: &[Value]| method(a, "Has")));
 
-    let (c, d) = (cell.clone(), depth.clone());
+    // Weak: the template set holds these functions; a strong handle would be a cycle.
+    let (c, d) = (Arc::downgrade(cell), depth.clone());
     f.insert(
         "include".into(),
         Arc::new(move |a: &[Value]| {
             let name = a.first().map(go_string).unwrap_or_default();
             let data = a.get(1).cloned().unwrap_or(Value::Nil);
-            let set = c.get().ok_or_else(|| TemplateError::Exec("include: templates not ready".into()))?;
+            let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("include: the render is over".into()))?;
+            let set = cell.get().ok_or_else(|| TemplateError::Exec("include: templates not ready".into()))?;
             if set.lookup(&name).is_none() {
                 return Err(TemplateError::Exec(format!(
                     "error calling include: template: no template {name:?} associated with template \"gotpl\""
@@ -777,13 +902,14 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             r.map(|s| Value::String(s.into()))
         }),
     );
-    let (c, d) = (cell.clone(), depth.clone());
+    let (c, d) = (Arc::downgrade(cell), depth.clone());
     f.insert(
         "tpl".into(),
         Arc::new(move |a: &[Value]| {
             let text = a.first().map(funcs::strval).unwrap_or_default();
             let data = a.get(1).cloned().unwrap_or(Value::Nil);
-            let set = c.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
+            let cell = c.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+            let set = cell.get().ok_or_else(|| TemplateError::Exec("tpl: templates not ready".into()))?;
             if d.fetch_add(1, Ordering::Relaxed) >= MAX_INCLUDE_DEPTH {
                 d.fetch_sub(1, Ordering::Relaxed);
                 return Err(helm_err(
@@ -793,7 +919,7 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
             let result = (|| {
                 let parser = Parser::with_name(Some("gotpl"), &text, "{{", "}}")?;
                 let (mut tree, defines) = parser.parse()?;
-                let mut rw = Rewriter { name: "gotpl", text: &text, funcs: None, error: None };
+                let mut rw = Rewriter { name: "gotpl", text: &text, funcs: None, error: None, exec: "gotpl".into() };
                 rw.list(&mut tree);
                 let mut t = set.clone().add_parse_tree("\u{1}tpl", tree);
                 for mut def in defines {
@@ -828,6 +954,7 @@ fn method(a: &[Value], name: &str) -> Result<Value, TemplateError> {
             if text.is_empty() {
                 return Ok(Value::List(Vec::new().into()));
             }
+            let text = text.strip_suffix('\n').unwrap_or(&text);
             Ok(Value::List(text.split('\n').map(|l| Value::String(l.into())).collect::<Vec<_>>().into()))
         }
         ("Glob", Value::Map(m), Some(pattern)) => {

@@ -2,11 +2,12 @@
 //!
 //! Go's types decide the results: sprig's arithmetic is int64 (`add 1 1.5` is 2),
 //! `toString` of a float64 is Go's `%v` (`1e+06`), `default` tests sprig's `empty`.
-//! Functions that need the template set (`include`, `tpl`) and the call-site aware
-//! `required`/`fail` live in `render.rs`. Left out: `set`/`unset`/`merge*` cannot change
-//! the map they are given in place (gotmpl values are immutable), so they return the
-//! changed map instead; `env`/`expandenv` are not offered (Helm removes them too);
-//! crypto helpers that create keys or certificates (`genCA`, `genPrivateKey`, …).
+//! Functions that need the template set (`include`, `tpl`), the call-site aware
+//! `required`/`fail` and the strict field walk live in `engine.rs`. gotmpl values are
+//! immutable: `set`/`unset`/`merge*` return the changed map, and the engine turns
+//! `$_ := set $d …` into `$d = set $d …` so the variable sees the change as in Go.
+//! Left out: `env`/`expandenv` (Helm removes them too), the crypto helpers that create
+//! keys or certificates (`genCA`, `genPrivateKey`, …), `toToml`, `getHostByName`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -410,8 +411,9 @@ pub(crate) fn semver_matches(constraint: &str, version: &SemVer) -> Result<bool,
     for alt in constraint.split("||") {
         let mut all = true;
         let mut any = false;
-        let normalized = alt.replace(", ", ",").replace(' ', ",");
-        for c in normalized.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let re = constraint_space();
+        let normalized = re.replace_all(alt, "$1");
+        for c in normalized.split([',', ' ']).map(str::trim).filter(|c| !c.is_empty()) {
             any = true;
             if !check_one(c, version)? {
                 all = false;
@@ -422,6 +424,19 @@ pub(crate) fn semver_matches(constraint: &str, version: &SemVer) -> Result<bool,
         }
     }
     Ok(false)
+}
+
+fn constraint_space() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| match regex::Regex::new(r"(>=|<=|!=|=>|=<|~>|>|<|=|~|\^)\s+") {
+        Ok(r) => r,
+        Err(_) => regex::Regex::new("$^").unwrap_or_else(|_| unreachable_regex()),
+    })
+}
+
+#[expect(clippy::panic, reason = "constant patterns compile")]
+fn unreachable_regex() -> regex::Regex {
+    panic!("constant regex")
 }
 
 fn check_one(c: &str, v: &SemVer) -> Result<bool, String> {
@@ -464,8 +479,10 @@ fn check_one(c: &str, v: &SemVer) -> Result<bool, String> {
         "" | "=" if specified < 3 => o != Less && v.cmp(&upper(specified.saturating_sub(1))) == Less,
         "" | "=" => o == Equal,
         "!=" => o != Equal,
+        ">" if specified < 3 => v.cmp(&upper(specified.saturating_sub(1))) != Less,
         ">" => o == Greater,
         "<" => o == Less,
+        "<=" | "=<" if specified < 3 => v.cmp(&upper(specified.saturating_sub(1))) == Less,
         ">=" | "=>" => o != Less,
         "<=" | "=<" => o != Greater,
         "~" | "~>" => o != Less && v.cmp(&upper(if specified >= 2 { 1 } else { 0 })) == Less,
@@ -561,6 +578,44 @@ pub(crate) fn pure() -> FuncMap {
     let mut add = |name: &str, func: fn(&[Value]) -> R| {
         f.insert(name.to_string(), Arc::new(func));
     };
+    let aliases: &[(&str, &str)] = &[
+        ("mustAppend", "append"),
+        ("mustPush", "push"),
+        ("mustPrepend", "prepend"),
+        ("mustFirst", "first"),
+        ("mustLast", "last"),
+        ("mustRest", "rest"),
+        ("mustInitial", "initial"),
+        ("mustReverse", "reverse"),
+        ("mustUniq", "uniq"),
+        ("mustWithout", "without"),
+        ("mustHas", "has"),
+        ("mustCompact", "compact"),
+        ("mustMergeOverwrite", "mergeOverwrite"),
+        ("mustToPrettyJson", "toPrettyJson"),
+        ("mustToRawJson", "toRawJson"),
+        ("mustRegexFind", "regexFind"),
+        ("mustRegexFindAll", "regexFindAll"),
+        ("mustRegexReplaceAll", "regexReplaceAll"),
+        ("mustRegexReplaceAllLiteral", "regexReplaceAllLiteral"),
+        ("mustRegexSplit", "regexSplit"),
+        ("mustDateModify", "dateModify"),
+        ("mustChunk", "chunk"),
+        ("osBase", "base"),
+        ("osDir", "dir"),
+        ("osExt", "ext"),
+        ("osIsAbs", "isAbs"),
+        ("trimall", "trimAll"),
+        ("biggest", "max"),
+    ];
+
+    // Go's fmt, with float64 spelled as Go spells it.
+    add("printf", |a| {
+        let format = str_arg(a, 0, "printf")?;
+        Ok(s(&crate::gofmt::sprintf(&format, &a[1..])))
+    });
+    add("print", |a| Ok(s(&crate::gofmt::sprint(a))));
+    add("println", |a| Ok(s(&crate::gofmt::sprintln(a))));
 
     // Strings.
     add("toString", |a| Ok(s(&strval(&arg(a, 0, "toString")?))));
@@ -1129,8 +1184,34 @@ pub(crate) fn pure() -> FuncMap {
     });
     add("unixEpoch", |_| Ok(s(&jiff::Timestamp::now().as_second().to_string())));
 
+    // Paths (Go's `path` package).
+    add("base", |a| {
+        let p = str_arg(a, 0, "base")?;
+        let t = p.trim_end_matches('/');
+        Ok(s(if t.is_empty() { if p.is_empty() { "." } else { "/" } } else { t.rsplit('/').next().unwrap_or(t) }))
+    });
+    add("dir", |a| {
+        let p = str_arg(a, 0, "dir")?;
+        Ok(s(match p.rfind('/') {
+            Some(0) => "/",
+            Some(i) => &p[..i],
+            None => ".",
+        }))
+    });
+    add("ext", |a| {
+        let p = str_arg(a, 0, "ext")?;
+        let base = p.rsplit('/').next().unwrap_or(&p);
+        Ok(s(base.rfind('.').map_or("", |i| &base[i..])))
+    });
+    add("isAbs", |a| Ok(Value::Bool(str_arg(a, 0, "isAbs")?.starts_with('/'))));
+
     // Helm's cluster look-up: `helm template` has no cluster, so it is always empty.
     add("lookup", |_| Ok(map(BTreeMap::new())));
+    for (alias, name) in aliases {
+        if let Some(func) = f.get(*name).cloned() {
+            f.insert(alias.to_string(), func);
+        }
+    }
     f
 }
 
@@ -1230,6 +1311,9 @@ mod tests {
         assert!(semver_matches("^1.2", &v("1.9.0")).unwrap());
         assert!(semver_matches("1.2.x", &v("1.2.7")).unwrap());
         assert!(semver_matches(">= 1.0, < 2.0 || 3.x", &v("3.1.0")).unwrap());
+        assert!(semver_matches(">=1.19-0", &v("v1.35.0-gke.1")).unwrap());
+        assert!(!semver_matches(">1.2", &v("1.2.5")).unwrap());
+        assert!(semver_matches("<=1.2", &v("1.2.5")).unwrap());
     }
 
     #[test]

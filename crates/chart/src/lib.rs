@@ -15,6 +15,7 @@
 
 mod engine;
 mod funcs;
+mod gofmt;
 mod load;
 mod model;
 pub mod package;

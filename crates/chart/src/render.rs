@@ -17,7 +17,7 @@ pub struct RenderOptions {
     pub namespace: String,
     pub revision: u32,
     pub is_upgrade: bool,
-    /// `.Capabilities.KubeVersion`, e.g. `v1.20.0` (`helm template`'s default: v1.20.0).
+    /// `.Capabilities.KubeVersion`, e.g. `v1.20.0` (`helm template` 4.1's default: v1.35.0).
     pub kube_version: String,
     /// Extra `.Capabilities.APIVersions` on top of the built-in ones.
     pub api_versions: Vec<String>,
@@ -30,7 +30,7 @@ impl Default for RenderOptions {
             namespace: "default".into(),
             revision: 1,
             is_upgrade: false,
-            kube_version: "v1.20.0".into(),
+            kube_version: "v1.35.0".into(),
             api_versions: Vec::new(),
         }
     }

@@ -336,14 +336,13 @@ pub(crate) fn json_number(v: &Value) -> String {
 pub(crate) fn json_float(f: f64) -> String {
     let abs = f.abs();
     if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
-        // Go: strconv 'e' format, exponent at least two digits ("1e-07", "1e+21").
+        // Go's encoding/json: 'e' format with the exponent's padding removed ("1e-7", "1e+21").
         let s = format!("{f:e}");
         let (mant, exp) = s.split_once('e').unwrap_or((&s, "0"));
-        let (sign, digits) = match exp.strip_prefix('-') {
-            Some(d) => ('-', d),
-            None => ('+', exp),
+        return match exp.strip_prefix('-') {
+            Some(d) => format!("{mant}e-{d}"),
+            None => format!("{mant}e+{exp}"),
         };
-        return if digits.len() < 2 { format!("{mant}e{sign}0{digits}") } else { format!("{mant}e{sign}{digits}") };
     }
     if f.fract() == 0.0 && abs < 1e21 {
         return format!("{f:.0}");

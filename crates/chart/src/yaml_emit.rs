@@ -422,7 +422,6 @@ impl Emitter {
                 self.indention = false;
             }
         }
-        self.whitespace = false;
     }
 }
 
@@ -649,9 +648,12 @@ mod tests {
 
     #[test]
     fn keys_sort_naturally() {
-        let mut keys = vec!["b", "a10", "a9", "10", "9", "A", "_x"];
+        // The order helm's toYaml writes them in.
+        let want = ["_x", "9", "10", "A", "a-b", "a.b", "a_b", "a9", "a10", "ab", "b", "x1y", "x01y", "é"];
+        let mut keys = want.to_vec();
+        keys.reverse();
         keys.sort_by(|a, b| key_order(a, b));
-        assert_eq!(keys, vec!["9", "10", "_x", "A", "a9", "a10", "b"]);
+        assert_eq!(keys, want);
     }
 
     #[test]

@@ -1,130 +1,33 @@
-//! `wharf chart …`: Helm charts without a server and without helm. `template` prints
-//! exactly what `helm template` prints for the same chart and flags; `package` writes the
-//! `.tgz` `helm package` writes; `push` stores one in a registry as `helm push` does (an
-//! OCI Helm artifact, tagged with the chart's version), straight to the registry.
+//! `wharf chart …`: Helm charts without helm. `template` prints exactly what
+//! `helm template` prints for the same chart and flags.
 
-use anyhow::{Context, Result, bail};
-use std::io::Read;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wharf_executor::build::RegistryLogin;
-use wharf_executor::chart::{ChartUpload, MAX_CHART_ARCHIVE_BYTES};
 
-#[derive(clap::Args, Debug)]
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+#[derive(Debug, Args)]
 pub struct ChartArgs {
     #[command(subcommand)]
-    command: ChartCommand,
+    pub command: ChartCommand,
 }
 
-#[derive(clap::Subcommand, Debug)]
-enum ChartCommand {
+#[derive(Debug, Subcommand)]
+pub enum ChartCommand {
     /// Render a chart's templates and print them, as `helm template` does.
     Template(TemplateArgs),
     /// Package a chart directory into `NAME-VERSION.tgz`, as `helm package` does
     /// (`.helmignore` honoured).
     #[command(disable_version_flag = true)]
-    Package {
-        /// The chart directory (holding Chart.yaml).
-        dir: PathBuf,
-        /// Set the chart's version (SemVer 2) instead of Chart.yaml's.
-        #[arg(long = "version", id = "chart_version", value_name = "VERSION")]
-        version: Option<String>,
-        /// Set the chart's appVersion.
-        #[arg(long)]
-        app_version: Option<String>,
-        /// Where to write the archive.
-        #[arg(short = 'd', long = "destination", default_value = ".")]
-        destination: PathBuf,
-    },
+    Package(crate::chart_oci::PackageArgs),
     /// Push a packaged chart to a registry's workspace as an OCI Helm artifact
     /// (`helm pull oci://REGISTRY/WORKSPACE/NAME --version V` fetches it).
-    Push {
-        /// The packaged chart (`.tgz`).
-        archive: PathBuf,
-        /// `host[:port]/workspace`, or `http://host[:port]/workspace` with --insecure.
-        target: String,
-        #[arg(long, short = 'u')]
-        username: Option<String>,
-        /// The password (prefer WHARF_REGISTRY_PASSWORD or --password-stdin: a flag
-        /// shows in the process list).
-        #[arg(long, env = "WHARF_REGISTRY_PASSWORD", hide_env_values = true)]
-        password: Option<String>,
-        /// Read the password from standard input (one line).
-        #[arg(long, conflicts_with = "password")]
-        password_stdin: bool,
-        /// Plain HTTP (a registry on this machine).
-        #[arg(long)]
-        insecure: bool,
-    },
+    Push(crate::chart_oci::PushArgs),
 }
 
-pub async fn chart(args: ChartArgs) -> Result<ExitCode> {
-    match args.command {
-        ChartCommand::Template(t) => template(t),
-        ChartCommand::Package { dir, version, app_version, destination } => {
-            let chart =
-                wharf_chart::load_dir(&dir).with_context(|| format!("loading the chart in {}", dir.display()))?;
-            let options = wharf_chart::package::PackageOptions {
-                version,
-                app_version,
-                mtime: jiff::Timestamp::now().as_second().max(0) as u64,
-            };
-            let package = wharf_chart::package::package(&chart, &options)
-                .with_context(|| format!("packaging the chart in {}", dir.display()))?;
-            std::fs::create_dir_all(&destination).with_context(|| format!("creating {}", destination.display()))?;
-            let path = destination.join(package.file_name());
-            std::fs::write(&path, &package.archive).with_context(|| format!("writing {}", path.display()))?;
-            println!("Successfully packaged chart and saved it to: {}", path.display());
-            Ok(ExitCode::SUCCESS)
-        }
-        ChartCommand::Push { archive, target, username, password, password_stdin, insecure } => {
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_to_string(&mut line).context("reading the password from standard input")?;
-                Some(line.trim_end_matches(['\r', '\n']).to_owned())
-            } else {
-                password
-            };
-            let (url, workspace) = match target.trim_end_matches('/').rsplit_once('/') {
-                Some((url, workspace)) if !url.is_empty() && !url.ends_with(':') && !url.ends_with('/') => {
-                    (url.to_owned(), workspace.to_owned())
-                }
-                _ => bail!(
-                    "`{target}`: give the registry and the workspace, as REGISTRY/WORKSPACE (127.0.0.1:5055/charts)"
-                ),
-            };
-            let host = wharf_image::RegistryAccess::from_url(&url, insecure).map_err(anyhow::Error::msg)?;
-            let size = std::fs::metadata(&archive).with_context(|| format!("reading {}", archive.display()))?.len();
-            if size > MAX_CHART_ARCHIVE_BYTES as u64 {
-                bail!(
-                    "{} is {size} bytes; a chart archive may have at most {MAX_CHART_ARCHIVE_BYTES}",
-                    archive.display()
-                );
-            }
-            let bytes = std::fs::read(&archive).with_context(|| format!("reading {}", archive.display()))?;
-            let chart = wharf_chart::load_archive(&bytes)
-                .with_context(|| format!("{} is not a chart archive", archive.display()))?;
-            wharf_chart::package::check_metadata(&chart.metadata).with_context(|| archive.display().to_string())?;
-            let config = serde_json::to_vec(&wharf_chart::package::metadata_json(&chart.metadata))?;
-            let login = RegistryLogin { name: host.clone(), host, username, password, insecure };
-            let upload = ChartUpload {
-                repository: format!("{workspace}/{}", chart.metadata.name),
-                version: chart.metadata.version.clone(),
-                archive: bytes,
-                config,
-            };
-            // The registry named is called wherever it is; internal addresses it sends
-            // the client on to (a token realm, a redirect) are refused, as on the server.
-            let policy = wharf_outbound::Policy::default();
-            let pushed = wharf_image::OciCharts::new(policy).push_chart(&login, &upload).await?;
-            println!("Pushed: {}", pushed.reference);
-            println!("Digest: {}", pushed.digest);
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Args)]
 pub struct TemplateArgs {
     /// The chart: a directory or a `.tgz`.
     pub chart: PathBuf,
@@ -158,6 +61,19 @@ pub struct TemplateArgs {
     /// Only the output of these templates (`templates/x.yaml`, globs allowed); repeatable.
     #[arg(short = 's', long = "show-only", value_name = "PATH")]
     pub show_only: Vec<String>,
+}
+
+pub fn chart(args: ChartArgs) -> Result<ExitCode> {
+    let result = match args.command {
+        ChartCommand::Template(t) => template(t),
+        ChartCommand::Package(p) => crate::chart_oci::package(p),
+        ChartCommand::Push(p) => crate::on_runtime(crate::chart_oci::push(p)),
+    };
+    // As helm: `Error: …` on standard error and exit 1.
+    result.or_else(|err| {
+        eprintln!("Error: {err:#}");
+        Ok(ExitCode::from(1))
+    })
 }
 
 fn template(a: TemplateArgs) -> Result<ExitCode> {
@@ -194,6 +110,6 @@ fn template(a: TemplateArgs) -> Result<ExitCode> {
         show_only: a.show_only,
         skip_tests: a.skip_tests,
     })?;
-    std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes()).context("writing to standard output")?;
+    std::io::stdout().write_all(out.as_bytes()).context("writing to standard output")?;
     Ok(ExitCode::SUCCESS)
 }

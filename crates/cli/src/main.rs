@@ -7,6 +7,7 @@
 //! add: 1 when the server fails or cannot be reached, 2 when it refuses the request.
 
 mod chart;
+mod chart_oci;
 mod client;
 mod local;
 mod report;
@@ -77,9 +78,8 @@ enum Command {
     Secrets(client::tenancy::SecretsArgs),
     /// Log in with a password (from standard input) and get an API token for WHARF_TOKEN.
     Login(client::tenancy::LoginArgs),
-    /// Helm charts, no server and no helm needed: template (render a chart as `helm
-    /// template` does), package (a chart directory into a `.tgz`), push (a `.tgz` into a
-    /// registry's workspace as an OCI artifact).
+    /// Helm charts without helm: `template` renders a chart as `helm template` does,
+    /// `package` writes a `.tgz` as `helm package` does, `push` stores one in a registry.
     Chart(chart::ChartArgs),
 }
 
@@ -143,7 +143,7 @@ fn main() -> ExitCode {
         Command::Tokens(args) => on_runtime(client::tenancy::tokens(args)),
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),
         Command::Login(args) => on_runtime(client::tenancy::login(args)),
-        Command::Chart(args) => on_runtime(chart::chart(args)),
+        Command::Chart(args) => chart::chart(args),
         Command::Serve(args) => serve::forbid_new_privileges()
             .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),

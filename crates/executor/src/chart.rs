@@ -8,8 +8,9 @@
 use crate::BoxFuture;
 use crate::build::RegistryLogin;
 
-/// Largest chart archive (`.tgz`) pushed or pulled. A pull stops reading beyond it.
-pub const MAX_CHART_ARCHIVE_BYTES: usize = 16 * 1024 * 1024;
+/// Largest chart archive (`.tgz`) pushed or pulled (the most `wharf_chart` loads,
+/// its `MAX_ARCHIVE_BYTES`). A pull stops reading beyond it.
+pub const MAX_CHART_ARCHIVE_BYTES: usize = 10 * 1024 * 1024;
 
 /// One chart to push, packaged.
 #[derive(Clone, Debug)]

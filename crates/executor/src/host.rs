@@ -238,7 +238,7 @@ impl Executor for HostExecutor {
         let needs = match task_type {
             "script" => return Ok(()),
             "image" => "is built by the image builder on the Docker Engine, not by an executor",
-            "chart-publish" => "needs the registry support for charts, which is not built yet",
+            "chart-publish" => "is packaged and pushed by the engine on the chart registry, not by an executor",
             "deploy-yaml" | "chart-deploy" | "canary" => "needs the kubernetes executor, which is not built yet",
             "approval" => "is handled by the engine, not by an executor",
             _ => "is not a task type Wharf knows",

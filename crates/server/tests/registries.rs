@@ -117,7 +117,7 @@ async fn tarballs_upload_list_with_size_and_time_and_tags_delete() {
     let repos = s.get(&format!("/registries/local/repositories?workspace={workspace}")).await.expect(200);
     assert_eq!(
         repos.json["items"],
-        json!([{ "name": format!("{workspace}/{image}"), "workspace": workspace, "image": image }])
+        json!([{ "name": format!("{workspace}/{image}"), "workspace": workspace, "image": image, "artifact": "image" }])
     );
     let tags = s.get(&format!("/registries/local/repositories/{workspace}/{image}/tags")).await.expect(200);
     assert_eq!(tags.json["total"], 2, "{}", tags.text);

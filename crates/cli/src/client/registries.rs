@@ -131,8 +131,12 @@ pub async fn registries(args: RegistriesArgs) -> Result<ExitCode> {
                 url.query_pairs_mut().append_pair("workspace", w);
             }
             let answer: Listed<ImageRepository> = client.fetch(Method::GET, url).await?;
+            // Charts are marked; an image is the plain name.
             for r in &answer.items {
-                println!("{}", r.name);
+                match r.artifact {
+                    wharf_api::registries::Artifact::Chart => println!("{}  (Helm chart)", r.name),
+                    _ => println!("{}", r.name),
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -54,6 +54,17 @@ pub(super) enum ChartPublishError {
         #[source]
         source: wharf_chart::LoadError,
     },
+    /// values.yaml is no YAML as written; it holds `${…}`, which must be valid YAML
+    /// before it is substituted (quoted inside `{…}` and `[…]`).
+    #[error(
+        "chart_dir: `{dir}`: {source} (values.yaml is read before ${{…}} is substituted: inside `{{…}}` or `[…]` \
+         write it quoted, \"${{…}}\")"
+    )]
+    ValuesBeforeSubstitution {
+        dir: String,
+        #[source]
+        source: wharf_chart::LoadError,
+    },
     /// `${…}` in values.yaml that does not render; `line` counts from 1.
     #[error("chart_dir: `{dir}`: values.yaml line {line}: {source}")]
     Substitute { dir: String, line: usize, source: RenderError },
@@ -187,8 +198,16 @@ impl RunState {
         spec: &PublishSpec,
     ) -> Result<wharf_chart::package::Package, ChartPublishError> {
         let dir = spec.dir_field.clone();
-        let mut chart =
-            wharf_chart::load_dir(&spec.dir).map_err(|source| ChartPublishError::Load { dir: dir.clone(), source })?;
+        let mut chart = wharf_chart::load_dir(&spec.dir).map_err(|source| {
+            // values.yaml is parsed as it is written, before `${…}` is substituted.
+            let quoted = matches!(source, wharf_chart::LoadError::Values { .. })
+                && std::fs::read_to_string(spec.dir.join("values.yaml")).is_ok_and(|t| t.contains("${"));
+            if quoted {
+                ChartPublishError::ValuesBeforeSubstitution { dir: dir.clone(), source }
+            } else {
+                ChartPublishError::Load { dir: dir.clone(), source }
+            }
+        })?;
         chart.metadata.name = spec.name.clone();
         chart.metadata.version = spec.version.clone();
         if let Some(values) = &mut chart.values_yaml {

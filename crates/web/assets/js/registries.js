@@ -109,13 +109,15 @@ async function renderRegistry(main, name) {
     return;
   }
   const images = h('div', { class: 'images' });
+  const charts = h('div', { class: 'charts' });
   const tags = h('section', { class: 'tags', 'aria-live': 'polite' });
   const uploadBox = uploadForm(registry, () => loadRepos());
   main.append(
     h('p', { class: 'crumbs' }, h('a', { href: '/registries' }, t('nav.registries')), ' / ', name),
     h('div', { class: 'page-head' }, h('h1', {}, name), h('span', { class: 'muted' }, registry.url)),
     uploadBox,
-    h('div', { class: 'split' }, h('section', {}, h('h2', {}, t('registries.images')), images), tags));
+    h('div', { class: 'split' },
+      h('section', {}, h('h2', {}, t('registries.images')), images, h('h2', {}, t('registries.charts')), charts), tags));
 
   async function loadRepos() {
     let data;
@@ -123,26 +125,38 @@ async function renderRegistry(main, name) {
       data = await api(`/registries/${enc}/repositories`);
     } catch (e) {
       images.replaceChildren(errorBox(e, t('registries.images_failed')));
+      charts.replaceChildren();
       return;
+    }
+    // Charts (Helm charts stored as OCI artifacts) beside the images.
+    const imageItems = data.items.filter((r) => r.artifact !== 'chart');
+    const chartItems = data.items.filter((r) => r.artifact === 'chart');
+    const listOf = (items) => h('ul', { class: 'image-list' }, items.map((r) => h('li', { 'data-repository': r.name, 'data-artifact': r.artifact || 'image' },
+      h('button', { type: 'button', class: 'link', 'data-action': 'show-tags', onclick: () => loadTags(r) }, r.name))));
+    const imageList = listOf(imageItems);
+    const chartList = listOf(chartItems);
+    if (!chartItems.length) {
+      charts.replaceChildren(h('div', { class: 'empty' }, h('p', {}, t('registries.no_charts'))));
+    } else {
+      charts.replaceChildren(chartList);
     }
     if (!data.items.length) {
       images.replaceChildren(h('div', { class: 'empty' }, h('p', {}, t('registries.no_images')),
         h('p', {}, t('registries.no_images_hint'))));
       return;
     }
-    const list = h('ul', { class: 'image-list' }, data.items.map((r) => h('li', { 'data-repository': r.name },
-      h('button', { type: 'button', class: 'link', 'data-action': 'show-tags', onclick: () => loadTags(r) }, r.name))));
     const filter = h('input', { type: 'search', class: 'filter', name: 'filter', placeholder: t('registries.filter', { n: data.total }), 'aria-label': t('registries.filter_label'),
       oninput: () => {
         const q = filter.value.trim().toLowerCase();
-        for (const li of list.children) li.hidden = !!q && !li.dataset.repository.toLowerCase().includes(q);
+        for (const li of [...imageList.children, ...chartList.children]) li.hidden = !!q && !li.dataset.repository.toLowerCase().includes(q);
       } });
-    images.replaceChildren(filter, list);
+    images.replaceChildren(filter, imageItems.length ? imageList : h('div', { class: 'empty' }, h('p', {}, t('registries.no_images'))));
   }
 
   async function loadTags(repo) {
-    for (const li of images.querySelectorAll('li')) li.toggleAttribute('aria-current', li.dataset.repository === repo.name);
-    const heading = () => h('h2', {}, t('registries.tags_of', { name: repo.name }));
+    for (const li of main.querySelectorAll('.image-list li')) li.toggleAttribute('aria-current', li.dataset.repository === repo.name);
+    const chart = repo.artifact === 'chart';
+    const heading = () => h('h2', {}, t(chart ? 'registries.versions_of' : 'registries.tags_of', { name: repo.name }));
     tags.replaceChildren(heading(), h('p', { class: 'loading' }, t('common.loading')));
     let data;
     try {
@@ -156,15 +170,16 @@ async function renderRegistry(main, name) {
       tags.replaceChildren(heading(), h('div', { class: 'empty' }, h('p', {}, t('registries.no_tags'))));
       return;
     }
-    const rows = data.items.map((tg) => h('tr', { 'data-tag': tg.tag },
-      h('td', { class: 'name' }, tg.tag),
+    // Helm tags version `1.0.0+b.3` as `1.0.0_b.3` (OCI tags have no `+`).
+    const rows = data.items.map((tg) => h('tr', { 'data-tag': tg.tag, 'data-artifact': tg.artifact || 'image' },
+      h('td', { class: 'name' }, chart ? tg.tag.replaceAll('_', '+') : tg.tag),
       h('td', {}, fmtSize(tg.size)),
       h('td', {}, fmtTime(tg.created)),
       h('td', { class: 'digest', title: tg.digest }, (tg.digest || '').slice(0, 19)),
       h('td', { class: 'actions' }, h('button', { type: 'button', class: 'secondary danger', 'data-action': 'delete-tag', 'aria-label': t('registries.delete_tag', { tag: tg.tag }),
         onclick: () => deleteTag(repo, tg, data.items).then((ok) => ok && loadTags(repo)) }, t('common.delete')))));
     tags.replaceChildren(heading(), h('div', { class: 'table-wrap' }, h('table', { class: 'list tags' },
-      h('thead', {}, h('tr', {}, [t('registries.tag'), t('registries.size'), t('common.created'), t('registries.digest'), ''].map((x) => h('th', { scope: 'col' }, x)))),
+      h('thead', {}, h('tr', {}, [t(chart ? 'registries.version' : 'registries.tag'), t('registries.size'), t('common.created'), t('registries.digest'), ''].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows))));
   }
 
