@@ -31,17 +31,72 @@ const GO_BUILTINS: &[&str] = &[
     "println", "slice", "urlquery",
 ];
 
+/// The most bytes all template executions of one render may write together (includes
+/// count as they are produced and again where they are inserted), and how long a render
+/// may take: a chart is client input, and a loop in it must not hold a server.
+const MAX_WRITTEN_BYTES: usize = 4 * MAX_OUTPUT_BYTES;
+const MAX_RENDER_TIME: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What one render has spent; shared by the writers and the functions that recurse.
+struct Budget {
+    written: AtomicUsize,
+    deadline: std::time::Instant,
+    /// Set when a limit stopped the render (so the error says which).
+    exceeded: std::sync::Mutex<Option<RenderError>>,
+}
+
+impl Budget {
+    fn check(&self, more: usize) -> Result<(), RenderError> {
+        if self.written.fetch_add(more, Ordering::Relaxed) + more > MAX_WRITTEN_BYTES {
+            return Err(RenderError::TooLarge);
+        }
+        if std::time::Instant::now() > self.deadline {
+            return Err(RenderError::TimedOut(MAX_RENDER_TIME.as_secs()));
+        }
+        Ok(())
+    }
+
+    fn stop(&self, why: RenderError) {
+        if let Ok(mut slot) = self.exceeded.lock() {
+            slot.get_or_insert(why);
+        }
+    }
+}
+
+/// A `String` that stops the template (a write error) once the render's budget is spent.
+struct Capped<'a> {
+    out: String,
+    budget: &'a Budget,
+}
+
+impl std::fmt::Write for Capped<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        if let Err(why) = self.budget.check(s.len()) {
+            self.budget.stop(why);
+            return Err(std::fmt::Error);
+        }
+        self.out.push_str(s);
+        Ok(())
+    }
+}
+
+fn execute(set: &Template, name: &str, data: &Value, budget: &Budget) -> Result<String, TemplateError> {
+    let mut w = Capped { out: String::new(), budget };
+    set.execute_template_fmt(&mut w, name, data)?;
+    Ok(w.out)
+}
+
 /// Marks an error message that already has Helm's final form.
 const HELM_ERR: &str = "\u{1}helm:";
 
 /// A chart in the render tree: its name as its parent calls it (alias), its path
 /// prefix (`top/charts/sub`), its values scope and its enabled subcharts.
-struct Node2<'a> {
+struct ChartNode<'a> {
     chart: &'a Chart,
     name: String,
     prefix: String,
     values: Value,
-    subcharts: Vec<Node2<'a>>,
+    subcharts: Vec<ChartNode<'a>>,
     is_root: bool,
     /// `.Chart` and `.Files`, built once per chart.
     chart_value: Value,
@@ -75,7 +130,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let release = release_value(opts);
 
     // Every template of every chart in the tree, named as Helm names them.
-    let mut sources: Vec<(String, &[u8], &Node2)> = Vec::new();
+    let mut sources: Vec<(String, &[u8], &ChartNode)> = Vec::new();
     collect(&tree, &mut sources);
     // Helm parses deepest paths first, then reverse by name: the top chart's and the
     // alphabetically first file's `define` wins.
@@ -86,7 +141,12 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
 
     let cell: Arc<OnceLock<Template>> = Arc::new(OnceLock::new());
     let depth = Arc::new(AtomicUsize::new(0));
-    let funcs = helm_funcs(&cell, &depth);
+    let budget = Arc::new(Budget {
+        written: AtomicUsize::new(0),
+        deadline: std::time::Instant::now() + MAX_RENDER_TIME,
+        exceeded: std::sync::Mutex::new(None),
+    });
+    let funcs = helm_funcs(&cell, &depth, &budget);
     let mut set = Template::new("").funcs(funcs.clone());
     for (name, data, _) in &sources {
         let text = String::from_utf8_lossy(data);
@@ -103,7 +163,7 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
     let set = cell.get().ok_or_else(|| RenderError::Chart("template set unavailable".into()))?;
 
     // Execute in name order (as Helm lists them), skipping partials.
-    let mut names: Vec<&(String, &[u8], &Node2)> = sources.iter().collect();
+    let mut names: Vec<&(String, &[u8], &ChartNode)> = sources.iter().collect();
     names.sort_by(|a, b| a.0.cmp(&b.0));
     let mut outputs: Vec<(String, String)> = Vec::new();
     let mut total = 0usize;
@@ -116,7 +176,12 @@ pub(crate) fn render(chart: &Chart, user: &Values, opts: &RenderOptions) -> Resu
         }
         let data = template_data(node, name, &caps, &release);
         depth.store(0, Ordering::Relaxed);
-        let out = set.execute_template_to_string(name, &data).map_err(|e| exec_error(name, e))?;
+        let out = execute(set, name, &data, &budget).map_err(|e| {
+            match budget.exceeded.lock().ok().and_then(|mut s| s.take()) {
+                Some(why) => why,
+                None => exec_error(name, e),
+            }
+        })?;
         let out = out.replace("<no value>", "");
         total += out.len();
         if total > MAX_OUTPUT_BYTES {
@@ -149,7 +214,7 @@ fn as_map(v: &Value) -> Arc<Map> {
     }
 }
 
-fn collect<'a>(node: &'a Node2<'a>, out: &mut Vec<(String, &'a [u8], &'a Node2<'a>)>) {
+fn collect<'a>(node: &'a ChartNode<'a>, out: &mut Vec<(String, &'a [u8], &'a ChartNode<'a>)>) {
     for t in &node.chart.templates {
         out.push((format!("{}/{}", node.prefix, t.path), &t.data, node));
     }
@@ -158,7 +223,7 @@ fn collect<'a>(node: &'a Node2<'a>, out: &mut Vec<(String, &'a [u8], &'a Node2<'
     }
 }
 
-fn collect_crds(node: &Node2<'_>, out: &mut Vec<Crd>) {
+fn collect_crds(node: &ChartNode<'_>, out: &mut Vec<Crd>) {
     for f in node.chart.crds() {
         out.push(Crd {
             path: format!("{}/{}", node.prefix, f.path),
@@ -358,7 +423,7 @@ fn lookup_path(v: &Value, path: &str) -> Option<Value> {
     Some(cur)
 }
 
-fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value, is_root: bool) -> Node2<'a> {
+fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value, is_root: bool) -> ChartNode<'a> {
     let mut subcharts = Vec::new();
     for (sub, alias, enabled) in subcharts_of(chart, &values, &values) {
         if !enabled {
@@ -367,7 +432,7 @@ fn build_tree<'a>(chart: &'a Chart, name: String, prefix: String, values: Value,
         let sv = lookup_path(&values, &alias).unwrap_or(Value::Nil);
         subcharts.push(build_tree(sub, alias.clone(), format!("{prefix}/charts/{alias}"), sv, false));
     }
-    let mut node = Node2 {
+    let mut node = ChartNode {
         chart,
         name,
         prefix,
@@ -491,7 +556,7 @@ fn release_value(opts: &RenderOptions) -> Value {
     ])
 }
 
-fn chart_value(node: &Node2<'_>) -> Value {
+fn chart_value(node: &ChartNode<'_>) -> Value {
     let md = &node.chart.metadata;
     let opt = |o: &Option<String>| st(o.as_deref().unwrap_or(""));
     let strs = |l: &[String]| Value::List(l.iter().map(|x| st(x)).collect::<Vec<_>>().into());
@@ -562,7 +627,7 @@ fn files_value(chart: &Chart) -> Value {
     ))
 }
 
-fn template_data(node: &Node2<'_>, name: &str, caps: &Value, release: &Value) -> Value {
+fn template_data(node: &ChartNode<'_>, name: &str, caps: &Value, release: &Value) -> Value {
     m(vec![
         ("Capabilities", caps.clone()),
         ("Chart", node.chart_value.clone()),
@@ -665,7 +730,7 @@ impl Rewriter<'_> {
 
     fn command(&mut self, c: &mut CommandNode) {
         for a in c.args.iter_mut().skip(1) {
-            self.expr(a, false);
+            self.expr(a);
         }
         if let Some(head) = c.args.first_mut() {
             if let Expr::Identifier(pos, name) = head {
@@ -695,7 +760,7 @@ impl Rewriter<'_> {
                 c.args = args;
                 return;
             }
-            self.expr(head, true);
+            self.expr(head);
         }
     }
 
@@ -714,20 +779,21 @@ impl Rewriter<'_> {
         };
         let i = fields.iter().position(|f| METHODS.contains(&f.as_str()))?;
         if i != fields.len() - 1 {
-            self.expr(head, true);
+            self.expr(head);
             return None;
         }
         let recv = receiver(head, &fields[..i]);
         let mut recv = recv;
-        self.expr(&mut recv, false);
+        self.expr(&mut recv);
         Some((Expr::Identifier(pos, SmolStr::new(format!("__m_{}", fields[i]))), recv))
     }
 
-    /// Any expression: a method in a field chain is called with no arguments.
-    fn expr(&mut self, e: &mut Expr, _head: bool) {
+    /// Any expression: a method in a field chain is called (with no arguments), other
+    /// field walks become strict ([`Self::strict_fields`]).
+    fn expr(&mut self, e: &mut Expr) {
         match e {
             Expr::Pipe(_, p) => self.pipe(p),
-            Expr::Chain(_, inner, _) => self.expr(inner, false),
+            Expr::Chain(_, inner, _) => self.expr(inner),
             _ => {}
         }
         let (pos, fields) = match e {
@@ -754,7 +820,7 @@ impl Rewriter<'_> {
         } else {
             Expr::Chain(pos, Box::new(Expr::Pipe(pos, call)), rest)
         };
-        self.expr(e, false);
+        self.expr(e);
     }
 }
 
@@ -821,7 +887,7 @@ fn helm_err(msg: String) -> TemplateError {
     TemplateError::Exec(format!("{HELM_ERR}{msg}"))
 }
 
-fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncMap {
+fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>, budget: &Arc<Budget>) -> FuncMap {
     let mut f = funcs::pure();
     f.insert(
         "__print".into(),
@@ -878,7 +944,7 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
     f.insert("__m_Has".into(), Arc::new(|a: &[Value]| method(a, "Has")));
 
     // Weak: the template set holds these functions; a strong handle would be a cycle.
-    let (c, d) = (Arc::downgrade(cell), depth.clone());
+    let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
     f.insert(
         "include".into(),
         Arc::new(move |a: &[Value]| {
@@ -897,12 +963,13 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
                     "rendering template has a nested reference name: {name}: unable to execute template"
                 )));
             }
-            let r = set.execute_template_to_string(&name, &data);
+            let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("include: the render is over".into()))?;
+            let r = execute(set, &name, &data, &budget);
             d.fetch_sub(1, Ordering::Relaxed);
             r.map(|s| Value::String(s.into()))
         }),
     );
-    let (c, d) = (Arc::downgrade(cell), depth.clone());
+    let (c, d, b) = (Arc::downgrade(cell), depth.clone(), Arc::downgrade(budget));
     f.insert(
         "tpl".into(),
         Arc::new(move |a: &[Value]| {
@@ -926,7 +993,8 @@ fn helm_funcs(cell: &Arc<OnceLock<Template>>, depth: &Arc<AtomicUsize>) -> FuncM
                     rw.list(&mut def.body);
                     t = t.add_parse_tree(def.name.as_str(), def.body);
                 }
-                t.execute_template_to_string("\u{1}tpl", &data)
+                let budget = b.upgrade().ok_or_else(|| TemplateError::Exec("tpl: the render is over".into()))?;
+                execute(&t, "\u{1}tpl", &data, &budget)
             })();
             d.fetch_sub(1, Ordering::Relaxed);
             result.map(|s| Value::String(s.replace("<no value>", "").into()))

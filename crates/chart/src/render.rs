@@ -7,7 +7,7 @@ use crate::model::Chart;
 use crate::values::Values;
 
 /// The most rendered output one render may produce (all templates together).
-pub const MAX_OUTPUT_BYTES: usize = 50 * 1024 * 1024;
+pub const MAX_OUTPUT_BYTES: usize = 20 * 1024 * 1024;
 
 /// What a render knows about the release and the cluster (`.Release`, `.Capabilities`).
 #[derive(Debug, Clone)]
@@ -253,12 +253,33 @@ pub enum RenderError {
     /// The chart cannot be rendered (a library chart, an unsatisfied kubeVersion).
     #[error("{0}")]
     Chart(String),
-    /// The output is larger than [`MAX_OUTPUT_BYTES`].
+    /// The output is larger than [`MAX_OUTPUT_BYTES`] (or the templates wrote more
+    /// than a few times that on the way, in `include`s).
     #[error("rendered output is larger than {MAX_OUTPUT_BYTES} bytes")]
     TooLarge,
+    /// The templates ran longer than the render may take (seconds).
+    #[error("rendering took longer than {0} s; the chart's templates loop too long")]
+    TimedOut(u64),
+    /// The render could not run (its thread did not start or panicked).
+    #[error("rendering failed: {0}")]
+    Internal(String),
 }
 
 /// Renders `chart` with the user's `values` (see [`Values::from_user`]).
+///
+/// The templates run on a thread of their own with a large stack: `include` and
+/// `tpl` nest executions, and the caller's thread (a tokio worker has 2 MiB) must not
+/// overflow on a chart that nests deeply.
 pub fn render(chart: &Chart, values: &Values, opts: &RenderOptions) -> Result<Rendered, RenderError> {
-    crate::engine::render(chart, values, opts)
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("wharf-chart-render".into())
+            .stack_size(RENDER_STACK_BYTES)
+            .spawn_scoped(scope, || crate::engine::render(chart, values, opts))
+            .map_err(|e| RenderError::Internal(format!("cannot start the render thread: {e}")))?;
+        worker.join().map_err(|_| RenderError::Internal("the render panicked".into()))?
+    })
 }
+
+/// The render thread's stack: room for `include`s nested as deep as a render allows.
+const RENDER_STACK_BYTES: usize = 64 * 1024 * 1024;

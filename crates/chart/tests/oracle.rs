@@ -345,3 +345,35 @@ fn bad_input_gets_a_clear_error_not_a_panic() {
     let err = wharf_chart::render(&lib, &Values::default(), &RenderOptions::default()).unwrap_err();
     assert!(err.to_string().contains("library charts are not installable"), "{err}");
 }
+
+fn one_template_chart(dir: &Path, template: &str) -> wharf_chart::Chart {
+    let chart = dir.join("limits");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: limits\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("templates/a.yaml"), template).unwrap();
+    wharf_chart::load_dir(&chart).unwrap()
+}
+
+#[test]
+fn a_chart_cannot_make_a_render_grow_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RenderOptions::default();
+    // 1 GB if it ran to the end: stopped once the render has written its budget.
+    let huge = one_template_chart(dir.path(), "{{ range until 1000000 }}{{ repeat 1000 \"x\" }}{{ end }}\n");
+    let err = wharf_chart::render(&huge, &Values::default(), &opts).unwrap_err();
+    assert_eq!(err, wharf_chart::RenderError::TooLarge);
+
+    // Runaway recursion ends with Helm's message, even when the caller's thread has a
+    // small stack (a tokio worker's 2 MiB).
+    let deep = one_template_chart(
+        &dir.path().join("deep"),
+        "{{ define \"r\" }}{{ include \"r\" . }}{{ end }}a: {{ include \"r\" . }}\n",
+    );
+    let err = std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(move || wharf_chart::render(&deep, &Values::default(), &RenderOptions::default()).unwrap_err())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(err.to_string(), "rendering template has a nested reference name: r: unable to execute template");
+}
