@@ -15,6 +15,7 @@ pub mod clusters;
 pub mod deliveries;
 pub mod pipelines;
 pub mod registries;
+pub mod releases;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;

@@ -3,7 +3,7 @@
 //! status shows in the document by itself).
 
 use crate::{Error, Listed, Paged};
-use crate::{bindings, clusters, deliveries, pipelines, registries, runs, schedule, secrets, tenancy};
+use crate::{bindings, clusters, deliveries, pipelines, registries, releases, runs, schedule, secrets, tenancy};
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -140,6 +140,13 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<clusters::Clusters>(&mut out);
     named::<clusters::NewCluster>(&mut out);
     named::<clusters::ClusterInUse>(&mut out);
+    named::<releases::Release>(&mut out);
+    named::<releases::Releases>(&mut out);
+    named::<releases::Revision>(&mut out);
+    named::<releases::ReleaseDetail>(&mut out);
+    named::<releases::Rollback>(&mut out);
+    named::<releases::Upgrade>(&mut out);
+    named::<releases::Operation>(&mut out);
     named::<tenancy::Department>(&mut out);
     // `Listed<String>` refers to its items by name.
     out.push(("String".to_owned(), String::schema()));

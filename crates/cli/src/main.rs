@@ -67,6 +67,9 @@ enum Command {
     Registries(client::registries::RegistriesArgs),
     /// Kubernetes clusters on a server: add (from a kubeconfig), list, show, check, remove.
     Clusters(client::clusters::ClustersArgs),
+    /// Helm releases (template instances) in a cluster: list, show, rollback, upgrade,
+    /// uninstall — Wharf's and those `helm install` made.
+    Releases(client::releases::ReleasesArgs),
     /// Users on a server: add, list (admins).
     Users(client::tenancy::UsersArgs),
     /// API tokens on a server: create (shown once), list, revoke.
@@ -135,6 +138,7 @@ fn main() -> ExitCode {
         Command::Logs(args) => on_runtime(client::logs(args)),
         Command::Registries(args) => on_runtime(client::registries::registries(args)),
         Command::Clusters(args) => on_runtime(client::clusters::clusters(args)),
+        Command::Releases(args) => on_runtime(client::releases::releases(args)),
         Command::Users(args) => on_runtime(client::tenancy::users(args)),
         Command::Tokens(args) => on_runtime(client::tenancy::tokens(args)),
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),

@@ -1037,3 +1037,89 @@ fn clusters_add_list_show_and_remove_against_a_kube_fake() {
     server.wharf(&["clusters", "list"]).expect_code(0).stdout_has("no clusters yet");
     drop(fake);
 }
+
+/// A release as `chart-deploy` would leave it: revision `n` of `web` in `default`, one ConfigMap.
+fn release_revision(runtime: &tokio::runtime::Runtime, fake: &wharf_kube_fake::KubeFake, value: &str) {
+    use wharf_kube::release::{ChartRecord, ReleaseRequest, install_or_upgrade};
+    let _in_runtime = runtime.enter();
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let conn =
+        wharf_kube::Connection::from_kubeconfig(&fake.kubeconfig(), None, &wharf_kube::FileAccess::Refuse, &policy)
+            .unwrap();
+    let ctx = wharf_kube::deploy::Ctx { cluster: "prod", conn: &conn, namespace: "default" };
+    let chart: ChartRecord = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "nginx", "version": format!("1.0.{value}"), "apiVersion": "v2", "appVersion": "1.27"}
+    }))
+    .unwrap();
+    let request = ReleaseRequest {
+        release: "web".into(),
+        chart,
+        config: serde_json::from_value(serde_json::json!({"value": value})).unwrap(),
+        manifest: format!(
+            "---\n# Source: nginx/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  v: \"{value}\"\n"
+        ),
+        hooks: vec![],
+        notes: "Thanks for installing nginx.".into(),
+        crds: String::new(),
+        source: None,
+    };
+    struct Quiet;
+    impl wharf_executor::LogSink for Quiet {
+        fn line(&self, _: wharf_executor::LogLine) {}
+    }
+    let (_tx, mut stop) = tokio::sync::watch::channel(None);
+    runtime.block_on(install_or_upgrade(&conn, &ctx, request, &Quiet, &mut stop)).unwrap();
+}
+
+#[test]
+fn releases_list_show_rollback_and_uninstall_against_a_kube_fake() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let fake = runtime.block_on(wharf_kube_fake::KubeFake::start(Default::default())).expect("start the kube-fake");
+    let server = Server::start_with(&[("WHARF_OUTBOUND_ALLOW", "127.0.0.1")]);
+    server.write("kubeconfig", &fake.kubeconfig());
+    server.wharf(&["clusters", "add", "prod", "--kubeconfig", "kubeconfig"]).expect_code(0);
+    server.wharf(&["releases", "list", "prod"]).expect_code(0).stdout_has("no releases in cluster prod");
+    release_revision(&runtime, &fake, "1");
+    release_revision(&runtime, &fake, "2");
+
+    let list = server.wharf(&["releases", "list", "prod"]);
+    list.expect_code(0).stdout_has("NAMESPACE").stdout_has("APP VERSION");
+    let row = list.stdout.lines().find(|l| l.starts_with("default ")).expect("a row for web");
+    assert!(
+        row.contains(" web ") && row.contains(" 2 ") && row.contains("deployed") && row.contains("nginx-1.0.2"),
+        "{row}"
+    );
+    server.wharf(&["releases", "list", "prod", "-n", "kube-system"]).expect_code(0).stdout_has("no releases");
+
+    server
+        .wharf(&["releases", "show", "prod", "default", "web"])
+        .expect_code(0)
+        .stdout_has("release web in namespace default (deployed)")
+        .stdout_has("not deployed by Wharf")
+        .stdout_has(r#"{"value":"2"}"#)
+        .stdout_has("Install complete")
+        .stdout_has("Upgrade complete")
+        .stdout_has("Thanks for installing nginx.");
+    server.wharf(&["releases", "show", "prod", "default", "nope"]).expect_code(2).stderr_has("release `nope`");
+
+    server
+        .wharf(&["releases", "rollback", "prod", "default", "web", "1"])
+        .expect_code(0)
+        .stdout_has("release web in namespace default rolled back to revision 1: revision 3, deployed")
+        .stdout_has("ConfigMap/default/web@");
+    server
+        .wharf(&["releases", "rollback", "prod", "default", "web", "9"])
+        .expect_code(2)
+        .stderr_has("has no revision 9");
+    // Helm's own release remembers no registry: the upgrade says what to give.
+    server
+        .wharf(&["releases", "upgrade", "prod", "default", "web", "--version", "1.0.3"])
+        .expect_code(2)
+        .stderr_has("give `registry` and `workspace`");
+    server
+        .wharf(&["releases", "uninstall", "prod", "default", "web"])
+        .expect_code(0)
+        .stdout_has("uninstalled release web from namespace default: 1 object(s) deleted");
+    server.wharf(&["releases", "list", "prod"]).expect_code(0).stdout_has("no releases in cluster prod");
+    drop(fake);
+}

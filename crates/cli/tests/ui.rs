@@ -264,7 +264,10 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         ("image", &["dockerfile", "context", "image", "tag", "workspace", "registry"][..]),
         ("deploy-yaml", &["file", "cluster", "namespace"]),
         ("chart-publish", &["chart_dir", "chart", "version", "workspace"]),
-        ("chart-deploy", &["release", "chart-how", "chart", "version", "cluster", "namespace", "values"]),
+        (
+            "chart-deploy",
+            &["release", "chart-how", "chart", "version", "workspace", "registry", "cluster", "namespace", "values"],
+        ),
         ("approval", &["approvers", "message"]),
         ("script", &["image", "tag", "script"]),
     ] {
@@ -1543,6 +1546,7 @@ async fn a_person_whose_browser_reads_chinese_builds_and_runs_a_pipeline_in_chin
         ("/repositories", "代码仓库", "还没有代码仓库绑定。"),
         ("/registries", "镜像仓库", "还没有镜像仓库。"),
         ("/clusters", "集群", "还没有集群。"),
+        ("/instances", "模板实例", "还没有集群。"),
         ("/users", "用户和项目", "我的 API 令牌"),
     ]
     .into_iter()
@@ -1582,4 +1586,118 @@ async fn a_person_whose_browser_reads_chinese_builds_and_runs_a_pipeline_in_chin
         .await;
     no_js_errors(&chrome, "the switch").await;
     chrome.quit().await;
+}
+
+/// Revision after revision of release `web` in `default`, as `chart-deploy` writes them
+/// (a ConfigMap per revision).
+async fn release_revision(fake: &wharf_kube_fake::KubeFake, value: &str) {
+    use wharf_kube::release::{ChartRecord, ReleaseRequest, install_or_upgrade};
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let conn =
+        wharf_kube::Connection::from_kubeconfig(&fake.kubeconfig(), None, &wharf_kube::FileAccess::Refuse, &policy)
+            .unwrap();
+    let ctx = wharf_kube::deploy::Ctx { cluster: "fake", conn: &conn, namespace: "default" };
+    let chart: ChartRecord = serde_json::from_value(json!({
+        "metadata": {"name": "nginx", "version": format!("1.0.{value}"), "apiVersion": "v2", "appVersion": "1.27"}
+    }))
+    .unwrap();
+    let request = ReleaseRequest {
+        release: "web".into(),
+        chart,
+        config: serde_json::from_value(json!({"replicaCount": value.parse::<i64>().unwrap()})).unwrap(),
+        manifest: format!(
+            "---\n# Source: nginx/templates/cm.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web\ndata:\n  v: \"{value}\"\n"
+        ),
+        hooks: vec![],
+        notes: "Thanks for installing nginx.".into(),
+        crds: String::new(),
+        source: Some("local/charts/nginx".into()),
+    };
+    struct Quiet;
+    impl wharf_executor::LogSink for Quiet {
+        fn line(&self, _: wharf_executor::LogLine) {}
+    }
+    let (_tx, mut stop) = tokio::sync::watch::channel(None);
+    install_or_upgrade(&conn, &ctx, request, &Quiet, &mut stop).await.unwrap();
+}
+
+/// The instances page: releases of every cluster listed, one release's history, a
+/// rollback to an earlier revision (a new revision, as helm makes it), and an uninstall.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_rolls_back_and_uninstalls_an_instance_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let fake = wharf_kube_fake::KubeFake::start(Default::default()).await.expect("start the kube-fake");
+    let server = Server::start_with(&root, &[("WHARF_OUTBOUND_ALLOW", "127.0.0.1")]).await;
+    let base = &server.url;
+    let shots = screenshots();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    // No cluster yet: the page says where to add one.
+    chrome.click("#nav a[href='/instances']").await;
+    let empty = chrome.wait("no clusters", "document.querySelector('.empty')?.textContent").await;
+    assert!(empty.as_str().unwrap().contains("No clusters yet"), "{empty}");
+
+    let added = reqwest::Client::new()
+        .post(format!("{base}/api/v1/clusters"))
+        .bearer_auth(TOKEN)
+        .json(&json!({ "name": "fake", "kubeconfig": fake.kubeconfig() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    chrome.goto(&format!("{base}/instances")).await;
+    let none = chrome.wait("no instances", "document.querySelector('.empty pre.snippet')?.textContent").await;
+    assert!(none.as_str().unwrap().contains("type: chart-deploy") && none.as_str().unwrap().contains("cluster: fake"));
+    release_revision(&fake, "1").await;
+    release_revision(&fake, "2").await;
+
+    chrome.goto(&format!("{base}/instances")).await;
+    chrome.wait("the release's row", "document.querySelector('tr[data-release=web] [data-status=deployed]')").await;
+    let row = chrome
+        .js(
+            "const r = document.querySelector('tr[data-release=web]'); return ['.namespace', '.chart', '.app-version', '.revision'].map(c => r.querySelector(c).textContent)",
+            json!([]),
+        )
+        .await;
+    assert_eq!(row, json!(["default", "nginx-1.0.2", "1.27", "2"]));
+    chrome.screenshot(&shots.join("60-instances.png")).await;
+
+    // Its page: the history, newest first, and where its chart came from.
+    chrome.click("tr[data-release=web] a.name").await;
+    chrome.wait("the history", "document.querySelectorAll('table.history tbody tr').length === 2").await;
+    let text = page_text(&chrome).await;
+    assert!(text.contains("local/charts/nginx") && text.contains("Thanks for installing nginx."), "{text}");
+    assert!(text.contains("Install complete") && text.contains("Upgrade complete"), "{text}");
+    chrome.screenshot(&shots.join("61-instance.png")).await;
+
+    // Roll back to revision 1: revision 3, deployed, described as helm describes it.
+    chrome.click("[data-action=rollback][data-revision='1']").await;
+    confirm(&chrome).await;
+    chrome.wait("revision 3", "document.querySelectorAll('table.history tbody tr').length === 3").await;
+    let first = chrome.js("return document.querySelector('table.history tbody tr').innerText", json!([])).await;
+    assert!(
+        first.as_str().unwrap().contains("Rollback to 1") && first.as_str().unwrap().contains("nginx-1.0.1"),
+        "{first}"
+    );
+    let shown = server.api(reqwest::Method::GET, "/clusters/fake/namespaces/default/releases/web", None).await;
+    assert_eq!(shown["release"]["revision"], 3);
+    assert_eq!(shown["values"], json!({"replicaCount": 1}));
+    chrome.screenshot(&shots.join("62-instance-rolled-back.png")).await;
+
+    // Uninstall: asked first, then gone from the list.
+    chrome.click(".page-head [data-action=uninstall]").await;
+    confirm(&chrome).await;
+    chrome
+        .wait(
+            "back on the empty list",
+            "location.pathname === '/instances' && document.querySelector('.empty pre.snippet')",
+        )
+        .await;
+    let left = server.api(reqwest::Method::GET, "/clusters/fake/releases", None).await;
+    assert_eq!(left["total"], 0, "{left}");
+    no_js_errors(&chrome, "the instances page").await;
+    chrome.quit().await;
+    drop(fake);
 }

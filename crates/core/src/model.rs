@@ -284,6 +284,11 @@ pub struct ChartDeployTask {
     pub release: String,
     pub chart: String,
     pub version: String,
+    /// A registered registry; the server's default registry when `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
+    /// The registry workspace the chart was published to.
+    pub workspace: String,
     pub cluster: String,
     pub namespace: String,
     #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]

@@ -345,7 +345,8 @@ impl Engine {
         self
     }
 
-    /// Lets `chart-publish` tasks run: their charts are pushed to `charts`.
+    /// Lets `chart-publish` tasks run: their charts are pushed to `charts` (and, with a
+    /// deployer, `chart-deploy` tasks: their charts are pulled from it).
     pub fn with_charts(mut self, charts: Arc<dyn ChartRegistry>) -> Self {
         self.charts = Some(charts);
         self
@@ -381,7 +382,9 @@ impl Engine {
             "deploy-yaml" => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
             "chart-publish" if self.charts.is_some() => Ok(()),
             "chart-publish" => Err("`chart-publish` tasks need the Wharf server, where registries are registered (`wharf registries add`)".to_owned()),
-            "chart-deploy" | "canary" => Err(format!(
+            "chart-deploy" if self.charts.is_some() && self.deployer.is_some() => Ok(()),
+            "chart-deploy" => Err("`chart-deploy` tasks need the Wharf server, where registries and clusters are registered (`wharf registries add`, `wharf clusters add`)".to_owned()),
+            "canary" => Err(format!(
                 "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
             )),
             other => Err(format!("`{other}` is not a task type")),

@@ -35,6 +35,7 @@ mod image;
 mod log;
 mod paths;
 mod record;
+mod release;
 mod resume;
 mod stages;
 mod stop;

@@ -80,6 +80,63 @@ pub enum DeployExit {
 #[error("{0}")]
 pub struct DeployError(pub String);
 
+/// One `chart-deploy` task (or an upgrade asked through the API): install the chart as
+/// release `release` in `namespace`, or upgrade the release when it exists.
+#[derive(Clone)]
+pub struct ReleaseSpec {
+    /// `<pipeline>#<number>`, stage and task, for log lines (empty outside a run).
+    pub run: String,
+    pub stage: String,
+    pub task: String,
+    pub cluster: ClusterLogin,
+    pub namespace: String,
+    /// The release's name (a DNS label, at most 53 characters, as Helm requires).
+    pub release: String,
+    /// The packaged chart (`.tgz`), as pulled from the registry.
+    pub chart: Vec<u8>,
+    /// Where the chart came from: `registry/workspace/chart` (a registered registry's
+    /// name, the workspace, the chart), remembered with the release so that an upgrade
+    /// asked later (API, CLI, UI) pulls another version from the same place.
+    pub source: String,
+    /// The user's values (Helm's `config`): merged over the chart's `values.yaml`.
+    pub values: serde_json::Map<String, serde_json::Value>,
+}
+
+impl fmt::Debug for ReleaseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReleaseSpec")
+            .field("run", &self.run)
+            .field("task", &self.task)
+            .field("cluster", &self.cluster)
+            .field("namespace", &self.namespace)
+            .field("release", &self.release)
+            .field("chart", &format_args!("{} bytes", self.chart.len()))
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A release operation that finished.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Released {
+    /// The revision written (1 for an install).
+    pub revision: u32,
+    /// Helm's status word of that revision: `deployed` on success.
+    pub status: String,
+    /// The release's objects as applied, in apply order (hooks not included).
+    pub applied: Vec<Applied>,
+    /// The rendered `NOTES.txt` (empty when the chart has none).
+    pub notes: String,
+}
+
+/// How a release operation ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReleaseExit {
+    Released(Released),
+    /// A stop ended it; the revision is marked `failed` (as Helm marks an interrupted one).
+    Stopped(StopReason),
+}
+
 /// Applies manifests to clusters.
 ///
 /// Contract: `deploy` checks every document before its first write; every line of
@@ -92,4 +149,19 @@ pub trait Deployer: Send + Sync {
         logs: Arc<dyn LogSink>,
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<DeployExit, DeployError>>;
+
+    /// Installs or upgrades a Helm release from a chart archive (the chart rendered as
+    /// `helm template` renders it), stored as Helm stores releases; same contract as
+    /// `deploy`. A deployer that cannot refuses with a message saying so.
+    fn release<'a>(
+        &'a self,
+        spec: ReleaseSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<ReleaseExit, DeployError>> {
+        let _ = (logs, stop);
+        Box::pin(async move {
+            Err(DeployError(format!("release `{}`: this deployer does not install Helm charts", spec.release)))
+        })
+    }
 }

@@ -607,6 +607,18 @@ fn list(shared: &Shared, t: &Target, q: &Query, accept: &str) -> Answer {
     if accept.contains("as=Table") {
         return ok(&table(t.resource, &items, &rv));
     }
+    // Metadata only, as a real server answers a client that asks for it (kube-rs's
+    // `list_metadata`, `kubectl get -o name`).
+    if accept.contains("as=PartialObjectMetadataList") {
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(
+                |o| json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]}),
+            )
+            .collect();
+        return ok(&json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+                          "metadata": {"resourceVersion": rv}, "items": items}));
+    }
     ok(&json!({"kind": format!("{}List", t.resource.kind), "apiVersion": t.resource.api_version(),
                "metadata": {"resourceVersion": rv}, "items": items}))
 }
@@ -892,6 +904,9 @@ impl Write<'_> {
         let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
+        }
+        if self.r().is_job() && kind == "ADDED" {
+            controller::schedule_job(self.shared.clone(), self.r(), &stored);
         }
         stored
     }

@@ -93,6 +93,40 @@ pub fn schedule(shared: Arc<Shared>, r: &'static Resource, obj: &Value) {
     });
 }
 
+/// After the configured delay, a new Job finishes: `Complete` with one pod succeeded, or
+/// with the fault `job-failed` `Failed` (`BackoffLimitExceeded`), as the Job controller
+/// writes them (Kubernetes 1.31+ sets `SuccessCriteriaMet`/`FailureTarget` first). No pods
+/// are made for it.
+pub fn schedule_job(shared: Arc<Shared>, r: &'static Resource, obj: &Value) {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_owned();
+    let name = obj["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let started = now();
+    tokio::spawn(async move {
+        tokio::time::sleep(shared.rollout_delay).await;
+        let Some(current) = shared.get(r, &ns, &name) else { return };
+        let failed =
+            current.pointer("/metadata/annotations").and_then(|a| a.get(FAULT_ANNOTATION)).and_then(Value::as_str)
+                == Some("job-failed");
+        let t = now();
+        let cond = |kind: &str, reason: &str, message: &str| {
+            json!({"type": kind, "status": "True", "reason": reason, "message": message,
+                   "lastProbeTime": t, "lastTransitionTime": t})
+        };
+        let status = if failed {
+            let why = "Job has reached the specified backoff limit";
+            json!({"startTime": started, "failed": 1, "active": 0, "ready": 0, "terminating": 0,
+                   "uncountedTerminatedPods": {},
+                   "conditions": [cond("FailureTarget", "BackoffLimitExceeded", why), cond("Failed", "BackoffLimitExceeded", why)]})
+        } else {
+            let why = "Reached expected number of succeeded pods";
+            json!({"startTime": started, "completionTime": t, "succeeded": 1, "active": 0, "ready": 0, "terminating": 0,
+                   "uncountedTerminatedPods": {},
+                   "conditions": [cond("SuccessCriteriaMet", "CompletionsReached", why), cond("Complete", "CompletionsReached", why)]})
+        };
+        shared.settle(r, &current, status, Vec::new());
+    });
+}
+
 fn condition(kind: &str, status: bool, reason: &str, message: String) -> Value {
     let t = now();
     json!({"type": kind, "status": if status { "True" } else { "False" }, "reason": reason, "message": message,

@@ -33,6 +33,11 @@ impl Resource {
     pub fn is_workload(&self) -> bool {
         self.group == "apps" && matches!(self.kind, "Deployment" | "StatefulSet" | "DaemonSet")
     }
+
+    /// A batch/v1 Job: the scripted controller completes it (or fails it, for a fault).
+    pub fn is_job(&self) -> bool {
+        self.group == "batch" && self.kind == "Job"
+    }
 }
 
 const fn core(

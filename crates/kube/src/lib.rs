@@ -21,6 +21,7 @@ pub mod deploy;
 mod kubeconfig;
 mod namespace;
 mod outbound;
+pub mod release;
 
 pub use check::{CHECK_TIMEOUT, ClusterError, ClusterInfo, Nodes, Permission, check};
 pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};

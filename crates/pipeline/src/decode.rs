@@ -128,7 +128,7 @@ fn task_fields(task_type: &str) -> &'static [&'static str] {
         "image" => &["dockerfile", "context", "image", "tag", "workspace", "registry", "build_args"],
         "deploy-yaml" => &["file", "cluster", "namespace"],
         "chart-publish" => &["chart_dir", "chart", "version", "registry", "workspace"],
-        "chart-deploy" => &["release", "chart", "version", "cluster", "namespace", "values"],
+        "chart-deploy" => &["release", "chart", "version", "registry", "workspace", "cluster", "namespace", "values"],
         "approval" => &["approvers", "message"],
         "canary" => &["deployment", "cluster", "namespace", "image", "steps", "pause", "approval"],
         _ => &[],
@@ -930,6 +930,8 @@ impl<'s> Decoder<'s> {
                 let release = req(self, "release");
                 let chart = req(self, "chart");
                 let version = req(self, "version");
+                let registry = f.get("registry").and_then(|n| self.string(n, &f.path("registry")));
+                let workspace = req(self, "workspace");
                 let cluster = req(self, "cluster");
                 let namespace = req(self, "namespace");
                 let values = match f.get("values") {
@@ -946,6 +948,8 @@ impl<'s> Decoder<'s> {
                     release: release?,
                     chart: chart?,
                     version: version?,
+                    registry,
+                    workspace: workspace?,
                     cluster: cluster?,
                     namespace: namespace?,
                     values,

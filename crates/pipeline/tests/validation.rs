@@ -187,7 +187,7 @@ fn triggers_are_validated() {
 #[test]
 fn notifications_and_the_other_task_types() {
     insta::assert_snapshot!(errors(
-        "name: p\nnotify:\n  - on: [failure, sometimes]\n    webhook: {url: ftp://x, method: PUT}\n  - on: [success]\n  - webhook: {url: 'https://x'}\n    channel: c\nstages:\n  - name: S\n    tasks:\n      - {name: a, type: approval, approvers: []}\n      - {name: c, type: canary, deployment: d, cluster: c, namespace: n, image: i, steps: [50, 10]}\n      - {name: d, type: canary, deployment: d, cluster: c, namespace: n, image: i, steps: [10, 50]}\n      - {name: y, type: deploy-yaml, file: ../k8s.yaml, cluster: c}\n      - {name: h, type: chart-deploy, release: r, chart: c, version: 1, cluster: c, namespace: n, values: [1]}\n"
+        "name: p\nnotify:\n  - on: [failure, sometimes]\n    webhook: {url: ftp://x, method: PUT}\n  - on: [success]\n  - webhook: {url: 'https://x'}\n    channel: c\nstages:\n  - name: S\n    tasks:\n      - {name: a, type: approval, approvers: []}\n      - {name: c, type: canary, deployment: d, cluster: c, namespace: n, image: i, steps: [50, 10]}\n      - {name: d, type: canary, deployment: d, cluster: c, namespace: n, image: i, steps: [10, 50]}\n      - {name: y, type: deploy-yaml, file: ../k8s.yaml, cluster: c}\n      - {name: h, type: chart-deploy, release: r, chart: c, version: 1, workspace: w, cluster: c, namespace: n, values: [1]}\n"
     ));
 }
 

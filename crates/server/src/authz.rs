@@ -167,6 +167,9 @@ pub enum Action {
     ViewCluster,
     AddCluster,
     RemoveCluster,
+    /// Roll back, upgrade and uninstall the Helm releases (template instances) in a
+    /// cluster; seeing them is `ViewCluster`.
+    ManageReleases,
     // Beyond the seed.
     /// See registries, their workspaces, repositories and tags (everyone who builds
     /// images names them).
@@ -204,6 +207,7 @@ impl Action {
             Action::ViewCluster => "view cluster",
             Action::AddCluster => "add cluster",
             Action::RemoveCluster => "remove cluster",
+            Action::ManageReleases => "manage releases",
             Action::ViewRegistry => "view registries",
             Action::ManageRegistry => "manage registries",
             Action::ViewSecrets => "view secrets",
@@ -226,7 +230,7 @@ impl Action {
             | Action::ActivatePipeline
             | Action::DeletePipeline => Some(Action::ViewPipeline),
             Action::ViewRepository | Action::SetRepository | Action::LogOutRepository => Some(Action::ViewRepository),
-            Action::ViewCluster | Action::RemoveCluster => Some(Action::ViewCluster),
+            Action::ViewCluster | Action::RemoveCluster | Action::ManageReleases => Some(Action::ViewCluster),
             _ => None,
         }
     }
@@ -344,6 +348,7 @@ pub const MATRIX: &[(Action, [Scope; 3])] = &[
     (Action::ViewCluster, [DefaultAdmin, Joined, Never]),
     (Action::AddCluster, [DefaultAdmin, Joined, Never]),
     (Action::RemoveCluster, [DefaultAdmin, Joined, Never]),
+    (Action::ManageReleases, [DefaultAdmin, Joined, Never]),
     // Beyond the seed: registries are shared infrastructure; secrets go with running
     // pipelines; administration with the admin.
     (Action::ViewRegistry, [All, All, All]),

@@ -430,6 +430,49 @@ pub const ROUTES: &[Route] = &[
     },
     Route {
         method: "get",
+        path: "/clusters/{name}/releases",
+        summary: "Helm releases (template instances) in a cluster at their latest revision, whether chart-deploy or \
+                  helm installed them (?namespace to narrow), read from Helm's release Secrets",
+        body: Body::None,
+        status: 200,
+        answer: Some("Releases"),
+    },
+    Route {
+        method: "get",
+        path: "/clusters/{name}/namespaces/{ns}/releases/{release}",
+        summary: "A release with its history, values, notes and the registry/workspace/chart it came from",
+        body: Body::None,
+        status: 200,
+        answer: Some("ReleaseDetail"),
+    },
+    Route {
+        method: "post",
+        path: "/clusters/{name}/namespaces/{ns}/releases/{release}/rollback",
+        summary: "Roll back: a new revision from an old one's chart, values and manifest, as helm rollback (hooks \
+                  and rollouts waited for, at most 10 min); 409 while another operation is pending",
+        body: Body::Json("Rollback"),
+        status: 200,
+        answer: Some("Operation"),
+    },
+    Route {
+        method: "post",
+        path: "/clusters/{name}/namespaces/{ns}/releases/{release}/upgrade",
+        summary: "Upgrade to another chart version, pulled from where the release came from (or registry/workspace \
+                  given); values kept unless given",
+        body: Body::Json("Upgrade"),
+        status: 200,
+        answer: Some("Operation"),
+    },
+    Route {
+        method: "delete",
+        path: "/clusters/{name}/namespaces/{ns}/releases/{release}",
+        summary: "Uninstall: pre-delete hooks, the release's objects deleted, post-delete hooks, every revision removed",
+        body: Body::None,
+        status: 200,
+        answer: Some("Operation"),
+    },
+    Route {
+        method: "get",
         path: "/openapi.json",
         summary: "This document",
         body: Body::None,

@@ -1625,9 +1625,59 @@ async fn every_documented_route_is_routed() {
         s.post("/clusters", json!({ "name": cluster, "kubeconfig": kube.kubeconfig() })).await.expect(201);
     }
 
+    // Release routes act on a release in main-cluster's namespace `default`: a chart
+    // pushed to main-registry (when there is one) and installed from it.
+    let chart_dir = s.dir.path().join("route-chart");
+    std::fs::create_dir_all(chart_dir.join("templates")).unwrap();
+    std::fs::write(chart_dir.join("Chart.yaml"), "apiVersion: v2\nname: route-chart\nversion: 0.1.0\n").unwrap();
+    std::fs::write(
+        chart_dir.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    let chart = wharf_chart::load_dir(&chart_dir).unwrap();
+    let package = wharf_chart::package::package(&chart, &Default::default()).unwrap();
+    if let Some(env) = &registry_env {
+        let login = wharf_executor::build::RegistryLogin {
+            name: "main-registry".into(),
+            host: env.registry.clone(),
+            username: Some(env.registry_user.clone()),
+            password: Some(env.registry_password.clone()),
+            insecure: true,
+        };
+        let upload = wharf_executor::chart::ChartUpload {
+            repository: "ws-main/route-chart".into(),
+            version: "0.1.0".into(),
+            archive: package.archive.clone(),
+            config: package.config.clone(),
+        };
+        let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+        wharf_image::OciCharts::new(policy).push_chart(&login, &upload).await.unwrap();
+    }
+    {
+        use wharf_executor::deploy::{ClusterLogin, Deployer, ReleaseSpec};
+        let spec = ReleaseSpec {
+            run: String::new(),
+            stage: String::new(),
+            task: String::new(),
+            cluster: ClusterLogin { name: "main-cluster".into(), kubeconfig: kube.kubeconfig(), context: None },
+            namespace: "default".into(),
+            release: "route-release".into(),
+            chart: package.archive,
+            source: "main-registry/ws-main/route-chart".into(),
+            values: Default::default(),
+        };
+        let deployer = wharf_kube::deploy::KubeDeployer::new(wharf_kube::Policy::new(&["127.0.0.1"]).unwrap());
+        let (_stop, rx) = tokio::sync::watch::channel(None);
+        deployer.release(spec, std::sync::Arc::new(common::NoLogs), rx).await.unwrap();
+    }
+
     let mut problems = Vec::new();
     for route in ROUTES {
         if route.path.starts_with("/registries") && registry_env.is_none() {
+            continue;
+        }
+        if route.path.ends_with("/upgrade") && registry_env.is_none() {
             continue;
         }
         let registry = if route.method == "delete" && route.path == "/registries/{name}" {
@@ -1669,6 +1719,8 @@ async fn every_documented_route_is_routed() {
             .replace("{task}", "main")
             .replace("{name}", name)
             .replace("{token}", "route-token")
+            .replace("{ns}", "default")
+            .replace("{release}", "route-release")
             .replace("{delivery}", &delivery.to_string());
         let path = path.replace("{repo}", "diaspora/infra/deploy");
         let method = Method::from_bytes(route.method.to_uppercase().as_bytes()).unwrap();
@@ -1709,6 +1761,8 @@ async fn every_documented_route_is_routed() {
                 s.call(method, &path, Some(json!({ "name": "created-cluster", "kubeconfig": kube.kubeconfig() }))).await
             }
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
+            Body::Json("Rollback") => s.call(method, &path, Some(json!({ "revision": 1 }))).await,
+            Body::Json("Upgrade") => s.call(method, &path, Some(json!({ "version": "0.1.0" }))).await,
             Body::Json(_) => s.call(method, &path, Some(json!({ "parameters": {} }))).await,
             Body::Pipeline => {
                 let name = if route.method == "post" { "created" } else { "main-pipeline" };

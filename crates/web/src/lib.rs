@@ -7,7 +7,7 @@
 //! are authenticated), `assets/js/i18n.js` (the language: `t(key, params)` over one
 //! message catalogue per language, `i18n/en.js` and `i18n/zh-CN.js`, and the dates,
 //! durations and sizes written the language's way), and one module per page: `pipelines.js`, `details.js`,
-//! `registries.js`, `clusters.js`, `repositories.js`, `users.js`,
+//! `registries.js`, `clusters.js`, `instances.js`, `repositories.js`, `users.js`,
 //! `run.js` (with the live log view `log.js`) and `editor.js` (the card editor).
 //!
 //! Every answer carries a strict Content-Security-Policy: scripts and styles only from
@@ -49,6 +49,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/dialogs.js", JS),
     asset!("js/registries.js", JS),
     asset!("js/clusters.js", JS),
+    asset!("js/instances.js", JS),
     asset!("js/repositories.js", JS),
     asset!("js/users.js", JS),
     asset!("js/i18n.js", JS),
@@ -76,6 +77,8 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/registries/{*rest}", get(shell))
         .route("/clusters", get(shell))
         .route("/clusters/{*rest}", get(shell))
+        .route("/instances", get(shell))
+        .route("/instances/{*rest}", get(shell))
         .route("/ui/{*file}", get(asset))
 }
 

@@ -314,6 +314,7 @@ const TECHNICAL: &[&str] = &[
     "wharf clusters add NAME --kubeconfig ~/.kube/config [--context CONTEXT]",
     "- name: deploy\n  type: deploy-yaml\n  file: k8s/deploy.yaml\n  cluster: \n  namespace: my-app",
     "apiVersion: v1\nkind: Config\nclusters:\n- name: …",
+    "- name: install\n  type: chart-deploy\n  release: my-app\n  chart: my-app\n  version: 1.0.${BUILD_ID}\n  workspace: charts\n  cluster: \n  namespace: my-app",
 ];
 
 #[test]

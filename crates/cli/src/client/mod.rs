@@ -12,6 +12,7 @@ mod http;
 mod logs;
 mod pipelines;
 pub mod registries;
+pub mod releases;
 mod runs;
 pub mod tenancy;
 

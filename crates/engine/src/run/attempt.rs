@@ -6,6 +6,7 @@ use super::chart::{ChartPublishError, PublishSpec};
 use super::deploy::DeployYamlError;
 use super::image::ImageError;
 use super::log::TaskSink;
+use super::release::{ChartDeployError, ReleaseJob};
 use super::stop::ended_status;
 use super::variables::SpecError;
 use super::{RunState, StopRx};
@@ -30,6 +31,8 @@ enum AttemptError {
     Deploy(#[from] DeployYamlError),
     #[error(transparent)]
     Publish(#[from] ChartPublishError),
+    #[error(transparent)]
+    Release(#[from] ChartDeployError),
     #[error("cannot create $WHARF_OUTPUT: {0}")]
     CreateOutput(#[source] std::io::Error),
     /// The executor could not run (or take over) the attempt at all.
@@ -62,6 +65,9 @@ impl RunState {
             }
             TaskKind::ChartPublish(publish) => {
                 self.publish_spec(publish).map(|spec| Job::Publish(Box::new(spec))).map_err(AttemptError::from)
+            }
+            TaskKind::ChartDeploy(deploy) => {
+                self.release_job(s, task, deploy).map(|job| Job::Release(Box::new(job))).map_err(AttemptError::from)
             }
             _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
         };
@@ -127,6 +133,13 @@ impl RunState {
                 (Job::Publish(spec), None) => {
                     let output = output.clone();
                     Box::pin(async move { Ok(self.publish(part, *spec, sink, task_rx, output).await.map(Some)?) })
+                }
+                // A release cut off by a restart is not taken over (its revision stays
+                // pending; Helm's way out is a rollback); a retry installs or upgrades again.
+                (Job::Release(_), Some(_)) => Box::pin(async { Ok(None) }),
+                (Job::Release(job), None) => {
+                    let output = output.clone();
+                    Box::pin(async move { Ok(self.release(part, *job, sink, task_rx, output).await.map(Some)?) })
                 }
             };
             tokio::pin!(run);
@@ -248,4 +261,5 @@ pub(super) enum Job {
     Build(wharf_executor::build::BuildSpec),
     Deploy(Box<wharf_executor::deploy::DeploySpec>),
     Publish(Box<PublishSpec>),
+    Release(Box<ReleaseJob>),
 }

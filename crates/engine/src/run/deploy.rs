@@ -174,7 +174,7 @@ pub(super) fn substitute(scope: &Scope, text: &str) -> Result<String, (usize, Re
 }
 
 /// A DNS-1123 label, as Kubernetes requires of namespace names.
-fn is_namespace_name(name: &str) -> bool {
+pub(super) fn is_namespace_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63

@@ -290,8 +290,53 @@ impl Plan {
         Ok(())
     }
 
-    /// Applies object `i`: a dry run first (its conflicts say which fields other managers
-    /// own; they are logged and taken), then the apply with `force`.
+    /// The API of object `i`'s kind, in its namespace.
+    fn api(&self, conn: &Connection, i: usize) -> Api<DynamicObject> {
+        let item = &self.items[i];
+        let client = conn.client().clone();
+        match &item.namespace {
+            Some(ns) => Api::namespaced_with(client, ns, &item.target.resource),
+            None => Api::all_with(client, &item.target.resource),
+        }
+    }
+
+    /// `Deployment games/web`
+    pub fn object(&self, i: usize) -> String {
+        self.items[i].object()
+    }
+
+    /// `(group, kind, namespace, name)`: who object `i` is on the cluster.
+    pub fn identity(&self, i: usize) -> (String, String, Option<String>, String) {
+        let item = &self.items[i];
+        (
+            item.target.resource.group.clone(),
+            item.manifest.kind.clone(),
+            item.namespace.clone(),
+            item.manifest.name.clone(),
+        )
+    }
+
+    /// Object `i` as the cluster has it; `None` when it does not exist.
+    pub async fn get(&self, conn: &Connection, ctx: &Ctx<'_>, i: usize) -> Result<Option<DynamicObject>, DeployError> {
+        match self.api(conn, i).get(&self.items[i].manifest.name).await {
+            Ok(o) => Ok(Some(o)),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
+            Err(e) => Err(ctx.api("get", &self.items[i].object(), e)),
+        }
+    }
+
+    /// Deletes object `i` (its dependents in the background, as `kubectl delete` does);
+    /// `false` when it was already gone.
+    pub async fn delete(&self, conn: &Connection, ctx: &Ctx<'_>, i: usize) -> Result<bool, DeployError> {
+        let params = kube::api::DeleteParams::background();
+        match self.api(conn, i).delete(&self.items[i].manifest.name, &params).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(ctx.api("delete", &self.items[i].object(), e)),
+        }
+    }
+
+    /// Applies object `i` as field manager `wharf`; see [`Plan::apply_as`].
     pub async fn apply(
         &self,
         conn: &Connection,
@@ -299,22 +344,32 @@ impl Plan {
         i: usize,
         logs: &dyn LogSink,
     ) -> Result<(Applied, Option<Workload>), DeployError> {
+        self.apply_as(conn, ctx, i, logs, FIELD_MANAGER).await
+    }
+
+    /// Applies object `i` as field manager `manager`: a dry run first (its conflicts say
+    /// which fields other managers own; they are logged and taken), then the apply with
+    /// `force`.
+    pub async fn apply_as(
+        &self,
+        conn: &Connection,
+        ctx: &Ctx<'_>,
+        i: usize,
+        logs: &dyn LogSink,
+        manager: &str,
+    ) -> Result<(Applied, Option<Workload>), DeployError> {
         let item = &self.items[i];
         let object = item.object();
-        let client = conn.client().clone();
-        let api: Api<DynamicObject> = match &item.namespace {
-            Some(ns) => Api::namespaced_with(client, ns, &item.target.resource),
-            None => Api::all_with(client, &item.target.resource),
-        };
+        let api = self.api(conn, i);
         let name = &item.manifest.name;
-        let dry = PatchParams::apply(FIELD_MANAGER).dry_run();
+        let dry = PatchParams::apply(manager).dry_run();
         match api.patch(name, &dry, &Patch::Apply(&item.body)).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 409 && s.reason == "Conflict" => {
                 let causes = s.details.as_ref().map(|d| d.causes.clone()).unwrap_or_default();
                 for c in causes {
                     logs.line(LogLine::system(format!(
-                        "{object}: field {} is managed by {:?} ({}); wharf takes it over (force)",
+                        "{object}: field {} is managed by {:?} ({}); {manager} takes it over (force)",
                         c.field,
                         manager_of(&c.message),
                         c.message
@@ -324,7 +379,7 @@ impl Plan {
             Err(e) => return Err(ctx.api("apply", &format!("{object} ({})", item.manifest.describe()), e)),
         }
         let stored = api
-            .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&item.body))
+            .patch(name, &PatchParams::apply(manager).force(), &Patch::Apply(&item.body))
             .await
             .map_err(|e| ctx.api("apply", &format!("{object} ({})", item.manifest.describe()), e))?;
         let applied = Applied {

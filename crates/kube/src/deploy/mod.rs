@@ -16,15 +16,17 @@
 //! objects are applied as they are (the kubeconfig's RBAC decides). The task's namespace is
 //! never created implicitly: it must exist, or the file must hold its `Namespace`.
 
-mod apply;
+pub(crate) mod apply;
 mod fail;
 pub mod manifests;
-mod rollout;
+pub(crate) mod rollout;
 mod status;
+
+pub use fail::Ctx;
 
 use std::sync::Arc;
 
-use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer};
+use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer, ReleaseExit, ReleaseSpec};
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopReason, StopSignal};
 
 use crate::{Connection, FileAccess, Policy};
@@ -78,6 +80,26 @@ impl Deployer for KubeDeployer {
                     Ok(DeployExit::Stopped(reason))
                 }
             }
+        })
+    }
+
+    /// A release operation sees stops between its steps (and while it waits), so that
+    /// the revision it wrote is marked `failed` rather than left pending.
+    fn release<'a>(
+        &'a self,
+        spec: ReleaseSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<ReleaseExit, DeployError>> {
+        Box::pin(async move {
+            let conn = Connection::from_kubeconfig(
+                &spec.cluster.kubeconfig,
+                spec.cluster.context.as_deref(),
+                &FileAccess::Refuse,
+                &self.policy,
+            )
+            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            crate::release::deploy_chart(&conn, &spec, logs.as_ref(), stop).await
         })
     }
 }

@@ -13,6 +13,7 @@ mod logs;
 mod pipelines;
 pub(crate) mod providers;
 pub mod registries;
+pub mod releases;
 mod rows;
 mod runs;
 mod schedule;
@@ -92,6 +93,16 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/clusters/{name}", get(clusters::show).delete(clusters::delete))
         .route("/clusters/{name}/check", post(clusters::check_now))
+        .route("/clusters/{name}/releases", get(releases::list))
+        .route("/clusters/{name}/namespaces/{ns}/releases/{release}", get(releases::show).delete(releases::uninstall))
+        .route(
+            "/clusters/{name}/namespaces/{ns}/releases/{release}/rollback",
+            post(releases::rollback).layer(axum::extract::DefaultBodyLimit::max(releases::MAX_BODY)),
+        )
+        .route(
+            "/clusters/{name}/namespaces/{ns}/releases/{release}/upgrade",
+            post(releases::upgrade).layer(axum::extract::DefaultBodyLimit::max(releases::MAX_BODY)),
+        )
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{delivery}", get(deliveries::show))
         .route("/deliveries/{delivery}/replay", post(deliveries::replay))

@@ -484,3 +484,10 @@ pub async fn kube_get(fake: &wharf_kube_fake::KubeFake, path: &str) -> Option<Va
         Err(e) => panic!("GET {path} from the fake: {e}"),
     }
 }
+
+/// A log sink that drops every line (for calls made around the server, not through it).
+pub struct NoLogs;
+
+impl wharf_executor::LogSink for NoLogs {
+    fn line(&self, _line: wharf_executor::LogLine) {}
+}

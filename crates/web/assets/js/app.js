@@ -17,6 +17,8 @@ const routes = [
   [/^\/registries\/([^/]+)$/, () => import('./registries.js')],
   [/^\/clusters\/?$/, () => import('./clusters.js')],
   [/^\/clusters\/([^/]+)$/, () => import('./clusters.js')],
+  [/^\/instances\/?$/, () => import('./instances.js')],
+  [/^\/instances\/([^/]+)\/([^/]+)\/([^/]+)$/, () => import('./instances.js')],
 ];
 
 let cleanup = null;

@@ -48,7 +48,7 @@ function newTask(type, name) {
     case 'image': return { ...base, dockerfile: 'Dockerfile', context: '.', image: '', tag: 'alpha-${BUILD_ID}', workspace: '' };
     case 'deploy-yaml': return { ...base, file: '', cluster: '', namespace: '' };
     case 'chart-publish': return { ...base, chart_dir: '', chart: '', version: '', workspace: '' };
-    case 'chart-deploy': return { ...base, release: '', chart: '', version: '', cluster: '', namespace: '' };
+    case 'chart-deploy': return { ...base, release: '', chart: '', version: '', workspace: '', cluster: '', namespace: '' };
     case 'approval': return { ...base, approvers: ['admin'] };
     default: return base;
   }
@@ -674,6 +674,9 @@ function taskFields(type, task, model, stageIndex) {
       const sync = () => { selectRow.hidden = how.value !== 'select'; chartRow.hidden = how.value === 'select'; };
       how.addEventListener('change', sync);
       sync();
+      text('workspace', t('common.workspace'), '', { required: true });
+      text('registry', t('common.registry'), t('task.default_registry'));
+      offerRegistries(el, inputs.registry, inputs.workspace);
       text('cluster', t('common.cluster'), '', { required: true });
       text('namespace', t('common.namespace'), '', { required: true });
       const values = h('textarea', { name: 'values', rows: 4, class: 'code' });
@@ -682,8 +685,13 @@ function taskFields(type, task, model, stageIndex) {
       return {
         element: el,
         read: () => {
-          const o = pick(inputs, ['release', 'chart', 'version', 'cluster', 'namespace']);
-          if (how.value === 'select') { const p = published[Number(pickChart.value)]; o.chart = p.chart; o.version = p.version; }
+          const o = pick(inputs, ['release', 'chart', 'version', 'workspace', 'cluster', 'namespace']);
+          optional(o, 'registry');
+          if (how.value === 'select') {
+            const p = published[Number(pickChart.value)];
+            o.chart = p.chart; o.version = p.version; o.workspace = p.workspace;
+            if (p.registry) o.registry = p.registry; else delete o.registry;
+          }
           if (values.value.trim()) {
             let v;
             try { v = JSON.parse(values.value); } catch (e) { throw new Error(t('task.values_bad_json', { error: e.message })); }
