@@ -74,6 +74,22 @@ impl OciCharts {
         let layer = sha256_digest(&chart.archive);
         let config = sha256_digest(&chart.config);
         let in_registry = |e| registry_failed(login, e);
+        // An image and a chart of the same name and version would share the tag: the
+        // push would silently replace the image a deployment may be running.
+        match client.config_media_type(repository, &tag).await {
+            Ok(Some(kind)) if is_chart_config(&kind) => {}
+            Err(RegistryError::NotFound { .. }) => {}
+            Ok(kind) => {
+                return Err(failed(format!(
+                    "`{repository}:{tag}` in registry `{}` already holds an image ({}), not a chart; \
+                     pushing the chart there would replace it: publish charts to another workspace \
+                     (e.g. `charts`) or under another name",
+                    login.name,
+                    kind.as_deref().unwrap_or("an index or a manifest without a config")
+                )));
+            }
+            Err(e) => return Err(in_registry(e)),
+        }
         client.push_blob_bytes(repository, &layer, &chart.archive).await.map_err(in_registry)?;
         client.push_blob_bytes(repository, &config, &chart.config).await.map_err(in_registry)?;
         let manifest = json!({

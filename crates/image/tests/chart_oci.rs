@@ -154,9 +154,23 @@ async fn pulling_an_image_or_a_missing_version_says_what_is_wrong() {
         )
         .await
         .unwrap();
-    let image = charts.pull(login(&env), repository, "1.0.0".into()).await.unwrap_err();
+    let image = charts.pull(login(&env), repository.clone(), "1.0.0".into()).await.unwrap_err();
     assert!(matches!(image, ChartRegistryError::NotAChart(_)), "{image}");
     assert!(image.to_string().contains("application/vnd.oci.image.config.v1+json"), "{image}");
+
+    // Nor may a chart replace it: a chart `app` 1.0.0 in the same workspace is refused,
+    // and the image's manifest is still the tag's.
+    let before = client.config_media_type(&repository, "1.0.0").await.unwrap();
+    let upload = ChartUpload {
+        repository: repository.clone(),
+        version: "1.0.0".into(),
+        archive: b"not read: refused first".to_vec(),
+        config: br#"{"name":"app","version":"1.0.0","apiVersion":"v2"}"#.to_vec(),
+    };
+    let replaced = charts.push(login(&env), upload).await.unwrap_err();
+    assert!(replaced.to_string().contains("already holds an image"), "{replaced}");
+    assert!(replaced.to_string().contains("another workspace"), "{replaced}");
+    assert_eq!(client.config_media_type(&repository, "1.0.0").await.unwrap(), before);
 
     // A wrong password is the registry's refusal, named.
     let mut wrong = login(&env);
