@@ -211,6 +211,11 @@ pub struct TaskDetail {
     pub outputs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An `approval` task's question (`message`, `approvers`, `required`) and the
+    /// decisions given so far (`user`, `verdict` approve|reject, `comment`, `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub approval: Option<wharf_core::run::ApprovalRecord>,
     #[serde(flatten)]
     pub times: Times,
     /// Bytes of its log so far.
@@ -255,6 +260,7 @@ impl RunDetail {
                         exit_code: task.exit_code,
                         outputs: task.outputs,
                         reason: task.reason,
+                        approval: task.approval,
                     })
                     .collect(),
                 name: stage.name,
@@ -333,6 +339,7 @@ impl From<RunDetail> for RunRecord {
                             exit_code: t.exit_code,
                             outputs: t.outputs,
                             reason: t.reason,
+                            approval: t.approval,
                         })
                         .collect(),
                 })

@@ -357,6 +357,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // `wharf run` runs on the user's own machine, as the user.
         clusters: Default::default(),
         local_sources: true,
+        approvals: None,
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

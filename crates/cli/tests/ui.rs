@@ -265,7 +265,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
         ("deploy-yaml", &["file", "cluster", "namespace"]),
         ("chart-publish", &["chart_dir", "chart", "version", "workspace"]),
         ("chart-deploy", &["release", "chart-how", "chart", "version", "cluster", "namespace", "values"]),
-        ("approval", &["approvers", "message"]),
+        ("approval", &["approvers", "message", "required"]),
         ("script", &["image", "tag", "script"]),
     ] {
         chrome.js(&select_type(task_type), json!([])).await;

@@ -296,6 +296,17 @@ pub struct ApprovalTask {
     pub approvers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Distinct approvals needed (1 when the YAML says nothing).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub required: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

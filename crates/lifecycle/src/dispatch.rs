@@ -95,6 +95,7 @@ pub(crate) fn request(model: Arc<Pipeline>, row: RequestBasics) -> RunRequest {
         registries: Default::default(),
         clusters: Default::default(),
         local_sources: false,
+        approvals: None,
     }
 }
 

@@ -263,6 +263,7 @@ mod tests {
             registries: Default::default(),
             clusters: Default::default(),
             local_sources: false,
+            approvals: None,
         });
         let task = record.stages[0].tasks[0].clone();
         record.stages[0].tasks =

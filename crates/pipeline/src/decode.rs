@@ -129,11 +129,14 @@ fn task_fields(task_type: &str) -> &'static [&'static str] {
         "deploy-yaml" => &["file", "cluster", "namespace"],
         "chart-publish" => &["chart_dir", "chart", "version", "registry", "workspace"],
         "chart-deploy" => &["release", "chart", "version", "cluster", "namespace", "values"],
-        "approval" => &["approvers", "message"],
+        "approval" => &["approvers", "message", "required"],
         "canary" => &["deployment", "cluster", "namespace", "image", "steps", "pause", "approval"],
         _ => &[],
     }
 }
+
+/// Upper bound on an approval's `required`: distinct people, not a counter.
+const MAX_APPROVALS: u32 = 20;
 
 /// Upper bound on `retries`: more is almost always a mistake that hides a flaky task.
 pub const MAX_RETRIES: u32 = 10;
@@ -959,9 +962,12 @@ impl<'s> Decoder<'s> {
                     self.error(node.pos, &f.path("approvers"), "name at least one approver (a user, or `role:<name>`)");
                 }
                 let message = opt(self, "message");
+                let required =
+                    f.get("required").map(|n| self.uint(n, &f.path("required"), 1..=MAX_APPROVALS)).unwrap_or(Some(1));
                 TaskKind::Approval(ApprovalTask {
                     approvers: approvers?.into_iter().map(|(s, _)| s).collect(),
                     message,
+                    required: required?,
                 })
             }
             "canary" => {
