@@ -148,6 +148,9 @@ pub struct RunDetail {
     pub commit: Option<String>,
     /// `SYS_INCREMENT` of this run.
     pub increment: i64,
+    /// Every delivery attempt of the run's notifications, oldest first.
+    #[serde(default)]
+    pub notifications: Vec<crate::gates::NotificationAttempt>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -297,6 +300,7 @@ impl RunDetail {
             retry_of: ids.retry_of,
             commit,
             increment: ids.increment,
+            notifications: Vec::new(),
         }
     }
 }

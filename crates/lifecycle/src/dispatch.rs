@@ -524,6 +524,7 @@ impl Lifecycle {
             registries,
             clusters,
             local_sources,
+            approvals: Some(self.gate(entry.run_id)),
             ..request(model, basics)
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");

@@ -15,6 +15,7 @@
 //!
 //! Errors are [`RunError`]s; how they are shown is the caller's business.
 
+pub mod approvals;
 pub mod dispatch;
 pub mod error;
 pub mod executors;
@@ -112,6 +113,7 @@ pub(crate) struct Inner {
     pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
     wake: Arc<Notify>,
     timers: timers::Timers,
+    approvals: Arc<approvals::Desk>,
 }
 
 impl Lifecycle {
@@ -139,6 +141,7 @@ impl Lifecycle {
             pipelines: Mutex::default(),
             wake: Arc::new(Notify::new()),
             timers,
+            approvals: Arc::default(),
         }))
     }
 
