@@ -422,6 +422,8 @@ pub struct Notification {
 pub enum NotifyOn {
     Success,
     Failure,
+    /// An `approval` task started waiting for people.
+    Waiting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,6 +444,10 @@ pub struct Webhook {
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The name of a project secret whose value signs the requests (HMAC-SHA256);
+    /// `None`: the server's `notify_secret`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use crate::message::Facts;
 use crate::{Attempt, Retry};
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::time::Duration;
 
@@ -94,8 +94,9 @@ impl Mailer {
         };
         let mut builder = builder.port(settings.port).timeout(Some(timeout));
         if let Some(user) = settings.username.as_ref().filter(|u| !u.is_empty()) {
-            builder =
-                builder.credentials(Credentials::new(user.clone(), settings.password.clone().unwrap_or_default()));
+            builder = builder
+                .credentials(Credentials::new(user.clone(), settings.password.clone().unwrap_or_default()))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
         Ok(Mailer { transport: builder.build(), from, target: format!("{host}:{}", settings.port) })
     }
@@ -116,12 +117,15 @@ impl Mailer {
             }
         };
         for number in 1..=retry.attempts.max(1) {
-            let (delivered, again, detail) = match self.transport.send(message.clone()).await {
-                Ok(response) => {
+            // lettre bounds each command by the timeout; this bounds the whole exchange.
+            let sent = tokio::time::timeout(retry.timeout * 3, self.transport.send(message.clone())).await;
+            let (delivered, again, detail) = match sent {
+                Err(_) => (false, true, format!("SMTP {}: no answer within {:?}", self.target, retry.timeout * 3)),
+                Ok(Ok(response)) => {
                     let words: Vec<&str> = response.message().collect();
                     (true, false, format!("{} {}", response.code(), words.join(" ")).trim().to_owned())
                 }
-                Err(e) => (false, !e.is_permanent(), format!("SMTP {}: {}", self.target, error_chain(&e))),
+                Ok(Err(e)) => (false, !e.is_permanent(), format!("SMTP {}: {}", self.target, error_chain(&e))),
             };
             report(Attempt { number, delivered, detail });
             if delivered {

@@ -125,7 +125,7 @@ impl Facts {
     /// The e-mail's text: one fact per line.
     pub fn text(&self) -> String {
         let mut lines = vec![self.subject().trim_start_matches("[Wharf] ").to_owned(), String::new()];
-        let mut fact = |label: &str, value: &str| lines.push(format!("{label:<12}{value}"));
+        let mut fact = |label: &str, value: &str| lines.push(format!("{label:<13}{value}"));
         fact("Pipeline:", &self.pipeline);
         fact("Run:", &format!("#{}", self.run));
         fact("Status:", self.status.as_str());
@@ -196,8 +196,8 @@ mod tests {
         assert_eq!(facts.url.as_deref(), Some("https://ci.example.com/runs/12"));
         assert_eq!(facts.subject(), "[Wharf] shop #3 failed");
         let text = facts.text();
-        assert!(text.contains("Duration:   1m 15s\n"), "{text}");
-        assert!(text.contains("Cause:      started by ann\n"), "{text}");
+        assert!(text.contains("Duration:    1m 15s\n"), "{text}");
+        assert!(text.contains("Cause:       started by ann\n"), "{text}");
         let json: serde_json::Value = serde_json::from_str(&facts.json()).unwrap();
         assert_eq!((json["event"].as_str(), json["run"].as_u64()), (Some("failure"), Some(3)));
         assert_eq!(json["duration_ms"], 75_000);

@@ -119,7 +119,7 @@ const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
 const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
-const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body"];
+const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
 const TRIGGER_KINDS: &[&str] = &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
 
 fn task_fields(task_type: &str) -> &'static [&'static str] {
@@ -1174,10 +1174,11 @@ impl<'s> Decoder<'s> {
                     match text.as_str() {
                         "success" => on.push(NotifyOn::Success),
                         "failure" => on.push(NotifyOn::Failure),
+                        "waiting" => on.push(NotifyOn::Waiting),
                         other => self.error(
                             pos,
                             &f.path("on"),
-                            format!("`{other}` is not an outcome; expected success or failure"),
+                            format!("`{other}` is not an outcome; expected success, failure or waiting"),
                         ),
                     }
                 }
@@ -1239,7 +1240,8 @@ impl<'s> Decoder<'s> {
         let params =
             f.get("params").map(|n| self.string_map(n, &f.path("params"), Some(Place::Notify))).unwrap_or_default();
         let body = self.opt_template(&f, "body", Place::Notify);
-        Some(Webhook { url, method, headers, params, body })
+        let secret = f.get("secret").and_then(|n| self.string(n, &f.path("secret")));
+        Some(Webhook { url, method, headers, params, body, secret })
     }
 }
 
