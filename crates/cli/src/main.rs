@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the Wharf server: REST API, live logs, the run queue.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a pipeline here and now, without a server.
     Run(RunArgs),
     /// Check pipeline files and report every problem with its line and column.
@@ -135,7 +135,7 @@ fn main() -> ExitCode {
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),
         Command::Login(args) => on_runtime(client::tenancy::login(args)),
         Command::Serve(args) => serve::forbid_new_privileges()
-            .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
+            .and_then(|()| on_runtime(async { serve::serve(*args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),
     };
     match result {
