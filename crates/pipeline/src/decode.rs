@@ -117,9 +117,9 @@ const PIPELINE_FIELDS: &[&str] = &[
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
-const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks"];
+const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks", "notify"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
-const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body"];
+const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
 const TRIGGER_KINDS: &[&str] = &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
 
 fn task_fields(task_type: &str) -> &'static [&'static str] {
@@ -129,11 +129,14 @@ fn task_fields(task_type: &str) -> &'static [&'static str] {
         "deploy-yaml" => &["file", "cluster", "namespace"],
         "chart-publish" => &["chart_dir", "chart", "version", "registry", "workspace"],
         "chart-deploy" => &["release", "chart", "version", "registry", "workspace", "cluster", "namespace", "values"],
-        "approval" => &["approvers", "message"],
+        "approval" => &["approvers", "message", "required"],
         "canary" => &["deployment", "cluster", "namespace", "image", "steps", "pause", "approval"],
         _ => &[],
     }
 }
+
+/// Upper bound on an approval's `required`: distinct people, not a counter.
+const MAX_APPROVALS: u32 = 20;
 
 /// Upper bound on `retries`: more is almost always a mistake that hides a flaky task.
 pub const MAX_RETRIES: u32 = 10;
@@ -456,7 +459,7 @@ impl<'s> Decoder<'s> {
             Some(image)
         });
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
-        let notify = f.get("notify").map(|n| self.notifications(n)).unwrap_or_default();
+        let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
         self.index.stages_pos = f.pos;
         let stages = match self.required(&f, "stages") {
             Some(node) => {
@@ -716,12 +719,14 @@ impl<'s> Decoder<'s> {
                 _ => self.expected(list, &f.path("tasks"), "a list of tasks"),
             }
         }
+        let notify = f.get("notify").map(|n| self.notifications(n, &f.path("notify"))).unwrap_or_default();
         Some(Stage {
             name: name?.0,
             mode: mode.unwrap_or_default(),
             on_error: on_error.unwrap_or_default(),
             timeout,
             tasks,
+            notify,
         })
     }
 
@@ -963,9 +968,12 @@ impl<'s> Decoder<'s> {
                     self.error(node.pos, &f.path("approvers"), "name at least one approver (a user, or `role:<name>`)");
                 }
                 let message = opt(self, "message");
+                let required =
+                    f.get("required").map(|n| self.uint(n, &f.path("required"), 1..=MAX_APPROVALS)).unwrap_or(Some(1));
                 TaskKind::Approval(ApprovalTask {
                     approvers: approvers?.into_iter().map(|(s, _)| s).collect(),
                     message,
+                    required: required?,
                 })
             }
             "canary" => {
@@ -1155,14 +1163,14 @@ impl<'s> Decoder<'s> {
         time
     }
 
-    fn notifications(&mut self, node: &Node) -> Vec<Notification> {
+    fn notifications(&mut self, node: &Node, base: &str) -> Vec<Notification> {
         let Kind::Seq(items) = &node.kind else {
-            self.expected(node, "notify", "a list of notifications");
+            self.expected(node, base, "a list of notifications");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let path = format!("notify[{i}]");
+            let path = format!("{base}[{i}]");
             let Some(f) = self.fields(item, &path, &["on", "webhook", "channel", "email"], "a notification") else {
                 continue;
             };
@@ -1172,10 +1180,11 @@ impl<'s> Decoder<'s> {
                     match text.as_str() {
                         "success" => on.push(NotifyOn::Success),
                         "failure" => on.push(NotifyOn::Failure),
+                        "waiting" => on.push(NotifyOn::Waiting),
                         other => self.error(
                             pos,
                             &f.path("on"),
-                            format!("`{other}` is not an outcome; expected success or failure"),
+                            format!("`{other}` is not an outcome; expected success, failure or waiting"),
                         ),
                     }
                 }
@@ -1237,7 +1246,8 @@ impl<'s> Decoder<'s> {
         let params =
             f.get("params").map(|n| self.string_map(n, &f.path("params"), Some(Place::Notify))).unwrap_or_default();
         let body = self.opt_template(&f, "body", Place::Notify);
-        Some(Webhook { url, method, headers, params, body })
+        let secret = f.get("secret").and_then(|n| self.string(n, &f.path("secret")));
+        Some(Webhook { url, method, headers, params, body, secret })
     }
 }
 
