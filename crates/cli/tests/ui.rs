@@ -1710,7 +1710,9 @@ async fn a_person_approves_and_rejects_waiting_runs_in_the_browser() {
     let server = Server::start(&root).await;
     let base = &server.url;
     let shots = screenshots();
-    let pipeline = "name: gated\nconcurrency: allow\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: [admin], message: 'Ship build ${BUILD_ID}?'}\n  - name: Ship\n    tasks:\n      - {name: ship, type: script, script: echo shipped}\n";
+    // Its failure webhook points at loopback, which this server's outbound policy
+    // refuses: an attempt the run page shows, and the run is what it was anyway.
+    let pipeline = "name: gated\nconcurrency: allow\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: [admin], message: 'Ship build ${BUILD_ID}?'}\n  - name: Ship\n    tasks:\n      - {name: ship, type: script, script: echo shipped}\nnotify:\n  - on: [failure]\n    webhook: {url: 'http://127.0.0.1:9/hook'}\n";
     server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
     let first = server.api(reqwest::Method::POST, "/pipelines/gated/runs", None).await["id"].as_i64().unwrap();
     let second = server.api(reqwest::Method::POST, "/pipelines/gated/runs", None).await["id"].as_i64().unwrap();
@@ -1745,6 +1747,13 @@ async fn a_person_approves_and_rejects_waiting_runs_in_the_browser() {
         )
         .await;
     chrome.wait("the decision listed", "document.querySelector('[data-approval=sign] li[data-user=admin] q')").await;
+    chrome
+        .wait(
+            "the refused notification on the run page",
+            "document.querySelector('.notify-table tr[data-outcome=failed]')?.textContent.includes('127.0.0.1')",
+        )
+        .await;
+    assert!(page_text(&chrome).await.contains("Not delivered"));
     chrome.screenshot(&shots.join("42-run-rejected.png")).await;
     chrome.goto(&format!("{base}/approvals")).await;
     chrome.wait("nothing waiting", "document.querySelector('.approvals .empty')").await;

@@ -158,6 +158,10 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
     pub tasks: Vec<Task>,
+    /// Sent when this stage ends (`success`, `failure`) or one of its approval tasks
+    /// waits (`waiting`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notification>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

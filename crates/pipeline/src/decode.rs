@@ -117,7 +117,7 @@ const PIPELINE_FIELDS: &[&str] = &[
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
-const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks"];
+const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks", "notify"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
 const TRIGGER_KINDS: &[&str] = &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
@@ -459,7 +459,7 @@ impl<'s> Decoder<'s> {
             Some(image)
         });
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
-        let notify = f.get("notify").map(|n| self.notifications(n)).unwrap_or_default();
+        let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
         self.index.stages_pos = f.pos;
         let stages = match self.required(&f, "stages") {
             Some(node) => {
@@ -719,12 +719,14 @@ impl<'s> Decoder<'s> {
                 _ => self.expected(list, &f.path("tasks"), "a list of tasks"),
             }
         }
+        let notify = f.get("notify").map(|n| self.notifications(n, &f.path("notify"))).unwrap_or_default();
         Some(Stage {
             name: name?.0,
             mode: mode.unwrap_or_default(),
             on_error: on_error.unwrap_or_default(),
             timeout,
             tasks,
+            notify,
         })
     }
 
@@ -1161,14 +1163,14 @@ impl<'s> Decoder<'s> {
         time
     }
 
-    fn notifications(&mut self, node: &Node) -> Vec<Notification> {
+    fn notifications(&mut self, node: &Node, base: &str) -> Vec<Notification> {
         let Kind::Seq(items) = &node.kind else {
-            self.expected(node, "notify", "a list of notifications");
+            self.expected(node, base, "a list of notifications");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let path = format!("notify[{i}]");
+            let path = format!("{base}[{i}]");
             let Some(f) = self.fields(item, &path, &["on", "webhook", "channel", "email"], "a notification") else {
                 continue;
             };
