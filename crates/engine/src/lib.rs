@@ -402,9 +402,8 @@ impl Engine {
             "chart-publish" => Err("`chart-publish` tasks need the Wharf server, where registries are registered (`wharf registries add`)".to_owned()),
             "chart-deploy" if self.charts.is_some() && self.deployer.is_some() => Ok(()),
             "chart-deploy" => Err("`chart-deploy` tasks need the Wharf server, where registries and clusters are registered (`wharf registries add`, `wharf clusters add`)".to_owned()),
-            "canary" => Err(format!(
-                "`{type_name}` tasks need the Kubernetes and registry support, which is not built yet"
-            )),
+            "canary" if self.deployer.is_some() => Ok(()),
+            "canary" => Err("`canary` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
             other => Err(format!("`{other}` is not a task type")),
         }
     }
@@ -433,6 +432,13 @@ impl Engine {
             for task in &stage.tasks {
                 if let Err(why) = self.can_run(task.kind.type_name()) {
                     problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "type", why));
+                }
+                if let wharf_core::model::TaskKind::Canary(c) = &task.kind
+                    && c.approval
+                {
+                    let why = "`approval: true` between canary steps is not built yet: use `pause`, or an `approval` task \
+                               before the canary";
+                    problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "approval", why.to_owned()));
                 }
             }
         }

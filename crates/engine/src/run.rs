@@ -29,6 +29,7 @@
 
 mod approval;
 mod attempt;
+mod canary;
 mod chart;
 mod checkout;
 mod deploy;

@@ -164,4 +164,61 @@ pub trait Deployer: Send + Sync {
             Err(DeployError(format!("release `{}`: this deployer does not install Helm charts", spec.release)))
         })
     }
+
+    /// One move of a `canary` task ([`CanaryAction`]); same contract as `deploy`. A
+    /// deployer that cannot refuses with a message saying so.
+    fn canary<'a>(
+        &'a self,
+        spec: &'a CanarySpec,
+        action: CanaryAction,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<CanaryExit, DeployError>> {
+        let _ = (action, logs, stop);
+        Box::pin(async move {
+            Err(DeployError(format!("canary of `{}`: this deployer does not run canaries", spec.deployment)))
+        })
+    }
+}
+
+/// One `canary` task, every field final: Deployment `deployment` in `namespace` moves
+/// to `image` through a `<deployment>-canary` Deployment beside it.
+#[derive(Clone, Debug)]
+pub struct CanarySpec {
+    /// `<pipeline>#<number>`, stage and task, for labels and log lines.
+    pub run: String,
+    pub stage: String,
+    pub task: String,
+    pub cluster: ClusterLogin,
+    pub namespace: String,
+    /// The stable Deployment's name.
+    pub deployment: String,
+    /// The new image.
+    pub image: String,
+}
+
+/// One move of a canary; the engine calls them in order: `Begin`, a `Step` per
+/// percentage below 100, then `Promote` — or `Abort` at any point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CanaryAction {
+    /// Creates the canary Deployment (a copy of the stable one, the new image, no
+    /// replicas) and answers the stable Deployment's replica count (the total).
+    Begin,
+    /// Gives the canary `percent` of `total` replicas, the stable one the rest.
+    Step { percent: u8, total: u32 },
+    /// Puts the new image into the stable Deployment with `total` replicas, then
+    /// deletes the canary.
+    Promote { total: u32 },
+    /// Restores the stable replicas (the total the canary recorded) and deletes the
+    /// canary; nothing to do when there is none.
+    Abort,
+}
+
+/// How a canary move ended when it did not fail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CanaryExit {
+    /// Done; the total replicas of the rollout.
+    Done { total: u32 },
+    /// A stop ended the wait; the engine aborts next.
+    Stopped(StopReason),
 }

@@ -16,6 +16,7 @@
 //! No credential is ever logged or shown: `Debug` and `Display` of everything here leave
 //! them out.
 
+pub mod canary;
 mod check;
 pub mod deploy;
 mod kubeconfig;

@@ -66,6 +66,10 @@ impl RunState {
             TaskKind::ChartPublish(publish) => {
                 self.publish_spec(publish).map(|spec| Job::Publish(Box::new(spec))).map_err(AttemptError::from)
             }
+            TaskKind::Canary(canary) => self
+                .canary_job(s, task.name.as_str(), canary)
+                .map(|job| Job::Canary(Box::new(job)))
+                .map_err(AttemptError::from),
             TaskKind::ChartDeploy(deploy) => {
                 self.release_job(s, task, deploy).map(|job| Job::Release(Box::new(job))).map_err(AttemptError::from)
             }
@@ -137,6 +141,16 @@ impl RunState {
                 // A release cut off by a restart is not taken over (its revision stays
                 // pending; Helm's way out is a rollback); a retry installs or upgrades again.
                 (Job::Release(_), Some(_)) => Box::pin(async { Ok(None) }),
+                // A canary cut off by a restart is rolled back: the stable replicas
+                // restored, the canary deleted; the attempt counts as interrupted.
+                (Job::Canary(job), Some(_)) => Box::pin(async move {
+                    self.canary_interrupted(*job, sink).await;
+                    Ok(None)
+                }),
+                (Job::Canary(job), None) => {
+                    let output = output.clone();
+                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output).await.map(Some)?) })
+                }
                 (Job::Release(job), None) => {
                     let output = output.clone();
                     Box::pin(async move { Ok(self.release(part, *job, sink, task_rx, output).await.map(Some)?) })
@@ -262,4 +276,5 @@ pub(super) enum Job {
     Deploy(Box<wharf_executor::deploy::DeploySpec>),
     Publish(Box<PublishSpec>),
     Release(Box<ReleaseJob>),
+    Canary(Box<super::canary::CanaryJob>),
 }

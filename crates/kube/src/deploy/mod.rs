@@ -26,7 +26,10 @@ pub use fail::Ctx;
 
 use std::sync::Arc;
 
-use wharf_executor::deploy::{Applied, DeployError, DeployExit, DeploySpec, Deployer, ReleaseExit, ReleaseSpec};
+use wharf_executor::deploy::{
+    Applied, CanaryAction, CanaryExit, CanarySpec, DeployError, DeployExit, DeploySpec, Deployer, ReleaseExit,
+    ReleaseSpec,
+};
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopReason, StopSignal};
 
 use crate::{Connection, FileAccess, Policy};
@@ -100,6 +103,25 @@ impl Deployer for KubeDeployer {
             )
             .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
             crate::release::deploy_chart(&conn, &spec, logs.as_ref(), stop).await
+        })
+    }
+
+    fn canary<'a>(
+        &'a self,
+        spec: &'a CanarySpec,
+        action: CanaryAction,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<CanaryExit, DeployError>> {
+        Box::pin(async move {
+            let conn = Connection::from_kubeconfig(
+                &spec.cluster.kubeconfig,
+                spec.cluster.context.as_deref(),
+                &FileAccess::Refuse,
+                &self.policy,
+            )
+            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            crate::canary::run(&conn, spec, action, logs.as_ref(), stop).await
         })
     }
 }
