@@ -294,6 +294,12 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
     let mut args: Vec<String> = vec!["create".into(), "--name".into(), Kubelet::container(uid), "--init".into()];
     args.extend(["--label".into(), format!("{INSTANCE_LABEL}={}", kubelet.instance)]);
+    // As a kubelet does: the pod's name is its hostname.
+    let mut hostname = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    hostname.truncate(63);
+    if !hostname.is_empty() {
+        args.extend(["--hostname".into(), hostname]);
+    }
     let secret = |name: &str| shared.secret_data(ns, name).ok_or_else(|| format!("secret \"{name}\" not found"));
     for from in c["envFrom"].as_array().into_iter().flatten() {
         let Some(name) = from.pointer("/secretRef/name").and_then(Value::as_str) else {

@@ -423,6 +423,83 @@ impl Executor for KubeExecutor {
     }
 }
 
+/// The server's kubernetes executor: each task's pod goes to the cluster and namespace
+/// its spec names (the pipeline's `cluster:`, resolved by the engine), connected under the
+/// server's outbound policy.
+pub struct ClusterExecutor {
+    policy: wharf_outbound::Policy,
+    default_image: Option<String>,
+}
+
+impl ClusterExecutor {
+    pub fn new(policy: wharf_outbound::Policy, default_image: Option<String>) -> Self {
+        ClusterExecutor { policy, default_image }
+    }
+
+    fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
+        let Some(cluster) = &spec.cluster else {
+            return Err(ExecutorError::Unsupported(format!(
+                "task `{}` runs on the kubernetes executor, which needs the pipeline's `cluster:` (the name of a \
+                 registered cluster; there is no server default_cluster yet)",
+                spec.task
+            )));
+        };
+        let conn = Connection::from_kubeconfig(
+            &cluster.login.kubeconfig,
+            cluster.login.context.as_deref(),
+            &crate::FileAccess::Refuse,
+            &self.policy,
+        )
+        .map_err(|e| start_error(format!("cluster `{}`: {e}", cluster.login.name)))?;
+        Ok(KubeExecutor::new(
+            &conn,
+            KubeExecutorConfig {
+                namespace: cluster.namespace.clone(),
+                default_image: self.default_image.clone(),
+                workspace: Workspace::HostPath,
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for ClusterExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterExecutor").field("default_image", &self.default_image).finish()
+    }
+}
+
+impl Executor for ClusterExecutor {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn placement(&self, spec: &TaskSpec) -> String {
+        let image = spec.image.as_deref().or(self.default_image.as_deref()).unwrap_or("(no image)");
+        match &spec.cluster {
+            Some(c) => format!("in a pod of {image} in namespace {} of cluster {}", c.namespace, c.login.name),
+            None => format!("in a pod of {image} (no cluster named)"),
+        }
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        match task_type {
+            "script" => Ok(()),
+            other => Err(ExecutorError::Unsupported(format!(
+                "task type `{other}` does not run on the kubernetes executor yet, which runs `script` tasks"
+            ))),
+        }
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        Box::pin(async move { self.on(&spec)?.run_task(spec, logs, stop).await })
+    }
+}
+
 /// The Pod and Secret of one attempt; dropped before [`Cleanup::remove`] ran (the `run`
 /// future was cancelled), they are deleted in the background.
 struct Cleanup {

@@ -95,6 +95,7 @@ impl Fixture {
             ],
             output_file,
             labels: vec![("WHARF_SERVER_RUN".into(), "abc/42".into())],
+            cluster: None,
         }
     }
 
