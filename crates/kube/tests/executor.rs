@@ -270,3 +270,94 @@ async fn image_that_cannot_be_pulled_is_a_clear_error() {
     assert!(err.contains("names no image"), "{err}");
     assert!(f.executor.supports("image").unwrap_err().to_string().contains("kubernetes executor"));
 }
+
+/// The kubelet as kubectl sees it: `kubectl run` starts a real container, `kubectl logs
+/// -f --timestamps` follows it, the pod ends `Failed` with the exit code, the Events are a
+/// kubelet's, and `kubectl delete --grace-period` stops a running pod and waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_follows_and_deletes_pods_on_the_kubelet() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&config).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .env("HOME", dir.path())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "kubectl {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let image = format!("--image={}", env.busybox_image);
+    tokio::task::block_in_place(|| {
+        kubectl(&[
+            "run",
+            "hello",
+            &image,
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 1; echo two; exit 3",
+        ]);
+        let phase = |name: &str| kubectl(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while phase("hello") == "Pending" || phase("hello").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs = kubectl(&["logs", "-f", "--timestamps", "hello"]);
+        let lines: Vec<&str> = logs.lines().map(|l| l.split_once(' ').map_or(l, |(_, t)| t)).collect();
+        assert_eq!(lines, ["one", "two"], "{logs}");
+        assert!(logs.starts_with("20"), "RFC 3339 timestamps: {logs}");
+        while phase("hello") == "Running" {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(phase("hello"), "Failed");
+        let code = kubectl(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ]);
+        assert_eq!(code, "3");
+        let events = kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hello",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+            assert!(events.contains(reason), "{reason} in {events}");
+        }
+        kubectl(&["delete", "pod", "hello"]);
+
+        kubectl(&["run", "sleeper", &image, "--restart=Never", "--command", "--", "sh", "-c", "echo up; sleep 60"]);
+        while phase("sleeper") != "Running" {
+            assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let asked = std::time::Instant::now();
+        kubectl(&["delete", "pod", "sleeper", "--grace-period=2"]);
+        assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+        let gone = std::process::Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["get", "pod", "sleeper"])
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
+    });
+}
