@@ -34,8 +34,8 @@ use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::emit;
 use wharf_executor::{
-    AttemptId, BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason,
-    StopRequest, StopSignal, Stream, TaskSpec,
+    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
+    StopSignal, Stream, TaskSpec,
 };
 
 use crate::Connection;
@@ -356,14 +356,6 @@ impl KubeExecutor {
             .filter_map(|p| {
                 let notes = p.metadata.annotations.unwrap_or_default();
                 let owner = notes.get(label)?.clone();
-                let attempt = (|| {
-                    Some(AttemptId {
-                        stage: notes.get(LABEL_STAGE)?.clone(),
-                        task: notes.get(LABEL_TASK)?.clone(),
-                        attempt: notes.get(LABEL_ATTEMPT)?.parse().ok()?,
-                    })
-                })();
-                let _ = attempt;
                 // Taking a pod over after a restart is not built: every leftover is discarded.
                 Some(Leftover { id: p.metadata.name?, owner, attempt: None })
             })
