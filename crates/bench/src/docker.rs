@@ -113,6 +113,7 @@ fn executor_only(
                 env: vec![],
                 output_file: output_file.clone(),
                 labels: vec![],
+                cluster: None,
             };
             let (_tx, rx) = tokio::sync::watch::channel(None);
             let exit = executor.run(spec, sink.clone(), rx).await.expect("the docker executor runs");

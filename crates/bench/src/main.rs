@@ -213,6 +213,7 @@ fn executor_run(runtime: &tokio::runtime::Runtime, dir: &std::path::Path, tasks:
                 env: vec![],
                 output_file: output_file.clone(),
                 labels: vec![],
+                cluster: None,
             };
             let (_tx, rx) = tokio::sync::watch::channel(None);
             let exit = executor.run(spec, sink.clone(), rx).await.expect("host executor runs");

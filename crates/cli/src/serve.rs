@@ -239,7 +239,7 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
         None => None,
         Some("host") => Some(ExecutorKind::Host),
         Some("docker") => Some(ExecutorKind::Docker),
-        Some("kubernetes") => bail!("the kubernetes executor is not built yet; run with --executor host or docker"),
+        Some("kubernetes") => Some(ExecutorKind::Kubernetes),
         Some(other) => bail!("unknown executor `{other}`: expected host, docker or kubernetes"),
     };
     config.docker.socket = args.docker_socket.clone().or(s("docker_socket"));

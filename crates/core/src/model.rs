@@ -39,6 +39,10 @@ pub struct Pipeline {
     /// Image for `script` tasks that name none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_image: Option<String>,
+    /// The registered cluster whose `ecp-devops-<id>` namespace runs the tasks on the
+    /// kubernetes executor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -492,6 +496,7 @@ mod tests {
             concurrency: Concurrency::Queue,
             executor: None,
             default_image: None,
+            cluster: None,
             triggers: vec![],
             notify: vec![],
             stages: vec![],

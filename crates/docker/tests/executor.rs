@@ -76,6 +76,7 @@ impl Fixture {
             ],
             output_file,
             labels: vec![self.label.clone()],
+            cluster: None,
         }
     }
 

@@ -160,6 +160,9 @@ pub struct Registries {
 #[derive(Clone, Debug, Default)]
 pub struct Clusters {
     pub by_name: BTreeMap<String, wharf_executor::deploy::ClusterLogin>,
+    /// Each cluster's pipeline namespace (`ecp-devops-<id>`), where the kubernetes
+    /// executor runs tasks.
+    pub namespaces: BTreeMap<String, String>,
 }
 
 /// One registry: how to log in and which workspaces are registered in it.
@@ -537,6 +540,7 @@ mod tests {
                         context: None,
                     },
                 )]),
+                namespaces: BTreeMap::new(),
             },
             local_sources: false,
             approvals: None,

@@ -53,6 +53,16 @@ pub struct TaskSpec {
     /// server): environment variables on the host executor, container labels on
     /// Docker. Keys are variable names.
     pub labels: Vec<(String, String)>,
+    /// The pipeline's `cluster:`, resolved: what the kubernetes executor runs the task's
+    /// pod on. `None` when the pipeline names no cluster.
+    pub cluster: Option<TaskCluster>,
+}
+
+/// A registered cluster and the namespace (its `ecp-devops-<id>`) a task's pod runs in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskCluster {
+    pub login: deploy::ClusterLogin,
+    pub namespace: String,
 }
 
 /// Which stream a log line came from.

@@ -70,6 +70,7 @@ fn spec(dir: &Path, script: &str) -> TaskSpec {
         env: Vec::new(),
         output_file: dir.join(".wharf-output"),
         labels: vec![],
+        cluster: None,
     }
 }
 

@@ -24,6 +24,7 @@ fn spec(task: &str, image: Option<&str>) -> TaskSpec {
         env: Vec::new(),
         output_file: std::env::temp_dir().join("routed-output"),
         labels: vec![],
+        cluster: None,
     }
 }
 

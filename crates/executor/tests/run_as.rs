@@ -95,6 +95,7 @@ async fn the_task_runs_as_the_user_and_owns_its_workspace_output_and_home() {
         env: vec![("WHARF_OUTPUT".into(), output.display().to_string())],
         output_file: output.clone(),
         labels: Vec::new(),
+        cluster: None,
     };
     let lines = Arc::new(Lines(Mutex::default()));
     let (_stop, stop) = watch::channel(None);

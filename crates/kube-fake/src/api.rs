@@ -55,6 +55,8 @@ pub struct Shared {
     /// ClusterRole; its writes are answered 403 as RBAC words them.
     restricted_token: Option<String>,
     pub rollout_delay: Duration,
+    /// Runs client-made Pods on the local Docker Engine (`Options::kubelet`).
+    kubelet: std::sync::OnceLock<Arc<crate::kubelet::Kubelet>>,
 }
 
 /// The validating webhook the `admission-denied` fault speaks for.
@@ -85,8 +87,14 @@ fn uid() -> String {
 impl Shared {
     pub fn new(token: String, restricted_token: Option<String>, rollout_delay: Duration) -> Arc<Self> {
         let (events, _) = broadcast::channel(4096);
-        let shared =
-            Arc::new(Shared { store: Mutex::new(Store::default()), events, token, restricted_token, rollout_delay });
+        let shared = Arc::new(Shared {
+            store: Mutex::new(Store::default()),
+            events,
+            token,
+            restricted_token,
+            rollout_delay,
+            kubelet: std::sync::OnceLock::new(),
+        });
         {
             let mut store = shared.lock();
             let ns = resources::find("", "v1", "namespaces").expect("namespaces are listed");
@@ -212,6 +220,89 @@ impl Shared {
 }
 
 impl Shared {
+    pub fn set_kubelet(&self, kubelet: Arc<crate::kubelet::Kubelet>) {
+        let _ = self.kubelet.set(kubelet);
+    }
+
+    pub fn kubelet(&self) -> Option<Arc<crate::kubelet::Kubelet>> {
+        self.kubelet.get().cloned()
+    }
+
+    pub fn namespace(&self, name: &str) -> Option<Value> {
+        self.get(resources::find("", "v1", "namespaces").expect("namespaces are listed"), "", name)
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.lock().objects.keys().filter(|(g, p, _, _)| g.is_empty() && *p == "nodes").count()
+    }
+
+    /// The decoded data of Secret `name` in `ns`.
+    pub fn secret_data(&self, ns: &str, name: &str) -> Option<std::collections::HashMap<String, String>> {
+        let r = resources::find("", "v1", "secrets").expect("secrets are listed");
+        self.get(r, ns, name).map(|s| crate::kubelet::decode_secret(&s))
+    }
+
+    /// Records an Event about `pod`, as a scheduler or kubelet does.
+    pub fn event(
+        &self,
+        pod: &Value,
+        kind: &str,
+        reason: &str,
+        message: &str,
+        field_path: Option<&str>,
+        component: &str,
+    ) {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+        let mut involved = json!({"apiVersion": "v1", "kind": "Pod", "name": name, "namespace": ns, "uid": uid});
+        if let Some(path) = field_path {
+            involved["fieldPath"] = json!(path);
+        }
+        let t = now();
+        let event_name = format!("{name}.{}", random_hex(8));
+        let event = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": event_name, "namespace": ns, "uid": uid_v4(), "creationTimestamp": t},
+            "involvedObject": involved, "reason": reason, "message": message, "type": kind,
+            "source": {"component": component, "host": "kube-fake-node-0"}, "reportingComponent": component,
+            "reportingInstance": "kube-fake-node-0", "firstTimestamp": t, "lastTimestamp": t, "count": 1});
+        let r = resources::find("", "v1", "events").expect("events are listed");
+        let mut store = self.lock();
+        let pods = resources::find("", "v1", "pods").expect("pods are listed");
+        if store.objects.get(&key(pods, ns, name)).is_some_and(|p| p["metadata"]["uid"] == uid) {
+            self.commit(&mut store, r, ns, &event_name, event, "ADDED");
+        }
+    }
+
+    /// Sets the status of `pod` if it is still stored (same uid).
+    pub fn pod_status(&self, pod: &Value, status: Value) {
+        let (ns, name) =
+            (pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or(""));
+        let r = resources::find("", "v1", "pods").expect("pods are listed");
+        let mut store = self.lock();
+        let Some(mut obj) = store.objects.get(&key(r, ns, name)).cloned() else { return };
+        if obj["metadata"]["uid"] != pod["metadata"]["uid"] {
+            return;
+        }
+        obj["status"] = status;
+        self.commit(&mut store, r, ns, name, obj, "MODIFIED");
+    }
+
+    /// The kubelet is done with `pod`: a pod being deleted gracefully goes now, with its Events.
+    pub fn pod_gone(&self, pod: &Value) {
+        let (ns, name) =
+            (pod["metadata"]["namespace"].as_str().unwrap_or(""), pod["metadata"]["name"].as_str().unwrap_or(""));
+        let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+        let r = resources::find("", "v1", "pods").expect("pods are listed");
+        let mut store = self.lock();
+        let Some(obj) = store.objects.get(&key(r, ns, name)).cloned() else { return };
+        if obj["metadata"]["uid"] != uid {
+            return;
+        }
+        self.forget_events(&mut store, ns, uid);
+        self.commit(&mut store, r, ns, name, obj, "DELETED");
+    }
+
     /// Deletes the Events about the object `uid` (a real cluster lets them expire after an hour).
     fn forget_events(&self, store: &mut Store, ns: &str, uid: &str) {
         let event_res = resources::find("", "v1", "events").expect("events are listed");
@@ -507,7 +598,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> 
         .get("fieldManager")
         .map(str::to_owned)
         .unwrap_or_else(|| agent.split('/').next().unwrap_or("unknown").to_owned());
-    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+    let body = if matches!(method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE) {
         let bytes = Limited::new(req.into_body(), MAX_BODY)
             .collect()
             .await
@@ -544,6 +635,30 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> 
             let pod = shared
                 .get(target.resource, &target.namespace, name)
                 .ok_or_else(|| Failure::not_found(target.resource, name))?;
+            if let Some(kubelet) = shared.kubelet()
+                && kubelet.runs(pod["metadata"]["uid"].as_str().unwrap_or(""))
+            {
+                let since = query
+                    .get("sinceTime")
+                    .map(str::to_owned)
+                    .or_else(|| query.get("sinceSeconds").and_then(crate::kubelet::since_seconds));
+                let rx = crate::kubelet::log(
+                    &kubelet,
+                    &pod,
+                    query.flag("follow"),
+                    query.flag("timestamps"),
+                    since,
+                    query.get("tailLines").map(str::to_owned),
+                )
+                .map_err(Failure::bad_request)?;
+                let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed();
+                return Ok(Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "text/plain")
+                    .header(header::TRANSFER_ENCODING, "chunked")
+                    .body(body)
+                    .expect("a valid response"));
+            }
             Ok(Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "text/plain")
@@ -552,7 +667,7 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> 
         }
         (&Method::PUT, Some(name), sub) => w.replace(name, sub, parse_json(body.as_ref())?),
         (&Method::PATCH, Some(name), sub) => w.patch(name, sub, &content_type, body.unwrap_or_default()),
-        (&Method::DELETE, Some(name), None) => w.delete(name),
+        (&Method::DELETE, Some(name), None) => w.delete(name, body.as_ref()),
         _ => Err(Failure::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -908,6 +1023,9 @@ impl Write<'_> {
         if self.r().is_job() && kind == "ADDED" {
             controller::schedule_job(self.shared.clone(), self.r(), &stored);
         }
+        if self.r().kind == "Pod" && kind == "ADDED" {
+            crate::kubelet::admit(self.shared.clone(), &stored);
+        }
         stored
     }
 
@@ -1058,12 +1176,50 @@ impl Write<'_> {
         }
     }
 
-    fn delete(&self, name: &str) -> Answer {
+    fn delete(&self, name: &str, body: Option<&Bytes>) -> Answer {
         let r = self.r();
         let mut store = self.shared.lock();
         let old = self.existing(&store, name)?;
         if self.dry_run() {
             return ok(&old);
+        }
+        let uid = old["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+        if r.kind == "Pod"
+            && let Some(kubelet) = self.shared.kubelet()
+            && kubelet.runs(&uid)
+        {
+            // Graceful deletion: the pod stays (with `deletionTimestamp`) until the kubelet has
+            // stopped its container; the kubelet then deletes it.
+            let options = body.filter(|b| !b.is_empty()).and_then(|b| serde_json::from_slice::<Value>(b).ok());
+            let grace = self
+                .query
+                .get("gracePeriodSeconds")
+                .and_then(|g| g.parse::<u64>().ok())
+                .or_else(|| options.as_ref().and_then(|o| o["gracePeriodSeconds"].as_u64()))
+                .or_else(|| old.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_u64))
+                .unwrap_or(30);
+            let running = old.pointer("/status/phase").and_then(Value::as_str) == Some("Running");
+            if !running || grace == 0 {
+                // Not running (or forced): gone from the API at once; the kubelet kills and
+                // removes its container in the background.
+                self.shared.forget_events(&mut store, &self.t.namespace, &uid);
+                let gone = self.shared.commit(&mut store, r, &self.t.namespace, name, old, "DELETED");
+                drop(store);
+                kubelet.stop(&uid, 0);
+                return ok(&gone);
+            }
+            if old.pointer("/metadata/deletionTimestamp").is_some() {
+                drop(store);
+                kubelet.stop(&uid, grace);
+                return ok(&old);
+            }
+            let mut marked = old.clone();
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+            marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            let marked = self.shared.commit(&mut store, r, &self.t.namespace, name, marked, "MODIFIED");
+            drop(store);
+            kubelet.stop(&uid, grace);
+            return ok(&marked);
         }
         if r.kind == "Namespace" && matches!(name, "default" | "kube-system" | "kube-public") {
             return Err(Failure::new(

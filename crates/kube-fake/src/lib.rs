@@ -14,6 +14,7 @@
 mod api;
 mod controller;
 mod discovery;
+mod kubelet;
 mod proto;
 mod resources;
 mod select;
@@ -33,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use api::{ADMISSION_WEBHOOK, RESTRICTED_USER};
 pub use controller::FAULT_ANNOTATION;
+pub use kubelet::INSTANCE_LABEL;
 pub use resources::{RESOURCES, Resource};
 pub use select::{FieldSelector, LabelSelector, Requirement};
 
@@ -52,6 +54,9 @@ pub struct Options {
     pub ready_nodes: usize,
     /// More nodes made at start, after the ready ones, with `Ready` `False`.
     pub unready_nodes: usize,
+    /// Run the Pods clients create on the local Docker Engine with this `docker` CLI
+    /// (`Some("docker")`: the one on `PATH`); `None`: Pods are stored, nothing runs them.
+    pub kubelet: Option<String>,
 }
 
 impl Default for Options {
@@ -63,6 +68,7 @@ impl Default for Options {
             rollout_delay: Duration::ZERO,
             ready_nodes: 1,
             unready_nodes: 0,
+            kubelet: None,
         }
     }
 }
@@ -86,11 +92,15 @@ pub struct KubeFake {
     ca_pem: String,
     token: String,
     server: tokio::task::JoinHandle<()>,
+    kubelet: Option<Arc<kubelet::Kubelet>>,
 }
 
 impl Drop for KubeFake {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(kubelet) = &self.kubelet {
+            kubelet.remove_all();
+        }
     }
 }
 
@@ -152,6 +162,14 @@ impl KubeFake {
         });
         let shared = api::Shared::new(token.clone(), options.restricted_token.clone(), options.rollout_delay);
         shared.add_nodes(options.ready_nodes, options.unready_nodes);
+        let kubelet = options.kubelet.clone().map(|docker| {
+            let mut id = [0u8; 8];
+            getrandom::fill(&mut id).expect("the OS random source");
+            let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            let kubelet = Arc::new(kubelet::Kubelet::new(docker, instance));
+            shared.set_kubelet(kubelet.clone());
+            kubelet
+        });
         let server = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -179,7 +197,7 @@ impl KubeFake {
                 });
             }
         });
-        Ok(KubeFake { addr, ca_pem, token, server })
+        Ok(KubeFake { addr, ca_pem, token, server, kubelet })
     }
 
     pub fn addr(&self) -> SocketAddr {

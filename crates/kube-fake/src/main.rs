@@ -1,4 +1,4 @@
-//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]`:
+//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]`:
 //! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
 //! (and writing it to PATH when given).
 
@@ -8,7 +8,7 @@ use wharf_kube_fake::{KubeFake, Options};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH]"
+        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]"
     );
     std::process::exit(2)
 }
@@ -30,6 +30,7 @@ async fn main() {
             "--ready-nodes" => options.ready_nodes = value.parse().unwrap_or_else(|_| usage()),
             "--unready-nodes" => options.unready_nodes = value.parse().unwrap_or_else(|_| usage()),
             "--kubeconfig" => kubeconfig = Some(value),
+            "--kubelet" => options.kubelet = Some(value),
             _ => usage(),
         }
     }

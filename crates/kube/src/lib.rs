@@ -19,12 +19,14 @@
 pub mod canary;
 mod check;
 pub mod deploy;
+pub mod executor;
 mod kubeconfig;
 mod namespace;
 mod outbound;
 pub mod release;
 
 pub use check::{CHECK_TIMEOUT, ClusterError, ClusterInfo, Nodes, Permission, check};
+pub use executor::{ClusterExecutor, KubeExecutor, KubeExecutorConfig, Workspace};
 pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};
 pub use namespace::{MANAGED_BY, NamespaceError, ensure_namespace, pipeline_namespace};
 pub use wharf_outbound::{Policy, Refused};

@@ -618,9 +618,10 @@ pub async fn registries(
 /// The clusters of `project`, the only ones its pipelines' `deploy-yaml` tasks may name,
 /// with their kubeconfigs opened.
 pub async fn clusters(store: &wharf_store::Store, project: &str) -> wharf_store::Result<wharf_engine::Clusters> {
-    let by_name = store
-        .clusters_of_project(project)
-        .await?
+    let rows = store.clusters_of_project(project).await?;
+    // The namespace registration applied (wharf-kube's `pipeline_namespace`).
+    let namespaces = rows.iter().map(|c| (c.name.clone(), format!("ecp-devops-{}", c.short_id))).collect();
+    let by_name = rows
         .into_iter()
         .map(|c| {
             let login = wharf_executor::deploy::ClusterLogin {
@@ -631,7 +632,7 @@ pub async fn clusters(store: &wharf_store::Store, project: &str) -> wharf_store:
             (c.name, login)
         })
         .collect();
-    Ok(wharf_engine::Clusters { by_name })
+    Ok(wharf_engine::Clusters { by_name, namespaces })
 }
 
 /// The branch or tag a record's checkout names, to clone again when the run is

@@ -108,6 +108,7 @@ const PIPELINE_FIELDS: &[&str] = &[
     "concurrency",
     "executor",
     "default_image",
+    "cluster",
     "triggers",
     "notify",
     "stages",
@@ -458,6 +459,7 @@ impl<'s> Decoder<'s> {
             self.image_reference(n, "default_image", &image);
             Some(image)
         });
+        let cluster = f.get("cluster").and_then(|n| self.string(n, "cluster"));
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
         let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
         self.index.stages_pos = f.pos;
@@ -512,6 +514,7 @@ impl<'s> Decoder<'s> {
             concurrency: concurrency.unwrap_or_default(),
             executor,
             default_image,
+            cluster,
             triggers,
             notify,
             stages,

@@ -329,12 +329,14 @@ async fn executors(
             let routed = wharf_executor::routed::ByImage::new(docker, fallback).with_default_image(default_image);
             executors = executors.register(ExecutorKind::Docker, Arc::new(routed));
         }
-        ExecutorKind::Kubernetes => {
-            return Err(ServerError::Unsupported(
-                "the kubernetes executor is not built yet; run with --executor host or docker".to_owned(),
-            ));
-        }
+        ExecutorKind::Kubernetes => {}
     }
+    // Pipelines with `executor: kubernetes` (or every pipeline, when it is the server's
+    // default) run their tasks as pods on the pipeline's `cluster:`, under the outbound
+    // policy of every other call the server makes.
+    let policy = wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
+    let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone());
+    executors = executors.register(ExecutorKind::Kubernetes, Arc::new(kube));
     Ok(executors)
 }
 

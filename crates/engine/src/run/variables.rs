@@ -44,6 +44,13 @@ pub(super) enum SpecError {
     NoOutput { task: String, key: String },
     #[error("the secret `{0}` is not set")]
     NoSecret(String),
+    /// The pipeline's `cluster:` is not one of its project's clusters.
+    #[error("cluster: `{name}` is not a cluster of this pipeline's project ({registered})")]
+    UnknownCluster { name: String, registered: String },
+    #[error(
+        "executor: kubernetes needs the pipeline's `cluster:` (the name of a registered cluster; there is no server default_cluster yet)"
+    )]
+    NoCluster,
 }
 
 /// Why a task that exited well fails over its outputs.
@@ -161,7 +168,33 @@ impl RunState {
             env,
             output_file: output_file.to_path_buf(),
             labels: self.request.labels.clone(),
+            cluster: self.task_cluster()?,
         })
+    }
+
+    /// The pipeline's `cluster:` with its login and namespace; required on the kubernetes
+    /// executor (asked for by the pipeline; a server default cannot be seen from here, so
+    /// the kubernetes executor refuses a spec without one itself).
+    fn task_cluster(&self) -> Result<Option<wharf_executor::TaskCluster>, SpecError> {
+        let pipeline = self.pipeline();
+        let Some(name) = &pipeline.cluster else {
+            return match pipeline.executor {
+                Some(wharf_core::model::ExecutorKind::Kubernetes) => Err(SpecError::NoCluster),
+                _ => Ok(None),
+            };
+        };
+        let clusters = &self.request.clusters;
+        let unknown = || SpecError::UnknownCluster {
+            name: name.clone(),
+            registered: if clusters.by_name.is_empty() {
+                "none is registered: add one with `wharf clusters add` or on the Clusters page".to_owned()
+            } else {
+                format!("registered: {}", clusters.by_name.keys().cloned().collect::<Vec<_>>().join(", "))
+            },
+        };
+        let login = clusters.by_name.get(name).cloned().ok_or_else(unknown)?;
+        let namespace = clusters.namespaces.get(name).cloned().ok_or_else(unknown)?;
+        Ok(Some(wharf_executor::TaskCluster { login, namespace }))
     }
 
     pub(super) fn collect_outputs(

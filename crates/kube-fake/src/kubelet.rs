@@ -1,0 +1,438 @@
+//! The kubelet (when `Options::kubelet` is set): Pods that clients create (not the ones the
+//! scripted workload controller makes) really run, one container each, on the local Docker
+//! Engine through the `docker` CLI. Their phases, container states and Events are written as a
+//! kubelet writes them; `pods/log` reads the container's log from the daemon; deleting a Pod
+//! stops its container (SIGTERM, SIGKILL after the grace period) and removes it.
+//!
+//! Faults (annotation `kube-fake.wharf.dev/fault` on the Pod or its Namespace): `unschedulable` keeps it
+//! `Pending` with the scheduler's `Unschedulable` condition and a `FailedScheduling` Event;
+//! `image-pull-backoff` keeps it `Pending` with the container waiting in `ErrImagePull`
+//! (a real pull that fails does the same with the daemon's message).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use hyper::body::Frame;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::{mpsc, watch};
+
+use crate::api::{Shared, now};
+use crate::controller::FAULT_ANNOTATION;
+
+/// The label on every container the kubelet starts: which fake started it.
+pub const INSTANCE_LABEL: &str = "kube-fake.wharf.dev/instance";
+
+/// How long `docker create`, `start`, `stop` or `rm` may take (a pull included).
+const DOCKER_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+pub struct Kubelet {
+    docker: String,
+    instance: String,
+    /// Stop requests by pod uid: the grace period in seconds.
+    pods: Mutex<HashMap<String, watch::Sender<Option<u64>>>>,
+    /// `docker create` calls under way: dropping the fake waits for them (on threads of
+    /// their own, so a blocked runtime cannot hold them up) before removing containers.
+    creating: Arc<AtomicUsize>,
+}
+
+impl Kubelet {
+    pub fn new(docker: String, instance: String) -> Self {
+        Kubelet { docker, instance, pods: Mutex::new(HashMap::new()), creating: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    fn container(uid: &str) -> String {
+        format!("kube-fake-{uid}")
+    }
+
+    /// Whether the kubelet runs this pod.
+    pub fn runs(&self, uid: &str) -> bool {
+        self.pods.lock().unwrap_or_else(|e| e.into_inner()).contains_key(uid)
+    }
+
+    /// Asks the pod's container to stop within `grace` seconds.
+    pub fn stop(&self, uid: &str, grace: u64) {
+        if let Some(tx) = self.pods.lock().unwrap_or_else(|e| e.into_inner()).get(uid) {
+            tx.send_if_modified(|g| {
+                let sooner = g.is_none_or(|old| grace < old);
+                if sooner {
+                    *g = Some(grace);
+                }
+                sooner
+            });
+        }
+    }
+
+    /// Removes every container this fake started (on drop of the fake), after the
+    /// `docker create` calls under way have ended (at most 30 s).
+    pub fn remove_all(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while self.creating.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let filter = format!("label={INSTANCE_LABEL}={}", self.instance);
+        let Ok(out) = std::process::Command::new(&self.docker).args(["ps", "-aq", "--filter", &filter]).output() else {
+            return;
+        };
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new(&self.docker).args(["rm", "-f"]).args(&ids).output();
+        }
+    }
+
+    /// `docker create …` on a blocking thread that counts itself in `creating`.
+    async fn create(&self, args: Vec<String>) -> Result<String, String> {
+        let (docker, creating) = (self.docker.clone(), self.creating.clone());
+        creating.fetch_add(1, Ordering::SeqCst);
+        let done = tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(&docker).args(&args).stdin(Stdio::null()).output();
+            creating.fetch_sub(1, Ordering::SeqCst);
+            match out {
+                Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+                Err(e) => Err(format!("cannot run {docker}: {e}")),
+            }
+        });
+        done.await.unwrap_or_else(|e| Err(format!("docker create: {e}")))
+    }
+
+    async fn docker(&self, args: &[String]) -> Result<String, String> {
+        let run = Command::new(&self.docker).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+        match tokio::time::timeout(DOCKER_TIMEOUT, run).await {
+            Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
+            Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.docker)),
+            Err(_) => Err(format!("docker {} took longer than {DOCKER_TIMEOUT:?}", args.first().map_or("", |a| a))),
+        }
+    }
+}
+
+/// Starts running a pod a client created.
+pub fn admit(shared: Arc<Shared>, pod: &Value) {
+    let Some(kubelet) = shared.kubelet() else { return };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+    let (tx, rx) = watch::channel(None);
+    kubelet.pods.lock().unwrap_or_else(|e| e.into_inner()).insert(uid.clone(), tx);
+    let pod = pod.clone();
+    tokio::spawn(async move {
+        run_pod(&shared, &kubelet, &pod, rx).await;
+        kubelet.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
+        let _ = kubelet.docker(&["rm".into(), "-f".into(), Kubelet::container(&uid)]).await;
+    });
+}
+
+async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watch::Receiver<Option<u64>>) {
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    // The pod's own fault, else its namespace's (a test cannot always annotate the pods a
+    // client makes).
+    let ns_obj = shared.namespace(pod["metadata"]["namespace"].as_str().unwrap_or(""));
+    let fault_of = |o: &Value| {
+        o.pointer("/metadata/annotations")
+            .and_then(|a| a.get(FAULT_ANNOTATION))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
+    let fault = fault_of(pod).or_else(|| ns_obj.as_ref().and_then(fault_of));
+    let fault = fault.as_deref();
+    let containers = pod.pointer("/spec/containers").and_then(Value::as_array).cloned().unwrap_or_default();
+    let c = containers.first().cloned().unwrap_or(json!({}));
+    let cname = c["name"].as_str().unwrap_or("").to_owned();
+    let image = c["image"].as_str().unwrap_or("").to_owned();
+    let waiting = |reason: &str, message: &str| {
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "True"}],
+               "containerStatuses": [{"name": cname, "image": image, "ready": false, "restartCount": 0,
+                                      "state": {"waiting": {"reason": reason, "message": message}}}]})
+    };
+    if fault == Some("unschedulable") {
+        let nodes = shared.node_count();
+        let message = format!(
+            "0/{nodes} nodes are available: {nodes} Insufficient cpu. preemption: 0/{nodes} nodes are available: {nodes} No preemption victims found for incoming pod."
+        );
+        shared.event(pod, "Warning", "FailedScheduling", &message, None, "default-scheduler");
+        shared.pod_status(
+            pod,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": message, "lastTransitionTime": now()}]}),
+        );
+        let _ = stop.wait_for(Option::is_some).await;
+        shared.pod_gone(pod);
+        return;
+    }
+    shared.event(
+        pod,
+        "Normal",
+        "Scheduled",
+        &format!("Successfully assigned {} to kube-fake-node-0", ns_name(pod)),
+        None,
+        "default-scheduler",
+    );
+    let path = format!("spec.containers{{{cname}}}");
+    let refused = if containers.len() != 1 || pod.pointer("/spec/initContainers").is_some_and(|i| i != &json!([])) {
+        Some("kube-fake's kubelet runs pods of exactly one container and no init containers".to_owned())
+    } else {
+        None
+    };
+    let created = match (refused, fault) {
+        (Some(why), _) => Err(("CreateContainerConfigError", why)),
+        (None, Some("image-pull-backoff")) => Err((
+            "ErrImagePull",
+            format!("failed to pull and unpack image \"{image}\": not found (fault image-pull-backoff)"),
+        )),
+        (None, _) => match create_args(shared, kubelet, pod, &c) {
+            Err(why) => Err(("CreateContainerConfigError", why)),
+            Ok(args) => {
+                shared.pod_status(pod, waiting("ContainerCreating", ""));
+                kubelet.create(args).await.map_err(|e| {
+                    if e.contains("pull") || e.contains("manifest") || e.contains("Unable to find image") {
+                        ("ErrImagePull", e)
+                    } else {
+                        ("CreateContainerError", e)
+                    }
+                })
+            }
+        },
+    };
+    if let Err((reason, message)) = created {
+        if reason == "ErrImagePull" {
+            shared.event(pod, "Normal", "Pulling", &format!("Pulling image \"{image}\""), Some(&path), "kubelet");
+            shared.event(
+                pod,
+                "Warning",
+                "Failed",
+                &format!("Failed to pull image \"{image}\": {message}"),
+                Some(&path),
+                "kubelet",
+            );
+            shared.event(pod, "Warning", "Failed", "Error: ErrImagePull", Some(&path), "kubelet");
+        } else {
+            shared.event(pod, "Warning", "Failed", &format!("Error: {message}"), Some(&path), "kubelet");
+        }
+        shared.pod_status(pod, waiting(reason, &message));
+        let _ = stop.wait_for(Option::is_some).await;
+        shared.pod_gone(pod);
+        return;
+    }
+    let container = Kubelet::container(uid);
+    if stop.borrow().is_some() {
+        shared.pod_gone(pod);
+        return;
+    }
+    if let Err(e) = kubelet.docker(&["start".into(), container.clone()]).await {
+        shared.event(pod, "Warning", "Failed", &format!("Error: {e}"), Some(&path), "kubelet");
+        shared.pod_status(pod, waiting("RunContainerError", &e));
+        let _ = stop.wait_for(Option::is_some).await;
+        shared.pod_gone(pod);
+        return;
+    }
+    let started = now();
+    shared.event(
+        pod,
+        "Normal",
+        "Pulled",
+        &format!("Container image \"{image}\" already present on machine"),
+        Some(&path),
+        "kubelet",
+    );
+    shared.event(pod, "Normal", "Created", &format!("Created container: {cname}"), Some(&path), "kubelet");
+    shared.event(pod, "Normal", "Started", &format!("Started container {cname}"), Some(&path), "kubelet");
+    shared.pod_status(
+        pod,
+        json!({"phase": "Running", "startTime": started, "podIP": "10.0.0.10",
+               "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"}],
+               "containerStatuses": [{"name": cname, "image": image, "ready": true, "restartCount": 0, "started": true,
+                                      "state": {"running": {"startedAt": started}}}]}),
+    );
+    let wait_args = ["wait".to_owned(), container.clone()];
+    let waited = kubelet.docker(&wait_args);
+    tokio::pin!(waited);
+    let code = loop {
+        tokio::select! {
+            code = &mut waited => break code,
+            changed = stop.changed() => {
+                if changed.is_err() { continue; }
+                let grace = stop.borrow_and_update().unwrap_or(0);
+                shared.event(pod, "Normal", "Killing", &format!("Stopping container {cname}"), Some(&path), "kubelet");
+                let _ = kubelet.docker(&["stop".into(), "-t".into(), grace.to_string(), container.clone()]).await;
+            }
+        }
+    };
+    let code: i64 = code.ok().and_then(|c| c.parse().ok()).unwrap_or(-1);
+    let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+    shared.pod_status(
+        pod,
+        json!({"phase": phase, "startTime": started,
+               "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+               "containerStatuses": [{"name": cname, "image": image, "ready": false, "restartCount": 0, "started": false,
+                                      "state": {"terminated": {"exitCode": code, "reason": reason,
+                                                               "startedAt": started, "finishedAt": now()}}}]}),
+    );
+    // The container (and its log) stays until the pod is deleted.
+    let _ = stop.wait_for(Option::is_some).await;
+    shared.pod_gone(pod);
+}
+
+fn ns_name(pod: &Value) -> String {
+    format!(
+        "{}/{}",
+        pod["metadata"]["namespace"].as_str().unwrap_or(""),
+        pod["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+/// `docker create` for the pod's one container: its environment (values, Secrets' keys),
+/// working directory, hostPath volumes and command.
+fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Result<Vec<String>, String> {
+    let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
+    let mut args: Vec<String> = vec!["create".into(), "--name".into(), Kubelet::container(uid), "--init".into()];
+    args.extend(["--label".into(), format!("{INSTANCE_LABEL}={}", kubelet.instance)]);
+    // As a kubelet does: the pod's name is its hostname.
+    let mut hostname = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    hostname.truncate(63);
+    if !hostname.is_empty() {
+        args.extend(["--hostname".into(), hostname]);
+    }
+    let secret = |name: &str| shared.secret_data(ns, name).ok_or_else(|| format!("secret \"{name}\" not found"));
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        let Some(name) = from.pointer("/secretRef/name").and_then(Value::as_str) else {
+            return Err("kube-fake's kubelet reads envFrom only from a secretRef".into());
+        };
+        for (k, v) in secret(name)? {
+            args.extend(["-e".into(), format!("{k}={v}")]);
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let name = e["name"].as_str().unwrap_or("");
+        let value = if let Some(v) = e.get("value") {
+            v.as_str().unwrap_or("").to_owned()
+        } else if let Some(r) = e.pointer("/valueFrom/secretKeyRef") {
+            let (s, k) = (r["name"].as_str().unwrap_or(""), r["key"].as_str().unwrap_or(""));
+            secret(s)?.remove(k).ok_or_else(|| format!("couldn't find key {k} in Secret {ns}/{s}"))?
+        } else {
+            String::new()
+        };
+        args.extend(["-e".into(), format!("{name}={value}")]);
+    }
+    if let Some(dir) = c["workingDir"].as_str() {
+        args.extend(["-w".into(), dir.to_owned()]);
+    }
+    let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+    for m in c["volumeMounts"].as_array().into_iter().flatten() {
+        let name = m["name"].as_str().unwrap_or("");
+        let Some(v) = volumes.iter().find(|v| v["name"] == name) else {
+            return Err(format!("volume \"{name}\" is mounted but not defined"));
+        };
+        let Some(host) = v.pointer("/hostPath/path").and_then(Value::as_str) else {
+            return Err(format!("kube-fake's kubelet mounts only hostPath volumes; volume \"{name}\" is another kind"));
+        };
+        let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
+        args.extend(["-v".into(), format!("{host}:{}{ro}", m["mountPath"].as_str().unwrap_or(""))]);
+    }
+    let strings = |v: &Value| -> Vec<String> {
+        v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap_or("").to_owned()).collect()
+    };
+    let command = strings(&c["command"]);
+    if let Some(first) = command.first() {
+        args.extend(["--entrypoint".into(), first.clone()]);
+    }
+    args.push(c["image"].as_str().unwrap_or("").to_owned());
+    args.extend(command.into_iter().skip(1));
+    args.extend(strings(&c["args"]));
+    Ok(args)
+}
+
+/// The log of a pod the kubelet runs, as `pods/log` serves it (`follow`, `timestamps`,
+/// `sinceTime`, `sinceSeconds`, `tailLines`), stdout and stderr merged line by line.
+/// `Err`: the container has not started (the API server's 400 message).
+pub fn log(
+    kubelet: &Kubelet,
+    pod: &Value,
+    follow: bool,
+    timestamps: bool,
+    since: Option<String>,
+    tail: Option<String>,
+) -> Result<mpsc::Receiver<Result<Frame<Bytes>, Infallible>>, String> {
+    if let Some(waiting) = pod
+        .pointer("/status/containerStatuses/0/state/waiting")
+        .or_else(|| (pod.pointer("/status/containerStatuses").is_none()).then_some(&Value::Null))
+    {
+        let reason = waiting["reason"].as_str().unwrap_or("ContainerCreating");
+        let cname = pod.pointer("/spec/containers/0/name").and_then(Value::as_str).unwrap_or("");
+        let name = pod["metadata"]["name"].as_str().unwrap_or("");
+        return Err(format!("container \"{cname}\" in pod \"{name}\" is waiting to start: {reason}"));
+    }
+    let mut args = vec!["logs".to_owned()];
+    if follow {
+        args.push("--follow".into());
+    }
+    if timestamps {
+        args.push("--timestamps".into());
+    }
+    if let Some(since) = since {
+        args.extend(["--since".into(), since]);
+    }
+    if let Some(tail) = tail {
+        args.extend(["--tail".into(), tail]);
+    }
+    args.push(Kubelet::container(pod["metadata"]["uid"].as_str().unwrap_or("")));
+    let mut child = Command::new(&kubelet.docker)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", kubelet.docker))?;
+    let (tx, rx) = mpsc::channel(256);
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    tokio::spawn(async move {
+        let forward = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, tx: mpsc::Sender<_>| async move {
+            let Some(pipe) = pipe else { return };
+            let mut lines = BufReader::new(pipe);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match lines.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        if tx.send(Ok(Frame::data(Bytes::copy_from_slice(&line)))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        };
+        let out: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = out.map(|o| Box::new(o) as _);
+        let err: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = err.map(|o| Box::new(o) as _);
+        tokio::join!(forward(out, tx.clone()), forward(err, tx));
+        let _ = child.wait().await;
+    });
+    Ok(rx)
+}
+
+/// `sinceSeconds` as docker's `--since` takes it.
+pub fn since_seconds(seconds: &str) -> Option<String> {
+    seconds.parse::<u64>().ok().map(|s| format!("{s}s"))
+}
+
+/// A Secret's `data` (base64) and `stringData`, decoded.
+pub fn decode_secret(secret: &Value) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for (k, v) in secret["data"].as_object().into_iter().flatten() {
+        if let Some(bytes) = v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()) {
+            out.insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    for (k, v) in secret["stringData"].as_object().into_iter().flatten() {
+        out.insert(k.clone(), v.as_str().unwrap_or("").to_owned());
+    }
+    out
+}

@@ -1,0 +1,621 @@
+//! The Kubernetes executor: a `script` task runs as `sh -e -c <script>` in a Pod of its
+//! image, one Pod per attempt, in the pipeline's namespace (`ecp-devops-<id>`).
+//!
+//! One attempt is `run_task`: a Secret with the task's environment (so values, secrets
+//! among them, never stand in the Pod spec), the Pod (`restartPolicy: Never`, the Secret as
+//! `envFrom`, the workspace and the directory of `$WHARF_OUTPUT` mounted at the same paths
+//! as outside), then `supervise`: while the Pod is `Pending` the scheduler's and kubelet's
+//! reasons go to the task's log (an image that cannot be pulled, or a spec the kubelet
+//! refuses, ends the attempt with that reason instead of waiting); once it runs, its log is
+//! streamed (`follow`, `timestamps`) line by line into the task's log; a stop deletes the
+//! Pod with the stop's grace period; the exit code is the container's. The Pod and the
+//! Secret are deleted in every outcome (the Secret is also owned by the Pod, so the
+//! cluster's garbage collector takes it if Wharf could not).
+//!
+//! Workspace travel: [`Workspace::HostPath`] only — the run's directory on the server is a
+//! `hostPath` volume, which is right only where the server's filesystem is the node's (a
+//! one-node cluster the server runs on, or the test double's kubelet on this machine). The
+//! per-run volume claim a multi-node cluster needs is not built; see docs/operations.md.
+//!
+//! Labels: `wharf.run`, `wharf.stage`, `wharf.task`, `wharf.attempt` and the spec's own
+//! labels, with values made label-safe; the exact values are annotations of the same keys.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{AsyncBufReadExt, AsyncReadExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::time::Instant;
+use wharf_executor::lines::emit;
+use wharf_executor::{
+    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
+    StopSignal, Stream, TaskSpec,
+};
+
+use crate::Connection;
+
+pub const LABEL_RUN: &str = "wharf.run";
+pub const LABEL_STAGE: &str = "wharf.stage";
+pub const LABEL_TASK: &str = "wharf.task";
+pub const LABEL_ATTEMPT: &str = "wharf.attempt";
+
+/// The container's name in every task Pod.
+pub const CONTAINER: &str = "task";
+
+/// How often a Pending pod is looked at.
+const POLL: Duration = Duration::from_millis(200);
+/// How long the final state is waited for after the log stream ended.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How the run's checkout reaches the task's Pod.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Workspace {
+    /// The server's directories as `hostPath` volumes at the same paths: only where the
+    /// server's filesystem is the node's.
+    HostPath,
+}
+
+/// Where and how the executor runs Pods.
+#[derive(Clone, Debug)]
+pub struct KubeExecutorConfig {
+    /// The pipeline's namespace (`ecp-devops-<id>`); it must exist.
+    pub namespace: String,
+    /// The image of tasks that name none.
+    pub default_image: Option<String>,
+    pub workspace: Workspace,
+}
+
+/// Runs `script` tasks as Pods. Cheap to share.
+pub struct KubeExecutor {
+    client: kube::Client,
+    config: KubeExecutorConfig,
+}
+
+impl fmt::Debug for KubeExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeExecutor").field("config", &self.config).finish()
+    }
+}
+
+impl KubeExecutor {
+    pub fn new(conn: &Connection, config: KubeExecutorConfig) -> Self {
+        KubeExecutor { client: conn.client().clone(), config }
+    }
+
+    fn pods(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    fn secrets(&self) -> Api<Secret> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    async fn run_task(
+        &self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+    ) -> Result<Exit, ExecutorError> {
+        let logs = &*logs;
+        if let Some(request) = *stop.borrow_and_update() {
+            system(logs, format!("not started: {} before it began", request.reason));
+            return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
+        }
+        let Some(image) = spec.image.clone().or_else(|| self.config.default_image.clone()) else {
+            return Err(start_error(format!(
+                "task `{}` names no image: give it `image:` (or the pipeline `default_image:`) to run it on the \
+                 kubernetes executor",
+                spec.task
+            )));
+        };
+        let env = environment(&spec)?;
+        let name = format!("wharf-{}", random_hex(6));
+        let ns = self.config.namespace.clone();
+        let (labels, annotations) = labels_of(&spec);
+        let mut guard = Cleanup { pods: self.pods(), secrets: self.secrets(), name: name.clone(), done: false };
+        let secret = json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "labels": labels, "annotations": annotations},
+            "type": "Opaque", "stringData": env});
+        let secret: Secret = serde_json::from_value(secret).map_err(|e| start_error(format!("the env Secret: {e}")))?;
+        self.secrets().create(&PostParams::default(), &secret).await.map_err(|e| {
+            start_error(format!("cannot create Secret {ns}/{name} for the task's environment: {}", kube_reason(&e)))
+        })?;
+        let pod: Pod = serde_json::from_value(self.pod_spec(&spec, &name, &image, &labels, &annotations))
+            .map_err(|e| start_error(format!("the pod spec: {e}")))?;
+        let created = match self.pods().create(&PostParams::default(), &pod).await {
+            Ok(p) => p,
+            Err(e) => {
+                guard.remove().await;
+                return Err(start_error(format!("cannot create pod {ns}/{name} of {image}: {}", kube_reason(&e))));
+            }
+        };
+        // The Secret goes with the Pod on the cluster's side too.
+        if let Some(uid) = created.metadata.uid.as_deref() {
+            let owner = json!({"metadata": {"ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": name,
+                "uid": uid, "blockOwnerDeletion": true}]}});
+            let _ = self.secrets().patch(&name, &PatchParams::default(), &Patch::Merge(owner)).await;
+        }
+        system(logs, format!("pod {ns}/{name} created"));
+        let exit = self.supervise(&name, &image, logs, &mut stop).await;
+        guard.remove().await;
+        exit
+    }
+
+    fn pod_spec(
+        &self,
+        spec: &TaskSpec,
+        name: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+        annotations: &BTreeMap<String, String>,
+    ) -> serde_json::Value {
+        let workdir = spec.workdir.display().to_string();
+        let mut volumes = vec![json!({"name": "workspace", "hostPath": {"path": workdir, "type": "Directory"}})];
+        let mut mounts = vec![json!({"name": "workspace", "mountPath": workdir})];
+        if let Some(outputs) = spec.output_file.parent()
+            && !outputs.starts_with(&spec.workdir)
+        {
+            let dir = outputs.display().to_string();
+            volumes.push(json!({"name": "outputs", "hostPath": {"path": dir, "type": "Directory"}}));
+            mounts.push(json!({"name": "outputs", "mountPath": dir}));
+        }
+        json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": labels, "annotations": annotations},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "volumes": volumes,
+            "containers": [{
+                "name": CONTAINER,
+                "image": image,
+                // The script is one argument of `sh`: never pasted into another command line.
+                "command": ["/bin/sh", "-e", "-c", spec.script],
+                "workingDir": workdir,
+                "envFrom": [{"secretRef": {"name": name}}],
+                "volumeMounts": mounts,
+            }],
+        }})
+    }
+
+    /// Waits for the Pod to start (reporting why it waits), streams its log, acts on stop
+    /// requests, and reads how its container ended.
+    async fn supervise(
+        &self,
+        name: &str,
+        image: &str,
+        logs: &dyn LogSink,
+        stop: &mut StopSignal,
+    ) -> Result<Exit, ExecutorError> {
+        let pods = self.pods();
+        let mut stopped: Option<StopReason> = None;
+        let mut told = String::new();
+        // Pending: the scheduler's and the kubelet's reasons.
+        loop {
+            let pod = match pods.get_opt(name).await {
+                Ok(Some(p)) => p,
+                Ok(None) => return Err(start_error(format!("pod {name} disappeared before it started"))),
+                Err(e) => return Err(start_error(format!("cannot read pod {name}: {}", kube_reason(&e)))),
+            };
+            let status = pod.status.unwrap_or_default();
+            let phase = status.phase.unwrap_or_default();
+            if phase != "Pending" && !phase.is_empty() {
+                break;
+            }
+            let unscheduled =
+                status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+            let waiting = status.container_statuses.iter().flatten().find_map(|c| c.state.as_ref()?.waiting.clone());
+            let reason = match (unscheduled, &waiting) {
+                (Some(c), _) => format!(
+                    "pending: the scheduler cannot place the pod: {}",
+                    c.message.as_deref().unwrap_or(c.reason.as_deref().unwrap_or(""))
+                ),
+                (None, Some(w)) => {
+                    let why = w.reason.clone().unwrap_or_default();
+                    let message = w.message.clone().unwrap_or_default();
+                    if matches!(
+                        why.as_str(),
+                        "ErrImagePull"
+                            | "ImagePullBackOff"
+                            | "InvalidImageName"
+                            | "CreateContainerConfigError"
+                            | "CreateContainerError"
+                            | "RunContainerError"
+                    ) {
+                        let what = if why.contains("Image") {
+                            format!("cannot pull image {image}")
+                        } else {
+                            "the pod cannot start".to_owned()
+                        };
+                        return Err(start_error(format!("{what}: {why}: {message}")));
+                    }
+                    format!("pending: {why}")
+                }
+                (None, None) => "pending".to_owned(),
+            };
+            if reason != told && reason != "pending: ContainerCreating" {
+                system(logs, reason.clone());
+                told = reason;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                changed = stop.changed() => if changed.is_ok() && let Some(request) = requested(stop) {
+                    system(logs, format!("stopping: deleted the pending pod (reason: {})", request.reason));
+                    return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
+                }
+            }
+        }
+        // Running (or already ended): the log, then the container's exit.
+        let params =
+            LogParams { follow: true, timestamps: true, container: Some(CONTAINER.to_owned()), ..LogParams::default() };
+        let mut watching = true;
+        match pods.log_stream(name, &params).await {
+            Err(e) => system(logs, format!("cannot read the pod's log: {}", kube_reason(&e))),
+            Ok(stream) => {
+                let mut stream = Box::pin(stream);
+                let mut line = Vec::new();
+                loop {
+                    let mut limited = (&mut stream).take(MAX_LINE_BYTES as u64 * 2);
+                    tokio::select! {
+                        // A cancelled read keeps what it read in `line`; the next one goes on.
+                        read = limited.read_until(b'\n', &mut line) => match read {
+                            Ok(0) if line.is_empty() => break,
+                            Ok(_) => {
+                                pod_line(logs, &line);
+                                line.clear();
+                            }
+                            Err(e) => {
+                                system(logs, format!("reading the pod's log failed: {e}"));
+                                break;
+                            }
+                        },
+                        changed = stop.changed(), if watching => match changed {
+                            Ok(()) => if let Some(request) = requested(stop) {
+                                stopped = Some(request.reason);
+                                self.delete_with_grace(name, request.grace, request.reason, logs).await;
+                            },
+                            Err(_) => watching = false,
+                        }
+                    }
+                }
+            }
+        }
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let pod = pods
+                .get_opt(name)
+                .await
+                .map_err(|e| start_error(format!("cannot read pod {name}: {}", kube_reason(&e))))?;
+            let terminated = pod
+                .as_ref()
+                .and_then(|p| p.status.as_ref())
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.first())
+                .and_then(|c| c.state.as_ref()?.terminated.clone());
+            if let Some(t) = terminated {
+                return Ok(match (stopped, t.exit_code) {
+                    (Some(reason), code @ 129..=159) => {
+                        Exit { code: None, signal: Some(code - 128), stopped: Some(reason) }
+                    }
+                    (stopped, code) => Exit { code: Some(code), signal: None, stopped },
+                });
+            }
+            if pod.is_none() {
+                return match stopped {
+                    Some(reason) => Ok(Exit { code: None, signal: None, stopped: Some(reason) }),
+                    None => Err(start_error(format!("pod {name} was deleted by someone else before it ended"))),
+                };
+            }
+            if Instant::now() > deadline {
+                return Err(start_error(format!(
+                    "pod {name}: its log ended but its container did not within {SETTLE_TIMEOUT:?}"
+                )));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                changed = stop.changed(), if watching => match changed {
+                    Ok(()) => if let Some(request) = requested(stop) {
+                        stopped = Some(request.reason);
+                        self.delete_with_grace(name, request.grace, request.reason, logs).await;
+                    },
+                    Err(_) => watching = false,
+                }
+            }
+        }
+    }
+
+    async fn delete_with_grace(&self, name: &str, grace: Duration, reason: StopReason, logs: &dyn LogSink) {
+        // Whole seconds, rounded up: a grace below a second still gets SIGTERM first; zero
+        // (a second Ctrl-C) kills at once.
+        let seconds = u32::try_from(grace.as_secs() + u64::from(grace.subsec_nanos() > 0)).unwrap_or(u32::MAX);
+        let params = DeleteParams { grace_period_seconds: Some(seconds), ..DeleteParams::default() };
+        match self.pods().delete(name, &params).await {
+            Ok(_) => {
+                system(logs, format!("stopping: deleted the pod with a grace period of {seconds}s (reason: {reason})"))
+            }
+            Err(e) => {
+                system(logs, format!("stopping (reason: {reason}): could not delete the pod: {}", kube_reason(&e)))
+            }
+        }
+    }
+
+    async fn leftover_pods(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let listed =
+            self.pods().list(&ListParams::default().labels(label)).await.map_err(|e| {
+                start_error(format!("cannot list pods in {}: {}", self.config.namespace, kube_reason(&e)))
+            })?;
+        Ok(listed
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                let notes = p.metadata.annotations.unwrap_or_default();
+                let owner = notes.get(label)?.clone();
+                // Taking a pod over after a restart is not built: every leftover is discarded.
+                Some(Leftover { id: p.metadata.name?, owner, attempt: None })
+            })
+            .collect())
+    }
+
+    async fn discard_pod(&self, name: &str) -> Result<(), ExecutorError> {
+        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        for result in [
+            self.pods().delete(name, &params).await.map(|_| ()),
+            self.secrets().delete(name, &params).await.map(|_| ()),
+        ] {
+            match result {
+                Ok(()) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(start_error(format!("cannot delete {name}: {}", kube_reason(&e)))),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Executor for KubeExecutor {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn placement(&self, spec: &TaskSpec) -> String {
+        let image = spec.image.as_deref().or(self.config.default_image.as_deref()).unwrap_or("(no image)");
+        format!("in a pod of {image} in namespace {}", self.config.namespace)
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        match task_type {
+            "script" => Ok(()),
+            other => Err(ExecutorError::Unsupported(format!(
+                "task type `{other}` does not run on the kubernetes executor yet, which runs `script` tasks"
+            ))),
+        }
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        Box::pin(self.run_task(spec, logs, stop))
+    }
+
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        Box::pin(self.leftover_pods(label))
+    }
+
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(self.discard_pod(&leftover.id))
+    }
+}
+
+/// The server's kubernetes executor: each task's pod goes to the cluster and namespace
+/// its spec names (the pipeline's `cluster:`, resolved by the engine), connected under the
+/// server's outbound policy.
+pub struct ClusterExecutor {
+    policy: wharf_outbound::Policy,
+    default_image: Option<String>,
+}
+
+impl ClusterExecutor {
+    pub fn new(policy: wharf_outbound::Policy, default_image: Option<String>) -> Self {
+        ClusterExecutor { policy, default_image }
+    }
+
+    fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
+        let Some(cluster) = &spec.cluster else {
+            return Err(ExecutorError::Unsupported(format!(
+                "task `{}` runs on the kubernetes executor, which needs the pipeline's `cluster:` (the name of a \
+                 registered cluster; there is no server default_cluster yet)",
+                spec.task
+            )));
+        };
+        let conn = Connection::from_kubeconfig(
+            &cluster.login.kubeconfig,
+            cluster.login.context.as_deref(),
+            &crate::FileAccess::Refuse,
+            &self.policy,
+        )
+        .map_err(|e| start_error(format!("cluster `{}`: {e}", cluster.login.name)))?;
+        Ok(KubeExecutor::new(
+            &conn,
+            KubeExecutorConfig {
+                namespace: cluster.namespace.clone(),
+                default_image: self.default_image.clone(),
+                workspace: Workspace::HostPath,
+            },
+        ))
+    }
+}
+
+impl fmt::Debug for ClusterExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClusterExecutor").field("default_image", &self.default_image).finish()
+    }
+}
+
+impl Executor for ClusterExecutor {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    fn placement(&self, spec: &TaskSpec) -> String {
+        let image = spec.image.as_deref().or(self.default_image.as_deref()).unwrap_or("(no image)");
+        match &spec.cluster {
+            Some(c) => format!("in a pod of {image} in namespace {} of cluster {}", c.namespace, c.login.name),
+            None => format!("in a pod of {image} (no cluster named)"),
+        }
+    }
+
+    fn supports(&self, task_type: &str) -> Result<(), ExecutorError> {
+        match task_type {
+            "script" => Ok(()),
+            other => Err(ExecutorError::Unsupported(format!(
+                "task type `{other}` does not run on the kubernetes executor yet, which runs `script` tasks"
+            ))),
+        }
+    }
+
+    fn run<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+    ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
+        Box::pin(async move { self.on(&spec)?.run_task(spec, logs, stop).await })
+    }
+}
+
+/// The Pod and Secret of one attempt; dropped before [`Cleanup::remove`] ran (the `run`
+/// future was cancelled), they are deleted in the background.
+struct Cleanup {
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    name: String,
+    done: bool,
+}
+
+impl Cleanup {
+    async fn remove(&mut self) {
+        self.done = true;
+        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        // A failure leaves labelled objects, which the next start discards.
+        let _ = self.pods.delete(&self.name, &params).await;
+        let _ = self.secrets.delete(&self.name, &params).await;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (pods, secrets, name) = (self.pods.clone(), self.secrets.clone(), std::mem::take(&mut self.name));
+            handle.spawn(async move {
+                let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                let _ = pods.delete(&name, &params).await;
+                let _ = secrets.delete(&name, &params).await;
+            });
+        }
+    }
+}
+
+/// The task's environment, later entries overriding earlier ones, every name one the
+/// kubelet accepts.
+fn environment(spec: &TaskSpec) -> Result<BTreeMap<String, String>, ExecutorError> {
+    let mut env = BTreeMap::new();
+    for (k, v) in &spec.env {
+        let valid = !k.is_empty()
+            && !k.starts_with(|c: char| c.is_ascii_digit())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.');
+        if !valid {
+            return Err(start_error(format!(
+                "task `{}`: the environment variable name {k:?} cannot be set in a pod (letters, digits, `_`, `-`, `.`; not starting with a digit)",
+                spec.task
+            )));
+        }
+        env.insert(k.clone(), v.clone());
+    }
+    Ok(env)
+}
+
+/// Labels (values made label-safe) and annotations (exact values) of one attempt.
+fn labels_of(spec: &TaskSpec) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut exact: BTreeMap<String, String> = spec.labels.iter().cloned().collect();
+    exact.insert(LABEL_RUN.to_owned(), spec.run.clone());
+    exact.insert(LABEL_STAGE.to_owned(), spec.stage.clone());
+    exact.insert(LABEL_TASK.to_owned(), spec.task.clone());
+    exact.insert(LABEL_ATTEMPT.to_owned(), spec.attempt.to_string());
+    let labels = exact.iter().map(|(k, v)| (k.clone(), label_value(v))).collect();
+    (labels, exact)
+}
+
+/// A label value: at most 63 of `[A-Za-z0-9_.-]`, alphanumeric at both ends; other
+/// characters become `_`.
+pub fn label_value(value: &str) -> String {
+    let mut v: String =
+        value.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    v.truncate(63);
+    v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
+}
+
+/// One line of `pods/log?timestamps=true`: `RFC3339 text`.
+fn pod_line(logs: &dyn LogSink, raw: &[u8]) {
+    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    let (at, text) = match raw.iter().position(|b| *b == b' ') {
+        Some(i) => match std::str::from_utf8(&raw[..i]).ok().and_then(|t| t.parse::<Timestamp>().ok()) {
+            Some(at) => (at, &raw[i + 1..]),
+            None => (Timestamp::now(), raw),
+        },
+        None => (Timestamp::now(), raw),
+    };
+    // Kubernetes merges the container's stdout and stderr into one log.
+    emit(&mut |line| logs.line(line), Stream::Stdout, at, text, false);
+}
+
+/// The stop request now (the watch's guard is not held across an await).
+fn requested(stop: &mut StopSignal) -> Option<StopRequest> {
+    *stop.borrow_and_update()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).expect("the OS random source");
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn kube_reason(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => s.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn start_error(message: String) -> ExecutorError {
+    ExecutorError::Start { message, source: None }
+}
+
+fn system(logs: &dyn LogSink, text: String) {
+    logs.line(LogLine::system(text));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_safe() {
+        assert_eq!(label_value("web#12"), "web_12");
+        assert_eq!(label_value("ab12/7"), "ab12_7");
+        assert_eq!(label_value("-x-"), "x");
+        assert_eq!(label_value(&"a".repeat(80)).len(), 63);
+    }
+}

@@ -1,0 +1,363 @@
+//! The Kubernetes executor against the test double with its kubelet on, so pods really run
+//! on the local Docker Engine from the test registry's busybox image: env from a Secret,
+//! exit codes, `$WHARF_OUTPUT` and the workspace through hostPath, logs with the container's
+//! timestamps, stop and timeout deleting the pod with a grace period, a pod the scheduler
+//! cannot place (its reason in the log), an image that cannot be pulled, and nothing left
+//! in the namespace afterwards.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use kube::Api;
+use kube::api::{ListParams, PostParams};
+use tokio::sync::watch;
+use wharf_executor::{Executor, LogLine, LogSink, StopReason, StopRequest, Stream, TaskSpec};
+use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
+use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
+
+#[derive(Default)]
+struct Collect(Mutex<Vec<LogLine>>);
+
+impl LogSink for Collect {
+    fn line(&self, line: LogLine) {
+        self.0.lock().unwrap().push(line);
+    }
+}
+
+impl Collect {
+    fn texts(&self, stream: Stream) -> Vec<String> {
+        self.0.lock().unwrap().iter().filter(|l| l.stream == stream).map(|l| l.text.clone()).collect()
+    }
+    fn all(&self) -> String {
+        self.0.lock().unwrap().iter().map(|l| format!("{:?} {}\n", l.stream, l.text)).collect()
+    }
+}
+
+struct Fixture {
+    _fake: KubeFake,
+    conn: Connection,
+    executor: Arc<KubeExecutor>,
+    namespace: String,
+    image: String,
+    dir: tempfile::TempDir,
+}
+
+async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
+    let env = wharf_testenv::containers_or_fail_in_ci()?;
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let conn = Connection::from_kubeconfig(
+        &fake.kubeconfig(),
+        None,
+        &FileAccess::Refuse,
+        &Policy::new(&["127.0.0.1"]).unwrap(),
+    )
+    .unwrap();
+    let mut ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
+    if let Some(fault) = fault {
+        ns.metadata.annotations = Some([(FAULT_ANNOTATION.to_owned(), fault.to_owned())].into());
+    }
+    Api::<Namespace>::all(conn.client().clone()).create(&PostParams::default(), &ns).await.unwrap();
+    let executor = KubeExecutor::new(
+        &conn,
+        KubeExecutorConfig { namespace: namespace.to_owned(), default_image: None, workspace: Workspace::HostPath },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("src")).unwrap();
+    std::fs::create_dir_all(dir.path().join("outputs")).unwrap();
+    Some(Fixture {
+        _fake: fake,
+        conn,
+        executor: Arc::new(executor),
+        namespace: namespace.to_owned(),
+        image: env.busybox_image,
+        dir,
+    })
+}
+
+impl Fixture {
+    fn spec(&self, task: &str, script: &str) -> TaskSpec {
+        let output_file = self.dir.path().join("outputs").join(format!("{task}.env"));
+        std::fs::write(&output_file, b"").unwrap();
+        TaskSpec {
+            run: "kube-test#1".into(),
+            stage: "Build".into(),
+            task: task.into(),
+            attempt: 1,
+            workdir: self.dir.path().join("src"),
+            script: script.into(),
+            image: Some(self.image.clone()),
+            env: vec![
+                ("GREETING".into(), "hello from env".into()),
+                ("TOKEN".into(), "s3cr3t-value".into()),
+                ("WHARF_OUTPUT".into(), output_file.display().to_string()),
+                ("WHARF_WORKSPACE".into(), self.dir.path().join("src").display().to_string()),
+            ],
+            output_file,
+            labels: vec![("WHARF_SERVER_RUN".into(), "abc/42".into())],
+            cluster: None,
+        }
+    }
+
+    /// Pods and Secrets left in the namespace.
+    async fn left(&self) -> (usize, usize) {
+        let pods = Api::<Pod>::namespaced(self.conn.client().clone(), &self.namespace);
+        let secrets = Api::<Secret>::namespaced(self.conn.client().clone(), &self.namespace);
+        (
+            pods.list(&ListParams::default()).await.unwrap().items.len(),
+            secrets.list(&ListParams::default()).await.unwrap().items.len(),
+        )
+    }
+}
+
+fn no_stop() -> (watch::Sender<Option<StopRequest>>, watch::Receiver<Option<StopRequest>>) {
+    watch::channel(None)
+}
+
+#[tokio::test]
+async fn script_env_outputs_exit_code_and_nothing_left() {
+    let Some(f) = fixture("ecp-devops-basic", None).await else { return };
+    let logs = Arc::new(Collect::default());
+    let spec = f.spec(
+        "basic",
+        "echo \"$GREETING\"\necho to stderr >&2\npwd\necho VERSION=1.2.3 >> \"$WHARF_OUTPUT\"\n\
+         echo made > \"$WHARF_WORKSPACE/made.txt\"\necho 'a \"b\" $c'\nexit 3",
+    );
+    let (_tx, rx) = no_stop();
+    let started = jiff::Timestamp::now();
+    let exit = f.executor.run(spec.clone(), logs.clone(), rx).await.unwrap();
+    assert_eq!((exit.code, exit.signal, exit.stopped), (Some(3), None, None), "{}", logs.all());
+    // Kubernetes merges stderr into the one container log.
+    let mut out = logs.texts(Stream::Stdout);
+    out.sort();
+    let mut want = vec!["hello from env", "to stderr", spec.workdir.to_str().unwrap(), "a \"b\" $c"];
+    want.sort();
+    assert_eq!(out, want, "{}", logs.all());
+    // The container's timestamps, not Wharf's reading time.
+    for line in logs.0.lock().unwrap().iter().filter(|l| l.stream != Stream::System) {
+        assert!(line.at >= started - jiff::SignedDuration::from_secs(1) && line.at <= jiff::Timestamp::now());
+    }
+    assert_eq!(std::fs::read_to_string(&spec.output_file).unwrap(), "VERSION=1.2.3\n");
+    assert_eq!(std::fs::read_to_string(spec.workdir.join("made.txt")).unwrap(), "made\n");
+    assert!(logs.all().contains("pod ecp-devops-basic/wharf-"), "{}", logs.all());
+    assert_eq!(f.left().await, (0, 0), "the pod and its env Secret are deleted");
+
+    // `sh -e`, exit 0.
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = f.executor.run(f.spec("dash-e", "echo one; false; echo never"), logs.clone(), rx).await.unwrap();
+    assert_eq!(exit.code, Some(1));
+    assert_eq!(logs.texts(Stream::Stdout), ["one"]);
+    let (_tx, rx) = no_stop();
+    let exit = f.executor.run(f.spec("ok", "true"), Arc::new(Collect::default()), rx).await.unwrap();
+    assert!(exit.succeeded());
+}
+
+#[tokio::test]
+async fn env_travels_in_a_secret_never_in_the_pod_spec() {
+    let Some(f) = fixture("ecp-devops-secret", None).await else { return };
+    let pods = Api::<Pod>::namespaced(f.conn.client().clone(), &f.namespace);
+    let (tx, rx) = no_stop();
+    let logs = Arc::new(Collect::default());
+    let run = tokio::spawn({
+        let executor = f.executor.clone();
+        let spec = f.spec("secret", "echo started; sleep 30");
+        let logs = logs.clone();
+        async move { executor.run(spec, logs, rx).await }
+    });
+    let pod = loop {
+        if let Some(p) = pods.list(&ListParams::default()).await.unwrap().items.into_iter().next() {
+            break p;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let text = serde_json::to_string(&pod).unwrap();
+    assert!(!text.contains("s3cr3t-value"), "{text}");
+    let labels = pod.metadata.labels.clone().unwrap();
+    assert_eq!(labels["wharf.run"], "kube-test_1");
+    assert_eq!(labels["wharf.stage"], "Build");
+    assert_eq!(labels["wharf.task"], "secret");
+    assert_eq!(labels["wharf.attempt"], "1");
+    assert_eq!(labels["WHARF_SERVER_RUN"], "abc_42");
+    assert_eq!(pod.metadata.annotations.unwrap()["WHARF_SERVER_RUN"], "abc/42");
+    let secret = Api::<Secret>::namespaced(f.conn.client().clone(), &f.namespace)
+        .get(pod.metadata.name.as_deref().unwrap())
+        .await
+        .unwrap();
+    let owner = &secret.metadata.owner_references.unwrap()[0];
+    assert_eq!((owner.kind.as_str(), Some(&owner.uid)), ("Pod", pod.metadata.uid.as_ref()));
+    tx.send(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(5) })).unwrap();
+    let exit = run.await.unwrap().unwrap();
+    assert_eq!(exit.stopped, Some(StopReason::Stopped), "{}", logs.all());
+    assert_eq!(f.left().await, (0, 0));
+}
+
+#[tokio::test]
+async fn stop_and_timeout_delete_the_pod_with_a_grace_period() {
+    let Some(f) = fixture("ecp-devops-stop", None).await else { return };
+    for (reason, grace, script) in [
+        // Exits on SIGTERM.
+        (StopReason::Stopped, Duration::from_secs(20), "echo started; sleep 60"),
+        // Ignores SIGTERM: killed after the grace.
+        (StopReason::TimedOut, Duration::from_millis(300), "trap '' TERM; echo started; while :; do sleep 1; done"),
+    ] {
+        let logs = Arc::new(Collect::default());
+        let (tx, rx) = no_stop();
+        let run = tokio::spawn({
+            let executor = f.executor.clone();
+            let spec = f.spec("stop", script);
+            let logs = logs.clone();
+            async move { executor.run(spec, logs, rx).await }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !logs.texts(Stream::Stdout).contains(&"started".to_owned()) {
+            assert!(std::time::Instant::now() < deadline, "never started: {}", logs.all());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let asked = std::time::Instant::now();
+        tx.send(Some(StopRequest { reason, grace })).unwrap();
+        let exit = tokio::time::timeout(Duration::from_secs(30), run).await.unwrap().unwrap().unwrap();
+        assert_eq!(exit.stopped, Some(reason), "{}", logs.all());
+        assert!(!exit.succeeded());
+        assert!(asked.elapsed() < Duration::from_secs(15), "took {:?}", asked.elapsed());
+        assert!(logs.all().contains("deleted the pod with a grace period of"), "{}", logs.all());
+        assert_eq!(f.left().await, (0, 0));
+    }
+}
+
+#[tokio::test]
+async fn unschedulable_pod_is_pending_with_the_schedulers_reason() {
+    let Some(f) = fixture("ecp-devops-full", Some("unschedulable")).await else { return };
+    let logs = Arc::new(Collect::default());
+    let (tx, rx) = no_stop();
+    let run = tokio::spawn({
+        let executor = f.executor.clone();
+        let spec = f.spec("pending", "echo never");
+        let logs = logs.clone();
+        async move { executor.run(spec, logs, rx).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !logs.all().contains("Insufficient cpu") {
+        assert!(std::time::Instant::now() < deadline, "no reason: {}", logs.all());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        logs.all()
+            .contains("pending: the scheduler cannot place the pod: 0/1 nodes are available: 1 Insufficient cpu."),
+        "{}",
+        logs.all()
+    );
+    tx.send(Some(StopRequest { reason: StopReason::TimedOut, grace: Duration::from_secs(1) })).unwrap();
+    let exit = run.await.unwrap().unwrap();
+    assert_eq!(exit.stopped, Some(StopReason::TimedOut));
+    assert_eq!(f.left().await, (0, 0));
+}
+
+#[tokio::test]
+async fn image_that_cannot_be_pulled_is_a_clear_error() {
+    let Some(f) = fixture("ecp-devops-pull", None).await else { return };
+    let mut spec = f.spec("pull", "true");
+    spec.image = Some("127.0.0.1:5055/wharf-test/no-such-image:1".into());
+    let (_tx, rx) = no_stop();
+    let err = f.executor.run(spec, Arc::new(Collect::default()), rx).await.unwrap_err().to_string();
+    assert!(err.contains("cannot pull image 127.0.0.1:5055/wharf-test/no-such-image:1: ErrImagePull"), "{err}");
+    assert_eq!(f.left().await, (0, 0));
+
+    let mut spec = f.spec("no-image", "true");
+    spec.image = None;
+    let (_tx, rx) = no_stop();
+    let err = f.executor.run(spec, Arc::new(Collect::default()), rx).await.unwrap_err().to_string();
+    assert!(err.contains("names no image"), "{err}");
+    assert!(f.executor.supports("image").unwrap_err().to_string().contains("kubernetes executor"));
+}
+
+/// The kubelet as kubectl sees it: `kubectl run` starts a real container, `kubectl logs
+/// -f --timestamps` follows it, the pod ends `Failed` with the exit code, the Events are a
+/// kubelet's, and `kubectl delete --grace-period` stops a running pod and waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_follows_and_deletes_pods_on_the_kubelet() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubeconfig");
+    fake.write_kubeconfig(&config).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(args)
+            .env("HOME", dir.path())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "kubectl {args:?}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        text
+    };
+    let image = format!("--image={}", env.busybox_image);
+    tokio::task::block_in_place(|| {
+        kubectl(&[
+            "run",
+            "hello",
+            &image,
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo one; sleep 1; echo two; exit 3",
+        ]);
+        let phase = |name: &str| kubectl(&["get", "pod", name, "-o", "jsonpath={.status.phase}"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while phase("hello") == "Pending" || phase("hello").is_empty() {
+            assert!(std::time::Instant::now() < deadline, "never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let logs = kubectl(&["logs", "-f", "--timestamps", "hello"]);
+        let lines: Vec<&str> = logs.lines().map(|l| l.split_once(' ').map_or(l, |(_, t)| t)).collect();
+        assert_eq!(lines, ["one", "two"], "{logs}");
+        assert!(logs.starts_with("20"), "RFC 3339 timestamps: {logs}");
+        while phase("hello") == "Running" {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(phase("hello"), "Failed");
+        let code = kubectl(&[
+            "get",
+            "pod",
+            "hello",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].state.terminated.exitCode}",
+        ]);
+        assert_eq!(code, "3");
+        let events = kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=hello",
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ]);
+        for reason in ["Scheduled", "Pulled", "Created", "Started"] {
+            assert!(events.contains(reason), "{reason} in {events}");
+        }
+        kubectl(&["delete", "pod", "hello"]);
+
+        kubectl(&["run", "sleeper", &image, "--restart=Never", "--command", "--", "sh", "-c", "echo up; sleep 60"]);
+        while phase("sleeper") != "Running" {
+            assert!(std::time::Instant::now() < deadline + Duration::from_secs(30), "never ran");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let asked = std::time::Instant::now();
+        kubectl(&["delete", "pod", "sleeper", "--grace-period=2"]);
+        assert!(asked.elapsed() < Duration::from_secs(15), "{:?}", asked.elapsed());
+        let gone = std::process::Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["get", "pod", "sleeper"])
+            .env("HOME", dir.path())
+            .output()
+            .unwrap();
+        assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
+    });
+}

@@ -1,0 +1,79 @@
+//! `executor: kubernetes` on the server: a pipeline naming a registered cluster (the
+//! Kubernetes test double with its kubelet, so pods really run on the local Docker Engine)
+//! runs its `script` tasks as pods in the cluster's `ecp-devops-<id>` namespace: outputs
+//! and the workspace carried between stages, parallel tasks, exit codes, logs stored by
+//! Wharf, nothing left in the namespace; a pipeline without `cluster:` or naming an
+//! unknown one fails with a clear message.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+use wharf_kube_fake::{KubeFake, Options};
+
+fn image() -> String {
+    wharf_testenv::containers().map(|e| e.busybox_image).unwrap_or_else(|| "wharf-test/busybox:1.35".into())
+}
+
+async fn log_of(s: &TestServer, run: i64, task: &str) -> String {
+    s.tail(run, task, None).await.expect(200).text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_tasks_run_as_pods_in_the_clusters_namespace() {
+    let Some(_env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start().await;
+    let cluster = s.post("/clusters", json!({"name": "prod", "kubeconfig": fake.kubeconfig()})).await.expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let yaml = format!(
+        "name: on-kube\nexecutor: kubernetes\ncluster: prod\ndefault_image: {}\nstages:\n  \
+         - name: Build\n    tasks:\n      \
+         - {{name: build, type: script, script: 'echo \"built in $(hostname)\"; echo v1 > made.txt; echo VERSION=1.2.3 >> \"$WHARF_OUTPUT\"', outputs: [VERSION]}}\n  \
+         - name: Test\n    mode: parallel\n    tasks:\n      \
+         - {{name: one, type: script, script: 'cat made.txt; echo \"version ${{tasks.build.VERSION}}\"'}}\n      \
+         - {{name: two, type: script, script: 'echo failing >&2; exit 4'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("on-kube", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let build = log_of(&s, run, "build").await;
+    assert!(build.contains(&format!("in a pod of {} in namespace {namespace} of cluster prod", image())), "{build}");
+    assert!(build.contains("out built in wharf-"), "the pod's hostname: {build}");
+    let one = log_of(&s, run, "one").await;
+    assert!(one.contains("out v1") && one.contains("out version 1.2.3"), "{one}");
+    assert_eq!(task_of(&done, "one").unwrap()["status"], "succeeded", "{done:#}");
+    let two = task_of(&done, "two").unwrap();
+    assert_eq!(two["status"], "failed", "{done:#}");
+    let log = log_of(&s, run, "two").await;
+    assert!(log.contains("failing"), "{log}");
+    // Nothing is left in the namespace: no pod, no env Secret.
+    for kind in ["pods", "secrets"] {
+        let list: Value = common::kube_get(&fake, &format!("/api/v1/namespaces/{namespace}/{kind}")).await.unwrap();
+        assert_eq!(list["items"], json!([]), "{kind}: {list:#}");
+    }
+}
+
+#[tokio::test]
+async fn a_kubernetes_pipeline_must_name_a_registered_cluster() {
+    let s = start().await;
+    let yaml = format!(
+        "name: nowhere\nexecutor: kubernetes\ndefault_image: {}\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: t, type: script, script: echo hi}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("nowhere", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let log = log_of(&s, run, "t").await;
+    assert!(log.contains("executor: kubernetes needs the pipeline's `cluster:`"), "{log}");
+
+    s.create(&yaml.replace("name: nowhere\n", "name: unknown\ncluster: mars\n")).await;
+    let run = id_of(&s.start_run("unknown", json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "failed");
+    let log = log_of(&s, run, "t").await;
+    assert!(log.contains("cluster: `mars` is not a cluster of this pipeline's project"), "{log}");
+}
