@@ -13,6 +13,7 @@
 pub mod bindings;
 pub mod clusters;
 pub mod deliveries;
+pub mod gates;
 pub mod pipelines;
 pub mod registries;
 pub mod releases;

@@ -148,6 +148,9 @@ pub struct RunDetail {
     pub commit: Option<String>,
     /// `SYS_INCREMENT` of this run.
     pub increment: i64,
+    /// Every delivery attempt of the run's notifications, oldest first.
+    #[serde(default)]
+    pub notifications: Vec<crate::gates::NotificationAttempt>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -211,6 +214,11 @@ pub struct TaskDetail {
     pub outputs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An `approval` task's question (`message`, `approvers`, `required`) and the
+    /// decisions given so far (`user`, `verdict` approve|reject, `comment`, `at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub approval: Option<wharf_core::run::ApprovalRecord>,
     #[serde(flatten)]
     pub times: Times,
     /// Bytes of its log so far.
@@ -255,6 +263,7 @@ impl RunDetail {
                         exit_code: task.exit_code,
                         outputs: task.outputs,
                         reason: task.reason,
+                        approval: task.approval,
                     })
                     .collect(),
                 name: stage.name,
@@ -291,6 +300,7 @@ impl RunDetail {
             retry_of: ids.retry_of,
             commit,
             increment: ids.increment,
+            notifications: Vec::new(),
         }
     }
 }
@@ -333,6 +343,7 @@ impl From<RunDetail> for RunRecord {
                             exit_code: t.exit_code,
                             outputs: t.outputs,
                             reason: t.reason,
+                            approval: t.approval,
                         })
                         .collect(),
                 })

@@ -3,7 +3,7 @@
 //! status shows in the document by itself).
 
 use crate::{Error, Listed, Paged};
-use crate::{bindings, clusters, deliveries, pipelines, registries, releases, runs, schedule, secrets, tenancy};
+use crate::{bindings, clusters, deliveries, gates, pipelines, registries, releases, runs, schedule, secrets, tenancy};
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -106,6 +106,12 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<runs::RunListed>(&mut out);
     named::<runs::RunDetail>(&mut out);
     generic::<Paged<runs::RunListed>>("RunPage", &mut out);
+    named::<gates::Decide>(&mut out);
+    named::<gates::Decided>(&mut out);
+    named::<gates::DecisionInfo>(&mut out);
+    named::<gates::WaitingApproval>(&mut out);
+    named::<gates::NotificationAttempt>(&mut out);
+    generic::<crate::Listed<gates::WaitingApproval>>("ApprovalList", &mut out);
     named::<schedule::Schedule>(&mut out);
     named::<secrets::SecretName>(&mut out);
     named::<secrets::SetSecret>(&mut out);

@@ -56,6 +56,7 @@ fn record() -> RunRecord {
                     exit_code: Some(0),
                     outputs: BTreeMap::from([("version".into(), "1.2.3".into())]),
                     reason: None,
+                    approval: None,
                 }],
             },
             StageRecord {
@@ -72,6 +73,7 @@ fn record() -> RunRecord {
                     exit_code: Some(1),
                     outputs: BTreeMap::new(),
                     reason: Some("exit code 1".into()),
+                    approval: None,
                 }],
             },
         ],

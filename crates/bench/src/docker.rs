@@ -145,6 +145,7 @@ fn engine_run(
         registries: Default::default(),
         clusters: Default::default(),
         local_sources: true,
+        approvals: None,
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();

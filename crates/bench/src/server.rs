@@ -607,6 +607,7 @@ fn record(pipeline: &str, number: u64, created: jiff::Timestamp) -> RunRecord {
                 exit_code: Some(0),
                 outputs: BTreeMap::new(),
                 reason: None,
+                approval: None,
             }],
         }],
     }

@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the Wharf server: REST API, live logs, the run queue.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Run a pipeline here and now, without a server.
     Run(RunArgs),
     /// Check pipeline files and report every problem with its line and column.
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         Command::Login(args) => on_runtime(client::tenancy::login(args)),
         Command::Chart(args) => chart::chart(args),
         Command::Serve(args) => serve::forbid_new_privileges()
-            .and_then(|()| on_runtime(async { serve::serve(args).await.map(|()| ExitCode::SUCCESS) })),
+            .and_then(|()| on_runtime(async { serve::serve(*args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),
     };
     match result {
@@ -367,6 +367,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         // `wharf run` runs on the user's own machine, as the user.
         clusters: Default::default(),
         local_sources: true,
+        approvals: None,
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

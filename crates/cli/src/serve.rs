@@ -16,7 +16,8 @@ pub struct ServeArgs {
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
     /// ca_file, outbound_allow, default_registry, max_connections, header_timeout,
-    /// [retention] runs, days, workspaces, deliveries).
+    /// notify_secret, [retention] runs, days, workspaces, deliveries, [smtp] host, port,
+    /// security, username, password, from).
     #[arg(long, env = "WHARF_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
@@ -77,6 +78,22 @@ pub struct ServeArgs {
     /// A signed licence file that raises the pipeline limit (trial: 10).
     #[arg(long, env = "WHARF_LICENCE_FILE")]
     licence_file: Option<PathBuf>,
+    /// The SMTP server of `email` notifications (its password: `WHARF_SMTP_PASSWORD` or
+    /// `[smtp] password` in the config file, never a flag).
+    #[arg(long, env = "WHARF_SMTP_HOST")]
+    smtp_host: Option<String>,
+    /// The SMTP port [default: 587 with starttls, 465 with tls, 25 with none].
+    #[arg(long, env = "WHARF_SMTP_PORT")]
+    smtp_port: Option<u16>,
+    /// starttls | tls | none [default: starttls].
+    #[arg(long, env = "WHARF_SMTP_SECURITY")]
+    smtp_security: Option<String>,
+    /// The SMTP login's user name (no login when unset).
+    #[arg(long, env = "WHARF_SMTP_USERNAME")]
+    smtp_username: Option<String>,
+    /// The sender of notification e-mails, `ci@example.com` or `Wharf <ci@example.com>`.
+    #[arg(long, env = "WHARF_SMTP_FROM")]
+    smtp_from: Option<String>,
     /// Make a new key for secrets at rest (key file only), re-seal every stored secret
     /// with it at start, and drop the old key.
     #[arg(long)]
@@ -114,6 +131,8 @@ const KEYS: &[&str] = &[
     "default_registry",
     "max_connections",
     "header_timeout",
+    "notify_secret",
+    "smtp",
 ];
 
 fn file_config(path: &Path) -> Result<toml::Table> {
@@ -126,6 +145,51 @@ fn file_config(path: &Path) -> Result<toml::Table> {
         }
     }
     Ok(table)
+}
+
+/// The SMTP settings: flags (and their `WHARF_SMTP_*` variables) over the file's
+/// `[smtp]` table; `None` without a host.
+fn smtp(args: &ServeArgs, table: Option<&toml::Value>) -> Result<Option<wharf_notify::email::SmtpSettings>> {
+    use wharf_notify::email::{Security, SmtpSettings};
+    let table = match table {
+        None => None,
+        Some(value) => {
+            Some(value.as_table().context("[smtp] must be a table: host, port, security, username, password, from")?)
+        }
+    };
+    let get = |key: &str| table.and_then(|t| t.get(key)).and_then(|v| v.as_str()).map(str::to_owned);
+    let Some(host) = args.smtp_host.clone().or(get("host")).filter(|h| !h.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let security = match args.smtp_security.clone().or(get("security")) {
+        None => Security::StartTls,
+        Some(text) => {
+            Security::parse(&text).with_context(|| format!("smtp security `{text}`: expected starttls, tls or none"))?
+        }
+    };
+    let port = match args.smtp_port.or(table.and_then(|t| t.get("port")).and_then(|v| v.as_integer()).map(|p| p as u16))
+    {
+        Some(port) => port,
+        None => match security {
+            Security::StartTls => 587,
+            Security::Tls => 465,
+            Security::None => 25,
+        },
+    };
+    let from = args
+        .smtp_from
+        .clone()
+        .or(get("from"))
+        .context("smtp: `from` (the sender address, --smtp-from or [smtp] from) is required with a host")?;
+    let password = std::env::var("WHARF_SMTP_PASSWORD").ok().filter(|p| !p.is_empty()).or(get("password"));
+    Ok(Some(SmtpSettings {
+        host: host.trim().to_owned(),
+        port,
+        security,
+        username: args.smtp_username.clone().or(get("username")).filter(|u| !u.is_empty()),
+        password,
+        from,
+    }))
 }
 
 /// An IANA time zone name, checked against the time zone database now rather than
@@ -287,6 +351,8 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
         }
     }
     config.default_registry = args.default_registry.clone().or(s("default_registry")).filter(|r| !r.is_empty());
+    config.notify_secret = env("WHARF_NOTIFY_SECRET").or(s("notify_secret"));
+    config.smtp = smtp(args, file.get("smtp"))?;
     // `image` tasks build on the Docker Engine of DOCKER_HOST (a unix socket), else
     // of /var/run/docker.sock, when it answers at start.
     if let Ok(host) = std::env::var("DOCKER_HOST")
@@ -400,5 +466,34 @@ mod tests {
         std::fs::write(&file, "outbound_allow = \"10.0.0.0/8\"\n").unwrap();
         let err = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap_err().to_string();
         assert!(err.contains("outbound_allow must be a list of strings"), "{err}");
+    }
+
+    use wharf_notify::email::Security;
+
+    #[test]
+    fn smtp_settings_come_from_the_file_and_flags_and_the_password_never_shows() {
+        use clap::Parser;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("wharf.toml");
+        std::fs::write(
+            &file,
+            "[smtp]\nhost = \"mail.example.com\"\nusername = \"ci\"\npassword = \"smtp-file-password\"\nfrom = \"Wharf <ci@example.com>\"\n",
+        )
+        .unwrap();
+        let path = file.to_str().unwrap();
+        let (config_read, _) = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap();
+        let smtp = config_read.smtp.clone().unwrap();
+        assert_eq!((smtp.host.as_str(), smtp.port, smtp.security), ("mail.example.com", 587, Security::StartTls));
+        assert_eq!(smtp.password.as_deref(), Some("smtp-file-password"));
+        assert!(!format!("{config_read:?}").contains("smtp-file-password"));
+        let parsed = Serve::parse_from(["serve", "--config", path, "--smtp-security", "tls", "--smtp-port", "2465"]);
+        let smtp = config(&parsed.args).unwrap().0.smtp.unwrap();
+        assert_eq!((smtp.port, smtp.security), (2465, Security::Tls));
+        let parsed = Serve::parse_from(["serve", "--config", path, "--smtp-security", "ssl3"]);
+        let err = config(&parsed.args).unwrap_err().to_string();
+        assert!(err.contains("expected starttls, tls or none"), "{err}");
+        std::fs::write(&file, "[smtp]\nhost = \"mail.example.com\"\n").unwrap();
+        let err = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap_err().to_string();
+        assert!(err.contains("`from`"), "{err}");
     }
 }

@@ -1540,3 +1540,17 @@ fn serve_says_a_busy_port_and_its_defaults_once() {
     assert!(error.starts_with(&format!("error: cannot listen on {listen}: ")), "{}", out.stderr);
     assert_eq!(error.matches("Address already in use").count(), 1, "{error}");
 }
+
+#[test]
+fn wharf_run_refuses_approval_tasks_saying_they_need_the_server() {
+    let sb = Sandbox::new();
+    sb.write(
+        "gated.yaml",
+        "name: gated\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: [ann]}\n",
+    );
+    sb.wharf(&["run", "gated.yaml", "--data-dir", "data"])
+        .expect_code(2)
+        .stderr_has("Review/sign: `approval` tasks need the Wharf server")
+        .stderr_has("`wharf run` has nobody to ask");
+    sb.assert_no_runs("gated");
+}

@@ -1123,3 +1123,34 @@ fn releases_list_show_rollback_and_uninstall_against_a_kube_fake() {
     server.wharf(&["releases", "list", "prod"]).expect_code(0).stdout_has("no releases in cluster prod");
     drop(fake);
 }
+
+#[test]
+fn runs_approve_and_reject_decide_waiting_approval_tasks() {
+    let srv = Server::start();
+    srv.apply(
+        "gated",
+        "name: gated\nconcurrency: allow\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: [admin], message: 'Ship it?'}\n  - name: Ship\n    tasks:\n      - {name: ship, type: script, script: 'echo shipped'}\n",
+    );
+    let first = srv.wharf(&["runs", "start", "gated"]).expect_code(0).run_id();
+    let second = srv.wharf(&["runs", "start", "gated"]).expect_code(0).run_id();
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = srv.wharf(&["runs", "approvals"]);
+        if count(&list.stdout, "Review/sign") == 2 {
+            list.stdout_has("gated#1 Review/sign (0 of 1 approvals): Ship it?");
+            break;
+        }
+        assert!(Instant::now() < until, "the approvals never waited:\n{}", list.stdout);
+        thread::sleep(Duration::from_millis(100));
+    }
+    srv.wharf(&["runs", "approve", "gated#1", "sign", "-m", "go"])
+        .expect_code(0)
+        .stdout_has("approved sign of run gated#1: the task is approved");
+    srv.wait_status(first, "succeeded");
+    srv.wharf(&["runs", "reject", &second.to_string(), "sign", "-m", "not today"])
+        .expect_code(0)
+        .stdout_has("rejected sign of run 2: the task is rejected");
+    srv.wait_status(second, "failed").stdout_has("rejected by admin: not today");
+    srv.wharf(&["runs", "approve", "gated#1", "sign"]).expect_code(2).stderr_has("is not waiting for a decision");
+    srv.wharf(&["runs", "approvals"]).expect_code(0).stdout_has("no approval is waiting for you");
+}

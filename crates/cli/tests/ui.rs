@@ -268,7 +268,7 @@ async fn a_person_builds_runs_and_manages_a_pipeline_in_the_browser() {
             "chart-deploy",
             &["release", "chart-how", "chart", "version", "workspace", "registry", "cluster", "namespace", "values"],
         ),
-        ("approval", &["approvers", "message"]),
+        ("approval", &["approvers", "message", "required"]),
         ("script", &["image", "tag", "script"]),
     ] {
         chrome.js(&select_type(task_type), json!([])).await;

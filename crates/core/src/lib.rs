@@ -4,6 +4,7 @@
 //! shared by runs, stages and tasks), [`vars`] (the `${NAME}` language) and [`run`]
 //! (the record of one execution). Every other crate speaks these types.
 
+pub mod approval;
 pub mod duration;
 pub mod git;
 pub mod model;

@@ -301,6 +301,17 @@ pub struct ApprovalTask {
     pub approvers: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Distinct approvals needed (1 when the YAML says nothing).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub required: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -416,6 +427,8 @@ pub struct Notification {
 pub enum NotifyOn {
     Success,
     Failure,
+    /// An `approval` task started waiting for people.
+    Waiting,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -436,6 +449,10 @@ pub struct Webhook {
     pub params: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The name of a project secret whose value signs the requests (HMAC-SHA256);
+    /// `None`: the server's `notify_secret`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -219,6 +219,22 @@ pub struct TaskRecord {
     pub outputs: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// An `approval` task's question and the decisions given, from the time it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRecord>,
+}
+
+/// What an `approval` task asks and what was decided.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    /// The task's `message`, rendered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub approvers: Vec<String>,
+    pub required: u32,
+    /// In the order given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decisions: Vec<crate::approval::Decision>,
 }
 
 #[cfg(test)]
@@ -265,6 +281,7 @@ mod tests {
             exit_code: Some(0),
             outputs: BTreeMap::from([("V".into(), "1".into())]),
             reason: None,
+            approval: None,
         };
         task.progress.advance(Status::Running, at(1)).unwrap();
         let json = serde_json::to_value(&task).unwrap();

@@ -90,6 +90,7 @@ mod tests {
             exit_code: None,
             outputs: BTreeMap::new(),
             reason: None,
+            approval: None,
         }
     }
 

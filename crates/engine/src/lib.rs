@@ -7,6 +7,7 @@
 //! Start with [`Engine::run`], then `run.rs` (the run, stage and task loops; its opening
 //! comment gives the reading order of the phase files in `run/`).
 
+pub mod approval;
 mod clock;
 pub mod mask;
 pub mod outputs;
@@ -92,6 +93,10 @@ pub struct RunRequest {
     /// the engine's rights. `wharf run` allows it; the server only where it allows host
     /// execution. Checked on the rendered address, so a `${REPO}` parameter counts.
     pub local_sources: bool,
+    /// Where `approval` tasks get their decisions (the server's lifecycle); `None`
+    /// fails them (and [`Engine::prepare`] refuses them unless
+    /// [`Engine::with_approvals`] said the caller gives every run one).
+    pub approvals: Option<Arc<dyn approval::ApprovalGate>>,
 }
 
 impl std::fmt::Debug for RunRequest {
@@ -120,6 +125,7 @@ impl std::fmt::Debug for RunRequest {
             registries,
             clusters,
             local_sources,
+            approvals,
         } = self;
         f.debug_struct("RunRequest")
             .field("pipeline", &pipeline.name)
@@ -137,6 +143,7 @@ impl std::fmt::Debug for RunRequest {
             .field("registries", registries)
             .field("clusters", clusters)
             .field("local_sources", local_sources)
+            .field("approvals", &approvals.is_some())
             .finish()
     }
 }
@@ -325,12 +332,14 @@ pub struct Engine {
     builder: Option<Arc<dyn ImageBuilder>>,
     deployer: Option<Arc<dyn Deployer>>,
     charts: Option<Arc<dyn ChartRegistry>>,
+    /// The caller hands every run an [`approval::ApprovalGate`].
+    approvals: bool,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig, executor: Arc<dyn Executor>) -> Self {
         let slots = Arc::new(Semaphore::new(config.max_parallel_tasks.max(1)));
-        Engine { config, executor, slots, builder: None, deployer: None, charts: None }
+        Engine { config, executor, slots, builder: None, deployer: None, charts: None, approvals: false }
     }
 
     /// Lets `image` tasks run: they are built and pushed by `builder`.
@@ -352,6 +361,13 @@ impl Engine {
         self
     }
 
+    /// Lets `approval` tasks run: the caller promises to give every run an
+    /// [`approval::ApprovalGate`] in [`RunRequest::approvals`].
+    pub fn with_approvals(mut self) -> Self {
+        self.approvals = true;
+        self
+    }
+
     /// An engine on another executor that shares this one's slots, settings, image
     /// builder and deployer: a server whose pipelines choose their executor still runs
     /// at most `max_parallel_tasks` tasks in all.
@@ -363,6 +379,7 @@ impl Engine {
             builder: self.builder.clone(),
             deployer: self.deployer.clone(),
             charts: self.charts.clone(),
+            approvals: self.approvals,
         }
     }
 
@@ -377,7 +394,8 @@ impl Engine {
             "script" => self.executor.supports(type_name).map_err(|e| e.to_string()),
             "image" if self.builder.is_some() => Ok(()),
             "image" => Err("`image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)".to_owned()),
-            "approval" => Err("`approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet".to_owned()),
+            "approval" if self.approvals => Ok(()),
+            "approval" => Err("`approval` tasks need the Wharf server: people approve or reject them in its UI, API or CLI (`wharf runs approve`), and `wharf run` has nobody to ask".to_owned()),
             "deploy-yaml" if self.deployer.is_some() => Ok(()),
             "deploy-yaml" => Err("`deploy-yaml` tasks need the Wharf server, where clusters are registered (`wharf clusters add`)".to_owned()),
             "chart-publish" if self.charts.is_some() => Ok(()),
@@ -515,6 +533,7 @@ mod tests {
                 )]),
             },
             local_sources: false,
+            approvals: None,
         };
         let debug = format!("{request:?}");
         for value in ["secret-token-value", "registry-password-value", "kube-token-value"] {

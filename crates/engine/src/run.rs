@@ -27,6 +27,7 @@
 //! to end wins and is written into the record; executors only ever see "stop, with
 //! this grace" and the reason to say in their log.
 
+mod approval;
 mod attempt;
 mod chart;
 mod checkout;

@@ -524,7 +524,7 @@ stages:
     assert_eq!(
         err,
         "Build/img: `image` tasks need the Docker Engine to build and push, and none is configured here (the server uses it when a Docker socket answers at start)\n\
-         Build/sign: `approval` tasks need the Wharf server (approvals are given in the UI, API or CLI), which is not built yet"
+         Build/sign: `approval` tasks need the Wharf server: people approve or reject them in its UI, API or CLI (`wharf runs approve`), and `wharf run` has nobody to ask"
     );
     // With a builder, `image` tasks pass: see tests/image.rs.
 }

@@ -95,6 +95,7 @@ pub(crate) fn request(model: Arc<Pipeline>, row: RequestBasics) -> RunRequest {
         registries: Default::default(),
         clusters: Default::default(),
         local_sources: false,
+        approvals: None,
     }
 }
 
@@ -523,6 +524,7 @@ impl Lifecycle {
             registries,
             clusters,
             local_sources,
+            approvals: Some(self.gate(entry.run_id)),
             ..request(model, basics)
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
@@ -553,6 +555,11 @@ impl Lifecycle {
             };
             let record = engine.run(request, observer.clone(), stop_rx).await;
             observer.finish(&record).await;
+            this.0.shared.notify(crate::notify::RunEvent {
+                run_id,
+                record: record.clone(),
+                kind: crate::notify::RunEventKind::Ended,
+            });
             // Only now, with the final record stored, does the run stop being active.
             this.0.active.lock().unwrap().remove(&run_id);
             tracing::info!(run = run_id, status = %record.progress.status, "run finished");

@@ -59,7 +59,8 @@ impl Executors {
             let engine = match engines.first() {
                 Some((_, first)) => first.sharing_slots(executor),
                 None => {
-                    let mut engine = Engine::new(config.clone(), executor);
+                    // Every run the lifecycle starts gets its approval gate.
+                    let mut engine = Engine::new(config.clone(), executor).with_approvals();
                     if let Some(builder) = &self.builder {
                         engine = engine.with_builder(builder.clone());
                     }

@@ -15,12 +15,14 @@
 //!
 //! Errors are [`RunError`]s; how they are shown is the caller's business.
 
+pub mod approvals;
 pub mod dispatch;
 pub mod error;
 pub mod executors;
 pub mod host;
 pub mod live;
 pub mod metrics;
+pub mod notify;
 pub mod persist;
 mod recover;
 mod retention;
@@ -93,6 +95,16 @@ pub(crate) struct Shared {
     pub(crate) logs: LogFiles,
     pub(crate) live: live::LiveLogs,
     pub(crate) metrics: metrics::RunMetrics,
+    /// Told when runs end and approvals start waiting (set once by the server).
+    pub(crate) notifier: std::sync::OnceLock<Arc<dyn notify::Notifier>>,
+}
+
+impl Shared {
+    pub(crate) fn notify(&self, event: notify::RunEvent) {
+        if let Some(notifier) = self.notifier.get() {
+            notifier.notify(event);
+        }
+    }
 }
 
 /// The lifecycle of every run of one server; cheap to clone (one shared state).
@@ -112,6 +124,7 @@ pub(crate) struct Inner {
     pipelines: Mutex<HashMap<(i64, i64), Arc<Pipeline>>>,
     wake: Arc<Notify>,
     timers: timers::Timers,
+    approvals: Arc<approvals::Desk>,
 }
 
 impl Lifecycle {
@@ -129,6 +142,7 @@ impl Lifecycle {
                 logs,
                 live: live::LiveLogs::default(),
                 metrics: metrics::RunMetrics::default(),
+                notifier: std::sync::OnceLock::new(),
             }),
             settings,
             engines,
@@ -139,6 +153,7 @@ impl Lifecycle {
             pipelines: Mutex::default(),
             wake: Arc::new(Notify::new()),
             timers,
+            approvals: Arc::default(),
         }))
     }
 
@@ -176,6 +191,12 @@ impl Lifecycle {
 
     pub fn metrics(&self) -> &metrics::RunMetrics {
         &self.0.shared.metrics
+    }
+
+    /// Hands the lifecycle the notifier it tells about ended runs and waiting
+    /// approvals; the first call wins.
+    pub fn set_notifier(&self, notifier: Arc<dyn notify::Notifier>) {
+        let _ = self.0.shared.notifier.set(notifier);
     }
 
     pub fn timers(&self) -> &timers::Timers {

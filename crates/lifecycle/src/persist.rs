@@ -206,6 +206,20 @@ impl Observer for Persist {
         }
         for part in parts {
             self.announce(&self.shared.live, record, *part);
+            if let Part::Task(s, t) = *part
+                && let Some(task) = record.stages.get(s).and_then(|stage| stage.tasks.get(t))
+                && task.progress.status == wharf_core::status::Status::Waiting
+                && task.approval.is_some()
+            {
+                self.shared.notify(crate::notify::RunEvent {
+                    run_id: self.run_id,
+                    record: record.clone(),
+                    kind: crate::notify::RunEventKind::Waiting {
+                        stage: record.stages[s].name.clone(),
+                        task: task.name.clone(),
+                    },
+                });
+            }
         }
     }
 
@@ -263,6 +277,7 @@ mod tests {
             registries: Default::default(),
             clusters: Default::default(),
             local_sources: false,
+            approvals: None,
         });
         let task = record.stages[0].tasks[0].clone();
         record.stages[0].tasks =

@@ -10,6 +10,8 @@
 //!   its own number.
 //! - Any other started run is failed as interrupted, or started again as a new run when
 //!   its pipeline says `retry_on_restart: true`.
+//! - A run with an `approval` task waiting is continued too: the task goes on waiting
+//!   (the decisions are in the store), whatever its other running tasks left.
 //! - Queued runs go back in the queue; leftovers nobody adopted are discarded.
 
 use crate::dispatch::{Active, Queued, RequestBasics, request};
@@ -172,7 +174,10 @@ impl Lifecycle {
     /// it takes over; `None` leaves the run to the other rules.
     async fn reattach(&self, row: &RunRow, found: &[Found]) -> Option<Vec<String>> {
         let label = self.run_label(row.summary.id);
-        if !found.iter().any(|f| f.leftover.owner == label) {
+        // A task waiting for people needs nothing of the previous process: it goes on
+        // waiting.
+        let waiting = row.record.stages.iter().flat_map(|s| &s.tasks).any(|t| t.progress.status == Status::Waiting);
+        if !waiting && !found.iter().any(|f| f.leftover.owner == label) {
             return None;
         }
         let pipeline = self.store().pipeline(row.summary.pipeline_id).await.ok()?;
@@ -202,7 +207,7 @@ impl Lifecycle {
                 }
             }
         }
-        if ids.is_empty() {
+        if ids.is_empty() && !waiting {
             return None;
         }
         let resume = Resume::reattach(record.clone(), logs.clone())?;
@@ -229,6 +234,7 @@ impl Lifecycle {
             },
             // A reattached run is past its checkout; it clones nothing.
             local_sources: false,
+            approvals: Some(self.gate(row.summary.id)),
             ..request(model, RequestBasics::of_row(row))
         };
         let (stop_tx, stop_rx) = watch::channel(None);
@@ -244,7 +250,14 @@ impl Lifecycle {
         for (s, t) in logs.keys() {
             self.live().open(row.summary.id, LogKey::Task(*s, *t));
         }
-        let continuing = format!("the server restarted; continuing the run with {} running task(s) it left", ids.len());
+        let continuing = if waiting {
+            format!(
+                "the server restarted; continuing the run with {} running task(s) it left and its approvals waiting",
+                ids.len()
+            )
+        } else {
+            format!("the server restarted; continuing the run with {} running task(s) it left", ids.len())
+        };
         self.system_line(row.summary.id, &continuing);
         tracing::warn!(
             run = row.summary.id,

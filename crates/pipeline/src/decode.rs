@@ -119,7 +119,7 @@ const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
 const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
-const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body"];
+const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
 const TRIGGER_KINDS: &[&str] = &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
 
 fn task_fields(task_type: &str) -> &'static [&'static str] {
@@ -129,11 +129,14 @@ fn task_fields(task_type: &str) -> &'static [&'static str] {
         "deploy-yaml" => &["file", "cluster", "namespace"],
         "chart-publish" => &["chart_dir", "chart", "version", "registry", "workspace"],
         "chart-deploy" => &["release", "chart", "version", "registry", "workspace", "cluster", "namespace", "values"],
-        "approval" => &["approvers", "message"],
+        "approval" => &["approvers", "message", "required"],
         "canary" => &["deployment", "cluster", "namespace", "image", "steps", "pause", "approval"],
         _ => &[],
     }
 }
+
+/// Upper bound on an approval's `required`: distinct people, not a counter.
+const MAX_APPROVALS: u32 = 20;
 
 /// Upper bound on `retries`: more is almost always a mistake that hides a flaky task.
 pub const MAX_RETRIES: u32 = 10;
@@ -963,9 +966,12 @@ impl<'s> Decoder<'s> {
                     self.error(node.pos, &f.path("approvers"), "name at least one approver (a user, or `role:<name>`)");
                 }
                 let message = opt(self, "message");
+                let required =
+                    f.get("required").map(|n| self.uint(n, &f.path("required"), 1..=MAX_APPROVALS)).unwrap_or(Some(1));
                 TaskKind::Approval(ApprovalTask {
                     approvers: approvers?.into_iter().map(|(s, _)| s).collect(),
                     message,
+                    required: required?,
                 })
             }
             "canary" => {
@@ -1172,10 +1178,11 @@ impl<'s> Decoder<'s> {
                     match text.as_str() {
                         "success" => on.push(NotifyOn::Success),
                         "failure" => on.push(NotifyOn::Failure),
+                        "waiting" => on.push(NotifyOn::Waiting),
                         other => self.error(
                             pos,
                             &f.path("on"),
-                            format!("`{other}` is not an outcome; expected success or failure"),
+                            format!("`{other}` is not an outcome; expected success, failure or waiting"),
                         ),
                     }
                 }
@@ -1237,7 +1244,8 @@ impl<'s> Decoder<'s> {
         let params =
             f.get("params").map(|n| self.string_map(n, &f.path("params"), Some(Place::Notify))).unwrap_or_default();
         let body = self.opt_template(&f, "body", Place::Notify);
-        Some(Webhook { url, method, headers, params, body })
+        let secret = f.get("secret").and_then(|n| self.string(n, &f.path("secret")));
+        Some(Webhook { url, method, headers, params, body, secret })
     }
 }
 

@@ -51,6 +51,9 @@ impl fmt::Debug for ServerConfig {
             max_connections,
             header_timeout,
             keep_deliveries,
+            smtp,
+            notify_secret,
+            notify_retry,
         } = self;
         let hidden = |secret: &Option<String>| secret.as_ref().map(|_| HIDDEN);
         let env_names: Vec<&str> = host_env.iter().map(|(name, _)| name.as_str()).collect();
@@ -91,6 +94,10 @@ impl fmt::Debug for ServerConfig {
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("keep_deliveries", keep_deliveries)
+            // SmtpSettings' own Debug hides its password.
+            .field("smtp", smtp)
+            .field("notify_secret", &hidden(notify_secret))
+            .field("notify_retry", notify_retry)
             .finish()
     }
 }

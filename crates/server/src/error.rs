@@ -182,6 +182,18 @@ impl From<wharf_lifecycle::RunError> for AppError {
     }
 }
 
+impl From<wharf_lifecycle::approvals::DecideError> for AppError {
+    fn from(e: wharf_lifecycle::approvals::DecideError) -> Self {
+        use wharf_lifecycle::approvals::DecideError;
+        match e {
+            DecideError::NotFound(why) => AppError::NotFound(why),
+            DecideError::NotWaiting(why) => AppError::Conflict(why),
+            DecideError::Refused(why) => AppError::Forbidden(why.to_string()),
+            DecideError::Store(e) => e.into(),
+        }
+    }
+}
+
 /// The body every error answer has (the contract's [`wharf_api::Error`]).
 fn error_body(status: StatusCode, message: String, details: Vec<Detail>) -> axum::Json<wharf_api::Error> {
     axum::Json(wharf_api::Error { error: wharf_api::ErrorInfo { status: status.as_u16(), message, details } })

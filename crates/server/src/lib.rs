@@ -23,6 +23,7 @@ pub mod http;
 pub mod keys;
 pub mod licence;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 pub mod throttle;
 
@@ -123,6 +124,12 @@ pub struct ServerConfig {
     /// Webhook deliveries kept (the newest; refused ones have their own smaller ring,
     /// [`hooks::REJECTED_KEPT`]).
     pub keep_deliveries: u32,
+    /// Where `email` notifications go out; `None`: they fail saying so.
+    pub smtp: Option<wharf_notify::email::SmtpSettings>,
+    /// Signs webhook notifications that name no `secret` of their own (HMAC-SHA256).
+    pub notify_secret: Option<String>,
+    /// How notifications are retried.
+    pub notify_retry: wharf_notify::Retry,
 }
 
 impl ServerConfig {
@@ -162,6 +169,9 @@ impl ServerConfig {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             keep_deliveries: 10_000,
+            smtp: None,
+            notify_secret: None,
+            notify_retry: wharf_notify::Retry::default(),
         }
     }
 
@@ -391,6 +401,8 @@ impl Server {
             task_gid: run_as.user().map(|user| user.gid),
         };
         let runs = wharf_lifecycle::Lifecycle::new(store.clone(), logs.clone(), settings(&config), executors, host);
+        let notifier = notify::ServerNotifier::new(&config, store.clone(), runs.clone(), forges.policy.clone())?;
+        runs.set_notifier(Arc::new(notifier));
         let state = Arc::new(AppState {
             config: config.clone(),
             store,

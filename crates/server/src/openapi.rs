@@ -193,6 +193,31 @@ pub const ROUTES: &[Route] = &[
         answer: Some("Accepted"),
     },
     Route {
+        method: "post",
+        path: "/runs/{id}/tasks/{task}/approve",
+        summary: "Approve a waiting `approval` task (optional comment); 403 for who may not, 409 when it is \
+                  not waiting or the caller decided already",
+        body: Body::Json("Decide"),
+        status: 200,
+        answer: Some("Decided"),
+    },
+    Route {
+        method: "post",
+        path: "/runs/{id}/tasks/{task}/reject",
+        summary: "Reject a waiting `approval` task: it fails with the comment",
+        body: Body::Json("Decide"),
+        status: 200,
+        answer: Some("Decided"),
+    },
+    Route {
+        method: "get",
+        path: "/approvals",
+        summary: "The approval tasks waiting now that the caller may decide",
+        body: Body::None,
+        status: 200,
+        answer: Some("ApprovalList"),
+    },
+    Route {
         method: "get",
         path: "/runs/{id}/log",
         summary: "Every log of the run as one text file",

@@ -1585,6 +1585,14 @@ async fn every_documented_route_is_routed() {
     assert_eq!(s.wait_run(failed).await["status"], "failed");
     let sleeping = id_of(&s.start_run("sleeper", json!({})).await);
     s.wait_task_running(sleeping, "main").await;
+    // Two approval tasks waiting side by side: one to approve, one to reject.
+    let gates = "name: gated\nstages:\n  - name: Review\n    mode: parallel\n    tasks:\n      - {name: approve-me, type: approval, approvers: [admin]}\n      - {name: reject-me, type: approval, approvers: [admin]}\n";
+    s.create(gates).await;
+    let gated = id_of(&s.start_run("gated", json!({})).await);
+    s.wait_run_until(gated, "waiting twice", |r| {
+        ["approve-me", "reject-me"].iter().all(|t| common::task_of(r, t).is_some_and(|t| t["status"] == "waiting"))
+    })
+    .await;
     for binding in ["main-binding", "doomed-binding"] {
         s.post("/bindings", json!({ "name": binding, "provider": "gitlab", "webhook_secret": "s" })).await.expect(201);
     }
@@ -1702,7 +1710,12 @@ async fn every_documented_route_is_routed() {
             "/pipelines/{key}/activate" | "/pipelines/{key}/deactivate" => switch,
             _ => main,
         };
-        let id = if route.path == "/runs/{id}/stop" { sleeping } else { failed };
+        let (id, task) = match route.path {
+            "/runs/{id}/stop" => (sleeping, "main"),
+            "/runs/{id}/tasks/{task}/approve" => (gated, "approve-me"),
+            "/runs/{id}/tasks/{task}/reject" => (gated, "reject-me"),
+            _ => (failed, "main"),
+        };
         let binding = if route.method == "delete" { "doomed-binding" } else { "main-binding" };
         let binding = if route.path.starts_with("/bindings/{name}/") { "provider-binding" } else { binding };
         let name = match route.path {
@@ -1716,7 +1729,7 @@ async fn every_documented_route_is_routed() {
         let path = route_path
             .replace("{key}", &key.to_string())
             .replace("{id}", &id.to_string())
-            .replace("{task}", "main")
+            .replace("{task}", task)
             .replace("{name}", name)
             .replace("{token}", "route-token")
             .replace("{ns}", "default")
@@ -1760,6 +1773,7 @@ async fn every_documented_route_is_routed() {
             Body::Json("NewCluster") => {
                 s.call(method, &path, Some(json!({ "name": "created-cluster", "kubeconfig": kube.kubeconfig() }))).await
             }
+            Body::Json("Decide") => s.call(method, &path, Some(json!({ "comment": "route check" }))).await,
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
             Body::Json("Rollback") => s.call(method, &path, Some(json!({ "revision": 1 }))).await,
             Body::Json("Upgrade") => s.call(method, &path, Some(json!({ "version": "0.1.0" }))).await,

@@ -1133,6 +1133,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
                     registries: Default::default(),
                     clusters: Default::default(),
                     local_sources: false,
+                    approvals: None,
                 })
             })
             .await

@@ -11,6 +11,7 @@
 pub mod bindings;
 pub mod clusters;
 pub mod deliveries;
+pub mod gates;
 pub mod idempotency;
 pub mod logs;
 mod migrate;

@@ -16,6 +16,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../migrations/sqlite/0011_users_and_idempotency.sql")),
     (12, include_str!("../migrations/sqlite/0012_clusters.sql")),
     (13, include_str!("../migrations/sqlite/0013_timers_version.sql")),
+    (14, include_str!("../migrations/sqlite/0014_gates.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

@@ -43,6 +43,7 @@ const ASSETS: &[Asset] = &[
     asset!("js/pipelines.js", JS),
     asset!("js/details.js", JS),
     asset!("js/run.js", JS),
+    asset!("js/approvals.js", JS),
     asset!("js/log.js", JS),
     asset!("js/ansi.js", JS),
     asset!("js/editor.js", JS),
@@ -71,6 +72,7 @@ pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route("/pipelines", get(shell))
         .route("/pipelines/{*rest}", get(shell))
         .route("/runs/{*rest}", get(shell))
+        .route("/approvals", get(shell))
         .route("/registries", get(shell))
         .route("/repositories", get(shell))
         .route("/users", get(shell))

@@ -1,4 +1,4 @@
-//! `wharf runs start|stop|rerun|retry|list|show`, and following a run live as
+//! `wharf runs start|stop|rerun|retry|list|show|approve|reject|approvals`, and following a run live as
 //! `wharf run` shows it.
 
 use super::logs::{PATIENCE, shown_line, stream_log, whole_log};
@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use wharf_api::Paged;
+use wharf_api::gates::{Decide, Decided, WaitingApproval};
 use wharf_api::runs::{Accepted, RunDetail, RunSummary, StartRun};
 use wharf_core::run::RunRecord;
 use wharf_core::status::Status;
@@ -85,6 +86,28 @@ pub enum RunsCommand {
         /// The run: `PIPELINE#N` (`hello#3`) or its id.
         run: String,
     },
+    /// Approve a waiting `approval` task of a run.
+    Approve {
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
+        /// The approval task's name.
+        task: String,
+        /// A comment kept with the decision.
+        #[arg(short = 'm', long = "message", value_name = "COMMENT")]
+        comment: Option<String>,
+    },
+    /// Reject a waiting `approval` task of a run: the task fails with the comment.
+    Reject {
+        /// The run: `PIPELINE#N` (`hello#3`) or its id.
+        run: String,
+        /// The approval task's name.
+        task: String,
+        /// Why: the task's reason.
+        #[arg(short = 'm', long = "message", value_name = "COMMENT")]
+        comment: Option<String>,
+    },
+    /// The approval tasks waiting now that you may decide.
+    Approvals,
 }
 
 /// A local listing: `(pipeline, data_dir, limit, page)`.
@@ -167,7 +190,44 @@ pub async fn runs(args: RunsArgs) -> Result<ExitCode> {
         }
         RunsCommand::List { pipeline, limit, page, .. } => list_runs(&client, &pipeline, limit, page).await,
         RunsCommand::Show { run } => show_run(&client, &run).await,
+        RunsCommand::Approve { run, task, comment } => decide(&client, &run, &task, "approve", comment).await,
+        RunsCommand::Reject { run, task, comment } => decide(&client, &run, &task, "reject", comment).await,
+        RunsCommand::Approvals => {
+            let list: wharf_api::Listed<WaitingApproval> = client.get(&["approvals"]).await?;
+            if list.items.is_empty() {
+                println!("no approval is waiting for you");
+            }
+            for w in &list.items {
+                let given = w.decisions.iter().filter(|d| d.verdict == "approve").count();
+                println!(
+                    "{}#{} {}/{} ({given} of {} approvals){}",
+                    w.pipeline,
+                    w.number,
+                    w.stage,
+                    w.task,
+                    w.required,
+                    w.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `runs approve|reject`: the run is named as given (an approver who may not see the
+/// pipeline names it by id).
+async fn decide(client: &Client, run: &str, task: &str, verb: &str, comment: Option<String>) -> Result<ExitCode> {
+    let body = Decide { comment: comment.unwrap_or_default() };
+    let decided: Decided = client.post(&["runs", run, "tasks", task, verb], &body).await?;
+    let done = if verb == "approve" { "approved" } else { "rejected" };
+    match decided.state.as_str() {
+        "waiting" => {
+            let given = decided.decisions.iter().filter(|d| d.verdict == "approve").count();
+            println!("{done} {task} of run {run}; {given} of {} approvals given, it goes on waiting", decided.required);
+        }
+        state => println!("{done} {task} of run {run}: the task is {state}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn after_start(client: &Client, accepted: &Accepted, follow: bool) -> Result<ExitCode> {

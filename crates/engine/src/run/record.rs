@@ -71,6 +71,7 @@ pub(super) fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> Sta
                 exit_code: None,
                 outputs: BTreeMap::new(),
                 reason: None,
+                approval: None,
             })
             .collect(),
     }

@@ -7,7 +7,7 @@ use super::{RunState, StopRx};
 use crate::Part;
 use crate::clock::RunningClock;
 use std::sync::{Arc, Mutex};
-use wharf_core::model::Task;
+use wharf_core::model::{Task, TaskKind};
 use wharf_core::status::Status;
 
 impl RunState {
@@ -26,6 +26,10 @@ impl RunState {
             TaskResume::Ended(status) => return status,
             TaskResume::From { attempts, adopt } => (attempts, adopt),
         };
+        // People decide approvals; they take no slot, no retry and no running time.
+        if let TaskKind::Approval(rule) = &task.kind {
+            return self.approval(s, t, &task, rule, stop, &stage_note).await;
+        }
         loop {
             attempt += 1;
             if let Some(resume) = adopt.take() {

@@ -26,6 +26,7 @@ struct Seen {
     lines: Vec<(Part, LogLine)>,
     last: HashMap<Part, Status>,
     illegal: Vec<String>,
+    record: Option<RunRecord>,
 }
 
 /// An [`Observer`] that records everything it is told.
@@ -69,6 +70,7 @@ impl Observer for Recorder {
         }
         seen.last.insert(part, status);
         seen.changes.push((part, status));
+        seen.record = Some(record.clone());
     }
 
     fn log(&self, part: Part, line: &LogLine) {
@@ -93,6 +95,11 @@ impl Recorder {
             }
         }
         out
+    }
+
+    /// The record as of the last change announced.
+    pub fn last_record(&self) -> RunRecord {
+        self.seen.lock().unwrap().record.clone().expect("a change was announced")
     }
 
     /// Every change in the order it was announced.
@@ -250,6 +257,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         registries: Default::default(),
         clusters: Default::default(),
         local_sources: true,
+        approvals: None,
     }
 }
 

@@ -9,6 +9,7 @@
 pub(crate) mod bindings;
 pub mod clusters;
 mod deliveries;
+mod gates;
 mod logs;
 mod pipelines;
 pub(crate) mod providers;
@@ -58,6 +59,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/stop", post(runs::stop))
         .route("/runs/{id}/rerun", post(runs::rerun))
         .route("/runs/{id}/retry", post(runs::retry))
+        .route("/runs/{id}/tasks/{task}/approve", post(gates::approve))
+        .route("/runs/{id}/tasks/{task}/reject", post(gates::reject))
+        .route("/approvals", get(gates::waiting))
         .route("/runs/{id}/log", get(logs::whole_run))
         .route("/runs/{id}/tasks/{task}/log", get(logs::tail))
         .route("/runs/{id}/tasks/{task}/log/stream", get(logs::stream))

@@ -16,6 +16,7 @@ use wharf_api::runs::{
     Accepted, IDEMPOTENCY_KEY_HEADER, RunDetail, RunFacts, RunListed, StartRun, Stopping, StoppingStatus, Times,
 };
 use wharf_core::run::Cause;
+use wharf_core::status::Status;
 use wharf_store::RunRow;
 use wharf_store::idempotency::Claim;
 
@@ -168,7 +169,29 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<Stri
     let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let logs = &state.logs;
     let run_id = row.summary.id;
-    let detail = view(&row, |s, t| logs.size(run_id, wharf_store::logs::LogKey::Task(s, t)));
+    let mut detail = view(&row, |s, t| logs.size(run_id, wharf_store::logs::LogKey::Task(s, t)));
+    // A waiting approval's decisions so far are in the store (the record gets them
+    // when it ends).
+    for task in detail.stages.iter_mut().flat_map(|s| s.tasks.iter_mut()) {
+        if let (Status::Waiting, Some(approval)) = (task.status, task.approval.as_mut()) {
+            approval.decisions = state.store.decisions(run_id, &task.name).await?;
+        }
+    }
+    detail.notifications = state
+        .store
+        .notification_attempts(run_id)
+        .await?
+        .into_iter()
+        .map(|a| wharf_api::gates::NotificationAttempt {
+            event: a.event,
+            channel: a.channel,
+            target: a.target,
+            attempt: a.attempt,
+            outcome: a.outcome,
+            detail: a.detail,
+            at: a.at,
+        })
+        .collect();
     Ok(axum::Json(detail).into_response())
 }
 

@@ -11,6 +11,7 @@ const routes = [
   [/^\/pipelines\/([^/]+)\/edit$/, () => import('./editor.js')],
   [/^\/pipelines\/([^/]+)$/, () => import('./details.js')],
   [/^\/runs\/([^/]+)$/, () => import('./run.js')],
+  [/^\/approvals\/?$/, () => import('./approvals.js')],
   [/^\/users\/?$/, () => import('./users.js')],
   [/^\/repositories\/?$/, () => import('./repositories.js')],
   [/^\/registries\/?$/, () => import('./registries.js')],

@@ -706,12 +706,16 @@ function taskFields(type, task, model, stageIndex) {
       const approvers = h('input', { name: 'approvers', value: (task.approvers || []).join(', '), required: true });
       el.append(field(t('task.approvers'), approvers, t('task.approvers_hint')));
       text('message', t('task.message'), t('task.message_hint'));
+      const required = h('input', { name: 'required', type: 'number', min: 1, max: 20, step: 1, value: task.required || 1 });
+      el.append(field(t('task.approvals_needed'), required, t('task.approvals_needed_hint')));
       return {
         element: el,
         read: () => {
           const o = { approvers: approvers.value.split(',').map((s) => s.trim()).filter(Boolean) };
           if (!o.approvers.length) throw new Error(t('task.approver_needed'));
           optional(o, 'message');
+          const n = Number(required.value || 1);
+          if (n > 1) o.required = n;
           return o;
         },
       };

@@ -5,6 +5,7 @@ import { apiFetch } from './auth.js';
 import { logView } from './log.js';
 import { rerun, retry, stopRun } from './dialogs.js';
 import { navigate } from './app.js';
+import { decisionPanel } from './approvals.js';
 
 export async function render(main, [id], query) {
   let run;
@@ -17,7 +18,10 @@ export async function render(main, [id], query) {
   const header = h('div', { class: 'run-head' });
   const steps = h('div', { class: 'steps' });
   const logBox = h('div', { class: 'log-box' });
-  main.append(header, h('div', { class: 'run-body' }, steps, logBox));
+  const approvalBox = h('div', { class: 'approval-box' });
+  const notifications = h('div', { class: 'notifications' });
+  let approvalShown = '';
+  main.append(header, h('div', { class: 'run-body' }, steps, logBox), notifications);
 
   // Until the user picks a task, the page follows what they came for (landing below).
   let chosen = Boolean(query.get('task'));
@@ -33,8 +37,37 @@ export async function render(main, [id], query) {
     url.searchParams.set('task', name);
     history.replaceState(null, '', url.pathname + url.search);
     view = logView(`/api/v1/runs/${run.id}/tasks/${encodeURIComponent(name)}/log/stream`);
-    logBox.replaceChildren(h('h2', { class: 'log-title' }, t('run.log_of'), name), view.element);
+    approvalShown = '';
+    drawApproval();
+    logBox.replaceChildren(h('h2', { class: 'log-title' }, t('run.log_of'), name), approvalBox, view.element);
     drawSteps();
+  }
+
+  /// The selected approval task's question, decisions and buttons; drawn again only
+  /// when they change, so a comment being typed survives the live updates.
+  function drawApproval() {
+    const task = run.stages.flatMap((s) => s.tasks).find((x) => x.name === selected);
+    const approval = task && task.approval;
+    const shown = approval ? JSON.stringify([task.status, approval.decisions || []]) : '';
+    if (shown === approvalShown) return;
+    approvalShown = shown;
+    approvalBox.replaceChildren(approval
+      ? h('section', { 'aria-label': t('approvals.panel') }, h('h3', {}, t('approvals.panel')), decisionPanel(run.id, task.name, approval, task.status === 'waiting', refresh))
+      : '');
+  }
+
+  /// Every delivery attempt of the run's notifications.
+  function drawNotifications() {
+    const attempts = run.notifications || [];
+    notifications.replaceChildren(attempts.length
+      ? h('section', { 'aria-labelledby': 'notifications-title' },
+        h('h2', { id: 'notifications-title' }, t('notify.title')),
+        h('table', { class: 'list notify-table' },
+          h('thead', {}, h('tr', {}, [t('notify.when'), t('notify.event'), t('notify.channel'), t('notify.target'), t('notify.attempt'), t('notify.outcome'), t('notify.detail')].map((x) => h('th', { scope: 'col' }, x)))),
+          h('tbody', {}, attempts.map((a) => h('tr', { 'data-outcome': a.outcome },
+            h('td', {}, fmtTime(a.at)), h('td', {}, t(`notify.event_${a.event}`)), h('td', {}, a.channel), h('td', {}, h('code', {}, a.target)),
+            h('td', {}, String(a.attempt)), h('td', {}, t(`notify.outcome_${a.outcome}`)), h('td', {}, a.detail))))))
+      : '');
   }
 
   function drawHeader() {
@@ -92,6 +125,8 @@ export async function render(main, [id], query) {
     try {
       run = await api(`/runs/${run.id}`);
       keepFocus(header, drawHeader);
+      drawApproval();
+      drawNotifications();
       const next = chosen ? selected : landing(run);
       if (next && next !== selected) select(next);
       else keepFocus(steps, drawSteps);
@@ -101,12 +136,18 @@ export async function render(main, [id], query) {
   async function tick() {
     if (stopped) return;
     await refresh();
-    if (!stopped && !isTerminal(run.status)) poll = setTimeout(tick, 1000);
+    if (stopped) return;
+    // Notifications are sent after the run ends: a few more looks for their attempts.
+    if (!isTerminal(run.status) || after++ < 10) poll = setTimeout(tick, 1000);
   }
 
   drawHeader();
+  drawNotifications();
   if (selected) select(selected); else drawSteps();
+  // Notifications are sent after the run ends: keep looking a little longer.
+  let after = 0;
   if (!isTerminal(run.status)) poll = setTimeout(tick, 1000);
+  else if (!(run.notifications || []).length) poll = setTimeout(tick, 1000);
   return () => { stopped = true; clearTimeout(poll); if (view) view.close(); };
 }
 
