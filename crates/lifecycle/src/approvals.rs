@@ -24,17 +24,17 @@ pub(crate) struct Desk {
 }
 
 impl Desk {
-    fn bell(&self, run_id: i64, task: &str) -> Arc<Notify> {
+    pub(crate) fn bell(&self, run_id: i64, task: &str) -> Arc<Notify> {
         self.waiting.lock().unwrap().entry((run_id, task.to_owned())).or_default().clone()
     }
 
-    fn ring(&self, run_id: i64, task: &str) {
+    pub(crate) fn ring(&self, run_id: i64, task: &str) {
         if let Some(bell) = self.waiting.lock().unwrap().get(&(run_id, task.to_owned())) {
             bell.notify_waiters();
         }
     }
 
-    fn done(&self, run_id: i64, task: &str) {
+    pub(crate) fn done(&self, run_id: i64, task: &str) {
         self.waiting.lock().unwrap().remove(&(run_id, task.to_owned()));
     }
 }

@@ -183,6 +183,7 @@ pub async fn create(
     let project = project_of(&pipeline, &query)?;
     authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
     check_binding(&state, &caller, &pipeline).await?;
+    super::signals::check_loops(&state, &pipeline, &project).await?;
     check_run(&state, &pipeline, &project, true, run).await?;
     let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
     state.runs.timers().changed(row.id).await;
@@ -300,6 +301,7 @@ pub async fn update(
         authz::check(&caller, Action::RunPipeline, &Object::pipeline(&row))?;
     }
     check_binding(&state, &caller, &pipeline).await?;
+    super::signals::check_loops(&state, &pipeline, &row.project).await?;
     check_run(&state, &pipeline, &row.project, row.active, run).await?;
     if let Some(project) = &pipeline.project
         && project != &row.project

@@ -82,6 +82,7 @@ export default {
   'cause.local': 'Local ({user})',
   'cause.timer': 'Timer',
   'cause.event': '{provider} event by {sender}',
+  'cause.channel': 'Message on channel {channel} from {pipeline}#{number}',
   'cause.rerun': 'Re-run of #{of}',
   'cause.retry': 'Retry of #{of}',
   'pipelines.create': 'Create pipeline',

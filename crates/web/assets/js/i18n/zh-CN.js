@@ -79,6 +79,7 @@ export default {
   'cause.local': '本地执行（{user}）',
   'cause.timer': '定时触发',
   'cause.event': '{provider} 事件触发（{sender}）',
+  'cause.channel': '来自 {pipeline}#{number} 的频道 {channel} 消息',
   'cause.rerun': '重新执行 #{of}',
   'cause.retry': '重试 #{of}',
   'pipelines.create': '创建流水线',
