@@ -592,6 +592,7 @@ mod tests {
             default_image: None,
             triggers: vec![],
             notify: vec![],
+            send: None,
             stages: vec![],
             on_failure: vec![],
             retry_on_restart: false,
