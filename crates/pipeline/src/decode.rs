@@ -758,12 +758,9 @@ impl<'s> Decoder<'s> {
 
     fn stage_wait(&mut self, node: &Node, path: &str) -> Option<StageWait> {
         let f = self.fields(node, path, WAIT_FIELDS, "the signals a stage waits for (`hook`, `channels`, …)")?;
-        let need = match f.get("for") {
-            Some(n) => match self.one_of(n, &f.path("for"), &["any", "all"])?.as_str() {
-                "all" => WaitFor::All,
-                _ => WaitFor::Any,
-            },
-            None => WaitFor::Any,
+        let need = match f.get("for").and_then(|n| self.one_of(n, &f.path("for"), &["any", "all"])).as_deref() {
+            Some("all") => WaitFor::All,
+            _ => WaitFor::Any,
         };
         let hook = f.get("hook").and_then(|n| self.bool(n, &f.path("hook"))).unwrap_or(false);
         let mut channels = Vec::new();
