@@ -254,3 +254,25 @@ stages:
     assert!(err.contains("four → three → four"), "{err}");
     s.send_yaml(Method::POST, "/pipelines?project=admin", &one.replace("name: one", "name: five")).await.expect(201);
 }
+
+/// Seed 000: the "auto-deploy" option of a new pipeline adds "Manual review" and
+/// "Release" after the build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_deploy_adds_manual_review_and_release_stages() {
+    let s = common::start().await;
+    let shown = s.get("/pipelines/scratch?name=app&auto_deploy=true").await.expect(200).json;
+    let names: Vec<&str> =
+        shown["definition"]["stages"].as_array().unwrap().iter().filter_map(|st| st["name"].as_str()).collect();
+    assert_eq!(names, ["Build", "Test", "Manual review", "Release"]);
+    assert_eq!(s.get("/pipelines/scratch?auto_deploy=maybe").await.status, 422);
+    let plain = s.get("/pipelines/scratch?name=app").await.expect(200).json;
+    assert_eq!(plain["definition"]["stages"][2]["name"], "Deploy");
+
+    let ann = s.user("ann", "manager", &["shop"]).await;
+    ann.post("/pipelines/scratch", json!({"name": "shop-app", "project": "shop", "auto_deploy": true}))
+        .await
+        .expect(201);
+    let yaml = ann.get("/pipelines/shop-app/yaml").await.expect(200).text;
+    assert!(yaml.contains("name: Manual review") && yaml.contains(r#"approvers: ["ann"]"#), "{yaml}");
+    assert!(yaml.contains("type: deploy-yaml") && yaml.contains("cluster: ${CLUSTER}"), "{yaml}");
+}

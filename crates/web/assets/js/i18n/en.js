@@ -241,6 +241,8 @@ export default {
   'triggers.saved': 'Triggers of {name} saved.',
   'create.scratch': 'From scratch',
   'create.scratch_hint': 'Start from the stages Source, Build, Test and Deploy.',
+  'create.auto_deploy': 'Auto-deploy',
+  'create.auto_deploy_hint': 'Adds the stages Manual review (your approval) and Release (deploy.yaml to the cluster you give each run) after the build.',
   'create.copy': 'Copy an existing pipeline',
   'create.copy_hint': 'Its stages, tasks and timeout, to edit before saving; the original is unchanged.',
   'create.nothing_to_copy': 'There is no pipeline to copy yet.',

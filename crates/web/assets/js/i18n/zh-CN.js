@@ -238,6 +238,8 @@ export default {
   'triggers.saved': '{name} 的触发规则已保存。',
   'create.scratch': '从零开始创建',
   'create.scratch_hint': '从 Source、Build、Test 和 Deploy 四个阶段开始。',
+  'create.auto_deploy': '自动部署',
+  'create.auto_deploy_hint': '在构建之后加入“人工审核”（由你审批）和“正式发布”（把 deploy.yaml 部署到每次运行指定的集群）阶段。',
   'create.copy': '从已有流水线复制',
   'create.copy_hint': '复制其阶段、任务和超时时间，保存前可以编辑；原流水线不变。',
   'create.nothing_to_copy': '还没有可以复制的流水线。',
