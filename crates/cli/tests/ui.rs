@@ -1701,3 +1701,62 @@ async fn a_person_rolls_back_and_uninstalls_an_instance_in_the_browser() {
     chrome.quit().await;
     drop(fake);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_approves_and_rejects_waiting_runs_in_the_browser() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().canonicalize().unwrap();
+    let Some(chrome) = browser(&root, 1280, 800).await else { return };
+    let server = Server::start(&root).await;
+    let base = &server.url;
+    let shots = screenshots();
+    // Its failure webhook points at loopback, which this server's outbound policy
+    // refuses: an attempt the run page shows, and the run is what it was anyway.
+    let pipeline = "name: gated\nconcurrency: allow\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: [admin], message: 'Ship build ${BUILD_ID}?'}\n  - name: Ship\n    tasks:\n      - {name: ship, type: script, script: echo shipped}\nnotify:\n  - on: [failure]\n    webhook: {url: 'http://127.0.0.1:9/hook'}\n";
+    server.api(reqwest::Method::POST, "/pipelines", Some(pipeline)).await;
+    let first = server.api(reqwest::Method::POST, "/pipelines/gated/runs", None).await["id"].as_i64().unwrap();
+    let second = server.api(reqwest::Method::POST, "/pipelines/gated/runs", None).await["id"].as_i64().unwrap();
+    log_in(&chrome, base, "admin", PASSWORD).await;
+
+    // The "waiting for me" list: both runs, each with its message and the buttons.
+    chrome.click("#nav a[href='/approvals']").await;
+    chrome
+        .wait("two waiting approvals", "document.querySelectorAll('.approval-card [data-action=approve]').length === 2")
+        .await;
+    let text = page_text(&chrome).await;
+    assert!(text.contains("Ship build 1?") && text.contains("Ship build 2?"), "{text}");
+    chrome.screenshot(&shots.join("40-approvals-waiting.png")).await;
+    let card = format!(".approval-card[data-run='{first}']");
+    chrome.type_into(&format!("{card} textarea[name=comment]"), "looks good").await;
+    chrome.click(&format!("{card} [data-action=approve]")).await;
+    chrome.wait("the approved card gone", &format!("!document.querySelector(\"{card}\")")).await;
+    let run = server.api(reqwest::Method::GET, &format!("/runs/{first}"), None).await;
+    assert_eq!(run["stages"][0]["tasks"][0]["approval"]["decisions"][0]["comment"], "looks good", "{run:#}");
+
+    // The run page: the approval panel with the message, the decision, and the outcome.
+    chrome.goto(&format!("{base}/runs/{second}")).await;
+    chrome.wait("the approval panel", "document.querySelector('[data-approval=sign] [data-action=reject]')").await;
+    assert!(page_text(&chrome).await.contains("Ship build 2?"));
+    chrome.screenshot(&shots.join("41-run-waiting-for-approval.png")).await;
+    chrome.type_into("[data-approval=sign] textarea[name=comment]", "not today").await;
+    chrome.click("[data-approval=sign] [data-action=reject]").await;
+    chrome
+        .wait(
+            "the run failed with the comment",
+            "document.querySelector('.facts')?.textContent.includes('rejected by admin: not today')",
+        )
+        .await;
+    chrome.wait("the decision listed", "document.querySelector('[data-approval=sign] li[data-user=admin] q')").await;
+    chrome
+        .wait(
+            "the refused notification on the run page",
+            "document.querySelector('.notify-table tr[data-outcome=failed]')?.textContent.includes('127.0.0.1')",
+        )
+        .await;
+    assert!(page_text(&chrome).await.contains("Not delivered"));
+    chrome.screenshot(&shots.join("42-run-rejected.png")).await;
+    chrome.goto(&format!("{base}/approvals")).await;
+    chrome.wait("nothing waiting", "document.querySelector('.approvals .empty')").await;
+    no_js_errors(&chrome, "approvals").await;
+    chrome.quit().await;
+}

@@ -187,6 +187,10 @@ pub struct Stage {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub send: Option<String>,
     pub tasks: Vec<Task>,
+    /// Sent when this stage ends (`success`, `failure`) or one of its approval tasks
+    /// waits (`waiting`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<Notification>,
 }
 
 /// What a stage waits for before it starts: a call to its own URL (`hook`), messages

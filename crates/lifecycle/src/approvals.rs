@@ -39,6 +39,19 @@ impl Desk {
     }
 }
 
+/// Removes a task's bell when its wait ends.
+struct Leave {
+    desk: Arc<Desk>,
+    run_id: i64,
+    task: String,
+}
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.desk.done(self.run_id, &self.task);
+    }
+}
+
 /// The gate of one run.
 pub(crate) struct RunGate {
     pub(crate) run_id: i64,
@@ -51,6 +64,9 @@ impl ApprovalGate for RunGate {
         let (run_id, store, desk) = (self.run_id, self.store.clone(), self.desk.clone());
         Box::pin(async move {
             let bell = desk.bell(run_id, &ask.task);
+            // The bell goes however the wait ends: decided, or dropped by the engine
+            // (a stop, the task's timeout).
+            let _leave = Leave { desk: desk.clone(), run_id, task: ask.task.clone() };
             loop {
                 let rung = bell.notified();
                 tokio::pin!(rung);
@@ -59,13 +75,9 @@ impl ApprovalGate for RunGate {
                 rung.as_mut().enable();
                 let decisions = match store.decisions(run_id, &ask.task).await {
                     Ok(decisions) => decisions,
-                    Err(e) => {
-                        desk.done(run_id, &ask.task);
-                        return Err(format!("cannot read the approval's decisions: {e}"));
-                    }
+                    Err(e) => return Err(format!("cannot read the approval's decisions: {e}")),
                 };
                 if outcome(&ask.rule, &decisions).is_some() {
-                    desk.done(run_id, &ask.task);
                     return Ok(decisions);
                 }
                 rung.await;

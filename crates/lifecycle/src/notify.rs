@@ -12,6 +12,8 @@ pub enum RunEventKind {
     Ended,
     /// Approval task `task` of stage `stage` started waiting for people.
     Waiting { stage: String, task: String },
+    /// Stage `stage` ended (for the stage's own `notify`); the record is as of then.
+    StageEnded { stage: String },
 }
 
 #[derive(Clone, Debug)]

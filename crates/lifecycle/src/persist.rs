@@ -206,6 +206,17 @@ impl Observer for Persist {
         }
         for part in parts {
             self.announce(&self.shared.live, record, *part);
+            if let Part::Stage(s) = *part
+                && let Some(stage) = record.stages.get(s)
+                && stage.progress.status.is_terminal()
+                && stage.progress.status != wharf_core::status::Status::Skipped
+            {
+                self.shared.notify(crate::notify::RunEvent {
+                    run_id: self.run_id,
+                    record: record.clone(),
+                    kind: crate::notify::RunEventKind::StageEnded { stage: stage.name.clone() },
+                });
+            }
             if let Part::Task(s, t) = *part
                 && let Some(task) = record.stages.get(s).and_then(|stage| stage.tasks.get(t))
                 && task.progress.status == wharf_core::status::Status::Waiting

@@ -47,7 +47,10 @@ pub struct Facts {
     pub run: u64,
     /// The run's id on the server.
     pub run_id: i64,
-    /// The run's status when sent (`running` for `waiting`).
+    /// For a stage's own notification: the stage, whose status `status` then is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// The run's status when sent (`running` for `waiting`), or the stage's.
     pub status: Status,
     /// Wall time from start to end (or to now), milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,6 +99,7 @@ impl Facts {
             pipeline: record.pipeline.clone(),
             run: record.number,
             run_id,
+            stage: None,
             status: record.progress.status,
             duration_ms: record.progress.wall_time(now).map(|d| d.as_millis() as u64),
             cause: record.cause.describe(),
@@ -116,9 +120,12 @@ impl Facts {
 
     /// `[Wharf] gated #3 failed`, `[Wharf] gated #3 waits for approval of Review/sign`.
     pub fn subject(&self) -> String {
-        match &self.waiting {
-            Some(w) => format!("[Wharf] {} #{} waits for approval of {}/{}", self.pipeline, self.run, w.stage, w.task),
-            None => format!("[Wharf] {} #{} {}", self.pipeline, self.run, self.status),
+        match (&self.waiting, &self.stage) {
+            (Some(w), _) => {
+                format!("[Wharf] {} #{} waits for approval of {}/{}", self.pipeline, self.run, w.stage, w.task)
+            }
+            (None, Some(stage)) => format!("[Wharf] {} #{}: stage {stage} {}", self.pipeline, self.run, self.status),
+            (None, None) => format!("[Wharf] {} #{} {}", self.pipeline, self.run, self.status),
         }
     }
 

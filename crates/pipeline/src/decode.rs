@@ -118,7 +118,7 @@ const PIPELINE_FIELDS: &[&str] = &[
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
-const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "wait", "send", "tasks"];
+const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "wait", "send", "tasks", "notify"];
 const WAIT_FIELDS: &[&str] = &["for", "hook", "channels", "params", "timeout"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
@@ -462,7 +462,7 @@ impl<'s> Decoder<'s> {
             Some(image)
         });
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
-        let notify = f.get("notify").map(|n| self.notifications(n)).unwrap_or_default();
+        let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
         let send = f.get("send").and_then(|n| self.channel(n, "send"));
         self.index.stages_pos = f.pos;
         let stages = match self.required(&f, "stages") {
@@ -729,6 +729,7 @@ impl<'s> Decoder<'s> {
                 _ => self.expected(list, &f.path("tasks"), "a list of tasks"),
             }
         }
+        let notify = f.get("notify").map(|n| self.notifications(n, &f.path("notify"))).unwrap_or_default();
         Some(Stage {
             name: name?.0,
             mode: mode.unwrap_or_default(),
@@ -737,6 +738,7 @@ impl<'s> Decoder<'s> {
             wait,
             send,
             tasks,
+            notify,
         })
     }
 
@@ -1231,14 +1233,14 @@ impl<'s> Decoder<'s> {
         time
     }
 
-    fn notifications(&mut self, node: &Node) -> Vec<Notification> {
+    fn notifications(&mut self, node: &Node, base: &str) -> Vec<Notification> {
         let Kind::Seq(items) = &node.kind else {
-            self.expected(node, "notify", "a list of notifications");
+            self.expected(node, base, "a list of notifications");
             return Vec::new();
         };
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
-            let path = format!("notify[{i}]");
+            let path = format!("{base}[{i}]");
             let Some(f) = self.fields(item, &path, &["on", "webhook", "channel", "email"], "a notification") else {
                 continue;
             };

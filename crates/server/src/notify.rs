@@ -76,15 +76,30 @@ impl ServerNotifier {
         let Ok(model) = inner.runs.pipeline_version(row.summary.pipeline_id, row.summary.version).await else {
             return;
         };
-        if model.notify.is_empty() {
+        // The pipeline's own notifications, or the stage's for a stage's end; a
+        // waiting approval is told to both.
+        let stage_of = |name: &str| model.all_stages().find(|s| s.name.as_str() == name).map(|s| s.notify.clone());
+        let (notifications, status) = match &event.kind {
+            RunEventKind::Ended => (model.notify.clone(), event.record.progress.status),
+            RunEventKind::StageEnded { stage } => {
+                let status = event.record.stages.iter().find(|s| &s.name == stage).map(|s| s.progress.status);
+                (stage_of(stage).unwrap_or_default(), status.unwrap_or(Status::Failed))
+            }
+            RunEventKind::Waiting { stage, .. } => {
+                let mut all = model.notify.clone();
+                all.extend(stage_of(stage).unwrap_or_default());
+                (all, event.record.progress.status)
+            }
+        };
+        if notifications.is_empty() {
             return;
         }
         let Ok(pipeline) = inner.store.pipeline(row.summary.pipeline_id).await else { return };
         let (on, kind, waiting) = match &event.kind {
-            RunEventKind::Ended if event.record.progress.status == Status::Succeeded => {
+            RunEventKind::Ended | RunEventKind::StageEnded { .. } if status == Status::Succeeded => {
                 (NotifyOn::Success, Event::Success, None)
             }
-            RunEventKind::Ended => (NotifyOn::Failure, Event::Failure, None),
+            RunEventKind::Ended | RunEventKind::StageEnded { .. } => (NotifyOn::Failure, Event::Failure, None),
             RunEventKind::Waiting { stage, task } => {
                 let approval = event
                     .record
@@ -102,14 +117,18 @@ impl ServerNotifier {
                 (NotifyOn::Waiting, Event::Waiting, Some(waiting))
             }
         };
-        let facts = Facts::of(&event.record, event.run_id, kind, waiting, inner.public_url.as_deref());
+        let mut facts = Facts::of(&event.record, event.run_id, kind, waiting, inner.public_url.as_deref());
+        if let RunEventKind::StageEnded { stage } = &event.kind {
+            facts.stage = Some(stage.clone());
+            facts.status = status;
+        }
         let secrets = if event.record.cause.gets_secrets() {
             inner.store.secret_values(&pipeline.project).await.unwrap_or_default()
         } else {
             Default::default()
         };
         let scope = scope(&model, &event.record);
-        for (i, notification) in model.notify.iter().enumerate() {
+        for (i, notification) in notifications.iter().enumerate() {
             if !notification.on.contains(&on) {
                 continue;
             }

@@ -115,6 +115,9 @@ stages:
   - name: Test
     tasks:
       - {{name: unit, type: script, script: 'exit ${{CODE}}'}}
+    notify:
+      - on: [failure]
+        webhook: {{url: 'http://127.0.0.1:{port}/stage'}}
 notify:
   - on: [failure]
     webhook:
@@ -134,8 +137,8 @@ notify:
     // A failed run: the flaky webhook is retried after its 500, the mail goes out.
     let failed = id_of(&s.start_run(p, json!({})).await);
     assert_eq!(s.wait_run(failed).await["status"], "failed");
-    let list = attempts(&s, failed, 3).await;
-    let hook: Vec<&Value> = list.iter().filter(|a| a["channel"] == "webhook").collect();
+    let list = attempts(&s, failed, 4).await;
+    let hook: Vec<&Value> = list.iter().filter(|a| a["target"].as_str().unwrap().ends_with("/flaky")).collect();
     assert_eq!(hook.len(), 2, "{list:#?}");
     assert_eq!((hook[0]["outcome"].as_str(), hook[0]["detail"].as_str()), (Some("failed"), Some("HTTP 500")));
     assert_eq!((hook[1]["attempt"].as_u64(), hook[1]["outcome"].as_str()), (Some(2), Some("delivered")));
@@ -144,7 +147,11 @@ notify:
     assert_eq!(mail["outcome"], "delivered", "{mail}");
     assert_eq!(mail["target"], "dev@example.com, ops@example.com");
 
-    let posts: Vec<Seen> = seen.lock().unwrap().clone();
+    // The stage's own notification: the stage and its status.
+    let stage = seen.lock().unwrap().iter().find(|s| s.uri == "/stage").cloned().expect("the stage's webhook");
+    let body: Value = serde_json::from_slice(&stage.body).unwrap();
+    assert_eq!((body["stage"].as_str(), body["status"].as_str()), (Some("Test"), Some("failed")), "{body}");
+    let posts: Vec<Seen> = seen.lock().unwrap().iter().filter(|s| s.uri.starts_with("/flaky")).cloned().collect();
     assert_eq!(posts.len(), 2);
     assert_eq!(posts[0].headers["x-wharf-delivery"], posts[1].headers["x-wharf-delivery"]);
     let post = &posts[1];
