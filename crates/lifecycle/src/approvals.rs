@@ -40,10 +40,10 @@ impl Desk {
 }
 
 /// Removes a task's bell when its wait ends.
-struct Leave {
-    desk: Arc<Desk>,
-    run_id: i64,
-    task: String,
+pub(crate) struct Leave {
+    pub(crate) desk: Arc<Desk>,
+    pub(crate) run_id: i64,
+    pub(crate) task: String,
 }
 
 impl Drop for Leave {

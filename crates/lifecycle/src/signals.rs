@@ -43,6 +43,9 @@ impl SignalGate for RunSignals {
             let store = lifecycle.store().clone();
             drop(lifecycle);
             let bell = desk.bell(run_id, &ask.stage);
+            // The bell goes however the wait ends: signalled, or dropped by the engine
+            // (a stop, the wait's timeout).
+            let _leave = crate::approvals::Leave { desk: desk.clone(), run_id, task: ask.stage.clone() };
             let wanted = ask.wait.sources();
             loop {
                 let rung = bell.notified();
@@ -52,13 +55,9 @@ impl SignalGate for RunSignals {
                 rung.as_mut().enable();
                 let stored = match store.signals(run_id, &ask.stage).await {
                     Ok(stored) => stored,
-                    Err(e) => {
-                        desk.done(run_id, &ask.stage);
-                        return Err(format!("cannot read the stage's signals: {e}"));
-                    }
+                    Err(e) => return Err(format!("cannot read the stage's signals: {e}")),
                 };
                 if ask.wait.satisfied_by(stored.iter().map(|(source, _)| source.as_str())) {
-                    desk.done(run_id, &ask.stage);
                     let signals = stored.into_iter().filter(|(source, _)| wanted.contains(source));
                     return Ok(signals.map(|(source, values)| Signal { source, values }).collect());
                 }
