@@ -1154,3 +1154,17 @@ fn runs_approve_and_reject_decide_waiting_approval_tasks() {
     srv.wharf(&["runs", "approve", "gated#1", "sign"]).expect_code(2).stderr_has("is not waiting for a decision");
     srv.wharf(&["runs", "approvals"]).expect_code(0).stdout_has("no approval is waiting for you");
 }
+
+#[test]
+fn pipelines_hook_prints_a_stage_hook_url_once() {
+    let srv = Server::start();
+    srv.apply(
+        "hooked",
+        "name: hooked\nstages:\n  - name: Release\n    wait: {hook: true}\n    tasks:\n      - {name: release, type: script, script: 'echo released'}\n",
+    );
+    srv.wharf(&["pipelines", "hook", "hooked", "Release"])
+        .expect_code(0)
+        .stdout_has("hook URL of stage Release of pipeline hooked (shown this once")
+        .stdout_has("/hooks/stages/wharf_");
+    srv.wharf(&["pipelines", "hook", "hooked", "Nope"]).expect_code(2).stderr_has("stage `Nope`");
+}
