@@ -20,6 +20,7 @@ pub mod releases;
 pub mod runs;
 pub mod schedule;
 pub mod secrets;
+pub mod signals;
 pub mod tenancy;
 
 #[cfg(feature = "openapi")]

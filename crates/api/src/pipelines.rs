@@ -117,6 +117,11 @@ pub struct ScratchPipeline {
     /// Default `admin`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<String>,
+    /// Seed 000's "auto-deploy": the stages "Manual review" (an approval by the caller)
+    /// and "Release" (`deploy-yaml` to the cluster given as the `CLUSTER` parameter) in
+    /// place of Deploy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub auto_deploy: bool,
 }
 
 /// `POST /pipelines/{key}/copy`: the new pipeline's name.

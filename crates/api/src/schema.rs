@@ -3,7 +3,9 @@
 //! status shows in the document by itself).
 
 use crate::{Error, Listed, Paged};
-use crate::{bindings, clusters, deliveries, gates, pipelines, registries, releases, runs, schedule, secrets, tenancy};
+use crate::{
+    bindings, clusters, deliveries, gates, pipelines, registries, releases, runs, schedule, secrets, signals, tenancy,
+};
 use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
@@ -54,12 +56,13 @@ fn cause_schema() -> Schema {
             "kind",
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .enum_values(Some(["local", "manual", "timer", "event", "rerun", "retry"])),
+                .enum_values(Some(["local", "manual", "timer", "event", "rerun", "retry", "channel"])),
         )
         .required("kind")
         .description(Some(
             "Why a run started: `manual` and `local` with `user`, `timer` with `due`, `event` with `provider`, \
-             `delivery`, `sender`, `commit` and `fork`, `rerun` and `retry` with `of` (the run number).",
+             `delivery`, `sender`, `commit` and `fork`, `rerun` and `retry` with `of` (the run number), \
+             `channel` with `channel`, `pipeline` and `number` (the run that sent the message).",
         ))
         .into()
 }
@@ -111,6 +114,9 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<gates::DecisionInfo>(&mut out);
     named::<gates::WaitingApproval>(&mut out);
     named::<gates::NotificationAttempt>(&mut out);
+    named::<signals::StageHook>(&mut out);
+    named::<signals::Signalled>(&mut out);
+    named::<signals::SignalledRun>(&mut out);
     generic::<crate::Listed<gates::WaitingApproval>>("ApprovalList", &mut out);
     named::<schedule::Schedule>(&mut out);
     named::<secrets::SecretName>(&mut out);

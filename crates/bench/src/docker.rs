@@ -147,6 +147,7 @@ fn engine_run(
         clusters: Default::default(),
         local_sources: true,
         approvals: None,
+        signals: None,
     };
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();

@@ -368,6 +368,7 @@ async fn run(args: RunArgs) -> Result<ExitCode> {
         clusters: Default::default(),
         local_sources: true,
         approvals: None,
+        signals: None,
     };
 
     let (observer, reporter) = report::start(new_run.dir.clone(), report::Options { quiet: args.quiet });

@@ -1153,4 +1153,16 @@ fn releases_list_show_rollback_and_uninstall_against_a_kube_fake() {
         .stdout_has("uninstalled release web from namespace default: 1 object(s) deleted");
     server.wharf(&["releases", "list", "prod"]).expect_code(0).stdout_has("no releases in cluster prod");
     drop(fake);
+#[test]
+fn pipelines_hook_prints_a_stage_hook_url_once() {
+    let srv = Server::start();
+    srv.apply(
+        "hooked",
+        "name: hooked\nstages:\n  - name: Release\n    wait: {hook: true}\n    tasks:\n      - {name: release, type: script, script: 'echo released'}\n",
+    );
+    srv.wharf(&["pipelines", "hook", "hooked", "Release"])
+        .expect_code(0)
+        .stdout_has("hook URL of stage Release of pipeline hooked (shown this once")
+        .stdout_has("/hooks/stages/wharf_");
+    srv.wharf(&["pipelines", "hook", "hooked", "Nope"]).expect_code(2).stderr_has("stage `Nope`");
 }

@@ -47,6 +47,9 @@ pub struct Pipeline {
     pub triggers: Vec<Trigger>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notification>,
+    /// The channel every task output of a succeeded run goes to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
     pub stages: Vec<Stage>,
     /// Stages run when a stage with `on_error: rollback` fails (seed 001: "roll back to
     /// the initial node"); the run then ends `failed`.
@@ -84,6 +87,26 @@ impl Pipeline {
     /// Every stage, the rollback stages last.
     pub fn all_stages(&self) -> impl Iterator<Item = &Stage> {
         self.stages.iter().chain(&self.on_failure)
+    }
+
+    /// The channels this pipeline sends to (its own `send` and its stages').
+    pub fn sends(&self) -> Vec<&str> {
+        let mut out: Vec<&str> =
+            self.send.iter().chain(self.all_stages().filter_map(|s| s.send.as_ref())).map(String::as_str).collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The channels whose messages start this pipeline.
+    pub fn channel_triggers(&self) -> Vec<&str> {
+        self.triggers
+            .iter()
+            .filter_map(|t| match &t.kind {
+                TriggerKind::Channel { channel } => Some(channel.as_str()),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -161,11 +184,67 @@ pub struct Stage {
     pub on_error: ErrorPolicy,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// Signals the stage waits for before it starts (seed 001 "阶段触发").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<StageWait>,
+    /// The channel this stage's task outputs go to when it succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
     pub tasks: Vec<Task>,
     /// Sent when this stage ends (`success`, `failure`) or one of its approval tasks
     /// waits (`waiting`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<Notification>,
+}
+
+/// What a stage waits for before it starts: a call to its own URL (`hook`), messages
+/// on named channels, the first of them (`any`) or every one (`all`), bounded by its
+/// own `timeout` (waiting is not running time).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageWait {
+    #[serde(default, rename = "for")]
+    pub need: WaitFor,
+    /// `POST /hooks/stages/{token}` is one of the signals.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hook: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub channels: Vec<String>,
+    /// Names taken from the signals' values as variables (`${NAME}`) of the stage and
+    /// the stages after it; a name no signal gave is empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub params: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+impl StageWait {
+    /// The signals waited for, as stored and shown: `hook` and `channel:<name>`.
+    pub fn sources(&self) -> Vec<String> {
+        let hook = self.hook.then(|| "hook".to_owned());
+        hook.into_iter().chain(self.channels.iter().map(|c| format!("channel:{c}"))).collect()
+    }
+
+    /// Whether signals from `came` (sources as [`sources`](Self::sources) spells them)
+    /// start the stage: one of them (`any`) or each (`all`).
+    pub fn satisfied_by<'a>(&self, came: impl IntoIterator<Item = &'a str>) -> bool {
+        let came: Vec<&str> = came.into_iter().collect();
+        let sources = self.sources();
+        let mut got = sources.iter().filter(|s| came.contains(&s.as_str()));
+        match self.need {
+            WaitFor::Any => got.next().is_some(),
+            WaitFor::All => got.count() == sources.len(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitFor {
+    /// The first signal starts the stage.
+    #[default]
+    Any,
+    /// The stage starts once every signal has come.
+    All,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -353,13 +432,36 @@ pub struct Trigger {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
-    Events { events: Vec<GitEvent>, branches: Vec<String> },
-    EveryMinutes { every_minutes: u32 },
-    EveryHours { every_hours: u32, at_minute: u32 },
-    Daily { daily: ClockTime },
-    Weekly { weekly: Vec<Weekday>, at: ClockTime },
-    Monthly { monthly: u32, at: ClockTime },
-    Cron { cron: String },
+    Events {
+        events: Vec<GitEvent>,
+        branches: Vec<String>,
+    },
+    EveryMinutes {
+        every_minutes: u32,
+    },
+    EveryHours {
+        every_hours: u32,
+        at_minute: u32,
+    },
+    Daily {
+        daily: ClockTime,
+    },
+    Weekly {
+        weekly: Vec<Weekday>,
+        at: ClockTime,
+    },
+    Monthly {
+        monthly: u32,
+        at: ClockTime,
+    },
+    Cron {
+        cron: String,
+    },
+    /// A message on this channel (another pipeline's `send`) starts a run with the
+    /// message's values as parameters.
+    Channel {
+        channel: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -499,6 +601,7 @@ mod tests {
             cluster: None,
             triggers: vec![],
             notify: vec![],
+            send: None,
             stages: vec![],
             on_failure: vec![],
             retry_on_restart: false,

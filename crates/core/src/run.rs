@@ -88,6 +88,9 @@ pub enum Cause {
     Rerun { of: u64 },
     /// A retry of record #`of` from its failed stage.
     Retry { of: u64 },
+    /// A message on `channel`, sent by run #`number` of pipeline `pipeline` (its
+    /// values are the run's parameters).
+    Channel { channel: String, pipeline: String, number: u64 },
 }
 
 impl Cause {
@@ -111,6 +114,9 @@ impl Cause {
             }
             Cause::Rerun { of } => format!("re-run of #{of}"),
             Cause::Retry { of } => format!("retry of #{of}"),
+            Cause::Channel { channel, pipeline, number } => {
+                format!("message on channel {channel} from {pipeline}#{number}")
+            }
         }
     }
 }

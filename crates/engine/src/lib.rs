@@ -12,6 +12,7 @@ mod clock;
 pub mod mask;
 pub mod outputs;
 mod run;
+pub mod signal;
 
 pub use run::initial_record;
 
@@ -97,6 +98,10 @@ pub struct RunRequest {
     /// fails them (and [`Engine::prepare`] refuses them unless
     /// [`Engine::with_approvals`] said the caller gives every run one).
     pub approvals: Option<Arc<dyn approval::ApprovalGate>>,
+    /// Where stages with `wait:` get their signals (the server's lifecycle); `None`
+    /// fails them (and [`Engine::prepare`] refuses them unless
+    /// [`Engine::with_approvals`] said the caller gives every run one).
+    pub signals: Option<Arc<dyn signal::SignalGate>>,
 }
 
 impl std::fmt::Debug for RunRequest {
@@ -126,6 +131,7 @@ impl std::fmt::Debug for RunRequest {
             clusters,
             local_sources,
             approvals,
+            signals,
         } = self;
         f.debug_struct("RunRequest")
             .field("pipeline", &pipeline.name)
@@ -144,6 +150,7 @@ impl std::fmt::Debug for RunRequest {
             .field("clusters", clusters)
             .field("local_sources", local_sources)
             .field("approvals", &approvals.is_some())
+            .field("signals", &signals.is_some())
             .finish()
     }
 }
@@ -445,6 +452,15 @@ impl Engine {
                 }
             }
         }
+        for stage in pipeline.stages.iter().filter(|s| s.wait.is_some() && !self.approvals) {
+            problems.push(Refusal {
+                path: format!("stages.{}.wait", stage.name),
+                message: format!(
+                    "{}: a stage that waits for signals needs the Wharf server (its hook URL and channels), and `wharf run` has none",
+                    stage.name
+                ),
+            });
+        }
         let mut params = BTreeMap::new();
         for name in given.keys() {
             if !pipeline.parameters.iter().any(|p| p.name.as_str() == name) {
@@ -544,6 +560,7 @@ mod tests {
             },
             local_sources: false,
             approvals: None,
+            signals: None,
         };
         let debug = format!("{request:?}");
         for value in ["secret-token-value", "registry-password-value", "kube-token-value"] {

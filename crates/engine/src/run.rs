@@ -39,6 +39,7 @@ mod paths;
 mod record;
 mod release;
 mod resume;
+mod signal;
 mod stages;
 mod stop;
 mod task;
@@ -155,6 +156,11 @@ impl RunState {
             }
             Ok(()) => self.clone().stages(run_rx).await,
         };
+        if let (Status::Succeeded, Some(channel)) = (status, &self.pipeline().send) {
+            let channel = channel.clone();
+            let pipeline = self.request.pipeline.clone();
+            self.send_outputs(&channel, pipeline.stages.iter().flat_map(|s| &s.tasks).map(|t| t.name.as_str())).await;
+        }
         let (status, reason) = match self.run_end.lock().unwrap().clone() {
             Some((ended, why)) if status != Status::Succeeded || ended == Status::Stopped => (ended, Some(why)),
             _ => (status, reason),

@@ -24,26 +24,26 @@ pub(crate) struct Desk {
 }
 
 impl Desk {
-    fn bell(&self, run_id: i64, task: &str) -> Arc<Notify> {
+    pub(crate) fn bell(&self, run_id: i64, task: &str) -> Arc<Notify> {
         self.waiting.lock().unwrap().entry((run_id, task.to_owned())).or_default().clone()
     }
 
-    fn ring(&self, run_id: i64, task: &str) {
+    pub(crate) fn ring(&self, run_id: i64, task: &str) {
         if let Some(bell) = self.waiting.lock().unwrap().get(&(run_id, task.to_owned())) {
             bell.notify_waiters();
         }
     }
 
-    fn done(&self, run_id: i64, task: &str) {
+    pub(crate) fn done(&self, run_id: i64, task: &str) {
         self.waiting.lock().unwrap().remove(&(run_id, task.to_owned()));
     }
 }
 
 /// Removes a task's bell when its wait ends.
-struct Leave {
-    desk: Arc<Desk>,
-    run_id: i64,
-    task: String,
+pub(crate) struct Leave {
+    pub(crate) desk: Arc<Desk>,
+    pub(crate) run_id: i64,
+    pub(crate) task: String,
 }
 
 impl Drop for Leave {

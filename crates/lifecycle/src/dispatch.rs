@@ -96,6 +96,7 @@ pub(crate) fn request(model: Arc<Pipeline>, row: RequestBasics) -> RunRequest {
         clusters: Default::default(),
         local_sources: false,
         approvals: None,
+        signals: None,
     }
 }
 
@@ -507,6 +508,10 @@ impl Lifecycle {
                 return self.fail_unstarted(entry.run_id, &why).await;
             }
         };
+        let signals_gate = match self.store().pipeline(entry.pipeline_id).await {
+            Ok(pipeline) => Some(self.signal_gate(entry.run_id, &pipeline, entry.number)),
+            Err(_) => None,
+        };
         let basics = RequestBasics {
             number: entry.number,
             increment: entry.increment,
@@ -525,6 +530,7 @@ impl Lifecycle {
             clusters,
             local_sources,
             approvals: Some(self.gate(entry.run_id)),
+            signals: signals_gate,
             ..request(model, basics)
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");

@@ -26,6 +26,7 @@ pub mod notify;
 pub mod persist;
 mod recover;
 mod retention;
+pub mod signals;
 pub mod timers;
 pub mod workspace;
 
@@ -125,6 +126,8 @@ pub(crate) struct Inner {
     wake: Arc<Notify>,
     timers: timers::Timers,
     approvals: Arc<approvals::Desk>,
+    /// Wakes stages waiting for signals, by (run id, stage name).
+    signals: Arc<approvals::Desk>,
 }
 
 impl Lifecycle {
@@ -154,6 +157,7 @@ impl Lifecycle {
             wake: Arc::new(Notify::new()),
             timers,
             approvals: Arc::default(),
+            signals: Arc::default(),
         }))
     }
 

@@ -289,6 +289,7 @@ mod tests {
             clusters: Default::default(),
             local_sources: false,
             approvals: None,
+            signals: None,
         });
         let task = record.stages[0].tasks[0].clone();
         record.stages[0].tasks =

@@ -154,6 +154,10 @@ impl Lifecycle {
         if row.summary.retry_of.is_some() || !row.record.executed_nothing() {
             return false;
         }
+        // A stage waiting for signals goes on waiting (re-attached), its wait counted.
+        if row.record.stages.iter().any(|s| s.progress.status == Status::Waiting) {
+            return false;
+        }
         let Ok(model) = self.pipeline_version(row.summary.pipeline_id, row.summary.version).await else {
             return false;
         };
@@ -174,9 +178,10 @@ impl Lifecycle {
     /// it takes over; `None` leaves the run to the other rules.
     async fn reattach(&self, row: &RunRow, found: &[Found]) -> Option<Vec<String>> {
         let label = self.run_label(row.summary.id);
-        // A task waiting for people needs nothing of the previous process: it goes on
+        // A task waiting for people, or a stage for its signals, needs nothing of the previous process: it goes on
         // waiting.
-        let waiting = row.record.stages.iter().flat_map(|s| &s.tasks).any(|t| t.progress.status == Status::Waiting);
+        let waiting = row.record.stages.iter().flat_map(|s| &s.tasks).any(|t| t.progress.status == Status::Waiting)
+            || row.record.stages.iter().any(|s| s.progress.status == Status::Waiting);
         if !waiting && !found.iter().any(|f| f.leftover.owner == label) {
             return None;
         }
@@ -235,6 +240,7 @@ impl Lifecycle {
             // A reattached run is past its checkout; it clones nothing.
             local_sources: false,
             approvals: Some(self.gate(row.summary.id)),
+            signals: Some(self.signal_gate(row.summary.id, &pipeline, row.summary.number)),
             ..request(model, RequestBasics::of_row(row))
         };
         let (stop_tx, stop_rx) = watch::channel(None);

@@ -134,6 +134,16 @@ pub fn check(pipeline: &Pipeline, index: &Index) -> Vec<Diagnostic> {
                 if after_checkout {
                     known.extend(BUILTINS.iter().filter(|b| b.starts_with("GIT_")));
                 }
+                // A waiting stage's `params` are set when it starts, for it and the stages after it.
+                let signalled_up_to = match use_.place {
+                    Place::Task { stage, rollback: false, .. } => Some(stage + 1),
+                    Place::Task { rollback: true, .. } | Place::Notify => Some(pipeline.stages.len()),
+                    _ => None,
+                };
+                if let Some(up_to) = signalled_up_to {
+                    let waits = pipeline.stages.iter().take(up_to).filter_map(|s| s.wait.as_ref());
+                    known.extend(waits.flat_map(|w| w.params.iter().map(String::as_str)));
+                }
                 if let (Some(at), Place::Task { script: true, .. }) = (here, use_.place) {
                     // The shell sees the task's own env and secrets too.
                     let stages = if at.rollback { &pipeline.on_failure } else { &pipeline.stages };

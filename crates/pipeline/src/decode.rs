@@ -111,6 +111,7 @@ const PIPELINE_FIELDS: &[&str] = &[
     "cluster",
     "triggers",
     "notify",
+    "send",
     "stages",
     "on_failure",
     "retry_on_restart",
@@ -118,10 +119,12 @@ const PIPELINE_FIELDS: &[&str] = &[
 ];
 const SOURCE_FIELDS: &[&str] = &["repo", "branch", "binding"];
 const PARAMETER_FIELDS: &[&str] = &["name", "default", "description", "choices"];
-const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "tasks", "notify"];
+const STAGE_FIELDS: &[&str] = &["name", "mode", "on_error", "timeout", "wait", "send", "tasks", "notify"];
+const WAIT_FIELDS: &[&str] = &["for", "hook", "channels", "params", "timeout"];
 const TASK_COMMON: &[&str] = &["name", "type", "env", "secrets", "timeout", "retries", "outputs"];
 const WEBHOOK_FIELDS: &[&str] = &["url", "method", "headers", "params", "body", "secret"];
-const TRIGGER_KINDS: &[&str] = &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
+const TRIGGER_KINDS: &[&str] =
+    &["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron", "channel"];
 
 fn task_fields(task_type: &str) -> &'static [&'static str] {
     match task_type {
@@ -462,6 +465,7 @@ impl<'s> Decoder<'s> {
         let cluster = f.get("cluster").and_then(|n| self.string(n, "cluster"));
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
         let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
+        let send = f.get("send").and_then(|n| self.channel(n, "send"));
         self.index.stages_pos = f.pos;
         let stages = match self.required(&f, "stages") {
             Some(node) => {
@@ -517,6 +521,7 @@ impl<'s> Decoder<'s> {
             cluster,
             triggers,
             notify,
+            send,
             stages,
             on_failure,
             retry_on_restart,
@@ -701,6 +706,11 @@ impl<'s> Decoder<'s> {
             );
         }
         let timeout = self.limit(&f, "timeout");
+        let wait = f.get("wait").and_then(|n| self.stage_wait(n, &f.path("wait")));
+        if wait.is_some() && rollback {
+            self.error(f.pos, &f.path("wait"), "an `on_failure` stage cannot wait for signals");
+        }
+        let send = f.get("send").and_then(|n| self.channel(n, &f.path("send")));
         let mut tasks = Vec::new();
         let written = f.entries.iter().find(|(k, _)| *k == "tasks").map(|(_, v)| *v);
         if let Some(list) = written.filter(|n| n.is_null()) {
@@ -728,9 +738,68 @@ impl<'s> Decoder<'s> {
             mode: mode.unwrap_or_default(),
             on_error: on_error.unwrap_or_default(),
             timeout,
+            wait,
+            send,
             tasks,
             notify,
         })
+    }
+
+    /// A channel's name: 1 to 64 of `A-Z a-z 0-9 _ . -`.
+    fn channel(&mut self, node: &Node, path: &str) -> Option<String> {
+        let name = self.string(node, path)?;
+        let fine = (1..=64).contains(&name.len())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if !fine {
+            self.error(
+                node.pos,
+                path,
+                format!("`{name}` is not a channel name: 1 to 64 letters, digits, `_`, `.` or `-`"),
+            );
+            return None;
+        }
+        Some(name)
+    }
+
+    fn stage_wait(&mut self, node: &Node, path: &str) -> Option<StageWait> {
+        let f = self.fields(node, path, WAIT_FIELDS, "the signals a stage waits for (`hook`, `channels`, …)")?;
+        let need = match f.get("for").and_then(|n| self.one_of(n, &f.path("for"), &["any", "all"])).as_deref() {
+            Some("all") => WaitFor::All,
+            _ => WaitFor::Any,
+        };
+        let hook = f.get("hook").and_then(|n| self.bool(n, &f.path("hook"))).unwrap_or(false);
+        let mut channels = Vec::new();
+        if let Some(list) = f.get("channels") {
+            let lpath = f.path("channels");
+            match &list.kind {
+                Kind::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(c) = self.channel(item, &format!("{lpath}[{i}]"))
+                            && !channels.contains(&c)
+                        {
+                            channels.push(c);
+                        }
+                    }
+                }
+                _ => self.expected(list, &lpath, "a list of channel names"),
+            }
+        }
+        let mut params = Vec::new();
+        if let Some(list) = f.get("params") {
+            for (name, pos) in self.strings(list, &f.path("params")) {
+                if VarName::new(&name).is_err() {
+                    self.error(pos, &f.path("params"), format!("`{name}` is not a variable name"));
+                } else if !params.contains(&name) {
+                    params.push(name);
+                }
+            }
+        }
+        if !hook && channels.is_empty() {
+            self.error(f.pos, path, "a stage waits for at least one signal: `hook: true` or `channels: [..]`");
+            return None;
+        }
+        let timeout = self.limit(&f, "timeout");
+        Some(StageWait { need, hook, channels, params, timeout })
     }
 
     fn task(&mut self, node: &Node, path: &str, stage: usize, index: usize, rollback: bool) -> Option<Task> {
@@ -1059,7 +1128,7 @@ impl<'s> Decoder<'s> {
             "weekly" | "monthly" => vec![kind, "at"],
             _ => vec![kind],
         };
-        if kind != "events" {
+        if kind != "events" && kind != "channel" {
             allowed.extend(["timezone", "missed"]);
         }
         let f = self.fields(node, path, &allowed, "a trigger")?;
@@ -1121,6 +1190,7 @@ impl<'s> Decoder<'s> {
                 TriggerKind::Weekly { weekly: days, at: at(self)? }
             }
             "monthly" => TriggerKind::Monthly { monthly: self.uint(value, &vpath, 1..=31)?, at: at(self)? },
+            "channel" => TriggerKind::Channel { channel: self.channel(value, &vpath)? },
             _ => {
                 let expr = self.string(value, &vpath)?;
                 if let Err(why) = check_cron(&expr) {

@@ -56,7 +56,7 @@ fn ordered_keys(map: &Map<String, Value>) -> Vec<&String> {
 /// serde nests a trigger's fields under its kind (`{"daily": {"daily": "02:30"}}`);
 /// the YAML has them side by side.
 fn flatten_trigger(trigger: &mut Map<String, Value>) {
-    let kinds = ["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron"];
+    let kinds = ["events", "every_minutes", "every_hours", "daily", "weekly", "monthly", "cron", "channel"];
     for kind in kinds {
         if let Some(Value::Object(fields)) = trigger.get(kind).cloned() {
             trigger.remove(kind);
@@ -73,6 +73,12 @@ fn tidy_stage(stage: &mut Map<String, Value>) {
         stage.remove("on_error");
     }
     duration_field(stage, "timeout");
+    if let Some(Value::Object(wait)) = stage.get_mut("wait") {
+        duration_field(wait, "timeout");
+        if wait.get("for").and_then(Value::as_str) == Some("any") {
+            wait.remove("for");
+        }
+    }
     if let Some(Value::Array(tasks)) = stage.get_mut("tasks") {
         for task in tasks.iter_mut().filter_map(Value::as_object_mut) {
             duration_field(task, "timeout");

@@ -300,3 +300,52 @@ fn parameter_choices_are_distinct_and_hold_the_default() {
     assert!(text.contains("parameters[1].choices: the default `z` is not one of the choices"), "{text}");
     assert!(text.contains("parameters[2].choices: list at least one choice"), "{text}");
 }
+
+#[test]
+fn stage_waits_and_channels_are_validated() {
+    let yaml = "name: p
+triggers:
+  - {channel: 'bad name'}
+send: ok.channel
+stages:
+  - name: A
+    wait: {}
+    tasks:
+      - {name: a, type: script, script: 'echo ${LATER}'}
+  - name: B
+    wait: {hook: true, for: some, params: [LATER, 1bad], channels: [x, 'y z']}
+    send: ''
+    tasks:
+      - {name: b, type: script, script: 'echo ${LATER}'}
+on_failure:
+  - name: C
+    wait: {hook: true}
+    tasks:
+      - {name: c, type: script, script: 'echo ${LATER}'}
+";
+    let rendered = errors(yaml);
+    for expected in [
+        "triggers[0].channel: `bad name` is not a channel name",
+        "stages[0].wait: a stage waits for at least one signal: `hook: true` or `channels: [..]`",
+        "unknown variable `${LATER}`",
+        "stages[1].wait.for: ",
+        "stages[1].wait.params: `1bad` is not a variable name",
+        "stages[1].wait.channels[1]: `y z` is not a channel name",
+        "stages[1].send: `` is not a channel name",
+        "on_failure[0].wait: an `on_failure` stage cannot wait for signals",
+    ] {
+        assert!(rendered.contains(expected), "missing {expected:?} in:\n{rendered}");
+    }
+    // `${LATER}` is known from stage B on (and in on_failure), not in stage A.
+    assert_eq!(rendered.matches("unknown variable `${LATER}`").count(), 1, "{rendered}");
+
+    let ok = wharf_pipeline::parse(
+        "name: p\ntriggers:\n  - channel: built\nstages:\n  - name: A\n    send: done\n    wait: {channels: [go], for: all, params: [V], timeout: 5}\n    tasks:\n      - {name: a, type: script, script: 'echo ${V}'}\n",
+    )
+    .unwrap();
+    let wait = ok.stages[0].wait.as_ref().unwrap();
+    assert!(wait.satisfied_by(["channel:go"]) && !wait.satisfied_by(["hook"]));
+    assert_eq!((ok.sends(), ok.channel_triggers()), (vec!["done"], vec!["built"]));
+    let again = wharf_pipeline::parse(&wharf_pipeline::to_yaml(&ok)).unwrap();
+    assert_eq!(again, ok);
+}

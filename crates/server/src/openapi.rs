@@ -218,6 +218,16 @@ pub const ROUTES: &[Route] = &[
         answer: Some("ApprovalList"),
     },
     Route {
+        method: "post",
+        path: "/pipelines/{key}/stages/{stage}/hook",
+        summary: "Make (or replace) the hook URL of a stage that waits with `hook: true`; the token is shown \
+                  once. `POST /hooks/stages/{token}` (outside /api/v1, the token is its proof) with a JSON object \
+                  signals the stage's waiting runs",
+        body: Body::None,
+        status: 201,
+        answer: Some("StageHook"),
+    },
+    Route {
         method: "get",
         path: "/runs/{id}/log",
         summary: "Every log of the run as one text file",

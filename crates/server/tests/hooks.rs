@@ -1134,6 +1134,7 @@ async fn a_queued_event_run_keeps_its_tag_and_commit_across_a_restart() {
                     clusters: Default::default(),
                     local_sources: false,
                     approvals: None,
+                    signals: None,
                 })
             })
             .await

@@ -17,6 +17,7 @@ pub mod logs;
 mod migrate;
 pub mod registries;
 pub mod secretbox;
+pub mod signals;
 pub mod tenancy;
 pub mod timers;
 

@@ -17,6 +17,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (12, include_str!("../migrations/sqlite/0012_clusters.sql")),
     (13, include_str!("../migrations/sqlite/0013_timers_version.sql")),
     (14, include_str!("../migrations/sqlite/0014_gates.sql")),
+    (15, include_str!("../migrations/sqlite/0015_signals.sql")),
 ];
 
 pub async fn run(pool: &SqlitePool) -> Result<()> {

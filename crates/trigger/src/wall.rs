@@ -38,7 +38,7 @@ impl WallClock {
     /// The wall clock of a timer kind; `None` for event triggers.
     pub(crate) fn new(kind: &TriggerKind) -> Result<Option<WallClock>, ScheduleError> {
         Ok(Some(match kind {
-            TriggerKind::Events { .. } => return Ok(None),
+            TriggerKind::Events { .. } | TriggerKind::Channel { .. } => return Ok(None),
             &TriggerKind::EveryMinutes { every_minutes } => {
                 in_range("every_minutes", every_minutes, 1, MINUTES_PER_DAY, "1 to 1440")?;
                 WallClock::EveryMinutes(every_minutes)

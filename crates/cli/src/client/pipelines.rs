@@ -1,4 +1,4 @@
-//! `wharf pipelines apply|list|show|copy|delete|activate|deactivate|schedule|yaml`.
+//! `wharf pipelines apply|list|show|copy|delete|activate|deactivate|schedule|yaml|hook`.
 
 use super::{Client, Conn, key, when, with_query, write_out};
 use crate::report;
@@ -68,6 +68,14 @@ pub enum PipelinesCommand {
         #[arg(long, value_name = "N", default_value_t = 5)]
         count: u32,
     },
+    /// Make (or replace) the hook URL of a stage that waits with `hook: true`; the URL
+    /// is shown this once.
+    Hook {
+        /// The pipeline's name or id.
+        pipeline: String,
+        /// The stage's name.
+        stage: String,
+    },
     /// Print a pipeline's saved YAML.
     #[command(disable_version_flag = true)]
     Yaml {
@@ -98,6 +106,17 @@ pub async fn pipelines(args: PipelinesArgs) -> Result<ExitCode> {
         PipelinesCommand::Activate { pipeline } => set_active(&client, &pipeline, true).await,
         PipelinesCommand::Deactivate { pipeline } => set_active(&client, &pipeline, false).await,
         PipelinesCommand::Schedule { pipeline, count } => schedule(&client, &pipeline, count).await,
+        PipelinesCommand::Hook { pipeline, stage } => {
+            let hook: wharf_api::signals::StageHook =
+                client.post(&["pipelines", key(&pipeline)?, "stages", &stage, "hook"], &serde_json::json!({})).await?;
+            println!(
+                "hook URL of stage {} of pipeline {} (shown this once; it is the stage's password):",
+                hook.stage, hook.pipeline
+            );
+            println!("{}{}", client.shown.trim_end_matches('/'), hook.url);
+            println!("signal it: curl -X POST -H 'Content-Type: application/json' -d '{{\"NAME\":\"value\"}}' URL");
+            Ok(ExitCode::SUCCESS)
+        }
         PipelinesCommand::Yaml { pipeline, version } => {
             let url = client.url(&["pipelines", key(&pipeline)?, "yaml"]);
             let url = with_query(url, &version.map(|v| ("version", v.to_string())).into_iter().collect::<Vec<_>>());

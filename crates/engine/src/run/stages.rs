@@ -22,7 +22,14 @@ impl RunState {
         let mut ignored = Vec::new();
         for (s, stage) in pipeline.stages.iter().enumerate() {
             let status = match self.resumed_stage(s, stage) {
-                Some(status) => status,
+                Some(status) => {
+                    if let (Some(wait), Some(_)) =
+                        (&stage.wait, self.request.resume.as_ref().and_then(|r| r.reattach.as_ref()))
+                    {
+                        self.restore_signals(stage, wait).await;
+                    }
+                    status
+                }
                 None => {
                     if run_rx.borrow().is_some() {
                         self.skip_stages_from(s);
@@ -32,6 +39,11 @@ impl RunState {
                 }
             };
             if status == Status::Succeeded {
+                if let Some(channel) = &stage.send
+                    && self.request.resume.as_ref().is_none_or(|r| s >= r.from_stage)
+                {
+                    self.send_outputs(channel, stage.tasks.iter().map(|t| t.name.as_str())).await;
+                }
                 continue;
             }
             if matches!(status, Status::Stopped) || self.run_end.lock().unwrap().is_some() {
@@ -98,6 +110,15 @@ impl RunState {
     }
 
     pub(super) async fn stage(self: Arc<Self>, s: usize, stage: &Stage, mut run_rx: StopRx) -> Status {
+        if let Some(wait) = &stage.wait
+            && let Err(status) = self.wait_for_signals(s, stage, wait, run_rx.clone()).await
+        {
+            let skipped: Vec<Part> = (0..stage.tasks.len()).map(|t| Part::Task(s, t)).collect();
+            for part in skipped {
+                self.set(part, Status::Skipped, None);
+            }
+            return status;
+        }
         self.set(Part::Stage(s), Status::Running, None);
         let (stage_tx, stage_rx) = watch::channel(*run_rx.borrow_and_update());
         // A stage's running time is what it would take with enough executor slots. In a

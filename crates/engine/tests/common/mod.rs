@@ -258,6 +258,7 @@ pub fn request(pipeline: Arc<Pipeline>, workspace: Workspace) -> RunRequest {
         clusters: Default::default(),
         local_sources: true,
         approvals: None,
+        signals: None,
     }
 }
 

@@ -19,6 +19,7 @@ mod rows;
 mod runs;
 mod schedule;
 pub(crate) mod secrets;
+mod signals;
 pub(crate) mod tenancy;
 
 use crate::AppState;
@@ -62,6 +63,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/runs/{id}/tasks/{task}/approve", post(gates::approve))
         .route("/runs/{id}/tasks/{task}/reject", post(gates::reject))
         .route("/approvals", get(gates::waiting))
+        .route("/pipelines/{key}/stages/{stage}/hook", post(signals::make_hook))
         .route("/runs/{id}/log", get(logs::whole_run))
         .route("/runs/{id}/tasks/{task}/log", get(logs::tail))
         .route("/runs/{id}/tasks/{task}/log/stream", get(logs::stream))
@@ -132,6 +134,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/login", post(tenancy::login))
         // Webhooks prove themselves with the binding's secret, not a bearer token.
         .route("/hooks/{provider}/{binding}", post(crate::hooks::receive))
+        // A stage's hook URL: the token is its proof.
+        .route(
+            "/hooks/stages/{token}",
+            post(signals::receive).layer(axum::extract::DefaultBodyLimit::max(signals::MAX_HOOK_BODY)),
+        )
         .route("/metrics", get(metrics))
         // The OAuth callback: a browser coming back from the provider, proven by `state`.
         .route("/devops/repository/{provider}/redirect", get(providers::callback))

@@ -183,6 +183,7 @@ pub async fn create(
     let project = project_of(&pipeline, &query)?;
     authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
     check_binding(&state, &caller, &pipeline).await?;
+    super::signals::check_loops(&state, &pipeline, &project).await?;
     check_run(&state, &pipeline, &project, true, run).await?;
     let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
     state.runs.timers().changed(row.id).await;
@@ -207,11 +208,26 @@ pub async fn task_types(State(state): AppStateRef, _caller: Caller) -> ApiResult
     Ok(axum::Json(wharf_api::pipelines::TaskTypes { items }).into_response())
 }
 
-/// `GET /pipelines/scratch?name=N`: the starter (see `wharf_pipeline::starter`), not stored.
-pub async fn starter(_caller: Caller, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
+/// The starter YAML, with seed 000's auto-deploy stages approved by `approver` when given.
+fn starter_yaml(name: &str, auto_deploy: Option<&str>) -> ApiResult<String> {
+    match auto_deploy {
+        None => wharf_pipeline::starter::starter_yaml(name),
+        Some(approver) => wharf_pipeline::starter::auto_deploy_yaml(name, approver),
+    }
+    .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))
+}
+
+/// `GET /pipelines/scratch?name=N[&auto_deploy=true]`: the starter (see `wharf_pipeline::starter`), not stored.
+pub async fn starter(caller: Caller, Query(query): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let name = query.get("name").map(String::as_str).unwrap_or("my-pipeline");
-    let yaml = wharf_pipeline::starter::starter_yaml(name)
-        .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
+    let auto_deploy = match query.get("auto_deploy").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(AppError::invalid("bad query", "auto_deploy", format!("`{other}`: expected true or false")));
+        }
+    };
+    let yaml = starter_yaml(name, auto_deploy.then_some(caller.name.as_str()))?;
     let model = wharf_pipeline::parse(&yaml).map_err(AppError::pipeline)?;
     let definition = serde_json::to_value(&model).map_err(|e| AppError::internal("cannot serialise the starter", e))?;
     Ok(axum::Json(Validated { valid: true, definition: Some(definition), yaml, diagnostics: Vec::new() })
@@ -223,8 +239,7 @@ pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body
     let request: ScratchPipeline = json_body(&body)?;
     let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
     authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
-    let yaml = wharf_pipeline::starter::starter_yaml(&request.name)
-        .map_err(|e| AppError::invalid("bad name", "name", e.to_string()))?;
+    let yaml = starter_yaml(&request.name, request.auto_deploy.then_some(caller.name.as_str()))?;
     let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
     state.runs.timers().changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
@@ -300,6 +315,7 @@ pub async fn update(
         authz::check(&caller, Action::RunPipeline, &Object::pipeline(&row))?;
     }
     check_binding(&state, &caller, &pipeline).await?;
+    super::signals::check_loops(&state, &pipeline, &row.project).await?;
     check_run(&state, &pipeline, &row.project, row.active, run).await?;
     if let Some(project) = &pipeline.project
         && project != &row.project

@@ -30,6 +30,7 @@ fn written(kind: &TriggerKind) -> (&'static str, Value) {
         TriggerKind::Weekly { weekly, at } => ("weekly", json!({ "weekly": weekly, "at": at })),
         TriggerKind::Monthly { monthly, at } => ("monthly", json!({ "monthly": monthly, "at": at })),
         TriggerKind::Cron { cron } => ("cron", json!({ "cron": cron })),
+        TriggerKind::Channel { channel } => ("channel", json!({ "channel": channel })),
     }
 }
 

@@ -224,18 +224,21 @@ export async function createDialog() {
   const scratch = h('input', { type: 'radio', name: 'how', value: 'scratch', checked: true });
   const copy = h('input', { type: 'radio', name: 'how', value: 'copy' });
   const source = h('select', { name: 'source', disabled: true });
+  const autoDeploy = h('input', { type: 'checkbox', name: 'auto_deploy' });
   const page = await api('/pipelines?limit=200');
   for (const p of page.items) source.append(h('option', { value: p.id }, p.name));
   if (!page.items.length) copy.disabled = true;
-  const sync = () => { source.disabled = !copy.checked; };
+  const sync = () => { source.disabled = !copy.checked; autoDeploy.disabled = copy.checked; };
   scratch.addEventListener('change', sync);
   copy.addEventListener('change', sync);
   const chosen = await formDialog(t('pipelines.create'), (form) => {
     form.append(
       h('label', { class: 'choice' }, scratch, h('span', {}, h('strong', {}, t('create.scratch')), h('small', {}, t('create.scratch_hint')))),
+      h('label', { class: 'choice' }, autoDeploy, h('span', {}, h('strong', {}, t('create.auto_deploy')), h('small', {}, t('create.auto_deploy_hint')))),
       h('label', { class: 'choice' }, copy, h('span', {}, h('strong', {}, t('create.copy')), h('small', {}, page.items.length ? t('create.copy_hint') : t('create.nothing_to_copy')))),
       field(t('create.pipeline_to_copy'), source));
-  }, { submitLabel: t('common.next'), submit: () => (copy.checked ? { copy: source.value } : { scratch: true }) });
+  }, { submitLabel: t('common.next'), submit: () => (copy.checked ? { copy: source.value } : { scratch: true, autoDeploy: autoDeploy.checked }) });
   if (!chosen) return;
-  navigate(chosen.copy ? `/pipelines/new?copy=${encodeURIComponent(chosen.copy)}` : '/pipelines/new');
+  navigate(chosen.copy ? `/pipelines/new?copy=${encodeURIComponent(chosen.copy)}`
+    : chosen.autoDeploy ? '/pipelines/new?auto_deploy=true' : '/pipelines/new');
 }

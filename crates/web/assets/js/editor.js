@@ -35,7 +35,9 @@ function plain(text) {
 /// The starter every new pipeline begins from: the server's one definition (the same as
 /// `wharf init` and `POST /pipelines/scratch`), without a name yet.
 async function starter() {
-  const answer = await api('/pipelines/scratch');
+  // Seed 000's auto-deploy: Manual review and Release after the build.
+  const auto = new URLSearchParams(location.search).get('auto_deploy') === 'true';
+  const answer = await api(auto ? '/pipelines/scratch?auto_deploy=true' : '/pipelines/scratch');
   const model = answer.definition;
   model.name = '';
   return model;

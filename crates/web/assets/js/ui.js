@@ -107,6 +107,7 @@ export function describeCause(c) {
     case 'event': return t('cause.event', { provider: c.provider, sender: c.sender });
     case 'rerun': return t('cause.rerun', { of: c.of });
     case 'retry': return t('cause.retry', { of: c.of });
+    case 'channel': return t('cause.channel', { channel: c.channel, pipeline: c.pipeline, number: c.number });
     default: return c.kind || '—';
   }
 }
