@@ -1153,6 +1153,8 @@ fn releases_list_show_rollback_and_uninstall_against_a_kube_fake() {
         .stdout_has("uninstalled release web from namespace default: 1 object(s) deleted");
     server.wharf(&["releases", "list", "prod"]).expect_code(0).stdout_has("no releases in cluster prod");
     drop(fake);
+}
+
 #[test]
 fn pipelines_hook_prints_a_stage_hook_url_once() {
     let srv = Server::start();

@@ -239,7 +239,9 @@ impl Executor for HostExecutor {
             "script" => return Ok(()),
             "image" => "is built by the image builder on the Docker Engine, not by an executor",
             "chart-publish" => "is packaged and pushed by the engine on the chart registry, not by an executor",
-            "deploy-yaml" | "chart-deploy" | "canary" => "needs the kubernetes executor, which is not built yet",
+            "deploy-yaml" | "chart-deploy" | "canary" => {
+                "is applied by the engine on a registered cluster, not by an executor"
+            }
             "approval" => "is handled by the engine, not by an executor",
             _ => "is not a task type Wharf knows",
         };
