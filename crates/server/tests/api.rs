@@ -1589,6 +1589,9 @@ async fn every_documented_route_is_routed() {
     let gates = "name: gated\nstages:\n  - name: Review\n    mode: parallel\n    tasks:\n      - {name: approve-me, type: approval, approvers: [admin]}\n      - {name: reject-me, type: approval, approvers: [admin]}\n";
     s.create(gates).await;
     let gated = id_of(&s.start_run("gated", json!({})).await);
+    // A stage that waits for its hook URL.
+    let hooked = "name: hooked\nstages:\n  - name: Release\n    wait: {hook: true}\n    tasks:\n      - {name: go, type: script, script: 'true'}\n";
+    let hooked = id_of(&s.create(hooked).await);
     s.wait_run_until(gated, "waiting twice", |r| {
         ["approve-me", "reject-me"].iter().all(|t| common::task_of(r, t).is_some_and(|t| t["status"] == "waiting"))
     })
@@ -1708,6 +1711,7 @@ async fn every_documented_route_is_routed() {
         let key = match route.path {
             "/pipelines/{key}" if route.method == "delete" => doomed,
             "/pipelines/{key}/activate" | "/pipelines/{key}/deactivate" => switch,
+            "/pipelines/{key}/stages/{stage}/hook" => hooked,
             _ => main,
         };
         let (id, task) = match route.path {
@@ -1732,6 +1736,7 @@ async fn every_documented_route_is_routed() {
             .replace("{task}", task)
             .replace("{name}", name)
             .replace("{token}", "route-token")
+            .replace("{stage}", "Release")
             .replace("{ns}", "default")
             .replace("{release}", "route-release")
             .replace("{delivery}", &delivery.to_string());

@@ -250,6 +250,17 @@ notify:
     let mail = list.iter().find(|a| a["channel"] == "email").unwrap();
     assert_eq!(mail["outcome"], "failed", "{mail}");
     assert!(!mail["detail"].as_str().unwrap().contains(SMTP_PASSWORD), "{mail}");
+    // The announcement can reach the receiver before the waiting state is stored (the
+    // records are written behind); a decision is taken once it is.
+    s.wait_run_until(run, "the approval stored as waiting", |r| {
+        r["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|st| st["tasks"].as_array().into_iter().flatten())
+            .any(|t| t["name"] == "sign" && t["status"] == "waiting")
+    })
+    .await;
     s.post(&format!("/runs/{run}/tasks/sign/approve"), json!({})).await.expect(200);
     assert_eq!(s.wait_run(run).await["status"], "succeeded");
     assert!(smtp.messages().is_empty());

@@ -95,15 +95,22 @@ impl Chrome {
     }
 
     async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_cmd(method, path, body)
+            .await
+            .unwrap_or_else(|(error, message)| panic!("WebDriver {path}: {error}: {message}"))
+    }
+
+    /// A command, or the WebDriver error's name and message.
+    async fn try_cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, (Value, Value)> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.unwrap().json().await.unwrap();
         if let Some(error) = answer["value"].get("error") {
-            panic!("WebDriver {path}: {error}: {}", answer["value"]["message"]);
+            return Err((error.clone(), answer["value"]["message"].clone()));
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 
     pub async fn goto(&self, url: &str) {
@@ -151,9 +158,18 @@ impl Chrome {
     }
 
     /// A real click (WebDriver scrolls it into view and fails if something covers it).
+    /// A page that re-renders between the find and the click (live updates) makes the
+    /// element stale: it is found again, a few times at most.
     pub async fn click(&self, css: &str) {
-        let el = self.find(css).await;
-        self.cmd(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
+        for _ in 0..5 {
+            let el = self.find(css).await;
+            match self.try_cmd(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await {
+                Ok(_) => return,
+                Err((error, _)) if error == "stale element reference" => continue,
+                Err((error, message)) => panic!("WebDriver click on `{css}`: {error}: {message}"),
+            }
+        }
+        panic!("`{css}` went stale five times in a row");
     }
 
     /// Clears the field and types `text` into it, as keystrokes.
