@@ -95,7 +95,7 @@ async fn receive_inner(state: &AppState, token: &str, body: &Bytes) -> ApiResult
         return Err(AppError::invalid("bad signal", "body", format!("at most {MAX_HOOK_BODY} bytes")));
     }
     let Some(hook) = state.store.stage_hook(&sha256_hex(token.as_bytes())).await? else {
-        return Err(AppError::NotFound("no stage hook has this token".into()));
+        return Err(AppError::NotFound("the stage hook of this token (made again, so replaced, or never made)".into()));
     };
     let values = hook_values(body)?;
     let runs = state.runs.hook_signal(hook.pipeline_id, &hook.stage, &values).await?;
