@@ -27,8 +27,8 @@ pub use fail::Ctx;
 use std::sync::Arc;
 
 use wharf_executor::deploy::{
-    Applied, CanaryAction, CanaryExit, CanarySpec, DeployError, DeployExit, DeploySpec, Deployer, ReleaseExit,
-    ReleaseSpec,
+    Applied, CanaryAction, CanaryExit, CanarySpec, ClusterLogin, DeployError, DeployExit, DeploySpec, Deployer,
+    ReleaseExit, ReleaseSpec,
 };
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopReason, StopSignal};
 
@@ -55,6 +55,14 @@ impl KubeDeployer {
     pub fn new(policy: Policy) -> Self {
         KubeDeployer { policy }
     }
+
+    /// The connection to a task's cluster. Files named in a stored kubeconfig are
+    /// refused: the server's disk is not the user's (clusters are registered with their
+    /// data inline).
+    fn connect(&self, cluster: &ClusterLogin) -> Result<Connection, DeployError> {
+        Connection::from_kubeconfig(&cluster.kubeconfig, cluster.context.as_deref(), &FileAccess::Refuse, &self.policy)
+            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", cluster.name)))
+    }
 }
 
 impl Deployer for KubeDeployer {
@@ -65,15 +73,7 @@ impl Deployer for KubeDeployer {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<DeployExit, DeployError>> {
         Box::pin(async move {
-            // Files named in a stored kubeconfig are refused: the server's disk is not the
-            // user's (clusters are registered with their data inline).
-            let conn = Connection::from_kubeconfig(
-                &spec.cluster.kubeconfig,
-                spec.cluster.context.as_deref(),
-                &FileAccess::Refuse,
-                &self.policy,
-            )
-            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            let conn = self.connect(&spec.cluster)?;
             // A stop ends the deploy wherever it is, even inside a request the cluster is
             // slow to answer (the request is dropped, as kubectl's Ctrl-C would drop it).
             tokio::select! {
@@ -95,13 +95,7 @@ impl Deployer for KubeDeployer {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<ReleaseExit, DeployError>> {
         Box::pin(async move {
-            let conn = Connection::from_kubeconfig(
-                &spec.cluster.kubeconfig,
-                spec.cluster.context.as_deref(),
-                &FileAccess::Refuse,
-                &self.policy,
-            )
-            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            let conn = self.connect(&spec.cluster)?;
             crate::release::deploy_chart(&conn, &spec, logs.as_ref(), stop).await
         })
     }
@@ -114,13 +108,7 @@ impl Deployer for KubeDeployer {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<CanaryExit, DeployError>> {
         Box::pin(async move {
-            let conn = Connection::from_kubeconfig(
-                &spec.cluster.kubeconfig,
-                spec.cluster.context.as_deref(),
-                &FileAccess::Refuse,
-                &self.policy,
-            )
-            .map_err(|e| DeployError(format!("cluster `{}`: its kubeconfig: {e}", spec.cluster.name)))?;
+            let conn = self.connect(&spec.cluster)?;
             crate::canary::run(&conn, spec, action, logs.as_ref(), stop).await
         })
     }
