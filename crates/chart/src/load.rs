@@ -51,14 +51,33 @@ pub enum LoadError {
 pub fn load_dir(dir: &Path) -> Result<Chart, LoadError> {
     let mut files = Vec::new();
     let mut total = 0usize;
-    walk(dir, dir, &mut files, &mut total)?;
+    let inside = dir.canonicalize().map_err(|e| LoadError::Io { path: dir.display().to_string(), source: e })?;
+    walk(&Walk { root: dir, inside: &inside }, dir, 0, &mut files, &mut total)?;
     files.sort_by(|a, b| a.path.cmp(&b.path));
     let label = dir.display().to_string();
     from_files(&label, files, 0)
 }
 
-fn walk(root: &Path, dir: &Path, out: &mut Vec<ChartFile>, total: &mut usize) -> Result<(), LoadError> {
+/// Deepest directory nesting read (a symbolic link may make a loop).
+const MAX_DIR_DEPTH: usize = 32;
+
+/// The chart directory as given (for relative names) and resolved (the bound every
+/// symbolic link must stay within: a chart on the server is loaded from a checkout, and
+/// a link to `/etc` or the data directory would publish the server's files).
+struct Walk<'a> {
+    root: &'a Path,
+    inside: &'a Path,
+}
+
+fn walk(w: &Walk, dir: &Path, depth: usize, out: &mut Vec<ChartFile>, total: &mut usize) -> Result<(), LoadError> {
+    let root = w.root;
     let io = |path: &Path, source| LoadError::Io { path: path.display().to_string(), source };
+    if depth > MAX_DIR_DEPTH {
+        return Err(LoadError::TooLarge(format!(
+            "{}: directories nested more than {MAX_DIR_DEPTH} deep (a symbolic link loop?)",
+            dir.display()
+        )));
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| io(dir, e))?
         .map(|e| e.map(|e| e.path()))
@@ -66,9 +85,22 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<ChartFile>, total: &mut usize) ->
         .map_err(|e| io(dir, e))?;
     entries.sort();
     for path in entries {
+        if std::fs::symlink_metadata(&path).map_err(|e| io(&path, e))?.file_type().is_symlink() {
+            let target = path.canonicalize().map_err(|e| io(&path, e))?;
+            if !target.starts_with(w.inside) {
+                let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+                return Err(LoadError::Chart {
+                    path: rel,
+                    message: format!(
+                        "a symbolic link to {}, outside the chart; only links within the chart directory are followed",
+                        target.display()
+                    ),
+                });
+            }
+        }
         let meta = std::fs::metadata(&path).map_err(|e| io(&path, e))?;
         if meta.is_dir() {
-            walk(root, &path, out, total)?;
+            walk(w, &path, depth + 1, out, total)?;
             continue;
         }
         if !meta.is_file() {
@@ -162,7 +194,7 @@ fn load_archive_at(bytes: &[u8], depth: usize, label: &str) -> Result<Chart, Loa
 
 /// Builds a chart from its files (paths relative to the chart root, sorted).
 fn from_files(label: &str, files: Vec<ChartFile>, depth: usize) -> Result<Chart, LoadError> {
-    if depth > MAX_DEPTH {
+    if depth > MAX_DIR_DEPTH {
         return Err(LoadError::TooLarge(format!("{label}: subcharts nest more than {MAX_DEPTH} deep")));
     }
     let ignore =

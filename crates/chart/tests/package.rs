@@ -113,3 +113,34 @@ fn a_dependency_missing_from_charts_is_named() {
     let err = package(&chart, &PackageOptions::default()).unwrap_err();
     assert_eq!(err.to_string(), "Chart.yaml: dependency `redis` is listed but missing in the charts/ directory");
 }
+
+/// A chart is loaded on the server from a checkout: a symbolic link out of the chart
+/// (to /etc, or the server's data directory) is refused, naming the link; links within
+/// the chart are followed, and a link loop ends with an error, not a stack overflow.
+#[test]
+fn symbolic_links_out_of_the_chart_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = tmp.path().join("c");
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: c\nversion: 0.1.0\n").unwrap();
+    std::fs::write(chart.join("templates/a.yaml"), "a: {{ .Files.Get \"inside.txt\" }}\n").unwrap();
+    std::fs::write(chart.join("real.txt"), "kept").unwrap();
+    std::os::unix::fs::symlink(chart.join("real.txt"), chart.join("inside.txt")).unwrap();
+    let loaded = wharf_chart::load_dir(&chart).unwrap();
+    let rendered = wharf_chart::render(&loaded, &Default::default(), &Default::default()).unwrap();
+    assert!(rendered.manifests.iter().any(|m| m.content.contains("a: kept")), "{:?}", rendered.manifests);
+
+    std::os::unix::fs::symlink("/etc/passwd", chart.join("leak.txt")).unwrap();
+    let refused = wharf_chart::load_dir(&chart).unwrap_err().to_string();
+    assert!(refused.contains("leak.txt") && refused.contains("outside the chart"), "{refused}");
+    std::fs::remove_file(chart.join("leak.txt")).unwrap();
+
+    std::os::unix::fs::symlink("/etc", chart.join("etc")).unwrap();
+    let refused = wharf_chart::load_dir(&chart).unwrap_err().to_string();
+    assert!(refused.contains("etc") && refused.contains("outside the chart"), "{refused}");
+    std::fs::remove_file(chart.join("etc")).unwrap();
+
+    std::os::unix::fs::symlink(&chart, chart.join("templates/loop")).unwrap();
+    let refused = wharf_chart::load_dir(&chart).unwrap_err().to_string();
+    assert!(refused.contains("nested more than"), "{refused}");
+}
