@@ -89,6 +89,44 @@ fn api_bare(runtime: &tokio::runtime::Runtime, executor: &DockerExecutor, tasks:
     })
 }
 
+/// `n` containers of `sh -c 'echo hi'` over the Engine API, `slots` at a time: create
+/// (network `none`), start, wait, remove — the floor for container runs on `slots`
+/// task slots (`wharf-bench figures`).
+pub(crate) async fn api_slots_floor(image: &str, n: usize, slots: usize) -> Duration {
+    use futures_util::StreamExt;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let executor = DockerExecutor::new(DockerConfig::default()).expect("docker client");
+    let docker = executor.client().clone();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..slots {
+        let (docker, next, image) = (docker.clone(), next.clone(), image.to_owned());
+        workers.spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let body = bollard::models::ContainerCreateBody {
+                    image: Some(image.clone()),
+                    cmd: Some(vec!["sh".into(), "-e".into(), "-c".into(), "echo hi".into()]),
+                    host_config: Some(bollard::models::HostConfig {
+                        network_mode: Some("none".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let id = docker.create_container(None, body).await.expect("create").id;
+                docker.start_container(&id, None).await.expect("start");
+                let waited: Vec<_> = docker.wait_container(&id, None).collect().await;
+                assert!(waited.iter().all(Result::is_ok), "{waited:?}");
+                docker.remove_container(&id, None).await.expect("remove");
+            }
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done.expect("a floor worker");
+    }
+    started.elapsed()
+}
+
 fn executor_only(
     runtime: &tokio::runtime::Runtime,
     executor: &DockerExecutor,

@@ -5,7 +5,8 @@
 //! ```text
 //! cargo build --release -p wharf -p wharf-bench
 //! target/release/wharf-bench figures [--pipelines 10000] [--runs 1000000] [--requests 500]
-//!     [--concurrent 1000] [--slots 8] [--clients 32] [--wharf target/release/wharf]
+//!     [--concurrent 1000] [--slots 8] [--clients 32] [--docker-runs 100] [--docker-slots 2]
+//!     [--image wharf-test/busybox:1.35] [--deliveries 50] [--wharf target/release/wharf]
 //! ```
 //!
 //! The measurements are `wharf-bench server`'s (see `server.rs`), fewer of them:
@@ -19,7 +20,15 @@
 //! 3. at size (`--pipelines` pipelines, `--runs` run records, loaded straight into
 //!    SQLite as the server would have stored them): start to first `/healthz`, idle
 //!    memory as in 1, and `--requests` × `GET /pipelines?limit=50&page={random}`
-//!    (with as many run-list pages before them), against `GET /healthz` round trips.
+//!    (with as many run-list pages before them), against `GET /healthz` round trips;
+//! 4. `--docker-runs` runs of one container task (`echo hi` in `--image`, network
+//!    `none`) started at once on a server with `--max-parallel-tasks --docker-slots`
+//!    and the Docker executor, against the same containers over the Engine API,
+//!    `--docker-slots` at a time (needs dockerd and the image: `bash
+//!    scripts/test-env.sh`; `--docker-runs 0` leaves it out);
+//! 5. `--deliveries` signed GitHub pushes one at a time, delivery → first task
+//!    `running` (the run clones the pushed branch), against a bare `git clone --depth 1`
+//!    of the same branch (`wharf-bench webhook`'s latency part; `0` leaves it out).
 
 use crate::server::{Wharf, concurrent_runs, load, mib, ms, page_latency, quantile};
 use std::path::PathBuf;
@@ -46,6 +55,18 @@ pub struct Args {
     /// Concurrent clients starting the runs.
     #[arg(long, default_value_t = 32, value_parser = crate::positive)]
     clients: usize,
+    /// Container runs started at once (0: no Docker figure).
+    #[arg(long, default_value_t = 100)]
+    docker_runs: usize,
+    /// `--max-parallel-tasks` of the Docker server, and the floor's parallelism.
+    #[arg(long, default_value_t = 2, value_parser = crate::positive)]
+    docker_slots: usize,
+    /// The image of the container runs.
+    #[arg(long, default_value = "wharf-test/busybox:1.35")]
+    image: String,
+    /// Webhook deliveries for the delivery → first task figure (0: none).
+    #[arg(long, default_value_t = 50)]
+    deliveries: usize,
     /// The `wharf` binary to measure.
     #[arg(long, default_value = "target/release/wharf")]
     wharf: PathBuf,
@@ -94,6 +115,38 @@ pub fn main(args: Args) {
         let wharf = Wharf::start(&args.wharf, &dir.join("burst"), &["--max-parallel-tasks", slots.as_str()]).await;
         let burst = concurrent_runs(&wharf, args.concurrent, args.clients, args.slots).await;
         wharf.stop();
+
+        let containers = if args.docker_runs > 0 {
+            let slots = args.docker_slots.to_string();
+            let flags = ["--executor", "docker", "--docker-network", "none", "--max-parallel-tasks", slots.as_str()];
+            let wharf = Wharf::start(&args.wharf, &dir.join("docker"), &flags).await;
+            let yaml = format!(
+                "name: containers\nconcurrency: allow\nstages:\n  - name: Build\n    tasks:\n      \
+                 - {{name: t, type: script, image: '{}', script: 'echo hi'}}\n",
+                args.image
+            );
+            // Warm up the daemon and the image's layers first, the floor's way.
+            crate::docker::api_slots_floor(&args.image, args.docker_slots, args.docker_slots).await;
+            let image = args.image.clone();
+            let (n, slots) = (args.docker_runs, args.docker_slots);
+            let floor = || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                std::thread::spawn(move || runtime.block_on(crate::docker::api_slots_floor(&image, n, slots)))
+                    .join()
+                    .expect("the Engine API floor")
+            };
+            let runs = crate::server::burst(&wharf, &yaml, args.docker_runs, args.clients, floor).await;
+            wharf.stop();
+            Some(runs)
+        } else {
+            None
+        };
+
+        let hooks = if args.deliveries > 0 {
+            Some(crate::webhook::delivery_and_clone(&args.wharf, &dir.join("hooks"), args.deliveries).await)
+        } else {
+            None
+        };
 
         let data = dir.join("loaded");
         std::fs::create_dir_all(&data).unwrap();
@@ -153,10 +206,35 @@ pub fn main(args: Args) {
             ms(burst.floor),
             met(ratio <= 2.0 && burst.succeeded == args.concurrent)
         );
+        if let Some(b) = &containers {
+            let rate = args.docker_runs as f64 / b.total.as_secs_f64();
+            let floor_rate = args.docker_runs as f64 / b.floor.as_secs_f64();
+            println!(
+                "| {} container runs (`echo hi`, network none), {} slots ({}/{} succeeded) | {} ms, {rate:.2} runs/s, **{:.0} %** of the floor | Engine API create/start/wait/remove, {} at a time: {} ms, {floor_rate:.2}/s | ≥ 95 % | {} |",
+                args.docker_runs,
+                args.docker_slots,
+                b.succeeded,
+                args.docker_runs,
+                ms(b.total),
+                100.0 * rate / floor_rate,
+                args.docker_slots,
+                ms(b.floor),
+                met(rate >= 0.95 * floor_rate && b.succeeded == args.docker_runs)
+            );
+        }
+        if let Some((mut total, mut clone)) = hooks {
+            let (task, bare) = (quantile(&mut total, 0.5), quantile(&mut clone, 0.5));
+            let ratio = task.as_secs_f64() / bare.as_secs_f64();
+            println!(
+                "| webhook delivery → first task `running`, p50 of {} (p99) | {} ms ({} ms), **{ratio:.2}×** the floor | bare `git clone --depth 1` of the branch, p50 {} ms | ≤ 1.05× | {} |",
+                args.deliveries,
+                ms(task),
+                ms(quantile(&mut total, 0.99)),
+                ms(bare),
+                met(ratio <= 1.05)
+            );
+        }
         println!();
-        println!(
-            "(loading the data straight into SQLite took {:.1} s; not measured here: the docker and webhook figures, see `wharf-bench docker` and `wharf-bench webhook`)",
-            loaded_in.as_secs_f64()
-        );
+        println!("(loading the data straight into SQLite took {:.1} s)", loaded_in.as_secs_f64());
     });
 }

@@ -372,8 +372,22 @@ pub(crate) struct Burst {
     pub(crate) last_tenth: Duration,
 }
 
+/// `n` runs of the trivial pipeline from `clients` clients, against `n` bare
+/// `sh -c true`, `slots` at a time.
 pub(crate) async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slots: usize) -> Burst {
-    let id = wharf.create_pipeline(&trivial_pipeline("burst", "allow")).await;
+    burst(wharf, &trivial_pipeline("burst", "allow"), n, clients, || host_floor(n, slots)).await
+}
+
+/// `n` runs of the pipeline `yaml` started at once from `clients` clients; every run
+/// must succeed. `floor` is measured after them, in the same run.
+pub(crate) async fn burst(
+    wharf: &Wharf,
+    yaml: &str,
+    n: usize,
+    clients: usize,
+    floor: impl FnOnce() -> Duration,
+) -> Burst {
+    let id = wharf.create_pipeline(yaml).await;
     let client = wharf.client.clone();
     let url = wharf.url(&format!("/pipelines/{id}/runs"));
     let next = Arc::new(AtomicUsize::new(0));
@@ -478,25 +492,28 @@ pub(crate) async fn concurrent_runs(wharf: &Wharf, n: usize, clients: usize, slo
     let tenth = (n / 10).max(1);
     let first_tenth = Duration::from_millis((writes[tenth - 1] - first_sent.as_millisecond()).max(0) as u64);
     let last_tenth = Duration::from_millis((writes[n - 1] - writes[n - 1 - tenth]).max(0) as u64);
-    let floor = {
-        let t = Instant::now();
-        let next = Arc::new(AtomicUsize::new(0));
-        let threads: Vec<_> = (0..slots)
-            .map(|_| {
-                let next = next.clone();
-                std::thread::spawn(move || {
-                    while next.fetch_add(1, Ordering::Relaxed) < n {
-                        spawn_true();
-                    }
-                })
-            })
-            .collect();
-        for thread in threads {
-            thread.join().unwrap();
-        }
-        t.elapsed()
-    };
+    let floor = floor();
     Burst { total, seen_done, stored_done, posts, succeeded, peak_rss, floor, first_tenth, last_tenth }
+}
+
+/// `n` × `sh -c true`, `slots` at a time.
+fn host_floor(n: usize, slots: usize) -> Duration {
+    let t = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..slots)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < n {
+                    spawn_true();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    t.elapsed()
 }
 
 /// Writes `pipelines` pipelines (one version each) and `runs` succeeded runs spread

@@ -328,6 +328,31 @@ fn row(name: &str, xs: &mut [Duration], floor: Duration) {
     );
 }
 
+/// A server with a `github` binding and a pipeline on a local repository with
+/// `branches` branches, each with its own commit: (server, pipeline id, repository, commits).
+async fn hooked_server(binary: &Path, root: &Path, branches: usize, slots: usize) -> (Wharf, i64, String, Vec<String>) {
+    let (repo, commits) = repository(&root.join("git"), branches);
+    let slots = slots.to_string();
+    let wharf = Wharf::start(binary, &root.join("webhook"), &["--max-parallel-tasks", &slots]).await;
+    let binding = json!({ "name": "gh", "provider": "github", "webhook_secret": SECRET });
+    wharf.post("/bindings", binding.to_string()).await;
+    let yaml = format!(
+        "name: hooked\nconcurrency: queue\nsource:\n  repo: '{repo}'\n  branch: main\ntriggers:\n  - events: [push]\n\
+         stages:\n  - name: Build\n    tasks:\n      - {{name: t, type: script, script: 'true'}}\n"
+    );
+    let pipeline = wharf.create_pipeline(&yaml).await;
+    (wharf, pipeline, repo, commits)
+}
+
+/// `n` deliveries one at a time (after the warm-up): delivery → first task `running`,
+/// and a bare `git clone --depth 1` of the same branch after each (`wharf-bench figures`).
+pub(crate) async fn delivery_and_clone(binary: &Path, root: &Path, n: usize) -> (Vec<Duration>, Vec<Duration>) {
+    let (wharf, pipeline, repo, commits) = hooked_server(binary, root, WARMUP + n, 8).await;
+    let l = latency(&wharf, pipeline, &repo, &commits, n, root).await;
+    wharf.stop();
+    (l.total, l.clone)
+}
+
 pub fn main(args: Args) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
@@ -335,16 +360,7 @@ pub fn main(args: Args) {
         let root = args.dir.clone().unwrap_or_else(|| temp.path().to_owned());
         std::fs::create_dir_all(&root).unwrap();
         let branches = WARMUP + args.latency + args.deliveries;
-        let (repo, commits) = repository(&root.join("git"), branches);
-        let slots = args.slots.to_string();
-        let wharf = Wharf::start(&args.wharf, &root.join("webhook"), &["--max-parallel-tasks", &slots]).await;
-        let binding = json!({ "name": "gh", "provider": "github", "webhook_secret": SECRET });
-        wharf.post("/bindings", binding.to_string()).await;
-        let yaml = format!(
-            "name: hooked\nconcurrency: queue\nsource:\n  repo: '{repo}'\n  branch: main\ntriggers:\n  - events: [push]\n\
-             stages:\n  - name: Build\n    tasks:\n      - {{name: t, type: script, script: 'true'}}\n"
-        );
-        let pipeline = wharf.create_pipeline(&yaml).await;
+        let (wharf, pipeline, repo, commits) = hooked_server(&args.wharf, &root, branches, args.slots).await;
 
         let mut l = latency(&wharf, pipeline, &repo, &commits, args.latency, &root).await;
         let floor = quantile(&mut l.healthz.clone(), 0.5);
@@ -360,7 +376,8 @@ pub fn main(args: Args) {
         row("floor: bare `git clone --depth 1` of the branch", &mut l.clone, floor);
         row("floor: `GET /healthz` round trip", &mut l.healthz, floor);
 
-        let s = sustained(&wharf, pipeline, &repo, &commits, WARMUP + args.latency, args.deliveries, args.clients).await;
+        let s =
+            sustained(&wharf, pipeline, &repo, &commits, WARMUP + args.latency, args.deliveries, args.clients).await;
         let rate = args.deliveries as f64 / s.answered.as_secs_f64();
         println!(
             "\n## Sustained: {} signed deliveries from {} clients, {} task slots\n",
@@ -368,9 +385,15 @@ pub fn main(args: Args) {
         );
         println!("| measure | value |");
         println!("| --- | ---: |");
-        println!("| deliveries answered (202, one run each) | {:.3} s → **{rate:.0} deliveries/s** |", s.answered.as_secs_f64());
+        println!(
+            "| deliveries answered (202, one run each) | {:.3} s → **{rate:.0} deliveries/s** |",
+            s.answered.as_secs_f64()
+        );
         println!("| every run ended (`succeeded`) | {:.3} s |", s.all_done.as_secs_f64());
-        println!("| deliveries stored / `started` with one run | {} / {} of {} |", s.stored, s.started, args.deliveries);
+        println!(
+            "| deliveries stored / `started` with one run | {} / {} of {} |",
+            s.stored, s.started, args.deliveries
+        );
         println!("| runs created | {} of {} |", s.runs, args.deliveries);
         assert_eq!(s.stored as usize, args.deliveries, "every delivery stored");
         assert_eq!(s.started, args.deliveries, "every delivery started its run");
