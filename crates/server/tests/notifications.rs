@@ -239,6 +239,14 @@ notify:
     );
     let p = id_of(&s.create(&yaml).await);
     let run = id_of(&s.start_run(p, json!({})).await);
+    // The receiver decides the moment the announcement arrives: the waiting state is
+    // stored before it is sent, so the decision is taken (never a 409).
+    let until = Instant::now() + common::DEADLINE;
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < until, "the waiting approval was never announced");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.post(&format!("/runs/{run}/tasks/sign/approve"), json!({})).await.expect(200);
     let list = attempts(&s, run, 2).await;
     let hook = list.iter().find(|a| a["channel"] == "webhook").unwrap();
     assert_eq!((hook["event"].as_str(), hook["outcome"].as_str()), (Some("waiting"), Some("delivered")));
@@ -250,18 +258,6 @@ notify:
     let mail = list.iter().find(|a| a["channel"] == "email").unwrap();
     assert_eq!(mail["outcome"], "failed", "{mail}");
     assert!(!mail["detail"].as_str().unwrap().contains(SMTP_PASSWORD), "{mail}");
-    // The announcement can reach the receiver before the waiting state is stored (the
-    // records are written behind); a decision is taken once it is.
-    s.wait_run_until(run, "the approval stored as waiting", |r| {
-        r["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|st| st["tasks"].as_array().into_iter().flatten())
-            .any(|t| t["name"] == "sign" && t["status"] == "waiting")
-    })
-    .await;
-    s.post(&format!("/runs/{run}/tasks/sign/approve"), json!({})).await.expect(200);
     assert_eq!(s.wait_run(run).await["status"], "succeeded");
     assert!(smtp.messages().is_empty());
     let _ = Method::GET;
