@@ -262,3 +262,31 @@ notify:
     assert!(smtp.messages().is_empty());
     let _ = Method::GET;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_checkout_fails_before_any_task_is_notified_with_the_cause() {
+    let s = common::start_in(tempfile::tempdir().unwrap()).await;
+    let (port, seen) = receiver().await;
+    let yaml = format!(
+        "name: unreachable
+source:
+  repo: http://127.0.0.1:1/nothing.git
+  branch: main
+stages:
+  - name: Build
+    tasks:
+      - {{name: compile, type: script, script: 'echo never'}}
+notify:
+  - on: [failure]
+    webhook: {{url: 'http://127.0.0.1:{port}/failed'}}
+"
+    );
+    let p = id_of(&s.create(&yaml).await);
+    let run = id_of(&s.start_run(p, json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "failed");
+    let list = attempts(&s, run, 1).await;
+    assert_eq!((list[0]["event"].as_str(), list[0]["outcome"].as_str()), (Some("failure"), Some("delivered")));
+    let body: Value = serde_json::from_slice(&seen.lock().unwrap()[0].body).unwrap();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(body["reason"].as_str().is_some_and(|r| !r.is_empty()), "the cause is told: {body}");
+}
