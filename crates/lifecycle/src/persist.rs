@@ -93,6 +93,7 @@ impl Coalescer {
     }
 
     /// Takes the changed `parts` of `record` (copying only them) for the next write.
+    #[cfg(test)]
     pub(crate) fn changed(&self, record: &RunRecord, parts: &[Part]) {
         self.changed_then(record, parts, Vec::new());
     }
