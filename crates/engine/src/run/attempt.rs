@@ -11,6 +11,7 @@ use super::stop::ended_status;
 use super::variables::SpecError;
 use super::{RunState, StopRx};
 use crate::Part;
+use crate::clock::Ticks;
 use crate::outputs::OutputFile;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
@@ -42,8 +43,10 @@ enum AttemptError {
 
 impl RunState {
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
-    /// run's attempt that was running); returns (status, reason, exit code).
-    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
+    /// run's attempt that was running); returns (status, reason, exit code). `ticks`
+    /// is the attempt's time on the run's and stage's clocks (a canary stops it while
+    /// it waits for people).
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels, mode and clocks")]
     pub(super) async fn attempt(
         self: &Arc<Self>,
         s: usize,
@@ -53,6 +56,7 @@ impl RunState {
         stop: &mut StopRx,
         stage_note: &Mutex<Option<String>>,
         adopt: Option<wharf_executor::LogResume>,
+        ticks: &Ticks,
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
@@ -149,7 +153,7 @@ impl RunState {
                 }),
                 (Job::Canary(job), None) => {
                     let output = output.clone();
-                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output).await.map(Some)?) })
+                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output, ticks).await.map(Some)?) })
                 }
                 (Job::Release(job), None) => {
                     let output = output.clone();
