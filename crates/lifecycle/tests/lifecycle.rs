@@ -41,9 +41,12 @@ async fn lifecycle(dir: &tempfile::TempDir, store: &Store, fake: Arc<FakeExecuto
     lifecycle_told(dir, store, fake, Arc::default()).await
 }
 
-/// What the lifecycle told its notifier: (run id, kind, status, reason).
+/// One event the lifecycle told: (run id, kind, status, reason).
+type Event = (i64, RunEventKind, Status, Option<String>);
+
+/// What the lifecycle told its notifier.
 #[derive(Default)]
-struct Told(Mutex<Vec<(i64, RunEventKind, Status, Option<String>)>>);
+struct Told(Mutex<Vec<Event>>);
 
 impl Notifier for Told {
     fn notify(&self, event: RunEvent) {
