@@ -287,3 +287,37 @@ async fn a_canary_waiting_between_steps_goes_on_waiting_after_a_restart() {
     assert_eq!(cluster.shape("web").await, Some((4, "reg.example/web:7".into())));
     assert_eq!(cluster.shape("web-canary").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_own_timeout_counts_the_wait_before_a_restart() {
+    let cluster = Cluster::start().await;
+    let dirs = Dirs::new();
+    let engine = engine().with_approvals();
+    let yaml = canary("steps: [50, 100], approval: true, timeout: 3s");
+    let mut request = request_with(&dirs, &cluster, &yaml);
+    request.approvals = Some(StepGate::new(vec![]));
+    let recorder = Recorder::new();
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
+    {
+        let run = engine.run(request, recorder.clone(), stop_rx);
+        tokio::select! {
+            _ = run => panic!("the run ended while waiting"),
+            () = recorder.wait_for_line(Part::Task(0, 0), "waiting at 50%") => {}
+        }
+    }
+    // The server is down longer than the task may take.
+    tokio::time::sleep(secs(3)).await;
+    let mut request = request_with(&dirs, &cluster, &yaml);
+    request.resume = Some(Resume::reattach(recorder.last_record(), Default::default()).unwrap());
+    request.approvals = Some(StepGate::new(vec![]));
+    let started = std::time::Instant::now();
+    // A new observer, as after a restart (it never saw the first life's changes).
+    let recorder = Recorder::new();
+    let record = engine.run(request, recorder.clone(), tokio::sync::watch::channel(None).1).await;
+    let log = recorder.lines(task(&record, "canary")).join("\n");
+    assert_eq!(record.progress.status, Status::TimedOut, "{log}");
+    assert!(started.elapsed() < secs(2), "the timeout started afresh: {:?}\n{log}", started.elapsed());
+    assert!(log.contains("rolled back"), "{log}");
+    assert_eq!(cluster.shape("web").await, Some((4, "reg.example/web:1".into())));
+    assert_eq!(cluster.shape("web-canary").await, None);
+}

@@ -99,20 +99,25 @@ impl RunState {
         let result = async {
             let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
             let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part));
-            // The time an adopted attempt already ran counts against its timeout.
-            let ran_before = match adopt {
-                Some(_) => {
-                    let since = self.record.lock().unwrap().stages[s].tasks[t]
-                        .progress
+            // The time an adopted attempt already ran counts against its timeout, and so
+            // does the time of a canary's attempt that waited for people when the server
+            // stopped (since the attempt began: its first `running` not after a wait).
+            let since = {
+                let record = self.record.lock().unwrap();
+                let progress = &record.stages[s].tasks[t].progress;
+                match adopt {
+                    Some(_) => progress.history.iter().rev().find(|tr| tr.status == Status::Running).map(|tr| tr.at),
+                    None if progress.status == Status::Waiting => progress
                         .history
-                        .iter()
+                        .windows(2)
                         .rev()
-                        .find(|tr| tr.status == Status::Running)
-                        .map(|tr| tr.at);
-                    since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default()
+                        .find(|w| w[1].status == Status::Running && w[0].status != Status::Waiting)
+                        .map(|w| w[1].at),
+                    None => None,
                 }
-                None => Duration::ZERO,
             };
+            let ran_before =
+                since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default();
             let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
                 (Job::Exec(spec), Some(resume)) => {
                     let adopted = self.executor.adopt(spec, sink, task_rx, resume);
