@@ -321,3 +321,22 @@ async fn the_tasks_own_timeout_counts_the_wait_before_a_restart() {
     assert_eq!(cluster.shape("web").await, Some((4, "reg.example/web:1".into())));
     assert_eq!(cluster.shape("web-canary").await, None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_while_people_decide_rolls_the_canary_back() {
+    let cluster = Cluster::start().await;
+    let dirs = Dirs::new();
+    let engine = engine().with_approvals();
+    let yaml = canary("steps: [25, 100], approval: true");
+    let mut request = request_with(&dirs, &cluster, &yaml);
+    request.approvals = Some(StepGate::new(vec![]));
+    let recorder = Recorder::new();
+    let waiting = recorder.wait_for_line(Part::Task(0, 0), "waiting at 25%");
+    let record = run_stopped_when(&engine, request, recorder.clone(), waiting, stop_request(secs(1))).await;
+    let log = recorder.lines(task(&record, "canary")).join("\n");
+    assert_eq!(record.progress.status, Status::Stopped, "{log}");
+    assert_eq!(task_record(&record, "canary").progress.status, Status::Stopped, "{log}");
+    assert!(log.contains("rolled back: web-canary deleted"), "{log}");
+    assert_eq!(cluster.shape("web").await, Some((4, "reg.example/web:1".into())));
+    assert_eq!(cluster.shape("web-canary").await, None);
+}

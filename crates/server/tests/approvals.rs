@@ -188,6 +188,9 @@ stages:
     tasks:
       - {name: canary, type: canary, deployment: web, cluster: prod, namespace: default, image: 'reg.example/web:2', \
          steps: [25, 50, 100], approval: true}
+notify:
+  - on: [waiting]
+    channel: canary-steps
 ";
     let p = s.send_yaml(Method::POST, "/pipelines", yaml).await.expect(201);
     let run = id_of(&s.start_run(id_of(&p.json), json!({})).await);
@@ -195,6 +198,10 @@ stages:
     assert_eq!(task_of(&at, "canary").unwrap()["approval"]["message"], "canary `canary` is at 25%: go on to 50%?");
     let listed = s.get("/approvals").await.json;
     assert_eq!((listed["total"].as_u64(), listed["items"][0]["task"].as_str()), (Some(1), Some("canary")), "{listed}");
+    // Each step's wait is announced (here: a message on a channel nobody listens to).
+    let announced =
+        |r: &Value| r["notifications"].as_array().map_or(0, |a| a.iter().filter(|n| n["event"] == "waiting").count());
+    s.wait_run_until(run, "the wait at 25% announced", |r| announced(r) == 1).await;
 
     // A restart: the canary goes on waiting at the same step.
     let TestServer { server, dir, .. } = s;
@@ -212,6 +219,7 @@ stages:
     s.post(&format!("/runs/{run}/tasks/canary/approve"), json!({ "comment": "25 looks fine" })).await.expect(200);
     s.wait_run_until(run, "waiting at 50%", |r| canary_waiting_at(r) == Some(50)).await;
     assert_eq!(deployment("web-canary").await.unwrap()["spec"]["replicas"], 2);
+    s.wait_run_until(run, "the wait at 50% announced", |r| announced(r) == 2).await;
     s.post(&format!("/runs/{run}/tasks/canary/reject"), json!({ "comment": "error rate up" })).await.expect(200);
     let done = s.wait_run(run).await;
     assert_eq!(done["status"], "failed", "{done:#}");
