@@ -215,7 +215,9 @@ pub struct TaskDetail {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     /// An `approval` task's question (`message`, `approvers`, `required`) and the
-    /// decisions given so far (`user`, `verdict` approve|reject, `comment`, `at`).
+    /// decisions given so far (`user`, `verdict` approve|reject, `comment`, `at`); for
+    /// a `canary` task with `approval: true`, the question of the step it waits (or
+    /// last waited) at, with `canary: {percent, total}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub approval: Option<wharf_core::run::ApprovalRecord>,

@@ -89,10 +89,21 @@ impl Pipeline {
         self.stages.iter().chain(&self.on_failure)
     }
 
-    /// The channels this pipeline sends to (its own `send` and its stages').
+    /// The channels this pipeline sends to (its own `send` and its stages', and the
+    /// `channel` targets of its and its stages' `notify`).
     pub fn sends(&self) -> Vec<&str> {
-        let mut out: Vec<&str> =
-            self.send.iter().chain(self.all_stages().filter_map(|s| s.send.as_ref())).map(String::as_str).collect();
+        let notified =
+            self.notify.iter().chain(self.all_stages().flat_map(|s| &s.notify)).filter_map(|n| match &n.target {
+                NotifyTarget::Channel(channel) => Some(channel),
+                _ => None,
+            });
+        let mut out: Vec<&str> = self
+            .send
+            .iter()
+            .chain(self.all_stages().filter_map(|s| s.send.as_ref()))
+            .chain(notified)
+            .map(String::as_str)
+            .collect();
         out.sort_unstable();
         out.dedup();
         out

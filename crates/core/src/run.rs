@@ -241,6 +241,31 @@ pub struct ApprovalRecord {
     /// In the order given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub decisions: Vec<crate::approval::Decision>,
+    /// A `canary` task's question between two steps (`approval: true`): the step it
+    /// is at. `None` for an `approval` task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStep>,
+}
+
+/// Where a canary waits for a decision: what a restarted server needs to go on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryStep {
+    /// The step reached, in percent (below 100).
+    pub percent: u8,
+    /// The stable Deployment's replicas before the canary began.
+    pub total: u32,
+}
+
+impl ApprovalRecord {
+    /// The key the decisions on this question are stored under: the task's name, and
+    /// for a canary's step `<task>@<percent>%`, so each step is decided afresh (`@`
+    /// is never part of a task's name).
+    pub fn decision_key(&self, task: &str) -> String {
+        match self.canary {
+            Some(step) => format!("{task}@{}%", step.percent),
+            None => task.to_owned(),
+        }
+    }
 }
 
 #[cfg(test)]

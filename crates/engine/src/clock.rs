@@ -73,6 +73,34 @@ impl RunningClock {
     }
 }
 
+/// The ticking of a task on its clocks (the run's and its stage's), which the task may
+/// stop while it waits for people (a canary between steps) and start again.
+pub struct Ticks {
+    clocks: Vec<RunningClock>,
+    held: Mutex<Vec<Ticking>>,
+}
+
+impl Ticks {
+    /// Starts ticking on every one of `clocks`.
+    pub fn start(clocks: &[&RunningClock]) -> Ticks {
+        let clocks: Vec<RunningClock> = clocks.iter().map(|c| (*c).clone()).collect();
+        let held = clocks.iter().map(RunningClock::start).collect();
+        Ticks { clocks, held: Mutex::new(held) }
+    }
+
+    /// The clocks stand still (as far as this task is concerned) until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        self.held.lock().unwrap().clear();
+    }
+
+    pub fn resume(&self) {
+        let mut held = self.held.lock().unwrap();
+        if held.is_empty() {
+            *held = self.clocks.iter().map(RunningClock::start).collect();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -445,9 +445,10 @@ impl Engine {
                 }
                 if let wharf_core::model::TaskKind::Canary(c) = &task.kind
                     && c.approval
+                    && !self.approvals
                 {
-                    let why = "`approval: true` between canary steps is not built yet: use `pause`, or an `approval` task \
-                               before the canary";
+                    let why = "`approval: true` between canary steps needs the Wharf server: people approve or reject \
+                               each step in its UI, API or CLI (`wharf runs approve`), and `wharf run` has nobody to ask";
                     problems.push(Refusal::task(stage.name.as_str(), task.name.as_str(), "approval", why.to_owned()));
                 }
             }

@@ -17,7 +17,8 @@ use wharf_engine::approval::{ApprovalAsk, ApprovalGate};
 use wharf_executor::BoxFuture;
 use wharf_store::{Store, StoreError};
 
-/// Wakes the waiting approval tasks, by (run id, task name).
+/// Wakes the waiting approval tasks, by (run id, decision key: the task's name, or
+/// `<task>@<percent>%` for a canary's step).
 #[derive(Default)]
 pub(crate) struct Desk {
     waiting: Mutex<HashMap<(i64, String), Arc<Notify>>>,
@@ -98,7 +99,7 @@ pub struct Person {
 /// Why a decision was not taken.
 #[derive(Debug, thiserror::Error)]
 pub enum DecideError {
-    /// The run has no task of that name, or it is not an approval.
+    /// The run has no task of that name, or it is neither an approval nor a canary.
     #[error("{0}")]
     NotFound(String),
     /// The task is not waiting for a decision (not started, or decided), or this
@@ -139,8 +140,9 @@ impl Lifecycle {
         Arc::new(RunGate { run_id, store: self.store().clone(), desk: self.0.approvals.clone() })
     }
 
-    /// Takes `who`'s `verdict` on approval task `task` of run `run_id`; returns every
-    /// decision on it so far. The caller has checked that `who` may see the run.
+    /// Takes `who`'s `verdict` on approval task `task` of run `run_id` (or on the step
+    /// a `canary` task with `approval: true` waits at); returns every decision on it so
+    /// far. The caller has checked that `who` may see the run.
     pub async fn decide(
         &self,
         run_id: i64,
@@ -152,8 +154,9 @@ impl Lifecycle {
         let row = self.store().run(run_id).await?;
         let number = row.summary.number;
         let found = row.record.stages.iter().flat_map(|s| &s.tasks).find(|t| t.name == task);
-        let Some(found) = found.filter(|t| t.task_type == "approval") else {
-            return Err(DecideError::NotFound(format!("run #{number} has no approval task `{task}`")));
+        // An `approval` task, or a `canary` that asks between its steps.
+        let Some(found) = found.filter(|t| t.task_type == "approval" || t.task_type == "canary") else {
+            return Err(DecideError::NotFound(format!("run #{number} has no approval or canary task `{task}`")));
         };
         let (Status::Waiting, Some(asked)) = (found.progress.status, found.approval.as_ref()) else {
             return Err(DecideError::NotWaiting(format!(
@@ -166,7 +169,9 @@ impl Lifecycle {
             message: asked.message.clone(),
             required: asked.required,
         };
-        let so_far = self.store().decisions(run_id, task).await?;
+        // A canary's steps are decided one by one, each under its own key.
+        let key = asked.decision_key(task);
+        let so_far = self.store().decisions(run_id, &key).await?;
         let decider = Decider { user: &who.user, role: &who.role, admin: who.admin };
         may_decide(&rule, &decider, starter(&row.record.cause), verdict, &so_far).map_err(|refused| match refused {
             Refused::AlreadyDecided { .. } => DecideError::NotWaiting(refused.to_string()),
@@ -174,12 +179,12 @@ impl Lifecycle {
         })?;
         let decision =
             Decision { user: who.user.clone(), verdict, comment: comment.to_owned(), at: jiff::Timestamp::now() };
-        if !self.store().add_decision(run_id, task, &decision).await? {
+        if !self.store().add_decision(run_id, &key, &decision).await? {
             return Err(DecideError::NotWaiting(format!("`{}` already decided on this task", who.user)));
         }
-        tracing::info!(run = run_id, task, user = %who.user, verdict = verdict.as_str(), "approval decision");
-        self.0.approvals.ring(run_id, task);
-        Ok(self.store().decisions(run_id, task).await?)
+        tracing::info!(run = run_id, task = key, user = %who.user, verdict = verdict.as_str(), "approval decision");
+        self.0.approvals.ring(run_id, &key);
+        Ok(self.store().decisions(run_id, &key).await?)
     }
 
     /// Every approval task that waits now, with its run (the runs in progress only).
@@ -200,7 +205,7 @@ impl Lifecycle {
                             message: asked.message.clone(),
                             required: asked.required,
                         },
-                        decisions: self.store().decisions(row.summary.id, &task.name).await?,
+                        decisions: self.store().decisions(row.summary.id, &asked.decision_key(&task.name)).await?,
                         since: task.progress.history.iter().rev().find(|h| h.status == Status::Waiting).map(|h| h.at),
                     });
                 }

@@ -424,12 +424,18 @@ impl Lifecycle {
         }
     }
 
+    /// Ends a run that could not start `failed` with `why`, stored, and tells the
+    /// notifier (a run that never started fails like any other).
     async fn fail_unstarted(&self, run_id: i64, why: &str) {
         self.0.active.lock().unwrap().remove(&run_id);
         if let Ok(row) = self.store().run(run_id).await {
             let mut record = row.record;
             record.end_unstarted(Status::Failed, why, jiff::Timestamp::now());
-            let _ = self.store().save_record(run_id, &record).await;
+            if let Err(e) = self.store().save_record(run_id, &record).await {
+                tracing::error!(run = run_id, error = %e, "cannot save the record of a run that could not start");
+            }
+            tracing::warn!(run = run_id, "the run could not start: {why}");
+            self.0.shared.notify(crate::notify::RunEvent { run_id, record, kind: crate::notify::RunEventKind::Ended });
         }
     }
 

@@ -8,7 +8,8 @@ use wharf_core::run::RunRecord;
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunEventKind {
-    /// The run ended; the record is final and stored.
+    /// The run ended; the record is final and stored. Also sent for a run that could
+    /// not start (its `reason` says why) and for one a server restart interrupted.
     Ended,
     /// Approval task `task` of stage `stage` started waiting for people.
     Waiting { stage: String, task: String },

@@ -27,11 +27,16 @@ use wharf_store::logs::{LogKey, LogWriter};
 /// share one write.
 pub const SAVE_EVERY: Duration = Duration::from_millis(200);
 
+/// Something to do once a record write is done: what it announces is stored then.
+pub(crate) type AfterSave = Box<dyn FnOnce() + Send>;
+
 /// The newest record, kept up to date part by part, and whether the store has it.
 #[derive(Default)]
 struct Mirror {
     record: Option<RunRecord>,
     dirty: bool,
+    /// Run after the next write (which holds the changes made before they were added).
+    after: Vec<AfterSave>,
 }
 
 /// Coalesces record changes into periodic writes by a background saver.
@@ -62,16 +67,19 @@ impl Coalescer {
                         _ = closed.wait_for(|c| *c) => return,
                         () = changed.notified() => {}
                     }
-                    let snapshot = {
+                    let (snapshot, after) = {
                         let mut mirror = mirror.lock().unwrap();
                         if !mirror.dirty {
                             continue;
                         }
                         mirror.dirty = false;
-                        mirror.record.clone()
+                        (mirror.record.clone(), std::mem::take(&mut mirror.after))
                     };
                     if let Some(record) = snapshot {
                         save(record).await;
+                    }
+                    for then in after {
+                        then();
                     }
                     // Changes made meanwhile wait for the next write.
                     tokio::select! {
@@ -85,8 +93,17 @@ impl Coalescer {
     }
 
     /// Takes the changed `parts` of `record` (copying only them) for the next write.
+    #[cfg(test)]
     pub(crate) fn changed(&self, record: &RunRecord, parts: &[Part]) {
+        self.changed_then(record, parts, Vec::new());
+    }
+
+    /// As [`changed`](Self::changed), and runs `after` once the write holding these
+    /// changes is done (whether it succeeded: a failed write is logged, and what was to
+    /// be announced is announced anyway). Dropped unrun when the saver closes first.
+    pub(crate) fn changed_then(&self, record: &RunRecord, parts: &[Part], after: Vec<AfterSave>) {
         let mut mirror = self.mirror.lock().unwrap();
+        mirror.after.extend(after);
         let copied = match mirror.record.as_mut() {
             Some(mine) => parts.iter().all(|part| copy_part(mine, record, *part)),
             None => false,
@@ -100,7 +117,8 @@ impl Coalescer {
     }
 
     /// Stops the saver once its write in flight is done; changes it had not written
-    /// are dropped (the caller writes the final record next).
+    /// are dropped (the caller writes the final record next), and so is what was to
+    /// follow them (a waiting approval of a run that has ended is not announced).
     pub(crate) async fn close(&self) {
         self.closing.send_replace(true);
         let saver = self.saver.lock().unwrap().take();
@@ -199,11 +217,8 @@ impl Observer for Persist {
 
     fn changed_parts(&self, record: &RunRecord, parts: &[Part]) {
         self.shared.metrics.record_changed(parts.len());
-        // The terminal record is written by `finish`, after every earlier write, so no
-        // late periodic write can put an older state over the final word.
-        if !record.progress.status.is_terminal() {
-            self.records.changed(record, parts);
-        }
+        // An approval that starts waiting is announced once the store holds it waiting.
+        let mut after: Vec<AfterSave> = Vec::new();
         for part in parts {
             self.announce(&self.shared.live, record, *part);
             if let Part::Stage(s) = *part
@@ -222,15 +237,22 @@ impl Observer for Persist {
                 && task.progress.status == wharf_core::status::Status::Waiting
                 && task.approval.is_some()
             {
-                self.shared.notify(crate::notify::RunEvent {
+                let event = crate::notify::RunEvent {
                     run_id: self.run_id,
                     record: record.clone(),
                     kind: crate::notify::RunEventKind::Waiting {
                         stage: record.stages[s].name.clone(),
                         task: task.name.clone(),
                     },
-                });
+                };
+                let shared = self.shared.clone();
+                after.push(Box::new(move || shared.notify(event)));
             }
+        }
+        // The terminal record is written by `finish`, after every earlier write, so no
+        // late periodic write can put an older state over the final word.
+        if !record.progress.status.is_terminal() {
+            self.records.changed_then(record, parts, after);
         }
     }
 
@@ -371,6 +393,25 @@ mod tests {
         rec.stages.push(rec.stages[0].clone());
         coalescer.changed(&rec, &[Part::Stage(1)]);
         assert_eq!(coalescer.mirror.lock().unwrap().record.as_ref(), Some(&rec));
+        coalescer.close().await;
+    }
+
+    #[tokio::test]
+    async fn what_follows_a_change_runs_after_the_write_that_holds_it() {
+        let (coalescer, _, last) = counting(Duration::from_millis(30));
+        let mut rec = record(2);
+        coalescer.changed(&rec, &[Part::Run]);
+        // The first write is under way or done; the next change waits for the period.
+        rec.stages[0].tasks[1].reason = Some("waiting".into());
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel();
+        let stored = last.clone();
+        let then: AfterSave = Box::new(move || {
+            let held = stored.lock().unwrap().as_ref().map(|r| r.stages[0].tasks[1].reason.clone());
+            let _ = seen_tx.send(held);
+        });
+        coalescer.changed_then(&rec, &[Part::Task(0, 1)], vec![then]);
+        let held = tokio::time::timeout(Duration::from_secs(10), seen_rx).await.expect("never ran").unwrap();
+        assert_eq!(held, Some(Some("waiting".to_owned())), "ran before the change was written");
         coalescer.close().await;
     }
 }

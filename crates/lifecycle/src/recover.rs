@@ -9,7 +9,7 @@
 //! - A run that had executed nothing yet (it waited for a slot) is queued again under
 //!   its own number.
 //! - Any other started run is failed as interrupted, or started again as a new run when
-//!   its pipeline says `retry_on_restart: true`.
+//!   its pipeline says `retry_on_restart: true`; its failure is notified as any run's end.
 //! - A run with an `approval` task waiting is continued too: the task goes on waiting
 //!   (the decisions are in the store), whatever its other running tasks left.
 //! - Queued runs go back in the queue; leftovers nobody adopted are discarded.
@@ -135,6 +135,12 @@ impl Lifecycle {
         self.system_line(row.summary.id, &why);
         self.store().save_record(row.summary.id, &record).await?;
         tracing::warn!(run = row.summary.id, "{why}");
+        // Its end is told like any other run's, once stored.
+        self.0.shared.notify(crate::notify::RunEvent {
+            run_id: row.summary.id,
+            record,
+            kind: crate::notify::RunEventKind::Ended,
+        });
         Ok(())
     }
 

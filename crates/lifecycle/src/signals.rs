@@ -92,7 +92,8 @@ pub struct Delivered {
 }
 
 impl Delivered {
-    fn describe(&self, channel: &str, values: usize) -> String {
+    /// Where a message of `values` values on `channel` went, in a sentence.
+    pub fn describe(&self, channel: &str, values: usize) -> String {
         let list = |items: Vec<String>| if items.is_empty() { "none".to_owned() } else { items.join(", ") };
         let mut line = format!(
             "sent {values} value(s) to channel `{channel}`: waiting stages told: {}; runs started: {}",

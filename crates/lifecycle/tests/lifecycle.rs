@@ -9,13 +9,14 @@
 //! thread, because the paused runtime jumps ahead whenever it is idle.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wharf_core::model::ExecutorKind;
 use wharf_core::run::Cause;
 use wharf_core::status::Status;
 use wharf_executor::fake::{Behavior, FakeExecutor};
 use wharf_executor::{AttemptId, Leftover};
+use wharf_lifecycle::notify::{Notifier, RunEvent, RunEventKind};
 use wharf_lifecycle::{Executors, HostPolicy, Lifecycle, RunError, Settings};
 use wharf_store::logs::{LogFiles, LogKey};
 use wharf_store::{PipelineRow, RunRow, Store};
@@ -37,10 +38,44 @@ async fn world() -> World {
 
 /// A lifecycle on `store` with `fake` as the host executor, started (recovery run).
 async fn lifecycle(dir: &tempfile::TempDir, store: &Store, fake: Arc<FakeExecutor>) -> Lifecycle {
+    lifecycle_told(dir, store, fake, Arc::default()).await
+}
+
+/// One event the lifecycle told: (run id, kind, status, reason).
+type Event = (i64, RunEventKind, Status, Option<String>);
+
+/// What the lifecycle told its notifier.
+#[derive(Default)]
+struct Told(Mutex<Vec<Event>>);
+
+impl Notifier for Told {
+    fn notify(&self, event: RunEvent) {
+        let told = (event.run_id, event.kind, event.record.progress.status, event.record.reason);
+        self.0.lock().unwrap().push(told);
+    }
+}
+
+impl Told {
+    /// Waits (at most 20 s) for the end of run `id` to be told.
+    async fn ended(&self, id: i64) -> (Status, Option<String>) {
+        for _ in 0..2000 {
+            let told = self.0.lock().unwrap().iter().find(|t| t.0 == id && t.1 == RunEventKind::Ended).cloned();
+            if let Some((_, _, status, reason)) = told {
+                return (status, reason);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the end of run {id} was never told: {:?}", self.0.lock().unwrap());
+    }
+}
+
+/// [`lifecycle`] telling `told`, set before recovery runs (as the server does).
+async fn lifecycle_told(dir: &tempfile::TempDir, store: &Store, fake: Arc<FakeExecutor>, told: Arc<Told>) -> Lifecycle {
     let logs = LogFiles::new(dir.path().join("logs"), 1_000_000);
     let executors = Executors::new(ExecutorKind::Host).register(ExecutorKind::Host, fake);
     let host = HostPolicy { allowed: true, forks: false, unavailable: None, task_gid: None };
     let runs = Lifecycle::new(store.clone(), logs, Settings::new(dir.path().to_path_buf()), executors, host);
+    runs.set_notifier(told);
     runs.start().await.unwrap();
     runs
 }
@@ -253,13 +288,17 @@ async fn a_restart_continues_what_can_be_adopted_requeues_what_never_ran_and_fai
     fake.leave(Leftover { id: "not-ours".into(), owner: "0123456789abcdef/1".into(), attempt: attempt.clone() });
     fake.on_adopt("main", Behavior { runs_for: Duration::from_millis(100), ..Behavior::default() });
     fake.on("main", vec![Behavior::default()]);
-    let runs = lifecycle(&w.dir, &w.store, fake.clone()).await;
+    let told = Arc::new(Told::default());
+    let runs = lifecycle_told(&w.dir, &w.store, fake.clone(), told.clone()).await;
     let w = World { dir: w.dir.clone(), store: w.store.clone(), fake: fake.clone(), runs };
     assert_eq!(w.ended(adoptable).await.summary.status, Status::Succeeded, "the adopted task finished");
     assert_eq!(fake.adopted().len(), 1);
     let failed = w.ended(interrupted).await;
     assert_eq!(failed.summary.status, Status::Failed);
     assert_eq!(failed.record.reason.as_deref(), Some(wharf_core::settle::INTERRUPTED));
+    // The interrupted run's failure is told, with its cause.
+    let interrupted_told = (Status::Failed, Some(wharf_core::settle::INTERRUPTED.to_owned()));
+    assert_eq!(told.ended(interrupted).await, interrupted_told);
     let requeued = w.ended(unstarted).await;
     assert_eq!(requeued.summary.status, Status::Succeeded, "queued again and run: {:#?}", requeued.record);
     assert_eq!(requeued.summary.number, 1, "under its own number");
@@ -268,4 +307,30 @@ async fn a_restart_continues_what_can_be_adopted_requeues_what_never_ran_and_fai
     let mut discarded = fake.discarded();
     discarded.sort();
     assert_eq!(discarded, ["stray"], "only this server's, and only what nobody adopted");
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_start_fails_with_why_and_that_is_told() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = Store::open(&dir.path().join("wharf.db").display().to_string()).await.unwrap();
+    let fake = FakeExecutor::new();
+    let told = Arc::new(Told::default());
+    let runs = lifecycle_told(&dir, &store, fake.clone(), told.clone()).await;
+    let w = World { dir: dir.clone(), store, fake, runs };
+    w.fake.on("main", vec![Behavior { exit_code: 3, ..Behavior::default() }]);
+    let p = w.pipeline("fragile", "allow").await;
+    let first = w.start(&p).await;
+    assert_eq!(w.ended(first).await.summary.status, Status::Failed);
+    assert_eq!(told.ended(first).await.0, Status::Failed, "an ordinary failure is told too");
+    // The next run cannot start: its directory cannot be made (a file is in the way).
+    let workspaces = dir.path().join("workspaces");
+    std::fs::remove_dir_all(&workspaces).unwrap();
+    std::fs::write(&workspaces, "in the way").unwrap();
+    let second = w.start(&p).await;
+    let ended = w.ended(second).await;
+    assert_eq!(ended.summary.status, Status::Failed);
+    assert!(ended.record.stages[0].tasks[0].attempts == 0, "nothing ran: {:#?}", ended.record);
+    let why = ended.record.reason.clone().expect("the reason");
+    assert!(why.contains("workspaces"), "{why}");
+    assert_eq!(told.ended(second).await, (Status::Failed, Some(why)));
 }

@@ -113,6 +113,34 @@ impl Facts {
         }
     }
 
+    /// The facts as a channel message's values (`notify: [{channel: …}]`), named
+    /// `NOTIFY_EVENT`, `NOTIFY_PIPELINE`, `NOTIFY_RUN`, `NOTIFY_STATUS`, and when known
+    /// `NOTIFY_STAGE`, `NOTIFY_CAUSE`, `NOTIFY_COMMIT`, `NOTIFY_BRANCH`,
+    /// `NOTIFY_FAILED_TASK`, `NOTIFY_REASON`, `NOTIFY_URL`, `NOTIFY_TASK` and
+    /// `NOTIFY_MESSAGE` (the approval that waits): a pipeline the channel triggers takes
+    /// those it declares as parameters.
+    pub fn values(&self) -> std::collections::BTreeMap<String, String> {
+        let waiting = self.waiting.as_ref();
+        [
+            ("EVENT", Some(self.event.as_str().to_owned())),
+            ("PIPELINE", Some(self.pipeline.clone())),
+            ("RUN", Some(self.run.to_string())),
+            ("STATUS", Some(self.status.as_str().to_owned())),
+            ("STAGE", self.stage.clone().or_else(|| waiting.map(|w| w.stage.clone()))),
+            ("CAUSE", Some(self.cause.clone())),
+            ("COMMIT", self.commit.clone()),
+            ("BRANCH", self.branch.clone()),
+            ("FAILED_TASK", self.failed_task.clone()),
+            ("REASON", self.reason.clone()),
+            ("URL", self.url.clone()),
+            ("TASK", waiting.map(|w| w.task.clone())),
+            ("MESSAGE", waiting.and_then(|w| w.message.clone())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (format!("NOTIFY_{name}"), v)))
+        .collect()
+    }
+
     /// The documented JSON body.
     pub fn json(&self) -> String {
         serde_json::to_string(self).expect("facts serialise")

@@ -2,12 +2,13 @@
 //! lifecycle), each of the pipeline's `notify` entries whose `on` matches is sent, on a
 //! task of its own: webhooks through the outbound policy (signed with the webhook's
 //! `secret`, a project secret, or the server's `notify_secret`), e-mail through the
-//! server's SMTP settings. Every attempt is stored with the run (the run page shows
-//! them); nothing here can change the run.
+//! server's SMTP settings, channel messages through the lifecycle's `publish` (as a
+//! `send:` would, with the run's outputs and the facts). Every attempt is stored with
+//! the run (the run page shows them); nothing here can change the run.
 
 use std::sync::Arc;
 use wharf_core::model::{NotifyOn, NotifyTarget, Pipeline};
-use wharf_core::run::RunRecord;
+use wharf_core::run::{Cause, RunRecord};
 use wharf_core::status::Status;
 use wharf_core::vars::{Scope, Template};
 use wharf_lifecycle::notify::{Notifier, RunEvent, RunEventKind};
@@ -137,8 +138,7 @@ impl ServerNotifier {
             let (channel, target) = match &notification.target {
                 NotifyTarget::Webhook(w) => ("webhook", webhook::shown_target(&w.url)),
                 NotifyTarget::Email(to) => ("email", to.join(", ")),
-                // Channels link pipelines (stage triggers): not a delivery of this module.
-                NotifyTarget::Channel(_) => continue,
+                NotifyTarget::Channel(name) => ("channel", name.clone()),
             };
             let store = inner.store.clone();
             let run_id = event.run_id;
@@ -194,12 +194,32 @@ impl ServerNotifier {
                             .to_owned(),
                     }),
                 },
-                NotifyTarget::Channel(_) => {}
+                NotifyTarget::Channel(name) => {
+                    // A message on the project's channel: the run's outputs and the
+                    // facts; waiting stages get it, triggered pipelines start.
+                    let mut values = outputs(&event.record);
+                    values.extend(facts.values());
+                    let cause = Cause::Channel {
+                        channel: name.clone(),
+                        pipeline: pipeline.name.clone(),
+                        number: row.summary.number as u64,
+                    };
+                    let attempt = match inner.runs.publish(&pipeline.project, name, &values, cause).await {
+                        Ok(sent) => Attempt { number: 1, delivered: true, detail: sent.describe(name, values.len()) },
+                        Err(e) => Attempt { number: 1, delivered: false, detail: format!("cannot publish: {e}") },
+                    };
+                    report(attempt);
+                }
             }
             drop(report);
             let _ = writer.await;
         }
     }
+}
+
+/// Every task output of `record` as stored (secrets masked); a later task's value wins.
+fn outputs(record: &RunRecord) -> std::collections::BTreeMap<String, String> {
+    record.stages.iter().flat_map(|s| &s.tasks).flat_map(|t| t.outputs.clone()).collect()
 }
 
 /// The names a notification's templates may use: the built-ins known after the run

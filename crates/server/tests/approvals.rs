@@ -139,3 +139,96 @@ async fn a_restarted_server_keeps_the_run_waiting_and_takes_the_decision() {
     assert!(log.contains("still waiting, after a server restart"), "{log}");
     drop(data);
 }
+
+/// The canary's step it waits at, when its task waits.
+fn canary_waiting_at(run: &Value) -> Option<u64> {
+    let task = task_of(run, "canary")?;
+    (task["status"] == "waiting").then(|| task["approval"]["canary"]["percent"].as_u64()).flatten()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_asks_between_steps_keeps_asking_after_a_restart_and_a_rejection_rolls_it_back() {
+    let fake = wharf_kube_fake::KubeFake::start(wharf_kube_fake::Options::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::start_in(dir).await;
+    s.post("/clusters", json!({ "name": "prod", "kubeconfig": fake.kubeconfig() })).await.expect(201);
+    // The stable version, deployed around the server.
+    let policy = wharf_kube::Policy::new(&["127.0.0.1"]).unwrap();
+    let stable = wharf_executor::deploy::DeploySpec {
+        run: "setup#1".into(),
+        stage: "Setup".into(),
+        task: "setup".into(),
+        file: "web.yaml".into(),
+        manifests: "apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: default}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: 'reg.example/web:1'}]
+"
+        .into(),
+        cluster: wharf_executor::deploy::ClusterLogin {
+            name: "prod".into(),
+            kubeconfig: fake.kubeconfig(),
+            context: None,
+        },
+        namespace: "default".into(),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(None);
+    let deployer = wharf_kube::deploy::KubeDeployer::new(policy);
+    use wharf_executor::deploy::Deployer;
+    deployer.deploy(stable, std::sync::Arc::new(common::NoLogs), rx).await.unwrap();
+    let yaml = "name: rollout
+stages:
+  - name: Release
+    tasks:
+      - {name: canary, type: canary, deployment: web, cluster: prod, namespace: default, image: 'reg.example/web:2', \
+         steps: [25, 50, 100], approval: true}
+notify:
+  - on: [waiting]
+    channel: canary-steps
+";
+    let p = s.send_yaml(Method::POST, "/pipelines", yaml).await.expect(201);
+    let run = id_of(&s.start_run(id_of(&p.json), json!({})).await);
+    let at = s.wait_run_until(run, "waiting at 25%", |r| canary_waiting_at(r) == Some(25)).await;
+    assert_eq!(task_of(&at, "canary").unwrap()["approval"]["message"], "canary `canary` is at 25%: go on to 50%?");
+    let listed = s.get("/approvals").await.json;
+    assert_eq!((listed["total"].as_u64(), listed["items"][0]["task"].as_str()), (Some(1), Some("canary")), "{listed}");
+    // Each step's wait is announced (here: a message on a channel nobody listens to).
+    let announced =
+        |r: &Value| r["notifications"].as_array().map_or(0, |a| a.iter().filter(|n| n["event"] == "waiting").count());
+    s.wait_run_until(run, "the wait at 25% announced", |r| announced(r) == 1).await;
+
+    // A restart: the canary goes on waiting at the same step.
+    let TestServer { server, dir, .. } = s;
+    server.shutdown().await;
+    let s = common::start_in(dir).await;
+    s.wait_run_until(run, "still waiting at 25%", |r| canary_waiting_at(r) == Some(25)).await;
+    let deployment = |name: &'static str| {
+        let fake = &fake;
+        async move { common::kube_get(fake, &format!("/apis/apps/v1/namespaces/default/deployments/{name}")).await }
+    };
+    assert_eq!(deployment("web-canary").await.unwrap()["spec"]["replicas"], 1);
+    // A project manager is no approver of a canary step; an administrator decides.
+    let ann = s.user("ann", "manager", &["admin"]).await;
+    ann.post(&format!("/runs/{run}/tasks/canary/approve"), json!({})).await.expect_error(403);
+    s.post(&format!("/runs/{run}/tasks/canary/approve"), json!({ "comment": "25 looks fine" })).await.expect(200);
+    s.wait_run_until(run, "waiting at 50%", |r| canary_waiting_at(r) == Some(50)).await;
+    assert_eq!(deployment("web-canary").await.unwrap()["spec"]["replicas"], 2);
+    s.wait_run_until(run, "the wait at 50% announced", |r| announced(r) == 2).await;
+    s.post(&format!("/runs/{run}/tasks/canary/reject"), json!({ "comment": "error rate up" })).await.expect(200);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let canary = task_of(&done, "canary").unwrap();
+    assert_eq!(canary["reason"], "rejected at 50% by admin: error rate up", "{canary:#}");
+    // Rolled back: the stable Deployment as it was, the canary gone.
+    let web = deployment("web").await.unwrap();
+    assert_eq!(web["spec"]["replicas"], 4);
+    assert_eq!(web["spec"]["template"]["spec"]["containers"][0]["image"], "reg.example/web:1");
+    assert!(deployment("web-canary").await.is_none());
+    s.post(&format!("/runs/{run}/tasks/canary/approve"), json!({})).await.expect_error(409);
+}

@@ -239,6 +239,14 @@ notify:
     );
     let p = id_of(&s.create(&yaml).await);
     let run = id_of(&s.start_run(p, json!({})).await);
+    // The receiver decides the moment the announcement arrives: the waiting state is
+    // stored before it is sent, so the decision is taken (never a 409).
+    let until = Instant::now() + common::DEADLINE;
+    while seen.lock().unwrap().is_empty() {
+        assert!(Instant::now() < until, "the waiting approval was never announced");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    s.post(&format!("/runs/{run}/tasks/sign/approve"), json!({})).await.expect(200);
     let list = attempts(&s, run, 2).await;
     let hook = list.iter().find(|a| a["channel"] == "webhook").unwrap();
     assert_eq!((hook["event"].as_str(), hook["outcome"].as_str()), (Some("waiting"), Some("delivered")));
@@ -250,19 +258,128 @@ notify:
     let mail = list.iter().find(|a| a["channel"] == "email").unwrap();
     assert_eq!(mail["outcome"], "failed", "{mail}");
     assert!(!mail["detail"].as_str().unwrap().contains(SMTP_PASSWORD), "{mail}");
-    // The announcement can reach the receiver before the waiting state is stored (the
-    // records are written behind); a decision is taken once it is.
-    s.wait_run_until(run, "the approval stored as waiting", |r| {
-        r["stages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|st| st["tasks"].as_array().into_iter().flatten())
-            .any(|t| t["name"] == "sign" && t["status"] == "waiting")
-    })
-    .await;
-    s.post(&format!("/runs/{run}/tasks/sign/approve"), json!({})).await.expect(200);
     assert_eq!(s.wait_run(run).await["status"], "succeeded");
     assert!(smtp.messages().is_empty());
     let _ = Method::GET;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_checkout_fails_before_any_task_is_notified_with_the_cause() {
+    let s = common::start_in(tempfile::tempdir().unwrap()).await;
+    let (port, seen) = receiver().await;
+    let yaml = format!(
+        "name: unreachable
+source:
+  repo: http://127.0.0.1:1/nothing.git
+  branch: main
+stages:
+  - name: Build
+    tasks:
+      - {{name: compile, type: script, script: 'echo never'}}
+notify:
+  - on: [failure]
+    webhook: {{url: 'http://127.0.0.1:{port}/failed'}}
+"
+    );
+    let p = id_of(&s.create(&yaml).await);
+    let run = id_of(&s.start_run(p, json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "failed");
+    let list = attempts(&s, run, 1).await;
+    assert_eq!((list[0]["event"].as_str(), list[0]["outcome"].as_str()), (Some("failure"), Some("delivered")));
+    let body: Value = serde_json::from_slice(&seen.lock().unwrap()[0].body).unwrap();
+    assert_eq!(body["status"], "failed", "{body}");
+    assert!(body["reason"].as_str().is_some_and(|r| !r.is_empty()), "the cause is told: {body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_target_starts_the_pipeline_it_triggers_and_wakes_a_waiting_stage() {
+    let s = common::start_in(tempfile::tempdir().unwrap()).await;
+    s.create(
+        "name: listener
+parameters:
+  - {name: NOTIFY_STATUS, default: none}
+  - {name: VERSION, default: none}
+triggers:
+  - channel: released
+stages:
+  - name: Tell
+    tasks:
+      - {name: tell, type: script, script: 'echo \"heard ${VERSION} ${NOTIFY_STATUS}\"'}
+",
+    )
+    .await;
+    let waiter = s
+        .create(
+            "name: waiter
+stages:
+  - name: After
+    wait: {channels: [released], params: [NOTIFY_RUN, VERSION]}
+    tasks:
+      - {name: after, type: script, script: 'echo \"after run ${NOTIFY_RUN} of ${VERSION}\"'}
+",
+        )
+        .await;
+    let sender = s
+        .create(
+            "name: sender
+stages:
+  - name: Build
+    tasks:
+      - {name: build, type: script, script: 'echo VERSION=2.0.$BUILD_ID >> $WHARF_OUTPUT'}
+notify:
+  - on: [success]
+    channel: released
+",
+        )
+        .await;
+    let waiting = id_of(&s.start_run(id_of(&waiter), json!({})).await);
+    s.wait_run_until(waiting, "waiting at After", |r| {
+        r["stages"].as_array().into_iter().flatten().any(|st| st["name"] == "After" && st["status"] == "waiting")
+    })
+    .await;
+    let sent = id_of(&s.start_run(id_of(&sender), json!({})).await);
+    assert_eq!(s.wait_run(sent).await["status"], "succeeded");
+    // The delivery is an attempt like the others: where the message went.
+    let list = attempts(&s, sent, 1).await;
+    let attempt = &list[0];
+    assert_eq!((attempt["channel"].as_str(), attempt["target"].as_str()), (Some("channel"), Some("released")));
+    assert_eq!((attempt["event"].as_str(), attempt["outcome"].as_str()), (Some("success"), Some("delivered")));
+    let detail = attempt["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("to channel `released`: waiting stages told: waiter#1 After; runs started: listener#1"),
+        "{detail}"
+    );
+
+    let woken = s.wait_run(waiting).await;
+    assert_eq!(woken["status"], "succeeded", "{woken:#}");
+    let after = s.get(&format!("/runs/{waiting}/tasks/after/log")).await.text;
+    assert!(after.contains("after run 1 of 2.0.1"), "{after}");
+    let runs = s.get("/pipelines/listener/runs").await.expect(200).json;
+    let heard = s.wait_run(id_of(&runs["items"][0])).await;
+    assert_eq!(heard["status"], "succeeded", "{heard:#}");
+    assert_eq!(heard["cause"], json!({"kind": "channel", "channel": "released", "pipeline": "sender", "number": 1}));
+    assert_eq!(heard["parameters"], json!({"NOTIFY_STATUS": "succeeded", "VERSION": "2.0.1"}));
+    let tell = s.get(&format!("/runs/{}/tasks/tell/log", id_of(&runs["items"][0]))).await.text;
+    assert!(tell.contains("heard 2.0.1 succeeded"), "{tell}");
+
+    // A notification's channel takes part in the loop check at save.
+    let looped = s
+        .send_yaml(
+            Method::POST,
+            "/pipelines",
+            "name: echo
+triggers:
+  - channel: released
+stages:
+  - name: S
+    tasks:
+      - {name: t, type: script, script: 'true'}
+notify:
+  - on: [failure]
+    channel: released
+",
+        )
+        .await;
+    assert_eq!(looped.status, 422, "{}", looped.text);
+    assert!(looped.text.contains("echo → echo"), "{}", looped.text);
 }

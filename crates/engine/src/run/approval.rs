@@ -67,6 +67,7 @@ impl RunState {
                     approvers: asked.approvers.clone(),
                     required: asked.required,
                     decisions: vec![],
+                    canary: None,
                 });
                 for status in [Status::Running, Status::Waiting] {
                     if self.apply(&mut record, part, status, None) {

@@ -11,6 +11,7 @@ use super::stop::ended_status;
 use super::variables::SpecError;
 use super::{RunState, StopRx};
 use crate::Part;
+use crate::clock::Ticks;
 use crate::outputs::OutputFile;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
@@ -42,8 +43,10 @@ enum AttemptError {
 
 impl RunState {
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
-    /// run's attempt that was running); returns (status, reason, exit code).
-    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
+    /// run's attempt that was running); returns (status, reason, exit code). `ticks`
+    /// is the attempt's time on the run's and stage's clocks (a canary stops it while
+    /// it waits for people).
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels, mode and clocks")]
     pub(super) async fn attempt(
         self: &Arc<Self>,
         s: usize,
@@ -53,6 +56,7 @@ impl RunState {
         stop: &mut StopRx,
         stage_note: &Mutex<Option<String>>,
         adopt: Option<wharf_executor::LogResume>,
+        ticks: &Ticks,
     ) -> (Status, Option<String>, Option<i32>) {
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
@@ -95,20 +99,25 @@ impl RunState {
         let result = async {
             let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
             let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part));
-            // The time an adopted attempt already ran counts against its timeout.
-            let ran_before = match adopt {
-                Some(_) => {
-                    let since = self.record.lock().unwrap().stages[s].tasks[t]
-                        .progress
+            // The time an adopted attempt already ran counts against its timeout, and so
+            // does the time of a canary's attempt that waited for people when the server
+            // stopped (since the attempt began: its first `running` not after a wait).
+            let since = {
+                let record = self.record.lock().unwrap();
+                let progress = &record.stages[s].tasks[t].progress;
+                match adopt {
+                    Some(_) => progress.history.iter().rev().find(|tr| tr.status == Status::Running).map(|tr| tr.at),
+                    None if progress.status == Status::Waiting => progress
                         .history
-                        .iter()
+                        .windows(2)
                         .rev()
-                        .find(|tr| tr.status == Status::Running)
-                        .map(|tr| tr.at);
-                    since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default()
+                        .find(|w| w[1].status == Status::Running && w[0].status != Status::Waiting)
+                        .map(|w| w[1].at),
+                    None => None,
                 }
-                None => Duration::ZERO,
             };
+            let ran_before =
+                since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default();
             let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
                 (Job::Exec(spec), Some(resume)) => {
                     let adopted = self.executor.adopt(spec, sink, task_rx, resume);
@@ -149,7 +158,7 @@ impl RunState {
                 }),
                 (Job::Canary(job), None) => {
                     let output = output.clone();
-                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output).await.map(Some)?) })
+                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output, ticks).await.map(Some)?) })
                 }
                 (Job::Release(job), None) => {
                     let output = output.clone();

@@ -61,6 +61,15 @@ pub(super) enum DeployYamlError {
     WriteOutputs(#[source] io::Error),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    /// A canary step that people rejected (the rejecter and comment), or whose
+    /// decision could not be read.
+    #[error("{0}")]
+    Decision(String),
+    #[error(
+        "`approval: true` on a canary needs the Wharf server: people approve or reject its steps in its UI, API or \
+         CLI, and `wharf run` has nobody to ask"
+    )]
+    NoApprovals,
 }
 
 impl RunState {

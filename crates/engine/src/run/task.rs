@@ -5,7 +5,7 @@ use super::resume::TaskResume;
 use super::stop::{ended_status, stop_requested};
 use super::{RunState, StopRx};
 use crate::Part;
-use crate::clock::RunningClock;
+use crate::clock::{RunningClock, Ticks};
 use std::sync::{Arc, Mutex};
 use wharf_core::model::{Task, TaskKind};
 use wharf_core::status::Status;
@@ -30,14 +30,29 @@ impl RunState {
         if let TaskKind::Approval(rule) = &task.kind {
             return self.approval(s, t, &task, rule, stop, &stage_note).await;
         }
+        // A canary that waited for a decision between two steps when the server
+        // stopped: its attempt goes on waiting, and on from that step.
+        let mut waiting_canary = matches!(task.kind, TaskKind::Canary(_)) && self.status_of(part) == Status::Waiting;
         loop {
+            if waiting_canary {
+                waiting_canary = false;
+                let permit = self.slots.clone().try_acquire_owned().ok();
+                let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
+                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None, &ticking).await;
+                drop(ticking);
+                drop(permit);
+                match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
+                    Some(status) => return status,
+                    None => continue,
+                }
+            }
             attempt += 1;
             if let Some(resume) = adopt.take() {
                 // The attempt runs already and holds a slot of its own; take one when
                 // free, never wait (it would show `pending` while it runs).
                 let permit = self.slots.clone().try_acquire_owned().ok();
-                let ticking = (self.run_clock.start(), stage_clock.start());
-                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, Some(resume)).await;
+                let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
+                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, Some(resume), &ticking).await;
                 drop(ticking);
                 drop(permit);
                 match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
@@ -82,8 +97,8 @@ impl RunState {
                     self.observer.changed(&record, part);
                 }
             }
-            let ticking = (self.run_clock.start(), stage_clock.start());
-            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None).await;
+            let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
+            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None, &ticking).await;
             drop(ticking);
             drop(permit);
             if let Some(status) = self.after_attempt(s, t, &task, attempt, &stop, outcome) {

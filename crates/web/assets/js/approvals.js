@@ -56,7 +56,7 @@ export function decisionPanel(runId, task, approval, waiting, done) {
   }
   return h('div', { class: 'approval-panel', 'data-approval': task },
     approval.message ? h('p', { class: 'approval-message' }, approval.message) : null,
-    h('p', { class: 'muted' }, t('approvals.rule', { approvers: approval.approvers.join(', '), given: approvals, required: approval.required })),
+    h('p', { class: 'muted' }, t('approvals.rule', { approvers: approval.approvers.length ? approval.approvers.join(', ') : t('approvals.administrators'), given: approvals, required: approval.required })),
     decisions.length
       ? h('ul', { class: 'decisions' }, decisions.map((d) => h('li', { 'data-user': d.user },
         t(d.verdict === 'approve' ? 'approvals.approved_by' : 'approvals.rejected_by', { user: d.user, time: fmtTime(d.at) }),

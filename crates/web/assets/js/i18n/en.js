@@ -671,6 +671,7 @@ export default {
   'approvals.started_by': 'Started by {user}',
   'approvals.since': 'waiting since {time}',
   'approvals.comment': 'Comment',
+  'approvals.administrators': 'none named (a canary step)',
   'approvals.rule': 'Approvers: {approvers} (administrators may always decide). {given} of {required} approvals given.',
   'approvals.approved_by': 'Approved by {user} at {time}',
   'approvals.rejected_by': 'Rejected by {user} at {time}',

@@ -668,6 +668,7 @@ export default {
   'approvals.started_by': '由 {user} 启动',
   'approvals.since': '自 {time} 起等待',
   'approvals.comment': '意见',
+  'approvals.administrators': '未指定（灰度发布步骤）',
   'approvals.rule': '审批人：{approvers}（管理员始终可以审批）。已批准 {given} / {required}。',
   'approvals.approved_by': '{user} 于 {time} 批准',
   'approvals.rejected_by': '{user} 于 {time} 驳回',
