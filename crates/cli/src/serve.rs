@@ -26,7 +26,7 @@ pub struct ServeArgs {
     /// Where the database, logs and workspaces live [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// `sqlite://PATH` [default: sqlite://<data-dir>/wharf.db].
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB` [default: sqlite://<data-dir>/wharf.db].
     #[arg(long, env = "WHARF_DATABASE_URL")]
     database_url: Option<String>,
     /// host | docker | kubernetes [default: docker when a Docker socket answers, else host].
@@ -230,9 +230,12 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     config.database_url = args.database_url.clone().or(s("database_url"));
     if let Some(url) = &config.database_url
         && !url.starts_with("sqlite:")
+        && !wharf_store::is_postgres_url(url)
     {
+        // Only the scheme is repeated: the rest may hold a password.
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         bail!(
-            "database_url `{url}`: only sqlite:// is supported in this build (PostgreSQL comes with the replicas issue)"
+            "database_url with the scheme `{scheme}`: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
         );
     }
     let executor = match args.executor.clone().or(s("executor")).as_deref() {
