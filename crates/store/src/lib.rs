@@ -22,6 +22,7 @@ mod backends;
 
 pub mod bindings;
 pub mod clusters;
+pub mod copy;
 pub mod db;
 pub mod deliveries;
 pub mod gates;
