@@ -480,6 +480,19 @@ async fn the_statements_that_differ_per_database_answer_alike(store: Store) {
     assert_eq!(store.signals(run.id, "deploy").await.unwrap(), [("hook".to_owned(), values)]);
 }
 
+/// This build has no TLS to PostgreSQL: a URL that asks for it fails to connect (never
+/// silently plain), and the error names the server but not the password.
+#[tokio::test]
+async fn postgres_refuses_a_url_that_requires_tls_and_hides_the_password() {
+    let Some((_keep, url)) = backends::postgres_url() else { return };
+    let err = Store::open(&format!("{url}?sslmode=require")).await.unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("wharf-test-password"), "{err}");
+    let err = Store::open(&url.replace("wharf-test-password", "wrong")).await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.1"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+}
+
 on_both!(
     pipelines_have_versions_and_unique_names,
     run_numbers_and_increments_are_allocated_once_even_concurrently,
