@@ -471,6 +471,20 @@ mod tests {
         assert!(err.contains("outbound_allow must be a list of strings"), "{err}");
     }
 
+    #[test]
+    fn database_urls_are_sqlite_or_postgres_and_a_refusal_shows_no_password() {
+        use clap::Parser;
+        let pg = "postgres://wharf:db-pass@127.0.0.1:5432/wharf";
+        let parsed = Serve::parse_from(["serve", "--database-url", pg]);
+        assert_eq!(config(&parsed.args).unwrap().0.database_url.as_deref(), Some(pg));
+        let parsed = Serve::parse_from(["serve", "--database-url", "sqlite:///var/lib/wharf/wharf.db"]);
+        assert!(config(&parsed.args).is_ok());
+        let parsed = Serve::parse_from(["serve", "--database-url", "mysql://wharf:db-pass@db/wharf"]);
+        let err = config(&parsed.args).unwrap_err().to_string();
+        assert!(err.contains("the scheme `mysql`: expected sqlite://PATH or postgres://"), "{err}");
+        assert!(!err.contains("db-pass"), "{err}");
+    }
+
     use wharf_notify::email::Security;
 
     #[test]
