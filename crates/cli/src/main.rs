@@ -10,6 +10,7 @@ mod chart;
 mod chart_oci;
 mod client;
 mod local;
+mod migrate;
 mod report;
 mod serve;
 
@@ -81,6 +82,9 @@ enum Command {
     /// Helm charts without helm: `template` renders a chart as `helm template` does,
     /// `package` writes a `.tgz` as `helm package` does, `push` stores one in a registry.
     Chart(chart::ChartArgs),
+    /// Move a server's database from SQLite to PostgreSQL: `--from sqlite://PATH --to
+    /// postgres://URL` copies every table into an empty database in one transaction.
+    Migrate(migrate::MigrateArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -144,6 +148,7 @@ fn main() -> ExitCode {
         Command::Secrets(args) => on_runtime(client::tenancy::secrets(args)),
         Command::Login(args) => on_runtime(client::tenancy::login(args)),
         Command::Chart(args) => chart::chart(args),
+        Command::Migrate(args) => on_runtime(migrate::migrate(args)),
         Command::Serve(args) => serve::forbid_new_privileges()
             .and_then(|()| on_runtime(async { serve::serve(*args).await.map(|()| ExitCode::SUCCESS) })),
         Command::Run(args) => on_runtime(run(args)),

@@ -26,7 +26,7 @@ pub struct ServeArgs {
     /// Where the database, logs and workspaces live [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// `sqlite://PATH` [default: sqlite://<data-dir>/wharf.db].
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST:PORT/DB` [default: sqlite://<data-dir>/wharf.db].
     #[arg(long, env = "WHARF_DATABASE_URL")]
     database_url: Option<String>,
     /// host | docker | kubernetes [default: docker when a Docker socket answers, else host].
@@ -230,9 +230,12 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     config.database_url = args.database_url.clone().or(s("database_url"));
     if let Some(url) = &config.database_url
         && !url.starts_with("sqlite:")
+        && !wharf_store::is_postgres_url(url)
     {
+        // Only the scheme is repeated: the rest may hold a password.
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         bail!(
-            "database_url `{url}`: only sqlite:// is supported in this build (PostgreSQL comes with the replicas issue)"
+            "database_url with the scheme `{scheme}`: expected sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
         );
     }
     let executor = match args.executor.clone().or(s("executor")).as_deref() {
@@ -466,6 +469,20 @@ mod tests {
         std::fs::write(&file, "outbound_allow = \"10.0.0.0/8\"\n").unwrap();
         let err = config(&Serve::parse_from(["serve", "--config", path]).args).unwrap_err().to_string();
         assert!(err.contains("outbound_allow must be a list of strings"), "{err}");
+    }
+
+    #[test]
+    fn database_urls_are_sqlite_or_postgres_and_a_refusal_shows_no_password() {
+        use clap::Parser;
+        let pg = "postgres://wharf:db-pass@127.0.0.1:5432/wharf";
+        let parsed = Serve::parse_from(["serve", "--database-url", pg]);
+        assert_eq!(config(&parsed.args).unwrap().0.database_url.as_deref(), Some(pg));
+        let parsed = Serve::parse_from(["serve", "--database-url", "sqlite:///var/lib/wharf/wharf.db"]);
+        assert!(config(&parsed.args).is_ok());
+        let parsed = Serve::parse_from(["serve", "--database-url", "mysql://wharf:db-pass@db/wharf"]);
+        let err = config(&parsed.args).unwrap_err().to_string();
+        assert!(err.contains("the scheme `mysql`: expected sqlite://PATH or postgres://"), "{err}");
+        assert!(!err.contains("db-pass"), "{err}");
     }
 
     use wharf_notify::email::Security;

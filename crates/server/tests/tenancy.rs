@@ -608,7 +608,7 @@ async fn deleting_a_user_ends_their_tokens_and_sessions_and_keeps_their_pipeline
         let builtin = dan.call(method, "/users/admin", body).await.expect_error(409);
         assert!(builtin.error_text().contains("built-in user `admin`"), "{}", builtin.text);
     }
-    sqlx::query("UPDATE users SET disabled_at = 1 WHERE name = 'admin'")
+    wharf_store::db::query("UPDATE users SET disabled_at = 1 WHERE name = 'admin'")
         .execute(s.server.state.store.pool())
         .await
         .unwrap();
@@ -693,8 +693,8 @@ async fn sqlx_set_expired(s: &TestServer, user: &str, name: &str) {
     sqlx_update(pool, user, name).await;
 }
 
-async fn sqlx_update(pool: &sqlx::SqlitePool, user: &str, name: &str) {
-    sqlx::query("UPDATE api_tokens SET expires_at = 1 WHERE user_name = ? AND name = ?")
+async fn sqlx_update(pool: &wharf_store::db::Pool, user: &str, name: &str) {
+    wharf_store::db::query("UPDATE api_tokens SET expires_at = 1 WHERE user_name = ? AND name = ?")
         .bind(user)
         .bind(name)
         .execute(pool)
@@ -857,8 +857,7 @@ async fn rotating_the_key_reseals_every_secret_and_drops_the_old_key() {
     assert_eq!(store.secret_values("admin").await.unwrap()["ROTATED"], "before-rotation-value");
     assert_eq!(store.binding("gh").await.unwrap().token.as_deref(), Some("binding-token-value"));
     for query in ["SELECT value FROM secrets", "SELECT token FROM bindings"] {
-        use sqlx::Row;
-        let stored: String = sqlx::query(query).fetch_one(store.pool()).await.unwrap().get(0);
+        let stored: String = wharf_store::db::query(query).fetch_one(store.pool()).await.unwrap().get(0);
         assert!(stored.contains(&format!(":{new_id}:")), "{stored}");
     }
     let key_file = std::fs::read_to_string(data.join("data/secret.key")).unwrap();

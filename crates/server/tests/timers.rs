@@ -185,7 +185,7 @@ async fn a_start_reads_only_pipelines_whose_timers_are_not_of_their_latest_versi
     // Rows already of the latest version (a database from before the column) are
     // marked as such, not recomputed from now: the due times missed while down still
     // earn their catch-up runs.
-    sqlx::query("UPDATE pipelines SET timers_version = NULL").execute(store.pool()).await.unwrap();
+    wharf_store::db::query("UPDATE pipelines SET timers_version = NULL").execute(store.pool()).await.unwrap();
     let mut fires: Vec<_> = scheduler(&store)
         .resume(sh("2021-03-25T14:55:30"))
         .await

@@ -3,9 +3,9 @@
 //! fields are stored sealed ([`crate::secretbox`]) and never part of [`Binding`]'s
 //! serialised form.
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
-use sqlx::Row;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Binding {
@@ -81,7 +81,7 @@ pub struct OAuthState {
     pub expires_at: i64,
 }
 
-fn binding(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Binding> {
+fn binding(store: &Store, row: &DbRow) -> Result<Binding> {
     let client_secret = store.open_secret(row.get(5))?;
     let token = store.open_secret(row.get(6))?;
     let webhook_secret = store.open_secret(row.get(7))?;
@@ -111,7 +111,7 @@ impl Store {
     pub async fn create_binding(&self, new: &NewBinding) -> Result<Binding> {
         let _write = self.writer.lock().await;
         let now = now_ms();
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO bindings (name, provider, url, client_id, client_secret, token, webhook_secret, created_at, \
              updated_at, created_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -139,7 +139,7 @@ impl Store {
     }
 
     pub async fn binding(&self, name: &str) -> Result<Binding> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -148,7 +148,7 @@ impl Store {
     }
 
     pub async fn bindings(&self) -> Result<Vec<Binding>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
         rows.iter().map(|r| binding(self, r)).collect()
     }
 
@@ -156,7 +156,7 @@ impl Store {
     /// token); any refresh token goes.
     pub async fn set_binding_token(&self, name: &str, token: Option<&str>) -> Result<Binding> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query(
+        let done = db::query(
             "UPDATE bindings SET token = ?, refresh_token = NULL, token_expires_at = NULL, \
              oauth_redirect_uri = NULL, updated_at = ? WHERE name = ?",
         )
@@ -176,7 +176,7 @@ impl Store {
     /// refresh token keeps the one stored (GitHub may not send a new one).
     pub async fn set_binding_grant(&self, name: &str, grant: &StoredGrant) -> Result<Binding> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query(
+        let done = db::query(
             "UPDATE bindings SET token = ?, refresh_token = COALESCE(?, refresh_token), token_expires_at = ?, \
              oauth_redirect_uri = COALESCE(?, oauth_redirect_uri), updated_at = ? WHERE name = ?",
         )
@@ -199,8 +199,8 @@ impl Store {
     pub async fn put_oauth_state(&self, state_sha256: &str, pending: &OAuthState) -> Result<()> {
         let _write = self.writer.lock().await;
         let now = now_ms();
-        sqlx::query("DELETE FROM oauth_states WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
-        sqlx::query(
+        db::query("DELETE FROM oauth_states WHERE expires_at <= ?").bind(now).execute(&self.pool).await?;
+        db::query(
             "INSERT INTO oauth_states (state_sha256, binding, provider, redirect_uri, expires_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(state_sha256)
@@ -216,7 +216,7 @@ impl Store {
     /// Takes an OAuth `state` out: it works once. `None` when unknown, used or expired.
     pub async fn take_oauth_state(&self, state_sha256: &str) -> Result<Option<OAuthState>> {
         let _write = self.writer.lock().await;
-        let row = sqlx::query(
+        let row = db::query(
             "DELETE FROM oauth_states WHERE state_sha256 = ? RETURNING binding, provider, redirect_uri, expires_at",
         )
         .bind(state_sha256)
@@ -230,7 +230,7 @@ impl Store {
     /// Deletes a binding. The caller checks first that no pipeline uses it.
     pub async fn delete_binding(&self, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM bindings WHERE name = ?").bind(name).execute(&self.pool).await?;
+        let done = db::query("DELETE FROM bindings WHERE name = ?").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("binding `{name}`")));
         }

@@ -12,8 +12,8 @@
 
 use std::fmt;
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
-use sqlx::Row;
 
 /// A cluster's last check, as stored. A closed set: the API answers its text.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -153,12 +153,12 @@ impl fmt::Debug for ClusterAccess {
 const SELECT: &str = "SELECT id, name, project, server, context, short_id, version, nodes_ready, nodes_total, \
                       health, health_error, checked_at, created_by, created_at, updated_at FROM clusters";
 
-fn cluster_row(row: &sqlx::sqlite::SqliteRow) -> Result<Cluster> {
+fn cluster_row(row: &DbRow) -> Result<Cluster> {
     let name: String = row.get(1);
     let health: String = row.get(9);
     let health = Health::parse(&health)
         .ok_or_else(|| StoreError::Corrupt(format!("cluster `{name}` has the unknown health `{health}`")))?;
-    let nodes = match (row.get::<Option<i64>, _>(7), row.get::<Option<i64>, _>(8)) {
+    let nodes = match (row.get::<Option<i64>>(7), row.get::<Option<i64>>(8)) {
         (Some(ready), Some(total)) => Some((ready as u32, total as u32)),
         _ => None,
     };
@@ -190,7 +190,7 @@ impl Store {
         // 2^32 ids: a clash is rare, eight in a row means something else is wrong.
         for _ in 0..8 {
             let id = random_short_id();
-            let taken = sqlx::query("SELECT 1 FROM clusters WHERE short_id = ?")
+            let taken = db::query("SELECT 1 FROM clusters WHERE short_id = ?")
                 .bind(&id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -208,13 +208,13 @@ impl Store {
         if !self.project_exists(&new.project).await? {
             return Err(StoreError::NotFound(format!("project `{}`", new.project)));
         }
-        let exists = sqlx::query("SELECT 1 FROM clusters WHERE name = ?").bind(&new.name).fetch_optional(&self.pool);
+        let exists = db::query("SELECT 1 FROM clusters WHERE name = ?").bind(&new.name).fetch_optional(&self.pool);
         if exists.await?.is_some() {
             return Err(StoreError::Conflict(format!("a cluster named `{}` already exists", new.name)));
         }
         let now = now_ms();
         let c = &new.check;
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO clusters (name, project, server, context, kubeconfig, short_id, version, nodes_ready, \
              nodes_total, health, health_error, checked_at, created_by, created_at, updated_at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -251,7 +251,7 @@ impl Store {
     }
 
     pub async fn cluster(&self, name: &str) -> Result<Cluster> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -261,7 +261,7 @@ impl Store {
 
     /// Every cluster, by name (the caller filters by what the user may view).
     pub async fn clusters(&self) -> Result<Vec<Cluster>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
         rows.iter().map(cluster_row).collect()
     }
 
@@ -269,7 +269,7 @@ impl Store {
     /// last successful one found (`check.version`/`nodes` `None` keep them).
     pub async fn record_cluster_check(&self, name: &str, check: &Check) -> Result<Cluster> {
         let write = self.writer.lock().await;
-        let done = sqlx::query(
+        let done = db::query(
             "UPDATE clusters SET health = ?, health_error = ?, checked_at = ?, version = COALESCE(?, version), \
              nodes_ready = CASE WHEN ? IS NULL THEN nodes_ready ELSE ? END, \
              nodes_total = CASE WHEN ? IS NULL THEN nodes_total ELSE ? END, updated_at = ? WHERE name = ?",
@@ -295,7 +295,7 @@ impl Store {
 
     /// The cluster `name` with its kubeconfig unsealed, to connect to it.
     pub async fn cluster_access(&self, name: &str) -> Result<ClusterAccess> {
-        let row = sqlx::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE name = ?")
+        let row = db::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -307,14 +307,14 @@ impl Store {
     /// project's pipelines may deploy to (a task's `cluster:` names one of them).
     pub async fn clusters_of_project(&self, project: &str) -> Result<Vec<ClusterAccess>> {
         let rows =
-            sqlx::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE project = ? ORDER BY name")
+            db::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE project = ? ORDER BY name")
                 .bind(project)
                 .fetch_all(&self.pool)
                 .await?;
         rows.iter().map(|row| self.access_row(row)).collect()
     }
 
-    fn access_row(&self, row: &sqlx::sqlite::SqliteRow) -> Result<ClusterAccess> {
+    fn access_row(&self, row: &DbRow) -> Result<ClusterAccess> {
         let name: String = row.get(0);
         let kubeconfig = self
             .open_secret(row.get(1))?
@@ -326,7 +326,7 @@ impl Store {
     /// no pipeline uses it.
     pub async fn delete_cluster(&self, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM clusters WHERE name = ?").bind(name).execute(&self.pool).await?;
+        let done = db::query("DELETE FROM clusters WHERE name = ?").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("cluster `{name}`")));
         }
@@ -339,12 +339,6 @@ mod tests {
     use super::*;
 
     const KUBECONFIG: &str = "apiVersion: v1\nusers:\n- name: u\n  user:\n    token: sup3r-s3cret-t0ken\n";
-
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db").display().to_string()).await.unwrap();
-        (dir, store)
-    }
 
     async fn new(s: &Store, name: &str, project: &str) -> NewCluster {
         NewCluster {
@@ -373,9 +367,7 @@ mod tests {
         assert_eq!(Health::parse("fine"), None);
     }
 
-    #[tokio::test]
-    async fn the_kubeconfig_is_sealed_and_only_access_opens_it() {
-        let (_dir, s) = store().await;
+    async fn the_kubeconfig_is_sealed_and_only_access_opens_it(s: Store) {
         let n = new(&s, "prod", "admin").await;
         assert!(!format!("{n:?}").contains("sup3r"));
         let c = s.create_cluster(&n).await.unwrap();
@@ -384,7 +376,7 @@ mod tests {
         assert_eq!(c.short_id.len(), 8);
         assert!(c.short_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)), "{}", c.short_id);
         assert!(!format!("{c:?}").contains("sup3r"));
-        let raw: String = sqlx::query("SELECT kubeconfig FROM clusters").fetch_one(s.pool()).await.unwrap().get(0);
+        let raw: String = db::query("SELECT kubeconfig FROM clusters").fetch_one(s.pool()).await.unwrap().get(0);
         assert!(!raw.contains("sup3r"), "sealed at rest");
         let access = s.cluster_access("prod").await.unwrap();
         assert_eq!(access.kubeconfig, KUBECONFIG);
@@ -396,9 +388,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn names_are_unique_projects_must_exist_and_lists_are_by_project() {
-        let (_dir, s) = store().await;
+    async fn names_are_unique_projects_must_exist_and_lists_are_by_project(s: Store) {
         s.create_project("web", "Default", false).await.unwrap();
         s.create_cluster(&new(&s, "b", "web").await).await.unwrap();
         s.create_cluster(&new(&s, "a", "web").await).await.unwrap();
@@ -419,9 +409,7 @@ mod tests {
         assert!(matches!(s.cluster("a").await, Err(StoreError::NotFound(_))));
     }
 
-    #[tokio::test]
-    async fn a_failed_check_keeps_what_the_last_good_one_found() {
-        let (_dir, s) = store().await;
+    async fn a_failed_check_keeps_what_the_last_good_one_found(s: Store) {
         let mut n = new(&s, "prod", "admin").await;
         n.check = Check::unchecked();
         assert_eq!(s.create_cluster(&n).await.unwrap().check, Check::unchecked());
@@ -449,4 +437,10 @@ mod tests {
         );
         assert!(matches!(s.record_cluster_check("ghost", &good).await, Err(StoreError::NotFound(_))));
     }
+
+    on_both!(
+        the_kubeconfig_is_sealed_and_only_access_opens_it,
+        names_are_unique_projects_must_exist_and_lists_are_by_project,
+        a_failed_check_keeps_what_the_last_good_one_found,
+    );
 }

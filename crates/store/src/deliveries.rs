@@ -3,9 +3,9 @@
 //! caller), the body (kept for replay), its SHA-256, the verdict and the runs it
 //! started. A repeated provider delivery id is found with [`Store::earlier_delivery`].
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
-use sqlx::Row;
 use std::fmt;
 use std::str::FromStr;
 
@@ -125,7 +125,7 @@ pub struct DeliveryRow {
 
 const SUMMARY: &str = "id, binding, provider, delivery_id, event, verdict, reason, runs, body_sha256, received_at";
 
-fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<DeliverySummary> {
+fn summary(row: &DbRow) -> Result<DeliverySummary> {
     let id: i64 = row.get(0);
     let verdict: String = row.get(5);
     let runs: String = row.get(7);
@@ -144,7 +144,7 @@ fn summary(row: &sqlx::sqlite::SqliteRow) -> Result<DeliverySummary> {
     })
 }
 
-fn full(row: &sqlx::sqlite::SqliteRow) -> Result<DeliveryRow> {
+fn full(row: &DbRow) -> Result<DeliveryRow> {
     let summary = summary(row)?;
     let headers: String = row.get(10);
     let headers = serde_json::from_str(&headers)
@@ -160,9 +160,9 @@ impl Store {
     pub async fn insert_delivery(&self, new: &NewDelivery) -> Result<i64> {
         let headers = serde_json::to_string(&new.headers).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _write = self.writer.lock().await;
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO deliveries (binding, provider, delivery_id, event, headers, body, body_sha256, verdict, \
-             reason, runs, received_at, signature_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?)",
+             reason, runs, received_at, signature_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, '[]', ?, ?) RETURNING id",
         )
         .bind(&new.binding)
         .bind(&new.provider)
@@ -175,11 +175,12 @@ impl Store {
         .bind(&new.reason)
         .bind(now_ms())
         .bind(&new.signature_sha256)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await?;
+        let id: i64 = done.get(0);
         let Retention { keep, keep_rejected } = self.delivery_retention;
         if new.verdict == Verdict::Rejected {
-            sqlx::query(
+            db::query(
                 "DELETE FROM deliveries WHERE verdict = 'rejected' AND id <= (SELECT id FROM deliveries \
                  WHERE verdict = 'rejected' ORDER BY id DESC LIMIT 1 OFFSET ?)",
             )
@@ -189,8 +190,7 @@ impl Store {
         }
         // Ids are never reused (AUTOINCREMENT): the newest `keep` received are the ids
         // above this one's minus `keep` (a range on the primary key, however many are stored).
-        let id = done.last_insert_rowid();
-        sqlx::query("DELETE FROM deliveries WHERE id <= ? AND verdict <> 'received'")
+        db::query("DELETE FROM deliveries WHERE id <= ? AND verdict <> 'received'")
             .bind(id - i64::from(keep))
             .execute(&self.pool)
             .await?;
@@ -202,7 +202,7 @@ impl Store {
     pub async fn update_delivery(&self, id: i64, verdict: Verdict, reason: Option<&str>, runs: &[i64]) -> Result<()> {
         let runs = serde_json::to_string(runs).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let _write = self.writer.lock().await;
-        let done = sqlx::query("UPDATE deliveries SET verdict = ?, reason = ?, runs = ? WHERE id = ?")
+        let done = db::query("UPDATE deliveries SET verdict = ?, reason = ?, runs = ? WHERE id = ?")
             .bind(verdict.as_str())
             .bind(reason)
             .bind(runs)
@@ -226,7 +226,7 @@ impl Store {
         delivery_id: &str,
         before: i64,
     ) -> Result<Option<i64>> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT id FROM deliveries WHERE provider = ? AND binding = ? AND delivery_id = ? AND id < ? \
              AND verdict <> 'rejected' ORDER BY id LIMIT 1",
         )
@@ -243,7 +243,7 @@ impl Store {
     /// (`signature_sha256`) with another body: a signature that does not cover the body
     /// (Gitee's) is good for the body it first came with only.
     pub async fn signature_reused(&self, signature_sha256: &str, body_sha256: &str) -> Result<Option<i64>> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT id FROM deliveries WHERE signature_sha256 = ? AND body_sha256 <> ? AND verdict <> 'rejected'              ORDER BY id LIMIT 1",
         )
         .bind(signature_sha256)
@@ -255,7 +255,7 @@ impl Store {
 
     /// A page of deliveries, newest first, with the total count.
     pub async fn deliveries(&self, limit: i64, offset: i64) -> Result<(Vec<DeliverySummary>, i64)> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY} FROM deliveries ORDER BY id DESC LIMIT ? OFFSET ?"
         )))
         .bind(limit)
@@ -263,14 +263,14 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let items = rows.iter().map(summary).collect::<Result<Vec<_>>>()?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM deliveries").fetch_one(&self.pool).await?.get(0);
+        let total: i64 = db::query("SELECT COUNT(*) FROM deliveries").fetch_one(&self.pool).await?.get(0);
         Ok((items, total))
     }
 
     /// One delivery with its headers and body.
     pub async fn delivery(&self, id: i64) -> Result<DeliveryRow> {
         let row =
-            sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {SUMMARY}, headers, body FROM deliveries WHERE id = ?")))
+            db::query(sqlx::AssertSqlSafe(format!("SELECT {SUMMARY}, headers, body FROM deliveries WHERE id = ?")))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?
@@ -281,7 +281,7 @@ impl Store {
     /// Deliveries with `verdict`, oldest first, with headers and bodies (after a
     /// restart: the ones still `received`).
     pub async fn deliveries_with_verdict(&self, verdict: Verdict) -> Result<Vec<DeliveryRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY}, headers, body FROM deliveries WHERE verdict = ? ORDER BY id"
         )))
         .bind(verdict.as_str())

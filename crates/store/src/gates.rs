@@ -1,8 +1,8 @@
 //! Approval decisions and notification delivery attempts of runs (migration 0014).
 //! Both go with their run when retention deletes it.
 
+use crate::db;
 use crate::{Result, Store, StoreError};
-use sqlx::Row;
 use wharf_core::approval::{Decision, Verdict};
 
 /// Longest comment kept with a decision, in characters.
@@ -32,9 +32,9 @@ impl Store {
     pub async fn add_decision(&self, run_id: i64, task: &str, decision: &Decision) -> Result<bool> {
         let _write = self.writer.lock().await;
         let comment: String = decision.comment.chars().take(MAX_COMMENT_CHARS).collect();
-        let done = sqlx::query(
-            "INSERT INTO approval_decisions (run_id, task, user, verdict, comment, at) VALUES (?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (run_id, task, user) DO NOTHING",
+        let done = db::query(
+            "INSERT INTO approval_decisions (run_id, task, \"user\", verdict, comment, at) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (run_id, task, \"user\") DO NOTHING",
         )
         .bind(run_id)
         .bind(task)
@@ -49,8 +49,8 @@ impl Store {
 
     /// The decisions on `task` of run `run_id`, in the order given.
     pub async fn decisions(&self, run_id: i64, task: &str) -> Result<Vec<Decision>> {
-        let rows = sqlx::query(
-            "SELECT user, verdict, comment, at FROM approval_decisions WHERE run_id = ? AND task = ? ORDER BY id",
+        let rows = db::query(
+            "SELECT \"user\", verdict, comment, at FROM approval_decisions WHERE run_id = ? AND task = ? ORDER BY id",
         )
         .bind(run_id)
         .bind(task)
@@ -74,7 +74,7 @@ impl Store {
     /// Stores one notification delivery attempt of run `run_id`.
     pub async fn add_notification_attempt(&self, run_id: i64, attempt: &NotificationAttempt) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query(
+        db::query(
             "INSERT INTO notification_attempts (run_id, event, channel, target, attempt, outcome, detail, at) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -93,7 +93,7 @@ impl Store {
 
     /// The notification delivery attempts of run `run_id`, oldest first (at most 500).
     pub async fn notification_attempts(&self, run_id: i64) -> Result<Vec<NotificationAttempt>> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT event, channel, target, attempt, outcome, detail, at FROM notification_attempts \
              WHERE run_id = ? ORDER BY id LIMIT 500",
         )
@@ -106,7 +106,7 @@ impl Store {
                 event: row.get(0),
                 channel: row.get(1),
                 target: row.get(2),
-                attempt: row.get::<i64, _>(3) as u32,
+                attempt: row.get::<i64>(3) as u32,
                 outcome: row.get(4),
                 detail: row.get(5),
                 at: row.get(6),

@@ -2,8 +2,8 @@
 //! pipeline and caller, kept [`KEPT_MS`]. A request is *claimed* before its run is
 //! made, so two requests with one key racing each other start one run, not two.
 
+use crate::db;
 use crate::{Result, Store, StoreError, now_ms};
-use sqlx::Row;
 
 /// How long a key answers with its run: 24 hours.
 pub const KEPT_MS: i64 = 24 * 3600 * 1000;
@@ -37,27 +37,27 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM run_requests WHERE created_at < ? OR (run_id IS NULL AND created_at < ?)")
+        db::query("DELETE FROM run_requests WHERE created_at < ? OR (run_id IS NULL AND created_at < ?)")
             .bind(now - KEPT_MS)
             .bind(now - ABANDONED_MS)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
-        let existing = sqlx::query(
+        let existing = db::query(
             "SELECT body_sha256, run_id, number FROM run_requests WHERE pipeline_id = ? AND caller = ? AND key = ?",
         )
         .bind(pipeline_id)
         .bind(caller)
         .bind(key)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?;
         if let Some(row) = existing {
-            let run = match (row.get::<Option<i64>, _>(1), row.get::<Option<i64>, _>(2)) {
+            let run = match (row.get::<Option<i64>>(1), row.get::<Option<i64>>(2)) {
                 (Some(id), Some(number)) => Some((id, number)),
                 _ => None,
             };
             return Ok(Claim::Used { body_sha256: row.get(0), run });
         }
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO run_requests (pipeline_id, caller, key, body_sha256, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(pipeline_id)
@@ -65,7 +65,7 @@ impl Store {
         .bind(key)
         .bind(body_sha256)
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &done
             && e.is_foreign_key_violation()
@@ -80,7 +80,7 @@ impl Store {
     /// Records the run a claimed key started.
     pub async fn finish_run_request(&self, pipeline_id: i64, caller: &str, key: &str, run: (i64, i64)) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query("UPDATE run_requests SET run_id = ?, number = ? WHERE pipeline_id = ? AND caller = ? AND key = ?")
+        db::query("UPDATE run_requests SET run_id = ?, number = ? WHERE pipeline_id = ? AND caller = ? AND key = ?")
             .bind(run.0)
             .bind(run.1)
             .bind(pipeline_id)
@@ -94,7 +94,7 @@ impl Store {
     /// Forgets a claim whose run could not be made, so the key may be tried again.
     pub async fn release_run_request(&self, pipeline_id: i64, caller: &str, key: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query("DELETE FROM run_requests WHERE pipeline_id = ? AND caller = ? AND key = ? AND run_id IS NULL")
+        db::query("DELETE FROM run_requests WHERE pipeline_id = ? AND caller = ? AND key = ? AND run_id IS NULL")
             .bind(pipeline_id)
             .bind(caller)
             .bind(key)
@@ -108,11 +108,8 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_key_is_claimed_once_and_answers_its_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("t.db").display().to_string()).await.unwrap();
-        sqlx::query("INSERT INTO pipelines (id, project, name, version, created_at, updated_at) VALUES (1, 'admin', 'p', 1, 0, 0)")
+    async fn a_key_is_claimed_once_and_answers_its_run(s: Store) {
+        db::query("INSERT INTO pipelines (id, project, name, version, created_at, updated_at) VALUES (1, 'admin', 'p', 1, 0, 0)")
             .execute(s.pool())
             .await
             .unwrap();
@@ -123,7 +120,7 @@ mod tests {
         s.finish_run_request(1, "ann", "k1", (7, 3)).await.unwrap();
         let done = Claim::Used { body_sha256: "aa".into(), run: Some((7, 3)) };
         assert_eq!(s.claim_run_request(1, "ann", "k1", "aa").await.unwrap(), done);
-        sqlx::query("UPDATE run_requests SET created_at = created_at - ? WHERE caller = 'bob'")
+        db::query("UPDATE run_requests SET created_at = created_at - ? WHERE caller = 'bob'")
             .bind(ABANDONED_MS + 1)
             .execute(s.pool())
             .await
@@ -131,8 +128,10 @@ mod tests {
         assert_eq!(s.claim_run_request(1, "bob", "k1", "aa").await.unwrap(), Claim::New, "an abandoned claim");
         s.release_run_request(1, "bob", "k1").await.unwrap();
         assert_eq!(s.claim_run_request(1, "bob", "k1", "cc").await.unwrap(), Claim::New, "released");
-        sqlx::query("UPDATE run_requests SET created_at = 0").execute(s.pool()).await.unwrap();
+        db::query("UPDATE run_requests SET created_at = 0").execute(s.pool()).await.unwrap();
         assert_eq!(s.claim_run_request(1, "ann", "k1", "dd").await.unwrap(), Claim::New, "expired after 24 h");
         assert!(matches!(s.claim_run_request(9, "ann", "k1", "aa").await, Err(StoreError::NotFound(_))));
     }
+
+    on_both!(a_key_is_claimed_once_and_answers_its_run,);
 }

@@ -2,28 +2,44 @@
 //! their full records (every transition with its time), the per-pipeline counters
 //! (`BUILD_ID`, `SYS_INCREMENT`), and task logs as append-only files ([`logs`]).
 //!
-//! One [`Store`] type with the database behind it; SQLite (WAL) today. The SQL is
-//! plain and portable and the times are epoch milliseconds, so a PostgreSQL backend
-//! is a second set of migrations and a second pool variant, not a redesign.
+//! One [`Store`] type with the database behind it: SQLite (WAL, embedded, the default)
+//! or PostgreSQL (`postgres://…`). Every query is written once, in SQL both accept;
+//! [`db`] says how it runs on either and why it is done that way. The times are epoch
+//! milliseconds on both. Schemas: `migrations/sqlite` and `migrations/postgres`, the
+//! same numbers with the same meaning ([`migrate`](crate::migrate)).
+//!
+//! On both, writes of one process queue on one mutex (SQLite takes one writer at a
+//! time; on PostgreSQL it keeps the read-then-write steps of one server, such as the
+//! pipeline limit, as atomic as they are on SQLite). Several servers on one PostgreSQL
+//! need claims with leases, not this mutex: the next part of issue 18.
 //!
 //! Start with [`Store::open`], then the pipeline methods, then the run methods.
 
+#[cfg(test)]
+#[macro_use]
+#[path = "../tests/backends/mod.rs"]
+mod backends;
+
 pub mod bindings;
 pub mod clusters;
+pub mod copy;
+pub mod db;
 pub mod deliveries;
 pub mod gates;
 pub mod idempotency;
 pub mod logs;
-mod migrate;
+pub mod migrate;
 pub mod registries;
 pub mod secretbox;
 pub mod signals;
 pub mod tenancy;
 pub mod timers;
 
+use db::DbRow;
 use serde::Serialize;
+use sqlx::SqlitePool;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
 use std::str::FromStr;
 use std::time::Duration;
 use wharf_core::run::RunRecord;
@@ -55,9 +71,10 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: db::Pool,
     /// SQLite takes one writer at a time; queueing writers here instead of in SQLite's
-    /// busy handler (which sleeps and retries) keeps bursts of small writes fast.
+    /// busy handler (which sleeps and retries) keeps bursts of small writes fast. On
+    /// PostgreSQL it keeps one server's read-then-write steps atomic (see the crate docs).
     writer: std::sync::Arc<tokio::sync::Mutex<()>>,
     /// Seals every secret before it is written (see [`secretbox`]).
     secret_box: std::sync::Arc<secretbox::SecretBox>,
@@ -134,23 +151,56 @@ pub fn now_ms() -> i64 {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `url` (`sqlite://path` or a path) and
-    /// brings its schema up to date.
+    /// Opens the database at `url` and brings its schema up to date: `postgres://…` (or
+    /// `postgresql://…`) is a PostgreSQL database that must exist; `sqlite://path` or a
+    /// plain path is a SQLite file, created if missing.
     pub async fn open(url: &str) -> Result<Store> {
-        let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // With WAL, NORMAL loses nothing when the process dies (only on power loss).
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = if is_postgres_url(url) { open_postgres(url).await? } else { open_sqlite(url).await? };
         migrate::run(&pool).await?;
         let secret_box = std::sync::Arc::new(secretbox::SecretBox::ephemeral());
         Ok(Store { pool, writer: Default::default(), secret_box, delivery_retention: Default::default() })
     }
+}
 
+/// The SQLite pool: WAL, foreign keys on, a writer waits up to 10 s for the lock.
+async fn open_sqlite(url: &str) -> Result<db::Pool> {
+    let path = url.strip_prefix("sqlite://").unwrap_or(url);
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // With WAL, NORMAL loses nothing when the process dies (only on power loss).
+        .synchronous(SqliteSynchronous::Normal)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    Ok(db::Pool::Sqlite(SqlitePoolOptions::new().max_connections(8).connect_with(options).await?))
+}
+
+/// A PostgreSQL pool. Plain TCP (or a Unix socket): this build has no TLS for the
+/// database, so the server belongs on the same machine or a trusted network (`sslmode`
+/// other than `disable`/`prefer` in the URL fails to connect).
+async fn open_postgres(url: &str) -> Result<db::Pool> {
+    let options = PgConnectOptions::from_str(url)?.application_name("wharf");
+    let pool = PgPoolOptions::new()
+        .max_connections(16)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .map_err(|e| StoreError::Database(connect_error(url, e)))?;
+    Ok(db::Pool::Postgres(pool))
+}
+
+/// A connection failure that names the server it tried (never the password).
+fn connect_error(url: &str, error: sqlx::Error) -> sqlx::Error {
+    let target = url.rsplit_once('@').map_or(url, |(_, host)| host);
+    sqlx::Error::Configuration(format!("cannot connect to PostgreSQL at {target}: {error}").into())
+}
+
+/// Whether `url` names a PostgreSQL database (else it is SQLite).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+impl Store {
     /// The same store, sealing and opening secrets with `secret_box` (the server's
     /// configured keys). Call before cloning the store around.
     pub fn with_secret_box(mut self, secret_box: secretbox::SecretBox) -> Store {
@@ -186,29 +236,30 @@ impl Store {
         let _write = self.writer.lock().await;
         let mut changed = 0;
         let mut tx = self.pool.begin().await?;
-        for (table, key, columns) in secretbox::SEALED_COLUMNS {
+        for (table, keys, columns) in secretbox::SEALED_COLUMNS {
+            let key_list = keys.join(", ");
+            let key_match: Vec<String> = keys.iter().map(|k| format!("{k} = ?")).collect();
+            let key_match = key_match.join(" AND ");
             for column in *columns {
                 // Table and column names are our own constants, never input.
-                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {key}, {column} FROM {table} WHERE {column} IS NOT NULL"
+                let rows = db::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {column}, {key_list} FROM {table} WHERE {column} IS NOT NULL"
                 )))
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut tx)
                 .await?;
                 for row in rows {
-                    let id = row_key(&row);
-                    let stored: String = row.get(1);
+                    let stored: String = row.get(0);
                     if !self.secret_box.needs_reseal(&stored) {
                         continue;
                     }
                     let plain = self.secret_box.open(&stored)?;
                     let sealed = self.secret_box.seal(&plain);
-                    let update = format!("UPDATE {table} SET {column} = ? WHERE {key} = ?");
-                    let query = sqlx::query(sqlx::AssertSqlSafe(update)).bind(sealed);
-                    let query = match &id {
-                        serde_json::Value::Number(n) => query.bind(n.as_i64()),
-                        other => query.bind(other.as_str().map(str::to_owned)),
-                    };
-                    query.execute(&mut *tx).await?;
+                    let update = format!("UPDATE {table} SET {column} = ? WHERE {key_match}");
+                    let mut query = db::query(sqlx::AssertSqlSafe(update)).bind(sealed);
+                    for at in 1..=keys.len() {
+                        query = query.bind(row.get::<String>(at));
+                    }
+                    query.execute(&mut tx).await?;
                     changed += 1;
                 }
             }
@@ -218,13 +269,13 @@ impl Store {
     }
 
     pub async fn setting(&self, key: &str) -> Result<Option<String>> {
-        let row = sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row = db::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
     pub async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query(
+        db::query(
             "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         )
         .bind(key)
@@ -257,24 +308,24 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         if let Some(limit) = limit {
-            let count: i64 = sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&mut *tx).await?.get(0);
+            let count: i64 = db::query("SELECT COUNT(*) FROM pipelines").fetch_one(&mut tx).await?.get(0);
             if count >= limit {
                 return Err(StoreError::Limit(limit));
             }
         }
-        let inserted = sqlx::query(
+        let inserted = db::query(
             "INSERT INTO pipelines (project, name, active, version, created_at, updated_at, created_by) \
-             VALUES (?, ?, 1, 1, ?, ?, ?)",
+             VALUES (?, ?, TRUE, 1, ?, ?, ?) RETURNING id",
         )
         .bind(project)
         .bind(name)
         .bind(now)
         .bind(now)
         .bind(created_by)
-        .execute(&mut *tx)
+        .fetch_one(&mut tx)
         .await;
-        let id = match inserted {
-            Ok(done) => done.last_insert_rowid(),
+        let id: i64 = match inserted {
+            Ok(row) => row.get(0),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!(
                     "a pipeline named `{name}` already exists in project `{project}`"
@@ -282,11 +333,11 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        sqlx::query("INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) VALUES (?, 1, ?, ?)")
+        db::query("INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) VALUES (?, 1, ?, ?)")
             .bind(id)
             .bind(source)
             .bind(now)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         self.pipeline(id).await
@@ -297,11 +348,11 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let renamed = sqlx::query("UPDATE pipelines SET version = version + 1, name = ?, updated_at = ? WHERE id = ?")
+        let renamed = db::query("UPDATE pipelines SET version = version + 1, name = ?, updated_at = ? WHERE id = ?")
             .bind(name)
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await;
         match renamed {
             Ok(done) if done.rows_affected() == 0 => return Err(StoreError::NotFound(format!("pipeline {id}"))),
@@ -311,21 +362,21 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        sqlx::query(
+        db::query(
             "INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) \
              SELECT id, version, ?, ? FROM pipelines WHERE id = ?",
         )
         .bind(source)
         .bind(now)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         tx.commit().await?;
         self.pipeline(id).await
     }
 
     pub async fn pipeline(&self, id: i64) -> Result<PipelineRow> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT id, project, name, active, version, created_at, updated_at, created_by FROM pipelines WHERE id = ?",
         )
         .bind(id)
@@ -337,7 +388,7 @@ impl Store {
 
     /// Finds a pipeline by name; `project` narrows it down when names repeat.
     pub async fn pipeline_by_name(&self, name: &str, project: Option<&str>) -> Result<PipelineRow> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, project, name, active, version, created_at, updated_at, created_by FROM pipelines \
              WHERE name = ? AND (? IS NULL OR project = ?) ORDER BY id LIMIT 2",
         )
@@ -397,12 +448,18 @@ impl Store {
             PipelineFilter::Projects(list) => ("projects", serde_json::json!(list).to_string(), ""),
             PipelineFilter::CreatedBy(user) => ("creator", "[]".to_owned(), user.as_str()),
         };
-        const WHERE: &str = "(?1 = 'all' OR (?1 = 'projects' AND project IN (SELECT value FROM json_each(?2))) \
-                              OR (?1 = 'creator' AND created_by = ?3))";
+        let each_project = if self.pool.is_postgres() {
+            "SELECT jsonb_array_elements_text(?2::jsonb)"
+        } else {
+            "SELECT value FROM json_each(?2)"
+        };
+        let matches = format!(
+            "(?1 = 'all' OR (?1 = 'projects' AND project IN ({each_project})) OR (?1 = 'creator' AND created_by = ?3))"
+        );
         // An admin's total is counted on the smallest index, not row by row through the filter.
         let count = match filter {
             PipelineFilter::All => "(SELECT COUNT(*) FROM pipelines)".to_owned(),
-            _ => format!("(SELECT COUNT(*) FROM pipelines WHERE {WHERE})"),
+            _ => format!("(SELECT COUNT(*) FROM pipelines WHERE {matches})"),
         };
         let (source, join) = if sources {
             ("v.source", "LEFT JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version")
@@ -410,11 +467,11 @@ impl Store {
             ("NULL", "")
         };
         // The count rides along on every row; an empty page (past the end) counts apart.
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let rows = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, p.created_by, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
                     r.increment, {source}, {count} \
-             FROM (SELECT * FROM pipelines WHERE {WHERE} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
+             FROM (SELECT * FROM pipelines WHERE {matches} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
              LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
              {join} \
              ORDER BY p.project, p.name"
@@ -428,32 +485,34 @@ impl Store {
         .await?;
         let total: i64 = match rows.first() {
             Some(row) => row.get(19),
-            None => sqlx::query(sqlx::AssertSqlSafe(format!("SELECT {count}")))
-                .bind(kind)
-                .bind(&projects)
-                .bind(creator)
-                .fetch_one(&self.pool)
-                .await?
-                .get(0),
+            None => {
+                let query = db::query(sqlx::AssertSqlSafe(format!("SELECT {count}")));
+                // PostgreSQL refuses values for placeholders the statement does not have.
+                let query = match filter {
+                    PipelineFilter::All => query,
+                    _ => query.bind(kind).bind(&projects).bind(creator),
+                };
+                query.fetch_one(&self.pool).await?.get(0)
+            }
         };
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
-            let last = match row.get::<Option<i64>, _>(8) {
+            let last = match row.get::<Option<i64>>(8) {
                 Some(_) => Some(summary_at(row, 8)?),
                 None => None,
             };
-            out.push((pipeline_row(row), last, row.get::<Option<String>, _>(18)));
+            out.push((pipeline_row(row), last, row.get::<Option<String>>(18)));
         }
         Ok((out, total))
     }
 
     /// How many pipelines exist (the licence counts them all).
     pub async fn pipeline_count(&self) -> Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM pipelines").fetch_one(&self.pool).await?.get(0))
+        Ok(db::query("SELECT COUNT(*) FROM pipelines").fetch_one(&self.pool).await?.get(0))
     }
 
     pub async fn versions(&self, id: i64) -> Result<Vec<VersionRow>> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT version, source, created_at FROM pipeline_versions WHERE pipeline_id = ? ORDER BY version DESC",
         )
         .bind(id)
@@ -463,7 +522,7 @@ impl Store {
     }
 
     pub async fn version(&self, id: i64, version: i64) -> Result<VersionRow> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT version, source, created_at FROM pipeline_versions WHERE pipeline_id = ? AND version = ?",
         )
         .bind(id)
@@ -476,7 +535,7 @@ impl Store {
 
     pub async fn set_active(&self, id: i64, active: bool) -> Result<PipelineRow> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("UPDATE pipelines SET active = ?, updated_at = ? WHERE id = ?")
+        let done = db::query("UPDATE pipelines SET active = ?, updated_at = ? WHERE id = ?")
             .bind(active)
             .bind(now_ms())
             .bind(id)
@@ -492,11 +551,11 @@ impl Store {
     pub async fn delete_pipeline(&self, id: i64) -> Result<Vec<i64>> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let active: i64 = sqlx::query(
+        let active: i64 = db::query(
             "SELECT COUNT(*) FROM runs WHERE pipeline_id = ? AND status IN ('queued', 'pending', 'running', 'waiting')",
         )
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut tx)
         .await?
         .get(0);
         if active > 0 {
@@ -504,14 +563,14 @@ impl Store {
                 "the pipeline has {active} run(s) in progress; stop them before deleting it"
             )));
         }
-        let runs: Vec<i64> = sqlx::query("SELECT id FROM runs WHERE pipeline_id = ?")
+        let runs: Vec<i64> = db::query("SELECT id FROM runs WHERE pipeline_id = ?")
             .bind(id)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut tx)
             .await?
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let done = sqlx::query("DELETE FROM pipelines WHERE id = ?").bind(id).execute(&mut *tx).await?;
+        let done = db::query("DELETE FROM pipelines WHERE id = ?").bind(id).execute(&mut tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("pipeline {id}")));
         }
@@ -535,19 +594,19 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(
+        let row = db::query(
             "UPDATE pipelines SET last_number = last_number + 1, increment = increment + 1 WHERE id = ? \
              RETURNING last_number, increment",
         )
         .bind(pipeline_id)
-        .fetch_optional(&mut *tx)
+        .fetch_optional(&mut tx)
         .await?
         .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id}")))?;
         let (number, increment): (i64, i64) = (row.get(0), row.get(1));
         // The id is allocated by the insert; the record is written with it right after.
-        let placeholder = sqlx::query(
+        let placeholder = db::query(
             "INSERT INTO runs (pipeline_id, number, increment, version, status, retry_of, commit_sha, record, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?)",
+             VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?) RETURNING id",
         )
         .bind(pipeline_id)
         .bind(number)
@@ -557,16 +616,16 @@ impl Store {
         .bind(commit)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut tx)
         .await?;
-        let new = NewRun { id: placeholder.last_insert_rowid(), number, increment };
+        let new = NewRun { id: placeholder.get(0), number, increment };
         let record = make_record(new);
         let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        sqlx::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
+        db::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
             .bind(json)
             .bind(record.progress.status.as_str())
             .bind(new.id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         tx.commit().await?;
         Ok((new, record))
@@ -580,7 +639,7 @@ impl Store {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let bytes = json.len();
         let commit = record.checkout.as_ref().and_then(|c| c.commit.clone());
-        sqlx::query(
+        db::query(
             "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? WHERE id = ?",
         )
         .bind(json)
@@ -594,7 +653,7 @@ impl Store {
     }
 
     pub async fn run(&self, id: i64) -> Result<RunRow> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.id = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.id = ?")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?
@@ -604,7 +663,7 @@ impl Store {
 
     /// The run numbered `number` (`#N`, `BUILD_ID`) of a pipeline.
     pub async fn run_by_number(&self, pipeline_id: i64, number: i64) -> Result<RunRow> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.pipeline_id = ? AND r.number = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{RUN_SELECT} WHERE r.pipeline_id = ? AND r.number = ?")))
             .bind(pipeline_id)
             .bind(number)
             .fetch_optional(&self.pool)
@@ -625,14 +684,27 @@ impl Store {
         tag: Option<&str>,
         since_ms: i64,
     ) -> Result<Option<i64>> {
-        // json_extract is SQLite's; a PostgreSQL backend reads the same paths with `->>`.
-        let row = sqlx::query(
+        // The record is JSON text on both; each has its own way to read a path in it.
+        let (kind, tag_at, branch_at) = if self.pool.is_postgres() {
+            (
+                "record::jsonb #>> '{cause,kind}'",
+                "record::jsonb #>> '{checkout,tag}'",
+                "record::jsonb #>> '{checkout,branch}'",
+            )
+        } else {
+            (
+                "json_extract(record, '$.cause.kind')",
+                "json_extract(record, '$.checkout.tag')",
+                "json_extract(record, '$.checkout.branch')",
+            )
+        };
+        let row = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT number FROM runs WHERE pipeline_id = ? AND commit_sha = ? AND created_at >= ? \
-             AND json_extract(record, '$.cause.kind') = 'event' \
-             AND json_extract(record, '$.checkout.tag') IS ? \
-             AND (? IS NOT NULL OR json_extract(record, '$.checkout.branch') = ?) \
-             ORDER BY id LIMIT 1",
-        )
+             AND {kind} = 'event' \
+             AND {tag_at} IS NOT DISTINCT FROM ? \
+             AND (? IS NOT NULL OR {branch_at} = ?) \
+             ORDER BY id LIMIT 1"
+        )))
         .bind(pipeline_id)
         .bind(commit)
         .bind(since_ms)
@@ -646,7 +718,7 @@ impl Store {
 
     /// A page of a pipeline's runs, newest first, with the total count.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, pipeline_id, number, version, status, retry_of, commit_sha, created_at, updated_at, increment \
              FROM runs WHERE pipeline_id = ? ORDER BY number DESC LIMIT ? OFFSET ?",
         )
@@ -657,7 +729,7 @@ impl Store {
         .await?;
         let runs = rows.iter().map(|r| summary_at(r, 0)).collect::<Result<Vec<_>>>()?;
         // Numbers may have gaps after retention; the total is of the runs kept.
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM runs WHERE pipeline_id = ?")
+        let total: i64 = db::query("SELECT COUNT(*) FROM runs WHERE pipeline_id = ?")
             .bind(pipeline_id)
             .fetch_one(&self.pool)
             .await?
@@ -670,20 +742,20 @@ impl Store {
         let list: Vec<String> = statuses.iter().map(|s| format!("'{}'", s.as_str())).collect();
         // The status strings are our own constants, never user input.
         let sql = format!("{RUN_SELECT} WHERE r.status IN ({}) ORDER BY r.id", list.join(", "));
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         rows.iter().map(run_row).collect()
     }
 
     /// Counts runs by status (for metrics).
     pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(&self.pool).await?;
+        let rows = db::query("SELECT status, COUNT(*) FROM runs GROUP BY status").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     /// Finished runs beyond the newest `keep` of a pipeline, or older than
     /// `before_ms`: what a retention policy would delete.
     pub async fn expired_runs(&self, pipeline_id: i64, keep: Option<i64>, before_ms: Option<i64>) -> Result<Vec<i64>> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id FROM runs WHERE pipeline_id = ? \
                AND status NOT IN ('queued', 'pending', 'running', 'waiting') \
                AND ((? IS NOT NULL AND number <= (SELECT MAX(number) FROM runs WHERE pipeline_id = ?) - ?) \
@@ -705,7 +777,7 @@ impl Store {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
         for id in ids {
-            sqlx::query("DELETE FROM runs WHERE id = ?").bind(id).execute(&mut *tx).await?;
+            db::query("DELETE FROM runs WHERE id = ?").bind(id).execute(&mut tx).await?;
         }
         tx.commit().await?;
         Ok(())
@@ -713,28 +785,40 @@ impl Store {
 
     /// Every pipeline id (for retention sweeps).
     pub async fn pipeline_ids(&self) -> Result<Vec<i64>> {
-        let rows = sqlx::query("SELECT id FROM pipelines ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = db::query("SELECT id FROM pipelines ORDER BY id").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    /// Direct access for bulk loading in benchmarks and tests.
-    pub fn pool(&self) -> &SqlitePool {
+    /// The database behind the store, for tests and `wharf migrate`.
+    pub fn pool(&self) -> &db::Pool {
         &self.pool
     }
-}
 
-/// The key column of a row read by [`Store::reseal_all`], as a number or text.
-fn row_key(row: &sqlx::sqlite::SqliteRow) -> serde_json::Value {
-    match row.try_get::<i64, _>(0) {
-        Ok(n) => serde_json::Value::from(n),
-        Err(_) => serde_json::Value::from(row.get::<String, _>(0)),
+    /// The SQLite pool, for bulk loading in benchmarks and tests; `None` on PostgreSQL.
+    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.pool {
+            db::Pool::Sqlite(pool) => Some(pool),
+            db::Pool::Postgres(_) => None,
+        }
+    }
+
+    /// The PostgreSQL pool; `None` on SQLite.
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pool {
+            db::Pool::Postgres(pool) => Some(pool),
+            db::Pool::Sqlite(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.pool.is_postgres()
     }
 }
 
 const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \
      r.created_at, r.updated_at, r.increment, p.name, r.record FROM runs r JOIN pipelines p ON p.id = r.pipeline_id";
 
-fn pipeline_row(row: &sqlx::sqlite::SqliteRow) -> PipelineRow {
+fn pipeline_row(row: &DbRow) -> PipelineRow {
     PipelineRow {
         id: row.get(0),
         project: row.get(1),
@@ -747,7 +831,7 @@ fn pipeline_row(row: &sqlx::sqlite::SqliteRow) -> PipelineRow {
     }
 }
 
-fn summary_at(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<RunSummary> {
+fn summary_at(row: &DbRow, at: usize) -> Result<RunSummary> {
     let status: String = row.get(at + 4);
     Ok(RunSummary {
         id: row.get(at),
@@ -763,7 +847,7 @@ fn summary_at(row: &sqlx::sqlite::SqliteRow, at: usize) -> Result<RunSummary> {
     })
 }
 
-fn run_row(row: &sqlx::sqlite::SqliteRow) -> Result<RunRow> {
+fn run_row(row: &DbRow) -> Result<RunRow> {
     let summary = summary_at(row, 0)?;
     let json: String = row.get(11);
     let record = serde_json::from_str(&json)

@@ -5,9 +5,9 @@
 //! The password is written only by [`Store::create_registry`], sealed, and opened only
 //! by `registry_row` ([`crate::secretbox`]).
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
-use sqlx::Row;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Registry {
@@ -41,7 +41,7 @@ pub struct NewRegistry {
 
 const SELECT: &str = "SELECT id, name, host, username, password, insecure, created_at, updated_at FROM registries";
 
-fn registry_row(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Registry> {
+fn registry_row(store: &Store, row: &DbRow) -> Result<Registry> {
     let password = store.open_secret(row.get(4))?;
     Ok(Registry {
         id: row.get(0),
@@ -50,7 +50,7 @@ fn registry_row(store: &Store, row: &sqlx::sqlite::SqliteRow) -> Result<Registry
         username: row.get(3),
         has_password: password.is_some(),
         password,
-        insecure: row.get::<i64, _>(5) != 0,
+        insecure: row.get(5),
         workspaces: Vec::new(),
         created_at: row.get(6),
         updated_at: row.get(7),
@@ -63,33 +63,36 @@ impl Store {
         let write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO registries (name, host, username, password, insecure, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&new.name)
         .bind(&new.host)
         .bind(&new.username)
         .bind(self.seal_secret(new.password.as_deref()))
-        .bind(new.insecure as i64)
+        .bind(new.insecure)
         .bind(now)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_one(&mut tx)
         .await;
-        let id = match done {
-            Ok(done) => done.last_insert_rowid(),
+        let id: i64 = match done {
+            Ok(row) => row.get(0),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 return Err(StoreError::Conflict(format!("a registry named `{}` already exists", new.name)));
             }
             Err(e) => return Err(e.into()),
         };
         for workspace in &new.workspaces {
-            sqlx::query("INSERT OR IGNORE INTO registry_workspaces (registry_id, name, created_at) VALUES (?, ?, ?)")
-                .bind(id)
-                .bind(workspace)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            db::query(
+                "INSERT INTO registry_workspaces (registry_id, name, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(workspace)
+            .bind(now)
+            .execute(&mut tx)
+            .await?;
         }
         tx.commit().await?;
         drop(write);
@@ -97,7 +100,7 @@ impl Store {
     }
 
     pub async fn registry(&self, name: &str) -> Result<Registry> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{SELECT} WHERE name = ?")))
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -108,7 +111,7 @@ impl Store {
     }
 
     pub async fn registries(&self) -> Result<Vec<Registry>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(format!("{SELECT} ORDER BY name"))).fetch_all(&self.pool).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let mut registry = registry_row(self, row)?;
@@ -119,7 +122,7 @@ impl Store {
     }
 
     async fn workspaces_of(&self, id: i64) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM registry_workspaces WHERE registry_id = ? ORDER BY name")
+        let rows = db::query("SELECT name FROM registry_workspaces WHERE registry_id = ? ORDER BY name")
             .bind(id)
             .fetch_all(&self.pool)
             .await?;
@@ -130,7 +133,7 @@ impl Store {
     pub async fn add_workspace(&self, registry: &str, workspace: &str) -> Result<Registry> {
         let id = self.registry(registry).await?.id;
         let write = self.writer.lock().await;
-        let done = sqlx::query("INSERT INTO registry_workspaces (registry_id, name, created_at) VALUES (?, ?, ?)")
+        let done = db::query("INSERT INTO registry_workspaces (registry_id, name, created_at) VALUES (?, ?, ?)")
             .bind(id)
             .bind(workspace)
             .bind(now_ms())
@@ -153,7 +156,7 @@ impl Store {
     pub async fn delete_workspace(&self, registry: &str, workspace: &str) -> Result<()> {
         let id = self.registry(registry).await?.id;
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM registry_workspaces WHERE registry_id = ? AND name = ?")
+        let done = db::query("DELETE FROM registry_workspaces WHERE registry_id = ? AND name = ?")
             .bind(id)
             .bind(workspace)
             .execute(&self.pool)
@@ -168,7 +171,7 @@ impl Store {
     /// pipeline uses it.
     pub async fn delete_registry(&self, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM registries WHERE name = ?").bind(name).execute(&self.pool).await?;
+        let done = db::query("DELETE FROM registries WHERE name = ?").bind(name).execute(&self.pool).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("registry `{name}`")));
         }

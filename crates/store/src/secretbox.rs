@@ -26,13 +26,13 @@ use std::fmt;
 const PREFIX: &str = "wharf-sealed:v1:";
 const NONCE_LEN: usize = 24;
 
-/// The columns that hold sealed values: (table, the column that names a row, the
+/// The columns that hold sealed values: (table, the text columns that name a row, the
 /// secret columns). [`Store::reseal_all`](crate::Store::reseal_all) walks these.
-pub const SEALED_COLUMNS: &[(&str, &str, &[&str])] = &[
-    ("bindings", "name", &["client_secret", "token", "webhook_secret", "refresh_token"]),
-    ("clusters", "name", &["kubeconfig"]),
-    ("registries", "name", &["password"]),
-    ("secrets", "rowid", &["value"]),
+pub const SEALED_COLUMNS: &[(&str, &[&str], &[&str])] = &[
+    ("bindings", &["name"], &["client_secret", "token", "webhook_secret", "refresh_token"]),
+    ("clusters", &["name"], &["kubeconfig"]),
+    ("registries", &["name"], &["password"]),
+    ("secrets", &["project", "name"], &["value"]),
 ];
 
 /// Why a stored secret cannot be opened.

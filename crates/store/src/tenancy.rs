@@ -4,9 +4,9 @@
 //! store's [`SecretBox`](crate::secretbox::SecretBox)). What a role may do is the
 //! server's business (`wharf_server::authz`); this module only keeps the facts.
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
 use serde::Serialize;
-use sqlx::Row;
 use std::collections::BTreeMap;
 
 /// The built-in administrator, made at first start.
@@ -109,11 +109,11 @@ fn unique<T>(done: std::result::Result<T, sqlx::Error>, what: impl FnOnce() -> S
 const TOKEN_SELECT: &str =
     "SELECT id, user_name, name, scope, expires_at, revoked_at, last_used_at, created_at FROM api_tokens";
 
-fn project_row(row: &sqlx::sqlite::SqliteRow) -> ProjectRow {
+fn project_row(row: &DbRow) -> ProjectRow {
     ProjectRow { name: row.get(0), department: row.get(1), created_at: row.get(2), trusted: row.get(3) }
 }
 
-fn token_row(row: &sqlx::sqlite::SqliteRow) -> TokenRow {
+fn token_row(row: &DbRow) -> TokenRow {
     TokenRow {
         id: row.get(0),
         user: row.get(1),
@@ -131,7 +131,7 @@ impl Store {
 
     pub async fn create_department(&self, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("INSERT INTO departments (name, created_at) VALUES (?, ?)")
+        let done = db::query("INSERT INTO departments (name, created_at) VALUES (?, ?)")
             .bind(name)
             .bind(now_ms())
             .execute(&self.pool)
@@ -141,7 +141,7 @@ impl Store {
     }
 
     pub async fn departments(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM departments ORDER BY name").fetch_all(&self.pool).await?;
+        let rows = db::query("SELECT name FROM departments ORDER BY name").fetch_all(&self.pool).await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
@@ -149,12 +149,12 @@ impl Store {
     pub async fn create_project(&self, name: &str, department: &str, trusted: bool) -> Result<ProjectRow> {
         let _write = self.writer.lock().await;
         let known =
-            sqlx::query("SELECT 1 FROM departments WHERE name = ?").bind(department).fetch_optional(&self.pool).await?;
+            db::query("SELECT 1 FROM departments WHERE name = ?").bind(department).fetch_optional(&self.pool).await?;
         if known.is_none() {
             return Err(StoreError::NotFound(format!("department `{department}`")));
         }
         let now = now_ms();
-        let done = sqlx::query("INSERT INTO projects (name, department, created_at, trusted) VALUES (?, ?, ?, ?)")
+        let done = db::query("INSERT INTO projects (name, department, created_at, trusted) VALUES (?, ?, ?, ?)")
             .bind(name)
             .bind(department)
             .bind(now)
@@ -166,7 +166,7 @@ impl Store {
     }
 
     pub async fn projects(&self) -> Result<Vec<ProjectRow>> {
-        let rows = sqlx::query("SELECT name, department, created_at, trusted FROM projects ORDER BY name")
+        let rows = db::query("SELECT name, department, created_at, trusted FROM projects ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(project_row).collect())
@@ -174,7 +174,7 @@ impl Store {
 
     /// One project; an unknown name is `NotFound`.
     pub async fn project(&self, name: &str) -> Result<ProjectRow> {
-        let row = sqlx::query("SELECT name, department, created_at, trusted FROM projects WHERE name = ?")
+        let row = db::query("SELECT name, department, created_at, trusted FROM projects WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?;
@@ -185,7 +185,7 @@ impl Store {
     pub async fn set_project_trusted(&self, name: &str, trusted: bool) -> Result<ProjectRow> {
         {
             let _write = self.writer.lock().await;
-            let done = sqlx::query("UPDATE projects SET trusted = ? WHERE name = ?")
+            let done = db::query("UPDATE projects SET trusted = ? WHERE name = ?")
                 .bind(trusted)
                 .bind(name)
                 .execute(&self.pool)
@@ -198,7 +198,7 @@ impl Store {
     }
 
     pub async fn project_exists(&self, name: &str) -> Result<bool> {
-        let row = sqlx::query("SELECT 1 FROM projects WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let row = db::query("SELECT 1 FROM projects WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
         Ok(row.is_some())
     }
 
@@ -212,7 +212,7 @@ impl Store {
     /// Whether any user besides `builtin` exists (a multi-user server).
     pub async fn has_users_besides(&self, builtin: &str) -> Result<bool> {
         let row =
-            sqlx::query("SELECT 1 FROM users WHERE name != ? LIMIT 1").bind(builtin).fetch_optional(&self.pool).await?;
+            db::query("SELECT 1 FROM users WHERE name != ? LIMIT 1").bind(builtin).fetch_optional(&self.pool).await?;
         Ok(row.is_some())
     }
 
@@ -228,20 +228,20 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let done =
-            sqlx::query("INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
+            db::query("INSERT INTO users (name, role, password_hash, created_at, updated_at) VALUES (?, ?, ?, ?, ?)")
                 .bind(name)
                 .bind(role)
                 .bind(password_hash)
                 .bind(now)
                 .bind(now)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await;
         unique(done, || format!("a user named `{name}` already exists"))?;
         for project in projects {
-            let done = sqlx::query("INSERT OR IGNORE INTO memberships (user_name, project) VALUES (?, ?)")
+            let done = db::query("INSERT INTO memberships (user_name, project) VALUES (?, ?) ON CONFLICT DO NOTHING")
                 .bind(name)
                 .bind(project)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await;
             unique(done, || format!("project `{project}`"))?;
         }
@@ -255,7 +255,7 @@ impl Store {
     }
 
     pub async fn find_user(&self, name: &str) -> Result<Option<UserRow>> {
-        let Some(row) = sqlx::query(
+        let Some(row) = db::query(
             "SELECT name, role, password_hash, created_at, updated_at, disabled_at FROM users WHERE name = ?",
         )
         .bind(name)
@@ -264,7 +264,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let projects = sqlx::query("SELECT project FROM memberships WHERE user_name = ? ORDER BY project")
+        let projects = db::query("SELECT project FROM memberships WHERE user_name = ? ORDER BY project")
             .bind(name)
             .fetch_all(&self.pool)
             .await?
@@ -283,7 +283,7 @@ impl Store {
     }
 
     pub async fn users(&self) -> Result<Vec<UserRow>> {
-        let names: Vec<String> = sqlx::query("SELECT name FROM users ORDER BY name")
+        let names: Vec<String> = db::query("SELECT name FROM users ORDER BY name")
             .fetch_all(&self.pool)
             .await?
             .iter()
@@ -300,23 +300,24 @@ impl Store {
     pub async fn update_user(&self, name: &str, role: Option<&str>, projects: Option<&[String]>) -> Result<UserRow> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE users SET role = COALESCE(?, role), updated_at = ? WHERE name = ?")
+        let done = db::query("UPDATE users SET role = COALESCE(?, role), updated_at = ? WHERE name = ?")
             .bind(role)
             .bind(now_ms())
             .bind(name)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
         if let Some(projects) = projects {
-            sqlx::query("DELETE FROM memberships WHERE user_name = ?").bind(name).execute(&mut *tx).await?;
+            db::query("DELETE FROM memberships WHERE user_name = ?").bind(name).execute(&mut tx).await?;
             for project in projects {
-                let done = sqlx::query("INSERT OR IGNORE INTO memberships (user_name, project) VALUES (?, ?)")
-                    .bind(name)
-                    .bind(project)
-                    .execute(&mut *tx)
-                    .await;
+                let done =
+                    db::query("INSERT INTO memberships (user_name, project) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                        .bind(name)
+                        .bind(project)
+                        .execute(&mut tx)
+                        .await;
                 unique(done, || format!("project `{project}`"))?;
             }
         }
@@ -327,7 +328,7 @@ impl Store {
 
     pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?")
+        let done = db::query("UPDATE users SET password_hash = ?, updated_at = ? WHERE name = ?")
             .bind(hash)
             .bind(now_ms())
             .bind(name)
@@ -346,20 +347,20 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
+        let done = db::query(
             "UPDATE users SET disabled_at = CASE WHEN ?1 THEN COALESCE(disabled_at, ?2) END, updated_at = ?2 \
              WHERE name = ?3",
         )
         .bind(disabled)
         .bind(now)
         .bind(name)
-        .execute(&mut *tx)
+        .execute(&mut tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
         if disabled {
-            sqlx::query("DELETE FROM sessions WHERE user_name = ?").bind(name).execute(&mut *tx).await?;
+            db::query("DELETE FROM sessions WHERE user_name = ?").bind(name).execute(&mut tx).await?;
         }
         tx.commit().await?;
         drop(_write);
@@ -373,12 +374,12 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         // Said out loud rather than left to ON DELETE CASCADE alone.
         for table in ["api_tokens", "sessions", "memberships"] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_name = ?")))
+            db::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_name = ?")))
                 .bind(name)
-                .execute(&mut *tx)
+                .execute(&mut tx)
                 .await?;
         }
-        let done = sqlx::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut *tx).await?;
+        let done = db::query("DELETE FROM users WHERE name = ?").bind(name).execute(&mut tx).await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound(format!("user `{name}`")));
         }
@@ -388,7 +389,7 @@ impl Store {
 
     /// The names of the enabled administrators.
     pub async fn enabled_admins(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query("SELECT name FROM users WHERE role = 'admin' AND disabled_at IS NULL ORDER BY name")
+        let rows = db::query("SELECT name FROM users WHERE role = 'admin' AND disabled_at IS NULL ORDER BY name")
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -406,9 +407,9 @@ impl Store {
         expires_at: Option<i64>,
     ) -> Result<TokenRow> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO api_tokens (user_name, name, token_sha256, scope, expires_at, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(user)
         .bind(name)
@@ -416,10 +417,10 @@ impl Store {
         .bind(scope)
         .bind(expires_at)
         .bind(now_ms())
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await;
-        let id = unique(done, || format!("user `{user}` already has a token named `{name}`"))?.last_insert_rowid();
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE id = ?")))
+        let id: i64 = unique(done, || format!("user `{user}` already has a token named `{name}`"))?.get(0);
+        let row = db::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE id = ?")))
             .bind(id)
             .fetch_one(&self.pool)
             .await?;
@@ -430,7 +431,7 @@ impl Store {
     /// `WHARF_ADMIN_TOKEN` at every start), creating the token when missing.
     pub async fn put_token(&self, user: &str, name: &str, token_sha256: &str, scope: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query(
+        db::query(
             "INSERT INTO api_tokens (user_name, name, token_sha256, scope, expires_at, created_at) \
              VALUES (?, ?, ?, ?, NULL, ?) ON CONFLICT (user_name, name) DO UPDATE SET \
              token_sha256 = excluded.token_sha256, scope = excluded.scope, revoked_at = NULL, expires_at = NULL",
@@ -447,7 +448,7 @@ impl Store {
 
     /// The token with this hash, whatever its state (the caller checks expiry and revocation).
     pub async fn token_by_hash(&self, token_sha256: &str) -> Result<Option<TokenRow>> {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE token_sha256 = ?")))
+        let row = db::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE token_sha256 = ?")))
             .bind(token_sha256)
             .fetch_optional(&self.pool)
             .await?;
@@ -457,12 +458,17 @@ impl Store {
     /// The token with this hash with its user's role and projects, in one query (every
     /// API call asks this). A disabled user's tokens are not found.
     pub async fn token_with_user(&self, token_sha256: &str) -> Result<Option<(TokenRow, String, Vec<String>)>> {
-        let row = sqlx::query(
+        let projects = if self.pool.is_postgres() {
+            "COALESCE((SELECT json_agg(m.project) FROM memberships m WHERE m.user_name = u.name)::text, '[]')"
+        } else {
+            "(SELECT json_group_array(m.project) FROM memberships m WHERE m.user_name = u.name)"
+        };
+        let row = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT t.id, t.user_name, t.name, t.scope, t.expires_at, t.revoked_at, t.last_used_at, t.created_at, \
-                    u.role, (SELECT json_group_array(m.project) FROM memberships m WHERE m.user_name = u.name) \
+                    u.role, {projects} \
              FROM api_tokens t JOIN users u ON u.name = t.user_name \
-             WHERE t.token_sha256 = ? AND u.disabled_at IS NULL",
-        )
+             WHERE t.token_sha256 = ? AND u.disabled_at IS NULL"
+        )))
         .bind(token_sha256)
         .fetch_optional(&self.pool)
         .await?;
@@ -475,7 +481,7 @@ impl Store {
     }
 
     pub async fn tokens(&self, user: &str) -> Result<Vec<TokenRow>> {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE user_name = ? ORDER BY name")))
+        let rows = db::query(sqlx::AssertSqlSafe(format!("{TOKEN_SELECT} WHERE user_name = ? ORDER BY name")))
             .bind(user)
             .fetch_all(&self.pool)
             .await?;
@@ -486,7 +492,7 @@ impl Store {
     pub async fn revoke_token(&self, user: &str, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
         let done =
-            sqlx::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE user_name = ? AND name = ?")
+            db::query("UPDATE api_tokens SET revoked_at = COALESCE(revoked_at, ?) WHERE user_name = ? AND name = ?")
                 .bind(now_ms())
                 .bind(user)
                 .bind(name)
@@ -501,14 +507,12 @@ impl Store {
     /// Notes a token's use (at most once a minute per token, to keep writes rare).
     pub async fn touch_token(&self, id: i64, now: i64) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query(
-            "UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)",
-        )
-        .bind(now)
-        .bind(id)
-        .bind(now - 60_000)
-        .execute(&self.pool)
-        .await?;
+        db::query("UPDATE api_tokens SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)")
+            .bind(now)
+            .bind(id)
+            .bind(now - 60_000)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -523,7 +527,7 @@ impl Store {
         expires_at: i64,
     ) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query(
+        db::query(
             "INSERT INTO sessions (id_sha256, user_name, csrf, client_ip, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
         )
         .bind(id_sha256)
@@ -539,7 +543,7 @@ impl Store {
 
     /// A session that has not expired.
     pub async fn session(&self, id_sha256: &str, now: i64) -> Result<Option<SessionRow>> {
-        let row = sqlx::query(
+        let row = db::query(
             "SELECT user_name, csrf, created_at, expires_at FROM sessions WHERE id_sha256 = ? AND expires_at > ?",
         )
         .bind(id_sha256)
@@ -552,7 +556,7 @@ impl Store {
     /// Ends a session (logout, or a new login replacing it); also drops expired ones.
     pub async fn delete_session(&self, id_sha256: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at <= ?")
+        db::query("DELETE FROM sessions WHERE id_sha256 = ? OR expires_at <= ?")
             .bind(id_sha256)
             .bind(now_ms())
             .execute(&self.pool)
@@ -563,7 +567,7 @@ impl Store {
     /// Ends every session of `user` but the one whose hash is `keep`; answers how many.
     pub async fn end_sessions(&self, user: &str, keep: Option<&str>) -> Result<u64> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM sessions WHERE user_name = ? AND (? IS NULL OR id_sha256 != ?)")
+        let done = db::query("DELETE FROM sessions WHERE user_name = ? AND (? IS NULL OR id_sha256 != ?)")
             .bind(user)
             .bind(keep)
             .bind(keep)
@@ -578,7 +582,7 @@ impl Store {
     /// [`CUT_MARK`] at the end), whatever a client sent.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query("INSERT INTO audit_log (at, actor, action, object, outcome, client_ip) VALUES (?, ?, ?, ?, ?, ?)")
+        db::query("INSERT INTO audit_log (at, actor, action, object, outcome, client_ip) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(entry.at)
             .bind(cut(&entry.actor))
             .bind(cut(&entry.action))
@@ -592,7 +596,7 @@ impl Store {
 
     /// A page of the audit log, newest first, optionally of one actor, with the total.
     pub async fn audit_log(&self, actor: Option<&str>, limit: i64, offset: i64) -> Result<(Vec<AuditEntry>, i64)> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT id, at, actor, action, object, outcome, client_ip FROM audit_log \
              WHERE (?1 IS NULL OR actor = ?1) ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )
@@ -601,7 +605,7 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let total: i64 = sqlx::query("SELECT COUNT(*) FROM audit_log WHERE (?1 IS NULL OR actor = ?1)")
+        let total: i64 = db::query("SELECT COUNT(*) FROM audit_log WHERE (?1 IS NULL OR actor = ?1)")
             .bind(actor)
             .fetch_one(&self.pool)
             .await?
@@ -627,13 +631,13 @@ impl Store {
     pub async fn put_secret(&self, project: &str, name: &str, value: &str, by: &str) -> Result<bool> {
         let _write = self.writer.lock().await;
         let now = now_ms();
-        let existed = sqlx::query("SELECT 1 FROM secrets WHERE project = ? AND name = ?")
+        let existed = db::query("SELECT 1 FROM secrets WHERE project = ? AND name = ?")
             .bind(project)
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
             .is_some();
-        let done = sqlx::query(
+        let done = db::query(
             "INSERT INTO secrets (project, name, value, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (project, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
         )
@@ -651,7 +655,7 @@ impl Store {
 
     /// The names of a project's secrets (`None`: of every project).
     pub async fn secret_names(&self, project: Option<&str>) -> Result<Vec<SecretName>> {
-        let rows = sqlx::query(
+        let rows = db::query(
             "SELECT project, name, created_by, created_at, updated_at FROM secrets \
              WHERE (?1 IS NULL OR project = ?1) ORDER BY project, name",
         )
@@ -672,7 +676,7 @@ impl Store {
 
     pub async fn delete_secret(&self, project: &str, name: &str) -> Result<()> {
         let _write = self.writer.lock().await;
-        let done = sqlx::query("DELETE FROM secrets WHERE project = ? AND name = ?")
+        let done = db::query("DELETE FROM secrets WHERE project = ? AND name = ?")
             .bind(project)
             .bind(name)
             .execute(&self.pool)
@@ -686,10 +690,8 @@ impl Store {
     /// Every secret of a project with its value opened: what a run of one of its
     /// pipelines gets (and masks).
     pub async fn secret_values(&self, project: &str) -> Result<BTreeMap<String, String>> {
-        let rows = sqlx::query("SELECT name, value FROM secrets WHERE project = ?")
-            .bind(project)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            db::query("SELECT name, value FROM secrets WHERE project = ?").bind(project).fetch_all(&self.pool).await?;
         let mut out = BTreeMap::new();
         for row in rows {
             let stored: String = row.get(1);
@@ -703,15 +705,7 @@ impl Store {
 mod tests {
     use super::*;
 
-    async fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db").display().to_string()).await.unwrap();
-        (dir, store)
-    }
-
-    #[tokio::test]
-    async fn the_default_department_and_project_exist_and_names_are_unique() {
-        let (_dir, s) = store().await;
+    async fn the_default_department_and_project_exist_and_names_are_unique(s: Store) {
         assert_eq!(s.departments().await.unwrap(), vec!["Default"]);
         assert!(s.project_exists("admin").await.unwrap());
         assert!(matches!(s.create_project("web", "Nope", false).await, Err(StoreError::NotFound(_))));
@@ -724,9 +718,7 @@ mod tests {
         assert!(s.find_user("bob").await.unwrap().is_none(), "a failed create leaves nothing");
     }
 
-    #[tokio::test]
-    async fn only_the_admin_project_starts_trusted_and_trust_can_change() {
-        let (_dir, s) = store().await;
+    async fn only_the_admin_project_starts_trusted_and_trust_can_change(s: Store) {
         assert!(s.project("admin").await.unwrap().trusted);
         assert!(!s.has_users_besides("admin").await.unwrap());
         s.create_project("web", "Default", false).await.unwrap();
@@ -738,31 +730,40 @@ mod tests {
         assert!(s.has_users_besides("admin").await.unwrap());
     }
 
-    #[tokio::test]
-    async fn secrets_are_sealed_in_the_database_and_open_for_runs() {
-        let (dir, s) = store().await;
+    async fn secrets_are_sealed_in_the_database_and_open_for_runs(s: Store) {
         s.put_secret("admin", "API_KEY", "plain-value-123", "admin").await.unwrap();
-        let raw: String = sqlx::query("SELECT value FROM secrets").fetch_one(s.pool()).await.unwrap().get(0);
+        let raw: String = db::query("SELECT value FROM secrets").fetch_one(s.pool()).await.unwrap().get(0);
         assert!(!raw.contains("plain-value-123"));
         assert_eq!(s.secret_values("admin").await.unwrap()["API_KEY"], "plain-value-123");
-        drop(s);
-        let _ = dir;
     }
 
-    #[tokio::test]
-    async fn reseal_all_seals_legacy_plain_binding_secrets() {
-        let (_dir, s) = store().await;
-        sqlx::query(
+    async fn reseal_all_seals_legacy_plain_binding_secrets(s: Store) {
+        db::query(
             "INSERT INTO bindings (name, provider, token, webhook_secret, created_at, updated_at) \
              VALUES ('gh', 'github', 'ghp_plain', 'hook-plain', 0, 0)",
         )
         .execute(s.pool())
         .await
         .unwrap();
-        assert_eq!(s.reseal_all().await.unwrap(), 2);
-        let raw: String = sqlx::query("SELECT token FROM bindings").fetch_one(s.pool()).await.unwrap().get(0);
+        db::query(
+            "INSERT INTO secrets (project, name, value, created_by, created_at, updated_at) \
+                   VALUES ('admin', 'OLD', 'old-plain', 'admin', 0, 0)",
+        )
+        .execute(s.pool())
+        .await
+        .unwrap();
+        assert_eq!(s.reseal_all().await.unwrap(), 3);
+        let raw: String = db::query("SELECT token FROM bindings").fetch_one(s.pool()).await.unwrap().get(0);
         assert!(crate::secretbox::SecretBox::is_sealed(&raw));
         assert_eq!(s.binding("gh").await.unwrap().token.as_deref(), Some("ghp_plain"));
+        assert_eq!(s.secret_values("admin").await.unwrap()["OLD"], "old-plain", "a secret row, keyed by two columns");
         assert_eq!(s.reseal_all().await.unwrap(), 0, "nothing left to seal");
     }
+
+    on_both!(
+        the_default_department_and_project_exist_and_names_are_unique,
+        only_the_admin_project_starts_trusted_and_trust_can_change,
+        secrets_are_sealed_in_the_database_and_open_for_runs,
+        reseal_all_seals_legacy_plain_binding_secrets,
+    );
 }

@@ -6,9 +6,9 @@
 //! was read: of several schedulers (tasks, or later replicas) that read the same row,
 //! exactly one moves it on, and only that one starts the run.
 
+use crate::db::{self, DbRow};
 use crate::{Result, Store};
 use serde::Serialize;
-use sqlx::Row;
 
 /// A stored timer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -34,7 +34,7 @@ pub struct NewTimer {
 
 const SELECT: &str = "SELECT t.pipeline_id, t.trigger_index, t.version, t.next_run_at, t.last_due FROM timers t";
 
-fn timer(row: &sqlx::sqlite::SqliteRow) -> TimerRow {
+fn timer(row: &DbRow) -> TimerRow {
     TimerRow {
         pipeline_id: row.get(0),
         trigger_index: row.get(1),
@@ -52,17 +52,17 @@ impl Store {
     pub async fn replace_timers(&self, pipeline_id: i64, version: i64, timers: &[NewTimer]) -> Result<()> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
-        let marked = sqlx::query("UPDATE pipelines SET timers_version = ? WHERE id = ?")
+        let marked = db::query("UPDATE pipelines SET timers_version = ? WHERE id = ?")
             .bind(version)
             .bind(pipeline_id)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         if marked.rows_affected() == 0 {
             return Err(crate::StoreError::NotFound(format!("pipeline {pipeline_id}")));
         }
-        sqlx::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&mut *tx).await?;
+        db::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&mut tx).await?;
         for t in timers {
-            sqlx::query(
+            db::query(
                 "INSERT INTO timers (pipeline_id, trigger_index, version, next_run_at, last_due) VALUES (?, ?, ?, ?, ?)",
             )
             .bind(pipeline_id)
@@ -70,7 +70,7 @@ impl Store {
             .bind(version)
             .bind(t.next_run_at)
             .bind(t.last_due)
-            .execute(&mut *tx)
+            .execute(&mut tx)
             .await?;
         }
         tx.commit().await?;
@@ -82,7 +82,7 @@ impl Store {
     /// since the `timers_version` column arrived), by id.
     pub async fn pipelines_with_stale_timers(&self) -> Result<Vec<i64>> {
         let rows =
-            sqlx::query("SELECT id FROM pipelines WHERE active = 1 AND timers_version IS NOT version ORDER BY id")
+            db::query("SELECT id FROM pipelines WHERE active AND timers_version IS DISTINCT FROM version ORDER BY id")
                 .fetch_all(&self.pool)
                 .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
@@ -96,10 +96,15 @@ impl Store {
             return Ok(());
         }
         let _write = self.writer.lock().await;
-        sqlx::query(
-            "UPDATE pipelines SET timers_version = version \
-             WHERE (id, version) IN (SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?))",
-        )
+        // The pairs travel as one JSON array: one statement however many there are.
+        let pairs = if self.pool.is_postgres() {
+            "SELECT (e->>0)::bigint, (e->>1)::bigint FROM jsonb_array_elements(?::jsonb) e"
+        } else {
+            "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)"
+        };
+        db::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE pipelines SET timers_version = version WHERE (id, version) IN ({pairs})"
+        )))
         .bind(serde_json::json!(versions).to_string())
         .execute(&self.pool)
         .await?;
@@ -109,14 +114,14 @@ impl Store {
     /// Every timer row, by pipeline and trigger.
     pub async fn timers(&self) -> Result<Vec<TimerRow>> {
         let sql = format!("{SELECT} ORDER BY t.pipeline_id, t.trigger_index");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(timer).collect())
     }
 
     /// A pipeline's timer rows, by trigger.
     pub async fn pipeline_timers(&self, pipeline_id: i64) -> Result<Vec<TimerRow>> {
         let sql = format!("{SELECT} WHERE t.pipeline_id = ? ORDER BY t.trigger_index");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(pipeline_id).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(sql)).bind(pipeline_id).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(timer).collect())
     }
 
@@ -125,18 +130,18 @@ impl Store {
     pub async fn due_timers(&self, at_ms: i64) -> Result<Vec<TimerRow>> {
         let sql = format!(
             "{SELECT} JOIN pipelines p ON p.id = t.pipeline_id \
-             WHERE p.active = 1 AND t.next_run_at IS NOT NULL AND t.next_run_at <= ? \
+             WHERE p.active AND t.next_run_at IS NOT NULL AND t.next_run_at <= ? \
              ORDER BY t.next_run_at, t.pipeline_id, t.trigger_index"
         );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(at_ms).fetch_all(&self.pool).await?;
+        let rows = db::query(sqlx::AssertSqlSafe(sql)).bind(at_ms).fetch_all(&self.pool).await?;
         Ok(rows.iter().map(timer).collect())
     }
 
     /// The earliest `next_run_at` of an active pipeline's timer: when a scheduler
     /// should look again.
     pub async fn next_timer_at(&self) -> Result<Option<i64>> {
-        let row = sqlx::query(
-            "SELECT MIN(t.next_run_at) FROM timers t JOIN pipelines p ON p.id = t.pipeline_id WHERE p.active = 1",
+        let row = db::query(
+            "SELECT MIN(t.next_run_at) FROM timers t JOIN pipelines p ON p.id = t.pipeline_id WHERE p.active",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -149,10 +154,11 @@ impl Store {
     /// `false` when another scheduler, an edit or a deletion got there first.
     pub async fn claim_timer(&self, read: &TimerRow, next_run_at: Option<i64>, last_due: Option<i64>) -> Result<bool> {
         let _write = self.writer.lock().await;
-        // `IS` compares NULLs as equal (PostgreSQL: IS NOT DISTINCT FROM).
-        let done = sqlx::query(
+        // `IS NOT DISTINCT FROM` compares NULLs as equal.
+        let done = db::query(
             "UPDATE timers SET next_run_at = ?, last_due = ? \
-             WHERE pipeline_id = ? AND trigger_index = ? AND version = ? AND next_run_at IS ? AND last_due IS ?",
+             WHERE pipeline_id = ? AND trigger_index = ? AND version = ? \
+             AND next_run_at IS NOT DISTINCT FROM ? AND last_due IS NOT DISTINCT FROM ?",
         )
         .bind(next_run_at)
         .bind(last_due)
@@ -169,7 +175,7 @@ impl Store {
     /// Deletes a pipeline's timer rows (deleting the pipeline does it too).
     pub async fn delete_timers(&self, pipeline_id: i64) -> Result<()> {
         let _write = self.writer.lock().await;
-        sqlx::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&self.pool).await?;
+        db::query("DELETE FROM timers WHERE pipeline_id = ?").bind(pipeline_id).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -1,15 +1,13 @@
-//! The store against a real SQLite database file.
+//! The store against real databases: every test runs on a SQLite file and on a
+//! PostgreSQL database (see `backends`).
+
+#[macro_use]
+mod backends;
 
 use std::collections::BTreeMap;
 use wharf_core::run::{Cause, Progress, RunRecord};
 use wharf_core::status::Status;
 use wharf_store::{Store, StoreError};
-
-async fn store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("wharf.db").to_str().unwrap()).await.unwrap();
-    (dir, store)
-}
 
 fn record(pipeline: &str, number: i64) -> RunRecord {
     RunRecord {
@@ -24,9 +22,7 @@ fn record(pipeline: &str, number: i64) -> RunRecord {
     }
 }
 
-#[tokio::test]
-async fn pipelines_have_versions_and_unique_names() {
-    let (_dir, store) = store().await;
+async fn pipelines_have_versions_and_unique_names(store: Store) {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     assert_eq!((p.version, p.active), (1, true));
     let err = store.create_pipeline("admin", "app", "x").await.unwrap_err();
@@ -58,9 +54,7 @@ async fn pipelines_have_versions_and_unique_names() {
     assert_eq!(store.pipelines_with_sources(&mine, 10, 0).await.unwrap().1, 0);
 }
 
-#[tokio::test]
-async fn run_numbers_and_increments_are_allocated_once_even_concurrently() {
-    let (_dir, store) = store().await;
+async fn run_numbers_and_increments_are_allocated_once_even_concurrently(store: Store) {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     let mut handles = Vec::new();
     for _ in 0..20 {
@@ -84,9 +78,7 @@ async fn run_numbers_and_increments_are_allocated_once_even_concurrently() {
     assert_eq!(list[0].1.as_ref().map(|r| r.number), Some(20), "the list shows the last run");
 }
 
-#[tokio::test]
-async fn records_round_trip_and_drive_status_and_deletion_rules() {
-    let (_dir, store) = store().await;
+async fn records_round_trip_and_drive_status_and_deletion_rules(store: Store) {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     let (new, mut rec) = store.create_run(p.id, 1, None, None, |n| record("app", n.number)).await.unwrap();
     rec.progress.advance(Status::Running, jiff::Timestamp::now()).unwrap();
@@ -105,9 +97,7 @@ async fn records_round_trip_and_drive_status_and_deletion_rules() {
     assert!(matches!(store.run(new.id).await, Err(StoreError::NotFound(_))));
 }
 
-#[tokio::test]
-async fn retention_finds_runs_beyond_the_count_or_older_than_the_age() {
-    let (_dir, store) = store().await;
+async fn retention_finds_runs_beyond_the_count_or_older_than_the_age(store: Store) {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     let mut ids = Vec::new();
     for _ in 0..5 {
@@ -124,22 +114,18 @@ async fn retention_finds_runs_beyond_the_count_or_older_than_the_age() {
     assert_eq!(store.runs(p.id, 50, 0).await.unwrap().1, 2);
 }
 
-#[tokio::test]
-async fn reopening_keeps_everything_and_migrations_run_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wharf.db");
-    let store = Store::open(path.to_str().unwrap()).await.unwrap();
+async fn reopening_keeps_everything_and_migrations_run_once(url: String) {
+    let store = Store::open(&url).await.unwrap();
     store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     store.set_setting("k", "v").await.unwrap();
+    store.pool().close().await;
     drop(store);
-    let store = Store::open(&format!("sqlite://{}", path.display())).await.unwrap();
+    let store = Store::open(&url).await.unwrap();
     assert_eq!(store.pipeline_by_name("app", None).await.unwrap().version, 1);
     assert_eq!(store.setting("k").await.unwrap().as_deref(), Some("v"));
 }
 
-#[tokio::test]
-async fn bindings_keep_secrets_out_of_their_json() {
-    let (_dir, store) = store().await;
+async fn bindings_keep_secrets_out_of_their_json(store: Store) {
     let new = wharf_store::bindings::NewBinding {
         name: "gh".into(),
         provider: "github".into(),
@@ -173,10 +159,8 @@ fn delivery(delivery_id: &str, verdict: wharf_store::deliveries::Verdict) -> wha
     }
 }
 
-#[tokio::test]
-async fn deliveries_are_stored_updated_listed_and_found_again() {
+async fn deliveries_are_stored_updated_listed_and_found_again(store: Store) {
     use wharf_store::deliveries::Verdict;
-    let (_dir, store) = store().await;
     let first = store.insert_delivery(&delivery("d-1", Verdict::Received)).await.unwrap();
     assert_eq!(store.earlier_delivery("github", "gh", "d-1", first).await.unwrap(), None, "nothing before it");
     store.update_delivery(first, Verdict::Started, None, &[7, 9]).await.unwrap();
@@ -226,9 +210,7 @@ fn timer(index: i64, next: Option<i64>) -> NewTimer {
     NewTimer { trigger_index: index, next_run_at: next, last_due: None }
 }
 
-#[tokio::test]
-async fn timer_rows_are_replaced_per_pipeline_and_listed_when_due() {
-    let (_dir, store) = store().await;
+async fn timer_rows_are_replaced_per_pipeline_and_listed_when_due(store: Store) {
     let a = store.create_pipeline("admin", "a", "name: a\n").await.unwrap();
     let b = store.create_pipeline("admin", "b", "name: b\n").await.unwrap();
     store.replace_timers(a.id, 1, &[timer(0, Some(1_000)), timer(2, Some(5_000))]).await.unwrap();
@@ -263,9 +245,7 @@ async fn timer_rows_are_replaced_per_pipeline_and_listed_when_due() {
     assert!(store.timers().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn a_timer_is_claimed_once_even_by_racing_schedulers() {
-    let (_dir, store) = store().await;
+async fn a_timer_is_claimed_once_even_by_racing_schedulers(store: Store) {
     let p = store.create_pipeline("admin", "app", "name: app\n").await.unwrap();
     store.replace_timers(p.id, 1, &[timer(0, Some(60_000))]).await.unwrap();
     let read = store.due_timers(60_000).await.unwrap().remove(0);
@@ -304,10 +284,9 @@ async fn a_timer_is_claimed_once_even_by_racing_schedulers() {
     assert!(store.timers().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn oauth_states_work_once_survive_reopening_and_expire() {
+async fn oauth_states_work_once_survive_reopening_and_expire(url: String) {
     use wharf_store::bindings::OAuthState;
-    let (dir, store) = store().await;
+    let store = Store::open(&url).await.unwrap();
     let now = wharf_store::now_ms();
     let pending = |expires_at| OAuthState {
         binding: "gl".into(),
@@ -317,18 +296,17 @@ async fn oauth_states_work_once_survive_reopening_and_expire() {
     };
     store.put_oauth_state("aa", &pending(now + 600_000)).await.unwrap();
     store.put_oauth_state("bb", &pending(now - 1)).await.unwrap();
+    store.pool().close().await;
     drop(store);
-    let store = Store::open(dir.path().join("wharf.db").to_str().unwrap()).await.unwrap();
+    let store = Store::open(&url).await.unwrap();
     assert_eq!(store.take_oauth_state("aa").await.unwrap(), Some(pending(now + 600_000)));
     assert_eq!(store.take_oauth_state("aa").await.unwrap(), None, "a state works once");
     assert_eq!(store.take_oauth_state("bb").await.unwrap(), None, "an expired state works never");
     assert_eq!(store.take_oauth_state("cc").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn grants_keep_their_refresh_token_and_a_pat_drops_it() {
+async fn grants_keep_their_refresh_token_and_a_pat_drops_it(store: Store) {
     use wharf_store::bindings::{NewBinding, StoredGrant};
-    let (_dir, store) = store().await;
     let new = NewBinding { name: "gl".into(), provider: "gitlab".into(), ..Default::default() };
     store.create_binding(&new).await.unwrap();
     let grant = StoredGrant {
@@ -353,10 +331,8 @@ async fn grants_keep_their_refresh_token_and_a_pat_drops_it() {
     assert_eq!((b.refresh_token, b.token_expires_at, b.oauth_redirect_uri), (None, None, None));
 }
 
-#[tokio::test]
-async fn registries_keep_their_workspaces_and_hide_the_password() {
+async fn registries_keep_their_workspaces_and_hide_the_password(store: Store) {
     use wharf_store::registries::NewRegistry;
-    let (_dir, store) = store().await;
     let new = NewRegistry {
         name: "local".into(),
         host: "127.0.0.1:5055".into(),
@@ -386,10 +362,8 @@ async fn registries_keep_their_workspaces_and_hide_the_password() {
     assert!(store.registries().await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn deliveries_past_the_retention_go_as_new_ones_arrive_and_refused_ones_sooner() {
+async fn deliveries_past_the_retention_go_as_new_ones_arrive_and_refused_ones_sooner(store: Store) {
     use wharf_store::deliveries::Verdict;
-    let (_dir, store) = store().await;
     let store = store.with_delivery_retention(6, 2);
     // One still waiting to be handled is never pruned.
     let waiting = store.insert_delivery(&delivery("w", Verdict::Received)).await.unwrap();
@@ -409,3 +383,128 @@ async fn deliveries_past_the_retention_go_as_new_ones_arrive_and_refused_ones_so
     assert_eq!(total, 7);
     assert_eq!(store.delivery(waiting).await.unwrap().summary.verdict, Verdict::Received);
 }
+
+/// The statements written differently per database (JSON paths and lists, the quoted
+/// `user` column, `IS NOT DISTINCT FROM`, booleans) answer the same on both.
+async fn the_statements_that_differ_per_database_answer_alike(store: Store) {
+    use wharf_core::approval::{Decision, Verdict};
+    use wharf_core::run::CheckoutRecord;
+    use wharf_store::PipelineFilter;
+    store.create_project("web", "Default", false).await.unwrap();
+    store.create_project("ops", "Default", false).await.unwrap();
+    let p = store.create_pipeline("web", "app", "name: app\n").await.unwrap();
+    let q = store.create_pipeline_by("ops", "job", "name: job\n", "ann", None).await.unwrap();
+
+    // A list narrowed to projects (a JSON array of names) or to a creator.
+    let only = |projects: &[&str]| PipelineFilter::Projects(projects.iter().map(|p| p.to_string()).collect());
+    let names = |page: Vec<(wharf_store::PipelineRow, Option<wharf_store::RunSummary>)>| {
+        page.into_iter().map(|(p, _)| p.name).collect::<Vec<_>>()
+    };
+    let (page, total) = store.pipelines_filtered(&only(&["ops"]), 10, 0).await.unwrap();
+    assert_eq!((names(page), total), (vec!["job".to_owned()], 1));
+    let (page, total) = store.pipelines_filtered(&only(&["ops", "web"]), 10, 0).await.unwrap();
+    assert_eq!((names(page), total), (vec!["job".to_owned(), "app".to_owned()], 2), "by project, then name");
+    assert_eq!(store.pipelines_filtered(&only(&[]), 10, 0).await.unwrap().1, 0);
+    let (page, _) = store.pipelines_filtered(&PipelineFilter::CreatedBy("ann".into()), 10, 0).await.unwrap();
+    assert_eq!(names(page), ["job"]);
+    assert_eq!(store.pipelines_filtered(&only(&["ops"]), 10, 5).await.unwrap(), (vec![], 1), "past the end");
+
+    // A run an event started, found again by the paths in its JSON record.
+    let checkout = |branch: Option<&str>, tag: Option<&str>| CheckoutRecord {
+        repo: "https://git.example/app.git".into(),
+        branch: branch.map(str::to_owned),
+        tag: tag.map(str::to_owned),
+        commit: Some("c0ffee".into()),
+        progress: Progress::new(jiff::Timestamp::now()),
+        reason: None,
+    };
+    let event = Cause::Event {
+        provider: "github".into(),
+        delivery: "d".into(),
+        sender: "ann".into(),
+        commit: "c0ffee".into(),
+        fork: false,
+    };
+    let (run, mut rec) = store
+        .create_run(p.id, 1, None, Some("c0ffee"), |n| RunRecord { cause: event.clone(), ..record("app", n.number) })
+        .await
+        .unwrap();
+    rec.checkout = Some(checkout(Some("main"), None));
+    store.save_record(run.id, &rec).await.unwrap();
+    assert_eq!(store.event_run_at(p.id, "c0ffee", Some("main"), None, 0).await.unwrap(), Some(run.number));
+    assert_eq!(store.event_run_at(p.id, "c0ffee", Some("dev"), None, 0).await.unwrap(), None, "another branch");
+    assert_eq!(store.event_run_at(p.id, "c0ffee", None, Some("v1"), 0).await.unwrap(), None, "a tag");
+    assert_eq!(store.event_run_at(p.id, "c0ffee", Some("main"), None, i64::MAX).await.unwrap(), None, "too old");
+    let (tagged, mut rec) = store
+        .create_run(p.id, 1, None, Some("c0ffee"), |n| RunRecord { cause: event.clone(), ..record("app", n.number) })
+        .await
+        .unwrap();
+    rec.checkout = Some(checkout(None, Some("v1")));
+    store.save_record(tagged.id, &rec).await.unwrap();
+    assert_eq!(store.event_run_at(p.id, "c0ffee", None, Some("v1"), 0).await.unwrap(), Some(tagged.number));
+
+    // Pipelines whose timers were computed from an older version (NULL: never).
+    assert_eq!(store.pipelines_with_stale_timers().await.unwrap(), [p.id, q.id]);
+    store.mark_timers_current(&[(p.id, 1), (q.id, 7)]).await.unwrap();
+    assert_eq!(store.pipelines_with_stale_timers().await.unwrap(), [q.id], "7 is not its version");
+    store.set_active(q.id, false).await.unwrap();
+    assert!(store.pipelines_with_stale_timers().await.unwrap().is_empty(), "inactive ones wait");
+
+    // A token with its user's projects (a JSON list made by the database), or none.
+    store.create_user("ann", "user", None, &["web".into(), "ops".into()]).await.unwrap();
+    store.create_user("bob", "user", None, &[]).await.unwrap();
+    store.create_token("ann", "ci", "hash-a", "write", None).await.unwrap();
+    store.create_token("bob", "ci", "hash-b", "read", None).await.unwrap();
+    let (token, role, projects) = store.token_with_user("hash-a").await.unwrap().unwrap();
+    assert_eq!((token.user.as_str(), role.as_str(), projects), ("ann", "user", vec!["ops".into(), "web".into()]));
+    assert_eq!(store.token_with_user("hash-b").await.unwrap().unwrap().2, Vec::<String>::new());
+    assert!(store.token_with_user("nope").await.unwrap().is_none());
+
+    // Approval decisions (a column named `user`), once per user.
+    let decision = |user: &str| Decision {
+        user: user.into(),
+        verdict: Verdict::Approve,
+        comment: "ok".into(),
+        at: jiff::Timestamp::from_millisecond(1_700_000_000_000).unwrap(),
+    };
+    assert!(store.add_decision(run.id, "gate", &decision("ann")).await.unwrap());
+    assert!(!store.add_decision(run.id, "gate", &decision("ann")).await.unwrap(), "once per user");
+    assert!(store.add_decision(run.id, "gate", &decision("bob")).await.unwrap());
+    assert_eq!(store.decisions(run.id, "gate").await.unwrap(), [decision("ann"), decision("bob")]);
+
+    // Projects' trust (a boolean) and stage signals (a JSON object as text).
+    assert!(!store.project("web").await.unwrap().trusted);
+    assert!(store.set_project_trusted("web", true).await.unwrap().trusted);
+    let values: BTreeMap<String, String> = [("k".to_owned(), "v".to_owned())].into();
+    store.add_signal(run.id, "deploy", "hook", &values).await.unwrap();
+    assert_eq!(store.signals(run.id, "deploy").await.unwrap(), [("hook".to_owned(), values)]);
+}
+
+/// This build has no TLS to PostgreSQL: a URL that asks for it fails to connect (never
+/// silently plain), and the error names the server but not the password.
+#[tokio::test]
+async fn postgres_refuses_a_url_that_requires_tls_and_hides_the_password() {
+    let Some((_keep, url)) = backends::postgres_url() else { return };
+    let err = Store::open(&format!("{url}?sslmode=require")).await.unwrap_err().to_string();
+    assert!(err.contains("127.0.0.1"), "{err}");
+    assert!(!err.contains("wharf-test-password"), "{err}");
+    let err = Store::open(&url.replace("wharf-test-password", "wrong")).await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect to PostgreSQL at 127.0.0.1"), "{err}");
+    assert!(!err.contains("wrong"), "{err}");
+}
+
+on_both!(
+    pipelines_have_versions_and_unique_names,
+    run_numbers_and_increments_are_allocated_once_even_concurrently,
+    records_round_trip_and_drive_status_and_deletion_rules,
+    retention_finds_runs_beyond_the_count_or_older_than_the_age,
+    bindings_keep_secrets_out_of_their_json,
+    timer_rows_are_replaced_per_pipeline_and_listed_when_due,
+    a_timer_is_claimed_once_even_by_racing_schedulers,
+    deliveries_are_stored_updated_listed_and_found_again,
+    grants_keep_their_refresh_token_and_a_pat_drops_it,
+    registries_keep_their_workspaces_and_hide_the_password,
+    deliveries_past_the_retention_go_as_new_ones_arrive_and_refused_ones_sooner,
+    the_statements_that_differ_per_database_answer_alike,
+);
+on_both!(url: reopening_keeps_everything_and_migrations_run_once, oauth_states_work_once_survive_reopening_and_expire);

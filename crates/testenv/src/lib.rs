@@ -1,6 +1,8 @@
 //! Test support for container tests: brings up the Docker Engine, an htpasswd
 //! registry on 127.0.0.1 and the local busybox base image by running
 //! `scripts/test-env.sh` (once per test process), and says why when it cannot.
+//! PostgreSQL likewise ([`postgres_or_fail_in_ci`], `scripts/pg-test-env.sh`), SMTP
+//! ([`smtp_server_or_fail_in_ci`]).
 //!
 //! ```ignore
 //! let Some(env) = wharf_testenv::containers() else { return }; // the skip is printed
@@ -9,7 +11,9 @@
 //! Its own test, `tests/layering.rs`, guards the workspace's layering: no crate
 //! depends on one listed below it in README.md's layout table.
 
+mod pg;
 mod smtp;
+pub use pg::{PgDatabase, postgres_or_fail_in_ci};
 pub use smtp::{SmtpServer, smtp_server_or_fail_in_ci};
 
 use std::collections::BTreeMap;
