@@ -304,4 +304,5 @@ scenarios! {
     s07_declared_output_missing => "07_declared_output_missing.yaml",
     s08_task_timeout => "08_task_timeout.yaml",
     s09_stop => "09_stop.yaml",
+    s10_log_lines => "10_log_lines.yaml",
 }

@@ -19,6 +19,8 @@
 //!   output: {compile: [a]}               # what the task printed, in order
 //!   output_any_order: {compile: [a, b]}  # … in any order (stdout and stderr of one task)
 //!   outputs: {compile: {VERSION: "1"}}   # the task's recorded outputs, exactly
+//!   output_numbered:                     # `before`, then `line 1` … `line 500`, then `after`
+//!     compile: {before: [a], from: 1, to: 500, after: [z]}
 //! ```
 
 use super::{Recorder, history, stage, statuses, task};
@@ -119,6 +121,17 @@ pub fn check(file: &str, root: &Node, record: &RunRecord, recorder: &Recorder, e
                     let mut got = recorder.output(task(record, name));
                     got.sort_unstable();
                     assert_eq!(got, want, "{file}: output of {name} (any order)");
+                }
+            }
+            "output_numbered" => {
+                for (name, want) in entries(value) {
+                    let list =
+                        |key| get(want, key).map_or(vec![], |l| items(l).iter().map(|i| text(i).to_owned()).collect());
+                    let number = |key| text(get(want, key).expect("from and to")).parse::<u32>().unwrap();
+                    let mut lines = list("before");
+                    lines.extend((number("from")..=number("to")).map(|n| format!("line {n}")));
+                    lines.extend(list("after"));
+                    assert_eq!(recorder.output(task(record, name)), lines, "{file}: output of {name}");
                 }
             }
             "outputs" => {
