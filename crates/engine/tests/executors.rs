@@ -28,6 +28,8 @@
 //! x-secrets: {API_TOKEN: tok-…}        # the run's secrets; no log line or record may hold them
 //! x-engine: {slots: 1, grace: 1s}      # EngineConfig (default 8 slots, 2s grace)
 //! x-stop: {when: "task: text", grace: 5s}  # a person's stop once the task printed `text`
+//! x-git-repo: REPO                     # a git repository (one commit on `main`, file
+//!                                      # README) given as parameter REPO; the run checks it out
 //! ```
 //!
 //! After every run, on every executor: nothing it started is left (`Executor::leftovers`
@@ -197,9 +199,15 @@ async fn scenario(on: On, file: String, target: Target) {
     }
     let engine = Engine::new(config, target.executor.clone());
     let dirs = Dirs::new();
-    let mut request = common::request(pipeline.clone(), dirs.existing());
     let secrets = get(&root, "x-secrets").map(string_map).unwrap_or_default();
-    let given = get(&root, "x-parameters").map(string_map).unwrap_or_default();
+    let mut given = get(&root, "x-parameters").map(string_map).unwrap_or_default();
+    let repo = get(&root, "x-git-repo").map(|name| {
+        let repo = common::GitRepo::new();
+        given.insert(text(name).to_owned(), repo.url());
+        repo
+    });
+    let workspace = if repo.is_some() { dirs.checkout() } else { dirs.existing() };
+    let mut request = common::request(pipeline.clone(), workspace);
     request.parameters = engine.prepare(&pipeline, &given, &secrets).unwrap_or_else(|e| panic!("{file}: {e}"));
     request.secrets = secrets.clone();
     let run_label = format!("{file}-{on:?}-{}", std::process::id());
@@ -305,4 +313,5 @@ scenarios! {
     s08_task_timeout => "08_task_timeout.yaml",
     s09_stop => "09_stop.yaml",
     s10_log_lines => "10_log_lines.yaml",
+    s11_checkout => "11_checkout.yaml",
 }

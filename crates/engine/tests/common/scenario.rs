@@ -10,6 +10,7 @@
 //!   reason: "…"                          # the run's exact reason (absent = none)
 //!   elapsed: 25s                         # clock time from start to end (paused clock only)
 //!   elapsed_under: 20s                   # … at most this (real clock)
+//!   checkout: queued running succeeded  # the source checkout's history (with `source:`)
 //!   stages: {Build: queued running failed}
 //!   tasks: {compile: queued running failed}
 //!   reasons: {compile: "exit code 1"}    # exact reasons of stages or tasks (by name)
@@ -80,6 +81,10 @@ pub fn check(file: &str, root: &Node, record: &RunRecord, recorder: &Recorder, e
             "reason" => assert_eq!(record.reason.as_deref(), Some(text(value)), "{file}: run reason"),
             "elapsed" => assert_eq!(elapsed, duration(value), "{file}: elapsed"),
             "elapsed_under" => assert!(elapsed < duration(value), "{file}: took {elapsed:?}"),
+            "checkout" => {
+                listed.push(Part::Checkout);
+                assert_eq!(history(record, Part::Checkout), statuses(text(value)), "{file}: checkout");
+            }
             "stages" => {
                 for (name, want) in entries(value) {
                     let part = stage(record, name);
