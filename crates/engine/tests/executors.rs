@@ -244,6 +244,11 @@ async fn scenario(on: On, file: String, target: Target) {
         for (part, line) in recorder.all_lines() {
             assert!(!line.contains(value.as_str()), "{file}: a secret in the log of {part:?}: {line}");
         }
+        // Nor in two pieces of a line cut at the longest a log line holds.
+        for part in common::parts(&record) {
+            let joined: String = recorder.output(part).concat();
+            assert!(!joined.contains(value.as_str()), "{file}: a secret across lines of {part:?}");
+        }
         assert!(!format!("{record:?}").contains(value.as_str()), "{file}: the record holds a secret");
     }
 
@@ -314,4 +319,5 @@ scenarios! {
     s09_stop => "09_stop.yaml",
     s10_log_lines => "10_log_lines.yaml",
     s11_checkout => "11_checkout.yaml",
+    s12_long_lines => "12_long_lines.yaml",
 }

@@ -20,6 +20,8 @@
 //!   output: {compile: [a]}               # what the task printed, in order
 //!   output_any_order: {compile: [a, b]}  # … in any order (stdout and stderr of one task)
 //!   outputs: {compile: {VERSION: "1"}}   # the task's recorded outputs, exactly
+//!   output_sizes: {compile: [65536, 3]}  # the byte length of each line the task printed
+//!   output_joined_len: {compile: 98307}  # the byte length of all its lines put together
 //!   output_numbered:                     # `before`, then `line 1` … `line 500`, then `after`
 //!     compile: {before: [a], from: 1, to: 500, after: [z]}
 //! ```
@@ -136,7 +138,29 @@ pub fn check(file: &str, root: &Node, record: &RunRecord, recorder: &Recorder, e
                     let mut lines = list("before");
                     lines.extend((number("from")..=number("to")).map(|n| format!("line {n}")));
                     lines.extend(list("after"));
-                    assert_eq!(recorder.output(task(record, name)), lines, "{file}: output of {name}");
+                    let got = recorder.output(task(record, name));
+                    // Where they part, not 2000 lines of both.
+                    let same = got.iter().zip(&lines).take_while(|(g, w)| g == w).count();
+                    let (got_rest, want_rest) =
+                        (&got[same..got.len().min(same + 3)], &lines[same..lines.len().min(same + 3)]);
+                    assert_eq!(
+                        (got.len(), got_rest),
+                        (lines.len(), want_rest),
+                        "{file}: output of {name} (line count; the lines from the first difference, at {same})"
+                    );
+                }
+            }
+            "output_sizes" => {
+                for (name, want) in entries(value) {
+                    let want: Vec<usize> = items(want).iter().map(|n| text(n).parse().unwrap()).collect();
+                    let got: Vec<usize> = recorder.output(task(record, name)).iter().map(String::len).collect();
+                    assert_eq!(got, want, "{file}: line sizes of {name}");
+                }
+            }
+            "output_joined_len" => {
+                for (name, want) in entries(value) {
+                    let got: usize = recorder.output(task(record, name)).iter().map(String::len).sum();
+                    assert_eq!(got.to_string(), text(want), "{file}: output size of {name}");
                 }
             }
             "outputs" => {
