@@ -550,7 +550,7 @@ impl Executor for DockerExecutor {
     }
 
     fn placement(&self, spec: &TaskSpec) -> String {
-        let image = spec.image.as_deref().unwrap_or("(no image)");
+        let image = spec.image.as_deref().or(self.config.default_image.as_deref()).unwrap_or("(no image)");
         match self.config.network.as_deref() {
             Some(network) => format!("in a container of {image} (network {network})"),
             None => format!("in a container of {image}"),
