@@ -32,7 +32,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::time::Instant;
-use wharf_executor::lines::emit;
+use wharf_executor::lines::{emit, utf8_cut};
 use wharf_executor::{
     BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
     StopSignal, Stream, TaskSpec,
@@ -260,6 +260,8 @@ impl KubeExecutor {
             Ok(stream) => {
                 let mut stream = Box::pin(stream);
                 let mut line = Vec::new();
+                // A line longer than one read: its timestamp and the text not sent yet.
+                let mut current = None;
                 loop {
                     let mut limited = (&mut stream).take(MAX_LINE_BYTES as u64 * 2);
                     tokio::select! {
@@ -267,7 +269,9 @@ impl KubeExecutor {
                         read = limited.read_until(b'\n', &mut line) => match read {
                             Ok(0) if line.is_empty() => break,
                             Ok(_) => {
-                                pod_line(logs, &line);
+                                // Ended by a newline or by the end of the log, not by the limit.
+                                let whole = line.ends_with(b"\n") || limited.limit() > 0;
+                                current = pod_piece(logs, current.take(), &line, whole);
                                 line.clear();
                             }
                             Err(e) => {
@@ -283,6 +287,9 @@ impl KubeExecutor {
                             Err(_) => watching = false,
                         }
                     }
+                }
+                if current.is_some() {
+                    pod_piece(logs, current, b"", true);
                 }
             }
         }
@@ -566,19 +573,61 @@ pub fn label_value(value: &str) -> String {
     v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }
 
-/// One line of `pods/log?timestamps=true`: `RFC3339 text`.
-fn pod_line(logs: &dyn LogSink, raw: &[u8]) {
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    let (at, text) = match raw.iter().position(|b| *b == b' ') {
-        Some(i) => match std::str::from_utf8(&raw[..i]).ok().and_then(|t| t.parse::<Timestamp>().ok()) {
-            Some(at) => (at, &raw[i + 1..]),
-            None => (Timestamp::now(), raw),
-        },
-        None => (Timestamp::now(), raw),
+/// One read of `pods/log?timestamps=true`: a whole line (`RFC3339 text\n`, or the log's
+/// last line without a newline) when `whole`, else a piece of a line longer than a read,
+/// `current` holding the line's timestamp and the text not sent yet. A line longer than
+/// [`MAX_LINE_BYTES`] goes out in pieces marked `continued`, cut where the host executor
+/// cuts its lines (so masking sees the cuts, and every executor's pieces are the same).
+/// Returns what is held for the next read.
+fn pod_piece(
+    logs: &dyn LogSink,
+    current: Option<(Timestamp, Vec<u8>)>,
+    raw: &[u8],
+    whole: bool,
+) -> Option<(Timestamp, Vec<u8>)> {
+    let (at, mut text) = match current {
+        Some((at, mut text)) => {
+            text.extend_from_slice(raw);
+            (at, text)
+        }
+        None => {
+            let (at, rest) = stamped(raw);
+            (at, rest.to_vec())
+        }
     };
+    if whole {
+        for end in [&b"\n"[..], b"\r"] {
+            if text.ends_with(end) {
+                text.pop();
+            }
+        }
+    }
     // Kubernetes merges the container's stdout and stderr into one log.
-    emit(&mut |line| logs.line(line), Stream::Stdout, at, text, false);
+    let mut out = |line| logs.line(line);
+    let mut start = 0;
+    // One byte of slack past the limit, as on the host: a line of exactly
+    // MAX_LINE_BYTES whose newline comes in the next read stays one line.
+    while text.len() - start > MAX_LINE_BYTES + 1 {
+        let cut = start + utf8_cut(&text[start..], MAX_LINE_BYTES);
+        emit(&mut out, Stream::Stdout, at, &text[start..cut], true);
+        start = cut;
+    }
+    if whole {
+        emit(&mut out, Stream::Stdout, at, &text[start..], false);
+        return None;
+    }
+    text.drain(..start);
+    Some((at, text))
+}
+
+/// A log line's timestamp and the text after it (now and the whole line, if it has none).
+fn stamped(raw: &[u8]) -> (Timestamp, &[u8]) {
+    if let Some(i) = raw.iter().position(|b| *b == b' ')
+        && let Some(at) = std::str::from_utf8(&raw[..i]).ok().and_then(|t| t.parse::<Timestamp>().ok())
+    {
+        return (at, &raw[i + 1..]);
+    }
+    (Timestamp::now(), raw)
 }
 
 /// The stop request now (the watch's guard is not held across an await).
