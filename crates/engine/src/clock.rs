@@ -73,6 +73,34 @@ impl RunningClock {
     }
 }
 
+/// The clocks one attempt advances (the run's, its stage's, its own): ticking from its
+/// start, standing still while its executor reports it pending.
+pub struct AttemptClocks {
+    clocks: Vec<RunningClock>,
+    ticking: Mutex<Vec<Ticking>>,
+}
+
+impl AttemptClocks {
+    /// The clocks, ticking.
+    pub fn start(clocks: Vec<RunningClock>) -> Self {
+        let ticking = clocks.iter().map(RunningClock::start).collect();
+        AttemptClocks { clocks, ticking: Mutex::new(ticking) }
+    }
+
+    /// Stops every clock (the attempt waits for resources).
+    pub fn pause(&self) {
+        self.ticking.lock().unwrap().clear();
+    }
+
+    /// Starts them again, if paused.
+    pub fn resume(&self) {
+        let mut ticking = self.ticking.lock().unwrap();
+        if ticking.is_empty() {
+            *ticking = self.clocks.iter().map(RunningClock::start).collect();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,8 +34,8 @@ use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::emit;
 use wharf_executor::{
-    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
-    StopSignal, Stream, TaskSpec,
+    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, Phase, StopReason,
+    StopRequest, StopSignal, Stream, TaskSpec,
 };
 
 use crate::Connection;
@@ -52,6 +52,8 @@ pub const CONTAINER: &str = "task";
 const POLL: Duration = Duration::from_millis(200);
 /// How long the final state is waited for after the log stream ended.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pod may stay `Pending` by default ([`KubeExecutorConfig::pending_limit`]).
+pub const DEFAULT_PENDING_LIMIT: Duration = Duration::from_secs(600);
 
 /// How the run's checkout reaches the task's Pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +71,10 @@ pub struct KubeExecutorConfig {
     /// The image of tasks that name none.
     pub default_image: Option<String>,
     pub workspace: Workspace,
+    /// How long a pod may stay `Pending` (not placed by the scheduler, its image not yet
+    /// pulled) before the attempt fails with the scheduler's reason. Pending time counts
+    /// against no timeout; this limit bounds it.
+    pub pending_limit: Duration,
 }
 
 /// Runs `script` tasks as Pods. Cheap to share.
@@ -196,7 +202,8 @@ impl KubeExecutor {
         let pods = self.pods();
         let mut stopped: Option<StopReason> = None;
         let mut told = String::new();
-        // Pending: the scheduler's and the kubelet's reasons.
+        let pending_since = Instant::now();
+        // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
         loop {
             let pod = match pods.get_opt(name).await {
                 Ok(Some(p)) => p,
@@ -206,6 +213,7 @@ impl KubeExecutor {
             let status = pod.status.unwrap_or_default();
             let phase = status.phase.unwrap_or_default();
             if phase != "Pending" && !phase.is_empty() {
+                logs.phase(Phase::Running);
                 break;
             }
             let unscheduled =
@@ -239,9 +247,25 @@ impl KubeExecutor {
                 }
                 (None, None) => "pending".to_owned(),
             };
-            if reason != told && reason != "pending: ContainerCreating" {
-                system(logs, reason.clone());
+            if reason != told {
+                let why = reason.strip_prefix("pending: ").unwrap_or("waiting for the scheduler").to_owned();
+                logs.phase(Phase::Pending { reason: why });
+                if reason != "pending: ContainerCreating" {
+                    system(logs, reason.clone());
+                }
                 told = reason;
+            }
+            let limit = self.config.pending_limit;
+            if pending_since.elapsed() >= limit {
+                let waited = humantime(limit);
+                let message = match unscheduled {
+                    Some(_) => format!(
+                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it                          (资源不足, not enough resources): {}; add nodes or capacity to the cluster, or lower the                          task's `resources` requests, `node_selector` or `tolerations`",
+                        told.trim_start_matches("pending: the scheduler cannot place the pod: ")
+                    ),
+                    None => format!("pod {name} stayed pending for {waited}: {}", told.trim_start_matches("pending: ")),
+                };
+                return Err(start_error(message));
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
@@ -449,6 +473,7 @@ impl ClusterExecutor {
                 namespace: cluster.namespace.clone(),
                 default_image: self.default_image.clone(),
                 workspace: Workspace::HostPath,
+                pending_limit: DEFAULT_PENDING_LIMIT,
             },
         ))
     }
@@ -590,6 +615,23 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source");
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `10m`, `90s`, `1h5m`: a duration as pipeline YAML writes it.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
 }
 
 fn kube_reason(e: &kube::Error) -> String {

@@ -12,16 +12,19 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use tokio::sync::watch;
-use wharf_executor::{Executor, LogLine, LogSink, StopReason, StopRequest, Stream, TaskSpec};
+use wharf_executor::{Executor, LogLine, LogSink, Phase, StopReason, StopRequest, Stream, TaskSpec};
 use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
 use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
 
 #[derive(Default)]
-struct Collect(Mutex<Vec<LogLine>>);
+struct Collect(Mutex<Vec<LogLine>>, Mutex<Vec<Phase>>);
 
 impl LogSink for Collect {
     fn line(&self, line: LogLine) {
         self.0.lock().unwrap().push(line);
+    }
+    fn phase(&self, phase: Phase) {
+        self.1.lock().unwrap().push(phase);
     }
 }
 
@@ -60,7 +63,12 @@ async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
     Api::<Namespace>::all(conn.client().clone()).create(&PostParams::default(), &ns).await.unwrap();
     let executor = KubeExecutor::new(
         &conn,
-        KubeExecutorConfig { namespace: namespace.to_owned(), default_image: None, workspace: Workspace::HostPath },
+        KubeExecutorConfig {
+            namespace: namespace.to_owned(),
+            default_image: None,
+            workspace: Workspace::HostPath,
+            pending_limit: Duration::from_secs(600),
+        },
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
@@ -76,6 +84,19 @@ async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
 }
 
 impl Fixture {
+    /// Another executor on the same namespace, with this pending limit.
+    fn executor_with_pending_limit(&self, pending_limit: Duration) -> KubeExecutor {
+        KubeExecutor::new(
+            &self.conn,
+            KubeExecutorConfig {
+                namespace: self.namespace.clone(),
+                default_image: None,
+                workspace: Workspace::HostPath,
+                pending_limit,
+            },
+        )
+    }
+
     fn spec(&self, task: &str, script: &str) -> TaskSpec {
         let output_file = self.dir.path().join("outputs").join(format!("{task}.env"));
         std::fs::write(&output_file, b"").unwrap();
@@ -247,10 +268,48 @@ async fn unschedulable_pod_is_pending_with_the_schedulers_reason() {
         "{}",
         logs.all()
     );
-    tx.send(Some(StopRequest { reason: StopReason::TimedOut, grace: Duration::from_secs(1) })).unwrap();
+    // The task is `pending` with the scheduler's words, never `running`.
+    let phases = logs.1.lock().unwrap().clone();
+    assert_eq!(
+        phases.last(),
+        Some(&Phase::Pending {
+            reason: "the scheduler cannot place the pod: 0/1 nodes are available: 1 Insufficient cpu. preemption: \
+                     0/1 nodes are available: 1 No preemption victims found for incoming pod."
+                .into()
+        }),
+        "{phases:?}"
+    );
+    assert!(!phases.contains(&Phase::Running), "{phases:?}");
+    tx.send(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(1) })).unwrap();
     let exit = run.await.unwrap().unwrap();
-    assert_eq!(exit.stopped, Some(StopReason::TimedOut));
+    assert_eq!(exit.stopped, Some(StopReason::Stopped));
     assert_eq!(f.left().await, (0, 0));
+
+    // Waiting is bounded by the pending limit, not by a timeout: the attempt fails with the
+    // scheduler's reason and the FAQ's "not enough resources" advice.
+    let executor = f.executor_with_pending_limit(Duration::from_secs(2));
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let started = std::time::Instant::now();
+    let err = executor.run(f.spec("limited", "echo never"), logs.clone(), rx).await.unwrap_err().to_string();
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(err.contains("stayed pending for 2s"), "{err}");
+    assert!(err.contains("not enough resources"), "{err}");
+    assert!(err.contains("0/1 nodes are available: 1 Insufficient cpu."), "{err}");
+    assert_eq!(f.left().await, (0, 0));
+}
+
+/// A pod that runs reports `pending` (while its container is created) and then `running`.
+#[tokio::test]
+async fn a_pod_that_starts_reports_running_after_pending() {
+    let Some(f) = fixture("ecp-devops-phase", None).await else { return };
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = f.executor.run(f.spec("phase", "echo hi"), logs.clone(), rx).await.unwrap();
+    assert!(exit.succeeded(), "{}", logs.all());
+    let phases = logs.1.lock().unwrap().clone();
+    assert_eq!(phases.last(), Some(&Phase::Running), "{phases:?}");
+    assert_eq!(phases.iter().filter(|p| **p == Phase::Running).count(), 1, "{phases:?}");
 }
 
 #[tokio::test]

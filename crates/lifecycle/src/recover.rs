@@ -196,7 +196,9 @@ impl Lifecycle {
         let mut logs = BTreeMap::new();
         for (s, stage) in record.stages.iter().enumerate() {
             for (t, task) in stage.tasks.iter().enumerate() {
-                if task.progress.status != Status::Running {
+                // Pending with attempts made: its executor reported it waiting (a pod not
+                // yet placed); what it started is taken over like a running one.
+                if !matches!(task.progress.status, Status::Running | Status::Pending) || task.attempts == 0 {
                     continue;
                 }
                 let found = theirs.iter().find(|l| {

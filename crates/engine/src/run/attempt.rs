@@ -11,6 +11,7 @@ use super::stop::ended_status;
 use super::variables::SpecError;
 use super::{RunState, StopRx};
 use crate::Part;
+use crate::clock::{AttemptClocks, RunningClock};
 use crate::outputs::OutputFile;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
@@ -42,7 +43,9 @@ enum AttemptError {
 
 impl RunState {
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
-    /// run's attempt that was running); returns (status, reason, exit code).
+    /// run's attempt that was running); returns (status, reason, exit code). The run's,
+    /// the stage's (`stage_clock`) and the task's timeouts count the attempt's running
+    /// time: not the time its executor reports it pending.
     #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
     pub(super) async fn attempt(
         self: &Arc<Self>,
@@ -52,8 +55,12 @@ impl RunState {
         attempt: u32,
         stop: &mut StopRx,
         stage_note: &Mutex<Option<String>>,
+        stage_clock: &RunningClock,
         adopt: Option<wharf_executor::LogResume>,
     ) -> (Status, Option<String>, Option<i32>) {
+        let task_clock = RunningClock::default();
+        let clocks =
+            Arc::new(AttemptClocks::start(vec![self.run_clock.clone(), stage_clock.clone(), task_clock.clone()]));
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
         // `image` tasks go to the builder, `deploy-yaml` to the deployer, `chart-publish`
@@ -94,18 +101,16 @@ impl RunState {
         let output = &output;
         let result = async {
             let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
-            let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part));
-            // The time an adopted attempt already ran counts against its timeout.
+            let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part, clocks.clone()));
+            // The time an adopted attempt already ran counts against its timeout: its last
+            // running spell, up to now or to the pending that followed it.
             let ran_before = match adopt {
                 Some(_) => {
-                    let since = self.record.lock().unwrap().stages[s].tasks[t]
-                        .progress
-                        .history
-                        .iter()
-                        .rev()
-                        .find(|tr| tr.status == Status::Running)
-                        .map(|tr| tr.at);
-                    since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default()
+                    let record = self.record.lock().unwrap();
+                    let history = &record.stages[s].tasks[t].progress.history;
+                    let last = history.iter().rposition(|tr| tr.status == Status::Running);
+                    let spell = last.map(|i| (history[i].at, history.get(i + 1).map_or(Timestamp::now(), |n| n.at)));
+                    spell.and_then(|(from, to)| to.duration_since(from).try_into().ok()).unwrap_or_default()
                 }
                 None => Duration::ZERO,
             };
@@ -158,7 +163,7 @@ impl RunState {
             };
             tokio::pin!(run);
             let limit = task.timeout.map_or(Duration::MAX / 4, |d| d.as_std().saturating_sub(ran_before));
-            let deadline = tokio::time::sleep(limit);
+            let deadline = task_clock.expired(limit);
             tokio::pin!(deadline);
             let mut own_timeout = false;
             let mut stop_open = true;
@@ -222,6 +227,7 @@ impl RunState {
             }
         }
         .await;
+        drop(clocks);
         output.remove();
         result
     }

@@ -100,6 +100,22 @@ impl RunState {
         }
     }
 
+    /// A running attempt's phase as its executor reports it: `pending` with what it
+    /// waits for as the task's reason, or `running` again (the reason cleared). A task a
+    /// stop has ended already keeps its end.
+    pub(super) fn set_phase(&self, part: Part, status: Status, reason: Option<String>) {
+        let Part::Task(s, t) = part else { return };
+        let mut guard = self.record.lock().unwrap();
+        let task = &guard.stages[s].tasks[t];
+        let reason = reason.map(|r| self.masker.mask(&r));
+        if task.progress.status.is_terminal() || (task.progress.status == status && task.reason == reason) {
+            return;
+        }
+        self.apply(&mut guard, part, status, None);
+        guard.stages[s].tasks[t].reason = reason;
+        self.observer.changed(&guard, part);
+    }
+
     /// Applies a status change to one part of `record`; false when nothing changed.
     pub(super) fn apply(&self, record: &mut RunRecord, part: Part, status: Status, reason: Option<String>) -> bool {
         let now = Timestamp::now();

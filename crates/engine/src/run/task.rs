@@ -36,9 +36,8 @@ impl RunState {
                 // The attempt runs already and holds a slot of its own; take one when
                 // free, never wait (it would show `pending` while it runs).
                 let permit = self.slots.clone().try_acquire_owned().ok();
-                let ticking = (self.run_clock.start(), stage_clock.start());
-                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, Some(resume)).await;
-                drop(ticking);
+                let outcome =
+                    self.attempt(s, t, &task, attempt, &mut stop, &stage_note, &stage_clock, Some(resume)).await;
                 drop(permit);
                 match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
                     Some(status) => return status,
@@ -82,9 +81,7 @@ impl RunState {
                     self.observer.changed(&record, part);
                 }
             }
-            let ticking = (self.run_clock.start(), stage_clock.start());
-            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None).await;
-            drop(ticking);
+            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, &stage_clock, None).await;
             drop(permit);
             if let Some(status) = self.after_attempt(s, t, &task, attempt, &stop, outcome) {
                 return status;
@@ -107,6 +104,11 @@ impl RunState {
         {
             let mut record = self.record.lock().unwrap();
             record.stages[s].tasks[t].exit_code = exit_code;
+            let now = record.stages[s].tasks[t].progress.status;
+            if now.is_terminal() {
+                // A stop ended the task while its executor reported it pending.
+                return Some(now);
+            }
         }
         let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
         if retry {
