@@ -63,6 +63,12 @@ pub struct TaskSpec {
 pub struct TaskCluster {
     pub login: deploy::ClusterLogin,
     pub namespace: String,
+    /// How the task's pod is scheduled: the task's settings over the pipeline's over the
+    /// cluster's defaults, merged.
+    pub pod: wharf_core::pod::PodSettings,
+    /// How long its pod may stay `Pending` before the attempt fails with the scheduler's
+    /// reason; `None`: the executor's default.
+    pub pending_limit: Option<std::time::Duration>,
 }
 
 /// Which stream a log line came from.

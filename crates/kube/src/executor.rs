@@ -148,7 +148,8 @@ impl KubeExecutor {
             let _ = self.secrets().patch(&name, &PatchParams::default(), &Patch::Merge(owner)).await;
         }
         system(logs, format!("pod {ns}/{name} created"));
-        let exit = self.supervise(&name, &image, logs, &mut stop).await;
+        let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop).await;
         guard.remove().await;
         exit
     }
@@ -171,23 +172,40 @@ impl KubeExecutor {
             volumes.push(json!({"name": "outputs", "hostPath": {"path": dir, "type": "Directory"}}));
             mounts.push(json!({"name": "outputs", "mountPath": dir}));
         }
-        json!({"apiVersion": "v1", "kind": "Pod",
+        let settings = spec.cluster.as_ref().map(|c| c.pod.clone()).unwrap_or_default();
+        let mut container = json!({
+            "name": CONTAINER,
+            "image": image,
+            // The script is one argument of `sh`: never pasted into another command line.
+            "command": ["/bin/sh", "-e", "-c", spec.script],
+            "workingDir": workdir,
+            "envFrom": [{"secretRef": {"name": name}}],
+            "volumeMounts": mounts,
+        });
+        if !settings.resources.is_empty() {
+            container["resources"] = serde_json::to_value(&settings.resources).unwrap_or_default();
+        }
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": {
             "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
+            // The account's token only when the task names an account to act as.
+            "automountServiceAccountToken": settings.service_account.is_some(),
             "enableServiceLinks": false,
             "volumes": volumes,
-            "containers": [{
-                "name": CONTAINER,
-                "image": image,
-                // The script is one argument of `sh`: never pasted into another command line.
-                "command": ["/bin/sh", "-e", "-c", spec.script],
-                "workingDir": workdir,
-                "envFrom": [{"secretRef": {"name": name}}],
-                "volumeMounts": mounts,
-            }],
-        }})
+            "containers": [container],
+        }});
+        let pod_spec = &mut pod["spec"];
+        if let Some(account) = &settings.service_account {
+            pod_spec["serviceAccountName"] = json!(account);
+        }
+        if !settings.node_selector.is_empty() {
+            pod_spec["nodeSelector"] = json!(settings.node_selector);
+        }
+        if !settings.tolerations.is_empty() {
+            pod_spec["tolerations"] = serde_json::to_value(&settings.tolerations).unwrap_or_default();
+        }
+        pod
     }
 
     /// Waits for the Pod to start (reporting why it waits), streams its log, acts on stop
@@ -196,6 +214,7 @@ impl KubeExecutor {
         &self,
         name: &str,
         image: &str,
+        spec_limit: Option<Duration>,
         logs: &dyn LogSink,
         stop: &mut StopSignal,
     ) -> Result<Exit, ExecutorError> {
@@ -203,6 +222,7 @@ impl KubeExecutor {
         let mut stopped: Option<StopReason> = None;
         let mut told = String::new();
         let pending_since = Instant::now();
+        let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
         // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
         loop {
             let pod = match pods.get_opt(name).await {
@@ -255,7 +275,7 @@ impl KubeExecutor {
                 }
                 told = reason;
             }
-            let limit = self.config.pending_limit;
+            let limit = pending_limit;
             if pending_since.elapsed() >= limit {
                 let waited = humantime(limit);
                 let message = match unscheduled {
@@ -445,18 +465,25 @@ impl Executor for KubeExecutor {
 pub struct ClusterExecutor {
     policy: wharf_outbound::Policy,
     default_image: Option<String>,
+    pending_limit: Duration,
 }
 
 impl ClusterExecutor {
     pub fn new(policy: wharf_outbound::Policy, default_image: Option<String>) -> Self {
-        ClusterExecutor { policy, default_image }
+        ClusterExecutor { policy, default_image, pending_limit: DEFAULT_PENDING_LIMIT }
+    }
+
+    /// How long a task's pod may stay `Pending` on clusters that set no limit of their own.
+    pub fn with_pending_limit(mut self, limit: Duration) -> Self {
+        self.pending_limit = limit;
+        self
     }
 
     fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
         let Some(cluster) = &spec.cluster else {
             return Err(ExecutorError::Unsupported(format!(
-                "task `{}` runs on the kubernetes executor, which needs the pipeline's `cluster:` (the name of a \
-                 registered cluster; there is no server default_cluster yet)",
+                "task `{}` runs on the kubernetes executor, which needs a cluster: the pipeline's `cluster:` (a \
+                 registered cluster) or the server's `--default-cluster`",
                 spec.task
             )));
         };
@@ -473,7 +500,7 @@ impl ClusterExecutor {
                 namespace: cluster.namespace.clone(),
                 default_image: self.default_image.clone(),
                 workspace: Workspace::HostPath,
-                pending_limit: DEFAULT_PENDING_LIMIT,
+                pending_limit: self.pending_limit,
             },
         ))
     }

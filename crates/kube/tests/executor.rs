@@ -12,7 +12,9 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use tokio::sync::watch;
-use wharf_executor::{Executor, LogLine, LogSink, Phase, StopReason, StopRequest, Stream, TaskSpec};
+use wharf_core::pod::{PodSettings, Quantities, Resources, Toleration};
+use wharf_executor::deploy::ClusterLogin;
+use wharf_executor::{Executor, LogLine, LogSink, Phase, StopReason, StopRequest, Stream, TaskCluster, TaskSpec};
 use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
 use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
 
@@ -419,4 +421,130 @@ async fn kubectl_runs_follows_and_deletes_pods_on_the_kubelet() {
             .unwrap();
         assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
     });
+}
+
+/// The spec on a cluster with these pod settings (the engine merges them from the task, the
+/// pipeline and the cluster's defaults) and this pending limit.
+fn on_cluster(f: &Fixture, mut spec: TaskSpec, pod: PodSettings, pending_limit: Option<Duration>) -> TaskSpec {
+    spec.cluster = Some(TaskCluster {
+        login: ClusterLogin { name: "fake".into(), kubeconfig: f._fake.kubeconfig(), context: None },
+        namespace: f.namespace.clone(),
+        pod,
+        pending_limit,
+    });
+    spec
+}
+
+fn requests(cpu: &str) -> PodSettings {
+    PodSettings {
+        resources: Resources {
+            requests: Quantities { cpu: Some(cpu.into()), memory: Some("64Mi".into()) },
+            limits: Quantities { cpu: None, memory: Some("256Mi".into()) },
+        },
+        ..PodSettings::default()
+    }
+}
+
+/// Resources, node selector, tolerations and service account reach the pod spec, and the
+/// test double's scheduler honours them: a selector no node matches and a request above the
+/// node's allocatable stay `Pending` with the scheduler's words until the pending limit; a
+/// pod that waits for another pod's cpu runs once that one ends; a toleration the API server
+/// refuses is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
+    let Some(f) = fixture("ecp-devops-sched", None).await else { return };
+    let pods = Api::<Pod>::namespaced(f.conn.client().clone(), &f.namespace);
+
+    // Everything in the pod spec.
+    let mut settings = requests("250m");
+    settings.node_selector = [("kubernetes.io/os".to_owned(), "linux".to_owned())].into();
+    settings.tolerations = vec![Toleration {
+        key: Some("ci".into()),
+        operator: Some("Exists".into()),
+        value: None,
+        effect: Some("NoSchedule".into()),
+    }];
+    settings.service_account = Some("default".into());
+    let spec = on_cluster(&f, f.spec("fields", "echo started; sleep 2"), settings, None);
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let run = tokio::spawn({
+        let (executor, logs) = (f.executor.clone(), logs.clone());
+        async move { executor.run(spec, logs, rx).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        if let Some(p) = pods.list(&ListParams::default()).await.unwrap().items.into_iter().next() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pod: {}", logs.all());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let spec_json = serde_json::to_value(pod.spec.unwrap()).unwrap();
+    assert_eq!(spec_json["nodeSelector"], serde_json::json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(
+        spec_json["tolerations"],
+        serde_json::json!([{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}])
+    );
+    assert_eq!(spec_json["serviceAccountName"], "default");
+    assert_eq!(spec_json["automountServiceAccountToken"], true);
+    assert_eq!(
+        spec_json["containers"][0]["resources"],
+        serde_json::json!({"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    );
+    assert!(run.await.unwrap().unwrap().succeeded(), "{}", logs.all());
+
+    // No node carries the label: pending with the scheduler's reason, then the limit.
+    let settings =
+        PodSettings { node_selector: [("disktype".to_owned(), "ssd".to_owned())].into(), ..PodSettings::default() };
+    let spec = on_cluster(&f, f.spec("selector", "true"), settings, Some(Duration::from_secs(1)));
+    let logs = Arc::new(Collect::default());
+    let err = f.executor.run(spec, logs.clone(), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector"), "{err}");
+    assert!(err.contains("stayed pending for 1s"), "{err}");
+
+    // More cpu than the node has: "insufficient cpu", the FAQ's not-enough-resources case.
+    let spec = on_cluster(&f, f.spec("huge", "true"), requests("5"), Some(Duration::from_secs(1)));
+    let err = f.executor.run(spec, Arc::new(Collect::default()), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("0/1 nodes are available: 1 Insufficient cpu"), "{err}");
+    assert!(err.contains("not enough resources"), "{err}");
+
+    // Two pods that do not fit together: the second waits (pending) for the first.
+    let first = on_cluster(&f, f.spec("first", "sleep 3"), requests("3"), None);
+    let second = on_cluster(&f, f.spec("second", "echo ran"), requests("2"), None);
+    let (first_logs, second_logs) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+    let one = tokio::spawn({
+        let (executor, logs) = (f.executor.clone(), first_logs.clone());
+        async move { executor.run(first, logs, no_stop().1).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !first_logs.1.lock().unwrap().contains(&Phase::Running) {
+        assert!(std::time::Instant::now() < deadline, "first never ran: {}", first_logs.all());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let two = f.executor.run(second, second_logs.clone(), no_stop().1).await.unwrap();
+    assert!(two.succeeded(), "{}", second_logs.all());
+    assert!(one.await.unwrap().unwrap().succeeded(), "{}", first_logs.all());
+    let phases = second_logs.1.lock().unwrap().clone();
+    let waited = phases.iter().position(
+        |p| matches!(p, Phase::Pending { reason } if reason.contains("0/1 nodes are available: 1 Insufficient cpu")),
+    );
+    let ran = phases.iter().position(|p| *p == Phase::Running);
+    assert!(waited.is_some() && waited < ran, "{phases:?}");
+    assert_eq!(second_logs.texts(Stream::Stdout), ["ran"]);
+
+    // An operator the API server does not know.
+    let settings = PodSettings {
+        tolerations: vec![Toleration {
+            key: Some("ci".into()),
+            operator: Some("Maybe".into()),
+            value: None,
+            effect: None,
+        }],
+        ..PodSettings::default()
+    };
+    let spec = on_cluster(&f, f.spec("operator", "true"), settings, None);
+    let err = f.executor.run(spec, Arc::new(Collect::default()), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("spec.tolerations[0].operator: Unsupported value: \"Maybe\""), "{err}");
+    assert_eq!(f.left().await, (0, 0));
 }

@@ -66,7 +66,9 @@ impl RunState {
         // `image` tasks go to the builder, `deploy-yaml` to the deployer, `chart-publish`
         // to the chart registry, everything else to the executor.
         let job = match &task.kind {
-            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
+            TaskKind::Image(image) => {
+                self.build_spec(s, task, image).map(|spec| Job::Build(Box::new(spec))).map_err(AttemptError::from)
+            }
             TaskKind::DeployYaml(deploy) => {
                 self.deploy_spec(s, task, deploy).map(|spec| Job::Deploy(Box::new(spec))).map_err(AttemptError::from)
             }
@@ -80,7 +82,10 @@ impl RunState {
             TaskKind::ChartDeploy(deploy) => {
                 self.release_job(s, task, deploy).map(|job| Job::Release(Box::new(job))).map_err(AttemptError::from)
             }
-            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
+            _ => self
+                .task_spec(s, task, attempt, &output.path())
+                .map(|spec| Job::Exec(Box::new(spec)))
+                .map_err(AttemptError::from),
         };
         let job = match job {
             Ok(job) => job,
@@ -116,12 +121,12 @@ impl RunState {
             };
             let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
                 (Job::Exec(spec), Some(resume)) => {
-                    let adopted = self.executor.adopt(spec, sink, task_rx, resume);
+                    let adopted = self.executor.adopt(*spec, sink, task_rx, resume);
                     Box::pin(async move { Ok(adopted.await?) })
                 }
                 (Job::Exec(spec), None) => {
                     self.system(part, format!("runs {}", self.executor.placement(&spec)));
-                    let run = self.executor.run(spec, sink, task_rx);
+                    let run = self.executor.run(*spec, sink, task_rx);
                     Box::pin(async move { Ok(run.await.map(Some)?) })
                 }
                 // A build cut off by a restart is not taken over: it counts as interrupted
@@ -129,7 +134,7 @@ impl RunState {
                 (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
                 (Job::Build(spec), None) => {
                     let output = output.clone();
-                    Box::pin(async move { Ok(self.build(part, spec, sink, task_rx, output).await.map(Some)?) })
+                    Box::pin(async move { Ok(self.build(part, *spec, sink, task_rx, output).await.map(Some)?) })
                 }
                 // Neither is a deploy: applying again is the retry's business.
                 (Job::Deploy(_), Some(_)) => Box::pin(async { Ok(None) }),
@@ -277,8 +282,8 @@ impl RunState {
 
 /// What one attempt runs.
 pub(super) enum Job {
-    Exec(TaskSpec),
-    Build(wharf_executor::build::BuildSpec),
+    Exec(Box<TaskSpec>),
+    Build(Box<wharf_executor::build::BuildSpec>),
     Deploy(Box<wharf_executor::deploy::DeploySpec>),
     Publish(Box<PublishSpec>),
     Release(Box<ReleaseJob>),
