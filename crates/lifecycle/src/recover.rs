@@ -235,7 +235,9 @@ impl Lifecycle {
             labels: vec![(RUN_LABEL.to_owned(), label)],
             registries: self.registries().await.ok()?,
             clusters: if record.cause.gets_secrets() {
-                super::dispatch::clusters(self.store(), &pipeline.project).await.ok()?
+                super::dispatch::clusters(self.store(), &pipeline.project, self.0.settings.default_cluster.clone())
+                    .await
+                    .ok()?
             } else {
                 Default::default()
             },

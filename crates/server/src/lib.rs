@@ -110,6 +110,9 @@ pub struct ServerConfig {
     pub outbound_allow: Vec<String>,
     /// The registry (by registered name) of `image` tasks that name none.
     pub default_registry: Option<String>,
+    /// The cluster (by registered name) of pipelines on the kubernetes executor that name
+    /// no `cluster:`.
+    pub default_cluster: Option<String>,
     /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
     /// `None`, or a socket that does not answer at start, leaves them refused.
     pub docker_host: Option<String>,
@@ -165,6 +168,7 @@ impl ServerConfig {
             ca_file: None,
             outbound_allow: Vec::new(),
             default_registry: None,
+            default_cluster: None,
             docker_host: Some("unix:///var/run/docker.sock".to_owned()),
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
@@ -291,6 +295,7 @@ fn settings(config: &ServerConfig) -> wharf_lifecycle::Settings {
         keep_days: config.keep_days,
         keep_workspaces: config.keep_workspaces,
         default_registry: config.default_registry.clone(),
+        default_cluster: config.default_cluster.clone(),
         timezone: config.timezone.clone(),
         timer_grace: config.timer_grace,
     }
