@@ -34,11 +34,12 @@ use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::emit;
 use wharf_executor::{
-    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, Phase, StopReason,
-    StopRequest, StopSignal, Stream, TaskSpec,
+    AttemptId, BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, MAX_LINE_BYTES, Phase,
+    StopReason, StopRequest, StopSignal, Stream, TaskSpec,
 };
 
 use crate::Connection;
+use wharf_executor::deploy::ClusterLogin;
 
 pub const LABEL_RUN: &str = "wharf.run";
 pub const LABEL_STAGE: &str = "wharf.stage";
@@ -149,7 +150,7 @@ impl KubeExecutor {
         }
         system(logs, format!("pod {ns}/{name} created"));
         let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
-        let exit = self.supervise(&name, &image, limit, logs, &mut stop).await;
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, LogResume::default()).await;
         guard.remove().await;
         exit
     }
@@ -217,9 +218,15 @@ impl KubeExecutor {
         spec_limit: Option<Duration>,
         logs: &dyn LogSink,
         stop: &mut StopSignal,
+        resume: LogResume,
     ) -> Result<Exit, ExecutorError> {
         let pods = self.pods();
         let mut stopped: Option<StopReason> = None;
+        // A stop that came before we got here (an adopted task of a stopped run).
+        if let Some(request) = requested(stop) {
+            stopped = Some(request.reason);
+            self.delete_with_grace(name, request.grace, request.reason, logs).await;
+        }
         let mut told = String::new();
         let pending_since = Instant::now();
         let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
@@ -227,6 +234,7 @@ impl KubeExecutor {
         loop {
             let pod = match pods.get_opt(name).await {
                 Ok(Some(p)) => p,
+                Ok(None) if stopped.is_some() => return Ok(Exit { code: None, signal: None, stopped }),
                 Ok(None) => return Err(start_error(format!("pod {name} disappeared before it started"))),
                 Err(e) => return Err(start_error(format!("cannot read pod {name}: {}", kube_reason(&e)))),
             };
@@ -296,8 +304,17 @@ impl KubeExecutor {
             }
         }
         // Running (or already ended): the log, then the container's exit.
-        let params =
-            LogParams { follow: true, timestamps: true, container: Some(CONTAINER.to_owned()), ..LogParams::default() };
+        // After a restart: from the second the stored log reaches, skipping the lines of
+        // that second already stored (pods/log's `sinceTime` is whole seconds).
+        let since_time = (resume.since_second > 0).then(|| Timestamp::from_second(resume.since_second).ok()).flatten();
+        let params = LogParams {
+            follow: true,
+            timestamps: true,
+            container: Some(CONTAINER.to_owned()),
+            since_time,
+            ..LogParams::default()
+        };
+        let mut skip = Skip { since_second: resume.since_second, left: resume.skip_lines };
         let mut watching = true;
         match pods.log_stream(name, &params).await {
             Err(e) => system(logs, format!("cannot read the pod's log: {}", kube_reason(&e))),
@@ -311,7 +328,7 @@ impl KubeExecutor {
                         read = limited.read_until(b'\n', &mut line) => match read {
                             Ok(0) if line.is_empty() => break,
                             Ok(_) => {
-                                pod_line(logs, &line);
+                                pod_line(logs, &line, &mut skip);
                                 line.clear();
                             }
                             Err(e) => {
@@ -389,21 +406,95 @@ impl KubeExecutor {
         }
     }
 
-    async fn leftover_pods(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+    /// Takes over the pod an earlier server process started for this attempt (found by its
+    /// labels, checked against the exact values in its annotations): waits for it if still
+    /// pending, resumes its log after `resume`, and ends it as `run` does.
+    async fn adopt_pod(
+        &self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+        resume: LogResume,
+    ) -> Result<Option<Exit>, ExecutorError> {
+        let logs = &*logs;
+        let (labels, annotations) = labels_of(&spec);
+        let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let listed =
-            self.pods().list(&ListParams::default().labels(label)).await.map_err(|e| {
+            self.pods().list(&ListParams::default().labels(&selector.join(","))).await.map_err(|e| {
                 start_error(format!("cannot list pods in {}: {}", self.config.namespace, kube_reason(&e)))
             })?;
-        Ok(listed
+        let mut found: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                let notes = p.metadata.annotations.as_ref();
+                annotations.iter().all(|(k, v)| notes.and_then(|n| n.get(k)) == Some(v))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        found.sort();
+        let Some(name) = found.first().cloned() else { return Ok(None) };
+        // Two pods for one attempt cannot come from Wharf; keep the first.
+        for extra in &found[1..] {
+            let _ = self.discard_pod(extra).await;
+        }
+        let image = spec.image.clone().or_else(|| self.config.default_image.clone()).unwrap_or_default();
+        let mut guard = Cleanup { pods: self.pods(), secrets: self.secrets(), name: name.clone(), done: false };
+        system(
+            logs,
+            format!("the server restarted; took over pod {}/{name} and resumed its log", self.config.namespace),
+        );
+        let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, resume).await;
+        guard.remove().await;
+        exit.map(Some)
+    }
+
+    /// Pods (and env Secrets whose pod is gone) carrying the label `label`, owned by its
+    /// exact value (the annotation of the same key), with the attempt their annotations
+    /// name.
+    async fn leftover_pods(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let ns = &self.config.namespace;
+        let params = ListParams::default().labels(label);
+        let pods = self
+            .pods()
+            .list(&params)
+            .await
+            .map_err(|e| start_error(format!("cannot list pods in {ns}: {}", kube_reason(&e))))?;
+        let secrets = self
+            .secrets()
+            .list(&params)
+            .await
+            .map_err(|e| start_error(format!("cannot list Secrets in {ns}: {}", kube_reason(&e))))?;
+        let mut left: Vec<Leftover> = pods
             .items
             .into_iter()
             .filter_map(|p| {
                 let notes = p.metadata.annotations.unwrap_or_default();
                 let owner = notes.get(label)?.clone();
-                // Taking a pod over after a restart is not built: every leftover is discarded.
-                Some(Leftover { id: p.metadata.name?, owner, attempt: None })
+                let attempt = (|| {
+                    Some(AttemptId {
+                        stage: notes.get(LABEL_STAGE)?.clone(),
+                        task: notes.get(LABEL_TASK)?.clone(),
+                        attempt: notes.get(LABEL_ATTEMPT)?.parse().ok()?,
+                    })
+                })();
+                Some(Leftover { id: p.metadata.name?, owner, attempt })
             })
-            .collect())
+            .collect();
+        // A Secret whose pod was never made (the server died in between) or is gone.
+        for secret in secrets.items {
+            let (Some(name), Some(owner)) =
+                (secret.metadata.name, secret.metadata.annotations.and_then(|mut a| a.remove(label)))
+            else {
+                continue;
+            };
+            if !left.iter().any(|l| l.id == name) {
+                left.push(Leftover { id: name, owner, attempt: None });
+            }
+        }
+        Ok(left)
     }
 
     async fn discard_pod(&self, name: &str) -> Result<(), ExecutorError> {
@@ -450,6 +541,16 @@ impl Executor for KubeExecutor {
         Box::pin(self.run_task(spec, logs, stop))
     }
 
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        Box::pin(self.adopt_pod(spec, logs, stop, resume))
+    }
+
     fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
         Box::pin(self.leftover_pods(label))
     }
@@ -459,6 +560,12 @@ impl Executor for KubeExecutor {
     }
 }
 
+/// Where a [`ClusterExecutor`] looks for what an earlier server process left: every
+/// registered cluster with its pipeline namespace (the server's store).
+pub trait ClusterSource: Send + Sync {
+    fn clusters(&self) -> BoxFuture<'_, Result<Vec<(ClusterLogin, String)>, String>>;
+}
+
 /// The server's kubernetes executor: each task's pod goes to the cluster and namespace
 /// its spec names (the pipeline's `cluster:`, resolved by the engine), connected under the
 /// server's outbound policy.
@@ -466,17 +573,84 @@ pub struct ClusterExecutor {
     policy: wharf_outbound::Policy,
     default_image: Option<String>,
     pending_limit: Duration,
+    clusters: Option<Arc<dyn ClusterSource>>,
 }
 
 impl ClusterExecutor {
     pub fn new(policy: wharf_outbound::Policy, default_image: Option<String>) -> Self {
-        ClusterExecutor { policy, default_image, pending_limit: DEFAULT_PENDING_LIMIT }
+        ClusterExecutor { policy, default_image, pending_limit: DEFAULT_PENDING_LIMIT, clusters: None }
+    }
+
+    /// Where leftovers are looked for after a restart; without one, none are found.
+    pub fn with_clusters(mut self, clusters: Arc<dyn ClusterSource>) -> Self {
+        self.clusters = Some(clusters);
+        self
     }
 
     /// How long a task's pod may stay `Pending` on clusters that set no limit of their own.
     pub fn with_pending_limit(mut self, limit: Duration) -> Self {
         self.pending_limit = limit;
         self
+    }
+
+    /// The executor on one cluster's namespace.
+    fn connect(&self, login: &ClusterLogin, namespace: &str) -> Result<KubeExecutor, ExecutorError> {
+        let conn = Connection::from_kubeconfig(
+            &login.kubeconfig,
+            login.context.as_deref(),
+            &crate::FileAccess::Refuse,
+            &self.policy,
+        )
+        .map_err(|e| start_error(format!("cluster `{}`: {e}", login.name)))?;
+        Ok(KubeExecutor::new(
+            &conn,
+            KubeExecutorConfig {
+                namespace: namespace.to_owned(),
+                default_image: self.default_image.clone(),
+                workspace: Workspace::HostPath,
+                pending_limit: self.pending_limit,
+            },
+        ))
+    }
+
+    /// What every registered cluster's namespace holds with the label `label`; ids are
+    /// `<cluster>/<namespace>/<pod>`.
+    async fn all_leftovers(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let Some(source) = &self.clusters else { return Ok(Vec::new()) };
+        let clusters = source.clusters().await.map_err(|e| start_error(format!("cannot list the clusters: {e}")))?;
+        let mut all = Vec::new();
+        let mut failed = Vec::new();
+        for (login, namespace) in clusters {
+            let found = match self.connect(&login, &namespace) {
+                Ok(executor) => executor.leftover_pods(label).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(left) => all.extend(
+                    left.into_iter().map(|l| Leftover { id: format!("{}/{namespace}/{}", login.name, l.id), ..l }),
+                ),
+                // One unreachable cluster does not hide the others' leftovers.
+                Err(e) => failed.push(format!("cluster `{}`: {e}", login.name)),
+            }
+        }
+        if all.is_empty() && !failed.is_empty() {
+            return Err(start_error(failed.join("; ")));
+        }
+        Ok(all)
+    }
+
+    async fn discard_leftover(&self, id: &str) -> Result<(), ExecutorError> {
+        let mut parts = id.rsplitn(3, '/');
+        let (Some(pod), Some(namespace), Some(cluster)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(start_error(format!("`{id}` is not a leftover of the kubernetes executor")));
+        };
+        let Some(source) = &self.clusters else { return Ok(()) };
+        let clusters = source.clusters().await.map_err(|e| start_error(format!("cannot list the clusters: {e}")))?;
+        let Some((login, _)) = clusters.iter().find(|(l, ns)| l.name == cluster && ns == namespace) else {
+            // The cluster is no longer registered: nothing Wharf can reach.
+            return Ok(());
+        };
+        self.connect(login, namespace)?.discard_pod(pod).await
     }
 
     fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
@@ -487,22 +661,7 @@ impl ClusterExecutor {
                 spec.task
             )));
         };
-        let conn = Connection::from_kubeconfig(
-            &cluster.login.kubeconfig,
-            cluster.login.context.as_deref(),
-            &crate::FileAccess::Refuse,
-            &self.policy,
-        )
-        .map_err(|e| start_error(format!("cluster `{}`: {e}", cluster.login.name)))?;
-        Ok(KubeExecutor::new(
-            &conn,
-            KubeExecutorConfig {
-                namespace: cluster.namespace.clone(),
-                default_image: self.default_image.clone(),
-                workspace: Workspace::HostPath,
-                pending_limit: self.pending_limit,
-            },
-        ))
+        self.connect(&cluster.login, &cluster.namespace)
     }
 }
 
@@ -541,6 +700,24 @@ impl Executor for ClusterExecutor {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
         Box::pin(async move { self.on(&spec)?.run_task(spec, logs, stop).await })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        Box::pin(async move { self.on(&spec)?.adopt_pod(spec, logs, stop, resume).await })
+    }
+
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        Box::pin(self.all_leftovers(label))
+    }
+
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(self.discard_leftover(&leftover.id))
     }
 }
 
@@ -618,8 +795,15 @@ pub fn label_value(value: &str) -> String {
     v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }
 
+/// The lines of a resumed log already stored: those stamped before `since_second`, and
+/// the first `left` stamped in or after it.
+struct Skip {
+    since_second: i64,
+    left: u64,
+}
+
 /// One line of `pods/log?timestamps=true`: `RFC3339 text`.
-fn pod_line(logs: &dyn LogSink, raw: &[u8]) {
+fn pod_line(logs: &dyn LogSink, raw: &[u8], skip: &mut Skip) {
     let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let (at, text) = match raw.iter().position(|b| *b == b' ') {
@@ -629,6 +813,13 @@ fn pod_line(logs: &dyn LogSink, raw: &[u8]) {
         },
         None => (Timestamp::now(), raw),
     };
+    if at.as_second() < skip.since_second {
+        return;
+    }
+    if skip.left > 0 {
+        skip.left -= 1;
+        return;
+    }
     // Kubernetes merges the container's stdout and stderr into one log.
     emit(&mut |line| logs.line(line), Stream::Stdout, at, text, false);
 }

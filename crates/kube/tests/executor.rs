@@ -14,8 +14,12 @@ use kube::api::{ListParams, PostParams};
 use tokio::sync::watch;
 use wharf_core::pod::{PodSettings, Quantities, Resources, Toleration};
 use wharf_executor::deploy::ClusterLogin;
-use wharf_executor::{Executor, LogLine, LogSink, Phase, StopReason, StopRequest, Stream, TaskCluster, TaskSpec};
-use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
+use wharf_executor::{
+    Executor, LogLine, LogResume, LogSink, Phase, StopReason, StopRequest, Stream, TaskCluster, TaskSpec,
+};
+use wharf_kube::{
+    ClusterExecutor, ClusterSource, Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace,
+};
 use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
 
 #[derive(Default)]
@@ -547,4 +551,110 @@ async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
     let err = f.executor.run(spec, Arc::new(Collect::default()), no_stop().1).await.unwrap_err().to_string();
     assert!(err.contains("spec.tolerations[0].operator: Unsupported value: \"Maybe\""), "{err}");
     assert_eq!(f.left().await, (0, 0));
+}
+
+/// The pods' clusters for a [`ClusterExecutor`], as the server's store gives them.
+struct OneCluster(ClusterLogin, String);
+
+impl ClusterSource for OneCluster {
+    fn clusters(&self) -> wharf_executor::BoxFuture<'_, Result<Vec<(ClusterLogin, String)>, String>> {
+        let one = vec![(self.0.clone(), self.1.clone())];
+        Box::pin(async move { Ok(one) })
+    }
+}
+
+/// A killed server (`run`'s future leaked, never dropped, so nothing cleans up) leaves its
+/// pod running; a new executor finds it by label, adopts it, resumes its log after what was
+/// stored (no line lost, none twice), and ends it as `run` would. What belongs to no run
+/// that goes on (a pending pod, its Secret) is reported and discarded through the
+/// server's `ClusterExecutor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_executor_adopts_the_pod_a_killed_server_left_and_resumes_its_log_once() {
+    let Some(f) = fixture("ecp-devops-adopt", None).await else { return };
+    let script =
+        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; echo DONE=1 >> \"$WHARF_OUTPUT\"";
+    let spec = f.spec("adopt", script);
+    let first = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let mut running = Box::pin(f.executor.run(spec.clone(), first.clone(), rx));
+    tokio::select! {
+        exit = &mut running => panic!("ended before the kill: {exit:?} {}", first.all()),
+        () = async {
+            while first.texts(Stream::Stdout).len() < 5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    // kill -9: the supervisor vanishes without its cleanup.
+    std::mem::forget(running);
+    let stored: Vec<(i64, String)> = first
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.stream == Stream::Stdout)
+        .map(|l| (l.at.as_second(), l.text.clone()))
+        .collect();
+    assert!(stored.len() >= 5 && stored.len() < 40, "{stored:?}");
+    let since_second = stored.last().unwrap().0;
+    let skip_lines = stored.iter().filter(|(s, _)| *s >= since_second).count() as u64;
+
+    // The restarted server's executor: a new connection.
+    let restarted = f.executor_with_pending_limit(Duration::from_secs(600));
+    let left = restarted.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].owner, "abc/42");
+    assert_eq!(
+        left[0].attempt,
+        Some(wharf_executor::AttemptId { stage: "Build".into(), task: "adopt".into(), attempt: 1 })
+    );
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = restarted
+        .adopt(spec.clone(), logs.clone(), rx, LogResume { since_second, skip_lines })
+        .await
+        .unwrap()
+        .expect("the pod is there to adopt");
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert!(logs.all().contains("the server restarted; took over pod ecp-devops-adopt/wharf-"), "{}", logs.all());
+    let mut all: Vec<String> = stored.iter().map(|(_, l)| l.clone()).collect();
+    all.extend(logs.texts(Stream::Stdout));
+    let expected: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+    assert_eq!(all, expected, "stored + resumed = every line once");
+    assert_eq!(std::fs::read_to_string(&spec.output_file).unwrap(), "DONE=1\n");
+    assert_eq!(f.left().await, (0, 0), "the adopted pod and its Secret are deleted");
+    // Nothing left to adopt: `None`.
+    let (_tx, rx) = no_stop();
+    assert!(restarted.adopt(spec, logs, rx, LogResume::default()).await.unwrap().is_none());
+
+    // A pod of a run that is not continued (pending: the node has no room for it), left
+    // by a killed server, is found and discarded through the server's executor.
+    let mut orphan = on_cluster(&f, f.spec("orphan", "echo never"), requests("5"), None);
+    orphan.labels = vec![("WHARF_SERVER_RUN".into(), "abc/43".into())];
+    let orphaned = Arc::new(Collect::default());
+    let mut running = Box::pin(f.executor.run(orphan, orphaned.clone(), no_stop().1));
+    tokio::select! {
+        exit = &mut running => panic!("ended: {exit:?} {}", orphaned.all()),
+        () = async {
+            while !orphaned.1.lock().unwrap().iter().any(|p| matches!(p, Phase::Pending { reason } if reason.contains("Insufficient cpu"))) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    std::mem::forget(running);
+    let login = ClusterLogin { name: "fake".into(), kubeconfig: f._fake.kubeconfig(), context: None };
+    let server = ClusterExecutor::new(Policy::new(&["127.0.0.1"]).unwrap(), None)
+        .with_clusters(Arc::new(OneCluster(login, f.namespace.clone())));
+    let left = server.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].id.starts_with("fake/ecp-devops-adopt/wharf-"), "{left:?}");
+    assert_eq!(left[0].owner, "abc/43");
+    assert_eq!(f.left().await, (1, 1));
+    server.discard(&left[0]).await.unwrap();
+    server.discard(&left[0]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while f.left().await != (0, 0) {
+        assert!(std::time::Instant::now() < deadline, "left: {:?}", f.left().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

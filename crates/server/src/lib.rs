@@ -260,6 +260,30 @@ impl wharf_docker::Credentials for RegisteredCredentials {
     }
 }
 
+/// Every registered cluster with its pipeline namespace, for the kubernetes executor's
+/// search for pods a previous server process left.
+struct RegisteredClusters(Store);
+
+impl wharf_kube::ClusterSource for RegisteredClusters {
+    fn clusters(
+        &self,
+    ) -> wharf_executor::BoxFuture<'_, Result<Vec<(wharf_executor::deploy::ClusterLogin, String)>, String>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for cluster in self.0.clusters().await.map_err(|e| e.to_string())? {
+                let access = self.0.cluster_access(&cluster.name).await.map_err(|e| e.to_string())?;
+                let login = wharf_executor::deploy::ClusterLogin {
+                    name: access.name,
+                    kubeconfig: access.kubeconfig,
+                    context: Some(access.context).filter(|c| !c.is_empty()),
+                };
+                out.push((login, wharf_kube::pipeline_namespace(&access.short_id)));
+            }
+            Ok(out)
+        })
+    }
+}
+
 async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::build::ImageBuilder>> {
     let socket = config.docker_host.as_deref()?;
     let builder = match wharf_image::DockerBuilder::connect(socket) {
@@ -340,7 +364,9 @@ async fn executors(
     // default) run their tasks as pods on the pipeline's `cluster:`, under the outbound
     // policy of every other call the server makes.
     let policy = wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
-    let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone());
+    // After a restart it looks for its pods in every registered cluster's namespace.
+    let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone())
+        .with_clusters(Arc::new(RegisteredClusters(store.clone())));
     executors = executors.register(ExecutorKind::Kubernetes, Arc::new(kube));
     Ok(executors)
 }
