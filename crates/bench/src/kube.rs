@@ -270,6 +270,7 @@ pub fn main(args: Args) {
         namespace: NAMESPACE.into(),
         default_image: Some(args.image.clone()),
         workspace: wharf_kube::Workspace::HostPath,
+        pending_limit: wharf_kube::executor::DEFAULT_PENDING_LIMIT,
     };
     let executor = Arc::new(KubeExecutor::new(&conn, config));
     let engine = Engine::new(EngineConfig::default(), executor.clone());

@@ -9,6 +9,7 @@ pub mod duration;
 pub mod git;
 pub mod model;
 pub mod names;
+pub mod pod;
 pub mod reference;
 pub mod run;
 pub mod settle;

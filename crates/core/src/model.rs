@@ -43,6 +43,10 @@ pub struct Pipeline {
     /// kubernetes executor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// How every task's pod is scheduled on the kubernetes executor (`resources`,
+    /// `node_selector`, `tolerations`, `service_account`), over the cluster's defaults.
+    #[serde(flatten)]
+    pub pod: crate::pod::PodSettings,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub triggers: Vec<Trigger>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -344,6 +348,9 @@ pub struct ScriptTask {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     pub script: String,
+    /// This task's pod settings on the kubernetes executor, over the pipeline's.
+    #[serde(flatten)]
+    pub pod: crate::pod::PodSettings,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -610,6 +617,7 @@ mod tests {
             executor: None,
             default_image: None,
             cluster: None,
+            pod: Default::default(),
             triggers: vec![],
             notify: vec![],
             send: None,

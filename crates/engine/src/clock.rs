@@ -73,30 +73,48 @@ impl RunningClock {
     }
 }
 
-/// The ticking of a task on its clocks (the run's and its stage's), which the task may
-/// stop while it waits for people (a canary between steps) and start again.
-pub struct Ticks {
-    clocks: Vec<RunningClock>,
-    held: Mutex<Vec<Ticking>>,
+/// The clocks one attempt advances: the run's and its stage's (`shared`) and its own.
+/// All of them tick from its start and stand still while its executor reports it
+/// pending ([`pause`](Self::pause)); while it waits for people (a canary between
+/// steps, [`pause_shared`](Self::pause_shared)) only the run's and the stage's stand
+/// still, and the task's own timeout goes on counting.
+pub struct AttemptClocks {
+    shared: Vec<RunningClock>,
+    own: RunningClock,
+    ticking: Mutex<Held>,
 }
 
-impl Ticks {
-    /// Starts ticking on every one of `clocks`.
-    pub fn start(clocks: &[&RunningClock]) -> Ticks {
-        let clocks: Vec<RunningClock> = clocks.iter().map(|c| (*c).clone()).collect();
-        let held = clocks.iter().map(RunningClock::start).collect();
-        Ticks { clocks, held: Mutex::new(held) }
+#[derive(Default)]
+struct Held {
+    shared: Vec<Ticking>,
+    own: Option<Ticking>,
+}
+
+impl AttemptClocks {
+    /// The clocks, ticking.
+    pub fn start(shared: Vec<RunningClock>, own: RunningClock) -> Self {
+        let held = Held { shared: shared.iter().map(RunningClock::start).collect(), own: Some(own.start()) };
+        AttemptClocks { shared, own, ticking: Mutex::new(held) }
     }
 
-    /// The clocks stand still (as far as this task is concerned) until [`resume`](Self::resume).
+    /// Stops every clock (the attempt waits for resources).
     pub fn pause(&self) {
-        self.held.lock().unwrap().clear();
+        *self.ticking.lock().unwrap() = Held::default();
     }
 
+    /// Stops the run's and the stage's clocks (the attempt waits for people).
+    pub fn pause_shared(&self) {
+        self.ticking.lock().unwrap().shared.clear();
+    }
+
+    /// Starts every clock again that stands still.
     pub fn resume(&self) {
-        let mut held = self.held.lock().unwrap();
-        if held.is_empty() {
-            *held = self.clocks.iter().map(RunningClock::start).collect();
+        let mut held = self.ticking.lock().unwrap();
+        if held.shared.is_empty() {
+            held.shared = self.shared.iter().map(RunningClock::start).collect();
+        }
+        if held.own.is_none() {
+            held.own = Some(self.own.start());
         }
     }
 }
@@ -128,5 +146,24 @@ mod tests {
         let _c = clock.start();
         let fired = watcher.await.unwrap();
         assert_eq!(fired - t0, Duration::from_secs(100 + 6 + 50 + 4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_people_stops_the_shared_clocks_and_pending_stops_all() {
+        let (run, own) = (RunningClock::default(), RunningClock::default());
+        let clocks = AttemptClocks::start(vec![run.clone()], own.clone());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        clocks.pause_shared(); // a canary waits for a decision
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        clocks.resume();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        clocks.pause(); // the executor reports the attempt pending
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        clocks.resume();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        drop(clocks);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(run.used(), Duration::from_secs(3 + 2 + 1));
+        assert_eq!(own.used(), Duration::from_secs(3 + 10 + 2 + 1));
     }
 }

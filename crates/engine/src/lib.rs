@@ -170,6 +170,15 @@ pub struct Clusters {
     /// Each cluster's pipeline namespace (`ecp-devops-<id>`), where the kubernetes
     /// executor runs tasks.
     pub namespaces: BTreeMap<String, String>,
+    /// Each cluster's defaults for task pods (resources, node selector, tolerations,
+    /// service account), under the pipeline's and the task's own.
+    pub pod_defaults: BTreeMap<String, wharf_core::pod::PodSettings>,
+    /// How long a task's pod may stay `Pending` on each cluster (absent: the executor's
+    /// default).
+    pub pending_limits: BTreeMap<String, std::time::Duration>,
+    /// The server's `default_cluster`: the cluster of a pipeline on the kubernetes
+    /// executor that names none.
+    pub default: Option<String>,
 }
 
 /// One registry: how to log in and which workspaces are registered in it.
@@ -558,6 +567,7 @@ mod tests {
                     },
                 )]),
                 namespaces: BTreeMap::new(),
+                ..Clusters::default()
             },
             local_sources: false,
             approvals: None,

@@ -92,8 +92,11 @@ fn engine() -> Engine {
 
 fn request_with(dirs: &Dirs, cluster: &Cluster, yaml: &str) -> RunRequest {
     let mut request = request(pipeline(yaml), dirs.existing());
-    request.clusters =
-        Clusters { by_name: BTreeMap::from([("prod".to_owned(), login(&cluster.fake))]), namespaces: BTreeMap::new() };
+    request.clusters = Clusters {
+        by_name: BTreeMap::from([("prod".to_owned(), login(&cluster.fake))]),
+        namespaces: BTreeMap::new(),
+        ..Default::default()
+    };
     request
 }
 

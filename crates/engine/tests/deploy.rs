@@ -71,7 +71,11 @@ fn engine(deployer: &Arc<Recording>) -> Engine {
 
 fn clusters() -> Clusters {
     let login = ClusterLogin { name: "prod".into(), kubeconfig: "kubeconfig-text".into(), context: None };
-    Clusters { by_name: BTreeMap::from([("prod".to_owned(), login)]), namespaces: BTreeMap::new() }
+    Clusters {
+        by_name: BTreeMap::from([("prod".to_owned(), login)]),
+        namespaces: BTreeMap::new(),
+        ..Default::default()
+    }
 }
 
 fn request_with(dirs: &Dirs, yaml: &str) -> RunRequest {

@@ -150,6 +150,7 @@ async fn kube_target(conn: &Connection, namespace: &str, image: String) -> Arc<d
         namespace: namespace.to_owned(),
         default_image: Some(image),
         workspace: Workspace::HostPath,
+        pending_limit: wharf_kube::executor::DEFAULT_PENDING_LIMIT,
     };
     Arc::new(KubeExecutor::new(conn, config))
 }

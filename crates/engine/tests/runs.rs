@@ -159,6 +159,56 @@ async fn time_waiting_for_a_slot_held_by_another_run_counts_against_no_timeout()
     assert_eq!(t0.elapsed(), secs(90), "50s pending, then 40s running");
 }
 
+/// An executor that reports its attempt pending (a pod the scheduler cannot place yet):
+/// the task is `pending` with the executor's reason meanwhile, and neither the task's nor
+/// the stage's nor the pipeline's timeout counts that time.
+#[tokio::test(start_paused = true)]
+async fn time_an_executor_reports_pending_counts_against_no_timeout() {
+    let fake = FakeExecutor::new();
+    let why = "0/1 nodes are available: 1 Insufficient cpu.";
+    fake.on("work", vec![Behavior { pending: Some((why.into(), secs(100))), ..ok_after(40) }]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\ntimeout: 1\nstages:\n  - name: S\n    timeout: 45s\n    tasks:\n      - {name: work, type: script, script: x, timeout: 41s}\n",
+    );
+    let recorder = Recorder::new();
+    let (_tx, rx) = watch::channel(None);
+    let t0 = Instant::now();
+    let run = engine.run(request(p, dirs.existing()), recorder.clone(), rx);
+    tokio::pin!(run);
+    // Half-way through the pending spell the task shows why it waits.
+    let record = tokio::select! {
+        record = &mut run => panic!("ended early: {:?}", record.progress.status),
+        () = tokio::time::sleep(secs(50)) => recorder.last_record(),
+    };
+    let shown = &record.stages[0].tasks[0];
+    assert_eq!((shown.progress.status, shown.reason.as_deref()), (Status::Pending, Some(why)));
+    let record = run.await;
+    recorder.assert_consistent_with(&record);
+    assert_eq!(record.progress.status, Status::Succeeded, "{:?}", record.reason);
+    assert_eq!(t0.elapsed(), secs(140), "100s pending, then 40s running");
+    assert_eq!(recorder.transitions(Part::Task(0, 0)), statuses("queued running pending running succeeded"));
+    assert_eq!(record.stages[0].tasks[0].reason, None);
+}
+
+/// Running time still counts around a pending spell: 30s pending, then a task that
+/// would run 60s times out after its 20s.
+#[tokio::test(start_paused = true)]
+async fn the_task_timeout_counts_from_when_the_pending_attempt_runs() {
+    let fake = FakeExecutor::new();
+    fake.on("work", vec![Behavior { pending: Some(("unschedulable".into(), secs(30))), ..ok_after(60) }]);
+    let engine = common::fake_engine(&fake, EngineConfig::default());
+    let dirs = Dirs::new();
+    let p = pipeline(
+        "name: p\nstages:\n  - name: S\n    tasks:\n      - {name: work, type: script, script: x, timeout: 20s}\n",
+    );
+    let t0 = Instant::now();
+    let (record, _) = common::run(&engine, request(p, dirs.existing())).await;
+    assert_eq!(record.stages[0].tasks[0].progress.status, Status::TimedOut);
+    assert_eq!(t0.elapsed(), secs(30 + 20));
+}
+
 /// Without the watchdog going first, the engine tossed a coin between starting the
 /// first task and seeing the stop; many runs make a lost toss certain to show.
 #[tokio::test(start_paused = true)]

@@ -25,6 +25,9 @@ pub struct Behavior {
     /// Runs until it is stopped (`runs_for` does not count): no timer ends it, so a
     /// paused clock that jumps ahead cannot either.
     pub until_stopped: bool,
+    /// Reports [`Phase::Pending`](crate::Phase) with this reason for `pending_for` first
+    /// (a pod the scheduler cannot place yet), then [`Phase::Running`](crate::Phase).
+    pub pending: Option<(String, Duration)>,
 }
 
 /// One `run` call as the fake saw it.
@@ -159,6 +162,16 @@ impl FakeExecutor {
     ) -> Result<Exit, ExecutorError> {
         {
             let started = tokio::time::Instant::now();
+            if let Some((reason, pending_for)) = &behavior.pending {
+                logs.phase(crate::Phase::Pending { reason: reason.clone() });
+                tokio::select! {
+                    () = tokio::time::sleep(*pending_for) => logs.phase(crate::Phase::Running),
+                    request = stop.wait_for(Option::is_some) => {
+                        let reason = request.ok().and_then(|r| *r).map(|r| r.reason);
+                        return Ok(Exit { code: None, signal: None, stopped: reason });
+                    }
+                }
+            }
             if behavior.cannot_start {
                 return Err(ExecutorError::Start {
                     message: format!("fake: {} cannot start", spec.task),

@@ -63,6 +63,12 @@ pub struct TaskSpec {
 pub struct TaskCluster {
     pub login: deploy::ClusterLogin,
     pub namespace: String,
+    /// How the task's pod is scheduled: the task's settings over the pipeline's over the
+    /// cluster's defaults, merged.
+    pub pod: wharf_core::pod::PodSettings,
+    /// How long its pod may stay `Pending` before the attempt fails with the scheduler's
+    /// reason; `None`: the executor's default.
+    pub pending_limit: Option<std::time::Duration>,
 }
 
 /// Which stream a log line came from.
@@ -92,10 +98,30 @@ impl LogLine {
     }
 }
 
+/// What an attempt is doing, as its executor sees it (reported through [`LogSink::phase`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for resources before it can run (a pod the scheduler has not placed, its
+    /// image being pulled): the task's `pending` status, not counted by any timeout.
+    /// `reason` says what it waits for, in the platform's own words.
+    Pending { reason: String },
+    /// Running: timeouts count from here.
+    Running,
+}
+
 /// Where an executor sends log lines. Called from any task, in the order lines were
 /// read per stream; must not block for long.
 pub trait LogSink: Send + Sync {
     fn line(&self, line: LogLine);
+
+    /// The attempt's phase changed. An attempt is `Running` from the start of
+    /// [`Executor::run`] (or [`Executor::adopt`]) unless its executor reports `Pending`;
+    /// one that does reports `Running` once the task really starts (or simply returns,
+    /// when it never did). Executors whose tasks start at once report nothing. Default:
+    /// ignored.
+    fn phase(&self, phase: Phase) {
+        let _ = phase;
+    }
 }
 
 /// Longest line kept as one; longer output is split at this many bytes (on a char

@@ -125,9 +125,12 @@ impl Shared {
             };
             let obj = json!({"apiVersion": "v1", "kind": "Node",
                 "metadata": {"name": name, "uid": uid(), "creationTimestamp": now(),
-                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux"}},
+                             "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                                        "kubernetes.io/arch": "amd64"}},
                 "spec": {},
                 "status": {"conditions": [condition],
+                           "capacity": {"cpu": crate::scheduler::NODE_CPU, "memory": crate::scheduler::NODE_MEMORY, "pods": "110"},
+                           "allocatable": {"cpu": crate::scheduler::NODE_CPU, "memory": crate::scheduler::NODE_MEMORY, "pods": "110"},
                            "nodeInfo": {"kubeletVersion": "v1.32.0-kube-fake", "kernelVersion": "",
                                         "osImage": "kube-fake", "containerRuntimeVersion": "",
                                         "operatingSystem": "linux", "architecture": "amd64"}}});
@@ -230,6 +233,21 @@ impl Shared {
 
     pub fn namespace(&self, name: &str) -> Option<Value> {
         self.get(resources::find("", "v1", "namespaces").expect("namespaces are listed"), "", name)
+    }
+
+    /// The nodes whose `Ready` condition is `True`.
+    pub fn ready_nodes(&self) -> Vec<Value> {
+        self.lock()
+            .objects
+            .iter()
+            .filter(|((g, p, _, _), _)| g.is_empty() && *p == "nodes")
+            .map(|(_, node)| node.clone())
+            .filter(|node| {
+                node.pointer("/status/conditions")
+                    .and_then(Value::as_array)
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            })
+            .collect()
     }
 
     pub fn node_count(&self) -> usize {
@@ -968,6 +986,11 @@ impl Write<'_> {
     fn create(&self, mut obj: Value) -> Answer {
         let name = self.check_body(&mut obj, None)?;
         let r = self.r();
+        if r.kind == "Pod"
+            && let Err(why) = crate::scheduler::validate_pod(&obj)
+        {
+            return Err(Failure::invalid(r, &name, why));
+        }
         let mut store = self.shared.lock();
         self.namespace_exists(&store)?;
         if store.objects.contains_key(&key(r, &self.t.namespace, &name)) {

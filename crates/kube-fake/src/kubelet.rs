@@ -4,6 +4,10 @@
 //! kubelet writes them; `pods/log` reads the container's log from the daemon; deleting a Pod
 //! stops its container (SIGTERM, SIGKILL after the grace period) and removes it.
 //!
+//! Before it runs, a pod is placed by the scheduler of `scheduler.rs` (nodeSelector, cpu and
+//! memory requests against the node's allocatable); one that does not fit stays `Pending`
+//! with `FailedScheduling` until it fits or is deleted.
+//!
 //! Faults (annotation `kube-fake.wharf.dev/fault` on the Pod or its Namespace): `unschedulable` keeps it
 //! `Pending` with the scheduler's `Unschedulable` condition and a `FailedScheduling` Event;
 //! `image-pull-backoff` keeps it `Pending` with the container waiting in `ErrImagePull`
@@ -26,6 +30,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::api::{Shared, now};
 use crate::controller::FAULT_ANNOTATION;
+use crate::scheduler;
 
 /// The label on every container the kubelet starts: which fake started it.
 pub const INSTANCE_LABEL: &str = "kube-fake.wharf.dev/instance";
@@ -39,6 +44,8 @@ pub struct Kubelet {
     instance: String,
     /// Stop requests by pod uid: the grace period in seconds.
     pods: Mutex<HashMap<String, watch::Sender<Option<u64>>>>,
+    /// The cpu and memory requests of the pods placed on the node and not yet ended.
+    bound: Mutex<HashMap<String, (f64, f64)>>,
     /// `docker create` calls under way: dropping the fake waits for them (on threads of
     /// their own, so a blocked runtime cannot hold them up) before removing containers.
     creating: Arc<AtomicUsize>,
@@ -46,7 +53,13 @@ pub struct Kubelet {
 
 impl Kubelet {
     pub fn new(docker: String, instance: String) -> Self {
-        Kubelet { docker, instance, pods: Mutex::new(HashMap::new()), creating: Arc::new(AtomicUsize::new(0)) }
+        Kubelet {
+            docker,
+            instance,
+            pods: Mutex::new(HashMap::new()),
+            bound: Mutex::new(HashMap::new()),
+            creating: Arc::new(AtomicUsize::new(0)),
+        }
     }
 
     fn container(uid: &str) -> String {
@@ -56,6 +69,21 @@ impl Kubelet {
     /// Whether the kubelet runs this pod.
     pub fn runs(&self, uid: &str) -> bool {
         self.pods.lock().unwrap_or_else(|e| e.into_inner()).contains_key(uid)
+    }
+
+    /// Places the pod when it fits beside the pods placed already (one decision at a
+    /// time); `Err`: the scheduler's reason why not.
+    fn try_bind(&self, shared: &Shared, pod: &Value, uid: &str) -> Result<(), String> {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        let others = bound.iter().filter(|(u, _)| *u != uid).fold((0.0, 0.0), |a, (_, r)| (a.0 + r.0, a.1 + r.1));
+        scheduler::fit(shared, pod, others)?;
+        bound.insert(uid.to_owned(), scheduler::requests(pod));
+        Ok(())
+    }
+
+    /// The pod ended: its requests are free again.
+    fn unbind(&self, uid: &str) {
+        self.bound.lock().unwrap_or_else(|e| e.into_inner()).remove(uid);
     }
 
     /// Asks the pod's container to stop within `grace` seconds.
@@ -124,6 +152,7 @@ pub fn admit(shared: Arc<Shared>, pod: &Value) {
     let pod = pod.clone();
     tokio::spawn(async move {
         run_pod(&shared, &kubelet, &pod, rx).await;
+        kubelet.unbind(&uid);
         kubelet.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
         let _ = kubelet.docker(&["rm".into(), "-f".into(), Kubelet::container(&uid)]).await;
     });
@@ -165,6 +194,23 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
         let _ = stop.wait_for(Option::is_some).await;
         shared.pod_gone(pod);
         return;
+    }
+    // The scheduler: nodeSelector and requests against the node, tried again while the
+    // pod waits (a pod that ends frees its requests), until it fits or is deleted.
+    let mut told = String::new();
+    while let Err(message) = kubelet.try_bind(shared, pod, uid) {
+        if message != told {
+            shared.event(pod, "Warning", "FailedScheduling", &message, None, "default-scheduler");
+            shared.pod_status(pod, scheduler::unschedulable_status(&message));
+            told = message;
+        }
+        tokio::select! {
+            _ = stop.wait_for(Option::is_some) => {
+                shared.pod_gone(pod);
+                return;
+            }
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
     }
     shared.event(
         pod,
@@ -274,6 +320,7 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
                                       "state": {"terminated": {"exitCode": code, "reason": reason,
                                                                "startedAt": started, "finishedAt": now()}}}]}),
     );
+    kubelet.unbind(uid);
     // The container (and its log) stays until the pod is deleted.
     let _ = stop.wait_for(Option::is_some).await;
     shared.pod_gone(pod);

@@ -17,6 +17,7 @@ mod discovery;
 mod kubelet;
 mod proto;
 mod resources;
+mod scheduler;
 mod select;
 mod ssa;
 
@@ -36,6 +37,7 @@ pub use api::{ADMISSION_WEBHOOK, RESTRICTED_USER};
 pub use controller::FAULT_ANNOTATION;
 pub use kubelet::INSTANCE_LABEL;
 pub use resources::{RESOURCES, Resource};
+pub use scheduler::{NODE_CPU, NODE_MEMORY};
 pub use select::{FieldSelector, LabelSelector, Requirement};
 
 /// How to start the fake.

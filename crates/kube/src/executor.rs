@@ -34,11 +34,12 @@ use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::{emit, utf8_cut};
 use wharf_executor::{
-    BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
-    StopSignal, Stream, TaskSpec,
+    AttemptId, BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, MAX_LINE_BYTES, Phase,
+    StopReason, StopRequest, StopSignal, Stream, TaskSpec,
 };
 
 use crate::Connection;
+use wharf_executor::deploy::ClusterLogin;
 
 pub const LABEL_RUN: &str = "wharf.run";
 pub const LABEL_STAGE: &str = "wharf.stage";
@@ -52,6 +53,11 @@ pub const CONTAINER: &str = "task";
 const POLL: Duration = Duration::from_millis(200);
 /// How long the final state is waited for after the log stream ended.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pod may take to start before its task shows `pending` (a pod the
+/// scheduler cannot place shows it at once).
+const PENDING_AFTER: Duration = Duration::from_secs(2);
+/// How long a pod may stay `Pending` by default ([`KubeExecutorConfig::pending_limit`]).
+pub const DEFAULT_PENDING_LIMIT: Duration = Duration::from_secs(600);
 
 /// How the run's checkout reaches the task's Pod.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +75,10 @@ pub struct KubeExecutorConfig {
     /// The image of tasks that name none.
     pub default_image: Option<String>,
     pub workspace: Workspace,
+    /// How long a pod may stay `Pending` (not placed by the scheduler, its image not yet
+    /// pulled) before the attempt fails with the scheduler's reason. Pending time counts
+    /// against no timeout; this limit bounds it.
+    pub pending_limit: Duration,
 }
 
 /// Runs `script` tasks as Pods. Cheap to share.
@@ -142,7 +152,8 @@ impl KubeExecutor {
             let _ = self.secrets().patch(&name, &PatchParams::default(), &Patch::Merge(owner)).await;
         }
         system(logs, format!("pod {ns}/{name} created"));
-        let exit = self.supervise(&name, &image, logs, &mut stop).await;
+        let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, LogResume::default()).await;
         guard.remove().await;
         exit
     }
@@ -165,23 +176,40 @@ impl KubeExecutor {
             volumes.push(json!({"name": "outputs", "hostPath": {"path": dir, "type": "Directory"}}));
             mounts.push(json!({"name": "outputs", "mountPath": dir}));
         }
-        json!({"apiVersion": "v1", "kind": "Pod",
+        let settings = spec.cluster.as_ref().map(|c| c.pod.clone()).unwrap_or_default();
+        let mut container = json!({
+            "name": CONTAINER,
+            "image": image,
+            // The script is one argument of `sh`: never pasted into another command line.
+            "command": ["/bin/sh", "-e", "-c", spec.script],
+            "workingDir": workdir,
+            "envFrom": [{"secretRef": {"name": name}}],
+            "volumeMounts": mounts,
+        });
+        if !settings.resources.is_empty() {
+            container["resources"] = serde_json::to_value(&settings.resources).unwrap_or_default();
+        }
+        let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": labels, "annotations": annotations},
         "spec": {
             "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
+            // The account's token only when the task names an account to act as.
+            "automountServiceAccountToken": settings.service_account.is_some(),
             "enableServiceLinks": false,
             "volumes": volumes,
-            "containers": [{
-                "name": CONTAINER,
-                "image": image,
-                // The script is one argument of `sh`: never pasted into another command line.
-                "command": ["/bin/sh", "-e", "-c", spec.script],
-                "workingDir": workdir,
-                "envFrom": [{"secretRef": {"name": name}}],
-                "volumeMounts": mounts,
-            }],
-        }})
+            "containers": [container],
+        }});
+        let pod_spec = &mut pod["spec"];
+        if let Some(account) = &settings.service_account {
+            pod_spec["serviceAccountName"] = json!(account);
+        }
+        if !settings.node_selector.is_empty() {
+            pod_spec["nodeSelector"] = json!(settings.node_selector);
+        }
+        if !settings.tolerations.is_empty() {
+            pod_spec["tolerations"] = serde_json::to_value(&settings.tolerations).unwrap_or_default();
+        }
+        pod
     }
 
     /// Waits for the Pod to start (reporting why it waits), streams its log, acts on stop
@@ -190,22 +218,37 @@ impl KubeExecutor {
         &self,
         name: &str,
         image: &str,
+        spec_limit: Option<Duration>,
         logs: &dyn LogSink,
         stop: &mut StopSignal,
+        resume: LogResume,
     ) -> Result<Exit, ExecutorError> {
         let pods = self.pods();
         let mut stopped: Option<StopReason> = None;
+        // A stop that came before we got here (an adopted task of a stopped run).
+        if let Some(request) = requested(stop) {
+            stopped = Some(request.reason);
+            self.delete_with_grace(name, request.grace, request.reason, logs).await;
+        }
         let mut told = String::new();
-        // Pending: the scheduler's and the kubelet's reasons.
+        // The reason last reported as the attempt's `pending` phase.
+        let mut reported: Option<String> = None;
+        let pending_since = Instant::now();
+        let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
+        // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
         loop {
             let pod = match pods.get_opt(name).await {
                 Ok(Some(p)) => p,
+                Ok(None) if stopped.is_some() => return Ok(Exit { code: None, signal: None, stopped }),
                 Ok(None) => return Err(start_error(format!("pod {name} disappeared before it started"))),
                 Err(e) => return Err(start_error(format!("cannot read pod {name}: {}", kube_reason(&e)))),
             };
             let status = pod.status.unwrap_or_default();
             let phase = status.phase.unwrap_or_default();
             if phase != "Pending" && !phase.is_empty() {
+                if reported.is_some() {
+                    logs.phase(Phase::Running);
+                }
                 break;
             }
             let unscheduled =
@@ -239,9 +282,32 @@ impl KubeExecutor {
                 }
                 (None, None) => "pending".to_owned(),
             };
-            if reason != told && reason != "pending: ContainerCreating" {
-                system(logs, reason.clone());
+            if reason != told {
+                if reason != "pending: ContainerCreating" {
+                    system(logs, reason.clone());
+                }
                 told = reason;
+            }
+            // The task is `pending` once the pod really waits: the scheduler cannot place
+            // it, or it has not started within PENDING_AFTER (an image pull); a pod that
+            // starts at once is `running` throughout, as on the other executors.
+            let waits = unscheduled.is_some() || pending_since.elapsed() >= PENDING_AFTER;
+            if waits && reported.as_deref() != Some(told.as_str()) {
+                let why = told.strip_prefix("pending: ").unwrap_or("waiting for the scheduler").to_owned();
+                logs.phase(Phase::Pending { reason: why });
+                reported = Some(told.clone());
+            }
+            let limit = pending_limit;
+            if pending_since.elapsed() >= limit {
+                let waited = humantime(limit);
+                let message = match unscheduled {
+                    Some(_) => format!(
+                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it                          (资源不足, not enough resources): {}; add nodes or capacity to the cluster, or lower the                          task's `resources` requests, `node_selector` or `tolerations`",
+                        told.trim_start_matches("pending: the scheduler cannot place the pod: ")
+                    ),
+                    None => format!("pod {name} stayed pending for {waited}: {}", told.trim_start_matches("pending: ")),
+                };
+                return Err(start_error(message));
             }
             tokio::select! {
                 () = tokio::time::sleep(POLL) => {}
@@ -252,8 +318,17 @@ impl KubeExecutor {
             }
         }
         // Running (or already ended): the log, then the container's exit.
-        let params =
-            LogParams { follow: true, timestamps: true, container: Some(CONTAINER.to_owned()), ..LogParams::default() };
+        // After a restart: from the second the stored log reaches, skipping the lines of
+        // that second already stored (pods/log's `sinceTime` is whole seconds).
+        let since_time = (resume.since_second > 0).then(|| Timestamp::from_second(resume.since_second).ok()).flatten();
+        let params = LogParams {
+            follow: true,
+            timestamps: true,
+            container: Some(CONTAINER.to_owned()),
+            since_time,
+            ..LogParams::default()
+        };
+        let mut skip = Skip { since_second: resume.since_second, left: resume.skip_lines };
         let mut watching = true;
         match pods.log_stream(name, &params).await {
             Err(e) => system(logs, format!("cannot read the pod's log: {}", kube_reason(&e))),
@@ -271,7 +346,7 @@ impl KubeExecutor {
                             Ok(_) => {
                                 // Ended by a newline or by the end of the log, not by the limit.
                                 let whole = line.ends_with(b"\n") || limited.limit() > 0;
-                                current = pod_piece(logs, current.take(), &line, whole);
+                                current = pod_piece(logs, current.take(), &line, whole, &mut skip);
                                 line.clear();
                             }
                             Err(e) => {
@@ -289,7 +364,7 @@ impl KubeExecutor {
                     }
                 }
                 if current.is_some() {
-                    pod_piece(logs, current, b"", true);
+                    pod_piece(logs, current, b"", true, &mut skip);
                 }
             }
         }
@@ -352,21 +427,95 @@ impl KubeExecutor {
         }
     }
 
-    async fn leftover_pods(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+    /// Takes over the pod an earlier server process started for this attempt (found by its
+    /// labels, checked against the exact values in its annotations): waits for it if still
+    /// pending, resumes its log after `resume`, and ends it as `run` does.
+    async fn adopt_pod(
+        &self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        mut stop: StopSignal,
+        resume: LogResume,
+    ) -> Result<Option<Exit>, ExecutorError> {
+        let logs = &*logs;
+        let (labels, annotations) = labels_of(&spec);
+        let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let listed =
-            self.pods().list(&ListParams::default().labels(label)).await.map_err(|e| {
+            self.pods().list(&ListParams::default().labels(&selector.join(","))).await.map_err(|e| {
                 start_error(format!("cannot list pods in {}: {}", self.config.namespace, kube_reason(&e)))
             })?;
-        Ok(listed
+        let mut found: Vec<String> = listed
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| {
+                let notes = p.metadata.annotations.as_ref();
+                annotations.iter().all(|(k, v)| notes.and_then(|n| n.get(k)) == Some(v))
+            })
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        found.sort();
+        let Some(name) = found.first().cloned() else { return Ok(None) };
+        // Two pods for one attempt cannot come from Wharf; keep the first.
+        for extra in &found[1..] {
+            let _ = self.discard_pod(extra).await;
+        }
+        let image = spec.image.clone().or_else(|| self.config.default_image.clone()).unwrap_or_default();
+        let mut guard = Cleanup { pods: self.pods(), secrets: self.secrets(), name: name.clone(), done: false };
+        system(
+            logs,
+            format!("the server restarted; took over pod {}/{name} and resumed its log", self.config.namespace),
+        );
+        let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, resume).await;
+        guard.remove().await;
+        exit.map(Some)
+    }
+
+    /// Pods (and env Secrets whose pod is gone) carrying the label `label`, owned by its
+    /// exact value (the annotation of the same key), with the attempt their annotations
+    /// name.
+    async fn leftover_pods(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let ns = &self.config.namespace;
+        let params = ListParams::default().labels(label);
+        let pods = self
+            .pods()
+            .list(&params)
+            .await
+            .map_err(|e| start_error(format!("cannot list pods in {ns}: {}", kube_reason(&e))))?;
+        let secrets = self
+            .secrets()
+            .list(&params)
+            .await
+            .map_err(|e| start_error(format!("cannot list Secrets in {ns}: {}", kube_reason(&e))))?;
+        let mut left: Vec<Leftover> = pods
             .items
             .into_iter()
             .filter_map(|p| {
                 let notes = p.metadata.annotations.unwrap_or_default();
                 let owner = notes.get(label)?.clone();
-                // Taking a pod over after a restart is not built: every leftover is discarded.
-                Some(Leftover { id: p.metadata.name?, owner, attempt: None })
+                let attempt = (|| {
+                    Some(AttemptId {
+                        stage: notes.get(LABEL_STAGE)?.clone(),
+                        task: notes.get(LABEL_TASK)?.clone(),
+                        attempt: notes.get(LABEL_ATTEMPT)?.parse().ok()?,
+                    })
+                })();
+                Some(Leftover { id: p.metadata.name?, owner, attempt })
             })
-            .collect())
+            .collect();
+        // A Secret whose pod was never made (the server died in between) or is gone.
+        for secret in secrets.items {
+            let (Some(name), Some(owner)) =
+                (secret.metadata.name, secret.metadata.annotations.and_then(|mut a| a.remove(label)))
+            else {
+                continue;
+            };
+            if !left.iter().any(|l| l.id == name) {
+                left.push(Leftover { id: name, owner, attempt: None });
+            }
+        }
+        Ok(left)
     }
 
     async fn discard_pod(&self, name: &str) -> Result<(), ExecutorError> {
@@ -413,6 +562,16 @@ impl Executor for KubeExecutor {
         Box::pin(self.run_task(spec, logs, stop))
     }
 
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        Box::pin(self.adopt_pod(spec, logs, stop, resume))
+    }
+
     fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
         Box::pin(self.leftover_pods(label))
     }
@@ -422,42 +581,108 @@ impl Executor for KubeExecutor {
     }
 }
 
+/// Where a [`ClusterExecutor`] looks for what an earlier server process left: every
+/// registered cluster with its pipeline namespace (the server's store).
+pub trait ClusterSource: Send + Sync {
+    fn clusters(&self) -> BoxFuture<'_, Result<Vec<(ClusterLogin, String)>, String>>;
+}
+
 /// The server's kubernetes executor: each task's pod goes to the cluster and namespace
 /// its spec names (the pipeline's `cluster:`, resolved by the engine), connected under the
 /// server's outbound policy.
 pub struct ClusterExecutor {
     policy: wharf_outbound::Policy,
     default_image: Option<String>,
+    pending_limit: Duration,
+    clusters: Option<Arc<dyn ClusterSource>>,
 }
 
 impl ClusterExecutor {
     pub fn new(policy: wharf_outbound::Policy, default_image: Option<String>) -> Self {
-        ClusterExecutor { policy, default_image }
+        ClusterExecutor { policy, default_image, pending_limit: DEFAULT_PENDING_LIMIT, clusters: None }
+    }
+
+    /// Where leftovers are looked for after a restart; without one, none are found.
+    pub fn with_clusters(mut self, clusters: Arc<dyn ClusterSource>) -> Self {
+        self.clusters = Some(clusters);
+        self
+    }
+
+    /// How long a task's pod may stay `Pending` on clusters that set no limit of their own.
+    pub fn with_pending_limit(mut self, limit: Duration) -> Self {
+        self.pending_limit = limit;
+        self
+    }
+
+    /// The executor on one cluster's namespace.
+    fn connect(&self, login: &ClusterLogin, namespace: &str) -> Result<KubeExecutor, ExecutorError> {
+        let conn = Connection::from_kubeconfig(
+            &login.kubeconfig,
+            login.context.as_deref(),
+            &crate::FileAccess::Refuse,
+            &self.policy,
+        )
+        .map_err(|e| start_error(format!("cluster `{}`: {e}", login.name)))?;
+        Ok(KubeExecutor::new(
+            &conn,
+            KubeExecutorConfig {
+                namespace: namespace.to_owned(),
+                default_image: self.default_image.clone(),
+                workspace: Workspace::HostPath,
+                pending_limit: self.pending_limit,
+            },
+        ))
+    }
+
+    /// What every registered cluster's namespace holds with the label `label`; ids are
+    /// `<cluster>/<namespace>/<pod>`.
+    async fn all_leftovers(&self, label: &str) -> Result<Vec<Leftover>, ExecutorError> {
+        let Some(source) = &self.clusters else { return Ok(Vec::new()) };
+        let clusters = source.clusters().await.map_err(|e| start_error(format!("cannot list the clusters: {e}")))?;
+        let mut all = Vec::new();
+        let mut failed = Vec::new();
+        for (login, namespace) in clusters {
+            let found = match self.connect(&login, &namespace) {
+                Ok(executor) => executor.leftover_pods(label).await,
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok(left) => all.extend(
+                    left.into_iter().map(|l| Leftover { id: format!("{}/{namespace}/{}", login.name, l.id), ..l }),
+                ),
+                // One unreachable cluster does not hide the others' leftovers.
+                Err(e) => failed.push(format!("cluster `{}`: {e}", login.name)),
+            }
+        }
+        if all.is_empty() && !failed.is_empty() {
+            return Err(start_error(failed.join("; ")));
+        }
+        Ok(all)
+    }
+
+    async fn discard_leftover(&self, id: &str) -> Result<(), ExecutorError> {
+        let mut parts = id.rsplitn(3, '/');
+        let (Some(pod), Some(namespace), Some(cluster)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(start_error(format!("`{id}` is not a leftover of the kubernetes executor")));
+        };
+        let Some(source) = &self.clusters else { return Ok(()) };
+        let clusters = source.clusters().await.map_err(|e| start_error(format!("cannot list the clusters: {e}")))?;
+        let Some((login, _)) = clusters.iter().find(|(l, ns)| l.name == cluster && ns == namespace) else {
+            // The cluster is no longer registered: nothing Wharf can reach.
+            return Ok(());
+        };
+        self.connect(login, namespace)?.discard_pod(pod).await
     }
 
     fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
         let Some(cluster) = &spec.cluster else {
             return Err(ExecutorError::Unsupported(format!(
-                "task `{}` runs on the kubernetes executor, which needs the pipeline's `cluster:` (the name of a \
-                 registered cluster; there is no server default_cluster yet)",
+                "task `{}` runs on the kubernetes executor, which needs a cluster: the pipeline's `cluster:` (a \
+                 registered cluster) or the server's `--default-cluster`",
                 spec.task
             )));
         };
-        let conn = Connection::from_kubeconfig(
-            &cluster.login.kubeconfig,
-            cluster.login.context.as_deref(),
-            &crate::FileAccess::Refuse,
-            &self.policy,
-        )
-        .map_err(|e| start_error(format!("cluster `{}`: {e}", cluster.login.name)))?;
-        Ok(KubeExecutor::new(
-            &conn,
-            KubeExecutorConfig {
-                namespace: cluster.namespace.clone(),
-                default_image: self.default_image.clone(),
-                workspace: Workspace::HostPath,
-            },
-        ))
+        self.connect(&cluster.login, &cluster.namespace)
     }
 }
 
@@ -496,6 +721,24 @@ impl Executor for ClusterExecutor {
         stop: StopSignal,
     ) -> BoxFuture<'a, Result<Exit, ExecutorError>> {
         Box::pin(async move { self.on(&spec)?.run_task(spec, logs, stop).await })
+    }
+
+    fn adopt<'a>(
+        &'a self,
+        spec: TaskSpec,
+        logs: Arc<dyn LogSink>,
+        stop: StopSignal,
+        resume: LogResume,
+    ) -> BoxFuture<'a, Result<Option<Exit>, ExecutorError>> {
+        Box::pin(async move { self.on(&spec)?.adopt_pod(spec, logs, stop, resume).await })
+    }
+
+    fn leftovers<'a>(&'a self, label: &'a str) -> BoxFuture<'a, Result<Vec<Leftover>, ExecutorError>> {
+        Box::pin(self.all_leftovers(label))
+    }
+
+    fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
+        Box::pin(self.discard_leftover(&leftover.id))
     }
 }
 
@@ -573,6 +816,13 @@ pub fn label_value(value: &str) -> String {
     v.trim_matches(|c: char| !c.is_ascii_alphanumeric()).to_owned()
 }
 
+/// The lines of a resumed log already stored: those stamped before `since_second`, and
+/// the first `left` stamped in or after it.
+struct Skip {
+    since_second: i64,
+    left: u64,
+}
+
 /// One read of `pods/log?timestamps=true`: a whole line (`RFC3339 text\n`, or the log's
 /// last line without a newline) when `whole`, else a piece of a line longer than a read,
 /// `current` holding the line's timestamp and the text not sent yet. A line longer than
@@ -584,6 +834,7 @@ fn pod_piece(
     current: Option<(Timestamp, Vec<u8>)>,
     raw: &[u8],
     whole: bool,
+    skip: &mut Skip,
 ) -> Option<(Timestamp, Vec<u8>)> {
     let (at, mut text) = match current {
         Some((at, mut text)) => {
@@ -602,8 +853,18 @@ fn pod_piece(
             }
         }
     }
-    // Kubernetes merges the container's stdout and stderr into one log.
-    let mut out = |line| logs.line(line);
+    // Kubernetes merges the container's stdout and stderr into one log. After a restart
+    // the lines (pieces) already stored are left out.
+    let mut out = |line: LogLine| {
+        if line.at.as_second() < skip.since_second {
+            return;
+        }
+        if skip.left > 0 {
+            skip.left -= 1;
+            return;
+        }
+        logs.line(line)
+    };
     let mut start = 0;
     // One byte of slack past the limit, as on the host: a line of exactly
     // MAX_LINE_BYTES whose newline comes in the next read stays one line.
@@ -639,6 +900,23 @@ fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source");
     buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `10m`, `90s`, `1h5m`: a duration as pipeline YAML writes it.
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if sec > 0 || out.is_empty() {
+        out.push_str(&format!("{sec}s"));
+    }
+    out
 }
 
 fn kube_reason(e: &kube::Error) -> String {

@@ -26,7 +26,7 @@ mod outbound;
 pub mod release;
 
 pub use check::{CHECK_TIMEOUT, ClusterError, ClusterInfo, Nodes, Permission, check};
-pub use executor::{ClusterExecutor, KubeExecutor, KubeExecutorConfig, Workspace};
+pub use executor::{ClusterExecutor, ClusterSource, KubeExecutor, KubeExecutorConfig, Workspace};
 pub use kubeconfig::{Auth, Connection, FileAccess, KubeconfigError};
 pub use namespace::{MANAGED_BY, NamespaceError, ensure_namespace, pipeline_namespace};
 pub use wharf_outbound::{Policy, Refused};

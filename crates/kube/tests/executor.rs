@@ -12,16 +12,25 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use tokio::sync::watch;
-use wharf_executor::{Executor, LogLine, LogSink, StopReason, StopRequest, Stream, TaskSpec};
-use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
+use wharf_core::pod::{PodSettings, Quantities, Resources, Toleration};
+use wharf_executor::deploy::ClusterLogin;
+use wharf_executor::{
+    Executor, LogLine, LogResume, LogSink, Phase, StopReason, StopRequest, Stream, TaskCluster, TaskSpec,
+};
+use wharf_kube::{
+    ClusterExecutor, ClusterSource, Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace,
+};
 use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
 
 #[derive(Default)]
-struct Collect(Mutex<Vec<LogLine>>);
+struct Collect(Mutex<Vec<LogLine>>, Mutex<Vec<Phase>>);
 
 impl LogSink for Collect {
     fn line(&self, line: LogLine) {
         self.0.lock().unwrap().push(line);
+    }
+    fn phase(&self, phase: Phase) {
+        self.1.lock().unwrap().push(phase);
     }
 }
 
@@ -60,7 +69,12 @@ async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
     Api::<Namespace>::all(conn.client().clone()).create(&PostParams::default(), &ns).await.unwrap();
     let executor = KubeExecutor::new(
         &conn,
-        KubeExecutorConfig { namespace: namespace.to_owned(), default_image: None, workspace: Workspace::HostPath },
+        KubeExecutorConfig {
+            namespace: namespace.to_owned(),
+            default_image: None,
+            workspace: Workspace::HostPath,
+            pending_limit: Duration::from_secs(600),
+        },
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("src")).unwrap();
@@ -76,6 +90,19 @@ async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
 }
 
 impl Fixture {
+    /// Another executor on the same namespace, with this pending limit.
+    fn executor_with_pending_limit(&self, pending_limit: Duration) -> KubeExecutor {
+        KubeExecutor::new(
+            &self.conn,
+            KubeExecutorConfig {
+                namespace: self.namespace.clone(),
+                default_image: None,
+                workspace: Workspace::HostPath,
+                pending_limit,
+            },
+        )
+    }
+
     fn spec(&self, task: &str, script: &str) -> TaskSpec {
         let output_file = self.dir.path().join("outputs").join(format!("{task}.env"));
         std::fs::write(&output_file, b"").unwrap();
@@ -247,12 +274,49 @@ async fn unschedulable_pod_is_pending_with_the_schedulers_reason() {
         "{}",
         logs.all()
     );
-    tx.send(Some(StopRequest { reason: StopReason::TimedOut, grace: Duration::from_secs(1) })).unwrap();
+    // The task is `pending` with the scheduler's words, never `running`.
+    let phases = logs.1.lock().unwrap().clone();
+    assert_eq!(
+        phases.last(),
+        Some(&Phase::Pending {
+            reason: "the scheduler cannot place the pod: 0/1 nodes are available: 1 Insufficient cpu. preemption: \
+                     0/1 nodes are available: 1 No preemption victims found for incoming pod."
+                .into()
+        }),
+        "{phases:?}"
+    );
+    assert!(!phases.contains(&Phase::Running), "{phases:?}");
+    tx.send(Some(StopRequest { reason: StopReason::Stopped, grace: Duration::from_secs(1) })).unwrap();
     let exit = run.await.unwrap().unwrap();
-    assert_eq!(exit.stopped, Some(StopReason::TimedOut));
+    assert_eq!(exit.stopped, Some(StopReason::Stopped));
+    assert_eq!(f.left().await, (0, 0));
+
+    // Waiting is bounded by the pending limit, not by a timeout: the attempt fails with the
+    // scheduler's reason and the FAQ's "not enough resources" advice.
+    let executor = f.executor_with_pending_limit(Duration::from_secs(2));
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let started = std::time::Instant::now();
+    let err = executor.run(f.spec("limited", "echo never"), logs.clone(), rx).await.unwrap_err().to_string();
+    assert!(started.elapsed() >= Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(err.contains("stayed pending for 2s"), "{err}");
+    assert!(err.contains("not enough resources"), "{err}");
+    assert!(err.contains("0/1 nodes are available: 1 Insufficient cpu."), "{err}");
     assert_eq!(f.left().await, (0, 0));
 }
 
+/// A pod that starts at once reports no phase: its task is `running` throughout, as on
+/// the other executors.
+#[tokio::test]
+async fn a_pod_that_starts_at_once_is_running_throughout() {
+    let Some(f) = fixture("ecp-devops-phase", None).await else { return };
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = f.executor.run(f.spec("phase", "echo hi"), logs.clone(), rx).await.unwrap();
+    assert!(exit.succeeded(), "{}", logs.all());
+    let phases = logs.1.lock().unwrap().clone();
+    assert_eq!(phases, [], "{phases:?}");
+}
 #[tokio::test]
 async fn image_that_cannot_be_pulled_is_a_clear_error() {
     let Some(f) = fixture("ecp-devops-pull", None).await else { return };
@@ -360,4 +424,237 @@ async fn kubectl_runs_follows_and_deletes_pods_on_the_kubelet() {
             .unwrap();
         assert!(String::from_utf8_lossy(&gone.stderr).contains("NotFound"), "{gone:?}");
     });
+}
+
+/// The spec on a cluster with these pod settings (the engine merges them from the task, the
+/// pipeline and the cluster's defaults) and this pending limit.
+fn on_cluster(f: &Fixture, mut spec: TaskSpec, pod: PodSettings, pending_limit: Option<Duration>) -> TaskSpec {
+    spec.cluster = Some(TaskCluster {
+        login: ClusterLogin { name: "fake".into(), kubeconfig: f._fake.kubeconfig(), context: None },
+        namespace: f.namespace.clone(),
+        pod,
+        pending_limit,
+    });
+    spec
+}
+
+fn requests(cpu: &str) -> PodSettings {
+    PodSettings {
+        resources: Resources {
+            requests: Quantities { cpu: Some(cpu.into()), memory: Some("64Mi".into()) },
+            limits: Quantities { cpu: None, memory: Some("256Mi".into()) },
+        },
+        ..PodSettings::default()
+    }
+}
+
+/// Resources, node selector, tolerations and service account reach the pod spec, and the
+/// test double's scheduler honours them: a selector no node matches and a request above the
+/// node's allocatable stay `Pending` with the scheduler's words until the pending limit; a
+/// pod that waits for another pod's cpu runs once that one ends; a toleration the API server
+/// refuses is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
+    let Some(f) = fixture("ecp-devops-sched", None).await else { return };
+    let pods = Api::<Pod>::namespaced(f.conn.client().clone(), &f.namespace);
+
+    // Everything in the pod spec.
+    let mut settings = requests("250m");
+    settings.node_selector = [("kubernetes.io/os".to_owned(), "linux".to_owned())].into();
+    settings.tolerations = vec![Toleration {
+        key: Some("ci".into()),
+        operator: Some("Exists".into()),
+        value: None,
+        effect: Some("NoSchedule".into()),
+    }];
+    settings.service_account = Some("default".into());
+    let spec = on_cluster(&f, f.spec("fields", "echo started; sleep 2"), settings, None);
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let run = tokio::spawn({
+        let (executor, logs) = (f.executor.clone(), logs.clone());
+        async move { executor.run(spec, logs, rx).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        if let Some(p) = pods.list(&ListParams::default()).await.unwrap().items.into_iter().next() {
+            break p;
+        }
+        assert!(std::time::Instant::now() < deadline, "no pod: {}", logs.all());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let spec_json = serde_json::to_value(pod.spec.unwrap()).unwrap();
+    assert_eq!(spec_json["nodeSelector"], serde_json::json!({"kubernetes.io/os": "linux"}));
+    assert_eq!(
+        spec_json["tolerations"],
+        serde_json::json!([{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}])
+    );
+    assert_eq!(spec_json["serviceAccountName"], "default");
+    assert_eq!(spec_json["automountServiceAccountToken"], true);
+    assert_eq!(
+        spec_json["containers"][0]["resources"],
+        serde_json::json!({"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}})
+    );
+    assert!(run.await.unwrap().unwrap().succeeded(), "{}", logs.all());
+
+    // No node carries the label: pending with the scheduler's reason, then the limit.
+    let settings =
+        PodSettings { node_selector: [("disktype".to_owned(), "ssd".to_owned())].into(), ..PodSettings::default() };
+    let spec = on_cluster(&f, f.spec("selector", "true"), settings, Some(Duration::from_secs(1)));
+    let logs = Arc::new(Collect::default());
+    let err = f.executor.run(spec, logs.clone(), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector"), "{err}");
+    assert!(err.contains("stayed pending for 1s"), "{err}");
+
+    // More cpu than the node has: "insufficient cpu", the FAQ's not-enough-resources case.
+    let spec = on_cluster(&f, f.spec("huge", "true"), requests("5"), Some(Duration::from_secs(1)));
+    let err = f.executor.run(spec, Arc::new(Collect::default()), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("0/1 nodes are available: 1 Insufficient cpu"), "{err}");
+    assert!(err.contains("not enough resources"), "{err}");
+
+    // Two pods that do not fit together: the second waits (pending) for the first.
+    let first = on_cluster(&f, f.spec("first", "echo started; sleep 3"), requests("3"), None);
+    let second = on_cluster(&f, f.spec("second", "echo ran"), requests("2"), None);
+    let (first_logs, second_logs) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
+    let one = tokio::spawn({
+        let (executor, logs) = (f.executor.clone(), first_logs.clone());
+        async move { executor.run(first, logs, no_stop().1).await }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first_logs.texts(Stream::Stdout).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "first never ran: {}", first_logs.all());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let two = f.executor.run(second, second_logs.clone(), no_stop().1).await.unwrap();
+    assert!(two.succeeded(), "{}", second_logs.all());
+    assert!(one.await.unwrap().unwrap().succeeded(), "{}", first_logs.all());
+    let phases = second_logs.1.lock().unwrap().clone();
+    let waited = phases.iter().position(
+        |p| matches!(p, Phase::Pending { reason } if reason.contains("0/1 nodes are available: 1 Insufficient cpu")),
+    );
+    let ran = phases.iter().position(|p| *p == Phase::Running);
+    assert!(waited.is_some() && waited < ran, "{phases:?}");
+    assert_eq!(second_logs.texts(Stream::Stdout), ["ran"]);
+    assert_eq!(first_logs.1.lock().unwrap().clone(), [], "the first pod started at once");
+
+    // An operator the API server does not know.
+    let settings = PodSettings {
+        tolerations: vec![Toleration {
+            key: Some("ci".into()),
+            operator: Some("Maybe".into()),
+            value: None,
+            effect: None,
+        }],
+        ..PodSettings::default()
+    };
+    let spec = on_cluster(&f, f.spec("operator", "true"), settings, None);
+    let err = f.executor.run(spec, Arc::new(Collect::default()), no_stop().1).await.unwrap_err().to_string();
+    assert!(err.contains("spec.tolerations[0].operator: Unsupported value: \"Maybe\""), "{err}");
+    assert_eq!(f.left().await, (0, 0));
+}
+
+/// The pods' clusters for a [`ClusterExecutor`], as the server's store gives them.
+struct OneCluster(ClusterLogin, String);
+
+impl ClusterSource for OneCluster {
+    fn clusters(&self) -> wharf_executor::BoxFuture<'_, Result<Vec<(ClusterLogin, String)>, String>> {
+        let one = vec![(self.0.clone(), self.1.clone())];
+        Box::pin(async move { Ok(one) })
+    }
+}
+
+/// A killed server (`run`'s future leaked, never dropped, so nothing cleans up) leaves its
+/// pod running; a new executor finds it by label, adopts it, resumes its log after what was
+/// stored (no line lost, none twice), and ends it as `run` would. What belongs to no run
+/// that goes on (a pending pod, its Secret) is reported and discarded through the
+/// server's `ClusterExecutor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_executor_adopts_the_pod_a_killed_server_left_and_resumes_its_log_once() {
+    let Some(f) = fixture("ecp-devops-adopt", None).await else { return };
+    let script =
+        "i=0; while [ $i -lt 40 ]; do echo line $i; i=$((i+1)); sleep 0.05; done; echo DONE=1 >> \"$WHARF_OUTPUT\"";
+    let spec = f.spec("adopt", script);
+    let first = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let mut running = Box::pin(f.executor.run(spec.clone(), first.clone(), rx));
+    tokio::select! {
+        exit = &mut running => panic!("ended before the kill: {exit:?} {}", first.all()),
+        () = async {
+            while first.texts(Stream::Stdout).len() < 5 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    // kill -9: the supervisor vanishes without its cleanup.
+    std::mem::forget(running);
+    let stored: Vec<(i64, String)> = first
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.stream == Stream::Stdout)
+        .map(|l| (l.at.as_second(), l.text.clone()))
+        .collect();
+    assert!(stored.len() >= 5 && stored.len() < 40, "{stored:?}");
+    let since_second = stored.last().unwrap().0;
+    let skip_lines = stored.iter().filter(|(s, _)| *s >= since_second).count() as u64;
+
+    // The restarted server's executor: a new connection.
+    let restarted = f.executor_with_pending_limit(Duration::from_secs(600));
+    let left = restarted.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].owner, "abc/42");
+    assert_eq!(
+        left[0].attempt,
+        Some(wharf_executor::AttemptId { stage: "Build".into(), task: "adopt".into(), attempt: 1 })
+    );
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = restarted
+        .adopt(spec.clone(), logs.clone(), rx, LogResume { since_second, skip_lines })
+        .await
+        .unwrap()
+        .expect("the pod is there to adopt");
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert!(logs.all().contains("the server restarted; took over pod ecp-devops-adopt/wharf-"), "{}", logs.all());
+    let mut all: Vec<String> = stored.iter().map(|(_, l)| l.clone()).collect();
+    all.extend(logs.texts(Stream::Stdout));
+    let expected: Vec<String> = (0..40).map(|i| format!("line {i}")).collect();
+    assert_eq!(all, expected, "stored + resumed = every line once");
+    assert_eq!(std::fs::read_to_string(&spec.output_file).unwrap(), "DONE=1\n");
+    assert_eq!(f.left().await, (0, 0), "the adopted pod and its Secret are deleted");
+    // Nothing left to adopt: `None`.
+    let (_tx, rx) = no_stop();
+    assert!(restarted.adopt(spec, logs, rx, LogResume::default()).await.unwrap().is_none());
+
+    // A pod of a run that is not continued (pending: the node has no room for it), left
+    // by a killed server, is found and discarded through the server's executor.
+    let mut orphan = on_cluster(&f, f.spec("orphan", "echo never"), requests("5"), None);
+    orphan.labels = vec![("WHARF_SERVER_RUN".into(), "abc/43".into())];
+    let orphaned = Arc::new(Collect::default());
+    let mut running = Box::pin(f.executor.run(orphan, orphaned.clone(), no_stop().1));
+    tokio::select! {
+        exit = &mut running => panic!("ended: {exit:?} {}", orphaned.all()),
+        () = async {
+            while !orphaned.1.lock().unwrap().iter().any(|p| matches!(p, Phase::Pending { reason } if reason.contains("Insufficient cpu"))) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        } => {}
+    }
+    std::mem::forget(running);
+    let login = ClusterLogin { name: "fake".into(), kubeconfig: f._fake.kubeconfig(), context: None };
+    let server = ClusterExecutor::new(Policy::new(&["127.0.0.1"]).unwrap(), None)
+        .with_clusters(Arc::new(OneCluster(login, f.namespace.clone())));
+    let left = server.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].id.starts_with("fake/ecp-devops-adopt/wharf-"), "{left:?}");
+    assert_eq!(left[0].owner, "abc/43");
+    assert_eq!(f.left().await, (1, 1));
+    server.discard(&left[0]).await.unwrap();
+    server.discard(&left[0]).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while f.left().await != (0, 0) {
+        assert!(std::time::Instant::now() < deadline, "left: {:?}", f.left().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

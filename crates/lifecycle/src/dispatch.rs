@@ -156,6 +156,21 @@ impl Lifecycle {
         }
         let engine =
             self.0.engines.for_model(model).map_err(|why| RunError::cannot_start("executor", why.to_string()))?;
+        if self.0.engines.kind_for(model) == wharf_core::model::ExecutorKind::Kubernetes
+            && model.cluster.is_none()
+            && self.0.settings.default_cluster.is_none()
+        {
+            return Err(RunError::Invalid {
+                message: "the run cannot start".into(),
+                problems: vec![Problem {
+                    path: "cluster".into(),
+                    message: "the pipeline runs on the kubernetes executor and names no `cluster:`, and the server has no default \
+                              cluster: name a registered cluster with `cluster: NAME`, or start the server with \
+                              `--default-cluster NAME`"
+                        .into(),
+                }],
+            });
+        }
         self.host_refusal(model, host)?;
         engine.prepare(model, given, secrets).map_err(|e| {
             let problems = match e {
@@ -493,7 +508,9 @@ impl Lifecycle {
         // mask all). A run a fork's pull request started gets neither (its code is not
         // trusted with credentials, nor to deploy).
         let clusters = match &project {
-            Ok(project) if entry.cause.gets_secrets() => clusters(self.store(), project).await,
+            Ok(project) if entry.cause.gets_secrets() => {
+                clusters(self.store(), project, self.0.settings.default_cluster.clone()).await
+            }
             _ => Ok(Default::default()),
         };
         let clusters = match clusters {
@@ -629,7 +646,11 @@ pub async fn registries(
 
 /// The clusters of `project`, the only ones its pipelines' `deploy-yaml` tasks may name,
 /// with their kubeconfigs opened.
-pub async fn clusters(store: &wharf_store::Store, project: &str) -> wharf_store::Result<wharf_engine::Clusters> {
+pub async fn clusters(
+    store: &wharf_store::Store,
+    project: &str,
+    default: Option<String>,
+) -> wharf_store::Result<wharf_engine::Clusters> {
     let rows = store.clusters_of_project(project).await?;
     // The namespace registration applied (wharf-kube's `pipeline_namespace`).
     let namespaces = rows.iter().map(|c| (c.name.clone(), format!("ecp-devops-{}", c.short_id))).collect();
@@ -644,7 +665,7 @@ pub async fn clusters(store: &wharf_store::Store, project: &str) -> wharf_store:
             (c.name, login)
         })
         .collect();
-    Ok(wharf_engine::Clusters { by_name, namespaces })
+    Ok(wharf_engine::Clusters { by_name, namespaces, default, ..Default::default() })
 }
 
 /// The branch or tag a record's checkout names, to clone again when the run is

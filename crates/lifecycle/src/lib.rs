@@ -66,6 +66,9 @@ pub struct Settings {
     pub keep_workspaces: u32,
     /// The registry (by registered name) of `image` tasks that name none.
     pub default_registry: Option<String>,
+    /// The cluster (by registered name) of pipelines on the kubernetes executor that
+    /// name no `cluster:`.
+    pub default_cluster: Option<String>,
     /// The default zone of timer triggers that name none.
     pub timezone: jiff::tz::TimeZone,
     /// How old a due time missed while the server was down may be and still get its
@@ -84,6 +87,7 @@ impl Settings {
             keep_days: None,
             keep_workspaces: 5,
             default_registry: None,
+            default_cluster: None,
             timezone: jiff::tz::TimeZone::system(),
             timer_grace: Duration::from_secs(3600),
         }

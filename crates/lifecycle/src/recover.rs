@@ -202,7 +202,9 @@ impl Lifecycle {
         let mut logs = BTreeMap::new();
         for (s, stage) in record.stages.iter().enumerate() {
             for (t, task) in stage.tasks.iter().enumerate() {
-                if task.progress.status != Status::Running {
+                // Pending with attempts made: its executor reported it waiting (a pod not
+                // yet placed); what it started is taken over like a running one.
+                if !matches!(task.progress.status, Status::Running | Status::Pending) || task.attempts == 0 {
                     continue;
                 }
                 let found = theirs.iter().find(|l| {
@@ -212,9 +214,13 @@ impl Lifecycle {
                 });
                 if let Some(leftover) = found {
                     ids.push(leftover.id.clone());
-                    let started = task.progress.history.iter().rev().find(|h| h.status == Status::Running);
+                    // Where the attempt began: its last `running` spell may have started
+                    // after lines it printed (a pod reported running after pending).
+                    let started = task.attempt_started.or_else(|| {
+                        task.progress.history.iter().rev().find(|h| h.status == Status::Running).map(|h| h.at)
+                    });
                     let path = self.logs().path(row.summary.id, LogKey::Task(s, t));
-                    logs.insert((s, t), log_resume(&path, started.map(|h| h.at)));
+                    logs.insert((s, t), log_resume(&path, started));
                 }
             }
         }
@@ -239,7 +245,9 @@ impl Lifecycle {
             labels: vec![(RUN_LABEL.to_owned(), label)],
             registries: self.registries().await.ok()?,
             clusters: if record.cause.gets_secrets() {
-                super::dispatch::clusters(self.store(), &pipeline.project).await.ok()?
+                super::dispatch::clusters(self.store(), &pipeline.project, self.0.settings.default_cluster.clone())
+                    .await
+                    .ok()?
             } else {
                 Default::default()
             },

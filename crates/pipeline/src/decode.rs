@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use wharf_core::Duration;
 use wharf_core::model::*;
 use wharf_core::names::{PipelineName, StepName, VarName};
+use wharf_core::pod::PodSettings;
 use wharf_core::vars::{Template, VarRef};
 
 /// Where a template is used, which decides the names it may refer to.
@@ -109,6 +110,10 @@ const PIPELINE_FIELDS: &[&str] = &[
     "executor",
     "default_image",
     "cluster",
+    "resources",
+    "node_selector",
+    "tolerations",
+    "service_account",
     "triggers",
     "notify",
     "send",
@@ -128,7 +133,7 @@ const TRIGGER_KINDS: &[&str] =
 
 fn task_fields(task_type: &str) -> &'static [&'static str] {
     match task_type {
-        "script" => &["image", "tag", "script"],
+        "script" => &["image", "tag", "script", "resources", "node_selector", "tolerations", "service_account"],
         "image" => &["dockerfile", "context", "image", "tag", "workspace", "registry", "build_args"],
         "deploy-yaml" => &["file", "cluster", "namespace"],
         "chart-publish" => &["chart_dir", "chart", "version", "registry", "workspace"],
@@ -431,6 +436,118 @@ impl<'s> Decoder<'s> {
         out
     }
 
+    /// `resources`, `node_selector`, `tolerations` and `service_account` of a pipeline or
+    /// a `script` task (see [`PodSettings`]).
+    fn pod_settings(&mut self, f: &Fields<'_>) -> PodSettings {
+        use wharf_core::pod::{self, Quantities, Resources, TAINT_EFFECTS, TOLERATION_OPERATORS, Toleration};
+        let mut out = PodSettings::default();
+        if let Some(node) = f.get("resources") {
+            let path = f.path("resources");
+            if let Some(r) = self.fields(node, &path, &["requests", "limits"], "a mapping with `requests` and `limits`")
+            {
+                let quantities = |d: &mut Self, key: &str| -> Quantities {
+                    let Some(node) = r.get(key) else { return Quantities::default() };
+                    let path = r.path(key);
+                    let Some(q) = d.fields(node, &path, &["cpu", "memory"], "a mapping with `cpu` and `memory`") else {
+                        return Quantities::default();
+                    };
+                    let one = |d: &mut Self, name: &str| {
+                        let node = q.get(name)?;
+                        let text = d.string(node, &q.path(name))?;
+                        match pod::quantity(&text) {
+                            Ok(_) => Some(text),
+                            Err(why) => {
+                                d.error(node.pos, &q.path(name), why);
+                                None
+                            }
+                        }
+                    };
+                    Quantities { cpu: one(d, "cpu"), memory: one(d, "memory") }
+                };
+                let requests = quantities(self, "requests");
+                let limits = quantities(self, "limits");
+                for (name, req, lim) in
+                    [("cpu", &requests.cpu, &limits.cpu), ("memory", &requests.memory, &limits.memory)]
+                {
+                    if let (Some(req), Some(lim)) = (req, lim)
+                        && let (Ok(a), Ok(b)) = (pod::quantity(req), pod::quantity(lim))
+                        && a > b
+                    {
+                        self.error(
+                            node.pos,
+                            &format!("{path}.requests.{name}"),
+                            format!("the {name} request `{req}` is more than its limit `{lim}`"),
+                        );
+                    }
+                }
+                out.resources = Resources { requests, limits };
+            }
+        }
+        if let Some(node) = f.get("node_selector") {
+            let path = f.path("node_selector");
+            out.node_selector = self.string_map(node, &path, None);
+            for (key, value) in &out.node_selector {
+                if let Err(why) = pod::check_label_key(key).and_then(|()| pod::check_label_value(value)) {
+                    self.error(node.pos, &join(&path, key), why);
+                }
+            }
+        }
+        if let Some(node) = f.get("tolerations") {
+            let path = f.path("tolerations");
+            match &node.kind {
+                Kind::Seq(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        let ipath = format!("{path}[{i}]");
+                        let Some(t) = self.fields(
+                            item,
+                            &ipath,
+                            &["key", "operator", "value", "effect"],
+                            "a toleration (`key`, `operator`, `value`, `effect`)",
+                        ) else {
+                            continue;
+                        };
+                        let key = t.get("key").and_then(|n| self.string(n, &t.path("key")));
+                        let operator =
+                            t.get("operator").and_then(|n| self.one_of(n, &t.path("operator"), &TOLERATION_OPERATORS));
+                        let value = t.get("value").and_then(|n| self.string(n, &t.path("value")));
+                        let effect = t.get("effect").and_then(|n| self.one_of(n, &t.path("effect"), &TAINT_EFFECTS));
+                        if let (Some(k), Some(n)) = (&key, t.get("key"))
+                            && let Err(why) = pod::check_label_key(k)
+                        {
+                            self.error(n.pos, &t.path("key"), why);
+                        }
+                        let exists = operator.as_deref() == Some("Exists");
+                        if exists && value.is_some() {
+                            self.error(item.pos, &ipath, "a toleration with `operator: Exists` takes no `value`");
+                        }
+                        if key.is_none() && !exists {
+                            self.error(item.pos, &ipath, "a toleration without `key` needs `operator: Exists`");
+                        }
+                        out.tolerations.push(Toleration { key, operator, value, effect });
+                    }
+                }
+                _ => self.expected(node, &path, "a list of tolerations"),
+            }
+        }
+        if let Some(node) = f.get("service_account") {
+            let path = f.path("service_account");
+            if let Some(name) = self.string(node, &path) {
+                if pod::is_dns_subdomain(&name) {
+                    out.service_account = Some(name);
+                } else {
+                    self.error(
+                        node.pos,
+                        &path,
+                        format!(
+                            "`{name}` is not a service account name: lowercase letters, digits, `-` and `.`,                              starting and ending with a letter or digit"
+                        ),
+                    );
+                }
+            }
+        }
+        out
+    }
+
     pub fn pipeline(&mut self, root: &Node) -> Option<Pipeline> {
         let f = self.fields(root, "", PIPELINE_FIELDS, "a mapping with the pipeline's fields (`name`, `stages`, …)")?;
         let name = self.required(&f, "name").and_then(|node| {
@@ -463,6 +580,7 @@ impl<'s> Decoder<'s> {
             Some(image)
         });
         let cluster = f.get("cluster").and_then(|n| self.string(n, "cluster"));
+        let pod = self.pod_settings(&f);
         let triggers = f.get("triggers").map(|n| self.triggers(n)).unwrap_or_default();
         let notify = f.get("notify").map(|n| self.notifications(n, "notify")).unwrap_or_default();
         let send = f.get("send").and_then(|n| self.channel(n, "send"));
@@ -519,6 +637,7 @@ impl<'s> Decoder<'s> {
             executor,
             default_image,
             cluster,
+            pod,
             triggers,
             notify,
             send,
@@ -921,7 +1040,8 @@ impl<'s> Decoder<'s> {
                 if let (Some(script), Some(node)) = (&script, f.get("script")) {
                     self.at_most(node, &f.path("script"), script, MAX_SCRIPT_BYTES);
                 }
-                TaskKind::Script(ScriptTask { image, tag, script: script? })
+                let pod = self.pod_settings(f);
+                TaskKind::Script(ScriptTask { image, tag, script: script?, pod })
             }
             "image" => {
                 let dockerfile = opt(self, "dockerfile").unwrap_or_else(|| "Dockerfile".to_owned());

@@ -349,3 +349,53 @@ on_failure:
     let again = wharf_pipeline::parse(&wharf_pipeline::to_yaml(&ok)).unwrap();
     assert_eq!(again, ok);
 }
+
+#[test]
+fn pod_settings_on_the_pipeline_and_a_script_task() {
+    let yaml = "name: p\nexecutor: kubernetes\ndefault_image: busybox\ncluster: dev\n\
+        resources: {requests: {cpu: 500m, memory: 256Mi}, limits: {memory: 1Gi}}\n\
+        node_selector: {disktype: ssd}\n\
+        tolerations:\n  - {key: ci, operator: Exists, effect: NoSchedule}\n\
+        service_account: wharf-builder\n\
+        stages:\n  - name: Build\n    tasks:\n      - name: big\n        type: script\n        script: make\n\
+        \x20       resources: {requests: {cpu: '2'}}\n        node_selector: {kubernetes.io/arch: amd64}\n";
+    let p = wharf_pipeline::parse(yaml).unwrap_or_else(|d| panic!("{}", d.render("p.yaml", yaml)));
+    assert_eq!(p.pod.resources.requests.cpu.as_deref(), Some("500m"));
+    assert_eq!(p.pod.resources.limits.memory.as_deref(), Some("1Gi"));
+    assert_eq!(p.pod.node_selector["disktype"], "ssd");
+    assert_eq!(p.pod.tolerations[0].operator.as_deref(), Some("Exists"));
+    assert_eq!(p.pod.service_account.as_deref(), Some("wharf-builder"));
+    let TaskKind::Script(task) = &p.stages[0].tasks[0].kind else { panic!() };
+    assert_eq!(task.pod.resources.requests.cpu.as_deref(), Some("2"));
+    assert_eq!(task.pod.node_selector["kubernetes.io/arch"], "amd64");
+    // The editor's YAML keeps them.
+    assert_eq!(wharf_pipeline::parse(&wharf_pipeline::to_yaml(&p)).unwrap(), p);
+}
+
+#[test]
+fn bad_pod_settings_say_what_and_where() {
+    let out = errors(&with_task(
+        "      - name: t\n        type: script\n        script: x\n\
+         \x20       resources: {requests: {cpu: lots, memory: 2Gi}, limits: {memory: 1Gi}, claims: 1}\n\
+         \x20       node_selector: {'bad key!': x}\n\
+         \x20       tolerations:\n          - {key: ci, operator: Maybe}\n          - {key: ci, operator: Exists, value: x}\n          - {effect: NoSchedule}\n\
+         \x20       service_account: Builder\n",
+    ));
+    for want in [
+        "stages[0].tasks[0].resources.requests.cpu",
+        "`lots` is not a Kubernetes quantity",
+        "the memory request `2Gi` is more than its limit `1Gi`",
+        "unknown field `claims`",
+        "`bad key!` is not a label key",
+        "tolerations[0].operator",
+        "Equal, Exists",
+        "a toleration with `operator: Exists` takes no `value`",
+        "a toleration without `key` needs `operator: Exists`",
+        "`Builder` is not a service account name",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    // Only a `script` task runs in a pod.
+    let out = errors(&with_task("      - {name: a, type: approval, approvers: [x], resources: {}}\n"));
+    assert!(out.contains("unknown field `resources`"), "{out}");
+}

@@ -47,6 +47,7 @@ impl fmt::Debug for ServerConfig {
             ca_file,
             outbound_allow,
             default_registry,
+            default_cluster,
             docker_host,
             max_connections,
             header_timeout,
@@ -90,6 +91,7 @@ impl fmt::Debug for ServerConfig {
             .field("ca_file", ca_file)
             .field("outbound_allow", outbound_allow)
             .field("default_registry", default_registry)
+            .field("default_cluster", default_cluster)
             .field("docker_host", &docker_host.as_deref().map(redact_url))
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)

@@ -110,6 +110,9 @@ pub struct ServerConfig {
     pub outbound_allow: Vec<String>,
     /// The registry (by registered name) of `image` tasks that name none.
     pub default_registry: Option<String>,
+    /// The cluster (by registered name) of pipelines on the kubernetes executor that name
+    /// no `cluster:`.
+    pub default_cluster: Option<String>,
     /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
     /// `None`, or a socket that does not answer at start, leaves them refused.
     pub docker_host: Option<String>,
@@ -165,6 +168,7 @@ impl ServerConfig {
             ca_file: None,
             outbound_allow: Vec::new(),
             default_registry: None,
+            default_cluster: None,
             docker_host: Some("unix:///var/run/docker.sock".to_owned()),
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
@@ -256,6 +260,30 @@ impl wharf_docker::Credentials for RegisteredCredentials {
     }
 }
 
+/// Every registered cluster with its pipeline namespace, for the kubernetes executor's
+/// search for pods a previous server process left.
+struct RegisteredClusters(Store);
+
+impl wharf_kube::ClusterSource for RegisteredClusters {
+    fn clusters(
+        &self,
+    ) -> wharf_executor::BoxFuture<'_, Result<Vec<(wharf_executor::deploy::ClusterLogin, String)>, String>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for cluster in self.0.clusters().await.map_err(|e| e.to_string())? {
+                let access = self.0.cluster_access(&cluster.name).await.map_err(|e| e.to_string())?;
+                let login = wharf_executor::deploy::ClusterLogin {
+                    name: access.name,
+                    kubeconfig: access.kubeconfig,
+                    context: Some(access.context).filter(|c| !c.is_empty()),
+                };
+                out.push((login, wharf_kube::pipeline_namespace(&access.short_id)));
+            }
+            Ok(out)
+        })
+    }
+}
+
 async fn image_builder(config: &ServerConfig) -> Option<Arc<dyn wharf_executor::build::ImageBuilder>> {
     let socket = config.docker_host.as_deref()?;
     let builder = match wharf_image::DockerBuilder::connect(socket) {
@@ -291,6 +319,7 @@ fn settings(config: &ServerConfig) -> wharf_lifecycle::Settings {
         keep_days: config.keep_days,
         keep_workspaces: config.keep_workspaces,
         default_registry: config.default_registry.clone(),
+        default_cluster: config.default_cluster.clone(),
         timezone: config.timezone.clone(),
         timer_grace: config.timer_grace,
     }
@@ -335,7 +364,9 @@ async fn executors(
     // default) run their tasks as pods on the pipeline's `cluster:`, under the outbound
     // policy of every other call the server makes.
     let policy = wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
-    let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone());
+    // After a restart it looks for its pods in every registered cluster's namespace.
+    let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone())
+        .with_clusters(Arc::new(RegisteredClusters(store.clone())));
     executors = executors.register(ExecutorKind::Kubernetes, Arc::new(kube));
     Ok(executors)
 }

@@ -2,8 +2,9 @@
 //! Kubernetes test double with its kubelet, so pods really run on the local Docker Engine)
 //! runs its `script` tasks as pods in the cluster's `ecp-devops-<id>` namespace: outputs
 //! and the workspace carried between stages, parallel tasks, exit codes, logs stored by
-//! Wharf, nothing left in the namespace; a pipeline without `cluster:` or naming an
-//! unknown one fails with a clear message.
+//! Wharf, nothing left in the namespace; the server's `--default-cluster` for pipelines
+//! that name none; a pipeline without a cluster (and no default) is refused at run start,
+//! one naming an unknown cluster fails with a clear message.
 
 mod common;
 
@@ -65,15 +66,44 @@ async fn a_kubernetes_pipeline_must_name_a_registered_cluster() {
         image()
     );
     s.create(&yaml).await;
-    let run = id_of(&s.start_run("nowhere", json!({})).await);
-    let done = s.wait_run(run).await;
-    assert_eq!(done["status"], "failed", "{done:#}");
-    let log = log_of(&s, run, "t").await;
-    assert!(log.contains("executor: kubernetes needs the pipeline's `cluster:`"), "{log}");
+    // Neither `cluster:` nor a server default: refused when the run starts, saying both ways out.
+    let refused = s.post("/pipelines/nowhere/runs", json!({"parameters": {}})).await.expect(422);
+    let text = refused.text;
+    assert!(text.contains("names no `cluster:`, and the server has no default cluster"), "{text}");
+    assert!(text.contains("--default-cluster NAME"), "{text}");
 
     s.create(&yaml.replace("name: nowhere\n", "name: unknown\ncluster: mars\n")).await;
     let run = id_of(&s.start_run("unknown", json!({})).await);
     assert_eq!(s.wait_run(run).await["status"], "failed");
     let log = log_of(&s, run, "t").await;
     assert!(log.contains("cluster: `mars` is not a cluster of this pipeline's project"), "{log}");
+}
+
+/// `--default-cluster`: a pipeline on the kubernetes executor that names no cluster runs
+/// on the server's default one; one that names a cluster keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_default_cluster_runs_pipelines_that_name_none() {
+    let Some(_env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start_with(tempfile::tempdir().unwrap(), |c| c.default_cluster = Some("dev".into())).await;
+    let cluster = s.post("/clusters", json!({"name": "dev", "kubeconfig": fake.kubeconfig()})).await.expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let yaml = format!(
+        "name: defaulted\nexecutor: kubernetes\ndefault_image: {}\nstages:\n  - name: A\n    tasks:\n      \
+         - {{name: t, type: script, script: echo hello from the default cluster}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("defaulted", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let log = log_of(&s, run, "t").await;
+    assert!(log.contains(&format!("in namespace {namespace} of cluster dev")), "{log}");
+    assert!(log.contains("out hello from the default cluster"), "{log}");
+
+    // A named cluster is not overridden by the default: `mars` is not registered.
+    s.create(&yaml.replace("name: defaulted\n", "name: named\ncluster: mars\n")).await;
+    let run = id_of(&s.start_run("named", json!({})).await);
+    assert_eq!(s.wait_run(run).await["status"], "failed");
+    assert!(log_of(&s, run, "t").await.contains("cluster: `mars` is not a cluster"));
 }

@@ -11,7 +11,7 @@ use super::stop::ended_status;
 use super::variables::SpecError;
 use super::{RunState, StopRx};
 use crate::Part;
-use crate::clock::Ticks;
+use crate::clock::{AttemptClocks, RunningClock};
 use crate::outputs::OutputFile;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
@@ -43,10 +43,10 @@ enum AttemptError {
 
 impl RunState {
     /// Runs one attempt on the executor, or takes it over (`adopt`: a re-attached
-    /// run's attempt that was running); returns (status, reason, exit code). `ticks`
-    /// is the attempt's time on the run's and stage's clocks (a canary stops it while
-    /// it waits for people).
-    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels, mode and clocks")]
+    /// run's attempt that was running); returns (status, reason, exit code). The run's,
+    /// the stage's (`stage_clock`) and the task's timeouts count the attempt's running
+    /// time: not the time its executor reports it pending.
+    #[expect(clippy::too_many_arguments, reason = "one attempt's coordinates, its stop channels and its mode")]
     pub(super) async fn attempt(
         self: &Arc<Self>,
         s: usize,
@@ -55,15 +55,20 @@ impl RunState {
         attempt: u32,
         stop: &mut StopRx,
         stage_note: &Mutex<Option<String>>,
+        stage_clock: &RunningClock,
         adopt: Option<wharf_executor::LogResume>,
-        ticks: &Ticks,
     ) -> (Status, Option<String>, Option<i32>) {
+        let task_clock = RunningClock::default();
+        let clocks =
+            Arc::new(AttemptClocks::start(vec![self.run_clock.clone(), stage_clock.clone()], task_clock.clone()));
         let part = Part::Task(s, t);
         let output = OutputFile::new(self.run_dir.join("outputs"), format!("{s}-{t}-{attempt}.env"));
         // `image` tasks go to the builder, `deploy-yaml` to the deployer, `chart-publish`
         // to the chart registry, everything else to the executor.
         let job = match &task.kind {
-            TaskKind::Image(image) => self.build_spec(s, task, image).map(Job::Build).map_err(AttemptError::from),
+            TaskKind::Image(image) => {
+                self.build_spec(s, task, image).map(|spec| Job::Build(Box::new(spec))).map_err(AttemptError::from)
+            }
             TaskKind::DeployYaml(deploy) => {
                 self.deploy_spec(s, task, deploy).map(|spec| Job::Deploy(Box::new(spec))).map_err(AttemptError::from)
             }
@@ -77,7 +82,10 @@ impl RunState {
             TaskKind::ChartDeploy(deploy) => {
                 self.release_job(s, task, deploy).map(|job| Job::Release(Box::new(job))).map_err(AttemptError::from)
             }
-            _ => self.task_spec(s, task, attempt, &output.path()).map(Job::Exec).map_err(AttemptError::from),
+            _ => self
+                .task_spec(s, task, attempt, &output.path())
+                .map(|spec| Job::Exec(Box::new(spec)))
+                .map_err(AttemptError::from),
         };
         let job = match job {
             Ok(job) => job,
@@ -98,34 +106,38 @@ impl RunState {
         let output = &output;
         let result = async {
             let (task_tx, task_rx) = watch::channel(*stop.borrow_and_update());
-            let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part));
-            // The time an adopted attempt already ran counts against its timeout, and so
-            // does the time of a canary's attempt that waited for people when the server
-            // stopped (since the attempt began: its first `running` not after a wait).
-            let since = {
+            let sink: Arc<dyn LogSink> = Arc::new(TaskSink::new(self.clone(), part, clocks.clone()));
+            // The time an adopted attempt already ran counts against its timeout: its last
+            // running spell, up to now or to the pending that followed it. So does the
+            // time of a canary's attempt that waited for people when the server stopped
+            // (people's time counts against the task's own timeout): since the attempt
+            // began, its first `running` not after a wait.
+            let ran_before = {
                 let record = self.record.lock().unwrap();
                 let progress = &record.stages[s].tasks[t].progress;
-                match adopt {
-                    Some(_) => progress.history.iter().rev().find(|tr| tr.status == Status::Running).map(|tr| tr.at),
-                    None if progress.status == Status::Waiting => progress
-                        .history
+                let history = &progress.history;
+                let spell = match adopt {
+                    Some(_) => history
+                        .iter()
+                        .rposition(|tr| tr.status == Status::Running)
+                        .map(|i| (history[i].at, history.get(i + 1).map_or(Timestamp::now(), |n| n.at))),
+                    None if progress.status == Status::Waiting => history
                         .windows(2)
                         .rev()
                         .find(|w| w[1].status == Status::Running && w[0].status != Status::Waiting)
-                        .map(|w| w[1].at),
+                        .map(|w| (w[1].at, Timestamp::now())),
                     None => None,
-                }
+                };
+                spell.and_then(|(from, to)| to.duration_since(from).try_into().ok()).unwrap_or_default()
             };
-            let ran_before =
-                since.and_then(|at| Timestamp::now().duration_since(at).try_into().ok()).unwrap_or_default();
             let run: BoxFuture<'_, Result<Option<Exit>, AttemptError>> = match (job, adopt) {
                 (Job::Exec(spec), Some(resume)) => {
-                    let adopted = self.executor.adopt(spec, sink, task_rx, resume);
+                    let adopted = self.executor.adopt(*spec, sink, task_rx, resume);
                     Box::pin(async move { Ok(adopted.await?) })
                 }
                 (Job::Exec(spec), None) => {
                     self.system(part, format!("runs {}", self.executor.placement(&spec)));
-                    let run = self.executor.run(spec, sink, task_rx);
+                    let run = self.executor.run(*spec, sink, task_rx);
                     Box::pin(async move { Ok(run.await.map(Some)?) })
                 }
                 // A build cut off by a restart is not taken over: it counts as interrupted
@@ -133,7 +145,7 @@ impl RunState {
                 (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
                 (Job::Build(spec), None) => {
                     let output = output.clone();
-                    Box::pin(async move { Ok(self.build(part, spec, sink, task_rx, output).await.map(Some)?) })
+                    Box::pin(async move { Ok(self.build(part, *spec, sink, task_rx, output).await.map(Some)?) })
                 }
                 // Neither is a deploy: applying again is the retry's business.
                 (Job::Deploy(_), Some(_)) => Box::pin(async { Ok(None) }),
@@ -157,8 +169,8 @@ impl RunState {
                     Ok(None)
                 }),
                 (Job::Canary(job), None) => {
-                    let output = output.clone();
-                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output, ticks).await.map(Some)?) })
+                    let (output, clocks) = (output.clone(), clocks.clone());
+                    Box::pin(async move { Ok(self.canary(part, *job, sink, task_rx, output, &clocks).await.map(Some)?) })
                 }
                 (Job::Release(job), None) => {
                     let output = output.clone();
@@ -167,7 +179,7 @@ impl RunState {
             };
             tokio::pin!(run);
             let limit = task.timeout.map_or(Duration::MAX / 4, |d| d.as_std().saturating_sub(ran_before));
-            let deadline = tokio::time::sleep(limit);
+            let deadline = task_clock.expired(limit);
             tokio::pin!(deadline);
             let mut own_timeout = false;
             let mut stop_open = true;
@@ -231,6 +243,7 @@ impl RunState {
             }
         }
         .await;
+        drop(clocks);
         output.remove();
         result
     }
@@ -280,8 +293,8 @@ impl RunState {
 
 /// What one attempt runs.
 pub(super) enum Job {
-    Exec(TaskSpec),
-    Build(wharf_executor::build::BuildSpec),
+    Exec(Box<TaskSpec>),
+    Build(Box<wharf_executor::build::BuildSpec>),
     Deploy(Box<wharf_executor::deploy::DeploySpec>),
     Publish(Box<PublishSpec>),
     Release(Box<ReleaseJob>),

@@ -18,7 +18,7 @@ use super::deploy::{DeployYamlError, is_namespace_name};
 use super::variables::render_field;
 use super::{Part, RunState};
 use crate::approval::ApprovalAsk;
-use crate::clock::Ticks;
+use crate::clock::AttemptClocks;
 use crate::outputs::OutputFile;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,7 +45,7 @@ struct Drive<'a> {
     deployer: &'a dyn Deployer,
     job: &'a CanaryJob,
     sink: &'a Arc<dyn LogSink>,
-    ticks: &'a Ticks,
+    clocks: &'a AttemptClocks,
 }
 
 impl RunState {
@@ -89,12 +89,12 @@ impl RunState {
         sink: Arc<dyn LogSink>,
         mut stop: StopSignal,
         output: OutputFile,
-        ticks: &Ticks,
+        clocks: &AttemptClocks,
     ) -> Result<Exit, DeployYamlError> {
         let Some(deployer) = self.deployer.clone() else {
             return Err(DeployYamlError::NoDeployer);
         };
-        let drive = Drive { part, deployer: deployer.as_ref(), job: &job, sink: &sink, ticks };
+        let drive = Drive { part, deployer: deployer.as_ref(), job: &job, sink: &sink, clocks };
         let end = self.drive(&drive, &mut stop).await;
         let end = match end {
             Ok(JobEnd::Done(outputs)) => Ok(JobEnd::Done(outputs)),
@@ -217,8 +217,9 @@ impl RunState {
             if resumed { "still waiting, after a server restart," } else { "waiting" },
             at.percent
         ));
-        // People's time is not the run's: the clocks stand still while it waits.
-        d.ticks.pause();
+        // People's time is not the run's: the run's and the stage's clocks stand still
+        // while it waits (the task's own timeout bounds the wait).
+        d.clocks.pause_shared();
         let decided = gate.decided(ApprovalAsk { stage, task: key, rule: rule.clone() });
         tokio::pin!(decided);
         let mut stop_open = true;
@@ -257,7 +258,7 @@ impl RunState {
                 changed = stop.changed(), if stop_open => stop_open = changed.is_ok(),
             }
         };
-        d.ticks.resume();
+        d.clocks.resume();
         // Working again: going on, or rolling back.
         self.set(d.part, Status::Running, None);
         result

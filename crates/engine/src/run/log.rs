@@ -3,9 +3,11 @@
 
 use super::RunState;
 use crate::Part;
+use crate::clock::AttemptClocks;
 use jiff::Timestamp;
 use std::sync::{Arc, Mutex};
-use wharf_executor::{LogLine, LogSink, Stream};
+use wharf_core::status::Status;
+use wharf_executor::{LogLine, LogSink, Phase, Stream};
 
 impl RunState {
     pub(super) fn system(&self, part: Part, text: impl Into<String>) {
@@ -33,11 +35,13 @@ pub(super) struct TaskSink {
     /// Per stream (stdout, stderr): the end of a cut line, held back until the rest
     /// arrives, so that a secret cut in two is still masked whole.
     carry: Mutex<[String; 2]>,
+    /// The attempt's clocks, which stand still while its executor reports it pending.
+    clocks: Arc<AttemptClocks>,
 }
 
 impl TaskSink {
-    pub(super) fn new(state: Arc<RunState>, part: Part) -> Self {
-        TaskSink { state, part, carry: Mutex::default() }
+    pub(super) fn new(state: Arc<RunState>, part: Part, clocks: Arc<AttemptClocks>) -> Self {
+        TaskSink { state, part, carry: Mutex::default(), clocks }
     }
 }
 
@@ -67,5 +71,18 @@ impl LogSink for TaskSink {
         }
         line.text = masker.mask(&line.text);
         self.state.observer.log(self.part, &line);
+    }
+
+    fn phase(&self, phase: Phase) {
+        match phase {
+            Phase::Pending { reason } => {
+                self.clocks.pause();
+                self.state.set_phase(self.part, Status::Pending, Some(reason));
+            }
+            Phase::Running => {
+                self.state.set_phase(self.part, Status::Running, None);
+                self.clocks.resume();
+            }
+        }
     }
 }

@@ -68,6 +68,7 @@ pub(super) fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> Sta
                 task_type: t.kind.type_name().to_owned(),
                 progress: Progress::new(now),
                 attempts: 0,
+                attempt_started: None,
                 exit_code: None,
                 outputs: BTreeMap::new(),
                 reason: None,
@@ -98,6 +99,22 @@ impl RunState {
         if self.apply(&mut guard, part, status, reason) {
             self.observer.changed(&guard, part);
         }
+    }
+
+    /// A running attempt's phase as its executor reports it: `pending` with what it
+    /// waits for as the task's reason, or `running` again (the reason cleared). A task a
+    /// stop has ended already keeps its end.
+    pub(super) fn set_phase(&self, part: Part, status: Status, reason: Option<String>) {
+        let Part::Task(s, t) = part else { return };
+        let mut guard = self.record.lock().unwrap();
+        let task = &guard.stages[s].tasks[t];
+        let reason = reason.map(|r| self.masker.mask(&r));
+        if task.progress.status.is_terminal() || (task.progress.status == status && task.reason == reason) {
+            return;
+        }
+        self.apply(&mut guard, part, status, None);
+        guard.stages[s].tasks[t].reason = reason;
+        self.observer.changed(&guard, part);
     }
 
     /// Applies a status change to one part of `record`; false when nothing changed.

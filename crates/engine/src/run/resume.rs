@@ -52,7 +52,10 @@ impl RunState {
             self.restore_outputs(s, t, task);
             return TaskResume::Ended(status);
         }
-        if status == Status::Running && attempts > 0 {
+        // A pending attempt (its pod not yet placed) is taken over too, when recovery
+        // found what it started.
+        let started = status == Status::Running || (status == Status::Pending && reattach.logs.contains_key(&(s, t)));
+        if started && attempts > 0 {
             let adopt = reattach.logs.get(&(s, t)).copied().unwrap_or_default();
             return TaskResume::From { attempts: attempts - 1, adopt: Some(adopt) };
         }

@@ -5,7 +5,7 @@ use super::resume::TaskResume;
 use super::stop::{ended_status, stop_requested};
 use super::{RunState, StopRx};
 use crate::Part;
-use crate::clock::{RunningClock, Ticks};
+use crate::clock::RunningClock;
 use std::sync::{Arc, Mutex};
 use wharf_core::model::{Task, TaskKind};
 use wharf_core::status::Status;
@@ -37,9 +37,7 @@ impl RunState {
             if waiting_canary {
                 waiting_canary = false;
                 let permit = self.slots.clone().try_acquire_owned().ok();
-                let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
-                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None, &ticking).await;
-                drop(ticking);
+                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, &stage_clock, None).await;
                 drop(permit);
                 match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
                     Some(status) => return status,
@@ -51,9 +49,8 @@ impl RunState {
                 // The attempt runs already and holds a slot of its own; take one when
                 // free, never wait (it would show `pending` while it runs).
                 let permit = self.slots.clone().try_acquire_owned().ok();
-                let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
-                let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, Some(resume), &ticking).await;
-                drop(ticking);
+                let outcome =
+                    self.attempt(s, t, &task, attempt, &mut stop, &stage_note, &stage_clock, Some(resume)).await;
                 drop(permit);
                 match self.after_attempt(s, t, &task, attempt, &stop, outcome) {
                     Some(status) => return status,
@@ -93,13 +90,12 @@ impl RunState {
                     return status;
                 }
                 record.stages[s].tasks[t].attempts = attempt;
+                record.stages[s].tasks[t].attempt_started = Some(jiff::Timestamp::now());
                 if self.apply(&mut record, part, Status::Running, None) {
                     self.observer.changed(&record, part);
                 }
             }
-            let ticking = Ticks::start(&[&self.run_clock, &stage_clock]);
-            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, None, &ticking).await;
-            drop(ticking);
+            let outcome = self.attempt(s, t, &task, attempt, &mut stop, &stage_note, &stage_clock, None).await;
             drop(permit);
             if let Some(status) = self.after_attempt(s, t, &task, attempt, &stop, outcome) {
                 return status;
@@ -122,6 +118,11 @@ impl RunState {
         {
             let mut record = self.record.lock().unwrap();
             record.stages[s].tasks[t].exit_code = exit_code;
+            let now = record.stages[s].tasks[t].progress.status;
+            if now.is_terminal() {
+                // A stop ended the task while its executor reported it pending.
+                return Some(now);
+            }
         }
         let retry = status == Status::Failed && attempt <= task.retries && stop.borrow().is_none();
         if retry {

@@ -48,7 +48,7 @@ pub(super) enum SpecError {
     #[error("cluster: `{name}` is not a cluster of this pipeline's project ({registered})")]
     UnknownCluster { name: String, registered: String },
     #[error(
-        "executor: kubernetes needs the pipeline's `cluster:` (the name of a registered cluster; there is no server default_cluster yet)"
+        "executor: kubernetes needs a cluster: name one with the pipeline's `cluster:` (a registered cluster), or start the server with `--default-cluster NAME`"
     )]
     NoCluster,
 }
@@ -168,22 +168,28 @@ impl RunState {
             env,
             output_file: output_file.to_path_buf(),
             labels: self.request.labels.clone(),
-            cluster: self.task_cluster()?,
+            cluster: self.task_cluster(&script.pod)?,
         })
     }
 
-    /// The pipeline's `cluster:` with its login and namespace; required on the kubernetes
-    /// executor (asked for by the pipeline; a server default cannot be seen from here, so
-    /// the kubernetes executor refuses a spec without one itself).
-    fn task_cluster(&self) -> Result<Option<wharf_executor::TaskCluster>, SpecError> {
+    /// The pipeline's `cluster:` (or the server's default cluster, on the kubernetes
+    /// executor) with its login, namespace and pod settings (the task's `pod` over the
+    /// pipeline's over the cluster's defaults); required on the kubernetes executor.
+    fn task_cluster(
+        &self,
+        pod: &wharf_core::pod::PodSettings,
+    ) -> Result<Option<wharf_executor::TaskCluster>, SpecError> {
         let pipeline = self.pipeline();
-        let Some(name) = &pipeline.cluster else {
-            return match pipeline.executor {
-                Some(wharf_core::model::ExecutorKind::Kubernetes) => Err(SpecError::NoCluster),
-                _ => Ok(None),
-            };
-        };
         let clusters = &self.request.clusters;
+        // The pipeline's `executor:`, or the server's default executor it runs on (an
+        // executor bound to one namespace, as in tests and benchmarks, needs no cluster).
+        let named = pipeline.executor == Some(wharf_core::model::ExecutorKind::Kubernetes);
+        let on_kubernetes = named || (pipeline.executor.is_none() && self.executor.name() == "kubernetes");
+        let name = match (&pipeline.cluster, &clusters.default) {
+            (Some(name), _) => name,
+            (None, Some(default)) if on_kubernetes => default,
+            (None, _) => return if named { Err(SpecError::NoCluster) } else { Ok(None) },
+        };
         let unknown = || SpecError::UnknownCluster {
             name: name.clone(),
             registered: if clusters.by_name.is_empty() {
@@ -194,7 +200,13 @@ impl RunState {
         };
         let login = clusters.by_name.get(name).cloned().ok_or_else(unknown)?;
         let namespace = clusters.namespaces.get(name).cloned().ok_or_else(unknown)?;
-        Ok(Some(wharf_executor::TaskCluster { login, namespace }))
+        let defaults = clusters.pod_defaults.get(name).cloned().unwrap_or_default();
+        Ok(Some(wharf_executor::TaskCluster {
+            login,
+            namespace,
+            pod: pod.over(&pipeline.pod.over(&defaults)),
+            pending_limit: clusters.pending_limits.get(name).copied(),
+        }))
     }
 
     pub(super) fn collect_outputs(

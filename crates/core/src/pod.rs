@@ -1,0 +1,260 @@
+//! How a task's pod is scheduled on the kubernetes executor: `resources`,
+//! `node_selector`, `tolerations` and `service_account`, written on the pipeline and on a
+//! `script` task and stored as a cluster's defaults. The task's own settings win over the
+//! pipeline's, which win over the cluster's ([`PodSettings::over`]). Other executors
+//! ignore them.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodSettings {
+    #[serde(default, skip_serializing_if = "Resources::is_empty")]
+    pub resources: Resources,
+    /// Labels a node must carry to run the pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// The pod's service account in the pipeline's namespace; its token is mounted only
+    /// when one is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+}
+
+/// Requests (what the scheduler reserves) and limits (what the container may use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    #[serde(default, skip_serializing_if = "Quantities::is_empty")]
+    pub requests: Quantities,
+    #[serde(default, skip_serializing_if = "Quantities::is_empty")]
+    pub limits: Quantities,
+}
+
+/// Kubernetes quantities: `cpu` as `500m`, `2`, `0.5`; `memory` as `512Mi`, `1G`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quantities {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// One toleration of a node taint, as Kubernetes writes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Toleration {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `Equal` (the default) or `Exists`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`; none: every effect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effect: Option<String>,
+}
+
+pub const TOLERATION_OPERATORS: [&str; 2] = ["Equal", "Exists"];
+pub const TAINT_EFFECTS: [&str; 3] = ["NoSchedule", "PreferNoSchedule", "NoExecute"];
+
+impl Quantities {
+    pub fn is_empty(&self) -> bool {
+        self.cpu.is_none() && self.memory.is_none()
+    }
+
+    fn over(&self, base: &Quantities) -> Quantities {
+        Quantities {
+            cpu: self.cpu.clone().or_else(|| base.cpu.clone()),
+            memory: self.memory.clone().or_else(|| base.memory.clone()),
+        }
+    }
+}
+
+impl Resources {
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_empty() && self.limits.is_empty()
+    }
+}
+
+impl PodSettings {
+    pub fn is_empty(&self) -> bool {
+        self == &PodSettings::default()
+    }
+
+    /// These settings over `base`: each quantity and the service account from here when
+    /// set, else from `base`; node selector labels merged (these win on the same key);
+    /// tolerations of both, `base`'s first, without repeats.
+    pub fn over(&self, base: &PodSettings) -> PodSettings {
+        let mut node_selector = base.node_selector.clone();
+        node_selector.extend(self.node_selector.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let mut tolerations = base.tolerations.clone();
+        for t in &self.tolerations {
+            if !tolerations.contains(t) {
+                tolerations.push(t.clone());
+            }
+        }
+        PodSettings {
+            resources: Resources {
+                requests: self.resources.requests.over(&base.resources.requests),
+                limits: self.resources.limits.over(&base.resources.limits),
+            },
+            node_selector,
+            tolerations,
+            service_account: self.service_account.clone().or_else(|| base.service_account.clone()),
+        }
+    }
+}
+
+/// A quantity's value (cores for cpu, bytes for memory), or why it is not one: a number
+/// with an optional suffix `m` (milli), `k M G T P E`, `Ki Mi Gi Ti Pi Ei` or an
+/// exponent (`1e3`), as Kubernetes reads it.
+pub fn quantity(text: &str) -> Result<f64, String> {
+    let bad =
+        || format!("`{text}` is not a Kubernetes quantity (e.g. `500m` or `2` for cpu, `512Mi` or `1G` for memory)");
+    let digits_end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits_end);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let factor = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exp if exp.starts_with(['e', 'E']) => {
+            let e: i32 = exp[1..].parse().map_err(|_| bad())?;
+            if !(-18..=18).contains(&e) {
+                return Err(bad());
+            }
+            10f64.powi(e)
+        }
+        _ => return Err(bad()),
+    };
+    Ok(value * factor)
+}
+
+/// Why `key` cannot be a label key (an optional DNS prefix and `/`, then a name of at
+/// most 63 characters).
+pub fn check_label_key(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && (p.is_empty() || p.len() > 253 || !is_dns_subdomain(p))
+    {
+        return Err(format!("`{key}` is not a label key: its prefix before `/` must be a DNS subdomain"));
+    }
+    if name.is_empty() || check_label_value(name).is_err() {
+        return Err(format!(
+            "`{key}` is not a label key: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with a \
+             letter or digit (optionally after a `prefix/`)"
+        ));
+    }
+    Ok(())
+}
+
+/// Why `value` cannot be a label value (empty, or at most 63 of `[A-Za-z0-9_.-]` starting
+/// and ending alphanumeric).
+pub fn check_label_value(value: &str) -> Result<(), String> {
+    let ok = value.is_empty()
+        || (value.len() <= 63
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric()));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{value}` is not a label value: at most 63 letters, digits, `-`, `_` or `.`, starting and ending with \
+             a letter or digit"
+        ))
+    }
+}
+
+/// A DNS-1123 subdomain (a service account's name): lowercase letters, digits, `-` and
+/// `.`, at most 253, alphanumeric at both ends.
+pub fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_kubernetes_reads_them() {
+        assert_eq!(quantity("500m").unwrap(), 0.5);
+        assert_eq!(quantity("2").unwrap(), 2.0);
+        assert_eq!(quantity("0.25").unwrap(), 0.25);
+        assert_eq!(quantity("512Mi").unwrap(), 512.0 * 1024.0 * 1024.0);
+        assert_eq!(quantity("1G").unwrap(), 1e9);
+        assert_eq!(quantity("1e3").unwrap(), 1000.0);
+        for bad in ["", "m", "1.2.3", "12x", "-1", "1 Gi", "Gi"] {
+            assert!(quantity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_more_specific_settings_win() {
+        let base = PodSettings {
+            resources: Resources {
+                requests: Quantities { cpu: Some("1".into()), memory: Some("1Gi".into()) },
+                limits: Quantities::default(),
+            },
+            node_selector: [("pool".into(), "ci".into()), ("zone".into(), "a".into())].into(),
+            tolerations: vec![Toleration {
+                key: Some("ci".into()),
+                operator: Some("Exists".into()),
+                ..Default::default()
+            }],
+            service_account: Some("builder".into()),
+        };
+        let task = PodSettings {
+            resources: Resources {
+                requests: Quantities { cpu: Some("250m".into()), memory: None },
+                limits: Quantities { cpu: None, memory: Some("2Gi".into()) },
+            },
+            node_selector: [("zone".into(), "b".into())].into(),
+            tolerations: base.tolerations.clone(),
+            service_account: None,
+        };
+        let merged = task.over(&base);
+        assert_eq!(merged.resources.requests, Quantities { cpu: Some("250m".into()), memory: Some("1Gi".into()) });
+        assert_eq!(merged.resources.limits.memory.as_deref(), Some("2Gi"));
+        assert_eq!(merged.node_selector, [("pool".into(), "ci".into()), ("zone".into(), "b".into())].into());
+        assert_eq!(merged.tolerations.len(), 1);
+        assert_eq!(merged.service_account.as_deref(), Some("builder"));
+        assert!(PodSettings::default().is_empty() && !merged.is_empty());
+    }
+
+    #[test]
+    fn label_keys_and_values() {
+        assert!(check_label_key("disktype").is_ok());
+        assert!(check_label_key("kubernetes.io/arch").is_ok());
+        assert!(check_label_key("node-role.kubernetes.io/ci").is_ok());
+        assert!(check_label_key("-bad").is_err());
+        assert!(check_label_key("Bad_Prefix/x").is_err());
+        assert!(check_label_value("").is_ok());
+        assert!(check_label_value("ssd").is_ok());
+        assert!(check_label_value("a b").is_err());
+        assert!(is_dns_subdomain("wharf-builder"));
+        assert!(!is_dns_subdomain("Builder"));
+    }
+}
