@@ -1,6 +1,6 @@
 //! `image` tasks in a builder pod ([`KubeBuilder`]) against the test double with its kubelet
 //! on. No BuildKit image can be pulled here, so the builder image is a stand-in built by the
-//! test from the busybox test image: its `buildctl-daemonless.sh` checks the arguments and
+//! test from the busybox test image ([`wharf_testenv::buildkit_standin`]): its `buildctl-daemonless.sh` checks the arguments and
 //! environment Wharf gives it as BuildKit would read them (the checkout's Dockerfile and
 //! context, build args, `--output type=image,…,push=true`, the docker config of the
 //! registry login, `BUILDKITD_FLAGS`), prints build-like lines and writes the metadata
@@ -24,45 +24,6 @@ use wharf_kube::{Connection, FileAccess, Policy};
 use wharf_kube_fake::{KubeFake, Options};
 
 const PASSWORD: &str = "s3cr3t-registry-pass";
-const STANDIN: &str = "wharf-test/buildkit-standin:1";
-
-/// The stand-in for rootless BuildKit's `buildctl-daemonless.sh`.
-const BUILDCTL: &str = r##"#!/bin/sh
-set -e
-fail() { echo "error: stand-in buildctl: $*"; exit 9; }
-[ "$BUILDKITD_FLAGS" = "--oci-worker-no-process-sandbox" ] || fail "BUILDKITD_FLAGS is '$BUILDKITD_FLAGS'"
-[ "$1" = build ] || fail "not a build: $1"
-shift
-args=""
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --frontend) shift; frontend=$1 ;;
-    --local) shift; case "$1" in context=*) ctx=${1#context=} ;; dockerfile=*) dfdir=${1#dockerfile=} ;; *) fail "local $1" ;; esac ;;
-    --opt) shift; case "$1" in filename=*) fname=${1#filename=} ;; build-arg:*) args="$args ${1#build-arg:}" ;; label:*) ;; *) fail "opt $1" ;; esac ;;
-    --output) shift; out=$1 ;;
-    --metadata-file) shift; meta=$1 ;;
-    *) fail "unknown argument $1" ;;
-  esac
-  shift
-done
-[ "$frontend" = dockerfile.v0 ] || fail "frontend $frontend"
-[ -f "$dfdir/$fname" ] || fail "no Dockerfile $dfdir/$fname"
-[ -d "$ctx" ] || fail "no context $ctx"
-case "$out" in type=image,name=*,push=true*) ;; *) fail "output $out" ;; esac
-echo "#1 [internal] load build definition from $fname"
-echo "#1 $(head -n 1 "$dfdir/$fname")"
-echo "#2 [internal] load build context: $(ls "$ctx" | tr '\n' ' ')"
-echo "#3 build args:$args"
-if [ -n "$DOCKER_CONFIG" ]; then
-  grep -q '"auths"' "$DOCKER_CONFIG/config.json" || fail "no auths in $DOCKER_CONFIG/config.json"
-  echo "#4 registry login from $DOCKER_CONFIG/config.json"
-fi
-case "$args" in *SLEEP=*) echo "#5 sleeping"; s=${args##*SLEEP=}; sleep "${s%% *}" ;; esac
-case "$args" in *FAIL=1*) echo '#6 ERROR: process "/bin/sh -c make" did not complete successfully: exit code: 2'; echo 'error: failed to solve: process "/bin/sh -c make" did not complete successfully: exit code: 2'; exit 1 ;; esac
-digest="sha256:$(echo "$out" | sha256sum | cut -c1-64)"
-case "$args" in *NODIGEST=1*) echo '{}' > "$meta" ;; *) printf '{\n  "containerimage.config.digest": "sha256:%s",\n  "containerimage.digest": "%s",\n  "image.name": "%s"\n}\n' "$(printf x | sha256sum | cut -c1-64)" "$digest" "${out#type=image,name=}" > "$meta" ;; esac
-echo "#7 pushing manifest for ${out#type=image,name=} $digest done"
-"##;
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<LogLine>>);
@@ -91,32 +52,15 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
-/// Builds the stand-in image (once per tag; docker's cache makes it quick again).
-fn standin(busybox: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("buildctl-daemonless.sh"), BUILDCTL).unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {busybox}\nCOPY buildctl-daemonless.sh /bin/buildctl-daemonless.sh\n\
-             RUN [\"/bin/sh\", \"-c\", \"chmod 755 /bin/buildctl-daemonless.sh && mkdir -p /tmp && chmod 1777 /tmp\"]\n"
-        ),
-    )
-    .unwrap();
-    let out =
-        std::process::Command::new("docker").args(["build", "-q", "-t", STANDIN]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "building the stand-in: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 async fn fixture(namespace: &str) -> Option<Fixture> {
     let env = wharf_testenv::containers_or_fail_in_ci()?;
-    standin(&env.busybox_image);
+    let standin = wharf_testenv::buildkit_standin(&env);
     let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
     let policy = Policy::new(&["127.0.0.1"]).unwrap();
     let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &policy).unwrap();
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
     Api::<Namespace>::all(conn.client().clone()).create(&PostParams::default(), &ns).await.unwrap();
-    let builder = KubeBuilder::new(policy, Some(STANDIN.to_owned()));
+    let builder = KubeBuilder::new(policy, Some(standin));
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     std::fs::create_dir_all(src.join("app")).unwrap();
@@ -303,7 +247,7 @@ async fn the_builder_pod_is_rootless_buildkits_and_the_login_stays_in_its_secret
     assert!(!text.contains(PASSWORD), "{text}");
     let json: serde_json::Value = serde_json::to_value(&pod).unwrap();
     let c = &json["spec"]["containers"][0];
-    assert_eq!(c["image"], STANDIN);
+    assert_eq!(c["image"], wharf_testenv::BUILDKIT_STANDIN);
     assert_eq!(c["securityContext"]["seccompProfile"]["type"], "Unconfined");
     assert_eq!(c["securityContext"]["appArmorProfile"]["type"], "Unconfined");
     assert_eq!(c["securityContext"]["runAsUser"], 1000);

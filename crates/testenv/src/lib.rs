@@ -9,7 +9,9 @@
 //! Its own test, `tests/layering.rs`, guards the workspace's layering: no crate
 //! depends on one listed below it in README.md's layout table.
 
+mod buildkit;
 mod smtp;
+pub use buildkit::{BUILDKIT_STANDIN, buildkit_standin};
 pub use smtp::{SmtpServer, smtp_server_or_fail_in_ci};
 
 use std::collections::BTreeMap;
