@@ -340,6 +340,8 @@ impl From<RunDetail> for RunRecord {
                             task_type: t.task_type,
                             progress: Progress { status: t.status, history: t.history },
                             attempts: t.attempts,
+                            // The server's own note for a restart; not on the wire.
+                            attempt_started: None,
                             exit_code: t.exit_code,
                             outputs: t.outputs,
                             reason: t.reason,

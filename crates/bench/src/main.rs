@@ -22,6 +22,7 @@
 //! `wharf-bench figures …` the figures of issue 19 in one run: see `figures.rs`.
 //! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
 //! `wharf-bench deploy …` a `deploy-yaml` task against kubectl (issue 13): see `deploy.rs`.
+//! `wharf-bench kube …` the kubernetes executor against `kubectl run` (issue 15): see `kube.rs`.
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -41,6 +42,7 @@ mod chart;
 mod deploy;
 mod docker;
 mod figures;
+mod kube;
 mod persist;
 mod server;
 mod ui;
@@ -68,6 +70,7 @@ enum Mode {
     Figures(figures::Args),
     Deploy(deploy::Args),
     Chart(chart::Args),
+    Kube(kube::Args),
 }
 
 /// Engine overhead per task: floor, host executor alone, engine, `wharf run`.
@@ -248,6 +251,7 @@ fn main() {
         Some(Mode::Figures(args)) => figures::main(args),
         Some(Mode::Deploy(args)) => deploy::main(args),
         Some(Mode::Chart(args)) => chart::main(args),
+        Some(Mode::Kube(args)) => kube::main(args),
         None => engine(cli.engine),
     }
 }

@@ -604,6 +604,7 @@ fn record(pipeline: &str, number: u64, created: jiff::Timestamp) -> RunRecord {
                 task_type: "script".into(),
                 progress: done(5, 1_898),
                 attempts: 1,
+                attempt_started: None,
                 exit_code: Some(0),
                 outputs: BTreeMap::new(),
                 reason: None,

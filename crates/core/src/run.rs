@@ -219,6 +219,10 @@ pub struct TaskRecord {
     pub progress: Progress,
     /// Attempts started so far (1 + retries used).
     pub attempts: u32,
+    /// When the current attempt began (its executor slot taken): its output lines are
+    /// the ones stamped from then on, whatever `pending` spells it had since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt_started: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -284,6 +288,7 @@ mod tests {
             task_type: "script".into(),
             progress: Progress::new(at(0)),
             attempts: 1,
+            attempt_started: None,
             exit_code: Some(0),
             outputs: BTreeMap::from([("V".into(), "1".into())]),
             reason: None,

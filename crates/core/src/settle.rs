@@ -87,6 +87,7 @@ mod tests {
             task_type: "script".into(),
             progress,
             attempts,
+            attempt_started: None,
             exit_code: None,
             outputs: BTreeMap::new(),
             reason: None,

@@ -372,18 +372,20 @@ impl DockerExecutor {
             self.begin_or_hurry_stop(container, request, &mut stopping, logs).await;
         }
         let mut log_error = None;
+        // The last message's timestamp and how many messages carried it.
+        let mut last: Option<(jiff::Timestamp, usize)> = None;
         loop {
             let kill_at = stopping.as_ref().and_then(|s| s.kill_at);
             tokio::select! {
                 frame = frames.next() => match frame {
                     Some(Ok(output)) => {
-                        let (slot, stream, bytes) = match output {
-                            bollard::container::LogOutput::StdOut { message } => (0, Stream::Stdout, message),
-                            bollard::container::LogOutput::StdErr { message } => (1, Stream::Stderr, message),
-                            bollard::container::LogOutput::Console { message } => (0, Stream::Stdout, message),
-                            bollard::container::LogOutput::StdIn { .. } => continue,
-                        };
+                        let Some((slot, stream)) = frame_slot(&output) else { continue };
+                        let bytes = output.into_bytes();
                         let (at, text) = split_timestamp(&bytes);
+                        last = Some(match last {
+                            Some((l, n)) if l == at => (l, n + 1),
+                            _ => (at, 1),
+                        });
                         buffers[slot].push(at, text, stream, &mut |line| out.line(line));
                     }
                     Some(Err(e)) => {
@@ -412,6 +414,29 @@ impl DockerExecutor {
                         }
                     }
                 }
+            }
+        }
+        if log_error.is_none() {
+            // The follow stream can end before the daemon stored the container's last
+            // message (seen with a last line without a newline): read what came after
+            // the last message received, once, now that the container has ended.
+            let since = last.map_or(since, |(at, _)| i32::try_from(at.as_second()).unwrap_or(since));
+            let options = LogsOptionsBuilder::new().stdout(true).stderr(true).timestamps(true).since(since).build();
+            let mut again = self.docker.logs(&container.id, Some(options));
+            let mut seen = last;
+            while let Some(Ok(output)) = again.next().await {
+                let Some((slot, stream)) = frame_slot(&output) else { continue };
+                let bytes = output.into_bytes();
+                let (at, text) = split_timestamp(&bytes);
+                match &mut seen {
+                    Some((l, _)) if at < *l => continue,
+                    Some((l, n)) if at == *l && *n > 0 => {
+                        *n -= 1;
+                        continue;
+                    }
+                    _ => {}
+                }
+                buffers[slot].push(at, text, stream, &mut |line| out.line(line));
             }
         }
         buffers[0].finish(Stream::Stdout, &mut |line| out.line(line));
@@ -525,7 +550,7 @@ impl Executor for DockerExecutor {
     }
 
     fn placement(&self, spec: &TaskSpec) -> String {
-        let image = spec.image.as_deref().unwrap_or("(no image)");
+        let image = spec.image.as_deref().or(self.config.default_image.as_deref()).unwrap_or("(no image)");
         match self.config.network.as_deref() {
             Some(network) => format!("in a container of {image} (network {network})"),
             None => format!("in a container of {image}"),
@@ -676,6 +701,16 @@ fn start_error(message: String) -> ExecutorError {
 
 fn system(logs: &dyn LogSink, text: String) {
     logs.line(LogLine::system(text));
+}
+
+/// A log frame's buffer slot and stream (`None`: stdin, never logged).
+fn frame_slot(output: &bollard::container::LogOutput) -> Option<(usize, Stream)> {
+    use bollard::container::LogOutput;
+    match output {
+        LogOutput::StdOut { .. } | LogOutput::Console { .. } => Some((0, Stream::Stdout)),
+        LogOutput::StdErr { .. } => Some((1, Stream::Stderr)),
+        LogOutput::StdIn { .. } => None,
+    }
 }
 
 #[cfg(test)]

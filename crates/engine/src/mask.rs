@@ -65,6 +65,33 @@ impl Masker {
         self.values.is_empty()
     }
 
+    /// Where to cut `text` at or before `at` so that no masked value found whole in
+    /// `text` crosses the cut, walking back at most [`Masker::longest`] bytes: the part
+    /// before the cut can then be masked on its own. (A cut inside an occurrence would
+    /// leave its two halves unmasked on either side.)
+    pub fn cut_outside(&self, text: &str, at: usize) -> usize {
+        let mut at = text.floor_char_boundary(at);
+        let floor = at.saturating_sub(self.longest());
+        'moved: loop {
+            for value in &self.values {
+                let from = text.floor_char_boundary(at.saturating_sub(value.len()));
+                let to = text.ceil_char_boundary((at + value.len()).min(text.len()));
+                let window = &text[from..to];
+                let step = value.chars().next().map_or(1, char::len_utf8);
+                let mut i = 0;
+                while let Some(j) = window[i..].find(value.as_str()) {
+                    let start = from + i + j;
+                    if start < at && start + value.len() > at && start >= floor {
+                        at = start;
+                        continue 'moved;
+                    }
+                    i += j + step;
+                }
+            }
+            return at;
+        }
+    }
+
     pub fn mask(&self, text: &str) -> String {
         if self.values.is_empty() || !self.values.iter().any(|v| text.contains(v.as_str())) {
             return text.to_owned();
@@ -122,6 +149,21 @@ fn base64_forms(secret: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::Masker;
+
+    #[test]
+    fn a_cut_never_falls_inside_a_secret() {
+        let m = Masker::new(["tok-8d1f0c2e9"]);
+        let text = "tok-8d1f0c2e9".repeat(4);
+        for at in 0..=text.len() {
+            let cut = m.cut_outside(&text, at);
+            assert!(cut <= at && cut.is_multiple_of(13), "{at} -> {cut}");
+            let (before, after) = text.split_at(cut);
+            assert_eq!(m.mask(before) + &m.mask(after), "***".repeat(4), "cut at {cut}");
+        }
+        // Text without a secret is cut where asked, on a char boundary.
+        assert_eq!(m.cut_outside("héllo", 2), 1);
+        assert_eq!(m.cut_outside("hello", 3), 3);
+    }
 
     #[test]
     fn base64_of_a_secret_is_masked_alone_with_a_newline_and_embedded() {

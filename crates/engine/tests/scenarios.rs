@@ -9,16 +9,7 @@
 //!     - {runs: 10s, exit: 1, lines: [a], outputs: {K: V}, ignores_term: true, cannot_start: true}
 //! x-engine: {slots: 1, grace: 5s}        # EngineConfig (default 8 slots, 10s grace)
 //! x-stop: {after: 15s, grace: 2s}        # a person's stop; `after: 0s` = before the run starts
-//! x-expect:                    # every stage and task must be listed
-//!   run: queued running failed           # the exact status history
-//!   reason: "…"                          # the run's exact reason (absent = none)
-//!   elapsed: 25s                         # clock time from start to end
-//!   stages: {Build: queued running failed}
-//!   tasks: {compile: queued running failed}
-//!   reasons: {compile: "exit code 1"}    # exact reasons of stages or tasks (by name)
-//!   attempts: {compile: 1}
-//!   rollback: [Undo]                     # the stages marked as rollback stages (absent = none)
-//!   output: {compile: [a]}               # what the task printed, in order
+//! x-expect: {…}               # what the run must look like: see common/scenario.rs
 //! ```
 //!
 //! Besides the listed expectations, every run is checked for: an observer that saw
@@ -27,45 +18,16 @@
 
 mod common;
 
-use common::{Dirs, Recorder, history, stage, statuses, task};
-use std::collections::BTreeMap;
+use common::scenario::{check, duration, entries, get, items, text, tree};
+use common::{Dirs, Recorder};
 use std::path::Path;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use wharf_engine::{Engine, EngineConfig, Part};
+use wharf_engine::{Engine, EngineConfig};
 use wharf_executor::fake::{Behavior, FakeExecutor};
 use wharf_executor::{StopReason, StopRequest};
-use wharf_pipeline::yaml::{Kind, Limits, Node};
-
-fn entries(node: &Node) -> Vec<(&str, &Node)> {
-    match &node.kind {
-        Kind::Map(entries) => entries.iter().map(|(k, v)| (text(k), v)).collect(),
-        _ => panic!("line {}: expected a mapping", node.pos.line),
-    }
-}
-
-fn get<'n>(node: &'n Node, key: &str) -> Option<&'n Node> {
-    entries(node).into_iter().find(|(k, _)| *k == key).map(|(_, v)| v)
-}
-
-fn text(node: &Node) -> &str {
-    match &node.kind {
-        Kind::Scalar(s) => &s.text,
-        _ => panic!("line {}: expected a scalar", node.pos.line),
-    }
-}
-
-fn items(node: &Node) -> &[Node] {
-    match &node.kind {
-        Kind::Seq(items) => items,
-        _ => panic!("line {}: expected a list", node.pos.line),
-    }
-}
-
-fn duration(node: &Node) -> Duration {
-    wharf_core::Duration::parse(text(node)).unwrap_or_else(|e| panic!("line {}: {e}", node.pos.line)).as_std()
-}
+use wharf_pipeline::yaml::Node;
 
 fn behavior(node: &Node) -> Behavior {
     let mut b = Behavior::default();
@@ -89,7 +51,7 @@ async fn run_scenario(file: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios").join(file);
     let yaml = std::fs::read_to_string(&path).unwrap();
     let pipeline = common::pipeline(&yaml);
-    let root = wharf_pipeline::yaml::parse(&yaml, Limits::default()).unwrap();
+    let root = tree(&yaml);
 
     let fake = FakeExecutor::new();
     if let Some(tasks) = get(&root, "x-fake") {
@@ -133,61 +95,7 @@ async fn run_scenario(file: &str) {
     let elapsed = started.elapsed();
     recorder.assert_consistent_with(&record);
 
-    let expect = get(&root, "x-expect").expect("a scenario says what it expects in x-expect");
-    let mut listed: Vec<Part> = vec![Part::Run];
-    let mut reasons: BTreeMap<&str, &str> = BTreeMap::new();
-    for (key, value) in entries(expect) {
-        match key {
-            "run" => assert_eq!(history(&record, Part::Run), statuses(text(value)), "{file}: run"),
-            "reason" => assert_eq!(record.reason.as_deref(), Some(text(value)), "{file}: run reason"),
-            "elapsed" => assert_eq!(elapsed, duration(value), "{file}: elapsed"),
-            "stages" => {
-                for (name, want) in entries(value) {
-                    let part = stage(&record, name);
-                    listed.push(part);
-                    assert_eq!(history(&record, part), statuses(text(want)), "{file}: stage {name}");
-                }
-            }
-            "tasks" => {
-                for (name, want) in entries(value) {
-                    let part = task(&record, name);
-                    listed.push(part);
-                    assert_eq!(history(&record, part), statuses(text(want)), "{file}: task {name}");
-                }
-            }
-            "rollback" => {} // checked below, also when absent
-            "reasons" => reasons.extend(entries(value).into_iter().map(|(k, v)| (k, text(v)))),
-            "attempts" => {
-                for (name, want) in entries(value) {
-                    let got = common::task_record(&record, name).attempts;
-                    assert_eq!(got.to_string(), text(want), "{file}: attempts of {name}");
-                }
-            }
-            "output" => {
-                for (name, want) in entries(value) {
-                    let want: Vec<&str> = items(want).iter().map(text).collect();
-                    assert_eq!(recorder.output(task(&record, name)), want, "{file}: output of {name}");
-                }
-            }
-            other => panic!("{file}: unknown x-expect field `{other}`"),
-        }
-    }
-    if get(expect, "reason").is_none() {
-        assert_eq!(record.reason, None, "{file}: run reason");
-    }
-    let rollback: Vec<&str> = record.stages.iter().filter(|s| s.rollback).map(|s| s.name.as_str()).collect();
-    let want: Vec<&str> = get(expect, "rollback").map_or(vec![], |r| items(r).iter().map(text).collect());
-    assert_eq!(rollback, want, "{file}: rollback stages");
-    for part in common::parts(&record) {
-        assert!(listed.contains(&part), "{file}: x-expect does not list {part:?}; a scenario shows the whole run");
-    }
-    for (name, want) in reasons {
-        let got = match record.stages.iter().find(|s| s.name == name) {
-            Some(s) => s.reason.as_deref(),
-            None => common::task_record(&record, name).reason.as_deref(),
-        };
-        assert_eq!(got, Some(want), "{file}: reason of {name}");
-    }
+    check(file, &root, &record, &recorder, elapsed);
 }
 
 macro_rules! scenarios {

@@ -522,6 +522,7 @@ pub fn log(
     let (tx, rx) = mpsc::channel(256);
     let (out, err) = (child.stdout.take(), child.stderr.take());
     tokio::spawn(async move {
+        let join = |line: &[u8]| if timestamps { join_partials(line) } else { line.to_vec() };
         let forward = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, tx: mpsc::Sender<_>| async move {
             let Some(pipe) = pipe else { return };
             let mut lines = BufReader::new(pipe);
@@ -531,7 +532,7 @@ pub fn log(
                 match lines.read_until(b'\n', &mut line).await {
                     Ok(0) | Err(_) => return,
                     Ok(_) => {
-                        if tx.send(Ok(Frame::data(Bytes::copy_from_slice(&line)))).await.is_err() {
+                        if tx.send(Ok(Frame::data(Bytes::from(join(&line))))).await.is_err() {
                             return;
                         }
                     }
@@ -544,6 +545,32 @@ pub fn log(
         let _ = child.wait().await;
     });
     Ok(rx)
+}
+
+/// The json-file log driver keeps a line longer than 16 KiB as pieces ("partial
+/// messages"), and `docker logs --timestamps` stamps each piece: `T1 <16 KiB>T2 <16 KiB>T3
+/// rest`. A kubelet serves such a line whole, stamped once: the stamps after the first
+/// are dropped.
+fn join_partials(line: &[u8]) -> Vec<u8> {
+    const PIECE: usize = 16 * 1024;
+    let Some(first) = stamp_len(line) else { return line.to_vec() };
+    let mut out = line[..first].to_vec();
+    let mut rest = &line[first..];
+    while rest.len() > PIECE {
+        let (piece, after) = rest.split_at(PIECE);
+        out.extend_from_slice(piece);
+        rest = stamp_len(after).map_or(after, |n| &after[n..]);
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// The length of the `2026-12-07T13:10:41.836452890Z ` that `bytes` starts with, if it does.
+fn stamp_len(bytes: &[u8]) -> Option<usize> {
+    let space = bytes.iter().take(40).position(|b| *b == b' ')?;
+    let stamp = &bytes[..space];
+    let looks = stamp.len() >= 20 && stamp[4] == b'-' && stamp[10] == b'T' && stamp.ends_with(b"Z");
+    looks.then_some(space + 1)
 }
 
 /// `sinceSeconds` as docker's `--since` takes it.

@@ -32,7 +32,7 @@ use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use tokio::time::Instant;
-use wharf_executor::lines::emit;
+use wharf_executor::lines::{emit, utf8_cut};
 use wharf_executor::{
     AttemptId, BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogResume, LogSink, MAX_LINE_BYTES, Phase,
     StopReason, StopRequest, StopSignal, Stream, TaskSpec,
@@ -321,6 +321,8 @@ impl KubeExecutor {
             Ok(stream) => {
                 let mut stream = Box::pin(stream);
                 let mut line = Vec::new();
+                // A line longer than one read: its timestamp and the text not sent yet.
+                let mut current = None;
                 loop {
                     let mut limited = (&mut stream).take(MAX_LINE_BYTES as u64 * 2);
                     tokio::select! {
@@ -328,7 +330,9 @@ impl KubeExecutor {
                         read = limited.read_until(b'\n', &mut line) => match read {
                             Ok(0) if line.is_empty() => break,
                             Ok(_) => {
-                                pod_line(logs, &line, &mut skip);
+                                // Ended by a newline or by the end of the log, not by the limit.
+                                let whole = line.ends_with(b"\n") || limited.limit() > 0;
+                                current = pod_piece(logs, current.take(), &line, whole, &mut skip);
                                 line.clear();
                             }
                             Err(e) => {
@@ -344,6 +348,9 @@ impl KubeExecutor {
                             Err(_) => watching = false,
                         }
                     }
+                }
+                if current.is_some() {
+                    pod_piece(logs, current, b"", true, &mut skip);
                 }
             }
         }
@@ -802,26 +809,72 @@ struct Skip {
     left: u64,
 }
 
-/// One line of `pods/log?timestamps=true`: `RFC3339 text`.
-fn pod_line(logs: &dyn LogSink, raw: &[u8], skip: &mut Skip) {
-    let raw = raw.strip_suffix(b"\n").unwrap_or(raw);
-    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-    let (at, text) = match raw.iter().position(|b| *b == b' ') {
-        Some(i) => match std::str::from_utf8(&raw[..i]).ok().and_then(|t| t.parse::<Timestamp>().ok()) {
-            Some(at) => (at, &raw[i + 1..]),
-            None => (Timestamp::now(), raw),
-        },
-        None => (Timestamp::now(), raw),
+/// One read of `pods/log?timestamps=true`: a whole line (`RFC3339 text\n`, or the log's
+/// last line without a newline) when `whole`, else a piece of a line longer than a read,
+/// `current` holding the line's timestamp and the text not sent yet. A line longer than
+/// [`MAX_LINE_BYTES`] goes out in pieces marked `continued`, cut where the host executor
+/// cuts its lines (so masking sees the cuts, and every executor's pieces are the same).
+/// Returns what is held for the next read.
+fn pod_piece(
+    logs: &dyn LogSink,
+    current: Option<(Timestamp, Vec<u8>)>,
+    raw: &[u8],
+    whole: bool,
+    skip: &mut Skip,
+) -> Option<(Timestamp, Vec<u8>)> {
+    let (at, mut text) = match current {
+        Some((at, mut text)) => {
+            text.extend_from_slice(raw);
+            (at, text)
+        }
+        None => {
+            let (at, rest) = stamped(raw);
+            (at, rest.to_vec())
+        }
     };
-    if at.as_second() < skip.since_second {
-        return;
+    if whole {
+        for end in [&b"\n"[..], b"\r"] {
+            if text.ends_with(end) {
+                text.pop();
+            }
+        }
     }
-    if skip.left > 0 {
-        skip.left -= 1;
-        return;
+    // Kubernetes merges the container's stdout and stderr into one log. After a restart
+    // the lines (pieces) already stored are left out.
+    let mut out = |line: LogLine| {
+        if line.at.as_second() < skip.since_second {
+            return;
+        }
+        if skip.left > 0 {
+            skip.left -= 1;
+            return;
+        }
+        logs.line(line)
+    };
+    let mut start = 0;
+    // One byte of slack past the limit, as on the host: a line of exactly
+    // MAX_LINE_BYTES whose newline comes in the next read stays one line.
+    while text.len() - start > MAX_LINE_BYTES + 1 {
+        let cut = start + utf8_cut(&text[start..], MAX_LINE_BYTES);
+        emit(&mut out, Stream::Stdout, at, &text[start..cut], true);
+        start = cut;
     }
-    // Kubernetes merges the container's stdout and stderr into one log.
-    emit(&mut |line| logs.line(line), Stream::Stdout, at, text, false);
+    if whole {
+        emit(&mut out, Stream::Stdout, at, &text[start..], false);
+        return None;
+    }
+    text.drain(..start);
+    Some((at, text))
+}
+
+/// A log line's timestamp and the text after it (now and the whole line, if it has none).
+fn stamped(raw: &[u8]) -> (Timestamp, &[u8]) {
+    if let Some(i) = raw.iter().position(|b| *b == b' ')
+        && let Some(at) = std::str::from_utf8(&raw[..i]).ok().and_then(|t| t.parse::<Timestamp>().ok())
+    {
+        return (at, &raw[i + 1..]);
+    }
+    (Timestamp::now(), raw)
 }
 
 /// The stop request now (the watch's guard is not held across an await).

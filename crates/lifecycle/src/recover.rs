@@ -208,9 +208,13 @@ impl Lifecycle {
                 });
                 if let Some(leftover) = found {
                     ids.push(leftover.id.clone());
-                    let started = task.progress.history.iter().rev().find(|h| h.status == Status::Running);
+                    // Where the attempt began: its last `running` spell may have started
+                    // after lines it printed (a pod reported running after pending).
+                    let started = task.attempt_started.or_else(|| {
+                        task.progress.history.iter().rev().find(|h| h.status == Status::Running).map(|h| h.at)
+                    });
                     let path = self.logs().path(row.summary.id, LogKey::Task(s, t));
-                    logs.insert((s, t), log_resume(&path, started.map(|h| h.at)));
+                    logs.insert((s, t), log_resume(&path, started));
                 }
             }
         }

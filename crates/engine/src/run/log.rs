@@ -63,6 +63,8 @@ impl LogSink for TaskSink {
                 // A secret that crosses the cut starts within its length - 1 bytes of it.
                 let keep = masker.longest().saturating_sub(1);
                 let at = text.floor_char_boundary(text.len().saturating_sub(keep));
+                // Nor may the line end inside a secret that lies just before that.
+                let at = masker.cut_outside(&text, at);
                 carry[slot] = text.split_off(at);
             }
             line.text = text;

@@ -68,6 +68,7 @@ pub(super) fn stage_record(stage: &Stage, rollback: bool, now: Timestamp) -> Sta
                 task_type: t.kind.type_name().to_owned(),
                 progress: Progress::new(now),
                 attempts: 0,
+                attempt_started: None,
                 exit_code: None,
                 outputs: BTreeMap::new(),
                 reason: None,

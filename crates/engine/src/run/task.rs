@@ -77,6 +77,7 @@ impl RunState {
                     return status;
                 }
                 record.stages[s].tasks[t].attempts = attempt;
+                record.stages[s].tasks[t].attempt_started = Some(jiff::Timestamp::now());
                 if self.apply(&mut record, part, Status::Running, None) {
                     self.observer.changed(&record, part);
                 }

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, reason = "each test binary uses its own part of the fixtures")]
 
+pub mod scenario;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
