@@ -16,11 +16,12 @@ use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use kube::Api;
 use kube::api::{ListParams, PostParams};
 use tokio::sync::watch;
+use wharf_executor::Executor;
 use wharf_executor::build::{BuildExit, BuildSpec, ImageBuilder, RegistryLogin};
 use wharf_executor::deploy::ClusterLogin;
 use wharf_executor::{LogLine, LogSink, StopReason, StopRequest, Stream, TaskCluster};
 use wharf_kube::builder::{DOCKER_CONFIG_DIR, KubeBuilder};
-use wharf_kube::{Connection, FileAccess, Policy};
+use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace};
 use wharf_kube_fake::{KubeFake, Options};
 
 const PASSWORD: &str = "s3cr3t-registry-pass";
@@ -276,6 +277,20 @@ async fn the_builder_pod_is_rootless_buildkits_and_the_login_stays_in_its_secret
     // No attempt: after a restart the server deletes it rather than take it over.
     assert!(!labels.contains_key("wharf.attempt"), "{labels:?}");
     assert_eq!(pod.metadata.annotations.clone().unwrap()["WHARF_SERVER_RUN"], "abc/42");
+    // What a restarted server's executor reports of it: the pod (and its Secret, under the
+    // same name) with no attempt, which the server deletes rather than take over.
+    let executor = KubeExecutor::new(
+        &f.conn,
+        KubeExecutorConfig {
+            namespace: f.namespace.clone(),
+            default_image: None,
+            workspace: Workspace::HostPath,
+            pending_limit: Duration::from_secs(600),
+        },
+    );
+    let left = executor.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!((left[0].id.as_str(), left[0].owner.as_str(), &left[0].attempt), (name.as_str(), "abc/42", &None));
 
     let secret = f.secrets().get(&name).await.unwrap();
     assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/dockerconfigjson"));
