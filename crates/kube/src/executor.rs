@@ -53,6 +53,9 @@ pub const CONTAINER: &str = "task";
 const POLL: Duration = Duration::from_millis(200);
 /// How long the final state is waited for after the log stream ended.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a pod may take to start before its task shows `pending` (a pod the
+/// scheduler cannot place shows it at once).
+const PENDING_AFTER: Duration = Duration::from_secs(2);
 /// How long a pod may stay `Pending` by default ([`KubeExecutorConfig::pending_limit`]).
 pub const DEFAULT_PENDING_LIMIT: Duration = Duration::from_secs(600);
 
@@ -228,6 +231,8 @@ impl KubeExecutor {
             self.delete_with_grace(name, request.grace, request.reason, logs).await;
         }
         let mut told = String::new();
+        // The reason last reported as the attempt's `pending` phase.
+        let mut reported: Option<String> = None;
         let pending_since = Instant::now();
         let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
         // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
@@ -241,7 +246,9 @@ impl KubeExecutor {
             let status = pod.status.unwrap_or_default();
             let phase = status.phase.unwrap_or_default();
             if phase != "Pending" && !phase.is_empty() {
-                logs.phase(Phase::Running);
+                if reported.is_some() {
+                    logs.phase(Phase::Running);
+                }
                 break;
             }
             let unscheduled =
@@ -276,12 +283,19 @@ impl KubeExecutor {
                 (None, None) => "pending".to_owned(),
             };
             if reason != told {
-                let why = reason.strip_prefix("pending: ").unwrap_or("waiting for the scheduler").to_owned();
-                logs.phase(Phase::Pending { reason: why });
                 if reason != "pending: ContainerCreating" {
                     system(logs, reason.clone());
                 }
                 told = reason;
+            }
+            // The task is `pending` once the pod really waits: the scheduler cannot place
+            // it, or it has not started within PENDING_AFTER (an image pull); a pod that
+            // starts at once is `running` throughout, as on the other executors.
+            let waits = unscheduled.is_some() || pending_since.elapsed() >= PENDING_AFTER;
+            if waits && reported.as_deref() != Some(told.as_str()) {
+                let why = told.strip_prefix("pending: ").unwrap_or("waiting for the scheduler").to_owned();
+                logs.phase(Phase::Pending { reason: why });
+                reported = Some(told.clone());
             }
             let limit = pending_limit;
             if pending_since.elapsed() >= limit {

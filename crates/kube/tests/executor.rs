@@ -305,19 +305,18 @@ async fn unschedulable_pod_is_pending_with_the_schedulers_reason() {
     assert_eq!(f.left().await, (0, 0));
 }
 
-/// A pod that runs reports `pending` (while its container is created) and then `running`.
+/// A pod that starts at once reports no phase: its task is `running` throughout, as on
+/// the other executors.
 #[tokio::test]
-async fn a_pod_that_starts_reports_running_after_pending() {
+async fn a_pod_that_starts_at_once_is_running_throughout() {
     let Some(f) = fixture("ecp-devops-phase", None).await else { return };
     let logs = Arc::new(Collect::default());
     let (_tx, rx) = no_stop();
     let exit = f.executor.run(f.spec("phase", "echo hi"), logs.clone(), rx).await.unwrap();
     assert!(exit.succeeded(), "{}", logs.all());
     let phases = logs.1.lock().unwrap().clone();
-    assert_eq!(phases.last(), Some(&Phase::Running), "{phases:?}");
-    assert_eq!(phases.iter().filter(|p| **p == Phase::Running).count(), 1, "{phases:?}");
+    assert_eq!(phases, [], "{phases:?}");
 }
-
 #[tokio::test]
 async fn image_that_cannot_be_pulled_is_a_clear_error() {
     let Some(f) = fixture("ecp-devops-pull", None).await else { return };
@@ -514,7 +513,7 @@ async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
     assert!(err.contains("not enough resources"), "{err}");
 
     // Two pods that do not fit together: the second waits (pending) for the first.
-    let first = on_cluster(&f, f.spec("first", "sleep 3"), requests("3"), None);
+    let first = on_cluster(&f, f.spec("first", "echo started; sleep 3"), requests("3"), None);
     let second = on_cluster(&f, f.spec("second", "echo ran"), requests("2"), None);
     let (first_logs, second_logs) = (Arc::new(Collect::default()), Arc::new(Collect::default()));
     let one = tokio::spawn({
@@ -522,7 +521,7 @@ async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
         async move { executor.run(first, logs, no_stop().1).await }
     });
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !first_logs.1.lock().unwrap().contains(&Phase::Running) {
+    while first_logs.texts(Stream::Stdout).is_empty() {
         assert!(std::time::Instant::now() < deadline, "first never ran: {}", first_logs.all());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -536,6 +535,7 @@ async fn scheduling_fields_reach_the_pod_and_the_scheduler_honours_them() {
     let ran = phases.iter().position(|p| *p == Phase::Running);
     assert!(waited.is_some() && waited < ran, "{phases:?}");
     assert_eq!(second_logs.texts(Stream::Stdout), ["ran"]);
+    assert_eq!(first_logs.1.lock().unwrap().clone(), [], "the first pod started at once");
 
     // An operator the API server does not know.
     let settings = PodSettings {

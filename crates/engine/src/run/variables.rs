@@ -200,11 +200,14 @@ impl RunState {
     ) -> Result<Option<wharf_executor::TaskCluster>, SpecError> {
         let pipeline = self.pipeline();
         let clusters = &self.request.clusters;
+        // The pipeline's `executor:`, or the server's default executor it runs on (an
+        // executor bound to one namespace, as in tests and benchmarks, needs no cluster).
+        let named = pipeline.executor == Some(wharf_core::model::ExecutorKind::Kubernetes);
         let on_kubernetes = self.on_kubernetes();
         let name = match (&pipeline.cluster, &clusters.default) {
             (Some(name), _) => name,
             (None, Some(default)) if on_kubernetes => default,
-            (None, _) => return if on_kubernetes { Err(SpecError::NoCluster) } else { Ok(None) },
+            (None, _) => return if named { Err(SpecError::NoCluster) } else { Ok(None) },
         };
         let unknown = || SpecError::UnknownCluster {
             name: name.clone(),
