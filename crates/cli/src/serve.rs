@@ -15,7 +15,7 @@ pub struct ServeArgs {
     /// docker_network, docker_default_image, allow_host, host_forks, host_user, max_parallel_tasks, stop_grace,
     /// log_cap_mb, admin_token, admin_password, secret_key, old_secret_keys, licence_file,
     /// licence_public_key, session_hours, cookie_secure, timer_grace, timezone, public_url,
-    /// ca_file, outbound_allow, default_registry, default_cluster, max_connections, header_timeout,
+    /// ca_file, outbound_allow, default_registry, default_cluster, kube_builder_image, max_connections, header_timeout,
     /// notify_secret, [retention] runs, days, workspaces, deliveries, [smtp] host, port,
     /// security, username, password, from).
     #[arg(long, env = "WHARF_CONFIG")]
@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// no `cluster:`.
     #[arg(long, env = "WHARF_DEFAULT_CLUSTER")]
     default_cluster: Option<String>,
+    /// The image of builder pods, where pipelines on the kubernetes executor build `image`
+    /// tasks when the server has no Docker Engine [default: moby/buildkit:rootless].
+    #[arg(long, env = "WHARF_KUBE_BUILDER_IMAGE")]
+    kube_builder_image: Option<String>,
     /// text | json.
     #[arg(long, env = "WHARF_LOG_FORMAT", default_value = "text")]
     log_format: String,
@@ -134,6 +138,7 @@ const KEYS: &[&str] = &[
     "retention",
     "default_registry",
     "default_cluster",
+    "kube_builder_image",
     "max_connections",
     "header_timeout",
     "notify_secret",
@@ -360,6 +365,12 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     }
     config.default_registry = args.default_registry.clone().or(s("default_registry")).filter(|r| !r.is_empty());
     config.default_cluster = args.default_cluster.clone().or(s("default_cluster")).filter(|c| !c.is_empty());
+    config.kube_builder_image =
+        args.kube_builder_image.clone().or(s("kube_builder_image")).filter(|i| !i.trim().is_empty());
+    if let Some(image) = &config.kube_builder_image {
+        wharf_core::reference::Reference::parse(image)
+            .with_context(|| format!("kube_builder_image `{image}` is not an image reference"))?;
+    }
     config.notify_secret = env("WHARF_NOTIFY_SECRET").or(s("notify_secret"));
     config.smtp = smtp(args, file.get("smtp"))?;
     // `image` tasks build on the Docker Engine of DOCKER_HOST (a unix socket), else

@@ -7,7 +7,7 @@ use common::*;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use wharf_core::status::Status;
-use wharf_engine::{Engine, EngineConfig, Registries, RegistryLogin, RegistryTarget, RunRequest};
+use wharf_engine::{Clusters, Engine, EngineConfig, Registries, RegistryLogin, RegistryTarget, RunRequest};
 use wharf_executor::build::{BuildError, BuildExit, BuildSpec, Built, ImageBuilder};
 use wharf_executor::{BoxFuture, LogLine, LogSink, StopSignal, Stream};
 
@@ -139,6 +139,40 @@ async fn an_image_task_builds_rendered_fields_and_its_outputs_feed_later_tasks()
     // The registry password is masked in the build log.
     let build_log = recorder.lines(task(&record, "build")).join("\n");
     assert!(build_log.contains("login with ***") && !build_log.contains("registry-pass"), "{build_log}");
+}
+
+/// A pipeline on the kubernetes executor hands the builder its cluster (where a builder pod
+/// runs), with the checkout and the run's labels; elsewhere the spec names no cluster, even
+/// when the pipeline names one (for its deploy tasks), so the build never moves there.
+#[tokio::test]
+async fn a_kubernetes_pipelines_build_names_its_cluster_and_others_none() {
+    for (executor, on_kubernetes) in [("executor: kubernetes\ndefault_image: busybox\n", true), ("", false)] {
+        let dirs = Dirs::new();
+        checkout(&dirs);
+        let builder = Arc::new(Recording::default());
+        let engine = engine(&builder);
+        let yaml = BUILD_AND_USE.replace("name: app\n", &format!("name: app\n{executor}cluster: prod\n"));
+        let mut request = request_with(&dirs, &yaml, registries(None));
+        let login = wharf_executor::deploy::ClusterLogin { name: "prod".into(), kubeconfig: "k".into(), context: None };
+        request.clusters = Clusters {
+            by_name: BTreeMap::from([("prod".to_owned(), login)]),
+            namespaces: BTreeMap::from([("prod".to_owned(), "ecp-devops-abc".to_owned())]),
+            ..Default::default()
+        };
+        request.labels = vec![("WHARF_SERVER_RUN".into(), "data/1".into())];
+        let (record, _) = run(&engine, request).await;
+        assert_eq!(record.progress.status, Status::Succeeded, "{executor}: {:?}", record.reason);
+        let spec = builder.specs.lock().unwrap()[0].clone();
+        assert_eq!(spec.checkout, std::fs::canonicalize(dirs.src()).unwrap());
+        assert_eq!(spec.owner_labels, vec![("WHARF_SERVER_RUN".to_owned(), "data/1".to_owned())]);
+        match spec.cluster {
+            Some(cluster) if on_kubernetes => {
+                assert_eq!((cluster.login.name.as_str(), cluster.namespace.as_str()), ("prod", "ecp-devops-abc"))
+            }
+            None if !on_kubernetes => {}
+            other => panic!("{executor}: {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -49,6 +49,16 @@ pub struct BuildSpec {
     pub registry: RegistryLogin,
     /// Put on the image as labels (its source and revision).
     pub labels: Vec<(String, String)>,
+    /// The run's checkout, canonical: it holds `context` and `dockerfile`. A builder
+    /// that runs elsewhere (a builder pod) mounts this directory, never a path inside it
+    /// that a task of the run could swap for a link.
+    pub checkout: PathBuf,
+    /// Identify what runs the build, as [`crate::TaskSpec::labels`] do (the builder
+    /// pod's labels), so that what a server killed mid-build left is found and removed.
+    pub owner_labels: Vec<(String, String)>,
+    /// The pipeline's cluster when it runs on the kubernetes executor: where a builder
+    /// pod runs (its namespace, scheduling settings and pending limit). `None` elsewhere.
+    pub cluster: Option<crate::TaskCluster>,
 }
 
 /// What a successful build pushed.

@@ -450,6 +450,9 @@ mod tests {
                 image: image.into(),
                 registry: registry.clone(),
                 labels: vec![],
+                checkout: dir.path().to_path_buf(),
+                owner_labels: vec![],
+                cluster: None,
             };
             let (_tx, stop) = tokio::sync::watch::channel(None);
             let logs: Arc<dyn LogSink> = Arc::new(Discard);

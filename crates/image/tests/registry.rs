@@ -190,6 +190,9 @@ fn spec(env: &wharf_testenv::ContainerEnv, dir: &std::path::Path, image: &str, p
             insecure: true,
         },
         labels: vec![("wharf.run".into(), "p#1".into())],
+        checkout: dir.to_path_buf(),
+        owner_labels: vec![],
+        cluster: None,
     }
 }
 

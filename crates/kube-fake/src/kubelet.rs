@@ -8,6 +8,12 @@
 //! memory requests against the node's allocatable); one that does not fit stays `Pending`
 //! with `FailedScheduling` until it fits or is deleted.
 //!
+//! Volumes are `hostPath` (bind mounts) and `secret` (the Secret's keys, or its `items`,
+//! written to a directory of the pod's and bind-mounted); the container's
+//! `terminationMessagePath` (default `/dev/termination-log`) is a file of the pod's too, and
+//! what the container wrote there (at most 4096 bytes, as a kubelet reads) is its
+//! terminated state's `message`.
+//!
 //! Faults (annotation `kube-fake.wharf.dev/fault` on the Pod or its Namespace): `unschedulable` keeps it
 //! `Pending` with the scheduler's `Unschedulable` condition and a `FailedScheduling` Event;
 //! `image-pull-backoff` keeps it `Pending` with the container waiting in `ErrImagePull`
@@ -64,6 +70,12 @@ impl Kubelet {
 
     fn container(uid: &str) -> String {
         format!("kube-fake-{uid}")
+    }
+
+    /// Where the pod's secret volumes and termination message live on this machine;
+    /// removed when the pod ends.
+    fn pod_dir(&self, uid: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("kube-fake-{}-{uid}", self.instance))
     }
 
     /// Whether the kubelet runs this pod.
@@ -155,6 +167,7 @@ pub fn admit(shared: Arc<Shared>, pod: &Value) {
         kubelet.unbind(&uid);
         kubelet.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
         let _ = kubelet.docker(&["rm".into(), "-f".into(), Kubelet::container(&uid)]).await;
+        let _ = std::fs::remove_dir_all(kubelet.pod_dir(&uid));
     });
 }
 
@@ -312,13 +325,16 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
     };
     let code: i64 = code.ok().and_then(|c| c.parse().ok()).unwrap_or(-1);
     let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
+    let mut terminated = json!({"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now()});
+    if let Some(message) = termination_message(&kubelet.pod_dir(uid)) {
+        terminated["message"] = json!(message);
+    }
     shared.pod_status(
         pod,
         json!({"phase": phase, "startTime": started,
                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
                "containerStatuses": [{"name": cname, "image": image, "ready": false, "restartCount": 0, "started": false,
-                                      "state": {"terminated": {"exitCode": code, "reason": reason,
-                                                               "startedAt": started, "finishedAt": now()}}}]}),
+                                      "state": {"terminated": terminated}}]}),
     );
     kubelet.unbind(uid);
     // The container (and its log) stays until the pod is deleted.
@@ -372,17 +388,35 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
         args.extend(["-w".into(), dir.to_owned()]);
     }
     let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+    let pod_dir = kubelet.pod_dir(uid);
+    let io = |what: &str, e: std::io::Error| format!("kube-fake's kubelet cannot write {what}: {e}");
+    std::fs::create_dir_all(&pod_dir).map_err(|e| io("the pod's directory", e))?;
     for m in c["volumeMounts"].as_array().into_iter().flatten() {
         let name = m["name"].as_str().unwrap_or("");
         let Some(v) = volumes.iter().find(|v| v["name"] == name) else {
             return Err(format!("volume \"{name}\" is mounted but not defined"));
         };
-        let Some(host) = v.pointer("/hostPath/path").and_then(Value::as_str) else {
-            return Err(format!("kube-fake's kubelet mounts only hostPath volumes; volume \"{name}\" is another kind"));
+        let host = if let Some(host) = v.pointer("/hostPath/path").and_then(Value::as_str) {
+            host.to_owned()
+        } else if let Some(from) = v.get("secret") {
+            let dir = secret_volume(&pod_dir, name, from, &secret(from["secretName"].as_str().unwrap_or(""))?)
+                .map_err(|e| io(&format!("secret volume \"{name}\""), e))?;
+            dir.display().to_string()
+        } else {
+            return Err(format!(
+                "kube-fake's kubelet mounts only hostPath and secret volumes; volume \"{name}\" is another kind"
+            ));
         };
         let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
         args.extend(["-v".into(), format!("{host}:{}{ro}", m["mountPath"].as_str().unwrap_or(""))]);
     }
+    // The termination message: a file the container may write whatever user it runs as.
+    let log = pod_dir.join(TERMINATION_LOG);
+    std::fs::write(&log, b"").map_err(|e| io("the termination log", e))?;
+    std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .map_err(|e| io("the termination log", e))?;
+    let path = c["terminationMessagePath"].as_str().unwrap_or("/dev/termination-log");
+    args.extend(["-v".into(), format!("{}:{path}", log.display())]);
     let strings = |v: &Value| -> Vec<String> {
         v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap_or("").to_owned()).collect()
     };
@@ -394,6 +428,53 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
     args.extend(command.into_iter().skip(1));
     args.extend(strings(&c["args"]));
     Ok(args)
+}
+
+/// The file in the pod's directory behind the container's `terminationMessagePath`.
+const TERMINATION_LOG: &str = "termination-log";
+
+/// What the container wrote to its termination message, as a kubelet reads it: at most
+/// 4096 bytes; `None` when it wrote nothing.
+fn termination_message(pod_dir: &std::path::Path) -> Option<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(pod_dir.join(TERMINATION_LOG)).ok()?.take(4096).read_to_end(&mut bytes).ok()?;
+    (!bytes.is_empty()).then(|| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Writes a `secret` volume's files (every key of the Secret, or its `items` at their
+/// `path`s) into a directory of the pod's; returns it.
+fn secret_volume(
+    pod_dir: &std::path::Path,
+    volume: &str,
+    source: &Value,
+    data: &HashMap<String, String>,
+) -> std::io::Result<std::path::PathBuf> {
+    let dir = pod_dir.join(format!("secret-{volume}"));
+    std::fs::create_dir_all(&dir)?;
+    let other = |m: String| std::io::Error::other(m);
+    let files: Vec<(String, String)> = match source["items"].as_array() {
+        Some(items) => items
+            .iter()
+            .map(|i| {
+                let (key, path) = (i["key"].as_str().unwrap_or(""), i["path"].as_str().unwrap_or(""));
+                let value = data.get(key).ok_or_else(|| other(format!("the Secret has no key {key}")))?;
+                Ok((path.to_owned(), value.clone()))
+            })
+            .collect::<std::io::Result<_>>()?,
+        None => data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    };
+    for (path, value) in files {
+        if path.is_empty() || path.starts_with('/') || path.split('/').any(|p| p == "..") {
+            return Err(other(format!("item path {path:?} must be relative and must not contain '..'")));
+        }
+        let file = dir.join(&path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(file, value)?;
+    }
+    Ok(dir)
 }
 
 /// The log of a pod the kubelet runs, as `pods/log` serves it (`follow`, `timestamps`,

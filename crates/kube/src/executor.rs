@@ -98,11 +98,11 @@ impl KubeExecutor {
         KubeExecutor { client: conn.client().clone(), config }
     }
 
-    fn pods(&self) -> Api<Pod> {
+    pub(crate) fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
     }
 
-    fn secrets(&self) -> Api<Secret> {
+    pub(crate) fn secrets(&self) -> Api<Secret> {
         Api::namespaced(self.client.clone(), &self.config.namespace)
     }
 
@@ -214,7 +214,7 @@ impl KubeExecutor {
 
     /// Waits for the Pod to start (reporting why it waits), streams its log, acts on stop
     /// requests, and reads how its container ended.
-    async fn supervise(
+    pub(crate) async fn supervise(
         &self,
         name: &str,
         image: &str,
@@ -615,7 +615,7 @@ impl ClusterExecutor {
     }
 
     /// The executor on one cluster's namespace.
-    fn connect(&self, login: &ClusterLogin, namespace: &str) -> Result<KubeExecutor, ExecutorError> {
+    pub(crate) fn connect(&self, login: &ClusterLogin, namespace: &str) -> Result<KubeExecutor, ExecutorError> {
         let conn = Connection::from_kubeconfig(
             &login.kubeconfig,
             login.context.as_deref(),
@@ -744,15 +744,15 @@ impl Executor for ClusterExecutor {
 
 /// The Pod and Secret of one attempt; dropped before [`Cleanup::remove`] ran (the `run`
 /// future was cancelled), they are deleted in the background.
-struct Cleanup {
-    pods: Api<Pod>,
-    secrets: Api<Secret>,
-    name: String,
-    done: bool,
+pub(crate) struct Cleanup {
+    pub(crate) pods: Api<Pod>,
+    pub(crate) secrets: Api<Secret>,
+    pub(crate) name: String,
+    pub(crate) done: bool,
 }
 
 impl Cleanup {
-    async fn remove(&mut self) {
+    pub(crate) async fn remove(&mut self) {
         self.done = true;
         let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
         // A failure leaves labelled objects, which the next start discards.
@@ -896,7 +896,7 @@ fn requested(stop: &mut StopSignal) -> Option<StopRequest> {
     *stop.borrow_and_update()
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).expect("the OS random source");
     buf.iter().map(|b| format!("{b:02x}")).collect()
@@ -919,7 +919,7 @@ fn humantime(d: Duration) -> String {
     out
 }
 
-fn kube_reason(e: &kube::Error) -> String {
+pub(crate) fn kube_reason(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
@@ -930,7 +930,7 @@ fn start_error(message: String) -> ExecutorError {
     ExecutorError::Start { message, source: None }
 }
 
-fn system(logs: &dyn LogSink, text: String) {
+pub(crate) fn system(logs: &dyn LogSink, text: String) {
     logs.line(LogLine::system(text));
 }
 

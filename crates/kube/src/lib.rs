@@ -11,11 +11,14 @@
 //!   `wharf`;
 //! - [`deploy`]: `deploy-yaml` tasks ([`deploy::KubeDeployer`], wharf-executor's `Deployer`):
 //!   every document checked, server-side applied, rollouts awaited as `kubectl rollout
-//!   status` does.
+//!   status` does;
+//! - [`builder`]: `image` tasks in a rootless BuildKit builder pod ([`builder::KubeBuilder`],
+//!   wharf-executor's `ImageBuilder`) for servers without a Docker Engine.
 //!
 //! No credential is ever logged or shown: `Debug` and `Display` of everything here leave
 //! them out.
 
+pub mod builder;
 pub mod canary;
 mod check;
 pub mod deploy;

@@ -2,7 +2,8 @@
 //! registers what it built (the host executor, Docker when its Engine answers, later
 //! Kubernetes); a pipeline runs on the one its `executor:` names, else the default.
 //! Every engine shares one set of task slots (`max_parallel_tasks` in all), the
-//! image builder, the deployer and the chart registry.
+//! image builder (unless one kind has its own: the builder pod of the kubernetes
+//! executor), the deployer and the chart registry.
 
 use std::sync::Arc;
 use wharf_core::model::{ExecutorKind, Pipeline};
@@ -17,6 +18,8 @@ pub struct Executors {
     default: ExecutorKind,
     registered: Vec<(ExecutorKind, Arc<dyn Executor>)>,
     builder: Option<Arc<dyn ImageBuilder>>,
+    /// Builders of one kind's pipelines, over the shared one.
+    kind_builders: Vec<(ExecutorKind, Arc<dyn ImageBuilder>)>,
     deployer: Option<Arc<dyn Deployer>>,
     charts: Option<Arc<dyn ChartRegistry>>,
 }
@@ -24,7 +27,14 @@ pub struct Executors {
 impl Executors {
     /// `default`: the executor of pipelines that name none (it must be registered).
     pub fn new(default: ExecutorKind) -> Executors {
-        Executors { default, registered: Vec::new(), builder: None, deployer: None, charts: None }
+        Executors {
+            default,
+            registered: Vec::new(),
+            builder: None,
+            kind_builders: Vec::new(),
+            deployer: None,
+            charts: None,
+        }
     }
 
     /// Runs the pipelines that ask for `kind` (a later registration of the same kind
@@ -38,6 +48,13 @@ impl Executors {
     /// Builds `image` tasks; without one they are refused.
     pub fn with_builder(mut self, builder: Option<Arc<dyn ImageBuilder>>) -> Executors {
         self.builder = builder;
+        self
+    }
+
+    /// Builds the `image` tasks of pipelines on `kind` instead of the shared builder.
+    pub fn with_builder_for(mut self, kind: ExecutorKind, builder: Arc<dyn ImageBuilder>) -> Executors {
+        self.kind_builders.retain(|(k, _)| *k != kind);
+        self.kind_builders.push((kind, builder));
         self
     }
 
@@ -75,6 +92,15 @@ impl Executors {
             };
             engines.push((kind, engine));
         }
+        // After every engine shares the first one's slots (and its builder): a kind's own
+        // builder goes to its engine only.
+        let engines = engines
+            .into_iter()
+            .map(|(kind, engine)| match self.kind_builders.iter().find(|(k, _)| *k == kind) {
+                Some((_, builder)) => (kind, engine.with_builder(builder.clone())),
+                None => (kind, engine),
+            })
+            .collect();
         Engines { default: self.default, engines }
     }
 }

@@ -49,6 +49,7 @@ impl fmt::Debug for ServerConfig {
             default_registry,
             default_cluster,
             docker_host,
+            kube_builder_image,
             max_connections,
             header_timeout,
             keep_deliveries,
@@ -93,6 +94,7 @@ impl fmt::Debug for ServerConfig {
             .field("default_registry", default_registry)
             .field("default_cluster", default_cluster)
             .field("docker_host", &docker_host.as_deref().map(redact_url))
+            .field("kube_builder_image", kube_builder_image)
             .field("max_connections", max_connections)
             .field("header_timeout", header_timeout)
             .field("keep_deliveries", keep_deliveries)

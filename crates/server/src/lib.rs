@@ -114,8 +114,12 @@ pub struct ServerConfig {
     /// no `cluster:`.
     pub default_cluster: Option<String>,
     /// The Docker Engine that builds `image` tasks (`unix:///var/run/docker.sock`);
-    /// `None`, or a socket that does not answer at start, leaves them refused.
+    /// `None`, or a socket that does not answer at start, leaves them to the builder pod
+    /// for pipelines on the kubernetes executor and refused for the others.
     pub docker_host: Option<String>,
+    /// The image of builder pods (rootless BuildKit, [`wharf_kube::builder::DEFAULT_BUILDER_IMAGE`]
+    /// when `None`).
+    pub kube_builder_image: Option<String>,
     /// Client connections served at once; more wait in the listen backlog until one
     /// closes (see [`http`]).
     pub max_connections: usize,
@@ -170,6 +174,7 @@ impl ServerConfig {
             default_registry: None,
             default_cluster: None,
             docker_host: Some("unix:///var/run/docker.sock".to_owned()),
+            kube_builder_image: None,
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             keep_deliveries: 10_000,
@@ -340,9 +345,14 @@ async fn executors(
             user: run_as.user().cloned(),
             ..wharf_executor::host::HostConfig::default()
         }));
+    // `image` tasks: the Docker Engine builds them all when it answers at start; without
+    // it, pipelines on the kubernetes executor build in a builder pod on their cluster
+    // (and the others are refused at start, saying they need the Docker Engine).
+    let docker_builder = image_builder(config).await;
+    let kube_builds = docker_builder.is_none();
     let mut executors = wharf_lifecycle::Executors::new(config.executor)
         .register(ExecutorKind::Host, host.clone())
-        .with_builder(image_builder(config).await);
+        .with_builder(docker_builder);
     match config.executor {
         ExecutorKind::Host => {}
         ExecutorKind::Docker => {
@@ -368,6 +378,13 @@ async fn executors(
     let kube = wharf_kube::ClusterExecutor::new(policy, config.docker.default_image.clone())
         .with_clusters(Arc::new(RegisteredClusters(store.clone())));
     executors = executors.register(ExecutorKind::Kubernetes, Arc::new(kube));
+    if kube_builds {
+        let policy =
+            wharf_outbound::Policy::new(&config.outbound_allow).map_err(|e| ServerError::Config(e.to_string()))?;
+        let builder = wharf_kube::builder::KubeBuilder::new(policy, config.kube_builder_image.clone());
+        tracing::info!(?builder, "`image` tasks of pipelines on the kubernetes executor build in builder pods");
+        executors = executors.with_builder_for(ExecutorKind::Kubernetes, Arc::new(builder));
+    }
     Ok(executors)
 }
 

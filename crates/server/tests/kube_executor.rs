@@ -4,7 +4,8 @@
 //! and the workspace carried between stages, parallel tasks, exit codes, logs stored by
 //! Wharf, nothing left in the namespace; the server's `--default-cluster` for pipelines
 //! that name none; a pipeline without a cluster (and no default) is refused at run start,
-//! one naming an unknown cluster fails with a clear message.
+//! one naming an unknown cluster fails with a clear message; without a Docker Engine,
+//! `image` tasks of such pipelines build in a builder pod (the BuildKit stand-in).
 
 mod common;
 
@@ -106,4 +107,62 @@ async fn the_servers_default_cluster_runs_pipelines_that_name_none() {
     let run = id_of(&s.start_run("named", json!({})).await);
     assert_eq!(s.wait_run(run).await["status"], "failed");
     assert!(log_of(&s, run, "t").await.contains("cluster: `mars` is not a cluster"));
+}
+
+/// Without a Docker Engine, the `image` tasks of a pipeline on the kubernetes executor
+/// build in a builder pod on its cluster (the BuildKit stand-in of wharf-testenv, the
+/// server's `kube_builder_image`) and push to the registered registry: the digest is the
+/// task's output, the login reaches the pod only through its Secret, nothing is left. A
+/// pipeline on the host executor on the same server is refused at start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_docker_engine_image_tasks_build_in_a_builder_pod() {
+    let Some(env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let standin = wharf_testenv::buildkit_standin(&env);
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start_with(tempfile::tempdir().unwrap(), |c| {
+        c.docker_host = None;
+        c.kube_builder_image = Some(standin.clone());
+    })
+    .await;
+    let cluster = s.post("/clusters", json!({"name": "prod", "kubeconfig": fake.kubeconfig()})).await.expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let registry = json!({"name": "local", "url": env.registry_url, "insecure": true, "username": env.registry_user,
+        "password": env.registry_password, "workspaces": ["devops"]});
+    s.post("/registries", registry).await.expect(201);
+    let yaml = format!(
+        "name: kube-build\nexecutor: kubernetes\ncluster: prod\ndefault_image: {}\nstages:\n  \
+         - name: Prepare\n    tasks:\n      \
+         - {{name: write, type: script, script: 'mkdir -p app && echo \"FROM scratch\" > Dockerfile && echo x > app/x'}}\n  \
+         - name: Build\n    tasks:\n      \
+         - {{name: build, type: image, dockerfile: Dockerfile, context: app, image: app, tag: 'alpha-${{BUILD_ID}}', workspace: devops, registry: local}}\n  \
+         - name: Use\n    tasks:\n      \
+         - {{name: use, type: script, script: 'echo \"digest=${{tasks.build.digest}}\"'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("kube-build", json!({})).await);
+    let done = s.wait_run(run).await;
+    let build = log_of(&s, run, "build").await;
+    assert_eq!(done["status"], "succeeded", "{done:#}\n{build}");
+    assert!(build.contains(&format!("in builder pod {namespace}/wharf-build-")), "{build}");
+    assert!(build.contains(&format!("of {standin} on cluster `prod`")), "{build}");
+    assert!(build.contains("#4 registry login from /wharf/docker-config/config.json"), "{build}");
+    let reference = format!("{}/devops/app:alpha-1", env.registry);
+    let pushed = build
+        .lines()
+        .find(|l| l.contains(&format!("pushed {reference} (sha256:")))
+        .unwrap_or_else(|| panic!("{build}"));
+    let digest = pushed.rsplit_once('(').unwrap().1.trim_end_matches(')');
+    let used = log_of(&s, run, "use").await;
+    assert!(used.contains(&format!("digest={digest}")), "{used}");
+    assert!(!build.contains(&env.registry_password), "{build}");
+    for kind in ["pods", "secrets"] {
+        let list: Value = common::kube_get(&fake, &format!("/api/v1/namespaces/{namespace}/{kind}")).await.unwrap();
+        assert_eq!(list["items"], json!([]), "{kind}: {list:#}");
+    }
+
+    // The same task on the host executor: no Docker Engine, no builder pod there.
+    s.create(&yaml.replace("name: kube-build\nexecutor: kubernetes\n", "name: host-build\nexecutor: host\n")).await;
+    let refused = s.post("/pipelines/host-build/runs", json!({"parameters": {}})).await.expect(422);
+    assert!(refused.text.contains("`image` tasks need the Docker Engine"), "{}", refused.text);
 }

@@ -11,8 +11,10 @@
 //! Its own test, `tests/layering.rs`, guards the workspace's layering: no crate
 //! depends on one listed below it in README.md's layout table.
 
+mod buildkit;
 mod pg;
 mod smtp;
+pub use buildkit::{BUILDKIT_STANDIN, buildkit_standin};
 pub use pg::{PgDatabase, postgres_or_fail_in_ci};
 pub use smtp::{SmtpServer, smtp_server_or_fail_in_ci};
 

@@ -46,8 +46,14 @@ pub(super) enum ImageError {
         if .registered.is_empty() { "none".to_owned() } else { .registered.join(", ") }
     )]
     UnknownWorkspace { workspace: String, registry: String, registered: Vec<String> },
-    #[error("`image` tasks need the Docker Engine, and none is configured here")]
+    #[error(
+        "`image` tasks build on the Docker Engine, or in a builder pod for pipelines on the kubernetes executor, and \
+         neither is configured here"
+    )]
     NoBuilder,
+    /// The pipeline's cluster (where a builder pod runs) does not resolve.
+    #[error(transparent)]
+    Cluster(#[from] super::variables::SpecError),
     #[error("cannot write the outputs: {0}")]
     WriteOutputs(#[source] io::Error),
     #[error(transparent)]
@@ -89,6 +95,7 @@ impl RunState {
         }
 
         let target = self.registry_target(registry, &workspace)?;
+        let cluster = self.build_cluster()?;
         let stage = self.record.lock().unwrap().stages[s].name.clone();
         Ok(BuildSpec {
             run: format!("{}#{}", self.pipeline().name, self.request.number),
@@ -111,6 +118,9 @@ impl RunState {
                 Some((label.to_owned(), without_userinfo(value)))
             })
             .collect(),
+            checkout: root,
+            owner_labels: self.request.labels.clone(),
+            cluster,
         })
     }
 
@@ -257,7 +267,11 @@ mod tests {
                 "workspace: `w` is not a workspace of registry `r` (registered: a, b); add it with `wharf registries \
                  add-workspace r w`",
             ),
-            (Box::new(ImageError::NoBuilder), "`image` tasks need the Docker Engine, and none is configured here"),
+            (
+                Box::new(ImageError::NoBuilder),
+                "`image` tasks build on the Docker Engine, or in a builder pod for pipelines on the kubernetes \
+                 executor, and neither is configured here",
+            ),
             (Box::new(ImageError::WriteOutputs(std::io::Error::other("full"))), "cannot write the outputs: full"),
         ];
         for (err, words) in cases {

@@ -172,6 +172,25 @@ impl RunState {
         })
     }
 
+    /// Whether the pipeline runs on the kubernetes executor: its `executor:`, or the
+    /// server's default executor it runs on.
+    fn on_kubernetes(&self) -> bool {
+        let pipeline = self.pipeline();
+        pipeline.executor == Some(wharf_core::model::ExecutorKind::Kubernetes)
+            || (pipeline.executor.is_none() && self.executor.name() == "kubernetes")
+    }
+
+    /// Where an `image` task's builder pod would run: the pipeline's cluster (with the
+    /// pipeline's pod settings over the cluster's defaults) when the pipeline runs on the
+    /// kubernetes executor; `None` elsewhere, so that naming a cluster for `deploy-yaml`
+    /// never moves a build off the Docker Engine.
+    pub(super) fn build_cluster(&self) -> Result<Option<wharf_executor::TaskCluster>, SpecError> {
+        if !self.on_kubernetes() {
+            return Ok(None);
+        }
+        self.task_cluster(&wharf_core::pod::PodSettings::default())
+    }
+
     /// The pipeline's `cluster:` (or the server's default cluster, on the kubernetes
     /// executor) with its login, namespace and pod settings (the task's `pod` over the
     /// pipeline's over the cluster's defaults); required on the kubernetes executor.
@@ -184,7 +203,7 @@ impl RunState {
         // The pipeline's `executor:`, or the server's default executor it runs on (an
         // executor bound to one namespace, as in tests and benchmarks, needs no cluster).
         let named = pipeline.executor == Some(wharf_core::model::ExecutorKind::Kubernetes);
-        let on_kubernetes = named || (pipeline.executor.is_none() && self.executor.name() == "kubernetes");
+        let on_kubernetes = self.on_kubernetes();
         let name = match (&pipeline.cluster, &clusters.default) {
             (Some(name), _) => name,
             (None, Some(default)) if on_kubernetes => default,
