@@ -13,7 +13,7 @@ pub const MAX_COMMENT_CHARS: usize = 2000;
 pub struct NotificationAttempt {
     /// `success`, `failure` or `waiting`.
     pub event: String,
-    /// `webhook` or `email`.
+    /// `webhook`, `email` or `channel`.
     pub channel: String,
     /// The URL without its query, or the addresses.
     pub target: String,
