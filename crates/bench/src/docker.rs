@@ -17,14 +17,12 @@
 //!    container per task with the workspace mounted, logs read back with timestamps,
 //!    the container removed, statuses and outputs recorded.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wharf_core::run::Cause;
 use wharf_core::status::Status;
 use wharf_docker::{DockerConfig, DockerExecutor};
-use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
+use wharf_engine::{Engine, EngineConfig, Observer, Part};
 use wharf_executor::{Executor, LogLine, LogSink, TaskSpec};
 
 /// The Docker executor against the docker CLI's floor (issue 4; needs dockerd).
@@ -168,25 +166,7 @@ fn engine_run(
     dir: &Path,
     number: u64,
 ) -> Duration {
-    let request = RunRequest {
-        pipeline,
-        number,
-        increment: number,
-        cause: Cause::Local { user: "bench".into() },
-        parameters: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        workspace: Workspace::Existing { src: dir.join("src"), run_dir: dir.join(format!("run{number}")) },
-        commit: None,
-        git_ref: None,
-        resume: None,
-        created_at: None,
-        labels: vec![],
-        registries: Default::default(),
-        clusters: Default::default(),
-        local_sources: true,
-        approvals: None,
-        signals: None,
-    };
+    let request = crate::local_request(pipeline, number, dir.join("src"), dir);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();
     let record = runtime.block_on(engine.run(request, Arc::new(Discard), stop_rx));

@@ -27,7 +27,6 @@
 //! Then, once: `--pods` tasks of one parallel stage on an engine with two slots (two pods
 //! at a time): pods per second. Every step has a deadline; the counts are capped at 200.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -36,9 +35,8 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
-use wharf_core::run::Cause;
 use wharf_core::status::Status;
-use wharf_engine::{Engine, EngineConfig, Observer, Part, RunRequest, Workspace};
+use wharf_engine::{Engine, EngineConfig, Observer, Part};
 use wharf_executor::{Executor, LogLine, LogSink, TaskSpec};
 use wharf_kube::{Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, ensure_namespace};
 
@@ -204,25 +202,7 @@ fn engine_run(
     dir: &Path,
     number: u64,
 ) -> Duration {
-    let request = RunRequest {
-        pipeline,
-        number,
-        increment: number,
-        cause: Cause::Local { user: "bench".into() },
-        parameters: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        workspace: Workspace::Existing { src: dir.join("src"), run_dir: dir.join(format!("run{number}")) },
-        commit: None,
-        git_ref: None,
-        resume: None,
-        created_at: None,
-        labels: vec![],
-        registries: Default::default(),
-        clusters: Default::default(),
-        local_sources: true,
-        approvals: None,
-        signals: None,
-    };
+    let request = crate::local_request(pipeline, number, dir.join("src"), dir);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();
     let record = runtime

@@ -48,6 +48,35 @@ mod server;
 mod ui;
 mod webhook;
 
+/// A local run of `pipeline` as number `number`: the checkout `src` as it is, the run's
+/// directory `run<number>` under `dir`, nothing from a server (the engine benchmarks').
+pub(crate) fn local_request(
+    pipeline: Arc<wharf_core::model::Pipeline>,
+    number: u64,
+    src: PathBuf,
+    dir: &std::path::Path,
+) -> RunRequest {
+    RunRequest {
+        pipeline,
+        number,
+        increment: number,
+        cause: Cause::Local { user: "bench".into() },
+        parameters: BTreeMap::new(),
+        secrets: BTreeMap::new(),
+        workspace: Workspace::Existing { src, run_dir: dir.join(format!("run{number}")) },
+        commit: None,
+        git_ref: None,
+        resume: None,
+        created_at: None,
+        labels: vec![],
+        registries: Default::default(),
+        clusters: Default::default(),
+        local_sources: true,
+        approvals: None,
+        signals: None,
+    }
+}
+
 /// Benchmarks of Wharf against a floor measured in the same run (docs/BENCHMARKS.md).
 /// Without a mode: engine overhead per task (issue 2).
 #[derive(clap::Parser, Debug)]
@@ -156,25 +185,7 @@ fn engine_run(
         Arc::new(HostExecutor::new(HostConfig { base_env: std::env::vars().collect(), ..HostConfig::default() }));
     let engine = Engine::new(EngineConfig::default(), executor);
     let observer = Arc::new(StartTimes::default());
-    let request = RunRequest {
-        pipeline,
-        number,
-        increment: number,
-        cause: Cause::Local { user: "bench".into() },
-        parameters: BTreeMap::new(),
-        secrets: BTreeMap::new(),
-        workspace: Workspace::Existing { src: dir.to_path_buf(), run_dir: dir.join(format!("run{number}")) },
-        commit: None,
-        git_ref: None,
-        resume: None,
-        created_at: None,
-        labels: vec![],
-        registries: Default::default(),
-        clusters: Default::default(),
-        local_sources: true,
-        approvals: None,
-        signals: None,
-    };
+    let request = crate::local_request(pipeline, number, dir.to_path_buf(), dir);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(None);
     let started = Instant::now();
     let record = runtime.block_on(engine.run(request, observer.clone(), stop_rx));
