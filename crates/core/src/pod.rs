@@ -110,6 +110,12 @@ impl PodSettings {
 /// with an optional suffix `m` (milli), `k M G T P E`, `Ki Mi Gi Ti Pi Ei` or an
 /// exponent (`1e3`), as Kubernetes reads it.
 pub fn quantity(text: &str) -> Result<f64, String> {
+    if text.len() > MAX_QUANTITY_CHARS {
+        return Err(format!(
+            "a quantity of {} characters is not one Kubernetes takes (at most {MAX_QUANTITY_CHARS}, e.g. `500m` or `512Mi`)",
+            text.len()
+        ));
+    }
     let bad =
         || format!("`{text}` is not a Kubernetes quantity (e.g. `500m` or `2` for cpu, `512Mi` or `1G` for memory)");
     let digits_end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
@@ -142,8 +148,17 @@ pub fn quantity(text: &str) -> Result<f64, String> {
         }
         _ => return Err(bad()),
     };
-    Ok(value * factor)
+    let value = value * factor;
+    // Kubernetes keeps a quantity's value in a 64-bit integer.
+    if !value.is_finite() || value > i64::MAX as f64 {
+        return Err(format!("`{text}` is larger than any quantity Kubernetes takes"));
+    }
+    Ok(value)
 }
+
+/// The longest quantity read: Kubernetes' own are a few characters; a longer text is a
+/// mistake, and is not copied whole into the message.
+const MAX_QUANTITY_CHARS: usize = 40;
 
 /// Why `key` cannot be a label key (an optional DNS prefix and `/`, then a name of at
 /// most 63 characters).
@@ -197,6 +212,16 @@ pub fn is_dns_subdomain(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quantities_too_long_or_too_large_are_refused_without_echoing_them() {
+        let long = "9".repeat(200_000);
+        let why = quantity(&long).unwrap_err();
+        assert!(why.contains("200000 characters") && why.len() < 200, "{why}");
+        assert!(quantity("99999999999999999999").unwrap_err().contains("larger than any quantity"));
+        assert!(quantity("9Ei").unwrap_err().contains("larger"));
+        assert_eq!(quantity("7Ei").map(|v| v > 8e18), Ok(true));
+    }
 
     #[test]
     fn quantities_read_as_kubernetes_reads_them() {

@@ -539,7 +539,8 @@ impl<'s> Decoder<'s> {
                         node.pos,
                         &path,
                         format!(
-                            "`{name}` is not a service account name: lowercase letters, digits, `-` and `.`,                              starting and ending with a letter or digit"
+                            "`{name}` is not a service account name: lowercase letters, digits, `-` and `.`, starting and \
+                             ending with a letter or digit"
                         ),
                     );
                 }
