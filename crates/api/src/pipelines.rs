@@ -36,6 +36,29 @@ pub struct PipelineListed {
     pub last_run: Option<RunSummary>,
 }
 
+/// What [`PipelineListed`] shows of a version, kept with the version when it is saved
+/// (as JSON, opaque to the store), so a page of the list reads 50 of these instead of
+/// parsing 50 pipelines.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VersionListing {
+    pub source: Option<wharf_core::model::Source>,
+}
+
+impl VersionListing {
+    pub fn of(model: &wharf_core::model::Pipeline) -> VersionListing {
+        VersionListing { source: model.source.clone() }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// `None` for a listing this build cannot read (the caller parses the version).
+    pub fn from_json(json: &str) -> Option<VersionListing> {
+        serde_json::from_str(json).ok()
+    }
+}
+
 /// `GET /pipelines/{key}`: the pipeline with its latest definition and its versions.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -545,13 +545,19 @@ pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
         .execute(&mut *tx)
         .await
         .unwrap();
-        sqlx::query("INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) VALUES (?, 1, ?, ?)")
-            .bind(p as i64 + 1)
-            .bind(trivial_pipeline(&name, "queue"))
-            .bind(created)
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        // With the listing the server saves with every version.
+        let source = trivial_pipeline(&name, "queue");
+        let model = wharf_pipeline::parse(&source).expect("the trivial pipeline parses");
+        sqlx::query(
+            "INSERT INTO pipeline_versions (pipeline_id, version, source, listing, created_at) VALUES (?, 1, ?, ?, ?)",
+        )
+        .bind(p as i64 + 1)
+        .bind(source)
+        .bind(wharf_api::pipelines::VersionListing::of(&model).to_json())
+        .bind(created)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     }
     // Up to 100 rows per statement; the statement text is the same for full chunks, so
     // sqlx prepares it once.

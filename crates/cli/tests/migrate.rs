@@ -141,8 +141,8 @@ async fn a_sqlite_store_moves_to_postgresql_whole_and_only_into_an_empty_databas
     assert_eq!(target.setting("instance").await.unwrap().as_deref(), Some("one"));
     let all = wharf_store::PipelineFilter::All;
     assert_eq!(
-        target.pipelines_with_sources(&all, 50, 0).await.unwrap(),
-        source.pipelines_with_sources(&all, 50, 0).await.unwrap(),
+        target.pipelines_listed(&all, 50, 0).await.unwrap(),
+        source.pipelines_listed(&all, 50, 0).await.unwrap(),
         "pipelines, their last runs and sources"
     );
     assert_eq!(target.versions(app).await.unwrap(), source.versions(app).await.unwrap());

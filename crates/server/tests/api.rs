@@ -389,6 +389,23 @@ async fn the_pipeline_list_paginates_and_shows_each_last_run() {
     }
     let shown = s.get("/pipelines/bravo").await.expect(200).json;
     assert_eq!(shown["last_run"]["status"], "succeeded");
+
+    // Each item's `source` is its latest version's: from the listing saved with a
+    // version, or parsed from the text of one saved before listings were kept.
+    let with_source = |name: &str, branch: &str| {
+        let top = format!("source:\n  repo: https://git.example.com/shop/{name}.git\n  branch: {branch}\n");
+        one_task(name, &top, "true")
+    };
+    s.create(&with_source("delta", "main")).await;
+    s.send_yaml(Method::PUT, "/pipelines/delta", &with_source("delta", "release")).await.expect(200);
+    let old = s.server.state.store.create_pipeline("admin", "echo", &with_source("echo", "old")).await.unwrap();
+    let listed = s.get("/pipelines").await.expect(200).json;
+    let item = |name: &str| listed["items"].as_array().unwrap().iter().find(|i| i["name"] == name).unwrap().clone();
+    assert_eq!(item("delta")["source"]["branch"], "release", "{listed:#}");
+    assert_eq!(item("delta")["source"]["repo"], "https://git.example.com/shop/delta.git");
+    assert_eq!(item("echo")["source"]["branch"], "old", "{listed:#}");
+    assert_eq!(item("echo")["id"], old.id);
+    assert!(item("alpha")["source"].is_null());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

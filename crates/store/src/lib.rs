@@ -82,6 +82,37 @@ pub struct Store {
     delivery_retention: deliveries::Retention,
 }
 
+/// A version as it is saved: its text, and what lists show of it (JSON the caller
+/// derives from the parsed text; the store keeps it opaque), so a page of a list does
+/// not parse every row's text again.
+#[derive(Clone, Copy, Debug)]
+pub struct NewVersion<'a> {
+    pub source: &'a str,
+    pub listing: Option<&'a str>,
+}
+
+impl<'a> From<&'a str> for NewVersion<'a> {
+    /// A version without a listing: lists parse its text.
+    fn from(source: &'a str) -> Self {
+        NewVersion { source, listing: None }
+    }
+}
+
+impl<'a> From<&'a String> for NewVersion<'a> {
+    fn from(source: &'a String) -> Self {
+        NewVersion { source, listing: None }
+    }
+}
+
+/// What a page of a list has of a pipeline's latest version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listed {
+    /// The listing saved with it.
+    Listing(String),
+    /// Its text, for a version saved without a listing.
+    Source(String),
+}
+
 /// A pipeline's row, with its latest version number.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PipelineRow {
@@ -293,17 +324,18 @@ impl Store {
         self.create_pipeline_by(project, name, source, "admin", None).await
     }
 
-    /// [`create_pipeline`](Self::create_pipeline), recording who created it, and
-    /// refusing with `Limit` when `limit` pipelines exist already (checked in the same
-    /// transaction, so concurrent creates cannot pass it).
+    /// [`create_pipeline`](Self::create_pipeline), recording who created it and the
+    /// version's listing, and refusing with `Limit` when `limit` pipelines exist already
+    /// (checked in the same transaction, so concurrent creates cannot pass it).
     pub async fn create_pipeline_by(
         &self,
         project: &str,
         name: &str,
-        source: &str,
+        version: impl Into<NewVersion<'_>>,
         created_by: &str,
         limit: Option<i64>,
     ) -> Result<PipelineRow> {
+        let version = version.into();
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -333,18 +365,22 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        db::query("INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) VALUES (?, 1, ?, ?)")
-            .bind(id)
-            .bind(source)
-            .bind(now)
-            .execute(&mut tx)
-            .await?;
+        db::query(
+            "INSERT INTO pipeline_versions (pipeline_id, version, source, listing, created_at) VALUES (?, 1, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(version.source)
+        .bind(version.listing)
+        .bind(now)
+        .execute(&mut tx)
+        .await?;
         tx.commit().await?;
         self.pipeline(id).await
     }
 
     /// Saves a new version; renaming to a name in use is a `Conflict`.
-    pub async fn add_version(&self, id: i64, name: &str, source: &str) -> Result<PipelineRow> {
+    pub async fn add_version(&self, id: i64, name: &str, version: impl Into<NewVersion<'_>>) -> Result<PipelineRow> {
+        let version = version.into();
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -363,10 +399,11 @@ impl Store {
             Err(e) => return Err(e.into()),
         }
         db::query(
-            "INSERT INTO pipeline_versions (pipeline_id, version, source, created_at) \
-             SELECT id, version, ?, ? FROM pipelines WHERE id = ?",
+            "INSERT INTO pipeline_versions (pipeline_id, version, source, listing, created_at) \
+             SELECT id, version, ?, ?, ? FROM pipelines WHERE id = ?",
         )
-        .bind(source)
+        .bind(version.source)
+        .bind(version.listing)
         .bind(now)
         .bind(id)
         .execute(&mut tx)
@@ -423,15 +460,16 @@ impl Store {
         Ok((rows.into_iter().map(|(p, last, _)| (p, last)).collect(), total))
     }
 
-    /// [`Store::pipelines_filtered`] with the source of each pipeline's latest version
-    /// (`None` if it is missing), in one query with the count: a page of a list costs
-    /// one round trip to the database, not one per row.
-    pub async fn pipelines_with_sources(
+    /// [`Store::pipelines_filtered`] with what lists show of each pipeline's latest
+    /// version (its listing, or its text where none was saved; `None` if it is
+    /// missing), in one query with the count: a page of a list costs one round trip to
+    /// the database, not one per row.
+    pub async fn pipelines_listed(
         &self,
         filter: &PipelineFilter,
         limit: i64,
         offset: i64,
-    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<Listed>)>, i64)> {
         self.pipeline_page(filter, limit, offset, true).await
     }
 
@@ -440,57 +478,57 @@ impl Store {
         filter: &PipelineFilter,
         limit: i64,
         offset: i64,
-        sources: bool,
-    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<String>)>, i64)> {
-        // `?1` is the kind of filter, `?2` the JSON list of projects, `?3` the creator.
-        let (kind, projects, creator) = match filter {
-            PipelineFilter::All => ("all", "[]".to_owned(), ""),
-            PipelineFilter::Projects(list) => ("projects", serde_json::json!(list).to_string(), ""),
-            PipelineFilter::CreatedBy(user) => ("creator", "[]".to_owned(), user.as_str()),
-        };
+        listed: bool,
+    ) -> Result<(Vec<(PipelineRow, Option<RunSummary>, Option<Listed>)>, i64)> {
+        // `?1` is the JSON list of projects or the creator; an admin's page has no filter.
         let each_project = if self.pool.is_postgres() {
-            "SELECT jsonb_array_elements_text(?2::jsonb)"
+            "SELECT jsonb_array_elements_text(?1::jsonb)"
         } else {
-            "SELECT value FROM json_each(?2)"
+            "SELECT value FROM json_each(?1)"
         };
-        let matches = format!(
-            "(?1 = 'all' OR (?1 = 'projects' AND project IN ({each_project})) OR (?1 = 'creator' AND created_by = ?3))"
-        );
-        // An admin's total is counted on the smallest index, not row by row through the filter.
-        let count = match filter {
-            PipelineFilter::All => "(SELECT COUNT(*) FROM pipelines)".to_owned(),
-            _ => format!("(SELECT COUNT(*) FROM pipelines WHERE {matches})"),
+        let (filter_arg, matches) = match filter {
+            PipelineFilter::All => (None, String::new()),
+            PipelineFilter::Projects(list) => {
+                (Some(serde_json::json!(list).to_string()), format!("WHERE project IN ({each_project})"))
+            }
+            PipelineFilter::CreatedBy(user) => (Some(user.clone()), "WHERE created_by = ?1".to_owned()),
         };
-        let (source, join) = if sources {
-            ("v.source", "LEFT JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version")
+        let count = format!("(SELECT COUNT(*) FROM pipelines {matches})");
+        let (columns, join) = if listed {
+            (
+                "v.listing, CASE WHEN v.listing IS NULL THEN v.source END",
+                "LEFT JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version",
+            )
         } else {
-            ("NULL", "")
+            ("NULL, NULL", "")
         };
-        // The count rides along on every row; an empty page (past the end) counts apart.
-        let rows = db::query(sqlx::AssertSqlSafe(format!(
+        // The page is chosen on the `(project, name)` index alone (ids only), so an
+        // `OFFSET` deep into the list skips index entries, not whole rows; the count
+        // rides along on every row, and an empty page (past the end) counts apart.
+        let (limit_at, offset_at) = if filter_arg.is_some() { ("?2", "?3") } else { ("?1", "?2") };
+        let query = db::query(sqlx::AssertSqlSafe(format!(
             "SELECT p.id, p.project, p.name, p.active, p.version, p.created_at, p.updated_at, p.created_by, \
                     r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, r.created_at, r.updated_at, \
-                    r.increment, {source}, {count} \
-             FROM (SELECT * FROM pipelines WHERE {matches} ORDER BY project, name LIMIT ?4 OFFSET ?5) p \
+                    r.increment, {columns}, {count} \
+             FROM (SELECT id FROM pipelines {matches} ORDER BY project, name LIMIT {limit_at} OFFSET {offset_at}) page \
+             JOIN pipelines p ON p.id = page.id \
              LEFT JOIN runs r ON r.pipeline_id = p.id AND r.number = p.last_number \
              {join} \
              ORDER BY p.project, p.name"
-        )))
-        .bind(kind)
-        .bind(&projects)
-        .bind(creator)
-        .bind(limit)
-        .bind(offset)
-        .fetch_all(&self.pool)
-        .await?;
+        )));
+        let query = match &filter_arg {
+            Some(arg) => query.bind(arg.as_str()),
+            None => query,
+        };
+        let rows = query.bind(limit).bind(offset).fetch_all(&self.pool).await?;
         let total: i64 = match rows.first() {
-            Some(row) => row.get(19),
+            Some(row) => row.get(20),
             None => {
                 let query = db::query(sqlx::AssertSqlSafe(format!("SELECT {count}")));
                 // PostgreSQL refuses values for placeholders the statement does not have.
-                let query = match filter {
-                    PipelineFilter::All => query,
-                    _ => query.bind(kind).bind(&projects).bind(creator),
+                let query = match &filter_arg {
+                    Some(arg) => query.bind(arg.as_str()),
+                    None => query,
                 };
                 query.fetch_one(&self.pool).await?.get(0)
             }
@@ -501,7 +539,12 @@ impl Store {
                 Some(_) => Some(summary_at(row, 8)?),
                 None => None,
             };
-            out.push((pipeline_row(row), last, row.get::<Option<String>>(18)));
+            let version = match (row.get::<Option<String>>(18), row.get::<Option<String>>(19)) {
+                (Some(listing), _) => Some(Listed::Listing(listing)),
+                (None, Some(source)) => Some(Listed::Source(source)),
+                (None, None) => None,
+            };
+            out.push((pipeline_row(row), last, version));
         }
         Ok((out, total))
     }

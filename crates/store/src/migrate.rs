@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0015_signals.sql"),
         include_str!("../migrations/postgres/0015_signals.sql"),
     ),
+    (
+        19,
+        include_str!("../migrations/sqlite/0019_version_listing.sql"),
+        include_str!("../migrations/postgres/0019_version_listing.sql"),
+    ),
 ];
 
 pub async fn run(pool: &Pool) -> Result<()> {

@@ -42,16 +42,35 @@ async fn pipelines_have_versions_and_unique_names(store: Store) {
     let (page, total) = store.pipelines(1, 0).await.unwrap();
     assert_eq!((page.len(), total), (1, 2));
 
-    // A list page carries each pipeline's latest source, and its total even past the end.
-    let all = wharf_store::PipelineFilter::All;
-    let (page, total) = store.pipelines_with_sources(&all, 10, 0).await.unwrap();
-    let sources: Vec<_> = page.iter().map(|(p, _, s)| (p.id, s.as_deref())).collect();
+    // A list page carries each pipeline's latest version: its text when it was saved
+    // without a listing, else the listing alone; and its total even past the end.
+    use wharf_store::{Listed, NewVersion, PipelineFilter};
+    let all = PipelineFilter::All;
+    let (page, total) = store.pipelines_listed(&all, 10, 0).await.unwrap();
+    let versions: Vec<_> = page.iter().map(|(p, _, v)| (p.id, v.clone())).collect();
     assert_eq!(total, 2);
-    assert!(sources.contains(&(p.id, Some("name: app\n# v2\n"))), "{sources:?}");
-    let (page, total) = store.pipelines_with_sources(&all, 10, 10).await.unwrap();
+    assert!(versions.contains(&(p.id, Some(Listed::Source("name: app\n# v2\n".into())))), "{versions:?}");
+    let listed = NewVersion { source: "name: app\n# v3\n", listing: Some(r#"{"source":null}"#) };
+    store.add_version(p.id, "app", listed).await.unwrap();
+    let (page, _) = store.pipelines_listed(&all, 10, 0).await.unwrap();
+    let mine = page.iter().find(|(row, _, _)| row.id == p.id).unwrap();
+    assert_eq!((mine.0.version, &mine.2), (3, &Some(Listed::Listing(r#"{"source":null}"#.into()))));
+    let (page, total) = store.pipelines_listed(&all, 10, 10).await.unwrap();
     assert_eq!((page.len(), total), (0, 2));
-    let mine = wharf_store::PipelineFilter::CreatedBy("nobody".into());
-    assert_eq!(store.pipelines_with_sources(&mine, 10, 0).await.unwrap().1, 0);
+
+    // The filters: by project and by creator, each with its own total.
+    let ann = store.create_pipeline_by("third", "job", "name: job\n", "ann", None).await.unwrap();
+    let projects = PipelineFilter::Projects(vec!["third".into(), "other".into()]);
+    let (page, total) = store.pipelines_listed(&projects, 1, 0).await.unwrap();
+    assert_eq!((page.iter().map(|(p, _, _)| p.project.as_str()).collect::<Vec<_>>(), total), (vec!["other"], 2));
+    let (page, total) = store.pipelines_listed(&projects, 1, 1).await.unwrap();
+    assert_eq!((page.iter().map(|(p, _, _)| p.id).collect::<Vec<_>>(), total), (vec![ann.id], 2));
+    let by_ann = PipelineFilter::CreatedBy("ann".into());
+    let (page, total) = store.pipelines_listed(&by_ann, 10, 0).await.unwrap();
+    assert_eq!((page.iter().map(|(p, _, _)| p.id).collect::<Vec<_>>(), total), (vec![ann.id], 1));
+    let nobody = PipelineFilter::CreatedBy("nobody".into());
+    assert_eq!(store.pipelines_listed(&nobody, 10, 0).await.unwrap().1, 0);
+    assert_eq!(store.pipelines_listed(&all, 10, 0).await.unwrap().1, 3);
 }
 
 async fn run_numbers_and_increments_are_allocated_once_even_concurrently(store: Store) {

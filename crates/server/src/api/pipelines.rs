@@ -17,9 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use wharf_api::pipelines::{
     CopyPipeline, PipelineListed, PipelineShown, Saved, ScratchPipeline, ValidateRequest, Validated, Version,
+    VersionListing,
 };
+use wharf_core::model::Pipeline;
 use wharf_core::run::Cause;
-use wharf_store::{PipelineFilter, PipelineRow, StoreError};
+use wharf_store::{Listed, NewVersion, PipelineFilter, PipelineRow, StoreError};
 
 pub const DEFAULT_PROJECT: &str = "admin";
 
@@ -41,11 +43,13 @@ async fn create_row(
     state: &AppState,
     caller: &Caller,
     project: &str,
-    name: &str,
-    source: &str,
+    model: &Pipeline,
+    text: &str,
 ) -> ApiResult<PipelineRow> {
     let limit = i64::try_from(state.quota.max_pipelines).unwrap_or(i64::MAX);
-    match state.store.create_pipeline_by(project, name, source, &caller.name, Some(limit)).await {
+    let listing = VersionListing::of(model).to_json();
+    let version = NewVersion { source: text, listing: Some(&listing) };
+    match state.store.create_pipeline_by(project, model.name.as_str(), version, &caller.name, Some(limit)).await {
         Ok(row) => Ok(row),
         Err(StoreError::Limit(_)) => Err(AppError::Quota(state.quota.exceeded())),
         Err(e) => Err(e.into()),
@@ -185,7 +189,7 @@ pub async fn create(
     check_binding(&state, &caller, &pipeline).await?;
     super::signals::check_loops(&state, &pipeline, &project).await?;
     check_run(&state, &pipeline, &project, true, run).await?;
-    let row = create_row(&state, &caller, &project, pipeline.name.as_str(), text).await?;
+    let row = create_row(&state, &caller, &project, &pipeline, text).await?;
     state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
@@ -240,7 +244,8 @@ pub async fn create_from_scratch(State(state): AppStateRef, caller: Caller, body
     let project = request.project.unwrap_or_else(|| DEFAULT_PROJECT.to_owned());
     authz::check(&caller, Action::CreatePipeline, &Object::Project(&project))?;
     let yaml = starter_yaml(&request.name, request.auto_deploy.then_some(caller.name.as_str()))?;
-    let row = create_row(&state, &caller, &project, &request.name, &yaml).await?;
+    let model = wharf_pipeline::parse(&yaml).map_err(AppError::pipeline)?;
+    let row = create_row(&state, &caller, &project, &model, &yaml).await?;
     state.runs.timers().changed(row.id).await;
     Ok(created(save_and_maybe_run(&state, &caller, row, false).await?))
 }
@@ -258,14 +263,24 @@ pub async fn list(
         Role::Manager => PipelineFilter::Projects(caller.projects.iter().cloned().collect()),
         Role::User => PipelineFilter::CreatedBy(caller.name.clone()),
     };
-    // The page, its count and its versions' sources in one query (not one per row);
-    // each version is parsed unless the dispatcher has it cached. A version that no
-    // longer parses shows no source rather than failing the list.
-    let (rows, total) = state.store.pipelines_with_sources(&filter, page.limit, page.offset()).await?;
+    // The page, its count and its versions' listings in one query (not one per row).
+    // A version saved before listings were kept is parsed, unless the dispatcher has it
+    // cached; one that no longer parses shows no source rather than failing the list.
+    let (rows, total) = state.store.pipelines_listed(&filter, page.limit, page.offset()).await?;
     let mut items = Vec::with_capacity(rows.len());
-    for (pipeline, last_run, text) in rows {
-        let parsed = text.and_then(|text| state.runs.parsed_version(pipeline.id, pipeline.version, &text));
-        let source = parsed.and_then(|p| p.source.clone());
+    for (pipeline, last_run, version) in rows {
+        let source = match version {
+            Some(Listed::Listing(json)) => match VersionListing::from_json(&json) {
+                Some(listing) => listing.source,
+                None => state.store.version(pipeline.id, pipeline.version).await.ok().and_then(|v| {
+                    state.runs.parsed_version(pipeline.id, pipeline.version, &v.source).and_then(|p| p.source.clone())
+                }),
+            },
+            Some(Listed::Source(text)) => {
+                state.runs.parsed_version(pipeline.id, pipeline.version, &text).and_then(|p| p.source.clone())
+            }
+            None => None,
+        };
         let last_run = last_run.map(rows::run_summary);
         items.push(PipelineListed { pipeline: rows::pipeline(pipeline), source, last_run });
     }
@@ -326,7 +341,9 @@ pub async fn update(
             format!("the pipeline is in project `{}`; copy it to create one in `{project}`", row.project),
         ));
     }
-    let row = state.store.add_version(row.id, pipeline.name.as_str(), text).await?;
+    let listing = VersionListing::of(&pipeline).to_json();
+    let version = NewVersion { source: text, listing: Some(&listing) };
+    let row = state.store.add_version(row.id, pipeline.name.as_str(), version).await?;
     state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();
     let mut saved = save_and_maybe_run(&state, &caller, row, run).await?;
@@ -371,8 +388,8 @@ pub async fn copy(
         return Err(AppError::invalid("the copy needs a name", "name", "give the new pipeline's name"));
     }
     let source = state.store.version(row.id, row.version).await?.source;
-    let (text, _) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
-    let copy = create_row(&state, &caller, &row.project, &request.name, &text).await?;
+    let (text, model) = wharf_pipeline::rename(&source, &request.name).map_err(AppError::pipeline)?;
+    let copy = create_row(&state, &caller, &row.project, &model, &text).await?;
     // A copy takes the stages, tasks and timeout (seed 002) and starts inactive: its
     // triggers (timers, webhooks) stay in its YAML but fire nothing until someone
     // activates it, so a copy never starts running by itself.
