@@ -67,8 +67,9 @@ pub async fn checkout(
     let mut git = Git::new(log, stop);
     let dest = req.dest.as_path();
     clone(&mut git, req, &repo).await?;
-    // One `git log` tells the commit, its author and subject, or that there is none
-    // (every process counts: a checkout is most of the time from an event to a task).
+    // The commit, its author and subject, or that there is none, read from the clone's
+    // files (every process counts: a checkout is most of the time from an event to a
+    // task), or from one `git log` where that read cannot tell.
     let mut head = head_of(&mut git, dest).await?.ok_or_else(|| CheckoutError::EmptyRepo { repo: repo.clone() })?;
     if let Some(commit) = commit
         && !head.0.starts_with(&commit)
@@ -191,8 +192,13 @@ async fn current_branch(git: &mut Git<'_>, dest: &Path) -> Result<Option<String>
 }
 
 /// `(commit, "author <email>", subject)` of HEAD; `None` when HEAD names no commit
-/// (an empty repository).
+/// (an empty repository). Read from the clone's files where that is plain
+/// ([`crate::head`]), else from `git log`.
 async fn head_of(git: &mut Git<'_>, dest: &Path) -> Result<Option<(String, String, String)>, CheckoutError> {
+    let work_tree = dest.to_path_buf();
+    if let Ok(Some(head)) = tokio::task::spawn_blocking(move || crate::head::read(&work_tree)).await {
+        return Ok(Some(head));
+    }
     let output = git.run_in(dest, &["log", "-1", "--format=%H%n%an <%ae>%n%s", "HEAD", "--"], false).await?;
     if !output.status.success() {
         return Ok(None);

@@ -13,6 +13,7 @@
 mod checkout;
 mod error;
 mod git;
+mod head;
 /// The GitHub, GitLab and Gitee REST APIs a repository binding uses: OAuth, repositories, branches, webhooks.
 pub mod provider;
 mod validate;
