@@ -111,8 +111,12 @@ async fn ensure_empty(dest: &Path) -> Result<(), CheckoutError> {
 /// One round trip: the clone itself tells a missing branch ("Remote branch X not found
 /// in upstream origin") from an unreachable repository.
 async fn clone(git: &mut Git<'_>, req: &CheckoutRequest, repo: &str) -> Result<(), CheckoutError> {
+    // `--template=`: no template directory, so nothing of the server's git set-up (the
+    // sample hooks, or hooks an administrator put there) is copied into a workspace.
     let mut args: Vec<OsString> =
-        ["-c", "advice.detachedHead=false", "clone", "--progress", "--depth", "1", "--single-branch"].map(arg).into();
+        ["-c", "advice.detachedHead=false", "clone", "--template=", "--progress", "--depth", "1", "--single-branch"]
+            .map(arg)
+            .into();
     if let Some(branch) = &req.branch {
         args.extend([arg("--branch"), arg(branch)]);
     }

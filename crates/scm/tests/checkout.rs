@@ -96,10 +96,14 @@ async fn clones_the_default_branch_at_depth_one() {
     assert_eq!(out.author, "t <t@example.com>");
     assert_eq!(std::fs::read_to_string(dest.path().join("f")).unwrap(), "c3\n\nbody line");
     assert_eq!(git(dest.path(), &["rev-list", "--count", "HEAD"]), "1");
-    let clone_line =
-        format!("$ git -c advice.detachedHead=false clone --progress --depth 1 --single-branch -- {}", fx.url());
+    let clone_line = format!(
+        "$ git -c advice.detachedHead=false clone --template= --progress --depth 1 --single-branch -- {}",
+        fx.url()
+    );
     assert!(log.iter().any(|l| l.starts_with(&clone_line)), "{log:#?}");
     assert!(log.iter().all(|l| !l.is_empty() && !l.contains('\r')), "{log:#?}");
+    // No template: nothing of the machine's git set-up lands in the workspace.
+    assert!(!dest.path().join(".git/hooks").exists(), "{:?}", std::fs::read_dir(dest.path().join(".git/hooks")));
 }
 
 #[tokio::test]
