@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0015_signals.sql"),
         include_str!("../migrations/postgres/0015_signals.sql"),
     ),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_shared_state.sql"),
+        include_str!("../migrations/postgres/0017_shared_state.sql"),
+    ),
 ];
 
 pub async fn run(pool: &Pool) -> Result<()> {
