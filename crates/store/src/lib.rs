@@ -27,6 +27,7 @@ pub mod clusters;
 pub mod copy;
 pub mod db;
 pub mod deliveries;
+pub mod events;
 pub mod gates;
 pub mod idempotency;
 pub mod logs;
@@ -86,6 +87,8 @@ pub struct Store {
     secret_box: std::sync::Arc<secretbox::SecretBox>,
     /// How many webhook deliveries [`Store::insert_delivery`] keeps.
     delivery_retention: deliveries::Retention,
+    /// Notices to and from the other processes on this database ([`events`]).
+    events: std::sync::Arc<events::Events>,
 }
 
 /// A pipeline's row, with its latest version number.
@@ -164,7 +167,13 @@ impl Store {
         let pool = if is_postgres_url(url) { open_postgres(url).await? } else { open_sqlite(url).await? };
         migrate::run(&pool).await?;
         let secret_box = std::sync::Arc::new(secretbox::SecretBox::ephemeral());
-        Ok(Store { pool, writer: Default::default(), secret_box, delivery_retention: Default::default() })
+        Ok(Store {
+            pool,
+            writer: Default::default(),
+            secret_box,
+            delivery_retention: Default::default(),
+            events: Default::default(),
+        })
     }
 }
 

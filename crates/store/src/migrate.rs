@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0016_run_claims.sql"),
         include_str!("../migrations/postgres/0016_run_claims.sql"),
     ),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_shared_state.sql"),
+        include_str!("../migrations/postgres/0017_shared_state.sql"),
+    ),
 ];
 
 /// The PostgreSQL advisory lock held while migrating, so replicas started at once
