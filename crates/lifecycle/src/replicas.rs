@@ -179,8 +179,14 @@ impl Lifecycle {
             Ok(rows) => rows,
             Err(e) => return tracing::error!(error = %e, "cannot read the queued runs"),
         };
+        // Pipelines whose `queue` policy said "not now" in this pass: their later runs
+        // wait too, without a claim attempt each.
+        let mut waiting: Vec<i64> = Vec::new();
         for row in queued {
             let entry = Queued::from_row(&row);
+            if waiting.contains(&entry.pipeline_id) {
+                continue;
+            }
             let model = self.pipeline_version(entry.pipeline_id, entry.version).await;
             let policy = model.as_ref().map_or(wharf_core::model::Concurrency::Allow, |m| m.concurrency);
             let claimed = match self.store().claim_queued(entry.run_id, entry.pipeline_id, policy, &owner, lease).await
@@ -192,7 +198,8 @@ impl Lifecycle {
                 }
             };
             match claimed {
-                Claimed::Wait | Claimed::Gone => {}
+                Claimed::Wait => waiting.push(entry.pipeline_id),
+                Claimed::Gone => {}
                 Claimed::Superseded { fence } => {
                     let why = "superseded by a newer run before it started";
                     self.end_unstarted(&row, Hold::new(fence), Status::Stopped, why).await;
