@@ -151,18 +151,43 @@ impl Lifecycle {
         self.0.wake.notify_one();
     }
 
-    /// Wakes the scheduler on every work notice from any replica.
+    /// Tells the replica that runs `run_id` (whichever it is) that a decision or signal
+    /// for it was stored: its waiting tasks and stages read the store again. Nothing on
+    /// SQLite, where the bell rung in this process is all there is.
+    pub(crate) async fn announce_run(&self, run_id: i64) {
+        if self.0.claims.is_some()
+            && let Err(e) = self.store().publish(&Event::Work { run: Some(run_id) }).await
+        {
+            tracing::warn!(run = run_id, error = %e, "cannot tell the other replicas about a decision or signal");
+        }
+    }
+
+    /// Wakes the scheduler on every work notice from any replica, and the waits of a
+    /// run of this replica that a notice names.
     pub(crate) async fn spawn_work_listener(&self) {
         let mut events = self.store().subscribe().await;
-        let wake = self.0.wake.clone();
         let weak = self.downgrade();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                if matches!(event, Event::Work { .. } | Event::Missed) {
-                    wake.notify_one();
+                let Some(inner) = weak.upgrade() else { return };
+                match event {
+                    Event::Work { run } => {
+                        if let Some(run) = run {
+                            inner.approvals.ring_run(run);
+                            inner.signals.ring_run(run);
+                        }
+                        inner.wake.notify_one();
+                    }
+                    Event::Missed => {
+                        inner.wake.notify_one();
+                        // A decision's notice may be among those lost: every wait looks.
+                        let runs: Vec<i64> = inner.active.lock().unwrap().keys().copied().collect();
+                        for run in runs {
+                            inner.approvals.ring_run(run);
+                            inner.signals.ring_run(run);
+                        }
+                    }
+                    _ => {}
                 }
             }
         });
