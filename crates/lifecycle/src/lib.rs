@@ -168,6 +168,7 @@ impl Lifecycle {
     /// Settles what a previous server process left (see `recover`), then starts the
     /// scheduler and the retention sweep. Called once, before [`Self::start_timers`].
     pub async fn start(&self) -> Result<(), wharf_store::StoreError> {
+        live::spawn_feed(&self.0.shared);
         self.recover().await?;
         self.spawn_scheduler();
         self.spawn_retention_sweep();

@@ -1,7 +1,8 @@
 //! The engine's observer for one run on the server: log lines go to their files at
-//! once (one write each) and wake live readers; record changes are coalesced into at
-//! most one store write per [`SAVE_EVERY`], so what one change costs does not grow
-//! with the run (a change copies only the part that changed; the whole record is
+//! once (one write each) and wake live readers, or (logs in the database) into the next
+//! batch, which is stored before any record written after them; record changes are
+//! coalesced into at most one store write per [`SAVE_EVERY`], so what one change costs
+//! does not grow with the run (a change copies only the part that changed; the whole record is
 //! written once per period, however many tasks changed in it).
 //!
 //! Durability: the final record is written by [`Persist::finish`] after every earlier
@@ -161,6 +162,11 @@ impl Persist {
             move |record: RunRecord| {
                 let shared = shared.clone();
                 async move {
+                    // Lines before the changes: a reader who sees a task ended finds
+                    // all it printed (logs in the database are written in batches).
+                    if let Err(e) = shared.logs.flush().await {
+                        tracing::error!(run = run_id, error = %e, "cannot write log lines");
+                    }
                     match shared.store.save_record(run_id, &record).await {
                         Ok(bytes) => shared.metrics.record_written(bytes),
                         Err(e) => tracing::error!(run = run_id, error = %e, "cannot save the run record"),
@@ -174,6 +180,9 @@ impl Persist {
     /// Writes the final record after every earlier one, and closes the logs.
     pub(crate) async fn finish(&self, record: &RunRecord) {
         self.records.close().await;
+        if let Err(e) = self.shared.logs.flush().await {
+            tracing::error!(run = self.run_id, error = %e, "cannot write the last log lines");
+        }
         match self.shared.store.save_record(self.run_id, record).await {
             Ok(bytes) => self.shared.metrics.record_written(bytes),
             Err(e) => tracing::error!(run = self.run_id, error = %e, "cannot save the final run record"),
@@ -273,7 +282,10 @@ impl Observer for Persist {
             tracing::error!(run = self.run_id, error = %e, "cannot write a log line");
             return;
         }
-        self.shared.live.grew(self.run_id, key, writer.size());
+        // Logs in the database wake readers when the lines are stored (`live::spawn_feed`).
+        if !self.shared.logs.is_database() {
+            self.shared.live.grew(self.run_id, key, writer.size());
+        }
     }
 }
 
