@@ -502,6 +502,10 @@ impl Server {
         self.state.runs.shutdown();
         self.task.abort();
         let _ = self.task.await;
+        // Log lines still waiting for the database (PostgreSQL) are written now.
+        if let Err(e) = self.state.logs.flush().await {
+            tracing::warn!(error = %e, "cannot write the last log lines");
+        }
     }
 
     /// Serves until the process ends.
