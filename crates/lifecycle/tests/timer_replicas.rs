@@ -77,9 +77,12 @@ async fn two_timer_loops_on_one_database_fire_a_due_time_once() {
     }
     // Give the slower loop its chance to (wrongly) fire too.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    // (A minute boundary passing meanwhile is a later due time of its own: fine.)
     let dues = timer_runs(a.store(), &pipeline).await;
-    assert_eq!(dues.len(), 11, "{dues:?}");
-    assert_eq!(dues[10], due);
+    assert_eq!(dues[10], due, "{dues:?}");
+    let mut unique = dues.clone();
+    unique.dedup();
+    assert_eq!(unique, dues, "a due time ran twice");
     a.shutdown();
     b.shutdown();
 }
