@@ -69,6 +69,8 @@ pub struct TaskCluster {
     /// How long its pod may stay `Pending` before the attempt fails with the scheduler's
     /// reason; `None`: the executor's default.
     pub pending_limit: Option<std::time::Duration>,
+    /// How the run's workspace reaches the pod: the cluster's setting.
+    pub workspace: wharf_core::pod::WorkspaceSettings,
 }
 
 /// Which stream a log line came from.

@@ -434,6 +434,7 @@ fn on_cluster(f: &Fixture, mut spec: TaskSpec, pod: PodSettings, pending_limit: 
         namespace: f.namespace.clone(),
         pod,
         pending_limit,
+        workspace: Default::default(),
     });
     spec
 }

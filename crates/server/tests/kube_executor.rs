@@ -166,3 +166,42 @@ async fn without_a_docker_engine_image_tasks_build_in_a_builder_pod() {
     let refused = s.post("/pipelines/host-build/runs", json!({"parameters": {}})).await.expect(422);
     assert!(refused.text.contains("`image` tasks need the Docker Engine"), "{}", refused.text);
 }
+
+/// The cluster's stored settings reach its task pods: a default node selector no node
+/// matches keeps the pod `Pending` until the cluster's pending limit ends the attempt, and
+/// once the selector is cleared (`PATCH`) the same pipeline runs (the default requests
+/// fit the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_settings_are_the_task_pods_defaults() {
+    let Some(_env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start().await;
+    let settings = json!({"node_selector": {"pool": "nowhere"}, "pending_limit": "2s",
+        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}});
+    let cluster = s
+        .post("/clusters", json!({"name": "prod", "kubeconfig": fake.kubeconfig(), "settings": settings}))
+        .await
+        .expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let yaml = format!(
+        "name: defaults\nexecutor: kubernetes\ncluster: prod\ndefault_image: {}\nstages:\n  - name: Build\n    tasks:\n      \
+         - {{name: build, type: script, script: 'echo ran'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("defaults", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let log = log_of(&s, run, "build").await;
+    let record = done.to_string();
+    assert!(record.contains("stayed pending for 2s"), "the cluster's pending limit: {done:#}");
+    assert!(log.contains("node(s) didn't match Pod's node affinity/selector"), "the cluster's selector: {log}");
+
+    s.call(reqwest::Method::PATCH, "/clusters/prod", Some(json!({"node_selector": null}))).await.expect(200);
+    let run = id_of(&s.start_run("defaults", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(log_of(&s, run, "build").await.contains("out ran"));
+    let list: Value = common::kube_get(&fake, &format!("/api/v1/namespaces/{namespace}/pods")).await.unwrap();
+    assert_eq!(list["items"], json!([]), "{list:#}");
+}

@@ -63,6 +63,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0015_signals.sql"),
         include_str!("../migrations/postgres/0015_signals.sql"),
     ),
+    (
+        18,
+        include_str!("../migrations/sqlite/0018_cluster_settings.sql"),
+        include_str!("../migrations/postgres/0018_cluster_settings.sql"),
+    ),
 ];
 
 pub async fn run(pool: &Pool) -> Result<()> {
