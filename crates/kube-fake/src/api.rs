@@ -260,6 +260,12 @@ impl Shared {
         self.get(r, ns, name).map(|s| crate::kubelet::decode_secret(&s))
     }
 
+    /// The Secret's keys and their bytes (for secret volumes, which may hold binary data).
+    pub fn secret_bytes(&self, ns: &str, name: &str) -> Option<std::collections::HashMap<String, Vec<u8>>> {
+        let r = resources::find("", "v1", "secrets").expect("secrets are listed");
+        self.get(r, ns, name).map(|s| crate::kubelet::decode_secret_bytes(&s))
+    }
+
     /// Records an Event about `pod`, as a scheduler or kubelet does.
     pub fn event(
         &self,
@@ -1039,7 +1045,20 @@ impl Write<'_> {
         {
             return old.clone();
         }
+        let mut obj = obj;
+        if self.r().kind == "PersistentVolumeClaim" && kind == "ADDED" {
+            // Bound at once, as by a local-path provisioner with `Immediate` binding: the
+            // volume is a directory of this machine (see `kubelet::claim_dir`).
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            obj["spec"]["volumeName"] = json!(format!("pvc-{uid}"));
+            let size = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
+            obj["status"] = json!({"phase": "Bound", "accessModes": obj["spec"]["accessModes"].clone(),
+                "capacity": {"storage": size}});
+        }
         let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
+        if self.r().kind == "PersistentVolumeClaim" && kind == "DELETED" {
+            crate::kubelet::release_claim(&self.t.namespace, name);
+        }
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
         }
