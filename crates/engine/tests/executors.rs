@@ -15,10 +15,11 @@
 //!   (optionally `WHARF_TEST_KUBECONTEXT`, `WHARF_TEST_OUTBOUND_ALLOW` for a cluster on a
 //!   private network, `WHARF_TEST_IMAGE` for the image, default `busybox:1.37`). Skipped
 //!   with the reason otherwise, also under `CI=true`: no cluster exists on the CI machines.
-//!   The workspace reaches pods as `hostPath` volumes (the only workspace the executor has),
-//!   so the cluster's node must see this machine's temporary directory at the same path: a
-//!   one-node cluster on this machine (k3s, `minikube --driver=none`), or kind with an
-//!   `extraMounts` entry for `$TMPDIR`.
+//!   The workspace reaches pods as `hostPath` volumes, so the cluster's node must see this
+//!   machine's temporary directory at the same path (a one-node cluster on this machine,
+//!   k3s or `minikube --driver=none`, or kind with an `extraMounts` entry for `$TMPDIR`);
+//!   with `WHARF_TEST_WORKSPACE=claim` it is a volume claim per run instead (any cluster;
+//!   `WHARF_TEST_STORAGE_CLASS` names the class, default the cluster's).
 //!
 //! The executors get the image as their default (a server's `--default-image`), so the YAML
 //! names none and the host executor has no image to ignore. Container executors cannot tell
@@ -138,7 +139,14 @@ async fn target(on: On, slug: &str) -> Option<Target> {
             // RandomState is seeded randomly per process and instance: a name no one else uses.
             let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
             let namespace = format!("wharf-live-{slug}-{:08x}", random as u32);
-            let executor = kube_target(&conn, &namespace, image, Workspace::HostPath).await;
+            let workspace = match std::env::var("WHARF_TEST_WORKSPACE").as_deref() {
+                Ok("claim") => Workspace::Claim {
+                    storage_class: std::env::var("WHARF_TEST_STORAGE_CLASS").ok(),
+                    size: "1Gi".into(),
+                },
+                _ => Workspace::HostPath,
+            };
+            let executor = kube_target(&conn, &namespace, image, workspace).await;
             Some(Target {
                 executor,
                 cluster: Some((conn.client().clone(), namespace)),

@@ -12,10 +12,43 @@
 //! Secret are deleted in every outcome (the Secret is also owned by the Pod, so the
 //! cluster's garbage collector takes it if Wharf could not).
 //!
-//! Workspace travel: [`Workspace::HostPath`] only — the run's directory on the server is a
-//! `hostPath` volume, which is right only where the server's filesystem is the node's (a
-//! one-node cluster the server runs on, or the test double's kubelet on this machine). The
-//! per-run volume claim a multi-node cluster needs is not built; see docs/operations.md.
+//! Workspace travel, the cluster's setting ([`Workspace`]):
+//!
+//! - [`Workspace::HostPath`]: the run's directory on the server is a `hostPath` volume (and
+//!   so is the directory of `$WHARF_OUTPUT`), right only where the server's filesystem is
+//!   the node's (a one-node cluster the server shares, or the test double's kubelet on this
+//!   machine). Nothing is copied: the fastest.
+//! - [`Workspace::Claim`]: one PersistentVolumeClaim per run (`wharf-ws-<hash of the run's
+//!   labels>`, `ReadWriteOnce`, the cluster's StorageClass and size, labelled like the
+//!   run's pods), made by the run's first task, which also fills it: the checkout packed
+//!   as a gzipped tar (`tar` on the server, at most [`MAX_SEED_BYTES`]) goes into Secrets
+//!   of at most 700 KiB, and a seed pod of the task's image mounts them beside the claim
+//!   and unpacks them into it (`cat … | tar -xzf -`); the claim is then annotated
+//!   [`ANNOTATION_SEEDED`] and the Secrets and seed pod deleted. Every task pod mounts the
+//!   claim at the checkout's path, so files pass between tasks and stages as on the host.
+//!   `$WHARF_OUTPUT` is the container's termination message (`/dev/termination-log`),
+//!   which the kubelet hands back in the pod's status (at most 4096 bytes) and Wharf writes
+//!   to the engine's outputs file. The claim is deleted when the run ends, in any outcome
+//!   ([`wharf_executor::Executor::run_ended`]), and a restart lists it with the run's
+//!   leftovers (no attempt: a continued run makes and fills a new one from the server's
+//!   checkout).
+//!
+//! Why this transport: everything goes through the Kubernetes API's plain requests
+//! (Secrets, Pods, their status), which every cluster serves and every credential that may
+//! run pods may use; no exec or attach stream (kube's `ws` feature, a WebSocket server in
+//! the test double) and no git in the cluster. **Tekton** gives a PipelineRun a
+//! PVC-backed workspace (often a `volumeClaimTemplate`, one claim per run) that every
+//! TaskRun pod mounts, and fills it with its `git-clone` task (a pod running git in the
+//! cluster): Wharf follows the per-run claim, but the checkout is the server's (it already
+//! made it, with the repository binding's credentials, at the exact commit; tasks must not
+//! need the code host's credentials in the cluster, nor a git image), so it is copied in
+//! rather than cloned again. **Jenkins' kubernetes plugin** runs one agent pod per build
+//! whose containers share an `emptyDir` and execs each step into the container a
+//! `container('…')` block names: no storage class, but every image fixed when the pod
+//! starts, no per-task resources, a stop that is not a pod delete, and exec streams that
+//! die with the controller; Wharf keeps one pod per task attempt. The price of the copy
+//! is the size limit (etcd keeps each Secret under 1.5 MiB, so the checkout travels in
+//! pieces, 64 MiB compressed at most).
 //!
 //! Labels: `wharf.run`, `wharf.stage`, `wharf.task`, `wharf.attempt` and the spec's own
 //! labels, with values made label-safe; the exact values are annotations of the same keys.
