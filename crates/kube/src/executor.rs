@@ -132,8 +132,34 @@ pub const MAX_SEED_BYTES: usize = 64 * 1024 * 1024;
 /// under etcd's 1.5 MiB, and Secret data is base64).
 const SEED_CHUNK: usize = 700 * 1024;
 
-/// One claim made and filled at a time (parallel first tasks of a run wait for it).
-static SEEDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Each run's claim is made and filled once: the parallel first tasks of a run wait for
+/// the one that does it (other runs do not). An entry lives while a task holds it.
+static SEEDING: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The lock of one claim's making, dropped from [`SEEDING`] with its last holder.
+struct SeedLock {
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SeedLock {
+    fn of(name: &str) -> SeedLock {
+        let mut all = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = all.entry(name.to_owned()).or_default().clone();
+        SeedLock { name: name.to_owned(), lock }
+    }
+}
+
+impl Drop for SeedLock {
+    fn drop(&mut self) {
+        let mut all = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            all.remove(&self.name);
+        }
+    }
+}
 
 /// Where and how the executor runs Pods.
 #[derive(Clone, Debug)]
@@ -291,12 +317,29 @@ impl KubeExecutor {
         };
         let (name, labels, exact) = Self::claim_of(spec);
         let ns = &self.config.namespace;
-        let _one = SEEDING.lock().await;
-        let found = self
+        let seeding = SeedLock::of(&name);
+        let _one = seeding.lock.lock().await;
+        let mut found = self
             .claims()
             .get_opt(&name)
             .await
             .map_err(|e| start_error(format!("cannot read claim {ns}/{name}: {}", kube_reason(&e))))?;
+        // A claim being deleted (a restart discarded it while a pod still used it, which
+        // its protection finalizer waits for) is waited out, then made again.
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while found.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
+            if Instant::now() > deadline {
+                return Err(start_error(format!(
+                    "the run's volume claim {ns}/{name} is being deleted and still is after {SETTLE_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+            found = self
+                .claims()
+                .get_opt(&name)
+                .await
+                .map_err(|e| start_error(format!("cannot read claim {ns}/{name}: {}", kube_reason(&e))))?;
+        }
         if let Some(claim) = &found {
             let seeded = claim.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SEEDED));
             if seeded.map(String::as_str) == Some("true") {
