@@ -1086,7 +1086,7 @@ impl Write<'_> {
         let mut obj = obj;
         if self.r().kind == "PersistentVolumeClaim" && kind == "ADDED" {
             // Bound at once, as by a local-path provisioner with `Immediate` binding: the
-            // volume is a directory of this machine (see `kubelet::claim_dir`).
+            // volume is a directory of this machine (see `Kubelet::claim_dir`).
             let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
             obj["spec"]["volumeName"] = json!(format!("pvc-{uid}"));
             let size = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
@@ -1094,9 +1094,6 @@ impl Write<'_> {
                 "capacity": {"storage": size}});
         }
         let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
-        if self.r().kind == "PersistentVolumeClaim" && kind == "DELETED" {
-            crate::kubelet::release_claim(&self.t.namespace, name);
-        }
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
         }
@@ -1326,6 +1323,12 @@ impl Write<'_> {
             }
         }
         let gone = self.shared.commit(&mut store, r, &self.t.namespace, name, old, "DELETED");
+        drop(store);
+        if r.kind == "PersistentVolumeClaim"
+            && let Some(kubelet) = self.shared.kubelet()
+        {
+            kubelet.release_claim(&self.t.namespace, name);
+        }
         ok(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                    "details": {"name": name, "group": r.group, "kind": r.plural, "uid": gone["metadata"]["uid"]}}))
     }

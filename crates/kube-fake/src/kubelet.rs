@@ -9,8 +9,8 @@
 //! with `FailedScheduling` until it fits or is deleted.
 //!
 //! Volumes are `hostPath` (bind mounts), `persistentVolumeClaim` (the claim's directory
-//! on this machine, [`claim_dir`]: claims are bound at once, as by a local-path
-//! provisioner, and their data removed with them) and `secret` (the Secret's keys, or its
+//! on this machine, [`Kubelet::claim_dir`]: claims are bound at once, as by a
+//! local-path provisioner, and their data removed with them) and `secret` (the Secret's keys, or its
 //! `items`, written to a directory of the pod's and bind-mounted); the container's
 //! `terminationMessagePath` (default `/dev/termination-log`) is a file of the pod's too, and
 //! what the container wrote there (at most 4096 bytes, as a kubelet reads) is its
@@ -405,7 +405,7 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
             if shared.get(claims, ns, claim).is_none() {
                 return Err(format!("persistentvolumeclaim \"{claim}\" not found"));
             }
-            let dir = claim_dir(ns, claim);
+            let dir = kubelet.claim_dir(ns, claim);
             std::fs::create_dir_all(&dir).map_err(|e| io(&format!("the volume of claim \"{claim}\""), e))?;
             // Any user of the container may write it, as a fresh local-path volume.
             std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
@@ -447,17 +447,19 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
     Ok(args)
 }
 
-/// Where the volume of the claim `name` in `ns` lives on this machine: a directory made
-/// when a pod first mounts it and removed with the claim (a local-path provisioner's
-/// `Delete` reclaim policy). One per claim of the whole machine: the fake's claims are
-/// bound at once and the kubelet runs every pod here.
-pub fn claim_dir(ns: &str, name: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("kube-fake-pvc-{ns}-{name}"))
-}
+impl Kubelet {
+    /// Where the volume of the claim `name` in `ns` lives on this machine: a directory of
+    /// this fake's made when a pod first mounts it and removed with the claim (a local-path
+    /// provisioner's `Delete` reclaim policy). The fake's claims are bound at once and its
+    /// kubelet runs every pod here.
+    pub fn claim_dir(&self, ns: &str, name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("kube-fake-{}-pvc-{ns}-{name}", self.instance))
+    }
 
-/// The claim was deleted: its volume's data go.
-pub fn release_claim(ns: &str, name: &str) {
-    let _ = std::fs::remove_dir_all(claim_dir(ns, name));
+    /// The claim was deleted: its volume's data go.
+    pub fn release_claim(&self, ns: &str, name: &str) {
+        let _ = std::fs::remove_dir_all(self.claim_dir(ns, name));
+    }
 }
 
 /// The file in the pod's directory behind the container's `terminationMessagePath`.
