@@ -152,6 +152,11 @@ pub fn schemas() -> Vec<(String, RefOr<Schema>)> {
     named::<clusters::Clusters>(&mut out);
     named::<clusters::NewCluster>(&mut out);
     named::<clusters::ClusterInUse>(&mut out);
+    named::<clusters::ClusterSettings>(&mut out);
+    named::<clusters::PodResources>(&mut out);
+    named::<clusters::PodQuantities>(&mut out);
+    named::<clusters::PodToleration>(&mut out);
+    named::<clusters::ClusterWorkspace>(&mut out);
     named::<releases::Release>(&mut out);
     named::<releases::Releases>(&mut out);
     named::<releases::Revision>(&mut out);

@@ -1028,6 +1028,43 @@ fn clusters_add_list_show_and_remove_against_a_kube_fake() {
     }
     server.wharf(&["clusters", "show", "nowhere"]).expect_code(2);
 
+    // The kubernetes executor's settings: changed by flags, refused at their field.
+    server
+        .wharf(&[
+            "clusters",
+            "set",
+            "prod",
+            "--cpu-request",
+            "250m",
+            "--node-selector",
+            "pool=ci",
+            "--toleration",
+            "ci:NoSchedule",
+            "--workspace",
+            "claim",
+            "--storage-class",
+            "local-path",
+            "--pending-limit",
+            "90s",
+        ])
+        .expect_code(0)
+        .stdout_has("cluster prod: settings saved")
+        .stdout_has("    cpu (request / limit)     250m / -\n")
+        .stdout_has("    tolerations               ci:NoSchedule (exists)\n")
+        .stdout_has("    pending limit             1m30s\n")
+        .stdout_has("    workspace                 claim, 1Gi of class local-path\n");
+    server
+        .wharf(&["clusters", "set", "prod", "--cpu-limit", "100m"])
+        .expect_code(2)
+        .stderr_has("resources.requests.cpu")
+        .stderr_has("the cpu request `250m` is more than its limit `100m`");
+    server.wharf(&["clusters", "set", "prod"]).expect_code(2).stderr_has("nothing to change");
+    server
+        .wharf(&["clusters", "set", "prod", "--cpu-request", "", "--workspace", "host-path"])
+        .expect_code(0)
+        .stdout_has("    cpu (request / limit)     - / -\n")
+        .stdout_has("    workspace                 host-path\n");
+
     // A pipeline deploying to prod holds it; the refusal names the pipeline.
     server.apply("shop-deploy", &deploying_pipeline("shop-deploy", "prod"));
     server.wharf(&["clusters", "remove", "prod"]).expect_code(2).stderr_has("shop-deploy");

@@ -106,6 +106,197 @@ impl PodSettings {
     }
 }
 
+/// A registered cluster's settings for the kubernetes executor, stored with the cluster:
+/// the defaults of its task pods (under the pipeline's and the task's own), how long a pod
+/// may stay `Pending`, and how the run's workspace reaches the pods.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSettings {
+    #[serde(default, skip_serializing_if = "PodSettings::is_empty")]
+    pub pod: PodSettings,
+    /// `None`: the executor's default (10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_limit: Option<crate::duration::Duration>,
+    #[serde(default)]
+    pub workspace: WorkspaceSettings,
+}
+
+/// How the run's checkout reaches its task pods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WorkspaceMode {
+    /// The server's run directory as a `hostPath` volume: only where the server's
+    /// filesystem is the node's (a one-node cluster the server shares). The fastest.
+    #[default]
+    HostPath,
+    /// One PersistentVolumeClaim per run, which every task pod of the run mounts: any
+    /// cluster, any number of nodes.
+    Claim,
+}
+
+impl WorkspaceMode {
+    pub const ALL: [WorkspaceMode; 2] = [WorkspaceMode::HostPath, WorkspaceMode::Claim];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkspaceMode::HostPath => "host-path",
+            WorkspaceMode::Claim => "claim",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<WorkspaceMode> {
+        WorkspaceMode::ALL.into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+/// The size of a run's volume claim when the cluster names none.
+pub const DEFAULT_CLAIM_SIZE: &str = "1Gi";
+
+/// The workspace of a cluster's runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkspaceSettings {
+    #[serde(default)]
+    pub mode: WorkspaceMode,
+    /// The claim's StorageClass; `None`: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// The claim's requested size (a quantity, `1Gi` when `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+}
+
+impl WorkspaceSettings {
+    /// The claim's size.
+    pub fn size(&self) -> &str {
+        self.size.as_deref().unwrap_or(DEFAULT_CLAIM_SIZE)
+    }
+}
+
+impl ClusterSettings {
+    /// Every problem of these settings as `(field path, what is wrong)`, the paths as the
+    /// API writes the fields (`resources.requests.cpu`, `tolerations[0].effect`,
+    /// `workspace.size`). Empty: valid.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = self.pod.problems();
+        if self.pending_limit.is_some_and(|d| d.is_zero()) {
+            out.push(("pending_limit".into(), "a pending limit must be more than 0s (e.g. `10m`)".into()));
+        }
+        let w = &self.workspace;
+        if let Some(class) = &w.storage_class
+            && !is_dns_subdomain(class)
+        {
+            out.push((
+                "workspace.storage_class".into(),
+                format!(
+                    "`{}` is not a StorageClass name: lowercase letters, digits, `-` and `.`, starting and ending \
+                     with a letter or digit",
+                    shown(class)
+                ),
+            ));
+        }
+        if let Some(size) = &w.size {
+            match quantity(size) {
+                Ok(v) if v >= 1.0 => {}
+                Ok(_) => {
+                    out.push(("workspace.size".into(), format!("`{size}` is too small for a volume (e.g. `1Gi`)")))
+                }
+                Err(why) => out.push(("workspace.size".into(), why)),
+            }
+        }
+        out
+    }
+}
+
+impl PodSettings {
+    /// Every problem of these settings as `(field path, what is wrong)`; the same rules
+    /// the pipeline's `resources`, `node_selector`, `tolerations` and `service_account`
+    /// are checked with.
+    pub fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let r = &self.resources;
+        for (kind, q) in [("requests", &r.requests), ("limits", &r.limits)] {
+            for (name, value) in [("cpu", &q.cpu), ("memory", &q.memory)] {
+                if let Some(v) = value
+                    && let Err(why) = quantity(v)
+                {
+                    out.push((format!("resources.{kind}.{name}"), why));
+                }
+            }
+        }
+        for (name, req, lim) in
+            [("cpu", &r.requests.cpu, &r.limits.cpu), ("memory", &r.requests.memory, &r.limits.memory)]
+        {
+            if let (Some(req), Some(lim)) = (req, lim)
+                && let (Ok(a), Ok(b)) = (quantity(req), quantity(lim))
+                && a > b
+            {
+                out.push((
+                    format!("resources.requests.{name}"),
+                    format!("the {name} request `{req}` is more than its limit `{lim}`"),
+                ));
+            }
+        }
+        for (key, value) in &self.node_selector {
+            if let Err(why) = check_label_key(key).and_then(|()| check_label_value(value)) {
+                out.push((format!("node_selector.{}", shown(key)), why));
+            }
+        }
+        for (i, t) in self.tolerations.iter().enumerate() {
+            let at = |field: &str| format!("tolerations[{i}]{field}");
+            if let Some(k) = &t.key
+                && let Err(why) = check_label_key(k)
+            {
+                out.push((at(".key"), why));
+            }
+            if let Some(op) = &t.operator
+                && !TOLERATION_OPERATORS.contains(&op.as_str())
+            {
+                out.push((at(".operator"), format!("`{}` is not one of: Equal, Exists", shown(op))));
+            }
+            if let Some(effect) = &t.effect
+                && !TAINT_EFFECTS.contains(&effect.as_str())
+            {
+                out.push((
+                    at(".effect"),
+                    format!("`{}` is not one of: NoSchedule, PreferNoSchedule, NoExecute", shown(effect)),
+                ));
+            }
+            let exists = t.operator.as_deref() == Some("Exists");
+            if exists && t.value.is_some() {
+                out.push((at(""), "a toleration with `operator: Exists` takes no `value`".into()));
+            }
+            if t.key.is_none() && !exists {
+                out.push((at(""), "a toleration without `key` needs `operator: Exists`".into()));
+            }
+            if let Some(v) = &t.value
+                && let Err(why) = check_label_value(v)
+            {
+                out.push((at(".value"), why));
+            }
+        }
+        if let Some(account) = &self.service_account
+            && !is_dns_subdomain(account)
+        {
+            out.push((
+                "service_account".into(),
+                format!(
+                    "`{}` is not a service account name: lowercase letters, digits, `-` and `.`, starting and \
+                     ending with a letter or digit",
+                    shown(account)
+                ),
+            ));
+        }
+        out
+    }
+}
+
+/// A text for a message: at most 64 characters of it.
+fn shown(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
+}
+
 /// A quantity's value (cores for cpu, bytes for memory), or why it is not one: a number
 /// with an optional suffix `m` (milli), `k M G T P E`, `Ki Mi Gi Ti Pi Ei` or an
 /// exponent (`1e3`), as Kubernetes reads it.
@@ -267,6 +458,42 @@ mod tests {
         assert_eq!(merged.tolerations.len(), 1);
         assert_eq!(merged.service_account.as_deref(), Some("builder"));
         assert!(PodSettings::default().is_empty() && !merged.is_empty());
+    }
+
+    #[test]
+    fn cluster_settings_problems_name_their_field() {
+        let mut s = ClusterSettings::default();
+        assert!(s.problems().is_empty());
+        s.pod.resources.requests.cpu = Some("2".into());
+        s.pod.resources.limits.cpu = Some("1".into());
+        s.pod.resources.limits.memory = Some("lots".into());
+        s.pod.node_selector.insert("-bad".into(), "x".into());
+        s.pod.tolerations.push(Toleration { effect: Some("Never".into()), ..Default::default() });
+        s.pod.service_account = Some("Builder".into());
+        s.pending_limit = Some(crate::duration::Duration::ZERO);
+        s.workspace = WorkspaceSettings {
+            mode: WorkspaceMode::Claim,
+            storage_class: Some("Fast SSD".into()),
+            size: Some("1m".into()),
+        };
+        let paths: Vec<String> = s.problems().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(
+            paths,
+            [
+                "resources.limits.memory",
+                "resources.requests.cpu",
+                "node_selector.-bad",
+                "tolerations[0].effect",
+                "tolerations[0]",
+                "service_account",
+                "pending_limit",
+                "workspace.storage_class",
+                "workspace.size",
+            ]
+        );
+        let json = serde_json::to_string(&ClusterSettings::default()).unwrap();
+        assert_eq!(json, r#"{"workspace":{"mode":"host-path"}}"#);
+        assert_eq!(WorkspaceMode::parse("claim"), Some(WorkspaceMode::Claim));
     }
 
     #[test]

@@ -176,6 +176,8 @@ pub struct Clusters {
     /// How long a task's pod may stay `Pending` on each cluster (absent: the executor's
     /// default).
     pub pending_limits: BTreeMap<String, std::time::Duration>,
+    /// How each cluster's runs get their workspace into task pods (absent: `hostPath`).
+    pub workspaces: BTreeMap<String, wharf_core::pod::WorkspaceSettings>,
     /// The server's `default_cluster`: the cluster of a pipeline on the kubernetes
     /// executor that names none.
     pub default: Option<String>,

@@ -135,6 +135,14 @@ pub(crate) async fn execute(
         _ = state.clone().watchdog(external, run_tx) => {}
         _ = state.clone().body(run_rx) => {}
     }
+    // What the executor kept for the whole run (the kubernetes executor's volume claim)
+    // goes in every outcome.
+    let end = wharf_executor::RunEnd {
+        run: format!("{}#{}", state.pipeline().name, state.request.number),
+        labels: state.request.labels.clone(),
+        cluster: state.build_cluster().ok().flatten(),
+    };
+    state.executor.run_ended(&end).await;
     // Every attempt removed its own file; this takes what attempts cut off by a crash
     // left (they may hold secrets in clear). Never follows a link a task planted.
     let _ = std::fs::remove_dir_all(state.run_dir.join("outputs"));

@@ -6,15 +6,20 @@
 //! - `host`: shells on this machine;
 //! - `docker`: containers of the test busybox image on the test environment's Docker Engine;
 //! - `kubernetes`: pods of that image on the Kubernetes test double (`wharf-kube-fake` with
-//!   its kubelet, which runs them on the same Docker Engine), through `KubeExecutor`;
+//!   its kubelet, which runs them on the same Docker Engine), through `KubeExecutor`, the
+//!   workspace a `hostPath`;
+//! - `kubernetes_claim`: the same with the `claim` workspace: one PersistentVolumeClaim per
+//!   run (bound at once by the fake, like a local-path provisioner), the checkout copied in
+//!   by a seed pod, outputs back through the termination message;
 //! - `live`: pods on a real cluster, when `WHARF_TEST_KUBECONFIG` names a kubeconfig
 //!   (optionally `WHARF_TEST_KUBECONTEXT`, `WHARF_TEST_OUTBOUND_ALLOW` for a cluster on a
 //!   private network, `WHARF_TEST_IMAGE` for the image, default `busybox:1.37`). Skipped
 //!   with the reason otherwise, also under `CI=true`: no cluster exists on the CI machines.
-//!   The workspace reaches pods as `hostPath` volumes (the only workspace the executor has),
-//!   so the cluster's node must see this machine's temporary directory at the same path: a
-//!   one-node cluster on this machine (k3s, `minikube --driver=none`), or kind with an
-//!   `extraMounts` entry for `$TMPDIR`.
+//!   The workspace reaches pods as `hostPath` volumes, so the cluster's node must see this
+//!   machine's temporary directory at the same path (a one-node cluster on this machine,
+//!   k3s or `minikube --driver=none`, or kind with an `extraMounts` entry for `$TMPDIR`);
+//!   with `WHARF_TEST_WORKSPACE=claim` it is a volume claim per run instead (any cluster;
+//!   `WHARF_TEST_STORAGE_CLASS` names the class, default the cluster's).
 //!
 //! The executors get the image as their default (a server's `--default-image`), so the YAML
 //! names none and the host executor has no image to ignore. Container executors cannot tell
@@ -33,13 +38,14 @@
 //! ```
 //!
 //! After every run, on every executor: nothing it started is left (`Executor::leftovers`
-//! by the run's label), and on Kubernetes the namespace holds no pod and no Secret.
+//! by the run's label), and on Kubernetes the namespace holds no pod, no Secret and no
+//! PersistentVolumeClaim.
 
 mod common;
 
 use common::scenario::{check, duration, entries, get, string_map, text, tree};
 use common::{Dirs, Recorder};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::core::v1::{Namespace, PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use std::path::Path;
@@ -60,6 +66,7 @@ enum On {
     Host,
     Docker,
     Kubernetes,
+    KubernetesClaim,
     Live,
 }
 
@@ -93,13 +100,17 @@ async fn target(on: On, slug: &str) -> Option<Target> {
             .unwrap();
             Some(Target { executor: Arc::new(docker), cluster: None, delete_namespace: false, _fake: None })
         }
-        On::Kubernetes => {
+        On::Kubernetes | On::KubernetesClaim => {
             let env = wharf_testenv::containers_or_fail_in_ci()?;
+            let workspace = match on {
+                On::KubernetesClaim => Workspace::Claim { storage_class: None, size: "1Gi".into() },
+                _ => Workspace::HostPath,
+            };
             let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
             let policy = Policy::new(&["127.0.0.1"]).unwrap();
             let conn = Connection::from_kubeconfig(&fake.kubeconfig(), None, &FileAccess::Refuse, &policy).unwrap();
             let namespace = format!("ecp-devops-{slug}");
-            let executor = kube_target(&conn, &namespace, env.busybox_image).await;
+            let executor = kube_target(&conn, &namespace, env.busybox_image, workspace).await;
             Some(Target {
                 executor,
                 cluster: Some((conn.client().clone(), namespace)),
@@ -128,7 +139,14 @@ async fn target(on: On, slug: &str) -> Option<Target> {
             // RandomState is seeded randomly per process and instance: a name no one else uses.
             let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), 0u8);
             let namespace = format!("wharf-live-{slug}-{:08x}", random as u32);
-            let executor = kube_target(&conn, &namespace, image).await;
+            let workspace = match std::env::var("WHARF_TEST_WORKSPACE").as_deref() {
+                Ok("claim") => Workspace::Claim {
+                    storage_class: std::env::var("WHARF_TEST_STORAGE_CLASS").ok(),
+                    size: "1Gi".into(),
+                },
+                _ => Workspace::HostPath,
+            };
+            let executor = kube_target(&conn, &namespace, image, workspace).await;
             Some(Target {
                 executor,
                 cluster: Some((conn.client().clone(), namespace)),
@@ -140,7 +158,7 @@ async fn target(on: On, slug: &str) -> Option<Target> {
 }
 
 /// A fresh namespace and a `KubeExecutor` whose pods run there.
-async fn kube_target(conn: &Connection, namespace: &str, image: String) -> Arc<dyn Executor> {
+async fn kube_target(conn: &Connection, namespace: &str, image: String, workspace: Workspace) -> Arc<dyn Executor> {
     let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": namespace}})).unwrap();
     Api::<Namespace>::all(conn.client().clone())
         .create(&PostParams::default(), &ns)
@@ -149,7 +167,7 @@ async fn kube_target(conn: &Connection, namespace: &str, image: String) -> Arc<d
     let config = KubeExecutorConfig {
         namespace: namespace.to_owned(),
         default_image: Some(image),
-        workspace: Workspace::HostPath,
+        workspace,
         pending_limit: wharf_kube::executor::DEFAULT_PENDING_LIMIT,
     };
     Arc::new(KubeExecutor::new(conn, config))
@@ -275,7 +293,14 @@ async fn scenario(on: On, file: String, target: Target) {
                 .map(|s| s.metadata)
                 .collect(),
         );
-        assert_eq!((pods, secrets), (vec![], vec![]), "{file}: pods and Secrets left in {namespace}");
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), namespace);
+        let claims =
+            names(claims.list(&ListParams::default()).await.unwrap().items.into_iter().map(|c| c.metadata).collect());
+        assert_eq!(
+            (pods, secrets, claims),
+            (vec![], vec![], vec![]),
+            "{file}: pods, Secrets and claims left in {namespace}"
+        );
     }
 }
 
@@ -289,6 +314,9 @@ macro_rules! scenarios {
         }
         mod kubernetes {
             $(#[tokio::test] async fn $name() { super::run_on(super::On::Kubernetes, $file).await })*
+        }
+        mod kubernetes_claim {
+            $(#[tokio::test] async fn $name() { super::run_on(super::On::KubernetesClaim, $file).await })*
         }
         mod live {
             $(#[tokio::test] async fn $name() { super::run_on(super::On::Live, $file).await })*

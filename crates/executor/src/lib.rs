@@ -69,6 +69,8 @@ pub struct TaskCluster {
     /// How long its pod may stay `Pending` before the attempt fails with the scheduler's
     /// reason; `None`: the executor's default.
     pub pending_limit: Option<std::time::Duration>,
+    /// How the run's workspace reaches the pod: the cluster's setting.
+    pub workspace: wharf_core::pod::WorkspaceSettings,
 }
 
 /// Which stream a log line came from.
@@ -314,4 +316,22 @@ pub trait Executor: Send + Sync {
         let _ = image;
         false
     }
+
+    /// The run has ended, in any outcome (succeeded, failed, stopped, timed out): release
+    /// what the executor kept for the whole run (the kubernetes executor's per-run volume
+    /// claim). Failures are the executor's to log; what it leaves is found again by
+    /// [`Executor::leftovers`] at the next start. Default: nothing to release.
+    fn run_ended<'a>(&'a self, run: &'a RunEnd) -> BoxFuture<'a, ()> {
+        let _ = run;
+        Box::pin(async {})
+    }
+}
+
+/// A run that ended, as [`Executor::run_ended`] is told: the same `run`, `labels` and
+/// `cluster` its tasks' [`TaskSpec`]s carried.
+#[derive(Clone, Debug)]
+pub struct RunEnd {
+    pub run: String,
+    pub labels: Vec<(String, String)>,
+    pub cluster: Option<TaskCluster>,
 }

@@ -99,6 +99,10 @@ impl Executor for ByImage {
         self.containers.discard(leftover)
     }
 
+    fn run_ended<'a>(&'a self, run: &'a crate::RunEnd) -> BoxFuture<'a, ()> {
+        self.containers.run_ended(run)
+    }
+
     /// Tasks without an image go to the host (or are refused there when it is off).
     fn runs_on_host(&self, image: Option<&str>) -> bool {
         image.is_none() || self.containers.runs_on_host(image)

@@ -260,6 +260,12 @@ impl Shared {
         self.get(r, ns, name).map(|s| crate::kubelet::decode_secret(&s))
     }
 
+    /// The Secret's keys and their bytes (for secret volumes, which may hold binary data).
+    pub fn secret_bytes(&self, ns: &str, name: &str) -> Option<std::collections::HashMap<String, Vec<u8>>> {
+        let r = resources::find("", "v1", "secrets").expect("secrets are listed");
+        self.get(r, ns, name).map(|s| crate::kubelet::decode_secret_bytes(&s))
+    }
+
     /// Records an Event about `pod`, as a scheduler or kubelet does.
     pub fn event(
         &self,
@@ -756,9 +762,11 @@ fn list(shared: &Shared, t: &Target, q: &Query, accept: &str) -> Answer {
                "metadata": {"resourceVersion": rv}, "items": items}))
 }
 
-/// `kubectl get`'s table: Name and Age for every kind.
+/// `kubectl get`'s table: Name and Age for every kind; a PersistentVolumeClaim's status,
+/// volume, capacity, access modes and storage class between them, as the API server prints.
 fn table(r: &Resource, items: &[Value], rv: &str) -> Value {
     let now = jiff::Timestamp::now();
+    let claim = r.kind == "PersistentVolumeClaim";
     let rows: Vec<Value> = items
         .iter()
         .map(|obj| {
@@ -767,14 +775,50 @@ fn table(r: &Resource, items: &[Value], rv: &str) -> Value {
                 .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                 .map(|t| human_age(now.as_second() - t.as_second()))
                 .unwrap_or_else(|| "<unknown>".into());
-            json!({"cells": [obj["metadata"]["name"], age], "object": obj})
+            let mut cells = vec![obj["metadata"]["name"].clone()];
+            if claim {
+                let modes: Vec<&str> = obj
+                    .pointer("/status/accessModes")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .map(|m| match m {
+                        "ReadWriteOnce" => "RWO",
+                        "ReadOnlyMany" => "ROX",
+                        "ReadWriteMany" => "RWX",
+                        "ReadWriteOncePod" => "RWOP",
+                        other => other,
+                    })
+                    .collect();
+                let text = |p: &str| json!(obj.pointer(p).and_then(Value::as_str).unwrap_or(""));
+                cells.extend([
+                    text("/status/phase"),
+                    text("/spec/volumeName"),
+                    text("/status/capacity/storage"),
+                    json!(modes.join(",")),
+                    json!(obj.pointer("/spec/storageClassName").and_then(Value::as_str).unwrap_or("<unset>")),
+                    json!("<unset>"),
+                ]);
+            }
+            cells.push(json!(age));
+            json!({"cells": cells, "object": obj})
         })
         .collect();
+    let column = |name: &str, format: &str| json!({"name": name, "type": "string", "format": format, "description": "", "priority": 0});
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", r.singular), "priority": 0}),
+    ];
+    if claim {
+        for name in ["Status", "Volume", "Capacity", "Access Modes", "StorageClass", "VolumeAttributesClass"] {
+            columns.push(column(name, ""));
+        }
+    }
+    columns.push(
+        json!({"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}),
+    );
     json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": {"resourceVersion": rv},
-        "columnDefinitions": [
-            {"name": "Name", "type": "string", "format": "name", "description": format!("Name of the {}", r.singular), "priority": 0},
-            {"name": "Age", "type": "string", "format": "", "description": "Time since creation", "priority": 0}],
-        "rows": rows})
+        "columnDefinitions": columns, "rows": rows})
 }
 
 fn human_age(secs: i64) -> String {
@@ -1039,6 +1083,16 @@ impl Write<'_> {
         {
             return old.clone();
         }
+        let mut obj = obj;
+        if self.r().kind == "PersistentVolumeClaim" && kind == "ADDED" {
+            // Bound at once, as by a local-path provisioner with `Immediate` binding: the
+            // volume is a directory of this machine (see `Kubelet::claim_dir`).
+            let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_owned();
+            obj["spec"]["volumeName"] = json!(format!("pvc-{uid}"));
+            let size = obj.pointer("/spec/resources/requests/storage").cloned().unwrap_or(json!("1Gi"));
+            obj["status"] = json!({"phase": "Bound", "accessModes": obj["spec"]["accessModes"].clone(),
+                "capacity": {"storage": size}});
+        }
         let stored = self.shared.commit(store, self.r(), &self.t.namespace, name, obj, kind);
         if self.r().is_workload() && kind != "DELETED" {
             controller::schedule(self.shared.clone(), self.r(), &stored);
@@ -1269,6 +1323,12 @@ impl Write<'_> {
             }
         }
         let gone = self.shared.commit(&mut store, r, &self.t.namespace, name, old, "DELETED");
+        drop(store);
+        if r.kind == "PersistentVolumeClaim"
+            && let Some(kubelet) = self.shared.kubelet()
+        {
+            kubelet.release_claim(&self.t.namespace, name);
+        }
         ok(&json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                    "details": {"name": name, "group": r.group, "kind": r.plural, "uid": gone["metadata"]["uid"]}}))
     }

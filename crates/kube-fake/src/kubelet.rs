@@ -8,8 +8,10 @@
 //! memory requests against the node's allocatable); one that does not fit stays `Pending`
 //! with `FailedScheduling` until it fits or is deleted.
 //!
-//! Volumes are `hostPath` (bind mounts) and `secret` (the Secret's keys, or its `items`,
-//! written to a directory of the pod's and bind-mounted); the container's
+//! Volumes are `hostPath` (bind mounts), `persistentVolumeClaim` (the claim's directory
+//! on this machine, [`Kubelet::claim_dir`]: claims are bound at once, as by a
+//! local-path provisioner, and their data removed with them) and `secret` (the Secret's keys, or its
+//! `items`, written to a directory of the pod's and bind-mounted); the container's
 //! `terminationMessagePath` (default `/dev/termination-log`) is a file of the pod's too, and
 //! what the container wrote there (at most 4096 bytes, as a kubelet reads) is its
 //! terminated state's `message`.
@@ -398,13 +400,28 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
         };
         let host = if let Some(host) = v.pointer("/hostPath/path").and_then(Value::as_str) {
             host.to_owned()
+        } else if let Some(claim) = v.pointer("/persistentVolumeClaim/claimName").and_then(Value::as_str) {
+            let claims = crate::resources::find("", "v1", "persistentvolumeclaims").expect("a listed kind");
+            if shared.get(claims, ns, claim).is_none() {
+                return Err(format!("persistentvolumeclaim \"{claim}\" not found"));
+            }
+            let dir = kubelet.claim_dir(ns, claim);
+            std::fs::create_dir_all(&dir).map_err(|e| io(&format!("the volume of claim \"{claim}\""), e))?;
+            // Any user of the container may write it, as a fresh local-path volume.
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+                .map_err(|e| io(&format!("the volume of claim \"{claim}\""), e))?;
+            dir.display().to_string()
         } else if let Some(from) = v.get("secret") {
-            let dir = secret_volume(&pod_dir, name, from, &secret(from["secretName"].as_str().unwrap_or(""))?)
-                .map_err(|e| io(&format!("secret volume \"{name}\""), e))?;
+            let secret_name = from["secretName"].as_str().unwrap_or("");
+            let data =
+                shared.secret_bytes(ns, secret_name).ok_or_else(|| format!("secret \"{secret_name}\" not found"))?;
+            let dir =
+                secret_volume(&pod_dir, name, from, &data).map_err(|e| io(&format!("secret volume \"{name}\""), e))?;
             dir.display().to_string()
         } else {
             return Err(format!(
-                "kube-fake's kubelet mounts only hostPath and secret volumes; volume \"{name}\" is another kind"
+                "kube-fake's kubelet mounts only hostPath, persistentVolumeClaim and secret volumes; volume \"{name}\" \
+                 is another kind"
             ));
         };
         let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
@@ -430,6 +447,21 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
     Ok(args)
 }
 
+impl Kubelet {
+    /// Where the volume of the claim `name` in `ns` lives on this machine: a directory of
+    /// this fake's made when a pod first mounts it and removed with the claim (a local-path
+    /// provisioner's `Delete` reclaim policy). The fake's claims are bound at once and its
+    /// kubelet runs every pod here.
+    pub fn claim_dir(&self, ns: &str, name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("kube-fake-{}-pvc-{ns}-{name}", self.instance))
+    }
+
+    /// The claim was deleted: its volume's data go.
+    pub fn release_claim(&self, ns: &str, name: &str) {
+        let _ = std::fs::remove_dir_all(self.claim_dir(ns, name));
+    }
+}
+
 /// The file in the pod's directory behind the container's `terminationMessagePath`.
 const TERMINATION_LOG: &str = "termination-log";
 
@@ -448,12 +480,12 @@ fn secret_volume(
     pod_dir: &std::path::Path,
     volume: &str,
     source: &Value,
-    data: &HashMap<String, String>,
+    data: &HashMap<String, Vec<u8>>,
 ) -> std::io::Result<std::path::PathBuf> {
     let dir = pod_dir.join(format!("secret-{volume}"));
     std::fs::create_dir_all(&dir)?;
     let other = |m: String| std::io::Error::other(m);
-    let files: Vec<(String, String)> = match source["items"].as_array() {
+    let files: Vec<(String, Vec<u8>)> = match source["items"].as_array() {
         Some(items) => items
             .iter()
             .map(|i| {
@@ -580,14 +612,20 @@ pub fn since_seconds(seconds: &str) -> Option<String> {
 
 /// A Secret's `data` (base64) and `stringData`, decoded.
 pub fn decode_secret(secret: &Value) -> HashMap<String, String> {
+    decode_secret_bytes(secret).into_iter().map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())).collect()
+}
+
+/// A Secret's keys and their bytes as a kubelet writes them into a volume (`data`
+/// decoded, `stringData` as given).
+pub fn decode_secret_bytes(secret: &Value) -> HashMap<String, Vec<u8>> {
     let mut out = HashMap::new();
     for (k, v) in secret["data"].as_object().into_iter().flatten() {
         if let Some(bytes) = v.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok()) {
-            out.insert(k.clone(), String::from_utf8_lossy(&bytes).into_owned());
+            out.insert(k.clone(), bytes);
         }
     }
     for (k, v) in secret["stringData"].as_object().into_iter().flatten() {
-        out.insert(k.clone(), v.as_str().unwrap_or("").to_owned());
+        out.insert(k.clone(), v.as_str().unwrap_or("").as_bytes().to_vec());
     }
     out
 }

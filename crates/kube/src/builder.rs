@@ -121,8 +121,18 @@ impl KubeBuilder {
             system(&*logs, format!("not started: {} before it began", request.reason));
             return Ok(BuildExit::Stopped(request.reason));
         }
-        let executor =
-            self.clusters.connect(&cluster.login, &cluster.namespace).map_err(|e| BuildError(e.to_string()))?;
+        if cluster.workspace.mode == wharf_core::pod::WorkspaceMode::Claim {
+            return Err(BuildError(format!(
+                "task `{}`: builder pods mount the checkout as a `hostPath`, and cluster `{}` uses the `claim` \
+                 workspace; give the server a Docker Engine (--docker-host) to build `image` tasks, or set the \
+                 cluster's workspace to `host-path` (`wharf clusters set {} --workspace host-path`)",
+                spec.task, cluster.login.name, cluster.login.name
+            )));
+        }
+        let executor = self
+            .clusters
+            .connect(&cluster.login, &cluster.namespace, crate::Workspace::HostPath)
+            .map_err(|e| BuildError(e.to_string()))?;
         let ns = cluster.namespace.clone();
         let name = format!("wharf-build-{}", random_hex(6));
         let (labels, annotations) = labels_of(&spec);
@@ -178,7 +188,7 @@ impl KubeBuilder {
         let tail = Arc::new(LastError { logs: logs.clone(), error: Mutex::new(None) });
         let sink: Arc<dyn LogSink> = tail.clone();
         let exit = executor
-            .supervise(&name, &self.image, cluster.pending_limit, &*sink, &mut stop, LogResume::default())
+            .supervise(&name, &self.image, cluster.pending_limit, &*sink, &mut stop, LogResume::default(), &mut None)
             .await;
         let result = self.outcome(&executor, &spec, &name, exit, &tail).await;
         guard.remove().await;

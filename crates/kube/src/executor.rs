@@ -12,10 +12,43 @@
 //! Secret are deleted in every outcome (the Secret is also owned by the Pod, so the
 //! cluster's garbage collector takes it if Wharf could not).
 //!
-//! Workspace travel: [`Workspace::HostPath`] only — the run's directory on the server is a
-//! `hostPath` volume, which is right only where the server's filesystem is the node's (a
-//! one-node cluster the server runs on, or the test double's kubelet on this machine). The
-//! per-run volume claim a multi-node cluster needs is not built; see docs/operations.md.
+//! Workspace travel, the cluster's setting ([`Workspace`]):
+//!
+//! - [`Workspace::HostPath`]: the run's directory on the server is a `hostPath` volume (and
+//!   so is the directory of `$WHARF_OUTPUT`), right only where the server's filesystem is
+//!   the node's (a one-node cluster the server shares, or the test double's kubelet on this
+//!   machine). Nothing is copied: the fastest.
+//! - [`Workspace::Claim`]: one PersistentVolumeClaim per run (`wharf-ws-<hash of the run's
+//!   labels>`, `ReadWriteOnce`, the cluster's StorageClass and size, labelled like the
+//!   run's pods), made by the run's first task, which also fills it: the checkout packed
+//!   as a gzipped tar (`tar` on the server, at most [`MAX_SEED_BYTES`]) goes into Secrets
+//!   of at most 700 KiB, and a seed pod of the task's image mounts them beside the claim
+//!   and unpacks them into it (`cat … | tar -xzf -`); the claim is then annotated
+//!   [`ANNOTATION_SEEDED`] and the Secrets and seed pod deleted. Every task pod mounts the
+//!   claim at the checkout's path, so files pass between tasks and stages as on the host.
+//!   `$WHARF_OUTPUT` is the container's termination message (`/dev/termination-log`),
+//!   which the kubelet hands back in the pod's status (at most 4096 bytes) and Wharf writes
+//!   to the engine's outputs file. The claim is deleted when the run ends, in any outcome
+//!   ([`wharf_executor::Executor::run_ended`]), and a restart lists it with the run's
+//!   leftovers (no attempt: a continued run makes and fills a new one from the server's
+//!   checkout).
+//!
+//! Why this transport: everything goes through the Kubernetes API's plain requests
+//! (Secrets, Pods, their status), which every cluster serves and every credential that may
+//! run pods may use; no exec or attach stream (kube's `ws` feature, a WebSocket server in
+//! the test double) and no git in the cluster. **Tekton** gives a PipelineRun a
+//! PVC-backed workspace (often a `volumeClaimTemplate`, one claim per run) that every
+//! TaskRun pod mounts, and fills it with its `git-clone` task (a pod running git in the
+//! cluster): Wharf follows the per-run claim, but the checkout is the server's (it already
+//! made it, with the repository binding's credentials, at the exact commit; tasks must not
+//! need the code host's credentials in the cluster, nor a git image), so it is copied in
+//! rather than cloned again. **Jenkins' kubernetes plugin** runs one agent pod per build
+//! whose containers share an `emptyDir` and execs each step into the container a
+//! `container('…')` block names: no storage class, but every image fixed when the pod
+//! starts, no per-task resources, a stop that is not a pod delete, and exec streams that
+//! die with the controller; Wharf keeps one pod per task attempt. The price of the copy
+//! is the size limit (etcd keeps each Secret under 1.5 MiB, so the checkout travels in
+//! pieces, 64 MiB compressed at most).
 //!
 //! Labels: `wharf.run`, `wharf.stage`, `wharf.task`, `wharf.attempt` and the spec's own
 //! labels, with values made label-safe; the exact values are annotations of the same keys.
@@ -27,7 +60,7 @@ use std::time::Duration;
 
 use futures_util::{AsyncBufReadExt, AsyncReadExt};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -60,11 +93,72 @@ const PENDING_AFTER: Duration = Duration::from_secs(2);
 pub const DEFAULT_PENDING_LIMIT: Duration = Duration::from_secs(600);
 
 /// How the run's checkout reaches the task's Pod.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Workspace {
     /// The server's directories as `hostPath` volumes at the same paths: only where the
     /// server's filesystem is the node's.
     HostPath,
+    /// One PersistentVolumeClaim per run (see the module docs), of this StorageClass
+    /// (`None`: the cluster's default) and size.
+    Claim { storage_class: Option<String>, size: String },
+}
+
+impl Workspace {
+    /// The cluster's setting.
+    pub fn of(settings: &wharf_core::pod::WorkspaceSettings) -> Workspace {
+        match settings.mode {
+            wharf_core::pod::WorkspaceMode::HostPath => Workspace::HostPath,
+            wharf_core::pod::WorkspaceMode::Claim => {
+                Workspace::Claim { storage_class: settings.storage_class.clone(), size: settings.size().to_owned() }
+            }
+        }
+    }
+}
+
+/// The annotation a run's claim gets once the checkout is in it.
+pub const ANNOTATION_SEEDED: &str = "wharf.workspace/seeded";
+
+/// Where a task writes its outputs in claim mode: the container's termination message,
+/// which the kubelet hands back in the pod's status (at most [`MAX_CLAIM_OUTPUTS`]).
+pub const CLAIM_OUTPUT_FILE: &str = "/dev/termination-log";
+
+/// The most a kubelet reads of a termination message.
+pub const MAX_CLAIM_OUTPUTS: usize = 4096;
+
+/// The largest compressed checkout carried into a run's claim.
+pub const MAX_SEED_BYTES: usize = 64 * 1024 * 1024;
+
+/// The checkout travels in Secrets of at most this many bytes each (an object must stay
+/// under etcd's 1.5 MiB, and Secret data is base64).
+const SEED_CHUNK: usize = 700 * 1024;
+
+/// Each run's claim is made and filled once: the parallel first tasks of a run wait for
+/// the one that does it (other runs do not). An entry lives while a task holds it.
+static SEEDING: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>> =
+    std::sync::Mutex::new(BTreeMap::new());
+
+/// The lock of one claim's making, dropped from [`SEEDING`] with its last holder.
+struct SeedLock {
+    name: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl SeedLock {
+    fn of(name: &str) -> SeedLock {
+        let mut all = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = all.entry(name.to_owned()).or_default().clone();
+        SeedLock { name: name.to_owned(), lock }
+    }
+}
+
+impl Drop for SeedLock {
+    fn drop(&mut self) {
+        let mut all = SEEDING.lock().unwrap_or_else(|e| e.into_inner());
+        // Ours and the map's: nobody else waits for it.
+        if Arc::strong_count(&self.lock) == 2 {
+            all.remove(&self.name);
+        }
+    }
 }
 
 /// Where and how the executor runs Pods.
@@ -124,7 +218,14 @@ impl KubeExecutor {
                 spec.task
             )));
         };
-        let env = environment(&spec)?;
+        let mut env = environment(&spec)?;
+        let claim = match &self.config.workspace {
+            Workspace::HostPath => None,
+            Workspace::Claim { .. } => {
+                env.insert("WHARF_OUTPUT".to_owned(), CLAIM_OUTPUT_FILE.to_owned());
+                Some(self.ensure_claim(&spec, &image, logs, &mut stop).await?)
+            }
+        };
         let name = format!("wharf-{}", random_hex(6));
         let ns = self.config.namespace.clone();
         let (labels, annotations) = labels_of(&spec);
@@ -136,8 +237,9 @@ impl KubeExecutor {
         self.secrets().create(&PostParams::default(), &secret).await.map_err(|e| {
             start_error(format!("cannot create Secret {ns}/{name} for the task's environment: {}", kube_reason(&e)))
         })?;
-        let pod: Pod = serde_json::from_value(self.pod_spec(&spec, &name, &image, &labels, &annotations))
-            .map_err(|e| start_error(format!("the pod spec: {e}")))?;
+        let pod: Pod =
+            serde_json::from_value(self.pod_spec(&spec, &name, &image, &labels, &annotations, claim.as_deref()))
+                .map_err(|e| start_error(format!("the pod spec: {e}")))?;
         let created = match self.pods().create(&PostParams::default(), &pod).await {
             Ok(p) => p,
             Err(e) => {
@@ -153,9 +255,222 @@ impl KubeExecutor {
         }
         system(logs, format!("pod {ns}/{name} created"));
         let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
-        let exit = self.supervise(&name, &image, limit, logs, &mut stop, LogResume::default()).await;
+        let mut message = None;
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, LogResume::default(), &mut message).await;
         guard.remove().await;
-        exit
+        self.outputs_back(&spec, claim.is_some(), message, exit)
+    }
+
+    /// In claim mode, the outputs the task wrote to its termination message go to the
+    /// engine's `$WHARF_OUTPUT` file.
+    fn outputs_back(
+        &self,
+        spec: &TaskSpec,
+        claim: bool,
+        message: Option<String>,
+        exit: Result<Exit, ExecutorError>,
+    ) -> Result<Exit, ExecutorError> {
+        let exit = exit?;
+        if !claim {
+            return Ok(exit);
+        }
+        let text = message.unwrap_or_default();
+        if text.len() >= MAX_CLAIM_OUTPUTS {
+            return Err(start_error(format!(
+                "task `{}` wrote {MAX_CLAIM_OUTPUTS} bytes or more to $WHARF_OUTPUT: with the `claim` workspace, \
+                 outputs come back in the pod's termination message, which holds at most {MAX_CLAIM_OUTPUTS} bytes",
+                spec.task
+            )));
+        }
+        std::fs::write(&spec.output_file, text.as_bytes())
+            .map_err(|e| start_error(format!("cannot write the task's outputs to the run's directory: {e}")))?;
+        Ok(exit)
+    }
+
+    /// The run's claim and the exact values of its labels (the run and the spec's own).
+    fn claim_of(spec: &TaskSpec) -> (String, BTreeMap<String, String>, BTreeMap<String, String>) {
+        let mut exact: BTreeMap<String, String> = spec.labels.iter().cloned().collect();
+        exact.insert(LABEL_RUN.to_owned(), spec.run.clone());
+        let labels = exact.iter().map(|(k, v)| (k.clone(), label_value(v))).collect();
+        // One name per run (and server): found again by the next task and after a restart.
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in exact.iter().flat_map(|(k, v)| k.bytes().chain([0]).chain(v.bytes()).chain([0])) {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        (format!("wharf-ws-{hash:016x}"), labels, exact)
+    }
+
+    fn claims(&self) -> Api<PersistentVolumeClaim> {
+        Api::namespaced(self.client.clone(), &self.config.namespace)
+    }
+
+    /// The run's claim, made and filled with the checkout by the run's first task.
+    async fn ensure_claim(
+        &self,
+        spec: &TaskSpec,
+        image: &str,
+        logs: &dyn LogSink,
+        stop: &mut StopSignal,
+    ) -> Result<String, ExecutorError> {
+        let Workspace::Claim { storage_class, size } = &self.config.workspace else {
+            return Err(start_error("no claim in hostPath mode".into()));
+        };
+        let (name, labels, exact) = Self::claim_of(spec);
+        let ns = &self.config.namespace;
+        let seeding = SeedLock::of(&name);
+        let _one = seeding.lock.lock().await;
+        let mut found = self
+            .claims()
+            .get_opt(&name)
+            .await
+            .map_err(|e| start_error(format!("cannot read claim {ns}/{name}: {}", kube_reason(&e))))?;
+        // A claim being deleted (a restart discarded it while a pod still used it, which
+        // its protection finalizer waits for) is waited out, then made again.
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while found.as_ref().is_some_and(|c| c.metadata.deletion_timestamp.is_some()) {
+            if Instant::now() > deadline {
+                return Err(start_error(format!(
+                    "the run's volume claim {ns}/{name} is being deleted and still is after {SETTLE_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(POLL).await;
+            found = self
+                .claims()
+                .get_opt(&name)
+                .await
+                .map_err(|e| start_error(format!("cannot read claim {ns}/{name}: {}", kube_reason(&e))))?;
+        }
+        if let Some(claim) = &found {
+            let seeded = claim.metadata.annotations.as_ref().and_then(|a| a.get(ANNOTATION_SEEDED));
+            if seeded.map(String::as_str) == Some("true") {
+                return Ok(name);
+            }
+        } else {
+            let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": {"name": name, "labels": labels, "annotations": exact},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}});
+            if let Some(class) = storage_class {
+                claim["spec"]["storageClassName"] = json!(class);
+            }
+            let claim: PersistentVolumeClaim =
+                serde_json::from_value(claim).map_err(|e| start_error(format!("the claim: {e}")))?;
+            self.claims().create(&PostParams::default(), &claim).await.map_err(|e| {
+                start_error(format!("cannot create the run's volume claim {ns}/{name}: {}", kube_reason(&e)))
+            })?;
+            system(logs, format!("volume claim {ns}/{name} ({size}) created for the run's workspace"));
+        }
+        self.seed(spec, &name, image, &labels, &exact, logs, stop).await?;
+        let seeded = json!({"metadata": {"annotations": {ANNOTATION_SEEDED: "true"}}});
+        self.claims().patch(&name, &PatchParams::default(), &Patch::Merge(seeded)).await.map_err(|e| {
+            start_error(format!("cannot mark the run's volume claim {ns}/{name} filled: {}", kube_reason(&e)))
+        })?;
+        Ok(name)
+    }
+
+    /// Copies the run's checkout into the claim: the checkout as a gzipped tar in Secrets
+    /// of at most [`SEED_CHUNK`] bytes, which a pod of the task's image (it needs `sh`,
+    /// `cat` and `tar` with gzip) mounts beside the claim and unpacks into it.
+    #[allow(clippy::too_many_arguments)]
+    async fn seed(
+        &self,
+        spec: &TaskSpec,
+        claim: &str,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+        exact: &BTreeMap<String, String>,
+        logs: &dyn LogSink,
+        stop: &mut StopSignal,
+    ) -> Result<(), ExecutorError> {
+        use base64::Engine as _;
+        let ns = self.config.namespace.clone();
+        let archive = checkout_archive(&spec.workdir).await?;
+        let pod_name = format!("{claim}-seed");
+        let chunks: Vec<&[u8]> = archive.chunks(SEED_CHUNK).collect();
+        let mut cleanup = SeedCleanup { pods: self.pods(), secrets: self.secrets(), names: Vec::new() };
+        let workdir = spec.workdir.display().to_string();
+        let mut volumes = vec![json!({"name": "workspace", "persistentVolumeClaim": {"claimName": claim}})];
+        let mut mounts = vec![json!({"name": "workspace", "mountPath": workdir})];
+        for (i, chunk) in chunks.iter().enumerate() {
+            let part = format!("{claim}-{i:04}");
+            let secret = json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": part, "labels": labels, "annotations": exact},
+                "type": "Opaque", "data": {"part": base64::engine::general_purpose::STANDARD.encode(chunk)}});
+            let secret: Secret =
+                serde_json::from_value(secret).map_err(|e| start_error(format!("the checkout Secret: {e}")))?;
+            cleanup.names.push(part.clone());
+            self.secrets().create(&PostParams::default(), &secret).await.map_err(|e| {
+                start_error(format!("cannot create Secret {ns}/{part} with the checkout: {}", kube_reason(&e)))
+            })?;
+            volumes.push(json!({"name": format!("part-{i}"), "secret": {"secretName": part}}));
+            mounts.push(
+                json!({"name": format!("part-{i}"), "mountPath": format!("/wharf/seed/{i:04}"), "readOnly": true}),
+            );
+        }
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "labels": labels, "annotations": exact},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "volumes": volumes,
+            "containers": [{
+                "name": CONTAINER,
+                "image": image,
+                "command": ["/bin/sh", "-e", "-c", "cat /wharf/seed/*/part | tar -xzf - -C \"$1\"", "sh", workdir],
+                "volumeMounts": mounts,
+            }],
+        }});
+        let pod: Pod = serde_json::from_value(pod).map_err(|e| start_error(format!("the seed pod: {e}")))?;
+        cleanup.names.push(pod_name.clone());
+        self.pods().create(&PostParams::default(), &pod).await.map_err(|e| {
+            start_error(format!("cannot create pod {ns}/{pod_name} to fill the run's workspace: {}", kube_reason(&e)))
+        })?;
+        system(
+            logs,
+            format!(
+                "pod {ns}/{pod_name} copies the checkout ({} KiB compressed) into the run's claim",
+                archive.len() / 1024
+            ),
+        );
+        let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
+        let exit = self.supervise(&pod_name, image, limit, logs, stop, LogResume::default(), &mut None).await;
+        cleanup.remove().await;
+        let exit = exit?;
+        if let Some(reason) = exit.stopped {
+            return Err(start_error(format!("the run's workspace was not filled: {reason}")));
+        }
+        if exit.code != Some(0) {
+            return Err(start_error(format!(
+                "pod {pod_name} could not unpack the checkout into the run's claim (exit {:?}): the image {image} \
+                 needs `sh`, `cat` and `tar` with gzip",
+                exit.code
+            )));
+        }
+        Ok(())
+    }
+
+    /// The run's claim goes when the run ends.
+    async fn release_claim(&self, run: &wharf_executor::RunEnd) {
+        if !matches!(self.config.workspace, Workspace::Claim { .. }) {
+            return;
+        }
+        let spec = TaskSpec {
+            run: run.run.clone(),
+            labels: run.labels.clone(),
+            stage: String::new(),
+            task: String::new(),
+            attempt: 0,
+            workdir: Default::default(),
+            script: String::new(),
+            image: None,
+            env: Vec::new(),
+            output_file: Default::default(),
+            cluster: None,
+        };
+        let (name, _, _) = Self::claim_of(&spec);
+        if let Err(e) = self.discard_pod(&name).await {
+            tracing::warn!(claim = %name, error = %e, "cannot delete the run's volume claim; the next start will");
+        }
     }
 
     fn pod_spec(
@@ -165,11 +480,17 @@ impl KubeExecutor {
         image: &str,
         labels: &BTreeMap<String, String>,
         annotations: &BTreeMap<String, String>,
+        claim: Option<&str>,
     ) -> serde_json::Value {
         let workdir = spec.workdir.display().to_string();
-        let mut volumes = vec![json!({"name": "workspace", "hostPath": {"path": workdir, "type": "Directory"}})];
+        let workspace = match claim {
+            Some(claim) => json!({"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}),
+            None => json!({"name": "workspace", "hostPath": {"path": workdir, "type": "Directory"}}),
+        };
+        let mut volumes = vec![workspace];
         let mut mounts = vec![json!({"name": "workspace", "mountPath": workdir})];
-        if let Some(outputs) = spec.output_file.parent()
+        if claim.is_none()
+            && let Some(outputs) = spec.output_file.parent()
             && !outputs.starts_with(&spec.workdir)
         {
             let dir = outputs.display().to_string();
@@ -185,6 +506,7 @@ impl KubeExecutor {
             "workingDir": workdir,
             "envFrom": [{"secretRef": {"name": name}}],
             "volumeMounts": mounts,
+            "terminationMessagePolicy": "File",
         });
         if !settings.resources.is_empty() {
             container["resources"] = serde_json::to_value(&settings.resources).unwrap_or_default();
@@ -213,7 +535,9 @@ impl KubeExecutor {
     }
 
     /// Waits for the Pod to start (reporting why it waits), streams its log, acts on stop
-    /// requests, and reads how its container ended.
+    /// requests, and reads how its container ended (its termination message into
+    /// `message`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) async fn supervise(
         &self,
         name: &str,
@@ -222,6 +546,7 @@ impl KubeExecutor {
         logs: &dyn LogSink,
         stop: &mut StopSignal,
         resume: LogResume,
+        message: &mut Option<String>,
     ) -> Result<Exit, ExecutorError> {
         let pods = self.pods();
         let mut stopped: Option<StopReason> = None;
@@ -381,6 +706,7 @@ impl KubeExecutor {
                 .and_then(|cs| cs.first())
                 .and_then(|c| c.state.as_ref()?.terminated.clone());
             if let Some(t) = terminated {
+                *message = t.message.clone();
                 return Ok(match (stopped, t.exit_code) {
                     (Some(reason), code @ 129..=159) => {
                         Exit { code: None, signal: Some(code - 128), stopped: Some(reason) }
@@ -467,9 +793,11 @@ impl KubeExecutor {
             format!("the server restarted; took over pod {}/{name} and resumed its log", self.config.namespace),
         );
         let limit = spec.cluster.as_ref().and_then(|c| c.pending_limit);
-        let exit = self.supervise(&name, &image, limit, logs, &mut stop, resume).await;
+        let mut message = None;
+        let exit = self.supervise(&name, &image, limit, logs, &mut stop, resume, &mut message).await;
         guard.remove().await;
-        exit.map(Some)
+        let claim = matches!(self.config.workspace, Workspace::Claim { .. });
+        self.outputs_back(&spec, claim, message, exit).map(Some)
     }
 
     /// Pods (and env Secrets whose pod is gone) carrying the label `label`, owned by its
@@ -504,6 +832,19 @@ impl KubeExecutor {
                 Some(Leftover { id: p.metadata.name?, owner, attempt })
             })
             .collect();
+        // The claims of runs (no attempt: deleted unless a continued run makes it again).
+        let claims = self
+            .claims()
+            .list(&params)
+            .await
+            .map_err(|e| start_error(format!("cannot list PersistentVolumeClaims in {ns}: {}", kube_reason(&e))))?;
+        for claim in claims.items {
+            if let (Some(name), Some(owner)) =
+                (claim.metadata.name, claim.metadata.annotations.and_then(|mut a| a.remove(label)))
+            {
+                left.push(Leftover { id: name, owner, attempt: None });
+            }
+        }
         // A Secret whose pod was never made (the server died in between) or is gone.
         for secret in secrets.items {
             let (Some(name), Some(owner)) =
@@ -523,6 +864,7 @@ impl KubeExecutor {
         for result in [
             self.pods().delete(name, &params).await.map(|_| ()),
             self.secrets().delete(name, &params).await.map(|_| ()),
+            self.claims().delete(name, &params).await.map(|_| ()),
         ] {
             match result {
                 Ok(()) => {}
@@ -579,6 +921,10 @@ impl Executor for KubeExecutor {
     fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
         Box::pin(self.discard_pod(&leftover.id))
     }
+
+    fn run_ended<'a>(&'a self, run: &'a wharf_executor::RunEnd) -> BoxFuture<'a, ()> {
+        Box::pin(self.release_claim(run))
+    }
 }
 
 /// Where a [`ClusterExecutor`] looks for what an earlier server process left: every
@@ -615,7 +961,12 @@ impl ClusterExecutor {
     }
 
     /// The executor on one cluster's namespace.
-    pub(crate) fn connect(&self, login: &ClusterLogin, namespace: &str) -> Result<KubeExecutor, ExecutorError> {
+    pub(crate) fn connect(
+        &self,
+        login: &ClusterLogin,
+        namespace: &str,
+        workspace: Workspace,
+    ) -> Result<KubeExecutor, ExecutorError> {
         let conn = Connection::from_kubeconfig(
             &login.kubeconfig,
             login.context.as_deref(),
@@ -628,7 +979,7 @@ impl ClusterExecutor {
             KubeExecutorConfig {
                 namespace: namespace.to_owned(),
                 default_image: self.default_image.clone(),
-                workspace: Workspace::HostPath,
+                workspace,
                 pending_limit: self.pending_limit,
             },
         ))
@@ -642,7 +993,7 @@ impl ClusterExecutor {
         let mut all = Vec::new();
         let mut failed = Vec::new();
         for (login, namespace) in clusters {
-            let found = match self.connect(&login, &namespace) {
+            let found = match self.connect(&login, &namespace, Workspace::HostPath) {
                 Ok(executor) => executor.leftover_pods(label).await,
                 Err(e) => Err(e),
             };
@@ -671,7 +1022,7 @@ impl ClusterExecutor {
             // The cluster is no longer registered: nothing Wharf can reach.
             return Ok(());
         };
-        self.connect(login, namespace)?.discard_pod(pod).await
+        self.connect(login, namespace, Workspace::HostPath)?.discard_pod(pod).await
     }
 
     fn on(&self, spec: &TaskSpec) -> Result<KubeExecutor, ExecutorError> {
@@ -682,7 +1033,7 @@ impl ClusterExecutor {
                 spec.task
             )));
         };
-        self.connect(&cluster.login, &cluster.namespace)
+        self.connect(&cluster.login, &cluster.namespace, Workspace::of(&cluster.workspace))
     }
 }
 
@@ -740,6 +1091,16 @@ impl Executor for ClusterExecutor {
     fn discard<'a>(&'a self, leftover: &'a Leftover) -> BoxFuture<'a, Result<(), ExecutorError>> {
         Box::pin(self.discard_leftover(&leftover.id))
     }
+
+    fn run_ended<'a>(&'a self, run: &'a wharf_executor::RunEnd) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let Some(cluster) = &run.cluster else { return };
+            match self.connect(&cluster.login, &cluster.namespace, Workspace::of(&cluster.workspace)) {
+                Ok(executor) => executor.release_claim(run).await,
+                Err(e) => tracing::warn!(error = %e, "cannot reach the cluster to delete the run's volume claim"),
+            }
+        })
+    }
 }
 
 /// The Pod and Secret of one attempt; dropped before [`Cleanup::remove`] ran (the `run`
@@ -775,6 +1136,76 @@ impl Drop for Cleanup {
             });
         }
     }
+}
+
+/// Pods (and Secrets) of a run's seeding, deleted in every outcome.
+struct SeedCleanup {
+    pods: Api<Pod>,
+    secrets: Api<Secret>,
+    names: Vec<String>,
+}
+
+impl SeedCleanup {
+    async fn remove(&mut self) {
+        let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        for name in std::mem::take(&mut self.names) {
+            let _ = self.pods.delete(&name, &params).await;
+            let _ = self.secrets.delete(&name, &params).await;
+        }
+    }
+}
+
+impl Drop for SeedCleanup {
+    fn drop(&mut self) {
+        if self.names.is_empty() {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (pods, secrets, names) = (self.pods.clone(), self.secrets.clone(), std::mem::take(&mut self.names));
+            handle.spawn(async move {
+                let params = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+                for name in names {
+                    let _ = pods.delete(&name, &params).await;
+                    let _ = secrets.delete(&name, &params).await;
+                }
+            });
+        }
+    }
+}
+
+/// The checkout at `dir` as a gzipped tar (`tar -czf - -C dir .`, the `tar` on the server's
+/// `PATH`, never a shell), at most [`MAX_SEED_BYTES`].
+async fn checkout_archive(dir: &std::path::Path) -> Result<Vec<u8>, ExecutorError> {
+    use tokio::io::AsyncReadExt as _;
+    let mut child = tokio::process::Command::new("tar")
+        .arg("-czf")
+        .arg("-")
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| start_error(format!("cannot run `tar` to pack the checkout for the run's claim: {e}")))?;
+    let mut out = Vec::new();
+    let mut stdout = child.stdout.take().expect("piped");
+    let read = (&mut stdout).take(MAX_SEED_BYTES as u64 + 1).read_to_end(&mut out).await;
+    if out.len() > MAX_SEED_BYTES {
+        return Err(start_error(format!(
+            "the checkout is over {} MiB compressed, more than the `claim` workspace carries through the API server; \
+             use a smaller checkout (shallow, fewer files) or the `host-path` workspace",
+            MAX_SEED_BYTES / (1024 * 1024)
+        )));
+    }
+    read.map_err(|e| start_error(format!("reading the packed checkout: {e}")))?;
+    let done = child.wait_with_output().await.map_err(|e| start_error(format!("`tar` of the checkout: {e}")))?;
+    if !done.status.success() {
+        let said = String::from_utf8_lossy(&done.stderr);
+        return Err(start_error(format!("`tar` could not pack the checkout: {}", said.trim())));
+    }
+    Ok(out)
 }
 
 /// The task's environment, later entries overriding earlier ones, every name one the

@@ -108,6 +108,7 @@ impl Fixture {
                 namespace: self.namespace.clone(),
                 pod: Default::default(),
                 pending_limit: None,
+                workspace: Default::default(),
             }),
         }
     }

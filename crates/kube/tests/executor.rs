@@ -434,6 +434,7 @@ fn on_cluster(f: &Fixture, mut spec: TaskSpec, pod: PodSettings, pending_limit: 
         namespace: f.namespace.clone(),
         pod,
         pending_limit,
+        workspace: Default::default(),
     });
     spec
 }
@@ -657,4 +658,92 @@ async fn a_new_executor_adopts_the_pod_a_killed_server_left_and_resumes_its_log_
         assert!(std::time::Instant::now() < deadline, "left: {:?}", f.left().await);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The `claim` workspace: the run's first task makes one PersistentVolumeClaim (as kubectl
+/// sees it: `Bound`, the cluster's class and size, the run's label) and fills it with the
+/// checkout; the next task sees what the first wrote there (and the server's directory does
+/// not: no hostPath); outputs come back; a restart's leftovers name the claim; the run's end
+/// deletes it, and nothing is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_claim_carries_its_workspace_and_goes_with_the_run() {
+    let Some(f) = fixture("ecp-devops-claim", None).await else { return };
+    let Some(tools) = wharf_testenv::k8s_tools_or_fail_in_ci() else { return };
+    let executor = KubeExecutor::new(
+        &f.conn,
+        KubeExecutorConfig {
+            namespace: f.namespace.clone(),
+            default_image: None,
+            workspace: Workspace::Claim { storage_class: Some("local-path".into()), size: "2Gi".into() },
+            pending_limit: Duration::from_secs(600),
+        },
+    );
+    std::fs::write(f.dir.path().join("src/README"), "from the checkout\n").unwrap();
+    let logs = Arc::new(Collect::default());
+    let first = f.spec("first", "cat README; echo made > made.txt; echo VERSION=1.2.3 >> \"$WHARF_OUTPUT\"");
+    let (_tx, rx) = no_stop();
+    let exit = executor.run(first.clone(), logs.clone(), rx).await.unwrap();
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert!(logs.texts(Stream::Stdout).contains(&"from the checkout".to_owned()), "{}", logs.all());
+    assert_eq!(std::fs::read_to_string(&first.output_file).unwrap(), "VERSION=1.2.3\n");
+    assert!(!f.dir.path().join("src/made.txt").exists(), "the pod wrote to the claim, not the server's directory");
+
+    // What kubectl sees of the claim.
+    let config = f.dir.path().join("kubeconfig");
+    f._fake.write_kubeconfig(&config).unwrap();
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(&tools.kubectl)
+            .arg("--kubeconfig")
+            .arg(&config)
+            .args(["-n", "ecp-devops-claim"])
+            .args(args)
+            .env("HOME", f.dir.path())
+            .env_remove("KUBECONFIG")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed: serde_json::Value =
+        serde_json::from_str(&tokio::task::block_in_place(|| kubectl(&["get", "pvc", "-o", "json"]))).unwrap();
+    let items = listed["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{listed:#}");
+    let claim = &items[0];
+    let name = claim["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(claim["status"]["phase"], "Bound");
+    assert_eq!(claim["spec"]["storageClassName"], "local-path");
+    assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "2Gi");
+    assert_eq!(claim["metadata"]["labels"]["wharf.run"], "kube-test_1");
+    assert_eq!(claim["metadata"]["annotations"]["wharf.run"], "kube-test#1");
+    let table = tokio::task::block_in_place(|| kubectl(&["get", "pvc"]));
+    let header: Vec<&str> = table.lines().next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(header[..3], ["NAME", "STATUS", "VOLUME"], "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        (row[0], row[1], row[3], row[4], row[5]),
+        (name.as_str(), "Bound", "2Gi", "RWO", "local-path"),
+        "{table}"
+    );
+
+    // The next task of the run mounts the same claim.
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let exit = executor.run(f.spec("second", "cat made.txt; cat README"), logs.clone(), rx).await.unwrap();
+    assert_eq!(exit.code, Some(0), "{}", logs.all());
+    assert_eq!(logs.texts(Stream::Stdout), ["made", "from the checkout"], "{}", logs.all());
+    assert!(!logs.all().contains("copies the checkout"), "filled once: {}", logs.all());
+
+    // A restart finds the claim by its label, without an attempt.
+    let left = executor.leftovers("WHARF_SERVER_RUN").await.unwrap();
+    let found: Vec<_> = left.iter().filter(|l| l.id == name).collect();
+    assert_eq!(found.len(), 1, "{left:?}");
+    assert!(found[0].attempt.is_none() && found[0].owner == "abc/42", "{left:?}");
+
+    // The run's end deletes it; nothing is left.
+    let end = wharf_executor::RunEnd { run: "kube-test#1".into(), labels: first.labels.clone(), cluster: None };
+    executor.run_ended(&end).await;
+    let listed = tokio::task::block_in_place(|| kubectl(&["get", "pvc", "-o", "name"]));
+    assert_eq!(listed.trim(), "", "no claim left");
+    assert_eq!(f.left().await, (0, 0), "no pod, no Secret left");
+    assert!(executor.leftovers("WHARF_SERVER_RUN").await.unwrap().is_empty());
 }

@@ -97,6 +97,7 @@ async fn live_builder_pod_builds_and_pushes_with_rootless_buildkit() {
             namespace: namespace.clone(),
             pod: Default::default(),
             pending_limit: None,
+            workspace: Default::default(),
         }),
     };
     let builder = KubeBuilder::new(policy, std::env::var("WHARF_TEST_BUILDER_IMAGE").ok());

@@ -742,6 +742,11 @@ pub async fn clusters(
     let rows = store.clusters_of_project(project).await?;
     // The namespace registration applied (wharf-kube's `pipeline_namespace`).
     let namespaces = rows.iter().map(|c| (c.name.clone(), format!("ecp-devops-{}", c.short_id))).collect();
+    // The cluster's stored settings: pod defaults, pending limit, workspace.
+    let pod_defaults = rows.iter().map(|c| (c.name.clone(), c.settings.pod.clone())).collect();
+    let pending_limits =
+        rows.iter().filter_map(|c| Some((c.name.clone(), c.settings.pending_limit?.as_std()))).collect();
+    let workspaces = rows.iter().map(|c| (c.name.clone(), c.settings.workspace.clone())).collect();
     let by_name = rows
         .into_iter()
         .map(|c| {
@@ -753,7 +758,7 @@ pub async fn clusters(
             (c.name, login)
         })
         .collect();
-    Ok(wharf_engine::Clusters { by_name, namespaces, default, ..Default::default() })
+    Ok(wharf_engine::Clusters { by_name, namespaces, pod_defaults, pending_limits, workspaces, default })
 }
 
 /// The branch or tag a record's checkout names, to clone again when the run is

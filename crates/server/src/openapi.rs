@@ -432,8 +432,8 @@ pub const ROUTES: &[Route] = &[
         path: "/clusters",
         summary: "Register a cluster from a kubeconfig (project `admin` unless given): checked (version, namespaces \
                   listable) and its pipeline namespace ecp-devops-<short id> applied unless ?verify=false; 422 for a \
-                  bad kubeconfig (exec and auth-provider plugins refused) or refused credentials, 502 when unreachable, \
-                  403 for an internal address outbound_allow does not name",
+                  bad kubeconfig (exec and auth-provider plugins refused), refused credentials or bad settings, 502 \
+                  when unreachable, 403 for an internal address outbound_allow does not name",
         body: Body::Json("NewCluster"),
         status: 201,
         answer: Some("ClusterInfo"),
@@ -443,6 +443,15 @@ pub const ROUTES: &[Route] = &[
         path: "/clusters/{name}",
         summary: "A cluster; its health is checked again first when the last check is older than 30 s (waiting at most 5 s)",
         body: Body::None,
+        status: 200,
+        answer: Some("ClusterInfo"),
+    },
+    Route {
+        method: "patch",
+        path: "/clusters/{name}",
+        summary: "Change a cluster's settings for the kubernetes executor (pod defaults, pending_limit, workspace) \
+                  as a JSON merge patch: the fields given replace, null clears; 422 with every problem at its field",
+        body: Body::Json("ClusterSettings"),
         status: 200,
         answer: Some("ClusterInfo"),
     },

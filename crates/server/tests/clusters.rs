@@ -416,3 +416,124 @@ async fn a_pipeline_deploys_only_to_its_own_projects_clusters() {
         "{reason}"
     );
 }
+
+/// The paths of a 422's details, in order.
+fn detail_paths(answer: &Answer) -> Vec<String> {
+    answer.json["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_given_at_registration_and_changed_by_a_merge_patch() {
+    let fake = fake(1, 0).await;
+    let s = common::start().await;
+
+    // Every default when none are given.
+    let plain = s.post("/clusters", body("plain", &fake.kubeconfig())).await.expect(201);
+    let defaults = &plain.json["settings"];
+    assert_eq!(defaults["workspace"], json!({"mode": "host-path", "storage_class": null, "size": null}));
+    assert_eq!((defaults["pending_limit"].clone(), defaults["tolerations"].clone()), (json!(null), json!([])));
+
+    // Bad settings at registration: every problem at its field, nothing registered.
+    let mut bad = body("bad", &fake.kubeconfig());
+    bad["settings"] = json!({
+        "resources": {"requests": {"cpu": "2", "memory": "lots"}, "limits": {"cpu": "1"}},
+        "node_selector": {"pool": "has space"},
+        "tolerations": [{"key": "gpu", "operator": "Exists", "value": "yes"}, {"effect": "Sometimes", "operator": "Exists"}],
+        "service_account": "Builder",
+        "pending_limit": "soon",
+        "workspace": {"mode": "nfs", "storage_class": "Fast SSD", "size": "0"},
+    });
+    let refused = s.post("/clusters", bad).await.expect_error(422);
+    assert_eq!(
+        detail_paths(&refused),
+        [
+            "settings.workspace.mode",
+            "settings.pending_limit",
+            "settings.resources.requests.memory",
+            "settings.resources.requests.cpu",
+            "settings.node_selector.pool",
+            "settings.tolerations[0]",
+            "settings.tolerations[1].effect",
+            "settings.service_account",
+            "settings.workspace.storage_class",
+            "settings.workspace.size",
+        ],
+        "{}",
+        refused.text
+    );
+    let text = refused.error_text();
+    assert!(text.contains("`nfs` is not a workspace mode: `host-path` or `claim`"), "{text}");
+    assert!(text.contains("the cpu request `2` is more than its limit `1`"), "{text}");
+    assert!(text.contains("`soon` is not a duration"), "{text}");
+    s.get("/clusters/bad").await.expect_error(404);
+    // An unknown field is refused, not dropped.
+    let mut typo = body("typo", &fake.kubeconfig());
+    typo["settings"] = json!({"pendin_limit": "5m"});
+    let refused = s.post("/clusters", typo).await.expect_error(422);
+    assert!(refused.error_text().contains("unknown field `pendin_limit`"), "{}", refused.text);
+
+    // Given at registration, answered as given.
+    let mut good = body("prod", &fake.kubeconfig());
+    good["settings"] = json!({
+        "resources": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}},
+        "node_selector": {"pool": "ci"},
+        "tolerations": [{"key": "ci", "operator": "Exists", "effect": "NoSchedule"}],
+        "service_account": "builder",
+        "pending_limit": "90s",
+    });
+    let prod = s.post("/clusters", good).await.expect(201);
+    let settings = &prod.json["settings"];
+    assert_eq!(settings["resources"]["requests"], json!({"cpu": "250m", "memory": null}));
+    assert_eq!(settings["pending_limit"], "1m30s");
+    assert_eq!(settings["service_account"], "builder");
+    assert_eq!(s.get("/clusters/prod").await.expect(200).json["settings"], *settings);
+
+    // A merge patch: the fields given replace, null clears, the rest stay.
+    let patched = s
+        .call(
+            reqwest::Method::PATCH,
+            "/clusters/prod",
+            Some(json!({
+                "service_account": null,
+                "resources": {"limits": {"cpu": "2"}},
+                "workspace": {"mode": "claim", "storage_class": "local-path", "size": "5Gi"},
+            })),
+        )
+        .await
+        .expect(200);
+    let after = &patched.json["settings"];
+    assert_eq!(after["service_account"], json!(null));
+    assert_eq!(after["resources"]["limits"], json!({"cpu": "2", "memory": "1Gi"}));
+    assert_eq!(after["resources"]["requests"]["cpu"], "250m");
+    assert_eq!(after["node_selector"], json!({"pool": "ci"}));
+    assert_eq!(after["workspace"], json!({"mode": "claim", "storage_class": "local-path", "size": "5Gi"}));
+    assert_eq!(s.get("/clusters").await.expect(200).json["items"][1]["settings"], *after);
+    // A bad patch changes nothing and says where.
+    let refused = s
+        .call(reqwest::Method::PATCH, "/clusters/prod", Some(json!({"resources": {"requests": {"cpu": "3"}}})))
+        .await
+        .expect_error(422);
+    assert_eq!(detail_paths(&refused), ["resources.requests.cpu"], "{}", refused.text);
+    let refused = s.call(reqwest::Method::PATCH, "/clusters/prod", Some(json!(["claim"]))).await.expect_error(422);
+    assert!(refused.error_text().contains("give a JSON object"), "{}", refused.text);
+    assert_eq!(s.get("/clusters/prod").await.expect(200).json["settings"], *after);
+    s.call(reqwest::Method::PATCH, "/clusters/ghost", Some(json!({}))).await.expect_error(404);
+
+    // Who may add clusters to the project may change them; a cluster out of sight (a
+    // normal user sees none) stays 404.
+    let manager = s.user("mona", "manager", &["web"]).await;
+    let user = s.user("ulf", "user", &["web"]).await;
+    let mut web = body("webc", &fake.kubeconfig());
+    web["project"] = json!("web");
+    manager.post("/clusters", web).await.expect(201);
+    manager.call(reqwest::Method::PATCH, "/clusters/webc", Some(json!({"pending_limit": "5m"}))).await.expect(200);
+    user.call(reqwest::Method::PATCH, "/clusters/webc", Some(json!({"pending_limit": "1m"}))).await.expect_error(404);
+    manager.call(reqwest::Method::PATCH, "/clusters/prod", Some(json!({}))).await.expect_error(404);
+    s.get("/clusters/webc").await.expect_error(404);
+    assert_eq!(manager.get("/clusters/webc").await.expect(200).json["settings"]["pending_limit"], "5m");
+}

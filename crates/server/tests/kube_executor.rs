@@ -166,3 +166,80 @@ async fn without_a_docker_engine_image_tasks_build_in_a_builder_pod() {
     let refused = s.post("/pipelines/host-build/runs", json!({"parameters": {}})).await.expect(422);
     assert!(refused.text.contains("`image` tasks need the Docker Engine"), "{}", refused.text);
 }
+
+/// The cluster's stored settings reach its task pods: a default node selector no node
+/// matches keeps the pod `Pending` until the cluster's pending limit ends the attempt, and
+/// once the selector is cleared (`PATCH`) the same pipeline runs (the default requests
+/// fit the node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clusters_settings_are_the_task_pods_defaults() {
+    let Some(_env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start().await;
+    let settings = json!({"node_selector": {"pool": "nowhere"}, "pending_limit": "2s",
+        "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}});
+    let cluster = s
+        .post("/clusters", json!({"name": "prod", "kubeconfig": fake.kubeconfig(), "settings": settings}))
+        .await
+        .expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let yaml = format!(
+        "name: defaults\nexecutor: kubernetes\ncluster: prod\ndefault_image: {}\nstages:\n  - name: Build\n    tasks:\n      \
+         - {{name: build, type: script, script: 'echo ran'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("defaults", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "failed", "{done:#}");
+    let log = log_of(&s, run, "build").await;
+    let record = done.to_string();
+    assert!(record.contains("stayed pending for 2s"), "the cluster's pending limit: {done:#}");
+    assert!(log.contains("node(s) didn't match Pod's node affinity/selector"), "the cluster's selector: {log}");
+
+    s.call(reqwest::Method::PATCH, "/clusters/prod", Some(json!({"node_selector": null}))).await.expect(200);
+    let run = id_of(&s.start_run("defaults", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    assert!(log_of(&s, run, "build").await.contains("out ran"));
+    let list: Value = common::kube_get(&fake, &format!("/api/v1/namespaces/{namespace}/pods")).await.unwrap();
+    assert_eq!(list["items"], json!([]), "{list:#}");
+}
+
+/// A cluster whose workspace is `claim`: the same pipeline as on `hostPath` (the checkout
+/// reaches every pod, files pass between stages, outputs come back, parallel tasks), and
+/// no pod, Secret or claim left in the namespace after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_the_claim_workspace_runs_the_same_pipeline() {
+    let Some(_env) = wharf_testenv::containers_or_fail_in_ci() else { return };
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let s = start().await;
+    let settings = json!({"workspace": {"mode": "claim", "size": "512Mi"}});
+    let cluster = s
+        .post("/clusters", json!({"name": "multi", "kubeconfig": fake.kubeconfig(), "settings": settings}))
+        .await
+        .expect(201);
+    let namespace = cluster.json["namespace"].as_str().unwrap().to_owned();
+    let yaml = format!(
+        "name: on-claim\nexecutor: kubernetes\ncluster: multi\ndefault_image: {}\nstages:\n  \
+         - name: Build\n    tasks:\n      \
+         - {{name: build, type: script, script: 'echo v1 > made.txt; echo VERSION=1.2.3 >> \"$WHARF_OUTPUT\"', outputs: [VERSION]}}\n  \
+         - name: Test\n    mode: parallel\n    tasks:\n      \
+         - {{name: one, type: script, script: 'cat made.txt; echo \"version ${{tasks.build.VERSION}}\"'}}\n      \
+         - {{name: two, type: script, script: 'test -s made.txt && echo seen'}}\n",
+        image()
+    );
+    s.create(&yaml).await;
+    let run = id_of(&s.start_run("on-claim", json!({})).await);
+    let done = s.wait_run(run).await;
+    assert_eq!(done["status"], "succeeded", "{done:#}");
+    let build = log_of(&s, run, "build").await;
+    assert!(build.contains("volume claim") && build.contains("(512Mi) created"), "{build}");
+    let one = log_of(&s, run, "one").await;
+    assert!(one.contains("out v1") && one.contains("out version 1.2.3"), "{one}");
+    assert!(log_of(&s, run, "two").await.contains("out seen"));
+    for kind in ["pods", "secrets", "persistentvolumeclaims"] {
+        let list: Value = common::kube_get(&fake, &format!("/api/v1/namespaces/{namespace}/{kind}")).await.unwrap();
+        assert_eq!(list["items"], json!([]), "{kind}: {list:#}");
+    }
+}

@@ -12,6 +12,8 @@
 
 use std::fmt;
 
+use wharf_core::pod::ClusterSettings;
+
 use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
 
@@ -94,6 +96,9 @@ pub struct Cluster {
     /// See the module docs.
     pub short_id: String,
     pub check: Check,
+    /// The kubernetes executor's settings for this cluster (pod defaults, pending limit,
+    /// workspace).
+    pub settings: ClusterSettings,
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -111,6 +116,7 @@ pub struct NewCluster {
     /// From [`Store::unused_cluster_short_id`].
     pub short_id: String,
     pub check: Check,
+    pub settings: ClusterSettings,
     pub created_by: String,
 }
 
@@ -124,6 +130,7 @@ impl fmt::Debug for NewCluster {
             .field("kubeconfig", &"***")
             .field("short_id", &self.short_id)
             .field("check", &self.check)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +144,7 @@ pub struct ClusterAccess {
     pub kubeconfig: String,
     pub context: String,
     pub short_id: String,
+    pub settings: ClusterSettings,
 }
 
 impl fmt::Debug for ClusterAccess {
@@ -146,12 +154,13 @@ impl fmt::Debug for ClusterAccess {
             .field("kubeconfig", &"***")
             .field("context", &self.context)
             .field("short_id", &self.short_id)
+            .field("settings", &self.settings)
             .finish()
     }
 }
 
 const SELECT: &str = "SELECT id, name, project, server, context, short_id, version, nodes_ready, nodes_total, \
-                      health, health_error, checked_at, created_by, created_at, updated_at FROM clusters";
+                      health, health_error, checked_at, created_by, created_at, updated_at, settings FROM clusters";
 
 fn cluster_row(row: &DbRow) -> Result<Cluster> {
     let name: String = row.get(1);
@@ -170,10 +179,20 @@ fn cluster_row(row: &DbRow) -> Result<Cluster> {
         context: row.get(4),
         short_id: row.get(5),
         check: Check { health, error: row.get(10), checked_at: row.get(11), version: row.get(6), nodes },
+        settings: settings_of(&row.get::<String>(15))
+            .map_err(|why| StoreError::Corrupt(format!("cluster `{}`: {why}", row.get::<String>(1))))?,
         created_by: row.get(12),
         created_at: row.get(13),
         updated_at: row.get(14),
     })
+}
+
+fn settings_of(text: &str) -> std::result::Result<ClusterSettings, String> {
+    serde_json::from_str(text).map_err(|e| format!("its stored settings are not readable: {e}"))
+}
+
+fn settings_text(settings: &ClusterSettings) -> String {
+    serde_json::to_string(settings).expect("cluster settings serialize")
 }
 
 /// 8 random lowercase hex digits.
@@ -216,8 +235,8 @@ impl Store {
         let c = &new.check;
         let done = db::query(
             "INSERT INTO clusters (name, project, server, context, kubeconfig, short_id, version, nodes_ready, \
-             nodes_total, health, health_error, checked_at, created_by, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             nodes_total, health, health_error, checked_at, created_by, created_at, updated_at, settings) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&new.name)
         .bind(&new.project)
@@ -234,6 +253,7 @@ impl Store {
         .bind(&new.created_by)
         .bind(now)
         .bind(now)
+        .bind(settings_text(&new.settings))
         .execute(&self.pool)
         .await;
         match done {
@@ -293,9 +313,25 @@ impl Store {
         self.cluster(name).await
     }
 
+    /// Replaces the cluster's settings (the caller checked them).
+    pub async fn set_cluster_settings(&self, name: &str, settings: &ClusterSettings) -> Result<Cluster> {
+        let write = self.writer.lock().await;
+        let done = db::query("UPDATE clusters SET settings = ?, updated_at = ? WHERE name = ?")
+            .bind(settings_text(settings))
+            .bind(now_ms())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("cluster `{name}`")));
+        }
+        drop(write);
+        self.cluster(name).await
+    }
+
     /// The cluster `name` with its kubeconfig unsealed, to connect to it.
     pub async fn cluster_access(&self, name: &str) -> Result<ClusterAccess> {
-        let row = db::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE name = ?")
+        let row = db::query("SELECT name, kubeconfig, context, short_id, settings FROM clusters WHERE name = ?")
             .bind(name)
             .fetch_optional(&self.pool)
             .await?
@@ -306,11 +342,12 @@ impl Store {
     /// Every cluster of `project` with its kubeconfig unsealed, by name: what a run of the
     /// project's pipelines may deploy to (a task's `cluster:` names one of them).
     pub async fn clusters_of_project(&self, project: &str) -> Result<Vec<ClusterAccess>> {
-        let rows =
-            db::query("SELECT name, kubeconfig, context, short_id FROM clusters WHERE project = ? ORDER BY name")
-                .bind(project)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = db::query(
+            "SELECT name, kubeconfig, context, short_id, settings FROM clusters WHERE project = ? ORDER BY name",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(|row| self.access_row(row)).collect()
     }
 
@@ -319,7 +356,9 @@ impl Store {
         let kubeconfig = self
             .open_secret(row.get(1))?
             .ok_or_else(|| StoreError::Corrupt(format!("cluster `{name}` has no kubeconfig")))?;
-        Ok(ClusterAccess { name, kubeconfig, context: row.get(2), short_id: row.get(3) })
+        let settings = settings_of(&row.get::<String>(4))
+            .map_err(|why| StoreError::Corrupt(format!("cluster `{name}`: {why}")))?;
+        Ok(ClusterAccess { name, kubeconfig, context: row.get(2), short_id: row.get(3), settings })
     }
 
     /// Forgets a cluster (nothing in the cluster is deleted). The caller checks first that
@@ -355,6 +394,7 @@ mod tests {
                 version: Some("v1.33.2".into()),
                 nodes: Some((2, 3)),
             },
+            settings: ClusterSettings::default(),
             created_by: "ann".into(),
         }
     }
@@ -438,7 +478,28 @@ mod tests {
         assert!(matches!(s.record_cluster_check("ghost", &good).await, Err(StoreError::NotFound(_))));
     }
 
+    async fn settings_are_stored_replaced_and_read_with_the_access(s: Store) {
+        use wharf_core::pod::{WorkspaceMode, WorkspaceSettings};
+        let mut n = new(&s, "prod", "admin").await;
+        n.settings.pod.service_account = Some("builder".into());
+        n.settings.pending_limit = Some(wharf_core::duration::Duration::from_secs(90));
+        let c = s.create_cluster(&n).await.unwrap();
+        assert_eq!(c.settings, n.settings);
+        let mut changed = c.settings.clone();
+        changed.workspace = WorkspaceSettings {
+            mode: WorkspaceMode::Claim,
+            storage_class: Some("fast".into()),
+            size: Some("5Gi".into()),
+        };
+        changed.pod.node_selector.insert("pool".into(), "ci".into());
+        assert_eq!(s.set_cluster_settings("prod", &changed).await.unwrap().settings, changed);
+        assert_eq!(s.cluster_access("prod").await.unwrap().settings, changed);
+        assert_eq!(s.clusters_of_project("admin").await.unwrap()[0].settings, changed);
+        assert!(matches!(s.set_cluster_settings("ghost", &changed).await, Err(StoreError::NotFound(_))));
+    }
+
     on_both!(
+        settings_are_stored_replaced_and_read_with_the_access,
         the_kubeconfig_is_sealed_and_only_access_opens_it,
         names_are_unique_projects_must_exist_and_lists_are_by_project,
         a_failed_check_keeps_what_the_last_good_one_found,

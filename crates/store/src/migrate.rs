@@ -74,6 +74,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0017_shared_state.sql"),
     ),
     (
+        18,
+        include_str!("../migrations/sqlite/0018_cluster_settings.sql"),
+        include_str!("../migrations/postgres/0018_cluster_settings.sql"),
+    ),
+    (
         19,
         include_str!("../migrations/sqlite/0019_version_listing.sql"),
         include_str!("../migrations/postgres/0019_version_listing.sql"),

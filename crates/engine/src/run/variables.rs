@@ -225,6 +225,7 @@ impl RunState {
             namespace,
             pod: pod.over(&pipeline.pod.over(&defaults)),
             pending_limit: clusters.pending_limits.get(name).copied(),
+            workspace: clusters.workspaces.get(name).cloned().unwrap_or_default(),
         }))
     }
 

@@ -20,6 +20,13 @@
 //!   (what a cluster registered with `?verify=false` needs once it is reachable). Showing
 //!   starts one check per cluster at a time: a caller arriving during one gets the
 //!   stored state.
+//! - Settings ([`ClusterSettingsView`]): the kubernetes executor's pod defaults
+//!   (`resources`, `node_selector`, `tolerations`, `service_account`), `pending_limit` and
+//!   `workspace` (`mode` `host-path` or `claim`, `storage_class`, `size`), given as
+//!   `settings` at registration and changed with `PATCH /clusters/{name}` (a JSON merge
+//!   patch of them: the fields given replace, `null` clears); checked with the rules the
+//!   pipeline's own pod settings follow, every problem a `422` detail at its field.
+//!   Changing them is for whoever may add clusters to the project.
 //! - `DELETE /clusters/{name}`: `204`, or `409` ([`ClusterInUse`]) naming the pipelines
 //!   of its project whose latest version has a task (`deploy-yaml`, `chart-deploy`,
 //!   `canary`) naming it. Nothing in the cluster is deleted.
@@ -35,9 +42,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use wharf_api::clusters::{Cluster as ClusterView, ClusterInUse, Clusters, Health as HealthView, NewCluster, Nodes};
+use wharf_api::clusters::{
+    Cluster as ClusterView, ClusterInUse, ClusterSettings as ClusterSettingsView, ClusterWorkspace, Clusters,
+    Health as HealthView, NewCluster, Nodes, PodQuantities, PodResources, PodToleration,
+};
 use wharf_core::model::TaskKind;
 use wharf_core::names::PipelineName;
+use wharf_core::pod::{
+    ClusterSettings, PodSettings, Quantities, Resources, Toleration, WorkspaceMode, WorkspaceSettings,
+};
 use wharf_kube::{ClusterError, Connection, FileAccess, KubeconfigError, NamespaceError, Permission};
 use wharf_store::clusters::{Check, Cluster, Health, NewCluster as StoreCluster};
 
@@ -50,6 +63,9 @@ pub const RECHECK_AFTER: Duration = Duration::from_secs(30);
 /// How long `GET /clusters/{name}` waits for that check; no answer by then is recorded
 /// as unreachable.
 pub const SHOW_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The largest `PATCH /clusters/{name}` body.
+pub const MAX_SETTINGS_BODY: usize = 64 * 1024;
 
 /// The label Wharf puts on a cluster's pipeline namespace (with the short id), beside
 /// `app.kubernetes.io/managed-by: wharf`.
@@ -74,8 +90,96 @@ fn view(c: Cluster) -> ClusterView {
             error: c.check.error,
             checked_at: c.check.checked_at,
         },
+        settings: settings_view(&c.settings),
         created_by: c.created_by,
         created_at: c.created_at,
+    }
+}
+
+/// The stored settings as answered.
+fn settings_view(s: &ClusterSettings) -> ClusterSettingsView {
+    let quantities = |q: &Quantities| PodQuantities { cpu: q.cpu.clone(), memory: q.memory.clone() };
+    ClusterSettingsView {
+        resources: PodResources {
+            requests: quantities(&s.pod.resources.requests),
+            limits: quantities(&s.pod.resources.limits),
+        },
+        node_selector: s.pod.node_selector.clone(),
+        tolerations: s
+            .pod
+            .tolerations
+            .iter()
+            .map(|t| PodToleration {
+                key: t.key.clone(),
+                operator: t.operator.clone(),
+                value: t.value.clone(),
+                effect: t.effect.clone(),
+            })
+            .collect(),
+        service_account: s.pod.service_account.clone(),
+        pending_limit: s.pending_limit.map(|d| d.to_string()),
+        workspace: ClusterWorkspace {
+            mode: s.workspace.mode.as_str().to_owned(),
+            storage_class: s.workspace.storage_class.clone(),
+            size: s.workspace.size.clone(),
+        },
+    }
+}
+
+/// The settings as given, checked: every problem as a detail at `prefix` + its field.
+fn settings_of(v: ClusterSettingsView, prefix: &str) -> Result<ClusterSettings, Vec<Detail>> {
+    let mut problems = Vec::new();
+    let quantities = |q: PodQuantities| Quantities { cpu: q.cpu, memory: q.memory };
+    let mode = WorkspaceMode::parse(&v.workspace.mode).unwrap_or_else(|| {
+        problems.push(detail(
+            &format!("{prefix}workspace.mode"),
+            format!("`{}` is not a workspace mode: `host-path` or `claim`", v.workspace.mode.escape_debug()),
+        ));
+        WorkspaceMode::HostPath
+    });
+    let pending_limit = match v.pending_limit.as_deref().map(wharf_core::duration::Duration::parse) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => {
+            problems.push(detail(&format!("{prefix}pending_limit"), e.to_string()));
+            None
+        }
+    };
+    let settings = ClusterSettings {
+        pod: PodSettings {
+            resources: Resources { requests: quantities(v.resources.requests), limits: quantities(v.resources.limits) },
+            node_selector: v.node_selector,
+            tolerations: v
+                .tolerations
+                .into_iter()
+                .map(|t| Toleration { key: t.key, operator: t.operator, value: t.value, effect: t.effect })
+                .collect(),
+            service_account: v.service_account,
+        },
+        pending_limit,
+        workspace: WorkspaceSettings { mode, storage_class: v.workspace.storage_class, size: v.workspace.size },
+    };
+    problems.extend(settings.problems().into_iter().map(|(path, why)| detail(&format!("{prefix}{path}"), why)));
+    if problems.is_empty() { Ok(settings) } else { Err(problems) }
+}
+
+/// RFC 7386: `patch` merged into `target` (objects field by field, `null` removes, any
+/// other value replaces).
+fn merge_patch(target: &mut serde_json::Value, patch: serde_json::Value) {
+    let serde_json::Value::Object(fields) = patch else {
+        *target = patch;
+        return;
+    };
+    if !target.is_object() {
+        *target = serde_json::Value::Object(Default::default());
+    }
+    let object = target.as_object_mut().expect("made an object above");
+    for (key, value) in fields {
+        if value.is_null() {
+            object.remove(&key);
+        } else {
+            merge_patch(object.entry(key).or_insert(serde_json::Value::Null), value);
+        }
     }
 }
 
@@ -194,6 +298,13 @@ pub async fn create(
     if context.is_some_and(|c| c.len() > 253 || c.chars().any(char::is_control)) {
         problems.push(detail("context", "at most 253 characters, without control characters"));
     }
+    let settings = match request.settings.map(|s| settings_of(s, "settings.")).transpose() {
+        Ok(settings) => settings.unwrap_or_default(),
+        Err(details) => {
+            problems.extend(details);
+            ClusterSettings::default()
+        }
+    };
     if !problems.is_empty() {
         return Err(AppError::Invalid { message: "the cluster is not valid".into(), details: problems });
     }
@@ -227,6 +338,7 @@ pub async fn create(
         kubeconfig: request.kubeconfig,
         short_id,
         check: outcome,
+        settings,
         created_by: caller.name.clone(),
     };
     let cluster = state.store.create_cluster(&new).await?;
@@ -343,6 +455,44 @@ pub async fn check_now(State(state): AppStateRef, caller: Caller, Path(name): Pa
     // Checking changes only what is stored about the cluster: a viewer may ask for it.
     let cluster = find(&state, &caller, Action::ViewCluster, &name).await?;
     let cluster = recheck(&state, &cluster, wharf_kube::CHECK_TIMEOUT, true).await?;
+    Ok(axum::Json(view(cluster)).into_response())
+}
+
+/// `PATCH /clusters/{name}`: a JSON merge patch of the cluster's settings (see the module
+/// docs); `200` with the cluster, `422` with every problem at its field.
+pub async fn update(
+    State(state): AppStateRef,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let cluster = find(&state, &caller, Action::ViewCluster, &name).await?;
+    // Who may add a cluster to the project may change how pods run on it.
+    authz::check(&caller, Action::AddCluster, &object(&cluster))?;
+    let patch: serde_json::Value = serde_json::from_slice(&body).map_err(|e| AppError::Invalid {
+        message: "the request body is not valid".into(),
+        details: vec![Detail {
+            path: String::new(),
+            line: Some(e.line()),
+            column: Some(e.column()),
+            message: e.to_string(),
+        }],
+    })?;
+    if !patch.is_object() {
+        return Err(AppError::invalid(
+            "the request body is not valid",
+            "",
+            "give a JSON object of the settings to change (`{\"pending_limit\": \"5m\"}`)",
+        ));
+    }
+    let mut merged = serde_json::to_value(settings_view(&cluster.settings)).expect("settings serialize");
+    merge_patch(&mut merged, patch);
+    let given: ClusterSettingsView = serde_json::from_value(merged)
+        .map_err(|e| AppError::invalid("the cluster settings are not valid", "", e.to_string()))?;
+    let settings = settings_of(given, "")
+        .map_err(|details| AppError::Invalid { message: "the cluster settings are not valid".into(), details })?;
+    let cluster = state.store.set_cluster_settings(&cluster.name, &settings).await?;
+    tracing::info!(cluster = %cluster.name, by = %caller.name, "cluster settings changed");
     Ok(axum::Json(view(cluster)).into_response())
 }
 

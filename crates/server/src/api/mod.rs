@@ -97,7 +97,13 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/clusters",
             get(clusters::list).post(clusters::create).layer(axum::extract::DefaultBodyLimit::max(clusters::MAX_BODY)),
         )
-        .route("/clusters/{name}", get(clusters::show).delete(clusters::delete))
+        .route(
+            "/clusters/{name}",
+            get(clusters::show)
+                .delete(clusters::delete)
+                .patch(clusters::update)
+                .layer(axum::extract::DefaultBodyLimit::max(clusters::MAX_SETTINGS_BODY)),
+        )
         .route("/clusters/{name}/check", post(clusters::check_now))
         .route("/clusters/{name}/releases", get(releases::list))
         .route("/clusters/{name}/namespaces/{ns}/releases/{release}", get(releases::show).delete(releases::uninstall))
