@@ -244,8 +244,8 @@ impl Lifecycle {
                     let started = task.attempt_started.or_else(|| {
                         task.progress.history.iter().rev().find(|h| h.status == Status::Running).map(|h| h.at)
                     });
-                    let path = self.logs().path(row.summary.id, LogKey::Task(s, t));
-                    logs.insert((s, t), log_resume(&path, started));
+                    let key = LogKey::Task(s, t);
+                    logs.insert((s, t), log_resume(self.logs(), row.summary.id, key, started).await);
                 }
             }
         }
@@ -319,16 +319,33 @@ impl Lifecycle {
 /// ends, in the executor's terms: the last second its stored output lines reach and
 /// how many of them are stamped in or after it. Lines of earlier attempts (before
 /// `started`) and Wharf's own (`sys`) lines do not count.
-fn log_resume(path: &std::path::Path, started: Option<jiff::Timestamp>) -> LogResume {
-    use std::io::BufRead;
-    let Ok(file) = std::fs::File::open(path) else { return LogResume::default() };
+async fn log_resume(
+    logs: &wharf_store::logs::LogFiles,
+    run: i64,
+    key: LogKey,
+    started: Option<jiff::Timestamp>,
+) -> LogResume {
+    // Read in pieces through the log's own reader (a file, or chunks in the database),
+    // so a long log is never held whole.
+    const PIECE: usize = 1 << 20;
     let from_ms = started.map_or(i64::MIN, |t| t.as_millisecond());
     let mut seconds: Vec<i64> = Vec::new();
-    for line in std::io::BufReader::new(file).split(b'\n').map_while(Result::ok) {
-        let Some(line) = wharf_executor::stored::parse(&line) else { continue };
-        if line.stream != Stream::System && line.at.as_millisecond() >= from_ms {
-            seconds.push(line.at.as_second());
+    let (mut offset, mut partial) = (0u64, Vec::new());
+    loop {
+        let Ok(piece) = logs.read_from(run, key, offset, PIECE).await else { break };
+        if piece.is_empty() {
+            break;
         }
+        offset += piece.len() as u64;
+        partial.extend_from_slice(&piece);
+        let complete = partial.iter().rposition(|b| *b == b'\n').map_or(0, |at| at + 1);
+        for line in partial[..complete].split(|b| *b == b'\n') {
+            let Some(line) = wharf_executor::stored::parse(line) else { continue };
+            if line.stream != Stream::System && line.at.as_millisecond() >= from_ms {
+                seconds.push(line.at.as_second());
+            }
+        }
+        partial.drain(..complete);
     }
     match seconds.last() {
         None => LogResume::default(),
