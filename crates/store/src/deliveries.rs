@@ -1,7 +1,9 @@
 //! Webhook deliveries: every request to `/hooks/{provider}/{binding}`, stored before
 //! the server answers it, with the headers (secret-bearing ones redacted by the
 //! caller), the body (kept for replay), its SHA-256, the verdict and the runs it
-//! started. A repeated provider delivery id is found with [`Store::earlier_delivery`].
+//! started. A repeated provider delivery id is found with [`Store::earlier_delivery`],
+//! which claims the id under a unique key, so servers sharing one database agree on
+//! which copy goes ahead.
 
 use crate::db::{self, DbRow};
 use crate::{Result, Store, StoreError, now_ms};
@@ -215,10 +217,15 @@ impl Store {
         Ok(())
     }
 
-    /// The id of an earlier delivery (a smaller id than `before`) with the same
-    /// provider, binding and provider delivery id that was not rejected: `Some` means
-    /// the delivery `before` repeats it. Two copies stored at once both see the first
-    /// one stored, so exactly one of them goes ahead.
+    /// Claims the provider delivery id for the stored delivery `before`: `None` when
+    /// it is the first accepted delivery with this provider, binding and delivery id
+    /// (it goes ahead), else `Some(id)` of the delivery that holds the claim (this one
+    /// repeats it). The claim is a row under a primary key (`delivery_claims`), so of
+    /// copies stored at once — on one server or on several sharing a database —
+    /// exactly one gets `None`, whatever order their inserts commit in; asking again
+    /// for the same delivery answers the same (a restart finishing a `received` one).
+    /// Rejected deliveries never ask, so a forged copy does not make the real one a
+    /// repeat. The claim goes with its delivery when retention deletes that.
     pub async fn earlier_delivery(
         &self,
         provider: &str,
@@ -226,17 +233,28 @@ impl Store {
         delivery_id: &str,
         before: i64,
     ) -> Result<Option<i64>> {
-        let row = db::query(
-            "SELECT id FROM deliveries WHERE provider = ? AND binding = ? AND delivery_id = ? AND id < ? \
-             AND verdict <> 'rejected' ORDER BY id LIMIT 1",
+        db::query(
+            "INSERT INTO delivery_claims (provider, binding, delivery_id, delivery) VALUES (?, ?, ?, ?) \
+             ON CONFLICT DO NOTHING",
         )
         .bind(provider)
         .bind(binding)
         .bind(delivery_id)
         .bind(before)
-        .fetch_optional(&self.pool)
+        .execute(&self.pool)
         .await?;
-        Ok(row.map(|r| r.get(0)))
+        // Whoever inserted first holds it: this statement sees that committed row (a
+        // concurrent insert of the same key waits for the first one to commit).
+        let holder: i64 =
+            db::query("SELECT delivery FROM delivery_claims WHERE provider = ? AND binding = ? AND delivery_id = ?")
+                .bind(provider)
+                .bind(binding)
+                .bind(delivery_id)
+                .fetch_optional(&self.pool)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("delivery {before}")))?
+                .get(0);
+        Ok((holder != before).then_some(holder))
     }
 
     /// The id of an earlier accepted delivery that carried the same signature
@@ -288,5 +306,58 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(full).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn copy(delivery_id: &str) -> NewDelivery {
+        NewDelivery {
+            binding: "gh".into(),
+            provider: "github".into(),
+            delivery_id: delivery_id.into(),
+            event: "push".into(),
+            headers: serde_json::json!({}),
+            body: Some(b"{}".to_vec()),
+            body_sha256: "ab".repeat(32),
+            verdict: Verdict::Received,
+            reason: None,
+            signature_sha256: None,
+        }
+    }
+
+    on_both!(url: copies_arriving_at_once_on_two_servers_start_once);
+
+    /// Eight copies of one delivery, stored and checked at once through two stores
+    /// (two servers on PostgreSQL; one SQLite file is one server's): exactly one goes
+    /// ahead, and every other names it.
+    async fn copies_arriving_at_once_on_two_servers_start_once(url: String) {
+        let a = Store::open(&url).await.unwrap();
+        let b = if a.is_postgres() { Store::open(&url).await.unwrap() } else { a.clone() };
+        for round in 0..5 {
+            let id = format!("d-{round}");
+            let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+            let mut handles = Vec::new();
+            for n in 0..8 {
+                let store = if n % 2 == 0 { a.clone() } else { b.clone() };
+                let (id, barrier) = (id.clone(), barrier.clone());
+                handles.push(tokio::spawn(async move {
+                    let mine = store.insert_delivery(&copy(&id)).await.unwrap();
+                    barrier.wait().await;
+                    (mine, store.earlier_delivery("github", "gh", &id, mine).await.unwrap())
+                }));
+            }
+            let mut answers = Vec::new();
+            for h in handles {
+                answers.push(h.await.unwrap());
+            }
+            let ahead: Vec<i64> = answers.iter().filter(|(_, e)| e.is_none()).map(|(m, _)| *m).collect();
+            assert_eq!(ahead.len(), 1, "exactly one copy goes ahead: {answers:?}");
+            assert!(answers.iter().all(|(m, e)| *m == ahead[0] || *e == Some(ahead[0])), "{answers:?}");
+            // Asked again (a restart finishing it), the first still goes ahead.
+            assert_eq!(a.earlier_delivery("github", "gh", &id, ahead[0]).await.unwrap(), None);
+        }
     }
 }

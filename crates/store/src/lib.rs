@@ -11,7 +11,8 @@
 //! On both, writes of one process queue on one mutex (SQLite takes one writer at a
 //! time; on PostgreSQL it keeps the read-then-write steps of one server, such as the
 //! pipeline limit, as atomic as they are on SQLite). Several servers on one PostgreSQL
-//! need claims with leases, not this mutex: the next part of issue 18.
+//! share runs through [`claims`]: a run is started by the one server that claims it,
+//! under a lease, and every write of its record is fenced.
 //!
 //! Start with [`Store::open`], then the pipeline methods, then the run methods.
 
@@ -21,10 +22,12 @@
 mod backends;
 
 pub mod bindings;
+pub mod claims;
 pub mod clusters;
 pub mod copy;
 pub mod db;
 pub mod deliveries;
+pub mod events;
 pub mod gates;
 pub mod idempotency;
 pub mod logs;
@@ -62,6 +65,10 @@ pub enum StoreError {
     /// Creating one more would pass the pipeline limit (the licence's).
     #[error("the limit of {0} pipelines is reached")]
     Limit(i64),
+    /// A write of a claimed run refused: another server has claimed it since (its
+    /// lease had lapsed). The writer must stop writing for that run ([`claims`]).
+    #[error("run {0} is now another server's (its lease lapsed); this server's write was refused")]
+    Fenced(i64),
     /// A sealed secret cannot be opened (unknown key, damaged).
     #[error(transparent)]
     Secret(#[from] secretbox::SecretError),
@@ -80,6 +87,8 @@ pub struct Store {
     secret_box: std::sync::Arc<secretbox::SecretBox>,
     /// How many webhook deliveries [`Store::insert_delivery`] keeps.
     delivery_retention: deliveries::Retention,
+    /// Notices to and from the other processes on this database ([`events`]).
+    events: std::sync::Arc<events::Events>,
 }
 
 /// A pipeline's row, with its latest version number.
@@ -158,7 +167,13 @@ impl Store {
         let pool = if is_postgres_url(url) { open_postgres(url).await? } else { open_sqlite(url).await? };
         migrate::run(&pool).await?;
         let secret_box = std::sync::Arc::new(secretbox::SecretBox::ephemeral());
-        Ok(Store { pool, writer: Default::default(), secret_box, delivery_retention: Default::default() })
+        Ok(Store {
+            pool,
+            writer: Default::default(),
+            secret_box,
+            delivery_retention: Default::default(),
+            events: Default::default(),
+        })
     }
 }
 
@@ -635,20 +650,34 @@ impl Store {
     /// Stores a run's record (and its status and commit); returns the bytes of the
     /// record written.
     pub async fn save_record(&self, run_id: i64, record: &RunRecord) -> Result<usize> {
-        let _write = self.writer.lock().await;
+        self.write_record(run_id, record, None).await
+    }
+
+    /// [`save_record`](Self::save_record), only while the run's fence is `fence` when
+    /// one is given ([`claims`]).
+    async fn write_record(&self, run_id: i64, record: &RunRecord, fence: Option<i64>) -> Result<usize> {
         let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let bytes = json.len();
         let commit = record.checkout.as_ref().and_then(|c| c.commit.clone());
-        db::query(
-            "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? WHERE id = ?",
-        )
-        .bind(json)
-        .bind(record.progress.status.as_str())
-        .bind(commit)
-        .bind(now_ms())
-        .bind(run_id)
-        .execute(&self.pool)
-        .await?;
+        let sql = match fence {
+            None => {
+                "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? WHERE id = ?"
+            }
+            Some(_) => {
+                "UPDATE runs SET record = ?, status = ?, commit_sha = COALESCE(?, commit_sha), updated_at = ? \
+                 WHERE id = ? AND fence = ?"
+            }
+        };
+        let mut query =
+            db::query(sql).bind(json).bind(record.progress.status.as_str()).bind(commit).bind(now_ms()).bind(run_id);
+        if let Some(fence) = fence {
+            query = query.bind(fence);
+        }
+        let _write = self.writer.lock().await;
+        let done = query.execute(&self.pool).await?;
+        if fence.is_some() && done.rows_affected() == 0 {
+            return Err(StoreError::Fenced(run_id));
+        }
         Ok(bytes)
     }
 

@@ -18,13 +18,36 @@ pub enum LogKey {
     Task(usize, usize),
 }
 
+/// `run`, `checkout` or `<stage>-<task>`: the key in notices and in the database.
+impl std::fmt::Display for LogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogKey::Run => f.write_str("run"),
+            LogKey::Checkout => f.write_str("checkout"),
+            LogKey::Task(s, t) => write!(f, "{s}-{t}"),
+        }
+    }
+}
+
+impl std::str::FromStr for LogKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<LogKey, String> {
+        let bad = || format!("{s:?} is not a log key (run, checkout or <stage>-<task>)");
+        match s {
+            "run" => Ok(LogKey::Run),
+            "checkout" => Ok(LogKey::Checkout),
+            _ => {
+                let (stage, task) = s.split_once('-').ok_or_else(bad)?;
+                Ok(LogKey::Task(stage.parse().map_err(|_| bad())?, task.parse().map_err(|_| bad())?))
+            }
+        }
+    }
+}
+
 impl LogKey {
     fn file_name(self) -> String {
-        match self {
-            LogKey::Run => "run.log".to_owned(),
-            LogKey::Checkout => "checkout.log".to_owned(),
-            LogKey::Task(s, t) => format!("{s}-{t}.log"),
-        }
+        format!("{self}.log")
     }
 }
 

@@ -63,9 +63,40 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0015_signals.sql"),
         include_str!("../migrations/postgres/0015_signals.sql"),
     ),
+    (
+        16,
+        include_str!("../migrations/sqlite/0016_run_claims.sql"),
+        include_str!("../migrations/postgres/0016_run_claims.sql"),
+    ),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_shared_state.sql"),
+        include_str!("../migrations/postgres/0017_shared_state.sql"),
+    ),
 ];
 
+/// The PostgreSQL advisory lock held while migrating, so replicas started at once
+/// migrate one after the other (the later ones then find nothing to do). Negative:
+/// the run claims lock pipelines by their (positive) ids.
+const MIGRATION_LOCK: i64 = -0x5748_4152_4600; // "WHARF"
+
+/// Brings the schema up to date. On PostgreSQL under an advisory lock held by one
+/// connection for the whole run: several servers starting at once on one database
+/// would otherwise race to create the same tables and fail.
 pub async fn run(pool: &Pool) -> Result<()> {
+    let Pool::Postgres(pg) = pool else { return apply(pool).await };
+    let mut lock = pg.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock($1)").bind(MIGRATION_LOCK).execute(&mut *lock).await?;
+    let applied = apply(pool).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)").bind(MIGRATION_LOCK).execute(&mut *lock).await;
+    if unlocked.is_err() {
+        // A session lock must not go back to the pool held: the connection goes instead.
+        let _ = sqlx::Connection::close(lock.detach()).await;
+    }
+    applied
+}
+
+async fn apply(pool: &Pool) -> Result<()> {
     db::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
         .execute(pool)
         .await?;
