@@ -67,6 +67,8 @@ pub(crate) struct Active {
     pub(crate) stop: watch::Sender<Option<StopRequest>>,
     /// Set when another run superseded this one (`cancel-previous`).
     pub(crate) superseded_by: Option<i64>,
+    /// On PostgreSQL: this replica's claim on the run (its fence).
+    pub(crate) hold: Option<Arc<crate::replicas::Hold>>,
 }
 
 /// What [`Lifecycle::enqueue`] answers: the new run's id and number.
@@ -226,7 +228,7 @@ impl Lifecycle {
     /// `<hash of the data directory>/<run id>`: the value of [`RUN_LABEL`] on what the
     /// run's tasks run.
     pub fn run_label(&self, run_id: i64) -> String {
-        format!("{}{run_id}", self.0.label_prefix)
+        format!("{}{run_id}", self.label_prefix())
     }
 
     pub(crate) fn workspace_dir(&self, run_id: i64) -> PathBuf {
@@ -298,6 +300,11 @@ impl Lifecycle {
             })
             .await?;
         tracing::info!(run = new.id, pipeline = %pipeline.name, number = new.number, "run queued");
+        if self.0.claims.is_some() {
+            // The queue is the database's: whichever replica claims it first starts it.
+            self.announce_work(Some(new.id)).await;
+            return Ok(Accepted { id: new.id, number: new.number });
+        }
         self.0.queue.lock().unwrap().push_back(Queued {
             run_id: new.id,
             pipeline_id: pipeline.id,
@@ -333,6 +340,9 @@ impl Lifecycle {
             queue.retain(|q| q.run_id != run_id);
             queue.len() != before
         };
+        if self.0.claims.is_some() {
+            return self.stop_elsewhere(run_id).await;
+        }
         let row = self.store().run(run_id).await?;
         if !was_queued {
             return Err(RunError::Conflict(format!(
@@ -353,11 +363,23 @@ impl Lifecycle {
             loop {
                 let Some(inner) = weak.upgrade() else { return };
                 let this = Lifecycle(inner);
-                this.schedule().await;
+                let claims = this.0.claims.is_some();
+                if claims {
+                    this.schedule_claims().await;
+                } else {
+                    this.schedule().await;
+                }
                 let wake = this.0.wake.clone();
                 // Hold no strong reference while idle, so the lifecycle can be dropped.
                 drop(this);
-                wake.notified().await;
+                if claims {
+                    // Other replicas' work arrives as store events (`spawn_work_listener`);
+                    // the bounded poll is the safety net for a lost one and for leases
+                    // that lapse, which nobody announces.
+                    let _ = tokio::time::timeout(crate::replicas::POLL, wake.notified()).await;
+                } else {
+                    wake.notified().await;
+                }
             }
         });
     }
@@ -431,22 +453,28 @@ impl Lifecycle {
                 }
                 active.insert(
                     entry.run_id,
-                    Active { pipeline_id: entry.pipeline_id, number: entry.number, stop: stop_tx, superseded_by: None },
+                    Active {
+                        pipeline_id: entry.pipeline_id,
+                        number: entry.number,
+                        stop: stop_tx,
+                        superseded_by: None,
+                        hold: None,
+                    },
                 );
             }
             starting_pipelines.push(entry.pipeline_id);
-            self.start_run(entry, model, stop_rx).await;
+            self.start_run(entry, model, stop_rx, None).await;
         }
     }
 
     /// Ends a run that could not start `failed` with `why`, stored, and tells the
     /// notifier (a run that never started fails like any other).
-    async fn fail_unstarted(&self, run_id: i64, why: &str) {
-        self.0.active.lock().unwrap().remove(&run_id);
+    pub(crate) async fn fail_unstarted(&self, run_id: i64, why: &str) {
+        let hold = self.0.active.lock().unwrap().remove(&run_id).and_then(|a| a.hold);
         if let Ok(row) = self.store().run(run_id).await {
             let mut record = row.record;
             record.end_unstarted(Status::Failed, why, jiff::Timestamp::now());
-            if let Err(e) = self.store().save_record(run_id, &record).await {
+            if let Err(e) = self.save_held(run_id, &record, hold.as_deref()).await {
                 tracing::error!(run = run_id, error = %e, "cannot save the record of a run that could not start");
             }
             tracing::warn!(run = run_id, "the run could not start: {why}");
@@ -456,7 +484,13 @@ impl Lifecycle {
 
     /// Starts a run already moved into `active` (so a stop reaches it from the first
     /// moment); failures before the engine starts end it `failed`.
-    async fn start_run(&self, entry: Queued, model: Arc<Pipeline>, stop_rx: watch::Receiver<Option<StopRequest>>) {
+    pub(crate) async fn start_run(
+        &self,
+        entry: Queued,
+        model: Arc<Pipeline>,
+        stop_rx: watch::Receiver<Option<StopRequest>>,
+        hold: Option<Arc<crate::replicas::Hold>>,
+    ) {
         let dir = self.workspace_dir(entry.run_id);
         if let Err(e) = crate::workspace::make_run_dir(&dir, self.0.host.task_gid) {
             return self.fail_unstarted(entry.run_id, &e.to_string()).await;
@@ -557,7 +591,7 @@ impl Lifecycle {
             ..request(model, basics)
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
-        self.launch(entry.run_id, entry.pipeline_id, request, stop_rx);
+        self.launch(entry.run_id, entry.pipeline_id, request, stop_rx, hold);
     }
 
     /// Runs `request` on its engine in the background; stores the final record, then
@@ -568,8 +602,9 @@ impl Lifecycle {
         pipeline_id: i64,
         request: RunRequest,
         stop_rx: watch::Receiver<Option<StopRequest>>,
+        hold: Option<Arc<crate::replicas::Hold>>,
     ) {
-        let observer = Arc::new(Persist::new(self.0.shared.clone(), run_id));
+        let observer = Arc::new(Persist::new(self.0.shared.clone(), run_id, hold.clone()));
         let this = self.clone();
         tokio::spawn(async move {
             let engine = match this.0.engines.for_model(&request.pipeline) {
@@ -582,8 +617,29 @@ impl Lifecycle {
                     return;
                 }
             };
-            let record = engine.run(request, observer.clone(), stop_rx).await;
-            observer.finish(&record).await;
+            let record = match &hold {
+                None => engine.run(request, observer.clone(), stop_rx).await,
+                Some(hold) => {
+                    // A lost claim abandons the run where it is: no stop (the new owner
+                    // may have re-attached what its tasks run), no write.
+                    tokio::select! {
+                        record = engine.run(request, observer.clone(), stop_rx) => record,
+                        () = hold.lost() => {
+                            drop(observer);
+                            this.0.active.lock().unwrap().remove(&run_id);
+                            tracing::warn!(run = run_id, "the run is now another server's (its lease lapsed); left to it");
+                            this.0.wake.notify_one();
+                            return;
+                        }
+                    }
+                }
+            };
+            if !observer.finish(&record).await {
+                this.0.active.lock().unwrap().remove(&run_id);
+                tracing::warn!(run = run_id, "the run ended here but is now another server's; its end is left to it");
+                this.0.wake.notify_one();
+                return;
+            }
             this.0.shared.notify(crate::notify::RunEvent {
                 run_id,
                 record: record.clone(),
@@ -593,6 +649,10 @@ impl Lifecycle {
             this.0.active.lock().unwrap().remove(&run_id);
             tracing::info!(run = run_id, status = %record.progress.status, "run finished");
             this.0.wake.notify_one();
+            if this.0.claims.is_some() {
+                // A pipeline's next queued run may wait for this one on another replica.
+                this.announce_work(None).await;
+            }
             this.apply_retention(pipeline_id).await;
         });
     }

@@ -11,6 +11,8 @@
 //!   and [`live`], which wakes the readers of a growing log;
 //! - `recover` (restart recovery: re-attach, queue again or settle what the previous
 //!   process left) and `retention` (what is deleted when);
+//! - [`replicas`]: several servers on one PostgreSQL database — runs claimed under
+//!   leases with fenced writes, taken over when their owner dies, a graceful drain;
 //! - [`timers`]: runs that timer triggers start.
 //!
 //! Errors are [`RunError`]s; how they are shown is the caller's business.
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod notify;
 pub mod persist;
 mod recover;
+pub mod replicas;
 mod retention;
 pub mod signals;
 pub mod timers;
@@ -74,6 +77,9 @@ pub struct Settings {
     /// How old a due time missed while the server was down may be and still get its
     /// catch-up run.
     pub timer_grace: Duration,
+    /// On PostgreSQL (replicas): how long a claim on a run holds without renewal, so how
+    /// soon another replica takes over the runs of one that died (see [`replicas`]).
+    pub lease: Duration,
 }
 
 impl Settings {
@@ -90,6 +96,7 @@ impl Settings {
             default_cluster: None,
             timezone: jiff::tz::TimeZone::system(),
             timer_grace: Duration::from_secs(3600),
+            lease: replicas::DEFAULT_LEASE,
         }
     }
 }
@@ -121,8 +128,14 @@ pub(crate) struct Inner {
     settings: Settings,
     engines: executors::Engines,
     host: HostPolicy,
-    /// `<hash of the data directory>/`: what every run label of this server starts with.
-    label_prefix: String,
+    /// What every run label starts with: `<hash of the data directory>/` on SQLite,
+    /// `<hash of the installation id>/` on PostgreSQL (set by `start`), the same for
+    /// every replica so that one re-attaches what another's tasks run.
+    label_prefix: std::sync::OnceLock<String>,
+    /// The data directory's prefix, until `label_prefix` is set.
+    dir_prefix: String,
+    /// On PostgreSQL: this replica's claims on runs (see [`replicas`]).
+    claims: Option<replicas::Claims>,
     queue: Mutex<VecDeque<dispatch::Queued>>,
     active: Mutex<HashMap<i64, dispatch::Active>>,
     /// Parsed pipeline versions, which never change once saved.
@@ -141,7 +154,12 @@ impl Lifecycle {
             timeout_grace: settings.stop_grace,
         });
         let dir = std::fs::canonicalize(&settings.data_dir).unwrap_or_else(|_| settings.data_dir.clone());
-        let label_prefix = format!("{}/", &hex_sha256(dir.as_os_str().as_encoded_bytes())[..16]);
+        let dir_prefix = format!("{}/", &hex_sha256(dir.as_os_str().as_encoded_bytes())[..16]);
+        let label_prefix = std::sync::OnceLock::new();
+        let claims = replicas::Claims::for_store(&store, &settings);
+        if claims.is_none() {
+            let _ = label_prefix.set(dir_prefix.clone());
+        }
         let timers = timers::Timers::new(store.clone(), settings.timezone.clone(), settings.timer_grace);
         Lifecycle(Arc::new(Inner {
             shared: Arc::new(Shared {
@@ -155,6 +173,8 @@ impl Lifecycle {
             engines,
             host,
             label_prefix,
+            dir_prefix,
+            claims,
             queue: Mutex::default(),
             active: Mutex::default(),
             pipelines: Mutex::default(),
@@ -168,7 +188,15 @@ impl Lifecycle {
     /// Settles what a previous server process left (see `recover`), then starts the
     /// scheduler and the retention sweep. Called once, before [`Self::start_timers`].
     pub async fn start(&self) -> Result<(), wharf_store::StoreError> {
-        self.recover().await?;
+        if self.0.claims.is_some() {
+            let id = self.store().installation_id().await?;
+            let _ = self.0.label_prefix.set(format!("{}/", &hex_sha256(id.as_bytes())[..16]));
+            self.recover_replica().await?;
+            self.spawn_lease_renewal();
+            self.spawn_work_listener().await;
+        } else {
+            self.recover().await?;
+        }
         self.spawn_scheduler();
         self.spawn_retention_sweep();
         Ok(())
@@ -220,6 +248,11 @@ impl Lifecycle {
             return Some(model.clone());
         }
         wharf_pipeline::parse(source).ok().map(Arc::new)
+    }
+
+    /// What every run label of this server (or installation, on PostgreSQL) starts with.
+    pub(crate) fn label_prefix(&self) -> &str {
+        self.0.label_prefix.get().unwrap_or(&self.0.dir_prefix)
     }
 
     fn downgrade(&self) -> std::sync::Weak<Inner> {

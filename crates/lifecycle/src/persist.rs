@@ -9,6 +9,11 @@
 //! anyone is told the run ended. A `kill -9` loses at most the non-terminal changes of
 //! the last [`SAVE_EVERY`] (and the write in flight), which restart recovery settles
 //! anyway: a run left `running` is failed as interrupted or re-attached.
+//!
+//! On PostgreSQL (replicas) every record write carries the fence of this server's
+//! claim on the run ([`crate::replicas`]); a refused write means another replica took
+//! the run over: the claim is marked lost, and nothing more is written for it, log
+//! lines included.
 
 use crate::Shared;
 use crate::live::LiveLogs;
@@ -150,35 +155,42 @@ fn copy_part(into: &mut RunRecord, from: &RunRecord, part: Part) -> bool {
 pub(crate) struct Persist {
     shared: Arc<Shared>,
     run_id: i64,
+    /// This replica's claim on the run (PostgreSQL); `None` on SQLite.
+    hold: Option<Arc<crate::replicas::Hold>>,
     writers: Mutex<HashMap<LogKey, LogWriter>>,
     records: Coalescer,
 }
 
 impl Persist {
-    pub(crate) fn new(shared: Arc<Shared>, run_id: i64) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, run_id: i64, hold: Option<Arc<crate::replicas::Hold>>) -> Self {
         let records = Coalescer::new(SAVE_EVERY, {
-            let shared = shared.clone();
+            let (shared, hold) = (shared.clone(), hold.clone());
             move |record: RunRecord| {
-                let shared = shared.clone();
+                let (shared, hold) = (shared.clone(), hold.clone());
                 async move {
-                    match shared.store.save_record(run_id, &record).await {
-                        Ok(bytes) => shared.metrics.record_written(bytes),
-                        Err(e) => tracing::error!(run = run_id, error = %e, "cannot save the run record"),
+                    if let Err(e) = save(&shared, run_id, &record, hold.as_deref()).await {
+                        tracing::error!(run = run_id, error = %e, "cannot save the run record");
                     }
                 }
             }
         });
-        Persist { shared, run_id, writers: Mutex::default(), records }
+        Persist { shared, run_id, hold, writers: Mutex::default(), records }
     }
 
-    /// Writes the final record after every earlier one, and closes the logs.
-    pub(crate) async fn finish(&self, record: &RunRecord) {
+    /// Writes the final record after every earlier one, and closes the logs. False
+    /// when the run is no longer this server's (its claim was lost): nothing written.
+    pub(crate) async fn finish(&self, record: &RunRecord) -> bool {
         self.records.close().await;
-        match self.shared.store.save_record(self.run_id, record).await {
-            Ok(bytes) => self.shared.metrics.record_written(bytes),
-            Err(e) => tracing::error!(run = self.run_id, error = %e, "cannot save the final run record"),
+        let saved = save(&self.shared, self.run_id, record, self.hold.as_deref()).await;
+        if let Err(e) = &saved {
+            tracing::error!(run = self.run_id, error = %e, "cannot save the final run record");
         }
         self.shared.live.forget_run(self.run_id);
+        !self.lost()
+    }
+
+    fn lost(&self) -> bool {
+        self.hold.as_ref().is_some_and(|h| h.is_lost())
     }
 
     /// What a change means besides the record: live logs open and close, finished
@@ -257,6 +269,9 @@ impl Observer for Persist {
     }
 
     fn log(&self, part: Part, line: &LogLine) {
+        if self.lost() {
+            return;
+        }
         let key = log_key(part);
         let mut writers = self.writers.lock().unwrap();
         let writer = match writers.get_mut(&key) {
@@ -274,6 +289,38 @@ impl Observer for Persist {
             return;
         }
         self.shared.live.grew(self.run_id, key, writer.size());
+    }
+}
+
+/// Writes `record`, under `hold`'s fence when there is one; a refused write loses the
+/// claim, and a lost claim writes nothing.
+async fn save(
+    shared: &Shared,
+    run_id: i64,
+    record: &RunRecord,
+    hold: Option<&crate::replicas::Hold>,
+) -> wharf_store::Result<()> {
+    let saved = match hold {
+        None => shared.store.save_record(run_id, record).await,
+        Some(hold) if hold.is_lost() => return Ok(()),
+        Some(hold) => shared.store.save_record_fenced(run_id, record, hold.fence).await,
+    };
+    match saved {
+        Ok(bytes) => {
+            shared.metrics.record_written(bytes);
+            Ok(())
+        }
+        Err(wharf_store::StoreError::Fenced(_)) => {
+            if let Some(hold) = hold {
+                hold.lose();
+            }
+            tracing::warn!(
+                run = run_id,
+                "the run is now another server's (its lease lapsed): this server stops writing it"
+            );
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }
 

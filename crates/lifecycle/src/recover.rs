@@ -13,10 +13,16 @@
 //! - A run with an `approval` task waiting is continued too: the task goes on waiting
 //!   (the decisions are in the store), whatever its other running tasks left.
 //! - Queued runs go back in the queue; leftovers nobody adopted are discarded.
+//!
+//! On PostgreSQL (replicas) the same rules settle each run taken over from a replica
+//! that died ([`crate::replicas`]), under the new claim's fence, and only such runs:
+//! never one a live replica holds.
 
 use crate::dispatch::{Active, Queued, RequestBasics, request};
+use crate::replicas::Hold;
 use crate::{Lifecycle, RUN_LABEL};
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use tokio::sync::watch;
 use wharf_core::model::ExecutorKind;
 use wharf_core::run::Cause;
@@ -28,9 +34,9 @@ use wharf_store::RunRow;
 use wharf_store::logs::LogKey;
 
 /// A leftover and the executor kind that reported it.
-struct Found {
-    kind: ExecutorKind,
-    leftover: Leftover,
+pub(crate) struct Found {
+    pub(crate) kind: ExecutorKind,
+    pub(crate) leftover: Leftover,
 }
 
 impl Lifecycle {
@@ -41,22 +47,7 @@ impl Lifecycle {
         // directory is a leftover of the previous process (whatever its run's stored
         // status says: a run cut before its start was saved still looks queued).
         let found = self.leftovers().await;
-        let (adoptable, doomed): (Vec<Found>, Vec<Found>) =
-            found.into_iter().partition(|f| f.leftover.attempt.is_some());
-        self.discard(&doomed).await;
-        let mut adopted: HashSet<String> = HashSet::new();
-        for row in interrupted {
-            if let Some(ids) = self.reattach(&row, &adoptable).await {
-                adopted.extend(ids);
-                continue;
-            }
-            if self.requeue_unstarted(&row).await {
-                continue;
-            }
-            self.settle_interrupted(&row).await?;
-        }
-        let unadopted: Vec<Found> = adoptable.into_iter().filter(|f| !adopted.contains(&f.leftover.id)).collect();
-        self.discard(&unadopted).await;
+        self.settle_runs(interrupted.into_iter().map(|row| (row, None)).collect(), found).await?;
         let queued = self.store().runs_with_status(&[Status::Queued]).await?;
         let mut queue = self.0.queue.lock().unwrap();
         for row in queued {
@@ -67,15 +58,42 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Settles each of `runs` (with this replica's claim on it, on PostgreSQL) by the
+    /// rules of the module docs, with `found`, what their tasks left; discards what
+    /// nobody adopts.
+    pub(crate) async fn settle_runs(
+        &self,
+        runs: Vec<(RunRow, Option<Arc<Hold>>)>,
+        found: Vec<Found>,
+    ) -> Result<(), wharf_store::StoreError> {
+        let (adoptable, doomed): (Vec<Found>, Vec<Found>) =
+            found.into_iter().partition(|f| f.leftover.attempt.is_some());
+        self.discard(&doomed).await;
+        let mut adopted: HashSet<String> = HashSet::new();
+        for (row, hold) in runs {
+            if let Some(ids) = self.reattach(&row, &adoptable, hold.clone()).await {
+                adopted.extend(ids);
+                continue;
+            }
+            if self.requeue_unstarted(&row, hold.as_deref()).await {
+                continue;
+            }
+            self.settle_interrupted(&row, hold.as_deref()).await?;
+        }
+        let unadopted: Vec<Found> = adoptable.into_iter().filter(|f| !adopted.contains(&f.leftover.id)).collect();
+        self.discard(&unadopted).await;
+        Ok(())
+    }
+
     /// What every executor reports its tasks left, this server's only.
-    async fn leftovers(&self) -> Vec<Found> {
+    pub(crate) async fn leftovers(&self) -> Vec<Found> {
         let mut found = Vec::new();
         for (kind, engine) in self.0.engines.all() {
             match engine.executor().leftovers(RUN_LABEL).await {
                 Ok(leftovers) => found.extend(
                     leftovers
                         .into_iter()
-                        .filter(|l| l.owner.starts_with(&self.0.label_prefix))
+                        .filter(|l| l.owner.starts_with(self.label_prefix()))
                         .map(|leftover| Found { kind: *kind, leftover }),
                 ),
                 Err(e) => tracing::error!(
@@ -88,7 +106,7 @@ impl Lifecycle {
         found
     }
 
-    async fn discard(&self, found: &[Found]) {
+    pub(crate) async fn discard(&self, found: &[Found]) {
         for Found { kind, leftover } in found {
             let Some((_, engine)) = self.0.engines.all().find(|(k, _)| k == kind) else { continue };
             match engine.executor().discard(leftover).await {
@@ -110,7 +128,7 @@ impl Lifecycle {
 
     /// Fails a run the previous process had started ([`INTERRUPTED`]), and starts it
     /// again as a new run when its pipeline says `retry_on_restart: true`.
-    async fn settle_interrupted(&self, row: &RunRow) -> Result<(), wharf_store::StoreError> {
+    async fn settle_interrupted(&self, row: &RunRow, hold: Option<&Hold>) -> Result<(), wharf_store::StoreError> {
         let mut record = row.record.clone();
         record.end_interrupted(jiff::Timestamp::now());
         let again = match self.store().pipeline(row.summary.pipeline_id).await {
@@ -133,7 +151,7 @@ impl Lifecycle {
         }
         let why = record.reason.clone().unwrap_or_else(|| INTERRUPTED.to_owned());
         self.system_line(row.summary.id, &why);
-        self.store().save_record(row.summary.id, &record).await?;
+        self.save_held(row.summary.id, &record, hold).await?;
         tracing::warn!(run = row.summary.id, "{why}");
         // Its end is told like any other run's, once stored.
         self.0.shared.notify(crate::notify::RunEvent {
@@ -156,7 +174,7 @@ impl Lifecycle {
     /// its record is made afresh, `queued`, and the queue sweep of `recover` picks it
     /// up. Retries of a failed stage, and runs that got further, are left to the
     /// interrupted-run rules (`false`).
-    async fn requeue_unstarted(&self, row: &RunRow) -> bool {
+    async fn requeue_unstarted(&self, row: &RunRow, hold: Option<&Hold>) -> bool {
         if row.summary.retry_of.is_some() || !row.record.executed_nothing() {
             return false;
         }
@@ -168,9 +186,13 @@ impl Lifecycle {
             return false;
         };
         let record = wharf_engine::initial_record(&request(model, RequestBasics::of_row(row)));
-        if let Err(e) = self.store().save_record(row.summary.id, &record).await {
+        if let Err(e) = self.save_held(row.summary.id, &record, hold).await {
             tracing::error!(run = row.summary.id, error = %e, "cannot queue an unstarted run again");
             return false;
+        }
+        // Queued again: claimable at once, by any replica.
+        if let Some(hold) = hold {
+            let _ = self.store().release_lease(row.summary.id, hold.fence).await;
         }
         let why = "the server restarted before this run had started any task; it is queued again";
         self.system_line(row.summary.id, why);
@@ -182,7 +204,7 @@ impl Lifecycle {
     /// tasks run is still there (DESIGN.md §3, Durability): the engine adopts them,
     /// resuming their logs where the stored ones end. Returns the ids of the leftovers
     /// it takes over; `None` leaves the run to the other rules.
-    async fn reattach(&self, row: &RunRow, found: &[Found]) -> Option<Vec<String>> {
+    async fn reattach(&self, row: &RunRow, found: &[Found], hold: Option<Arc<Hold>>) -> Option<Vec<String>> {
         let label = self.run_label(row.summary.id);
         // A task waiting for people, or a stage for its signals, needs nothing of the previous process: it goes on
         // waiting.
@@ -265,6 +287,7 @@ impl Lifecycle {
                 number: row.summary.number,
                 stop: stop_tx,
                 superseded_by: None,
+                hold: hold.clone(),
             },
         );
         for (s, t) in logs.keys() {
@@ -284,7 +307,7 @@ impl Lifecycle {
             tasks = ids.len(),
             "re-attached to a run the previous server left running"
         );
-        self.launch(row.summary.id, row.summary.pipeline_id, request, stop_rx);
+        self.launch(row.summary.id, row.summary.pipeline_id, request, stop_rx, hold);
         Some(ids)
     }
 }
