@@ -327,6 +327,7 @@ fn settings(config: &ServerConfig) -> wharf_lifecycle::Settings {
         default_cluster: config.default_cluster.clone(),
         timezone: config.timezone.clone(),
         timer_grace: config.timer_grace,
+        lease: wharf_lifecycle::replicas::DEFAULT_LEASE,
     }
 }
 
