@@ -523,23 +523,43 @@ fn suite_pipeline(name: &str, concurrency: &str, markers: &Path, task_ms: u64, t
     let sleep = if task_ms > 0 { format!("sleep {}.{:03}; ", task_ms / 1000, task_ms % 1000) } else { String::new() };
     format!(
         "name: {name}\nexecutor: host\nconcurrency: {concurrency}\n{triggers}stages:\n  - name: Work\n    tasks:\n      \
-         - name: t\n        type: script\n        script: 'echo \"M ${{PIPELINE_NAME}} ${{BUILD_ID}}\" >> {markers}; \
+         - name: t\n        type: script\n        script: 'echo \"M ${{PIPELINE_NAME}} ${{BUILD_ID}} $WHARF_WORKSPACE\" >> {markers}; \
          {sleep}for i in {lines}; do echo \"line $i of ${{PIPELINE_NAME}}#${{BUILD_ID}}\"; done'\n",
         markers = markers.display(),
         lines = (1..=LINES).map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
     )
 }
 
-/// Markers per (pipeline name, run number).
-fn read_markers(file: &Path) -> BTreeMap<(String, u64), usize> {
-    let mut counts = BTreeMap::new();
-    for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
-        let mut words = line.split_whitespace();
-        if let (Some("M"), Some(name), Some(Ok(number))) = (words.next(), words.next(), words.next().map(str::parse)) {
-            *counts.entry((name.to_owned(), number)).or_default() += 1;
+/// Markers per (pipeline name, run number): how many, and the replicas (data
+/// directories) they were written on.
+struct Markers(BTreeMap<(String, u64), Vec<String>>);
+
+impl Markers {
+    fn read(file: &Path) -> Markers {
+        let mut seen: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+        for line in std::fs::read_to_string(file).unwrap_or_default().lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("M"), Some(name), Some(Ok(number))) =
+                (words.next(), words.next(), words.next().map(str::parse))
+            {
+                // `…/replicaN/workspaces/<run>/src`: the replica that ran it.
+                let place = words.next().unwrap_or_default();
+                let replica = place.split('/').find(|p| p.starts_with("replica")).unwrap_or("?");
+                seen.entry((name.to_owned(), number)).or_default().push(replica.to_owned());
+            }
         }
+        Markers(seen)
     }
-    counts
+
+    fn count(&self, name: &str, number: u64) -> usize {
+        self.0.get(&(name.to_owned(), number)).map_or(0, Vec::len)
+    }
+
+    /// `2 markers (replica0, replica2)`.
+    fn said(&self, name: &str, number: u64) -> String {
+        let on = self.0.get(&(name.to_owned(), number)).cloned().unwrap_or_default();
+        format!("{} markers ({})", on.len(), on.join(", "))
+    }
 }
 
 struct Accepted {
@@ -699,7 +719,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
         .max()
         .map_or(first_sent.elapsed(), |end| end.duration_since(first_sent_at).unsigned_abs());
 
-    let markers = read_markers(marker_file);
+    let markers = Markers::read(marker_file);
     let by_id: BTreeMap<i64, &(usize, RunListed)> = all.iter().map(|entry| (entry.1.summary.id, entry)).collect();
     for (_, run) in &all {
         if !run.summary.status.is_terminal() {
@@ -731,7 +751,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
                 ),
             );
         }
-        let marks = markers.get(&(name.clone(), a.number)).copied().unwrap_or(0);
+        let marks = markers.count(name, a.number);
         match run.summary.status {
             Status::Succeeded if marks == 1 => {
                 out.ran_once += 1;
@@ -739,7 +759,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
             }
             Status::Succeeded => out.problem(
                 "not exactly once",
-                format!("run {} ({name}#{}) succeeded with {marks} markers", a.id, a.number),
+                format!("run {} ({name}#{}) succeeded with {}", a.id, a.number, markers.said(name, a.number)),
             ),
             status if status.is_terminal() => {
                 let reason = cluster.get(cluster.live(0), &format!("/runs/{}", a.id)).await?["reason"]
@@ -769,7 +789,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
             continue;
         }
         out.unanswered_but_stored += 1;
-        let marks = markers.get(&(pipelines[*k].1.clone(), run.summary.number as u64)).copied().unwrap_or(0);
+        let marks = markers.count(&pipelines[*k].1, run.summary.number as u64);
         if marks > 1 {
             out.problem(
                 "not exactly once",
@@ -823,11 +843,11 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
                 out.problem("timer fired twice", format!("{name} due {due} (epoch s) ran as {numbers:?}"));
             }
             for run in runs {
-                let marks = markers.get(&(name.clone(), run.summary.number as u64)).copied().unwrap_or(0);
-                if run.summary.status == Status::Succeeded && marks != 1 {
+                let number = run.summary.number as u64;
+                if run.summary.status == Status::Succeeded && markers.count(name, number) != 1 {
                     out.problem(
                         "not exactly once",
-                        format!("{name}#{} succeeded with {marks} markers", run.summary.number),
+                        format!("{name}#{number} succeeded with {}", markers.said(name, number)),
                     );
                 }
                 if run.summary.status == Status::Succeeded {
