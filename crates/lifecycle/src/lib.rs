@@ -188,6 +188,7 @@ impl Lifecycle {
     /// Settles what a previous server process left (see `recover`), then starts the
     /// scheduler and the retention sweep. Called once, before [`Self::start_timers`].
     pub async fn start(&self) -> Result<(), wharf_store::StoreError> {
+        live::spawn_feed(&self.0.shared);
         if self.0.claims.is_some() {
             let id = self.store().installation_id().await?;
             let _ = self.0.label_prefix.set(format!("{}/", &hex_sha256(id.as_bytes())[..16]));

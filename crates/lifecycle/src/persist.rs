@@ -1,7 +1,8 @@
 //! The engine's observer for one run on the server: log lines go to their files at
-//! once (one write each) and wake live readers; record changes are coalesced into at
-//! most one store write per [`SAVE_EVERY`], so what one change costs does not grow
-//! with the run (a change copies only the part that changed; the whole record is
+//! once (one write each) and wake live readers, or (logs in the database) into the next
+//! batch, which is stored before any record written after them; record changes are
+//! coalesced into at most one store write per [`SAVE_EVERY`], so what one change costs
+//! does not grow with the run (a change copies only the part that changed; the whole record is
 //! written once per period, however many tasks changed in it).
 //!
 //! Durability: the final record is written by [`Persist::finish`] after every earlier
@@ -168,6 +169,11 @@ impl Persist {
             move |record: RunRecord| {
                 let (shared, hold) = (shared.clone(), hold.clone());
                 async move {
+                    // Lines before the changes: a reader who sees a task ended finds
+                    // all it printed (logs in the database are written in batches).
+                    if let Err(e) = shared.logs.flush().await {
+                        tracing::error!(run = run_id, error = %e, "cannot write log lines");
+                    }
                     if let Err(e) = save(&shared, run_id, &record, hold.as_deref()).await {
                         tracing::error!(run = run_id, error = %e, "cannot save the run record");
                     }
@@ -181,6 +187,9 @@ impl Persist {
     /// when the run is no longer this server's (its claim was lost): nothing written.
     pub(crate) async fn finish(&self, record: &RunRecord) -> bool {
         self.records.close().await;
+        if let Err(e) = self.shared.logs.flush().await {
+            tracing::error!(run = self.run_id, error = %e, "cannot write the last log lines");
+        }
         let saved = save(&self.shared, self.run_id, record, self.hold.as_deref()).await;
         if let Err(e) = &saved {
             tracing::error!(run = self.run_id, error = %e, "cannot save the final run record");
@@ -288,7 +297,10 @@ impl Observer for Persist {
             tracing::error!(run = self.run_id, error = %e, "cannot write a log line");
             return;
         }
-        self.shared.live.grew(self.run_id, key, writer.size());
+        // Logs in the database wake readers when the lines are stored (`live::spawn_feed`).
+        if !self.shared.logs.is_database() {
+            self.shared.live.grew(self.run_id, key, writer.size());
+        }
     }
 }
 

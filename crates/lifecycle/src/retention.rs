@@ -24,7 +24,7 @@ impl Lifecycle {
             && !ids.is_empty()
         {
             for id in &ids {
-                let _ = self.logs().remove_run(*id);
+                let _ = self.logs().remove_run(*id).await;
                 let _ = std::fs::remove_dir_all(self.workspace_dir(*id));
             }
             let _ = store.delete_runs(&ids).await;

@@ -302,7 +302,8 @@ async fn a_restart_continues_what_can_be_adopted_requeues_what_never_ran_and_fai
     let requeued = w.ended(unstarted).await;
     assert_eq!(requeued.summary.status, Status::Succeeded, "queued again and run: {:#?}", requeued.record);
     assert_eq!(requeued.summary.number, 1, "under its own number");
-    let run_log = String::from_utf8(w.runs.logs().read_from(unstarted, LogKey::Run, 0, 100_000).unwrap()).unwrap();
+    let run_log =
+        String::from_utf8(w.runs.logs().read_from(unstarted, LogKey::Run, 0, 100_000).await.unwrap()).unwrap();
     assert!(run_log.contains(" sys ") && run_log.contains("queued again"), "{run_log}");
     let mut discarded = fake.discarded();
     discarded.sort();

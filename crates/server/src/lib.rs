@@ -432,7 +432,8 @@ impl Server {
             auth::bootstrap(&store, config.admin_token.as_deref(), config.admin_password.as_deref()).await?;
         let pending_password = generated.pending.take();
         let (passwords_ready, passwords_ready_rx) = tokio::sync::watch::channel(pending_password.is_none());
-        let logs = LogFiles::new(config.data_dir.join("logs"), config.log_cap_bytes);
+        // Files on SQLite; in the database on PostgreSQL, where replicas share it.
+        let logs = LogFiles::for_store(&store, config.data_dir.join("logs"), config.log_cap_bytes);
         // `deploy-yaml` reaches clusters under the same outbound policy as every other
         // call the server makes.
         let deployer: Arc<dyn wharf_executor::deploy::Deployer> =

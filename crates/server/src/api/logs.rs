@@ -72,7 +72,11 @@ pub async fn tail(
             .map_err(|_| AppError::invalid("bad offset", "offset", format!("`{text}` is not a byte offset")))?,
     };
     let run_id = row.summary.id;
-    let size = state.logs.size(run_id, key);
+    let size = state
+        .logs
+        .size(run_id, key)
+        .await
+        .map_err(|e| AppError::internal(format!("cannot read the log of run {run_id}"), e))?;
     if offset > size {
         return Err(AppError::invalid(
             "bad offset",
@@ -83,6 +87,7 @@ pub async fn tail(
     let bytes = state
         .logs
         .read_from(run_id, key, offset, CHUNK)
+        .await
         .map_err(|e| AppError::internal(format!("cannot read the log of run {run_id}"), e))?;
     let next = offset + bytes.len() as u64;
     let more = !status.is_terminal() || next < size;
@@ -143,7 +148,15 @@ impl Download {
                 return Some(Bytes::from(format!("===== {title} =====\n")));
             };
             let (logs, run_id) = (self.logs.clone(), self.run_id);
-            let read = tokio::task::spawn_blocking(move || logs.read_from(run_id, key, offset, CHUNK)).await;
+            // A file is read on a blocking thread; the database is asked asynchronously.
+            let read = if logs.is_database() {
+                Ok(logs.read_from(run_id, key, offset, CHUNK).await)
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    tokio::runtime::Handle::current().block_on(logs.read_from(run_id, key, offset, CHUNK))
+                })
+                .await
+            };
             match read {
                 Ok(Ok(chunk)) if !chunk.is_empty() => {
                     self.reading = Some((key, offset + chunk.len() as u64));
@@ -167,6 +180,8 @@ struct Follow {
     offset: u64,
     lines: VecDeque<(u64, String)>,
     ended: bool,
+    /// The live log this reader waits on (logs in the database).
+    watch: Option<tokio::sync::watch::Receiver<wharf_lifecycle::live::LogState>>,
 }
 
 impl Follow {
@@ -181,7 +196,7 @@ impl Follow {
             if self.ended {
                 return None;
             }
-            let chunk = self.state.logs.read_from(self.run_id, self.key, self.offset, CHUNK).unwrap_or_default();
+            let chunk = self.state.logs.read_from(self.run_id, self.key, self.offset, CHUNK).await.unwrap_or_default();
             if !chunk.is_empty() {
                 let mut at = self.offset;
                 for line in chunk.split_inclusive(|b| *b == b'\n') {
@@ -192,8 +207,9 @@ impl Follow {
                 self.offset = at;
                 continue;
             }
-            // Nothing new on disk: wait for the writer, or finish if it is done.
+            // Nothing new: wait for the writer, or finish if it is done.
             match self.state.runs.live().subscribe(self.run_id, self.key) {
+                _ if self.state.logs.is_database() => self.wait_in_database().await,
                 Some(mut rx) => {
                     let state = *rx.borrow_and_update();
                     if state.closed && state.size <= self.offset {
@@ -204,11 +220,8 @@ impl Follow {
                 }
                 None => {
                     // Not being written by this process: over, or not started yet.
-                    let done = match self.state.store.run(self.run_id).await {
-                        Ok(row) => resolve(&row, &self.task).map_or(true, |(_, status)| status.is_terminal()),
-                        Err(_) => true,
-                    };
-                    if done && self.state.logs.size(self.run_id, self.key) <= self.offset {
+                    let done = self.task_ended().await;
+                    if done && self.state.logs.size(self.run_id, self.key).await.unwrap_or(0) <= self.offset {
                         self.ended = true;
                     } else if !done {
                         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -221,6 +234,44 @@ impl Follow {
         }
     }
 }
+
+impl Follow {
+    /// Whether what writes this log has ended, by the stored record (or the run is gone).
+    async fn task_ended(&self) -> bool {
+        match self.state.store.run(self.run_id).await {
+            Ok(row) => resolve(&row, &self.task).map_or(true, |(_, status)| status.is_terminal()),
+            Err(_) => true,
+        }
+    }
+
+    /// Nothing new in the database: the log is complete when the stored record says
+    /// its task ended (records are stored after the lines before them) and nothing was
+    /// added since; else wait until a replica says the log grew, this process's writer
+    /// closed it, or [`RECHECK`] passed (a lost notice costs at most that).
+    async fn wait_in_database(&mut self) {
+        let mut rx = self.watch.take().unwrap_or_else(|| self.state.runs.live().watch(self.run_id, self.key));
+        let seen = *rx.borrow_and_update();
+        if self.task_ended().await
+            && self.state.logs.size(self.run_id, self.key).await.is_ok_and(|size| size <= self.offset)
+        {
+            self.ended = true;
+            return;
+        }
+        // Closed here but not yet stored as ended: the record follows within a save
+        // period.
+        let wait = if seen.closed { Duration::from_millis(50) } else { RECHECK };
+        if let Ok(Err(_)) = tokio::time::timeout(wait, rx.changed()).await {
+            // The run's logs were forgotten here (it ended): watch afresh next time.
+            tokio::time::sleep(wait).await;
+            return;
+        }
+        self.watch = Some(rx);
+    }
+}
+
+/// The longest a reader of a log in the database waits without a notice before it
+/// looks again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// `GET /runs/{id}/tasks/{task}/log/stream`: the log as Server-Sent Events, live.
 pub async fn stream(
@@ -249,6 +300,7 @@ pub async fn stream(
         offset,
         lines: VecDeque::new(),
         ended: false,
+        watch: None,
     };
     let events = futures_util::stream::unfold(follow, |mut follow| async move {
         follow.next().await.map(|event| (Ok::<_, Infallible>(event), follow))

@@ -350,7 +350,7 @@ pub async fn delete(
     let runs = state.store.delete_pipeline(row.id).await?;
     state.runs.timers().changed(row.id).await;
     for run in runs {
-        let _ = state.logs.remove_run(run);
+        let _ = state.logs.remove_run(run).await;
         let _ = std::fs::remove_dir_all(state.config.data_dir.join("workspaces").join(run.to_string()));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

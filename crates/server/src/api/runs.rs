@@ -19,6 +19,7 @@ use wharf_core::run::Cause;
 use wharf_core::status::Status;
 use wharf_store::RunRow;
 use wharf_store::idempotency::Claim;
+use wharf_store::logs::LogKey;
 
 /// A run, with its pipeline checked for `action` (runs follow their pipeline). A run
 /// of a pipeline the caller may not see is "not found", naming only the run.
@@ -169,7 +170,11 @@ pub async fn show(State(state): AppStateRef, caller: Caller, Path(id): Path<Stri
     let row = run_for(&state, &caller, &id, Action::ViewPipeline).await?;
     let logs = &state.logs;
     let run_id = row.summary.id;
-    let mut detail = view(&row, |s, t| logs.size(run_id, wharf_store::logs::LogKey::Task(s, t)));
+    let keys: Vec<LogKey> = (row.record.stages.iter().enumerate())
+        .flat_map(|(s, stage)| (0..stage.tasks.len()).map(move |t| LogKey::Task(s, t)))
+        .collect();
+    let sizes = logs.sizes(run_id, &keys).await.unwrap_or_default();
+    let mut detail = view(&row, |s, t| sizes.get(&LogKey::Task(s, t)).copied().unwrap_or(0));
     // A waiting approval's decisions so far are in the store (the record gets them
     // when it ends).
     for task in detail.stages.iter_mut().flat_map(|s| s.tasks.iter_mut()) {
