@@ -466,6 +466,8 @@ pub struct Outcome {
     pub graceful_stop: Option<Duration>,
     /// What went wrong, by kind.
     pub problems: BTreeMap<&'static str, Problem>,
+    /// The `@run` logs of the first runs that ran more than once (what the servers said).
+    pub twice_logs: Vec<String>,
 }
 
 impl Outcome {
@@ -508,6 +510,9 @@ impl Outcome {
             for e in &p.examples {
                 let _ = writeln!(s, "  - {e}");
             }
+        }
+        for log in &self.twice_logs {
+            let _ = writeln!(s, "\n{log}");
         }
         for e in &self.not_accepted.examples {
             let _ = writeln!(s, "(not accepted: {e})");
@@ -720,6 +725,17 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
         .map_or(first_sent.elapsed(), |end| end.duration_since(first_sent_at).unsigned_abs());
 
     let markers = Markers::read(marker_file);
+    for (k, run) in &all {
+        let name = &pipelines[*k].1;
+        if markers.count(name, run.summary.number as u64) > 1 && out.twice_logs.len() < EXAMPLES {
+            let log = log_lines(cluster, cluster.live(0), run.summary.id, "@run").await.unwrap_or_else(|e| e);
+            let log: String = log.chars().take(2_000).collect();
+            out.twice_logs.push(format!(
+                "the @run log of run {} ({name}#{}), which ran twice:\n{log}",
+                run.summary.id, run.summary.number
+            ));
+        }
+    }
     let by_id: BTreeMap<i64, &(usize, RunListed)> = all.iter().map(|entry| (entry.1.summary.id, entry)).collect();
     for (_, run) in &all {
         if !run.summary.status.is_terminal() {
@@ -879,7 +895,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
                 let Some((id, name, number)) = succeeded.get(i / cluster.bases.len()) else { break };
                 let replica = i % cluster.bases.len();
                 reads += 1;
-                match log_lines(&cluster, replica, *id).await {
+                match log_lines(&cluster, replica, *id, "t").await {
                     Ok(text) => {
                         for line in 1..=LINES {
                             let want = format!(" out line {line} of {name}#{number}");
@@ -908,9 +924,9 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
     Ok(out)
 }
 
-/// Task `t`'s stored log of run `id`, through `replica`.
-async fn log_lines(cluster: &Cluster, replica: usize, id: i64) -> Result<String, String> {
-    let path = format!("/runs/{id}/tasks/t/log?offset=0");
+/// The stored log of task `task` (or `@run`) of run `id`, through `replica`.
+async fn log_lines(cluster: &Cluster, replica: usize, id: i64, task: &str) -> Result<String, String> {
+    let path = format!("/runs/{id}/tasks/{task}/log?offset=0");
     let r = cluster
         .client
         .get(cluster.url(replica, &path))

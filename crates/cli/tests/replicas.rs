@@ -22,6 +22,8 @@ async fn three_replicas_run_every_accepted_run_once_through_a_kill_and_a_gracefu
     let summary = outcome.summary();
     eprintln!("{summary}(in {:.1} s)", started.elapsed().as_secs_f64());
     if !outcome.passed() {
+        // Kept for a look: data directories, the servers' logs, the marker file.
+        eprintln!("(kept: {})", dir.keep().display());
         for i in 0..plan.replicas {
             let log = std::fs::read_to_string(plan.dir.join(format!("replica{i}.log"))).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
