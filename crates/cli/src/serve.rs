@@ -45,6 +45,15 @@ pub struct ServeArgs {
     /// Grace between SIGTERM and SIGKILL when stopping, e.g. `10s` [default: 10s].
     #[arg(long, env = "WHARF_STOP_GRACE")]
     stop_grace: Option<String>,
+    /// On PostgreSQL (replicas): how long a claim on a run holds without renewal, so how
+    /// soon another replica takes over the runs of one that died, e.g. `30s` (at least
+    /// 1s) [default: 30s].
+    #[arg(long, env = "WHARF_REPLICA_LEASE")]
+    replica_lease: Option<String>,
+    /// On PostgreSQL: how long SIGTERM waits for this server's runs to end before
+    /// handing the rest over to another replica, e.g. `60s` [default: 60s].
+    #[arg(long, env = "WHARF_DRAIN_GRACE")]
+    drain_grace: Option<String>,
     /// How old a due time missed while the server was down may be and still get its one
     /// catch-up run (timers with `missed: once`), e.g. `30m`, `2h` [default: 1h].
     #[arg(long, env = "WHARF_TIMER_GRACE")]
@@ -121,6 +130,8 @@ const KEYS: &[&str] = &[
     "host_user",
     "max_parallel_tasks",
     "stop_grace",
+    "replica_lease",
+    "drain_grace",
     "log_cap_mb",
     "admin_token",
     "admin_password",
@@ -278,6 +289,16 @@ pub fn config(args: &ServeArgs) -> Result<(ServerConfig, Option<ExecutorKind>)> 
     }
     if let Some(grace) = args.stop_grace.clone().or(s("stop_grace")).or(n("stop_grace").map(|v| v.to_string())) {
         config.stop_grace = duration(&grace, "stop_grace")?;
+    }
+    if let Some(lease) = args.replica_lease.clone().or(s("replica_lease")).or(n("replica_lease").map(|v| v.to_string()))
+    {
+        config.replica_lease = duration(&lease, "replica_lease")?;
+        if config.replica_lease < Duration::from_secs(1) {
+            bail!("replica_lease: `{lease}` is shorter than 1s (renewals come every third of it)");
+        }
+    }
+    if let Some(grace) = args.drain_grace.clone().or(s("drain_grace")).or(n("drain_grace").map(|v| v.to_string())) {
+        config.drain_grace = duration(&grace, "drain_grace")?;
     }
     if let Some(grace) = args.timer_grace.clone().or(s("timer_grace")).or(n("timer_grace").map(|v| v.to_string())) {
         config.timer_grace = duration(&grace, "timer_grace")?;
@@ -450,7 +471,23 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         );
     }
     println!("wharf listening on http://{}", server.addr);
-    server.wait().await?;
+    if !server.is_replica() {
+        // SQLite: SIGTERM ends the process as it always did; a restart recovers.
+        server.wait().await?;
+        return Ok(());
+    }
+    // PostgreSQL: SIGTERM drains (see `Server::drain`), so another replica takes over.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let drainer = server.drainer();
+    tokio::select! {
+        served = server.wait() => served?,
+        _ = term.recv() => {
+            tracing::info!("SIGTERM: claiming no more runs, draining");
+            let handed = drainer.drain().await;
+            tracing::info!(handed_over = handed, "drained; stopping");
+        }
+    }
     Ok(())
 }
 

@@ -35,6 +35,16 @@ impl Desk {
         }
     }
 
+    /// Rings every bell of run `run_id` (a decision or signal stored by another
+    /// replica: each woken wait reads the store again).
+    pub(crate) fn ring_run(&self, run_id: i64) {
+        for ((run, _), bell) in self.waiting.lock().unwrap().iter() {
+            if *run == run_id {
+                bell.notify_waiters();
+            }
+        }
+    }
+
     pub(crate) fn done(&self, run_id: i64, task: &str) {
         self.waiting.lock().unwrap().remove(&(run_id, task.to_owned()));
     }
@@ -184,6 +194,7 @@ impl Lifecycle {
         }
         tracing::info!(run = run_id, task = key, user = %who.user, verdict = verdict.as_str(), "approval decision");
         self.0.approvals.ring(run_id, &key);
+        self.announce_run(run_id).await;
         Ok(self.store().decisions(run_id, &key).await?)
     }
 

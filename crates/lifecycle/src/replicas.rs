@@ -151,18 +151,43 @@ impl Lifecycle {
         self.0.wake.notify_one();
     }
 
-    /// Wakes the scheduler on every work notice from any replica.
+    /// Tells the replica that runs `run_id` (whichever it is) that a decision or signal
+    /// for it was stored: its waiting tasks and stages read the store again. Nothing on
+    /// SQLite, where the bell rung in this process is all there is.
+    pub(crate) async fn announce_run(&self, run_id: i64) {
+        if self.0.claims.is_some()
+            && let Err(e) = self.store().publish(&Event::Work { run: Some(run_id) }).await
+        {
+            tracing::warn!(run = run_id, error = %e, "cannot tell the other replicas about a decision or signal");
+        }
+    }
+
+    /// Wakes the scheduler on every work notice from any replica, and the waits of a
+    /// run of this replica that a notice names.
     pub(crate) async fn spawn_work_listener(&self) {
         let mut events = self.store().subscribe().await;
-        let wake = self.0.wake.clone();
         let weak = self.downgrade();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
-                if weak.strong_count() == 0 {
-                    return;
-                }
-                if matches!(event, Event::Work { .. } | Event::Missed) {
-                    wake.notify_one();
+                let Some(inner) = weak.upgrade() else { return };
+                match event {
+                    Event::Work { run } => {
+                        if let Some(run) = run {
+                            inner.approvals.ring_run(run);
+                            inner.signals.ring_run(run);
+                        }
+                        inner.wake.notify_one();
+                    }
+                    Event::Missed => {
+                        inner.wake.notify_one();
+                        // A decision's notice may be among those lost: every wait looks.
+                        let runs: Vec<i64> = inner.active.lock().unwrap().keys().copied().collect();
+                        for run in runs {
+                            inner.approvals.ring_run(run);
+                            inner.signals.ring_run(run);
+                        }
+                    }
+                    _ => {}
                 }
             }
         });
@@ -179,8 +204,14 @@ impl Lifecycle {
             Ok(rows) => rows,
             Err(e) => return tracing::error!(error = %e, "cannot read the queued runs"),
         };
+        // Pipelines whose `queue` policy said "not now" in this pass: their later runs
+        // wait too, without a claim attempt each.
+        let mut waiting: Vec<i64> = Vec::new();
         for row in queued {
             let entry = Queued::from_row(&row);
+            if waiting.contains(&entry.pipeline_id) {
+                continue;
+            }
             let model = self.pipeline_version(entry.pipeline_id, entry.version).await;
             let policy = model.as_ref().map_or(wharf_core::model::Concurrency::Allow, |m| m.concurrency);
             let claimed = match self.store().claim_queued(entry.run_id, entry.pipeline_id, policy, &owner, lease).await
@@ -192,7 +223,8 @@ impl Lifecycle {
                 }
             };
             match claimed {
-                Claimed::Wait | Claimed::Gone => {}
+                Claimed::Wait => waiting.push(entry.pipeline_id),
+                Claimed::Gone => {}
                 Claimed::Superseded { fence } => {
                     let why = "superseded by a newer run before it started";
                     self.end_unstarted(&row, Hold::new(fence), Status::Stopped, why).await;

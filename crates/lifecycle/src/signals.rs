@@ -169,6 +169,7 @@ impl Lifecycle {
         for (run_id, _, _, stage) in &waiting {
             self.store().add_signal(*run_id, stage, "hook", &values).await?;
             self.0.signals.ring(*run_id, stage);
+            self.announce_run(*run_id).await;
         }
         tracing::info!(pipeline = pipeline_id, stage, runs = waiting.len(), "stage hook called");
         Ok(waiting.into_iter().map(|(_, p, n, s)| (p, n, s)).collect())
@@ -198,6 +199,7 @@ impl Lifecycle {
         {
             self.store().add_signal(run_id, &stage, &source, &values).await?;
             self.0.signals.ring(run_id, &stage);
+            self.announce_run(run_id).await;
             delivered.stages.push((pipeline, number, stage));
         }
         for (row, _) in rows {

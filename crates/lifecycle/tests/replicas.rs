@@ -158,3 +158,29 @@ async fn a_dead_replicas_run_is_taken_over_and_reattached() {
     assert_eq!(row.summary.number, 1);
     assert!(fake_b.discarded().is_empty(), "the adopted task was not discarded");
 }
+
+/// An approval decided on replica B wakes the task waiting on replica A (the
+/// decision is stored, and B's notice rings A's bell).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_decided_on_another_replica_wakes_the_waiting_task() {
+    let Some(db) = wharf_testenv::postgres_or_fail_in_ci() else { return };
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (store, a) = replica(&db.url, &dir_a, FakeExecutor::new(), Duration::from_secs(30)).await;
+    let (_, b) = replica(&db.url, &dir_b, FakeExecutor::new(), Duration::from_secs(30)).await;
+    let yaml = "name: gated\nstages:\n  - name: Review\n    tasks:\n      - {name: sign, type: approval, approvers: \
+                [ann], required: 1}\n";
+    let pipeline = store.create_pipeline("admin", "gated", yaml).await.unwrap();
+    let id = enqueue(&a, &pipeline).await;
+    for _ in 0..600 {
+        let row = store.run(id).await.unwrap();
+        if row.record.stages[0].tasks[0].progress.status == Status::Waiting {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ann = wharf_lifecycle::approvals::Person { user: "ann".into(), role: "user".into(), admin: false };
+    b.decide(id, "sign", &ann, wharf_core::approval::Verdict::Approve, "ship it").await.expect("ann may approve");
+    let started = std::time::Instant::now();
+    assert_eq!(all_ended(&store, &[id]).await, [Status::Succeeded]);
+    assert!(started.elapsed() < Duration::from_secs(20), "woken by the notice, not by chance");
+}

@@ -22,6 +22,8 @@ impl fmt::Debug for ServerConfig {
             database_url,
             max_parallel_tasks,
             stop_grace,
+            replica_lease,
+            drain_grace,
             log_cap_bytes,
             keep_runs,
             keep_days,
@@ -65,6 +67,8 @@ impl fmt::Debug for ServerConfig {
             .field("database_url", &database_url.as_deref().map(redact_url))
             .field("max_parallel_tasks", max_parallel_tasks)
             .field("stop_grace", stop_grace)
+            .field("replica_lease", replica_lease)
+            .field("drain_grace", drain_grace)
             .field("log_cap_bytes", log_cap_bytes)
             .field("keep_runs", keep_runs)
             .field("keep_days", keep_days)

@@ -46,6 +46,12 @@ pub struct ServerConfig {
     pub max_parallel_tasks: usize,
     /// SIGTERM → SIGKILL grace when a person stops a run or a timeout ends a task.
     pub stop_grace: Duration,
+    /// On PostgreSQL (replicas): how long a claim on a run holds without renewal, so
+    /// how soon another replica takes over the runs of one that died.
+    pub replica_lease: Duration,
+    /// On PostgreSQL: how long a graceful stop (SIGTERM) waits for this server's runs
+    /// to end before handing the rest over to another replica.
+    pub drain_grace: Duration,
     /// Per-task log cap in bytes.
     pub log_cap_bytes: u64,
     /// Global retention: finished runs kept per pipeline, and their maximum age.
@@ -147,6 +153,8 @@ impl ServerConfig {
             database_url: None,
             max_parallel_tasks: 8,
             stop_grace: Duration::from_secs(10),
+            replica_lease: wharf_lifecycle::replicas::DEFAULT_LEASE,
+            drain_grace: Duration::from_secs(60),
             log_cap_bytes: 100_000_000,
             keep_runs: None,
             keep_days: None,
@@ -327,7 +335,7 @@ fn settings(config: &ServerConfig) -> wharf_lifecycle::Settings {
         default_cluster: config.default_cluster.clone(),
         timezone: config.timezone.clone(),
         timer_grace: config.timer_grace,
-        lease: wharf_lifecycle::replicas::DEFAULT_LEASE,
+        lease: config.replica_lease,
     }
 }
 
@@ -398,6 +406,22 @@ pub struct Server {
     /// A newly generated admin password, to show once.
     pub generated_password: Option<String>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// A graceful stop on PostgreSQL (replicas), see [`Drainer::drain`].
+pub struct Drainer {
+    runs: wharf_lifecycle::Lifecycle,
+    grace: Duration,
+}
+
+impl Drainer {
+    /// Claims no more runs, waits up to the drain grace for this server's runs to end,
+    /// then hands those still going over to another replica (see
+    /// `wharf_lifecycle::replicas`). Returns how many runs were handed over; the caller
+    /// then ends the process.
+    pub async fn drain(self) -> usize {
+        self.runs.drain(self.grace).await
+    }
 }
 
 impl Server {
@@ -503,6 +527,16 @@ impl Server {
         self.state.runs.shutdown();
         self.task.abort();
         let _ = self.task.await;
+    }
+
+    /// What a graceful stop runs, taken before [`Server::wait`] consumes the server.
+    pub fn drainer(&self) -> Drainer {
+        Drainer { runs: self.state.runs.clone(), grace: self.state.config.drain_grace }
+    }
+
+    /// Whether the store is PostgreSQL (several replicas may share it).
+    pub fn is_replica(&self) -> bool {
+        self.state.store.is_postgres()
     }
 
     /// Serves until the process ends.
