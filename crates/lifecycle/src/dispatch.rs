@@ -263,6 +263,24 @@ impl Lifecycle {
         git_ref: Option<GitRef>,
         retry_of: Option<&RunRow>,
     ) -> Result<Accepted> {
+        self.enqueue_claiming(pipeline, version, cause, given, commit, git_ref, retry_of, None).await
+    }
+
+    /// [`enqueue_at`](Self::enqueue_at), and with `timer` the run is stored in one
+    /// transaction with the claim of its due time ([`wharf_store::Store::create_timer_run`]);
+    /// a claim lost to another scheduler is a `Conflict` and stores nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn enqueue_claiming(
+        &self,
+        pipeline: &PipelineRow,
+        version: i64,
+        cause: Cause,
+        given: BTreeMap<String, String>,
+        commit: Option<String>,
+        git_ref: Option<GitRef>,
+        retry_of: Option<&RunRow>,
+        timer: Option<&wharf_store::timers::TimerClaim>,
+    ) -> Result<Accepted> {
         let model = self.pipeline_version(pipeline.id, version).await?;
         let secrets = self.store().secret_values(&pipeline.project).await?;
         let host = self.host_access(&pipeline.project, Some(&cause)).await?;
@@ -282,23 +300,32 @@ impl Lifecycle {
             }
         }
         let created_at = jiff::Timestamp::now();
-        let (new, _) = self
-            .store()
-            .create_run(pipeline.id, version, retry_of.map(|r| r.summary.id), commit.as_deref(), |new| {
-                wharf_engine::initial_record(&request(
-                    model.clone(),
-                    RequestBasics {
-                        number: new.number,
-                        increment: new.increment,
-                        cause: cause.clone(),
-                        parameters: parameters.clone(),
-                        commit: commit.clone(),
-                        git_ref: git_ref.clone(),
-                        created_at: Some(created_at),
-                    },
-                ))
-            })
-            .await?;
+        let make_record = |new: wharf_store::NewRun| {
+            wharf_engine::initial_record(&request(
+                model.clone(),
+                RequestBasics {
+                    number: new.number,
+                    increment: new.increment,
+                    cause: cause.clone(),
+                    parameters: parameters.clone(),
+                    commit: commit.clone(),
+                    git_ref: git_ref.clone(),
+                    created_at: Some(created_at),
+                },
+            ))
+        };
+        let (new, _) = match timer {
+            None => {
+                self.store()
+                    .create_run(pipeline.id, version, retry_of.map(|r| r.summary.id), commit.as_deref(), make_record)
+                    .await?
+            }
+            Some(claim) => self
+                .store()
+                .create_timer_run(claim, version, make_record)
+                .await?
+                .ok_or_else(|| RunError::Conflict("the timer's due time was claimed elsewhere".into()))?,
+        };
         tracing::info!(run = new.id, pipeline = %pipeline.name, number = new.number, "run queued");
         if self.0.claims.is_some() {
             // The queue is the database's: whichever replica claims it first starts it.

@@ -10,10 +10,11 @@
 //!   now: the first fire time strictly in the future, so it never fires at once. An
 //!   inactive pipeline keeps its rows, but they are never due; activating recomputes.
 //! - **The loop** sleeps until the earliest `next_run_at` (or until woken by a change),
-//!   then [`Timers::tick`]: every due row is claimed by a compare-and-set on the row as
-//!   read ([`wharf_store::Store::claim_timer`]), so a due time starts exactly one run
-//!   even when two schedulers race; the winner enqueues a run with
-//!   `Cause::Timer { due }` and the pipeline's default parameters through the
+//!   then [`Timers::due`]: every due row is claimed by a compare-and-set on the row as
+//!   read, in one transaction with the insert of its run
+//!   ([`wharf_store::Store::create_timer_run`]), so a due time starts exactly one run
+//!   even when two schedulers (or replicas on one PostgreSQL) race; the run has
+//!   `Cause::Timer { due }` and the pipeline's default parameters and goes through the
 //!   lifecycle's queue, whose concurrency policy decides about overlap.
 //! - **At start** ([`Timers::resume`]), rows of a version that is not the latest (or
 //!   missing) are recomputed from now; due times missed while the server was down earn
@@ -22,11 +23,14 @@
 //!   `missed: skip` earns none. Then each timer waits for its next future time.
 //!
 //! A due time the loop reaches more than [`ON_TIME`] late (a suspended machine, a stall)
-//! counts as missed too and follows the same policy. Claim and enqueue are two steps:
-//! a crash between them loses that one due time — never runs it twice.
+//! counts as missed too and follows the same policy. Claim and run are one
+//! transaction, and a run's due time is unique per pipeline in the store: a crash
+//! loses no due time and none runs twice.
 //!
-//! [`Timers::tick`] and [`Timers::resume`] take "now" as an argument and return the runs
-//! to start ([`Fire`]), so tests drive them with explicit instants.
+//! [`Timers::tick`] and [`Timers::resume`] take "now" as an argument, claim, and return
+//! the runs to start ([`Fire`]), so tests drive the decisions with explicit instants;
+//! the loop uses their unclaimed twins ([`Timers::due`], [`Timers::resume_unclaimed`])
+//! and [`start_runs`] claims with the run.
 
 use crate::Lifecycle;
 use jiff::tz::TimeZone;
@@ -38,7 +42,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use wharf_core::model::{Missed, Trigger};
 use wharf_core::run::Cause;
-use wharf_store::timers::{NewTimer, TimerRow};
+use wharf_store::timers::{NewTimer, TimerClaim, TimerRow};
 use wharf_store::{Store, StoreError};
 use wharf_trigger::Schedule;
 
@@ -70,6 +74,9 @@ pub struct Fire {
     /// The due time was missed (server down, or reached more than [`ON_TIME`] late):
     /// this is the one catch-up run.
     pub catch_up: bool,
+    /// The claim still to make, with the run in one transaction ([`start_runs`]);
+    /// `None` when the due time is claimed already ([`Timers::tick`]).
+    pub claim: Option<TimerClaim>,
 }
 
 /// What a timer that is due at `now` does: the decision of [`decide`].
@@ -268,6 +275,18 @@ impl Timers {
     /// and parsed ([`Store::pipelines_with_stale_timers`]): a start reads no pipeline
     /// that was saved through [`Timers::changed`].
     pub async fn resume(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
+        self.bring_up_to_date(now).await?;
+        self.claim_due(now, Duration::ZERO, true).await
+    }
+
+    /// [`resume`](Self::resume) without claiming: the catch-up fires, each with the
+    /// claim [`start_runs`] makes together with its run.
+    pub async fn resume_unclaimed(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
+        self.bring_up_to_date(now).await?;
+        self.claim_due(now, Duration::ZERO, false).await
+    }
+
+    async fn bring_up_to_date(&self, now: Timestamp) -> Result<(), StoreError> {
         let mut current_rows = Vec::new();
         for id in self.store.pipelines_with_stale_timers().await? {
             let pipeline = match self.store.pipeline(id).await {
@@ -289,8 +308,7 @@ impl Timers {
                 self.sync(id, now).await?;
             }
         }
-        self.store.mark_timers_current(&current_rows).await?;
-        self.claim_due(now, Duration::ZERO).await
+        self.store.mark_timers_current(&current_rows).await
     }
 
     /// One step of the loop at `now`: claims every due timer of an active pipeline and
@@ -298,13 +316,20 @@ impl Timers {
     /// (the pipeline was edited and this scheduler not told) is recomputed from `now`
     /// instead, firing nothing.
     pub async fn tick(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
-        self.claim_due(now, ON_TIME).await
+        self.claim_due(now, ON_TIME, true).await
+    }
+
+    /// [`tick`](Self::tick) without claiming the fires: each carries the claim that
+    /// [`start_runs`] makes in one transaction with its run (what the loop does). Due
+    /// times that fire nothing are moved on here, as in `tick`.
+    pub async fn due(&self, now: Timestamp) -> Result<Vec<Fire>, StoreError> {
+        self.claim_due(now, ON_TIME, false).await
     }
 
     /// Claims the due rows at `now`. Only the first read can fail the call: after it, a
     /// failure on one row is logged and the others go on, so no claimed due time is lost
     /// to a later row's error.
-    async fn claim_due(&self, now: Timestamp, on_time: Duration) -> Result<Vec<Fire>, StoreError> {
+    async fn claim_due(&self, now: Timestamp, on_time: Duration, claim: bool) -> Result<Vec<Fire>, StoreError> {
         let mut fires = Vec::new();
         let mut resynced: Vec<i64> = Vec::new();
         for row in self.store.due_timers(ms(now)).await? {
@@ -318,7 +343,7 @@ impl Timers {
                     resynced.push(pipeline.id);
                     self.sync(pipeline.id, now).await.map(|()| None)
                 }
-                Ok(_) => self.claim_row(&row, now, on_time).await,
+                Ok(_) => self.claim_row(&row, now, on_time, claim).await,
             };
             match outcome {
                 Ok(fire) => fires.extend(fire),
@@ -335,7 +360,13 @@ impl Timers {
 
     /// Decides about one due row and claims it; the fire when this call won the claim
     /// and the decision is to run.
-    async fn claim_row(&self, row: &TimerRow, now: Timestamp, on_time: Duration) -> Result<Option<Fire>, StoreError> {
+    async fn claim_row(
+        &self,
+        row: &TimerRow,
+        now: Timestamp,
+        on_time: Duration,
+        claim: bool,
+    ) -> Result<Option<Fire>, StoreError> {
         let Some(stored) = row.next_run_at else { return Ok(None) };
         let index = usize::try_from(row.trigger_index).unwrap_or(usize::MAX);
         let schedule = self.triggers(row.pipeline_id, row.version).await?.and_then(|triggers| {
@@ -353,6 +384,17 @@ impl Timers {
             return Ok(None);
         };
         let decision = decide(&schedule, at_ms(stored), now, self.grace, on_time);
+        if let (Some(due), false) = (decision.fire, claim) {
+            let claim = TimerClaim { read: row.clone(), next_run_at: decision.next.map(ms), due: ms(due) };
+            return Ok(Some(Fire {
+                pipeline_id: row.pipeline_id,
+                version: row.version,
+                trigger_index: index,
+                due,
+                catch_up: decision.catch_up,
+                claim: Some(claim),
+            }));
+        }
         let last_due = decision.fire.map(ms).or(row.last_due);
         if !self.store.claim_timer(row, decision.next.map(ms), last_due).await? {
             tracing::debug!(pipeline = row.pipeline_id, trigger = index, "timer claimed elsewhere");
@@ -372,6 +414,7 @@ impl Timers {
             trigger_index: index,
             due,
             catch_up: decision.catch_up,
+            claim: None,
         }))
     }
 
@@ -381,24 +424,30 @@ impl Timers {
     }
 }
 
-/// Starts the runs of claimed due times: the pipeline's latest version with its default
-/// parameters, `Cause::Timer { due }`. A pipeline that is inactive, gone, or whose run
-/// cannot start records nothing; the reason is logged.
+/// Starts the runs of due times: the pipeline's latest version with its default
+/// parameters, `Cause::Timer { due }`. A fire that carries its claim is claimed in one
+/// transaction with its run (lost to another scheduler: nothing happens here). A
+/// pipeline that is inactive, gone, or whose run cannot start records nothing; the
+/// reason is logged and the due time is spent (the row moves on).
 pub async fn start_runs(lifecycle: &Lifecycle, fires: Vec<Fire>) {
     for fire in fires {
         let pipeline = match lifecycle.store().pipeline(fire.pipeline_id).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::warn!(pipeline = fire.pipeline_id, due = %fire.due, error = %e, "timer run not started");
+                spend(lifecycle.store(), &fire).await;
                 continue;
             }
         };
         if !pipeline.active {
             tracing::info!(pipeline = %pipeline.name, due = %fire.due, "timer run not started: the pipeline is inactive");
+            spend(lifecycle.store(), &fire).await;
             continue;
         }
         let cause = Cause::Timer { due: fire.due };
-        match lifecycle.enqueue(&pipeline, pipeline.version, cause, BTreeMap::new(), None, None).await {
+        let version = pipeline.version;
+        let claim = fire.claim.as_ref();
+        match lifecycle.enqueue_claiming(&pipeline, version, cause, BTreeMap::new(), None, None, None, claim).await {
             Ok(accepted) => tracing::info!(
                 pipeline = %pipeline.name,
                 run = accepted.id,
@@ -407,8 +456,21 @@ pub async fn start_runs(lifecycle: &Lifecycle, fires: Vec<Fire>) {
                 catch_up = fire.catch_up,
                 "timer started a run"
             ),
-            Err(e) => tracing::warn!(pipeline = %pipeline.name, due = %fire.due, "timer run not started: {e}"),
+            Err(e) => {
+                tracing::warn!(pipeline = %pipeline.name, due = %fire.due, "timer run not started: {e}");
+                spend(lifecycle.store(), &fire).await;
+            }
         }
+    }
+}
+
+/// Moves an unclaimed fire's row on without a run, so a due time that cannot start
+/// is not tried again and again (a no-op when another scheduler claimed it).
+async fn spend(store: &Store, fire: &Fire) {
+    if let Some(claim) = &fire.claim
+        && let Err(e) = store.claim_timer(&claim.read, claim.next_run_at, Some(claim.due)).await
+    {
+        tracing::error!(pipeline = fire.pipeline_id, error = %e, "cannot move a timer on");
     }
 }
 
@@ -416,7 +478,7 @@ pub async fn start_runs(lifecycle: &Lifecycle, fires: Vec<Fire>) {
 /// [`Lifecycle::start`], after the previous process's runs were recovered.
 pub(crate) async fn start(lifecycle: &Lifecycle) {
     let timers = lifecycle.timers();
-    match timers.resume(Timestamp::now()).await {
+    match timers.resume_unclaimed(Timestamp::now()).await {
         Ok(fires) => start_runs(lifecycle, fires).await,
         Err(e) => tracing::error!(error = %e, "timer catch-up failed; timers start from their stored times"),
     }
@@ -431,7 +493,7 @@ pub(crate) async fn start(lifecycle: &Lifecycle) {
                 return;
             }
             let now = Timestamp::now();
-            let wait = match timers.tick(now).await {
+            let wait = match timers.due(now).await {
                 Ok(fires) => {
                     start_runs(&lifecycle, fires).await;
                     match timers.next_due().await {

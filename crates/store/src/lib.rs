@@ -607,43 +607,10 @@ impl Store {
         make_record: impl FnOnce(NewRun) -> RunRecord,
     ) -> Result<(NewRun, RunRecord)> {
         let _write = self.writer.lock().await;
-        let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let row = db::query(
-            "UPDATE pipelines SET last_number = last_number + 1, increment = increment + 1 WHERE id = ? \
-             RETURNING last_number, increment",
-        )
-        .bind(pipeline_id)
-        .fetch_optional(&mut tx)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id}")))?;
-        let (number, increment): (i64, i64) = (row.get(0), row.get(1));
-        // The id is allocated by the insert; the record is written with it right after.
-        let placeholder = db::query(
-            "INSERT INTO runs (pipeline_id, number, increment, version, status, retry_of, commit_sha, record, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?) RETURNING id",
-        )
-        .bind(pipeline_id)
-        .bind(number)
-        .bind(increment)
-        .bind(version)
-        .bind(retry_of)
-        .bind(commit)
-        .bind(now)
-        .bind(now)
-        .fetch_one(&mut tx)
-        .await?;
-        let new = NewRun { id: placeholder.get(0), number, increment };
-        let record = make_record(new);
-        let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        db::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
-            .bind(json)
-            .bind(record.progress.status.as_str())
-            .bind(new.id)
-            .execute(&mut tx)
-            .await?;
+        let created = insert_run(&mut tx, pipeline_id, version, retry_of, commit, None, make_record).await?;
         tx.commit().await?;
-        Ok((new, record))
+        Ok(created)
     }
 
     /// Writes a run's record (and the columns derived from it).
@@ -842,6 +809,59 @@ impl Store {
     pub fn is_postgres(&self) -> bool {
         self.pool.is_postgres()
     }
+}
+
+/// Allocates the next `BUILD_ID` and `SYS_INCREMENT` of a pipeline and stores the
+/// run's first record, inside `tx`. `timer_due`: the due time of a timer's run, under
+/// the unique key of a pipeline and due time (a second run for it is a conflict).
+pub(crate) async fn insert_run(
+    tx: &mut db::Tx,
+    pipeline_id: i64,
+    version: i64,
+    retry_of: Option<i64>,
+    commit: Option<&str>,
+    timer_due: Option<i64>,
+    make_record: impl FnOnce(NewRun) -> RunRecord,
+) -> Result<(NewRun, RunRecord)> {
+    let now = now_ms();
+    let row = db::query(
+        "UPDATE pipelines SET last_number = last_number + 1, increment = increment + 1 WHERE id = ? \
+         RETURNING last_number, increment",
+    )
+    .bind(pipeline_id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id}")))?;
+    let (number, increment): (i64, i64) = (row.get(0), row.get(1));
+    // The id is allocated by the insert; the record is written with it right after.
+    let placeholder = db::query(
+        "INSERT INTO runs (pipeline_id, number, increment, version, status, retry_of, commit_sha, record, created_at, \
+         updated_at, timer_due) VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(pipeline_id)
+    .bind(number)
+    .bind(increment)
+    .bind(version)
+    .bind(retry_of)
+    .bind(commit)
+    .bind(now)
+    .bind(now)
+    .bind(timer_due)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| {
+        StoreError::Conflict(format!("pipeline {pipeline_id} already has a run for the timer due at {timer_due:?}"))
+    })?;
+    let new = NewRun { id: placeholder.get(0), number, increment };
+    let record = make_record(new);
+    let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    db::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
+        .bind(json)
+        .bind(record.progress.status.as_str())
+        .bind(new.id)
+        .execute(&mut *tx)
+        .await?;
+    Ok((new, record))
 }
 
 const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \
