@@ -353,7 +353,7 @@ impl Cluster {
         let child = self.replicas[replica].lock().unwrap().child.take();
         // The wait must not hold the lock across awaits: a stand-in replica holds the child.
         let mut stand_in = Replica { index: replica, data: PathBuf::new(), log: PathBuf::new(), port: 0, child };
-        stand_in.terminate(Duration::from_secs(60)).await
+        stand_in.terminate(Duration::from_secs(90)).await
     }
 
     async fn restart(&self, replica: usize) -> Result<(), String> {
