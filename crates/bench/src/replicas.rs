@@ -80,6 +80,9 @@ pub struct Args {
     /// Only the suite, no runs/s measurement.
     #[arg(long)]
     skip_throughput: bool,
+    /// Only the runs/s measurement, no suite.
+    #[arg(long, conflicts_with = "skip_throughput")]
+    skip_suite: bool,
     /// How long to wait for every run to end after the last submission, in seconds.
     #[arg(long, default_value_t = 600, value_parser = positive)]
     settle_secs: usize,
@@ -1143,6 +1146,9 @@ async fn measure(args: &Args, dir: &Path, dbs: &mut Databases) -> Result<bool, S
                 args.runs
             );
         }
+    }
+    if args.skip_suite {
+        return Ok(true);
     }
     let url = dbs.create("suite").await?;
     let plan = Plan {
