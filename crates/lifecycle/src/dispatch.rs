@@ -185,7 +185,8 @@ impl Lifecycle {
         })
     }
 
-    /// Runs waiting to start.
+    /// Runs waiting to start in this server's queue (on PostgreSQL the queue is the
+    /// database's, shared by the replicas: always 0 here; count `queued` runs there).
     pub fn queued(&self) -> usize {
         self.0.queue.lock().unwrap().len()
     }
