@@ -37,9 +37,16 @@ pub async fn migrate(args: MigrateArgs) -> Result<ExitCode> {
         println!("{table:<24} {rows:>10}");
     }
     println!("copied {total} rows into PostgreSQL in one transaction.");
+    // A PostgreSQL server reads task logs from the database: the files beside the
+    // SQLite database (`<data-dir>/logs`) go there too.
+    let logs_dir = std::path::Path::new(path).parent().unwrap_or(std::path::Path::new(".")).join("logs");
+    let (logs, bytes) = wharf_store::logs::import_files(&logs_dir, &to)
+        .await
+        .with_context(|| format!("copying the task logs of {} into PostgreSQL", logs_dir.display()))?;
+    println!("copied {logs} task logs ({bytes} bytes) from {} into PostgreSQL.", logs_dir.display());
     println!(
-        "Task logs and the secret key stay in the data directory: start the server with the same \
-         --data-dir and --database-url set to the PostgreSQL URL."
+        "The secret key stays in the data directory: start the server with the same --data-dir and \
+         --database-url set to the PostgreSQL URL."
     );
     Ok(ExitCode::SUCCESS)
 }

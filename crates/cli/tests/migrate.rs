@@ -125,19 +125,26 @@ async fn a_sqlite_store_moves_to_postgresql_whole_and_only_into_an_empty_databas
     let source = Store::open(&sqlite).await.unwrap().with_secret_box(keys());
     let (app, last_run) = fill(&source).await;
     source.pool().close().await;
+    // The server's log files beside the database: PostgreSQL keeps logs in the database.
+    let files = wharf_store::logs::LogFiles::new(dir.path().join("logs"), 1_000_000);
+    files.writer(last_run, wharf_store::logs::LogKey::Task(0, 0)).unwrap().append("built it").unwrap();
 
     let out = wharf(&["migrate", "--from", &sqlite, "--to", &pg.url]);
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     let runs_line = said.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).find(|w| w.first() == Some(&"runs"));
     assert_eq!(runs_line, Some(vec!["runs", &*RUNS.to_string()]), "{said}");
-    assert!(said.contains("Task logs and the secret key stay in the data directory"), "{said}");
+    assert!(said.contains("The secret key stays in the data directory"), "{said}");
+    assert!(said.contains("copied 1 task logs (9 bytes)"), "{said}");
     assert!(!said.contains("wharf-test-password"), "the password is never printed: {said}");
 
     // Read back through the store, on PostgreSQL, next to the original.
     let source = Store::open(&sqlite).await.unwrap().with_secret_box(keys());
     let target = Store::open(&pg.url).await.unwrap().with_secret_box(keys());
     assert!(target.is_postgres());
+    let in_db = wharf_store::logs::LogFiles::in_database(target.clone(), 1_000_000);
+    let log = in_db.read_from(last_run, wharf_store::logs::LogKey::Task(0, 0), 0, 1000).await.unwrap();
+    assert_eq!(log, b"built it\n", "the log files were copied");
     assert_eq!(target.setting("instance").await.unwrap().as_deref(), Some("one"));
     let all = wharf_store::PipelineFilter::All;
     assert_eq!(

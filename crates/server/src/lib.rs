@@ -527,6 +527,10 @@ impl Server {
         self.state.runs.shutdown();
         self.task.abort();
         let _ = self.task.await;
+        // Log lines still waiting for the database (PostgreSQL) are written now.
+        if let Err(e) = self.state.logs.flush().await {
+            tracing::warn!(error = %e, "cannot write the last log lines");
+        }
     }
 
     /// What a graceful stop runs, taken before [`Server::wait`] consumes the server.

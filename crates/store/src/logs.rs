@@ -573,6 +573,84 @@ impl DbLogs {
     }
 }
 
+/// Copies file logs (`<root>/<run id>/<key>.log`, as a SQLite server keeps them) into
+/// `to`'s database, each at the same byte offsets: what `wharf migrate` does after the
+/// tables, since a PostgreSQL server reads logs from there. Logs of runs `to` does not
+/// have, and logs it has already, are left out; the files stay. Returns how many logs
+/// and bytes were copied.
+pub async fn import_files(root: &std::path::Path, to: &Store) -> io::Result<(u64, u64)> {
+    let marker_start = cap_marker(0);
+    let marker_start = &marker_start.as_bytes()[..marker_start.find(':').unwrap_or(0)];
+    let (mut logs, mut bytes) = (0, 0);
+    let dirs = match fs::read_dir(root) {
+        Ok(dirs) => dirs,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(e),
+    };
+    for dir in dirs {
+        let dir = dir?;
+        let Some(run) = dir.file_name().to_str().and_then(|n| n.parse::<i64>().ok()) else { continue };
+        let known = db::query("SELECT id FROM runs WHERE id = ?").bind(run).fetch_optional(to.pool()).await;
+        if known.map_err(io::Error::other)?.is_none() {
+            continue;
+        }
+        for file in fs::read_dir(dir.path())? {
+            let file = file?;
+            let name = file.file_name();
+            let Some(key) = name.to_str().and_then(|n| n.strip_suffix(".log")).and_then(|k| k.parse::<LogKey>().ok())
+            else {
+                continue;
+            };
+            let present = db::query("SELECT 1 FROM log_chunks WHERE run_id = ? AND log_key = ? LIMIT 1")
+                .bind(run)
+                .bind(key.to_string())
+                .fetch_optional(to.pool())
+                .await
+                .map_err(io::Error::other)?;
+            if present.is_some() {
+                continue;
+            }
+            let mut reader = File::open(file.path())?;
+            let mut tx = to.pool().begin().await.map_err(io::Error::other)?;
+            let (mut start, mut pending, mut buf) = (0u64, Vec::new(), vec![0; 64 * 1024]);
+            loop {
+                let n = reader.read(&mut buf)?;
+                pending.extend_from_slice(&buf[..n]);
+                while pending.len() >= CHUNK_MAX || (n == 0 && !pending.is_empty()) {
+                    // Whole lines per chunk where there are any.
+                    let cut = match whole_lines(&pending, CHUNK_MAX) {
+                        0 => pending.len().min(CHUNK_MAX),
+                        cut => cut,
+                    };
+                    let chunk: Vec<u8> = pending.drain(..cut).collect();
+                    let body = chunk.strip_suffix(b"\n").unwrap_or(&chunk);
+                    let last_line = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                    let truncated = n == 0 && pending.is_empty() && body[last_line..].starts_with(marker_start);
+                    db::query(
+                        "INSERT INTO log_chunks (run_id, log_key, start, data, truncated) VALUES (?, ?, ?, ?, ?)",
+                    )
+                    .bind(run)
+                    .bind(key.to_string())
+                    .bind(start as i64)
+                    .bind(chunk.as_slice())
+                    .bind(truncated)
+                    .execute(&mut tx)
+                    .await
+                    .map_err(io::Error::other)?;
+                    start += chunk.len() as u64;
+                }
+                if n == 0 {
+                    break;
+                }
+            }
+            tx.commit().await.map_err(io::Error::other)?;
+            logs += 1;
+            bytes += start;
+        }
+    }
+    Ok((logs, bytes))
+}
+
 /// How many bytes of `lines` make whole lines within `limit`.
 fn whole_lines(lines: &[u8], limit: usize) -> usize {
     if lines.len() <= limit {
@@ -703,6 +781,46 @@ mod tests {
             let left: i64 = db::query("SELECT COUNT(*) FROM log_chunks").fetch_one(store.pool()).await.unwrap().get(0);
             assert_eq!(left, 0, "retention deletes a run's chunks with the run");
         }
+    }
+
+    /// `wharf migrate` copies a SQLite server's log files into PostgreSQL: the same
+    /// bytes at the same offsets, the cap's state kept, runs the target lacks left out.
+    #[tokio::test]
+    async fn file_logs_are_imported_into_the_database_at_the_same_offsets() {
+        let Some((_keep, url)) = crate::backends::postgres_url() else { return };
+        let (store, in_db, run, dir) = setup(&url, 100).await;
+        let files = LogFiles::new(dir.path().to_path_buf(), 100);
+        let mut w = files.writer(run, LogKey::Task(1, 2)).unwrap();
+        for i in 0..20 {
+            w.append(&format!("line {i}")).unwrap();
+        }
+        let big = "y".repeat(CHUNK_MAX + 10);
+        let files_big = LogFiles::new(dir.path().to_path_buf(), 10 * CHUNK_MAX as u64);
+        let mut w = files_big.writer(run, LogKey::Run).unwrap();
+        for line in ["short", &big, "after"] {
+            w.append(line).unwrap();
+        }
+        files.writer(run + 100, LogKey::Run).unwrap().append("a run the target lacks").unwrap();
+        let (logs, bytes) = import_files(dir.path(), &store).await.unwrap();
+        let on_disk = files.size(run, LogKey::Task(1, 2)).await.unwrap() + files.size(run, LogKey::Run).await.unwrap();
+        assert_eq!((logs, bytes), (2, on_disk));
+        for key in [LogKey::Task(1, 2), LogKey::Run] {
+            let want = files.read_from(run, key, 0, 1 << 22).await.unwrap();
+            assert_eq!(in_db.read_from(run, key, 0, 1 << 22).await.unwrap(), want, "{key}");
+            assert_eq!(
+                in_db.read_from(run, key, 7, 1 << 22).await.unwrap(),
+                files.read_from(run, key, 7, 1 << 22).await.unwrap()
+            );
+        }
+        // The cut log stays cut.
+        in_db.writer(run, LogKey::Task(1, 2)).unwrap().append("more").unwrap();
+        in_db.flush().await.unwrap();
+        assert_eq!(
+            in_db.size(run, LogKey::Task(1, 2)).await.unwrap(),
+            files.size(run, LogKey::Task(1, 2)).await.unwrap()
+        );
+        // A second import copies nothing again.
+        assert_eq!(import_files(dir.path(), &store).await.unwrap(), (0, 0));
     }
 
     #[test]
