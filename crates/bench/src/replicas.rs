@@ -689,17 +689,39 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
     out.not_accepted.count = refused.len();
     out.not_accepted.examples = refused.into_iter().take(EXAMPLES).collect();
 
-    // Timers: wait until `timer_dues` whole minutes passed since their creation (plus
-    // a few seconds to fire), then deactivate them so the picture stops moving.
+    // Timers: wait until `timer_dues` whole minutes passed since their creation, then
+    // (at most 60 s more: a busy replica fires late) until each of those due times has
+    // its run, then deactivate them so the picture stops moving. The due times checked
+    // are those up to the last one that had passed when the waiting began.
     let first_due = timers_created.as_second().div_euclid(60) * 60 + 60;
-    let timers_until = first_due + 60 * (plan.timer_dues.max(1) as i64 - 1) + 5;
+    let timers_until = first_due + 60 * (plan.timer_dues.max(1) as i64 - 1) + 1;
     let deadline = Instant::now() + plan.settle;
+    let mut last_due = first_due - 60;
     if plan.timers > 0 {
         while jiff::Timestamp::now().as_second() < timers_until && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        last_due = jiff::Timestamp::now().as_second().div_euclid(60) * 60;
+        let fired_by = Instant::now() + Duration::from_secs(60);
+        'fired: while Instant::now() < fired_by.min(deadline) {
+            for (id, _) in &pipelines[work..] {
+                let dues: BTreeSet<i64> = cluster
+                    .runs(*id)
+                    .await?
+                    .iter()
+                    .filter_map(|r| match r.record.as_ref().map(|r| &r.cause) {
+                        Some(Cause::Timer { due }) => Some(due.as_second()),
+                        _ => None,
+                    })
+                    .collect();
+                if (first_due..=last_due).step_by(60).any(|due| !dues.contains(&due)) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue 'fired;
+                }
+            }
+            break;
+        }
     }
-    let timers_stopped = jiff::Timestamp::now();
     for (k, (id, _)) in pipelines[work..].iter().enumerate() {
         let (status, body) =
             cluster.post(cluster.live(k), &format!("/pipelines/{id}/deactivate"), String::new()).await?;
@@ -875,7 +897,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
             }
         }
         let mut due = first_due;
-        while due <= timers_stopped.as_second() - 3 {
+        while due <= last_due {
             out.timer_dues += 1;
             if !dues.contains_key(&due) {
                 out.problem("timer due time missed", format!("{name} due {due} (epoch s) has no run"));
