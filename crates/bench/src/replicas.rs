@@ -469,7 +469,7 @@ pub struct Outcome {
     pub graceful_stop: Option<Duration>,
     /// What went wrong, by kind.
     pub problems: BTreeMap<&'static str, Problem>,
-    /// The `@run` logs of the first runs that ran more than once (what the servers said).
+    /// The whole logs of the first runs that ran more than once (what the servers said).
     pub twice_logs: Vec<String>,
 }
 
@@ -753,7 +753,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
     for (k, run) in &all {
         let name = &pipelines[*k].1;
         if markers.count(name, run.summary.number as u64) > 1 && out.twice_logs.len() < EXAMPLES {
-            let log = log_lines(cluster, cluster.live(0), run.summary.id, "@run").await.unwrap_or_else(|e| e);
+            let log = log_lines(cluster, cluster.live(0), run.summary.id, "").await.unwrap_or_else(|e| e);
             let log: String = log.chars().take(2_000).collect();
             out.twice_logs.push(format!(
                 "the @run log of run {} ({name}#{}), which ran twice:\n{log}",
@@ -949,9 +949,10 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
     Ok(out)
 }
 
-/// The stored log of task `task` (or `@run`) of run `id`, through `replica`.
+/// The stored log of task `task` of run `id` (the whole run's with `""`), through `replica`.
 async fn log_lines(cluster: &Cluster, replica: usize, id: i64, task: &str) -> Result<String, String> {
-    let path = format!("/runs/{id}/tasks/{task}/log?offset=0");
+    let path =
+        if task.is_empty() { format!("/runs/{id}/log") } else { format!("/runs/{id}/tasks/{task}/log?offset=0") };
     let r = cluster
         .client
         .get(cluster.url(replica, &path))
