@@ -756,7 +756,7 @@ async fn suite_on(plan: &Plan, cluster: &Arc<Cluster>, marker_file: &Path) -> Re
             let log = log_lines(cluster, cluster.live(0), run.summary.id, "").await.unwrap_or_else(|e| e);
             let log: String = log.chars().take(2_000).collect();
             out.twice_logs.push(format!(
-                "the @run log of run {} ({name}#{}), which ran twice:\n{log}",
+                "the whole log of run {} ({name}#{}), which ran twice:\n{log}",
                 run.summary.id, run.summary.number
             ));
         }
