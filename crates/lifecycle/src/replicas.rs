@@ -57,6 +57,10 @@ const CLAIM_BATCH: i64 = 256;
 /// Lapsed runs taken over per pass.
 const TAKEOVER_BATCH: i64 = 16;
 
+/// How long a replica that used its pass's budget waits before its next pass, so the
+/// other replicas claim part of a burst.
+const SHARE_PAUSE: Duration = Duration::from_millis(50);
+
 /// This replica's identity and lease.
 pub(crate) struct Claims {
     pub(crate) owner: String,
@@ -207,24 +211,49 @@ impl Lifecycle {
         // Pipelines whose `queue` policy said "not now" in this pass: their later runs
         // wait too, without a claim attempt each.
         let mut waiting: Vec<i64> = Vec::new();
-        for row in queued {
-            let entry = Queued::from_row(&row);
-            if waiting.contains(&entry.pipeline_id) {
+        // A pass starts at most as many runs as the replica runs tasks at once, then
+        // looks again shortly: a burst is shared with the other replicas.
+        let mut budget = self.0.settings.max_parallel_tasks.max(1);
+        for run in queued {
+            if waiting.contains(&run.pipeline_id) {
                 continue;
             }
-            let model = self.pipeline_version(entry.pipeline_id, entry.version).await;
+            if budget == 0 {
+                let wake = self.0.wake.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(SHARE_PAUSE).await;
+                    wake.notify_one();
+                });
+                break;
+            }
+            let model = self.pipeline_version(run.pipeline_id, run.version).await;
             let policy = model.as_ref().map_or(wharf_core::model::Concurrency::Allow, |m| m.concurrency);
-            let claimed = match self.store().claim_queued(entry.run_id, entry.pipeline_id, policy, &owner, lease).await
-            {
+            let claimed = match self.store().claim_queued(run.run_id, run.pipeline_id, policy, &owner, lease).await {
                 Ok(claimed) => claimed,
                 Err(e) => {
-                    tracing::error!(run = entry.run_id, error = %e, "cannot claim a queued run");
+                    tracing::error!(run = run.run_id, error = %e, "cannot claim a queued run");
                     continue;
                 }
             };
             match claimed {
-                Claimed::Wait => waiting.push(entry.pipeline_id),
-                Claimed::Gone => {}
+                Claimed::Wait => {
+                    waiting.push(run.pipeline_id);
+                    continue;
+                }
+                Claimed::Gone => continue,
+                Claimed::Start { .. } | Claimed::Superseded { .. } => budget -= 1,
+            }
+            let row = match self.store().run(run.run_id).await {
+                Ok(row) => row,
+                Err(e) => {
+                    let why = "cannot read a claimed run; it is taken over when its lease lapses";
+                    tracing::error!(run = run.run_id, error = %e, "{why}");
+                    continue;
+                }
+            };
+            let entry = Queued::from_row(&row);
+            match claimed {
+                Claimed::Wait | Claimed::Gone => {}
                 Claimed::Superseded { fence } => {
                     let why = "superseded by a newer run before it started";
                     self.end_unstarted(&row, Hold::new(fence), Status::Stopped, why).await;

@@ -45,6 +45,14 @@ pub enum Claimed {
     Gone,
 }
 
+/// A queued run a replica may try to claim ([`Store::claimable_runs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claimable {
+    pub run_id: i64,
+    pub pipeline_id: i64,
+    pub version: i64,
+}
+
 /// A lease renewed by [`Store::renew_leases`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Renewed {
@@ -72,17 +80,17 @@ fn ms(lease: Duration) -> i64 {
 
 impl Store {
     /// Queued runs no live lease holds, oldest first, at most `limit`: what a replica
-    /// may try to claim.
-    pub async fn claimable_runs(&self, limit: i64) -> Result<Vec<RunRow>> {
-        let rows = db::query(sqlx::AssertSqlSafe(format!(
-            "{} WHERE r.status = 'queued' AND (r.owner IS NULL OR r.lease_until < ?) ORDER BY r.id LIMIT ?",
-            crate::RUN_SELECT
-        )))
+    /// may try to claim (without their records: most passes claim few of them).
+    pub async fn claimable_runs(&self, limit: i64) -> Result<Vec<Claimable>> {
+        let rows = db::query(
+            "SELECT id, pipeline_id, version FROM runs WHERE status = 'queued' AND (owner IS NULL OR lease_until < ?) \
+             ORDER BY id LIMIT ?",
+        )
         .bind(now_ms())
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(crate::run_row).collect()
+        Ok(rows.iter().map(|r| Claimable { run_id: r.get(0), pipeline_id: r.get(1), version: r.get(2) }).collect())
     }
 
     /// Claims queued run `run_id` of `pipeline_id` for `owner` when its pipeline's

@@ -58,8 +58,8 @@ async fn racing_claimers_claim_each_run_once(url: String) {
     for (store, owner) in [(a.clone(), "a"), (b.clone(), "b"), (a.clone(), "a2"), (b.clone(), "b2")] {
         claimers.push(tokio::spawn(async move {
             let mut mine = Vec::new();
-            for row in store.claimable_runs(100).await.unwrap() {
-                let id = row.summary.id;
+            for run in store.claimable_runs(100).await.unwrap() {
+                let id = run.run_id;
                 if let Claimed::Start { fence, .. } =
                     store.claim_queued(id, pipeline, Concurrency::Allow, owner, LONG).await.unwrap()
                 {
