@@ -66,6 +66,9 @@ impl Lifecycle {
         runs: Vec<(RunRow, Option<Arc<Hold>>)>,
         found: Vec<Found>,
     ) -> Result<(), wharf_store::StoreError> {
+        // Runs whose tasks left something executed something, whatever their stored
+        // record (written every 200 ms) still says: they are never queued again.
+        let ran: HashSet<String> = found.iter().map(|f| f.leftover.owner.clone()).collect();
         let (adoptable, doomed): (Vec<Found>, Vec<Found>) =
             found.into_iter().partition(|f| f.leftover.attempt.is_some());
         self.discard(&doomed).await;
@@ -75,7 +78,7 @@ impl Lifecycle {
                 adopted.extend(ids);
                 continue;
             }
-            if self.requeue_unstarted(&row, hold.as_deref()).await {
+            if !ran.contains(&self.run_label(row.summary.id)) && self.requeue_unstarted(&row, hold.as_deref()).await {
                 continue;
             }
             self.settle_interrupted(&row, hold.as_deref()).await?;
