@@ -23,6 +23,8 @@
 //! `wharf-bench persist …` what persisting a large run costs (issue 11): see `persist.rs`.
 //! `wharf-bench deploy …` a `deploy-yaml` task against kubectl (issue 13): see `deploy.rs`.
 //! `wharf-bench kube …` the kubernetes executor against `kubectl run` (issue 15): see `kube.rs`.
+//! `wharf-bench replicas …` the reliability suite and runs/s on 1 vs 3 replicas (issue 18):
+//! see `replicas.rs` (in the library, which the test suite shares).
 //!
 //! Also the host executor alone (no engine) as a column, to tell the executor's cost
 //! from the engine's. `BENCH_SPLIT=1` prints, per repetition, the median time a task
@@ -47,6 +49,7 @@ mod persist;
 mod server;
 mod ui;
 mod webhook;
+use wharf_bench::replicas;
 
 /// A local run of `pipeline` as number `number`: the checkout `src` as it is, the run's
 /// directory `run<number>` under `dir`, nothing from a server (the engine benchmarks').
@@ -100,6 +103,7 @@ enum Mode {
     Deploy(deploy::Args),
     Chart(chart::Args),
     Kube(kube::Args),
+    Replicas(replicas::Args),
 }
 
 /// Engine overhead per task: floor, host executor alone, engine, `wharf run`.
@@ -263,6 +267,7 @@ fn main() {
         Some(Mode::Deploy(args)) => deploy::main(args),
         Some(Mode::Chart(args)) => chart::main(args),
         Some(Mode::Kube(args)) => kube::main(args),
+        Some(Mode::Replicas(args)) => replicas::main(args),
         None => engine(cli.engine),
     }
 }
