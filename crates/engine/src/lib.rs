@@ -317,6 +317,14 @@ pub trait Observer: Send + Sync {
     /// A log line of the checkout (`Part::Checkout`) or of a task (`Part::Task`),
     /// already masked.
     fn log(&self, part: Part, line: &LogLine);
+    /// Resolves once every change told so far is stored. The engine waits for it
+    /// before an attempt starts what cannot be undone (a process, a build), so that a
+    /// server killed right after finds the attempt begun, not a run that "executed
+    /// nothing" and may be started again elsewhere. By default at once: an observer
+    /// whose changes reach nobody else need not wait.
+    fn durable(&self) -> wharf_executor::BoxFuture<'static, ()> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A run that cannot start; nothing was recorded.

@@ -43,6 +43,8 @@ pub struct FakeExecutor {
     /// Behaviours per task name, one per attempt; the last repeats.
     behaviors: Mutex<HashMap<String, Vec<Behavior>>>,
     calls: Mutex<Vec<Call>>,
+    /// The specs of `run` calls as they begin (calls are recorded as they end).
+    begun: Mutex<Vec<TaskSpec>>,
     /// What `adopt` finds per task name (taken once), and the resume points it was given.
     adoptable: Mutex<HashMap<String, Behavior>>,
     adopted: Mutex<Vec<(TaskSpec, LogResume)>>,
@@ -85,6 +87,11 @@ impl FakeExecutor {
 
     pub fn calls(&self) -> Vec<Call> {
         self.calls.lock().unwrap().clone()
+    }
+
+    /// The `run` calls begun so far, ended or not, in order.
+    pub fn begun(&self) -> Vec<TaskSpec> {
+        self.begun.lock().unwrap().clone()
     }
 
     pub fn calls_of(&self, task: &str) -> Vec<Call> {
@@ -162,6 +169,7 @@ impl FakeExecutor {
     ) -> Result<Exit, ExecutorError> {
         {
             let started = tokio::time::Instant::now();
+            self.begun.lock().unwrap().push(spec.clone());
             if let Some((reason, pending_for)) = &behavior.pending {
                 logs.phase(crate::Phase::Pending { reason: reason.clone() });
                 tokio::select! {

@@ -49,6 +49,8 @@ struct Mirror {
 pub(crate) struct Coalescer {
     mirror: Arc<Mutex<Mirror>>,
     changed: Arc<Notify>,
+    /// Cuts the pause between writes short: someone waits for a write ([`Self::flush`]).
+    urgent: Arc<Notify>,
     closing: watch::Sender<bool>,
     saver: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -63,9 +65,10 @@ impl Coalescer {
     {
         let mirror = Arc::new(Mutex::new(Mirror::default()));
         let changed = Arc::new(Notify::new());
+        let urgent = Arc::new(Notify::new());
         let (closing, mut closed) = watch::channel(false);
         let saver = tokio::spawn({
-            let (mirror, changed) = (mirror.clone(), changed.clone());
+            let (mirror, changed, urgent) = (mirror.clone(), changed.clone(), urgent.clone());
             async move {
                 loop {
                     tokio::select! {
@@ -87,15 +90,38 @@ impl Coalescer {
                     for then in after {
                         then();
                     }
-                    // Changes made meanwhile wait for the next write.
+                    // Changes made meanwhile wait for the next write, unless someone
+                    // waits for it.
                     tokio::select! {
                         _ = closed.wait_for(|c| *c) => return,
                         () = tokio::time::sleep(every) => {}
+                        () = urgent.notified() => {}
                     }
                 }
             }
         });
-        Coalescer { mirror, changed, closing, saver: Mutex::new(Some(saver)) }
+        Coalescer { mirror, changed, urgent, closing, saver: Mutex::new(Some(saver)) }
+    }
+
+    /// Resolves once a write begun after this call is done, so every change taken
+    /// before it is stored; without waiting out the pause between writes. Resolves at
+    /// once when the saver is closed.
+    pub(crate) fn flush(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done, stored) = tokio::sync::oneshot::channel::<()>();
+        if *self.closing.borrow() {
+            drop(done);
+        } else {
+            let mut mirror = self.mirror.lock().unwrap();
+            mirror.after.push(Box::new(move || {
+                let _ = done.send(());
+            }));
+            mirror.dirty = true;
+        }
+        self.changed.notify_one();
+        self.urgent.notify_one();
+        async move {
+            let _ = stored.await;
+        }
     }
 
     /// Takes the changed `parts` of `record` (copying only them) for the next write.
@@ -275,6 +301,18 @@ impl Observer for Persist {
         if !record.progress.status.is_terminal() {
             self.records.changed_then(record, parts, after);
         }
+    }
+
+    /// On PostgreSQL (replicas) an attempt begins only once the record saying so is
+    /// stored: a replica killed right after leaves a run another one takes over as
+    /// begun (its host tasks interrupted), never one it would start a second time. On
+    /// SQLite one server owns the runs and nothing waits (a restart there settles the
+    /// last [`SAVE_EVERY`] as the module documentation says).
+    fn durable(&self) -> wharf_executor::BoxFuture<'static, ()> {
+        if self.hold.is_none() || self.lost() {
+            return Box::pin(std::future::ready(()));
+        }
+        Box::pin(self.records.flush())
     }
 
     fn log(&self, part: Part, line: &LogLine) {

@@ -184,3 +184,38 @@ async fn an_approval_decided_on_another_replica_wakes_the_waiting_task() {
     assert_eq!(all_ended(&store, &[id]).await, [Status::Succeeded]);
     assert!(started.elapsed() < Duration::from_secs(20), "woken by the notice, not by chance");
 }
+
+/// A replica killed the moment a task began leaves a run that looks begun, not one
+/// that "executed nothing" and another replica would start a second time: by the
+/// time the executor is asked to run the task, the stored record holds the attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_is_stored_before_its_task_is_started() {
+    let Some(db) = wharf_testenv::postgres_or_fail_in_ci() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeExecutor::new();
+    // `first` makes the store busy (a write, then the pause between writes) just as
+    // `main` begins.
+    fake.on("first", vec![Behavior { runs_for: Duration::from_millis(20), ..Default::default() }]);
+    fake.on("main", vec![Behavior { runs_for: Duration::from_millis(300), ..Default::default() }]);
+    let (store, a) = replica(&db.url, &dir, fake.clone(), Duration::from_secs(30)).await;
+    let yaml = "name: app\nstages:\n  - name: One\n    tasks:\n      - {name: first, type: script, script: work}\n  \
+                - name: Two\n    tasks:\n      - {name: main, type: script, script: work}\n";
+    let pipeline = store.create_pipeline("admin", "app", yaml).await.unwrap();
+    for _ in 0..5 {
+        let id = enqueue(&a, &pipeline).await;
+        let before = fake.begun().iter().filter(|spec| spec.task == "main").count();
+        let mut seen = false;
+        for _ in 0..5_000 {
+            if fake.begun().iter().filter(|spec| spec.task == "main").count() > before {
+                let record = store.run(id).await.unwrap().record;
+                let task = &record.stages[1].tasks[0];
+                assert_eq!(task.attempts, 1, "the task started before its attempt was stored: {record:#?}");
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(seen, "the task never started");
+        assert_eq!(all_ended(&store, &[id]).await, [Status::Succeeded]);
+    }
+}

@@ -137,15 +137,22 @@ impl RunState {
                 }
                 (Job::Exec(spec), None) => {
                     self.system(part, format!("runs {}", self.executor.placement(&spec)));
-                    let run = self.executor.run(*spec, sink, task_rx);
-                    Box::pin(async move { Ok(run.await.map(Some)?) })
+                    let durable = self.observer.durable();
+                    Box::pin(async move {
+                        durable.await;
+                        Ok(self.executor.run(*spec, sink, task_rx).await.map(Some)?)
+                    })
                 }
                 // A build cut off by a restart is not taken over: it counts as interrupted
                 // (and is retried when the task allows it).
                 (Job::Build(_), Some(_)) => Box::pin(async { Ok(None) }),
                 (Job::Build(spec), None) => {
                     let output = output.clone();
-                    Box::pin(async move { Ok(self.build(part, *spec, sink, task_rx, output).await.map(Some)?) })
+                    let durable = self.observer.durable();
+                    Box::pin(async move {
+                        durable.await;
+                        Ok(self.build(part, *spec, sink, task_rx, output).await.map(Some)?)
+                    })
                 }
                 // Neither is a deploy: applying again is the retry's business.
                 (Job::Deploy(_), Some(_)) => Box::pin(async { Ok(None) }),
