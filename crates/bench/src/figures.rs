@@ -89,11 +89,7 @@ fn met(ok: bool) -> &'static str {
 }
 
 pub fn main(args: Args) {
-    assert!(
-        args.wharf.exists(),
-        "{} not found; build it: cargo build --release -p wharf -p wharf-bench",
-        args.wharf.display()
-    );
+    wharf_bench::require_binary(&args.wharf);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -1107,19 +1107,9 @@ impl Databases {
 }
 
 pub fn main(args: Args) {
-    assert!(
-        args.wharf.exists(),
-        "{} not found; build it: cargo build --release -p wharf -p wharf-bench",
-        args.wharf.display()
-    );
+    crate::require_binary(&args.wharf);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = match &args.dir {
-        Some(dir) => {
-            assert!(!dir.exists(), "--dir {}: choose a directory that does not exist yet", dir.display());
-            dir.clone()
-        }
-        None => tmp.path().to_path_buf(),
-    };
+    let dir = crate::work_dir(args.dir.as_deref(), tmp.path());
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
     let passed = runtime.block_on(async {
         let mut dbs = match Databases::new(args.database_url.clone()) {

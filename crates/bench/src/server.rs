@@ -680,20 +680,9 @@ fn row(name: &str, xs: &mut [Duration], goal: &str) -> String {
 }
 
 pub fn main(args: Args) {
-    assert!(
-        args.wharf.exists(),
-        "{} not found; build it: cargo build --release -p wharf -p wharf-bench",
-        args.wharf.display()
-    );
+    wharf_bench::require_binary(&args.wharf);
     let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = match &args.dir {
-        Some(dir) => {
-            assert!(!dir.exists(), "--dir {}: choose a directory that does not exist yet", dir.display());
-            std::fs::create_dir_all(dir).unwrap();
-            dir.clone()
-        }
-        None => tmp.path().to_path_buf(),
-    };
+    let dir = wharf_bench::work_dir(args.dir.as_deref(), tmp.path());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
