@@ -1795,6 +1795,7 @@ async fn every_documented_route_is_routed() {
             Body::Json("NewCluster") => {
                 s.call(method, &path, Some(json!({ "name": "created-cluster", "kubeconfig": kube.kubeconfig() }))).await
             }
+            Body::Json("ClusterSettings") => s.call(method, &path, Some(json!({ "pending_limit": "5m" }))).await,
             Body::Json("Decide") => s.call(method, &path, Some(json!({ "comment": "route check" }))).await,
             Body::Json("Secret") => s.call(method, &path, Some(json!({ "value": "route-secret-value" }))).await,
             Body::Json("Rollback") => s.call(method, &path, Some(json!({ "revision": 1 }))).await,
