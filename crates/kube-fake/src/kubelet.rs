@@ -539,44 +539,68 @@ pub fn log(
     if let Some(since) = since {
         args.extend(["--since".into(), since]);
     }
+    let tailed = tail.is_some();
     if let Some(tail) = tail {
         args.extend(["--tail".into(), tail]);
     }
     args.push(Kubelet::container(pod["metadata"]["uid"].as_str().unwrap_or("")));
-    let mut child = Command::new(&kubelet.docker)
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", kubelet.docker))?;
+    let mut child = docker_logs(&kubelet.docker, &args).map_err(|e| format!("cannot run {}: {e}", kubelet.docker))?;
+    // `docker logs --follow` can end before the daemon stored the container's last
+    // message (a last line without a newline): a kubelet serves the whole log once the
+    // container ended, so what came after is read once more without following, past
+    // the lines each stream already sent.
+    let again = (follow && !tailed).then(|| args.iter().filter(|a| *a != "--follow").cloned().collect::<Vec<_>>());
+    let docker = kubelet.docker.clone();
     let (tx, rx) = mpsc::channel(256);
-    let (out, err) = (child.stdout.take(), child.stderr.take());
     tokio::spawn(async move {
         let join = |line: &[u8]| if timestamps { join_partials(line) } else { line.to_vec() };
-        let forward = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, tx: mpsc::Sender<_>| async move {
-            let Some(pipe) = pipe else { return };
+        // Forwards a pipe's lines after the first `skip`; how many lines it read in all.
+        let forward = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, tx: mpsc::Sender<_>, skip: u64| async move {
+            let Some(pipe) = pipe else { return 0 };
             let mut lines = BufReader::new(pipe);
             let mut line = Vec::new();
+            let mut read = 0u64;
             loop {
                 line.clear();
                 match lines.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return read,
                     Ok(_) => {
-                        if tx.send(Ok(Frame::data(Bytes::from(join(&line))))).await.is_err() {
-                            return;
+                        read += 1;
+                        if read > skip && tx.send(Ok(Frame::data(Bytes::from(join(&line))))).await.is_err() {
+                            return read;
                         }
                     }
                 }
             }
         };
-        let out: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = out.map(|o| Box::new(o) as _);
-        let err: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = err.map(|o| Box::new(o) as _);
-        tokio::join!(forward(out, tx.clone()), forward(err, tx));
+        let pipes = |child: &mut tokio::process::Child| {
+            let out: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
+                child.stdout.take().map(|o| Box::new(o) as _);
+            let err: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
+                child.stderr.take().map(|o| Box::new(o) as _);
+            (out, err)
+        };
+        let (out, err) = pipes(&mut child);
+        let (sent_out, sent_err) = tokio::join!(forward(out, tx.clone(), 0), forward(err, tx.clone(), 0));
+        let _ = child.wait().await;
+        let Some(args) = again else { return };
+        let Ok(mut child) = docker_logs(&docker, &args) else { return };
+        let (out, err) = pipes(&mut child);
+        tokio::join!(forward(out, tx.clone(), sent_out), forward(err, tx, sent_err));
         let _ = child.wait().await;
     });
     Ok(rx)
+}
+
+/// `docker <args>` (a `logs` command) with its output piped.
+fn docker_logs(docker: &str, args: &[String]) -> std::io::Result<tokio::process::Child> {
+    Command::new(docker)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
 }
 
 /// The json-file log driver keeps a line longer than 16 KiB as pieces ("partial
