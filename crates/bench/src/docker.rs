@@ -63,25 +63,11 @@ fn cli_floor(image: &str, tasks: usize) -> Duration {
 }
 
 fn api_bare(runtime: &tokio::runtime::Runtime, executor: &DockerExecutor, tasks: usize, image: &str) -> Duration {
-    use futures_util::StreamExt;
     let docker = executor.client();
     runtime.block_on(async {
         let started = Instant::now();
         for _ in 0..tasks {
-            let body = bollard::models::ContainerCreateBody {
-                image: Some(image.to_owned()),
-                cmd: Some(vec!["sh".into(), "-e".into(), "-c".into(), "true".into()]),
-                host_config: Some(bollard::models::HostConfig {
-                    network_mode: Some("none".into()),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            let id = docker.create_container(None, body).await.expect("create").id;
-            docker.start_container(&id, None).await.expect("start");
-            let waited: Vec<_> = docker.wait_container(&id, None).collect().await;
-            assert!(waited.iter().all(Result::is_ok), "{waited:?}");
-            docker.remove_container(&id, None).await.expect("remove");
+            engine_api_container(docker, image, "true").await;
         }
         started.elapsed()
     })
@@ -91,7 +77,6 @@ fn api_bare(runtime: &tokio::runtime::Runtime, executor: &DockerExecutor, tasks:
 /// (network `none`), start, wait, remove — the floor for container runs on `slots`
 /// task slots (`wharf-bench figures`).
 pub(crate) async fn api_slots_floor(image: &str, n: usize, slots: usize) -> Duration {
-    use futures_util::StreamExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let executor = DockerExecutor::new(DockerConfig::default()).expect("docker client");
     let docker = executor.client().clone();
@@ -102,20 +87,7 @@ pub(crate) async fn api_slots_floor(image: &str, n: usize, slots: usize) -> Dura
         let (docker, next, image) = (docker.clone(), next.clone(), image.to_owned());
         workers.spawn(async move {
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let body = bollard::models::ContainerCreateBody {
-                    image: Some(image.clone()),
-                    cmd: Some(vec!["sh".into(), "-e".into(), "-c".into(), "echo hi".into()]),
-                    host_config: Some(bollard::models::HostConfig {
-                        network_mode: Some("none".into()),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                };
-                let id = docker.create_container(None, body).await.expect("create").id;
-                docker.start_container(&id, None).await.expect("start");
-                let waited: Vec<_> = docker.wait_container(&id, None).collect().await;
-                assert!(waited.iter().all(Result::is_ok), "{waited:?}");
-                docker.remove_container(&id, None).await.expect("remove");
+                engine_api_container(&docker, &image, "echo hi").await;
             }
         });
     }
@@ -247,4 +219,21 @@ pub fn main(args: Args) {
     ratios.sort_by(f64::total_cmp);
     println!();
     println!("median over repetitions: engine/floor {:.2} (goal < 1.2)", ratios[ratios.len() / 2]);
+}
+
+/// One container as the Engine API floor runs it: create (`sh -e -c script`, no
+/// network), start, wait, remove.
+async fn engine_api_container(docker: &bollard::Docker, image: &str, script: &str) {
+    use futures_util::StreamExt;
+    let body = bollard::models::ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(vec!["sh".into(), "-e".into(), "-c".into(), script.into()]),
+        host_config: Some(bollard::models::HostConfig { network_mode: Some("none".into()), ..Default::default() }),
+        ..Default::default()
+    };
+    let id = docker.create_container(None, body).await.expect("create").id;
+    docker.start_container(&id, None).await.expect("start");
+    let waited: Vec<_> = docker.wait_container(&id, None).collect().await;
+    assert!(waited.iter().all(Result::is_ok), "{waited:?}");
+    docker.remove_container(&id, None).await.expect("remove");
 }
