@@ -301,7 +301,7 @@ impl Lifecycle {
             }
         }
         let created_at = jiff::Timestamp::now();
-        let make_record = |new: wharf_store::NewRun| {
+        let make_record = |new: wharf_store::Numbering| {
             wharf_engine::initial_record(&request(
                 model.clone(),
                 RequestBasics {
@@ -506,7 +506,13 @@ impl Lifecycle {
                 tracing::error!(run = run_id, error = %e, "cannot save the record of a run that could not start");
             }
             tracing::warn!(run = run_id, "the run could not start: {why}");
-            self.0.shared.notify(crate::notify::RunEvent { run_id, record, kind: crate::notify::RunEventKind::Ended });
+            self.0.shared.notify(crate::notify::RunEvent {
+                run_id,
+                pipeline_id: row.summary.pipeline_id,
+                version: row.summary.version,
+                record,
+                kind: crate::notify::RunEventKind::Ended,
+            });
         }
     }
 
@@ -553,7 +559,9 @@ impl Lifecycle {
             }
         };
         // Checked when the run was accepted; a user added or trust withdrawn since counts.
-        let project = self.store().pipeline(entry.pipeline_id).await.map(|p| p.project);
+        let pipeline = self.store().pipeline(entry.pipeline_id).await;
+        let signals_gate = pipeline.as_ref().ok().map(|p| self.signal_gate(entry.run_id, p, entry.number));
+        let project = pipeline.map(|p| p.project);
         let mut local_sources = false;
         if let Ok(project) = &project {
             let host = self
@@ -593,10 +601,6 @@ impl Lifecycle {
                 return self.fail_unstarted(entry.run_id, &why).await;
             }
         };
-        let signals_gate = match self.store().pipeline(entry.pipeline_id).await {
-            Ok(pipeline) => Some(self.signal_gate(entry.run_id, &pipeline, entry.number)),
-            Err(_) => None,
-        };
         let basics = RequestBasics {
             number: entry.number,
             increment: entry.increment,
@@ -619,20 +623,19 @@ impl Lifecycle {
             ..request(model, basics)
         };
         tracing::info!(run = entry.run_id, number = entry.number, "run started");
-        self.launch(entry.run_id, entry.pipeline_id, request, stop_rx, hold);
+        self.launch((entry.run_id, entry.pipeline_id, entry.version), request, stop_rx, hold);
     }
 
     /// Runs `request` on its engine in the background; stores the final record, then
     /// lets the run go from `active`.
     pub(crate) fn launch(
         &self,
-        run_id: i64,
-        pipeline_id: i64,
+        (run_id, pipeline_id, version): (i64, i64, i64),
         request: RunRequest,
         stop_rx: watch::Receiver<Option<StopRequest>>,
         hold: Option<Arc<crate::replicas::Hold>>,
     ) {
-        let observer = Arc::new(Persist::new(self.0.shared.clone(), run_id, hold.clone()));
+        let observer = Arc::new(Persist::new(self.0.shared.clone(), (run_id, pipeline_id, version), hold.clone()));
         let this = self.clone();
         tokio::spawn(async move {
             let engine = match this.0.engines.for_model(&request.pipeline) {
@@ -670,6 +673,8 @@ impl Lifecycle {
             }
             this.0.shared.notify(crate::notify::RunEvent {
                 run_id,
+                pipeline_id,
+                version,
                 record: record.clone(),
                 kind: crate::notify::RunEventKind::Ended,
             });

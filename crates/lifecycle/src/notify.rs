@@ -20,6 +20,10 @@ pub enum RunEventKind {
 #[derive(Clone, Debug)]
 pub struct RunEvent {
     pub run_id: i64,
+    /// The run's pipeline and the version it runs: where its notifications are
+    /// written, so a notifier need not read the run back.
+    pub pipeline_id: i64,
+    pub version: i64,
     pub record: RunRecord,
     pub kind: RunEventKind,
 }

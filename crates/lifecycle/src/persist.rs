@@ -182,6 +182,9 @@ fn copy_part(into: &mut RunRecord, from: &RunRecord, part: Part) -> bool {
 pub(crate) struct Persist {
     shared: Arc<Shared>,
     run_id: i64,
+    /// The run's pipeline and version, for the events it announces.
+    pipeline_id: i64,
+    version: i64,
     /// This replica's claim on the run (PostgreSQL); `None` on SQLite.
     hold: Option<Arc<crate::replicas::Hold>>,
     writers: Mutex<HashMap<LogKey, LogWriter>>,
@@ -189,7 +192,11 @@ pub(crate) struct Persist {
 }
 
 impl Persist {
-    pub(crate) fn new(shared: Arc<Shared>, run_id: i64, hold: Option<Arc<crate::replicas::Hold>>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        (run_id, pipeline_id, version): (i64, i64, i64),
+        hold: Option<Arc<crate::replicas::Hold>>,
+    ) -> Self {
         let records = Coalescer::new(SAVE_EVERY, {
             let (shared, hold) = (shared.clone(), hold.clone());
             move |record: RunRecord| {
@@ -206,7 +213,7 @@ impl Persist {
                 }
             }
         });
-        Persist { shared, run_id, hold, writers: Mutex::default(), records }
+        Persist { shared, run_id, pipeline_id, version, hold, writers: Mutex::default(), records }
     }
 
     /// Writes the final record after every earlier one, and closes the logs. False
@@ -275,6 +282,8 @@ impl Observer for Persist {
             {
                 self.shared.notify(crate::notify::RunEvent {
                     run_id: self.run_id,
+                    pipeline_id: self.pipeline_id,
+                    version: self.version,
                     record: record.clone(),
                     kind: crate::notify::RunEventKind::StageEnded { stage: stage.name.clone() },
                 });
@@ -286,6 +295,8 @@ impl Observer for Persist {
             {
                 let event = crate::notify::RunEvent {
                     run_id: self.run_id,
+                    pipeline_id: self.pipeline_id,
+                    version: self.version,
                     record: record.clone(),
                     kind: crate::notify::RunEventKind::Waiting {
                         stage: record.stages[s].name.clone(),

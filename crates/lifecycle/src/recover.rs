@@ -159,6 +159,8 @@ impl Lifecycle {
         // Its end is told like any other run's, once stored.
         self.0.shared.notify(crate::notify::RunEvent {
             run_id: row.summary.id,
+            pipeline_id: row.summary.pipeline_id,
+            version: row.summary.version,
             record,
             kind: crate::notify::RunEventKind::Ended,
         });
@@ -310,7 +312,7 @@ impl Lifecycle {
             tasks = ids.len(),
             "re-attached to a run the previous server left running"
         );
-        self.launch(row.summary.id, row.summary.pipeline_id, request, stop_rx, hold);
+        self.launch((row.summary.id, row.summary.pipeline_id, row.summary.version), request, stop_rx, hold);
         Some(ids)
     }
 }

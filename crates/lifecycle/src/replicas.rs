@@ -314,6 +314,8 @@ impl Lifecycle {
                     tracing::warn!(run = row.summary.id, "the run could not start: {why}");
                     self.0.shared.notify(crate::notify::RunEvent {
                         run_id: row.summary.id,
+                        pipeline_id: row.summary.pipeline_id,
+                        version: row.summary.version,
                         record,
                         kind: crate::notify::RunEventKind::Ended,
                     });

@@ -32,7 +32,7 @@ impl Lifecycle {
         // Only the runs just past the newest `keep_workspaces` (each run's end looks,
         // so older ones were handled already; the window covers a few ending at once).
         let keep_ws = i64::from(settings.keep_workspaces);
-        if let Ok((old, _)) = store.runs(pipeline_id, 16, keep_ws).await {
+        if let Ok(old) = store.runs_newest_first(pipeline_id, 16, keep_ws).await {
             for run in old.iter().filter(|r| r.status.is_terminal()) {
                 let src = self.workspace_dir(run.id).join("src");
                 if src.is_symlink() {

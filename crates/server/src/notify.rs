@@ -73,10 +73,7 @@ impl Notifier for ServerNotifier {
 impl ServerNotifier {
     async fn deliver(&self, event: RunEvent) {
         let inner = &self.0;
-        let Ok(row) = inner.store.run(event.run_id).await else { return };
-        let Ok(model) = inner.runs.pipeline_version(row.summary.pipeline_id, row.summary.version).await else {
-            return;
-        };
+        let Ok(model) = inner.runs.pipeline_version(event.pipeline_id, event.version).await else { return };
         // The pipeline's own notifications, or the stage's for a stage's end; a
         // waiting approval is told to both.
         let stage_of = |name: &str| model.all_stages().find(|s| s.name.as_str() == name).map(|s| s.notify.clone());
@@ -95,7 +92,7 @@ impl ServerNotifier {
         if notifications.is_empty() {
             return;
         }
-        let Ok(pipeline) = inner.store.pipeline(row.summary.pipeline_id).await else { return };
+        let Ok(pipeline) = inner.store.pipeline(event.pipeline_id).await else { return };
         let (on, kind, waiting) = match &event.kind {
             RunEventKind::Ended | RunEventKind::StageEnded { .. } if status == Status::Succeeded => {
                 (NotifyOn::Success, Event::Success, None)
@@ -202,7 +199,7 @@ impl ServerNotifier {
                     let cause = Cause::Channel {
                         channel: name.clone(),
                         pipeline: pipeline.name.clone(),
-                        number: row.summary.number as u64,
+                        number: event.record.number,
                     };
                     let attempt = match inner.runs.publish(&pipeline.project, name, &values, cause).await {
                         Ok(sent) => Attempt { number: 1, delivered: true, detail: sent.describe(name, values.len()) },

@@ -186,6 +186,14 @@ pub struct NewRun {
     pub increment: i64,
 }
 
+/// A new run's numbers, allocated before its row is written: what its first record
+/// is made from ([`Store::create_run`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Numbering {
+    pub number: i64,
+    pub increment: i64,
+}
+
 pub fn now_ms() -> i64 {
     jiff::Timestamp::now().as_millisecond()
 }
@@ -647,7 +655,7 @@ impl Store {
         version: i64,
         retry_of: Option<i64>,
         commit: Option<&str>,
-        make_record: impl FnOnce(NewRun) -> RunRecord,
+        make_record: impl FnOnce(Numbering) -> RunRecord,
     ) -> Result<(NewRun, RunRecord)> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -756,7 +764,20 @@ impl Store {
     }
 
     /// A page of a pipeline's runs, newest first, with the total count.
+    /// A page of a pipeline's runs, newest first, with the number of runs kept.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
+        let runs = self.runs_newest_first(pipeline_id, limit, offset).await?;
+        // Numbers may have gaps after retention; the total is of the runs kept.
+        let total: i64 = db::query("SELECT COUNT(*) FROM runs WHERE pipeline_id = ?")
+            .bind(pipeline_id)
+            .fetch_one(&self.pool)
+            .await?
+            .get(0);
+        Ok((runs, total))
+    }
+
+    /// `limit` of a pipeline's runs after skipping the newest `offset`, newest first.
+    pub async fn runs_newest_first(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<Vec<RunSummary>> {
         let rows = db::query(
             "SELECT id, pipeline_id, number, version, status, retry_of, commit_sha, created_at, updated_at, increment \
              FROM runs WHERE pipeline_id = ? ORDER BY number DESC LIMIT ? OFFSET ?",
@@ -766,14 +787,7 @@ impl Store {
         .bind(offset)
         .fetch_all(&self.pool)
         .await?;
-        let runs = rows.iter().map(|r| summary_at(r, 0)).collect::<Result<Vec<_>>>()?;
-        // Numbers may have gaps after retention; the total is of the runs kept.
-        let total: i64 = db::query("SELECT COUNT(*) FROM runs WHERE pipeline_id = ?")
-            .bind(pipeline_id)
-            .fetch_one(&self.pool)
-            .await?
-            .get(0);
-        Ok((runs, total))
+        rows.iter().map(|r| summary_at(r, 0)).collect()
     }
 
     /// Runs in any of `statuses`, oldest first (recovery, the queue).
@@ -864,7 +878,7 @@ pub(crate) async fn insert_run(
     retry_of: Option<i64>,
     commit: Option<&str>,
     timer_due: Option<i64>,
-    make_record: impl FnOnce(NewRun) -> RunRecord,
+    make_record: impl FnOnce(Numbering) -> RunRecord,
 ) -> Result<(NewRun, RunRecord)> {
     let now = now_ms();
     let row = db::query(
@@ -876,17 +890,21 @@ pub(crate) async fn insert_run(
     .await?
     .ok_or_else(|| StoreError::NotFound(format!("pipeline {pipeline_id}")))?;
     let (number, increment): (i64, i64) = (row.get(0), row.get(1));
-    // The id is allocated by the insert; the record is written with it right after.
-    let placeholder = db::query(
+    // The record is made from the numbers, so the row is written whole in one statement.
+    let record = make_record(Numbering { number, increment });
+    let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let inserted = db::query(
         "INSERT INTO runs (pipeline_id, number, increment, version, status, retry_of, commit_sha, record, created_at, \
-         updated_at, timer_due) VALUES (?, ?, ?, ?, 'queued', ?, ?, '{}', ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+         updated_at, timer_due) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
     )
     .bind(pipeline_id)
     .bind(number)
     .bind(increment)
     .bind(version)
+    .bind(record.progress.status.as_str())
     .bind(retry_of)
     .bind(commit)
+    .bind(json)
     .bind(now)
     .bind(now)
     .bind(timer_due)
@@ -895,16 +913,7 @@ pub(crate) async fn insert_run(
     .ok_or_else(|| {
         StoreError::Conflict(format!("pipeline {pipeline_id} already has a run for the timer due at {timer_due:?}"))
     })?;
-    let new = NewRun { id: placeholder.get(0), number, increment };
-    let record = make_record(new);
-    let json = serde_json::to_string(&record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    db::query("UPDATE runs SET record = ?, status = ? WHERE id = ?")
-        .bind(json)
-        .bind(record.progress.status.as_str())
-        .bind(new.id)
-        .execute(&mut *tx)
-        .await?;
-    Ok((new, record))
+    Ok((NewRun { id: inserted.get(0), number, increment }, record))
 }
 
 const RUN_SELECT: &str = "SELECT r.id, r.pipeline_id, r.number, r.version, r.status, r.retry_of, r.commit_sha, \

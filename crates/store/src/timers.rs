@@ -180,7 +180,7 @@ impl Store {
         &self,
         claim: &TimerClaim,
         version: i64,
-        make_record: impl FnOnce(crate::NewRun) -> wharf_core::run::RunRecord,
+        make_record: impl FnOnce(crate::Numbering) -> wharf_core::run::RunRecord,
     ) -> Result<Option<(crate::NewRun, wharf_core::run::RunRecord)>> {
         let _write = self.writer.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -237,7 +237,7 @@ mod tests {
     use super::*;
     use wharf_core::run::{Cause, Progress, RunRecord};
 
-    fn record(due: i64) -> impl FnOnce(crate::NewRun) -> RunRecord {
+    fn record(due: i64) -> impl FnOnce(crate::Numbering) -> RunRecord {
         move |new| RunRecord {
             pipeline: "app".into(),
             number: new.number as u64,
