@@ -233,16 +233,19 @@ impl Store {
         delivery_id: &str,
         before: i64,
     ) -> Result<Option<i64>> {
-        db::query(
+        let inserted = db::query(
             "INSERT INTO delivery_claims (provider, binding, delivery_id, delivery) VALUES (?, ?, ?, ?) \
-             ON CONFLICT DO NOTHING",
+             ON CONFLICT DO NOTHING RETURNING delivery",
         )
         .bind(provider)
         .bind(binding)
         .bind(delivery_id)
         .bind(before)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
+        if inserted.is_some() {
+            return Ok(None); // the first: the claim is this delivery's
+        }
         // Whoever inserted first holds it: this statement sees that committed row (a
         // concurrent insert of the same key waits for the first one to commit).
         let holder: i64 =

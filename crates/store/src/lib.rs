@@ -91,25 +91,29 @@ pub struct Store {
     events: std::sync::Arc<events::Events>,
 }
 
-/// A version as it is saved: its text, and what lists show of it (JSON the caller
+/// A version as it is saved: its text, what lists show of it (JSON the caller
 /// derives from the parsed text; the store keeps it opaque), so a page of a list does
-/// not parse every row's text again.
+/// not parse every row's text again, and the repository whose events may start it
+/// (see [`Store::pipelines_for_events`]).
 #[derive(Clone, Copy, Debug)]
 pub struct NewVersion<'a> {
     pub source: &'a str,
     pub listing: Option<&'a str>,
+    /// The key of the repository an events trigger of this version listens to, `""`
+    /// when it has none; `None` when the caller did not say (events parse it).
+    pub events_repo: Option<&'a str>,
 }
 
 impl<'a> From<&'a str> for NewVersion<'a> {
-    /// A version without a listing: lists parse its text.
+    /// A version without a listing or events repository: lists and events parse its text.
     fn from(source: &'a str) -> Self {
-        NewVersion { source, listing: None }
+        NewVersion { source, listing: None, events_repo: None }
     }
 }
 
 impl<'a> From<&'a String> for NewVersion<'a> {
     fn from(source: &'a String) -> Self {
-        NewVersion { source, listing: None }
+        NewVersion::from(source.as_str())
     }
 }
 
@@ -369,14 +373,15 @@ impl Store {
             }
         }
         let inserted = db::query(
-            "INSERT INTO pipelines (project, name, active, version, created_at, updated_at, created_by) \
-             VALUES (?, ?, TRUE, 1, ?, ?, ?) RETURNING id",
+            "INSERT INTO pipelines (project, name, active, version, created_at, updated_at, created_by, events_repo) \
+             VALUES (?, ?, TRUE, 1, ?, ?, ?, ?) RETURNING id",
         )
         .bind(project)
         .bind(name)
         .bind(now)
         .bind(now)
         .bind(created_by)
+        .bind(version.events_repo)
         .fetch_one(&mut tx)
         .await;
         let id: i64 = match inserted {
@@ -407,12 +412,15 @@ impl Store {
         let _write = self.writer.lock().await;
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let renamed = db::query("UPDATE pipelines SET version = version + 1, name = ?, updated_at = ? WHERE id = ?")
-            .bind(name)
-            .bind(now)
-            .bind(id)
-            .execute(&mut tx)
-            .await;
+        let renamed = db::query(
+            "UPDATE pipelines SET version = version + 1, name = ?, updated_at = ?, events_repo = ? WHERE id = ?",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(version.events_repo)
+        .bind(id)
+        .execute(&mut tx)
+        .await;
         match renamed {
             Ok(done) if done.rows_affected() == 0 => return Err(StoreError::NotFound(format!("pipeline {id}"))),
             Ok(_) => {}
@@ -464,6 +472,27 @@ impl Store {
                 "several projects have a pipeline named `{name}`; use its id or name the project"
             ))),
         }
+    }
+
+    /// The pipelines an event of a repository may start, by project and name: those
+    /// whose latest version was saved listening to one of `repos` (keys as
+    /// [`NewVersion::events_repo`]), and those saved without saying (the caller parses
+    /// them). The rest — other repositories, no events trigger — are not read at all.
+    pub async fn pipelines_for_events(&self, repos: &[String]) -> Result<Vec<PipelineRow>> {
+        let each = if self.pool.is_postgres() {
+            "SELECT jsonb_array_elements_text(?1::jsonb)"
+        } else {
+            "SELECT value FROM json_each(?1)"
+        };
+        let sql = format!(
+            "SELECT id, project, name, active, version, created_at, updated_at, created_by FROM pipelines \
+             WHERE events_repo IS NULL OR events_repo IN ({each}) ORDER BY project, name"
+        );
+        let rows = db::query(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::json!(repos).to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(pipeline_row).collect())
     }
 
     /// A page of pipelines, by name, with the total count.

@@ -83,6 +83,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0019_version_listing.sql"),
         include_str!("../migrations/postgres/0019_version_listing.sql"),
     ),
+    (
+        20,
+        include_str!("../migrations/sqlite/0020_events_repo.sql"),
+        include_str!("../migrations/postgres/0020_events_repo.sql"),
+    ),
 ];
 
 /// The PostgreSQL advisory lock held while migrating, so replicas started at once

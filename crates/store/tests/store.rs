@@ -50,7 +50,7 @@ async fn pipelines_have_versions_and_unique_names(store: Store) {
     let versions: Vec<_> = page.iter().map(|(p, _, v)| (p.id, v.clone())).collect();
     assert_eq!(total, 2);
     assert!(versions.contains(&(p.id, Some(Listed::Source("name: app\n# v2\n".into())))), "{versions:?}");
-    let listed = NewVersion { source: "name: app\n# v3\n", listing: Some(r#"{"source":null}"#) };
+    let listed = NewVersion { source: "name: app\n# v3\n", listing: Some(r#"{"source":null}"#), events_repo: None };
     store.add_version(p.id, "app", listed).await.unwrap();
     let (page, _) = store.pipelines_listed(&all, 10, 0).await.unwrap();
     let mine = page.iter().find(|(row, _, _)| row.id == p.id).unwrap();
@@ -71,6 +71,29 @@ async fn pipelines_have_versions_and_unique_names(store: Store) {
     let nobody = PipelineFilter::CreatedBy("nobody".into());
     assert_eq!(store.pipelines_listed(&nobody, 10, 0).await.unwrap().1, 0);
     assert_eq!(store.pipelines_listed(&all, 10, 0).await.unwrap().1, 3);
+}
+
+async fn events_read_only_the_pipelines_of_their_repository(store: Store) {
+    use wharf_store::NewVersion;
+    let version = |events_repo| NewVersion { source: "name: x\n", listing: None, events_repo };
+    let app = store.create_pipeline_by("b", "app", version(Some("github.com/acme/app")), "admin", None).await.unwrap();
+    let lib = store.create_pipeline_by("a", "lib", version(Some("github.com/acme/lib")), "admin", None).await.unwrap();
+    let quiet = store.create_pipeline_by("a", "quiet", version(Some("")), "admin", None).await.unwrap();
+    // Saved without saying (before the column, or by a caller that did not parse).
+    let old = store.create_pipeline("c", "old", "name: old\n").await.unwrap();
+    let ids = |rows: Vec<wharf_store::PipelineRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let app_key = vec!["github.com/acme/app".to_owned()];
+    assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [app.id, old.id]);
+    let both = vec!["github.com/acme/lib".to_owned(), "github.com/acme/app".to_owned()];
+    assert_eq!(ids(store.pipelines_for_events(&both).await.unwrap()), [lib.id, app.id, old.id]);
+    assert_eq!(ids(store.pipelines_for_events(&[]).await.unwrap()), [old.id]);
+    // A new version moves the pipeline: `app` now listens to `lib`'s repository, `quiet`
+    // to `app`'s, and `old` says it has no events trigger.
+    store.add_version(app.id, "app", version(Some("github.com/acme/lib"))).await.unwrap();
+    store.add_version(quiet.id, "quiet", version(Some("github.com/acme/app"))).await.unwrap();
+    store.add_version(old.id, "old", version(Some(""))).await.unwrap();
+    assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [quiet.id]);
+    assert_eq!(ids(store.pipelines_for_events(&both).await.unwrap()), [lib.id, quiet.id, app.id]);
 }
 
 async fn run_numbers_and_increments_are_allocated_once_even_concurrently(store: Store) {
@@ -514,6 +537,7 @@ async fn postgres_refuses_a_url_that_requires_tls_and_hides_the_password() {
 
 on_both!(
     pipelines_have_versions_and_unique_names,
+    events_read_only_the_pipelines_of_their_repository,
     run_numbers_and_increments_are_allocated_once_even_concurrently,
     records_round_trip_and_drive_status_and_deletion_rules,
     retention_finds_runs_beyond_the_count_or_older_than_the_age,

@@ -67,6 +67,15 @@ impl GitUrl {
         }
     }
 
+    /// One string per repository, equal exactly when the repositories are
+    /// (`github.com/acme/app`; a local repository's absolute path): what the store
+    /// finds the pipelines of a repository's events by.
+    pub fn key(&self) -> String {
+        // A host has no `/` and a host's path does not start with one, so the two
+        // forms cannot meet.
+        if self.host.is_empty() { self.path.clone() } else { format!("{}/{}", self.host, self.path) }
+    }
+
     /// The host, lower-case (IPv6 brackets kept); empty for a local repository.
     pub fn host(&self) -> &str {
         &self.host
@@ -114,9 +123,12 @@ mod tests {
             ("file:///srv/git/app/", "file:///srv/git/app.git"),
             ("http://[::1]:8080/a/b.git", "ssh://git@[::1]/a/b"),
         ];
+        // The key (what the store finds a repository's pipelines by) agrees.
+        let key = |url| GitUrl::parse(url).map(|u| u.key());
         for (a, b) in same {
             assert!(GitUrl::same_repo(a, b), "{a} vs {b}");
             assert!(GitUrl::same_repo(b, a), "{b} vs {a}");
+            assert_eq!(key(a), key(b), "{a} vs {b}");
         }
         let different = [
             ("https://github.com/acme/app", "https://github.com/acme/app2"),
@@ -130,7 +142,12 @@ mod tests {
         ];
         for (a, b) in different {
             assert!(!GitUrl::same_repo(a, b), "{a} vs {b}");
+            if let (Some(a_key), Some(b_key)) = (key(a), key(b)) {
+                assert_ne!(a_key, b_key, "{a} vs {b}");
+            }
         }
+        assert_eq!(key("git@GitHub.com:acme/app.git").as_deref(), Some("github.com/acme/app"));
+        assert_eq!(key("file:///srv/git/app.git").as_deref(), Some("/srv/git/app"));
     }
 
     #[test]

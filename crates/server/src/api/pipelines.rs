@@ -48,7 +48,8 @@ async fn create_row(
 ) -> ApiResult<PipelineRow> {
     let limit = i64::try_from(state.quota.max_pipelines).unwrap_or(i64::MAX);
     let listing = VersionListing::of(model).to_json();
-    let version = NewVersion { source: text, listing: Some(&listing) };
+    let events_repo = crate::hooks::events_repo(model);
+    let version = NewVersion { source: text, listing: Some(&listing), events_repo: Some(&events_repo) };
     match state.store.create_pipeline_by(project, model.name.as_str(), version, &caller.name, Some(limit)).await {
         Ok(row) => Ok(row),
         Err(StoreError::Limit(_)) => Err(AppError::Quota(state.quota.exceeded())),
@@ -342,7 +343,8 @@ pub async fn update(
         ));
     }
     let listing = VersionListing::of(&pipeline).to_json();
-    let version = NewVersion { source: text, listing: Some(&listing) };
+    let events_repo = crate::hooks::events_repo(&pipeline);
+    let version = NewVersion { source: text, listing: Some(&listing), events_repo: Some(&events_repo) };
     let row = state.store.add_version(row.id, pipeline.name.as_str(), version).await?;
     state.runs.timers().changed(row.id).await;
     let creator = row.created_by.clone();

@@ -123,6 +123,16 @@ impl Target {
         })
     }
 
+    /// The keys of the event's repository (one per address it came with), as
+    /// [`events_repo`] writes them.
+    fn repo_keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> =
+            self.repo_urls.iter().filter_map(|url| GitUrl::parse(url)).map(|u| u.key()).collect();
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// `branch `main`` or `tag `v1``: what a run of this target checks out.
     fn ref_name(&self) -> String {
         match &self.git_ref {
@@ -326,6 +336,17 @@ async fn earlier_run(state: &AppState, pipeline_id: i64, target: &Target) -> Res
     Ok(state.store.event_run_at(pipeline_id, &target.commit, branch, tag, since).await?)
 }
 
+/// What a version of `pipeline` is saved with for [`matched_pipelines`]: the key of its
+/// `source.repo` when one of its triggers is an events trigger, else `""` (no event
+/// starts it: [`Target::starts`] needs both).
+pub fn events_repo(pipeline: &Pipeline) -> String {
+    let listens = pipeline.triggers.iter().any(|t| matches!(t.kind, TriggerKind::Events { .. }));
+    match &pipeline.source {
+        Some(source) if listens => GitUrl::parse(&source.repo).map(|u| u.key()).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
 /// `stage/task: SECRET` for every secret a task of `pipeline` names.
 fn secrets_named(pipeline: &Pipeline) -> Vec<String> {
     let mut named = Vec::new();
@@ -363,11 +384,13 @@ fn short(commit: &str) -> &str {
 /// that points at the same repository, or names a binding of that name it could not
 /// see when it was saved (one created later, or deleted and made again by another).
 async fn matched_pipelines(state: &AppState, target: &Target, binding: &str) -> Result<Vec<PipelineRow>, AppError> {
-    let (rows, _) = state.store.pipelines(i64::MAX, 0).await?;
+    // Only the pipelines saved listening to this repository (and any saved before the
+    // store knew): a delivery costs the same with ten thousand other pipelines.
+    let rows = state.store.pipelines_for_events(&target.repo_keys()).await?;
     let received = state.store.binding(binding).await?;
     let mut creators: HashMap<String, bool> = HashMap::new();
     let mut matched = Vec::new();
-    for (row, _) in rows {
+    for row in rows {
         match state.runs.pipeline_version(row.id, row.version).await {
             Ok(model) if target.starts(&model, binding) => {}
             Ok(_) => continue,

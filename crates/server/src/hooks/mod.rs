@@ -24,7 +24,7 @@
 mod matching;
 mod receive;
 
-pub use matching::{SAME_COMMIT_WINDOW_MS, Target};
+pub use matching::{SAME_COMMIT_WINDOW_MS, Target, events_repo};
 pub use receive::{
     MAX_HEADER_VALUE, MAX_STORED_HEADER_BYTES, MAX_STORED_HEADERS, MORE_HEADERS, REJECTED_BODY_KEPT, REJECTED_KEPT,
     receive,
