@@ -531,10 +531,10 @@ pub(crate) async fn load(db: &Path, pipelines: usize, runs: usize) -> Duration {
         let n = per(p) as i64;
         sqlx::query(
             // As the server leaves them: `timers_version` says their timers (none) were
-            // computed from version 1.
+            // computed from version 1, and `events_repo` that no event starts them.
             "INSERT INTO pipelines (id, project, name, active, version, timers_version, last_number, increment, \
-                                    created_at, updated_at) \
-             VALUES (?, 'admin', ?, 1, 1, 1, ?, ?, ?, ?)",
+                                    created_at, updated_at, events_repo) \
+             VALUES (?, 'admin', ?, 1, 1, 1, ?, ?, ?, ?, '')",
         )
         .bind(p as i64 + 1)
         .bind(&name)

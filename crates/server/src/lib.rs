@@ -506,6 +506,7 @@ impl Server {
         let max_connections = http::connection_limit(config.max_connections, http::raise_nofile_limit());
         let limits = http::Limits { max_connections, header_timeout: config.header_timeout };
         let task = tokio::spawn(http::serve(listener, app, limits));
+        tokio::spawn(hooks::key_old_versions(state.clone()));
         // The admin's password is hashed (or checked) now that the server listens: it
         // takes an Argon2 computation, and only logins need it (they wait for it).
         if let Some(pending) = pending_password {

@@ -994,6 +994,45 @@ async fn an_inactive_pipeline_starts_nothing_and_the_delivery_says_so() {
     assert_eq!(run_count(&s).await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_are_found_by_their_repository_and_old_ones_are_keyed_once() {
+    let s = common::start().await;
+    let repo = Repo::new();
+    binding(&s, "gh", "github").await;
+    let store = &s.server.state.store;
+    // Saved through the API: keyed with the repository its events trigger listens to.
+    s.create(&pipeline("saved", &repo.url, "push", "main", "")).await;
+    let key = wharf_core::git::GitUrl::parse(&repo.url).unwrap().key();
+    let found = |rows: Vec<wharf_store::PipelineRow>| rows.into_iter().map(|r| r.name).collect::<Vec<_>>();
+    assert_eq!(found(store.pipelines_for_events(std::slice::from_ref(&key)).await.unwrap()), ["saved"]);
+    assert!(found(store.pipelines_for_events(&["github.com/other/repo".to_owned()]).await.unwrap()).is_empty());
+    // One saved as before the key existed (no key), and one without an events trigger.
+    store
+        .create_pipeline_by("admin", "legacy", &pipeline("legacy", &repo.url, "push", "main", ""), "admin", None)
+        .await
+        .unwrap();
+    let timer_only = "name: quiet\nsource:\n  repo: 'https://github.com/acme/app'\nstages:\n  - name: B\n    tasks:\n      - \
+                      {name: t, type: script, script: 'true'}\n";
+    store.create_pipeline_by("admin", "quiet", timer_only, "admin", None).await.unwrap();
+    // Unkeyed ones are still candidates (parsed) …
+    let push = edited(
+        "github/push",
+        &[("/after", json!(repo.m1)), ("/head_commit/id", json!(repo.m1)), ("/repository/clone_url", json!(repo.url))],
+    );
+    let answer = send(&s, "github", "gh", "push", "d-1", &push).await.expect(202);
+    assert_eq!(names(&started(&answer)), ["legacy", "saved"]);
+    // … until the start-up pass keys them: then only this repository's are read.
+    wharf_server::hooks::key_old_versions(s.server.state.clone()).await;
+    assert!(store.pipelines_without_events_repo(0, 10).await.unwrap().is_empty());
+    assert_eq!(found(store.pipelines_for_events(&[key]).await.unwrap()), ["legacy", "saved"]);
+    let push = edited(
+        "github/push",
+        &[("/after", json!(repo.m2)), ("/head_commit/id", json!(repo.m2)), ("/repository/clone_url", json!(repo.url))],
+    );
+    let answer = send(&s, "github", "gh", "push", "d-2", &push).await.expect(202);
+    assert_eq!(names(&started(&answer)), ["legacy", "saved"]);
+}
+
 // ---------------------------------------------------------------------------------
 // Replay and restart
 

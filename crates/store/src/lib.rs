@@ -495,6 +495,35 @@ impl Store {
         Ok(rows.iter().map(pipeline_row).collect())
     }
 
+    /// Up to `limit` pipelines, by id past `after`, whose latest version has no events
+    /// repository yet: (id, version, text), for the caller to parse and
+    /// [`set_events_repo`](Self::set_events_repo).
+    pub async fn pipelines_without_events_repo(&self, after: i64, limit: i64) -> Result<Vec<(i64, i64, String)>> {
+        let rows = db::query(
+            "SELECT p.id, p.version, v.source FROM pipelines p \
+             JOIN pipeline_versions v ON v.pipeline_id = p.id AND v.version = p.version \
+             WHERE p.events_repo IS NULL AND p.id > ? ORDER BY p.id LIMIT ?",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Sets the events repository of pipeline `id` while `version` is its latest and
+    /// it has none (a version saved meanwhile brought its own).
+    pub async fn set_events_repo(&self, id: i64, version: i64, key: &str) -> Result<()> {
+        let _write = self.writer.lock().await;
+        db::query("UPDATE pipelines SET events_repo = ? WHERE id = ? AND version = ? AND events_repo IS NULL")
+            .bind(key)
+            .bind(id)
+            .bind(version)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// A page of pipelines, by name, with the total count.
     pub async fn pipelines(&self, limit: i64, offset: i64) -> Result<(Vec<(PipelineRow, Option<RunSummary>)>, i64)> {
         self.pipelines_filtered(&PipelineFilter::All, limit, offset).await

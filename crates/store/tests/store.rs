@@ -94,6 +94,22 @@ async fn events_read_only_the_pipelines_of_their_repository(store: Store) {
     store.add_version(old.id, "old", version(Some(""))).await.unwrap();
     assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [quiet.id]);
     assert_eq!(ids(store.pipelines_for_events(&both).await.unwrap()), [lib.id, quiet.id, app.id]);
+
+    // Versions saved without a key are found (by id, past a cursor) and given one,
+    // unless a newer version came meanwhile.
+    let older = store.create_pipeline("c", "older", "name: older\n").await.unwrap();
+    let newer = store.create_pipeline("c", "newer", "name: newer\n").await.unwrap();
+    let unkeyed = store.pipelines_without_events_repo(0, 10).await.unwrap();
+    assert_eq!(unkeyed, [(older.id, 1, "name: older\n".to_owned()), (newer.id, 1, "name: newer\n".to_owned())]);
+    assert_eq!(store.pipelines_without_events_repo(older.id, 10).await.unwrap().len(), 1);
+    store.set_events_repo(older.id, 1, "github.com/acme/app").await.unwrap();
+    store.add_version(newer.id, "newer", "name: newer\n# v2\n").await.unwrap();
+    store.set_events_repo(newer.id, 1, "github.com/acme/app").await.unwrap();
+    assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [newer.id, older.id, quiet.id]);
+    assert_eq!(
+        store.pipelines_without_events_repo(0, 10).await.unwrap(),
+        [(newer.id, 2, "name: newer\n# v2\n".to_owned())]
+    );
 }
 
 async fn run_numbers_and_increments_are_allocated_once_even_concurrently(store: Store) {

@@ -128,6 +128,31 @@ pub fn replay_answer(original: i64, id: i64, handled: &Handled) -> Response {
     (StatusCode::CREATED, axum::Json(body)).into_response()
 }
 
+/// After start, in the background: gives the pipelines saved before versions kept their
+/// events repository (migration 0020) theirs, once, so deliveries stop parsing them.
+pub async fn key_old_versions(state: Arc<AppState>) {
+    let mut after = 0;
+    loop {
+        let batch = match state.store.pipelines_without_events_repo(after, 100).await {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the pipelines to key for webhook events");
+                return;
+            }
+        };
+        for (id, version, source) in batch {
+            after = id;
+            // A version that no longer parses starts nothing (matching skips it too).
+            let key = wharf_pipeline::parse(&source).map(|model| events_repo(&model)).unwrap_or_default();
+            if let Err(e) = state.store.set_events_repo(id, version, &key).await {
+                tracing::warn!(pipeline = id, error = %e, "cannot key a pipeline for webhook events");
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// At start: finishes the deliveries a previous process stored `received` (verified
 /// and read) and did not finish, starting what they had not started yet.
 pub async fn resume(state: &Arc<AppState>) {
