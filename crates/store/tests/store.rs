@@ -105,7 +105,7 @@ async fn events_read_only_the_pipelines_of_their_repository(store: Store) {
     store.set_events_repo(older.id, 1, "github.com/acme/app").await.unwrap();
     store.add_version(newer.id, "newer", "name: newer\n# v2\n").await.unwrap();
     store.set_events_repo(newer.id, 1, "github.com/acme/app").await.unwrap();
-    assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [newer.id, older.id, quiet.id]);
+    assert_eq!(ids(store.pipelines_for_events(&app_key).await.unwrap()), [quiet.id, newer.id, older.id]);
     assert_eq!(
         store.pipelines_without_events_repo(0, 10).await.unwrap(),
         [(newer.id, 2, "name: newer\n# v2\n".to_owned())]
