@@ -7,7 +7,8 @@
 //!
 //! With [`HostConfig::user`] (a server running as root) the shell runs as that
 //! unprivileged user instead: the workspace is handed to it first ([`handover`]),
-//! `HOME` is a directory of the run's own, and `USER`/`LOGNAME` name it.
+//! `HOME` is a directory of the run's own, and `USER`/`LOGNAME` name it. Both cases
+//! start the shell through [`crate::spawn`] (which says why not std's `Command`).
 
 use crate::handover::{self, TaskUser};
 use crate::spawn::{Child, Ids, Nul, Spawn, SpawnError, Step};
@@ -41,7 +42,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How the host executor starts shells.
 #[derive(Clone)]
 pub struct HostConfig {
-    /// The POSIX shell run as `<shell> -e -c <script>`. Default `/bin/sh`.
+    /// The POSIX shell run as `<shell> -e -c <script>`: a path (`PATH` is not searched).
+    /// Default `/bin/sh`.
     pub shell: PathBuf,
     /// The environment every task starts from (the task's `env` is applied on top).
     /// The binary passes the environment it inherited; this library never reads the
