@@ -7,9 +7,11 @@
 //!
 //! With [`HostConfig::user`] (a server running as root) the shell runs as that
 //! unprivileged user instead: the workspace is handed to it first ([`handover`]),
-//! `HOME` is a directory of the run's own, and `USER`/`LOGNAME` name it.
+//! `HOME` is a directory of the run's own, and `USER`/`LOGNAME` name it. Both cases
+//! start the shell through [`crate::spawn`] (which says why not std's `Command`).
 
 use crate::handover::{self, TaskUser};
+use crate::spawn::{Child, Ids, Nul, Spawn, SpawnError, Step};
 use crate::{
     BoxFuture, Executor, ExecutorError, Exit, Leftover, LogLine, LogSink, MAX_LINE_BYTES, StopReason, StopRequest,
     StopSignal, Stream, TaskSpec,
@@ -21,21 +23,17 @@ use nix::unistd::Pid;
 use std::fmt;
 use std::io;
 use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::pin;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// How long output is still read after the process group was killed. Only a process
 /// that left the group (`setsid`, a double fork into a new session) can still hold the
 /// pipes open by then; Wharf cannot kill it and must not wait for it forever.
-/// util-linux's `setpriv`, which starts a task as the task user (see `run`).
-const SETPRIV: &str = "/usr/bin/setpriv";
-
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How much output one read asks for at most.
@@ -44,7 +42,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How the host executor starts shells.
 #[derive(Clone)]
 pub struct HostConfig {
-    /// The POSIX shell run as `<shell> -e -c <script>`. Default `/bin/sh`.
+    /// The POSIX shell run as `<shell> -e -c <script>`: a path (`PATH` is not searched).
+    /// Default `/bin/sh`.
     pub shell: PathBuf,
     /// The environment every task starts from (the task's `env` is applied on top).
     /// The binary passes the environment it inherited; this library never reads the
@@ -101,55 +100,32 @@ impl HostExecutor {
             system(logs, format!("the host executor ignores image {image}; the script runs directly on this machine"));
         }
 
-        // The switch to the task user by util-linux's `setpriv` (real and effective ids, no
-        // supplementary groups) keeps std's `posix_spawn` path: `uid()` and `gid()` on the
-        // command would make std `fork` the whole multi-threaded server (its page tables,
-        // every thread's TLB) for each task.
-        let setpriv = self.config.user.is_some() && Path::new(SETPRIV).is_file();
-        let mut command = match &self.config.user {
-            Some(user) if setpriv => {
-                let mut command = Command::new(SETPRIV);
-                command
-                    .arg(format!("--reuid={}", user.uid))
-                    .arg(format!("--regid={}", user.gid))
-                    .arg("--clear-groups")
-                    .arg("--")
-                    .arg(&self.config.shell);
-                command
-            }
-            _ => Command::new(&self.config.shell),
+        let home = match &self.config.user {
+            Some(user) => Some(hand_over(&spec, user.clone()).await?),
+            None => None,
         };
-        command
-            .arg("-e")
-            .arg("-c")
-            .arg(&spec.script)
-            .current_dir(&spec.workdir)
-            .env_clear()
-            .envs(self.config.base_env.iter().map(|(k, v)| (k, v)));
-        if let Some(user) = &self.config.user {
-            let home = hand_over(&spec, user.clone()).await?;
-            if !setpriv {
-                // std drops the supplementary groups too when it switches from root.
-                command.uid(user.uid).gid(user.gid);
-            }
-            command.env("HOME", home).env("USER", &user.name).env("LOGNAME", &user.name);
-        }
-        command
-            .envs(spec.env.iter().map(|(k, v)| (k, v)))
-            .envs(spec.labels.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = command.spawn().map_err(|source| self.start_error(&spec, source))?;
-        let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-            return Err(ExecutorError::Start {
-                message: format!("the shell {} started without a usable process id", self.config.shell.display()),
+        let mut env: Vec<(&str, &str)> = self.config.base_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        if let (Some(user), Some(home)) = (&self.config.user, &home) {
+            let home = home.to_str().ok_or_else(|| ExecutorError::Start {
+                message: format!("the task's home directory {} is not UTF-8", home.display()),
                 source: None,
-            });
-        };
-        // `process_group(0)` made the shell the leader of a new group named by its pid.
+            })?;
+            env.extend([("HOME", home), ("USER", user.name.as_str()), ("LOGNAME", user.name.as_str())]);
+        }
+        env.extend(spec.env.iter().chain(&spec.labels).map(|(k, v)| (k.as_str(), v.as_str())));
+        // A process group of its own, stdin from /dev/null, stdout and stderr to pipes;
+        // as the task user (real and effective ids, no supplementary groups) if set.
+        let started = Spawn {
+            program: &self.config.shell,
+            args: &["-e", "-c", &spec.script],
+            env,
+            workdir: &spec.workdir,
+            ids: self.config.user.as_ref().map(|u| Ids { uid: u.uid, gid: u.gid }),
+        }
+        .spawn();
+        let mut child = started.map_err(|e| self.start_error(&spec, e))?;
+        let pid = child.id();
+        // `spawn` made the shell the leader of a new process group named by its pid.
         let mut group = ProcessGroup::new(Pid::from_raw(pid));
 
         let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
@@ -180,45 +156,50 @@ impl HostExecutor {
         Ok(Exit { code: status.code(), signal: status.signal(), stopped })
     }
 
-    /// Says why `spawn` failed in the terms of the task: which value holds a NUL byte,
-    /// which entry made the arguments too long, or which path is missing (`spawn`
-    /// reports a missing working directory and a missing shell with the same `ENOENT`).
-    fn start_error(&self, spec: &TaskSpec, source: io::Error) -> ExecutorError {
+    /// Says why the shell did not start in the terms of the task: which value holds a
+    /// NUL byte, which entry made the arguments too long, which path is missing.
+    fn start_error(&self, spec: &TaskSpec, error: SpawnError) -> ExecutorError {
         let workdir = spec.workdir.display();
+        let shell = self.config.shell.display();
         let env = || self.config.base_env.iter().chain(&spec.env).chain(&spec.labels);
-        let message = if source.kind() == io::ErrorKind::InvalidInput && spec.script.contains('\0') {
-            "the script contains a NUL byte".to_owned()
-        } else if let (io::ErrorKind::InvalidInput, Some((name, _))) =
-            (source.kind(), env().find(|(k, v)| k.contains('\0') || v.contains('\0')))
-        {
-            format!("the environment variable `{}` contains a NUL byte", name.replace('\0', "\\0"))
-        } else if source.raw_os_error() == Some(Errno::E2BIG as i32) {
-            let total: usize = spec.script.len() + env().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
-            let (what, largest) = env()
-                .map(|(k, v)| (format!("the environment variable `{k}`"), k.len() + 1 + v.len()))
-                .chain([("the script".to_owned(), spec.script.len())])
-                .max_by_key(|(_, len)| *len)
-                .unwrap_or_default();
-            format!(
-                "the script and environment are too large for a process (E2BIG: argument list too long): \
-                 {total} bytes in all; the largest is {what}, {largest} bytes (Linux takes at most 131072 \
-                 bytes in one argument or variable)"
-            )
-        } else if source.kind() == io::ErrorKind::NotFound {
-            match std::fs::metadata(&spec.workdir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    format!("the working directory {workdir} does not exist")
-                }
-                Err(_) => format!("the working directory {workdir} is not accessible"),
-                Ok(meta) if !meta.is_dir() => {
-                    format!("the working directory {workdir} is not a directory")
-                }
-                Ok(_) => format!("the shell {} does not exist", self.config.shell.display()),
+        let errno = error.io().and_then(io::Error::raw_os_error).map(Errno::from_raw);
+        let message = match (&error, errno) {
+            (SpawnError::Nul(Nul::Arg(_)), _) => "the script contains a NUL byte".to_owned(),
+            (SpawnError::Nul(Nul::Workdir), _) => format!("the working directory {workdir} contains a NUL byte"),
+            (SpawnError::Nul(Nul::Program), _) => format!("the shell's path {shell} contains a NUL byte"),
+            (SpawnError::Nul(Nul::Env(_)), _) => format!("{error}"),
+            (SpawnError::Child { step: Step::Exec, .. }, Some(Errno::E2BIG)) => {
+                let total: usize = spec.script.len() + env().map(|(k, v)| k.len() + v.len() + 2).sum::<usize>();
+                let (what, largest) = env()
+                    .map(|(k, v)| (format!("the environment variable `{k}`"), k.len() + 1 + v.len()))
+                    .chain([("the script".to_owned(), spec.script.len())])
+                    .max_by_key(|(_, len)| *len)
+                    .unwrap_or_default();
+                format!(
+                    "the script and environment are too large for a process (E2BIG: argument list too long): \
+                     {total} bytes in all; the largest is {what}, {largest} bytes (Linux takes at most 131072 \
+                     bytes in one argument or variable)"
+                )
             }
-        } else {
-            format!("could not run the shell {} in {workdir}: {source}", self.config.shell.display())
+            (SpawnError::Child { step: Step::Exec, .. }, Some(Errno::ENOENT)) => {
+                format!("the shell {shell} does not exist")
+            }
+            (SpawnError::Child { step: Step::Chdir, .. }, Some(Errno::ENOENT)) => {
+                format!("the working directory {workdir} does not exist")
+            }
+            (SpawnError::Child { step: Step::Chdir, .. }, Some(Errno::ENOTDIR)) => {
+                format!("the working directory {workdir} is not a directory")
+            }
+            (SpawnError::Child { step: Step::Chdir, .. }, Some(Errno::EACCES)) => {
+                format!("the working directory {workdir} is not accessible")
+            }
+            _ => format!("could not run the shell {shell} in {workdir}: {error}"),
         };
-        ExecutorError::Start { message, source: Some(source) }
+        let source = match error {
+            SpawnError::Nul(_) => None,
+            SpawnError::Setup { source, .. } | SpawnError::Child { source, .. } => Some(source),
+        };
+        ExecutorError::Start { message, source }
     }
 }
 
@@ -289,7 +270,7 @@ impl Executor for HostExecutor {
 
 /// The process groups whose processes' environment has `label=…` (one leftover per
 /// group, owned by the label's value). Linux only (reads /proc); elsewhere none.
-/// Every task runs in a group of its own (`process_group(0)`), so killing the group
+/// Every task runs in a group of its own (`setpgid(0, 0)` in [`crate::spawn`]), so killing the group
 /// ends everything the task started and did not move to a new session.
 fn labelled_groups(label: &str) -> Vec<Leftover> {
     let needle = format!("{label}=");

@@ -16,6 +16,7 @@ pub mod handover;
 pub mod host;
 pub mod lines;
 pub mod routed;
+pub mod spawn;
 pub mod stored;
 
 use jiff::Timestamp;

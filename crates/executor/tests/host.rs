@@ -347,9 +347,15 @@ async fn a_missing_workdir_fails_to_start_and_names_it() {
     let (_tx, rx) = no_stop();
     let err = executor().run(spec(&missing, "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
     let ExecutorError::Start { message, source } = &err else { panic!("{err:?}") };
-    assert!(message.contains(&missing.display().to_string()), "{message}");
-    assert!(message.contains("does not exist"), "{message}");
-    assert!(source.is_some());
+    assert_eq!(message, &format!("the working directory {} does not exist", missing.display()));
+    assert_eq!(source.as_ref().and_then(|s| s.raw_os_error()), Some(2), "ENOENT from chdir");
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, "").unwrap();
+    let (_tx, rx) = no_stop();
+    let err = executor().run(spec(&file, "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
+    let ExecutorError::Start { message, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(message, &format!("the working directory {} is not a directory", file.display()));
 }
 
 #[tokio::test]
@@ -358,7 +364,20 @@ async fn a_missing_shell_fails_to_start_and_names_it() {
     let exec = HostExecutor::new(HostConfig { shell: "/no/such/shell".into(), ..HostConfig::default() });
     let (_tx, rx) = no_stop();
     let err = exec.run(spec(dir.path(), "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
-    assert!(matches!(&err, ExecutorError::Start { message, .. } if message.contains("/no/such/shell")), "{err:?}");
+    assert_eq!(err.to_string(), "could not start the task: the shell /no/such/shell does not exist");
+
+    // Found but not executable: the step and the system's word for it.
+    let exec = HostExecutor::new(HostConfig { shell: dir.path().to_owned(), ..HostConfig::default() });
+    let (_tx, rx) = no_stop();
+    let err = exec.run(spec(dir.path(), "true"), Arc::new(Collect::default()), rx).await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "could not start the task: could not run the shell {0} in {0}: executing the program (execve) \
+             failed: Permission denied (os error 13)",
+            dir.path().display()
+        )
+    );
 }
 
 #[test]

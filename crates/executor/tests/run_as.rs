@@ -109,3 +109,140 @@ async fn the_task_runs_as_the_user_and_owns_its_workspace_output_and_home() {
     assert_eq!(owner(&home.join("h")), 65534);
     assert_eq!(owner(&run_dir), 0, "the run directory stays root's");
 }
+
+/// The `Uid:`, `Gid:`, `Groups:` and `CapEff:` lines of a `/proc/…/status`, tabs as spaces.
+fn credentials(status: &str) -> Vec<String> {
+    status
+        .lines()
+        .filter(|l| ["Uid:", "Gid:", "Groups:", "CapEff:"].iter().any(|p| l.starts_with(p)))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// The credentials of every thread of this process, by thread id.
+fn threads_credentials() -> Vec<(String, Vec<String>)> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        // A thread may end between the listing and the read.
+        if let Ok(status) = std::fs::read_to_string(entry.path().join("status")) {
+            all.push((entry.file_name().to_string_lossy().into_owned(), credentials(&status)));
+        }
+    }
+    all
+}
+
+fn probe_spec(workdir: &Path) -> TaskSpec {
+    TaskSpec {
+        run: "demo#1".into(),
+        stage: "build".into(),
+        task: "t".into(),
+        attempt: 1,
+        workdir: workdir.join("src"),
+        script: "grep -E '^(Uid|Gid|Groups|CapEff|CapPrm):' /proc/self/status".into(),
+        image: None,
+        env: Vec::new(),
+        output_file: workdir.join("outputs/out.env"),
+        labels: Vec::new(),
+        cluster: None,
+    }
+}
+
+/// A run directory as the server makes it: `src/` and `outputs/out.env`, passable for the user.
+fn run_dir(parent: &Path, name: &str) -> std::path::PathBuf {
+    let run = parent.join(name);
+    std::fs::create_dir_all(run.join("src")).unwrap();
+    std::fs::create_dir_all(run.join("outputs")).unwrap();
+    std::fs::write(run.join("outputs/out.env"), "").unwrap();
+    run
+}
+
+/// Gives this (root) test process supplementary groups, so a task that kept them would
+/// show them. Once per process: the credentials test compares against the state after.
+fn with_supplementary_groups() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let groups = [nix::unistd::Gid::from_raw(4), nix::unistd::Gid::from_raw(27)];
+        nix::unistd::setgroups(&groups).expect("root sets its supplementary groups");
+    });
+}
+
+fn nobody_executor() -> HostExecutor {
+    HostExecutor::new(HostConfig {
+        base_env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+        user: Some(TaskUser { name: "nobody".into(), ..USER }),
+        ..HostConfig::default()
+    })
+}
+
+#[tokio::test]
+async fn the_task_has_the_user_s_ids_no_groups_and_no_capabilities() {
+    if !root_or_skip() {
+        return;
+    }
+    with_supplementary_groups();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let run = run_dir(dir.path(), "run");
+    let lines = Arc::new(Lines(Mutex::default()));
+    let (_stop, stop) = watch::channel(None);
+    let exit = nobody_executor().run(probe_spec(&run), lines.clone(), stop).await.unwrap();
+    let out: Vec<String> = lines
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.stream == Stream::Stdout)
+        .map(|l| l.text.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(exit.succeeded(), "{exit:?} {out:?}");
+    assert_eq!(
+        out,
+        [
+            "Uid: 65534 65534 65534 65534",
+            "Gid: 65534 65534 65534 65534",
+            "Groups:",
+            "CapPrm: 0000000000000000",
+            "CapEff: 0000000000000000",
+        ]
+    );
+}
+
+/// The task's child shares the server's memory and switches ids before its exec; the
+/// server must stay as it was. Many tasks started at once from several worker threads
+/// must leave every thread of this (root) process exactly as it was: ids, groups and
+/// capabilities.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn starting_tasks_as_the_user_leaves_the_server_s_credentials_alone() {
+    if !root_or_skip() {
+        return;
+    }
+    with_supplementary_groups();
+    let before = credentials(&std::fs::read_to_string("/proc/self/status").unwrap());
+    assert!(before.iter().any(|l| l == "Uid: 0 0 0 0"), "{before:?}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o711)).unwrap();
+    let exec = Arc::new(nobody_executor());
+    let mut started = tokio::task::JoinSet::new();
+    for worker in 0..8 {
+        let (exec, parent) = (exec.clone(), dir.path().to_owned());
+        started.spawn(async move {
+            for i in 0..25 {
+                let run = run_dir(&parent, &format!("run-{worker}-{i}"));
+                let lines = Arc::new(Lines(Mutex::default()));
+                let (_stop, stop) = watch::channel(None);
+                let exit = exec.run(probe_spec(&run), lines.clone(), stop).await.unwrap();
+                let text: Vec<String> = lines.0.lock().unwrap().iter().map(|l| l.text.clone()).collect();
+                assert!(exit.succeeded(), "{exit:?} {text:?}");
+                assert!(text.iter().any(|t| t.starts_with("Uid:\t65534")), "the task ran as the user: {text:?}");
+            }
+        });
+    }
+    while let Some(done) = started.join_next().await {
+        done.unwrap();
+    }
+    let threads = threads_credentials();
+    assert!(threads.len() > 4, "the workers are threads of this process: {threads:?}");
+    for (tid, creds) in threads {
+        assert_eq!(creds, before, "thread {tid}");
+    }
+}
