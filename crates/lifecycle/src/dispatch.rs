@@ -491,7 +491,7 @@ impl Lifecycle {
                 );
             }
             starting_pipelines.push(entry.pipeline_id);
-            self.start_run(entry, model, stop_rx, None).await;
+            self.start_run_soon(entry, model, stop_rx, None);
         }
     }
 
@@ -514,6 +514,21 @@ impl Lifecycle {
                 kind: crate::notify::RunEventKind::Ended,
             });
         }
+    }
+
+    /// [`start_run`](Self::start_run) on a task of its own: the scheduler goes on to
+    /// the next queued run at once instead of waiting for this one's reads (its
+    /// pipeline, host access, registries, clusters, secrets), so a burst of runs starts
+    /// as fast as the store answers them side by side, not one after another.
+    pub(crate) fn start_run_soon(
+        &self,
+        entry: Queued,
+        model: Arc<Pipeline>,
+        stop_rx: watch::Receiver<Option<StopRequest>>,
+        hold: Option<Arc<crate::replicas::Hold>>,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move { this.start_run(entry, model, stop_rx, hold).await });
     }
 
     /// Starts a run already moved into `active` (so a stop reaches it from the first

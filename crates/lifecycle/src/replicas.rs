@@ -280,7 +280,7 @@ impl Lifecycle {
                             hold: Some(hold.clone()),
                         },
                     );
-                    self.start_run(entry, model, stop_rx, Some(hold)).await;
+                    self.start_run_soon(entry, model, stop_rx, Some(hold));
                 }
             }
         }
