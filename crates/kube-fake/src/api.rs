@@ -662,10 +662,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> 
             if let Some(kubelet) = shared.kubelet()
                 && kubelet.runs(pod["metadata"]["uid"].as_str().unwrap_or(""))
             {
-                let since = query
-                    .get("sinceTime")
-                    .map(str::to_owned)
-                    .or_else(|| query.get("sinceSeconds").and_then(crate::kubelet::since_seconds));
+                let since = match query.get("sinceTime") {
+                    Some(time) => Some(crate::kubelet::since_time(time).map_err(Failure::bad_request)?),
+                    None => query.get("sinceSeconds").and_then(crate::kubelet::since_seconds),
+                };
                 let rx = crate::kubelet::log(
                     &kubelet,
                     &pod,

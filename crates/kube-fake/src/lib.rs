@@ -14,6 +14,7 @@
 mod api;
 mod controller;
 mod discovery;
+mod engine;
 mod kubelet;
 mod proto;
 mod resources;
@@ -56,8 +57,10 @@ pub struct Options {
     pub ready_nodes: usize,
     /// More nodes made at start, after the ready ones, with `Ready` `False`.
     pub unready_nodes: usize,
-    /// Run the Pods clients create on the local Docker Engine with this `docker` CLI
-    /// (`Some("docker")`: the one on `PATH`); `None`: Pods are stored, nothing runs them.
+    /// Run the Pods clients create on the local Docker Engine, through its API:
+    /// `Some("unix:///path/docker.sock")` on that socket, any other value (`Some("docker")`)
+    /// on `DOCKER_HOST`'s `unix://` socket, else `/var/run/docker.sock`; `None`: Pods are
+    /// stored, nothing runs them.
     pub kubelet: Option<String>,
 }
 
@@ -168,7 +171,7 @@ impl KubeFake {
             let mut id = [0u8; 8];
             getrandom::fill(&mut id).expect("the OS random source");
             let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let kubelet = Arc::new(kubelet::Kubelet::new(docker, instance));
+            let kubelet = Arc::new(kubelet::Kubelet::new(&docker, instance));
             shared.set_kubelet(kubelet.clone());
             kubelet
         });

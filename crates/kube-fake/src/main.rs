@@ -1,4 +1,4 @@
-//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]`:
+//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet docker|unix:///PATH]`:
 //! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
 //! (and writing it to PATH when given).
 
@@ -8,7 +8,7 @@ use wharf_kube_fake::{KubeFake, Options};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]"
+        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet docker|unix:///PATH]"
     );
     std::process::exit(2)
 }
