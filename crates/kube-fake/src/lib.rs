@@ -38,7 +38,7 @@ pub use api::{ADMISSION_WEBHOOK, RESTRICTED_USER};
 pub use controller::FAULT_ANNOTATION;
 pub use kubelet::INSTANCE_LABEL;
 pub use resources::{RESOURCES, Resource};
-pub use scheduler::{NODE_CPU, NODE_MEMORY};
+pub use scheduler::{NODE_CPU, NODE_MEMORY, Taint};
 pub use select::{FieldSelector, LabelSelector, Requirement};
 
 /// How to start the fake.
@@ -62,6 +62,9 @@ pub struct Options {
     /// on `DOCKER_HOST`'s `unix://` socket, else `/var/run/docker.sock`; `None`: Pods are
     /// stored, nothing runs them.
     pub kubelet: Option<String>,
+    /// The `spec.taints` of every node made at start; the kubelet's scheduler places a Pod
+    /// only where it tolerates every `NoSchedule` and `NoExecute` taint.
+    pub taints: Vec<Taint>,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             ready_nodes: 1,
             unready_nodes: 0,
             kubelet: None,
+            taints: Vec::new(),
         }
     }
 }
@@ -166,7 +170,7 @@ impl KubeFake {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
         });
         let shared = api::Shared::new(token.clone(), options.restricted_token.clone(), options.rollout_delay);
-        shared.add_nodes(options.ready_nodes, options.unready_nodes);
+        shared.add_nodes(options.ready_nodes, options.unready_nodes, &options.taints);
         let kubelet = options.kubelet.clone().map(|docker| {
             let mut id = [0u8; 8];
             getrandom::fill(&mut id).expect("the OS random source");
