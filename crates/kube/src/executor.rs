@@ -58,11 +58,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{AsyncBufReadExt, AsyncReadExt};
+use futures_util::stream::BoxStream;
+use futures_util::{AsyncBufReadExt, AsyncReadExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::{emit, utf8_cut};
@@ -82,12 +83,29 @@ pub const LABEL_ATTEMPT: &str = "wharf.attempt";
 /// The container's name in every task Pod.
 pub const CONTAINER: &str = "task";
 
-/// How often a Pending pod, and a pod whose log ended, is looked at at most.
+/// How often a Pending pod, and a pod whose log ended, is looked at at most. Between looks
+/// a watch of the pod makes the next look come as soon as the pod changes (as kubectl
+/// waits); without one (it could not be opened, or it ended) the looks back off from
+/// [`FIRST_POLL`].
 const POLL: Duration = Duration::from_millis(200);
-/// The first of those looks: a pod starts, and its status follows its log's end, within
-/// tens of milliseconds on a fast node, so the looks start soon and back off to [`POLL`]
-/// (a fixed 200 ms cost a task about 100 ms on average on each of the two waits).
+/// The first look after one that found the pod still waiting, when there is no watch.
 const FIRST_POLL: Duration = Duration::from_millis(10);
+/// How long one watch of a task's pod lasts at most (the API server's `timeoutSeconds`).
+const WATCH_SECONDS: u32 = 290;
+
+/// The changes of one pod, from a watch by name.
+type PodChanges = BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>>;
+
+/// Waits until the pod changed (an event on `changes`) or `pause` passed without a watch
+/// (`POLL` with one), whichever comes first. A watch that ended or broke is dropped.
+async fn until_changed(changes: &mut Option<PodChanges>, pause: Duration) {
+    let Some(events) = changes else { return tokio::time::sleep(pause).await };
+    match tokio::time::timeout(POLL, events.next()).await {
+        Ok(Some(Ok(WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_)))) | Err(_) => {}
+        Ok(Some(Ok(WatchEvent::Bookmark(_)))) => {}
+        Ok(Some(Ok(WatchEvent::Error(_)) | Err(_)) | None) => *changes = None,
+    }
+}
 
 /// The pause before the next look: twice the last, at most [`POLL`].
 fn back_off(last: Duration) -> Duration {
@@ -569,6 +587,9 @@ impl KubeExecutor {
         let mut reported: Option<String> = None;
         let pending_since = Instant::now();
         let mut pause = FIRST_POLL;
+        // The pod's changes from the first look on; opened once.
+        let mut changes: Option<PodChanges> = None;
+        let mut watched = false;
         let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
         // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
         loop {
@@ -644,8 +665,12 @@ impl KubeExecutor {
                 };
                 return Err(start_error(message));
             }
+            if !watched {
+                watched = true;
+                changes = self.pod_changes(name, pod.metadata.resource_version.as_deref()).await;
+            }
             tokio::select! {
-                () = tokio::time::sleep(pause) => pause = back_off(pause),
+                () = until_changed(&mut changes, pause) => pause = back_off(pause),
                 changed = stop.changed() => if changed.is_ok() && let Some(request) = requested(stop) {
                     system(logs, format!("stopping: deleted the pending pod (reason: {})", request.reason));
                     return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
@@ -705,11 +730,13 @@ impl KubeExecutor {
         }
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         let mut pause = FIRST_POLL;
+        let (mut changes, mut watched) = (None, false);
         loop {
             let pod = pods
                 .get_opt(name)
                 .await
                 .map_err(|e| start_error(format!("cannot read pod {name}: {}", kube_reason(&e))))?;
+            let version = pod.as_ref().and_then(|p| p.metadata.resource_version.clone());
             let terminated = pod
                 .as_ref()
                 .and_then(|p| p.status.as_ref())
@@ -736,8 +763,12 @@ impl KubeExecutor {
                     "pod {name}: its log ended but its container did not within {SETTLE_TIMEOUT:?}"
                 )));
             }
+            if !watched {
+                watched = true;
+                changes = self.pod_changes(name, version.as_deref()).await;
+            }
             tokio::select! {
-                () = tokio::time::sleep(pause) => pause = back_off(pause),
+                () = until_changed(&mut changes, pause) => pause = back_off(pause),
                 changed = stop.changed(), if watching => match changed {
                     Ok(()) => if let Some(request) = requested(stop) {
                         stopped = Some(request.reason);
@@ -747,6 +778,13 @@ impl KubeExecutor {
                 }
             }
         }
+    }
+
+    /// A watch of the pod `name` from `version` on; `None` when it cannot be opened.
+    async fn pod_changes(&self, name: &str, version: Option<&str>) -> Option<PodChanges> {
+        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(WATCH_SECONDS);
+        let events = self.pods().watch(&params, version.unwrap_or("0")).await.ok()?;
+        Some(events.boxed())
     }
 
     async fn delete_with_grace(&self, name: &str, grace: Duration, reason: StopReason, logs: &dyn LogSink) {
