@@ -792,3 +792,38 @@ async fn a_tainted_node_takes_only_tasks_that_tolerate_it() {
     assert!(!logs.all().contains("never"), "{}", logs.all());
     assert_eq!(f.left().await, (0, 0));
 }
+
+/// Dropping the test double removes the containers its kubelet started, a running one
+/// included (the kubelet talks to the Docker Engine API; the container is `kube-fake-<uid>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_fake_removes_its_containers() {
+    let Some(f) = fixture("ecp-devops-drop", None).await else { return };
+    let pods = Api::<Pod>::namespaced(f.conn.client().clone(), &f.namespace);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sleeper"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "task", "image": f.image, "command": ["sleep", "300"]}]}
+    }))
+    .unwrap();
+    let uid = pods.create(&PostParams::default(), &pod).await.unwrap().metadata.uid.unwrap();
+    let mut phase = String::new();
+    for _ in 0..200 {
+        phase = pods.get("sleeper").await.unwrap().status.and_then(|s| s.phase).unwrap_or_default();
+        if phase == "Running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(phase, "Running");
+    let container = format!("kube-fake-{uid}");
+    let state = || {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Status}}", &container])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(state(), "running");
+    drop(f);
+    assert_eq!(state(), "", "container {container} is left after the fake was dropped");
+}
