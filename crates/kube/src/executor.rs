@@ -656,10 +656,18 @@ impl KubeExecutor {
             let limit = pending_limit;
             if pending_since.elapsed() >= limit {
                 let waited = humantime(limit);
+                let why = told.trim_start_matches("pending: the scheduler cannot place the pod: ");
+                // Only a shortage is 资源不足; a taint or selector no node passes is the task's
+                // placement, which more capacity does not help.
                 let message = match unscheduled {
+                    Some(_) if why.contains("Insufficient") => format!(
+                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it \
+                         (资源不足, not enough resources): {why}; add nodes or capacity to the cluster, or lower the \
+                         task's `resources` requests, `node_selector` or `tolerations`"
+                    ),
                     Some(_) => format!(
-                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it                          (资源不足, not enough resources): {}; add nodes or capacity to the cluster, or lower the                          task's `resources` requests, `node_selector` or `tolerations`",
-                        told.trim_start_matches("pending: the scheduler cannot place the pod: ")
+                        "pod {name} stayed pending for {waited}: no node of the cluster takes it: {why}; check the \
+                         task's `node_selector` and `tolerations` against the nodes' labels and taints"
                     ),
                     None => format!("pod {name} stayed pending for {waited}: {}", told.trim_start_matches("pending: ")),
                 };

@@ -781,8 +781,10 @@ async fn a_tainted_node_takes_only_tasks_that_tolerate_it() {
     let err = f.executor.run(spec, logs.clone(), rx).await.unwrap_err().to_string();
     let why = "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: ci}. preemption: 0/1 nodes are \
                available: 1 Preemption is not helpful for scheduling.";
-    assert!(err.contains("stayed pending for 2s"), "{err}");
+    assert!(err.contains("stayed pending for 2s: no node of the cluster takes it: "), "{err}");
     assert!(err.contains(why), "{err}");
+    assert!(err.contains("check the task's `node_selector` and `tolerations`"), "{err}");
+    assert!(!err.contains("not enough resources"), "a taint is no shortage: {err}");
     let phases = logs.1.lock().unwrap().clone();
     assert_eq!(
         phases.last(),
