@@ -566,7 +566,8 @@ pub fn log(
 }
 
 /// The most of one log line held before it is sent as it is (a container may write
-/// without newlines).
+/// without newlines). Past it, with `timestamps`, the json-file driver's stamps inside
+/// the rest of that line are not taken out (clients keep far less of a line: Wharf 64 KiB).
 const MAX_LINE: usize = 1024 * 1024;
 
 /// Forwards the container's log as the daemon sends it for `query`, line by line, after
@@ -624,7 +625,7 @@ async fn forward_log(
 }
 
 /// The json-file log driver keeps a line longer than 16 KiB as pieces ("partial
-/// messages"), and `docker logs --timestamps` stamps each piece: `T1 <16 KiB>T2 <16 KiB>T3
+/// messages"), and the logs endpoint with `timestamps` stamps each piece: `T1 <16 KiB>T2 <16 KiB>T3
 /// rest`. A kubelet serves such a line whole, stamped once: the stamps after the first
 /// are dropped.
 fn join_partials(line: &[u8]) -> Vec<u8> {
