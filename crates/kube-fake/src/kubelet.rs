@@ -112,8 +112,9 @@ impl Kubelet {
     }
 
     /// Removes every container this fake started (on drop of the fake), after the
-    /// creations under way have ended (at most 30 s). Blocks; runs on a thread and
-    /// runtime of its own, since the fake may be dropped inside or outside a runtime.
+    /// creations under way have ended (at most 30 s), and the directories of its pods and
+    /// claims. Blocks; runs on a thread and runtime of its own, since the fake may be
+    /// dropped inside or outside a runtime.
     pub fn remove_all(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while self.creating.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
@@ -128,6 +129,13 @@ impl Kubelet {
             })
         })
         .join();
+        // Pods still running when the fake goes never reach their own cleanup.
+        let mine = format!("kube-fake-{}-", self.instance);
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&mine) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
     }
 
     /// Creates the pod's container (pulling its image if need be) on a thread that

@@ -796,7 +796,8 @@ async fn a_tainted_node_takes_only_tasks_that_tolerate_it() {
 }
 
 /// Dropping the test double removes the containers its kubelet started, a running one
-/// included (the kubelet talks to the Docker Engine API; the container is `kube-fake-<uid>`).
+/// included (the kubelet talks to the Docker Engine API; the container is `kube-fake-<uid>`),
+/// and their directories on this machine.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_fake_removes_its_containers() {
     let Some(f) = fixture("ecp-devops-drop", None).await else { return };
@@ -826,6 +827,16 @@ async fn dropping_the_fake_removes_its_containers() {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     };
     assert_eq!(state(), "running");
+    // The pod's directory (its termination message file) on this machine.
+    let pod_dirs = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&format!("-{uid}")))
+            .count()
+    };
+    assert_eq!(pod_dirs(), 1);
     drop(f);
     assert_eq!(state(), "", "container {container} is left after the fake was dropped");
+    assert_eq!(pod_dirs(), 0, "the pod's directory is left after the fake was dropped");
 }
