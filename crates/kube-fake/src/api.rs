@@ -110,8 +110,8 @@ impl Shared {
     }
 
     /// Stores `ready` nodes with a `Ready` condition `True`, then `unready` ones with `False`
-    /// (reason `KubeletNotReady`), as a kubelet would report them.
-    pub fn add_nodes(&self, ready: usize, unready: usize) {
+    /// (reason `KubeletNotReady`), as a kubelet would report them; each with `taints`.
+    pub fn add_nodes(&self, ready: usize, unready: usize, taints: &[crate::scheduler::Taint]) {
         let mut store = self.lock();
         let node = resources::find("", "v1", "nodes").expect("nodes are listed");
         for i in 0..ready + unready {
@@ -127,7 +127,9 @@ impl Shared {
                 "metadata": {"name": name, "uid": uid(), "creationTimestamp": now(),
                              "labels": {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
                                         "kubernetes.io/arch": "amd64"}},
-                "spec": {},
+                "spec": if taints.is_empty() { json!({}) } else {
+                    json!({"taints": taints.iter().map(crate::scheduler::Taint::to_json).collect::<Vec<_>>()})
+                },
                 "status": {"conditions": [condition],
                            "capacity": {"cpu": crate::scheduler::NODE_CPU, "memory": crate::scheduler::NODE_MEMORY, "pods": "110"},
                            "allocatable": {"cpu": crate::scheduler::NODE_CPU, "memory": crate::scheduler::NODE_MEMORY, "pods": "110"},
@@ -662,10 +664,10 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>, read_only: bool) -> 
             if let Some(kubelet) = shared.kubelet()
                 && kubelet.runs(pod["metadata"]["uid"].as_str().unwrap_or(""))
             {
-                let since = query
-                    .get("sinceTime")
-                    .map(str::to_owned)
-                    .or_else(|| query.get("sinceSeconds").and_then(crate::kubelet::since_seconds));
+                let since = match query.get("sinceTime") {
+                    Some(time) => Some(crate::kubelet::since_time(time).map_err(Failure::bad_request)?),
+                    None => query.get("sinceSeconds").and_then(crate::kubelet::since_seconds),
+                };
                 let rx = crate::kubelet::log(
                     &kubelet,
                     &pod,

@@ -1,8 +1,9 @@
 //! The kubelet (when `Options::kubelet` is set): Pods that clients create (not the ones the
 //! scripted workload controller makes) really run, one container each, on the local Docker
-//! Engine through the `docker` CLI. Their phases, container states and Events are written as a
-//! kubelet writes them; `pods/log` reads the container's log from the daemon; deleting a Pod
-//! stops its container (SIGTERM, SIGKILL after the grace period) and removes it.
+//! Engine through its API on the unix socket (`engine.rs`). Their phases, container states and
+//! Events are written as a kubelet writes them; `pods/log` reads the container's log from the
+//! daemon; deleting a Pod stops its container (SIGTERM, SIGKILL after the grace period) and
+//! removes it.
 //!
 //! Before it runs, a pod is placed by the scheduler of `scheduler.rs` (nodeSelector, cpu and
 //! memory requests against the node's allocatable); one that does not fit stays `Pending`
@@ -23,46 +24,43 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Frame;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 use tokio::sync::{mpsc, watch};
 
 use crate::api::{Shared, now};
 use crate::controller::FAULT_ANNOTATION;
+use crate::engine::{CreateError, Demux, Engine};
 use crate::scheduler;
 
 /// The label on every container the kubelet starts: which fake started it.
 pub const INSTANCE_LABEL: &str = "kube-fake.wharf.dev/instance";
 
-/// How long `docker create`, `start`, `stop` or `rm` may take (a pull included).
-const DOCKER_TIMEOUT: Duration = Duration::from_secs(300);
-
 #[derive(Debug)]
 pub struct Kubelet {
-    docker: String,
+    engine: Engine,
     instance: String,
     /// Stop requests by pod uid: the grace period in seconds.
     pods: Mutex<HashMap<String, watch::Sender<Option<u64>>>>,
     /// The cpu and memory requests of the pods placed on the node and not yet ended.
     bound: Mutex<HashMap<String, (f64, f64)>>,
-    /// `docker create` calls under way: dropping the fake waits for them (on threads of
-    /// their own, so a blocked runtime cannot hold them up) before removing containers.
+    /// Container creations under way: dropping the fake waits for them (on threads of
+    /// their own, so a runtime that ends cannot cut them off) before removing containers.
     creating: Arc<AtomicUsize>,
 }
 
 impl Kubelet {
-    pub fn new(docker: String, instance: String) -> Self {
+    /// `engine`: the `--kubelet` value (see [`Engine::new`]).
+    pub fn new(engine: &str, instance: String) -> Self {
         Kubelet {
-            docker,
+            engine: Engine::new(engine),
             instance,
             pods: Mutex::new(HashMap::new()),
             bound: Mutex::new(HashMap::new()),
@@ -114,47 +112,54 @@ impl Kubelet {
     }
 
     /// Removes every container this fake started (on drop of the fake), after the
-    /// `docker create` calls under way have ended (at most 30 s).
+    /// creations under way have ended (at most 30 s), and the directories of its pods and
+    /// claims. Blocks; runs on a thread and runtime of its own, since the fake may be
+    /// dropped inside or outside a runtime.
     pub fn remove_all(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while self.creating.load(Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        let filter = format!("label={INSTANCE_LABEL}={}", self.instance);
-        let Ok(out) = std::process::Command::new(&self.docker).args(["ps", "-aq", "--filter", &filter]).output() else {
-            return;
-        };
-        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
-        if !ids.is_empty() {
-            let _ = std::process::Command::new(&self.docker).args(["rm", "-f"]).args(&ids).output();
-        }
-    }
-
-    /// `docker create …` on a blocking thread that counts itself in `creating`.
-    async fn create(&self, args: Vec<String>) -> Result<String, String> {
-        let (docker, creating) = (self.docker.clone(), self.creating.clone());
-        creating.fetch_add(1, Ordering::SeqCst);
-        let done = tokio::task::spawn_blocking(move || {
-            let out = std::process::Command::new(&docker).args(&args).stdin(Stdio::null()).output();
-            creating.fetch_sub(1, Ordering::SeqCst);
-            match out {
-                Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
-                Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-                Err(e) => Err(format!("cannot run {docker}: {e}")),
+        let (engine, instance) = (self.engine.clone(), self.instance.clone());
+        let _ = std::thread::spawn(move || {
+            on_own_runtime(async move {
+                for id in engine.labelled(INSTANCE_LABEL, &instance).await.unwrap_or_default() {
+                    let _ = engine.remove(&id).await;
+                }
+            })
+        })
+        .join();
+        // Pods still running when the fake goes never reach their own cleanup.
+        let mine = format!("kube-fake-{}-", self.instance);
+        for entry in std::fs::read_dir(std::env::temp_dir()).into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().starts_with(&mine) {
+                let _ = std::fs::remove_dir_all(entry.path());
             }
-        });
-        done.await.unwrap_or_else(|e| Err(format!("docker create: {e}")))
-    }
-
-    async fn docker(&self, args: &[String]) -> Result<String, String> {
-        let run = Command::new(&self.docker).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
-        match tokio::time::timeout(DOCKER_TIMEOUT, run).await {
-            Ok(Ok(out)) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned()),
-            Ok(Ok(out)) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
-            Ok(Err(e)) => Err(format!("cannot run {}: {e}", self.docker)),
-            Err(_) => Err(format!("docker {} took longer than {DOCKER_TIMEOUT:?}", args.first().map_or("", |a| a))),
         }
     }
+
+    /// Creates the pod's container (pulling its image if need be) on a thread that
+    /// counts itself in `creating`, so that it finishes even if this runtime ends.
+    async fn create(&self, name: String, config: Value) -> Result<String, CreateError> {
+        let (engine, creating) = (self.engine.clone(), self.creating.clone());
+        creating.fetch_add(1, Ordering::SeqCst);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let created = on_own_runtime(async move { engine.create(&name, &config).await });
+            creating.fetch_sub(1, Ordering::SeqCst);
+            let _ = tx.send(created.unwrap_or_else(|e| Err(CreateError::Other(e))));
+        });
+        rx.await.unwrap_or_else(|_| Err(CreateError::Other("the container creation ended without an answer".into())))
+    }
+}
+
+/// Runs `f` to its end on a current-thread runtime of its own (on a thread that has none).
+fn on_own_runtime<F: std::future::Future>(f: F) -> Result<F::Output, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("kube-fake's kubelet cannot start a runtime: {e}"))?;
+    Ok(runtime.block_on(f))
 }
 
 /// Starts running a pod a client created.
@@ -168,7 +173,7 @@ pub fn admit(shared: Arc<Shared>, pod: &Value) {
         run_pod(&shared, &kubelet, &pod, rx).await;
         kubelet.unbind(&uid);
         kubelet.pods.lock().unwrap_or_else(|e| e.into_inner()).remove(&uid);
-        let _ = kubelet.docker(&["rm".into(), "-f".into(), Kubelet::container(&uid)]).await;
+        let _ = kubelet.engine.remove(&Kubelet::container(&uid)).await;
         let _ = std::fs::remove_dir_all(kubelet.pod_dir(&uid));
     });
 }
@@ -247,16 +252,13 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
             "ErrImagePull",
             format!("failed to pull and unpack image \"{image}\": not found (fault image-pull-backoff)"),
         )),
-        (None, _) => match create_args(shared, kubelet, pod, &c) {
+        (None, _) => match create_config(shared, kubelet, pod, &c) {
             Err(why) => Err(("CreateContainerConfigError", why)),
-            Ok(args) => {
+            Ok(config) => {
                 shared.pod_status(pod, waiting("ContainerCreating", ""));
-                kubelet.create(args).await.map_err(|e| {
-                    if e.contains("pull") || e.contains("manifest") || e.contains("Unable to find image") {
-                        ("ErrImagePull", e)
-                    } else {
-                        ("CreateContainerError", e)
-                    }
+                kubelet.create(Kubelet::container(uid), config).await.map_err(|e| match e {
+                    CreateError::Pull(e) => ("ErrImagePull", e),
+                    CreateError::Other(e) => ("CreateContainerError", e),
                 })
             }
         },
@@ -286,7 +288,7 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
         shared.pod_gone(pod);
         return;
     }
-    if let Err(e) = kubelet.docker(&["start".into(), container.clone()]).await {
+    if let Err(e) = kubelet.engine.start(&container).await {
         shared.event(pod, "Warning", "Failed", &format!("Error: {e}"), Some(&path), "kubelet");
         shared.pod_status(pod, waiting("RunContainerError", &e));
         let _ = stop.wait_for(Option::is_some).await;
@@ -311,8 +313,7 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
                "containerStatuses": [{"name": cname, "image": image, "ready": true, "restartCount": 0, "started": true,
                                       "state": {"running": {"startedAt": started}}}]}),
     );
-    let wait_args = ["wait".to_owned(), container.clone()];
-    let waited = kubelet.docker(&wait_args);
+    let waited = kubelet.engine.wait(&container);
     tokio::pin!(waited);
     let code = loop {
         tokio::select! {
@@ -321,11 +322,11 @@ async fn run_pod(shared: &Shared, kubelet: &Kubelet, pod: &Value, mut stop: watc
                 if changed.is_err() { continue; }
                 let grace = stop.borrow_and_update().unwrap_or(0);
                 shared.event(pod, "Normal", "Killing", &format!("Stopping container {cname}"), Some(&path), "kubelet");
-                let _ = kubelet.docker(&["stop".into(), "-t".into(), grace.to_string(), container.clone()]).await;
+                let _ = kubelet.engine.stop(&container, grace).await;
             }
         }
     };
-    let code: i64 = code.ok().and_then(|c| c.parse().ok()).unwrap_or(-1);
+    let code: i64 = code.unwrap_or(-1);
     let (phase, reason) = if code == 0 { ("Succeeded", "Completed") } else { ("Failed", "Error") };
     let mut terminated = json!({"exitCode": code, "reason": reason, "startedAt": started, "finishedAt": now()});
     if let Some(message) = termination_message(&kubelet.pod_dir(uid)) {
@@ -352,26 +353,30 @@ fn ns_name(pod: &Value) -> String {
     )
 }
 
-/// `docker create` for the pod's one container: its environment (values, Secrets' keys),
-/// working directory, hostPath volumes and command.
-fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Result<Vec<String>, String> {
+/// The Engine API's create body for the pod's one container: its environment (values,
+/// Secrets' keys), working directory, volumes, command, the fake's label and `Init`.
+fn create_config(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Result<Value, String> {
     let ns = pod["metadata"]["namespace"].as_str().unwrap_or("");
     let uid = pod["metadata"]["uid"].as_str().unwrap_or("");
-    let mut args: Vec<String> = vec!["create".into(), "--name".into(), Kubelet::container(uid), "--init".into()];
-    args.extend(["--label".into(), format!("{INSTANCE_LABEL}={}", kubelet.instance)]);
+    let mut config = json!({
+        "Image": c["image"].as_str().unwrap_or(""),
+        "Labels": {INSTANCE_LABEL: kubelet.instance},
+    });
     // As a kubelet does: the pod's name is its hostname.
     let mut hostname = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
     hostname.truncate(63);
     if !hostname.is_empty() {
-        args.extend(["--hostname".into(), hostname]);
+        config["Hostname"] = json!(hostname);
     }
+    let mut env: Vec<String> = Vec::new();
+    let mut binds: Vec<String> = Vec::new();
     let secret = |name: &str| shared.secret_data(ns, name).ok_or_else(|| format!("secret \"{name}\" not found"));
     for from in c["envFrom"].as_array().into_iter().flatten() {
         let Some(name) = from.pointer("/secretRef/name").and_then(Value::as_str) else {
             return Err("kube-fake's kubelet reads envFrom only from a secretRef".into());
         };
         for (k, v) in secret(name)? {
-            args.extend(["-e".into(), format!("{k}={v}")]);
+            env.push(format!("{k}={v}"));
         }
     }
     for e in c["env"].as_array().into_iter().flatten() {
@@ -384,10 +389,11 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
         } else {
             String::new()
         };
-        args.extend(["-e".into(), format!("{name}={value}")]);
+        env.push(format!("{name}={value}"));
     }
+    config["Env"] = json!(env);
     if let Some(dir) = c["workingDir"].as_str() {
-        args.extend(["-w".into(), dir.to_owned()]);
+        config["WorkingDir"] = json!(dir);
     }
     let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array).cloned().unwrap_or_default();
     let pod_dir = kubelet.pod_dir(uid);
@@ -425,7 +431,7 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
             ));
         };
         let ro = if m["readOnly"] == json!(true) { ":ro" } else { "" };
-        args.extend(["-v".into(), format!("{host}:{}{ro}", m["mountPath"].as_str().unwrap_or(""))]);
+        binds.push(format!("{host}:{}{ro}", m["mountPath"].as_str().unwrap_or("")));
     }
     // The termination message: a file the container may write whatever user it runs as.
     let log = pod_dir.join(TERMINATION_LOG);
@@ -433,18 +439,24 @@ fn create_args(shared: &Shared, kubelet: &Kubelet, pod: &Value, c: &Value) -> Re
     std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .map_err(|e| io("the termination log", e))?;
     let path = c["terminationMessagePath"].as_str().unwrap_or("/dev/termination-log");
-    args.extend(["-v".into(), format!("{}:{path}", log.display())]);
+    binds.push(format!("{}:{path}", log.display()));
+    config["HostConfig"] = json!({"Init": true, "Binds": binds});
+    // `command` replaces the image's entrypoint (and drops its cmd), `args` its cmd; the
+    // command's first word is the entrypoint, the rest go before the args, as
+    // `docker create --entrypoint` does.
     let strings = |v: &Value| -> Vec<String> {
         v.as_array().into_iter().flatten().map(|s| s.as_str().unwrap_or("").to_owned()).collect()
     };
     let command = strings(&c["command"]);
+    let mut cmd: Vec<String> = command.iter().skip(1).cloned().collect();
+    cmd.extend(strings(&c["args"]));
     if let Some(first) = command.first() {
-        args.extend(["--entrypoint".into(), first.clone()]);
+        config["Entrypoint"] = json!([first]);
     }
-    args.push(c["image"].as_str().unwrap_or("").to_owned());
-    args.extend(command.into_iter().skip(1));
-    args.extend(strings(&c["args"]));
-    Ok(args)
+    if !cmd.is_empty() {
+        config["Cmd"] = json!(cmd);
+    }
+    Ok(config)
 }
 
 impl Kubelet {
@@ -529,82 +541,99 @@ pub fn log(
         let name = pod["metadata"]["name"].as_str().unwrap_or("");
         return Err(format!("container \"{cname}\" in pod \"{name}\" is waiting to start: {reason}"));
     }
-    let mut args = vec!["logs".to_owned()];
-    if follow {
-        args.push("--follow".into());
-    }
+    let tailed = tail.is_some();
+    let mut query = String::from("stdout=1&stderr=1");
     if timestamps {
-        args.push("--timestamps".into());
+        query.push_str("&timestamps=1");
     }
     if let Some(since) = since {
-        args.extend(["--since".into(), since]);
+        query.push_str(&format!("&since={since}"));
     }
-    let tailed = tail.is_some();
     if let Some(tail) = tail {
-        args.extend(["--tail".into(), tail]);
+        let lines: u64 = tail.parse().map_err(|_| format!("tailLines: Invalid value: \"{tail}\": must be a number"))?;
+        query.push_str(&format!("&tail={lines}"));
     }
-    args.push(Kubelet::container(pod["metadata"]["uid"].as_str().unwrap_or("")));
-    let mut child = docker_logs(&kubelet.docker, &args).map_err(|e| format!("cannot run {}: {e}", kubelet.docker))?;
-    // `docker logs --follow` can end before the daemon stored the container's last
-    // message (a last line without a newline): a kubelet serves the whole log once the
-    // container ended, so what came after is read once more without following, past
-    // the lines each stream already sent.
-    let again = (follow && !tailed).then(|| args.iter().filter(|a| *a != "--follow").cloned().collect::<Vec<_>>());
-    let docker = kubelet.docker.clone();
+    // The follow can end before the daemon stored the container's last message (a last
+    // line without a newline): a kubelet serves the whole log once the container ended,
+    // so what came after is read once more without following, past the lines each
+    // stream already sent.
+    let again = (follow && !tailed).then(|| query.clone());
+    if follow {
+        query.push_str("&follow=1");
+    }
+    let engine = kubelet.engine.clone();
+    let container = Kubelet::container(pod["metadata"]["uid"].as_str().unwrap_or(""));
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(async move {
-        let join = |line: &[u8]| if timestamps { join_partials(line) } else { line.to_vec() };
-        // Forwards a pipe's lines after the first `skip`; how many lines it read in all.
-        let forward = |pipe: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>, tx: mpsc::Sender<_>, skip: u64| async move {
-            let Some(pipe) = pipe else { return 0 };
-            let mut lines = BufReader::new(pipe);
-            let mut line = Vec::new();
-            let mut read = 0u64;
-            loop {
-                line.clear();
-                match lines.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => return read,
-                    Ok(_) => {
-                        read += 1;
-                        if read > skip && tx.send(Ok(Frame::data(Bytes::from(join(&line))))).await.is_err() {
-                            return read;
-                        }
-                    }
-                }
-            }
-        };
-        let pipes = |child: &mut tokio::process::Child| {
-            let out: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
-                child.stdout.take().map(|o| Box::new(o) as _);
-            let err: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
-                child.stderr.take().map(|o| Box::new(o) as _);
-            (out, err)
-        };
-        let (out, err) = pipes(&mut child);
-        let (sent_out, sent_err) = tokio::join!(forward(out, tx.clone(), 0), forward(err, tx.clone(), 0));
-        let _ = child.wait().await;
-        let Some(args) = again else { return };
-        let Ok(mut child) = docker_logs(&docker, &args) else { return };
-        let (out, err) = pipes(&mut child);
-        tokio::join!(forward(out, tx.clone(), sent_out), forward(err, tx, sent_err));
-        let _ = child.wait().await;
+        let sent = forward_log(&engine, &container, &query, timestamps, &tx, [0, 0]).await;
+        if let Some(query) = again {
+            forward_log(&engine, &container, &query, timestamps, &tx, sent).await;
+        }
     });
     Ok(rx)
 }
 
-/// `docker <args>` (a `logs` command) with its output piped.
-fn docker_logs(docker: &str, args: &[String]) -> std::io::Result<tokio::process::Child> {
-    Command::new(docker)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
+/// The most of one log line held before it is sent as it is (a container may write
+/// without newlines). Past it, with `timestamps`, the json-file driver's stamps inside
+/// the rest of that line are not taken out (clients keep far less of a line: Wharf 64 KiB).
+const MAX_LINE: usize = 1024 * 1024;
+
+/// Forwards the container's log as the daemon sends it for `query`, line by line, after
+/// the first `skip` lines of each stream (stdout, stderr); how many lines of each stream
+/// it read in all.
+async fn forward_log(
+    engine: &Engine,
+    container: &str,
+    query: &str,
+    timestamps: bool,
+    tx: &mpsc::Sender<Result<Frame<Bytes>, Infallible>>,
+    skip: [u64; 2],
+) -> [u64; 2] {
+    let mut read = [0u64; 2];
+    let Ok(mut body) = engine.logs(container, query).await else { return read };
+    let mut demux = Demux::default();
+    let mut partial: [Vec<u8>; 2] = Default::default();
+    let mut lines: Vec<(usize, Vec<u8>)> = Vec::new();
+    let send = async |i: usize, line: Vec<u8>, read: &mut [u64; 2]| {
+        read[i] += 1;
+        if read[i] <= skip[i] {
+            return true;
+        }
+        let line = if timestamps { join_partials(&line) } else { line };
+        tx.send(Ok(Frame::data(Bytes::from(line)))).await.is_ok()
+    };
+    while let Some(Ok(frame)) = body.frame().await {
+        let Ok(data) = frame.into_data() else { continue };
+        demux.feed(&data, |stream, payload| {
+            // 1 stdout, 2 stderr; the daemon's own errors (3) are not the container's.
+            let i = match stream {
+                1 => 0,
+                2 => 1,
+                _ => return,
+            };
+            for piece in payload.split_inclusive(|b| *b == b'\n') {
+                partial[i].extend_from_slice(piece);
+                if piece.ends_with(b"\n") || partial[i].len() >= MAX_LINE {
+                    lines.push((i, std::mem::take(&mut partial[i])));
+                }
+            }
+        });
+        for (i, line) in lines.drain(..) {
+            if !send(i, line, &mut read).await {
+                return read;
+            }
+        }
+    }
+    for (i, line) in partial.into_iter().enumerate() {
+        if !line.is_empty() && !send(i, line, &mut read).await {
+            break;
+        }
+    }
+    read
 }
 
 /// The json-file log driver keeps a line longer than 16 KiB as pieces ("partial
-/// messages"), and `docker logs --timestamps` stamps each piece: `T1 <16 KiB>T2 <16 KiB>T3
+/// messages"), and the logs endpoint with `timestamps` stamps each piece: `T1 <16 KiB>T2 <16 KiB>T3
 /// rest`. A kubelet serves such a line whole, stamped once: the stamps after the first
 /// are dropped.
 fn join_partials(line: &[u8]) -> Vec<u8> {
@@ -629,9 +658,18 @@ fn stamp_len(bytes: &[u8]) -> Option<usize> {
     looks.then_some(space + 1)
 }
 
-/// `sinceSeconds` as docker's `--since` takes it.
+/// `sinceTime` (RFC 3339) as the Engine API's `since` (Unix seconds and nanoseconds);
+/// `Err`: the API server's 400 message.
+pub fn since_time(time: &str) -> Result<String, String> {
+    let t: jiff::Timestamp =
+        time.parse().map_err(|e| format!("sinceTime: Invalid value: \"{time}\": not an RFC 3339 time: {e}"))?;
+    Ok(format!("{}.{:09}", t.as_second(), t.subsec_nanosecond().max(0)))
+}
+
+/// `sinceSeconds` as the Engine API's `since`: that many seconds before now.
 pub fn since_seconds(seconds: &str) -> Option<String> {
-    seconds.parse::<u64>().ok().map(|s| format!("{s}s"))
+    let seconds = seconds.parse::<i64>().ok()?;
+    Some((jiff::Timestamp::now().as_second() - seconds).to_string())
 }
 
 /// A Secret's `data` (base64) and `stringData`, decoded.

@@ -14,6 +14,7 @@
 mod api;
 mod controller;
 mod discovery;
+mod engine;
 mod kubelet;
 mod proto;
 mod resources;
@@ -37,7 +38,7 @@ pub use api::{ADMISSION_WEBHOOK, RESTRICTED_USER};
 pub use controller::FAULT_ANNOTATION;
 pub use kubelet::INSTANCE_LABEL;
 pub use resources::{RESOURCES, Resource};
-pub use scheduler::{NODE_CPU, NODE_MEMORY};
+pub use scheduler::{NODE_CPU, NODE_MEMORY, Taint};
 pub use select::{FieldSelector, LabelSelector, Requirement};
 
 /// How to start the fake.
@@ -56,9 +57,14 @@ pub struct Options {
     pub ready_nodes: usize,
     /// More nodes made at start, after the ready ones, with `Ready` `False`.
     pub unready_nodes: usize,
-    /// Run the Pods clients create on the local Docker Engine with this `docker` CLI
-    /// (`Some("docker")`: the one on `PATH`); `None`: Pods are stored, nothing runs them.
+    /// Run the Pods clients create on the local Docker Engine, through its API:
+    /// `Some("unix:///path/docker.sock")` on that socket, any other value (`Some("docker")`)
+    /// on `DOCKER_HOST`'s `unix://` socket, else `/var/run/docker.sock`; `None`: Pods are
+    /// stored, nothing runs them.
     pub kubelet: Option<String>,
+    /// The `spec.taints` of every node made at start; the kubelet's scheduler places a Pod
+    /// only where it tolerates every `NoSchedule` and `NoExecute` taint.
+    pub taints: Vec<Taint>,
 }
 
 impl Default for Options {
@@ -71,6 +77,7 @@ impl Default for Options {
             ready_nodes: 1,
             unready_nodes: 0,
             kubelet: None,
+            taints: Vec::new(),
         }
     }
 }
@@ -163,12 +170,12 @@ impl KubeFake {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
         });
         let shared = api::Shared::new(token.clone(), options.restricted_token.clone(), options.rollout_delay);
-        shared.add_nodes(options.ready_nodes, options.unready_nodes);
+        shared.add_nodes(options.ready_nodes, options.unready_nodes, &options.taints);
         let kubelet = options.kubelet.clone().map(|docker| {
             let mut id = [0u8; 8];
             getrandom::fill(&mut id).expect("the OS random source");
             let instance: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let kubelet = Arc::new(kubelet::Kubelet::new(docker, instance));
+            let kubelet = Arc::new(kubelet::Kubelet::new(&docker, instance));
             shared.set_kubelet(kubelet.clone());
             kubelet
         });

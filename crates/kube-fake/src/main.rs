@@ -1,4 +1,4 @@
-//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]`:
+//! `wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet docker|unix:///PATH] [--taint KEY[=VALUE]:EFFECT]…`:
 //! serves the Kubernetes API test double on 127.0.0.1 until killed, printing its kubeconfig
 //! (and writing it to PATH when given).
 
@@ -8,7 +8,7 @@ use wharf_kube_fake::{KubeFake, Options};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet DOCKER]"
+        "usage: wharf-kube-fake [--port N] [--token T] [--restricted-token T] [--rollout-delay-ms N] [--ready-nodes N] [--unready-nodes N] [--kubeconfig PATH] [--kubelet docker|unix:///PATH] [--taint KEY[=VALUE]:EFFECT]…"
     );
     std::process::exit(2)
 }
@@ -31,6 +31,13 @@ async fn main() {
             "--unready-nodes" => options.unready_nodes = value.parse().unwrap_or_else(|_| usage()),
             "--kubeconfig" => kubeconfig = Some(value),
             "--kubelet" => options.kubelet = Some(value),
+            "--taint" => match value.parse() {
+                Ok(taint) => options.taints.push(taint),
+                Err(e) => {
+                    eprintln!("wharf-kube-fake: {e}");
+                    std::process::exit(2)
+                }
+            },
             _ => usage(),
         }
     }

@@ -3,7 +3,9 @@
 //! memory requests fit in that node's allocatable ([`NODE_CPU`], [`NODE_MEMORY`]) less the
 //! requests of the Pods the kubelet already runs; otherwise it stays `Pending` with the
 //! scheduler's `FailedScheduling` words ("0/1 nodes are available: 1 Insufficient cpu.").
-//! Taints are none, so every toleration is accepted; the API server side
+//! A node's `NoSchedule` and `NoExecute` taints ([`Taint`], `spec.taints`, also set with
+//! `kubectl taint`) take only Pods with a toleration for each ("1 node(s) had untolerated
+//! taint {key: value}"); the API server side
 //! ([`validate_pod`]) refuses what a real one refuses: an unknown toleration operator or
 //! effect, a quantity that does not parse, a request above its limit.
 
@@ -106,8 +108,76 @@ pub fn requests(pod: &Value) -> (f64, f64) {
     (sum("cpu"), sum("memory"))
 }
 
+/// A node taint (`spec.taints` of every node made at start, `Options::taints`), written as
+/// `kubectl taint` takes it: `KEY[=VALUE]:EFFECT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Taint {
+    pub key: String,
+    pub value: String,
+    /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
+    pub effect: String,
+}
+
+impl std::str::FromStr for Taint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Taint, String> {
+        let bad = |why: &str| format!("taint {text:?}: {why} (expected KEY[=VALUE]:EFFECT)");
+        let (kv, effect) = text.rsplit_once(':').ok_or_else(|| bad("no effect"))?;
+        let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
+        if key.is_empty() {
+            return Err(bad("no key"));
+        }
+        if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+            return Err(bad("the effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+        }
+        Ok(Taint { key: key.to_owned(), value: value.to_owned(), effect: effect.to_owned() })
+    }
+}
+
+impl Taint {
+    /// As a Node's `spec.taints` holds it.
+    pub fn to_json(&self) -> Value {
+        let mut taint = json!({"key": self.key, "effect": self.effect});
+        if !self.value.is_empty() {
+            taint["value"] = json!(self.value);
+        }
+        taint
+    }
+}
+
+/// Whether `toleration` tolerates `taint`, as the scheduler decides: an effect and a key, when
+/// given, must be the taint's; `Exists` then tolerates any value, `Equal` (the default) only
+/// the taint's.
+fn tolerates(toleration: &Value, taint: &Value) -> bool {
+    let text = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_owned();
+    let (effect, key) = (text(toleration, "effect"), text(toleration, "key"));
+    if (!effect.is_empty() && effect != text(taint, "effect")) || (!key.is_empty() && key != text(taint, "key")) {
+        return false;
+    }
+    match toleration["operator"].as_str().unwrap_or("") {
+        "Exists" => true,
+        "Equal" | "" => text(toleration, "value") == text(taint, "value"),
+        _ => false,
+    }
+}
+
+/// The first of the node's taints that keep the Pod off it (`NoSchedule` and `NoExecute`;
+/// `PreferNoSchedule` only steers) and that none of its tolerations tolerates.
+fn untolerated<'a>(node: &'a Value, pod: &Value) -> Option<&'a Value> {
+    let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
+    node.pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|t| matches!(t["effect"].as_str(), Some("NoSchedule" | "NoExecute")))
+        .find(|t| !tolerations.iter().any(|tol| tolerates(tol, t)))
+}
+
 /// `Ok`: the Pod may run now, given the requests `others` of the Pods already running.
-/// `Err`: the scheduler's message why it cannot.
+/// `Err`: the scheduler's message why it cannot. Each ready node is refused by the first of
+/// the real scheduler's filters that refuses it (taints, then the node selector, then
+/// resources); the message counts the nodes per reason, sorted as the scheduler sorts them.
 pub fn fit(shared: &Shared, pod: &Value, others: (f64, f64)) -> Result<(), String> {
     let nodes = shared.ready_nodes();
     let n = nodes.len();
@@ -115,32 +185,55 @@ pub fn fit(shared: &Shared, pod: &Value, others: (f64, f64)) -> Result<(), Strin
         return Err("0/0 nodes are available: no nodes available to schedule pods.".to_owned());
     }
     let selector = pod.pointer("/spec/nodeSelector").and_then(Value::as_object).cloned().unwrap_or_default();
-    let selected = nodes
-        .iter()
-        .filter(|node| selector.iter().all(|(k, v)| node.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)))
-        .count();
     let (cpu, memory) = requests(pod);
     let free_cpu = quantity(NODE_CPU).unwrap_or(0.0) - others.0;
     let free_memory = quantity(NODE_MEMORY).unwrap_or(0.0) - others.1;
-    let mut reasons = Vec::new();
-    if selected < n {
-        reasons.push(format!("{} node(s) didn't match Pod's node affinity/selector", n - selected));
+    let mut reasons = std::collections::BTreeMap::<String, usize>::new();
+    // Nodes where evicting pods could make room, and where it could not.
+    let (mut resolvable, mut unresolvable) = (0, 0);
+    for node in &nodes {
+        let mut why = Vec::new();
+        if let Some(taint) = untolerated(node, pod) {
+            why.push(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint["key"].as_str().unwrap_or(""),
+                taint["value"].as_str().unwrap_or("")
+            ));
+        } else if !selector.iter().all(|(k, v)| node.pointer("/metadata/labels").and_then(|l| l.get(k)) == Some(v)) {
+            why.push("node(s) didn't match Pod's node affinity/selector".to_owned());
+        } else {
+            if cpu > free_cpu + 1e-9 {
+                why.push("Insufficient cpu".to_owned());
+            }
+            if memory > free_memory + 0.5 {
+                why.push("Insufficient memory".to_owned());
+            }
+            if why.is_empty() {
+                return Ok(());
+            }
+            resolvable += 1;
+            for w in why {
+                *reasons.entry(w).or_default() += 1;
+            }
+            continue;
+        }
+        unresolvable += 1;
+        for w in why {
+            *reasons.entry(w).or_default() += 1;
+        }
     }
-    if selected > 0 && cpu > free_cpu + 1e-9 {
-        reasons.push(format!("{selected} Insufficient cpu"));
-    }
-    if selected > 0 && memory > free_memory + 0.5 {
-        reasons.push(format!("{selected} Insufficient memory"));
-    }
-    if reasons.is_empty() {
-        return Ok(());
-    }
-    let preemption = if selected == 0 {
-        format!("0/{n} nodes are available: {n} Preemption is not helpful for scheduling.")
-    } else {
-        format!("0/{n} nodes are available: {n} No preemption victims found for incoming pod.")
+    let sorted = |counts: Vec<(usize, String)>| {
+        let mut lines: Vec<String> =
+            counts.into_iter().filter(|(c, _)| *c > 0).map(|(c, r)| format!("{c} {r}")).collect();
+        lines.sort();
+        lines.join(", ")
     };
-    Err(format!("0/{n} nodes are available: {}. preemption: {preemption}", reasons.join(", ")))
+    let why = sorted(reasons.into_iter().map(|(r, c)| (c, r)).collect());
+    let preemption = sorted(vec![
+        (resolvable, "No preemption victims found for incoming pod".to_owned()),
+        (unresolvable, "Preemption is not helpful for scheduling".to_owned()),
+    ]);
+    Err(format!("0/{n} nodes are available: {why}. preemption: 0/{n} nodes are available: {preemption}."))
 }
 
 /// The Pending status of a Pod the scheduler cannot place.
@@ -168,5 +261,31 @@ mod tests {
         assert!(err.contains("spec.tolerations[0].operator: Unsupported value: \"Maybe\""), "{err}");
         assert!(err.contains("must be less than or equal to cpu limit of 1"), "{err}");
         assert!(validate_pod(&json!({"spec": {"containers": [{}]}})).is_ok());
+    }
+
+    #[test]
+    fn taints_parse_as_kubectl_writes_them_and_tolerations_match_as_the_scheduler_matches() {
+        let t: Taint = "dedicated=ci:NoSchedule".parse().unwrap();
+        assert_eq!(t.to_json(), json!({"key": "dedicated", "value": "ci", "effect": "NoSchedule"}));
+        assert_eq!("gpu:NoExecute".parse::<Taint>().unwrap().to_json(), json!({"key": "gpu", "effect": "NoExecute"}));
+        assert!("gpu=a".parse::<Taint>().unwrap_err().contains("no effect"));
+        assert!("gpu=a:Never".parse::<Taint>().unwrap_err().contains("the effect must be"));
+        assert!("=a:NoSchedule".parse::<Taint>().unwrap_err().contains("no key"));
+        let taint = t.to_json();
+        for (toleration, ok) in [
+            (json!({"key": "dedicated", "operator": "Equal", "value": "ci", "effect": "NoSchedule"}), true),
+            (json!({"key": "dedicated", "value": "ci"}), true),
+            (json!({"key": "dedicated", "operator": "Exists"}), true),
+            (json!({"operator": "Exists"}), true),
+            (json!({"key": "dedicated", "value": "batch"}), false),
+            (json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"}), false),
+            (json!({"key": "other", "operator": "Exists"}), false),
+        ] {
+            assert_eq!(tolerates(&toleration, &taint), ok, "{toleration}");
+        }
+        let node = json!({"spec": {"taints": [{"key": "spot", "effect": "PreferNoSchedule"}, taint]}});
+        assert_eq!(untolerated(&node, &json!({"spec": {}})).map(|t| t["key"].clone()), Some(json!("dedicated")));
+        let tolerant = json!({"spec": {"tolerations": [{"key": "dedicated", "operator": "Exists"}]}});
+        assert_eq!(untolerated(&node, &tolerant), None);
     }
 }

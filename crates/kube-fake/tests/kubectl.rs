@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use wharf_kube_fake::{KubeFake, Options};
+use wharf_kube_fake::{KubeFake, Options, Taint};
 
 const KUBECTL: &str = "/usr/bin/kubectl";
 
@@ -473,4 +473,114 @@ async fn a_quota_keeps_a_deployment_from_making_pods() {
     let out = k.run(&["rollout", "status", "deployment/web", "--timeout=1s"], None).await;
     assert!(!out.ok, "kubectl waits (and times out) on a quota");
     assert!(out.stdout.contains("0 out of 2 new replicas have been updated"), "{}", out.stdout);
+}
+
+/// The node's taints as the scheduler honours them, set at start and with `kubectl taint`:
+/// a pod that does not tolerate a `NoSchedule` or `NoExecute` taint stays `Pending` with the
+/// real scheduler's words, one that does is placed. The kubelet's Docker Engine is a socket
+/// that is not there: placing is what is tested, a placed pod then waits in
+/// `CreateContainerError` saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_honours_node_taints() {
+    let dir = tempfile::tempdir().unwrap();
+    let taint: Taint = "dedicated=ci:NoSchedule".parse().unwrap();
+    let options = Options {
+        kubelet: Some(format!("unix://{}", dir.path().join("no-docker.sock").display())),
+        taints: vec![taint],
+        ..Options::default()
+    };
+    let Some((_fake, k)) = setup(dir.path(), options).await else { return };
+    let taints = k
+        .ok(&[
+            "get",
+            "node",
+            "kube-fake-node-0",
+            "-o",
+            "jsonpath={.spec.taints[*].key}={.spec.taints[*].value}:{.spec.taints[*].effect}",
+        ])
+        .await;
+    assert_eq!(taints, "dedicated=ci:NoSchedule");
+    let tolerating = |key: &str, operator: &str, value: &str| {
+        format!(
+            r#"{{"spec": {{"tolerations": [{{"key": "{key}", "operator": "{operator}"{}}}]}}}}"#,
+            if value.is_empty() { String::new() } else { format!(r#", "value": "{value}""#) }
+        )
+    };
+    let run = |name: &'static str, overrides: Option<String>| {
+        let k = &k;
+        async move {
+            let mut args = vec!["run", name, "--image=busybox", "--restart=Never"];
+            if let Some(o) = &overrides {
+                args.extend(["--overrides", o.as_str()]);
+            }
+            args.extend(["--", "true"]);
+            k.ok(&args).await;
+        }
+    };
+    // What the pod is waiting for: the scheduler's message, else the container's reason.
+    let state = |name: &'static str| {
+        let k = &k;
+        async move {
+            let path = "jsonpath={.status.conditions[?(@.type==\"PodScheduled\")].message}|{.status.containerStatuses[0].state.waiting.reason}";
+            for _ in 0..100 {
+                let out = k.ok(&["get", "pod", name, "-o", path]).await;
+                if out != "|" && out != "|ContainerCreating" {
+                    return out;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("pod {name} was neither placed nor refused");
+        }
+    };
+    let refused = |taint: &str| {
+        format!(
+            "0/1 nodes are available: 1 node(s) had untolerated taint {{{taint}}}. preemption: 0/1 nodes are \
+             available: 1 Preemption is not helpful for scheduling.|"
+        )
+    };
+    run("plain", None).await;
+    run("tolerant", Some(tolerating("dedicated", "Equal", "ci"))).await;
+    run("wrong-value", Some(tolerating("dedicated", "Equal", "batch"))).await;
+    assert_eq!(state("plain").await, refused("dedicated: ci"));
+    assert_eq!(state("wrong-value").await, refused("dedicated: ci"));
+    assert_eq!(state("tolerant").await, "|CreateContainerError");
+    let events = k
+        .ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=plain",
+            "-o",
+            "jsonpath={range .items[*]}{.type} {.reason}: {.message}{\"\\n\"}{end}",
+        ])
+        .await;
+    assert!(
+        events.contains(&format!("Warning FailedScheduling: {}", refused("dedicated: ci").trim_end_matches('|'))),
+        "{events}"
+    );
+    let waiting =
+        k.ok(&["get", "pod", "tolerant", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.message}"]).await;
+    let socket = dir.path().join("no-docker.sock");
+    assert!(waiting.contains(&format!("cannot reach the Docker Engine at {}", socket.display())), "{waiting}");
+
+    // `kubectl taint … -` takes it off: the waiting pod is placed.
+    k.ok(&["taint", "nodes", "kube-fake-node-0", "dedicated=ci:NoSchedule-"]).await;
+    let mut placed = String::new();
+    for _ in 0..100 {
+        placed =
+            k.ok(&["get", "pod", "plain", "-o", "jsonpath={.status.containerStatuses[0].state.waiting.reason}"]).await;
+        if placed == "CreateContainerError" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(placed, "CreateContainerError");
+
+    // `NoExecute` keeps pods off too; `Exists` tolerates the key whatever its value, and a
+    // `PreferNoSchedule` taint only steers.
+    k.ok(&["taint", "nodes", "kube-fake-node-0", "gpu=a100:NoExecute", "spot=yes:PreferNoSchedule"]).await;
+    run("no-gpu", None).await;
+    run("any-gpu", Some(tolerating("gpu", "Exists", ""))).await;
+    assert_eq!(state("no-gpu").await, refused("gpu: a100"));
+    assert_eq!(state("any-gpu").await, "|CreateContainerError");
 }

@@ -58,11 +58,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{AsyncBufReadExt, AsyncReadExt};
+use futures_util::stream::BoxStream;
+use futures_util::{AsyncBufReadExt, AsyncReadExt, StreamExt};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
-use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tokio::time::Instant;
 use wharf_executor::lines::{emit, utf8_cut};
@@ -82,8 +83,34 @@ pub const LABEL_ATTEMPT: &str = "wharf.attempt";
 /// The container's name in every task Pod.
 pub const CONTAINER: &str = "task";
 
-/// How often a Pending pod is looked at.
+/// How often a Pending pod, and a pod whose log ended, is looked at at most. Between looks
+/// a watch of the pod makes the next look come as soon as the pod changes (as kubectl
+/// waits); without one (it could not be opened, or it ended) the looks back off from
+/// [`FIRST_POLL`].
 const POLL: Duration = Duration::from_millis(200);
+/// The first look after one that found the pod still waiting, when there is no watch.
+const FIRST_POLL: Duration = Duration::from_millis(10);
+/// How long one watch of a task's pod lasts at most (the API server's `timeoutSeconds`).
+const WATCH_SECONDS: u32 = 290;
+
+/// The changes of one pod, from a watch by name.
+type PodChanges = BoxStream<'static, Result<WatchEvent<Pod>, kube::Error>>;
+
+/// Waits until the pod changed (an event on `changes`) or `pause` passed without a watch
+/// (`POLL` with one), whichever comes first. A watch that ended or broke is dropped.
+async fn until_changed(changes: &mut Option<PodChanges>, pause: Duration) {
+    let Some(events) = changes else { return tokio::time::sleep(pause).await };
+    match tokio::time::timeout(POLL, events.next()).await {
+        Ok(Some(Ok(WatchEvent::Added(_) | WatchEvent::Modified(_) | WatchEvent::Deleted(_)))) | Err(_) => {}
+        Ok(Some(Ok(WatchEvent::Bookmark(_)))) => {}
+        Ok(Some(Ok(WatchEvent::Error(_)) | Err(_)) | None) => *changes = None,
+    }
+}
+
+/// The pause before the next look: twice the last, at most [`POLL`].
+fn back_off(last: Duration) -> Duration {
+    (last * 2).min(POLL)
+}
 /// How long the final state is waited for after the log stream ended.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a pod may take to start before its task shows `pending` (a pod the
@@ -559,6 +586,10 @@ impl KubeExecutor {
         // The reason last reported as the attempt's `pending` phase.
         let mut reported: Option<String> = None;
         let pending_since = Instant::now();
+        let mut pause = FIRST_POLL;
+        // The pod's changes from the first look on; opened once.
+        let mut changes: Option<PodChanges> = None;
+        let mut watched = false;
         let pending_limit = spec_limit.unwrap_or(self.config.pending_limit);
         // Pending: the scheduler's and the kubelet's reasons, as the task's `pending`.
         loop {
@@ -625,17 +656,29 @@ impl KubeExecutor {
             let limit = pending_limit;
             if pending_since.elapsed() >= limit {
                 let waited = humantime(limit);
+                let why = told.trim_start_matches("pending: the scheduler cannot place the pod: ");
+                // Only a shortage is 资源不足; a taint or selector no node passes is the task's
+                // placement, which more capacity does not help.
                 let message = match unscheduled {
+                    Some(_) if why.contains("Insufficient") => format!(
+                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it \
+                         (资源不足, not enough resources): {why}; add nodes or capacity to the cluster, or lower the \
+                         task's `resources` requests, `node_selector` or `tolerations`"
+                    ),
                     Some(_) => format!(
-                        "pod {name} stayed pending for {waited}: the cluster has no node with room for it                          (资源不足, not enough resources): {}; add nodes or capacity to the cluster, or lower the                          task's `resources` requests, `node_selector` or `tolerations`",
-                        told.trim_start_matches("pending: the scheduler cannot place the pod: ")
+                        "pod {name} stayed pending for {waited}: no node of the cluster takes it: {why}; check the \
+                         task's `node_selector` and `tolerations` against the nodes' labels and taints"
                     ),
                     None => format!("pod {name} stayed pending for {waited}: {}", told.trim_start_matches("pending: ")),
                 };
                 return Err(start_error(message));
             }
+            if !watched {
+                watched = true;
+                changes = self.pod_changes(name, pod.metadata.resource_version.as_deref()).await;
+            }
             tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
+                () = until_changed(&mut changes, pause) => pause = back_off(pause),
                 changed = stop.changed() => if changed.is_ok() && let Some(request) = requested(stop) {
                     system(logs, format!("stopping: deleted the pending pod (reason: {})", request.reason));
                     return Ok(Exit { code: None, signal: None, stopped: Some(request.reason) });
@@ -694,11 +737,14 @@ impl KubeExecutor {
             }
         }
         let deadline = Instant::now() + SETTLE_TIMEOUT;
+        let mut pause = FIRST_POLL;
+        let (mut changes, mut watched) = (None, false);
         loop {
             let pod = pods
                 .get_opt(name)
                 .await
                 .map_err(|e| start_error(format!("cannot read pod {name}: {}", kube_reason(&e))))?;
+            let version = pod.as_ref().and_then(|p| p.metadata.resource_version.clone());
             let terminated = pod
                 .as_ref()
                 .and_then(|p| p.status.as_ref())
@@ -725,8 +771,12 @@ impl KubeExecutor {
                     "pod {name}: its log ended but its container did not within {SETTLE_TIMEOUT:?}"
                 )));
             }
+            if !watched {
+                watched = true;
+                changes = self.pod_changes(name, version.as_deref()).await;
+            }
             tokio::select! {
-                () = tokio::time::sleep(POLL) => {}
+                () = until_changed(&mut changes, pause) => pause = back_off(pause),
                 changed = stop.changed(), if watching => match changed {
                     Ok(()) => if let Some(request) = requested(stop) {
                         stopped = Some(request.reason);
@@ -736,6 +786,13 @@ impl KubeExecutor {
                 }
             }
         }
+    }
+
+    /// A watch of the pod `name` from `version` on; `None` when it cannot be opened.
+    async fn pod_changes(&self, name: &str, version: Option<&str>) -> Option<PodChanges> {
+        let params = WatchParams::default().fields(&format!("metadata.name={name}")).timeout(WATCH_SECONDS);
+        let events = self.pods().watch(&params, version.unwrap_or("0")).await.ok()?;
+        Some(events.boxed())
     }
 
     async fn delete_with_grace(&self, name: &str, grace: Duration, reason: StopReason, logs: &dyn LogSink) {
@@ -1368,6 +1425,18 @@ pub(crate) fn system(logs: &dyn LogSink, text: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn looks_at_a_pod_soon_then_backs_off_to_the_poll() {
+        let mut pause = FIRST_POLL;
+        let mut looks = vec![pause];
+        for _ in 0..6 {
+            pause = back_off(pause);
+            looks.push(pause);
+        }
+        let ms: Vec<u128> = looks.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, [10, 20, 40, 80, 160, 200, 200]);
+    }
 
     #[test]
     fn label_values_are_safe() {

@@ -20,7 +20,7 @@ use wharf_executor::{
 use wharf_kube::{
     ClusterExecutor, ClusterSource, Connection, FileAccess, KubeExecutor, KubeExecutorConfig, Policy, Workspace,
 };
-use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options};
+use wharf_kube_fake::{FAULT_ANNOTATION, KubeFake, Options, Taint};
 
 #[derive(Default)]
 struct Collect(Mutex<Vec<LogLine>>, Mutex<Vec<Phase>>);
@@ -53,8 +53,13 @@ struct Fixture {
 }
 
 async fn fixture(namespace: &str, fault: Option<&str>) -> Option<Fixture> {
+    fixture_on(namespace, fault, Vec::new()).await
+}
+
+/// The fixture on a fake whose node has these taints.
+async fn fixture_on(namespace: &str, fault: Option<&str>, taints: Vec<Taint>) -> Option<Fixture> {
     let env = wharf_testenv::containers_or_fail_in_ci()?;
-    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), ..Options::default() }).await.unwrap();
+    let fake = KubeFake::start(Options { kubelet: Some("docker".into()), taints, ..Options::default() }).await.unwrap();
     let conn = Connection::from_kubeconfig(
         &fake.kubeconfig(),
         None,
@@ -746,4 +751,92 @@ async fn a_runs_claim_carries_its_workspace_and_goes_with_the_run() {
     assert_eq!(listed.trim(), "", "no claim left");
     assert_eq!(f.left().await, (0, 0), "no pod, no Secret left");
     assert!(executor.leftovers("WHARF_SERVER_RUN").await.unwrap().is_empty());
+}
+
+/// A node tainted `dedicated=ci:NoSchedule` takes the task whose tolerations match it; a
+/// task without them stays pending with the scheduler's reason until its pending limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tainted_node_takes_only_tasks_that_tolerate_it() {
+    let taints = vec!["dedicated=ci:NoSchedule".parse().unwrap()];
+    let Some(f) = fixture_on("ecp-devops-taint", None, taints).await else { return };
+    let tolerant = PodSettings {
+        tolerations: vec![Toleration {
+            key: Some("dedicated".into()),
+            operator: Some("Equal".into()),
+            value: Some("ci".into()),
+            effect: Some("NoSchedule".into()),
+        }],
+        ..PodSettings::default()
+    };
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let spec = on_cluster(&f, f.spec("tolerant", "echo placed on the tainted node"), tolerant, None);
+    let exit = f.executor.run(spec, logs.clone(), rx).await.unwrap();
+    assert!(exit.succeeded(), "{}", logs.all());
+    assert!(logs.all().contains("placed on the tainted node"), "{}", logs.all());
+
+    let logs = Arc::new(Collect::default());
+    let (_tx, rx) = no_stop();
+    let spec = on_cluster(&f, f.spec("intolerant", "echo never"), PodSettings::default(), Some(Duration::from_secs(2)));
+    let err = f.executor.run(spec, logs.clone(), rx).await.unwrap_err().to_string();
+    let why = "0/1 nodes are available: 1 node(s) had untolerated taint {dedicated: ci}. preemption: 0/1 nodes are \
+               available: 1 Preemption is not helpful for scheduling.";
+    assert!(err.contains("stayed pending for 2s: no node of the cluster takes it: "), "{err}");
+    assert!(err.contains(why), "{err}");
+    assert!(err.contains("check the task's `node_selector` and `tolerations`"), "{err}");
+    assert!(!err.contains("not enough resources"), "a taint is no shortage: {err}");
+    let phases = logs.1.lock().unwrap().clone();
+    assert_eq!(
+        phases.last(),
+        Some(&Phase::Pending { reason: format!("the scheduler cannot place the pod: {why}") }),
+        "{phases:?}"
+    );
+    assert!(!logs.all().contains("never"), "{}", logs.all());
+    assert_eq!(f.left().await, (0, 0));
+}
+
+/// Dropping the test double removes the containers its kubelet started, a running one
+/// included (the kubelet talks to the Docker Engine API; the container is `kube-fake-<uid>`),
+/// and their directories on this machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_fake_removes_its_containers() {
+    let Some(f) = fixture("ecp-devops-drop", None).await else { return };
+    let pods = Api::<Pod>::namespaced(f.conn.client().clone(), &f.namespace);
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "sleeper"},
+        "spec": {"restartPolicy": "Never",
+                 "containers": [{"name": "task", "image": f.image, "command": ["sleep", "300"]}]}
+    }))
+    .unwrap();
+    let uid = pods.create(&PostParams::default(), &pod).await.unwrap().metadata.uid.unwrap();
+    let mut phase = String::new();
+    for _ in 0..200 {
+        phase = pods.get("sleeper").await.unwrap().status.and_then(|s| s.phase).unwrap_or_default();
+        if phase == "Running" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(phase, "Running");
+    let container = format!("kube-fake-{uid}");
+    let state = || {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Status}}", &container])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(state(), "running");
+    // The pod's directory (its termination message file) on this machine.
+    let pod_dirs = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(&format!("-{uid}")))
+            .count()
+    };
+    assert_eq!(pod_dirs(), 1);
+    drop(f);
+    assert_eq!(state(), "", "container {container} is left after the fake was dropped");
+    assert_eq!(pod_dirs(), 0, "the pod's directory is left after the fake was dropped");
 }
