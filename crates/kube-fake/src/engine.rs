@@ -85,16 +85,7 @@ impl Engine {
 
     /// A call whose reply is read whole, within [`TIMEOUT`]: its status and body.
     async fn call(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Bytes), String> {
-        let call = async {
-            let reply = self.send(method, path, body).await?;
-            let status = reply.status();
-            let body = Limited::new(reply.into_body(), MAX_REPLY)
-                .collect()
-                .await
-                .map_err(|e| format!("Docker Engine {path}: reading the reply: {e}"))?
-                .to_bytes();
-            Ok((status, body))
-        };
+        let call = async { whole(path, self.send(method, path, body).await?).await };
         tokio::time::timeout(TIMEOUT, call)
             .await
             .unwrap_or_else(|_| Err(format!("Docker Engine {path} took longer than {TIMEOUT:?}")))
@@ -172,13 +163,7 @@ impl Engine {
     /// Waits for the container to stop (however long it runs): its exit code.
     pub async fn wait(&self, id: &str) -> Result<i64, String> {
         let path = format!("/containers/{}/wait", encode(id));
-        let reply = self.send(Method::POST, &path, None).await?;
-        let status = reply.status();
-        let body = Limited::new(reply.into_body(), MAX_REPLY)
-            .collect()
-            .await
-            .map_err(|e| format!("Docker Engine {path}: reading the reply: {e}"))?
-            .to_bytes();
+        let (status, body) = whole(&path, self.send(Method::POST, &path, None).await?).await?;
         if !status.is_success() {
             return Err(message(status, &body));
         }
@@ -224,6 +209,17 @@ impl Engine {
 }
 
 /// The daemon's `{"message": …}`, else the status and body as they came.
+/// A reply read whole (at most [`MAX_REPLY`]): its status and body.
+async fn whole(path: &str, reply: http::Response<Incoming>) -> Result<(StatusCode, Bytes), String> {
+    let status = reply.status();
+    let body = Limited::new(reply.into_body(), MAX_REPLY)
+        .collect()
+        .await
+        .map_err(|e| format!("Docker Engine {path}: reading the reply: {e}"))?
+        .to_bytes();
+    Ok((status, body))
+}
+
 fn message(status: StatusCode, body: &[u8]) -> String {
     let parsed: Value = serde_json::from_slice(body).unwrap_or_default();
     match parsed["message"].as_str() {
