@@ -111,4 +111,9 @@ impl Detail {
     pub fn at(path: impl Into<String>, message: impl Into<String>) -> Detail {
         Detail { path: path.into(), line: None, column: None, message: message.into() }
     }
+
+    /// A body that is not the JSON expected, at the line and column serde saw.
+    pub fn of_json(e: &serde_json::Error) -> Detail {
+        Detail { path: String::new(), line: Some(e.line()), column: Some(e.column()), message: e.to_string() }
+    }
 }

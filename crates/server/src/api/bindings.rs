@@ -35,10 +35,6 @@ pub fn view(binding: Binding) -> wharf_api::bindings::Binding {
     rows::binding(binding, WebhookPath::Some(hook))
 }
 
-fn detail(path: &str, message: impl Into<String>) -> Detail {
-    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
-}
-
 /// An optional text field: blank is absent.
 fn given(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.trim().is_empty())
@@ -59,10 +55,10 @@ pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> A
     authz::check(&caller, Action::SetRepository, &new)?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
-        problems.push(detail("name", format!("`{}` is not a valid binding name: {}", e.value, PipelineName::RULE)));
+        problems.push(Detail::at("name", format!("`{}` is not a valid binding name: {}", e.value, PipelineName::RULE)));
     }
     if !PROVIDERS.contains(&request.provider.as_str()) {
-        problems.push(detail(
+        problems.push(Detail::at(
             "provider",
             format!("`{}` is not a provider Wharf knows; use one of {}", request.provider, PROVIDERS.join(", ")),
         ));
@@ -79,7 +75,7 @@ pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> A
     if let Some(url) = &url
         && let Err(why) = check_instance_url(url)
     {
-        problems.push(detail("url", why));
+        problems.push(Detail::at("url", why));
     }
     for (path, value) in [
         ("client_id", &request.client_id),
@@ -88,7 +84,7 @@ pub async fn create(State(state): AppStateRef, caller: Caller, body: Bytes) -> A
         ("webhook_secret", &request.webhook_secret),
     ] {
         if value.as_deref().is_some_and(|v| v.len() > 4096 || v.chars().any(char::is_control)) {
-            problems.push(detail(path, "at most 4096 characters, without control characters"));
+            problems.push(Detail::at(path, "at most 4096 characters, without control characters"));
         }
     }
     if !problems.is_empty() {

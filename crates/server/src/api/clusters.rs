@@ -71,10 +71,6 @@ pub const MAX_SETTINGS_BODY: usize = 64 * 1024;
 /// `app.kubernetes.io/managed-by: wharf`.
 pub const CLUSTER_LABEL: &str = "wharf.cluster";
 
-fn detail(path: &str, message: impl Into<String>) -> Detail {
-    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
-}
-
 fn view(c: Cluster) -> ClusterView {
     ClusterView {
         id: c.id,
@@ -131,8 +127,8 @@ fn settings_of(v: ClusterSettingsView, prefix: &str) -> Result<ClusterSettings, 
     let mut problems = Vec::new();
     let quantities = |q: PodQuantities| Quantities { cpu: q.cpu, memory: q.memory };
     let mode = WorkspaceMode::parse(&v.workspace.mode).unwrap_or_else(|| {
-        problems.push(detail(
-            &format!("{prefix}workspace.mode"),
+        problems.push(Detail::at(
+            format!("{prefix}workspace.mode"),
             format!("`{}` is not a workspace mode: `host-path` or `claim`", v.workspace.mode.escape_debug()),
         ));
         WorkspaceMode::HostPath
@@ -141,7 +137,7 @@ fn settings_of(v: ClusterSettingsView, prefix: &str) -> Result<ClusterSettings, 
         None => None,
         Some(Ok(d)) => Some(d),
         Some(Err(e)) => {
-            problems.push(detail(&format!("{prefix}pending_limit"), e.to_string()));
+            problems.push(Detail::at(format!("{prefix}pending_limit"), e.to_string()));
             None
         }
     };
@@ -159,7 +155,7 @@ fn settings_of(v: ClusterSettingsView, prefix: &str) -> Result<ClusterSettings, 
         pending_limit,
         workspace: WorkspaceSettings { mode, storage_class: v.workspace.storage_class, size: v.workspace.size },
     };
-    problems.extend(settings.problems().into_iter().map(|(path, why)| detail(&format!("{prefix}{path}"), why)));
+    problems.extend(settings.problems().into_iter().map(|(path, why)| Detail::at(format!("{prefix}{path}"), why)));
     if problems.is_empty() { Ok(settings) } else { Err(problems) }
 }
 
@@ -289,14 +285,14 @@ pub async fn create(
     authz::check(&caller, Action::AddCluster, &Object::Cluster { name: &request.name, project: &project })?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
-        problems.push(detail("name", format!("`{}` is not a valid cluster name: {}", e.value, PipelineName::RULE)));
+        problems.push(Detail::at("name", format!("`{}` is not a valid cluster name: {}", e.value, PipelineName::RULE)));
     }
     if request.kubeconfig.trim().is_empty() {
-        problems.push(detail("kubeconfig", "give the kubeconfig file's text (YAML) as `kubeconfig`"));
+        problems.push(Detail::at("kubeconfig", "give the kubeconfig file's text (YAML) as `kubeconfig`"));
     }
     let context = request.context.as_deref().filter(|c| !c.is_empty());
     if context.is_some_and(|c| c.len() > 253 || c.chars().any(char::is_control)) {
-        problems.push(detail("context", "at most 253 characters, without control characters"));
+        problems.push(Detail::at("context", "at most 253 characters, without control characters"));
     }
     let settings = match request.settings.map(|s| settings_of(s, "settings.")).transpose() {
         Ok(settings) => settings.unwrap_or_default(),
@@ -471,12 +467,7 @@ pub async fn update(
     authz::check(&caller, Action::AddCluster, &object(&cluster))?;
     let patch: serde_json::Value = serde_json::from_slice(&body).map_err(|e| AppError::Invalid {
         message: "the request body is not valid".into(),
-        details: vec![Detail {
-            path: String::new(),
-            line: Some(e.line()),
-            column: Some(e.column()),
-            message: e.to_string(),
-        }],
+        details: vec![Detail::of_json(&e)],
     })?;
     if !patch.is_object() {
         return Err(AppError::invalid(

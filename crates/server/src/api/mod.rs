@@ -327,12 +327,7 @@ pub fn json_body<T: DeserializeOwned + Default>(body: &Bytes) -> ApiResult<T> {
     }
     serde_json::from_slice(body).map_err(|e| AppError::Invalid {
         message: "the request body is not valid".into(),
-        details: vec![Detail {
-            path: String::new(),
-            line: Some(e.line()),
-            column: Some(e.column()),
-            message: e.to_string(),
-        }],
+        details: vec![Detail::of_json(&e)],
     })
 }
 

@@ -33,10 +33,6 @@ use wharf_store::registries::{NewRegistry, Registry};
 
 type Answer = Result<Response, AppError>;
 
-fn detail(path: &str, message: impl Into<String>) -> Detail {
-    Detail { path: path.to_owned(), line: None, column: None, message: message.into() }
-}
-
 /// A registry as answered: its stored fields without the password, and its URL.
 fn view(registry: Registry) -> wharf_api::registries::Registry {
     let url = access(&registry).base_url();
@@ -93,29 +89,30 @@ pub async fn create(
     let request: CreateRegistry = json_body(&body)?;
     let mut problems = Vec::new();
     if let Err(e) = PipelineName::new(request.name.clone()) {
-        problems.push(detail("name", format!("`{}` is not a valid registry name: {}", e.value, PipelineName::RULE)));
+        problems
+            .push(Detail::at("name", format!("`{}` is not a valid registry name: {}", e.value, PipelineName::RULE)));
     }
     let host = match RegistryAccess::from_url(&request.url, request.insecure) {
         Ok(host) => host,
         Err(why) => {
-            problems.push(detail("url", why));
+            problems.push(Detail::at("url", why));
             String::new()
         }
     };
     for (i, workspace) in request.workspaces.iter().enumerate() {
         if let Err(e) = check_component(workspace) {
-            problems.push(detail(&format!("workspaces[{i}]"), format!("not a workspace name: {e}")));
+            problems.push(Detail::at(format!("workspaces[{i}]"), format!("not a workspace name: {e}")));
         }
     }
     for (path, value) in [("username", &request.username), ("password", &request.password)] {
         if value.as_deref().is_some_and(|v| v.len() > 4096 || v.chars().any(char::is_control)) {
-            problems.push(detail(path, "at most 4096 characters, without control characters"));
+            problems.push(Detail::at(path, "at most 4096 characters, without control characters"));
         }
     }
     let username = given(request.username);
     let password = given(request.password);
     if password.is_some() && username.is_none() {
-        problems.push(detail("username", "a password needs a username"));
+        problems.push(Detail::at("username", "a password needs a username"));
     }
     if !problems.is_empty() {
         return Err(AppError::Invalid { message: "the registry is not valid".into(), details: problems });
