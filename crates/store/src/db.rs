@@ -21,13 +21,16 @@
 //! as `i64` on both), booleans as `BOOLEAN` (SQLite stores 0/1), bytes as `BLOB`/`BYTEA`.
 
 use sqlx::postgres::{PgArguments, PgPool, PgRow};
-use sqlx::sqlite::{SqliteArguments, SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Decode, Postgres, Row, Sqlite, Transaction, Type};
 
-/// A connection pool to one of the two databases.
+use crate::lite::{LitePool, LiteTx};
+
+/// A connection pool to one of the two databases: SQLite's is [`LitePool`] (why not
+/// sqlx's: see there).
 #[derive(Clone, Debug)]
 pub enum Pool {
-    Sqlite(SqlitePool),
+    Sqlite(LitePool),
     Postgres(PgPool),
 }
 
@@ -53,7 +56,7 @@ impl Pool {
 
 /// A transaction on either database; rolled back when dropped uncommitted.
 pub enum Tx {
-    Sqlite(Transaction<'static, Sqlite>),
+    Sqlite(LiteTx),
     Postgres(Transaction<'static, Postgres>),
 }
 
@@ -227,9 +230,16 @@ impl Query {
 
     pub async fn execute<'c>(self, on: impl Into<On<'c>>) -> Result<Done, sqlx::Error> {
         let rows = match on.into() {
-            On::Pool(Pool::Sqlite(pool)) => self.sqlite()?.execute(pool).await?.rows_affected(),
+            On::Pool(Pool::Sqlite(pool)) => {
+                let mut conn = pool.acquire().await?;
+                let done = self.sqlite()?.execute(&mut *conn).await;
+                conn.check(done)?.rows_affected()
+            }
             On::Pool(Pool::Postgres(pool)) => self.postgres()?.execute(pool).await?.rows_affected(),
-            On::Tx(Tx::Sqlite(tx)) => self.sqlite()?.execute(&mut **tx).await?.rows_affected(),
+            On::Tx(Tx::Sqlite(tx)) => {
+                let done = self.sqlite()?.execute(&mut **tx).await;
+                tx.check(done)?.rows_affected()
+            }
             On::Tx(Tx::Postgres(tx)) => self.postgres()?.execute(&mut **tx).await?.rows_affected(),
         };
         Ok(Done { rows })
@@ -238,13 +248,16 @@ impl Query {
     pub async fn fetch_all<'c>(self, on: impl Into<On<'c>>) -> Result<Vec<DbRow>, sqlx::Error> {
         Ok(match on.into() {
             On::Pool(Pool::Sqlite(pool)) => {
-                self.sqlite()?.fetch_all(pool).await?.into_iter().map(DbRow::Sqlite).collect()
+                let mut conn = pool.acquire().await?;
+                let rows = self.sqlite()?.fetch_all(&mut *conn).await;
+                conn.check(rows)?.into_iter().map(DbRow::Sqlite).collect()
             }
             On::Pool(Pool::Postgres(pool)) => {
                 self.postgres()?.fetch_all(pool).await?.into_iter().map(DbRow::Postgres).collect()
             }
             On::Tx(Tx::Sqlite(tx)) => {
-                self.sqlite()?.fetch_all(&mut **tx).await?.into_iter().map(DbRow::Sqlite).collect()
+                let rows = self.sqlite()?.fetch_all(&mut **tx).await;
+                tx.check(rows)?.into_iter().map(DbRow::Sqlite).collect()
             }
             On::Tx(Tx::Postgres(tx)) => {
                 self.postgres()?.fetch_all(&mut **tx).await?.into_iter().map(DbRow::Postgres).collect()
@@ -254,9 +267,16 @@ impl Query {
 
     pub async fn fetch_optional<'c>(self, on: impl Into<On<'c>>) -> Result<Option<DbRow>, sqlx::Error> {
         Ok(match on.into() {
-            On::Pool(Pool::Sqlite(pool)) => self.sqlite()?.fetch_optional(pool).await?.map(DbRow::Sqlite),
+            On::Pool(Pool::Sqlite(pool)) => {
+                let mut conn = pool.acquire().await?;
+                let row = self.sqlite()?.fetch_optional(&mut *conn).await;
+                conn.check(row)?.map(DbRow::Sqlite)
+            }
             On::Pool(Pool::Postgres(pool)) => self.postgres()?.fetch_optional(pool).await?.map(DbRow::Postgres),
-            On::Tx(Tx::Sqlite(tx)) => self.sqlite()?.fetch_optional(&mut **tx).await?.map(DbRow::Sqlite),
+            On::Tx(Tx::Sqlite(tx)) => {
+                let row = self.sqlite()?.fetch_optional(&mut **tx).await;
+                tx.check(row)?.map(DbRow::Sqlite)
+            }
             On::Tx(Tx::Postgres(tx)) => self.postgres()?.fetch_optional(&mut **tx).await?.map(DbRow::Postgres),
         })
     }

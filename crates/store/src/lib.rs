@@ -30,6 +30,7 @@ pub mod deliveries;
 pub mod events;
 pub mod gates;
 pub mod idempotency;
+pub mod lite;
 pub mod logs;
 pub mod migrate;
 pub mod registries;
@@ -40,9 +41,8 @@ pub mod timers;
 
 use db::DbRow;
 use serde::Serialize;
-use sqlx::SqlitePool;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use std::str::FromStr;
 use std::time::Duration;
 use wharf_core::run::RunRecord;
@@ -230,7 +230,7 @@ async fn open_sqlite(url: &str) -> Result<db::Pool> {
         .synchronous(SqliteSynchronous::Normal)
         .foreign_keys(true)
         .busy_timeout(Duration::from_secs(10));
-    Ok(db::Pool::Sqlite(SqlitePoolOptions::new().max_connections(8).connect_with(options).await?))
+    Ok(db::Pool::Sqlite(lite::LitePool::open(options, 8).await?))
 }
 
 /// A PostgreSQL pool. Plain TCP (or a Unix socket): this build has no TLS for the
@@ -906,7 +906,7 @@ impl Store {
     }
 
     /// The SQLite pool, for bulk loading in benchmarks and tests; `None` on PostgreSQL.
-    pub fn sqlite_pool(&self) -> Option<&SqlitePool> {
+    pub fn sqlite_pool(&self) -> Option<&lite::LitePool> {
         match &self.pool {
             db::Pool::Sqlite(pool) => Some(pool),
             db::Pool::Postgres(_) => None,
