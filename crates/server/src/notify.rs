@@ -24,7 +24,9 @@ pub struct ServerNotifier(Arc<Inner>);
 struct Inner {
     store: Store,
     runs: wharf_lifecycle::Lifecycle,
-    client: reqwest::Client,
+    /// Built at the first webhook: building one reads the platform's trust store, which
+    /// a server that sends none should not pay for at start (nor fail to start without).
+    client: std::sync::OnceLock<Result<reqwest::Client, String>>,
     policy: wharf_outbound::Policy,
     mailer: Option<Mailer>,
     public_url: Option<String>,
@@ -39,10 +41,6 @@ impl ServerNotifier {
         runs: wharf_lifecycle::Lifecycle,
         policy: wharf_outbound::Policy,
     ) -> Result<ServerNotifier, crate::ServerError> {
-        let client = policy
-            .apply(reqwest::Client::builder().user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION"))))
-            .build()
-            .map_err(|e| crate::ServerError::Config(format!("cannot build the notification client: {e}")))?;
         let mailer = match &config.smtp {
             Some(settings) => Some(
                 Mailer::new(settings, config.notify_retry.timeout)
@@ -53,13 +51,34 @@ impl ServerNotifier {
         Ok(ServerNotifier(Arc::new(Inner {
             store,
             runs,
-            client,
+            client: std::sync::OnceLock::new(),
             policy,
             mailer,
             public_url: config.public_url.clone(),
             secret: config.notify_secret.clone(),
             retry: config.notify_retry,
         })))
+    }
+}
+
+impl Inner {
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        let built = self.client.get_or_init(|| {
+            self.policy
+                .apply(reqwest::Client::builder().user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION"))))
+                .build()
+                .map_err(|e| {
+                    // reqwest's own text is "builder error"; the cause is in its sources.
+                    let mut why = format!("cannot build the notification client: {e}");
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(cause) = source {
+                        why.push_str(&format!(": {cause}"));
+                        source = cause.source();
+                    }
+                    why
+                })
+        });
+        built.as_ref().map_err(Clone::clone)
     }
 }
 
@@ -164,18 +183,10 @@ impl ServerNotifier {
             match &notification.target {
                 NotifyTarget::Webhook(w) => {
                     let rendered = render_webhook(&scope, w, &secrets, inner.secret.as_deref());
-                    match rendered {
-                        Ok(hook) => {
-                            webhook::send(
-                                &inner.client,
-                                &inner.policy,
-                                &hook,
-                                &facts,
-                                &delivery,
-                                inner.retry,
-                                &mut report,
-                            )
-                            .await;
+                    match rendered.and_then(|hook| Ok((hook, inner.client()?))) {
+                        Ok((hook, client)) => {
+                            webhook::send(client, &inner.policy, &hook, &facts, &delivery, inner.retry, &mut report)
+                                .await;
                         }
                         Err(why) => report(Attempt { number: 1, delivered: false, detail: why }),
                     }
