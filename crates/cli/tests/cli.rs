@@ -1541,6 +1541,26 @@ fn serve_says_a_busy_port_and_its_defaults_once() {
     assert_eq!(error.matches("Address already in use").count(), 1, "{error}");
 }
 
+/// A machine without CA certificates still runs a server: the notification client,
+/// which reads the trust store, is built at the first webhook sent, not at start (it
+/// stopped the start with "cannot build the notification client: builder error").
+/// The start gets as far as listening: a busy port is what it reports.
+#[test]
+fn serve_starts_without_ca_certificates() {
+    let sb = Sandbox::new();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = busy.local_addr().unwrap().to_string();
+    let data = sb.path().join("serve-data");
+    let no_certs = sb.path().join("no-certs");
+    std::fs::create_dir(&no_certs).unwrap();
+    let mut cmd = sb.command(&["serve", "--listen", &listen, "--data-dir", data.to_str().unwrap()]);
+    cmd.env("SSL_CERT_FILE", no_certs.join("none.pem")).env("SSL_CERT_DIR", &no_certs);
+    let out = Running::spawn(cmd).finish(DEADLINE);
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    let error = out.stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default();
+    assert!(error.starts_with(&format!("error: cannot listen on {listen}: ")), "{}", out.stderr);
+}
+
 #[test]
 fn wharf_run_refuses_approval_tasks_saying_they_need_the_server() {
     let sb = Sandbox::new();
