@@ -12,14 +12,16 @@
 //! had the context switches to and from these threads as the largest cost left; this
 //! pool makes a statement one round trip instead of three.
 //!
-//! What it keeps of sqlx's pool: at most `max` connections, opened when first needed
-//! and kept; a caller waits for a free one (up to 30 s, then `PoolTimedOut`, as sqlx);
-//! a connection whose thread died (`WorkerCrashed`) is not handed out again.
+//! What it keeps of sqlx's pool: at most `max` connections, opened when first needed;
+//! a caller waits for a free one (up to 30 s, then `PoolTimedOut`, as sqlx); a
+//! connection whose thread died (`WorkerCrashed`) is not handed out again; and a
+//! connection left idle for 10 minutes is closed (but the last), which gives back its
+//! page cache (up to 2 MiB each) after a busy spell.
 
 use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection, Database, Sqlite};
@@ -31,13 +33,18 @@ type Manager = <Sqlite as Database>::TransactionManager;
 /// How long a caller waits for a free connection (sqlx's default too).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a connection may sit idle before it is closed (sqlx's default too).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Up to `max` connections to one SQLite database; cheap to clone.
 #[derive(Clone)]
 pub struct LitePool(Arc<Inner>);
 
 struct Inner {
     options: SqliteConnectOptions,
-    idle: Mutex<Vec<SqliteConnection>>,
+    /// Free connections with the time each came back, the most recent last (handed out
+    /// first, so the oldest are the ones left idle).
+    idle: Mutex<Vec<(SqliteConnection, Instant)>>,
     slots: Arc<Semaphore>,
     closed: AtomicBool,
 }
@@ -51,13 +58,19 @@ impl std::fmt::Debug for LitePool {
 impl LitePool {
     /// Opens one connection now, so a database that cannot be opened fails here.
     pub async fn open(options: SqliteConnectOptions, max: usize) -> Result<LitePool, sqlx::Error> {
+        LitePool::open_with(options, max, IDLE_TIMEOUT).await
+    }
+
+    async fn open_with(options: SqliteConnectOptions, max: usize, idle: Duration) -> Result<LitePool, sqlx::Error> {
         let first = SqliteConnection::connect_with(&options).await?;
-        Ok(LitePool(Arc::new(Inner {
+        let inner = Arc::new(Inner {
             options,
-            idle: Mutex::new(vec![first]),
+            idle: Mutex::new(vec![(first, Instant::now())]),
             slots: Arc::new(Semaphore::new(max)),
             closed: AtomicBool::new(false),
-        })))
+        });
+        tokio::spawn(reap(Arc::downgrade(&inner), idle));
+        Ok(LitePool(inner))
     }
 
     /// A connection of its own until the guard is dropped.
@@ -69,7 +82,7 @@ impl LitePool {
         };
         let idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match idle {
-            Some(conn) => conn,
+            Some((conn, _)) => conn,
             None => SqliteConnection::connect_with(&self.0.options).await?,
         };
         Ok(LiteConn { conn: Some(conn), pool: self.0.clone(), broken: false, _permit: permit })
@@ -89,7 +102,28 @@ impl LitePool {
         self.0.closed.store(true, Ordering::SeqCst);
         self.0.slots.close();
         let idle = std::mem::take(&mut *self.0.idle.lock().unwrap_or_else(|p| p.into_inner()));
-        for conn in idle {
+        for (conn, _) in idle {
+            let _ = conn.close().await;
+        }
+    }
+}
+
+/// Closes connections idle for longer than `after`, keeping one, until the pool is gone.
+async fn reap(pool: Weak<Inner>, after: Duration) {
+    loop {
+        tokio::time::sleep(after / 4).await;
+        let Some(inner) = pool.upgrade() else { return };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let stale: Vec<SqliteConnection> = {
+            let mut idle = inner.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let keep_from = idle.iter().position(|(_, since)| since.elapsed() < after).unwrap_or(idle.len());
+            let cut = keep_from.min(idle.len().saturating_sub(1));
+            idle.drain(..cut).map(|(conn, _)| conn).collect()
+        };
+        drop(inner);
+        for conn in stale {
             let _ = conn.close().await;
         }
     }
@@ -132,7 +166,7 @@ impl Drop for LiteConn {
         if self.broken || self.pool.closed.load(Ordering::SeqCst) {
             return; // dropping it ends its thread
         }
-        self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).push((conn, Instant::now()));
     }
 }
 
@@ -185,12 +219,16 @@ mod tests {
     use std::str::FromStr;
 
     async fn pool(dir: &tempfile::TempDir, max: usize) -> LitePool {
+        pool_idle(dir, max, IDLE_TIMEOUT).await
+    }
+
+    async fn pool_idle(dir: &tempfile::TempDir, max: usize, idle: Duration) -> LitePool {
         let path = dir.path().join("t.db");
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .unwrap()
             .create_if_missing(true)
             .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal);
-        let pool = LitePool::open(options, max).await.unwrap();
+        let pool = LitePool::open_with(options, max, idle).await.unwrap();
         let mut c = pool.acquire().await.unwrap();
         sqlx::query("CREATE TABLE t (v INTEGER)").execute(&mut *c).await.unwrap();
         pool
@@ -235,6 +273,20 @@ mod tests {
         drop(a);
         assert_eq!(waiting.await.unwrap(), 0);
         assert_eq!(pool.0.idle.lock().unwrap().len(), 1, "the connection went back");
+    }
+
+    /// Connections left idle past the timeout are closed, all but one.
+    #[tokio::test]
+    async fn idle_connections_are_closed_but_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool_idle(&dir, 4, Duration::from_millis(200)).await;
+        let held: Vec<LiteConn> =
+            vec![pool.acquire().await.unwrap(), pool.acquire().await.unwrap(), pool.acquire().await.unwrap()];
+        drop(held);
+        assert_eq!(pool.0.idle.lock().unwrap().len(), 3);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(pool.0.idle.lock().unwrap().len(), 1, "the idle ones were kept");
+        assert_eq!(count(&pool).await, 0, "the one kept still works");
     }
 
     /// A closed pool refuses callers and keeps no connection.
