@@ -4,7 +4,7 @@
 //! The password never shows in `Debug`, logs or attempts.
 
 use crate::message::Facts;
-use crate::{Attempt, Retry};
+use crate::{Attempt, Retry, error_chain};
 use lettre::message::Mailbox;
 use lettre::message::header::ContentType;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -147,18 +147,4 @@ impl Mailer {
         }
         builder.header(ContentType::TEXT_PLAIN).body(facts.text()).map_err(|e| format!("cannot build the e-mail: {e}"))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let words = cause.to_string();
-        if !text.contains(&words) {
-            text.push_str(": ");
-            text.push_str(&words);
-        }
-        source = cause.source();
-    }
-    text
 }

@@ -11,7 +11,7 @@
 //! can drop repeats).
 
 use crate::message::Facts;
-use crate::{Attempt, Retry};
+use crate::{Attempt, Retry, error_chain};
 use hmac::{KeyInit, Mac};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use wharf_core::model::HttpMethod;
@@ -62,6 +62,16 @@ pub fn sign(secret: &[u8], payload: &[u8]) -> String {
 /// token).
 pub fn shown_target(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_owned()
+}
+
+/// The HTTP client webhooks are sent with, under `policy`. Building one reads the
+/// platform's trust store: a caller that may never send a webhook builds it at the
+/// first one, and a machine without CA certificates fails that webhook, not its start.
+pub fn client(policy: &Policy) -> Result<reqwest::Client, String> {
+    policy
+        .apply(reqwest::Client::builder().user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION"))))
+        .build()
+        .map_err(|e| format!("cannot build the notification client: {}", error_chain(&e)))
 }
 
 /// Sends `hook` with `facts`, reporting every attempt to `report`; true when delivered.
@@ -184,21 +194,6 @@ fn build(
         builder = builder.body(body);
     }
     builder.build().map_err(|e| error_chain(&e))
-}
-
-/// An error with its causes, `: `-joined.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let words = cause.to_string();
-        if !text.contains(&words) {
-            text.push_str(": ");
-            text.push_str(&words);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

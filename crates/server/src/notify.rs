@@ -63,22 +63,7 @@ impl ServerNotifier {
 
 impl Inner {
     fn client(&self) -> Result<&reqwest::Client, String> {
-        let built = self.client.get_or_init(|| {
-            self.policy
-                .apply(reqwest::Client::builder().user_agent(concat!("wharf/", env!("CARGO_PKG_VERSION"))))
-                .build()
-                .map_err(|e| {
-                    // reqwest's own text is "builder error"; the cause is in its sources.
-                    let mut why = format!("cannot build the notification client: {e}");
-                    let mut source = std::error::Error::source(&e);
-                    while let Some(cause) = source {
-                        why.push_str(&format!(": {cause}"));
-                        source = cause.source();
-                    }
-                    why
-                })
-        });
-        built.as_ref().map_err(Clone::clone)
+        self.client.get_or_init(|| webhook::client(&self.policy)).as_ref().map_err(Clone::clone)
     }
 }
 
