@@ -821,7 +821,6 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// A page of a pipeline's runs, newest first, with the total count.
     /// A page of a pipeline's runs, newest first, with the number of runs kept.
     pub async fn runs(&self, pipeline_id: i64, limit: i64, offset: i64) -> Result<(Vec<RunSummary>, i64)> {
         let runs = self.runs_newest_first(pipeline_id, limit, offset).await?;
