@@ -190,13 +190,15 @@ pub fn main(args: Args) {
             met(list_p99 < Duration::from_millis(5))
         );
         println!(
-            "| {} concurrent trivial runs, {} slots ({}/{} succeeded) | {} ms, {:.0} runs/s, **{ratio:.1}×** the floor | {} × `sh -c true`, {} at a time: {} ms | ≤ 2× | {} |",
+            "| {} concurrent trivial runs, {} slots ({}/{} succeeded) | {} ms, {:.0} runs/s, **{ratio:.1}×** the floor; CPU per run: server {:.2} ms, task {:.2} ms | {} × `sh -c true`, {} at a time: {} ms | ≤ 2× | {} |",
             args.concurrent,
             args.slots,
             burst.succeeded,
             args.concurrent,
             ms(burst.total),
             args.concurrent as f64 / burst.total.as_secs_f64(),
+            burst.server_cpu.as_secs_f64() * 1e3 / args.concurrent as f64,
+            burst.task_cpu.as_secs_f64() * 1e3 / args.concurrent as f64,
             args.concurrent,
             args.slots,
             ms(burst.floor),

@@ -168,11 +168,18 @@ impl Wharf {
 
     /// CPU time used so far (user + system), from `/proc/<pid>/stat`.
     pub(crate) fn cpu(&self) -> Duration {
+        self.cpu_split().0
+    }
+
+    /// CPU time of the server's own threads, and of its ended children (tasks): utime +
+    /// stime, and cutime + cstime, in 10 ms ticks.
+    pub(crate) fn cpu_split(&self) -> (Duration, Duration) {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
         let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 (1-based); after the command, 12 and 13.
-        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-        Duration::from_millis(ticks * 10)
+        // utime, stime, cutime and cstime are fields 14 to 17 (1-based); after the
+        // command, 12 to 15.
+        let ticks = |i: usize| fields[i].parse::<u64>().unwrap() + fields[i + 1].parse::<u64>().unwrap();
+        (Duration::from_millis(ticks(11) * 10), Duration::from_millis(ticks(13) * 10))
     }
 
     /// Waits until the server uses no CPU for 2 s (at most `limit`); returns when it
@@ -370,6 +377,10 @@ pub(crate) struct Burst {
     pub(crate) floor: Duration,
     pub(crate) first_tenth: Duration,
     pub(crate) last_tenth: Duration,
+    /// CPU time of the server's threads, and of its tasks, from the first request until
+    /// every run was stored as ended.
+    pub(crate) server_cpu: Duration,
+    pub(crate) task_cpu: Duration,
 }
 
 /// `n` runs of the trivial pipeline from `clients` clients, against `n` bare
@@ -394,6 +405,7 @@ pub(crate) async fn burst(
     let client = wharf.client.clone();
     let url = wharf.url(&format!("/pipelines/{id}/runs"));
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = wharf.cpu_split();
     let first_sent = jiff::Timestamp::now();
     let t = Instant::now();
     let mut set = tokio::task::JoinSet::new();
@@ -442,6 +454,8 @@ pub(crate) async fn burst(
         assert!(t.elapsed() < Duration::from_secs(600), "the runs did not end within 10 minutes");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    let cpu_after = wharf.cpu_split();
+    let (server_cpu, task_cpu) = (cpu_after.0 - cpu_before.0, cpu_after.1 - cpu_before.1);
     let (_, peak_rss) = wharf.rss();
     // Every run, by number, exactly once, and all succeeded.
     let mut numbers = Vec::new();
@@ -496,7 +510,19 @@ pub(crate) async fn burst(
     let first_tenth = Duration::from_millis((writes[tenth - 1] - first_sent.as_millisecond()).max(0) as u64);
     let last_tenth = Duration::from_millis((writes[n - 1] - writes[n - 1 - tenth]).max(0) as u64);
     let floor = floor();
-    Burst { total, seen_done, stored_done, posts, succeeded, peak_rss, floor, first_tenth, last_tenth }
+    Burst {
+        total,
+        seen_done,
+        stored_done,
+        posts,
+        succeeded,
+        peak_rss,
+        floor,
+        first_tenth,
+        last_tenth,
+        server_cpu,
+        task_cpu,
+    }
 }
 
 /// `n` × `sh -c true`, `slots` at a time.
@@ -793,6 +819,11 @@ pub fn main(args: Args) {
             "| first tenth of the runs ended after / last tenth took | {} ms / {} ms |",
             ms(burst.first_tenth),
             ms(burst.last_tenth)
+        );
+        println!(
+            "| CPU per run: the server's threads / its tasks | {:.2} ms / {:.2} ms |",
+            burst.server_cpu.as_secs_f64() * 1e3 / args.concurrent as f64,
+            burst.task_cpu.as_secs_f64() * 1e3 / args.concurrent as f64
         );
         println!("| floor: {} × sh -c true, {} at a time | {} ms |", args.concurrent, args.slots, ms(burst.floor));
         println!("| ratio to the floor | {:.1} |", burst.total.as_secs_f64() / burst.floor.as_secs_f64());
