@@ -7,7 +7,9 @@
 #   bash scripts/link-order.sh [ROUNDS]     (needs valgrind and perf; ~10 minutes)
 #
 # Round 1 runs two starts (a new data directory, then the same one again), a few
-# requests and 3 s of idling under callgrind, which sees every function executed.
+# requests and 3 s of idling under callgrind, which sees every function executed. The
+# Docker Engine of the test environment is started first: a server probes it at start,
+# and that code is part of an ordinary start.
 # Callgrind's CPU has no SHA or AVX-512, so some code paths differ from a real start:
 # each further round (ROUNDS, default 3) relinks with the list so far, repeats the
 # scenario natively under `perf record -e minor-faults`, and adds the functions whose
@@ -20,6 +22,8 @@ cd "$root"
 for tool in valgrind perf curl; do
   command -v "$tool" >/dev/null || { echo "link-order: $tool is needed (apt-get install valgrind linux-perf curl)" >&2; exit 1; }
 done
+eval "$(bash scripts/test-env.sh | grep '^WHARF_TEST_')"
+docker info >/dev/null 2>&1 || { echo "link-order: the Docker Engine does not answer (bash scripts/test-env.sh)" >&2; exit 1; }
 target=${CARGO_TARGET_DIR:-$root/target}
 wharf="$target/release/wharf"
 order="$root/crates/cli/link/startup.order"
