@@ -94,13 +94,7 @@ pub fn main(args: Args) {
     let dir = tmp.path();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!(
-            "server: {}, cores: {}, load average at start: {}",
-            args.wharf.display(),
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-            load_avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-        );
+        crate::server::print_machine(&args.wharf, dir);
 
         let wharf = Wharf::start(&args.wharf, &dir.join("empty"), &[]).await;
         let (empty_start, empty_cpu) = (wharf.started_in, wharf.cpu());

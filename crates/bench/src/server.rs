@@ -708,19 +708,55 @@ fn row(name: &str, xs: &mut [Duration], goal: &str) -> String {
     )
 }
 
+/// The header of a server measurement: the binary, the cores, the load, and a warning
+/// when the data directories are on ext4 without a journal, where a burst's file
+/// creations slow down after deletions (docs/BENCHMARKS.md, issue 19).
+pub(crate) fn print_machine(wharf: &Path, dir: &Path) {
+    let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!(
+        "server: {}, cores: {}, load average at start: {}",
+        wharf.display(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    if let Some(device) = unjournaled_ext4(dir) {
+        println!(
+            "note: {} is on ext4 without a journal ({device}): it does not reuse inodes deleted in the last \
+             minutes, so the burst slows after anything removed many files there (an earlier run of this \
+             bench); TMPDIR on a journaled file system or tmpfs avoids it",
+            dir.display()
+        );
+    }
+}
+
+/// The device of the ext4 file system holding `dir` when it has no journal (its
+/// `/sys/fs/ext4/<device>/journal_task` says `<none>`).
+fn unjournaled_ext4(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id, parent, major:minor, root, mount point, options, …, "-", type, source.
+    let (point, fstype, source) = mountinfo
+        .lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let point = left.split(' ').nth(4)?;
+            let mut right = right.split(' ');
+            Some((PathBuf::from(point), right.next()?.to_owned(), right.next()?.to_owned()))
+        })
+        .filter(|(point, _, _)| dir.starts_with(point))
+        .max_by_key(|(point, _, _)| point.as_os_str().len())?;
+    let device = source.rsplit('/').next()?.to_owned();
+    let journal = std::fs::read_to_string(format!("/sys/fs/ext4/{device}/journal_task")).ok()?;
+    (fstype == "ext4" && journal.trim() == "<none>").then(|| format!("{source} on {}", point.display()))
+}
+
 pub fn main(args: Args) {
     wharf_bench::require_binary(&args.wharf);
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = wharf_bench::work_dir(args.dir.as_deref(), tmp.path());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        println!(
-            "server: {}, cores: {}, load average at start: {}",
-            args.wharf.display(),
-            std::thread::available_parallelism().map_or(0, |n| n.get()),
-            load_avg.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-        );
+        print_machine(&args.wharf, &dir);
 
         // 1 and 2: an empty server.
         let wharf = Wharf::start(&args.wharf, &dir.join("empty"), &[]).await;
