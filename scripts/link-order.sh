@@ -4,7 +4,7 @@
 # .text (see crates/cli/build.rs). Run it after changes that touch start-up, and
 # compare `wharf-bench figures` before and after.
 #
-#   bash scripts/link-order.sh [ROUNDS]     (needs valgrind and perf; ~10 minutes)
+#   bash scripts/link-order.sh [ROUNDS]     (needs valgrind and perf; about 7 minutes on 2 cores)
 #
 # Round 1 runs two starts (a new data directory, then the same one again), a few
 # requests and 3 s of idling under callgrind, which sees every function executed. The
