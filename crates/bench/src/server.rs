@@ -727,6 +727,46 @@ pub(crate) fn print_machine(wharf: &Path, dir: &Path) {
             dir.display()
         );
     }
+    if let Some(order) = startup_order(wharf) {
+        println!("{order}");
+    }
+}
+
+/// How much of the start-up link order (`crates/cli/link/startup.order`, read from the
+/// working directory) the binary has, and whether those functions lie together: a
+/// stale list or a build without the layout shows in the idle memory, and here says why.
+fn startup_order(wharf: &Path) -> Option<String> {
+    let list = std::fs::read_to_string("crates/cli/link/startup.order").ok()?;
+    let nm = Command::new("nm").args(["--defined-only", "--size-sort", "-S"]).arg(wharf).output().ok()?;
+    let listed: std::collections::HashSet<&str> = list.lines().collect();
+    let symbols = String::from_utf8_lossy(&nm.stdout);
+    // Lines: address, size, type, name.
+    // A name can stand for several local symbols (C `static` functions, say); each of
+    // them is placed, but the list's name counts once.
+    let mut found = std::collections::HashSet::new();
+    let (mut lowest, mut highest, mut size) = (u64::MAX, 0, 0);
+    for line in symbols.lines() {
+        let mut parts = line.splitn(4, ' ');
+        let (Some(address), Some(length), Some(_), Some(name)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if listed.contains(name)
+            && let (Ok(address), Ok(length)) = (u64::from_str_radix(address, 16), u64::from_str_radix(length, 16))
+        {
+            found.insert(name);
+            (lowest, highest, size) = (lowest.min(address), highest.max(address + length), size + length);
+        }
+    }
+    let together = !found.is_empty() && highest - lowest < 2 * size;
+    Some(format!(
+        "start-up link order: {} of {} listed functions are in the binary, {} (scripts/link-order.sh \
+         regenerates the list)",
+        found.len(),
+        listed.len(),
+        if together { "laid out together" } else { "**not** laid out together" }
+    ))
 }
 
 /// The device of the ext4 file system holding `dir` when it has no journal (its
